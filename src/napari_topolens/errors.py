@@ -9,6 +9,7 @@ from __future__ import annotations
 
 __all__ = [
     "AnalysisFileError",
+    "Cancelled",
     "CheckpointError",
     "EmptySelectionError",
     "ImageError",
@@ -44,3 +45,7 @@ class CheckpointError(TopoLensError):
 
 class AnalysisFileError(TopoLensError):
     """A saved analysis that is damaged, foreign or of an unknown version."""
+
+
+class Cancelled(Exception):  # noqa: N818 - reads as "the run was cancelled"
+    """The user stopped a long computation; not an error in the input."""

@@ -1,0 +1,65 @@
+"""napari-topolens: the shape of a network's activations, linked back to pixels.
+
+The public API is importable from here without loading torch, gudhi or kmapper;
+each name is imported on first use so that napari starts fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    # activations
+    "PointCloud": "napari_topolens.activations.pointcloud",
+    "extract_activations": "napari_topolens.activations.extract",
+    "iter_extract_activations": "napari_topolens.activations.extract",
+    "predict_proba": "napari_topolens.activations.extract",
+    "SAMPLING_MODES": "napari_topolens.activations.extract",
+    "list_layers": "napari_topolens.activations.models",
+    "load_model": "napari_topolens.activations.models",
+    # samples
+    "Sample": "napari_topolens.samples",
+    "load_sample": "napari_topolens.samples",
+    "SAMPLE_NAMES": "napari_topolens.samples",
+    # topology
+    "Analysis": "napari_topolens.topology.analysis",
+    "AnalysisConfig": "napari_topolens.topology.analysis",
+    "LayerAnalysis": "napari_topolens.topology.analysis",
+    "analyze": "napari_topolens.topology.analysis",
+    "iter_analyze": "napari_topolens.topology.analysis",
+    "load_analysis": "napari_topolens.topology.store",
+    "persistence_diagrams": "napari_topolens.topology.persistence",
+    "compute_persistence": "napari_topolens.topology.persistence",
+    "mapper_graph": "napari_topolens.topology.mapper",
+    "ph_dimension": "napari_topolens.topology.phdim",
+    # report
+    "write_report": "napari_topolens.report.html",
+    # errors (cheap, but kept lazy for symmetry)
+    "TopoLensError": "napari_topolens.errors",
+    "Cancelled": "napari_topolens.errors",
+}
+
+__all__ = ["__version__", *sorted(_LAZY)]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'napari_topolens' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return list(__all__)
+
+
+if TYPE_CHECKING:  # for type checkers and IDEs only
+    from .activations.extract import extract_activations, iter_extract_activations, predict_proba
+    from .activations.models import list_layers, load_model
+    from .activations.pointcloud import PointCloud
+    from .errors import Cancelled, TopoLensError

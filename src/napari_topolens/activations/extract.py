@@ -1,0 +1,345 @@
+"""Pull layer activations for images, as point clouds that remember their pixels."""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .._progress import CancelCallback, Progress, ProgressCallback, drive
+from ..errors import EmptySelectionError, ImageError, LayerError, ModelError
+from .hooks import capture_layers, check_layer_names
+from .models import first_input_channels
+from .pointcloud import PointCloud
+from .receptive_field import LayerGeometry, layer_geometry
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "SAMPLING_MODES",
+    "DEFAULT_MAX_POSITIONS",
+    "as_image_batch",
+    "extract_activations",
+    "iter_extract_activations",
+    "predict_proba",
+]
+
+SAMPLING_MODES = ("pooled", "random_position", "top_norm", "all_positions")
+#: Cap for ``all_positions`` when none is given (TopoAct's smaller published run).
+DEFAULT_MAX_POSITIONS = 80_000
+
+
+def as_image_batch(images: Any) -> np.ndarray:
+    """Check images and return them as a float32 ``(N, C, H, W)`` array.
+
+    Accepts ``(N, H, W)`` grayscale, ``(N, H, W, C)`` or ``(N, C, H, W)`` with
+    ``C`` in 1 or 3. Values are kept as they are: the model carries the
+    normalisation it expects.
+    """
+    if isinstance(images, (list, tuple)):
+        if len(images) == 0:
+            raise EmptySelectionError("no images were selected; select at least one image")
+        images = np.stack([np.asarray(im) for im in images])
+    if hasattr(images, "detach"):
+        images = images.detach().cpu().numpy()
+    array = np.asarray(images)
+    if array.dtype == object or not (
+        np.issubdtype(array.dtype, np.number) or array.dtype == bool
+    ):
+        raise ImageError(f"images must be numeric arrays, got dtype {array.dtype}")
+    if array.ndim == 0 or (array.ndim >= 1 and array.shape[0] == 0):
+        raise EmptySelectionError("no images were selected; select at least one image")
+    if array.ndim == 2:
+        raise ImageError(
+            f"got one {array.shape} image; pass a stack (N, H, W): use images[None] for a single image"
+        )
+    if array.ndim == 3:
+        array = array[:, None]
+    elif array.ndim == 4:
+        if array.shape[-1] in (1, 3) and array.shape[1] not in (1, 3):
+            array = np.moveaxis(array, -1, 1)
+        elif array.shape[1] not in (1, 3):
+            raise ImageError(
+                f"images of shape {array.shape} have neither 1 nor 3 channels on the first or "
+                "last axis; pass (N, H, W), (N, H, W, 3) or (N, 3, H, W)"
+            )
+    else:
+        raise ImageError(
+            f"images must be (N, H, W), (N, H, W, 3) or (N, 3, H, W); got shape {array.shape}"
+        )
+    array = np.ascontiguousarray(array, dtype=np.float32)
+    finite = np.isfinite(array).reshape(len(array), -1).all(axis=1)
+    if not finite.all():
+        bad = np.flatnonzero(~finite)
+        raise ImageError(
+            f"{len(bad)} image(s) contain NaN or infinite pixels (first: index {bad[0]}); "
+            "fill or drop them before extracting activations"
+        )
+    return array
+
+
+@contextmanager
+def _eval_mode(model: torch.nn.Module):
+    """Run in eval mode (dropout off, batch-norm running stats) and restore after."""
+    was_training = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in was_training:
+            module.training = training
+
+
+def _model_device_dtype(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
+    import torch
+
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.device, p.dtype
+    return torch.device("cpu"), torch.float32
+
+
+def _check_channels(model: torch.nn.Module, batch: np.ndarray) -> None:
+    expected = first_input_channels(model)
+    if expected is not None and expected != batch.shape[1]:
+        have = "grayscale (1 channel)" if batch.shape[1] == 1 else f"{batch.shape[1]} channels"
+        fix = (
+            "stack the grayscale image into 3 channels (RGB)"
+            if expected == 3
+            else "convert the images to grayscale"
+            if expected == 1
+            else f"give images with {expected} channels"
+        )
+        raise ImageError(f"the images are {have} but the model's first layer expects {expected}: {fix}")
+
+
+def predict_proba(model: torch.nn.Module, images: Any, *, batch_size: int = 64) -> np.ndarray:
+    """Softmax of the model's output, ``(N, K)``, for the predicted-class lens."""
+    import torch
+
+    batch = as_image_batch(images)
+    _check_channels(model, batch)
+    device, dtype = _model_device_dtype(model)
+    out: list[np.ndarray] = []
+    with _eval_mode(model), torch.no_grad():
+        for start in range(0, len(batch), batch_size):
+            chunk = torch.from_numpy(batch[start : start + batch_size]).to(device=device, dtype=dtype)
+            try:
+                logits = model(chunk)
+            except Exception as exc:
+                raise ModelError(
+                    f"the model raised {type(exc).__name__} on a batch of shape {tuple(chunk.shape)}: {exc}"
+                ) from exc
+            if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
+                raise ModelError(
+                    "the model's output is not a (batch, classes) tensor of logits, so class "
+                    "probabilities cannot be computed"
+                )
+            out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
+    return np.concatenate(out)
+
+
+def extract_activations(
+    model: torch.nn.Module,
+    images: Any,
+    layers: Sequence[str] | str,
+    *,
+    sampling: str = "pooled",
+    max_points: int | None = None,
+    batch_size: int = 64,
+    seed: int = 0,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCallback | None = None,
+) -> dict[str, PointCloud]:
+    """Activations of ``layers`` for ``images``, one :class:`PointCloud` per layer.
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Any module; it is run in eval mode under ``torch.no_grad()`` and its
+        training flag is restored afterwards.
+    images : array-like
+        ``(N, H, W)``, ``(N, H, W, 3)`` or ``(N, 3, H, W)``, finite.
+    layers : sequence of str
+        Names as in ``model.named_modules()`` (see :func:`list_layers`).
+    sampling : {"pooled", "random_position", "top_norm", "all_positions"}
+        How a spatial layer becomes points (METHODS §2): the spatial mean per
+        image; one random position per image (border index 0 skipped); the
+        position of largest L2 norm per image; every position, randomly
+        subsampled to ``max_points`` (default 80,000). Token layers ``(B, T, C)``
+        treat tokens as positions; vector layers give one point per image.
+    max_points : int, optional
+        Cap on points per layer. One-point-per-image modes draw a random subset
+        of images (the same for every layer).
+    batch_size : int
+        Images per forward pass; memory is bounded by the batch and the cap.
+    seed : int
+        Seeds every random choice; results do not depend on ``batch_size``.
+    progress, cancel : callable, optional
+        ``progress(fraction, message)``; ``cancel()`` returning true stops with
+        :class:`~napari_topolens.errors.Cancelled`.
+    """
+    steps = iter_extract_activations(
+        model, images, layers, sampling=sampling, max_points=max_points, batch_size=batch_size, seed=seed
+    )
+    return drive(steps, progress, cancel)
+
+
+def iter_extract_activations(
+    model: torch.nn.Module,
+    images: Any,
+    layers: Sequence[str] | str,
+    *,
+    sampling: str = "pooled",
+    max_points: int | None = None,
+    batch_size: int = 64,
+    seed: int = 0,
+) -> Generator[Progress, None, dict[str, PointCloud]]:
+    """Generator form of :func:`extract_activations`: yields progress, returns the clouds."""
+    import torch
+
+    if sampling not in SAMPLING_MODES:
+        raise LayerError(f"unknown sampling mode {sampling!r}; choose one of {', '.join(SAMPLING_MODES)}")
+    if max_points is not None and int(max_points) < 1:
+        raise EmptySelectionError(f"max_points must be at least 1, got {max_points}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    batch = as_image_batch(images)
+    modules = check_layer_names(model, [layers] if isinstance(layers, str) else list(layers))
+    _check_channels(model, batch)
+    device, dtype = _model_device_dtype(model)
+    n_images, image_hw = len(batch), batch.shape[2:]
+
+    with _eval_mode(model):
+        yield Progress(0.0, "probing receptive fields")
+        geometry = layer_geometry(model, modules, batch.shape[1:], dtype=dtype, device=device, batch_size=batch_size)
+        plans = {
+            name: _SamplingPlan.make(sampling, geometry[name], n_images, max_points, seed, index)
+            for index, name in enumerate(modules)
+        }
+        chosen = sorted(set().union(*(plan.images for plan in plans.values())))
+        chosen_images = np.asarray(chosen, dtype=np.int64)
+        parts: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {name: [] for name in modules}
+        n_batches = max(1, -(-len(chosen_images) // batch_size))
+        for b in range(n_batches):
+            index = chosen_images[b * batch_size : (b + 1) * batch_size]
+            chunk = torch.from_numpy(batch[index]).to(device=device, dtype=dtype)
+            outputs = capture_layers(model, chunk, modules)
+            for name, out in outputs.items():
+                parts[name].append(plans[name].take(name, out, index))
+            yield Progress((b + 1) / n_batches, f"batch {b + 1}/{n_batches}")
+
+    clouds: dict[str, PointCloud] = {}
+    for name in modules:
+        geo, plan = geometry[name], plans[name]
+        points = np.concatenate([p[0] for p in parts[name]]) if parts[name] else np.empty((0, geo.channels), np.float32)
+        image_index = np.concatenate([p[1] for p in parts[name]]).astype(np.int64)
+        flat = np.concatenate([p[2] for p in parts[name]]).astype(np.int64)
+        spatial = plan.mode != "pooled" and geo.kind != "vector"
+        if spatial:
+            position = geo.positions(flat)
+            boxes = geo.boxes[flat]
+        else:
+            position = None
+            boxes = np.tile(np.array([[0, 0, image_hw[0], image_hw[1]]], dtype=np.int64), (len(points), 1))
+        clouds[name] = PointCloud(
+            layer=name,
+            points=points,
+            image_index=image_index,
+            position=position,
+            receptive_field=boxes,
+            sampling=plan.mode,
+            grid_shape=tuple(int(g) for g in geo.grid_shape),
+            image_shape=(int(image_hw[0]), int(image_hw[1])),
+            meta={
+                "requested_sampling": sampling,
+                "layer_kind": geo.kind,
+                "receptive_field_method": geo.method,
+                "receptive_field_note": geo.note,
+                "n_images": int(n_images),
+                "max_points": None if plan.cap is None else int(plan.cap),
+                "seed": int(seed),
+            },
+        )
+    return clouds
+
+
+class _SamplingPlan:
+    """Which images and positions of one layer become points, fixed before any forward pass."""
+
+    def __init__(self, mode: str, geo: LayerGeometry, images: np.ndarray, cap: int | None, rng: np.random.Generator, keep_flat: np.ndarray | None):
+        self.mode, self.geo, self.images, self.cap, self.rng = mode, geo, images, cap, rng
+        self.keep_flat = keep_flat  # all_positions: sorted global indices image * P + position
+
+    @classmethod
+    def make(cls, sampling: str, geo: LayerGeometry, n_images: int, max_points: int | None, seed: int, layer_index: int) -> _SamplingPlan:
+        rng = np.random.default_rng([seed, layer_index])
+        image_rng = np.random.default_rng([seed, 1_000_003])  # same image subset for every layer
+        mode = "pooled" if geo.kind == "vector" else sampling
+        n_positions = geo.n_positions
+        if mode == "all_positions":
+            cap = DEFAULT_MAX_POSITIONS if max_points is None else int(max_points)
+            total = n_images * n_positions
+            keep = np.arange(total) if total <= cap else np.sort(rng.choice(total, size=cap, replace=False))
+            images = np.unique(keep // n_positions)
+            return cls(mode, geo, images, cap, rng, keep)
+        cap = None if max_points is None else int(max_points)
+        if cap is not None and cap < n_images:
+            images = np.sort(image_rng.choice(n_images, size=cap, replace=False))
+        else:
+            images = np.arange(n_images)
+        if mode == "random_position":
+            rows, cols = geo.grid_shape
+            low_r, low_c = (1 if rows > 1 else 0), (1 if cols > 1 else 0)
+            r = rng.integers(low_r, rows, size=n_images)
+            c = rng.integers(low_c, cols, size=n_images)
+            keep = r * cols + c  # per image, indexed by image number
+            return cls(mode, geo, images, cap, rng, keep)
+        return cls(mode, geo, images, cap, rng, None)
+
+    def take(self, name: str, output: torch.Tensor, index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Points, their image numbers and flat positions from one batch's layer output."""
+        import torch
+
+        wanted = np.isin(index, self.images)
+        rows = np.flatnonzero(wanted)
+        out = output[torch.from_numpy(rows).to(output.device)]
+        kind = self.geo.kind
+        if kind == "spatial":
+            per_position = out.flatten(2).transpose(1, 2)  # (B, P, C)
+        elif kind == "tokens":
+            per_position = out  # (B, T, C)
+        else:
+            per_position = out.reshape(len(rows), 1, -1)
+        per_position = per_position.float()
+        image_ids = index[rows]
+        if self.mode == "pooled":
+            points = per_position.mean(dim=1)
+            flat = np.zeros(len(rows), dtype=np.int64)
+            ids = image_ids
+        elif self.mode in ("random_position", "top_norm"):
+            if self.mode == "random_position":
+                flat = self.keep_flat[image_ids]
+            else:
+                flat = per_position.norm(dim=2).argmax(dim=1).cpu().numpy()
+            pick = torch.from_numpy(flat).to(per_position.device)
+            points = per_position[torch.arange(len(rows), device=per_position.device), pick]
+            ids = image_ids
+        else:  # all_positions
+            n_pos = self.geo.n_positions
+            lo = np.searchsorted(self.keep_flat, image_ids.min() * n_pos) if len(rows) else 0
+            hi = np.searchsorted(self.keep_flat, (image_ids.max() + 1) * n_pos) if len(rows) else 0
+            keep = self.keep_flat[lo:hi]
+            img, flat = np.divmod(keep, n_pos)
+            local = np.searchsorted(image_ids, img)  # batches hold sorted image numbers
+            points = per_position[torch.from_numpy(local), torch.from_numpy(flat)]
+            ids = img
+        array = points.cpu().numpy().astype(np.float32, copy=False)
+        if not np.isfinite(array).all():
+            raise LayerError(
+                f"layer {name!r} produced NaN or infinite activations; check the model and its input scaling"
+            )
+        return array, ids, flat

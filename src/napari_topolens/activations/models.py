@@ -1,0 +1,203 @@
+"""Loading user models and naming their layers."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import CheckpointError, ModelError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["load_model", "load_state_dict", "list_layers", "first_input_channels"]
+
+_CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "weights")
+_PROBE_SIZES = (8, 28, 32, 48, 64, 96, 128, 224)
+
+
+def load_model(spec: str, weights: str | Path | None = None) -> torch.nn.Module:
+    """Build a model from ``"package.module:callable"`` and load plain weights into it.
+
+    The callable is called without arguments and must return a ``torch.nn.Module``.
+    ``weights`` is read with ``torch.load(weights_only=True)`` only, so a checkpoint
+    that holds pickled code is refused without running any of it.
+    """
+    import torch
+
+    module_name, sep, attr_path = str(spec).partition(":")
+    if not sep or not module_name or not attr_path:
+        raise ModelError(
+            f"model spec {spec!r} is not of the form 'package.module:callable' "
+            "(for example 'torchvision.models:resnet18' or 'mypkg.nets:build_model')"
+        )
+    try:
+        target: Any = importlib.import_module(module_name)
+    except Exception as exc:  # ImportError, or whatever the module raises on import
+        raise ModelError(
+            f"model spec {spec!r}: module {module_name!r} could not be imported "
+            f"({type(exc).__name__}: {exc}); check the name and that the package is "
+            "installed in this environment"
+        ) from exc
+    for part in attr_path.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError as exc:
+            raise ModelError(
+                f"model spec {spec!r}: {module_name!r} has no attribute {attr_path!r}; "
+                "name a function or class that builds the model"
+            ) from exc
+    try:
+        model = target() if callable(target) and not isinstance(target, torch.nn.Module) else target
+    except Exception as exc:
+        raise ModelError(
+            f"model spec {spec!r}: calling {attr_path}() raised {type(exc).__name__}: {exc}; "
+            "the callable must build the model without arguments"
+        ) from exc
+    if not isinstance(model, torch.nn.Module):
+        raise ModelError(
+            f"model spec {spec!r} gave a {type(model).__name__}, not a torch.nn.Module"
+        )
+    if weights is not None:
+        state = load_state_dict(weights)
+        try:
+            model.load_state_dict(_match_prefix(state, model), strict=True)
+        except RuntimeError as exc:
+            raise CheckpointError(
+                f"weights {str(weights)!r} do not fit the model from {spec!r}: {exc}"
+            ) from exc
+    return model.eval()
+
+
+def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a checkpoint as plain weights, unwrapping the usual nestings.
+
+    Accepts a bare state dict, ``{"state_dict": ...}``, ``{"model": ...}`` and
+    similar, and strips DataParallel ``module.`` prefixes.
+    """
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file {str(path)!r} does not exist")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise CheckpointError(
+            f"weights file {str(path)!r} is not plain weights: it holds pickled objects "
+            "that would run code when loaded, so it was refused unread. Save "
+            "model.state_dict() instead of the model object."
+        ) from exc
+    except Exception as exc:
+        raise CheckpointError(
+            f"weights file {str(path)!r} could not be read as a PyTorch checkpoint "
+            f"({type(exc).__name__}: {exc})"
+        ) from exc
+    for _ in range(3):  # {"model": {"state_dict": ...}} happens
+        if isinstance(obj, Mapping) and not _is_state_dict(obj):
+            inner = next((obj[k] for k in _CONTAINER_KEYS if k in obj), None)
+            if inner is None:
+                break
+            obj = inner
+    if not (isinstance(obj, Mapping) and _is_state_dict(obj)):
+        raise CheckpointError(
+            f"weights file {str(path)!r} holds no state dict (found {type(obj).__name__}"
+            f"{' with keys ' + ', '.join(map(str, list(obj)[:8])) if isinstance(obj, Mapping) else ''}); "
+            "save model.state_dict(), optionally as {'state_dict': ...}"
+        )
+    state = dict(obj)
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module.") :]: v for k, v in state.items()}
+    return state
+
+
+def _is_state_dict(obj: Mapping) -> bool:
+    import torch
+
+    return len(obj) > 0 and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    )
+
+
+def _match_prefix(state: dict, model: torch.nn.Module) -> dict:
+    """Strip one extra leading component (e.g. ``model.``) when only that differs."""
+    own = set(model.state_dict())
+    if set(state) == own or not state:
+        return state
+    heads = {k.split(".", 1)[0] for k in state}
+    if len(heads) == 1:
+        stripped = {k.split(".", 1)[1]: v for k, v in state.items() if "." in k}
+        if set(stripped) == own:
+            return stripped
+    return state
+
+
+def first_input_channels(model: torch.nn.Module) -> int | None:
+    """Channels the first convolution expects, when the model starts with one."""
+    for module in model.modules():
+        channels = getattr(module, "in_channels", None)
+        if isinstance(channels, int):
+            return channels
+    return None
+
+
+def list_layers(model: torch.nn.Module, input_shape: tuple[int, ...] | None = None) -> list[str]:
+    """Names of the layers that can be hooked, in the order the forward pass reaches them.
+
+    The order comes from one forward pass of zeros shaped ``input_shape``
+    ``(C, H, W)``; without it, common image sizes are tried. Modules the forward
+    pass never calls (``ModuleList`` holders, unused heads) are left out. If no
+    probe runs, the order of ``named_modules()`` is returned instead.
+    """
+    import torch
+
+    candidates: list[tuple[int, ...]]
+    if input_shape is not None:
+        candidates = [tuple(input_shape)]
+    else:
+        channels = first_input_channels(model) or 3
+        candidates = [(channels, s, s) for s in _PROBE_SIZES]
+    modules = [(n, m) for n, m in model.named_modules() if n]
+    for shape in candidates:
+        order: list[str] = []
+
+        def recorder(name: str) -> Any:
+            def record(_module: torch.nn.Module, _inp: Any, _out: Any) -> None:
+                if name not in order:
+                    order.append(name)
+
+            return record
+
+        handles = [m.register_forward_hook(recorder(n)) for n, m in modules]
+        try:
+            with torch.no_grad():
+                model(torch.zeros((1, *shape), dtype=_param_dtype(model), device=_device(model)))
+        except Exception:
+            continue
+        finally:
+            for handle in handles:
+                handle.remove()
+        if order:
+            return order
+    return [n for n, _ in model.named_modules() if n]
+
+
+def _device(model: torch.nn.Module) -> torch.device:
+    import torch
+
+    for p in model.parameters():
+        return p.device
+    return torch.device("cpu")
+
+
+def _param_dtype(model: torch.nn.Module) -> torch.dtype:
+    import torch
+
+    for p in model.parameters():
+        if p.is_floating_point():
+            return p.dtype
+    return torch.float32
