@@ -198,9 +198,11 @@ def iter_extract_activations(
     batch_size: int = 64,
     seed: int = 0,
 ) -> Generator[Progress, None, dict[str, PointCloud]]:
-    """Generator form of :func:`extract_activations`: yields progress, returns the clouds."""
-    import torch
+    """Generator form of :func:`extract_activations`: yields progress, returns the clouds.
 
+    The input is checked when this is called, before the generator is returned, so
+    bad input fails at once on the caller's thread; the work runs as it is iterated.
+    """
     if sampling not in SAMPLING_MODES:
         raise LayerError(f"unknown sampling mode {sampling!r}; choose one of {', '.join(SAMPLING_MODES)}")
     if max_points is not None and int(max_points) < 1:
@@ -210,6 +212,20 @@ def iter_extract_activations(
     batch = as_image_batch(images)
     modules = check_layer_names(model, [layers] if isinstance(layers, str) else list(layers))
     _check_channels(model, batch)
+    return _extraction_steps(model, batch, modules, sampling, max_points, batch_size, seed)
+
+
+def _extraction_steps(
+    model: torch.nn.Module,
+    batch: np.ndarray,
+    modules: dict[str, torch.nn.Module],
+    sampling: str,
+    max_points: int | None,
+    batch_size: int,
+    seed: int,
+) -> Generator[Progress, None, dict[str, PointCloud]]:
+    import torch
+
     device, dtype = _model_device_dtype(model)
     n_images, image_hw = len(batch), batch.shape[2:]
 

@@ -1,0 +1,31 @@
+# One command each: `make report` (the headless main job on the digits sample) and
+# `make test` (the full test suite under a virtual X server). Both set up .venv first.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+OUT ?= report_out
+
+.PHONY: setup test report lint clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	# the CPU build of torch first, so the project's torch>=2.2 pulls nothing more
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $@
+
+setup: $(VENV)/.installed
+
+lint: setup
+	$(BIN)/lint-imports
+	$(BIN)/npe2 validate napari-topolens
+
+test: lint
+	xvfb-run -a -s "-screen 0 1600x1000x24" $(BIN)/python -m pytest -q
+
+report: setup
+	$(BIN)/napari-topolens report --sample digits --out $(OUT)
+
+clean:
+	rm -rf $(VENV) $(OUT) build dist .pytest_cache

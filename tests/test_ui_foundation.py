@@ -1,0 +1,80 @@
+"""The samples open in a real viewer, and the widget pulls activations through its worker."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_topolens.ui.activation_widget import CURRENT_IMAGE, ActivationWidget
+from napari_topolens.ui.sample_data import SAMPLE_KEY
+
+
+@pytest.mark.parametrize("name, shape", [("digits", (8, 8)), ("shapes", (48, 48))])
+def test_samples_open_as_image_stacks(make_napari_viewer, name, shape):
+    viewer = make_napari_viewer()
+    layers = viewer.open_sample("napari-topolens", name)
+    (layer,) = layers
+    assert layer.data.ndim == 3 and layer.data.shape[1:] == shape
+    meta = layer.metadata
+    assert meta[SAMPLE_KEY] == name
+    assert len(meta["labels"]) == len(layer.data)
+    assert len(meta["class_names"]) == int(meta["labels"].max()) + 1
+
+
+def wait_for(qtbot, worker, timeout=60_000):
+    with qtbot.waitSignal(worker.finished, timeout=timeout):
+        pass
+
+
+def test_widget_pulls_activations_end_to_end(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-topolens", "shapes")
+    widget = ActivationWidget(viewer)
+    viewer.window.add_dock_widget(widget)
+    widget.model_source.value = "sample: shapes"
+    assert widget.image_layer.value.metadata[SAMPLE_KEY] == "shapes"
+    widget.load_model()
+    assert "pool2" in widget.layers.choices
+    widget.layers.value = ["pool1", "pool2"]
+    widget.sampling.value = "top_norm"
+    worker = widget.run()
+    assert worker is not None
+    wait_for(qtbot, worker)
+    assert set(widget.clouds) == {"pool1", "pool2"}
+    n_images = len(viewer.layers[0].data)
+    cloud = widget.clouds["pool2"]
+    assert len(cloud) == n_images and cloud.position is not None
+    assert "pool2:" in widget.status.value and f"{n_images} points" in widget.status.value
+    assert widget.run_button.enabled and not widget.cancel_button.enabled
+
+
+def test_widget_current_image_only(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-topolens", "digits")
+    widget = ActivationWidget(viewer)
+    widget.model_source.value = "sample: digits"
+    widget.load_model()
+    viewer.dims.set_current_step(0, 7)
+    widget.which.value = CURRENT_IMAGE
+    worker = widget.run()
+    wait_for(qtbot, worker)
+    for cloud in widget.clouds.values():
+        np.testing.assert_array_equal(np.unique(cloud.image_index), [0])
+    np.testing.assert_array_equal(widget.source["image_index"], [7])
+
+
+def test_widget_reports_bad_input_and_keeps_the_viewer(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.full((3, 8, 8), np.nan, dtype=np.float32), name="broken")
+    widget = ActivationWidget(viewer)
+    widget.model_source.value = "sample: digits"
+    widget.image_layer.value = viewer.layers["broken"]
+    widget.load_model()
+    assert widget.run() is None
+    assert "NaN" in widget.status.value
+    assert [layer.name for layer in viewer.layers] == ["broken"]
+    assert widget.clouds == {}
+    widget.model_source.value = "import spec + weights"
+    widget.spec.value = "no_such_package_xyz:net"
+    assert widget.load_model() is None
+    assert "could not be imported" in widget.status.value
