@@ -1,0 +1,62 @@
+"""What a user installs: the wheel carries the manifest and the sample files, and importing is cheap."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> zipfile.ZipFile:
+    out = tmp_path_factory.mktemp("wheel")
+    subprocess.run(
+        [sys.executable, "-m", "hatchling", "build", "-t", "wheel", "-d", str(out)],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+    )
+    (path,) = out.glob("*.whl")
+    return zipfile.ZipFile(path)
+
+
+def test_wheel_ships_manifest_and_samples(wheel):
+    names = set(wheel.namelist())
+    assert "napari_topolens/napari.yaml" in names
+    assert wheel.read("napari_topolens/napari.yaml") == (ROOT / "napari.yaml").read_bytes()
+    for sample in ("digits", "shapes"):
+        assert f"napari_topolens/sample_data/{sample}.npz" in names
+        assert f"napari_topolens/sample_data/{sample}_cnn.pt" in names
+    entry_points = next(n for n in names if n.endswith("entry_points.txt"))
+    text = wheel.read(entry_points).decode()
+    assert "napari-topolens = napari_topolens:napari.yaml" in text
+    metadata = wheel.read(next(n for n in names if n.endswith("METADATA"))).decode()
+    assert "Classifier: Framework :: napari" in metadata
+    assert "License-Expression: BSD-3-Clause" in metadata
+    requires = [line for line in metadata.splitlines() if line.startswith("Requires-Dist:")]
+    base = [r for r in requires if "extra ==" not in r]
+    assert not any(q in r for r in base for q in ("PyQt", "PySide", "napari"))
+    assert any(r.startswith("Requires-Dist: torch>=2.2") for r in base)
+
+
+def test_manifest_is_valid():
+    from npe2 import PluginManifest
+
+    manifest = PluginManifest.from_file(ROOT / "napari.yaml")
+    assert manifest.name == "napari-topolens"
+    assert {s.key for s in manifest.contributions.sample_data} >= {"digits", "shapes"}
+
+
+def test_importing_the_package_loads_no_heavy_library():
+    code = (
+        "import sys, napari_topolens, napari_topolens.topology, napari_topolens.activations;"
+        "heavy = [m for m in ('torch', 'gudhi', 'kmapper', 'napari', 'qtpy', 'matplotlib') if m in sys.modules];"
+        "print(','.join(heavy))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == ""
