@@ -242,10 +242,11 @@ class ActivationWidget(Container):
             self._worker.quit()
 
     def _on_progress(self, step: Any) -> None:
-        if self._pbar is not None:
+        pbar = self._pbar  # a local: updating the bar can run queued events that close it
+        if pbar is not None:
+            pbar.set_description(f"Pulling activations: {step.message}")
             target = int(round(1000 * float(step.fraction)))
-            self._pbar.update(max(0, target - self._pbar.n))
-            self._pbar.set_description(f"Pulling activations: {step.message}")
+            pbar.update(max(0, target - pbar.n))
 
     def _on_done(self, clouds: dict[str, Any], index: np.ndarray, layers: list[str]) -> None:
         self.clouds = clouds
