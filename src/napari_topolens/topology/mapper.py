@@ -1,0 +1,497 @@
+"""Mapper graphs of one layer's point cloud (TopoAct; Purvine et al. 2022).
+
+The cover and the per-interval clustering are kmapper's (``KeplerMapper.map`` with a
+``Cover`` and a ``DBSCAN``). kmapper's nerve compares every pair of nodes, so it is
+replaced here by a no-op and the edges are built from the point/node incidence
+matrix instead (``B @ B.T``), whose cost follows the number of (point, node) pairs,
+not the square of the number of nodes (METHODS.md §3).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from napari_topolens.errors import EmptySelectionError, LayerError, TopoLensError
+
+__all__ = ["LENSES", "MapperGraph", "MapperNode", "knee_eps", "mapper_graph"]
+
+LENSES = ("l2norm", "pca1", "pca2", "probability")
+
+_NODE_ID = re.compile(r"^cube(\d+)_cluster(\d+)$")
+
+
+@dataclass(frozen=True)
+class MapperNode:
+    """A read-only view of one node of a :class:`MapperGraph`."""
+
+    id: str
+    index: int
+    members: np.ndarray
+    size: int
+    class_counts: np.ndarray
+    purity: float
+    mean_lens: float
+    dominant_class: int
+
+
+@dataclass
+class MapperGraph:
+    """The Mapper graph of one point cloud.
+
+    Attributes
+    ----------
+    node_ids : list of str
+        kmapper's names (``"cube{i}_cluster{j}"``), ordered by ``(i, j)`` numerically.
+    members, member_offsets : ndarray of int64
+        CSR member lists: rows of the point cloud in node ``n`` are
+        ``members[member_offsets[n]:member_offsets[n + 1]]`` (sorted).
+    size : ndarray (n_nodes,) int64
+    class_counts : ndarray (n_nodes, n_classes) int64
+        Known labels only (points labelled -1 are not counted); ``n_classes`` is 0
+        without labels.
+    purity : ndarray (n_nodes,) float64
+        Largest class count / number of labelled members; nan without labels or
+        when a node has no labelled member.
+    dominant_class : ndarray (n_nodes,) int64
+        Most frequent class (lowest id on ties); -1 without labels.
+    mean_lens : ndarray (n_nodes,) float64
+        Mean of the first lens coordinate over the members.
+    mean_activation : ndarray (n_nodes, D) float32
+    edges : ndarray (E, 2) int64
+        Node index pairs ``(a, b)`` with ``a < b``, sorted lexicographically.
+    edge_weight : ndarray (E,) float64
+        Jaccard overlap ``|A ∩ B| / |A ∪ B|`` of the two member sets.
+    component : ndarray (n_nodes,) int64
+        Connected component, numbered in order of their first node.
+    community : ndarray (n_nodes,) int64
+        Louvain community on the Jaccard weights (seeded), numbered by decreasing
+        size, ties by first node.
+    lens : ndarray (M,) float64
+        The first lens coordinate of every point (PC1 for ``"pca2"``).
+    lens_components : ndarray (M, L) float64
+        All lens coordinates used for the cover (``L = 2`` for ``"pca2"``, else 1).
+    params : dict
+        Everything used: lens, n_cubes, perc_overlap, min_samples, eps,
+        eps_source (``"given"``, ``"knee"``, ``"median"``), seed, and ``note`` for
+        degenerate input.
+    """
+
+    node_ids: list[str]
+    members: np.ndarray
+    member_offsets: np.ndarray
+    size: np.ndarray
+    class_counts: np.ndarray
+    purity: np.ndarray
+    dominant_class: np.ndarray
+    mean_lens: np.ndarray
+    mean_activation: np.ndarray
+    edges: np.ndarray
+    edge_weight: np.ndarray
+    component: np.ndarray
+    community: np.ndarray
+    lens: np.ndarray
+    lens_components: np.ndarray
+    params: dict[str, Any]
+
+    @property
+    def n_nodes(self) -> int:
+        return len(self.node_ids)
+
+    def node_members(self, node: int) -> np.ndarray:
+        """Rows of the point cloud in node number ``node``."""
+        return self.members[self.member_offsets[node] : self.member_offsets[node + 1]]
+
+    @property
+    def nodes(self) -> list[MapperNode]:
+        return [
+            MapperNode(
+                id=node_id,
+                index=i,
+                members=self.node_members(i),
+                size=int(self.size[i]),
+                class_counts=self.class_counts[i],
+                purity=float(self.purity[i]),
+                mean_lens=float(self.mean_lens[i]),
+                dominant_class=int(self.dominant_class[i]),
+            )
+            for i, node_id in enumerate(self.node_ids)
+        ]
+
+
+def _as_cloud(points: Any) -> np.ndarray:
+    x = np.asarray(points, dtype=np.float64)
+    if x.ndim == 1:
+        x = x[:, None]
+    if x.ndim != 2:
+        raise TopoLensError(f"points must be an (M, D) array, got shape {x.shape}; pass one row per point.")
+    if len(x) == 0 or x.shape[1] == 0:
+        raise EmptySelectionError(
+            f"the point cloud is empty (shape {x.shape}); select at least one image and a layer with outputs."
+        )
+    if not np.all(np.isfinite(x)):
+        raise LayerError(
+            "the point cloud holds NaN or infinite values; check the layer's output "
+            "(or the model's weights) and drop non-finite rows before the analysis."
+        )
+    return x
+
+
+def knee_eps(points: Any, min_samples: int = 5) -> float:
+    """DBSCAN ``eps`` from the knee of the sorted k-distance curve.
+
+    The k-distance of a point is its distance to the ``min_samples``-th nearest
+    point counting itself, i.e. the smallest ``eps`` that makes it a DBSCAN core
+    point. The curve is sorted and both axes scaled to [0, 1]; the knee is the point
+    farthest from the chord joining the curve's ends. When there is no clear knee
+    (that distance is below 0.05, a near straight curve) or it lands on 0, the
+    median k-distance is returned instead (METHODS.md §3).
+
+    Returns
+    -------
+    float
+        A positive ``eps``.
+    """
+    eps, _ = _knee_eps(_as_cloud(points), int(min_samples))
+    return eps
+
+
+def _knee_eps(x: np.ndarray, min_samples: int) -> tuple[float, str]:
+    from sklearn.neighbors import NearestNeighbors
+
+    if min_samples < 1:
+        raise TopoLensError(f"min_samples must be at least 1, got {min_samples}.")
+    n = len(x)
+    if n < 2:
+        raise EmptySelectionError("knee_eps needs at least 2 points; select more images or positions.")
+    k = min(min_samples, n)
+    dist, _ = NearestNeighbors(n_neighbors=k).fit(x).kneighbors(x)
+    kdist = np.sort(dist[:, -1])
+    positive = kdist[kdist > 0]
+    tiny = float(positive.min()) if len(positive) else 1e-12
+    median = float(np.median(kdist))
+    source = "median"
+    eps = median
+    span = kdist[-1] - kdist[0]
+    if n >= 3 and span > 0:
+        t = np.linspace(0.0, 1.0, n)
+        y = (kdist - kdist[0]) / span
+        # distance of (t, y) to the chord y = t, up to the constant 1/sqrt(2)
+        gap = np.abs(y - t) / np.sqrt(2.0)
+        i = int(np.argmax(gap))
+        if gap[i] >= 0.05 and kdist[i] > 0:
+            eps, source = float(kdist[i]), "knee"
+    if eps <= 0:
+        eps = tiny
+    return eps, source
+
+
+def _lens(
+    x: np.ndarray,
+    lens: str,
+    lens_values: Any,
+    probabilities: Any,
+) -> tuple[np.ndarray, str]:
+    m = len(x)
+    if lens_values is not None:
+        v = np.asarray(lens_values, dtype=np.float64)
+        if v.ndim == 1:
+            v = v[:, None]
+        if v.ndim != 2 or len(v) != m:
+            raise TopoLensError(
+                f"lens_values must have one value (or row) per point: {m}, got shape {v.shape}."
+            )
+        if not np.all(np.isfinite(v)):
+            raise TopoLensError("lens_values hold NaN or infinite values; pass finite values.")
+        return v, "custom"
+    if lens == "l2norm":
+        return np.linalg.norm(x, axis=1)[:, None], lens
+    if lens in ("pca1", "pca2"):
+        n_comp = 1 if lens == "pca1" else 2
+        if x.shape[1] < n_comp:
+            raise TopoLensError(
+                f"lens {lens!r} needs at least {n_comp} dimensions, the cloud has {x.shape[1]}; "
+                "use 'pca1' or 'l2norm'."
+            )
+        return _pca(x, n_comp), lens
+    if lens == "probability":
+        if probabilities is None:
+            raise TopoLensError(
+                "lens 'probability' needs probabilities (M, K) (the model's softmax outputs "
+                "per point); pass them or use another lens."
+            )
+        p = np.asarray(probabilities, dtype=np.float64)
+        if p.ndim != 2 or len(p) != m:
+            raise TopoLensError(f"probabilities must be (M, K) with M = {m} points, got shape {p.shape}.")
+        if not np.all(np.isfinite(p)):
+            raise TopoLensError("probabilities hold NaN or infinite values; pass finite softmax outputs.")
+        return p.max(axis=1)[:, None], lens
+    raise TopoLensError(f"unknown lens {lens!r}; use one of {LENSES} or pass lens_values.")
+
+
+def _pca(x: np.ndarray, n_components: int) -> np.ndarray:
+    """PCA scores with a fixed sign: each axis's largest-magnitude loading is positive."""
+    centred = x - x.mean(axis=0)
+    if len(x) < 2:
+        return np.zeros((len(x), n_components))
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    vt = vt[:n_components]
+    if vt.shape[0] < n_components:
+        vt = np.vstack([vt, np.zeros((n_components - vt.shape[0], x.shape[1]))])
+    rows = np.arange(len(vt))
+    sign = np.sign(vt[rows, np.argmax(np.abs(vt), axis=1)])
+    sign[sign == 0] = 1.0
+    return centred @ (vt * sign[:, None]).T
+
+
+class _NoNerve:
+    """Stands in for kmapper's all-pairs GraphNerve; edges are built afterwards."""
+
+    min_intersection = 1
+
+    def compute(self, nodes: Any) -> tuple[dict, list]:
+        return {}, []
+
+
+def mapper_graph(
+    points: Any,
+    labels: Any = None,
+    *,
+    lens: str = "l2norm",
+    lens_values: Any = None,
+    probabilities: Any = None,
+    n_cubes: int = 10,
+    perc_overlap: float = 0.5,
+    min_samples: int = 5,
+    eps: float | None = None,
+    n_classes: int | None = None,
+    seed: int = 0,
+) -> MapperGraph:
+    """Build the Mapper graph of a point cloud.
+
+    Parameters
+    ----------
+    points : array (M, D)
+        The layer's point cloud.
+    labels : array (M,) of int, optional
+        Class per point (-1 = unknown), for class counts and purity.
+    lens : {"l2norm", "pca1", "pca2", "probability"}
+        The filter: L2 norm of each vector (default, TopoAct), the first one or two
+        principal components, or the largest predicted-class probability (needs
+        ``probabilities``). Ignored when ``lens_values`` is given.
+    lens_values : array (M,) or (M, L), optional
+        An explicit lens.
+    probabilities : array (M, K), optional
+        The model's class probabilities per point (for ``lens="probability"``).
+    n_cubes, perc_overlap : int, float
+        ``kmapper.Cover`` parameters (published defaults 10 and 0.5).
+    min_samples : int
+        DBSCAN ``min_samples``; an interval with fewer points is not clustered.
+    eps : float, optional
+        DBSCAN ``eps``; by default :func:`knee_eps` on the whole cloud.
+    n_classes : int, optional
+        Number of classes for ``class_counts`` (default: largest label + 1).
+    seed : int
+        Seed of the Louvain communities.
+
+    Returns
+    -------
+    MapperGraph
+        A graph with zero nodes is a valid result: fewer points than
+        ``min_samples``, or every point DBSCAN noise; ``params["note"]`` says why.
+        A constant lens makes every interval the whole cloud, so the cover is
+        reduced to one interval (the graph is then DBSCAN's clustering).
+    """
+    import kmapper
+    from sklearn.cluster import DBSCAN
+
+    x = _as_cloud(points)
+    m, d = x.shape
+    lab = _labels(labels, m)
+    if n_classes is None:
+        n_classes = int(lab.max()) + 1 if lab is not None and lab.size and lab.max() >= 0 else 0
+    elif lab is not None and lab.size and lab.max() >= n_classes:
+        raise TopoLensError(
+            f"labels go up to {int(lab.max())} but n_classes is {n_classes}; raise n_classes."
+        )
+    if int(n_cubes) < 1:
+        raise TopoLensError(f"n_cubes must be at least 1, got {n_cubes}.")
+    if not 0.0 <= float(perc_overlap) < 1.0:
+        raise TopoLensError(f"perc_overlap must be in [0, 1), got {perc_overlap}.")
+    if int(min_samples) < 1:
+        raise TopoLensError(f"min_samples must be at least 1, got {min_samples}.")
+    if eps is not None and not (np.isfinite(eps) and eps > 0):
+        raise TopoLensError(f"eps must be a positive number, got {eps}.")
+
+    lens_arr, lens_name = _lens(x, lens, lens_values, probabilities)
+    params: dict[str, Any] = {
+        "lens": lens_name,
+        "n_cubes": int(n_cubes),
+        "perc_overlap": float(perc_overlap),
+        "min_samples": int(min_samples),
+        "eps": float("nan") if eps is None else float(eps),
+        "eps_source": "given" if eps is not None else "knee",
+        "clusterer": "DBSCAN",
+        "n_cubes_used": int(n_cubes),
+        "n_classes": int(n_classes),
+        "seed": int(seed),
+        "note": "",
+    }
+
+    nodes: dict[str, list[int]] = {}
+    if m < int(min_samples):
+        params["note"] = f"{m} points, fewer than min_samples={min_samples}: no node can form."
+        if eps is None:
+            params["eps_source"] = "none"
+    else:
+        if eps is None:
+            eps, params["eps_source"] = _knee_eps(x, int(min_samples))
+            params["eps"] = float(eps)
+        cubes = int(n_cubes)
+        if np.all(np.ptp(lens_arr, axis=0) == 0):
+            cubes = 1
+            params["note"] = "constant lens: the cover was reduced to one interval."
+        params["n_cubes_used"] = cubes
+        mapper = kmapper.KeplerMapper(verbose=0)
+        graph = mapper.map(
+            lens_arr,
+            x,
+            cover=kmapper.Cover(n_cubes=cubes, perc_overlap=float(perc_overlap)),
+            clusterer=DBSCAN(eps=float(eps), min_samples=int(min_samples)),
+            nerve=_NoNerve(),
+        )
+        nodes = dict(graph["nodes"])
+        if not nodes:
+            prefix = params["note"] + " " if params["note"] else ""
+            params["note"] = prefix + "every point is DBSCAN noise: no nodes."
+
+    return _assemble(x, lab, n_classes, lens_arr, nodes, params, int(seed))
+
+
+def _labels(labels: Any, m: int) -> np.ndarray | None:
+    if labels is None:
+        return None
+    lab = np.asarray(labels)
+    if lab.shape != (m,):
+        raise TopoLensError(f"labels must have one entry per point ({m}), got shape {lab.shape}.")
+    if lab.size and not np.issubdtype(lab.dtype, np.integer):
+        if not np.all(np.isfinite(lab)) or not np.all(lab == np.round(lab)):
+            raise TopoLensError("labels must be integer class ids (-1 = unknown).")
+    lab = lab.astype(np.int64)
+    if lab.size and lab.min() < -1:
+        raise TopoLensError("labels must be class ids >= 0, or -1 for unknown.")
+    return lab
+
+
+def _node_key(node_id: str) -> tuple[int, int, str]:
+    match = _NODE_ID.match(node_id)
+    if match is None:
+        return (1 << 62, 0, node_id)
+    return (int(match.group(1)), int(match.group(2)), node_id)
+
+
+def _assemble(
+    x: np.ndarray,
+    lab: np.ndarray | None,
+    n_classes: int,
+    lens_arr: np.ndarray,
+    nodes: dict[str, list[int]],
+    params: dict[str, Any],
+    seed: int,
+) -> MapperGraph:
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
+
+    m, d = x.shape
+    node_ids = sorted(nodes, key=_node_key)
+    n_nodes = len(node_ids)
+    member_lists = [np.unique(np.asarray(nodes[k], dtype=np.int64)) for k in node_ids]
+    size = np.array([len(v) for v in member_lists], dtype=np.int64)
+    offsets = np.zeros(n_nodes + 1, dtype=np.int64)
+    np.cumsum(size, out=offsets[1:])
+    members = np.concatenate(member_lists) if n_nodes else np.zeros(0, dtype=np.int64)
+    node_of_entry = np.repeat(np.arange(n_nodes, dtype=np.int64), size)
+
+    # point/node incidence: B[n, p] = 1 when point p is in node n
+    incidence = sp.csr_matrix(
+        (np.ones(len(members), dtype=np.float64), (node_of_entry, members)), shape=(n_nodes, m)
+    )
+    safe = np.maximum(size, 1)[:, None]
+    mean_activation = (np.asarray(incidence @ x) / safe).astype(np.float32)
+    mean_lens = np.asarray(incidence @ lens_arr[:, 0]).ravel() / safe[:, 0]
+
+    class_counts = np.zeros((n_nodes, n_classes), dtype=np.int64)
+    purity = np.full(n_nodes, np.nan)
+    dominant = np.full(n_nodes, -1, dtype=np.int64)
+    if lab is not None and n_classes > 0 and n_nodes:
+        entry_labels = lab[members]
+        known = entry_labels >= 0
+        np.add.at(class_counts, (node_of_entry[known], entry_labels[known]), 1)
+        labelled = class_counts.sum(axis=1)
+        has = labelled > 0
+        dominant[has] = np.argmax(class_counts[has], axis=1)
+        purity[has] = class_counts[has].max(axis=1) / labelled[has]
+
+    # edges from shared points: (B @ B.T)[a, b] = |A ∩ B|
+    overlap = sp.triu(incidence @ incidence.T, k=1).tocoo()
+    order = np.lexsort((overlap.col, overlap.row))
+    a = overlap.row[order].astype(np.int64)
+    b = overlap.col[order].astype(np.int64)
+    inter = np.rint(overlap.data[order])
+    keep = inter > 0
+    a, b, inter = a[keep], b[keep], inter[keep]
+    edges = np.stack([a, b], axis=1) if len(a) else np.zeros((0, 2), dtype=np.int64)
+    edge_weight = inter / (size[a] + size[b] - inter) if len(a) else np.zeros(0)
+
+    if n_nodes:
+        adjacency = sp.coo_matrix((np.ones(len(a)), (a, b)), shape=(n_nodes, n_nodes))
+        _, component = connected_components(adjacency, directed=False)
+        component = _renumber_first_seen(component)
+    else:
+        component = np.zeros(0, dtype=np.int64)
+    community = _communities(n_nodes, edges, edge_weight, seed)
+
+    return MapperGraph(
+        node_ids=list(node_ids),
+        members=members.astype(np.int64),
+        member_offsets=offsets,
+        size=size,
+        class_counts=class_counts,
+        purity=purity,
+        dominant_class=dominant,
+        mean_lens=mean_lens.astype(np.float64),
+        mean_activation=mean_activation.reshape(n_nodes, d),
+        edges=edges.astype(np.int64),
+        edge_weight=edge_weight.astype(np.float64),
+        component=component.astype(np.int64),
+        community=community,
+        lens=lens_arr[:, 0].astype(np.float64).copy(),
+        lens_components=lens_arr.astype(np.float64),
+        params=params,
+    )
+
+
+def _renumber_first_seen(groups: np.ndarray) -> np.ndarray:
+    _, first, inverse = np.unique(groups, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), dtype=np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    return rank[inverse]
+
+
+def _communities(n_nodes: int, edges: np.ndarray, weight: np.ndarray, seed: int) -> np.ndarray:
+    import networkx as nx
+
+    community = np.zeros(n_nodes, dtype=np.int64)
+    if n_nodes == 0:
+        return community
+    graph = nx.Graph()
+    graph.add_nodes_from(range(n_nodes))
+    graph.add_weighted_edges_from((int(u), int(v), float(w)) for (u, v), w in zip(edges, weight))
+    groups = nx.community.louvain_communities(graph, weight="weight", seed=seed)
+    groups = sorted((sorted(g) for g in groups), key=lambda g: (-len(g), g[0]))
+    for i, group in enumerate(groups):
+        community[group] = i
+    return community

@@ -1,0 +1,172 @@
+"""Mapper graphs (kmapper cover + DBSCAN, edges from shared points)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_topolens.errors import LayerError, TopoLensError
+from napari_topolens.topology.mapper import knee_eps, mapper_graph
+
+
+def blobs(n: int = 200, d: int = 5, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Three unit Gaussians whose centres lie 10 apart along the first axis."""
+    rng = np.random.default_rng(seed)
+    centers = np.zeros((3, d))
+    centers[:, 0] = [0.0, 10.0, 20.0]
+    centers[:, 1] = [3.0, 0.0, 6.0]
+    x = np.concatenate([rng.normal(c, 1.0, size=(n, d)) for c in centers])
+    return x, np.repeat(np.arange(3), n)
+
+
+@pytest.mark.parametrize("lens", ["pca1", "l2norm"])
+def test_one_pure_component_per_blob(lens: str) -> None:
+    x, y = blobs()
+    g = mapper_graph(x, y, lens=lens)
+    assert g.n_nodes > 3
+    comps = np.unique(g.component)
+    assert len(comps) == 3
+    seen_classes = []
+    for c in comps:
+        nodes = np.flatnonzero(g.component == c)
+        pts = np.unique(np.concatenate([g.node_members(i) for i in nodes]))
+        classes = np.unique(y[pts])
+        assert len(classes) == 1, f"component {c} mixes classes {classes}"
+        seen_classes.append(int(classes[0]))
+        # most of the blob is covered by its component
+        assert len(pts) > 0.8 * np.sum(y == classes[0])
+    assert sorted(seen_classes) == [0, 1, 2]
+    np.testing.assert_allclose(g.purity, 1.0)
+
+
+def test_node_statistics_and_members_map_back_to_points() -> None:
+    x, y = blobs(seed=1)
+    y = y.copy()
+    y[::50] = -1  # unknown labels are not counted
+    g = mapper_graph(x, y, lens="pca1")
+    assert g.member_offsets[0] == 0 and g.member_offsets[-1] == len(g.members)
+    for i, node in enumerate(g.nodes):
+        rows = node.members
+        assert node.size == len(rows) == g.size[i]
+        assert np.all(np.diff(rows) > 0)
+        np.testing.assert_allclose(g.mean_activation[i], x[rows].mean(axis=0), rtol=1e-5, atol=1e-5)
+        assert node.mean_lens == pytest.approx(g.lens[rows].mean())
+        known = y[rows][y[rows] >= 0]
+        np.testing.assert_array_equal(node.class_counts, np.bincount(known, minlength=3))
+        assert node.dominant_class == np.argmax(np.bincount(known, minlength=3))
+        # kmapper's node name says which cube it is: members lie in one lens interval
+        assert node.id.startswith("cube") and "_cluster" in node.id
+    assert g.mean_activation.dtype == np.float32
+    assert g.class_counts.shape == (g.n_nodes, 3)
+    # node order: by (cube, cluster) numerically
+    keys = [tuple(int(s) for s in nid.replace("cube", "").split("_cluster")) for nid in g.node_ids]
+    assert keys == sorted(keys)
+
+
+def test_edges_are_jaccard_overlaps_of_members() -> None:
+    x, y = blobs(seed=2)
+    g = mapper_graph(x, y, lens="pca2", n_cubes=6)
+    sets = [set(g.node_members(i).tolist()) for i in range(g.n_nodes)]
+    expected = {}
+    for a in range(g.n_nodes):
+        for b in range(a + 1, g.n_nodes):
+            inter = len(sets[a] & sets[b])
+            if inter:
+                expected[(a, b)] = inter / len(sets[a] | sets[b])
+    got = {(int(a), int(b)): w for (a, b), w in zip(g.edges, g.edge_weight)}
+    assert len(expected) > 0
+    assert got.keys() == expected.keys()
+    for key, w in expected.items():
+        assert got[key] == pytest.approx(w)
+    assert [tuple(e) for e in g.edges] == sorted(tuple(e) for e in g.edges)
+    assert g.lens_components.shape == (len(x), 2)
+    np.testing.assert_array_equal(g.lens, g.lens_components[:, 0])
+
+
+def test_same_nodes_as_kmapper_nerve() -> None:
+    import kmapper
+    from sklearn.cluster import DBSCAN
+
+    x, y = blobs(100, seed=3)
+    g = mapper_graph(x, y, lens="l2norm", n_cubes=8, perc_overlap=0.4)
+    lens = np.linalg.norm(x, axis=1)[:, None]
+    ref = kmapper.KeplerMapper(verbose=0).map(
+        lens, x, cover=kmapper.Cover(n_cubes=8, perc_overlap=0.4),
+        clusterer=DBSCAN(eps=g.params["eps"], min_samples=5),
+    )
+    assert set(ref["nodes"]) == set(g.node_ids)
+    for i, nid in enumerate(g.node_ids):
+        np.testing.assert_array_equal(np.sort(ref["nodes"][nid]), g.node_members(i))
+    ref_edges = {frozenset((a, b)) for a, ends in ref["links"].items() for b in ends}
+    ours = {frozenset((g.node_ids[a], g.node_ids[b])) for a, b in g.edges}
+    assert ours == ref_edges
+
+
+def test_components_and_communities_are_consistent_and_seeded() -> None:
+    x, y = blobs(seed=4)
+    g1 = mapper_graph(x, y, lens="pca2", seed=3)
+    g2 = mapper_graph(x, y, lens="pca2", seed=3)
+    np.testing.assert_array_equal(g1.community, g2.community)
+    np.testing.assert_array_equal(g1.component, g2.component)
+    # edges never cross components; communities never span two components
+    for a, b in g1.edges:
+        assert g1.component[a] == g1.component[b]
+    for c in np.unique(g1.community):
+        assert len(np.unique(g1.component[g1.community == c])) == 1
+    assert g1.community.max() + 1 >= len(np.unique(g1.component))
+
+
+def test_probability_lens_and_explicit_lens() -> None:
+    x, y = blobs(60, seed=5)
+    rng = np.random.default_rng(0)
+    prob = rng.dirichlet(np.ones(4), size=len(x))
+    g = mapper_graph(x, y, lens="probability", probabilities=prob)
+    np.testing.assert_allclose(g.lens, prob.max(axis=1))
+    assert g.params["lens"] == "probability"
+    h = mapper_graph(x, y, lens_values=x[:, 0])
+    np.testing.assert_allclose(h.lens, x[:, 0])
+    assert h.params["lens"] == "custom"
+    with pytest.raises(TopoLensError, match="probabilities"):
+        mapper_graph(x, lens="probability")
+    with pytest.raises(TopoLensError, match="unknown lens"):
+        mapper_graph(x, lens="umap")
+
+
+def test_knee_eps_sits_between_the_scales() -> None:
+    rng = np.random.default_rng(0)
+    # dense blob (spacing ~0.01) plus sparse background (spacing ~1+)
+    dense = rng.normal(0, 0.05, (300, 2))
+    sparse = rng.uniform(-50, 50, (60, 2))
+    eps = knee_eps(np.vstack([dense, sparse]), min_samples=5)
+    assert 0.01 < eps < 5.0
+    # gaps growing linearly along a line: a straight k-distance curve, no knee -> median
+    line = np.cumsum(np.arange(1.0, 102.0))[:, None]
+    kdist = np.r_[2.0, np.arange(2.0, 102.0)]  # nearest-neighbour gap of each point
+    assert knee_eps(line, 2) == pytest.approx(np.median(kdist))
+    # all k-distances equal: the median, which is that distance
+    assert knee_eps(np.arange(100.0)[:, None], 2) == pytest.approx(1.0)
+
+
+def test_degenerate_inputs_give_an_empty_or_small_graph() -> None:
+    x, y = blobs(20, seed=6)
+    few = mapper_graph(x[:3], y[:3])
+    assert few.n_nodes == 0 and few.edges.shape == (0, 2) and "min_samples" in few.params["note"]
+    assert few.mean_activation.shape == (0, x.shape[1])
+    # every point is noise when eps is tiny
+    noise = mapper_graph(x, y, eps=1e-9)
+    assert noise.n_nodes == 0 and "noise" in noise.params["note"]
+    # a constant lens: one interval, the graph is DBSCAN's clustering of the cloud
+    const = mapper_graph(x, y, lens_values=np.ones(len(x)))
+    assert const.params["n_cubes_used"] == 1
+    assert const.n_nodes == 3 and len(const.edges) == 0
+    assert np.all(const.size >= 17)  # a few outliers may be DBSCAN noise
+    np.testing.assert_allclose(const.purity, 1.0)
+
+
+def test_nan_points_raise() -> None:
+    x, _ = blobs(20)
+    x[3, 2] = np.nan
+    with pytest.raises(LayerError, match="NaN"):
+        mapper_graph(x)
+    with pytest.raises(TopoLensError, match="one entry per point"):
+        mapper_graph(np.zeros((10, 2)), labels=np.zeros(3, int))
