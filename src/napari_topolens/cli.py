@@ -1,0 +1,313 @@
+"""The ``napari-topolens`` command: a headless HTML report of a network's topology.
+
+Examples
+--------
+``napari-topolens report --sample digits --out digits_report``
+
+``napari-topolens report --model mypkg.nets:build --weights net.pt --images imgs/
+--labels labels.csv --layers layer1,layer2,fc --out my_report``
+
+Exit codes: 0 done; 2 a problem with the input (one line on stderr says what and
+how to fix it); 130 stopped with Ctrl-C, leaving no half-written output.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+import numpy as np
+
+from .errors import Cancelled, EmptySelectionError, ImageError, TopoLensError
+
+__all__ = ["main", "build_parser", "TerminalProgress"]
+
+_PROG = "napari-topolens"
+# Share of the progress bar each phase takes (the analysis dominates).
+_PHASES = {"extract": (0.0, 0.15), "analyze": (0.15, 0.85), "report": (0.85, 1.0)}
+
+
+class TerminalProgress:
+    """A one-line progress bar redrawn in place with ``\\r`` on a text stream."""
+
+    def __init__(self, stream: TextIO | None = None, *, min_interval: float = 0.1, enabled: bool = True) -> None:
+        self.stream = sys.stderr if stream is None else stream
+        self.min_interval = min_interval
+        self.enabled = enabled
+        self._last = 0.0
+        self._shown = False
+        self._start = time.perf_counter()
+        self._message = ""
+
+    def __call__(self, fraction: float, message: str) -> None:
+        if not self.enabled:
+            return
+        now = time.perf_counter()
+        if message == self._message and now - self._last < self.min_interval and fraction < 1.0:
+            return
+        self._last, self._message = now, message
+        width = shutil.get_terminal_size((100, 20)).columns
+        fraction = min(max(float(fraction), 0.0), 1.0)
+        bar_width = 24
+        filled = int(round(bar_width * fraction))
+        head = f"[{'#' * filled}{'.' * (bar_width - filled)}] {100 * fraction:3.0f}% {now - self._start:5.0f}s "
+        line = (head + message)[: max(width - 1, len(head))]
+        self.stream.write("\r" + line.ljust(max(width - 1, len(line))))
+        self.stream.flush()
+        self._shown = True
+
+    def phase(self, name: str):
+        """A callback that maps a phase's own 0..1 progress into its share of the bar."""
+        start, stop = _PHASES[name]
+        return lambda fraction, message: self(start + (stop - start) * fraction, message)
+
+    def close(self) -> None:
+        """End the bar's line so later output starts on a fresh line."""
+        if self._shown:
+            self.stream.write("\n")
+            self.stream.flush()
+            self._shown = False
+
+
+def _int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for tests and documentation)."""
+    from .topology.metrics import METRICS
+
+    parser = argparse.ArgumentParser(
+        prog=_PROG,
+        description="The topology of a neural network's activations, as a report or in napari.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    report = commands.add_parser(
+        "report",
+        help="analyse layers of a model on images and write a self-contained HTML report",
+        description=(
+            "Extract activations of the chosen layers, run the topology engine on them and "
+            "write OUT/report.html (one self-contained page) and OUT/analysis/ (the "
+            "analysis, readable by napari-topolens and load_analysis)."
+        ),
+    )
+    source = report.add_argument_group("what to analyse (a sample, or your own model and images)")
+    source.add_argument("--sample", help="a shipped sample data set with its model: digits or shapes")
+    source.add_argument("--model", help="your model as 'package.module:callable' (called without arguments)")
+    source.add_argument("--weights", help="plain weights (state dict) for --model")
+    source.add_argument("--images", help="images: .npy, .npz, a TIFF stack, or a folder of PNG/JPEG/TIFF files")
+    source.add_argument("--labels", help="one class label per image: .npy, .txt or .csv (name,label rows for a folder)")
+    source.add_argument("--class-names", help="comma-separated class names for the labels 0, 1, ...")
+    source.add_argument("--layers", help="comma-separated layer names (default for samples: the sample's default layers)")
+    source.add_argument(
+        "--max-images", type=_int_at_least(3),
+        help="use at most this many images (samples: a seeded random subset; files: the first ones)",
+    )
+    source.add_argument(
+        "--subset", choices=("all", "test", "train"), default="all",
+        help="which images of a sample to use (default all: the held-out test set alone is too small "
+             "for the PH dimension's subsample sizes)",
+    )
+    method = report.add_argument_group("method")
+    method.add_argument("--sampling", default="pooled",
+                        choices=("pooled", "random_position", "top_norm", "all_positions"),
+                        help="how a spatial layer becomes points (default pooled: one point per image)")
+    method.add_argument("--max-points", type=_int_at_least(3), help="cap on points per layer")
+    method.add_argument("--metric", default="euclidean", choices=METRICS, help="point-cloud metric (default euclidean)")
+    method.add_argument("--lens", default="l2norm", choices=("l2norm", "pca1", "pca2", "probability"),
+                        help="Mapper lens (default l2norm)")
+    method.add_argument("--h1-max-points", type=_int_at_least(3), default=1000,
+                        help="H1 is computed on at most this many max-min landmarks (default 1000)")
+    method.add_argument("--seed", type=int, default=0, help="seed of every random step (default 0)")
+    method.add_argument("--batch-size", type=_int_at_least(1), default=64, help="images per forward pass")
+    output = report.add_argument_group("output")
+    output.add_argument("--out", required=True, help="output folder (created; report.html and analysis/ inside)")
+    output.add_argument("--title", help="title of the report page")
+    output.add_argument("--quiet", action="store_true", help="no progress bar")
+    return parser
+
+
+def _split(text: str | None) -> list[str] | None:
+    if text is None:
+        return None
+    items = [part.strip() for part in text.split(",") if part.strip()]
+    return items or None
+
+
+def _prepare_sample(args: argparse.Namespace) -> dict[str, Any]:
+    from . import samples
+    from .samples import load_sample
+
+    for flag in ("model", "weights", "images", "labels", "class_names"):
+        if getattr(args, flag) is not None:
+            raise TopoLensError(
+                f"--{flag.replace('_', '-')} cannot be combined with --sample; use either a sample or your own model"
+            )
+    sample = load_sample(args.sample)
+    if args.subset == "test":
+        index = np.asarray(sample.test_index, dtype=np.int64)
+    elif args.subset == "train":
+        index = np.asarray(sample.train_index, dtype=np.int64)
+    else:
+        index = np.arange(len(sample.images), dtype=np.int64)
+    if len(index) == 0:
+        raise EmptySelectionError(f"sample {args.sample!r} has no {args.subset} images")
+    if args.max_images is not None and args.max_images < len(index):
+        rng = np.random.default_rng(args.seed)
+        index = np.sort(rng.choice(index, size=args.max_images, replace=False))
+    spec = getattr(samples, "_MODEL_SPECS", {}).get(args.sample, f"sample {args.sample} model")
+    return {
+        "model": sample.model,
+        "images": sample.images[index],
+        "labels": sample.labels[index],
+        "class_names": list(sample.class_names),
+        "layers": _split(args.layers) or list(sample.default_layers),
+        "provenance": {
+            "sample": sample.name,
+            "description": sample.description,
+            "model": spec,
+            "images": f"sample {sample.name}: {args.subset} images"
+            + (f", seeded random subset of {len(index)}" if args.max_images is not None else ""),
+            "image_subset": args.subset,
+            "sample_image_index": index,
+        },
+    }
+
+
+def _prepare_model(args: argparse.Namespace) -> dict[str, Any]:
+    from .activations.models import list_layers, load_model
+    from .image_files import read_images, read_labels
+
+    if args.model is None:
+        raise TopoLensError("give --sample NAME, or --model package.module:callable with --images")
+    if args.images is None:
+        raise ImageError("--model needs --images (a .npy, .npz, TIFF stack or folder of images)")
+    model = load_model(args.model, weights=args.weights)
+    layers = _split(args.layers)
+    if not layers:
+        names = list_layers(model)
+        shown = ", ".join(names[:25]) + (" ..." if len(names) > 25 else "")
+        raise EmptySelectionError(f"give --layers a,b,c for your model; its layers are: {shown}")
+    image_set = read_images(args.images, max_images=args.max_images)
+    labels = None
+    class_names = _split(args.class_names)
+    if args.labels is not None:
+        label_set = read_labels(args.labels, image_names=image_set.names)
+        labels, names_from_file = label_set.codes, label_set.class_names
+        if class_names is None:
+            class_names = names_from_file
+        if args.max_images is not None and len(labels) > len(image_set.images):
+            labels = labels[: len(image_set.images)]  # the labels of the first images
+    elif image_set.labels is not None:
+        label_set_codes = np.asarray(image_set.labels)
+        if not np.issubdtype(label_set_codes.dtype, np.integer):
+            raise ImageError(f"{args.images}: its 'labels' array must hold integer class codes")
+        labels = label_set_codes.astype(np.int64)
+    if labels is not None and len(labels) != len(image_set.images):
+        raise ImageError(
+            f"{len(labels)} labels for {len(image_set.images)} images; give one label per image"
+        )
+    if labels is not None and class_names is not None and labels.max() >= len(class_names):
+        raise ImageError(
+            f"label {int(labels.max())} has no name among the {len(class_names)} --class-names"
+        )
+    return {
+        "model": model,
+        "images": image_set.images,
+        "labels": labels,
+        "class_names": class_names,
+        "layers": layers,
+        "provenance": {
+            "model": args.model,
+            "weights": args.weights or "(as built by the callable)",
+            "images": image_set.source,
+            "labels_file": args.labels or "",
+        },
+    }
+
+
+def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
+    """Do the ``report`` command; returns the path of report.html."""
+    from .activations.extract import extract_activations, predict_proba
+    from .report.html import write_report
+    from .topology.analysis import AnalysisConfig, analyze
+
+    started = time.perf_counter()
+    progress(0.0, "loading the model and images")
+    job = _prepare_sample(args) if args.sample is not None else _prepare_model(args)
+    config = AnalysisConfig(
+        metric=args.metric, mapper_lens=args.lens, h1_max_points=args.h1_max_points, seed=args.seed
+    )
+    clouds = extract_activations(
+        job["model"], job["images"], job["layers"], sampling=args.sampling,
+        max_points=args.max_points, batch_size=args.batch_size, seed=args.seed,
+        progress=progress.phase("extract"),
+    )
+    probabilities = None
+    if args.lens == "probability":
+        probabilities = predict_proba(job["model"], job["images"], batch_size=args.batch_size)
+    extracted = time.perf_counter()
+    provenance = {
+        **job["provenance"],
+        "n_images": int(len(job["images"])),
+        "layers": ", ".join(job["layers"]),
+        "sampling": args.sampling,
+        "max_points": args.max_points,
+        "seeds": {"extraction": args.seed},
+        "command": " ".join(shlex.quote(a) for a in [_PROG, *sys.argv[1:]]) if sys.argv else _PROG,
+    }
+    analysis = analyze(
+        clouds, job["labels"], config=config, class_names=job["class_names"],
+        probabilities=probabilities, provenance=provenance, progress=progress.phase("analyze"),
+    )
+    analysed = time.perf_counter()
+    analysis.provenance["seconds"] = {
+        "extraction": round(extracted - started, 3),
+        "analysis": round(analysed - extracted, 3),
+    }
+    return write_report(
+        analysis, args.out, images=job["images"], title=args.title, progress=progress.phase("report")
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``napari-topolens`` console script; returns the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    progress = TerminalProgress(enabled=not args.quiet)
+    try:
+        if args.command == "report":
+            started = time.perf_counter()
+            path = run_report(args, progress)
+            progress(1.0, "done")
+            progress.close()
+            print(f"report written to {path} ({time.perf_counter() - started:.1f} s)", file=sys.stderr)
+            return 0
+    except (KeyboardInterrupt, Cancelled):
+        progress.close()
+        print(f"{_PROG}: stopped; nothing was written", file=sys.stderr)
+        return 130
+    except TopoLensError as exc:
+        progress.close()
+        print(f"{_PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    parser.error(f"unknown command {args.command!r}")
+    return 2
+
+
+if __name__ == "__main__":  # pragma: no cover - `python -m napari_topolens.cli`
+    sys.exit(main())

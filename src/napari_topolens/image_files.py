@@ -1,0 +1,314 @@
+"""Read a user's images and labels from files, for the command line and the widgets.
+
+Images come from a ``.npy`` array, a ``.npz`` archive (key ``images``, or its only
+array), a folder of PNG/JPEG/BMP/TIFF files (read in natural name order), or a
+single (multi-page) TIFF. They are returned as float32 ``(N, H, W)`` or
+``(N, H, W, 3)``. Pixel files with integer pixels are scaled to ``[0, 1]`` by their
+dtype's maximum (8-bit: /255), which is how most image models are trained;
+arrays from ``.npy``/``.npz`` are the user's own numbers and are only cast to
+float32. Labels come from ``.npy``, ``.txt`` (one per line or whitespace
+separated) or ``.csv`` (one column, or ``name,label`` rows matched to the image
+file names).
+
+Pixel files are read with Pillow (PNG, JPEG, BMP) and tifffile (TIFF).
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ImageError
+
+__all__ = ["ImageSet", "LabelSet", "read_images", "read_labels", "IMAGE_SUFFIXES"]
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+_TIFF_SUFFIXES = (".tif", ".tiff")
+_HEADER_WORDS = {"label", "labels", "name", "file", "filename", "image", "class", "target", "y", "path"}
+
+
+@dataclass
+class ImageSet:
+    """Images read from ``source`` and, for a folder, the file name of each."""
+
+    images: np.ndarray
+    names: list[str] | None
+    source: str
+    labels: np.ndarray | None = None  # labels stored beside the images in an .npz
+
+
+@dataclass
+class LabelSet:
+    """Integer class codes per image and, for text labels, the class names."""
+
+    codes: np.ndarray
+    class_names: list[str] | None
+
+
+def _natural_key(name: str) -> list:
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def _to_float_images(array: np.ndarray, source: str, *, scale_integers: bool) -> np.ndarray:
+    """Bring an image stack to float32 (N, H, W) or (N, H, W, 3)."""
+    if array.dtype.kind not in "biuf":
+        raise ImageError(f"{source}: images must be numeric, got dtype {array.dtype}")
+    if array.ndim == 4 and array.shape[-1] not in (1, 3, 4) and array.shape[1] in (1, 3, 4):
+        array = np.moveaxis(array, 1, -1)  # channels-first (N, C, H, W)
+    if array.ndim == 4 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if array.ndim == 4 and array.shape[-1] == 4:
+        array = array[..., :3]  # drop alpha
+    if array.ndim == 2:
+        raise ImageError(
+            f"{source}: got a single 2-D array {array.shape}; give a stack (N, H, W) "
+            "or (N, H, W, 3) of images"
+        )
+    if array.ndim not in (3, 4) or (array.ndim == 4 and array.shape[-1] != 3):
+        raise ImageError(
+            f"{source}: images of shape {array.shape} are not (N, H, W) grey or "
+            "(N, H, W, 3) colour"
+        )
+    if len(array) == 0:
+        raise ImageError(f"{source}: holds no images")
+    if scale_integers and array.dtype.kind in "iu":
+        images = array.astype(np.float32) / np.float32(np.iinfo(array.dtype).max)
+    else:
+        images = array.astype(np.float32)
+    if not np.all(np.isfinite(images)):
+        raise ImageError(f"{source}: images hold NaN or infinite values; clean them first")
+    return images
+
+
+def _read_pixel_file(path: Path) -> np.ndarray:
+    """One image file as an (H, W) or (H, W, 3/4) array, or (P, H, W...) for a TIFF stack."""
+    if path.suffix.lower() in _TIFF_SUFFIXES:
+        return _read_tiff(path)[0]
+    from PIL import Image
+
+    with Image.open(path) as image:
+        if image.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
+            image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
+        if image.mode == "LA":
+            image = image.convert("L")
+        return np.asarray(image)
+
+
+def _read_tiff(path: Path) -> tuple[np.ndarray, bool]:
+    """A TIFF's first series, and whether it is a stack of images (from its axes)."""
+    import tifffile
+
+    with tifffile.TiffFile(path) as tiff:
+        series = tiff.series[0]
+        array = np.asarray(series.asarray())
+        axes = series.axes
+    image_axes = 3 if axes.endswith("S") else 2  # YX, or YXS with colour samples
+    if array.ndim > image_axes:  # pages, time, z ...: all become one stack of images
+        return array.reshape(-1, *array.shape[-image_axes:]), True
+    return array, False
+
+
+def _read_folder(folder: Path, max_images: int | None) -> tuple[np.ndarray, list[str]]:
+    files = sorted(
+        (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+        key=lambda p: _natural_key(p.name),
+    )
+    if not files:
+        raise ImageError(
+            f"{folder} holds no image files ({', '.join(IMAGE_SUFFIXES)}); "
+            "give a folder of images, a .npy or a .npz"
+        )
+    if max_images is not None:
+        files = files[:max_images]
+    pixels = []
+    for path in files:
+        try:
+            array = _read_pixel_file(path)
+        except Exception as exc:  # Pillow / tifffile raise many kinds
+            raise ImageError(f"{path} could not be read as an image ({exc})") from exc
+        if array.ndim == 3 and array.shape[-1] == 4:
+            array = array[..., :3]
+        if array.ndim == 3 and array.shape[-1] == 1:
+            array = array[..., 0]
+        if not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] == 3)):
+            raise ImageError(
+                f"{path} has shape {array.shape}; each file in a folder must be one grey "
+                "or RGB image"
+            )
+        pixels.append(array)
+    colour = any(p.ndim == 3 for p in pixels)
+    if colour:  # grey files among colour ones are repeated into three channels
+        pixels = [np.repeat(p[..., None], 3, axis=-1) if p.ndim == 2 else p for p in pixels]
+    dtypes = {p.dtype for p in pixels}
+    if len(dtypes) > 1:
+        raise ImageError(
+            f"{folder}: the files mix pixel types {sorted(str(d) for d in dtypes)}; "
+            "save them all with the same bit depth"
+        )
+    shape = pixels[0].shape
+    for path, array in zip(files, pixels):
+        if array.shape != shape:
+            raise ImageError(
+                f"{path} is {array.shape[:2]} but {files[0].name} is {shape[:2]}; "
+                "all images must have the same size (resize them first)"
+            )
+    return np.stack(pixels), [p.name for p in files]
+
+
+def read_images(path: str | os.PathLike, *, max_images: int | None = None) -> ImageSet:
+    """Read images from a ``.npy``, ``.npz``, TIFF stack, image file or folder of images.
+
+    Parameters
+    ----------
+    path : str or path
+        The file or folder.
+    max_images : int, optional
+        Keep only the first ``max_images`` images (in file-name order for folders).
+
+    Raises
+    ------
+    ImageError
+        If the path is missing, unreadable, of the wrong shape or not finite.
+    """
+    source = Path(path).expanduser()
+    if not source.exists():
+        raise ImageError(f"{source} does not exist; give a .npy, .npz, image file or folder")
+    names: list[str] | None = None
+    labels = None
+    suffix = source.suffix.lower()
+    if source.is_dir():
+        array, names = _read_folder(source, max_images)
+        images = _to_float_images(array, str(source), scale_integers=True)
+    elif suffix == ".npy":
+        try:
+            array = np.load(source, allow_pickle=False, mmap_mode="r")
+        except (ValueError, OSError) as exc:
+            raise ImageError(f"{source} is not a plain numpy array file ({exc})") from exc
+        if max_images is not None:
+            array = array[:max_images]
+        images = _to_float_images(np.asarray(array), str(source), scale_integers=False)
+    elif suffix == ".npz":
+        try:
+            with np.load(source, allow_pickle=False) as archive:
+                keys = list(archive.files)
+                if "images" in keys:
+                    key = "images"
+                elif len(keys) == 1:
+                    key = keys[0]
+                else:
+                    raise ImageError(
+                        f"{source} holds arrays {keys}; name the image array 'images'"
+                    )
+                array = archive[key]
+                for label_key in ("labels", "label", "y", "targets"):
+                    if label_key in keys and label_key != key:
+                        labels = np.asarray(archive[label_key])
+                        break
+        except (ValueError, OSError, zipfile.BadZipFile) as exc:
+            raise ImageError(f"{source} is not a readable .npz without pickled objects ({exc})") from exc
+        if max_images is not None:
+            array = array[:max_images]
+            labels = labels[:max_images] if labels is not None else None
+        images = _to_float_images(array, str(source), scale_integers=False)
+    elif suffix in IMAGE_SUFFIXES:
+        try:
+            if suffix in _TIFF_SUFFIXES:
+                array, is_stack = _read_tiff(source)
+            else:
+                array, is_stack = _read_pixel_file(source), False
+        except Exception as exc:
+            raise ImageError(f"{source} could not be read as an image ({exc})") from exc
+        if not is_stack:
+            array = array[None]
+            names = [source.name]
+        if max_images is not None:
+            array = array[:max_images]
+        images = _to_float_images(array, str(source), scale_integers=True)
+    else:
+        raise ImageError(
+            f"{source}: unknown image file type {source.suffix!r}; give .npy, .npz, "
+            f"{', '.join(IMAGE_SUFFIXES)} or a folder of images"
+        )
+    return ImageSet(images=images, names=names, source=str(source), labels=labels)
+
+
+def _codes_from_values(values: list[str] | np.ndarray, source: str) -> LabelSet:
+    array = np.asarray(values)
+    if array.ndim != 1:
+        array = array.reshape(-1) if array.ndim == 2 and 1 in array.shape else array
+    if array.ndim != 1:
+        raise ImageError(f"{source}: labels must be one value per image, got shape {array.shape}")
+    if array.dtype.kind in "iub":
+        return LabelSet(array.astype(np.int64), None)
+    if array.dtype.kind == "f":
+        if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
+            raise ImageError(f"{source}: labels must be whole numbers or class names")
+        return LabelSet(array.astype(np.int64), None)
+    texts = [str(v).strip() for v in array.tolist()]
+    try:
+        return LabelSet(np.array([int(t) for t in texts], dtype=np.int64), None)
+    except ValueError:
+        pass
+    try:
+        numbers = np.array([float(t) for t in texts])
+    except ValueError:
+        numbers = None
+    if numbers is not None:  # numeric text such as "3.0" is a class code, not a name
+        return _codes_from_values(numbers, source)
+    names = sorted(set(texts), key=_natural_key)
+    lookup = {name: code for code, name in enumerate(names)}
+    return LabelSet(np.array([lookup[t] for t in texts], dtype=np.int64), names)
+
+
+def read_labels(
+    path: str | os.PathLike, *, image_names: list[str] | None = None
+) -> LabelSet:
+    """Read one class label per image from ``.npy``, ``.txt`` or ``.csv``.
+
+    Integer labels are kept as codes; text labels become codes 0..K-1 in natural
+    order of the names, returned as ``class_names``. A ``.csv`` with ``name,label``
+    rows is matched to ``image_names`` (the files of an image folder) when given.
+    """
+    source = Path(path).expanduser()
+    if not source.is_file():
+        raise ImageError(f"labels file {source} does not exist")
+    suffix = source.suffix.lower()
+    if suffix == ".npy":
+        try:
+            return _codes_from_values(np.load(source, allow_pickle=False), str(source))
+        except ValueError as exc:
+            raise ImageError(f"{source} is not a plain numpy array of labels ({exc})") from exc
+    if suffix not in (".txt", ".csv", ".tsv"):
+        raise ImageError(f"labels file {source}: use .npy, .txt or .csv")
+    text = source.read_text(encoding="utf-8-sig")
+    if suffix == ".txt":
+        return _codes_from_values(text.split(), str(source))
+    delimiter = "\t" if suffix == ".tsv" else ","
+    rows = [row for row in csv.reader(text.splitlines(), delimiter=delimiter) if any(c.strip() for c in row)]
+    if rows and rows[0] and rows[0][0].strip().lower() in _HEADER_WORDS:
+        rows = rows[1:]
+    if not rows:
+        raise ImageError(f"labels file {source} holds no labels")
+    widths = {len(row) for row in rows}
+    if widths == {1}:
+        return _codes_from_values([row[0] for row in rows], str(source))
+    if min(widths) < 2:
+        raise ImageError(f"{source}: rows have different numbers of columns")
+    names = [row[0].strip() for row in rows]
+    values = [row[1].strip() for row in rows]
+    if image_names is not None:
+        by_name = {Path(name).name: value for name, value in zip(names, values)}
+        missing = [name for name in image_names if name not in by_name]
+        if missing:
+            raise ImageError(
+                f"{source} has no label for {len(missing)} image(s), e.g. {missing[0]!r}; "
+                "give a 'name,label' row for every image file"
+            )
+        values = [by_name[name] for name in image_names]
+    return _codes_from_values(values, str(source))

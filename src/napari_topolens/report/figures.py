@@ -1,0 +1,469 @@
+"""Matplotlib figures of an analysis, rendered off-screen to inline PNG data URIs.
+
+Every function takes plain result objects and returns a ``data:image/png;base64``
+string, so the report page needs no files and no network. Figures are built on
+``matplotlib.figure.Figure`` with the Agg canvas (no pyplot state, no GUI).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "UNKNOWN_COLOUR",
+    "class_colours",
+    "png_data_uri",
+    "persistence_figure",
+    "mapper_figure",
+    "flow_figure",
+    "blob_figure",
+    "dendrogram_figure",
+    "examples_figure",
+    "layer_curves_figure",
+    "matrices_figure",
+]
+
+UNKNOWN_COLOUR = "#9e9e9e"
+_DPI = 90
+
+
+def class_colours(n_classes: int) -> list[str]:
+    """One distinct colour per class, the same in every figure of the report."""
+    from matplotlib import colormaps
+    from matplotlib.colors import to_hex
+
+    if n_classes <= 10:
+        cmap = colormaps["tab10"]
+        return [to_hex(cmap(i)) for i in range(n_classes)]
+    if n_classes <= 20:
+        cmap = colormaps["tab20"]
+        return [to_hex(cmap(i)) for i in range(n_classes)]
+    cmap = colormaps["hsv"]
+    return [to_hex(cmap(i / n_classes)) for i in range(n_classes)]
+
+
+def _colour_of(labels: np.ndarray, colours: Sequence[str]) -> list[str]:
+    return [colours[c] if 0 <= c < len(colours) else UNKNOWN_COLOUR for c in labels.tolist()]
+
+
+def _figure(width: float, height: float):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def png_data_uri(figure: Any) -> str:
+    """Render ``figure`` to a base64 PNG data URI."""
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=_DPI, metadata={"Software": None})
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _legend(axes: Any, class_names: Sequence[str] | None, colours: Sequence[str], *, unknown: bool = False, **kw: Any) -> None:
+    from matplotlib.patches import Patch
+
+    if not class_names:
+        return
+    handles = [Patch(color=c, label=name) for c, name in zip(colours, class_names)]
+    if unknown:
+        handles.append(Patch(color=UNKNOWN_COLOUR, label="noise / unknown"))
+    axes.legend(handles=handles, fontsize=7, frameon=False, **kw)
+
+
+# ----------------------------------------------------------------------------- persistence
+
+
+def persistence_figure(persistence: Any) -> str:
+    """Persistence diagram, barcode (longest bars) and Betti curves of one layer."""
+    figure = _figure(11.5, 3.6)
+    ax_diagram, ax_bars, ax_betti = figure.subplots(1, 3, width_ratios=[1, 1.2, 1.1])
+    dim_colours = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728"]
+    finite_max = 0.0
+    for diagram in persistence.diagrams:
+        finite = diagram[np.isfinite(diagram).all(axis=1)] if len(diagram) else diagram
+        if len(finite):
+            finite_max = max(finite_max, float(finite.max()))
+    top = finite_max * 1.1 if finite_max > 0 else 1.0
+    for dim, diagram in enumerate(persistence.diagrams):
+        if len(diagram) == 0:
+            continue
+        birth, death = diagram[:, 0], diagram[:, 1].copy()
+        infinite = ~np.isfinite(death)
+        death[infinite] = top
+        ax_diagram.scatter(birth[~infinite], death[~infinite], s=9, alpha=0.7,
+                           color=dim_colours[dim % 4], label=f"H{dim} ({len(diagram)})")
+        if infinite.any():
+            ax_diagram.scatter(birth[infinite], death[infinite], s=30, marker="^",
+                               color=dim_colours[dim % 4])
+    ax_diagram.plot([0, top], [0, top], color="#555", lw=0.8)
+    ax_diagram.axhline(top, color="#bbb", lw=0.6, ls="--")
+    ax_diagram.text(0, top, " ∞", va="bottom", fontsize=8, color="#555")
+    ax_diagram.set_xlabel("birth")
+    ax_diagram.set_ylabel("death")
+    ax_diagram.set_title("persistence diagram", fontsize=10)
+    ax_diagram.legend(fontsize=7, frameon=False, loc="lower right")
+
+    # barcode: the longest bars of each dimension, longest first within a dimension
+    row = 0
+    ticks = []
+    for dim, diagram in enumerate(persistence.diagrams):
+        if len(diagram) == 0:
+            continue
+        death = np.where(np.isfinite(diagram[:, 1]), diagram[:, 1], top)
+        length = death - diagram[:, 0]
+        keep = np.argsort(-length, kind="stable")[:60]
+        y = row + np.arange(len(keep))
+        ax_bars.hlines(y, diagram[keep, 0], death[keep], color=dim_colours[dim % 4], lw=1.6)
+        ticks.append((row + len(keep) / 2, f"H{dim}\n{len(keep)} of {len(diagram)}"))
+        row += len(keep) + 4
+    ax_bars.set_yticks([t for t, _ in ticks], [label for _, label in ticks], fontsize=7)
+    ax_bars.invert_yaxis()
+    ax_bars.set_xlabel("filtration value")
+    ax_bars.set_title("barcode (longest bars)", fontsize=10)
+
+    grid = persistence.betti_grid
+    for dim, curve in enumerate(persistence.betti_curves):
+        ax_betti.plot(grid, curve, color=dim_colours[dim % 4], label=f"β{dim}")
+    ax_betti.set_yscale("symlog", linthresh=1)
+    ax_betti.set_xlabel("filtration value")
+    ax_betti.set_title("Betti curves", fontsize=10)
+    ax_betti.legend(fontsize=7, frameon=False)
+    return png_data_uri(figure)
+
+
+# ----------------------------------------------------------------------------- Mapper
+
+
+def mapper_figure(mapper: Any, colours: Sequence[str], class_names: Sequence[str] | None, *, seed: int = 0) -> str:
+    """Mapper graph: nodes coloured by dominant class and sized by members, edges by Jaccard."""
+    import networkx as nx
+
+    figure = _figure(6.2, 5.0)
+    axes = figure.add_subplot()
+    axes.set_axis_off()
+    n_nodes = len(mapper.node_ids)
+    if n_nodes == 0:
+        note = mapper.params.get("note", "no clusters in any cover interval")
+        axes.text(0.5, 0.5, f"empty Mapper graph\n{note}", ha="center", va="center", fontsize=9, wrap=True)
+        return png_data_uri(figure)
+    graph = nx.Graph()
+    graph.add_nodes_from(range(n_nodes))
+    for (a, b), w in zip(mapper.edges.tolist(), mapper.edge_weight.tolist()):
+        graph.add_edge(int(a), int(b), weight=float(w))
+    layout = nx.spring_layout(graph, seed=seed, weight="weight", k=1.5 / np.sqrt(max(n_nodes, 1)))
+    xy = np.array([layout[i] for i in range(n_nodes)])
+    if len(mapper.edges):
+        from matplotlib.collections import LineCollection
+
+        segments = xy[mapper.edges]
+        widths = 0.4 + 3.0 * mapper.edge_weight
+        axes.add_collection(LineCollection(segments, linewidths=widths, colors="#777", alpha=0.6, zorder=1))
+    size = mapper.size.astype(float)
+    marker = 20 + 380 * np.sqrt(size / size.max())
+    colour = _colour_of(mapper.dominant_class, colours)
+    purity = np.nan_to_num(mapper.purity, nan=1.0)
+    axes.scatter(xy[:, 0], xy[:, 1], s=marker, c=colour, edgecolors="#333", linewidths=0.5,
+                 alpha=(0.35 + 0.65 * purity).clip(0, 1), zorder=2)
+    axes.set_title(
+        f"Mapper graph: {n_nodes} nodes, {len(mapper.edges)} edges, "
+        f"{int(mapper.component.max()) + 1} components", fontsize=10,
+    )
+    axes.autoscale_view()
+    _legend(axes, class_names, colours, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return png_data_uri(figure)
+
+
+# ----------------------------------------------------------------------------- cluster flow
+
+
+def _cluster_colours(stage_members: np.ndarray, point_labels: np.ndarray,
+                     colours: Sequence[str], is_label_stage: bool) -> dict[int, str]:
+    """Colour of every cluster of a stage: its class, or its most frequent class."""
+    ids = np.unique(stage_members)
+    if is_label_stage:
+        return {int(c): (colours[c] if 0 <= c < len(colours) else UNKNOWN_COLOUR) for c in ids}
+    result = {int(c): "#5b7fa6" for c in ids}
+    result.update({int(c): UNKNOWN_COLOUR for c in ids if c < 0})
+    known = (point_labels >= 0) & (stage_members >= 0)
+    if known.any() and len(colours):
+        _, cluster_pos = np.unique(stage_members[known], return_inverse=True)
+        present = np.unique(stage_members[known])
+        table = np.zeros((len(present), int(point_labels[known].max()) + 1), dtype=np.int64)
+        np.add.at(table, (cluster_pos, point_labels[known]), 1)
+        for cluster, main in zip(present.tolist(), table.argmax(axis=1).tolist()):
+            result[cluster] = colours[main % len(colours)]
+    return result
+
+
+def flow_figure(flow: Any, point_labels: np.ndarray, colours: Sequence[str],
+                class_names: Sequence[str] | None) -> str:
+    """Sankey of the cluster flow: stacked cluster bars per stage joined by bands."""
+    from matplotlib.patches import PathPatch, Rectangle
+    from matplotlib.path import Path as MplPath
+
+    figure = _figure(11.5, 4.6)
+    axes = figure.add_subplot()
+    axes.set_axis_off()
+    n_stages, m = flow.memberships.shape
+    bar_width = 0.06
+    gap_total = 0.18
+    spans: list[dict[int, tuple[float, float]]] = []
+    scales: list[float] = []  # bar height per point at each stage
+    stage_colours: list[dict[int, str]] = []
+    for s in range(n_stages):
+        stage = flow.memberships[s]
+        ids, counts = np.unique(stage, return_counts=True)
+        is_label = flow.stage_names[s] == "labels"
+        # real clusters by size (labels by class), noise last
+        real = [(int(c), int(n)) for c, n in zip(ids, counts) if c >= 0]
+        real.sort(key=(lambda t: t[0]) if is_label else (lambda t: (-t[1], t[0])))
+        order = real + [(int(c), int(n)) for c, n in zip(ids, counts) if c < 0]
+        gap = gap_total / max(len(order) - 1, 1) if len(order) > 1 else 0.0
+        scale = (1.0 - gap_total) / m if len(order) > 1 else 1.0 / m
+        scales.append(scale)
+        top = 1.0
+        stage_spans: dict[int, tuple[float, float]] = {}
+        stage_colours.append(_cluster_colours(stage, point_labels, colours, is_label))
+        for cluster, count in order:
+            height = count * scale
+            stage_spans[cluster] = (top - height, top)
+            colour = stage_colours[s][cluster]
+            axes.add_patch(Rectangle((s - bar_width / 2, top - height), bar_width, height,
+                                     facecolor=colour, edgecolor="white", lw=0.3, zorder=3))
+            if height > 0.035 and len(order) <= 40:
+                name = ("noise" if cluster < 0 else
+                        (class_names[cluster] if is_label and class_names and cluster < len(class_names)
+                         else str(cluster)))
+                axes.text(s + bar_width / 2 + 0.01, top - height / 2, f"{name} ({count})",
+                          fontsize=6.5, va="center", zorder=4)
+            top -= height + gap
+        spans.append(stage_spans)
+        threshold = flow.thresholds[s]
+        caption = flow.stage_names[s] + ("" if not np.isfinite(threshold) else f"\nt = {threshold:.3g}")
+        n_real = sum(1 for c, _ in order if c >= 0)
+        noun = "class" if is_label else "cluster"
+        caption += f"\n{n_real} {noun}{'es' if is_label and n_real != 1 else ('s' if n_real != 1 else '')}"
+        if s == flow.best_stage:
+            caption = "★ " + caption
+        axes.text(s, 1.03, caption, ha="center", va="bottom", fontsize=8)
+    # bands, stacked inside each source and target bar in the bars' own order
+    out_cursor = [{c: span[1] for c, span in stage.items()} for stage in spans]
+    in_cursor = [{c: span[1] for c, span in stage.items()} for stage in spans]
+    target_rank = [{c: i for i, c in enumerate(stage)} for stage in spans]
+    rows = sorted(flow.flows.tolist(), key=lambda r: (r[0], target_rank[r[0]][r[1]], target_rank[r[0] + 1][r[2]]))
+    for s, a, b, count in rows:
+        height_out, height_in = count * scales[s], count * scales[s + 1]
+        y0_top = out_cursor[s][a]
+        out_cursor[s][a] -= height_out
+        y1_top = in_cursor[s + 1][b]
+        in_cursor[s + 1][b] -= height_in
+        x0, x1 = s + bar_width / 2, s + 1 - bar_width / 2
+        mid = (x0 + x1) / 2
+        verts = [
+            (x0, y0_top), (mid, y0_top), (mid, y1_top), (x1, y1_top),
+            (x1, y1_top - height_in), (mid, y1_top - height_in), (mid, y0_top - height_out),
+            (x0, y0_top - height_out),
+            (x0, y0_top),
+        ]
+        codes = [MplPath.MOVETO, MplPath.CURVE4, MplPath.CURVE4, MplPath.CURVE4,
+                 MplPath.LINETO, MplPath.CURVE4, MplPath.CURVE4, MplPath.CURVE4, MplPath.CLOSEPOLY]
+        colour = stage_colours[s][a]
+        axes.add_patch(PathPatch(MplPath(verts, codes), facecolor=colour, edgecolor="none", alpha=0.35, zorder=2))
+    axes.set_xlim(-0.3, n_stages - 0.55)
+    axes.set_ylim(-0.02, 1.22)
+    _legend(axes, class_names, colours, unknown=True, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return png_data_uri(figure)
+
+
+# ----------------------------------------------------------------------------- blob graph
+
+
+def blob_figure(blobs: Any, colours: Sequence[str], class_names: Sequence[str] | None) -> str:
+    """2-D PCA of the cloud, points by true class, padded hulls around the best clusters."""
+    from matplotlib.colors import to_rgba
+    from matplotlib.patches import Polygon
+
+    figure = _figure(6.2, 5.0)
+    axes = figure.add_subplot()
+    for cluster, hull in zip(blobs.hull_clusters.tolist(), blobs.hulls):
+        inside = blobs.labels[(blobs.cluster == cluster) & (blobs.labels >= 0)]
+        edge = colours[int(np.bincount(inside).argmax()) % len(colours)] if len(inside) and colours else "#5b7fa6"
+        axes.add_patch(Polygon(hull, closed=True, facecolor=to_rgba(edge, 0.10), edgecolor=to_rgba(edge, 0.8),
+                               lw=1.0, zorder=1))
+    point_colour = _colour_of(blobs.labels, colours)
+    size = 14 if len(blobs.coords) < 2000 else 4
+    axes.scatter(blobs.coords[:, 0], blobs.coords[:, 1], s=size, c=point_colour, linewidths=0, alpha=0.8, zorder=2)
+    ev = blobs.explained_variance
+    axes.set_xlabel(f"PC1 ({100 * ev[0]:.0f} % variance)")
+    axes.set_ylabel(f"PC2 ({100 * ev[1]:.0f} % variance)")
+    axes.set_title(f"blob graph: {len(blobs.hulls)} clusters of the best stage", fontsize=10)
+    axes.set_aspect("equal", adjustable="datalim")
+    _legend(axes, class_names, colours, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return png_data_uri(figure)
+
+
+# ----------------------------------------------------------------------------- dendrogram
+
+
+def dendrogram_figure(dendrogram: Any, point_labels: np.ndarray, colours: Sequence[str]) -> str:
+    """Single-linkage dendrogram above the distance heatmap in display order."""
+    from matplotlib.collections import LineCollection
+
+    figure = _figure(6.2, 6.4)
+    n = len(dendrogram.index)
+    aligned = dendrogram.ordering == "dendrogram"
+    ratios = [1.1, 0.12, 4.0] if aligned else [0.001, 0.12, 4.0]
+    ax_tree, ax_strip, ax_heat = figure.subplots(3, 1, height_ratios=ratios, sharex=False)
+    if aligned and n > 1:
+        segments = [np.column_stack([(ic - 5.0) / 10.0, dc]) for ic, dc in zip(dendrogram.icoord, dendrogram.dcoord)]
+        ax_tree.add_collection(LineCollection(segments, colors="#333", linewidths=0.6))
+        ax_tree.set_xlim(-0.5, n - 0.5)
+        ax_tree.set_ylim(0, float(dendrogram.dcoord.max()) * 1.05 if dendrogram.dcoord.size else 1)
+        ax_tree.set_xticks([])
+        ax_tree.set_ylabel("merge", fontsize=8)
+        ax_tree.spines[["top", "right", "bottom"]].set_visible(False)
+    else:
+        ax_tree.set_axis_off()
+    shown = dendrogram.index[dendrogram.order]
+    strip_labels = point_labels[shown]
+    from matplotlib.colors import to_rgb
+
+    strip = np.array([[to_rgb(c) for c in _colour_of(strip_labels, colours)]])
+    ax_strip.imshow(strip, aspect="auto", interpolation="nearest", extent=(-0.5, n - 0.5, 0, 1))
+    ax_strip.set_axis_off()
+    image = ax_heat.imshow(dendrogram.distances, cmap="viridis_r", interpolation="nearest",
+                           extent=(-0.5, n - 0.5, n - 0.5, -0.5), aspect="auto")
+    ax_heat.set_xticks([])
+    ax_heat.set_yticks([])
+    ax_heat.set_xlabel(f"{n} points in {dendrogram.ordering} order ({dendrogram.metric} distance)", fontsize=8)
+    # one colour bar for the column keeps the tree, the strip and the heatmap aligned
+    figure.colorbar(image, ax=[ax_tree, ax_strip, ax_heat], shrink=0.5, label="distance")
+    ax_tree.set_title("heatmap dendrogram", fontsize=10)
+    return png_data_uri(figure)
+
+
+# ----------------------------------------------------------------------------- examples
+
+
+def examples_figure(images: np.ndarray, cloud: Any, clusters: np.ndarray, point_labels: np.ndarray,
+                    colours: Sequence[str], class_names: Sequence[str] | None,
+                    *, per_cluster: int = 10, max_clusters: int = 6, seed: int = 0) -> str | None:
+    """Member images of the largest best-stage clusters, one row per cluster.
+
+    For spatial clouds each image shows the receptive field of the member point.
+    """
+    from matplotlib.patches import Rectangle
+
+    ids, counts = np.unique(clusters[clusters >= 0], return_counts=True)
+    if len(ids) == 0:
+        return None
+    top_clusters = ids[np.argsort(-counts, kind="stable")][:max_clusters]
+    rng = np.random.default_rng(seed)
+    rows = []
+    for cluster in top_clusters:
+        members = np.flatnonzero(clusters == cluster)
+        pick = np.sort(rng.choice(members, size=min(per_cluster, len(members)), replace=False))
+        rows.append((int(cluster), len(members), pick))
+    height, width = images.shape[1:3]
+    pad = max(1, height // 12)
+    colour_images = images.ndim == 4
+    canvas_h = len(rows) * (height + pad) + pad
+    canvas_w = per_cluster * (width + pad) + pad
+    canvas = np.ones((canvas_h, canvas_w, 3), dtype=np.float32)
+    boxes = []
+    for r, (_, _, pick) in enumerate(rows):
+        for c, point in enumerate(pick):
+            image = images[int(cloud.image_index[point])]
+            lo, hi = float(image.min()), float(image.max())
+            image = (image - lo) / (hi - lo) if hi > lo else np.zeros_like(image)
+            if not colour_images:
+                image = np.repeat(image[..., None], 3, axis=-1)
+            y0 = pad + r * (height + pad)
+            x0 = pad + c * (width + pad)
+            canvas[y0:y0 + height, x0:x0 + width] = image
+            if cloud.position is not None:
+                ry0, rx0, ry1, rx1 = cloud.receptive_field[point].tolist()
+                boxes.append((x0 + rx0 - 0.5, y0 + ry0 - 0.5, rx1 - rx0, ry1 - ry0))
+    figure = _figure(min(1.0 + 0.75 * per_cluster, 11.5), 0.8 + 0.75 * len(rows))
+    axes = figure.add_subplot()
+    axes.imshow(canvas, interpolation="nearest")
+    for x, y, w, h in boxes:
+        axes.add_patch(Rectangle((x, y), w, h, fill=False, edgecolor="#ff2d55", lw=1.0))
+    axes.set_xticks([])
+    tick_y = [pad + r * (height + pad) + height / 2 for r in range(len(rows))]
+    tick_labels = []
+    for cluster, n_members, pick in rows:
+        members = point_labels[clusters == cluster]
+        known = members[members >= 0]
+        text = f"cluster {cluster}\n{n_members} points"
+        if len(known):
+            main = int(np.bincount(known).argmax())
+            name = class_names[main] if class_names and main < len(class_names) else str(main)
+            text += f"\n{100 * np.mean(known == main):.0f} % {name}"
+        tick_labels.append(text)
+    axes.set_yticks(tick_y, tick_labels, fontsize=7)
+    axes.set_title("member images of the largest clusters (best stage)"
+                   + (", receptive fields outlined" if boxes else ""), fontsize=10)
+    return png_data_uri(figure)
+
+
+# ----------------------------------------------------------------------------- across layers
+
+
+def layer_curves_figure(layers: Sequence[str], phdims: Sequence[float], class_means: Sequence[float],
+                        quality: dict[str, Sequence[float]]) -> str:
+    """PH dimension and cluster-quality numbers along the layers."""
+    figure = _figure(11.5, 3.8)
+    ax_dim, ax_quality = figure.subplots(1, 2)
+    x = np.arange(len(layers))
+    ax_dim.plot(x, phdims, "o-", color="#1f77b4", label="PH dimension")
+    ax_dim.set_ylabel("PH dimension", color="#1f77b4")
+    if np.any(np.isfinite(np.asarray(class_means, dtype=float))):
+        twin = ax_dim.twinx()
+        twin.plot(x, class_means, "s--", color="#d62728", label="mean class total H0 persistence")
+        twin.set_ylabel("class total H0 persistence\n(min-max scaled, mean)", color="#d62728", fontsize=8)
+    ax_dim.set_title("PH dimension per layer", fontsize=10)
+    for name, values in quality.items():
+        ax_quality.plot(x, values, "o-", label=name)
+    ax_quality.set_ylim(-0.05, 1.05)
+    ax_quality.set_title("cluster quality of the best stage", fontsize=10)
+    ax_quality.legend(fontsize=7, frameon=False, ncols=3, loc="lower left")
+    for axes in (ax_dim, ax_quality):
+        axes.set_xticks(x, layers, rotation=30, ha="right", fontsize=8)
+    return png_data_uri(figure)
+
+
+def matrices_figure(layers: Sequence[str], matrices: dict[str, np.ndarray], titles: dict[str, str]) -> str:
+    """Layer x layer heatmaps side by side, annotated when small enough to read."""
+    figure = _figure(3.2 * len(matrices) + 0.6, 3.6 + 0.08 * max(len(s) for s in layers))
+    axes_list = np.atleast_1d(figure.subplots(1, len(matrices)))
+    n = len(layers)
+    for axes, (key, matrix) in zip(axes_list, matrices.items()):
+        cmap = "magma" if key == "cka" else "viridis"
+        finite = matrix[np.isfinite(matrix)]
+        image = axes.imshow(matrix, cmap=cmap, vmin=0 if finite.size else None,
+                            vmax=(1 if key == "cka" else (finite.max() if finite.size and finite.max() > 0 else 1)))
+        axes.set_xticks(range(n), layers, rotation=45, ha="right", fontsize=7)
+        axes.set_yticks(range(n), layers, fontsize=7)
+        axes.set_title(titles.get(key, key), fontsize=9)
+        if n <= 8:
+            scale = finite.max() if finite.size and finite.max() > 0 else 1.0
+            for i in range(n):
+                for j in range(n):
+                    value = matrix[i, j]
+                    text = ("nan" if not np.isfinite(value)
+                            else f"{value:.0f}" if abs(value) >= 100 else f"{value:.2g}")
+                    level = value / (1.0 if key == "cka" else scale) if np.isfinite(value) else 0
+                    dark = level < 0.55  # both colour maps are dark at the low end
+                    axes.text(j, i, text, ha="center", va="center", fontsize=7,
+                              color="white" if dark else "black")
+        figure.colorbar(image, ax=axes, shrink=0.7)
+    return png_data_uri(figure)

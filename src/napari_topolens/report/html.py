@@ -1,0 +1,442 @@
+"""One self-contained HTML page showing an :class:`~napari_topolens.topology.analysis.Analysis`.
+
+The page has inline CSS and inline base64 PNG figures only (no scripts, no
+external URL), so it can be mailed or archived as a single file. Beside it,
+``analysis/`` holds the analysis itself in the lossless format of
+``topology.store``, which ``load_analysis`` (and the napari plugin) read back.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import os
+import shutil
+import uuid
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .._progress import CancelCallback, Progress, ProgressCallback, drive
+from ..errors import ImageError
+
+__all__ = ["iter_render_report", "render_report", "write_report", "REPORT_NAME", "ANALYSIS_DIR"]
+
+REPORT_NAME = "report.html"
+ANALYSIS_DIR = "analysis"
+
+_CSS = """
+:root { --ink:#1d2330; --muted:#5d6678; --line:#e3e6ec; --card:#ffffff; --bg:#f4f6f9; --accent:#2f6fd6; }
+* { box-sizing: border-box; }
+body { margin:0; font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif; color:var(--ink); background:var(--bg); }
+header { background:#182132; color:#f3f5f9; padding:28px 40px 22px; }
+header h1 { margin:0 0 6px; font-size:26px; font-weight:650; }
+header p { margin:2px 0; color:#c5cedd; }
+nav { position:sticky; top:0; z-index:5; background:#ffffffee; border-bottom:1px solid var(--line); padding:8px 40px; font-size:14px; }
+nav a { color:var(--accent); text-decoration:none; margin-right:16px; }
+main { padding:20px 40px 60px; max-width:1320px; }
+section { background:var(--card); border:1px solid var(--line); border-radius:10px; padding:18px 22px; margin:18px 0; }
+h2 { margin:0 0 4px; font-size:20px; }
+h3 { margin:18px 0 6px; font-size:15px; color:var(--muted); font-weight:600; }
+p.lead { color:var(--muted); margin:0 0 10px; }
+table { border-collapse:collapse; font-size:13px; }
+th, td { padding:4px 10px; border-bottom:1px solid var(--line); text-align:right; white-space:nowrap; }
+th { background:#f7f8fb; color:var(--muted); font-weight:600; }
+td:first-child, th:first-child { text-align:left; }
+table.kv td { text-align:left; white-space:normal; }
+table.kv td:first-child { color:var(--muted); width:190px; }
+.grid2 { display:grid; grid-template-columns:repeat(auto-fit,minmax(460px,1fr)); gap:10px 24px; align-items:start; }
+figure { margin:6px 0; }
+figure img { max-width:100%; height:auto; display:block; }
+figcaption { font-size:12.5px; color:var(--muted); margin-top:2px; }
+.numbers { display:flex; flex-wrap:wrap; gap:10px; margin:8px 0 4px; }
+.num { background:#f7f8fb; border:1px solid var(--line); border-radius:8px; padding:6px 12px; min-width:112px; }
+.num b { display:block; font-size:18px; }
+.num span { font-size:12px; color:var(--muted); }
+.legend { display:flex; flex-wrap:wrap; gap:6px 14px; font-size:13px; margin:6px 0; }
+.swatch { display:inline-block; width:12px; height:12px; border-radius:3px; margin-right:5px; vertical-align:-1px; }
+details { margin:8px 0; } summary { cursor:pointer; color:var(--accent); }
+.scroll { overflow-x:auto; }
+code { font-size:12.5px; }
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _fmt(value: Any, digits: int = 3) -> str:
+    if value is None:
+        return "–"
+    if isinstance(value, (float, np.floating)):
+        if math.isnan(value):
+            return "–"
+        if math.isinf(value):
+            return "∞" if value > 0 else "−∞"
+        return f"{value:.{digits}g}"
+    return _e(value)
+
+
+def _figure_html(uri: str | None, caption: str) -> str:
+    if uri is None:
+        return ""
+    return f'<figure><img alt="{_e(caption)}" src="{uri}"><figcaption>{caption}</figcaption></figure>'
+
+
+def _plain(value: Any) -> str:
+    """A provenance value as short text (arrays by size, not by content)."""
+    if isinstance(value, np.ndarray):
+        return f"array of {value.size:,} {value.dtype} values" if value.ndim else str(value[()])
+    if value is None:
+        return "–"
+    return str(value)
+
+
+def _kv_table(rows: list[tuple[str, Any]]) -> str:
+    body = "".join(f"<tr><td>{_e(k)}</td><td>{_e(_plain(v))}</td></tr>" for k, v in rows)
+    return f'<table class="kv">{body}</table>'
+
+
+def _class_names(analysis: Any) -> list[str] | None:
+    if analysis.class_names is not None:
+        return list(analysis.class_names)
+    if analysis.n_classes:
+        return [str(i) for i in range(analysis.n_classes)]
+    return None
+
+
+def _summary_rows(analysis: Any) -> list[list[str]]:
+    rows = []
+    for result in analysis.layer_results:
+        cloud = result.cloud
+        diagrams = result.persistence.diagrams
+        flow = result.flow
+        best = flow.memberships[flow.best_stage]
+        n_best = len(np.unique(best[best >= 0]))
+        total = result.persistence.total_persistence
+        rows.append([
+            _e(result.name),
+            f"{len(cloud):,} × {cloud.points.shape[1]}",
+            _e(cloud.sampling),
+            str(len(diagrams[0])),
+            str(len(diagrams[1])) if len(diagrams) > 1 else "–",
+            _fmt(float(total[1])) if len(total) > 1 else "–",
+            _fmt(float(result.phdim.dimension)),
+            f"{len(result.mapper.node_ids)} / {len(result.mapper.edges)}",
+            str(n_best),
+            _fmt(float(result.quality.purity)),
+            _fmt(float(result.quality.ari)),
+            _fmt(float(result.quality.nmi)),
+            _fmt(float(result.quality.silhouette)),
+            f"{sum(result.seconds.values()):.1f}",
+        ])
+    return rows
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{h}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
+def _legend_html(class_names: list[str] | None, colours: list[str]) -> str:
+    if not class_names:
+        return ""
+    from .figures import UNKNOWN_COLOUR
+
+    items = "".join(
+        f'<span><i class="swatch" style="background:{c}"></i>{_e(n)}</span>'
+        for n, c in zip(class_names, colours)
+    )
+    items += f'<span><i class="swatch" style="background:{UNKNOWN_COLOUR}"></i>noise / unknown</span>'
+    return f'<div class="legend">{items}</div>'
+
+
+def _provenance_html(analysis: Any) -> str:
+    record = dict(analysis.provenance)
+    nested = {k: record.pop(k) for k in list(record) if isinstance(record[k], dict)}
+    rows = [(k, v) for k, v in record.items()]
+    parts = [_kv_table(rows)]
+    for key, value in nested.items():
+        parts.append(f"<details><summary>{_e(key)}</summary>{_kv_table(list(value.items()))}</details>")
+    parts.append(
+        "<details><summary>analysis parameters</summary>"
+        + _kv_table(list(analysis.config.to_dict().items()))
+        + "</details>"
+    )
+    return "".join(parts)
+
+
+def _layer_section(number: int, result: Any, analysis: Any, colours: list[str],
+                   class_names: list[str] | None, images: np.ndarray | None) -> Generator[Progress, None, str]:
+    from . import figures
+
+    seed = int(analysis.config.seed)
+    cloud = result.cloud
+    persistence = result.persistence
+    flow = result.flow
+    best = flow.memberships[flow.best_stage]
+    quality = result.quality
+    phdim = result.phdim
+    numbers = [
+        (f"{len(cloud):,}", f"points ({cloud.points.shape[1]}-d, {cloud.sampling})"),
+        (str(len(persistence.diagrams[0])), "H0 bars"),
+    ]
+    if len(persistence.diagrams) > 1:
+        numbers.append((str(len(persistence.diagrams[1])), f"H1 bars on {len(persistence.h1_index):,} {persistence.subsample} points"))
+        numbers.append((_fmt(float(persistence.total_persistence[1])), "H1 total persistence"))
+    numbers.append((_fmt(float(phdim.dimension)), "PH dimension"))
+    if result.class_persistence is not None:
+        numbers.append((_fmt(float(result.class_persistence.mean)), "mean class total H0 persistence"))
+    for name in ("purity", "homogeneity", "ari", "nmi", "silhouette"):
+        numbers.append((_fmt(float(getattr(quality, name))), name.upper() if len(name) == 3 else name))
+    number_html = "".join(f'<div class="num"><b>{v}</b><span>{_e(k)}</span></div>' for v, k in numbers)
+
+    yield Progress(0.0, "persistence figure")
+    persistence_uri = figures.persistence_figure(persistence)
+    yield Progress(0.2, "Mapper figure")
+    mapper_uri = figures.mapper_figure(result.mapper, colours, class_names, seed=seed)
+    yield Progress(0.4, "cluster flow figure")
+    flow_uri = figures.flow_figure(flow, result.point_labels, colours, class_names)
+    yield Progress(0.55, "blob graph figure")
+    blob_uri = figures.blob_figure(result.blobs, colours, class_names)
+    yield Progress(0.7, "heatmap dendrogram figure")
+    dendrogram_uri = figures.dendrogram_figure(result.dendrogram, result.point_labels, colours)
+    examples_uri = None
+    if images is not None:
+        yield Progress(0.85, "member images")
+        examples_uri = figures.examples_figure(images, cloud, best, result.point_labels, colours,
+                                               class_names, seed=seed)
+    mapper_params = result.mapper.params
+    phdim_note = f" {_e(phdim.note)}" if getattr(phdim, "note", "") else ""
+    best_name = flow.stage_names[flow.best_stage]
+    threshold = flow.thresholds[flow.best_stage]
+    parts = [
+        f'<section class="layer" id="layer-{number}">',
+        f"<h2>Layer {number}: <code>{_e(result.name)}</code></h2>",
+        f'<p class="lead">grid {_e(tuple(cloud.grid_shape)) if cloud.grid_shape else "none (vector)"}, '
+        f"{len(np.unique(cloud.image_index)):,} images</p>",
+        f'<div class="numbers">{number_html}</div>',
+        "<h3>Persistence</h3>",
+        _figure_html(
+            persistence_uri,
+            f"Vietoris–Rips persistence ({_e(persistence.metric)} metric). H0 on all "
+            f"{persistence.n_points:,} points (single linkage); H1 on {len(persistence.h1_index):,} "
+            f"{_e(persistence.subsample)}-subsampled points. Triangles: the infinite H0 bar.",
+        ),
+        '<div class="grid2">',
+        _figure_html(
+            mapper_uri,
+            f"Mapper graph (lens {_e(mapper_params.get('lens'))}, {_e(mapper_params.get('n_cubes'))} "
+            f"intervals, overlap {_e(mapper_params.get('perc_overlap'))}, DBSCAN eps "
+            f"{_fmt(mapper_params.get('eps'))} from {_e(mapper_params.get('eps_source', '?'))}). "
+            "Colour: dominant class (faded = mixed node); size: members; edge width: Jaccard overlap.",
+        ),
+        _figure_html(
+            blob_uri,
+            "Blob graph: the cloud's 2-D PCA coloured by true class, with a padded hull around "
+            f"each cluster of the best H0 stage ({_e(best_name)}, threshold {_fmt(float(threshold))}).",
+        ),
+        "</div>",
+        _figure_html(
+            flow_uri,
+            "Cluster flow: clusters of the H0 filtration (single linkage) at a few thresholds and how "
+            f"points move between them; ★ marks the best stage; clusters of ≤ {analysis.config.noise_size} "
+            "points are noise (grey). Cluster colour: its most frequent class.",
+        ),
+        '<div class="grid2">',
+        _figure_html(
+            dendrogram_uri,
+            f"Heatmap dendrogram of {len(result.dendrogram.index):,} points: pairwise distances in "
+            f"{_e(result.dendrogram.ordering)} order; the strip shows each point's class.",
+        ),
+        _figure_html(examples_uri, "Images behind the clusters: a seeded random sample of members.")
+        if examples_uri else "",
+        "</div>",
+        f'<p class="lead">PH dimension {_fmt(float(phdim.dimension))} from the slope '
+        f"{_fmt(float(phdim.slope))} of log E<sub>α</sub> against log n over subsamples of "
+        f"{_e(', '.join(str(int(s)) for s in phdim.sizes))} points (α = {_fmt(float(phdim.alpha))}).{phdim_note}</p>",
+        "</section>",
+    ]
+    yield Progress(1.0, "layer done")
+    return "\n".join(p for p in parts if p)
+
+
+def iter_render_report(analysis: Any, *, images: Any = None, title: str | None = None) -> Generator[Progress, None, str]:
+    """Render the report page as a string; yields progress per layer and figure.
+
+    ``images`` (the images the analysis was made from, optional) adds a strip of
+    member images per cluster, receptive fields outlined for spatial clouds.
+    """
+    from . import figures
+
+    if images is not None:
+        images = np.asarray(images)
+        needed = int(max(int(r.cloud.image_index.max()) for r in analysis.layer_results)) + 1
+        if images.ndim not in (3, 4) or len(images) < needed:
+            raise ImageError(
+                f"the report's images have shape {images.shape}, but the analysis refers to "
+                f"{needed} images; pass the same images the analysis was made from"
+            )
+    class_names = _class_names(analysis)
+    colours = figures.class_colours(len(class_names) if class_names else 0)
+    layers = analysis.layers
+    n_layers = len(layers)
+    if not title:
+        sample = analysis.provenance.get("sample")
+        model = analysis.provenance.get("model")
+        title = (f"Topology of the {sample} sample model" if sample
+                 else f"Topology of {model}" if model else "Topology of a network's activations")
+    sections = []
+    for number, result in enumerate(analysis.layer_results, start=1):
+        start, stop = (number - 1) / (n_layers + 1), number / (n_layers + 1)
+        steps = _layer_section(number, result, analysis, colours, class_names, images)
+        try:
+            while True:
+                step = next(steps)
+                yield Progress(start + (stop - start) * step.fraction, f"report: {result.name}: {step.message}")
+        except StopIteration as done:
+            sections.append(done.value)
+
+    yield Progress(n_layers / (n_layers + 1), "report: comparisons across layers")
+    quality = {name: [float(getattr(r.quality, name)) for r in analysis.layer_results]
+               for name in ("purity", "homogeneity", "ari", "nmi", "silhouette")}
+    curves_uri = figures.layer_curves_figure(
+        layers,
+        [float(r.phdim.dimension) for r in analysis.layer_results],
+        [float(r.class_persistence.mean) if r.class_persistence is not None else math.nan
+         for r in analysis.layer_results],
+        quality,
+    )
+    dim = analysis.config.distance_dim
+    titles = {
+        "sliced_wasserstein": f"sliced Wasserstein (H{dim})",
+        "bottleneck": f"bottleneck (H{dim})",
+        "wasserstein": f"Wasserstein p={analysis.config.wasserstein_p:g} (H{dim})",
+        "cka": "linear CKA (similarity)",
+    }
+    order = [analysis.config.layer_distance] + [
+        k for k in ("sliced_wasserstein", "bottleneck", "wasserstein") if k != analysis.config.layer_distance
+    ] + ["cka"]
+    matrices = {k: analysis.layer_distances[k] for k in order if k in analysis.layer_distances}
+    matrices_uri = figures.matrices_figure(layers, matrices, titles)
+    notes = analysis.provenance.get("notes", {})
+
+    header = [
+        "Layer", "Points × dims", "Sampling", "H0 bars", "H1 bars", "H1 total pers.", "PH dim",
+        "Mapper nodes / edges", "Best-stage clusters", "Purity", "ARI", "NMI", "Silhouette", "Seconds",
+    ]
+    nav = " ".join(f'<a href="#layer-{i}">{_e(name)}</a>' for i, name in enumerate(layers, start=1))
+    provenance = analysis.provenance
+    subtitle_bits = [
+        f"{len(layers)} layer{'s' if len(layers) != 1 else ''}",
+        f"{provenance.get('n_images', '?')} images",
+    ]
+    if provenance.get("sample"):
+        subtitle_bits.insert(0, f"sample {provenance['sample']}")
+    if provenance.get("created"):
+        subtitle_bits.append(f"made {provenance['created']}")
+    page = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
+        f"<header><h1>{_e(title)}</h1><p>{_e(' · '.join(subtitle_bits))}</p>",
+        f"<p>{_e(provenance.get('description', ''))}</p></header>" if provenance.get("description") else "</header>",
+        f'<nav><a href="#summary">Summary</a><a href="#across">Across layers</a>{nav}</nav>',
+        "<main>",
+        '<section id="summary"><h2>Summary</h2>',
+        '<p class="lead">One row per layer, in forward order. Quality numbers compare the true '
+        "classes with the clusters of the best H0 stage.</p>",
+        _table(header, _summary_rows(analysis)),
+        _legend_html(class_names, colours),
+        "<h3>Provenance</h3>",
+        _provenance_html(analysis),
+        "</section>",
+        '<section id="across"><h2>Across layers</h2>',
+        _figure_html(curves_uri, "PH dimension (with the per-class total H0 persistence) and the "
+                     "cluster-quality numbers of the best stage, layer by layer."),
+        _figure_html(
+            matrices_uri,
+            "Distances between the layers' persistence diagrams (finite bars), and linear CKA "
+            f"between their representations. {_e(notes.get('cka', ''))}",
+        ),
+        "</section>",
+        *sections,
+        "</main></body></html>",
+    ]
+    yield Progress(1.0, "report rendered")
+    return "\n".join(p for p in page if p)
+
+
+def render_report(analysis: Any, *, images: Any = None, title: str | None = None,
+                  progress: ProgressCallback | None = None, cancel: CancelCallback | None = None) -> str:
+    """Plain form of :func:`iter_render_report`."""
+    return drive(iter_render_report(analysis, images=images, title=title), progress, cancel)
+
+
+def write_report(
+    analysis: Any,
+    out_dir: str | os.PathLike,
+    *,
+    images: Any = None,
+    title: str | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCallback | None = None,
+) -> Path:
+    """Write ``out_dir/report.html`` and ``out_dir/analysis/`` (the saved analysis).
+
+    The page is rendered in memory first; then the analysis is saved (atomically,
+    see ``topology.store``) and the page is written to a temporary file and renamed.
+    If anything fails or is interrupted (Ctrl-C), what this call wrote is removed,
+    and a previous report in ``out_dir`` stays as it was.
+
+    Returns
+    -------
+    Path
+        The path of ``report.html``.
+    """
+    from ..errors import AnalysisFileError
+    from ..topology.store import is_analysis_dir
+
+    out = Path(out_dir).expanduser()
+    analysis_path = out / ANALYSIS_DIR
+    if out.exists() and not out.is_dir():
+        raise AnalysisFileError(f"{out} is a file; give a folder for the report")
+    if analysis_path.exists() and not (
+        analysis_path.is_dir() and (is_analysis_dir(analysis_path) or not any(analysis_path.iterdir()))
+    ):
+        raise AnalysisFileError(
+            f"{analysis_path} exists and is not a saved analysis; choose another output folder"
+        )
+    page = render_report(analysis, images=images, title=title, progress=progress, cancel=cancel)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    report_path = out / REPORT_NAME
+    token = uuid.uuid4().hex[:12]
+    staging = out / f".{ANALYSIS_DIR}.report-{token}"
+    partial = out / f".{REPORT_NAME}.{token}.tmp"
+    retired = out / f".{ANALYSIS_DIR}.old-{token}"
+    try:
+        if progress is not None:
+            progress(1.0, "saving the analysis")
+        analysis.save(staging)
+        with open(partial, "w", encoding="utf-8") as handle:
+            handle.write(page)
+        if analysis_path.exists():
+            os.replace(analysis_path, retired)
+        os.replace(staging, analysis_path)
+        os.replace(partial, report_path)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if partial.exists():
+            partial.unlink()
+        if retired.exists() and not analysis_path.exists():
+            os.replace(retired, analysis_path)
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    shutil.rmtree(retired, ignore_errors=True)
+    return report_path

@@ -1,0 +1,626 @@
+"""Run the whole topology engine on the point clouds of a model's layers.
+
+:func:`iter_analyze` (a progress generator) and :func:`analyze` (its plain form)
+compute, per layer: persistence (H0 on the full cloud, H1 on max-min landmarks),
+a Mapper graph, the PH dimension, per-class total H0 persistence, the HOLE cluster
+flow, blob graph and heatmap dendrogram, and the cluster-quality numbers of the
+best flow stage; and across layers: diagram-distance matrices and linear CKA.
+The result, an :class:`Analysis`, saves and loads losslessly (``topology.store``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import math
+import os
+from collections.abc import Generator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .._progress import CancelCallback, Progress, ProgressCallback, drive
+from ..activations.pointcloud import PointCloud
+from ..errors import EmptySelectionError, ImageError, LayerError, TopoLensError
+
+__all__ = ["AnalysisConfig", "LayerAnalysis", "Analysis", "iter_analyze", "analyze"]
+
+_LENSES = ("l2norm", "pca1", "pca2", "probability")
+_DISTANCE_KINDS = ("sliced_wasserstein", "bottleneck", "wasserstein")
+_LIBRARIES = (
+    "numpy",
+    "scipy",
+    "scikit-learn",
+    "gudhi",
+    "kmapper",
+    "networkx",
+    "torch",
+    "napari-topolens",
+)
+
+
+@dataclass
+class AnalysisConfig:
+    """Every parameter of an analysis, with the published defaults (METHODS.md).
+
+    Attributes
+    ----------
+    metric : str
+        Point-cloud metric for persistence, PH dimension, the dendrogram and the
+        silhouette (one of ``topology.metrics.METRICS``).
+    max_dim : int
+        Highest homology dimension (1: H0 and H1).
+    h1_max_points : int
+        H1 is computed on at most this many landmarks, because its cost grows
+        steeply with N (~10 s at 1,000 points for a noisy circle); H0 always uses
+        the full cloud.
+    subsample : str
+        How the H1 landmarks are chosen: ``"maxmin"`` (default) or ``"random"``.
+    pca_dims, n_neighbors, density_k : int
+        Options of the mahalanobis, geodesic and density metrics.
+    mapper_lens : str
+        ``"l2norm"`` (default), ``"pca1"``, ``"pca2"`` or ``"probability"`` (the
+        model's top predicted-class probability; needs probabilities).
+    mapper_n_cubes, mapper_perc_overlap, mapper_min_samples, mapper_eps
+        The Mapper cover and DBSCAN clusterer; ``mapper_eps=None`` takes the knee
+        of the sorted nearest-neighbour distances.
+    noise_size : int
+        Cluster-flow clusters of at most this many points are shown as noise.
+    layer_distance : str
+        The diagram distance shown first across layers (Purvine's choice:
+        sliced Wasserstein); all three kinds are always computed.
+    distance_dim : int
+        Homology dimension compared across layers (1: H1, as Purvine et al.).
+    wasserstein_p : float
+        Order of the Wasserstein distance.
+    sw_n_directions : int
+        Directions of the sliced Wasserstein approximation.
+    phdim_alpha, phdim_start, phdim_step : float, int, int
+        PH dimension: E_alpha over random subsamples of sizes start, start+step, ...
+    class_max_per_class : int
+        Points per class for the per-class total H0 persistence.
+    dendrogram_max_points : int
+        Points shown in the heatmap dendrogram (a heatmap of more is unreadable).
+    dendrogram_order : str
+        ``"dendrogram"`` or ``"rcm"`` (reverse Cuthill-McKee) heatmap order.
+    silhouette_max_points : int
+        Silhouette is computed on at most this many points (it is quadratic).
+    seed : int
+        Seed of every random step (subsamples, Mapper, layouts).
+    """
+
+    metric: str = "euclidean"
+    max_dim: int = 1
+    h1_max_points: int = 1000
+    subsample: str = "maxmin"
+    pca_dims: int = 50
+    n_neighbors: int = 10
+    density_k: int = 5
+    mapper_lens: str = "l2norm"
+    mapper_n_cubes: int = 10
+    mapper_perc_overlap: float = 0.5
+    mapper_min_samples: int = 5
+    mapper_eps: float | None = None
+    noise_size: int = 3
+    layer_distance: str = "sliced_wasserstein"
+    distance_dim: int = 1
+    wasserstein_p: float = 1.0
+    sw_n_directions: int = 50
+    phdim_alpha: float = 1.0
+    phdim_start: int = 500
+    phdim_step: int = 350
+    class_max_per_class: int = 250
+    dendrogram_max_points: int = 300
+    dendrogram_order: str = "dendrogram"
+    silhouette_max_points: int = 2000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mapper_lens not in _LENSES:
+            raise TopoLensError(
+                f"mapper_lens {self.mapper_lens!r} is unknown; choose one of {', '.join(_LENSES)}"
+            )
+        if self.layer_distance not in _DISTANCE_KINDS:
+            raise TopoLensError(
+                f"layer_distance {self.layer_distance!r} is unknown; choose one of "
+                f"{', '.join(_DISTANCE_KINDS)}"
+            )
+        if self.distance_dim > self.max_dim:
+            raise TopoLensError(
+                f"distance_dim={self.distance_dim} needs max_dim >= {self.distance_dim} "
+                f"(max_dim is {self.max_dim})"
+            )
+        for name in ("h1_max_points", "mapper_n_cubes", "mapper_min_samples", "phdim_start",
+                     "phdim_step", "class_max_per_class", "dendrogram_max_points",
+                     "silhouette_max_points"):
+            if int(getattr(self, name)) < 1:
+                raise TopoLensError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+    @property
+    def metric_kw(self) -> dict[str, int]:
+        """The metric options passed on to ``distance_matrix``."""
+        return {"pca_dims": self.pca_dims, "n_neighbors": self.n_neighbors,
+                "density_k": self.density_k}
+
+    def to_dict(self) -> dict[str, Any]:
+        """The parameters as a plain dict (JSON-able)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> AnalysisConfig:
+        """Build a config from a dict, refusing unknown keys (they are likely typos)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise TopoLensError(
+                f"unknown analysis parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
+            )
+        return cls(**dict(values))
+
+
+@dataclass
+class LayerAnalysis:
+    """Everything computed for one layer; member indices are rows of ``cloud``.
+
+    ``class_persistence`` is ``None`` without labels. ``quality`` compares the
+    true labels with the clusters of the best cluster-flow stage (all NaN without
+    labels).
+    """
+
+    name: str
+    cloud: PointCloud
+    point_labels: np.ndarray
+    persistence: Any  # PersistenceResult
+    mapper: Any  # MapperGraph
+    phdim: Any  # PHDimResult
+    class_persistence: Any | None  # ClassPersistenceResult
+    flow: Any  # ClusterFlow
+    blobs: Any  # BlobGraph
+    dendrogram: Any  # Dendrogram
+    quality: Any  # Quality
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def best_clusters(self) -> np.ndarray:
+        """Cluster of every point at the best cluster-flow stage (-1: noise)."""
+        return self.flow.memberships[self.flow.best_stage]
+
+
+@dataclass
+class Analysis:
+    """The topology of several layers of one model on one image set.
+
+    Attributes
+    ----------
+    layer_results : list of LayerAnalysis
+        In the model's forward order; ``analysis[name]`` picks one by name.
+    layer_distances : dict of str to ndarray
+        ``(L, L)`` matrices over ``layers``: ``"sliced_wasserstein"``,
+        ``"bottleneck"``, ``"wasserstein"`` between the H``distance_dim``
+        diagrams (finite bars), and ``"cka"``, linear CKA between per-image mean
+        activation vectors, rows aligned by image index over the images present
+        in every layer.
+    config : AnalysisConfig
+    provenance : dict
+        Model spec, sample or image description, seeds, library versions,
+        creation time, and notes on what was done (e.g. the CKA alignment).
+    labels : ndarray or None
+        Class label per image (-1 unknown).
+    class_names : list of str or None
+    probabilities : ndarray or None
+        ``(N, K)`` softmax per image when the caller gave it.
+    """
+
+    layer_results: list[LayerAnalysis]
+    layer_distances: dict[str, np.ndarray]
+    config: AnalysisConfig
+    provenance: dict[str, Any]
+    labels: np.ndarray | None = None
+    class_names: list[str] | None = None
+    probabilities: np.ndarray | None = None
+
+    @property
+    def layers(self) -> list[str]:
+        """Layer names in forward order."""
+        return [result.name for result in self.layer_results]
+
+    def __getitem__(self, name: str) -> LayerAnalysis:
+        for result in self.layer_results:
+            if result.name == name:
+                return result
+        raise LayerError(
+            f"layer {name!r} is not in this analysis; analysed layers: {', '.join(self.layers)}"
+        )
+
+    def __contains__(self, name: object) -> bool:
+        return any(result.name == name for result in self.layer_results)
+
+    def __len__(self) -> int:
+        return len(self.layer_results)
+
+    def __iter__(self):
+        return iter(self.layer_results)
+
+    @property
+    def n_classes(self) -> int:
+        """Number of classes (0 without labels)."""
+        if self.class_names is not None:
+            return len(self.class_names)
+        if self.labels is None or not np.any(self.labels >= 0):
+            return 0
+        return int(self.labels.max()) + 1
+
+    def save(self, path: str | os.PathLike):
+        """Save losslessly to the folder ``path`` (see ``topology.store``)."""
+        from .store import save_analysis
+
+        return save_analysis(self, path)
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def _library_versions() -> dict[str, str]:
+    """Installed versions, read from package metadata so nothing heavy is imported."""
+    from importlib import metadata
+
+    versions: dict[str, str] = {}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    if versions["napari-topolens"] == "not installed":
+        try:
+            from .. import __version__ as own_version  # type: ignore[attr-defined]
+
+            versions["napari-topolens"] = str(own_version)
+        except Exception:  # the package __init__ is optional here
+            pass
+    return versions
+
+
+def _as_clouds(clouds: Mapping[str, PointCloud] | Sequence[PointCloud]) -> list[PointCloud]:
+    items = list(clouds.values()) if isinstance(clouds, Mapping) else list(clouds)
+    if not items:
+        raise EmptySelectionError("no layers to analyse; pick at least one layer")
+    names = [cloud.layer for cloud in items]
+    if len(set(names)) != len(names):
+        raise LayerError(f"layer names repeat in {names}; analyse each layer once")
+    for cloud in items:
+        if not isinstance(cloud, PointCloud):
+            raise TopoLensError(
+                f"expected PointCloud objects (from extract_activations), got {type(cloud).__name__}"
+            )
+        if len(cloud) < 3:
+            raise EmptySelectionError(
+                f"layer {cloud.layer!r} has {len(cloud)} points; topology needs at least 3 "
+                "(use more images or another sampling mode)"
+            )
+        if not np.all(np.isfinite(cloud.points)):
+            raise LayerError(
+                f"layer {cloud.layer!r} has non-finite activations (NaN or inf); "
+                "check the model and the image normalisation"
+            )
+    return items
+
+
+def _n_images(items: list[PointCloud]) -> int:
+    return int(max(int(cloud.image_index.max()) for cloud in items)) + 1
+
+
+def _check_labels(labels: Any, items: list[PointCloud]) -> np.ndarray | None:
+    if labels is None:
+        return None
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        raise ImageError(
+            f"labels must be a 1-D array of integer class codes, got dtype {labels.dtype} "
+            f"and shape {labels.shape}"
+        )
+    needed = _n_images(items)
+    if len(labels) < needed:
+        raise ImageError(
+            f"{len(labels)} labels for at least {needed} images; give one label per image"
+        )
+    return labels.astype(np.int64)
+
+
+def _check_probabilities(probabilities: Any, items: list[PointCloud]) -> np.ndarray | None:
+    if probabilities is None:
+        return None
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    needed = _n_images(items)
+    if probabilities.ndim != 2 or len(probabilities) < needed:
+        raise ImageError(
+            f"probabilities must be (N, K) with one row per image (N >= {needed}), "
+            f"got shape {probabilities.shape}"
+        )
+    return probabilities
+
+
+def _cka_features(items: list[PointCloud]) -> tuple[list[np.ndarray], np.ndarray]:
+    """Per-image mean activation per layer, over the images every layer has points for."""
+    common: np.ndarray | None = None
+    for cloud in items:
+        present = np.unique(cloud.image_index)
+        common = present if common is None else np.intersect1d(common, present)
+    assert common is not None
+    features = []
+    for cloud in items:
+        position = np.searchsorted(common, cloud.image_index)
+        keep = (position < len(common)) & (common[np.minimum(position, len(common) - 1)] == cloud.image_index)
+        sums = np.zeros((len(common), cloud.points.shape[1]), dtype=np.float64)
+        np.add.at(sums, position[keep], cloud.points[keep].astype(np.float64))
+        counts = np.bincount(position[keep], minlength=len(common)).astype(np.float64)
+        features.append(sums / counts[:, None])
+    return features, common
+
+
+def _step_weights(n_points: int) -> dict[str, float]:
+    """Rough relative cost of each per-layer step, for a smooth progress bar."""
+    return {
+        "persistence": 4.0,
+        "mapper": 2.0,
+        "phdim": 2.0,
+        "class persistence": 1.0,
+        "cluster flow": 0.5,
+        "blob graph": 0.5,
+        "dendrogram": 1.0,
+        "quality": 0.5,
+    }
+
+
+# ----------------------------------------------------------------------------- engine
+
+
+def iter_analyze(
+    clouds: Mapping[str, PointCloud] | Sequence[PointCloud],
+    labels: Any = None,
+    *,
+    config: AnalysisConfig | None = None,
+    class_names: Sequence[str] | None = None,
+    probabilities: Any = None,
+    provenance: Mapping[str, Any] | None = None,
+) -> Generator[Progress, None, Analysis]:
+    """Analyse each layer's point cloud and compare the layers; yields progress.
+
+    Parameters
+    ----------
+    clouds : dict of str to PointCloud, or list of PointCloud
+        One cloud per layer, in forward order (as ``extract_activations`` returns).
+    labels : array of int, shape (N,), optional
+        Class per IMAGE (-1 unknown); each point gets ``labels[cloud.image_index]``.
+    config : AnalysisConfig, optional
+        Parameters; the published defaults when omitted.
+    class_names : list of str, optional
+        Names of the classes 0..K-1.
+    probabilities : array, shape (N, K), optional
+        Softmax per image; needed only for ``config.mapper_lens == "probability"``.
+    provenance : dict, optional
+        What the caller knows (model spec, sample name, image source); seeds,
+        library versions and the creation time are added.
+
+    Yields
+    ------
+    Progress
+        Per layer and step; a consumer may stop between any two steps.
+
+    Returns
+    -------
+    Analysis
+    """
+    from .distances import cka_matrix, diagram_distance_matrix
+    from .hole import blob_graph, cluster_flow, heatmap_dendrogram
+    from .mapper import mapper_graph
+    from .persistence import compute_persistence
+    from .phdim import PHDimResult, class_total_persistence, ph_dimension
+    from .quality import cluster_quality
+
+    import time
+
+    config = AnalysisConfig() if config is None else config
+    items = _as_clouds(clouds)
+    image_labels = _check_labels(labels, items)
+    image_probabilities = _check_probabilities(probabilities, items)
+    if config.mapper_lens == "probability" and image_probabilities is None:
+        raise TopoLensError(
+            "the Mapper lens 'probability' needs the model's class probabilities per image; "
+            "pass probabilities= (predict_proba) or choose another lens"
+        )
+    n_classes = None
+    if class_names is not None:
+        class_names = [str(name) for name in class_names]
+        n_classes = len(class_names)
+    elif image_labels is not None and np.any(image_labels >= 0):
+        n_classes = int(image_labels.max()) + 1
+    if image_labels is not None and n_classes is not None and image_labels.max() >= n_classes:
+        raise ImageError(
+            f"label {int(image_labels.max())} has no class name ({n_classes} names given)"
+        )
+
+    weights = _step_weights(0)
+    per_layer = sum(weights.values())
+    total = per_layer * len(items) + 2.0  # + the cross-layer matrices
+    done = 0.0
+    seed = int(config.seed)
+    results: list[LayerAnalysis] = []
+
+    for layer_number, cloud in enumerate(items):
+        name = cloud.layer
+        points = cloud.points
+        has_labels = image_labels is not None
+        point_labels = (
+            image_labels[cloud.image_index] if has_labels else np.full(len(cloud), -1, np.int64)
+        )
+        labelled = bool(np.any(point_labels >= 0))
+        prefix = f"layer {layer_number + 1}/{len(items)} {name}: "
+        seconds: dict[str, float] = {}
+
+        def step(label: str) -> Progress:
+            return Progress(min(done / total, 1.0), prefix + label)
+
+        yield step("persistence (H0 full cloud, H1 on landmarks)")
+        t0 = time.perf_counter()
+        persistence = compute_persistence(
+            points, max_dim=config.max_dim, metric=config.metric,
+            max_points=config.h1_max_points, subsample=config.subsample, seed=seed,
+            **config.metric_kw,
+        )
+        seconds["persistence"] = time.perf_counter() - t0
+        done += weights["persistence"]
+
+        yield step("Mapper graph")
+        t0 = time.perf_counter()
+        point_probabilities = (
+            image_probabilities[cloud.image_index] if image_probabilities is not None else None
+        )
+        mapper = mapper_graph(
+            points,
+            point_labels if labelled else None,
+            lens=config.mapper_lens,
+            probabilities=point_probabilities if config.mapper_lens == "probability" else None,
+            n_cubes=config.mapper_n_cubes,
+            perc_overlap=config.mapper_perc_overlap,
+            min_samples=config.mapper_min_samples,
+            eps=config.mapper_eps,
+            n_classes=n_classes,
+            seed=seed,
+        )
+        seconds["mapper"] = time.perf_counter() - t0
+        done += weights["mapper"]
+
+        yield step("PH dimension")
+        t0 = time.perf_counter()
+        try:
+            phdim = ph_dimension(
+                points, alpha=config.phdim_alpha, start=config.phdim_start,
+                step=config.phdim_step, metric=config.metric, seed=seed,
+            )
+        except EmptySelectionError as exc:  # too few points for a fit: undefined, say why
+            phdim = PHDimResult(
+                dimension=math.nan, sizes=np.zeros(0, np.int64), energies=np.zeros(0),
+                slope=math.nan, alpha=float(config.phdim_alpha), note=str(exc),
+            )
+        seconds["phdim"] = time.perf_counter() - t0
+        done += weights["phdim"]
+
+        class_persistence = None
+        if labelled:
+            yield step("total H0 persistence per class")
+            t0 = time.perf_counter()
+            class_persistence = class_total_persistence(
+                points, point_labels, max_per_class=config.class_max_per_class, seed=seed
+            )
+            seconds["class persistence"] = time.perf_counter() - t0
+        done += weights["class persistence"]
+
+        yield step("cluster flow")
+        t0 = time.perf_counter()
+        flow = cluster_flow(
+            persistence.linkage, point_labels if labelled else None, noise_size=config.noise_size
+        )
+        best = flow.memberships[flow.best_stage]
+        seconds["cluster flow"] = time.perf_counter() - t0
+        done += weights["cluster flow"]
+
+        yield step("blob graph")
+        t0 = time.perf_counter()
+        blobs = blob_graph(points, best, point_labels if labelled else None)
+        seconds["blob graph"] = time.perf_counter() - t0
+        done += weights["blob graph"]
+
+        yield step("heatmap dendrogram")
+        t0 = time.perf_counter()
+        dendrogram = heatmap_dendrogram(
+            points, metric=config.metric, order=config.dendrogram_order,
+            max_points=config.dendrogram_max_points, seed=seed,
+        )
+        seconds["dendrogram"] = time.perf_counter() - t0
+        done += weights["dendrogram"]
+
+        yield step("cluster quality")
+        t0 = time.perf_counter()
+        # without labels the label scores are nan and the silhouette still counts
+        quality = cluster_quality(
+            point_labels, best, points, metric=config.metric,
+            silhouette_max_points=config.silhouette_max_points, seed=seed,
+        )
+        seconds["quality"] = time.perf_counter() - t0
+        done += weights["quality"]
+
+        results.append(
+            LayerAnalysis(
+                name=name, cloud=cloud, point_labels=point_labels, persistence=persistence,
+                mapper=mapper, phdim=phdim, class_persistence=class_persistence, flow=flow,
+                blobs=blobs, dendrogram=dendrogram, quality=quality, seconds=seconds,
+            )
+        )
+
+    yield Progress(min(done / total, 1.0), f"distances between the H{config.distance_dim} diagrams of the layers")
+    dim = config.distance_dim
+    diagrams = [result.persistence.diagrams[dim] for result in results]
+    layer_distances: dict[str, np.ndarray] = {}
+    for kind in _DISTANCE_KINDS:
+        options: dict[str, Any] = {}
+        if kind == "wasserstein":
+            options["p"] = config.wasserstein_p
+        elif kind == "sliced_wasserstein":
+            options["n_directions"] = config.sw_n_directions
+        layer_distances[kind] = np.asarray(diagram_distance_matrix(diagrams, kind, **options), dtype=np.float64)
+    done += 1.0
+
+    yield Progress(min(done / total, 1.0), "linear CKA between the layers")
+    features, common = _cka_features(items)
+    if len(common) >= 2:
+        layer_distances["cka"] = np.asarray(cka_matrix(features), dtype=np.float64)
+        cka_note = (
+            f"linear CKA on per-image mean activation vectors, rows aligned by image index "
+            f"over the {len(common)} images with points in every layer"
+        )
+    else:
+        layer_distances["cka"] = np.full((len(items), len(items)), np.nan)
+        cka_note = "linear CKA undefined: fewer than 2 images have points in every layer"
+
+    record: dict[str, Any] = dict(provenance or {})
+    record.setdefault("seed", seed)
+    record["seeds"] = {"analysis": seed, **dict(record.get("seeds", {}))}
+    record["libraries"] = _library_versions()
+    record["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    record["n_images"] = _n_images(items)
+    record["notes"] = {
+        **dict(record.get("notes", {})),
+        "cka": cka_note,
+        "layer_distances": (
+            f"distances between the H{dim} persistence diagrams (finite bars) of the layers"
+        ),
+        "h1": (
+            f"H1 on at most {config.h1_max_points} {config.subsample} landmarks per layer; "
+            "H0 on the full cloud"
+        ),
+    }
+    yield Progress(1.0, "analysis done")
+    return Analysis(
+        layer_results=results,
+        layer_distances=layer_distances,
+        config=config,
+        provenance=record,
+        labels=image_labels,
+        class_names=list(class_names) if class_names is not None else None,
+        probabilities=image_probabilities,
+    )
+
+
+def analyze(
+    clouds: Mapping[str, PointCloud] | Sequence[PointCloud],
+    labels: Any = None,
+    *,
+    config: AnalysisConfig | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCallback | None = None,
+    **kw: Any,
+) -> Analysis:
+    """Plain form of :func:`iter_analyze`: ``progress(fraction, message)`` callbacks and
+    ``cancel()`` checked between steps (raises ``Cancelled``)."""
+    return drive(iter_analyze(clouds, labels, config=config, **kw), progress, cancel)

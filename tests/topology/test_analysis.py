@@ -1,0 +1,212 @@
+"""The Analysis object: every step per layer, the cross-layer matrices, progress and cancel."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from napari_topolens.activations.pointcloud import PointCloud
+from napari_topolens.errors import Cancelled, EmptySelectionError, ImageError, LayerError, TopoLensError
+from napari_topolens.topology.analysis import Analysis, AnalysisConfig, analyze, iter_analyze
+from napari_topolens.topology.distances import linear_cka
+
+N_IMAGES = 90
+FAST = dict(h1_max_points=60, phdim_start=30, phdim_step=20, dendrogram_max_points=50)
+
+
+def _blobs(rng: np.random.Generator, labels: np.ndarray, dim: int, spread: float) -> np.ndarray:
+    centres = rng.normal(scale=10.0, size=(3, dim))
+    return (centres[labels] + rng.normal(scale=spread, size=(len(labels), dim))).astype(np.float32)
+
+
+def _pooled(name: str, points: np.ndarray) -> PointCloud:
+    n = len(points)
+    return PointCloud(
+        layer=name, points=points, image_index=np.arange(n), position=None,
+        receptive_field=np.tile([0, 0, 8, 8], (n, 1)), sampling="pooled", grid_shape=(), image_shape=(8, 8),
+    )
+
+
+@pytest.fixture(scope="module")
+def labels() -> np.ndarray:
+    return np.repeat(np.arange(3), N_IMAGES // 3)
+
+
+@pytest.fixture(scope="module")
+def clouds(labels: np.ndarray) -> dict[str, PointCloud]:
+    rng = np.random.default_rng(0)
+    # 'early' mixes the classes, 'late' separates them: the quality must see the difference
+    early = rng.normal(size=(N_IMAGES, 6)).astype(np.float32)
+    late = _blobs(rng, labels, 4, 0.3)
+    # a spatial layer: two positions per image, for the CKA alignment by image
+    spatial_points = np.repeat(late, 2, axis=0) + rng.normal(scale=0.1, size=(2 * N_IMAGES, 4)).astype(np.float32)
+    spatial = PointCloud(
+        layer="spatial", points=spatial_points, image_index=np.repeat(np.arange(N_IMAGES), 2),
+        position=np.tile([[1, 1], [2, 2]], (N_IMAGES, 1)), receptive_field=np.tile([0, 0, 4, 4], (2 * N_IMAGES, 1)),
+        sampling="random_position", grid_shape=(4, 4), image_shape=(8, 8),
+    )
+    return {"early": _pooled("early", early), "late": _pooled("late", late), "spatial": spatial}
+
+
+@pytest.fixture(scope="module")
+def analysis(clouds: dict[str, PointCloud], labels: np.ndarray) -> Analysis:
+    probabilities = np.random.default_rng(1).dirichlet(np.ones(3), size=N_IMAGES)
+    return analyze(
+        clouds, labels, config=AnalysisConfig(**FAST), class_names=["a", "b", "c"],
+        probabilities=probabilities, provenance={"sample": "synthetic"},
+    )
+
+
+def test_layers_in_forward_order_and_lookup_by_name(analysis: Analysis) -> None:
+    assert analysis.layers == ["early", "late", "spatial"]
+    assert analysis["late"].name == "late"
+    assert "late" in analysis and "nope" not in analysis
+    with pytest.raises(LayerError, match=r"'nope'.*early, late, spatial"):
+        analysis["nope"]
+
+
+def test_every_step_is_computed_on_the_layer_cloud(analysis: Analysis, clouds, labels) -> None:
+    for name, cloud in clouds.items():
+        result = analysis[name]
+        m = len(cloud)
+        assert result.cloud is cloud
+        np.testing.assert_array_equal(result.point_labels, labels[cloud.image_index])
+        assert result.persistence.n_points == m
+        assert len(result.persistence.diagrams[0]) == m  # H0 of the full cloud
+        assert len(result.persistence.h1_index) == FAST["h1_max_points"]  # H1 on landmarks
+        assert result.persistence.subsample == "maxmin"
+        assert result.mapper.lens.shape == (m,)
+        assert result.mapper.class_counts.shape[1] == 3
+        assert np.isfinite(result.phdim.dimension)
+        assert result.class_persistence is not None and len(result.class_persistence.classes) == 3
+        best = result.flow.memberships[result.flow.best_stage]
+        np.testing.assert_array_equal(result.best_clusters, best)
+        np.testing.assert_array_equal(result.blobs.cluster, best)
+        np.testing.assert_array_equal(result.blobs.labels, result.point_labels)
+        assert len(result.dendrogram.index) == FAST["dendrogram_max_points"]
+        assert set(result.seconds) >= {"persistence", "mapper", "phdim", "quality"}
+
+
+def test_quality_sees_separated_classes(analysis: Analysis) -> None:
+    assert analysis["late"].quality.ari > 0.9
+    assert analysis["late"].quality.purity > 0.9
+    assert analysis["early"].quality.ari < 0.5
+
+
+def test_layer_matrices(analysis: Analysis, clouds) -> None:
+    assert set(analysis.layer_distances) == {"sliced_wasserstein", "bottleneck", "wasserstein", "cka"}
+    for key, matrix in analysis.layer_distances.items():
+        assert matrix.shape == (3, 3)
+        np.testing.assert_allclose(matrix, matrix.T)
+        if key != "cka":
+            np.testing.assert_array_equal(np.diag(matrix), 0.0)
+            assert matrix[0, 1] > 0
+    cka = analysis.layer_distances["cka"]
+    np.testing.assert_allclose(np.diag(cka), 1.0)
+    # the spatial layer's two points per image are averaged per image before CKA
+    spatial = clouds["spatial"]
+    per_image = spatial.points.reshape(N_IMAGES, 2, -1).astype(np.float64).mean(axis=1)
+    expected = linear_cka(clouds["late"].points.astype(np.float64), per_image)
+    assert cka[1, 2] == pytest.approx(expected, rel=1e-9)
+    assert "aligned by image index" in analysis.provenance["notes"]["cka"]
+
+
+def test_provenance(analysis: Analysis) -> None:
+    record = analysis.provenance
+    assert record["sample"] == "synthetic"
+    assert record["seeds"]["analysis"] == 0
+    assert {"numpy", "scipy", "gudhi", "kmapper", "scikit-learn", "napari-topolens"} <= set(record["libraries"])
+    assert record["created"]
+    assert analysis.class_names == ["a", "b", "c"]
+    assert analysis.n_classes == 3
+
+
+def test_progress_is_monotone_per_layer_and_step(clouds, labels) -> None:
+    steps = iter_analyze(clouds, labels, config=AnalysisConfig(**FAST))
+    seen = []
+    try:
+        while True:
+            seen.append(next(steps))
+    except StopIteration as done:
+        result = done.value
+    assert isinstance(result, Analysis)
+    fractions = [p.fraction for p in seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and fractions[0] == 0.0
+    messages = " ".join(p.message for p in seen)
+    for name in clouds:
+        assert f"{name}: Mapper" in messages and f"{name}: persistence" in messages
+
+
+def test_cancel_stops_between_steps(clouds, labels) -> None:
+    calls = []
+
+    def cancel() -> bool:
+        calls.append(1)
+        return len(calls) > 3
+
+    with pytest.raises(Cancelled):
+        analyze(clouds, labels, config=AnalysisConfig(**FAST), cancel=cancel)
+    assert len(calls) == 4
+
+
+def test_probability_lens(clouds, labels) -> None:
+    with pytest.raises(TopoLensError, match="probabilit"):
+        analyze({"late": clouds["late"]}, labels, config=AnalysisConfig(mapper_lens="probability", **FAST))
+    probabilities = np.random.default_rng(2).dirichlet(np.ones(3), size=N_IMAGES)
+    result = analyze(
+        {"spatial": clouds["spatial"]}, labels, config=AnalysisConfig(mapper_lens="probability", **FAST),
+        probabilities=probabilities,
+    )
+    mapper = result["spatial"].mapper
+    assert mapper.params["lens"] == "probability"
+    # per image -> per point through image_index
+    np.testing.assert_allclose(mapper.lens, probabilities.max(axis=1)[clouds["spatial"].image_index])
+
+
+def test_without_labels(clouds) -> None:
+    result = analyze({"late": clouds["late"]}, config=AnalysisConfig(**FAST))
+    layer = result["late"]
+    assert result.labels is None and result.n_classes == 0
+    assert layer.class_persistence is None
+    assert np.all(layer.point_labels == -1)
+    assert math.isnan(layer.quality.purity) and math.isnan(layer.quality.ari)
+    assert np.isfinite(layer.quality.silhouette)  # needs no labels
+    assert np.all(layer.mapper.dominant_class == -1)
+
+
+def test_bad_input(clouds, labels) -> None:
+    with pytest.raises(EmptySelectionError):
+        analyze({})
+    with pytest.raises(ImageError, match="labels"):
+        analyze(clouds, labels[:10], config=AnalysisConfig(**FAST))
+    with pytest.raises(ImageError, match="class name"):
+        analyze({"late": clouds["late"]}, labels, class_names=["a", "b"], config=AnalysisConfig(**FAST))
+    tiny = _pooled("tiny", np.zeros((2, 3), np.float32))
+    with pytest.raises(EmptySelectionError, match="tiny"):
+        analyze({"tiny": tiny})
+    broken = _pooled("broken", np.full((20, 3), np.nan, np.float32))
+    with pytest.raises(LayerError, match="non-finite"):
+        analyze({"broken": broken})
+
+
+def test_config_round_trip_and_validation() -> None:
+    config = AnalysisConfig(metric="cosine", mapper_eps=0.5, seed=7)
+    assert AnalysisConfig.from_dict(config.to_dict()) == config
+    assert AnalysisConfig().h1_max_points == 1000 and AnalysisConfig().mapper_n_cubes == 10
+    assert AnalysisConfig().mapper_perc_overlap == 0.5 and AnalysisConfig().phdim_start == 500
+    with pytest.raises(TopoLensError, match="unknown analysis parameter"):
+        AnalysisConfig.from_dict({"n_cube": 3})
+    with pytest.raises(TopoLensError, match="mapper_lens"):
+        AnalysisConfig(mapper_lens="magic")
+    with pytest.raises(TopoLensError, match="layer_distance"):
+        AnalysisConfig(layer_distance="manhattan")
+
+
+def test_deterministic_given_seed(clouds, labels) -> None:
+    one = analyze({"late": clouds["late"]}, labels, config=AnalysisConfig(**FAST))
+    two = analyze({"late": clouds["late"]}, labels, config=AnalysisConfig(**FAST))
+    np.testing.assert_array_equal(one["late"].mapper.members, two["late"].mapper.members)
+    np.testing.assert_array_equal(one["late"].persistence.diagrams[1], two["late"].persistence.diagrams[1])
+    assert one["late"].phdim.dimension == two["late"].phdim.dimension
