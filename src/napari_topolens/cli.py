@@ -272,7 +272,8 @@ def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
     }
     analysis = analyze(
         clouds, job["labels"], config=config, class_names=job["class_names"],
-        probabilities=probabilities, provenance=provenance, progress=progress.phase("analyze"),
+        probabilities=probabilities, provenance=provenance, images=job["images"],
+        progress=progress.phase("analyze"),
     )
     analysed = time.perf_counter()
     analysis.provenance["seconds"] = {
@@ -280,7 +281,7 @@ def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
         "analysis": round(analysed - extracted, 3),
     }
     return write_report(
-        analysis, args.out, images=job["images"], title=args.title, progress=progress.phase("report")
+        analysis, args.out, title=args.title, progress=progress.phase("report")
     )
 
 

@@ -210,3 +210,25 @@ def test_deterministic_given_seed(clouds, labels) -> None:
     np.testing.assert_array_equal(one["late"].mapper.members, two["late"].mapper.members)
     np.testing.assert_array_equal(one["late"].persistence.diagrams[1], two["late"].persistence.diagrams[1])
     assert one["late"].phdim.dimension == two["late"].phdim.dimension
+
+
+def test_images_travel_with_the_analysis_and_its_file(tmp_path):
+    from napari_topolens.activations.pointcloud import PointCloud
+    from napari_topolens.errors import ImageError
+    from napari_topolens.topology.analysis import analyze
+    from napari_topolens.topology.store import load_analysis
+
+    rng = np.random.default_rng(0)
+    images = rng.random((40, 6, 5), dtype=np.float32)
+    cloud = PointCloud(
+        layer="fc", points=rng.normal(size=(40, 4)), image_index=np.arange(40), position=None,
+        receptive_field=np.tile([0, 0, 6, 5], (40, 1)), sampling="pooled", grid_shape=(), image_shape=(6, 5),
+    )
+    analysis = analyze({"fc": cloud}, rng.integers(0, 2, 40), images=images)
+    assert analysis.images is not None and np.array_equal(analysis.images, images)
+    again = load_analysis(analysis.save(tmp_path / "a"))
+    assert again.images.dtype == np.float32 and np.array_equal(again.images, images)
+    with pytest.raises(ImageError, match="refer to 40"):
+        analyze({"fc": cloud}, images=images[:10])
+    with pytest.raises(ImageError, match="6x5"):
+        analyze({"fc": cloud}, images=rng.random((40, 5, 6), dtype=np.float32))

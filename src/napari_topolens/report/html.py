@@ -267,11 +267,14 @@ def _layer_section(number: int, result: Any, analysis: Any, colours: list[str],
 def iter_render_report(analysis: Any, *, images: Any = None, title: str | None = None) -> Generator[Progress, None, str]:
     """Render the report page as a string; yields progress per layer and figure.
 
-    ``images`` (the images the analysis was made from, optional) adds a strip of
-    member images per cluster, receptive fields outlined for spatial clouds.
+    ``images`` (the images the analysis was made from; default ``analysis.images``)
+    adds a strip of member images per cluster, receptive fields outlined for
+    spatial clouds.
     """
     from . import figures
 
+    if images is None:
+        images = getattr(analysis, "images", None)
     if images is not None:
         images = np.asarray(images)
         needed = int(max(int(r.cloud.image_index.max()) for r in analysis.layer_results)) + 1

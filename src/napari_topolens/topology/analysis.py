@@ -210,6 +210,8 @@ class Analysis:
     class_names : list of str or None
     probabilities : ndarray or None
         ``(N, K)`` softmax per image when the caller gave it.
+    images : ndarray or None
+        The images the clouds' ``image_index`` refers to, when the caller gave them.
     """
 
     layer_results: list[LayerAnalysis]
@@ -219,6 +221,7 @@ class Analysis:
     labels: np.ndarray | None = None
     class_names: list[str] | None = None
     probabilities: np.ndarray | None = None
+    images: np.ndarray | None = None
 
     @property
     def layers(self) -> list[str]:
@@ -383,6 +386,7 @@ def iter_analyze(
     class_names: Sequence[str] | None = None,
     probabilities: Any = None,
     provenance: Mapping[str, Any] | None = None,
+    images: Any = None,
 ) -> Generator[Progress, None, Analysis]:
     """Analyse each layer's point cloud and compare the layers; yields progress.
 
@@ -401,6 +405,9 @@ def iter_analyze(
     provenance : dict, optional
         What the caller knows (model spec, sample name, image source); seeds,
         library versions and the creation time are added.
+    images : array, shape (N, H, W) or (N, H, W, 3), optional
+        The images ``cloud.image_index`` refers to, kept in the analysis (and its
+        saved folder) so that links to pixels work without the original files.
 
     Yields
     ------
@@ -424,6 +431,7 @@ def iter_analyze(
     items = _as_clouds(clouds)
     image_labels = _check_labels(labels, items)
     image_probabilities = _check_probabilities(probabilities, items)
+    image_stack = _check_images(images, items)
     if config.mapper_lens == "probability" and image_probabilities is None:
         raise TopoLensError(
             "the Mapper lens 'probability' needs the model's class probabilities per image; "
@@ -496,7 +504,7 @@ def iter_analyze(
         try:
             phdim = ph_dimension(
                 points, alpha=config.phdim_alpha, start=config.phdim_start,
-                step=config.phdim_step, metric=config.metric, seed=seed,
+                step=config.phdim_step, metric=config.metric, seed=seed, **config.metric_kw,
             )
         except EmptySelectionError as exc:  # too few points for a fit: undefined, say why
             phdim = PHDimResult(
@@ -609,7 +617,28 @@ def iter_analyze(
         labels=image_labels,
         class_names=list(class_names) if class_names is not None else None,
         probabilities=image_probabilities,
+        images=image_stack,
     )
+
+
+def _check_images(images: Any, items: list[PointCloud]) -> np.ndarray | None:
+    if images is None:
+        return None
+    stack = np.asarray(images, dtype=np.float32)
+    needed = _n_images(items)
+    if stack.ndim not in (3, 4) or (stack.ndim == 4 and stack.shape[-1] != 3):
+        raise ImageError(f"images must be (N, H, W) or (N, H, W, 3); got shape {stack.shape}")
+    if len(stack) < needed:
+        raise ImageError(
+            f"{len(stack)} images were given, but the clouds refer to {needed}; pass the "
+            "images the activations were extracted from"
+        )
+    if stack.shape[1:3] != tuple(items[0].image_shape):
+        raise ImageError(
+            f"images are {stack.shape[1]}x{stack.shape[2]} pixels but the clouds were made from "
+            f"{items[0].image_shape[0]}x{items[0].image_shape[1]} images"
+        )
+    return stack
 
 
 def analyze(
