@@ -1,0 +1,117 @@
+"""npe2 reader and writer for saved analyses (the folders of ``Analysis.save``).
+
+The writer saves the analysis behind the selected TopoLens layers with
+``Analysis.save`` and records, in a small ``napari_view.json`` beside the saved
+files, which network layer was shown and how (Mapper colouring, edge threshold).
+The reader loads the analysis with ``load_analysis`` -- nothing is recomputed --
+and returns the same layers ``show_analysis`` makes; the viewer's link controller
+wires them again as they are inserted (``ui.links``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from ..errors import AnalysisFileError, TopoLensError
+from ..topology.store import is_analysis_dir, load_analysis
+from .views import COLOR_BY, LayerDataTuple, analysis_layer_data
+
+__all__ = ["get_reader", "read_analysis", "write_analysis", "VIEW_FILE"]
+
+#: How the analysis was shown when saved; optional, absent in folders saved by scripts.
+VIEW_FILE = "napari_view.json"
+
+
+def _one_path(path: str | Sequence[str]) -> str | None:
+    if isinstance(path, (list, tuple)):
+        return str(path[0]) if len(path) == 1 else None
+    return str(path)
+
+
+def get_reader(path: str | Sequence[str]) -> Callable[[Any], list[LayerDataTuple]] | None:
+    """The reader for a saved-analysis folder; None for anything else (napari tries others)."""
+    single = _one_path(path)
+    if single is None or not is_analysis_dir(single):
+        return None
+    return read_analysis
+
+
+def _view_settings(folder: Path, analysis: Any) -> dict[str, Any]:
+    settings: dict[str, Any] = {"layer_name": None, "color_by": "dominant_class", "edge_threshold": 0.0}
+    record = folder / VIEW_FILE
+    if not record.is_file():
+        return settings
+    try:
+        saved = json.loads(record.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return settings  # the view record is a convenience; the analysis itself is intact
+    if saved.get("layer") in analysis:
+        settings["layer_name"] = saved["layer"]
+    if saved.get("color_by") in COLOR_BY:
+        settings["color_by"] = saved["color_by"]
+    if isinstance(saved.get("edge_threshold"), (int, float)):
+        settings["edge_threshold"] = float(saved["edge_threshold"])
+    return settings
+
+
+def read_analysis(path: str | Sequence[str]) -> list[LayerDataTuple]:
+    """Load a saved analysis as the layers of ``show_analysis`` (no recomputation)."""
+    single = _one_path(path)
+    if single is None:
+        raise AnalysisFileError("open one saved analysis folder at a time")
+    folder = Path(single)
+    analysis = load_analysis(folder)
+    base = folder.name.removesuffix(".topolens") or "analysis"
+    key = base
+    viewer = _current_viewer()
+    if viewer is not None:
+        from .links import links_for
+
+        key = links_for(viewer).key_for(analysis, base)  # also wires the layers when added
+    return analysis_layer_data(analysis, key=key, **_view_settings(folder, analysis))
+
+
+def _current_viewer() -> Any:
+    try:
+        import napari
+
+        return napari.current_viewer()
+    except Exception:  # no Qt application, or napari not started
+        return None
+
+
+def write_analysis(path: str, layer_data: list[LayerDataTuple]) -> list[str]:
+    """Save the analysis behind the given TopoLens layers to the folder ``path``."""
+    analyses: dict[int, Any] = {}
+    settings: dict[str, Any] = {}
+    for _, meta, _ in layer_data:
+        info = (meta.get("metadata") or {}).get("topolens")
+        if not isinstance(info, dict) or info.get("analysis") is None:
+            continue
+        analyses[id(info["analysis"])] = info["analysis"]
+        if info.get("layer"):
+            settings["layer"] = info["layer"]
+        if info.get("view") == "mapper_nodes" and info.get("color_by"):
+            settings["color_by"] = info["color_by"]
+        if info.get("view") == "mapper_edges":
+            settings["edge_threshold"] = float(info.get("edge_threshold", 0.0))
+    if not analyses:
+        raise TopoLensError(
+            "none of the layers to save belongs to a TopoLens analysis; select the "
+            "analysis's layers (e.g. its Mapper nodes) and save again"
+        )
+    if len(analyses) > 1:
+        raise TopoLensError(
+            f"the layers to save belong to {len(analyses)} different analyses; select the "
+            "layers of one analysis and save it on its own"
+        )
+    (analysis,) = analyses.values()
+    target = Path(os.fspath(path)).expanduser()
+    saved = analysis.save(target)
+    saved = Path(saved) if saved is not None else target
+    (saved / VIEW_FILE).write_text(json.dumps(settings, indent=1), encoding="utf-8")
+    return [str(saved)]

@@ -1,0 +1,108 @@
+"""Save an analysis from its layers, read it back as the same layers, linked again."""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from napari_topolens import extract_activations, load_sample
+from napari_topolens.errors import TopoLensError
+from napari_topolens.topology import analysis as analysis_module
+from napari_topolens.topology.analysis import analyze
+from napari_topolens.ui.io import VIEW_FILE, get_reader, read_analysis, write_analysis
+from napari_topolens.ui.links import links_for
+from napari_topolens.ui.views import find_layers, recolor_nodes, show_analysis
+
+COMPARED = ("mapper_nodes", "mapper_edges", "diagram", "barcode", "flow", "flow_clusters",
+            "blob_points", "blob_hulls", "dendrogram_tree")
+
+
+@pytest.fixture(scope="module")
+def digits():
+    sample = load_sample("digits")
+    index = sample.test_index[:100]
+    clouds = extract_activations(sample.model, sample.images[index], ["pool1", "fc1"], sampling="top_norm")
+    analysis = analyze(clouds, sample.labels[index], class_names=sample.class_names,
+                       provenance={"sample": "digits"}, images=sample.images[index])
+    return sample.images[index], analysis
+
+
+def features_of(viewer):
+    out = {}
+    for layer in find_layers(viewer):
+        view = layer.metadata["topolens"]["view"]
+        if view in COMPARED:
+            out[view] = (layer.features.drop(columns=["highlighted"], errors="ignore").reset_index(drop=True),
+                         layer.metadata["topolens"]["layer"])
+    return out
+
+
+def test_write_then_read_gives_the_same_linked_layers(make_napari_viewer, digits, tmp_path, monkeypatch):
+    images, analysis = digits
+    viewer = make_napari_viewer()
+    show_analysis(viewer, analysis, "pool1")
+    (key,) = links_for(viewer).keys
+    recolor_nodes(viewer, key, "purity")
+    before = features_of(viewer)
+    nodes = find_layers(viewer, key, "mapper_nodes")[0]
+    colors_before = np.array(nodes.face_color)
+    # the writer gets what napari gives a writer: the selected layers' data tuples
+    selected = [nodes.as_layer_data_tuple(), find_layers(viewer, key, "barcode")[0].as_layer_data_tuple()]
+    target = tmp_path / "run.topolens"
+    assert write_analysis(str(target), selected) == [str(target)]
+    assert json.loads((target / VIEW_FILE).read_text())["layer"] == "pool1"
+    assert get_reader(str(target)) is read_analysis
+    assert get_reader(str(tmp_path)) is None and get_reader(str(tmp_path / "nothing.npy")) is None
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("reading a saved analysis must not recompute it")
+
+    monkeypatch.setattr(analysis_module, "iter_analyze", refuse)
+    monkeypatch.setattr(analysis_module, "analyze", refuse)
+    other = make_napari_viewer()
+    links = links_for(other)
+    for data, kwargs, kind in get_reader(str(target))(str(target)):  # what napari does with a reader
+        other._add_layer_from_data(data, kwargs, kind)
+    after = features_of(other)
+    assert set(after) == set(before)
+    for view, (table, layer) in before.items():
+        pd.testing.assert_frame_equal(after[view][0], table, check_dtype=False)
+        assert after[view][1] == layer == "pool1"
+    reopened_images = find_layers(other, view="images")[0]
+    assert np.array_equal(reopened_images.data, images)  # the saved analysis is self-contained
+    reopened_nodes = find_layers(other, view="mapper_nodes")[0]
+    assert np.allclose(np.array(reopened_nodes.face_color), colors_before)  # colouring kept
+    assert np.allclose(reopened_nodes.data, nodes.data)  # same seeded layout
+    # links work again: a node selection lights its members' fields
+    (key2,) = links.keys
+    loaded = links.analysis(key2)
+    graph = loaded["pool1"].mapper
+    row = int(np.argmax(reopened_nodes.features["size"].to_numpy()))
+    reopened_nodes.selected_data = {row}
+    members = graph.node_members(int(reopened_nodes.features["node"].iloc[row]))
+    assert np.array_equal(links.last_members, members)
+    overlay = find_layers(other, key2, "overlay")[0].data
+    cloud = loaded["pool1"].cloud
+    mask = np.zeros(overlay.shape, bool)
+    for p in members:
+        y0, x0, y1, x1 = cloud.receptive_field[p]
+        mask[cloud.image_index[p], y0:y1, x0:x1] = True
+    assert np.array_equal(overlay > 0, mask)
+    # and a pixel click lights the nodes holding it
+    p = int(members[0])
+    image, (y0, x0, _, _) = int(cloud.image_index[p]), cloud.receptive_field[p]
+    found = links.pixel_clicked(key2, image, int(y0), int(x0))
+    assert int(reopened_nodes.features["node"].iloc[row]) in found["mapper_nodes"]
+
+
+def test_writer_refuses_layers_without_an_analysis(tmp_path, digits):
+    _, analysis = digits
+    with pytest.raises(TopoLensError, match="TopoLens analysis"):
+        write_analysis(str(tmp_path / "x"), [(np.zeros((3, 3)), {"metadata": {}}, "image")])
+    meta = lambda a: {"metadata": {"topolens": {"view": "mapper_nodes", "key": "k", "layer": "fc1", "analysis": a}}}
+    with pytest.raises(TopoLensError, match="different analyses"):
+        write_analysis(str(tmp_path / "y"), [(None, meta(analysis), "points"), (None, meta(copy.copy(analysis)), "points")])
