@@ -20,6 +20,14 @@ from ..activations.extract import SAMPLING_MODES
 from ..errors import TopoLensError
 from ..samples import SAMPLE_NAMES
 from .sample_data import SAMPLE_KEY
+from .widget_parts import (
+    ALL_IMAGES,
+    CURRENT_IMAGE,
+    ProgressWorker,
+    current_stack_index,
+    image_stack,
+    report_error,
+)
 
 if TYPE_CHECKING:
     import napari
@@ -28,7 +36,6 @@ if TYPE_CHECKING:
 __all__ = ["ActivationWidget", "summarise_clouds"]
 
 IMPORT_SPEC = "import spec + weights"
-ALL_IMAGES, CURRENT_IMAGE = "all images", "current image"
 
 
 def summarise_clouds(clouds: dict[str, Any]) -> str:
@@ -57,8 +64,7 @@ class ActivationWidget(Container):
         self._model: torch.nn.Module | None = None
         self._model_key: tuple[str, str, str] | None = None
         self._defaults: list[str] = []
-        self._worker: Any = None
-        self._pbar: Any = None
+        self._job: ProgressWorker | None = None
         self.clouds: dict[str, Any] = {}
         self.source: dict[str, Any] = {}
 
@@ -182,26 +188,18 @@ class ActivationWidget(Container):
         layer = self.image_layer.value
         if layer is None:
             raise EmptySelectionError("no Image layer is chosen; open images or a sample first")
-        data = np.asarray(layer.data)
-        spatial_ndim = 3 if layer.rgb else 2
-        if data.ndim == spatial_ndim:
-            data = data[None]
-        stack = data.reshape(-1, *data.shape[-spatial_ndim:])
+        stack = image_stack(layer)
         index = np.arange(len(stack))
-        if self.which.value == CURRENT_IMAGE and data.ndim > spatial_ndim:
-            current = int(self._viewer.dims.current_step[0])
-            index = index[current : current + 1]
+        if self.which.value == CURRENT_IMAGE:
+            index = np.array([current_stack_index(self._viewer, layer)])
         return stack[index], index
 
     def run(self, _value: Any = None) -> Any:
         """Start the extraction in a worker; returns the worker (tests wait on it)."""
-        from napari.qt.threading import create_worker
-        from napari.utils import progress
-
         from ..activations.extract import iter_extract_activations
 
-        if self._worker is not None:
-            return self._worker
+        if self._job is not None:
+            return self._job.worker
         try:
             model = self.load_model() if self._model is None else self._model
             if model is None:
@@ -224,29 +222,27 @@ class ActivationWidget(Container):
         def work():  # runs in the worker thread; touches no layer
             return (yield from steps)
 
-        self._pbar = progress(total=1000, desc="Pulling activations")
-        worker = create_worker(work, _ignore_errors=True)
-        worker.yielded.connect(self._on_progress)
-        worker.returned.connect(lambda clouds: self._on_done(clouds, index, layers))
-        worker.errored.connect(self._fail)
-        worker.aborted.connect(lambda: self._set_status("Cancelled; nothing was kept."))
-        worker.finished.connect(self._on_finished)
-        self._worker = worker
+        self._job = ProgressWorker(
+            work,
+            "Pulling activations",
+            on_done=lambda clouds: self._on_done(clouds, index, layers),
+            on_error=self._fail,
+            on_cancelled=lambda: self._set_status("Cancelled; nothing was kept."),
+            on_finished=self._on_finished,
+        )
         self.run_button.enabled, self.cancel_button.enabled = False, True
         self._set_status("Pulling activations...")
-        worker.start()
-        return worker
+        self._job.start()
+        return self._job.worker
+
+    @property
+    def _worker(self) -> Any:
+        """The running napari worker, or ``None``."""
+        return None if self._job is None else self._job.worker
 
     def cancel(self, _value: Any = None) -> None:
-        if self._worker is not None:
-            self._worker.quit()
-
-    def _on_progress(self, step: Any) -> None:
-        pbar = self._pbar  # a local: updating the bar can run queued events that close it
-        if pbar is not None:
-            pbar.set_description(f"Pulling activations: {step.message}")
-            target = int(round(1000 * float(step.fraction)))
-            pbar.update(max(0, target - pbar.n))
+        if self._job is not None:
+            self._job.quit()
 
     def _on_done(self, clouds: dict[str, Any], index: np.ndarray, layers: list[str]) -> None:
         self.clouds = clouds
@@ -261,18 +257,11 @@ class ActivationWidget(Container):
         self._set_status(summarise_clouds(clouds))
 
     def _on_finished(self) -> None:
-        if self._pbar is not None:
-            self._pbar.close()
-            self._pbar = None
-        self._worker = None
+        self._job = None
         self.run_button.enabled, self.cancel_button.enabled = True, False
 
     def _fail(self, exc: BaseException) -> None:
-        message = str(exc) if isinstance(exc, TopoLensError) else f"{type(exc).__name__}: {exc}"
-        self._set_status(f"Error: {message}")
-        from napari.utils.notifications import show_error
-
-        show_error(message)
+        report_error(exc, self.status)
 
     def _set_status(self, text: str) -> None:
         self.status.value = text

@@ -1,0 +1,131 @@
+"""A checkable tree of a model's modules, for picking the layers to analyse.
+
+The tree mirrors ``model.named_modules()`` (``features.0`` sits under
+``features``), so a user finds a layer where the model's code puts it. Only
+modules that the forward pass actually calls can be checked: hooks on the others
+would never fire. Checked names come back in forward order, the order the
+analysis expects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from qtpy.QtCore import Qt, Signal
+from qtpy.QtWidgets import QTreeWidget, QTreeWidgetItem
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["ModuleTree"]
+
+_NAME_ROLE = Qt.ItemDataRole.UserRole
+
+
+class ModuleTree(QTreeWidget):
+    """Tree of ``named_modules()`` with a check box on every hookable module.
+
+    Signals
+    -------
+    selection_changed
+        Emitted whenever a check box changes.
+    """
+
+    selection_changed = Signal()
+
+    def __init__(self, parent=None) -> None:
+        super().__init__(parent)
+        self.setColumnCount(2)
+        self.setHeaderLabels(["Module", "Type"])
+        self.setUniformRowHeights(True)
+        self.setMinimumHeight(160)
+        self._items: dict[str, QTreeWidgetItem] = {}
+        self._forward_order: list[str] = []
+        self.itemChanged.connect(lambda *_: self.selection_changed.emit())
+
+    # ---- filling ------------------------------------------------------------------
+    def set_model(
+        self, model: torch.nn.Module, hookable: Sequence[str], checked: Iterable[str] = ()
+    ) -> None:
+        """Show ``model``'s modules; ``hookable`` (forward order) get check boxes.
+
+        Parameters
+        ----------
+        model : torch.nn.Module
+        hookable : sequence of str
+            Names the forward pass reaches, in that order (``list_layers``).
+        checked : iterable of str
+            Names checked at first (e.g. a sample's default layers).
+        """
+        self.blockSignals(True)
+        try:
+            self.clear()
+            self._items = {}
+            self._forward_order = list(hookable)
+            reachable = set(hookable)
+            wanted = set(checked)
+            for name, module in model.named_modules():
+                if not name:
+                    continue
+                parent_name = name.rpartition(".")[0]
+                parent = self._items.get(parent_name)
+                short = name.rpartition(".")[2]
+                item = QTreeWidgetItem([short, type(module).__name__])
+                item.setData(0, _NAME_ROLE, name)
+                item.setToolTip(0, name)
+                flags = item.flags() & ~Qt.ItemFlag.ItemIsUserCheckable
+                if name in reachable:
+                    flags |= Qt.ItemFlag.ItemIsUserCheckable
+                    item.setCheckState(
+                        0, Qt.CheckState.Checked if name in wanted else Qt.CheckState.Unchecked
+                    )
+                else:
+                    item.setToolTip(0, f"{name}: never called by the forward pass, cannot be hooked")
+                    item.setForeground(0, self.palette().brush(self.palette().ColorGroup.Disabled,
+                                                               self.palette().ColorRole.Text))
+                item.setFlags(flags)
+                if parent is None:
+                    self.addTopLevelItem(item)
+                else:
+                    parent.addChild(item)
+                self._items[name] = item
+            self.expandAll()
+            self.resizeColumnToContents(0)
+        finally:
+            self.blockSignals(False)
+        self.selection_changed.emit()
+
+    # ---- reading / writing --------------------------------------------------------
+    @property
+    def names(self) -> list[str]:
+        """Hookable module names, in forward order."""
+        return list(self._forward_order)
+
+    def checked(self) -> list[str]:
+        """Checked module names, in forward order."""
+        return [
+            name
+            for name in self._forward_order
+            if name in self._items
+            and self._items[name].checkState(0) == Qt.CheckState.Checked
+        ]
+
+    def set_checked(self, names: Iterable[str]) -> None:
+        """Check exactly ``names`` (unknown or unhookable names are ignored)."""
+        wanted = set(names)
+        self.blockSignals(True)
+        try:
+            for name in self._forward_order:
+                item = self._items.get(name)
+                if item is not None:
+                    item.setCheckState(
+                        0, Qt.CheckState.Checked if name in wanted else Qt.CheckState.Unchecked
+                    )
+        finally:
+            self.blockSignals(False)
+        self.selection_changed.emit()
+
+    def item(self, name: str) -> QTreeWidgetItem:
+        """The tree item of module ``name`` (for tests and keyboard navigation)."""
+        return self._items[name]

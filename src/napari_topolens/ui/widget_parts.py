@@ -1,0 +1,272 @@
+"""Pieces the dock widgets share: console models, image selection, workers, errors.
+
+Kept apart from the widgets so that each widget stays a thin form: parameters
+in, a generator worker out, layers back on the main thread.
+"""
+
+from __future__ import annotations
+
+import sys
+import weakref
+from collections.abc import Callable, Generator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..errors import EmptySelectionError, ImageError, TopoLensError
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = [
+    "ALL_IMAGES",
+    "CURRENT_IMAGE",
+    "MARKED_IMAGES",
+    "WHICH_IMAGES",
+    "console_namespace",
+    "console_models",
+    "image_stack",
+    "current_stack_index",
+    "marked_stack_indices",
+    "report_error",
+    "ProgressWorker",
+]
+
+ALL_IMAGES = "all images"
+CURRENT_IMAGE = "current image"
+MARKED_IMAGES = "images marked in a layer"
+WHICH_IMAGES = (ALL_IMAGES, CURRENT_IMAGE, MARKED_IMAGES)
+
+
+# ---- the napari console's namespace ------------------------------------------------
+def console_namespace(viewer: napari.Viewer) -> dict[str, Any]:
+    """Variables of the viewer's console, without starting the console.
+
+    napari keeps variables pushed with ``viewer.update_console`` in a backlog
+    (weak references where possible) until the console is first opened; after
+    that they live in the console shell's ``user_ns``. Both are read here.
+    """
+    qt_viewer = getattr(viewer.window, "_qt_viewer", None)
+    if qt_viewer is None:
+        return {}
+    namespace: dict[str, Any] = {}
+    for chunk in getattr(qt_viewer, "console_backlog", []) or []:
+        for key, value in dict(chunk).items():
+            value = value() if isinstance(value, weakref.ref) else value
+            if value is not None:
+                namespace[str(key)] = value
+    console = getattr(qt_viewer, "_console", None)
+    shell = getattr(console, "shell", None) if console is not None else None
+    user_ns = getattr(shell, "user_ns", None)
+    if isinstance(user_ns, dict):
+        namespace.update({k: v for k, v in user_ns.items() if not k.startswith("_")})
+    return namespace
+
+
+def console_models(viewer: napari.Viewer) -> dict[str, Any]:
+    """The ``torch.nn.Module`` objects in the console's namespace, by variable name.
+
+    torch is not imported for this: if it was never imported, no module exists.
+    """
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return {}
+    module_type = torch.nn.Module
+    return {
+        name: value
+        for name, value in sorted(console_namespace(viewer).items())
+        if isinstance(value, module_type)
+    }
+
+
+# ---- which images ------------------------------------------------------------------
+def image_stack(layer: Any) -> np.ndarray:
+    """The layer's images as one stack ``(N, H, W)`` or ``(N, H, W, 3)``.
+
+    Extra leading axes (time, z, ...) are flattened into the stack axis, in C
+    order, so stack index ``i`` is ``np.unravel_index(i, leading_shape)``.
+    """
+    data = np.asarray(layer.data)
+    spatial_ndim = 3 if layer.rgb else 2
+    if data.ndim < spatial_ndim:
+        raise ImageError(f"layer {layer.name!r} has {data.ndim}-D data; it is not an image")
+    if data.ndim == spatial_ndim:
+        data = data[None]
+    return data.reshape(-1, *data.shape[-spatial_ndim:])
+
+
+def _leading_shape(layer: Any) -> tuple[int, ...]:
+    spatial_ndim = 3 if layer.rgb else 2
+    return tuple(np.shape(layer.data)[: max(0, layer.data.ndim - spatial_ndim)])
+
+
+def _world_to_stack(image_layer: Any, world: np.ndarray) -> np.ndarray:
+    """Stack indices of world positions (rows), following the image layer's transform."""
+    leading = _leading_shape(image_layer)
+    if not leading:
+        return np.zeros(len(world), dtype=np.int64)
+    n_lead = len(leading)
+    data = np.array([image_layer.world_to_data(tuple(p)) for p in world], dtype=float)
+    lead = np.round(data[:, :n_lead]).astype(np.int64)
+    inside = np.all((lead >= 0) & (lead < np.asarray(leading)), axis=1)
+    index = np.full(len(world), -1, dtype=np.int64)
+    if inside.any():
+        index[inside] = np.ravel_multi_index(tuple(lead[inside].T), leading)
+    return index
+
+
+def current_stack_index(viewer: napari.Viewer, image_layer: Any) -> int:
+    """Stack index of the image the viewer shows now."""
+    leading = _leading_shape(image_layer)
+    if not leading:
+        return 0
+    point = np.asarray(viewer.dims.point, dtype=float)[-image_layer.ndim :]
+    (index,) = _world_to_stack(image_layer, point[None])
+    if index < 0:
+        raise EmptySelectionError(
+            f"the viewer's current slice is outside {image_layer.name!r}; move the slider onto its images"
+        )
+    return int(index)
+
+
+def marked_stack_indices(image_layer: Any, marker: Any) -> np.ndarray:
+    """Sorted stack indices of the images that ``marker`` marks.
+
+    Points and Shapes mark the image their vertices sit on (the first, stack
+    coordinate, read through both layers' transforms); Labels mark every image
+    whose slice holds a non-zero label.
+    """
+    from napari.layers import Labels, Points, Shapes
+
+    n_images = len(image_stack(image_layer))
+    name = getattr(marker, "name", "?")
+    needs_stack = (
+        f"layer {name!r} has no stack axis; draw its marks while browsing the images, "
+        "so each mark sits on one image of the stack"
+    )
+    if isinstance(marker, Labels):
+        data = np.asarray(marker.data)
+        if data.ndim < 3:
+            raise EmptySelectionError(needs_stack)
+        flat = data.reshape(-1, *data.shape[-2:])
+        if len(flat) != n_images:
+            raise ImageError(
+                f"Labels layer {name!r} has {len(flat)} slices but {image_layer.name!r} has "
+                f"{n_images} images; make the labels the same size as the image stack"
+            )
+        index = np.flatnonzero(flat.reshape(len(flat), -1).any(axis=1))
+    elif isinstance(marker, (Points, Shapes)):
+        if marker.ndim < 3:
+            raise EmptySelectionError(needs_stack)
+        vertices = (
+            np.asarray(marker.data, dtype=float)
+            if isinstance(marker, Points)
+            else np.concatenate([np.asarray(s, dtype=float) for s in marker.data])
+            if len(marker.data)
+            else np.empty((0, marker.ndim))
+        )
+        world = np.array([marker.data_to_world(v) for v in vertices]).reshape(-1, marker.ndim)
+        index = _world_to_stack(image_layer, world[:, -image_layer.ndim :]) if len(world) else np.empty(0, np.int64)
+        index = np.unique(index[index >= 0])
+    else:
+        raise TopoLensError(
+            f"layer {name!r} is a {type(marker).__name__}; mark images with a Points, Shapes or Labels layer"
+        )
+    if len(index) == 0:
+        raise EmptySelectionError(
+            f"layer {name!r} marks no image of {image_layer.name!r}; add a point, shape or "
+            "label on the images to analyse"
+        )
+    return np.asarray(index, dtype=np.int64)
+
+
+# ---- errors ------------------------------------------------------------------------
+def report_error(exc: BaseException, status: Any = None) -> str:
+    """Show one clear message: in the widget's status label and as a napari notification."""
+    from napari.utils.notifications import show_error
+
+    message = str(exc) if isinstance(exc, TopoLensError) else f"{type(exc).__name__}: {exc}"
+    if status is not None:
+        status.value = f"Error: {message}"
+    show_error(message)
+    return message
+
+
+# ---- workers -----------------------------------------------------------------------
+class ProgressWorker:
+    """A generator ``thread_worker`` whose ``Progress`` yields drive a napari progress bar.
+
+    ``work`` runs off the main thread and must not touch layers; ``on_done``,
+    ``on_error``, ``on_cancelled`` and ``on_finished`` run on the main thread
+    (Qt delivers the worker's signals there).
+    """
+
+    STEPS = 1000
+
+    def __init__(
+        self,
+        work: Callable[[], Generator[Any, None, Any]],
+        description: str,
+        *,
+        on_done: Callable[[Any], None],
+        on_error: Callable[[BaseException], None],
+        on_cancelled: Callable[[], None],
+        on_finished: Callable[[], None],
+        on_progress: Callable[[float, str], None] | None = None,
+    ) -> None:
+        from napari.qt.threading import create_worker
+        from napari.utils import progress
+
+        self.description = description
+        self.cancelled = False
+        self.done = False
+        self._on_progress_cb = on_progress
+        self._pbar = progress(total=self.STEPS, desc=description)
+        self.worker = create_worker(work, _ignore_errors=True)
+        self.worker.yielded.connect(self._on_progress)
+        self.worker.returned.connect(self._returned(on_done, on_cancelled))
+        self.worker.errored.connect(on_error)
+        self.worker.aborted.connect(on_cancelled)
+        self.worker.finished.connect(self._close)
+        self.worker.finished.connect(on_finished)
+
+    def _returned(
+        self, on_done: Callable[[Any], None], on_cancelled: Callable[[], None]
+    ) -> Callable[[Any], None]:
+        def returned(result: Any) -> None:
+            self.done = True
+            # a quit() that arrives after the last yield cannot stop the worker any
+            # more; honour it here so a cancelled run still leaves nothing behind
+            if self.cancelled:
+                on_cancelled()
+                return
+            on_done(result)
+
+        return returned
+
+    def start(self) -> None:
+        self.worker.start()
+
+    def quit(self) -> None:
+        self.cancelled = True
+        self.worker.quit()
+
+    def _on_progress(self, step: Any) -> None:
+        pbar = self._pbar
+        if pbar is None or step is None or self.done:
+            return  # a late progress signal must not overwrite the final status
+        fraction = float(getattr(step, "fraction", 0.0))
+        message = str(getattr(step, "message", ""))
+        # the callback first: updating napari's progress bar can process pending Qt
+        # events, so later yields (or the result) may be handled inside update()
+        if self._on_progress_cb is not None:
+            self._on_progress_cb(fraction, message)
+        target = int(round(self.STEPS * min(max(fraction, 0.0), 1.0)))
+        if target > pbar.n:
+            pbar.set_description(f"{self.description}: {message}" if message else self.description)
+            pbar.update(target - pbar.n)
+
+    def _close(self) -> None:
+        if self._pbar is not None:
+            self._pbar.close()
+            self._pbar = None

@@ -1,0 +1,255 @@
+"""The analysis widget end to end in a real viewer: run, marks, cancel, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from napari_topolens.ui.analysis_widget import CONSOLE_PREFIX, IMPORT_SPEC, AnalysisWidget
+from napari_topolens.ui.module_tree import ModuleTree
+from napari_topolens.ui.widget_parts import (
+    CURRENT_IMAGE,
+    MARKED_IMAGES,
+    console_models,
+    marked_stack_indices,
+)
+
+
+def wait_for(qtbot, worker, timeout=60_000):
+    with qtbot.waitSignal(worker.finished, timeout=timeout):
+        pass
+
+
+def layer_names(viewer):
+    return [layer.name for layer in viewer.layers]
+
+
+@pytest.fixture
+def digits(make_napari_viewer):
+    viewer = make_napari_viewer()
+    (images,) = viewer.open_sample("napari-topolens", "digits")
+    widget = AnalysisWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Topology analysis")
+    widget.model_source.value = "sample: digits"
+    assert widget.load_model() is not None
+    return viewer, widget, images
+
+
+def test_run_on_marked_images_adds_linked_layers(digits, qtbot):
+    viewer, widget, images = digits
+    marked = np.zeros(images.data.shape, dtype=np.uint8)
+    chosen = np.arange(3, 1797, 12)  # 150 images
+    marked[chosen, 2:5, 2:5] = 1
+    viewer.add_labels(marked, name="marks")
+    assert widget.module_tree.checked() == ["pool1", "pool2", "fc1"]  # the sample's defaults
+    widget.module_tree.set_checked(["pool2", "fc1"])
+    widget.which.value = MARKED_IMAGES
+    widget.marker_layer.value = viewer.layers["marks"]
+    widget.lens.value = "probability"
+    before = layer_names(viewer)
+
+    worker = widget.run()
+    assert worker is not None and not widget.run_button.enabled
+    wait_for(qtbot, worker)
+
+    analysis = widget.analysis
+    assert analysis is not None, widget.status.value
+    assert analysis.layers == ["pool2", "fc1"]
+    # the clouds index the image layer's stack, not the 150 analysed images
+    np.testing.assert_array_equal(np.unique(analysis["fc1"].cloud.image_index), chosen)
+    np.testing.assert_array_equal(
+        analysis["fc1"].point_labels, images.metadata["labels"][analysis["fc1"].cloud.image_index]
+    )
+    provenance = analysis.provenance
+    assert provenance["model"] == "sample:digits" and provenance["sample"] == "digits"
+    assert provenance["image_layer"] == "digits images"
+    assert provenance["image_index"] == chosen.tolist() and provenance["marker_layer"] == "marks"
+    # the probability lens got the model's predictions for exactly the analysed images
+    assert analysis.config.mapper_lens == "probability"
+    assert np.isfinite(analysis.probabilities[chosen]).all()
+    assert np.isnan(np.delete(analysis.probabilities, chosen, axis=0)).all()
+    np.testing.assert_allclose(analysis.probabilities[chosen].sum(axis=1), 1.0, atol=1e-5)
+    # the whole stack travels with the analysis, so a saved one needs no image files
+    assert provenance["images_embedded"] is True
+    np.testing.assert_array_equal(analysis.images, images.data)
+    assert analysis.images is not images.data
+
+    # layers came back on the main thread, tagged with the analysis key
+    added = [layer for layer in viewer.layers if layer.name not in before]
+    assert added and widget.layers_added
+    assert {layer.name for layer in widget.layers_added} <= {layer.name for layer in viewer.layers}
+    keys = {layer.metadata["topolens"]["key"] for layer in added}
+    assert len(keys) == 1
+    views = {layer.metadata["topolens"]["view"] for layer in added}
+    assert {"mapper_nodes", "mapper_edges", "diagram"} <= views
+    assert "images" not in views  # the analysed Image layer was reused
+    assert "Analysed 2 layer(s) of 150 image(s)" in widget.status.value
+    assert widget.run_button.enabled and not widget.cancel_button.enabled
+
+
+def test_marks_of_points_shapes_and_labels(make_napari_viewer):
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.zeros((10, 8, 8), np.float32), name="stack")
+    points = viewer.add_points(np.array([[3, 1, 1], [7, 2, 2], [3, 4, 4], [12, 1, 1]]), name="p")
+    shapes = viewer.add_shapes(
+        [np.array([[5, 0, 0], [5, 0, 3], [5, 3, 3], [5, 3, 0]])], shape_type="polygon", name="s"
+    )
+    labels = np.zeros((10, 8, 8), np.uint8)
+    labels[[2, 9], 4, 4] = 1
+    labels_layer = viewer.add_labels(labels, name="l")
+    np.testing.assert_array_equal(marked_stack_indices(image, points), [3, 7])  # 12 is off the stack
+    np.testing.assert_array_equal(marked_stack_indices(image, shapes), [5])
+    np.testing.assert_array_equal(marked_stack_indices(image, labels_layer), [2, 9])
+
+    flat = viewer.add_points(np.array([[1.0, 1.0]]), name="flat")
+    with pytest.raises(ValueError, match="no stack axis"):
+        marked_stack_indices(image, flat)
+    empty = viewer.add_labels(np.zeros((10, 8, 8), np.uint8), name="empty")
+    with pytest.raises(ValueError, match="marks no image"):
+        marked_stack_indices(image, empty)
+
+    widget = AnalysisWidget(viewer)
+    widget.image_layer.value = image
+    assert widget.marker_layer.native.isHidden()  # shown only when it matters
+    widget.which.value = MARKED_IMAGES
+    assert not widget.marker_layer.native.isHidden()
+    assert {name for name, _ in widget._marker_layer_choices()} == {"p", "s", "l", "flat", "empty"}
+    widget.marker_layer.value = points
+    np.testing.assert_array_equal(widget.selected_indices(), [3, 7])
+    viewer.dims.set_current_step(0, 6)
+    widget.which.value = CURRENT_IMAGE
+    np.testing.assert_array_equal(widget.selected_indices(), [6])
+
+
+def test_cancel_mid_run_leaves_the_viewer_unchanged(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-topolens", "shapes")
+    widget = AnalysisWidget(viewer)
+    widget.model_source.value = "sample: shapes"
+    widget.load_model()
+    widget.sampling.value = "all_positions"
+    widget.max_points.value = 2500
+    before = layer_names(viewer)
+    seen = []
+
+    worker = widget.run()
+    assert worker is not None
+
+    def cancel_once_in_topology(step):
+        seen.append(step.message)
+        if step.message.startswith("topology") and len(seen) < 1000:
+            widget.cancel()
+
+    worker.yielded.connect(cancel_once_in_topology)
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        pass
+    assert any(m.startswith("topology") for m in seen), seen
+    assert not any("analysis done" in m for m in seen)
+    assert layer_names(viewer) == before
+    assert widget.analysis is None and widget.layers_added == []
+    assert "Cancelled" in widget.status.value
+    assert widget.run_button.enabled and not widget.cancel_button.enabled
+
+
+def test_bad_input_gives_one_message_and_keeps_the_viewer(make_napari_viewer):
+    viewer = make_napari_viewer()
+    viewer.add_image(np.full((6, 8, 8), np.nan, dtype=np.float32), name="broken")
+    widget = AnalysisWidget(viewer)
+    widget.model_source.value = "sample: digits"
+    widget.image_layer.value = viewer.layers["broken"]
+    assert widget.load_model() is not None
+
+    from napari.utils.notifications import notification_manager
+
+    before = len(notification_manager.records)
+    assert widget.run() is None
+    assert widget.status.value.startswith("Error:") and "NaN" in widget.status.value
+    (note,) = notification_manager.records[before:]  # one message, the same one
+    assert str(note.message) in widget.status.value
+
+    widget.module_tree.set_checked([])
+    assert widget.run() is None
+    assert "no layers are ticked" in widget.status.value
+
+    widget.model_source.value = IMPORT_SPEC
+    widget.spec.value = "no_such_package_xyz:net"
+    assert widget.run() is None
+    assert "could not be imported" in widget.status.value
+
+    widget.model_source.value = "sample: digits"
+    widget.which.value = MARKED_IMAGES
+    assert widget.run() is None
+    assert "no marking layer is chosen" in widget.status.value
+
+    assert layer_names(viewer) == ["broken"]
+    assert widget.analysis is None and widget.worker is None
+
+
+class ConsoleNet:
+    """Built lazily so that torch is imported inside the test only."""
+
+    @staticmethod
+    def make():
+        import torch
+
+        class Net(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.conv = torch.nn.Conv2d(1, 4, 3)
+                self.act = torch.nn.ReLU()
+                self.head = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4 * 10 * 10, 5))
+                self.spare = torch.nn.Linear(3, 3)  # never called
+
+            def forward(self, x):
+                return self.head(self.act(self.conv(x)))
+
+        return Net()
+
+
+def test_models_from_the_console_namespace(make_napari_viewer):
+    import torch
+    from qtpy.QtCore import Qt
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(0).random((20, 12, 12), dtype=np.float32), name="noise")
+    net = ConsoleNet.make()
+    unused = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    viewer.update_console({"my_net": net, "other": unused, "not_a_model": 3})
+    assert set(console_models(viewer)) == {"my_net", "other"}
+
+    widget = AnalysisWidget(viewer)
+    choices = widget.model_source.choices
+    assert CONSOLE_PREFIX + "my_net" in choices and CONSOLE_PREFIX + "not_a_model" not in choices
+    widget.model_source.value = CONSOLE_PREFIX + "my_net"
+    assert widget.load_model() is net
+    tree: ModuleTree = widget.module_tree
+    assert tree.names == ["conv", "act", "head.0", "head.1", "head"]  # forward order
+    assert tree.item("head.1").parent() is tree.item("head")  # nested like named_modules()
+    assert tree.checked() == ["head.0"]  # no defaults: the leaf before the output
+    assert not tree.item("spare").flags() & Qt.ItemFlag.ItemIsUserCheckable
+    tree.set_checked(["head.1", "conv", "spare"])
+    assert tree.checked() == ["conv", "head.1"]  # forward order, the uncalled one dropped
+    assert widget._model_label.startswith("console:my_net")
+
+    widget.model_source.value = CONSOLE_PREFIX + "other"
+    del unused  # the console holds its variables weakly: this one is gone now
+    import gc
+
+    gc.collect()
+    assert widget.load_model() is None
+    assert "no torch.nn.Module named 'other' any more" in widget.status.value
+
+
+
+@pytest.mark.enable_console
+def test_models_pushed_to_an_open_console_are_found(make_napari_viewer):
+    import torch
+
+    viewer = make_napari_viewer()
+    console = viewer.window._qt_viewer.console  # napari's in-process IPython console
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
+    viewer.update_console({"live_net": net})
+    assert console.shell.user_ns["live_net"] is net
+    assert console_models(viewer) == {"live_net": net}
+    widget = AnalysisWidget(viewer)
+    assert CONSOLE_PREFIX + "live_net" in widget.model_source.choices
