@@ -366,3 +366,55 @@ def test_weights_that_do_not_fit(tmp_path):
 def test_bad_model_specs(spec, match):
     with pytest.raises(ModelError, match=match):
         load_model(spec)
+
+
+class HeadFirst(nn.Module):
+    """Defines an 8-channel head before its 1-channel stem."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.head = nn.Conv2d(8, 2, 1)
+        self.stem = nn.Conv2d(1, 8, 3)
+
+    def forward(self, x):
+        return self.head(self.stem(x))
+
+
+def test_clouds_come_in_forward_order_and_sample_by_layer_name(images):
+    model = small_cnn()
+    clouds = extract_activations(model, images, ["7", "4", "1"], sampling="random_position", seed=2)
+    assert list(clouds) == ["1", "4", "7"]
+    alone = extract_activations(model, images, ["4"], sampling="random_position", seed=2)
+    np.testing.assert_array_equal(alone["4"].position, clouds["4"].position)
+
+
+def test_channels_are_read_from_the_first_conv_the_forward_pass_calls(images):
+    model = HeadFirst().eval()
+    assert list_layers(model) == ["stem", "head"]
+    cloud = extract_activations(model, images, ["stem"])["stem"]
+    assert cloud.points.shape == (len(images), 8)
+    with pytest.raises(ImageError, match="expects 1"):
+        extract_activations(model, np.repeat(images[..., None], 3, axis=-1), ["stem"])
+
+
+def test_tuple_outputs_are_noted(images):
+    cloud = extract_activations(nn.Sequential(TupleOut()), images, ["0"])["0"]
+    assert "tuple" in cloud.meta["output_note"] and "first tensor" in cloud.meta["output_note"]
+    plain = extract_activations(small_cnn(), images, ["1"])["1"]
+    assert plain.meta["output_note"] == ""
+
+
+def test_bad_parameters_and_ragged_images_are_refused(images):
+    with pytest.raises(TopoLensError, match="batch_size"):
+        extract_activations(small_cnn(), images, ["1"], batch_size=0)
+    with pytest.raises(TopoLensError, match="seed"):
+        extract_activations(small_cnn(), images, ["1"], seed=-1)
+    with pytest.raises(ImageError, match="differ in shape"):
+        extract_activations(small_cnn(), [images[0], images[1, :10]], ["1"])
+
+
+def test_a_file_that_is_no_checkpoint_is_named_so(tmp_path):
+    path = tmp_path / "notes.pt"
+    path.write_text("print('hello')\n")
+    with pytest.raises(CheckpointError, match="not a PyTorch checkpoint|could not be read"):
+        load_state_dict(path)

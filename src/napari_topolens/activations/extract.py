@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Generator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -9,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._progress import CancelCallback, Progress, ProgressCallback, drive
-from ..errors import EmptySelectionError, ImageError, LayerError, ModelError
+from ..errors import EmptySelectionError, ImageError, LayerError, ModelError, TopoLensError
 from .hooks import capture_layers, check_layer_names
 from .models import first_input_channels
 from .pointcloud import PointCloud
@@ -42,6 +43,12 @@ def as_image_batch(images: Any) -> np.ndarray:
     if isinstance(images, (list, tuple)):
         if len(images) == 0:
             raise EmptySelectionError("no images were selected; select at least one image")
+        shapes = sorted({np.shape(im) for im in images})
+        if len(shapes) > 1:
+            raise ImageError(
+                f"the images differ in shape ({', '.join(map(str, shapes[:4]))}); "
+                "resize or crop them to one size first"
+            )
         images = np.stack([np.asarray(im) for im in images])
     if hasattr(images, "detach"):
         images = images.detach().cpu().numpy()
@@ -103,7 +110,11 @@ def _model_device_dtype(model: torch.nn.Module) -> tuple[torch.device, torch.dty
 
 
 def _check_channels(model: torch.nn.Module, batch: np.ndarray) -> None:
-    expected = first_input_channels(model)
+    import torch
+
+    device, dtype = _model_device_dtype(model)
+    with _eval_mode(model):
+        expected = first_input_channels(model, torch.from_numpy(batch[:1]).to(device=device, dtype=dtype))
     if expected is not None and expected != batch.shape[1]:
         have = "grayscale (1 channel)" if batch.shape[1] == 1 else f"{batch.shape[1]} channels"
         fix = (
@@ -181,6 +192,12 @@ def extract_activations(
     progress, cancel : callable, optional
         ``progress(fraction, message)``; ``cancel()`` returning true stops with
         :class:`~napari_topolens.errors.Cancelled`.
+
+    Returns
+    -------
+    dict of str to PointCloud
+        In the order the forward pass reaches the layers, whatever order they
+        were asked in.
     """
     steps = iter_extract_activations(
         model, images, layers, sampling=sampling, max_points=max_points, batch_size=batch_size, seed=seed
@@ -207,8 +224,10 @@ def iter_extract_activations(
         raise LayerError(f"unknown sampling mode {sampling!r}; choose one of {', '.join(SAMPLING_MODES)}")
     if max_points is not None and int(max_points) < 1:
         raise EmptySelectionError(f"max_points must be at least 1, got {max_points}")
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    if int(batch_size) < 1:
+        raise TopoLensError(f"batch_size must be at least 1, got {batch_size}")
+    if int(seed) < 0:
+        raise TopoLensError(f"seed must be a non-negative integer, got {seed}")
     batch = as_image_batch(images)
     modules = check_layer_names(model, [layers] if isinstance(layers, str) else list(layers))
     _check_channels(model, batch)
@@ -233,23 +252,27 @@ def _extraction_steps(
         yield Progress(0.0, "probing receptive fields")
         geometry = layer_geometry(model, modules, batch.shape[1:], dtype=dtype, device=device, batch_size=batch_size)
         plans = {
-            name: _SamplingPlan.make(sampling, geometry[name], n_images, max_points, seed, index)
-            for index, name in enumerate(modules)
+            name: _SamplingPlan.make(sampling, geometry[name], n_images, max_points, seed, name)
+            for name in modules
         }
         chosen = sorted(set().union(*(plan.images for plan in plans.values())))
         chosen_images = np.asarray(chosen, dtype=np.int64)
         parts: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {name: [] for name in modules}
+        notes: dict[str, str] = {}
+        forward_order: list[str] = list(modules)
         n_batches = max(1, -(-len(chosen_images) // batch_size))
         for b in range(n_batches):
             index = chosen_images[b * batch_size : (b + 1) * batch_size]
             chunk = torch.from_numpy(batch[index]).to(device=device, dtype=dtype)
-            outputs = capture_layers(model, chunk, modules)
+            outputs = capture_layers(model, chunk, modules, notes)
+            if b == 0:
+                forward_order = list(outputs)  # the order the forward pass reached them
             for name, out in outputs.items():
                 parts[name].append(plans[name].take(name, out, index))
             yield Progress((b + 1) / n_batches, f"batch {b + 1}/{n_batches}")
 
     clouds: dict[str, PointCloud] = {}
-    for name in modules:
+    for name in forward_order:
         geo, plan = geometry[name], plans[name]
         points = np.concatenate([p[0] for p in parts[name]]) if parts[name] else np.empty((0, geo.channels), np.float32)
         image_index = np.concatenate([p[1] for p in parts[name]]).astype(np.int64)
@@ -278,6 +301,7 @@ def _extraction_steps(
                 "n_images": int(n_images),
                 "max_points": None if plan.cap is None else int(plan.cap),
                 "seed": int(seed),
+                "output_note": notes.get(name, ""),
             },
         )
     return clouds
@@ -291,8 +315,9 @@ class _SamplingPlan:
         self.keep_flat = keep_flat  # all_positions: sorted global indices image * P + position
 
     @classmethod
-    def make(cls, sampling: str, geo: LayerGeometry, n_images: int, max_points: int | None, seed: int, layer_index: int) -> _SamplingPlan:
-        rng = np.random.default_rng([seed, layer_index])
+    def make(cls, sampling: str, geo: LayerGeometry, n_images: int, max_points: int | None, seed: int, layer: str) -> _SamplingPlan:
+        # seeded by the layer's name, so a layer samples the same way whatever else is asked for
+        rng = np.random.default_rng([seed, zlib.crc32(layer.encode())])
         image_rng = np.random.default_rng([seed, 1_000_003])  # same image subset for every layer
         mode = "pooled" if geo.kind == "vector" else sampling
         n_positions = geo.n_positions

@@ -56,12 +56,14 @@ def capture_layers(
     model: torch.nn.Module,
     batch: torch.Tensor,
     modules: Mapping[str, torch.nn.Module],
+    notes: dict[str, str] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Run ``model(batch)`` under ``no_grad`` and return the requested layer outputs.
 
-    The pass stops as soon as every requested layer has produced its output, so
-    the rest of the network is not computed. A module that returns a tuple, list
-    or dict contributes its first tensor.
+    The result is ordered as the forward pass reached the layers. The pass stops
+    as soon as every requested layer has produced its output, so the rest of the
+    network is not computed. A module that returns a tuple, list or dict
+    contributes its first tensor, and ``notes[name]`` (when given) says so.
     """
     import torch
 
@@ -76,6 +78,11 @@ def capture_layers(
                 raise LayerError(
                     f"layer {name!r} returned a {type(output).__name__} that holds no tensor; "
                     "pick a layer whose output is a tensor"
+                )
+            if notes is not None and tensor is not output:
+                notes[name] = (
+                    f"the module returns a {type(output).__name__}; its first tensor "
+                    f"(shape {tuple(tensor.shape[1:])} per image) was used"
                 )
             captured[name] = tensor.detach()
             if len(captured) == len(modules):
@@ -94,7 +101,7 @@ def capture_layers(
     except Exception as exc:
         raise ModelError(
             f"the model raised {type(exc).__name__} on a batch of shape {tuple(batch.shape)}: "
-            f"{exc}"
+            f"{exc}. Check that the images have the size and channels the model was built for."
         ) from exc
     finally:
         for handle in handles:

@@ -87,6 +87,11 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        if "unsupported global" not in str(exc).lower():
+            raise CheckpointError(
+                f"weights file {str(path)!r} is not a PyTorch checkpoint ({exc}); give the "
+                "file written by torch.save(model.state_dict(), path)"
+            ) from exc
         raise CheckpointError(
             f"weights file {str(path)!r} is not plain weights: it holds pickled objects "
             "that would run code when loaded, so it was refused unread. Save "
@@ -136,13 +141,45 @@ def _match_prefix(state: dict, model: torch.nn.Module) -> dict:
     return state
 
 
-def first_input_channels(model: torch.nn.Module) -> int | None:
-    """Channels the first convolution expects, when the model starts with one."""
-    for module in model.modules():
-        channels = getattr(module, "in_channels", None)
-        if isinstance(channels, int):
-            return channels
-    return None
+class _FirstConvReached(Exception):
+    pass
+
+
+def first_input_channels(model: torch.nn.Module, example: torch.Tensor | None = None) -> int | None:
+    """Channels expected by the first convolution the forward pass calls.
+
+    With ``example`` (one batch), the model is run until it calls its first module
+    with an ``in_channels`` attribute, so a model that defines its head before
+    its stem is read right. Without it, or when that pass fails, the first such
+    module in definition order is used. Lazy modules (``in_channels == 0``) are
+    skipped; ``None`` when no module says.
+    """
+    import torch
+
+    candidates = [
+        m for m in model.modules() if isinstance(getattr(m, "in_channels", None), int) and m.in_channels > 0
+    ]
+    if not candidates:
+        return None
+    if example is not None:
+        reached: list[int] = []
+
+        def stop(module: torch.nn.Module, _inputs: Any) -> None:
+            reached.append(module.in_channels)
+            raise _FirstConvReached
+
+        handles = [m.register_forward_pre_hook(stop) for m in candidates]
+        try:
+            with torch.no_grad():
+                model(example)
+        except _FirstConvReached:
+            return reached[0]
+        except Exception:
+            pass
+        finally:
+            for handle in handles:
+                handle.remove()
+    return candidates[0].in_channels
 
 
 def list_layers(model: torch.nn.Module, input_shape: tuple[int, ...] | None = None) -> list[str]:
@@ -159,8 +196,8 @@ def list_layers(model: torch.nn.Module, input_shape: tuple[int, ...] | None = No
     if input_shape is not None:
         candidates = [tuple(input_shape)]
     else:
-        channels = first_input_channels(model) or 3
-        candidates = [(channels, s, s) for s in _PROBE_SIZES]
+        channels = list(dict.fromkeys([first_input_channels(model) or 3, 1, 3]))
+        candidates = [(c, s, s) for c in channels for s in _PROBE_SIZES]
     modules = [(n, m) for n, m in model.named_modules() if n]
     for shape in candidates:
         order: list[str] = []
