@@ -89,8 +89,8 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     except pickle.UnpicklingError as exc:
         if "unsupported global" not in str(exc).lower():
             raise CheckpointError(
-                f"weights file {str(path)!r} is not a PyTorch checkpoint ({exc}); give the "
-                "file written by torch.save(model.state_dict(), path)"
+                f"weights file {str(path)!r} is not a PyTorch checkpoint (its content is not "
+                "a pickle of tensors); give the file written by torch.save(model.state_dict(), path)"
             ) from exc
         raise CheckpointError(
             f"weights file {str(path)!r} is not plain weights: it holds pickled objects "
