@@ -232,3 +232,57 @@ def test_images_travel_with_the_analysis_and_its_file(tmp_path):
         analyze({"fc": cloud}, images=images[:10])
     with pytest.raises(ImageError, match="6x5"):
         analyze({"fc": cloud}, images=rng.random((40, 5, 6), dtype=np.float32))
+
+
+def test_large_clouds_are_subsampled_and_recorded():
+    from napari_topolens.activations.pointcloud import PointCloud
+    from napari_topolens.topology.analysis import AnalysisConfig, analyze
+
+    rng = np.random.default_rng(1)
+    n = 700
+    cloud = PointCloud(
+        layer="conv", points=rng.normal(size=(n, 3)), image_index=np.arange(n) // 7,
+        position=np.stack([np.arange(n) % 7, np.zeros(n, int)], 1), receptive_field=np.tile([0, 0, 4, 4], (n, 1)),
+        sampling="all_positions", grid_shape=(7, 1), image_shape=(4, 4),
+    )
+    analysis = analyze({"conv": cloud}, rng.integers(0, 3, 100), config=AnalysisConfig(max_points=250, phdim_start=50, phdim_step=50))
+    kept = analysis["conv"].cloud
+    assert len(kept) == 250 and "250 of 700" in kept.meta["subset_note"]
+    rows = [int(np.flatnonzero((cloud.image_index == i) & (cloud.position[:, 0] == p))[0]) for i, p in zip(kept.image_index, kept.position[:, 0])]
+    np.testing.assert_array_equal(cloud.points[rows], kept.points)
+    assert analysis["conv"].mapper.members.max() < 250
+    assert len(analysis["conv"].persistence.diagrams[0]) == 250
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        ({"metric": "manhattan"}, "metric"),
+        ({"dendrogram_order": "random"}, "dendrogram_order"),
+        ({"mapper_perc_overlap": 1.5}, "perc_overlap"),
+        ({"max_dim": -1}, "max_dim"),
+        ({"subsample": "every"}, "subsample"),
+        ({"max_points": 0}, "max_points"),
+    ],
+)
+def test_config_refuses_bad_values_up_front(bad, match):
+    from napari_topolens.topology.analysis import AnalysisConfig
+
+    with pytest.raises(TopoLensError, match=match):
+        AnalysisConfig(**bad)
+
+
+def test_channels_first_images_are_accepted():
+    from napari_topolens.activations.pointcloud import PointCloud
+    from napari_topolens.topology.analysis import analyze
+
+    rng = np.random.default_rng(0)
+    cloud = PointCloud(
+        layer="fc", points=rng.normal(size=(30, 4)), image_index=np.arange(30), position=None,
+        receptive_field=np.tile([0, 0, 6, 5], (30, 1)), sampling="pooled", grid_shape=(), image_shape=(6, 5),
+    )
+    rgb = rng.random((30, 6, 5, 3), dtype=np.float32)
+    a = analyze({"fc": cloud}, images=np.moveaxis(rgb, -1, 1))
+    np.testing.assert_array_equal(a.images, rgb)
+    gray = rng.random((30, 1, 6, 5), dtype=np.float32)
+    assert analyze({"fc": cloud}, images=gray).images.shape == (30, 6, 5)

@@ -70,6 +70,24 @@ class PointCloud:
         """True when points come from positions of a spatial grid (not pooled)."""
         return self.position is not None
 
+    def subset(self, rows: np.ndarray, note: str = "") -> PointCloud:
+        """The cloud restricted to ``rows`` (provenance kept); ``note`` goes to ``meta``."""
+        rows = np.asarray(rows, dtype=np.int64)
+        meta = dict(self.meta)
+        if note:
+            meta["subset_note"] = note
+        return PointCloud(
+            layer=self.layer,
+            points=self.points[rows],
+            image_index=self.image_index[rows],
+            position=None if self.position is None else self.position[rows],
+            receptive_field=self.receptive_field[rows],
+            sampling=self.sampling,
+            grid_shape=self.grid_shape,
+            image_shape=self.image_shape,
+            meta=meta,
+        )
+
     def points_covering(self, image: int, row: int, col: int) -> np.ndarray:
         """Indices of points of ``image`` whose receptive field holds pixel (row, col)."""
         rf = self.receptive_field

@@ -49,6 +49,12 @@ class AnalysisConfig:
     metric : str
         Point-cloud metric for persistence, PH dimension, the dendrogram and the
         silhouette (one of ``topology.metrics.METRICS``).
+    max_points : int
+        Points per layer the analysis uses. A larger cloud (``all_positions``
+        keeps up to 80,000) is subsampled at random with ``seed`` first, because
+        exact H0 needs every pairwise distance (O(n^2) memory: 10,000 points take
+        0.4 GB, 80,000 would take 25 GB); the subset is recorded in the cloud's
+        ``meta["subset_note"]``.
     max_dim : int
         Highest homology dimension (1: H0 and H1).
     h1_max_points : int
@@ -91,6 +97,7 @@ class AnalysisConfig:
     """
 
     metric: str = "euclidean"
+    max_points: int = 10_000
     max_dim: int = 1
     h1_max_points: int = 1000
     subsample: str = "maxmin"
@@ -117,6 +124,25 @@ class AnalysisConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        from .metrics import METRICS
+
+        choices = {
+            "metric": METRICS,
+            "subsample": ("maxmin", "random"),
+            "dendrogram_order": ("dendrogram", "rcm"),
+        }
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise TopoLensError(
+                    f"{name} {getattr(self, name)!r} is unknown; choose one of {', '.join(allowed)}"
+                )
+        if not 0.0 < float(self.mapper_perc_overlap) < 1.0:
+            raise TopoLensError(
+                f"mapper_perc_overlap must lie strictly between 0 and 1, got {self.mapper_perc_overlap}"
+            )
+        for name in ("max_dim", "noise_size", "seed"):
+            if int(getattr(self, name)) < 0:
+                raise TopoLensError(f"{name} must be non-negative, got {getattr(self, name)}")
         if self.mapper_lens not in _LENSES:
             raise TopoLensError(
                 f"mapper_lens {self.mapper_lens!r} is unknown; choose one of {', '.join(_LENSES)}"
@@ -131,7 +157,7 @@ class AnalysisConfig:
                 f"distance_dim={self.distance_dim} needs max_dim >= {self.distance_dim} "
                 f"(max_dim is {self.max_dim})"
             )
-        for name in ("h1_max_points", "mapper_n_cubes", "mapper_min_samples", "phdim_start",
+        for name in ("max_points", "h1_max_points", "mapper_n_cubes", "mapper_min_samples", "phdim_start",
                      "phdim_step", "class_max_per_class", "dendrogram_max_points",
                      "silhouette_max_points"):
             if int(getattr(self, name)) < 1:
@@ -457,6 +483,14 @@ def iter_analyze(
 
     for layer_number, cloud in enumerate(items):
         name = cloud.layer
+        if len(cloud) > config.max_points:
+            keep = np.sort(
+                np.random.default_rng([seed, len(cloud)]).choice(len(cloud), config.max_points, replace=False)
+            )
+            cloud = cloud.subset(
+                keep, f"{config.max_points} of {len(cloud)} points, drawn at random (seed {seed}) "
+                "because exact H0 needs every pairwise distance"
+            )
         points = cloud.points
         has_labels = image_labels is not None
         point_labels = (
@@ -543,7 +577,7 @@ def iter_analyze(
         t0 = time.perf_counter()
         dendrogram = heatmap_dendrogram(
             points, metric=config.metric, order=config.dendrogram_order,
-            max_points=config.dendrogram_max_points, seed=seed,
+            max_points=config.dendrogram_max_points, seed=seed, **config.metric_kw,
         )
         seconds["dendrogram"] = time.perf_counter() - t0
         done += weights["dendrogram"]
@@ -553,7 +587,7 @@ def iter_analyze(
         # without labels the label scores are nan and the silhouette still counts
         quality = cluster_quality(
             point_labels, best, points, metric=config.metric,
-            silhouette_max_points=config.silhouette_max_points, seed=seed,
+            silhouette_max_points=config.silhouette_max_points, seed=seed, **config.metric_kw,
         )
         seconds["quality"] = time.perf_counter() - t0
         done += weights["quality"]
@@ -622,12 +656,14 @@ def iter_analyze(
 
 
 def _check_images(images: Any, items: list[PointCloud]) -> np.ndarray | None:
+    """The images as ``(N, H, W)`` or ``(N, H, W, 3)`` float32, in any layout extraction takes."""
     if images is None:
         return None
-    stack = np.asarray(images, dtype=np.float32)
+    from ..activations.extract import as_image_batch
+
+    batch = as_image_batch(images)  # (N, C, H, W)
+    stack = batch[:, 0] if batch.shape[1] == 1 else np.moveaxis(batch, 1, -1)
     needed = _n_images(items)
-    if stack.ndim not in (3, 4) or (stack.ndim == 4 and stack.shape[-1] != 3):
-        raise ImageError(f"images must be (N, H, W) or (N, H, W, 3); got shape {stack.shape}")
     if len(stack) < needed:
         raise ImageError(
             f"{len(stack)} images were given, but the clouds refer to {needed}; pass the "

@@ -550,6 +550,7 @@ def heatmap_dendrogram(
     max_points: int = 300,
     seed: int = 0,
     n_neighbors: int = 10,
+    **metric_kw: Any,
 ) -> Dendrogram:
     """Single-linkage dendrogram and distance heatmap of (a subsample of) the cloud.
 
@@ -568,7 +569,12 @@ def heatmap_dendrogram(
         More points are subsampled uniformly at random with ``seed`` (a dense
         heatmap of thousands of rows is unreadable and O(n^2)).
     n_neighbors : int
-        k of the kNN graph for ``"rcm"``.
+        k of the kNN graph for ``"rcm"``, and of the geodesic metric's graph.
+    **metric_kw
+        Other options of the metric (``pca_dims``, ``density_k``). The
+        distances between the shown points are those of the whole cloud (geodesics
+        through its full kNN graph, whitening and density scales from all points),
+        so the tree is the H0 filtration of the layer restricted to these points.
     """
     from scipy.cluster.hierarchy import leaves_list
     from scipy.cluster.hierarchy import linkage as scipy_linkage
@@ -594,9 +600,10 @@ def heatmap_dendrogram(
     if metric == "euclidean":
         dist = squareform(pdist(sub)) if n > 1 else np.zeros((1, 1))
     else:
-        from napari_topolens.topology.metrics import distance_matrix
+        from napari_topolens.topology.metrics import MetricSpace
 
-        dist = np.asarray(distance_matrix(sub, metric=metric), dtype=np.float64)
+        space = MetricSpace(x, metric, n_neighbors=n_neighbors, **metric_kw)
+        dist = np.asarray(space.submatrix(index), dtype=np.float64)
     if n > 1:
         z = scipy_linkage(squareform(dist, checks=False), method="single")
         leaves = leaves_list(z).astype(np.int64)

@@ -55,6 +55,7 @@ def cluster_quality(
     metric: str = "euclidean",
     silhouette_max_points: int = 2000,
     seed: int = 0,
+    **metric_kw: Any,
 ) -> Quality:
     """Purity, homogeneity, ARI, NMI and silhouette of a clustering.
 
@@ -72,6 +73,9 @@ def cluster_quality(
     silhouette_max_points : int
         The silhouette is O(n^2): above this many non-noise points a seeded random
         subsample is scored.
+    **metric_kw
+        Options of the metric; distances between the scored points are those of
+        the whole cloud (see ``MetricSpace.submatrix``).
     seed : int
 
     Notes
@@ -108,11 +112,11 @@ def cluster_quality(
 
     silhouette = float("nan")
     if points is not None:
-        silhouette = _silhouette(points, p, metric, int(silhouette_max_points), int(seed))
+        silhouette = _silhouette(points, p, metric, int(silhouette_max_points), int(seed), metric_kw)
     return Quality(purity=purity, homogeneity=homogeneity, ari=ari, nmi=nmi, silhouette=silhouette)
 
 
-def _silhouette(points: Any, pred: np.ndarray, metric: str, max_points: int, seed: int) -> float:
+def _silhouette(points: Any, pred: np.ndarray, metric: str, max_points: int, seed: int, metric_kw: dict) -> float:
     from sklearn.metrics import silhouette_score
 
     x = np.asarray(points, dtype=np.float64)
@@ -129,7 +133,7 @@ def _silhouette(points: Any, pred: np.ndarray, metric: str, max_points: int, see
         return float("nan")
     if metric in ("euclidean", "cosine"):
         return float(silhouette_score(x[rows], pred[rows], metric=metric))
-    from napari_topolens.topology.metrics import distance_matrix
+    from napari_topolens.topology.metrics import MetricSpace
 
-    dist = np.asarray(distance_matrix(x[rows], metric=metric), dtype=np.float64)
+    dist = np.asarray(MetricSpace(x, metric, **metric_kw).submatrix(rows), dtype=np.float64)
     return float(silhouette_score(dist, pred[rows], metric="precomputed"))
