@@ -60,3 +60,19 @@ def test_importing_the_package_loads_no_heavy_library():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == ""
+
+
+def test_the_import_contract_covers_every_module_outside_the_ui():
+    import pkgutil
+
+    import napari_topolens
+
+    tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    (contract,) = config["tool"]["importlinter"]["contracts"]
+    covered = set(contract["source_modules"])
+    modules = {f"napari_topolens.{m.name}" for m in pkgutil.iter_modules(napari_topolens.__path__)}
+    missing = sorted(modules - covered - {"napari_topolens.ui"})
+    assert not missing, f"add {missing} to the import-linter contract's source_modules"
+    assert {"napari", "qtpy", "magicgui"} <= set(contract["forbidden_modules"])

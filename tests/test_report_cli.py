@@ -249,3 +249,27 @@ def test_labels_from_npy_and_txt(tmp_path: Path) -> None:
     (tmp_path / "l.csv").write_text("label\n1.0\n2.5\n")
     with pytest.raises(ImageError, match="whole numbers"):
         read_labels(tmp_path / "l.csv")
+
+
+def test_unwritable_output_is_refused_before_any_work(tmp_path: Path, capsys, monkeypatch) -> None:
+    import napari_topolens.activations.extract as extract
+
+    def no_extraction(*args, **kwargs):
+        raise AssertionError("the output folder must be checked before extracting")
+
+    monkeypatch.setattr(extract, "extract_activations", no_extraction)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    code = cli.main(["report", "--sample", "digits", "--out", str(blocker / "report"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "not a writable folder" in err
+    code = cli.main(["report", "--sample", "digits", "--out", str(blocker), "--quiet"])
+    assert code == 2 and "is a file" in capsys.readouterr().err
+
+
+def test_damaged_npy_is_refused_without_advice_to_unpickle(tmp_path: Path) -> None:
+    path = tmp_path / "images.npy"
+    np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ImageError, match="never loaded") as info:
+        read_images(path)
+    assert "allow_pickle" not in str(info.value)

@@ -240,6 +240,21 @@ def _prepare_model(args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _check_output_folder(out: str) -> None:
+    """Refuse an output folder that cannot be written before any work is done."""
+    import os
+    from pathlib import Path
+
+    path = Path(out).expanduser()
+    if path.exists() and not path.is_dir():
+        raise TopoLensError(f"--out {out} is a file; give a folder for the report")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
+        raise TopoLensError(f"--out {out}: {existing} is not a writable folder; choose another output folder")
+
+
 def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
     """Do the ``report`` command; returns the path of report.html."""
     from .activations.extract import extract_activations, predict_proba
@@ -247,6 +262,7 @@ def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
     from .topology.analysis import AnalysisConfig, analyze
 
     started = time.perf_counter()
+    _check_output_folder(args.out)
     progress(0.0, "loading the model and images")
     job = _prepare_sample(args) if args.sample is not None else _prepare_model(args)
     config = AnalysisConfig(
@@ -306,6 +322,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         progress.close()
         print(f"{_PROG}: error: {exc}", file=sys.stderr)
         return 2
+    except MemoryError:
+        progress.close()
+        print(f"{_PROG}: error: out of memory; lower --max-points or --max-images", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        progress.close()
+        print(f"{_PROG}: error: could not read or write a file: {exc}", file=sys.stderr)
+        return 1
     parser.error(f"unknown command {args.command!r}")
     return 2
 

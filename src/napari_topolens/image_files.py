@@ -189,7 +189,10 @@ def read_images(path: str | os.PathLike, *, max_images: int | None = None) -> Im
         try:
             array = np.load(source, allow_pickle=False, mmap_mode="r")
         except (ValueError, OSError) as exc:
-            raise ImageError(f"{source} is not a plain numpy array file ({exc})") from exc
+            raise ImageError(
+                f"{source} is not a plain numpy array file: it is damaged, or holds pickled "
+                "objects (never loaded here); save the images with np.save(path, array)"
+            ) from exc
         if max_images is not None:
             array = array[:max_images]
         images = _to_float_images(np.asarray(array), str(source), scale_integers=False)
@@ -211,7 +214,10 @@ def read_images(path: str | os.PathLike, *, max_images: int | None = None) -> Im
                         labels = np.asarray(archive[label_key])
                         break
         except (ValueError, OSError, zipfile.BadZipFile) as exc:
-            raise ImageError(f"{source} is not a readable .npz without pickled objects ({exc})") from exc
+            raise ImageError(
+                f"{source} is not a readable .npz of plain arrays: it is damaged, or holds pickled "
+                "objects (never loaded here); save the images with np.savez(path, images=array)"
+            ) from exc
         if max_images is not None:
             array = array[:max_images]
             labels = labels[:max_images] if labels is not None else None
@@ -283,7 +289,10 @@ def read_labels(
         try:
             return _codes_from_values(np.load(source, allow_pickle=False), str(source))
         except ValueError as exc:
-            raise ImageError(f"{source} is not a plain numpy array of labels ({exc})") from exc
+            raise ImageError(
+                f"{source} is not a plain numpy array of labels: it is damaged, or holds pickled "
+                "objects (never loaded here); save the labels with np.save(path, labels)"
+            ) from exc
     if suffix not in (".txt", ".csv", ".tsv"):
         raise ImageError(f"labels file {source}: use .npy, .txt or .csv")
     text = source.read_text(encoding="utf-8-sig")

@@ -185,7 +185,7 @@ def _layer_section(number: int, result: Any, analysis: Any, colours: list[str],
         (str(len(persistence.diagrams[0])), "H0 bars"),
     ]
     if len(persistence.diagrams) > 1:
-        numbers.append((str(len(persistence.diagrams[1])), f"H1 bars on {len(persistence.h1_index):,} {persistence.subsample} points"))
+        numbers.append((str(len(persistence.diagrams[1])), f"H1 bars on {_h1_points(persistence)}"))
         numbers.append((_fmt(float(persistence.total_persistence[1])), "H1 total persistence"))
     numbers.append((_fmt(float(phdim.dimension)), "PH dimension"))
     if result.class_persistence is not None:
@@ -223,8 +223,8 @@ def _layer_section(number: int, result: Any, analysis: Any, colours: list[str],
         _figure_html(
             persistence_uri,
             f"Vietoris–Rips persistence ({_e(persistence.metric)} metric). H0 on all "
-            f"{persistence.n_points:,} points (single linkage); H1 on {len(persistence.h1_index):,} "
-            f"{_e(persistence.subsample)}-subsampled points. Triangles: the infinite H0 bar.",
+            f"{persistence.n_points:,} points (single linkage); H1 on {_e(_h1_points(persistence))}. "
+            "Triangles: the infinite H0 bar.",
         ),
         '<div class="grid2">',
         _figure_html(
@@ -262,6 +262,15 @@ def _layer_section(number: int, result: Any, analysis: Any, colours: list[str],
     ]
     yield Progress(1.0, "layer done")
     return "\n".join(p for p in parts if p)
+
+
+def _h1_points(persistence: Any) -> str:
+    """Which points H1 was computed on, in words."""
+    n = len(persistence.h1_index)
+    if persistence.subsample == "none" or n == persistence.n_points:
+        return f"all {n:,} points"
+    kind = "max-min landmarks" if persistence.subsample == "maxmin" else "random points"
+    return f"{n:,} {kind} of {persistence.n_points:,}"
 
 
 def iter_render_report(analysis: Any, *, images: Any = None, title: str | None = None) -> Generator[Progress, None, str]:

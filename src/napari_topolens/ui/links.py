@@ -180,6 +180,10 @@ class LinkController:
             self._layouts[(key, layer)] = cached
         return cached
 
+    def set_layout(self, key: str, layer: str, layout: np.ndarray) -> None:
+        """Use a Mapper node layout computed elsewhere (e.g. in the analysis worker)."""
+        self._layouts[(key, layer)] = np.asarray(layout, dtype=np.float64)
+
     def _layer(self, key: str, view: str) -> Any:
         found = [
             layer for layer in find_layers(self.viewer, key, view)
@@ -207,13 +211,30 @@ class LinkController:
             if view == "mapper_nodes" and "layout" in meta:
                 self._layouts.setdefault((key, meta["layer"]), np.asarray(meta["layout"]))
         if view in SELECTABLE_VIEWS:
-            if layer._type_string == "shapes":
-                meta["base_edge_color"] = np.array(layer.edge_color, dtype=np.float64)
-                meta["base_edge_width"] = np.array(layer.edge_width, dtype=np.float64)
+            self._record_base(layer)
             layer.selected_data.events.items_changed.connect(
                 functools.partial(self._on_selection, layer)
             )
         self._wired.add(layer)
+
+    def refresh(self, layer: Any) -> None:
+        """Re-read a wired layer whose data and metadata were replaced in place."""
+        if layer not in self._wired:
+            self.adopt(layer)
+            return
+        meta = layer.metadata["topolens"]
+        if meta.get("layer") and meta.get("view") == "mapper_nodes" and "layout" in meta:
+            self._layouts.setdefault((meta["key"], meta["layer"]), np.asarray(meta["layout"]))
+        if meta.get("view") in SELECTABLE_VIEWS:
+            self._record_base(layer)
+
+    @staticmethod
+    def _record_base(layer: Any) -> None:
+        """Remember a Shapes layer's own edge colours and widths (rings are drawn over them)."""
+        if layer._type_string == "shapes":
+            meta = layer.metadata["topolens"]
+            meta["base_edge_color"] = np.array(layer.edge_color, dtype=np.float64)
+            meta["base_edge_width"] = np.array(layer.edge_width, dtype=np.float64)
 
     def _on_selection(self, layer: Any, *_: Any) -> None:
         if self._quiet:

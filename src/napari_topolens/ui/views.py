@@ -65,6 +65,10 @@ __all__ = [
     "overlay_for_members",
     "gallery_mosaic",
     "show_analysis",
+    "show_analysis_incrementally",
+    "IncrementalShow",
+    "update_layer",
+    "mapper_layouts",
     "recolor_nodes",
     "set_edge_threshold",
     "highlight_class",
@@ -611,7 +615,8 @@ def flow_geometry(flow: Any) -> tuple[dict[tuple[int, int], tuple[float, float]]
     return blocks, cols, 0.035
 
 
-def _band(x0: float, x1: float, top0: float, bot0: float, top1: float, bot1: float, k: int = 16) -> np.ndarray:
+def _band(x0: float, x1: float, top0: float, bot0: float, top1: float, bot1: float, k: int = 8) -> np.ndarray:
+    """A Sankey band: two eased curves of k points (Shapes triangulation grows steeply with k)."""
     t = np.linspace(0.0, 1.0, k)
     ease = 3 * t**2 - 2 * t**3
     col = x0 + (x1 - x0) * t
@@ -1142,13 +1147,145 @@ def find_layers(viewer: Any, key: str | None = None, view: str | None = None) ->
 def show_analysis(
     viewer: napari.Viewer, analysis: Analysis, layer_name: str | None = None, *,
     image_layer: Any = None, color_by: str = "dominant_class", edge_threshold: float = 0.0,
+    layouts: dict[str, np.ndarray] | None = None,
 ) -> list[Any]:
-    """Add every view of one analysed network layer (default: the last) and link them.
+    """Show every view of one analysed network layer (default: the last) and link them, at once.
 
-    Calling it again for the same analysis replaces that analysis's per-layer views
-    (e.g. to show another network layer); the images, overlay, gallery and
-    layer x layer heatmaps are kept. Returns the layers it added.
+    The synchronous path (tests, scripts, the reader's callers, the explorer's layer
+    switch): it returns when every layer is in. Calling it again for the same
+    analysis updates that analysis's per-layer views in place (new ``data``,
+    ``features``, colours, text, ``scale``/``translate`` on the same layers, e.g. to
+    show another network layer); the images, overlay, gallery and layer x layer
+    heatmaps are kept. The widgets use :func:`show_analysis_incrementally`, which
+    runs the same steps one per event-loop turn so the viewer stays responsive.
+
+    Parameters
+    ----------
+    layouts : dict of str to ndarray, optional
+        Mapper node layouts per network layer computed beforehand (e.g. in a
+        worker thread by :func:`mapper_layouts`); missing ones are computed here.
+
+    Returns
+    -------
+    list of napari.layers.Layer
+        The layers now showing the views: those added and those updated in place.
     """
+    shown: list[Any] = []
+    for _ in _show_steps(viewer, analysis, layer_name, image_layer, color_by, edge_threshold,
+                         layouts, shown):
+        pass
+    return shown
+
+
+def mapper_layouts(analysis: Any) -> dict[str, np.ndarray]:
+    """Mapper node layout of every analysed layer (pure; worker threads call it)."""
+    seed = int(analysis.config.seed)
+    return {result.name: mapper_layout(result.mapper, seed=seed) for result in analysis}
+
+
+class IncrementalShow:
+    """A :func:`show_analysis` run one layer per event-loop turn (Qt main thread).
+
+    Adding a napari layer costs 0.1-0.5 s (vispy visuals, Shapes triangulation,
+    layer controls); adding a dozen in one call froze the viewer for seconds. Each
+    step here adds or updates one layer and then returns to the event loop
+    (``QTimer.singleShot(0, ...)``), so paints, mouse events and timers run in
+    between; the links are complete when the last layer is in.
+
+    Attributes
+    ----------
+    layers : list of napari.layers.Layer
+        The layers added or updated so far (all of them once :attr:`done`).
+    done : bool
+        True once every layer is in (or the show failed or was cancelled).
+    error : BaseException or None
+        What stopped the show, if anything failed.
+    """
+
+    _running: set[IncrementalShow] = set()  # keeps pending shows alive between turns
+
+    def __init__(self, viewer: Any, analysis: Any, layer_name: str | None = None, *,
+                 image_layer: Any = None, color_by: str = "dominant_class",
+                 edge_threshold: float = 0.0, layouts: dict[str, np.ndarray] | None = None,
+                 on_done: Any = None, on_error: Any = None) -> None:
+        self.layers: list[Any] = []
+        self.done = False
+        self.cancelled = False
+        self.error: BaseException | None = None
+        self._viewer = viewer
+        self._existing = set(map(id, viewer.layers))
+        self._on_done, self._on_error = on_done, on_error
+        self._steps = _show_steps(viewer, analysis, layer_name, image_layer, color_by,
+                                  edge_threshold, layouts, self.layers)
+
+    def start(self) -> IncrementalShow:
+        """Schedule the first step; returns ``self``."""
+        IncrementalShow._running.add(self)
+        self._schedule()
+        return self
+
+    def _schedule(self) -> None:
+        from qtpy.QtCore import QTimer
+
+        QTimer.singleShot(0, self._step)
+
+    def _step(self) -> None:
+        if self.done:
+            return
+        try:
+            next(self._steps)
+        except StopIteration:
+            self._finish()
+            if self._on_done is not None:
+                self._on_done(list(self.layers))
+            return
+        except Exception as exc:  # noqa: BLE001 - handed to on_error, never lost
+            self.error = exc
+            self._finish()
+            if self._on_error is not None:
+                self._on_error(exc)
+            else:
+                raise
+            return
+        self._schedule()
+
+    def _finish(self) -> None:
+        self.done = True
+        IncrementalShow._running.discard(self)
+
+    def cancel(self) -> None:
+        """Stop, and remove the layers this show added (layers updated in place stay)."""
+        if not self.done:
+            self._steps.close()
+        self.cancelled = True
+        self._finish()
+        for layer in list(self.layers):
+            if id(layer) not in self._existing and layer in self._viewer.layers:
+                self._viewer.layers.remove(layer)
+        self.layers.clear()
+
+
+def show_analysis_incrementally(
+    viewer: napari.Viewer, analysis: Analysis, layer_name: str | None = None, *,
+    image_layer: Any = None, color_by: str = "dominant_class", edge_threshold: float = 0.0,
+    layouts: dict[str, np.ndarray] | None = None, on_done: Any = None, on_error: Any = None,
+) -> IncrementalShow:
+    """:func:`show_analysis`, one layer per event-loop turn (the widgets' path).
+
+    Returns at once with the running :class:`IncrementalShow`; ``on_done(layers)``
+    runs on the main thread when the last layer is in and linked, ``on_error(exc)``
+    if a step fails. Argument checks happen in the first step.
+    """
+    return IncrementalShow(
+        viewer, analysis, layer_name, image_layer=image_layer, color_by=color_by,
+        edge_threshold=edge_threshold, layouts=layouts, on_done=on_done, on_error=on_error,
+    ).start()
+
+
+def _show_steps(viewer: Any, analysis: Any, layer_name: str | None, image_layer: Any,
+                color_by: str, edge_threshold: float, layouts: dict[str, np.ndarray] | None,
+                shown: list[Any]):
+    """The work of a show, as a generator that yields after each layer added or updated."""
     from napari.layers import Layer
 
     from .links import links_for
@@ -1162,42 +1299,100 @@ def show_analysis(
         )
     links = links_for(viewer)
     key = links.key_for(analysis)
+    for name, layout in (layouts or {}).items():
+        links.set_layout(key, name, layout)
     active = viewer.layers.selection.active
-    added: list[Any] = []
 
     def add(item: LayerDataTuple) -> Any:
         layer = Layer.create(item[0], item[1], item[2])
         viewer.add_layer(layer)
-        added.append(layer)
+        shown.append(layer)
         return layer
 
+    per_layer: dict[str, Any] = {}
+    kept: dict[str, Any] = {}
     for old in find_layers(viewer, key):
-        if old.metadata["topolens"]["view"] in LAYER_VIEWS:
-            viewer.layers.remove(old)
-    kept = {layer.metadata["topolens"]["view"]: layer for layer in find_layers(viewer, key)}
+        view = old.metadata["topolens"]["view"]
+        target = per_layer if view in LAYER_VIEWS else kept
+        if view in target:  # a duplicate (e.g. copied by the user): the last one is used
+            viewer.layers.remove(target[view])
+        target[view] = old
     if image_layer is None:
         image_layer = kept.get("images") or links.image_layer_of(key)
     if image_layer is None:
         image_layer = add(images_layer_data(analysis, key))
+        yield
     links.register(key, analysis, image_layer)
     geometry = Geometry.of_layer(image_layer)
     rgb = bool(getattr(image_layer, "rgb", False))
     shape = image_layer.data.shape[:-1] if rgb else image_layer.data.shape
     if "overlay" not in kept:
         add(overlay_layer_data(analysis, key, tuple(shape), image_layer.scale, image_layer.translate))
+        yield
     if "gallery" not in kept:
         add(gallery_layer_data(analysis, key, geometry, int(shape[-2]), int(shape[-1])))
+        yield
     if "layer_distances" not in kept:
         for item in matrix_layer_data(analysis, key, geometry):
             add(item)
+            yield
     layout = links.layout_for(key, layer_name)
     for item in view_layer_data(analysis, layer_name, key, geometry, color_by=color_by,
                                 edge_threshold=edge_threshold, layout=layout):
-        add(item)
+        old = per_layer.pop(item[1]["metadata"]["topolens"]["view"], None)
+        if old is not None and update_layer(old, item):
+            links.refresh(old)
+            shown.append(old)
+        else:
+            if old is not None:
+                viewer.layers.remove(old)
+            add(item)
+        yield
+    for old in per_layer.values():  # views this layer does not have
+        viewer.layers.remove(old)
     links.show_layer(key, layer_name)
     # keep the user's layer active (napari activates each added layer)
     viewer.layers.selection.active = active if active in viewer.layers else image_layer
-    return added
+
+
+def update_layer(layer: Any, item: LayerDataTuple) -> bool:
+    """Put a layer-data tuple into an existing layer of the same kind, in place.
+
+    Removing and re-adding a layer costs its vispy visual and napari's
+    ``gc.collect()`` on removal (about 0.35 s each); setting ``data``, ``features``,
+    colours, text and ``scale``/``translate`` costs only the new geometry. Returns
+    False (nothing changed) when the kinds differ.
+    """
+    data, kwargs, kind = item
+    if layer._type_string != kind:
+        return False
+    if kind in ("points", "shapes") and len(layer.selected_data):
+        layer.selected_data = set()
+    if kind == "points":
+        layer.data = np.asarray(data, dtype=np.float64).reshape(-1, 2)
+        layer.features = kwargs["features"]
+        for name in ("size", "face_color", "border_color", "border_width"):
+            if name in kwargs:
+                setattr(layer, name, kwargs[name])
+        if "text" in kwargs:
+            layer.text = kwargs["text"]
+    elif kind == "shapes":
+        layer.data = []
+        if len(data):
+            extra = {name: kwargs[name] for name in ("edge_width", "edge_color", "face_color") if name in kwargs}
+            layer.add(list(data), shape_type=kwargs.get("shape_type", "rectangle"), **extra)
+        layer.features = kwargs["features"]
+    else:
+        layer.data = data
+        if "contrast_limits" in kwargs:
+            layer.contrast_limits = kwargs["contrast_limits"]
+    if "scale" in kwargs:
+        layer.scale = kwargs["scale"]
+    if "translate" in kwargs:
+        layer.translate = kwargs["translate"]
+    layer.metadata = kwargs["metadata"]
+    layer.name = kwargs["name"]
+    return True
 
 
 def _state_layers(viewer: Any, key: str, view: str) -> list[Any]:
