@@ -39,6 +39,13 @@ _ZERO_EDGE = np.finfo(np.float64).tiny
 _ZERO_EDGE_LIMIT = 1e-300
 
 
+def check_int(name: str, value: object, minimum: int) -> int:
+    """``value`` as an int, refusing bools, non-integers and values below ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < minimum:
+        raise TopoLensError(f"{name} must be an integer >= {minimum}, got {value!r}")
+    return int(value)
+
+
 def validate_points(points: object, *, min_points: int = 2, what: str = "points") -> np.ndarray:
     """Return ``points`` as a finite 2-D float64 array with at least ``min_points`` rows.
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from napari_topolens.errors import TopoLensError
-from napari_topolens.topology.metrics import MetricSpace
+from napari_topolens.topology.metrics import MetricSpace, check_int
 
 __all__ = [
     "SUBSAMPLE_MODES",
@@ -257,12 +257,6 @@ def _h1_members(
 
 
 # ---- public API -----------------------------------------------------------------
-def _check_int(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < minimum:
-        raise TopoLensError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
 def compute_persistence(
     points: object,
     *,
@@ -301,9 +295,9 @@ def compute_persistence(
     for key in metric_kw:
         if key not in _METRIC_KEYWORDS:
             raise TopoLensError(f"unknown keyword {key!r}; metric options are {', '.join(_METRIC_KEYWORDS)}")
-    max_dim = _check_int("max_dim", max_dim, 0)
-    max_points = _check_int("max_points", max_points, 3)
-    seed = _check_int("seed", seed, 0)
+    max_dim = check_int("max_dim", max_dim, 0)
+    max_points = check_int("max_points", max_points, 3)
+    seed = check_int("seed", seed, 0)
     if subsample not in SUBSAMPLE_MODES:
         raise TopoLensError(f"unknown subsample {subsample!r}; use one of {', '.join(SUBSAMPLE_MODES)}")
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from napari_topolens.errors import EmptySelectionError, TopoLensError
-from napari_topolens.topology.metrics import MetricSpace, _check_metric, validate_points
+from napari_topolens.topology.metrics import MetricSpace, _check_metric, check_int, validate_points
 
 __all__ = ["ClassPersistenceResult", "PHDimResult", "class_total_persistence", "ph_dimension"]
 
@@ -62,12 +62,6 @@ class ClassPersistenceResult:
 def _h0_energy(points: np.ndarray, metric: str, alpha: float, metric_kw: dict[str, int]) -> float:
     heights = MetricSpace(points, metric, **metric_kw).single_linkage()[:, 2]
     return float(np.sum(heights**alpha))
-
-
-def _check_positive_int(name: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or int(value) < minimum:
-        raise TopoLensError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    return int(value)
 
 
 def ph_dimension(
@@ -121,11 +115,11 @@ def ph_dimension(
     n_total = data.shape[0]
     if not np.isfinite(alpha) or alpha <= 0:
         raise TopoLensError(f"alpha must be a positive number, got {alpha}")
-    start = _check_positive_int("start", start, 2)
-    step = _check_positive_int("step", step)
-    n_repeats = _check_positive_int("n_repeats", n_repeats)
-    max_size = _check_positive_int("max_size", max_size, _MIN_POINTS)
-    seed = _check_positive_int("seed", seed, 0)
+    start = check_int("start", start, 2)
+    step = check_int("step", step, 1)
+    n_repeats = check_int("n_repeats", n_repeats, 1)
+    max_size = check_int("max_size", max_size, _MIN_POINTS)
+    seed = check_int("seed", seed, 0)
     _check_metric(metric)
     for key in metric_kw:
         if key not in ("pca_dims", "n_neighbors", "density_k"):
@@ -212,8 +206,8 @@ def class_total_persistence(
             labels = labels.astype(np.int64)
         else:
             raise TopoLensError("labels must be integers (class ids, -1 for unknown)")
-    max_per_class = _check_positive_int("max_per_class", max_per_class)
-    seed = _check_positive_int("seed", seed, 0)
+    max_per_class = check_int("max_per_class", max_per_class, 1)
+    seed = check_int("seed", seed, 0)
     classes = np.unique(labels[labels >= 0])
     if classes.size == 0:
         raise EmptySelectionError(
