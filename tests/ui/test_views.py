@@ -195,3 +195,51 @@ def test_explorer_controls_recolor_threshold_and_fade(make_napari_viewer, digits
     assert np.all(alpha[same] == 1.0) and np.all(alpha[~same] < 0.5)
     highlight_class(viewer, key, None)
     assert np.all(np.array(nodes.face_color)[:, 3] == 1.0)
+
+
+def test_switching_the_layer_updates_the_views_in_place(make_napari_viewer, digits, qtbot):
+    from napari_topolens.ui.links import links_for
+    from napari_topolens.ui.views import show_analysis_incrementally
+
+    images, analysis = digits
+    viewer = make_napari_viewer()
+    image_layer = viewer.add_image(images, name="digits")
+    done = []
+    show = show_analysis_incrementally(viewer, analysis, image_layer=image_layer, on_done=done.append)
+    assert not done and not show.done  # nothing added yet: one layer per event-loop turn
+    qtbot.waitUntil(lambda: bool(done), timeout=60_000)
+    first = list(viewer.layers)
+    assert done[0] and all(layer in first for layer in done[0]) and len(first) == len(done[0]) + 1
+    key = done[0][0].metadata["topolens"]["key"]
+
+    again = show_analysis(viewer, analysis, "pool1", image_layer=image_layer)
+    assert list(viewer.layers) == first  # the same layer objects, in the same order
+    nodes = find_layers(viewer, key, "mapper_nodes")[0]
+    assert nodes in again and nodes.metadata["topolens"]["layer"] == "pool1"
+    graph = analysis["pool1"].mapper
+    assert len(nodes.data) == len(nodes.features) == graph.n_nodes
+    edges = find_layers(viewer, key, "mapper_edges")[0]
+    assert len(edges.data) == len(edges.features) == len(graph.edges)
+    tree = find_layers(viewer, key, "dendrogram_tree")[0]
+    assert len(tree.data) == len(analysis["pool1"].dendrogram.linkage)
+    heat = find_layers(viewer, key, "dendrogram_heatmap")[0]
+    assert heat.data.shape == analysis["pool1"].dendrogram.distances.shape
+    # the links follow the new layer: selecting a node shows its pool1 members
+    members = links_for(viewer).select_nodes(key, [0])
+    np.testing.assert_array_equal(members, np.unique(graph.node_members(0)))
+    edge_color = np.array(edges.edge_color)
+    np.testing.assert_allclose(edges.metadata["topolens"]["base_edge_color"], edge_color)
+
+
+def test_a_cancelled_incremental_show_removes_its_layers(make_napari_viewer, digits, qtbot):
+    from napari_topolens.ui.views import show_analysis_incrementally
+
+    images, analysis = digits
+    viewer = make_napari_viewer()
+    image_layer = viewer.add_image(images, name="digits")
+    show = show_analysis_incrementally(viewer, analysis, image_layer=image_layer)
+    qtbot.waitUntil(lambda: len(viewer.layers) >= 4, timeout=60_000)
+    show.cancel()
+    assert list(viewer.layers) == [image_layer] and show.done
+    qtbot.wait(50)
+    assert list(viewer.layers) == [image_layer]

@@ -5,9 +5,12 @@ sampling, the Mapper / persistence / metric options with the published defaults)
 are read and checked on the main thread; bad input is reported at once and the
 viewer is left as it was. The work (activations, class probabilities for the
 probability lens, the whole topology engine) runs in a generator worker whose
-every yield can cancel; only the finished :class:`Analysis` comes back to the
-main thread, where ``views.show_analysis`` turns it into layers. A cancelled or
-failed run therefore never leaves half-made layers.
+every yield can cancel. The worker also computes the Mapper layouts (the pure,
+costly part of the views), then hands the finished :class:`Analysis` to the main
+thread, where ``views.show_analysis_incrementally`` adds the layers one per
+event-loop turn (the viewer keeps painting and reacting), and waits for the last
+one before it returns; so the worker's ``finished`` means "shown". A cancelled
+or failed run removes what it added: it never leaves half-made layers.
 
 Stack indices: when only some images are analysed, the point clouds'
 ``image_index`` is mapped back to the image layer's stack index, so the analysis
@@ -101,6 +104,7 @@ class AnalysisWidget(QWidget):
         self._model_label = ""
         self._defaults: list[str] = []
         self._job: ProgressWorker | None = None
+        self._show: Any = None  # the running views.IncrementalShow
         self._started = 0.0
         self.analysis: Any = None
         self.layers_added: list[Any] = []
@@ -474,10 +478,11 @@ class AnalysisWidget(QWidget):
             "Topology analysis",
             on_done=lambda analysis: self._on_done(analysis, image_layer),
             on_error=lambda exc: report_error(exc, self.status),
-            on_cancelled=lambda: self._set_status("Cancelled; no layers were added."),
+            on_cancelled=self._on_cancelled,
             on_finished=self._on_finished,
             on_progress=self._on_progress,
         )
+        self._job.worker.yielded.connect(lambda step: self._on_show_request(step, image_layer))
         self.run_button.enabled, self.cancel_button.enabled = False, True
         self._set_status(f"Analysing {len(layers)} layer(s) of {len(index)} image(s)...")
         self._started = time.perf_counter()
@@ -493,19 +498,43 @@ class AnalysisWidget(QWidget):
     def _on_progress(self, fraction: float, message: str) -> None:
         self._set_status(f"{100 * fraction:.0f}%: {message}")
 
-    def _on_done(self, analysis: Any, image_layer: Any) -> None:
-        """Main thread: keep the analysis and show it as layers."""
-        from .views import show_analysis
+    def _on_show_request(self, step: Any, image_layer: Any) -> None:
+        """Main thread: the worker's analysis is done; add its layers, one per event-loop turn."""
+        from .views import show_analysis_incrementally
 
-        seconds = time.perf_counter() - self._started
-        self.analysis = analysis
+        if not isinstance(step, _ShowRequest) or self._job is None or self._job.cancelled:
+            return
         if image_layer not in self._viewer.layers:
             image_layer = None  # removed while the analysis ran: views use analysis.images
-        try:
-            self.layers_added = list(show_analysis(self._viewer, analysis, image_layer=image_layer))
-        except TopoLensError as exc:
-            report_error(exc, self.status)
-            return
+
+        def done(layers: list[Any]) -> None:
+            self.layers_added = layers
+            step.shown.set()
+
+        def failed(exc: BaseException) -> None:
+            if self._show is not None:
+                self._show.cancel()  # no half-made views
+            step.error = exc
+            step.shown.set()
+
+        self._set_status("Adding the layers...")
+        self._show = show_analysis_incrementally(
+            self._viewer, step.analysis, image_layer=image_layer, layouts=step.layouts,
+            on_done=done, on_error=failed,
+        )
+
+    def _on_cancelled(self) -> None:
+        if self._show is not None:
+            self._show.cancel()  # removes the layers it had added
+            self._show = None
+        self.layers_added = []
+        self._set_status("Cancelled; no layers were added.")
+
+    def _on_done(self, analysis: Any, image_layer: Any) -> None:
+        """Main thread: keep the analysis (its layers are in already) and report."""
+        seconds = time.perf_counter() - self._started
+        self.analysis = analysis
+        self._show = None
         last = analysis.layer_results[-1]
         self._set_status(
             f"Analysed {len(analysis.layers)} layer(s) of "
@@ -515,11 +544,38 @@ class AnalysisWidget(QWidget):
         )
 
     def _on_finished(self) -> None:
+        if self._show is not None and not self._show.done:  # the worker gave up waiting
+            self._show.cancel()
+        self._show = None
         self._job = None
         self.run_button.enabled, self.cancel_button.enabled = True, False
 
     def _set_status(self, text: str) -> None:
         self.status.value = text
+
+
+class _ShowRequest:
+    """Yielded by the worker when the analysis is done: "show this; tell me when it is in".
+
+    It looks like a ``Progress`` step to the progress bar (``fraction``, ``message``).
+    The main thread sets :attr:`shown` when the last layer is in (or :attr:`error`
+    when a step failed); the worker waits for it, so ``finished`` means shown.
+    """
+
+    fraction = 1.0
+    message = "adding the layers"
+
+    def __init__(self, analysis: Any, layouts: dict[str, np.ndarray]) -> None:
+        import threading
+
+        self.analysis = analysis
+        self.layouts = layouts
+        self.shown = threading.Event()
+        self.error: BaseException | None = None
+
+
+#: Longest the worker waits for the main thread to add the layers.
+_SHOW_TIMEOUT_S = 600.0
 
 
 def _before_output(model: Any, names: list[str]) -> list[str]:
@@ -545,6 +601,7 @@ def _analysis_work(
     from .._progress import Progress, scaled
     from ..activations.extract import predict_proba
     from ..topology.analysis import iter_analyze
+    from .views import mapper_layouts
 
     def work():
         clouds = yield from scaled(steps, 0.0, _EXTRACT_SHARE, "activations: ")
@@ -568,6 +625,16 @@ def _analysis_work(
                          probabilities=probabilities, provenance=record, images=embed),
             _EXTRACT_SHARE, 1.0, "topology: ",
         )
+        yield Progress(1.0, "laying out the views")
+        request = _ShowRequest(analysis, mapper_layouts(analysis))
+        yield request  # the main thread starts adding the layers
+        waited = time.perf_counter()
+        while not request.shown.wait(0.05):  # each yield is a chance to cancel
+            if time.perf_counter() - waited > _SHOW_TIMEOUT_S:
+                raise TopoLensError("the viewer did not take the layers in time; run the analysis again")
+            yield None
+        if request.error is not None:
+            raise request.error
         return analysis
 
     return work

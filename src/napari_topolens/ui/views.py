@@ -833,29 +833,32 @@ def titles_layer_data(analysis: Any, layer: str, key: str, geometry: Geometry) -
     pers = result.persistence
     bars = barcode_bars(pers)
     counts = ", ".join(
-        f"H{d}: {int((bars['dim'] == d).sum())} of {len(pers.diagrams[d])}" for d in range(len(pers.diagrams))
+        f"H{d} {int((bars['dim'] == d).sum())}/{len(pers.diagrams[d])}" for d in range(len(pers.diagrams))
     )
     top = _diagram_frame(pers.diagrams)
     q = result.quality
     kind = analysis.config.layer_distance.replace("_", " ")
     flow = result.flow
+    # short titles: text keeps its screen size while the cells shrink when the whole
+    # grid is in view, so long ones ran into their neighbours; the network layer is
+    # named once, in a header above the grid
     titles = {
-        "mapper": f"{layer}: Mapper graph, {result.mapper.n_nodes} nodes",
-        "diagram": f"{layer}: persistence diagram",
-        "barcode": f"{layer}: barcode, longest bars",
-        "flow": f"{layer}: cluster flow",
-        "blobs": f"{layer}: blob graph (PCA)",
-        "dendrogram": f"{layer}: heatmap dendrogram",
-        "layer_distances": f"H{analysis.config.distance_dim} {kind} distance",
+        "mapper": f"Mapper graph: {result.mapper.n_nodes} nodes",
+        "diagram": "persistence diagram",
+        "barcode": "barcode",
+        "flow": "cluster flow",
+        "blobs": "blob graph (PCA)",
+        "dendrogram": "heatmap dendrogram",
+        "layer_distances": f"H{analysis.config.distance_dim} {kind} dist.",
         "cka": "linear CKA",
     }
     subtitles = {
-        "diagram": f"0 to {top:.3g}; top line: infinite",
+        "diagram": f"0 to {top:.3g}; top: inf",
         "barcode": counts,
-        "flow": f"best stage: {flow.stage_names[flow.best_stage]}",
+        "flow": f"best: {flow.stage_names[flow.best_stage]}",
         "blobs": f"purity {q.purity:.2f}, ARI {q.ari:.2f}",
-        "dendrogram": f"{len(result.dendrogram.index)} points, {result.dendrogram.ordering} order",
-        "mapper": f"{len(result.mapper.edges)} edges; size: members",
+        "dendrogram": f"{len(result.dendrogram.index)} points",
+        "mapper": f"{len(result.mapper.edges)} edges",
         "layer_distances": "between layers",
         "cka": "between layers",
     }
@@ -868,6 +871,10 @@ def titles_layer_data(analysis: Any, layer: str, key: str, geometry: Geometry) -
         pos.append((r0 - 0.06 * cell, c0 + 0.5 * cell))
         text.append(subtitles[cell_name])
         role.append("subtitle")
+    r0, c0 = geometry.cell_origin(*CELLS["mapper"])
+    pos.append((r0 - 0.25 * cell, c0 + 2 * cell + 1.5 * geometry.gap))  # centred over the grid
+    text.append(f"network layer: {layer}")
+    role.append("header")
     r0, c0 = geometry.cell_origin(*CELLS["diagram"])
     pos += [(r0 + (_D1 + 0.06) * cell, c0 + 0.5 * cell), (r0 + 0.5 * cell, c0 - 0.02 * cell)]
     text += ["birth", "death"]
@@ -875,7 +882,7 @@ def titles_layer_data(analysis: Any, layer: str, key: str, geometry: Geometry) -
     r0, c0 = geometry.cell_origin(*CELLS["flow"])
     _, cols, width = flow_geometry(flow)
     for s, name in enumerate(flow.stage_names):  # staggered: names are wider than columns
-        pos.append((r0 + (0.975 if s % 2 == 0 else 1.04) * cell, c0 + (cols[s] + width / 2) * cell))
+        pos.append((r0 + (0.97 + 0.055 * (s % 3)) * cell, c0 + (cols[s] + width / 2) * cell))
         text.append(name)
         role.append("axis")
     g0 = geometry.gallery_origin()
@@ -883,7 +890,7 @@ def titles_layer_data(analysis: Any, layer: str, key: str, geometry: Geometry) -
     text.append("selection gallery")
     role.append("title")
     pos.append((g0[0] - 0.06 * cell, g0[1] + 0.5 * cell))
-    text.append("click a node, bar, cluster or branch")
+    text.append("click a view item")
     role.append("subtitle")
     return [
         (
@@ -1189,7 +1196,7 @@ class IncrementalShow:
     Adding a napari layer costs 0.1-0.5 s (vispy visuals, Shapes triangulation,
     layer controls); adding a dozen in one call froze the viewer for seconds. Each
     step here adds or updates one layer and then returns to the event loop
-    (``QTimer.singleShot(0, ...)``), so paints, mouse events and timers run in
+    (``QTimer.singleShot(1, ...)``), so paints, mouse events and timers run in
     between; the links are complete when the last layer is in.
 
     Attributes
@@ -1227,7 +1234,10 @@ class IncrementalShow:
     def _schedule(self) -> None:
         from qtpy.QtCore import QTimer
 
-        QTimer.singleShot(0, self._step)
+        # 1 ms, not 0: a zero timeout is a posted event, which Qt may process before
+        # due timers (the step would then starve other timers); a real timer takes
+        # its turn with them
+        QTimer.singleShot(1, self._step)
 
     def _step(self) -> None:
         if self.done:
@@ -1386,10 +1396,9 @@ def update_layer(layer: Any, item: LayerDataTuple) -> bool:
         layer.data = data
         if "contrast_limits" in kwargs:
             layer.contrast_limits = kwargs["contrast_limits"]
-    if "scale" in kwargs:
-        layer.scale = kwargs["scale"]
-    if "translate" in kwargs:
-        layer.translate = kwargs["translate"]
+    for name in ("scale", "translate"):  # each change re-computes the viewer's extent
+        if name in kwargs and not np.allclose(getattr(layer, name)[-2:], kwargs[name]):
+            setattr(layer, name, kwargs[name])
     layer.metadata = kwargs["metadata"]
     layer.name = kwargs["name"]
     return True
