@@ -286,3 +286,19 @@ def test_channels_first_images_are_accepted():
     np.testing.assert_array_equal(a.images, rgb)
     gray = rng.random((30, 1, 6, 5), dtype=np.float32)
     assert analyze({"fc": cloud}, images=gray).images.shape == (30, 6, 5)
+
+
+def test_too_few_points_says_what_helps_for_the_layer_kind():
+    from napari_topolens.activations.pointcloud import PointCloud
+    from napari_topolens.topology.analysis import analyze
+
+    def cloud(grid):
+        return PointCloud(
+            layer="x", points=np.ones((2, 3)), image_index=np.arange(2), position=None,
+            receptive_field=np.tile([0, 0, 4, 4], (2, 1)), sampling="pooled", grid_shape=grid, image_shape=(4, 4),
+        )
+
+    with pytest.raises(EmptySelectionError, match="leave this layer out"):
+        analyze({"x": cloud(())})
+    with pytest.raises(EmptySelectionError, match="all_positions"):
+        analyze({"x": cloud((3, 3))})

@@ -324,8 +324,12 @@ def _as_clouds(clouds: Mapping[str, PointCloud] | Sequence[PointCloud]) -> list[
             )
         if len(cloud) < 3:
             raise EmptySelectionError(
-                f"layer {cloud.layer!r} has {len(cloud)} points; topology needs at least 3 "
-                "(use more images or another sampling mode)"
+                f"layer {cloud.layer!r} has {len(cloud)} points; topology needs at least 3. "
+                + (
+                    "Use more images, or sampling 'all_positions' for more points per image"
+                    if cloud.grid_shape
+                    else "It gives one point per image: use more images, or leave this layer out"
+                )
             )
         if not np.all(np.isfinite(cloud.points)):
             raise LayerError(
