@@ -255,8 +255,7 @@ def _extraction_steps(
             name: _SamplingPlan.make(sampling, geometry[name], n_images, max_points, seed, name)
             for name in modules
         }
-        chosen = sorted(set().union(*(plan.images for plan in plans.values())))
-        chosen_images = np.asarray(chosen, dtype=np.int64)
+        chosen_images = np.unique(np.concatenate([plan.images for plan in plans.values()])).astype(np.int64)
         parts: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {name: [] for name in modules}
         notes: dict[str, str] = {}
         forward_order: list[str] = list(modules)
