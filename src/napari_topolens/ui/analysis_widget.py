@@ -47,6 +47,7 @@ from .widget_parts import (
     MARKED_IMAGES,
     WHICH_IMAGES,
     ProgressWorker,
+    check_one_stack_axis,
     console_models,
     current_stack_index,
     image_stack,
@@ -435,6 +436,8 @@ class AnalysisWidget(QWidget):
             if not layers:
                 raise EmptySelectionError("no layers are ticked; tick at least one module in the Layers tree")
             image_layer = self.image_layer.value
+            if image_layer is not None:
+                check_one_stack_axis(image_layer)
             index = self.selected_indices()
             stack = image_stack(image_layer)
             images = np.ascontiguousarray(stack[index], dtype=np.float32)

@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import AnalysisFileError, TopoLensError
 from ..topology.store import is_analysis_dir, load_analysis
-from .views import COLOR_BY, LayerDataTuple, analysis_layer_data
+from .views import COLOR_BY, Geometry, LayerDataTuple, analysis_layer_data, band_below
 
 __all__ = ["get_reader", "read_analysis", "write_analysis", "VIEW_FILE"]
 
@@ -68,11 +68,18 @@ def read_analysis(path: str | Sequence[str]) -> list[LayerDataTuple]:
     base = folder.name.removesuffix(".topolens") or "analysis"
     key = base
     viewer = _current_viewer()
+    band_top = None
     if viewer is not None:
         from .links import links_for
 
         key = links_for(viewer).key_for(analysis, base)  # also wires the layers when added
-    return analysis_layer_data(analysis, key=key, **_view_settings(folder, analysis))
+        h, w = analysis[analysis.layers[-1]].cloud.image_shape
+        band_top = band_below(viewer, key, Geometry(float(h), float(w)))  # below shown analyses
+        from qtpy.QtCore import QTimer
+
+        # napari adds the returned layers after this returns; then bring them on screen
+        QTimer.singleShot(0, viewer.reset_view)
+    return analysis_layer_data(analysis, key=key, band_top=band_top, **_view_settings(folder, analysis))
 
 
 def _current_viewer() -> Any:

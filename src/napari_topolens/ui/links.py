@@ -17,7 +17,9 @@ layers (those with ``metadata["topolens"]``, see ``ui.views``):
   of the input stack finds the points of that image whose receptive field covers
   the pixel, and rings, in the shown layer's views, every Mapper node, persistence
   bar, flow cluster and band, blob point and hull and dendrogram branch that holds
-  one of them.
+  one of them. The click goes to the active layer if it is an analysed image
+  layer, else to the topmost visible analysed image layer under the pointer; when
+  several analyses were computed on that image layer, all of them are ringed.
 
 Every link is keyed by the ids in the layers' ``features`` (``node``, ``dim``/
 ``bar``, ``stage``/``cluster``, ``point``, ``merge``), never by row order, so
@@ -99,6 +101,7 @@ class LinkController:
         self._viewer = weakref.ref(viewer)
         self._analyses: dict[str, Any] = {}
         self._image_layers: dict[str, Any] = {}
+        self._bands: dict[str, float | None] = {}
         self._shown: dict[str, str] = {}
         self._layouts: dict[tuple[str, str], np.ndarray] = {}
         self._wired: weakref.WeakSet = weakref.WeakSet()
@@ -143,10 +146,19 @@ class LinkController:
         self._analyses[key] = analysis
         return key
 
-    def register(self, key: str, analysis: Any, image_layer: Any) -> None:
-        """Tie ``key`` to its analysis and the Image layer it was computed on."""
+    def register(self, key: str, analysis: Any, image_layer: Any, band_top: float | None = None) -> None:
+        """Tie ``key`` to its analysis, the Image layer it was computed on and its band.
+
+        ``band_top``: world row where the analysis's grid and gallery start (see
+        ``views.Geometry``); None: level with the image layer.
+        """
         self._analyses[key] = analysis
         self._image_layers[key] = image_layer
+        self._bands[key] = band_top
+
+    def band_of(self, key: str) -> float | None:
+        """World row where the band of analysis ``key`` starts (None: level with its images)."""
+        return self._bands.get(key)
 
     def image_layer_of(self, key: str) -> Any:
         layer = self._image_layers.get(key)
@@ -385,7 +397,8 @@ class LinkController:
             stacked = data.ndim == (4 if image_layer.rgb else 3)
             images = {int(i): np.asarray(data[int(i)] if stacked else data) for i in chosen}
         mosaic = gallery_mosaic(_Lookup(images) if images is not None else None, heat, chosen)
-        geometry = Geometry.of_layer(image_layer) if image_layer is not None else Geometry(*heat.shape[1:])
+        geometry = (Geometry.of_layer(image_layer, self.band_of(key)) if image_layer is not None
+                    else Geometry(*heat.shape[1:], band_top=self.band_of(key)))
         placement = gallery_placement(geometry, mosaic.shape)
         gallery.data = mosaic
         gallery.scale = placement["scale"]
@@ -507,16 +520,34 @@ class LinkController:
         if not dragged:
             self.click_at(position, shift=shift)
 
+    def image_layer_at(self, position: Iterable[float]) -> Any:
+        """The analysed image layer a click at a world position goes to, or None.
+
+        The active layer if it is an analysed image layer holding the position, else
+        the topmost (last in ``viewer.layers``) visible analysed image layer holding
+        it: the one the user sees there.
+        """
+        position = tuple(float(p) for p in position)
+        analysed = {id(layer) for layer in map(self.image_layer_of, self._analyses) if layer is not None}
+        layers = list(self.viewer.layers)
+        active = self.viewer.layers.selection.active
+        order = ([active] if active is not None and active in layers else []) + layers[::-1]
+        for layer in order:
+            if id(layer) in analysed and layer.visible and _pixel_at(layer, position) is not None:
+                return layer
+        return None
+
     def click_at(self, position: Iterable[float], *, shift: bool = False) -> dict[str, Any] | None:
         """Handle a click at a world position: pixel -> topology, or pick a view item."""
         position = tuple(float(p) for p in position)
-        for key in list(self._analyses):
-            image_layer = self.image_layer_of(key)
-            if image_layer is None or not image_layer.visible:
-                continue
-            hit = _pixel_at(image_layer, position)
-            if hit is not None:
-                return {"key": key, "pixel": hit, "found": self.pixel_clicked(key, *hit)}
+        hit_layer = self.image_layer_at(position)
+        if hit_layer is not None:
+            hit = _pixel_at(hit_layer, position)
+            keys = [key for key in self._analyses if self.image_layer_of(key) is hit_layer]
+            found = {key: self.pixel_clicked(key, *hit) for key in keys}
+            # every analysis of the clicked image is ringed; "key" is the latest one
+            return {"key": keys[-1], "pixel": hit, "found": found[keys[-1]], "keys": keys,
+                    "found_by_key": found}
         active = self.viewer.layers.selection.active
         for layer in reversed(list(self.viewer.layers)):
             meta = layer.metadata.get("topolens") if isinstance(layer.metadata, dict) else None
@@ -565,7 +596,9 @@ def _apply_ring(layer: Any, mask: np.ndarray) -> None:
     """Ring the rows in ``mask`` (yellow border or outline) and record it in ``features``."""
     mask = np.asarray(mask, dtype=bool)
     meta = layer.metadata["topolens"]
-    if layer._type_string == "points":
+    if len(mask) == 0:  # an empty view (e.g. a Mapper graph with no nodes): nothing to ring
+        pass
+    elif layer._type_string == "points":
         border = np.tile([0.1, 0.1, 0.1, 1.0], (len(mask), 1))
         border[mask] = _HIGHLIGHT
         layer.border_color = border

@@ -25,7 +25,9 @@ Layout
 The input images sit at their own place (the world origin for a stack made here);
 the views fill a grid of equal square cells to its right, two rows of four, each
 cell ``CELL_FACTOR`` times the image's size, with a title above it. The gallery of
-the current selection sits below the images. Each view draws in a unit square
+the current selection sits below the images. Each analysis key has its own band:
+the first is level with its images, a later one starts below every other
+analysis's layers (:func:`band_below`), so several analyses never overlap. Each view draws in a unit square
 (rows down, columns right) that ``scale``/``translate`` map onto its cell.
 
 Not layers
@@ -132,6 +134,9 @@ _PALETTE = np.array(
 _UNKNOWN = np.array([0.55, 0.55, 0.55])
 _DIM_COLORS = np.array([(0.337, 0.706, 0.914), (0.902, 0.624, 0.000), (0.0, 0.62, 0.451)])
 _TEXT = "white"
+_BORDER = np.array([0.1, 0.1, 0.1, 1.0])
+_UNKNOWN_RGBA = np.array([0.55, 0.55, 0.55, 1.0])
+_EDGE_RGBA = np.array([0.85, 0.85, 0.85, 1.0])
 
 
 def categorical_colors(codes: np.ndarray, alpha: float = 1.0) -> np.ndarray:
@@ -157,6 +162,16 @@ def continuous_colors(values: np.ndarray, colormap: str = "viridis") -> np.ndarr
     return out
 
 
+def per_item(values: Any, fallback: Any) -> Any:
+    """Per-item colours/sizes, or one ``fallback`` value for a layer with no items.
+
+    napari rejects an empty ``(0, 4)`` colour array (it takes the minimum of it), so
+    a view with no items (a Mapper graph with no nodes, no H1 bars) gets a single
+    colour, which napari keeps as the default for items added later.
+    """
+    return values if len(values) else fallback
+
+
 # --------------------------------------------------------------------------- geometry
 
 
@@ -170,11 +185,21 @@ class Geometry:
         World size of one image (pixels times the layer's scale).
     origin : tuple of float
         World ``(row, col)`` of the image's top-left corner.
+    band_top : float or None
+        World row where this analysis's band (its grid and gallery) starts; None:
+        level with the images. A second analysis in the same viewer gets a band
+        below the first so their views never overlap (:func:`band_below`).
     """
 
     height: float
     width: float
     origin: tuple[float, float] = (0.0, 0.0)
+    band_top: float | None = None
+
+    @property
+    def top(self) -> float:
+        """World row where the grid's band starts."""
+        return self.origin[0] if self.band_top is None else float(self.band_top)
 
     @property
     def cell(self) -> float:
@@ -188,15 +213,15 @@ class Geometry:
     def cell_origin(self, row: int, col: int) -> tuple[float, float]:
         """World top-left corner of grid cell (row, col); col 0 is right of the images."""
         left = self.origin[1] + max(self.width, self.cell) + self.gap
-        top = self.origin[0] + self.gap
+        top = self.top + self.gap
         return (top + row * (self.cell + self.gap), left + col * (self.cell + self.gap))
 
     def gallery_origin(self) -> tuple[float, float]:
         """World top-left of the gallery cell, below the images."""
-        return (self.origin[0] + self.height + self.gap, self.origin[1])
+        return (self.top + self.height + self.gap, self.origin[1])
 
     @classmethod
-    def of_layer(cls, layer: Any) -> Geometry:
+    def of_layer(cls, layer: Any, band_top: float | None = None) -> Geometry:
         """Geometry of an Image layer's last two (displayed) axes."""
         shape = layer.data.shape[:-1] if getattr(layer, "rgb", False) else layer.data.shape
         scale = np.asarray(layer.scale)[-2:]
@@ -205,7 +230,25 @@ class Geometry:
         return cls(
             float(shape[-2] * scale[0]), float(shape[-1] * scale[1]),
             (float(translate[0] - scale[0] / 2), float(translate[1] - scale[1] / 2)),
+            band_top,
         )
+
+
+def band_below(viewer: Any, key: str, geometry: Geometry) -> float | None:
+    """World row for a new analysis's band: below every other analysis's layers.
+
+    None when ``key`` is the only analysis in the viewer (its grid then sits level
+    with the images). Computed from the layers' world extents, so analyses of
+    images of any size, and analyses read from files, are all cleared.
+    """
+    bottoms = [
+        float(layer.extent.world[1][-2]) for layer in find_layers(viewer)
+        if layer.metadata["topolens"].get("key") != key and layer.ndim >= 2
+    ]
+    if not bottoms:
+        return None
+    # room for the next band's header and titles, which sit above its first row
+    return max(bottoms) + geometry.gap
 
 
 #: Grid cell (row, col) of each per-layer view and cross-layer matrix.
@@ -359,9 +402,9 @@ def mapper_layer_data(
         {
             "name": _name("mapper nodes", key, layer),
             "features": features,
-            "size": node_sizes(graph),
-            "face_color": node_colors(graph, color_by, names),
-            "border_color": np.tile([0.1, 0.1, 0.1, 1.0], (graph.n_nodes, 1)),
+            "size": per_item(node_sizes(graph), 0.05),
+            "face_color": per_item(node_colors(graph, color_by, names), _UNKNOWN_RGBA),
+            "border_color": per_item(np.tile(_BORDER, (graph.n_nodes, 1)), _BORDER),
             "border_width": 0.08,
             "metadata": topolens_meta("mapper_nodes", key, analysis, layer, color_by=color_by,
                                       layout=pos),
@@ -388,7 +431,7 @@ def _edge_tuple(analysis, layer, key, geometry, pos, idx, weight, edge_ids, n_no
         }
     )
     alpha = 0.45 + 0.5 * weight
-    colors = np.column_stack([np.full((len(weight), 3), 0.85), alpha]) if len(weight) else np.zeros((0, 4))
+    colors = np.column_stack([np.full((len(weight), 3), 0.85), alpha]) if len(weight) else _EDGE_RGBA
     kwargs: dict[str, Any] = {
         "name": _name("mapper edges", key, layer),
         "shape_type": "line",
@@ -445,8 +488,8 @@ def diagram_layer_data(analysis: Any, layer: str, key: str, geometry: Geometry) 
                 "name": _name("persistence diagram", key, layer),
                 "features": features,
                 "size": 0.022,
-                "face_color": colors,
-                "border_color": np.tile([0.1, 0.1, 0.1, 1.0], (len(dim_a), 1)),
+                "face_color": per_item(colors, _UNKNOWN_RGBA),
+                "border_color": per_item(np.tile(_BORDER, (len(dim_a), 1)), _BORDER),
                 "border_width": 0.08,
                 "metadata": topolens_meta("diagram", key, analysis, layer, top=top),
                 **_place(geometry, "diagram"),
@@ -502,7 +545,7 @@ def barcode_layer_data(analysis: Any, layer: str, key: str, geometry: Geometry) 
                 "shape_type": "line",
                 "features": table,
                 "edge_width": [width] * n,
-                "edge_color": np.column_stack([_DIM_COLORS[np.minimum(dims, 2)], np.ones(n)]) if n else np.zeros((0, 4)),
+                "edge_color": np.column_stack([_DIM_COLORS[np.minimum(dims, 2)], np.ones(n)]) if n else _EDGE_RGBA,
                 "metadata": topolens_meta("barcode", key, analysis, layer, top=top, bar_width=width),
                 **_place(geometry, "barcode"),
             },
@@ -516,8 +559,28 @@ def barcode_layer_data(analysis: Any, layer: str, key: str, geometry: Geometry) 
 
 def _matrix_box(n: int) -> tuple[float, float, float]:
     """(top, left, pixel) of an n x n heatmap in the unit square, room left for labels."""
-    left, top, side = 0.26, 0.16, 0.70
+    left, top, side = 0.30, 0.16, 0.66
     return top, left, side / max(n, 1)
+
+
+#: Matrices up to this many layers print their values in the cells (more would not fit).
+MAX_VALUE_LABELS = 6
+
+
+def _short_label(name: str, width: int = 9) -> str:
+    """A network layer name cut to ``width`` characters (the end kept: it says most)."""
+    return name if len(name) <= width else "…" + name[-(width - 1):]
+
+
+def _short_number(value: float) -> str:
+    """At most three characters for a heatmap cell: 0.6, 5.3, 20, 815, 1e3."""
+    if value == 0:
+        return "0"
+    if abs(value) >= 1000:
+        return f"{value:.0e}".replace("e+0", "e")
+    if abs(value) >= 10:
+        return f"{value:.0f}"
+    return f"{value:.1f}"
 
 
 def matrix_layer_data(analysis: Any, key: str, geometry: Geometry) -> list[LayerDataTuple]:
@@ -555,21 +618,23 @@ def matrix_layer_data(analysis: Any, key: str, geometry: Geometry) -> list[Layer
                 "image",
             )
         )
-        for i, name in enumerate(names):  # row labels left, column labels above
-            label_pos.append((origin[0] + (top + (i + 0.5) * pixel) * cell, origin[1] + left / 2 * cell))
-            label_text.append(name)
+        # text keeps its screen size while the cells shrink at the whole-grid zoom, so
+        # the columns are numbered and only the rows carry the (shortened) names
+        for i, name in enumerate(names):
+            label_pos.append((origin[0] + (top + (i + 0.5) * pixel) * cell, origin[1] + 0.14 * cell))
+            label_text.append(f"{i + 1} {_short_label(name, 6)}")
             label_anchor.append("row")
             label_color.append("white")
-            label_pos.append((origin[0] + (top - 0.05) * cell, origin[1] + (left + (i + 0.5) * pixel) * cell))
-            label_text.append(name)
+            label_pos.append((origin[0] + (top - 0.04) * cell, origin[1] + (left + (i + 0.5) * pixel) * cell))
+            label_text.append(str(i + 1))
             label_anchor.append("column")
             label_color.append("white")
-        for i in range(n):
+        for i in range(n if n <= MAX_VALUE_LABELS else 0):
             for j in range(n):
                 label_pos.append((origin[0] + (top + (i + 0.5) * pixel) * cell,
                                   origin[1] + (left + (j + 0.5) * pixel) * cell))
                 value = matrix[i, j]
-                label_text.append("" if not np.isfinite(value) else f"{value:.2f}")
+                label_text.append("" if not np.isfinite(value) else _short_number(float(value)))
                 label_anchor.append("value")
                 bright = np.isfinite(value) and (value - limits[0]) / ((limits[1] - limits[0]) or 1.0) > 0.6
                 label_color.append("black" if bright else "white")
@@ -584,7 +649,7 @@ def matrix_layer_data(analysis: Any, key: str, geometry: Geometry) -> list[Layer
                 "face_color": "transparent",
                 "border_color": "transparent",  # text only: no dot under the text
                 "border_width": 0,
-                "text": {"string": "{text}", "size": 8, "color": {"feature": "text_color"}, "anchor": "center"},
+                "text": {"string": "{text}", "size": 7, "color": {"feature": "text_color"}, "anchor": "center"},
                 "metadata": topolens_meta("matrix_labels", key, analysis, ""),
             },
             "points",
@@ -656,7 +721,7 @@ def flow_layer_data(analysis: Any, layer: str, key: str, geometry: Geometry) -> 
         band_colors.append(colour_code)
         rows.append((s, a, b, count))
     band_features = pd.DataFrame(rows, columns=["stage", "cluster", "next_cluster", "count"])
-    band_rgba = categorical_colors(np.array(band_colors, dtype=np.int64), alpha=0.55) if rows else np.zeros((0, 4))
+    band_rgba = categorical_colors(np.array(band_colors, dtype=np.int64), alpha=0.55) if rows else _EDGE_RGBA
     place = _place(geometry, "flow")
     block_rows, rects, block_colors = [], [], []
     for (s, c), (row, h) in sorted(blocks.items()):
@@ -685,8 +750,8 @@ def flow_layer_data(analysis: Any, layer: str, key: str, geometry: Geometry) -> 
                 "name": _name("flow clusters", key, layer),
                 "shape_type": "rectangle",
                 "features": block_features,
-                "face_color": np.array(block_colors),
-                "edge_color": np.tile([0.1, 0.1, 0.1, 1.0], (len(rects), 1)),
+                "face_color": per_item(np.array(block_colors), _EDGE_RGBA),
+                "edge_color": per_item(np.tile(_BORDER, (len(rects), 1)), _BORDER),
                 "edge_width": [0.002] * len(rects),
                 "metadata": topolens_meta("flow_clusters", key, analysis, layer),
                 **place,
@@ -739,8 +804,8 @@ def blob_layer_data(analysis: Any, layer: str, key: str, geometry: Geometry) -> 
                 "name": _name("blob hulls", key, layer),
                 "shape_type": "polygon",
                 "features": pd.DataFrame({"cluster": hull_ids}),
-                "face_color": hull_rgba if len(hull_ids) else np.zeros((0, 4)),
-                "edge_color": hull_edge if len(hull_ids) else np.zeros((0, 4)),
+                "face_color": per_item(hull_rgba, _EDGE_RGBA),
+                "edge_color": per_item(hull_edge, _EDGE_RGBA),
                 "edge_width": [0.004] * len(hull_ids),
                 "metadata": topolens_meta("blob_hulls", key, analysis, layer,
                                           stage=int(result.flow.best_stage)),
@@ -754,8 +819,8 @@ def blob_layer_data(analysis: Any, layer: str, key: str, geometry: Geometry) -> 
                 "name": _name("blob points", key, layer),
                 "features": point_features,
                 "size": 0.018 / crowd,
-                "face_color": categorical_colors(labels, alpha=0.9),
-                "border_color": np.tile([0.1, 0.1, 0.1, 1.0], (len(coords), 1)),
+                "face_color": per_item(categorical_colors(labels, alpha=0.9), _UNKNOWN_RGBA),
+                "border_color": per_item(np.tile(_BORDER, (len(coords), 1)), _BORDER),
                 "border_width": 0.1,
                 "metadata": topolens_meta("blob_points", key, analysis, layer),
                 **place,
@@ -813,7 +878,7 @@ def dendrogram_layer_data(analysis: Any, layer: str, key: str, geometry: Geometr
             "name": _name("dendrogram tree", key, layer),
             "shape_type": "path",
             "features": features,
-            "edge_color": np.tile([0.85, 0.85, 0.85, 1.0], (len(paths), 1)) if paths else np.zeros((0, 4)),
+            "edge_color": np.tile([0.85, 0.85, 0.85, 1.0], (len(paths), 1)) if paths else _EDGE_RGBA,
             "edge_width": [width] * len(paths),
             "metadata": topolens_meta("dendrogram_tree", key, analysis, layer, width=width),
             **_place(geometry, "dendrogram"),
@@ -824,6 +889,28 @@ def dendrogram_layer_data(analysis: Any, layer: str, key: str, geometry: Geometr
 
 
 # --------------------------------------------------------------------------- titles, axes
+
+
+#: Short names of the cluster-flow stages, drawn under the columns at any zoom.
+_STAGE_LABELS = {"labels": "class", "smallest": "fine", "best": "best",
+                 "intermediate": "mid", "merged": "coarse"}
+
+
+def mapper_title(n_nodes: int) -> str:
+    """The Mapper cell's title; an empty graph says so instead of showing a blank cell."""
+    return f"Mapper graph: {n_nodes} nodes" if n_nodes else "Mapper graph: no nodes"
+
+
+def best_stage_text(flow: Any) -> str:
+    """Subtitle naming the cluster-flow stage the blob graph shows, with its cut and size."""
+    stage = int(flow.best_stage)
+    memberships = np.asarray(flow.memberships)
+    clusters = np.unique(memberships[stage]) if memberships.size else np.zeros(0, np.int64)
+    n_clusters = int(np.sum(clusters >= 0))
+    cut = float(np.asarray(flow.thresholds, dtype=np.float64)[stage])
+    # short: the subtitle shares the row with the barcode's at the whole-grid zoom
+    where = f"t = {cut:.3g}" if np.isfinite(cut) else str(flow.stage_names[stage])
+    return f"best: {where}, {n_clusters} cluster{'s' if n_clusters != 1 else ''}"
 
 
 def titles_layer_data(analysis: Any, layer: str, key: str, geometry: Geometry) -> list[LayerDataTuple]:
@@ -843,7 +930,7 @@ def titles_layer_data(analysis: Any, layer: str, key: str, geometry: Geometry) -
     # grid is in view, so long ones ran into their neighbours; the network layer is
     # named once, in a header above the grid
     titles = {
-        "mapper": f"Mapper graph: {result.mapper.n_nodes} nodes",
+        "mapper": mapper_title(result.mapper.n_nodes),
         "diagram": "persistence diagram",
         "barcode": "barcode",
         "flow": "cluster flow",
@@ -855,10 +942,11 @@ def titles_layer_data(analysis: Any, layer: str, key: str, geometry: Geometry) -
     subtitles = {
         "diagram": f"0 to {top:.3g}; top: inf",
         "barcode": counts,
-        "flow": f"best: {flow.stage_names[flow.best_stage]}",
+        "flow": best_stage_text(flow),
         "blobs": f"purity {q.purity:.2f}, ARI {q.ari:.2f}",
         "dendrogram": f"{len(result.dendrogram.index)} points",
-        "mapper": f"{len(result.mapper.edges)} edges",
+        "mapper": (f"{len(result.mapper.edges)} edges" if result.mapper.n_nodes
+                   else f"{len(result.cloud)} points; try more images"),
         "layer_distances": "between layers",
         "cka": "between layers",
     }
@@ -873,17 +961,17 @@ def titles_layer_data(analysis: Any, layer: str, key: str, geometry: Geometry) -
         role.append("subtitle")
     r0, c0 = geometry.cell_origin(*CELLS["mapper"])
     pos.append((r0 - 0.25 * cell, c0 + 2 * cell + 1.5 * geometry.gap))  # centred over the grid
-    text.append(f"network layer: {layer}")
+    text.append(f"{key}: network layer {layer}")
     role.append("header")
     r0, c0 = geometry.cell_origin(*CELLS["diagram"])
-    pos += [(r0 + (_D1 + 0.06) * cell, c0 + 0.5 * cell), (r0 + 0.5 * cell, c0 - 0.02 * cell)]
+    pos += [(r0 + (_D1 + 0.05) * cell, c0 + 0.5 * cell), (r0 + 0.5 * cell, c0 + 0.05 * cell)]
     text += ["birth", "death"]
     role += ["axis", "axis"]
     r0, c0 = geometry.cell_origin(*CELLS["flow"])
     _, cols, width = flow_geometry(flow)
-    for s, name in enumerate(flow.stage_names):  # staggered: names are wider than columns
-        pos.append((r0 + (0.97 + 0.055 * (s % 3)) * cell, c0 + (cols[s] + width / 2) * cell))
-        text.append(name)
+    for s, name in enumerate(flow.stage_names):  # short names under the columns, two rows
+        pos.append((r0 + (0.975 + 0.07 * (s % 2)) * cell, c0 + (cols[s] + width / 2) * cell))
+        text.append(_STAGE_LABELS.get(name, _short_label(name, 6)))
         role.append("axis")
     g0 = geometry.gallery_origin()
     pos.append((g0[0] - 0.15 * cell, g0[1] + 0.5 * cell))
@@ -1114,17 +1202,23 @@ def view_layer_data(
 
 def analysis_layer_data(
     analysis: Any, layer_name: str | None = None, *, key: str = "analysis",
-    color_by: str = "dominant_class", edge_threshold: float = 0.0,
+    color_by: str = "dominant_class", edge_threshold: float = 0.0, band_top: float | None = None,
 ) -> list[LayerDataTuple]:
-    """All layers of a shown analysis, images included (what the reader returns)."""
+    """All layers of a shown analysis, images included (what the reader returns).
+
+    ``band_top``: world row of the band the images and views start at (None: 0),
+    so an analysis read into a viewer that shows others lands below them.
+    """
     layer_name = analysis.layers[-1] if layer_name is None else layer_name
     images = images_layer_data(analysis, key)
     data = images[0]
     rgb = images[1]["rgb"]
     shape = data.shape[:-1] if rgb else data.shape
-    geometry = Geometry(float(shape[-2]), float(shape[-1]), (-0.5, -0.5))
+    top = 0.0 if band_top is None else float(band_top) + 0.5
+    geometry = Geometry(float(shape[-2]), float(shape[-1]), (top - 0.5, -0.5))
     ones = (1.0,) * len(shape)
-    zeros = (0.0,) * len(shape)
+    zeros = (0.0,) * (len(shape) - 2) + (top, 0.0)
+    images[1]["translate"] = zeros
     h, w = int(shape[-2]), int(shape[-1])
     return [
         images,
@@ -1327,13 +1421,23 @@ def _show_steps(viewer: Any, analysis: Any, layer_name: str | None, image_layer:
         if view in target:  # a duplicate (e.g. copied by the user): the last one is used
             viewer.layers.remove(target[view])
         target[view] = old
+    first_show = not per_layer and not kept
     if image_layer is None:
         image_layer = kept.get("images") or links.image_layer_of(key)
+    band_top = links.band_of(key)
+    if first_show:
+        h, w = analysis[layer_name].cloud.image_shape
+        band_top = band_below(viewer, key, Geometry(float(h), float(w)))
     if image_layer is None:
-        image_layer = add(images_layer_data(analysis, key))
+        item = images_layer_data(analysis, key)
+        if band_top is not None:  # a stack made here sits at the top of its own band
+            ndim = item[0].ndim - (1 if item[1]["rgb"] else 0)
+            item[1]["translate"] = (0.0,) * (ndim - 2) + (band_top + 0.5, 0.0)
+            band_top = None
+        image_layer = add(item)
         yield
-    links.register(key, analysis, image_layer)
-    geometry = Geometry.of_layer(image_layer)
+    links.register(key, analysis, image_layer, band_top=band_top)
+    geometry = Geometry.of_layer(image_layer, band_top)
     rgb = bool(getattr(image_layer, "rgb", False))
     shape = image_layer.data.shape[:-1] if rgb else image_layer.data.shape
     if "overlay" not in kept:
@@ -1363,6 +1467,8 @@ def _show_steps(viewer: Any, analysis: Any, layer_name: str | None, image_layer:
     links.show_layer(key, layer_name)
     # keep the user's layer active (napari activates each added layer)
     viewer.layers.selection.active = active if active in viewer.layers else image_layer
+    if first_show:  # the views lie beside the images, off the canvas until the user zooms out
+        viewer.reset_view()
 
 
 def update_layer(layer: Any, item: LayerDataTuple) -> bool:

@@ -95,6 +95,23 @@ def image_stack(layer: Any) -> np.ndarray:
     return data.reshape(-1, *data.shape[-spatial_ndim:])
 
 
+def check_one_stack_axis(layer: Any) -> None:
+    """Refuse an image layer with more than one axis before the images (e.g. T, Z, H, W).
+
+    Clicks, stack jumps and the overlay address one stack axis; with several,
+    a flattened stack index would land on the wrong image, so such layers are
+    refused up front rather than analysed half-right.
+    """
+    leading = _leading_shape(layer)
+    if len(leading) > 1:
+        raise ImageError(
+            f"layer {layer.name!r} has {len(leading)} axes before the images (shape "
+            f"{tuple(np.shape(layer.data))}); TopoLens analyses a stack with one such axis. "
+            "Pick one time point or plane (e.g. layer.data[t]) into its own layer, or "
+            "reshape it to (N, H, W), and analyse that"
+        )
+
+
 def _leading_shape(layer: Any) -> tuple[int, ...]:
     spatial_ndim = 3 if layer.rgb else 2
     return tuple(np.shape(layer.data)[: max(0, layer.data.ndim - spatial_ndim)])
