@@ -629,7 +629,10 @@ def matrix_layer_data(analysis: Any, key: str, geometry: Geometry) -> list[Layer
             label_text.append(str(i + 1))
             label_anchor.append("column")
             label_color.append("white")
-        for i in range(n if n <= MAX_VALUE_LABELS else 0):
+        values = [_short_number(float(v)) for v in matrix.ravel() if np.isfinite(v)]
+        # three digits side by side run into the next cell: leave those to the hover readout
+        fits = n <= MAX_VALUE_LABELS and all(sum(c.isdigit() for c in v) <= 2 for v in values)
+        for i in range(n if fits else 0):
             for j in range(n):
                 label_pos.append((origin[0] + (top + (i + 0.5) * pixel) * cell,
                                   origin[1] + (left + (j + 0.5) * pixel) * cell))
