@@ -9,10 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from napari_topolens import extract_activations, load_sample
+from conftest import digits_analysis
 from napari_topolens.errors import TopoLensError
 from napari_topolens.topology import analysis as analysis_module
-from napari_topolens.topology.analysis import analyze
 from napari_topolens.ui.io import VIEW_FILE, get_reader, read_analysis, write_analysis
 from napari_topolens.ui.links import links_for
 from napari_topolens.ui.views import find_layers, recolor_nodes, show_analysis
@@ -23,12 +22,7 @@ COMPARED = ("mapper_nodes", "mapper_edges", "diagram", "barcode", "flow", "flow_
 
 @pytest.fixture(scope="module")
 def digits():
-    sample = load_sample("digits")
-    index = sample.test_index[:100]
-    clouds = extract_activations(sample.model, sample.images[index], ["pool1", "fc1"], sampling="top_norm")
-    analysis = analyze(clouds, sample.labels[index], class_names=sample.class_names,
-                       provenance={"sample": "digits"}, images=sample.images[index])
-    return sample.images[index], analysis
+    return digits_analysis(100, with_images=True)
 
 
 def features_of(viewer):

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_topolens import extract_activations, load_sample
+from conftest import digits_analysis
 from napari_topolens.errors import LayerError, TopoLensError
-from napari_topolens.topology.analysis import analyze
 from napari_topolens.ui.views import (
     MAX_BARS,
     analysis_layer_data,
@@ -22,12 +21,7 @@ from napari_topolens.ui.views import (
 
 @pytest.fixture(scope="module")
 def digits():
-    sample = load_sample("digits")
-    index = sample.test_index[:120]
-    clouds = extract_activations(sample.model, sample.images[index], ["pool1", "fc1"], sampling="top_norm")
-    analysis = analyze(clouds, sample.labels[index], class_names=sample.class_names,
-                       provenance={"sample": "digits"})
-    return sample.images[index], analysis
+    return digits_analysis(120)
 
 
 def by_view(tuples):

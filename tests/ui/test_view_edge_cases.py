@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_topolens import extract_activations, load_sample
-from napari_topolens.topology.analysis import analyze
+from conftest import digits_analysis
+from napari_topolens import load_sample
 from napari_topolens.ui.links import links_for
 from napari_topolens.ui.views import (
     find_layers,
@@ -22,24 +22,14 @@ from napari_topolens.ui.views import (
 @pytest.fixture(scope="module")
 def one_image():
     """One digit at all positions: pool2 has 4 points, so an empty Mapper graph and no H1."""
-    sample = load_sample("digits")
-    index = sample.test_index[:1]
-    clouds = extract_activations(sample.model, sample.images[index], ["pool1", "pool2"],
-                                 sampling="all_positions")
-    analysis = analyze(clouds, sample.labels[index], class_names=sample.class_names,
-                       provenance={"sample": "digits"})
+    images, analysis = digits_analysis(1, layers=("pool1", "pool2"), sampling="all_positions")
     assert analysis["pool2"].mapper.n_nodes == 0  # the case under test
-    return sample.images[index], analysis
+    return images, analysis
 
 
 @pytest.fixture(scope="module")
 def digits():
-    sample = load_sample("digits")
-    index = sample.test_index[:60]
-    clouds = extract_activations(sample.model, sample.images[index], ["pool1", "fc1"], sampling="top_norm")
-    analysis = analyze(clouds, sample.labels[index], class_names=sample.class_names,
-                       provenance={"sample": "digits"})
-    return sample.images[index], analysis
+    return digits_analysis(60)
 
 
 def _title_texts(viewer, key):
