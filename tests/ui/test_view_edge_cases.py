@@ -273,3 +273,12 @@ def test_matrix_labels_are_short_enough_for_the_whole_grid_zoom(digits):
     assert stage.sum() == len(analysis["fc1"].flow.stage_names)
     rows_of_names = pos[stage, 0]
     assert len(np.unique(rows_of_names)) == 2 and np.all(rows_of_names[::2] == rows_of_names[0])
+
+
+def test_analysis_keys_name_the_sample_else_the_image_layer(make_napari_viewer):
+    from types import SimpleNamespace
+
+    links = links_for(make_napari_viewer())
+    assert links.key_for(SimpleNamespace(provenance={"sample": "digits", "image_layer": "x"})) == "digits"
+    assert links.key_for(SimpleNamespace(provenance={"image_layer": "my scans"})) == "my scans"
+    assert links.key_for(SimpleNamespace(provenance={})) == "analysis"

@@ -135,7 +135,9 @@ class LinkController:
                 return key
         if base is None:
             provenance = getattr(analysis, "provenance", None) or {}
-            base = str(provenance.get("sample") or provenance.get("name") or "analysis")
+            base = str(
+                provenance.get("sample") or provenance.get("name") or provenance.get("image_layer") or "analysis"
+            )
         taken = set(self._analyses) | {
             layer.metadata["topolens"].get("key") for layer in find_layers(self.viewer)
         }
