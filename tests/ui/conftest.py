@@ -1,6 +1,8 @@
-"""Shared builders for the UI tests: small real analyses of the shipped samples."""
+"""Shared helpers for the UI tests: small real analyses of the shipped samples, a stall meter."""
 
 from __future__ import annotations
+
+import time
 
 import numpy as np
 
@@ -18,3 +20,30 @@ def digits_analysis(n_images: int, *, layers=("pool1", "fc1"), sampling: str = "
     analysis = analyze(clouds, sample.labels[index], class_names=sample.class_names,
                        provenance={"sample": "digits"}, images=images if with_images else None)
     return images, analysis
+
+
+class TickRecorder:
+    """Times of the ticks of a 10 ms QTimer."""
+
+    def __init__(self, interval_ms: int = 10) -> None:
+        from qtpy.QtCore import QTimer
+
+        self.ticks: list[float] = []
+        self.timer = QTimer()
+        self.timer.setInterval(interval_ms)
+        self.timer.timeout.connect(lambda: self.ticks.append(time.perf_counter()))
+
+    def start(self) -> None:
+        self.ticks.append(time.perf_counter())
+        self.timer.start()
+
+    def stop(self) -> None:
+        self.ticks.append(time.perf_counter())
+        self.timer.stop()
+
+    def longest_gap(self, since: float = -np.inf, until: float = np.inf) -> float:
+        ticks = np.array([t for t in self.ticks if since <= t <= until])
+        return float(np.diff(ticks).max()) if len(ticks) > 1 else float("nan")
+
+    def count(self, since: float, until: float) -> int:
+        return sum(1 for t in self.ticks if since <= t <= until)

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
+import pandas as pd
 import pytest
+from conftest import TickRecorder
 
 from napari_topolens.ui.explorer_widget import ExplorerWidget, resolve_class
-from napari_topolens.ui.views import find_layers, node_colors, show_analysis
+from napari_topolens.ui.links import links_for
+from napari_topolens.ui.views import LAYER_VIEWS, find_layers, node_colors, show_analysis
+
+#: Longest wait for a layer switch to put its layers in.
+SWITCH_TIMEOUT_MS = 30_000
 
 
 @pytest.fixture(scope="module")
@@ -44,6 +52,43 @@ def nodes_layer(viewer, key):
 def edges_layer(viewer, key):
     (layer,) = find_layers(viewer, key, "mapper_edges")
     return layer
+
+
+def switch_to(qtbot, widget, name):
+    """Choose network layer ``name`` in the widget and wait until its views are in."""
+    widget.layer.value = name
+    show = widget.pending_show
+    assert show is not None
+    qtbot.waitUntil(lambda: show.done, timeout=SWITCH_TIMEOUT_MS)
+    assert show.error is None, show.error
+    return show
+
+
+def view_state(viewer, key):
+    """Per-layer view -> (layer object, its network layer, data, features), one layer per view."""
+    state = {}
+    for layer in find_layers(viewer, key):
+        meta = layer.metadata["topolens"]
+        if meta["view"] in LAYER_VIEWS:
+            assert meta["view"] not in state, f"view {meta['view']} shown twice"
+            data = layer.data if isinstance(layer.data, list) else [np.asarray(layer.data)]
+            state[meta["view"]] = (layer, meta.get("layer"), [np.array(d) for d in data],
+                                   getattr(layer, "features", pd.DataFrame()).copy())
+    return state
+
+
+def assert_same_views(before, after):
+    """The same layer objects show the same data and features."""
+    assert set(before) == set(after)
+    for view, (layer, network_layer, data, features) in before.items():
+        layer_after, network_after, data_after, features_after = after[view]
+        assert layer_after is layer, view
+        assert network_after == network_layer, view
+        assert len(data_after) == len(data), view
+        for a, b in zip(data, data_after):
+            np.testing.assert_allclose(a, b, err_msg=view)
+        pd.testing.assert_frame_equal(features.reset_index(drop=True),
+                                      features_after.reset_index(drop=True), obj=view)
 
 
 def test_explorer_follows_the_analysis_and_drives_its_layers(explorer):
@@ -99,13 +144,13 @@ def test_explorer_follows_the_analysis_and_drives_its_layers(explorer):
     assert np.all(np.array(nodes_layer(viewer, key).face_color)[:, 3] == 1.0)
 
 
-def test_switching_the_network_layer_keeps_the_settings(explorer):
+def test_switching_the_network_layer_keeps_the_settings(explorer, qtbot):
     viewer, widget, analysis = explorer
     key = widget.analysis_key.value
     widget.color_by.value = "community"
     widget.edge_threshold.value = 0.2
     widget.class_search.value = "7"
-    widget.layer.value = "pool2"
+    switch_to(qtbot, widget, "pool2")
 
     nodes = nodes_layer(viewer, key)
     assert nodes.metadata["topolens"]["layer"] == "pool2"
@@ -133,6 +178,113 @@ def test_switching_the_network_layer_keeps_the_settings(explorer):
     assert widget.analysis is analysis and widget.layer.value == "pool2"
     assert widget.color_by.value == "community" and widget.edge_threshold.value == pytest.approx(0.2)
     assert widget.class_search.value == "7"  # the controls show that analysis's state
+
+
+def test_switching_keeps_the_viewer_responsive(explorer, qtbot):
+    """A 10 ms timer ticks through an explorer switch; the synchronous switch stalls it."""
+    viewer, widget, analysis = explorer
+    key = widget.analysis_key.value
+    images = viewer.layers["digits images"]
+    for name in ("pool2", "fc1"):  # both Mapper layouts computed and cached: time the switch only
+        show_analysis(viewer, analysis, name, image_layer=images)
+
+    baseline = TickRecorder()
+    baseline.start()
+    qtbot.wait(50)
+    started = time.perf_counter()
+    show_analysis(viewer, analysis, "pool2", image_layer=images)
+    sync_seconds = time.perf_counter() - started
+    qtbot.wait(50)
+    baseline.stop()
+    sync_stall = baseline.longest_gap()
+    show_analysis(viewer, analysis, "fc1", image_layer=images)  # back to what the widget shows
+    qtbot.wait(50)
+    assert widget.layer.value == "fc1" and nodes_layer(viewer, key).metadata["topolens"]["layer"] == "fc1"
+
+    recorder = TickRecorder()
+    recorder.start()
+    qtbot.wait(50)
+    started = time.perf_counter()
+    show = switch_to(qtbot, widget, "pool2")
+    finished = time.perf_counter()
+    qtbot.wait(50)
+    recorder.stop()
+    stall = recorder.longest_gap()
+    ticks = recorder.count(started, finished)
+    print(
+        f"\nexplorer switch fc1 -> pool2: synchronous show_analysis {1000 * sync_seconds:.0f} ms, "
+        f"longest stall {1000 * sync_stall:.0f} ms; incremental {1000 * (finished - started):.0f} ms "
+        f"over {len(show.layers)} layers with {ticks} ticks of 10 ms, longest stall {1000 * stall:.0f} ms"
+    )
+    assert nodes_layer(viewer, key).metadata["topolens"]["layer"] == "pool2"
+    assert widget.summary.value.startswith("pool2:")
+    assert ticks >= len(show.layers) // 2  # the timer ran between the layers
+    assert stall < sync_stall
+
+
+def test_rapid_switches_end_on_the_last_choice(explorer, qtbot):
+    viewer, widget, analysis = explorer
+    key = widget.analysis_key.value
+    widget.class_search.value = "3"
+    shown_fc1 = view_state(viewer, key)
+    assert {meta for _, meta, _, _ in shown_fc1.values()} == {"fc1"}
+    switch_to(qtbot, widget, "pool2")
+    shown_pool2 = view_state(viewer, key)
+    others = [layer for layer in viewer.layers if layer not in find_layers(viewer, key)]
+
+    widget.layer.value = "fc1"  # the first switch: cut short half-way...
+    first = widget.pending_show
+    qtbot.waitUntil(lambda: len(first.layers) >= 4, timeout=SWITCH_TIMEOUT_MS)
+    assert not first.done
+    half_way = {meta for _, meta, _, _ in view_state(viewer, key).values()}
+    assert half_way == {"fc1", "pool2"}  # some views show fc1 already, some still pool2
+    widget.layer.value = "pool2"  # ...by the second, back to what the nodes still show
+    second = widget.pending_show
+    assert second is not first and first.cancelled
+    qtbot.waitUntil(lambda: second.done, timeout=SWITCH_TIMEOUT_MS)
+    assert second.error is None
+
+    assert_same_views(shown_pool2, view_state(viewer, key))  # same layers, pool2 everywhere
+    assert [layer for layer in viewer.layers if layer not in find_layers(viewer, key)] == others
+    assert links_for(viewer).shown_layer(key) == "pool2"
+    assert widget.layer.value == "pool2" and widget.summary.value.startswith("pool2:")
+    dominant = nodes_layer(viewer, key).features["dominant_class"].astype(str).to_numpy()
+    alpha = np.array(nodes_layer(viewer, key).face_color)[:, 3]
+    assert np.all(alpha[dominant != "3"] < 0.5) and np.all(alpha[dominant == "3"] == 1.0)
+
+    widget.layer.value = "fc1"  # and two quick switches the other way end on fc1
+    widget.layer.value = "pool2"
+    widget.layer.value = "fc1"
+    qtbot.waitUntil(lambda: widget.pending_show.done, timeout=SWITCH_TIMEOUT_MS)
+    assert_same_views(shown_fc1, view_state(viewer, key))
+    assert links_for(viewer).shown_layer(key) == "fc1" and widget.summary.value.startswith("fc1:")
+
+
+def test_a_cancelled_switch_leaves_no_view_missing_or_doubled(explorer, qtbot):
+    """A view whose layer kind changes is removed and re-added; a cancel keeps the new one."""
+    viewer, widget, analysis = explorer
+    key = widget.analysis_key.value
+    old_edges = edges_layer(viewer, key)
+    meta = dict(old_edges.metadata["topolens"])
+    # the edges view as a Points layer: the switch must replace it by a Shapes layer
+    viewer.layers.remove(old_edges)
+    viewer.add_points(np.zeros((1, 2)), name=old_edges.name, metadata={"topolens": meta})
+    widget.layer.value = "pool2"
+    first = widget.pending_show
+    qtbot.waitUntil(lambda: any(layer.metadata["topolens"]["view"] == "mapper_edges" for layer in first.layers),
+                    timeout=SWITCH_TIMEOUT_MS)
+    first.cancel()
+    (edges,) = find_layers(viewer, key, "mapper_edges")  # the new Shapes layer, not removed
+    assert edges._type_string == "shapes" and edges.metadata["topolens"]["layer"] == "pool2"
+    assert len(view_state(viewer, key)) == len(LAYER_VIEWS)
+
+    widget.layer.value = "fc1"
+    qtbot.waitUntil(lambda: widget.pending_show.done, timeout=SWITCH_TIMEOUT_MS)
+    state = view_state(viewer, key)
+    assert {network_layer for _, network_layer, _, _ in state.values()} == {"fc1"}
+    assert state["mapper_edges"][0] is edges
+    assert len(edges.data) == len(analysis["fc1"].mapper.edges)
+    assert len(nodes_layer(viewer, key).features) == len(analysis["fc1"].mapper.node_ids)
 
 
 def test_resolve_class():

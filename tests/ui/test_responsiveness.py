@@ -17,6 +17,8 @@ import time
 
 import numpy as np
 
+from conftest import TickRecorder
+
 from napari_topolens.ui.analysis_widget import AnalysisWidget
 from napari_topolens.ui.views import find_layers
 
@@ -24,33 +26,6 @@ from napari_topolens.ui.views import find_layers
 STALL_BOUND_S = 0.5
 #: Longest stall accepted over the whole run, the layers appearing included.
 WHOLE_RUN_BOUND_S = 1.0
-
-
-class TickRecorder:
-    """Times of the ticks of a 10 ms QTimer."""
-
-    def __init__(self, interval_ms: int = 10) -> None:
-        from qtpy.QtCore import QTimer
-
-        self.ticks: list[float] = []
-        self.timer = QTimer()
-        self.timer.setInterval(interval_ms)
-        self.timer.timeout.connect(lambda: self.ticks.append(time.perf_counter()))
-
-    def start(self) -> None:
-        self.ticks.append(time.perf_counter())
-        self.timer.start()
-
-    def stop(self) -> None:
-        self.ticks.append(time.perf_counter())
-        self.timer.stop()
-
-    def longest_gap(self, since: float = -np.inf, until: float = np.inf) -> float:
-        ticks = np.array([t for t in self.ticks if since <= t <= until])
-        return float(np.diff(ticks).max()) if len(ticks) > 1 else float("nan")
-
-    def count(self, since: float, until: float) -> int:
-        return sum(1 for t in self.ticks if since <= t <= until)
 
 
 def test_viewer_stays_responsive_while_analysing_and_showing(make_napari_viewer, qtbot):

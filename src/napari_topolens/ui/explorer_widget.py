@@ -3,9 +3,11 @@
 Pick the analysis and the network layer whose views are shown, colour the
 Mapper nodes by a node feature, hide weak edges with a Jaccard threshold, and
 search a class to fade every node it does not dominate. Every control calls one
-function of ``ui.views`` on the main thread; nothing here computes topology, so
-all of it is instant. The quality numbers of the shown layer are listed below
-the controls.
+function of ``ui.views`` on the main thread; nothing here computes topology. The
+colour, edge and class controls are instant; a layer switch updates a dozen
+layers (0.5-1 s in all), so it runs one layer per event-loop turn
+(``views.show_analysis_incrementally``) and the viewer stays responsive. The
+quality numbers of the shown layer are listed below the controls.
 """
 
 from __future__ import annotations
@@ -71,6 +73,10 @@ class ExplorerWidget(Container):
         self._viewer = napari_viewer
         self._updating = False
         self._known_keys: set[str] = set()
+        #: The running (or last) layer switch, a ``views.IncrementalShow``; None before the first.
+        self.pending_show: Any = None
+        self._pending_key: str | None = None
+        self._pending_layer: str | None = None
         self.analysis_key = ComboBox(label="Analysis", choices=self._key_choices, nullable=True)
         self.layer = ComboBox(label="Network layer", choices=self._layer_choices, nullable=True,
                               tooltip="The analysed layer whose views are shown")
@@ -181,7 +187,10 @@ class ExplorerWidget(Container):
                 self.analysis_key.value = new[-1]  # a new analysis: show its controls
             elif keys and previous not in keys:
                 self.analysis_key.value = keys[-1]
-            self._sync_from_layers()
+            if not self._switching(self.analysis_key.value):
+                # during our own switch the layers are half-way: the controls already
+                # say what it shows, and its end syncs the summary
+                self._sync_from_layers()
         finally:
             self._updating = False
 
@@ -197,7 +206,7 @@ class ExplorerWidget(Container):
         """Make the controls show the state of the chosen analysis's layers."""
         self.layer.reset_choices()
         meta = self._nodes_meta()
-        shown = meta.get("layer")
+        shown = self._pending_layer if self._switching(self.analysis_key.value) else meta.get("layer")
         if shown is not None and shown in self.layer.choices:
             self.layer.value = shown
         if meta.get("color_by") in self.color_by.choices:
@@ -213,36 +222,59 @@ class ExplorerWidget(Container):
         self._update_summary()
 
     # ---- actions ------------------------------------------------------------------------
-    def show_layer(self, _value: Any = None) -> list[Any]:
-        """Show the views of the chosen network layer (replacing the shown ones)."""
-        from .views import show_analysis
+    def _switching(self, key: str | None) -> bool:
+        """Whether a layer switch of analysis ``key`` is still putting its layers in."""
+        show = self.pending_show
+        return key is not None and show is not None and not show.done and self._pending_key == key
+
+    def show_layer(self, _value: Any = None) -> Any:
+        """Show the views of the chosen network layer, one layer per event-loop turn.
+
+        A switch still running is cancelled first (what it updated stays, and this
+        show updates it again), so rapid switching ends on the last choice with
+        every view showing it. Returns the running ``views.IncrementalShow`` (also
+        :attr:`pending_show`), or None when there is nothing to switch.
+        """
+        from .views import recolor_nodes, set_edge_threshold, show_analysis_incrementally
 
         if self._updating:
-            return []
+            return None
         key, name, analysis = self.analysis_key.value, self.layer.value, self.analysis
-        if key is None or name is None or analysis is None or name == self._shown_layer():
-            return []
-        self._updating = True
-        try:
-            added = show_analysis(
-                self._viewer, analysis, name, image_layer=self._links().image_layer_of(key),
-                color_by=self.color_by.value, edge_threshold=float(self.edge_threshold.value),
-            )
-            self._apply_class(report=False)
-        except TopoLensError as exc:
-            report_error(exc, self.status)
-            return []
-        finally:
-            self._updating = False
-        self._update_summary()
-        return added
+        if key is None or name is None or analysis is None:
+            return None
+        if self._switching(key):  # the views are half-way: show `name` even if the nodes show it
+            self.pending_show.cancel()
+        elif name == self._shown_layer():
+            return None  # (a switch of another analysis runs on: its views are its own)
+        color_by, threshold = self.color_by.value, float(self.edge_threshold.value)
+
+        def done(_layers: list[Any]) -> None:
+            if self.analysis_key.value != key:
+                return  # the user chose another analysis meanwhile; its controls are shown
+            try:  # controls changed while the layers went in apply now
+                if self.color_by.value != color_by:
+                    recolor_nodes(self._viewer, key, self.color_by.value)
+                if float(self.edge_threshold.value) != threshold:
+                    set_edge_threshold(self._viewer, key, float(self.edge_threshold.value))
+                self._apply_class(report=False)
+            except TopoLensError as exc:
+                report_error(exc, self.status)
+            self._update_summary()
+
+        self._pending_key, self._pending_layer = key, name
+        self.pending_show = show_analysis_incrementally(
+            self._viewer, analysis, name, image_layer=self._links().image_layer_of(key),
+            color_by=color_by, edge_threshold=threshold,
+            on_done=done, on_error=lambda exc: report_error(exc, self.status),
+        )
+        return self.pending_show
 
     def recolor(self, _value: Any = None) -> None:
         """Colour the nodes by the chosen feature (keeps a class search applied)."""
         from .views import recolor_nodes
 
-        if self._updating or self.analysis_key.value is None:
-            return
+        if self._updating or self.analysis_key.value is None or self._switching(self.analysis_key.value):
+            return  # during a switch: its end applies the chosen colouring
         try:
             recolor_nodes(self._viewer, self.analysis_key.value, self.color_by.value)
             self._apply_class(report=False)
@@ -255,8 +287,8 @@ class ExplorerWidget(Container):
         """Hide edges whose Jaccard weight is below the slider."""
         from .views import set_edge_threshold
 
-        if self._updating or self.analysis_key.value is None:
-            return
+        if self._updating or self.analysis_key.value is None or self._switching(self.analysis_key.value):
+            return  # during a switch: its end applies the chosen threshold
         try:
             set_edge_threshold(self._viewer, self.analysis_key.value, float(self.edge_threshold.value))
         except TopoLensError as exc:

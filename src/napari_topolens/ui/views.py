@@ -1255,11 +1255,11 @@ def show_analysis(
 ) -> list[Any]:
     """Show every view of one analysed network layer (default: the last) and link them, at once.
 
-    The synchronous path (tests, scripts, the reader's callers, the explorer's layer
-    switch): it returns when every layer is in. Calling it again for the same
-    analysis updates that analysis's per-layer views in place (new ``data``,
-    ``features``, colours, text, ``scale``/``translate`` on the same layers, e.g. to
-    show another network layer); the images, overlay, gallery and layer x layer
+    The synchronous path (tests, scripts, the reader's callers): it returns when
+    every layer is in. Calling it again for the same analysis updates that
+    analysis's per-layer views in place (new ``data``, ``features``, colours, text,
+    ``scale``/``translate`` on the same layers, e.g. to show another network
+    layer); the images, overlay, gallery and layer x layer
     heatmaps are kept. The widgets use :func:`show_analysis_incrementally`, which
     runs the same steps one per event-loop turn so the viewer stays responsive.
 
@@ -1319,8 +1319,9 @@ class IncrementalShow:
         self._viewer = viewer
         self._existing = set(map(id, viewer.layers))
         self._on_done, self._on_error = on_done, on_error
+        self._stand_ins: list[Any] = []  # added in place of a view removed by this show
         self._steps = _show_steps(viewer, analysis, layer_name, image_layer, color_by,
-                                  edge_threshold, layouts, self.layers)
+                                  edge_threshold, layouts, self.layers, self._stand_ins)
 
     def start(self) -> IncrementalShow:
         """Schedule the first step; returns ``self``."""
@@ -1361,13 +1362,21 @@ class IncrementalShow:
         IncrementalShow._running.discard(self)
 
     def cancel(self) -> None:
-        """Stop, and remove the layers this show added (layers updated in place stay)."""
+        """Stop, and remove the layers this show added.
+
+        Layers updated in place stay, and so do layers added in place of a view
+        this show removed (its kind changed): removing those would leave that view
+        missing. A cancelled switch can thus leave some views showing the new
+        network layer and some the old one, but never a view missing or doubled;
+        the next show of the analysis updates every one of them.
+        """
         if not self.done:
             self._steps.close()
         self.cancelled = True
         self._finish()
+        stand_ins = set(map(id, self._stand_ins))
         for layer in list(self.layers):
-            if id(layer) not in self._existing and layer in self._viewer.layers:
+            if id(layer) not in self._existing and id(layer) not in stand_ins and layer in self._viewer.layers:
                 self._viewer.layers.remove(layer)
         self.layers.clear()
 
@@ -1391,8 +1400,12 @@ def show_analysis_incrementally(
 
 def _show_steps(viewer: Any, analysis: Any, layer_name: str | None, image_layer: Any,
                 color_by: str, edge_threshold: float, layouts: dict[str, np.ndarray] | None,
-                shown: list[Any]):
-    """The work of a show, as a generator that yields after each layer added or updated."""
+                shown: list[Any], stand_ins: list[Any] | None = None):
+    """The work of a show, as a generator that yields after each layer added or updated.
+
+    ``shown`` collects the layers added or updated; ``stand_ins`` those of them
+    added in place of a per-layer view removed here (so a cancel keeps them).
+    """
     from napari.layers import Layer
 
     from .links import links_for
@@ -1463,7 +1476,9 @@ def _show_steps(viewer: Any, analysis: Any, layer_name: str | None, image_layer:
         else:
             if old is not None:
                 viewer.layers.remove(old)
-            add(item)
+            new = add(item)
+            if old is not None and stand_ins is not None:
+                stand_ins.append(new)
         yield
     for old in per_layer.values():  # views this layer does not have
         viewer.layers.remove(old)
