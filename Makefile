@@ -18,6 +18,9 @@ $(VENV)/.installed: pyproject.toml
 setup: $(VENV)/.installed
 
 lint: setup
+	$(BIN)/ruff check src tests benchmarks sample_data
+	$(BIN)/ruff format --check src tests benchmarks sample_data
+	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/npe2 validate napari-topolens
 

@@ -50,7 +50,9 @@ def main() -> None:
     print(f"python {platform.python_version()}, gudhi {gudhi.__version__}, numpy {np.__version__}")
     compute_persistence(np.random.default_rng(1).normal(size=(20, 3)))  # imports, warm-up
     _simplex_tree_route(np.random.default_rng(1).normal(size=(20, 3)))
-    print(f"{'cloud':28s} {'topolens s':>11s} {'simplex tree s':>15s} {'ratio':>7s}  H1 bars  agree")
+    print(
+        f"{'cloud':28s} {'topolens s':>11s} {'simplex tree s':>15s} {'ratio':>7s}  H1 bars  agree"
+    )
     for name, points in _clouds():
         start = time.perf_counter()
         result = compute_persistence(points, max_dim=1, max_points=len(points))
@@ -62,7 +64,9 @@ def main() -> None:
 
         our_h0 = np.sort(result.diagrams[0][:-1, 1])
         ref_h0_deaths = np.sort(ref_h0[np.isfinite(ref_h0[:, 1]), 1])
-        h0_ok = our_h0.shape == ref_h0_deaths.shape and np.allclose(our_h0, ref_h0_deaths, rtol=1e-9, atol=0)
+        h0_ok = our_h0.shape == ref_h0_deaths.shape and np.allclose(
+            our_h0, ref_h0_deaths, rtol=1e-9, atol=0
+        )
         h1_ok = result.diagrams[1].shape == ref_h1.shape and np.allclose(
             _sorted(result.diagrams[1]), _sorted(ref_h1), rtol=1e-9, atol=0
         )
@@ -90,7 +94,9 @@ def main() -> None:
             result = compute_persistence(points, max_points=600, subsample=mode)
             elapsed = time.perf_counter() - start
             top = np.diff(result.diagrams[1][:2], axis=1).ravel()
-            print(f"{name:28s} {mode:>7s} {elapsed:8.2f}  {len(result.diagrams[1]):7d}  {np.round(top, 3)}")
+            print(
+                f"{name:28s} {mode:>7s} {elapsed:8.2f}  {len(result.diagrams[1]):7d}  {np.round(top, 3)}"
+            )
 
 
 if __name__ == "__main__":

@@ -26,11 +26,26 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def _command_seconds(out: Path, extra: list[str]) -> float:
-    env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env = dict(
+        os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", "")
+    )
     start = time.perf_counter()
     subprocess.run(
-        [sys.executable, "-m", "napari_topolens.cli", "report", "--sample", "digits", "--out", str(out), "--quiet", *extra],
-        check=True, env=env, cwd=ROOT,
+        [
+            sys.executable,
+            "-m",
+            "napari_topolens.cli",
+            "report",
+            "--sample",
+            "digits",
+            "--out",
+            str(out),
+            "--quiet",
+            *extra,
+        ],
+        check=True,
+        env=env,
+        cwd=ROOT,
     )
     return time.perf_counter() - start
 
@@ -60,30 +75,46 @@ def main() -> None:
             sample = load_sample("digits")
             images, labels = sample.images, sample.labels
             if args.max_images:
-                index = np.sort(np.random.default_rng(0).choice(len(images), args.max_images, replace=False))
+                index = np.sort(
+                    np.random.default_rng(0).choice(len(images), args.max_images, replace=False)
+                )
                 images, labels = images[index], labels[index]
             t1 = time.perf_counter()
             clouds = extract_activations(sample.model, images, sample.default_layers)
             t2 = time.perf_counter()
-            analysis = analyze(clouds, labels, config=AnalysisConfig(), class_names=sample.class_names,
-                               provenance={"sample": "digits"})
+            analysis = analyze(
+                clouds,
+                labels,
+                config=AnalysisConfig(),
+                class_names=sample.class_names,
+                provenance={"sample": "digits"},
+            )
             t3 = time.perf_counter()
             render_report(analysis, images=images)
             t4 = time.perf_counter()
             analysis.save(Path(tmp) / f"saved{i}")
             t5 = time.perf_counter()
-            for name, value in (("load sample + model", t1 - t0), ("extraction (baseline)", t2 - t1),
-                                ("analysis", t3 - t2), ("render page", t4 - t3), ("save analysis", t5 - t4)):
+            for name, value in (
+                ("load sample + model", t1 - t0),
+                ("extraction (baseline)", t2 - t1),
+                ("analysis", t3 - t2),
+                ("render page", t4 - t3),
+                ("save analysis", t5 - t4),
+            ):
                 phases.setdefault(name, []).append(value)
             for layer in analysis.layer_results:
                 for step, seconds in layer.seconds.items():
                     steps[step] = steps.get(step, 0.0) + seconds / args.repeats
 
     n_images = args.max_images or len(sample.images)
-    print(f"napari-topolens report --sample digits: {n_images} images, layers {', '.join(sample.default_layers)}, "
-          f"{os.cpu_count()} CPU cores")
-    print(f"  whole command (fresh interpreter): {statistics.median(command):7.2f} s  "
-          f"(runs: {', '.join(f'{c:.2f}' for c in command)}; target < 120 s)")
+    print(
+        f"napari-topolens report --sample digits: {n_images} images, layers {', '.join(sample.default_layers)}, "
+        f"{os.cpu_count()} CPU cores"
+    )
+    print(
+        f"  whole command (fresh interpreter): {statistics.median(command):7.2f} s  "
+        f"(runs: {', '.join(f'{c:.2f}' for c in command)}; target < 120 s)"
+    )
     print("  phases in-process (median):")
     for name, values in phases.items():
         print(f"    {name:24s} {statistics.median(values):7.2f} s")
@@ -92,9 +123,13 @@ def main() -> None:
         print(f"    {name:24s} {value:7.2f} s")
     baseline = statistics.median(phases["extraction (baseline)"])
     in_process = sum(statistics.median(v) for k, v in phases.items() if k != "load sample + model")
-    print(f"  ratio: in-process report / extraction alone = {in_process / baseline:6.1f}x "
-          f"({in_process:.2f} s / {baseline:.2f} s)")
-    print(f"  ratio: whole command / extraction alone     = {statistics.median(command) / baseline:6.1f}x")
+    print(
+        f"  ratio: in-process report / extraction alone = {in_process / baseline:6.1f}x "
+        f"({in_process:.2f} s / {baseline:.2f} s)"
+    )
+    print(
+        f"  ratio: whole command / extraction alone     = {statistics.median(command) / baseline:6.1f}x"
+    )
 
 
 if __name__ == "__main__":

@@ -54,7 +54,6 @@ RECIPES: dict[str, dict[str, Any]] = {
 }
 
 
-
 # --------------------------------------------------------------------------- shapes
 def _box_sdf(px: np.ndarray, py: np.ndarray, half_x: float, half_y: float) -> np.ndarray:
     """Signed distance to an axis-aligned box centred at the origin."""
@@ -416,6 +415,7 @@ A rerun on the same machine and torch version gives the same arrays and weights.
 Last run: {total_seconds:.1f} s in total (data, training and saving; budget 180 s)
 on {machine}, torch {torch_version}.
 """
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

@@ -64,8 +64,12 @@ def test_hooked_activations_equal_a_direct_forward_pass(images):
     model = small_cnn()
     direct = direct_outputs(model, torch.from_numpy(images[:, None]))
     clouds = extract_activations(model, images, ["1", "4", "7"], sampling="pooled", batch_size=4)
-    np.testing.assert_allclose(clouds["1"].points, direct[1].mean(dim=(2, 3)).numpy(), rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(clouds["4"].points, direct[4].mean(dim=(2, 3)).numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        clouds["1"].points, direct[1].mean(dim=(2, 3)).numpy(), rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        clouds["4"].points, direct[4].mean(dim=(2, 3)).numpy(), rtol=1e-5, atol=1e-6
+    )
     np.testing.assert_allclose(clouds["7"].points, direct[7].numpy(), rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(clouds["7"].image_index, np.arange(len(images)))
     assert clouds["7"].position is None and clouds["7"].grid_shape == ()
@@ -75,7 +79,9 @@ def test_hooked_activations_equal_a_direct_forward_pass(images):
 def test_every_point_equals_the_layer_output_at_its_image_and_position(images, sampling):
     model = small_cnn()
     direct = direct_outputs(model, torch.from_numpy(images[:, None]))
-    clouds = extract_activations(model, images, ["1", "4"], sampling=sampling, max_points=300, batch_size=4, seed=3)
+    clouds = extract_activations(
+        model, images, ["1", "4"], sampling=sampling, max_points=300, batch_size=4, seed=3
+    )
     for name, index in (("1", 1), ("4", 4)):
         cloud, out = clouds[name], direct[index].numpy()
         assert cloud.grid_shape == out.shape[2:]
@@ -98,14 +104,20 @@ def test_every_point_equals_the_layer_output_at_its_image_and_position(images, s
 
 def test_results_do_not_depend_on_batch_size(images):
     model = small_cnn()
-    a = extract_activations(model, images, ["4"], sampling="all_positions", max_points=50, batch_size=1, seed=5)
-    b = extract_activations(model, images, ["4"], sampling="all_positions", max_points=50, batch_size=7, seed=5)
+    a = extract_activations(
+        model, images, ["4"], sampling="all_positions", max_points=50, batch_size=1, seed=5
+    )
+    b = extract_activations(
+        model, images, ["4"], sampling="all_positions", max_points=50, batch_size=7, seed=5
+    )
     np.testing.assert_array_equal(a["4"].image_index, b["4"].image_index)
     np.testing.assert_array_equal(a["4"].position, b["4"].position)
     np.testing.assert_allclose(a["4"].points, b["4"].points, rtol=1e-5, atol=1e-6)
 
 
-def gradient_boxes(model: nn.Module, layer: str, shape: tuple[int, int, int], trials: int = 3) -> dict:
+def gradient_boxes(
+    model: nn.Module, layer: str, shape: tuple[int, int, int], trials: int = 3
+) -> dict:
     """Bounding box of the input pixels with a non-zero gradient, per output position."""
     modules = dict(model.named_modules())
     boxes: dict = {}
@@ -123,28 +135,47 @@ def gradient_boxes(model: nn.Module, layer: str, shape: tuple[int, int, int], tr
                 rows = np.flatnonzero(grad[0].abs().sum(0).sum(1).numpy() > 0)
                 cols = np.flatnonzero(grad[0].abs().sum(0).sum(0).numpy() > 0)
                 box = boxes.get((i, j), [10**9, 10**9, -1, -1])
-                boxes[(i, j)] = [min(box[0], rows[0]), min(box[1], cols[0]), max(box[2], rows[-1] + 1), max(box[3], cols[-1] + 1)]
+                boxes[(i, j)] = [
+                    min(box[0], rows[0]),
+                    min(box[1], cols[0]),
+                    max(box[2], rows[-1] + 1),
+                    max(box[3], cols[-1] + 1),
+                ]
     return boxes
 
 
 @pytest.mark.parametrize(
     "model",
     [
-        nn.Sequential(nn.Conv2d(1, 3, 5, stride=2, padding=2), nn.Tanh(), nn.AvgPool2d(3, stride=2), nn.Conv2d(3, 2, 3, dilation=2)),
-        nn.Sequential(nn.Conv2d(3, 3, (3, 5), stride=(1, 2)), nn.Softplus(), nn.AvgPool2d(2), nn.Conv2d(3, 3, 3, padding=1, stride=2)),
+        nn.Sequential(
+            nn.Conv2d(1, 3, 5, stride=2, padding=2),
+            nn.Tanh(),
+            nn.AvgPool2d(3, stride=2),
+            nn.Conv2d(3, 2, 3, dilation=2),
+        ),
+        nn.Sequential(
+            nn.Conv2d(3, 3, (3, 5), stride=(1, 2)),
+            nn.Softplus(),
+            nn.AvgPool2d(2),
+            nn.Conv2d(3, 3, 3, padding=1, stride=2),
+        ),
     ],
 )
 def test_receptive_fields_match_a_gradient_check(model):
     model = model.eval()
     in_channels = model[0].in_channels
     shape = (in_channels, 23, 21)
-    images = np.random.default_rng(0).random((2, 23, 21, in_channels) if in_channels == 3 else (2, in_channels, 23, 21), dtype=np.float32)
+    images = np.random.default_rng(0).random(
+        (2, 23, 21, in_channels) if in_channels == 3 else (2, in_channels, 23, 21), dtype=np.float32
+    )
     if in_channels == 1:
         images = images[:, 0]
     last = str(len(model) - 1)
     cloud = extract_activations(model, images, [last], sampling="all_positions")[last]
     expected = gradient_boxes(model, last, shape)
-    got = {(int(r), int(c)): box.tolist() for (r, c), box in zip(cloud.position, cloud.receptive_field)}
+    got = {
+        (int(r), int(c)): box.tolist() for (r, c), box in zip(cloud.position, cloud.receptive_field)
+    }
     assert set(got) == set(expected)
     for key, box in expected.items():
         assert got[key] == box, f"position {key}: probed {got[key]}, gradient {box}"
@@ -156,7 +187,11 @@ def test_pixel_lookup_uses_the_receptive_field(images):
     for row, col in [(0, 0), (5, 6), (16, 18)]:
         hits = cloud.points_covering(2, row, col)
         expected = np.flatnonzero(
-            (cloud.image_index == 2) & (rf[:, 0] <= row) & (row < rf[:, 2]) & (rf[:, 1] <= col) & (col < rf[:, 3])
+            (cloud.image_index == 2)
+            & (rf[:, 0] <= row)
+            & (row < rf[:, 2])
+            & (rf[:, 1] <= col)
+            & (col < rf[:, 3])
         )
         np.testing.assert_array_equal(hits, expected)
     assert len(cloud.points_covering(2, 5, 6)) > 0
@@ -179,7 +214,9 @@ class TokenModel(nn.Module):
 
 def test_token_layers_treat_tokens_as_positions():
     images = np.random.default_rng(0).random((3, 8, 12), dtype=np.float32)
-    cloud = extract_activations(TokenModel().eval(), images, ["norm"], sampling="all_positions")["norm"]
+    cloud = extract_activations(TokenModel().eval(), images, ["norm"], sampling="all_positions")[
+        "norm"
+    ]
     assert cloud.grid_shape == (6, 1)
     assert len(cloud) == 18
     token = cloud.position[:, 0]

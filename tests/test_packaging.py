@@ -58,7 +58,9 @@ def test_importing_the_package_loads_no_heavy_library():
         "heavy = [m for m in ('torch', 'gudhi', 'kmapper', 'napari', 'qtpy', 'matplotlib') if m in sys.modules];"
         "print(','.join(heavy))"
     )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    )
     assert result.stdout.strip() == ""
 
 

@@ -27,8 +27,12 @@ def _check_page(page: str, layers: list[str]) -> None:
     assert len(sections) == len(layers)
     for layer, section in zip(layers, sections):
         assert f"<code>{layer}</code>" in section
-        assert section.count('src="data:image/png;base64,') >= 5  # persistence, Mapper, flow, blobs, dendrogram
-    assert page.count('src="data:image/png;base64,') >= 5 * len(layers) + 2  # + the cross-layer figures
+        assert (
+            section.count('src="data:image/png;base64,') >= 5
+        )  # persistence, Mapper, flow, blobs, dendrogram
+    assert (
+        page.count('src="data:image/png;base64,') >= 5 * len(layers) + 2
+    )  # + the cross-layer figures
 
 
 @pytest.fixture(scope="module")
@@ -39,8 +43,19 @@ def sample_report(tmp_path_factory) -> tuple[Path, int, str]:
 
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr):
-        code = cli.main(["report", "--sample", "digits", "--out", str(out), "--max-images", "150",
-                         "--h1-max-points", "80"])
+        code = cli.main(
+            [
+                "report",
+                "--sample",
+                "digits",
+                "--out",
+                str(out),
+                "--max-images",
+                "150",
+                "--h1-max-points",
+                "80",
+            ]
+        )
     return out, code, stderr.getvalue()
 
 
@@ -85,11 +100,24 @@ def test_own_model_with_npy_images_and_text_labels(tmp_path: Path, capsys) -> No
     np.save(tmp_path / "images.npy", images)
     (tmp_path / "labels.txt").write_text("\n".join(str(int(v)) for v in labels))
     out = tmp_path / "out"
-    code = cli.main([
-        "report", "--model", "napari_topolens.sample_models:digits_cnn",
-        "--weights", str(SAMPLE_DATA / "digits_cnn.pt"), "--images", str(tmp_path / "images.npy"),
-        "--labels", str(tmp_path / "labels.txt"), "--layers", "pool2,fc1", "--out", str(out), *FAST,
-    ])
+    code = cli.main(
+        [
+            "report",
+            "--model",
+            "napari_topolens.sample_models:digits_cnn",
+            "--weights",
+            str(SAMPLE_DATA / "digits_cnn.pt"),
+            "--images",
+            str(tmp_path / "images.npy"),
+            "--labels",
+            str(tmp_path / "labels.txt"),
+            "--layers",
+            "pool2,fc1",
+            "--out",
+            str(out),
+            *FAST,
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     analysis = load_analysis(out / "analysis")
     assert analysis.layers == ["pool2", "fc1"]
@@ -100,8 +128,20 @@ def test_own_model_with_npy_images_and_text_labels(tmp_path: Path, capsys) -> No
 
 def test_bad_model_spec_exits_2_with_one_line(tmp_path: Path, capsys) -> None:
     np.save(tmp_path / "images.npy", np.zeros((10, 8, 8), np.float32))
-    code = cli.main(["report", "--model", "no_such_package_xyz.nets:build", "--images",
-                     str(tmp_path / "images.npy"), "--layers", "a", "--out", str(tmp_path / "out"), "--quiet"])
+    code = cli.main(
+        [
+            "report",
+            "--model",
+            "no_such_package_xyz.nets:build",
+            "--images",
+            str(tmp_path / "images.npy"),
+            "--layers",
+            "a",
+            "--out",
+            str(tmp_path / "out"),
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 2
     lines = [line for line in err.splitlines() if line.strip()]
@@ -116,34 +156,65 @@ def test_bad_model_spec_exits_2_with_one_line(tmp_path: Path, capsys) -> None:
         (["--sample", "nope"], "unknown sample"),
         (["--sample", "digits", "--layers", "pool1,nonexistent"], "nonexistent"),
         (["--sample", "digits", "--images", "x.npy"], "cannot be combined"),
-        (["--model", "napari_topolens.sample_models:digits_cnn", "--images", "missing.npy", "--layers", "fc1"],
-         "does not exist"),
-        (["--model", "napari_topolens.sample_models:digits_cnn", "--images", "missing.npy"], "give --layers"),
+        (
+            [
+                "--model",
+                "napari_topolens.sample_models:digits_cnn",
+                "--images",
+                "missing.npy",
+                "--layers",
+                "fc1",
+            ],
+            "does not exist",
+        ),
+        (
+            ["--model", "napari_topolens.sample_models:digits_cnn", "--images", "missing.npy"],
+            "give --layers",
+        ),
     ],
 )
 def test_input_errors_exit_2(tmp_path: Path, capsys, argv: list[str], message: str) -> None:
-    code = cli.main(["report", *argv, "--out", str(tmp_path / "out"), "--quiet", "--max-images", "20"])
+    code = cli.main(
+        ["report", *argv, "--out", str(tmp_path / "out"), "--quiet", "--max-images", "20"]
+    )
     err = capsys.readouterr().err
     assert code == 2
     assert message in err
     assert not (tmp_path / "out").exists()
 
 
-def test_ctrl_c_during_analysis_exits_130_and_writes_nothing(tmp_path: Path, capsys, monkeypatch) -> None:
+def test_ctrl_c_during_analysis_exits_130_and_writes_nothing(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
     import napari_topolens.topology.analysis as analysis_module
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(analysis_module, "analyze", interrupted)
-    code = cli.main(["report", "--sample", "digits", "--out", str(tmp_path / "out"), "--max-images", "30", "--quiet"])
+    code = cli.main(
+        [
+            "report",
+            "--sample",
+            "digits",
+            "--out",
+            str(tmp_path / "out"),
+            "--max-images",
+            "30",
+            "--quiet",
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 130
-    assert [line for line in err.splitlines() if line.strip()] == ["napari-topolens: stopped; nothing was written"]
+    assert [line for line in err.splitlines() if line.strip()] == [
+        "napari-topolens: stopped; nothing was written"
+    ]
     assert not (tmp_path / "out").exists()
 
 
-def test_ctrl_c_while_saving_leaves_no_half_written_output(tmp_path: Path, capsys, monkeypatch) -> None:
+def test_ctrl_c_while_saving_leaves_no_half_written_output(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
     import napari_topolens.topology.store as store
 
     def interrupted(*args, **kwargs):
@@ -153,16 +224,22 @@ def test_ctrl_c_while_saving_leaves_no_half_written_output(tmp_path: Path, capsy
     out.mkdir()
     (out / "notes.txt").write_text("mine")
     monkeypatch.setattr(store.np, "savez", interrupted)
-    code = cli.main(["report", "--sample", "digits", "--out", str(out), "--max-images", "40", *FAST])
+    code = cli.main(
+        ["report", "--sample", "digits", "--out", str(out), "--max-images", "40", *FAST]
+    )
     assert code == 130
-    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]  # the user's file kept, nothing of ours
+    assert sorted(p.name for p in out.iterdir()) == [
+        "notes.txt"
+    ]  # the user's file kept, nothing of ours
 
 
 def test_report_refuses_to_replace_a_foreign_analysis_folder(tmp_path: Path, capsys) -> None:
     out = tmp_path / "out"
     (out / "analysis").mkdir(parents=True)
     (out / "analysis" / "data.csv").write_text("1,2")
-    code = cli.main(["report", "--sample", "digits", "--out", str(out), "--max-images", "40", *FAST])
+    code = cli.main(
+        ["report", "--sample", "digits", "--out", str(out), "--max-images", "40", *FAST]
+    )
     assert code == 2
     assert "not a saved analysis" in capsys.readouterr().err
     assert (out / "analysis" / "data.csv").read_text() == "1,2"
@@ -223,7 +300,9 @@ def test_images_from_npy_npz_and_tiff(tmp_path: Path) -> None:
     np.testing.assert_array_equal(loaded, stack.astype(np.float32))  # arrays are not rescaled
     channels_first = rng.random((3, 3, 5, 6)).astype(np.float32)
     np.save(tmp_path / "c.npy", channels_first)
-    np.testing.assert_array_equal(read_images(tmp_path / "c.npy").images, np.moveaxis(channels_first, 1, -1))
+    np.testing.assert_array_equal(
+        read_images(tmp_path / "c.npy").images, np.moveaxis(channels_first, 1, -1)
+    )
     np.savez(tmp_path / "b.npz", images=stack, labels=np.arange(6))
     image_set = read_images(tmp_path / "b.npz", max_images=4)
     assert image_set.images.shape == (4, 5, 4)

@@ -148,9 +148,17 @@ def test_training_is_deterministic(script: ModuleType) -> None:
 
     def run(seed: int) -> dict[str, torch.Tensor]:
         model = script.train_model(
-            shapes_cnn, s.images, s.labels, subset,
-            epochs=1, batch_size=32, lr=3e-3, weight_decay=1e-4, augment=True,
-            seed=seed, max_steps=3,
+            shapes_cnn,
+            s.images,
+            s.labels,
+            subset,
+            epochs=1,
+            batch_size=32,
+            lr=3e-3,
+            weight_decay=1e-4,
+            augment=True,
+            seed=seed,
+            max_steps=3,
         )
         return model.state_dict()
 
@@ -166,9 +174,7 @@ def test_unknown_name_raises_and_names_the_samples() -> None:
         load_sample("cifar10")
 
 
-def test_missing_files_raise_with_the_fix(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
+def test_missing_files_raise_with_the_fix(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     import napari_topolens.samples as samples
 
     monkeypatch.setattr(samples, "sample_data_dir", lambda: tmp_path)
@@ -178,8 +184,7 @@ def test_missing_files_raise_with_the_fix(
 
 def test_importing_samples_does_not_import_torch() -> None:
     code = (
-        "import sys; import napari_topolens.samples; "
-        "sys.exit(1 if 'torch' in sys.modules else 0)"
+        "import sys; import napari_topolens.samples; sys.exit(1 if 'torch' in sys.modules else 0)"
     )
     result = subprocess.run(
         [sys.executable, "-c", code],

@@ -14,7 +14,7 @@ from typing import NamedTuple, TypeVar
 
 from .errors import Cancelled
 
-__all__ = ["Progress", "ProgressCallback", "CancelCallback", "drive", "scaled"]
+__all__ = ["CancelCallback", "Progress", "ProgressCallback", "drive", "scaled"]
 
 T = TypeVar("T")
 

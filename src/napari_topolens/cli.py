@@ -25,7 +25,7 @@ import numpy as np
 
 from .errors import Cancelled, EmptySelectionError, ImageError, TopoLensError
 
-__all__ = ["main", "build_parser", "TerminalProgress"]
+__all__ = ["TerminalProgress", "build_parser", "main"]
 
 _PROG = "napari-topolens"
 # Share of the progress bar each phase takes (the analysis dominates).
@@ -35,7 +35,9 @@ _PHASES = {"extract": (0.0, 0.15), "analyze": (0.15, 0.85), "report": (0.85, 1.0
 class TerminalProgress:
     """A one-line progress bar redrawn in place with ``\\r`` on a text stream."""
 
-    def __init__(self, stream: TextIO | None = None, *, min_interval: float = 0.1, enabled: bool = True) -> None:
+    def __init__(
+        self, stream: TextIO | None = None, *, min_interval: float = 0.1, enabled: bool = True
+    ) -> None:
         self.stream = sys.stderr if stream is None else stream
         self.min_interval = min_interval
         self.enabled = enabled
@@ -54,7 +56,7 @@ class TerminalProgress:
         width = shutil.get_terminal_size((100, 20)).columns
         fraction = min(max(float(fraction), 0.0), 1.0)
         bar_width = 24
-        filled = int(round(bar_width * fraction))
+        filled = round(bar_width * fraction)
         head = f"[{'#' * filled}{'.' * (bar_width - filled)}] {100 * fraction:3.0f}% {now - self._start:5.0f}s "
         line = (head + message)[: max(width - 1, len(head))]
         self.stream.write("\r" + line.ljust(max(width - 1, len(line))))
@@ -106,36 +108,73 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     source = report.add_argument_group("what to analyse (a sample, or your own model and images)")
-    source.add_argument("--sample", help="a shipped sample data set with its model: digits or shapes")
-    source.add_argument("--model", help="your model as 'package.module:callable' (called without arguments)")
-    source.add_argument("--weights", help="plain weights (state dict) for --model")
-    source.add_argument("--images", help="images: .npy, .npz, a TIFF stack, or a folder of PNG/JPEG/TIFF files")
-    source.add_argument("--labels", help="one class label per image: .npy, .txt or .csv (name,label rows for a folder)")
-    source.add_argument("--class-names", help="comma-separated class names for the labels 0, 1, ...")
-    source.add_argument("--layers", help="comma-separated layer names (default for samples: the sample's default layers)")
     source.add_argument(
-        "--max-images", type=_int_at_least(3),
+        "--sample", help="a shipped sample data set with its model: digits or shapes"
+    )
+    source.add_argument(
+        "--model", help="your model as 'package.module:callable' (called without arguments)"
+    )
+    source.add_argument("--weights", help="plain weights (state dict) for --model")
+    source.add_argument(
+        "--images", help="images: .npy, .npz, a TIFF stack, or a folder of PNG/JPEG/TIFF files"
+    )
+    source.add_argument(
+        "--labels",
+        help="one class label per image: .npy, .txt or .csv (name,label rows for a folder)",
+    )
+    source.add_argument(
+        "--class-names", help="comma-separated class names for the labels 0, 1, ..."
+    )
+    source.add_argument(
+        "--layers",
+        help="comma-separated layer names (default for samples: the sample's default layers)",
+    )
+    source.add_argument(
+        "--max-images",
+        type=_int_at_least(3),
         help="use at most this many images (samples: a seeded random subset; files: the first ones)",
     )
     source.add_argument(
-        "--subset", choices=("all", "test", "train"), default="all",
+        "--subset",
+        choices=("all", "test", "train"),
+        default="all",
         help="which images of a sample to use (default all: the held-out test set alone is too small "
-             "for the PH dimension's subsample sizes)",
+        "for the PH dimension's subsample sizes)",
     )
     method = report.add_argument_group("method")
-    method.add_argument("--sampling", default="pooled",
-                        choices=("pooled", "random_position", "top_norm", "all_positions"),
-                        help="how a spatial layer becomes points (default pooled: one point per image)")
+    method.add_argument(
+        "--sampling",
+        default="pooled",
+        choices=("pooled", "random_position", "top_norm", "all_positions"),
+        help="how a spatial layer becomes points (default pooled: one point per image)",
+    )
     method.add_argument("--max-points", type=_int_at_least(3), help="cap on points per layer")
-    method.add_argument("--metric", default="euclidean", choices=METRICS, help="point-cloud metric (default euclidean)")
-    method.add_argument("--lens", default="l2norm", choices=("l2norm", "pca1", "pca2", "probability"),
-                        help="Mapper lens (default l2norm)")
-    method.add_argument("--h1-max-points", type=_int_at_least(3), default=1000,
-                        help="H1 is computed on at most this many max-min landmarks (default 1000)")
+    method.add_argument(
+        "--metric",
+        default="euclidean",
+        choices=METRICS,
+        help="point-cloud metric (default euclidean)",
+    )
+    method.add_argument(
+        "--lens",
+        default="l2norm",
+        choices=("l2norm", "pca1", "pca2", "probability"),
+        help="Mapper lens (default l2norm)",
+    )
+    method.add_argument(
+        "--h1-max-points",
+        type=_int_at_least(3),
+        default=1000,
+        help="H1 is computed on at most this many max-min landmarks (default 1000)",
+    )
     method.add_argument("--seed", type=int, default=0, help="seed of every random step (default 0)")
-    method.add_argument("--batch-size", type=_int_at_least(1), default=64, help="images per forward pass")
+    method.add_argument(
+        "--batch-size", type=_int_at_least(1), default=64, help="images per forward pass"
+    )
     output = report.add_argument_group("output")
-    output.add_argument("--out", required=True, help="output folder (created; report.html and analysis/ inside)")
+    output.add_argument(
+        "--out", required=True, help="output folder (created; report.html and analysis/ inside)"
+    )
     output.add_argument("--title", help="title of the report page")
     output.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
@@ -252,7 +291,9 @@ def _check_output_folder(out: str) -> None:
     while not existing.exists():
         existing = existing.parent
     if not existing.is_dir() or not os.access(existing, os.W_OK | os.X_OK):
-        raise TopoLensError(f"--out {out}: {existing} is not a writable folder; choose another output folder")
+        raise TopoLensError(
+            f"--out {out}: {existing} is not a writable folder; choose another output folder"
+        )
 
 
 def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
@@ -269,8 +310,13 @@ def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
         metric=args.metric, mapper_lens=args.lens, h1_max_points=args.h1_max_points, seed=args.seed
     )
     clouds = extract_activations(
-        job["model"], job["images"], job["layers"], sampling=args.sampling,
-        max_points=args.max_points, batch_size=args.batch_size, seed=args.seed,
+        job["model"],
+        job["images"],
+        job["layers"],
+        sampling=args.sampling,
+        max_points=args.max_points,
+        batch_size=args.batch_size,
+        seed=args.seed,
         progress=progress.phase("extract"),
     )
     probabilities = None
@@ -279,7 +325,7 @@ def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
     extracted = time.perf_counter()
     provenance = {
         **job["provenance"],
-        "n_images": int(len(job["images"])),
+        "n_images": len(job["images"]),
         "layers": ", ".join(job["layers"]),
         "sampling": args.sampling,
         "max_points": args.max_points,
@@ -287,8 +333,13 @@ def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
         "command": " ".join(shlex.quote(a) for a in [_PROG, *sys.argv[1:]]) if sys.argv else _PROG,
     }
     analysis = analyze(
-        clouds, job["labels"], config=config, class_names=job["class_names"],
-        probabilities=probabilities, provenance=provenance, images=job["images"],
+        clouds,
+        job["labels"],
+        config=config,
+        class_names=job["class_names"],
+        probabilities=probabilities,
+        provenance=provenance,
+        images=job["images"],
         progress=progress.phase("analyze"),
     )
     analysed = time.perf_counter()
@@ -296,9 +347,7 @@ def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
         "extraction": round(extracted - started, 3),
         "analysis": round(analysed - extracted, 3),
     }
-    return write_report(
-        analysis, args.out, title=args.title, progress=progress.phase("report")
-    )
+    return write_report(analysis, args.out, title=args.title, progress=progress.phase("report"))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -312,7 +361,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             path = run_report(args, progress)
             progress(1.0, "done")
             progress.close()
-            print(f"report written to {path} ({time.perf_counter() - started:.1f} s)", file=sys.stderr)
+            print(
+                f"report written to {path} ({time.perf_counter() - started:.1f} s)", file=sys.stderr
+            )
             return 0
     except (KeyboardInterrupt, Cancelled):
         progress.close()

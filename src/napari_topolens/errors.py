@@ -47,5 +47,5 @@ class AnalysisFileError(TopoLensError):
     """A saved analysis that is damaged, foreign or of an unknown version."""
 
 
-class Cancelled(Exception):  # noqa: N818 - reads as "the run was cancelled"
+class Cancelled(Exception):
     """The user stopped a long computation; not an error in the input."""

@@ -26,11 +26,22 @@ import numpy as np
 
 from .errors import ImageError
 
-__all__ = ["ImageSet", "LabelSet", "read_images", "read_labels", "IMAGE_SUFFIXES"]
+__all__ = ["IMAGE_SUFFIXES", "ImageSet", "LabelSet", "read_images", "read_labels"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 _TIFF_SUFFIXES = (".tif", ".tiff")
-_HEADER_WORDS = {"label", "labels", "name", "file", "filename", "image", "class", "target", "y", "path"}
+_HEADER_WORDS = {
+    "label",
+    "labels",
+    "name",
+    "file",
+    "filename",
+    "image",
+    "class",
+    "target",
+    "y",
+    "path",
+}
 
 
 @dataclass
@@ -72,8 +83,7 @@ def _to_float_images(array: np.ndarray, source: str, *, scale_integers: bool) ->
         )
     if array.ndim not in (3, 4) or (array.ndim == 4 and array.shape[-1] != 3):
         raise ImageError(
-            f"{source}: images of shape {array.shape} are not (N, H, W) grey or "
-            "(N, H, W, 3) colour"
+            f"{source}: images of shape {array.shape} are not (N, H, W) grey or (N, H, W, 3) colour"
         )
     if len(array) == 0:
         raise ImageError(f"{source}: holds no images")
@@ -94,7 +104,9 @@ def _read_pixel_file(path: Path) -> np.ndarray:
 
     with Image.open(path) as image:
         if image.mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV", "1"):
-            image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
+            image = image.convert(
+                "RGBA" if "A" in image.mode or "transparency" in image.info else "RGB"
+            )
         if image.mode == "LA":
             image = image.convert("L")
         return np.asarray(image)
@@ -205,9 +217,7 @@ def read_images(path: str | os.PathLike, *, max_images: int | None = None) -> Im
                 elif len(keys) == 1:
                     key = keys[0]
                 else:
-                    raise ImageError(
-                        f"{source} holds arrays {keys}; name the image array 'images'"
-                    )
+                    raise ImageError(f"{source} holds arrays {keys}; name the image array 'images'")
                 array = archive[key]
                 for label_key in ("labels", "label", "y", "targets"):
                     if label_key in keys and label_key != key:
@@ -272,9 +282,7 @@ def _codes_from_values(values: list[str] | np.ndarray, source: str) -> LabelSet:
     return LabelSet(np.array([lookup[t] for t in texts], dtype=np.int64), names)
 
 
-def read_labels(
-    path: str | os.PathLike, *, image_names: list[str] | None = None
-) -> LabelSet:
+def read_labels(path: str | os.PathLike, *, image_names: list[str] | None = None) -> LabelSet:
     """Read one class label per image from ``.npy``, ``.txt`` or ``.csv``.
 
     Integer labels are kept as codes; text labels become codes 0..K-1 in natural
@@ -299,7 +307,11 @@ def read_labels(
     if suffix == ".txt":
         return _codes_from_values(text.split(), str(source))
     delimiter = "\t" if suffix == ".tsv" else ","
-    rows = [row for row in csv.reader(text.splitlines(), delimiter=delimiter) if any(c.strip() for c in row)]
+    rows = [
+        row
+        for row in csv.reader(text.splitlines(), delimiter=delimiter)
+        if any(c.strip() for c in row)
+    ]
     if rows and rows[0] and rows[0][0].strip().lower() in _HEADER_WORDS:
         rows = rows[1:]
     if not rows:

@@ -106,4 +106,6 @@ def shapes_cnn() -> nn.Sequential:
     torch.nn.Sequential
         Untrained, in eval mode; input ``(B, 1, 48, 48)`` in ``[0, 1]``.
     """
-    return _cnn(SHAPES_MEAN, SHAPES_STD, channels=(16, 32, 64), grid_after=6, hidden=64, n_classes=6)
+    return _cnn(
+        SHAPES_MEAN, SHAPES_STD, channels=(16, 32, 64), grid_after=6, hidden=64, n_classes=6
+    )

@@ -8,7 +8,13 @@ import numpy as np
 import pytest
 
 from napari_topolens.activations.pointcloud import PointCloud
-from napari_topolens.errors import Cancelled, EmptySelectionError, ImageError, LayerError, TopoLensError
+from napari_topolens.errors import (
+    Cancelled,
+    EmptySelectionError,
+    ImageError,
+    LayerError,
+    TopoLensError,
+)
 from napari_topolens.topology.analysis import Analysis, AnalysisConfig, analyze, iter_analyze
 from napari_topolens.topology.distances import linear_cka
 
@@ -24,8 +30,14 @@ def _blobs(rng: np.random.Generator, labels: np.ndarray, dim: int, spread: float
 def _pooled(name: str, points: np.ndarray) -> PointCloud:
     n = len(points)
     return PointCloud(
-        layer=name, points=points, image_index=np.arange(n), position=None,
-        receptive_field=np.tile([0, 0, 8, 8], (n, 1)), sampling="pooled", grid_shape=(), image_shape=(8, 8),
+        layer=name,
+        points=points,
+        image_index=np.arange(n),
+        position=None,
+        receptive_field=np.tile([0, 0, 8, 8], (n, 1)),
+        sampling="pooled",
+        grid_shape=(),
+        image_shape=(8, 8),
     )
 
 
@@ -41,11 +53,18 @@ def clouds(labels: np.ndarray) -> dict[str, PointCloud]:
     early = rng.normal(size=(N_IMAGES, 6)).astype(np.float32)
     late = _blobs(rng, labels, 4, 0.3)
     # a spatial layer: two positions per image, for the CKA alignment by image
-    spatial_points = np.repeat(late, 2, axis=0) + rng.normal(scale=0.1, size=(2 * N_IMAGES, 4)).astype(np.float32)
+    spatial_points = np.repeat(late, 2, axis=0) + rng.normal(
+        scale=0.1, size=(2 * N_IMAGES, 4)
+    ).astype(np.float32)
     spatial = PointCloud(
-        layer="spatial", points=spatial_points, image_index=np.repeat(np.arange(N_IMAGES), 2),
-        position=np.tile([[1, 1], [2, 2]], (N_IMAGES, 1)), receptive_field=np.tile([0, 0, 4, 4], (2 * N_IMAGES, 1)),
-        sampling="random_position", grid_shape=(4, 4), image_shape=(8, 8),
+        layer="spatial",
+        points=spatial_points,
+        image_index=np.repeat(np.arange(N_IMAGES), 2),
+        position=np.tile([[1, 1], [2, 2]], (N_IMAGES, 1)),
+        receptive_field=np.tile([0, 0, 4, 4], (2 * N_IMAGES, 1)),
+        sampling="random_position",
+        grid_shape=(4, 4),
+        image_shape=(8, 8),
     )
     return {"early": _pooled("early", early), "late": _pooled("late", late), "spatial": spatial}
 
@@ -54,8 +73,12 @@ def clouds(labels: np.ndarray) -> dict[str, PointCloud]:
 def analysis(clouds: dict[str, PointCloud], labels: np.ndarray) -> Analysis:
     probabilities = np.random.default_rng(1).dirichlet(np.ones(3), size=N_IMAGES)
     return analyze(
-        clouds, labels, config=AnalysisConfig(**FAST), class_names=["a", "b", "c"],
-        probabilities=probabilities, provenance={"sample": "synthetic"},
+        clouds,
+        labels,
+        config=AnalysisConfig(**FAST),
+        class_names=["a", "b", "c"],
+        probabilities=probabilities,
+        provenance={"sample": "synthetic"},
     )
 
 
@@ -96,7 +119,12 @@ def test_quality_sees_separated_classes(analysis: Analysis) -> None:
 
 
 def test_layer_matrices(analysis: Analysis, clouds) -> None:
-    assert set(analysis.layer_distances) == {"sliced_wasserstein", "bottleneck", "wasserstein", "cka"}
+    assert set(analysis.layer_distances) == {
+        "sliced_wasserstein",
+        "bottleneck",
+        "wasserstein",
+        "cka",
+    }
     for key, matrix in analysis.layer_distances.items():
         assert matrix.shape == (3, 3)
         np.testing.assert_allclose(matrix, matrix.T)
@@ -117,7 +145,9 @@ def test_provenance(analysis: Analysis) -> None:
     record = analysis.provenance
     assert record["sample"] == "synthetic"
     assert record["seeds"]["analysis"] == 0
-    assert {"numpy", "scipy", "gudhi", "kmapper", "scikit-learn", "napari-topolens"} <= set(record["libraries"])
+    assert {"numpy", "scipy", "gudhi", "kmapper", "scikit-learn", "napari-topolens"} <= set(
+        record["libraries"]
+    )
     assert record["created"]
     assert analysis.class_names == ["a", "b", "c"]
     assert analysis.n_classes == 3
@@ -153,16 +183,24 @@ def test_cancel_stops_between_steps(clouds, labels) -> None:
 
 def test_probability_lens(clouds, labels) -> None:
     with pytest.raises(TopoLensError, match="probabilit"):
-        analyze({"late": clouds["late"]}, labels, config=AnalysisConfig(mapper_lens="probability", **FAST))
+        analyze(
+            {"late": clouds["late"]},
+            labels,
+            config=AnalysisConfig(mapper_lens="probability", **FAST),
+        )
     probabilities = np.random.default_rng(2).dirichlet(np.ones(3), size=N_IMAGES)
     result = analyze(
-        {"spatial": clouds["spatial"]}, labels, config=AnalysisConfig(mapper_lens="probability", **FAST),
+        {"spatial": clouds["spatial"]},
+        labels,
+        config=AnalysisConfig(mapper_lens="probability", **FAST),
         probabilities=probabilities,
     )
     mapper = result["spatial"].mapper
     assert mapper.params["lens"] == "probability"
     # per image -> per point through image_index
-    np.testing.assert_allclose(mapper.lens, probabilities.max(axis=1)[clouds["spatial"].image_index])
+    np.testing.assert_allclose(
+        mapper.lens, probabilities.max(axis=1)[clouds["spatial"].image_index]
+    )
 
 
 def test_without_labels(clouds) -> None:
@@ -182,7 +220,9 @@ def test_bad_input(clouds, labels) -> None:
     with pytest.raises(ImageError, match="labels"):
         analyze(clouds, labels[:10], config=AnalysisConfig(**FAST))
     with pytest.raises(ImageError, match="class name"):
-        analyze({"late": clouds["late"]}, labels, class_names=["a", "b"], config=AnalysisConfig(**FAST))
+        analyze(
+            {"late": clouds["late"]}, labels, class_names=["a", "b"], config=AnalysisConfig(**FAST)
+        )
     tiny = _pooled("tiny", np.zeros((2, 3), np.float32))
     with pytest.raises(EmptySelectionError, match="tiny"):
         analyze({"tiny": tiny})
@@ -208,7 +248,9 @@ def test_deterministic_given_seed(clouds, labels) -> None:
     one = analyze({"late": clouds["late"]}, labels, config=AnalysisConfig(**FAST))
     two = analyze({"late": clouds["late"]}, labels, config=AnalysisConfig(**FAST))
     np.testing.assert_array_equal(one["late"].mapper.members, two["late"].mapper.members)
-    np.testing.assert_array_equal(one["late"].persistence.diagrams[1], two["late"].persistence.diagrams[1])
+    np.testing.assert_array_equal(
+        one["late"].persistence.diagrams[1], two["late"].persistence.diagrams[1]
+    )
     assert one["late"].phdim.dimension == two["late"].phdim.dimension
 
 
@@ -221,8 +263,14 @@ def test_images_travel_with_the_analysis_and_its_file(tmp_path):
     rng = np.random.default_rng(0)
     images = rng.random((40, 6, 5), dtype=np.float32)
     cloud = PointCloud(
-        layer="fc", points=rng.normal(size=(40, 4)), image_index=np.arange(40), position=None,
-        receptive_field=np.tile([0, 0, 6, 5], (40, 1)), sampling="pooled", grid_shape=(), image_shape=(6, 5),
+        layer="fc",
+        points=rng.normal(size=(40, 4)),
+        image_index=np.arange(40),
+        position=None,
+        receptive_field=np.tile([0, 0, 6, 5], (40, 1)),
+        sampling="pooled",
+        grid_shape=(),
+        image_shape=(6, 5),
     )
     analysis = analyze({"fc": cloud}, rng.integers(0, 2, 40), images=images)
     assert analysis.images is not None and np.array_equal(analysis.images, images)
@@ -241,14 +289,26 @@ def test_large_clouds_are_subsampled_and_recorded():
     rng = np.random.default_rng(1)
     n = 700
     cloud = PointCloud(
-        layer="conv", points=rng.normal(size=(n, 3)), image_index=np.arange(n) // 7,
-        position=np.stack([np.arange(n) % 7, np.zeros(n, int)], 1), receptive_field=np.tile([0, 0, 4, 4], (n, 1)),
-        sampling="all_positions", grid_shape=(7, 1), image_shape=(4, 4),
+        layer="conv",
+        points=rng.normal(size=(n, 3)),
+        image_index=np.arange(n) // 7,
+        position=np.stack([np.arange(n) % 7, np.zeros(n, int)], 1),
+        receptive_field=np.tile([0, 0, 4, 4], (n, 1)),
+        sampling="all_positions",
+        grid_shape=(7, 1),
+        image_shape=(4, 4),
     )
-    analysis = analyze({"conv": cloud}, rng.integers(0, 3, 100), config=AnalysisConfig(max_points=250, phdim_start=50, phdim_step=50))
+    analysis = analyze(
+        {"conv": cloud},
+        rng.integers(0, 3, 100),
+        config=AnalysisConfig(max_points=250, phdim_start=50, phdim_step=50),
+    )
     kept = analysis["conv"].cloud
     assert len(kept) == 250 and "250 of 700" in kept.meta["subset_note"]
-    rows = [int(np.flatnonzero((cloud.image_index == i) & (cloud.position[:, 0] == p))[0]) for i, p in zip(kept.image_index, kept.position[:, 0])]
+    rows = [
+        int(np.flatnonzero((cloud.image_index == i) & (cloud.position[:, 0] == p))[0])
+        for i, p in zip(kept.image_index, kept.position[:, 0])
+    ]
     np.testing.assert_array_equal(cloud.points[rows], kept.points)
     assert analysis["conv"].mapper.members.max() < 250
     assert len(analysis["conv"].persistence.diagrams[0]) == 250
@@ -278,8 +338,14 @@ def test_channels_first_images_are_accepted():
 
     rng = np.random.default_rng(0)
     cloud = PointCloud(
-        layer="fc", points=rng.normal(size=(30, 4)), image_index=np.arange(30), position=None,
-        receptive_field=np.tile([0, 0, 6, 5], (30, 1)), sampling="pooled", grid_shape=(), image_shape=(6, 5),
+        layer="fc",
+        points=rng.normal(size=(30, 4)),
+        image_index=np.arange(30),
+        position=None,
+        receptive_field=np.tile([0, 0, 6, 5], (30, 1)),
+        sampling="pooled",
+        grid_shape=(),
+        image_shape=(6, 5),
     )
     rgb = rng.random((30, 6, 5, 3), dtype=np.float32)
     a = analyze({"fc": cloud}, images=np.moveaxis(rgb, -1, 1))
@@ -294,8 +360,14 @@ def test_too_few_points_says_what_helps_for_the_layer_kind():
 
     def cloud(grid):
         return PointCloud(
-            layer="x", points=np.ones((2, 3)), image_index=np.arange(2), position=None,
-            receptive_field=np.tile([0, 0, 4, 4], (2, 1)), sampling="pooled", grid_shape=grid, image_shape=(4, 4),
+            layer="x",
+            points=np.ones((2, 3)),
+            image_index=np.arange(2),
+            position=None,
+            receptive_field=np.tile([0, 0, 4, 4], (2, 1)),
+            sampling="pooled",
+            grid_shape=grid,
+            image_shape=(4, 4),
         )
 
     with pytest.raises(EmptySelectionError, match="leave this layer out"):

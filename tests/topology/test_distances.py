@@ -70,10 +70,14 @@ def test_empty_diagrams_and_infinite_bars() -> None:
     for kind in DIAGRAM_DISTANCES:
         assert diagram_distance(empty, empty, kind) == 0.0
         assert diagram_distance(empty, np.empty(0), kind) == 0.0
-        assert diagram_distance(empty, bar, kind) == pytest.approx(diagram_distance(bar, empty, kind))
+        assert diagram_distance(empty, bar, kind) == pytest.approx(
+            diagram_distance(bar, empty, kind)
+        )
         assert diagram_distance(empty, bar, kind) > 0
         # the one infinite H0 bar is dropped: it is in every H0 diagram
-        assert diagram_distance(np.vstack([bar, [[0.0, np.inf]]]), bar, kind) == pytest.approx(0.0, abs=1e-12)
+        assert diagram_distance(np.vstack([bar, [[0.0, np.inf]]]), bar, kind) == pytest.approx(
+            0.0, abs=1e-12
+        )
     assert diagram_distance(empty, bar, "bottleneck") == pytest.approx(1.0)
     assert diagram_distance(empty, bar, "wasserstein") == pytest.approx(1.0, rel=0.011)
     assert diagram_distance_matrix([empty, empty]).tolist() == [[0.0, 0.0], [0.0, 0.0]]
@@ -116,7 +120,9 @@ def test_cka_gram_route_equals_feature_route_and_matrix() -> None:
     x = rng.normal(size=(20, 60))  # d > n: Gram route
     y = x[:, :15] @ rng.normal(size=(15, 8)) + 0.5 * rng.normal(size=(20, 8))
     xc, yc = x - x.mean(0), y - y.mean(0)
-    expected = np.linalg.norm(yc.T @ xc) ** 2 / (np.linalg.norm(xc.T @ xc) * np.linalg.norm(yc.T @ yc))
+    expected = np.linalg.norm(yc.T @ xc) ** 2 / (
+        np.linalg.norm(xc.T @ xc) * np.linalg.norm(yc.T @ yc)
+    )
     assert linear_cka(x, y) == pytest.approx(expected, rel=1e-10)
     matrix = cka_matrix([x, y, x * 2])
     assert np.array_equal(matrix, matrix.T)

@@ -102,7 +102,7 @@ def test_flow_without_labels_cuts_in_the_largest_gap() -> None:
 
 
 def test_far_outlier_does_not_win_the_unlabelled_cut() -> None:
-    x, y = three_gaussians()
+    x, _y = three_gaussians()
     x = np.vstack([x, np.full((1, x.shape[1]), 500.0)])
     flow = cluster_flow(linkage(x, "single"), noise_size=3)
     best = flow.memberships[flow.best_stage]
@@ -186,6 +186,7 @@ def test_dendrogram_order_distances_and_members() -> None:
     # root merge covers every shown point; each merge is the union of its children
     np.testing.assert_array_equal(np.sort(d.branch_members(n - 2)), d.index)
     for i, (a, b) in enumerate(d.linkage[:, :2].astype(int)):
+
         def rows(node: int) -> set[int]:
             return {int(d.index[node])} if node < n else set(d.branch_members(node - n).tolist())
 
@@ -224,7 +225,9 @@ def test_rcm_order_is_a_permutation_with_a_narrow_band() -> None:
     shown = x[perm][d.order]
     steps = np.linalg.norm(np.diff(shown, axis=0), axis=1)
     assert np.median(steps) < 0.5
-    np.testing.assert_allclose(d.distances, squareform(pdist(x[perm]))[np.ix_(d.order, d.order)], atol=1e-5)
+    np.testing.assert_allclose(
+        d.distances, squareform(pdist(x[perm]))[np.ix_(d.order, d.order)], atol=1e-5
+    )
 
 
 def test_dendrogram_rejects_nan_and_unknown_order() -> None:

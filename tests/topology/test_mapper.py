@@ -91,7 +91,9 @@ def test_same_nodes_as_kmapper_nerve() -> None:
     g = mapper_graph(x, y, lens="l2norm", n_cubes=8, perc_overlap=0.4)
     lens = np.linalg.norm(x, axis=1)[:, None]
     ref = kmapper.KeplerMapper(verbose=0).map(
-        lens, x, cover=kmapper.Cover(n_cubes=8, perc_overlap=0.4),
+        lens,
+        x,
+        cover=kmapper.Cover(n_cubes=8, perc_overlap=0.4),
         clusterer=DBSCAN(eps=g.params["eps"], min_samples=5),
     )
     assert set(ref["nodes"]) == set(g.node_ids)

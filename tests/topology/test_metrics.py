@@ -55,10 +55,14 @@ def test_mahalanobis_is_invariant_to_an_invertible_affine_map() -> None:
 
 def test_mahalanobis_matches_the_sample_covariance_formula() -> None:
     rng = np.random.default_rng(3)
-    points = rng.normal(size=(80, 3)) @ np.array([[2.0, 0.5, 0.0], [0.0, 1.0, 0.3], [0.0, 0.0, 0.4]])
+    points = rng.normal(size=(80, 3)) @ np.array(
+        [[2.0, 0.5, 0.0], [0.0, 1.0, 0.3], [0.0, 0.0, 0.4]]
+    )
     vi = np.linalg.inv(np.cov(points, rowvar=False))
     expected = squareform(pdist(points, "mahalanobis", VI=vi))
-    np.testing.assert_allclose(distance_matrix(points, "mahalanobis"), expected, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(
+        distance_matrix(points, "mahalanobis"), expected, rtol=1e-9, atol=1e-9
+    )
 
 
 def test_mahalanobis_reduces_to_pca_dims_components() -> None:
@@ -128,7 +132,9 @@ def test_density_metric_is_the_locally_scaled_distance() -> None:
     kth = np.sort(euclid, axis=1)[:, 5]  # column 0 is the point itself
     expected = euclid / np.sqrt(np.outer(kth, kth))
     np.fill_diagonal(expected, 0.0)
-    np.testing.assert_allclose(distance_matrix(points, "density", density_k=5), expected, rtol=1e-10)
+    np.testing.assert_allclose(
+        distance_matrix(points, "density", density_k=5), expected, rtol=1e-10
+    )
     # within-cluster scales become comparable although the spreads differ 30 fold
     d = distance_matrix(points, "density")
     tight, wide = d[:40, :40], d[40:, 40:]
@@ -141,7 +147,9 @@ def test_submatrix_is_the_restriction_of_the_full_matrix() -> None:
     for metric in METRICS:
         space = MetricSpace(points, metric)
         full = space.submatrix()
-        np.testing.assert_allclose(space.submatrix(index), full[np.ix_(index, index)], rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(
+            space.submatrix(index), full[np.ix_(index, index)], rtol=1e-12, atol=1e-12
+        )
         np.testing.assert_allclose(space.rows(index), full[index], rtol=1e-12, atol=1e-12)
 
 

@@ -180,7 +180,9 @@ def test_summaries_betti_total_and_entropy() -> None:
     assert result.betti_curves.shape == (2, len(result.betti_grid))
     assert result.betti_curves[0, 0] == 50 and result.betti_curves[0, -1] == 1
     assert np.all(np.diff(result.betti_curves[0]) <= 0)
-    np.testing.assert_allclose(result.total_persistence, [total_persistence(d) for d in result.diagrams])
+    np.testing.assert_allclose(
+        result.total_persistence, [total_persistence(d) for d in result.diagrams]
+    )
     np.testing.assert_allclose(result.entropy, [persistence_entropy(d) for d in result.diagrams])
 
 

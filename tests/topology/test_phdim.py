@@ -47,7 +47,9 @@ def test_energies_are_h0_totals_and_results_are_deterministic() -> None:
     assert a.energies[-1] == pytest.approx(_mst_total(points))
     assert "evenly spaced" in a.note
     np.testing.assert_array_equal(a.sizes, [40, 80, 120, 160, 200])
-    assert a.dimension == pytest.approx(1.0 / (1.0 - np.polyfit(np.log(a.sizes), np.log(a.energies), 1)[0]))
+    assert a.dimension == pytest.approx(
+        1.0 / (1.0 - np.polyfit(np.log(a.sizes), np.log(a.energies), 1)[0])
+    )
     alpha2 = ph_dimension(points, alpha=2.0, seed=5)
     assert alpha2.energies[-1] == pytest.approx(_mst_total(points, 2.0))
 

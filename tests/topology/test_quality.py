@@ -13,7 +13,8 @@ def test_perfect_clustering_scores_one_whatever_the_cluster_ids() -> None:
     truth = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2])
     pred = np.array([7, 7, 7, 3, 3, 3, 5, 5, 5])
     points = np.array(
-        [[0, 0], [0, 1], [1, 0], [10, 10], [10, 11], [11, 10], [-10, 10], [-10, 11], [-11, 10]], float
+        [[0, 0], [0, 1], [1, 0], [10, 10], [10, 11], [11, 10], [-10, 10], [-10, 11], [-11, 10]],
+        float,
     )
     q = cluster_quality(truth, pred, points)
     assert q.purity == pytest.approx(1.0)

@@ -65,7 +65,16 @@ def _everything() -> _Everything:
         empty=np.zeros((0, 2), dtype=np.float64),
         zero_d=np.array(2.5, dtype=np.float32),
         strings=np.array(["cube0_cluster1", "ü"]),
-        tricky_floats=[math.nan, math.inf, -math.inf, -0.0, 0.1 + 0.2, 5e-324, 1.7976931348623157e308, 1 / 3],
+        tricky_floats=[
+            math.nan,
+            math.inf,
+            -math.inf,
+            -0.0,
+            0.1 + 0.2,
+            5e-324,
+            1.7976931348623157e308,
+            1 / 3,
+        ],
         np_scalars=[np.float32(0.1), np.int64(-3), np.bool_(True), np.float64(math.nan)],
         python_int=-7,
         big_int=2**70 + 1,
@@ -73,10 +82,18 @@ def _everything() -> _Everything:
         text='quote " and \\ and \n newline',
         nothing=None,
         arrays=[np.array([[0.0, np.inf], [0.5, 1.0]]), np.zeros((0, 2))],
-        nested=[_Inner(math.nan, np.array([1, 2], dtype=np.int64)), _Inner(2.0, np.array([], dtype=np.int32))],
+        nested=[
+            _Inner(math.nan, np.array([1, 2], dtype=np.int64)),
+            _Inner(2.0, np.array([], dtype=np.int32)),
+        ],
         optional=None,
         shape=(3, 4),
-        mapping={"eps": 0.123456789012345678, "note": None, "inner": {"deep": [1, (2, 3.5)]}, "__dict__": 1},
+        mapping={
+            "eps": 0.123456789012345678,
+            "note": None,
+            "inner": {"deep": [1, (2, 3.5)]},
+            "__dict__": 1,
+        },
         int_keys={1: "a", -2: "b"},
         derived=["x"],
     )
@@ -95,9 +112,9 @@ def _assert_same(a: Any, b: Any, where: str = "value") -> None:
     elif isinstance(a, np.generic):
         assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), f"{where}: {a!r} != {b!r}"
     elif isinstance(a, float):
-        assert (math.isnan(a) and math.isnan(b)) or (a == b and math.copysign(1, a) == math.copysign(1, b)), (
-            f"{where}: {a!r} != {b!r}"
-        )
+        assert (math.isnan(a) and math.isnan(b)) or (
+            a == b and math.copysign(1, a) == math.copysign(1, b)
+        ), f"{where}: {a!r} != {b!r}"
     elif dataclasses.is_dataclass(a):
         for f in dataclasses.fields(a):
             _assert_same(getattr(a, f.name), getattr(b, f.name), f"{where}.{f.name}")
@@ -134,9 +151,15 @@ def test_the_comparison_helper_sees_differences() -> None:
 
 def test_point_cloud_round_trips(tmp_path: Path) -> None:
     cloud = PointCloud(
-        layer="conv1", points=np.random.default_rng(0).normal(size=(6, 4)),
-        image_index=np.arange(6), position=np.zeros((6, 2)), receptive_field=np.ones((6, 4)),
-        sampling="random_position", grid_shape=(4, 4), image_shape=(8, 8), meta={"max_points": None, "seed": 0},
+        layer="conv1",
+        points=np.random.default_rng(0).normal(size=(6, 4)),
+        image_index=np.arange(6),
+        position=np.zeros((6, 2)),
+        receptive_field=np.ones((6, 4)),
+        sampling="random_position",
+        grid_shape=(4, 4),
+        image_shape=(8, 8),
+        meta={"max_points": None, "seed": 0},
     )
     save_analysis(cloud, tmp_path / "cloud")
     _assert_same(cloud, load_analysis(tmp_path / "cloud"))
@@ -263,15 +286,32 @@ def test_a_real_analysis_round_trips_bit_exactly(tmp_path: Path, monkeypatch) ->
     labels = np.repeat(np.arange(3), 20)
     clouds = []
     for name, dim in (("conv", 5), ("fc", 3)):
-        points = (rng.normal(scale=6, size=(3, dim))[labels] + rng.normal(size=(60, dim))).astype(np.float32)
-        clouds.append(PointCloud(
-            layer=name, points=points, image_index=np.arange(60), position=None,
-            receptive_field=np.tile([0, 0, 8, 8], (60, 1)), sampling="pooled", grid_shape=(), image_shape=(8, 8),
-            meta={"note": "synthetic"},
-        ))
-    config = AnalysisConfig(h1_max_points=40, phdim_start=20, phdim_step=10, dendrogram_max_points=30)
-    analysis = analyze(clouds, labels, config=config, class_names=["x", "y", "z"],
-                       provenance={"model": "pkg.mod:net", "sample_image_index": np.arange(60)})
+        points = (rng.normal(scale=6, size=(3, dim))[labels] + rng.normal(size=(60, dim))).astype(
+            np.float32
+        )
+        clouds.append(
+            PointCloud(
+                layer=name,
+                points=points,
+                image_index=np.arange(60),
+                position=None,
+                receptive_field=np.tile([0, 0, 8, 8], (60, 1)),
+                sampling="pooled",
+                grid_shape=(),
+                image_shape=(8, 8),
+                meta={"note": "synthetic"},
+            )
+        )
+    config = AnalysisConfig(
+        h1_max_points=40, phdim_start=20, phdim_step=10, dendrogram_max_points=30
+    )
+    analysis = analyze(
+        clouds,
+        labels,
+        config=config,
+        class_names=["x", "y", "z"],
+        provenance={"model": "pkg.mod:net", "sample_image_index": np.arange(60)},
+    )
     analysis.save(tmp_path / "analysis")
     # load as a fresh process would: the result classes are found by name, not remembered
     monkeypatch.setattr(store, "_REGISTRY", {})

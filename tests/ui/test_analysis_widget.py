@@ -97,7 +97,9 @@ def test_marks_of_points_shapes_and_labels(make_napari_viewer):
     labels = np.zeros((10, 8, 8), np.uint8)
     labels[[2, 9], 4, 4] = 1
     labels_layer = viewer.add_labels(labels, name="l")
-    np.testing.assert_array_equal(marked_stack_indices(image, points), [3, 7])  # 12 is off the stack
+    np.testing.assert_array_equal(
+        marked_stack_indices(image, points), [3, 7]
+    )  # 12 is off the stack
     np.testing.assert_array_equal(marked_stack_indices(image, shapes), [5])
     np.testing.assert_array_equal(marked_stack_indices(image, labels_layer), [2, 9])
 
@@ -238,7 +240,6 @@ def test_models_from_the_console_namespace(make_napari_viewer):
     gc.collect()
     assert widget.load_model() is None
     assert "no torch.nn.Module named 'other' any more" in widget.status.value
-
 
 
 @pytest.mark.enable_console

@@ -28,8 +28,9 @@ def digits_analysis():
     clouds = extract_activations(sample.model, sample.images[index], ["pool2", "fc1"])
     for cloud in clouds.values():
         cloud.image_index = index[cloud.image_index]
-    analysis = analyze(clouds, sample.labels, class_names=sample.class_names,
-                       provenance={"sample": "digits"})
+    analysis = analyze(
+        clouds, sample.labels, class_names=sample.class_names, provenance={"sample": "digits"}
+    )
     return sample, analysis
 
 
@@ -72,8 +73,12 @@ def view_state(viewer, key):
         if meta["view"] in LAYER_VIEWS:
             assert meta["view"] not in state, f"view {meta['view']} shown twice"
             data = layer.data if isinstance(layer.data, list) else [np.asarray(layer.data)]
-            state[meta["view"]] = (layer, meta.get("layer"), [np.array(d) for d in data],
-                                   getattr(layer, "features", pd.DataFrame()).copy())
+            state[meta["view"]] = (
+                layer,
+                meta.get("layer"),
+                [np.array(d) for d in data],
+                getattr(layer, "features", pd.DataFrame()).copy(),
+            )
     return state
 
 
@@ -87,15 +92,19 @@ def assert_same_views(before, after):
         assert len(data_after) == len(data), view
         for a, b in zip(data, data_after):
             np.testing.assert_allclose(a, b, err_msg=view)
-        pd.testing.assert_frame_equal(features.reset_index(drop=True),
-                                      features_after.reset_index(drop=True), obj=view)
+        pd.testing.assert_frame_equal(
+            features.reset_index(drop=True), features_after.reset_index(drop=True), obj=view
+        )
 
 
 def test_explorer_follows_the_analysis_and_drives_its_layers(explorer):
     viewer, widget, analysis = explorer
     key = widget.analysis_key.value
     assert key is not None and widget.analysis is analysis
-    assert list(widget.layer.choices) == [None, "pool2", "fc1"] or list(widget.layer.choices) == ["pool2", "fc1"]
+    assert list(widget.layer.choices) == [None, "pool2", "fc1"] or list(widget.layer.choices) == [
+        "pool2",
+        "fc1",
+    ]
     assert widget.layer.value == "fc1"  # show_analysis's default: the last layer
     graph = analysis["fc1"].mapper
     assert f"fc1: {len(graph.node_ids)} nodes" in widget.summary.value
@@ -118,7 +127,9 @@ def test_explorer_follows_the_analysis_and_drives_its_layers(explorer):
     edges = edges_layer(viewer, key)
     assert len(edges.data) == int((weights >= threshold).sum()) < len(weights)
     assert (edges.features["jaccard"] >= threshold).all()
-    assert f"{int((weights >= threshold).sum())} of {len(weights)} edges shown" in widget.summary.value
+    assert (
+        f"{int((weights >= threshold).sum())} of {len(weights)} edges shown" in widget.summary.value
+    )
     widget.edge_threshold.value = 0.0
     assert len(edges_layer(viewer, key).data) == len(weights)
 
@@ -131,7 +142,10 @@ def test_explorer_follows_the_analysis_and_drives_its_layers(explorer):
     alpha = np.array(nodes.face_color)[:, 3]
     assert np.all(alpha[dominant == target] == 1.0) and np.all(alpha[dominant != target] < 0.5)
     assert (dominant != target).any()
-    assert f"Class {target!r}: {(dominant == target).sum()} of {len(dominant)} nodes kept" in widget.status.value
+    assert (
+        f"Class {target!r}: {(dominant == target).sum()} of {len(dominant)} nodes kept"
+        in widget.status.value
+    )
 
     widget.color_by.value = "mean_lens"  # recolouring keeps the search applied
     alpha = np.array(nodes_layer(viewer, key).face_color)[:, 3]
@@ -168,15 +182,23 @@ def test_switching_the_network_layer_keeps_the_settings(explorer, qtbot):
     first = key
     from napari_topolens.topology.analysis import Analysis
 
-    other = Analysis(analysis.layer_results[:1], {k: v[:1, :1] for k, v in analysis.layer_distances.items()},
-                     analysis.config, {"sample": "digits"}, analysis.labels, analysis.class_names)
+    other = Analysis(
+        analysis.layer_results[:1],
+        {k: v[:1, :1] for k, v in analysis.layer_distances.items()},
+        analysis.config,
+        {"sample": "digits"},
+        analysis.labels,
+        analysis.class_names,
+    )
     show_analysis(viewer, other, image_layer=viewer.layers["digits images"])
     keys = [k for k in widget.analysis_key.choices if k is not None]
     assert len(keys) == 2 and widget.analysis_key.value != first
     assert widget.analysis is other and widget.layer.value == "pool2"
     widget.analysis_key.value = first
     assert widget.analysis is analysis and widget.layer.value == "pool2"
-    assert widget.color_by.value == "community" and widget.edge_threshold.value == pytest.approx(0.2)
+    assert widget.color_by.value == "community" and widget.edge_threshold.value == pytest.approx(
+        0.2
+    )
     assert widget.class_search.value == "7"  # the controls show that analysis's state
 
 
@@ -199,7 +221,10 @@ def test_switching_keeps_the_viewer_responsive(explorer, qtbot):
     sync_stall = baseline.longest_gap()
     show_analysis(viewer, analysis, "fc1", image_layer=images)  # back to what the widget shows
     qtbot.wait(50)
-    assert widget.layer.value == "fc1" and nodes_layer(viewer, key).metadata["topolens"]["layer"] == "fc1"
+    assert (
+        widget.layer.value == "fc1"
+        and nodes_layer(viewer, key).metadata["topolens"]["layer"] == "fc1"
+    )
 
     recorder = TickRecorder()
     recorder.start()
@@ -223,7 +248,7 @@ def test_switching_keeps_the_viewer_responsive(explorer, qtbot):
 
 
 def test_rapid_switches_end_on_the_last_choice(explorer, qtbot):
-    viewer, widget, analysis = explorer
+    viewer, widget, _analysis = explorer
     key = widget.analysis_key.value
     widget.class_search.value = "3"
     shown_fc1 = view_state(viewer, key)
@@ -271,8 +296,10 @@ def test_a_cancelled_switch_leaves_no_view_missing_or_doubled(explorer, qtbot):
     viewer.add_points(np.zeros((1, 2)), name=old_edges.name, metadata={"topolens": meta})
     widget.layer.value = "pool2"
     first = widget.pending_show
-    qtbot.waitUntil(lambda: any(layer.metadata["topolens"]["view"] == "mapper_edges" for layer in first.layers),
-                    timeout=SWITCH_TIMEOUT_MS)
+    qtbot.waitUntil(
+        lambda: any(layer.metadata["topolens"]["view"] == "mapper_edges" for layer in first.layers),
+        timeout=SWITCH_TIMEOUT_MS,
+    )
     first.cancel()
     (edges,) = find_layers(viewer, key, "mapper_edges")  # the new Shapes layer, not removed
     assert edges._type_string == "shapes" and edges.metadata["topolens"]["layer"] == "pool2"

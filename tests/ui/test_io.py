@@ -8,16 +8,25 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
 from conftest import digits_analysis
+
 from napari_topolens.errors import TopoLensError
 from napari_topolens.topology import analysis as analysis_module
 from napari_topolens.ui.io import VIEW_FILE, get_reader, read_analysis, write_analysis
 from napari_topolens.ui.links import links_for
 from napari_topolens.ui.views import find_layers, recolor_nodes, show_analysis
 
-COMPARED = ("mapper_nodes", "mapper_edges", "diagram", "barcode", "flow", "flow_clusters",
-            "blob_points", "blob_hulls", "dendrogram_tree")
+COMPARED = (
+    "mapper_nodes",
+    "mapper_edges",
+    "diagram",
+    "barcode",
+    "flow",
+    "flow_clusters",
+    "blob_points",
+    "blob_hulls",
+    "dendrogram_tree",
+)
 
 
 @pytest.fixture(scope="module")
@@ -30,12 +39,18 @@ def features_of(viewer):
     for layer in find_layers(viewer):
         view = layer.metadata["topolens"]["view"]
         if view in COMPARED:
-            out[view] = (layer.features.drop(columns=["highlighted"], errors="ignore").reset_index(drop=True),
-                         layer.metadata["topolens"]["layer"])
+            out[view] = (
+                layer.features.drop(columns=["highlighted"], errors="ignore").reset_index(
+                    drop=True
+                ),
+                layer.metadata["topolens"]["layer"],
+            )
     return out
 
 
-def test_write_then_read_gives_the_same_linked_layers(make_napari_viewer, digits, tmp_path, monkeypatch):
+def test_write_then_read_gives_the_same_linked_layers(
+    make_napari_viewer, digits, tmp_path, monkeypatch
+):
     images, analysis = digits
     viewer = make_napari_viewer()
     show_analysis(viewer, analysis, "pool1")
@@ -45,7 +60,10 @@ def test_write_then_read_gives_the_same_linked_layers(make_napari_viewer, digits
     nodes = find_layers(viewer, key, "mapper_nodes")[0]
     colors_before = np.array(nodes.face_color)
     # the writer gets what napari gives a writer: the selected layers' data tuples
-    selected = [nodes.as_layer_data_tuple(), find_layers(viewer, key, "barcode")[0].as_layer_data_tuple()]
+    selected = [
+        nodes.as_layer_data_tuple(),
+        find_layers(viewer, key, "barcode")[0].as_layer_data_tuple(),
+    ]
     target = tmp_path / "run.topolens"
     assert write_analysis(str(target), selected) == [str(target)]
     assert json.loads((target / VIEW_FILE).read_text())["layer"] == "pool1"
@@ -59,7 +77,9 @@ def test_write_then_read_gives_the_same_linked_layers(make_napari_viewer, digits
     monkeypatch.setattr(analysis_module, "analyze", refuse)
     other = make_napari_viewer()
     links = links_for(other)
-    for data, kwargs, kind in get_reader(str(target))(str(target)):  # what napari does with a reader
+    for data, kwargs, kind in get_reader(str(target))(
+        str(target)
+    ):  # what napari does with a reader
         other._add_layer_from_data(data, kwargs, kind)
     after = features_of(other)
     assert set(after) == set(before)
@@ -97,6 +117,16 @@ def test_writer_refuses_layers_without_an_analysis(tmp_path, digits):
     _, analysis = digits
     with pytest.raises(TopoLensError, match="TopoLens analysis"):
         write_analysis(str(tmp_path / "x"), [(np.zeros((3, 3)), {"metadata": {}}, "image")])
-    meta = lambda a: {"metadata": {"topolens": {"view": "mapper_nodes", "key": "k", "layer": "fc1", "analysis": a}}}
+
+    def meta(a):
+        return {
+            "metadata": {
+                "topolens": {"view": "mapper_nodes", "key": "k", "layer": "fc1", "analysis": a}
+            }
+        }
+
     with pytest.raises(TopoLensError, match="different analyses"):
-        write_analysis(str(tmp_path / "y"), [(None, meta(analysis), "points"), (None, meta(copy.copy(analysis)), "points")])
+        write_analysis(
+            str(tmp_path / "y"),
+            [(None, meta(analysis), "points"), (None, meta(copy.copy(analysis)), "points")],
+        )

@@ -7,7 +7,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 from napari.utils._proxies import ReadOnlyWrapper
-from napari.utils.interactions import mouse_move_callbacks, mouse_press_callbacks, mouse_release_callbacks
+from napari.utils.interactions import (
+    mouse_move_callbacks,
+    mouse_press_callbacks,
+    mouse_release_callbacks,
+)
 
 from napari_topolens import extract_activations, load_sample
 from napari_topolens.topology.analysis import analyze
@@ -20,10 +24,20 @@ def shapes():
     """pool2 with several positions per image (partial receptive fields), and fc1."""
     sample = load_sample("shapes")
     index = sample.test_index[:40]
-    clouds = extract_activations(sample.model, sample.images[index], ["pool2", "fc1"],
-                                 sampling="all_positions", max_points=200, seed=0)
-    analysis = analyze(clouds, sample.labels[index], class_names=sample.class_names,
-                       provenance={"sample": "shapes"})
+    clouds = extract_activations(
+        sample.model,
+        sample.images[index],
+        ["pool2", "fc1"],
+        sampling="all_positions",
+        max_points=200,
+        seed=0,
+    )
+    analysis = analyze(
+        clouds,
+        sample.labels[index],
+        class_names=sample.class_names,
+        provenance={"sample": "shapes"},
+    )
     return sample.images[index], analysis
 
 
@@ -56,7 +70,10 @@ def check_pixels(viewer, links, key, analysis, image_layer, expected_members):
     # heat lies only inside members' fields, and every member's field is covered
     assert np.array_equal(overlay > 0, mask)
     rf = cloud.receptive_field[expected_members]
-    if not np.all((rf[:, 2] - rf[:, 0] == cloud.image_shape[0]) & (rf[:, 3] - rf[:, 1] == cloud.image_shape[1])):
+    if not np.all(
+        (rf[:, 2] - rf[:, 0] == cloud.image_shape[0])
+        & (rf[:, 3] - rf[:, 1] == cloud.image_shape[1])
+    ):
         assert mask.sum() < mask.shape[0] * mask[0].size  # partial fields: a real spatial check
     images = set(cloud.image_index[expected_members].tolist())
     assert links.current_image(image_layer) in images
@@ -70,7 +87,10 @@ def test_node_selection_event_shows_member_fields(shown):
     viewer, image_layer, analysis, links, key = shown
     graph = analysis["pool2"].mapper
     nodes = find_layers(viewer, key, "mapper_nodes")[0]
-    spread = [len(np.unique(analysis["pool2"].cloud.image_index[graph.node_members(n)])) for n in range(graph.n_nodes)]
+    spread = [
+        len(np.unique(analysis["pool2"].cloud.image_index[graph.node_members(n)]))
+        for n in range(graph.n_nodes)
+    ]
     node = int(np.argmax(spread))
     viewer.dims.set_point(0, 0)
     row = int(np.flatnonzero(nodes.features["node"].to_numpy() == node)[0])
@@ -80,7 +100,10 @@ def test_node_selection_event_shows_member_fields(shown):
     # the programmatic API takes the same path
     other = (node + 1) % graph.n_nodes
     links.select_nodes(key, [node, other])
-    assert set(nodes.selected_data) == {row, int(np.flatnonzero(nodes.features["node"] == other)[0])}
+    assert set(nodes.selected_data) == {
+        row,
+        int(np.flatnonzero(nodes.features["node"] == other)[0]),
+    }
     both = np.union1d(graph.node_members(node), graph.node_members(other))
     check_pixels(viewer, links, key, analysis, image_layer, both)
     nodes.selected_data = set()
@@ -94,7 +117,7 @@ def test_bars_clusters_branches_edges_and_hulls_link_to_members(shown):
     pers, flow, dendro, graph = result.persistence, result.flow, result.dendrogram, result.mapper
     # a diagram point (H0): the dying component
     bar = int(np.argmax(np.diff(pers.h0_member_offsets)[:-1]))
-    expected = pers.h0_members[pers.h0_member_offsets[bar]:pers.h0_member_offsets[bar + 1]]
+    expected = pers.h0_members[pers.h0_member_offsets[bar] : pers.h0_member_offsets[bar + 1]]
     links.select_bars(key, 0, [bar])
     check_pixels(viewer, links, key, analysis, image_layer, expected)
     # a barcode line (H1) selected as napari does it: a representative cycle
@@ -104,22 +127,43 @@ def test_bars_clusters_branches_edges_and_hulls_link_to_members(shown):
         row = int(h1_rows[0])
         b = int(barcode.features["bar"].iloc[row])
         barcode.selected_data = {row}
-        check_pixels(viewer, links, key, analysis, image_layer,
-                     pers.h1_members[pers.h1_member_offsets[b]:pers.h1_member_offsets[b + 1]])
+        check_pixels(
+            viewer,
+            links,
+            key,
+            analysis,
+            image_layer,
+            pers.h1_members[pers.h1_member_offsets[b] : pers.h1_member_offsets[b + 1]],
+        )
     # a cluster of the best stage, through the flow-clusters Shapes selection
     clusters = find_layers(viewer, key, "flow_clusters")[0]
     table = clusters.features
     row = int(np.flatnonzero((table["stage"] == flow.best_stage) & (table["cluster"] >= 0))[0])
     clusters.selected_data = {row}
     c = int(table["cluster"].iloc[row])
-    check_pixels(viewer, links, key, analysis, image_layer, np.flatnonzero(flow.memberships[flow.best_stage] == c))
+    check_pixels(
+        viewer,
+        links,
+        key,
+        analysis,
+        image_layer,
+        np.flatnonzero(flow.memberships[flow.best_stage] == c),
+    )
     assert np.array_equal(links.select_clusters(key, flow.best_stage, [c]), links.last_members)
     # a hull: the same cluster at the best stage
     hulls = find_layers(viewer, key, "blob_hulls")[0]
-    hull_row = int(np.flatnonzero(hulls.features["cluster"].to_numpy() == result.blobs.hull_clusters[0])[0])
+    hull_row = int(
+        np.flatnonzero(hulls.features["cluster"].to_numpy() == result.blobs.hull_clusters[0])[0]
+    )
     hulls.selected_data = {hull_row}
-    check_pixels(viewer, links, key, analysis, image_layer,
-                 np.flatnonzero(result.blobs.cluster == result.blobs.hull_clusters[0]))
+    check_pixels(
+        viewer,
+        links,
+        key,
+        analysis,
+        image_layer,
+        np.flatnonzero(result.blobs.cluster == result.blobs.hull_clusters[0]),
+    )
     # a dendrogram branch
     merge = len(dendro.linkage) - 2
     links.select_merge(key, merge)
@@ -134,8 +178,14 @@ def test_bars_clusters_branches_edges_and_hulls_link_to_members(shown):
         edges.selected_data = {0}
         a, b = int(edges.features["source"].iloc[0]), int(edges.features["target"].iloc[0])
         assert graph.edge_weight[int(edges.features["edge"].iloc[0])] >= threshold
-        check_pixels(viewer, links, key, analysis, image_layer,
-                     np.intersect1d(graph.node_members(a), graph.node_members(b)))
+        check_pixels(
+            viewer,
+            links,
+            key,
+            analysis,
+            image_layer,
+            np.intersect1d(graph.node_members(a), graph.node_members(b)),
+        )
 
 
 @dataclass
@@ -157,8 +207,18 @@ def click(viewer, world, drag_to=None):
     event = ReadOnlyWrapper(FakeMouse("mouse_press", tuple(world)), exceptions=("handled",))
     mouse_press_callbacks(viewer, event)
     if drag_to is not None:
-        mouse_move_callbacks(viewer, ReadOnlyWrapper(FakeMouse("mouse_move", tuple(drag_to), is_dragging=True), exceptions=("handled",)))
-    mouse_release_callbacks(viewer, ReadOnlyWrapper(FakeMouse("mouse_release", tuple(drag_to or world)), exceptions=("handled",)))
+        mouse_move_callbacks(
+            viewer,
+            ReadOnlyWrapper(
+                FakeMouse("mouse_move", tuple(drag_to), is_dragging=True), exceptions=("handled",)
+            ),
+        )
+    mouse_release_callbacks(
+        viewer,
+        ReadOnlyWrapper(
+            FakeMouse("mouse_release", tuple(drag_to or world)), exceptions=("handled",)
+        ),
+    )
 
 
 def test_pixel_click_highlights_exactly_the_covering_nodes(shown):
@@ -178,39 +238,58 @@ def test_pixel_click_highlights_exactly_the_covering_nodes(shown):
     click(viewer, image_layer.data_to_world((image, row, col)))
     found = links.last_highlight
     covering = [
-        q for q in range(len(cloud))
+        q
+        for q in range(len(cloud))
         if cloud.image_index[q] == image
         and cloud.receptive_field[q][0] <= row < cloud.receptive_field[q][2]
         and cloud.receptive_field[q][1] <= col < cloud.receptive_field[q][3]
     ]
     assert p in covering and np.array_equal(found["points"], covering)
-    expected_nodes = [n for n in range(graph.n_nodes) if np.intersect1d(graph.node_members(n), covering).size]
+    expected_nodes = [
+        n for n in range(graph.n_nodes) if np.intersect1d(graph.node_members(n), covering).size
+    ]
     assert found["mapper_nodes"].tolist() == expected_nodes
     nodes = find_layers(viewer, key, "mapper_nodes")[0]
     lit = nodes.features.loc[nodes.features["highlighted"], "node"].tolist()
     assert sorted(lit) == expected_nodes
     # flow clusters and dendrogram branches holding a covering point
     memberships = result.flow.memberships
-    expected_clusters = {(s, int(memberships[s, q])) for s in range(len(memberships)) for q in covering}
+    expected_clusters = {
+        (s, int(memberships[s, q])) for s in range(len(memberships)) for q in covering
+    }
     assert set(map(tuple, found["flow_clusters"].tolist())) == expected_clusters
-    expected_merges = [m for m in range(len(result.dendrogram.linkage))
-                       if np.intersect1d(result.dendrogram.branch_members(m), covering).size]
+    expected_merges = [
+        m
+        for m in range(len(result.dendrogram.linkage))
+        if np.intersect1d(result.dendrogram.branch_members(m), covering).size
+    ]
     assert found["dendrogram_tree"].tolist() == expected_merges
     # many more pixels, straight through pixel_clicked, against brute force
     rng = np.random.default_rng(0)
     shared = np.argwhere(count >= 2)  # pixels where a union of fields matters
-    for image_q, row_q, col_q in shared[rng.choice(len(shared), size=min(40, len(shared)), replace=False)]:
-        cover = np.flatnonzero((
+    for image_q, row_q, col_q in shared[
+        rng.choice(len(shared), size=min(40, len(shared)), replace=False)
+    ]:
+        cover = np.flatnonzero(
             (cloud.image_index == image_q)
-            & (cloud.receptive_field[:, 0] <= row_q) & (row_q < cloud.receptive_field[:, 2])
-            & (cloud.receptive_field[:, 1] <= col_q) & (col_q < cloud.receptive_field[:, 3])))
+            & (cloud.receptive_field[:, 0] <= row_q)
+            & (row_q < cloud.receptive_field[:, 2])
+            & (cloud.receptive_field[:, 1] <= col_q)
+            & (col_q < cloud.receptive_field[:, 3])
+        )
         got = links.pixel_clicked(key, int(image_q), int(row_q), int(col_q))
-        want = [n for n in range(graph.n_nodes) if np.intersect1d(graph.node_members(n), cover).size]
+        want = [
+            n for n in range(graph.n_nodes) if np.intersect1d(graph.node_members(n), cover).size
+        ]
         assert got["mapper_nodes"].tolist() == want
         assert np.array_equal(got["blob_points"], cover)
     # a drag (pan) is not a click: nothing changes
     before = links.last_highlight
-    click(viewer, image_layer.data_to_world((image, 1, 1)), drag_to=image_layer.data_to_world((image, 20, 20)))
+    click(
+        viewer,
+        image_layer.data_to_world((image, 1, 1)),
+        drag_to=image_layer.data_to_world((image, 20, 20)),
+    )
     assert links.last_highlight is before
 
 

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import time
 
-import numpy as np
-
 from conftest import TickRecorder
 
 from napari_topolens.ui.analysis_widget import AnalysisWidget

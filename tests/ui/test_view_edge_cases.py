@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import digits_analysis
+
 from napari_topolens import load_sample
 from napari_topolens.ui.links import links_for
 from napari_topolens.ui.views import (
+    Geometry,
     find_layers,
     show_analysis,
     show_analysis_incrementally,
     titles_layer_data,
     update_layer,
     view_layer_data,
-    Geometry,
 )
 
 
@@ -65,10 +65,14 @@ def test_update_layer_takes_an_empty_graph(make_napari_viewer, one_image):
     _, analysis = one_image
     viewer = make_napari_viewer()
     geometry = Geometry(8.0, 8.0, (-0.5, -0.5))
-    full = {kw["metadata"]["topolens"]["view"]: (d, kw, k)
-            for d, kw, k in view_layer_data(analysis, "pool1", "k", geometry)}
-    empty = {kw["metadata"]["topolens"]["view"]: (d, kw, k)
-             for d, kw, k in view_layer_data(analysis, "pool2", "k", geometry)}
+    full = {
+        kw["metadata"]["topolens"]["view"]: (d, kw, k)
+        for d, kw, k in view_layer_data(analysis, "pool1", "k", geometry)
+    }
+    empty = {
+        kw["metadata"]["topolens"]["view"]: (d, kw, k)
+        for d, kw, k in view_layer_data(analysis, "pool2", "k", geometry)
+    }
     for view in ("mapper_nodes", "mapper_edges"):
         data, kwargs, kind = full[view]
         layer = viewer._add_layer_from_data(data, kwargs, kind)[0]
@@ -81,8 +85,9 @@ def test_an_empty_graph_shows_incrementally(make_napari_viewer, one_image, qtbot
     viewer = make_napari_viewer()
     image_layer = viewer.add_image(images, name="one")
     errors = []
-    show = show_analysis_incrementally(viewer, analysis, "pool2", image_layer=image_layer,
-                                       on_error=errors.append)
+    show = show_analysis_incrementally(
+        viewer, analysis, "pool2", image_layer=image_layer, on_error=errors.append
+    )
     qtbot.waitUntil(lambda: show.done, timeout=20000)
     assert errors == [] and show.error is None
     assert len(find_layers(viewer, None, "mapper_nodes")[0].data) == 0
@@ -121,14 +126,17 @@ def test_two_analyses_get_their_own_bands(make_napari_viewer, digits, one_image)
     assert len(keys) == 3
     boxes = {key: _frames(viewer, key) for key in keys}
     for i, a in enumerate(keys):
-        for b in keys[i + 1:]:
+        for b in keys[i + 1 :]:
             for box_a in boxes[a]:
                 for box_b in boxes[b]:
                     assert not _overlap(box_a, box_b), (a, b, box_a, box_b)
             # no drawn layer of one analysis overlaps one of another's
             for la in find_layers(viewer, a):
                 for lb in find_layers(viewer, b):
-                    if {la.metadata["topolens"]["view"], lb.metadata["topolens"]["view"]} & {"images", "overlay"}:
+                    if {la.metadata["topolens"]["view"], lb.metadata["topolens"]["view"]} & {
+                        "images",
+                        "overlay",
+                    }:
                         continue
                     assert not _overlap(_extent_rc(la), _extent_rc(lb)), (la.name, lb.name)
     # each overlay lies on its own image layer
@@ -196,7 +204,9 @@ def _visible_rect(viewer):
     return cy - h / 2 / zoom, cx - w / 2 / zoom, cy + h / 2 / zoom, cx + w / 2 / zoom
 
 
-def test_the_views_are_on_screen_after_a_show_and_after_reading(make_napari_viewer, digits, tmp_path, qtbot):
+def test_the_views_are_on_screen_after_a_show_and_after_reading(
+    make_napari_viewer, digits, tmp_path, qtbot
+):
     images, analysis = digits
     viewer = make_napari_viewer(show=True)
     image_layer = viewer.add_image(images, name="digits")  # napari zooms onto the 8x8 digit
@@ -205,7 +215,10 @@ def test_the_views_are_on_screen_after_a_show_and_after_reading(make_napari_view
     seen = _visible_rect(viewer)
     for layer in find_layers(viewer, key, "mapper_nodes") + find_layers(viewer, key, "cka"):
         r0, c0, r1, c1 = _extent_rc(layer)
-        assert seen[0] <= r0 and seen[1] <= c0 and r1 <= seen[2] and c1 <= seen[3], (layer.name, seen)
+        assert seen[0] <= r0 and seen[1] <= c0 and r1 <= seen[2] and c1 <= seen[3], (
+            layer.name,
+            seen,
+        )
     analysis.save(tmp_path / "saved.topolens")
     fresh = make_napari_viewer(show=True)
     fresh.add_image(images[:1], name="first")
@@ -245,7 +258,10 @@ def test_the_analysis_widget_refuses_images_with_two_stack_axes(make_napari_view
     before_layers = [l.name for l in viewer.layers]
     before = len(notification_manager.records)
     assert widget.run() is None
-    assert widget.status.value.startswith("Error:") and "2 axes before the images" in widget.status.value
+    assert (
+        widget.status.value.startswith("Error:")
+        and "2 axes before the images" in widget.status.value
+    )
     (note,) = notification_manager.records[before:]
     assert str(note.message) in widget.status.value
     assert [l.name for l in viewer.layers] == before_layers
@@ -279,6 +295,9 @@ def test_analysis_keys_name_the_sample_else_the_image_layer(make_napari_viewer):
     from types import SimpleNamespace
 
     links = links_for(make_napari_viewer())
-    assert links.key_for(SimpleNamespace(provenance={"sample": "digits", "image_layer": "x"})) == "digits"
+    assert (
+        links.key_for(SimpleNamespace(provenance={"sample": "digits", "image_layer": "x"}))
+        == "digits"
+    )
     assert links.key_for(SimpleNamespace(provenance={"image_layer": "my scans"})) == "my scans"
     assert links.key_for(SimpleNamespace(provenance={})) == "analysis"

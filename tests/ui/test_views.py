@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from conftest import digits_analysis
+
 from napari_topolens.errors import LayerError, TopoLensError
 from napari_topolens.ui.views import (
     MAX_BARS,
@@ -40,26 +40,26 @@ def test_layer_data_features_carry_the_analysis_ids(digits):
         meta = items[0][1]["metadata"]["topolens"]
         assert meta["key"] == "k" and meta["analysis"] is analysis
     graph = result.mapper
-    (nodes, kw, kind), = views["mapper_nodes"]
+    ((nodes, kw, kind),) = views["mapper_nodes"]
     assert kind == "points" and len(nodes) == graph.n_nodes == len(kw["features"])
     assert kw["features"]["node"].tolist() == list(range(graph.n_nodes))
     assert kw["features"]["node_id"].tolist() == list(graph.node_ids)
     assert np.array_equal(kw["features"]["size"], graph.size)
     assert np.all((nodes >= 0) & (nodes <= 1))
-    (edges, kw, kind), = views["mapper_edges"]
+    ((edges, kw, kind),) = views["mapper_edges"]
     assert kind == "shapes" and len(edges) == len(graph.edges) == len(kw["features"])
     assert np.array_equal(kw["features"][["source", "target"]].to_numpy(), graph.edges)
     assert np.allclose(kw["features"]["jaccard"], graph.edge_weight)
     # persistence: one diagram point per bar of every dimension
     pers = result.persistence
-    (points, kw, _), = views["diagram"]
+    ((points, kw, _),) = views["diagram"]
     table = kw["features"]
     assert len(points) == len(table) == sum(len(d) for d in pers.diagrams)
     for dim, diagram in enumerate(pers.diagrams):
         rows = table[table["dim"] == dim]
         assert rows["bar"].tolist() == list(range(len(diagram)))
         assert np.allclose(rows[["birth", "death"]].to_numpy(), diagram)
-    (bars, kw, _), = views["barcode"]
+    ((bars, kw, _),) = views["barcode"]
     table = kw["features"]
     assert len(bars) == len(table)
     for dim, diagram in enumerate(pers.diagrams):
@@ -70,26 +70,32 @@ def test_layer_data_features_carry_the_analysis_ids(digits):
         assert shown.min() >= np.sort(length)[::-1][len(rows) - 1]  # the most persistent
     # cluster flow: one band per flow row, one block per (stage, cluster)
     flow = result.flow
-    (bands, kw, _), = views["flow"]
-    assert np.array_equal(kw["features"][["stage", "cluster", "next_cluster", "count"]].to_numpy(), flow.flows)
-    (blocks, kw, _), = views["flow_clusters"]
-    expected = {(s, int(c)) for s in range(len(flow.memberships)) for c in np.unique(flow.memberships[s])}
+    ((_bands, kw, _),) = views["flow"]
+    assert np.array_equal(
+        kw["features"][["stage", "cluster", "next_cluster", "count"]].to_numpy(), flow.flows
+    )
+    ((_blocks, kw, _),) = views["flow_clusters"]
+    expected = {
+        (s, int(c)) for s in range(len(flow.memberships)) for c in np.unique(flow.memberships[s])
+    }
     assert set(map(tuple, kw["features"][["stage", "cluster"]].to_numpy().tolist())) == expected
     for s, c, count in kw["features"][["stage", "cluster", "count"]].to_numpy():
         assert count == np.sum(flow.memberships[s] == c)
     # blob graph and dendrogram
-    (pts, kw, _), = views["blob_points"]
+    ((_pts, kw, _),) = views["blob_points"]
     assert kw["features"]["point"].tolist() == list(range(len(result.cloud)))
     assert np.array_equal(kw["features"]["cluster"], result.blobs.cluster)
-    (hulls, kw, _), = views["blob_hulls"]
-    assert np.array_equal(kw["features"]["cluster"], result.blobs.hull_clusters) and len(hulls) == len(result.blobs.hulls)
-    (tree, kw, _), = views["dendrogram_tree"]
+    ((hulls, kw, _),) = views["blob_hulls"]
+    assert np.array_equal(kw["features"]["cluster"], result.blobs.hull_clusters) and len(
+        hulls
+    ) == len(result.blobs.hulls)
+    ((_tree, kw, _),) = views["dendrogram_tree"]
     assert kw["features"]["merge"].tolist() == list(range(len(result.dendrogram.linkage)))
-    (heat, kw, _), = views["dendrogram_heatmap"]
+    ((heat, kw, _),) = views["dendrogram_heatmap"]
     assert np.array_equal(heat, result.dendrogram.distances)
-    (matrix, kw, _), = views["layer_distances"]
+    ((matrix, kw, _),) = views["layer_distances"]
     assert np.allclose(matrix, analysis.layer_distances[analysis.config.layer_distance])
-    (matrix, kw, _), = views["cka"]
+    ((matrix, kw, _),) = views["cka"]
     assert np.allclose(matrix, analysis.layer_distances["cka"])
 
 
@@ -114,9 +120,25 @@ def test_show_analysis_places_views_beside_the_images(make_napari_viewer, digits
     image_layer = viewer.add_image(images, name="digits")
     added = show_analysis(viewer, analysis, image_layer=image_layer)
     views = [layer.metadata["topolens"]["view"] for layer in added]
-    for needed in ("overlay", "gallery", "mapper_nodes", "mapper_edges", "diagram", "barcode",
-                   "layer_distances", "cka", "flow", "flow_clusters", "blob_points", "blob_hulls",
-                   "dendrogram_heatmap", "dendrogram_tree", "titles", "axes", "matrix_labels"):
+    for needed in (
+        "overlay",
+        "gallery",
+        "mapper_nodes",
+        "mapper_edges",
+        "diagram",
+        "barcode",
+        "layer_distances",
+        "cka",
+        "flow",
+        "flow_clusters",
+        "blob_points",
+        "blob_hulls",
+        "dendrogram_heatmap",
+        "dendrogram_tree",
+        "titles",
+        "axes",
+        "matrix_labels",
+    ):
         assert views.count(needed) == 1, needed
     assert all(layer in viewer.layers for layer in added)
     assert viewer.layers.selection.active is image_layer
@@ -130,9 +152,14 @@ def test_show_analysis_places_views_beside_the_images(make_napari_viewer, digits
         assert lo[1] > image_hi[1], view  # right of the images
         boxes[view] = (lo, hi)
     cells = {  # views that share a cell
-        "mapper": ("mapper_nodes", "mapper_edges"), "diagram": ("diagram",), "barcode": ("barcode",),
-        "flow": ("flow", "flow_clusters"), "blobs": ("blob_points", "blob_hulls"),
-        "dendrogram": ("dendrogram_heatmap", "dendrogram_tree"), "d": ("layer_distances",), "c": ("cka",),
+        "mapper": ("mapper_nodes", "mapper_edges"),
+        "diagram": ("diagram",),
+        "barcode": ("barcode",),
+        "flow": ("flow", "flow_clusters"),
+        "blobs": ("blob_points", "blob_hulls"),
+        "dendrogram": ("dendrogram_heatmap", "dendrogram_tree"),
+        "d": ("layer_distances",),
+        "c": ("cka",),
     }
     merged = {}
     for cell, members in cells.items():
@@ -141,7 +168,7 @@ def test_show_analysis_places_views_beside_the_images(make_napari_viewer, digits
         merged[cell] = (lo, hi)
     names = list(merged)
     for i, a in enumerate(names):
-        for b in names[i + 1:]:
+        for b in names[i + 1 :]:
             (alo, ahi), (blo, bhi) = merged[a], merged[b]
             overlap = np.all(np.minimum(ahi, bhi) > np.maximum(alo, blo))
             assert not overlap, (a, b)
@@ -159,7 +186,7 @@ def test_show_analysis_places_views_beside_the_images(make_napari_viewer, digits
 
 
 def test_explorer_controls_recolor_threshold_and_fade(make_napari_viewer, digits):
-    images, analysis = digits
+    _images, analysis = digits
     viewer = make_napari_viewer()
     show_analysis(viewer, analysis)  # no image layer: the images view is created
     (images_layer,) = find_layers(viewer, view="images")
@@ -199,7 +226,9 @@ def test_switching_the_layer_updates_the_views_in_place(make_napari_viewer, digi
     viewer = make_napari_viewer()
     image_layer = viewer.add_image(images, name="digits")
     done = []
-    show = show_analysis_incrementally(viewer, analysis, image_layer=image_layer, on_done=done.append)
+    show = show_analysis_incrementally(
+        viewer, analysis, image_layer=image_layer, on_done=done.append
+    )
     assert not done and not show.done  # nothing added yet: one layer per event-loop turn
     qtbot.waitUntil(lambda: bool(done), timeout=60_000)
     first = list(viewer.layers)

@@ -3,8 +3,8 @@
 from .pointcloud import PointCloud
 
 __all__ = [
-    "PointCloud",
     "SAMPLING_MODES",
+    "PointCloud",
     "extract_activations",
     "iter_extract_activations",
     "list_layers",

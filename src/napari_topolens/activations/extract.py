@@ -20,8 +20,8 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
-    "SAMPLING_MODES",
     "DEFAULT_MAX_POSITIONS",
+    "SAMPLING_MODES",
     "as_image_batch",
     "extract_activations",
     "iter_extract_activations",
@@ -53,9 +53,7 @@ def as_image_batch(images: Any) -> np.ndarray:
     if hasattr(images, "detach"):
         images = images.detach().cpu().numpy()
     array = np.asarray(images)
-    if array.dtype == object or not (
-        np.issubdtype(array.dtype, np.number) or array.dtype == bool
-    ):
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
         raise ImageError(f"images must be numeric arrays, got dtype {array.dtype}")
     if array.ndim == 0 or (array.ndim >= 1 and array.shape[0] == 0):
         raise EmptySelectionError("no images were selected; select at least one image")
@@ -114,7 +112,9 @@ def _check_channels(model: torch.nn.Module, batch: np.ndarray) -> None:
 
     device, dtype = _model_device_dtype(model)
     with _eval_mode(model):
-        expected = first_input_channels(model, torch.from_numpy(batch[:1]).to(device=device, dtype=dtype))
+        expected = first_input_channels(
+            model, torch.from_numpy(batch[:1]).to(device=device, dtype=dtype)
+        )
     if expected is not None and expected != batch.shape[1]:
         have = "grayscale (1 channel)" if batch.shape[1] == 1 else f"{batch.shape[1]} channels"
         fix = (
@@ -124,7 +124,9 @@ def _check_channels(model: torch.nn.Module, batch: np.ndarray) -> None:
             if expected == 1
             else f"give images with {expected} channels"
         )
-        raise ImageError(f"the images are {have} but the model's first layer expects {expected}: {fix}")
+        raise ImageError(
+            f"the images are {have} but the model's first layer expects {expected}: {fix}"
+        )
 
 
 def predict_proba(model: torch.nn.Module, images: Any, *, batch_size: int = 64) -> np.ndarray:
@@ -137,7 +139,9 @@ def predict_proba(model: torch.nn.Module, images: Any, *, batch_size: int = 64) 
     out: list[np.ndarray] = []
     with _eval_mode(model), torch.no_grad():
         for start in range(0, len(batch), batch_size):
-            chunk = torch.from_numpy(batch[start : start + batch_size]).to(device=device, dtype=dtype)
+            chunk = torch.from_numpy(batch[start : start + batch_size]).to(
+                device=device, dtype=dtype
+            )
             try:
                 logits = model(chunk)
             except Exception as exc:
@@ -200,7 +204,13 @@ def extract_activations(
         were asked in.
     """
     steps = iter_extract_activations(
-        model, images, layers, sampling=sampling, max_points=max_points, batch_size=batch_size, seed=seed
+        model,
+        images,
+        layers,
+        sampling=sampling,
+        max_points=max_points,
+        batch_size=batch_size,
+        seed=seed,
     )
     return drive(steps, progress, cancel)
 
@@ -221,7 +231,9 @@ def iter_extract_activations(
     bad input fails at once on the caller's thread; the work runs as it is iterated.
     """
     if sampling not in SAMPLING_MODES:
-        raise LayerError(f"unknown sampling mode {sampling!r}; choose one of {', '.join(SAMPLING_MODES)}")
+        raise LayerError(
+            f"unknown sampling mode {sampling!r}; choose one of {', '.join(SAMPLING_MODES)}"
+        )
     if max_points is not None and int(max_points) < 1:
         raise EmptySelectionError(f"max_points must be at least 1, got {max_points}")
     if int(batch_size) < 1:
@@ -250,13 +262,19 @@ def _extraction_steps(
 
     with _eval_mode(model):
         yield Progress(0.0, "probing receptive fields")
-        geometry = layer_geometry(model, modules, batch.shape[1:], dtype=dtype, device=device, batch_size=batch_size)
+        geometry = layer_geometry(
+            model, modules, batch.shape[1:], dtype=dtype, device=device, batch_size=batch_size
+        )
         plans = {
             name: _SamplingPlan.make(sampling, geometry[name], n_images, max_points, seed, name)
             for name in modules
         }
-        chosen_images = np.unique(np.concatenate([plan.images for plan in plans.values()])).astype(np.int64)
-        parts: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {name: [] for name in modules}
+        chosen_images = np.unique(np.concatenate([plan.images for plan in plans.values()])).astype(
+            np.int64
+        )
+        parts: dict[str, list[tuple[np.ndarray, np.ndarray, np.ndarray]]] = {
+            name: [] for name in modules
+        }
         notes: dict[str, str] = {}
         forward_order: list[str] = list(modules)
         n_batches = max(1, -(-len(chosen_images) // batch_size))
@@ -273,7 +291,11 @@ def _extraction_steps(
     clouds: dict[str, PointCloud] = {}
     for name in forward_order:
         geo, plan = geometry[name], plans[name]
-        points = np.concatenate([p[0] for p in parts[name]]) if parts[name] else np.empty((0, geo.channels), np.float32)
+        points = (
+            np.concatenate([p[0] for p in parts[name]])
+            if parts[name]
+            else np.empty((0, geo.channels), np.float32)
+        )
         image_index = np.concatenate([p[1] for p in parts[name]]).astype(np.int64)
         flat = np.concatenate([p[2] for p in parts[name]]).astype(np.int64)
         spatial = plan.mode != "pooled" and geo.kind != "vector"
@@ -282,7 +304,9 @@ def _extraction_steps(
             boxes = geo.boxes[flat]
         else:
             position = None
-            boxes = np.tile(np.array([[0, 0, image_hw[0], image_hw[1]]], dtype=np.int64), (len(points), 1))
+            boxes = np.tile(
+                np.array([[0, 0, image_hw[0], image_hw[1]]], dtype=np.int64), (len(points), 1)
+            )
         clouds[name] = PointCloud(
             layer=name,
             points=points,
@@ -309,23 +333,48 @@ def _extraction_steps(
 class _SamplingPlan:
     """Which images and positions of one layer become points, fixed before any forward pass."""
 
-    def __init__(self, mode: str, geo: LayerGeometry, images: np.ndarray, cap: int | None, rng: np.random.Generator, keep_flat: np.ndarray | None):
+    def __init__(
+        self,
+        mode: str,
+        geo: LayerGeometry,
+        images: np.ndarray,
+        cap: int | None,
+        rng: np.random.Generator,
+        keep_flat: np.ndarray | None,
+    ):
         self.mode, self.geo, self.images, self.cap, self.rng = mode, geo, images, cap, rng
         self.keep_flat = keep_flat  # all_positions: sorted global indices image * P + position
 
+    def _keep_flat(self) -> np.ndarray:
+        if self.keep_flat is None:
+            raise RuntimeError(f"{self.mode} sampling keeps no flat position list")
+        return self.keep_flat
+
     @classmethod
-    def make(cls, sampling: str, geo: LayerGeometry, n_images: int, max_points: int | None, seed: int, layer: str) -> _SamplingPlan:
+    def make(
+        cls,
+        sampling: str,
+        geo: LayerGeometry,
+        n_images: int,
+        max_points: int | None,
+        seed: int,
+        layer: str,
+    ) -> _SamplingPlan:
         # seeded by the layer's name, so a layer samples the same way whatever else is asked for
         rng = np.random.default_rng([seed, zlib.crc32(layer.encode())])
         image_rng = np.random.default_rng([seed, 1_000_003])  # same image subset for every layer
         mode = "pooled" if geo.kind == "vector" else sampling
         n_positions = geo.n_positions
         if mode == "all_positions":
-            cap = DEFAULT_MAX_POSITIONS if max_points is None else int(max_points)
+            position_cap = DEFAULT_MAX_POSITIONS if max_points is None else int(max_points)
             total = n_images * n_positions
-            keep = np.arange(total) if total <= cap else np.sort(rng.choice(total, size=cap, replace=False))
+            keep = (
+                np.arange(total)
+                if total <= position_cap
+                else np.sort(rng.choice(total, size=position_cap, replace=False))
+            )
             images = np.unique(keep // n_positions)
-            return cls(mode, geo, images, cap, rng, keep)
+            return cls(mode, geo, images, position_cap, rng, keep)
         cap = None if max_points is None else int(max_points)
         if cap is not None and cap < n_images:
             images = np.sort(image_rng.choice(n_images, size=cap, replace=False))
@@ -340,7 +389,9 @@ class _SamplingPlan:
             return cls(mode, geo, images, cap, rng, keep)
         return cls(mode, geo, images, cap, rng, None)
 
-    def take(self, name: str, output: torch.Tensor, index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def take(
+        self, name: str, output: torch.Tensor, index: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Points, their image numbers and flat positions from one batch's layer output."""
         import torch
 
@@ -362,7 +413,7 @@ class _SamplingPlan:
             ids = image_ids
         elif self.mode in ("random_position", "top_norm"):
             if self.mode == "random_position":
-                flat = self.keep_flat[image_ids]
+                flat = self._keep_flat()[image_ids]
             else:
                 flat = per_position.norm(dim=2).argmax(dim=1).cpu().numpy()
             pick = torch.from_numpy(flat).to(per_position.device)
@@ -370,9 +421,13 @@ class _SamplingPlan:
             ids = image_ids
         else:  # all_positions
             n_pos = self.geo.n_positions
-            lo = np.searchsorted(self.keep_flat, image_ids.min() * n_pos) if len(rows) else 0
-            hi = np.searchsorted(self.keep_flat, (image_ids.max() + 1) * n_pos) if len(rows) else 0
-            keep = self.keep_flat[lo:hi]
+            lo = np.searchsorted(self._keep_flat(), image_ids.min() * n_pos) if len(rows) else 0
+            hi = (
+                np.searchsorted(self._keep_flat(), (image_ids.max() + 1) * n_pos)
+                if len(rows)
+                else 0
+            )
+            keep = self._keep_flat()[lo:hi]
             img, flat = np.divmod(keep, n_pos)
             local = np.searchsorted(image_ids, img)  # batches hold sorted image numbers
             points = per_position[torch.from_numpy(local), torch.from_numpy(flat)]

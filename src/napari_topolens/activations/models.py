@@ -12,7 +12,7 @@ from ..errors import CheckpointError, ModelError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["load_model", "load_state_dict", "list_layers", "first_input_channels"]
+__all__ = ["first_input_channels", "list_layers", "load_model", "load_state_dict"]
 
 _CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "weights")
 _PROBE_SIZES = (8, 28, 32, 48, 64, 96, 128, 224)
@@ -157,7 +157,9 @@ def first_input_channels(model: torch.nn.Module, example: torch.Tensor | None = 
     import torch
 
     candidates = [
-        m for m in model.modules() if isinstance(getattr(m, "in_channels", None), int) and m.in_channels > 0
+        m
+        for m in model.modules()
+        if isinstance(getattr(m, "in_channels", None), int) and getattr(m, "in_channels") > 0
     ]
     if not candidates:
         return None
@@ -165,7 +167,7 @@ def first_input_channels(model: torch.nn.Module, example: torch.Tensor | None = 
         reached: list[int] = []
 
         def stop(module: torch.nn.Module, _inputs: Any) -> None:
-            reached.append(module.in_channels)
+            reached.append(int(getattr(module, "in_channels")))
             raise _FirstConvReached
 
         handles = [m.register_forward_pre_hook(stop) for m in candidates]
@@ -179,7 +181,7 @@ def first_input_channels(model: torch.nn.Module, example: torch.Tensor | None = 
         finally:
             for handle in handles:
                 handle.remove()
-    return candidates[0].in_channels
+    return int(getattr(candidates[0], "in_channels"))
 
 
 def list_layers(model: torch.nn.Module, input_shape: tuple[int, ...] | None = None) -> list[str]:

@@ -110,16 +110,24 @@ def layer_geometry(
         spatial = [n for n, (kind, _, _) in kinds.items() if kind != "vector" and not zero_nan[n]]
         reached: dict[str, np.ndarray] = {}
         if spatial:
-            reached = _probe(model, {n: todo[n] for n in spatial}, kinds, image_shape, dtype, device, batch_size)
+            reached = _probe(
+                model, {n: todo[n] for n in spatial}, kinds, image_shape, dtype, device, batch_size
+            )
         whole = np.array([[0, 0, height, width]], dtype=np.int64)
         for name in todo:
             kind, grid, n_channels = kinds[name]
             if kind == "vector":
-                geometry = LayerGeometry(kind, grid, n_channels, whole, "whole-image", "vector output")
+                geometry = LayerGeometry(
+                    kind, grid, n_channels, whole, "whole-image", "vector output"
+                )
             elif zero_nan[name]:
                 n = int(np.prod(grid))
                 geometry = LayerGeometry(
-                    kind, grid, n_channels, np.repeat(whole, n, axis=0), "whole-image",
+                    kind,
+                    grid,
+                    n_channels,
+                    np.repeat(whole, n, axis=0),
+                    "whole-image",
                     "the layer is NaN on a zero image, so NaN probing cannot be used",
                 )
             else:

@@ -16,16 +16,16 @@ import numpy as np
 
 __all__ = [
     "UNKNOWN_COLOUR",
-    "class_colours",
-    "png_data_uri",
-    "persistence_figure",
-    "mapper_figure",
-    "flow_figure",
     "blob_figure",
+    "class_colours",
     "dendrogram_figure",
     "examples_figure",
+    "flow_figure",
     "layer_curves_figure",
+    "mapper_figure",
     "matrices_figure",
+    "persistence_figure",
+    "png_data_uri",
 ]
 
 UNKNOWN_COLOUR = "#9e9e9e"
@@ -67,7 +67,14 @@ def png_data_uri(figure: Any) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _legend(axes: Any, class_names: Sequence[str] | None, colours: Sequence[str], *, unknown: bool = False, **kw: Any) -> None:
+def _legend(
+    axes: Any,
+    class_names: Sequence[str] | None,
+    colours: Sequence[str],
+    *,
+    unknown: bool = False,
+    **kw: Any,
+) -> None:
     from matplotlib.patches import Patch
 
     if not class_names:
@@ -98,11 +105,18 @@ def persistence_figure(persistence: Any) -> str:
         birth, death = diagram[:, 0], diagram[:, 1].copy()
         infinite = ~np.isfinite(death)
         death[infinite] = top
-        ax_diagram.scatter(birth[~infinite], death[~infinite], s=9, alpha=0.7,
-                           color=dim_colours[dim % 4], label=f"H{dim} ({len(diagram)})")
+        ax_diagram.scatter(
+            birth[~infinite],
+            death[~infinite],
+            s=9,
+            alpha=0.7,
+            color=dim_colours[dim % 4],
+            label=f"H{dim} ({len(diagram)})",
+        )
         if infinite.any():
-            ax_diagram.scatter(birth[infinite], death[infinite], s=30, marker="^",
-                               color=dim_colours[dim % 4])
+            ax_diagram.scatter(
+                birth[infinite], death[infinite], s=30, marker="^", color=dim_colours[dim % 4]
+            )
     ax_diagram.plot([0, top], [0, top], color="#555", lw=0.8)
     ax_diagram.axhline(top, color="#bbb", lw=0.6, ls="--")
     ax_diagram.text(0, top, " ∞", va="bottom", fontsize=8, color="#555")
@@ -142,7 +156,9 @@ def persistence_figure(persistence: Any) -> str:
 # ----------------------------------------------------------------------------- Mapper
 
 
-def mapper_figure(mapper: Any, colours: Sequence[str], class_names: Sequence[str] | None, *, seed: int = 0) -> str:
+def mapper_figure(
+    mapper: Any, colours: Sequence[str], class_names: Sequence[str] | None, *, seed: int = 0
+) -> str:
     """Mapper graph: nodes coloured by dominant class and sized by members, edges by Jaccard."""
     import networkx as nx
 
@@ -152,7 +168,9 @@ def mapper_figure(mapper: Any, colours: Sequence[str], class_names: Sequence[str
     n_nodes = len(mapper.node_ids)
     if n_nodes == 0:
         note = mapper.params.get("note", "no clusters in any cover interval")
-        axes.text(0.5, 0.5, f"empty Mapper graph\n{note}", ha="center", va="center", fontsize=9, wrap=True)
+        axes.text(
+            0.5, 0.5, f"empty Mapper graph\n{note}", ha="center", va="center", fontsize=9, wrap=True
+        )
         return png_data_uri(figure)
     graph = nx.Graph()
     graph.add_nodes_from(range(n_nodes))
@@ -165,16 +183,27 @@ def mapper_figure(mapper: Any, colours: Sequence[str], class_names: Sequence[str
 
         segments = xy[mapper.edges]
         widths = 0.4 + 3.0 * mapper.edge_weight
-        axes.add_collection(LineCollection(segments, linewidths=widths, colors="#777", alpha=0.6, zorder=1))
+        axes.add_collection(
+            LineCollection(segments, linewidths=widths, colors="#777", alpha=0.6, zorder=1)
+        )
     size = mapper.size.astype(float)
     marker = 20 + 380 * np.sqrt(size / size.max())
     colour = _colour_of(mapper.dominant_class, colours)
     purity = np.nan_to_num(mapper.purity, nan=1.0)
-    axes.scatter(xy[:, 0], xy[:, 1], s=marker, c=colour, edgecolors="#333", linewidths=0.5,
-                 alpha=(0.35 + 0.65 * purity).clip(0, 1), zorder=2)
+    axes.scatter(
+        xy[:, 0],
+        xy[:, 1],
+        s=marker,
+        c=colour,
+        edgecolors="#333",
+        linewidths=0.5,
+        alpha=(0.35 + 0.65 * purity).clip(0, 1),
+        zorder=2,
+    )
     axes.set_title(
         f"Mapper graph: {n_nodes} nodes, {len(mapper.edges)} edges, "
-        f"{int(mapper.component.max()) + 1} components", fontsize=10,
+        f"{int(mapper.component.max()) + 1} components",
+        fontsize=10,
     )
     axes.autoscale_view()
     _legend(axes, class_names, colours, loc="upper left", bbox_to_anchor=(1.0, 1.0))
@@ -184,8 +213,12 @@ def mapper_figure(mapper: Any, colours: Sequence[str], class_names: Sequence[str
 # ----------------------------------------------------------------------------- cluster flow
 
 
-def _cluster_colours(stage_members: np.ndarray, point_labels: np.ndarray,
-                     colours: Sequence[str], is_label_stage: bool) -> dict[int, str]:
+def _cluster_colours(
+    stage_members: np.ndarray,
+    point_labels: np.ndarray,
+    colours: Sequence[str],
+    is_label_stage: bool,
+) -> dict[int, str]:
     """Colour of every cluster of a stage: its class, or its most frequent class."""
     ids = np.unique(stage_members)
     if is_label_stage:
@@ -203,8 +236,9 @@ def _cluster_colours(stage_members: np.ndarray, point_labels: np.ndarray,
     return result
 
 
-def flow_figure(flow: Any, point_labels: np.ndarray, colours: Sequence[str],
-                class_names: Sequence[str] | None) -> str:
+def flow_figure(
+    flow: Any, point_labels: np.ndarray, colours: Sequence[str], class_names: Sequence[str] | None
+) -> str:
     """Sankey of the cluster flow: stacked cluster bars per stage joined by bands."""
     from matplotlib.patches import PathPatch, Rectangle
     from matplotlib.path import Path as MplPath
@@ -236,21 +270,46 @@ def flow_figure(flow: Any, point_labels: np.ndarray, colours: Sequence[str],
             height = count * scale
             stage_spans[cluster] = (top - height, top)
             colour = stage_colours[s][cluster]
-            axes.add_patch(Rectangle((s - bar_width / 2, top - height), bar_width, height,
-                                     facecolor=colour, edgecolor="white", lw=0.3, zorder=3))
+            axes.add_patch(
+                Rectangle(
+                    (s - bar_width / 2, top - height),
+                    bar_width,
+                    height,
+                    facecolor=colour,
+                    edgecolor="white",
+                    lw=0.3,
+                    zorder=3,
+                )
+            )
             if height > 0.035 and len(order) <= 40:
-                name = ("noise" if cluster < 0 else
-                        (class_names[cluster] if is_label and class_names and cluster < len(class_names)
-                         else str(cluster)))
-                axes.text(s + bar_width / 2 + 0.01, top - height / 2, f"{name} ({count})",
-                          fontsize=6.5, va="center", zorder=4)
+                name = (
+                    "noise"
+                    if cluster < 0
+                    else (
+                        class_names[cluster]
+                        if is_label and class_names and cluster < len(class_names)
+                        else str(cluster)
+                    )
+                )
+                axes.text(
+                    s + bar_width / 2 + 0.01,
+                    top - height / 2,
+                    f"{name} ({count})",
+                    fontsize=6.5,
+                    va="center",
+                    zorder=4,
+                )
             top -= height + gap
         spans.append(stage_spans)
         threshold = flow.thresholds[s]
-        caption = flow.stage_names[s] + ("" if not np.isfinite(threshold) else f"\nt = {threshold:.3g}")
+        caption = flow.stage_names[s] + (
+            "" if not np.isfinite(threshold) else f"\nt = {threshold:.3g}"
+        )
         n_real = sum(1 for c, _ in order if c >= 0)
         noun = "class" if is_label else "cluster"
-        caption += f"\n{n_real} {noun}{'es' if is_label and n_real != 1 else ('s' if n_real != 1 else '')}"
+        caption += (
+            f"\n{n_real} {noun}{'es' if is_label and n_real != 1 else ('s' if n_real != 1 else '')}"
+        )
         if s == flow.best_stage:
             caption = "★ " + caption
         axes.text(s, 1.03, caption, ha="center", va="bottom", fontsize=8)
@@ -258,7 +317,10 @@ def flow_figure(flow: Any, point_labels: np.ndarray, colours: Sequence[str],
     out_cursor = [{c: span[1] for c, span in stage.items()} for stage in spans]
     in_cursor = [{c: span[1] for c, span in stage.items()} for stage in spans]
     target_rank = [{c: i for i, c in enumerate(stage)} for stage in spans]
-    rows = sorted(flow.flows.tolist(), key=lambda r: (r[0], target_rank[r[0]][r[1]], target_rank[r[0] + 1][r[2]]))
+    rows = sorted(
+        flow.flows.tolist(),
+        key=lambda r: (r[0], target_rank[r[0]][r[1]], target_rank[r[0] + 1][r[2]]),
+    )
     for s, a, b, count in rows:
         height_out, height_in = count * scales[s], count * scales[s + 1]
         y0_top = out_cursor[s][a]
@@ -268,15 +330,33 @@ def flow_figure(flow: Any, point_labels: np.ndarray, colours: Sequence[str],
         x0, x1 = s + bar_width / 2, s + 1 - bar_width / 2
         mid = (x0 + x1) / 2
         verts = [
-            (x0, y0_top), (mid, y0_top), (mid, y1_top), (x1, y1_top),
-            (x1, y1_top - height_in), (mid, y1_top - height_in), (mid, y0_top - height_out),
+            (x0, y0_top),
+            (mid, y0_top),
+            (mid, y1_top),
+            (x1, y1_top),
+            (x1, y1_top - height_in),
+            (mid, y1_top - height_in),
+            (mid, y0_top - height_out),
             (x0, y0_top - height_out),
             (x0, y0_top),
         ]
-        codes = [MplPath.MOVETO, MplPath.CURVE4, MplPath.CURVE4, MplPath.CURVE4,
-                 MplPath.LINETO, MplPath.CURVE4, MplPath.CURVE4, MplPath.CURVE4, MplPath.CLOSEPOLY]
+        codes = [
+            MplPath.MOVETO,
+            MplPath.CURVE4,
+            MplPath.CURVE4,
+            MplPath.CURVE4,
+            MplPath.LINETO,
+            MplPath.CURVE4,
+            MplPath.CURVE4,
+            MplPath.CURVE4,
+            MplPath.CLOSEPOLY,
+        ]
         colour = stage_colours[s][a]
-        axes.add_patch(PathPatch(MplPath(verts, codes), facecolor=colour, edgecolor="none", alpha=0.35, zorder=2))
+        axes.add_patch(
+            PathPatch(
+                MplPath(verts, codes), facecolor=colour, edgecolor="none", alpha=0.35, zorder=2
+            )
+        )
     axes.set_xlim(-0.3, n_stages - 0.55)
     axes.set_ylim(-0.02, 1.22)
     _legend(axes, class_names, colours, unknown=True, loc="upper left", bbox_to_anchor=(1.0, 1.0))
@@ -295,12 +375,32 @@ def blob_figure(blobs: Any, colours: Sequence[str], class_names: Sequence[str] |
     axes = figure.add_subplot()
     for cluster, hull in zip(blobs.hull_clusters.tolist(), blobs.hulls):
         inside = blobs.labels[(blobs.cluster == cluster) & (blobs.labels >= 0)]
-        edge = colours[int(np.bincount(inside).argmax()) % len(colours)] if len(inside) and colours else "#5b7fa6"
-        axes.add_patch(Polygon(hull, closed=True, facecolor=to_rgba(edge, 0.10), edgecolor=to_rgba(edge, 0.8),
-                               lw=1.0, zorder=1))
+        edge = (
+            colours[int(np.bincount(inside).argmax()) % len(colours)]
+            if len(inside) and colours
+            else "#5b7fa6"
+        )
+        axes.add_patch(
+            Polygon(
+                hull,
+                closed=True,
+                facecolor=to_rgba(edge, 0.10),
+                edgecolor=to_rgba(edge, 0.8),
+                lw=1.0,
+                zorder=1,
+            )
+        )
     point_colour = _colour_of(blobs.labels, colours)
     size = 14 if len(blobs.coords) < 2000 else 4
-    axes.scatter(blobs.coords[:, 0], blobs.coords[:, 1], s=size, c=point_colour, linewidths=0, alpha=0.8, zorder=2)
+    axes.scatter(
+        blobs.coords[:, 0],
+        blobs.coords[:, 1],
+        s=size,
+        c=point_colour,
+        linewidths=0,
+        alpha=0.8,
+        zorder=2,
+    )
     ev = blobs.explained_variance
     axes.set_xlabel(f"PC1 ({100 * ev[0]:.0f} % variance)")
     axes.set_ylabel(f"PC2 ({100 * ev[1]:.0f} % variance)")
@@ -323,7 +423,10 @@ def dendrogram_figure(dendrogram: Any, point_labels: np.ndarray, colours: Sequen
     ratios = [1.1, 0.12, 4.0] if aligned else [0.001, 0.12, 4.0]
     ax_tree, ax_strip, ax_heat = figure.subplots(3, 1, height_ratios=ratios, sharex=False)
     if aligned and n > 1:
-        segments = [np.column_stack([(ic - 5.0) / 10.0, dc]) for ic, dc in zip(dendrogram.icoord, dendrogram.dcoord)]
+        segments = [
+            np.column_stack([(ic - 5.0) / 10.0, dc])
+            for ic, dc in zip(dendrogram.icoord, dendrogram.dcoord)
+        ]
         ax_tree.add_collection(LineCollection(segments, colors="#333", linewidths=0.6))
         ax_tree.set_xlim(-0.5, n - 0.5)
         ax_tree.set_ylim(0, float(dendrogram.dcoord.max()) * 1.05 if dendrogram.dcoord.size else 1)
@@ -339,11 +442,18 @@ def dendrogram_figure(dendrogram: Any, point_labels: np.ndarray, colours: Sequen
     strip = np.array([[to_rgb(c) for c in _colour_of(strip_labels, colours)]])
     ax_strip.imshow(strip, aspect="auto", interpolation="nearest", extent=(-0.5, n - 0.5, 0, 1))
     ax_strip.set_axis_off()
-    image = ax_heat.imshow(dendrogram.distances, cmap="viridis_r", interpolation="nearest",
-                           extent=(-0.5, n - 0.5, n - 0.5, -0.5), aspect="auto")
+    image = ax_heat.imshow(
+        dendrogram.distances,
+        cmap="viridis_r",
+        interpolation="nearest",
+        extent=(-0.5, n - 0.5, n - 0.5, -0.5),
+        aspect="auto",
+    )
     ax_heat.set_xticks([])
     ax_heat.set_yticks([])
-    ax_heat.set_xlabel(f"{n} points in {dendrogram.ordering} order ({dendrogram.metric} distance)", fontsize=8)
+    ax_heat.set_xlabel(
+        f"{n} points in {dendrogram.ordering} order ({dendrogram.metric} distance)", fontsize=8
+    )
     # one colour bar for the column keeps the tree, the strip and the heatmap aligned
     figure.colorbar(image, ax=[ax_tree, ax_strip, ax_heat], shrink=0.5, label="distance")
     ax_tree.set_title("heatmap dendrogram", fontsize=10)
@@ -353,9 +463,18 @@ def dendrogram_figure(dendrogram: Any, point_labels: np.ndarray, colours: Sequen
 # ----------------------------------------------------------------------------- examples
 
 
-def examples_figure(images: np.ndarray, cloud: Any, clusters: np.ndarray, point_labels: np.ndarray,
-                    colours: Sequence[str], class_names: Sequence[str] | None,
-                    *, per_cluster: int = 10, max_clusters: int = 6, seed: int = 0) -> str | None:
+def examples_figure(
+    images: np.ndarray,
+    cloud: Any,
+    clusters: np.ndarray,
+    point_labels: np.ndarray,
+    colours: Sequence[str],
+    class_names: Sequence[str] | None,
+    *,
+    per_cluster: int = 10,
+    max_clusters: int = 6,
+    seed: int = 0,
+) -> str | None:
     """Member images of the largest best-stage clusters, one row per cluster.
 
     For spatial clouds each image shows the receptive field of the member point.
@@ -388,7 +507,7 @@ def examples_figure(images: np.ndarray, cloud: Any, clusters: np.ndarray, point_
                 image = np.repeat(image[..., None], 3, axis=-1)
             y0 = pad + r * (height + pad)
             x0 = pad + c * (width + pad)
-            canvas[y0:y0 + height, x0:x0 + width] = image
+            canvas[y0 : y0 + height, x0 : x0 + width] = image
             if cloud.position is not None:
                 ry0, rx0, ry1, rx1 = cloud.receptive_field[point].tolist()
                 boxes.append((x0 + rx0 - 0.5, y0 + ry0 - 0.5, rx1 - rx0, ry1 - ry0))
@@ -400,7 +519,7 @@ def examples_figure(images: np.ndarray, cloud: Any, clusters: np.ndarray, point_
     axes.set_xticks([])
     tick_y = [pad + r * (height + pad) + height / 2 for r in range(len(rows))]
     tick_labels = []
-    for cluster, n_members, pick in rows:
+    for cluster, n_members, _pick in rows:
         members = point_labels[clusters == cluster]
         known = members[members >= 0]
         text = f"cluster {cluster}\n{n_members} points"
@@ -410,16 +529,23 @@ def examples_figure(images: np.ndarray, cloud: Any, clusters: np.ndarray, point_
             text += f"\n{100 * np.mean(known == main):.0f} % {name}"
         tick_labels.append(text)
     axes.set_yticks(tick_y, tick_labels, fontsize=7)
-    axes.set_title("member images of the largest clusters (best stage)"
-                   + (", receptive fields outlined" if boxes else ""), fontsize=10)
+    axes.set_title(
+        "member images of the largest clusters (best stage)"
+        + (", receptive fields outlined" if boxes else ""),
+        fontsize=10,
+    )
     return png_data_uri(figure)
 
 
 # ----------------------------------------------------------------------------- across layers
 
 
-def layer_curves_figure(layers: Sequence[str], phdims: Sequence[float], class_means: Sequence[float],
-                        quality: dict[str, Sequence[float]]) -> str:
+def layer_curves_figure(
+    layers: Sequence[str],
+    phdims: Sequence[float],
+    class_means: Sequence[float],
+    quality: dict[str, Sequence[float]],
+) -> str:
     """PH dimension and cluster-quality numbers along the layers."""
     figure = _figure(11.5, 3.8)
     ax_dim, ax_quality = figure.subplots(1, 2)
@@ -429,7 +555,9 @@ def layer_curves_figure(layers: Sequence[str], phdims: Sequence[float], class_me
     if np.any(np.isfinite(np.asarray(class_means, dtype=float))):
         twin = ax_dim.twinx()
         twin.plot(x, class_means, "s--", color="#d62728", label="mean class total H0 persistence")
-        twin.set_ylabel("class total H0 persistence\n(min-max scaled, mean)", color="#d62728", fontsize=8)
+        twin.set_ylabel(
+            "class total H0 persistence\n(min-max scaled, mean)", color="#d62728", fontsize=8
+        )
     ax_dim.set_title("PH dimension per layer", fontsize=10)
     for name, values in quality.items():
         ax_quality.plot(x, values, "o-", label=name)
@@ -441,7 +569,9 @@ def layer_curves_figure(layers: Sequence[str], phdims: Sequence[float], class_me
     return png_data_uri(figure)
 
 
-def matrices_figure(layers: Sequence[str], matrices: dict[str, np.ndarray], titles: dict[str, str]) -> str:
+def matrices_figure(
+    layers: Sequence[str], matrices: dict[str, np.ndarray], titles: dict[str, str]
+) -> str:
     """Layer x layer heatmaps side by side, annotated when small enough to read."""
     figure = _figure(3.2 * len(matrices) + 0.6, 3.6 + 0.08 * max(len(s) for s in layers))
     axes_list = np.atleast_1d(figure.subplots(1, len(matrices)))
@@ -449,8 +579,12 @@ def matrices_figure(layers: Sequence[str], matrices: dict[str, np.ndarray], titl
     for axes, (key, matrix) in zip(axes_list, matrices.items()):
         cmap = "magma" if key == "cka" else "viridis"
         finite = matrix[np.isfinite(matrix)]
-        image = axes.imshow(matrix, cmap=cmap, vmin=0 if finite.size else None,
-                            vmax=(1 if key == "cka" else (finite.max() if finite.size and finite.max() > 0 else 1)))
+        image = axes.imshow(
+            matrix,
+            cmap=cmap,
+            vmin=0 if finite.size else None,
+            vmax=(1 if key == "cka" else (finite.max() if finite.size and finite.max() > 0 else 1)),
+        )
         axes.set_xticks(range(n), layers, rotation=45, ha="right", fontsize=7)
         axes.set_yticks(range(n), layers, fontsize=7)
         axes.set_title(titles.get(key, key), fontsize=9)
@@ -459,11 +593,23 @@ def matrices_figure(layers: Sequence[str], matrices: dict[str, np.ndarray], titl
             for i in range(n):
                 for j in range(n):
                     value = matrix[i, j]
-                    text = ("nan" if not np.isfinite(value)
-                            else f"{value:.0f}" if abs(value) >= 100 else f"{value:.2g}")
+                    text = (
+                        "nan"
+                        if not np.isfinite(value)
+                        else f"{value:.0f}"
+                        if abs(value) >= 100
+                        else f"{value:.2g}"
+                    )
                     level = value / (1.0 if key == "cka" else scale) if np.isfinite(value) else 0
                     dark = level < 0.55  # both colour maps are dark at the low end
-                    axes.text(j, i, text, ha="center", va="center", fontsize=7,
-                              color="white" if dark else "black")
+                    axes.text(
+                        j,
+                        i,
+                        text,
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if dark else "black",
+                    )
         figure.colorbar(image, ax=axes, shrink=0.7)
     return png_data_uri(figure)

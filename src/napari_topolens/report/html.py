@@ -22,7 +22,7 @@ import numpy as np
 from .._progress import CancelCallback, Progress, ProgressCallback, drive
 from ..errors import ImageError
 
-__all__ = ["iter_render_report", "render_report", "write_report", "REPORT_NAME", "ANALYSIS_DIR"]
+__all__ = ["ANALYSIS_DIR", "REPORT_NAME", "iter_render_report", "render_report", "write_report"]
 
 REPORT_NAME = "report.html"
 ANALYSIS_DIR = "analysis"
@@ -82,7 +82,9 @@ def _fmt(value: Any, digits: int = 3) -> str:
 def _figure_html(uri: str | None, caption: str) -> str:
     if uri is None:
         return ""
-    return f'<figure><img alt="{_e(caption)}" src="{uri}"><figcaption>{caption}</figcaption></figure>'
+    return (
+        f'<figure><img alt="{_e(caption)}" src="{uri}"><figcaption>{caption}</figcaption></figure>'
+    )
 
 
 def _plain(value: Any) -> str:
@@ -116,22 +118,24 @@ def _summary_rows(analysis: Any) -> list[list[str]]:
         best = flow.memberships[flow.best_stage]
         n_best = len(np.unique(best[best >= 0]))
         total = result.persistence.total_persistence
-        rows.append([
-            _e(result.name),
-            f"{len(cloud):,} × {cloud.points.shape[1]}",
-            _e(cloud.sampling),
-            str(len(diagrams[0])),
-            str(len(diagrams[1])) if len(diagrams) > 1 else "–",
-            _fmt(float(total[1])) if len(total) > 1 else "–",
-            _fmt(float(result.phdim.dimension)),
-            f"{len(result.mapper.node_ids)} / {len(result.mapper.edges)}",
-            str(n_best),
-            _fmt(float(result.quality.purity)),
-            _fmt(float(result.quality.ari)),
-            _fmt(float(result.quality.nmi)),
-            _fmt(float(result.quality.silhouette)),
-            f"{sum(result.seconds.values()):.1f}",
-        ])
+        rows.append(
+            [
+                _e(result.name),
+                f"{len(cloud):,} × {cloud.points.shape[1]}",
+                _e(cloud.sampling),
+                str(len(diagrams[0])),
+                str(len(diagrams[1])) if len(diagrams) > 1 else "–",
+                _fmt(float(total[1])) if len(total) > 1 else "–",
+                _fmt(float(result.phdim.dimension)),
+                f"{len(result.mapper.node_ids)} / {len(result.mapper.edges)}",
+                str(n_best),
+                _fmt(float(result.quality.purity)),
+                _fmt(float(result.quality.ari)),
+                _fmt(float(result.quality.nmi)),
+                _fmt(float(result.quality.silhouette)),
+                f"{sum(result.seconds.values()):.1f}",
+            ]
+        )
     return rows
 
 
@@ -150,7 +154,9 @@ def _legend_html(class_names: list[str] | None, colours: list[str]) -> str:
         f'<span><i class="swatch" style="background:{c}"></i>{_e(n)}</span>'
         for n, c in zip(class_names, colours)
     )
-    items += f'<span><i class="swatch" style="background:{UNKNOWN_COLOUR}"></i>noise / unknown</span>'
+    items += (
+        f'<span><i class="swatch" style="background:{UNKNOWN_COLOUR}"></i>noise / unknown</span>'
+    )
     return f'<div class="legend">{items}</div>'
 
 
@@ -160,7 +166,9 @@ def _provenance_html(analysis: Any) -> str:
     rows = [(k, v) for k, v in record.items()]
     parts = [_kv_table(rows)]
     for key, value in nested.items():
-        parts.append(f"<details><summary>{_e(key)}</summary>{_kv_table(list(value.items()))}</details>")
+        parts.append(
+            f"<details><summary>{_e(key)}</summary>{_kv_table(list(value.items()))}</details>"
+        )
     parts.append(
         "<details><summary>analysis parameters</summary>"
         + _kv_table(list(analysis.config.to_dict().items()))
@@ -169,8 +177,14 @@ def _provenance_html(analysis: Any) -> str:
     return "".join(parts)
 
 
-def _layer_section(number: int, result: Any, analysis: Any, colours: list[str],
-                   class_names: list[str] | None, images: np.ndarray | None) -> Generator[Progress, None, str]:
+def _layer_section(
+    number: int,
+    result: Any,
+    analysis: Any,
+    colours: list[str],
+    class_names: list[str] | None,
+    images: np.ndarray | None,
+) -> Generator[Progress, None, str]:
     from . import figures
 
     seed = int(analysis.config.seed)
@@ -189,10 +203,16 @@ def _layer_section(number: int, result: Any, analysis: Any, colours: list[str],
         numbers.append((_fmt(float(persistence.total_persistence[1])), "H1 total persistence"))
     numbers.append((_fmt(float(phdim.dimension)), "PH dimension"))
     if result.class_persistence is not None:
-        numbers.append((_fmt(float(result.class_persistence.mean)), "mean class total H0 persistence"))
+        numbers.append(
+            (_fmt(float(result.class_persistence.mean)), "mean class total H0 persistence")
+        )
     for name in ("purity", "homogeneity", "ari", "nmi", "silhouette"):
-        numbers.append((_fmt(float(getattr(quality, name))), name.upper() if len(name) == 3 else name))
-    number_html = "".join(f'<div class="num"><b>{v}</b><span>{_e(k)}</span></div>' for v, k in numbers)
+        numbers.append(
+            (_fmt(float(getattr(quality, name))), name.upper() if len(name) == 3 else name)
+        )
+    number_html = "".join(
+        f'<div class="num"><b>{v}</b><span>{_e(k)}</span></div>' for v, k in numbers
+    )
 
     yield Progress(0.0, "persistence figure")
     persistence_uri = figures.persistence_figure(persistence)
@@ -207,8 +227,9 @@ def _layer_section(number: int, result: Any, analysis: Any, colours: list[str],
     examples_uri = None
     if images is not None:
         yield Progress(0.85, "member images")
-        examples_uri = figures.examples_figure(images, cloud, best, result.point_labels, colours,
-                                               class_names, seed=seed)
+        examples_uri = figures.examples_figure(
+            images, cloud, best, result.point_labels, colours, class_names, seed=seed
+        )
     mapper_params = result.mapper.params
     phdim_note = f" {_e(phdim.note)}" if getattr(phdim, "note", "") else ""
     best_name = flow.stage_names[flow.best_stage]
@@ -253,7 +274,8 @@ def _layer_section(number: int, result: Any, analysis: Any, colours: list[str],
             f"{_e(result.dendrogram.ordering)} order; the strip shows each point's class.",
         ),
         _figure_html(examples_uri, "Images behind the clusters: a seeded random sample of members.")
-        if examples_uri else "",
+        if examples_uri
+        else "",
         "</div>",
         f'<p class="lead">PH dimension {_fmt(float(phdim.dimension))} from the slope '
         f"{_fmt(float(phdim.slope))} of log E<sub>α</sub> against log n over subsamples of "
@@ -273,7 +295,9 @@ def _h1_points(persistence: Any) -> str:
     return f"{n:,} {kind} of {persistence.n_points:,}"
 
 
-def iter_render_report(analysis: Any, *, images: Any = None, title: str | None = None) -> Generator[Progress, None, str]:
+def iter_render_report(
+    analysis: Any, *, images: Any = None, title: str | None = None
+) -> Generator[Progress, None, str]:
     """Render the report page as a string; yields progress per layer and figure.
 
     ``images`` (the images the analysis was made from; default ``analysis.images``)
@@ -299,8 +323,13 @@ def iter_render_report(analysis: Any, *, images: Any = None, title: str | None =
     if not title:
         sample = analysis.provenance.get("sample")
         model = analysis.provenance.get("model")
-        title = (f"Topology of the {sample} sample model" if sample
-                 else f"Topology of {model}" if model else "Topology of a network's activations")
+        title = (
+            f"Topology of the {sample} sample model"
+            if sample
+            else f"Topology of {model}"
+            if model
+            else "Topology of a network's activations"
+        )
     sections = []
     for number, result in enumerate(analysis.layer_results, start=1):
         start, stop = (number - 1) / (n_layers + 1), number / (n_layers + 1)
@@ -308,18 +337,24 @@ def iter_render_report(analysis: Any, *, images: Any = None, title: str | None =
         try:
             while True:
                 step = next(steps)
-                yield Progress(start + (stop - start) * step.fraction, f"report: {result.name}: {step.message}")
+                yield Progress(
+                    start + (stop - start) * step.fraction, f"report: {result.name}: {step.message}"
+                )
         except StopIteration as done:
             sections.append(done.value)
 
     yield Progress(n_layers / (n_layers + 1), "report: comparisons across layers")
-    quality = {name: [float(getattr(r.quality, name)) for r in analysis.layer_results]
-               for name in ("purity", "homogeneity", "ari", "nmi", "silhouette")}
+    quality = {
+        name: [float(getattr(r.quality, name)) for r in analysis.layer_results]
+        for name in ("purity", "homogeneity", "ari", "nmi", "silhouette")
+    }
     curves_uri = figures.layer_curves_figure(
         layers,
         [float(r.phdim.dimension) for r in analysis.layer_results],
-        [float(r.class_persistence.mean) if r.class_persistence is not None else math.nan
-         for r in analysis.layer_results],
+        [
+            float(r.class_persistence.mean) if r.class_persistence is not None else math.nan
+            for r in analysis.layer_results
+        ],
         quality,
     )
     dim = analysis.config.distance_dim
@@ -329,16 +364,34 @@ def iter_render_report(analysis: Any, *, images: Any = None, title: str | None =
         "wasserstein": f"Wasserstein p={analysis.config.wasserstein_p:g} (H{dim})",
         "cka": "linear CKA (similarity)",
     }
-    order = [analysis.config.layer_distance] + [
-        k for k in ("sliced_wasserstein", "bottleneck", "wasserstein") if k != analysis.config.layer_distance
-    ] + ["cka"]
+    order = (
+        [analysis.config.layer_distance]
+        + [
+            k
+            for k in ("sliced_wasserstein", "bottleneck", "wasserstein")
+            if k != analysis.config.layer_distance
+        ]
+        + ["cka"]
+    )
     matrices = {k: analysis.layer_distances[k] for k in order if k in analysis.layer_distances}
     matrices_uri = figures.matrices_figure(layers, matrices, titles)
     notes = analysis.provenance.get("notes", {})
 
     header = [
-        "Layer", "Points × dims", "Sampling", "H0 bars", "H1 bars", "H1 total pers.", "PH dim",
-        "Mapper nodes / edges", "Best-stage clusters", "Purity", "ARI", "NMI", "Silhouette", "Seconds",
+        "Layer",
+        "Points × dims",
+        "Sampling",
+        "H0 bars",
+        "H1 bars",
+        "H1 total pers.",
+        "PH dim",
+        "Mapper nodes / edges",
+        "Best-stage clusters",
+        "Purity",
+        "ARI",
+        "NMI",
+        "Silhouette",
+        "Seconds",
     ]
     nav = " ".join(f'<a href="#layer-{i}">{_e(name)}</a>' for i, name in enumerate(layers, start=1))
     provenance = analysis.provenance
@@ -356,7 +409,9 @@ def iter_render_report(analysis: Any, *, images: Any = None, title: str | None =
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
         f"<header><h1>{_e(title)}</h1><p>{_e(' · '.join(subtitle_bits))}</p>",
-        f"<p>{_e(provenance.get('description', ''))}</p></header>" if provenance.get("description") else "</header>",
+        f"<p>{_e(provenance.get('description', ''))}</p></header>"
+        if provenance.get("description")
+        else "</header>",
         f'<nav><a href="#summary">Summary</a><a href="#across">Across layers</a>{nav}</nav>',
         "<main>",
         '<section id="summary"><h2>Summary</h2>',
@@ -368,8 +423,11 @@ def iter_render_report(analysis: Any, *, images: Any = None, title: str | None =
         _provenance_html(analysis),
         "</section>",
         '<section id="across"><h2>Across layers</h2>',
-        _figure_html(curves_uri, "PH dimension (with the per-class total H0 persistence) and the "
-                     "cluster-quality numbers of the best stage, layer by layer."),
+        _figure_html(
+            curves_uri,
+            "PH dimension (with the per-class total H0 persistence) and the "
+            "cluster-quality numbers of the best stage, layer by layer.",
+        ),
         _figure_html(
             matrices_uri,
             "Distances between the layers' persistence diagrams (finite bars), and linear CKA "
@@ -383,8 +441,14 @@ def iter_render_report(analysis: Any, *, images: Any = None, title: str | None =
     return "\n".join(p for p in page if p)
 
 
-def render_report(analysis: Any, *, images: Any = None, title: str | None = None,
-                  progress: ProgressCallback | None = None, cancel: CancelCallback | None = None) -> str:
+def render_report(
+    analysis: Any,
+    *,
+    images: Any = None,
+    title: str | None = None,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCallback | None = None,
+) -> str:
     """Plain form of :func:`iter_render_report`."""
     return drive(iter_render_report(analysis, images=images, title=title), progress, cancel)
 
@@ -418,7 +482,8 @@ def write_report(
     if out.exists() and not out.is_dir():
         raise AnalysisFileError(f"{out} is a file; give a folder for the report")
     if analysis_path.exists() and not (
-        analysis_path.is_dir() and (is_analysis_dir(analysis_path) or not any(analysis_path.iterdir()))
+        analysis_path.is_dir()
+        and (is_analysis_dir(analysis_path) or not any(analysis_path.iterdir()))
     ):
         raise AnalysisFileError(
             f"{analysis_path} exists and is not a saved analysis; choose another output folder"

@@ -24,7 +24,7 @@ from .._progress import CancelCallback, Progress, ProgressCallback, drive
 from ..activations.pointcloud import PointCloud
 from ..errors import EmptySelectionError, ImageError, LayerError, TopoLensError
 
-__all__ = ["AnalysisConfig", "LayerAnalysis", "Analysis", "iter_analyze", "analyze"]
+__all__ = ["Analysis", "AnalysisConfig", "LayerAnalysis", "analyze", "iter_analyze"]
 
 _LENSES = ("l2norm", "pca1", "pca2", "probability")
 _DISTANCE_KINDS = ("sliced_wasserstein", "bottleneck", "wasserstein")
@@ -157,17 +157,28 @@ class AnalysisConfig:
                 f"distance_dim={self.distance_dim} needs max_dim >= {self.distance_dim} "
                 f"(max_dim is {self.max_dim})"
             )
-        for name in ("max_points", "h1_max_points", "mapper_n_cubes", "mapper_min_samples", "phdim_start",
-                     "phdim_step", "class_max_per_class", "dendrogram_max_points",
-                     "silhouette_max_points"):
+        for name in (
+            "max_points",
+            "h1_max_points",
+            "mapper_n_cubes",
+            "mapper_min_samples",
+            "phdim_start",
+            "phdim_step",
+            "class_max_per_class",
+            "dendrogram_max_points",
+            "silhouette_max_points",
+        ):
             if int(getattr(self, name)) < 1:
                 raise TopoLensError(f"{name} must be at least 1, got {getattr(self, name)}")
 
     @property
     def metric_kw(self) -> dict[str, int]:
         """The metric options passed on to ``distance_matrix``."""
-        return {"pca_dims": self.pca_dims, "n_neighbors": self.n_neighbors,
-                "density_k": self.density_k}
+        return {
+            "pca_dims": self.pca_dims,
+            "n_neighbors": self.n_neighbors,
+            "density_k": self.density_k,
+        }
 
     def to_dict(self) -> dict[str, Any]:
         """The parameters as a plain dict (JSON-able)."""
@@ -302,7 +313,7 @@ def _library_versions() -> dict[str, str]:
             versions[name] = "not installed"
     if versions["napari-topolens"] == "not installed":
         try:
-            from .. import __version__ as own_version  # type: ignore[attr-defined]
+            from .. import __version__ as own_version
 
             versions["napari-topolens"] = str(own_version)
         except Exception:  # the package __init__ is optional here
@@ -383,7 +394,9 @@ def _cka_features(items: list[PointCloud]) -> tuple[list[np.ndarray], np.ndarray
     features = []
     for cloud in items:
         position = np.searchsorted(common, cloud.image_index)
-        keep = (position < len(common)) & (common[np.minimum(position, len(common) - 1)] == cloud.image_index)
+        keep = (position < len(common)) & (
+            common[np.minimum(position, len(common) - 1)] == cloud.image_index
+        )
         sums = np.zeros((len(common), cloud.points.shape[1]), dtype=np.float64)
         np.add.at(sums, position[keep], cloud.points[keep].astype(np.float64))
         counts = np.bincount(position[keep], minlength=len(common)).astype(np.float64)
@@ -448,14 +461,14 @@ def iter_analyze(
     -------
     Analysis
     """
+    import time
+
     from .distances import cka_matrix, diagram_distance_matrix
     from .hole import blob_graph, cluster_flow, heatmap_dendrogram
     from .mapper import mapper_graph
     from .persistence import compute_persistence
     from .phdim import PHDimResult, class_total_persistence, ph_dimension
     from .quality import cluster_quality
-
-    import time
 
     config = AnalysisConfig() if config is None else config
     items = _as_clouds(clouds)
@@ -489,16 +502,20 @@ def iter_analyze(
         name = cloud.layer
         if len(cloud) > config.max_points:
             keep = np.sort(
-                np.random.default_rng([seed, len(cloud)]).choice(len(cloud), config.max_points, replace=False)
+                np.random.default_rng([seed, len(cloud)]).choice(
+                    len(cloud), config.max_points, replace=False
+                )
             )
             cloud = cloud.subset(
-                keep, f"{config.max_points} of {len(cloud)} points, drawn at random (seed {seed}) "
-                "because exact H0 needs every pairwise distance"
+                keep,
+                f"{config.max_points} of {len(cloud)} points, drawn at random (seed {seed}) "
+                "because exact H0 needs every pairwise distance",
             )
         points = cloud.points
-        has_labels = image_labels is not None
         point_labels = (
-            image_labels[cloud.image_index] if has_labels else np.full(len(cloud), -1, np.int64)
+            image_labels[cloud.image_index]
+            if image_labels is not None
+            else np.full(len(cloud), -1, np.int64)
         )
         labelled = bool(np.any(point_labels >= 0))
         prefix = f"layer {layer_number + 1}/{len(items)} {name}: "
@@ -510,8 +527,12 @@ def iter_analyze(
         yield step("persistence (H0 full cloud, H1 on landmarks)")
         t0 = time.perf_counter()
         persistence = compute_persistence(
-            points, max_dim=config.max_dim, metric=config.metric,
-            max_points=config.h1_max_points, subsample=config.subsample, seed=seed,
+            points,
+            max_dim=config.max_dim,
+            metric=config.metric,
+            max_points=config.h1_max_points,
+            subsample=config.subsample,
+            seed=seed,
             **config.metric_kw,
         )
         seconds["persistence"] = time.perf_counter() - t0
@@ -541,13 +562,22 @@ def iter_analyze(
         t0 = time.perf_counter()
         try:
             phdim = ph_dimension(
-                points, alpha=config.phdim_alpha, start=config.phdim_start,
-                step=config.phdim_step, metric=config.metric, seed=seed, **config.metric_kw,
+                points,
+                alpha=config.phdim_alpha,
+                start=config.phdim_start,
+                step=config.phdim_step,
+                metric=config.metric,
+                seed=seed,
+                **config.metric_kw,
             )
         except EmptySelectionError as exc:  # too few points for a fit: undefined, say why
             phdim = PHDimResult(
-                dimension=math.nan, sizes=np.zeros(0, np.int64), energies=np.zeros(0),
-                slope=math.nan, alpha=float(config.phdim_alpha), note=str(exc),
+                dimension=math.nan,
+                sizes=np.zeros(0, np.int64),
+                energies=np.zeros(0),
+                slope=math.nan,
+                alpha=float(config.phdim_alpha),
+                note=str(exc),
             )
         seconds["phdim"] = time.perf_counter() - t0
         done += weights["phdim"]
@@ -580,8 +610,12 @@ def iter_analyze(
         yield step("heatmap dendrogram")
         t0 = time.perf_counter()
         dendrogram = heatmap_dendrogram(
-            points, metric=config.metric, order=config.dendrogram_order,
-            max_points=config.dendrogram_max_points, seed=seed, **config.metric_kw,
+            points,
+            metric=config.metric,
+            order=config.dendrogram_order,
+            max_points=config.dendrogram_max_points,
+            seed=seed,
+            **config.metric_kw,
         )
         seconds["dendrogram"] = time.perf_counter() - t0
         done += weights["dendrogram"]
@@ -590,21 +624,38 @@ def iter_analyze(
         t0 = time.perf_counter()
         # without labels the label scores are nan and the silhouette still counts
         quality = cluster_quality(
-            point_labels, best, points, metric=config.metric,
-            silhouette_max_points=config.silhouette_max_points, seed=seed, **config.metric_kw,
+            point_labels,
+            best,
+            points,
+            metric=config.metric,
+            silhouette_max_points=config.silhouette_max_points,
+            seed=seed,
+            **config.metric_kw,
         )
         seconds["quality"] = time.perf_counter() - t0
         done += weights["quality"]
 
         results.append(
             LayerAnalysis(
-                name=name, cloud=cloud, point_labels=point_labels, persistence=persistence,
-                mapper=mapper, phdim=phdim, class_persistence=class_persistence, flow=flow,
-                blobs=blobs, dendrogram=dendrogram, quality=quality, seconds=seconds,
+                name=name,
+                cloud=cloud,
+                point_labels=point_labels,
+                persistence=persistence,
+                mapper=mapper,
+                phdim=phdim,
+                class_persistence=class_persistence,
+                flow=flow,
+                blobs=blobs,
+                dendrogram=dendrogram,
+                quality=quality,
+                seconds=seconds,
             )
         )
 
-    yield Progress(min(done / total, 1.0), f"distances between the H{config.distance_dim} diagrams of the layers")
+    yield Progress(
+        min(done / total, 1.0),
+        f"distances between the H{config.distance_dim} diagrams of the layers",
+    )
     dim = config.distance_dim
     diagrams = [result.persistence.diagrams[dim] for result in results]
     layer_distances: dict[str, np.ndarray] = {}
@@ -614,7 +665,9 @@ def iter_analyze(
             options["p"] = config.wasserstein_p
         elif kind == "sliced_wasserstein":
             options["n_directions"] = config.sw_n_directions
-        layer_distances[kind] = np.asarray(diagram_distance_matrix(diagrams, kind, **options), dtype=np.float64)
+        layer_distances[kind] = np.asarray(
+            diagram_distance_matrix(diagrams, kind, **options), dtype=np.float64
+        )
     done += 1.0
 
     yield Progress(min(done / total, 1.0), "linear CKA between the layers")

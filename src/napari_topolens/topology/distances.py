@@ -31,19 +31,25 @@ def _finite_diagram(diagram: object) -> np.ndarray:
     try:
         array = np.asarray(diagram, dtype=np.float64)
     except (TypeError, ValueError) as exc:
-        raise TopoLensError("a persistence diagram must be a numeric (k, 2) array of birth/death") from exc
+        raise TopoLensError(
+            "a persistence diagram must be a numeric (k, 2) array of birth/death"
+        ) from exc
     if array.size == 0:
         return np.zeros((0, 2))
     if array.ndim != 2 or array.shape[1] != 2:
         raise TopoLensError(f"a persistence diagram must have shape (k, 2), got {array.shape}")
     if np.isnan(array).any():
-        raise TopoLensError("a persistence diagram has NaN values; recompute it from a finite point cloud")
+        raise TopoLensError(
+            "a persistence diagram has NaN values; recompute it from a finite point cloud"
+        )
     return np.ascontiguousarray(array[np.isfinite(array).all(axis=1)])
 
 
 def _check_kind(kind: str) -> str:
     if kind not in DIAGRAM_DISTANCES:
-        raise TopoLensError(f"unknown diagram distance {kind!r}; use one of {', '.join(DIAGRAM_DISTANCES)}")
+        raise TopoLensError(
+            f"unknown diagram distance {kind!r}; use one of {', '.join(DIAGRAM_DISTANCES)}"
+        )
     return kind
 
 
@@ -56,7 +62,12 @@ def _check_options(p: float, n_directions: int) -> tuple[float, int]:
 
 
 def diagram_distance(
-    a: object, b: object, kind: str = "sliced_wasserstein", *, p: float = 1.0, n_directions: int = 50
+    a: object,
+    b: object,
+    kind: str = "sliced_wasserstein",
+    *,
+    p: float = 1.0,
+    n_directions: int = 50,
 ) -> float:
     """Distance between two persistence diagrams, on their finite bars.
 
@@ -97,7 +108,11 @@ def diagram_distance(
 
 
 def diagram_distance_matrix(
-    diagrams: Sequence[object], kind: str = "sliced_wasserstein", *, p: float = 1.0, n_directions: int = 50
+    diagrams: Sequence[object],
+    kind: str = "sliced_wasserstein",
+    *,
+    p: float = 1.0,
+    n_directions: int = 50,
 ) -> np.ndarray:
     """``(L, L)`` matrix of :func:`diagram_distance` between diagrams; symmetric, zero diagonal.
 
@@ -141,7 +156,9 @@ def _centred(features: object, what: str) -> np.ndarray:
     if array.ndim != 2:
         raise TopoLensError(f"{what} must be a 2-D (n, d) array, got shape {array.shape}")
     if array.shape[0] < 2:
-        raise EmptySelectionError(f"{what} has {array.shape[0]} row(s); CKA needs at least 2 matched rows")
+        raise EmptySelectionError(
+            f"{what} has {array.shape[0]} row(s); CKA needs at least 2 matched rows"
+        )
     if not np.all(np.isfinite(array)):
         raise TopoLensError(f"{what} has NaN or infinite values; drop those rows first")
     centred = array - array.mean(axis=0)
@@ -159,7 +176,11 @@ def _cross(x: np.ndarray, y: np.ndarray) -> float:
 
 def _self_norm(x: np.ndarray) -> float:
     """``||x^T x||_F = ||x x^T||_F``, by the smaller matrix."""
-    return float(np.linalg.norm(x.T @ x)) if x.shape[1] <= x.shape[0] else float(np.linalg.norm(x @ x.T))
+    return (
+        float(np.linalg.norm(x.T @ x))
+        if x.shape[1] <= x.shape[0]
+        else float(np.linalg.norm(x @ x.T))
+    )
 
 
 def linear_cka(x: object, y: object) -> float:

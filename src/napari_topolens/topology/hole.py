@@ -81,9 +81,13 @@ class ClusterFlow:
 def _check_linkage(linkage: Any) -> np.ndarray:
     z = np.asarray(linkage, dtype=np.float64)
     if z.ndim != 2 or z.shape[1] != 4:
-        raise TopoLensError(f"linkage must be a scipy linkage matrix (n - 1, 4), got shape {z.shape}.")
+        raise TopoLensError(
+            f"linkage must be a scipy linkage matrix (n - 1, 4), got shape {z.shape}."
+        )
     if not np.all(np.isfinite(z)):
-        raise LayerError("the linkage holds NaN or infinite values; the point cloud must be finite.")
+        raise LayerError(
+            "the linkage holds NaN or infinite values; the point cloud must be finite."
+        )
     if len(z):
         from scipy.cluster.hierarchy import is_valid_linkage
 
@@ -146,6 +150,12 @@ def _renumber(groups: np.ndarray, noise_size: int) -> np.ndarray:
     return out.astype(np.int64)
 
 
+def child_counts_of(counts: list[dict[int, int] | None], i: int) -> dict[int, int]:
+    found = counts[i]
+    assert found is not None  # a cluster's counts live until it merges
+    return found
+
+
 def _score_scan(z: np.ndarray, labels: np.ndarray, noise_size: int) -> np.ndarray:
     """``0.7 * purity + 0.3 * homogeneity`` after each merge, in one pass.
 
@@ -203,15 +213,18 @@ def _score_scan(z: np.ndarray, labels: np.ndarray, noise_size: int) -> np.ndarra
         new = n + i
         a, b = int(z[i, 0]), int(z[i, 1])
         for child in (a, b):
+            child_counts = counts[child]
+            assert child_counts is not None
             if sizes[child] <= noise_size:
-                for c, v in counts[child].items():
+                for c, v in child_counts.items():
                     noise[c] -= v
             else:
                 pur_sum -= peak[child]
                 ent_sum -= ent(tot[child], xlogx[child])
-        if len(counts[a]) < len(counts[b]):
+        if len(child_counts_of(counts, a)) < len(child_counts_of(counts, b)):
             a, b = b, a
         big, small = counts[a], counts[b]
+        assert big is not None and small is not None  # merged children are retired once
         s, top = xlogx[a], peak[a]
         for c, v in small.items():
             old = big.get(c, 0)
@@ -302,7 +315,7 @@ def cluster_flow(linkage: Any, labels: Any = None, *, noise_size: int = 3) -> Cl
         # a cut at height t applies every merge up to the last one of height <= t
         last = np.flatnonzero(np.r_[heights[1:] != heights[:-1], True])
         if labelled:
-            merge_score = _score_scan(z, lab, noise_size)
+            merge_score = _score_scan(z, lab, noise_size)  # type: ignore[arg-type]  # labelled implies lab
             cand = merge_score[last]
             pick = int(np.flatnonzero(cand >= np.nanmax(cand) - 1e-12)[-1])
             best_t = float(heights[last[pick]])
@@ -329,7 +342,12 @@ def cluster_flow(linkage: Any, labels: Any = None, *, noise_size: int = 3) -> Cl
         thresholds.append(np.nan)
         rows.append(lab.copy())
         scores.append(np.nan)
-    for name, t in (("smallest", smallest), ("best", best_t), ("intermediate", inter_t), ("merged", top)):
+    for name, t in (
+        ("smallest", smallest),
+        ("best", best_t),
+        ("intermediate", inter_t),
+        ("merged", top),
+    ):
         names.append(name)
         thresholds.append(t)
         rows.append(_cut(z, t, noise_size))
@@ -458,7 +476,9 @@ def blob_graph(
     if x.ndim != 2 or len(x) == 0:
         raise EmptySelectionError(f"points must be a non-empty (M, D) array, got shape {x.shape}.")
     if not np.all(np.isfinite(x)):
-        raise LayerError("the point cloud holds NaN or infinite values; drop non-finite rows first.")
+        raise LayerError(
+            "the point cloud holds NaN or infinite values; drop non-finite rows first."
+        )
     m = len(x)
     cl = np.asarray(cluster)
     if cl.shape != (m,):
@@ -469,7 +489,9 @@ def blob_graph(
     else:
         lab = np.asarray(labels)
         if lab.shape != (m,):
-            raise TopoLensError(f"labels must have one entry per point ({m}), got shape {lab.shape}.")
+            raise TopoLensError(
+                f"labels must have one entry per point ({m}), got shape {lab.shape}."
+            )
         lab = lab.astype(np.int64)
     if not (np.isfinite(pad) and pad >= 0):
         raise TopoLensError(f"pad must be a non-negative fraction, got {pad}.")
@@ -584,7 +606,9 @@ def heatmap_dendrogram(
     if x.ndim != 2 or len(x) == 0:
         raise EmptySelectionError(f"points must be a non-empty (M, D) array, got shape {x.shape}.")
     if not np.all(np.isfinite(x)):
-        raise LayerError("the point cloud holds NaN or infinite values; drop non-finite rows first.")
+        raise LayerError(
+            "the point cloud holds NaN or infinite values; drop non-finite rows first."
+        )
     if order not in ("dendrogram", "rcm"):
         raise TopoLensError(f"order must be 'dendrogram' or 'rcm', got {order!r}.")
     if int(max_points) < 1:
@@ -611,10 +635,7 @@ def heatmap_dendrogram(
         z = np.zeros((0, 4))
         leaves = np.zeros(1, dtype=np.int64)
 
-    if order == "rcm" and n > 2:
-        display = _rcm_order(dist, n_neighbors)
-    else:
-        display = leaves
+    display = _rcm_order(dist, n_neighbors) if order == "rcm" and n > 2 else leaves
 
     icoord, dcoord, members, offsets = _branches(z, leaves, index)
     return Dendrogram(

@@ -127,7 +127,9 @@ def _as_cloud(points: Any) -> np.ndarray:
     if x.ndim == 1:
         x = x[:, None]
     if x.ndim != 2:
-        raise TopoLensError(f"points must be an (M, D) array, got shape {x.shape}; pass one row per point.")
+        raise TopoLensError(
+            f"points must be an (M, D) array, got shape {x.shape}; pass one row per point."
+        )
     if len(x) == 0 or x.shape[1] == 0:
         raise EmptySelectionError(
             f"the point cloud is empty (shape {x.shape}); select at least one image and a layer with outputs."
@@ -166,7 +168,9 @@ def _knee_eps(x: np.ndarray, min_samples: int) -> tuple[float, str]:
         raise TopoLensError(f"min_samples must be at least 1, got {min_samples}.")
     n = len(x)
     if n < 2:
-        raise EmptySelectionError("knee_eps needs at least 2 points; select more images or positions.")
+        raise EmptySelectionError(
+            "knee_eps needs at least 2 points; select more images or positions."
+        )
     k = min(min_samples, n)
     dist, _ = NearestNeighbors(n_neighbors=k).fit(x).kneighbors(x)
     kdist = np.sort(dist[:, -1])
@@ -225,9 +229,13 @@ def _lens(
             )
         p = np.asarray(probabilities, dtype=np.float64)
         if p.ndim != 2 or len(p) != m:
-            raise TopoLensError(f"probabilities must be (M, K) with M = {m} points, got shape {p.shape}.")
+            raise TopoLensError(
+                f"probabilities must be (M, K) with M = {m} points, got shape {p.shape}."
+            )
         if not np.all(np.isfinite(p)):
-            raise TopoLensError("probabilities hold NaN or infinite values; pass finite softmax outputs.")
+            raise TopoLensError(
+                "probabilities hold NaN or infinite values; pass finite softmax outputs."
+            )
         return p.max(axis=1)[:, None], lens
     raise TopoLensError(f"unknown lens {lens!r}; use one of {LENSES} or pass lens_values.")
 
@@ -309,7 +317,7 @@ def mapper_graph(
     from sklearn.cluster import DBSCAN
 
     x = _as_cloud(points)
-    m, d = x.shape
+    m, _d = x.shape
     lab = _labels(labels, m)
     if n_classes is None:
         n_classes = int(lab.max()) + 1 if lab is not None and lab.size and lab.max() >= 0 else 0
@@ -377,9 +385,12 @@ def _labels(labels: Any, m: int) -> np.ndarray | None:
     lab = np.asarray(labels)
     if lab.shape != (m,):
         raise TopoLensError(f"labels must have one entry per point ({m}), got shape {lab.shape}.")
-    if lab.size and not np.issubdtype(lab.dtype, np.integer):
-        if not np.all(np.isfinite(lab)) or not np.all(lab == np.round(lab)):
-            raise TopoLensError("labels must be integer class ids (-1 = unknown).")
+    if (
+        lab.size
+        and not np.issubdtype(lab.dtype, np.integer)
+        and (not np.all(np.isfinite(lab)) or not np.all(lab == np.round(lab)))
+    ):
+        raise TopoLensError("labels must be integer class ids (-1 = unknown).")
     lab = lab.astype(np.int64)
     if lab.size and lab.min() < -1:
         raise TopoLensError("labels must be class ids >= 0, or -1 for unknown.")

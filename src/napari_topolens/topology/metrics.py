@@ -73,7 +73,9 @@ def validate_points(points: object, *, min_points: int = 2, what: str = "points"
             "select more images or positions"
         )
     if array.shape[1] < 1:
-        raise TopoLensError(f"{what} has no features (shape {array.shape}); pick a layer with channels")
+        raise TopoLensError(
+            f"{what} has no features (shape {array.shape}); pick a layer with channels"
+        )
     if not np.all(np.isfinite(array)):
         bad = int(np.count_nonzero(~np.all(np.isfinite(array), axis=1)))
         raise TopoLensError(
@@ -88,7 +90,9 @@ def _check_metric(metric: str) -> str:
     return metric
 
 
-def linkage_from_edges(n: int, rows: np.ndarray, cols: np.ndarray, weights: np.ndarray) -> np.ndarray:
+def linkage_from_edges(
+    n: int, rows: np.ndarray, cols: np.ndarray, weights: np.ndarray
+) -> np.ndarray:
     """Single-linkage matrix ``Z`` (scipy layout) from the edges of a spanning tree.
 
     Kruskal's merges in order of weight are exactly the single-linkage merges, so a
@@ -184,7 +188,11 @@ class MetricSpace:
         self.metric = _check_metric(metric)
         self.points = validate_points(points)
         self.n = int(self.points.shape[0])
-        for name, value in (("pca_dims", pca_dims), ("n_neighbors", n_neighbors), ("density_k", density_k)):
+        for name, value in (
+            ("pca_dims", pca_dims),
+            ("n_neighbors", n_neighbors),
+            ("density_k", density_k),
+        ):
             if int(value) < 1:
                 raise TopoLensError(f"{name} must be at least 1, got {value}")
         self.pca_dims = int(pca_dims)
@@ -219,13 +227,23 @@ class MetricSpace:
             return out
         if self.metric == "density":
             out = cdist(self.points[index], self.points)
-            out /= np.sqrt(self.radius[index, None] * self.radius[None, :])
+            out /= np.sqrt(self._radius()[index, None] * self._radius()[None, :])
             return out
         if self.metric == "cosine":
-            out = cdist(self.features[index], self.features, "sqeuclidean")
+            out = cdist(self._features()[index], self._features(), "sqeuclidean")
             out *= 0.5
             return out
-        return cdist(self.features[index], self.features)
+        return cdist(self._features()[index], self._features())
+
+    def _features(self) -> np.ndarray:
+        if self.features is None:
+            raise TopoLensError(f"the {self.metric} metric has no feature coordinates")
+        return self.features
+
+    def _radius(self) -> np.ndarray:
+        if self.radius is None:
+            raise TopoLensError(f"the {self.metric} metric has no density radii")
+        return self.radius
 
     def submatrix(self, index: Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         """Symmetric zero-diagonal distance matrix between the points ``index`` (all by default).
@@ -233,21 +251,26 @@ class MetricSpace:
         Distances are those of the whole cloud: geodesics run through the full kNN
         graph, density scales and whitening come from all points.
         """
-        index = np.arange(self.n) if index is None else np.asarray(index, dtype=np.int64).reshape(-1)
+        index = (
+            np.arange(self.n) if index is None else np.asarray(index, dtype=np.int64).reshape(-1)
+        )
         if self.metric == "geodesic":
             blocks = [
-                self.rows(index[s : s + _BLOCK_ROWS])[:, index] for s in range(0, len(index), _BLOCK_ROWS)
+                self.rows(index[s : s + _BLOCK_ROWS])[:, index]
+                for s in range(0, len(index), _BLOCK_ROWS)
             ]
             out = np.vstack(blocks) if blocks else np.zeros((0, 0))
             out = np.minimum(out, out.T)  # Dijkstra sums may differ in the last bit
         elif self.metric == "density":
             out = squareform(pdist(self.points[index]))
-            out /= np.sqrt(self.radius[index, None] * self.radius[None, index])  # exactly symmetric
+            out /= np.sqrt(
+                self._radius()[index, None] * self._radius()[None, index]
+            )  # exactly symmetric
         elif self.metric == "cosine":
-            out = squareform(pdist(self.features[index], "sqeuclidean"))
+            out = squareform(pdist(self._features()[index], "sqeuclidean"))
             out *= 0.5
         else:
-            out = squareform(pdist(self.features[index]))
+            out = squareform(pdist(self._features()[index]))
         np.fill_diagonal(out, 0.0)
         return out
 
@@ -405,7 +428,9 @@ def distance_matrix(
     See :class:`MetricSpace` for what each metric means and how corner cases
     (zero vectors, disconnected kNN graphs, duplicates) are handled.
     """
-    space = MetricSpace(points, metric, pca_dims=pca_dims, n_neighbors=n_neighbors, density_k=density_k)
+    space = MetricSpace(
+        points, metric, pca_dims=pca_dims, n_neighbors=n_neighbors, density_k=density_k
+    )
     return space.submatrix()
 
 

@@ -9,6 +9,7 @@ above use gudhi's Ripser-class ``RipsPersistence`` on a subsample of at most
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -147,12 +148,16 @@ def maxmin_landmarks(space: MetricSpace, n_landmarks: int, seed: int = 0) -> np.
     return chosen
 
 
-def _choose_subsample(space: MetricSpace, max_points: int, mode: str, seed: int) -> tuple[np.ndarray, str]:
+def _choose_subsample(
+    space: MetricSpace, max_points: int, mode: str, seed: int
+) -> tuple[np.ndarray, str]:
     if space.n <= max_points:
         return np.arange(space.n, dtype=np.int64), "none"
     if mode == "random":
         rng = np.random.default_rng(seed)
-        return np.sort(rng.choice(space.n, size=max_points, replace=False)).astype(np.int64), "random"
+        return np.sort(rng.choice(space.n, size=max_points, replace=False)).astype(
+            np.int64
+        ), "random"
     return np.sort(maxmin_landmarks(space, max_points, seed)), "maxmin"
 
 
@@ -294,12 +299,16 @@ def compute_persistence(
     """
     for key in metric_kw:
         if key not in _METRIC_KEYWORDS:
-            raise TopoLensError(f"unknown keyword {key!r}; metric options are {', '.join(_METRIC_KEYWORDS)}")
+            raise TopoLensError(
+                f"unknown keyword {key!r}; metric options are {', '.join(_METRIC_KEYWORDS)}"
+            )
     max_dim = check_int("max_dim", max_dim, 0)
     max_points = check_int("max_points", max_points, 3)
     seed = check_int("seed", seed, 0)
     if subsample not in SUBSAMPLE_MODES:
-        raise TopoLensError(f"unknown subsample {subsample!r}; use one of {', '.join(SUBSAMPLE_MODES)}")
+        raise TopoLensError(
+            f"unknown subsample {subsample!r}; use one of {', '.join(SUBSAMPLE_MODES)}"
+        )
 
     space = MetricSpace(points, metric, **metric_kw)
     n = space.n
@@ -341,7 +350,7 @@ def compute_persistence(
 
 
 def persistence_diagrams(
-    points: object, max_dim: int = 1, metric: str = "euclidean", **kw: object
+    points: object, max_dim: int = 1, metric: str = "euclidean", **kw: Any
 ) -> list[np.ndarray]:
     """Just the diagrams of :func:`compute_persistence` (same keywords)."""
     return compute_persistence(points, max_dim=max_dim, metric=metric, **kw).diagrams

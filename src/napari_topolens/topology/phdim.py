@@ -137,7 +137,9 @@ def ph_dimension(
     if len(sizes) >= _MIN_SIZES:
         note = f"sizes {sizes[0]}..{sizes[-1]} step {step}"
     else:
-        sizes = np.unique(np.round(np.linspace(cap / _FALLBACK_SIZES, cap, _FALLBACK_SIZES)).astype(np.int64))
+        sizes = np.unique(
+            np.round(np.linspace(cap / _FALLBACK_SIZES, cap, _FALLBACK_SIZES)).astype(np.int64)
+        )
         note = (
             f"only {cap} points usable, too few for 3 sizes from {start} in steps of {step}: "
             f"used {len(sizes)} evenly spaced sizes {sizes[0]}..{sizes[-1]} instead"
@@ -153,7 +155,9 @@ def ph_dimension(
         values = []
         for _ in range(repeats):
             chosen = (
-                rng.choice(n_total, size=int(size), replace=False) if size < n_total else np.arange(n_total)
+                rng.choice(n_total, size=int(size), replace=False)
+                if size < n_total
+                else np.arange(n_total)
             )
             values.append(_h0_energy(data[chosen], metric, alpha, metric_kw))
         energies[i] = float(np.mean(values))
@@ -170,9 +174,7 @@ def ph_dimension(
     slope = float(np.polyfit(np.log(sizes), np.log(energies), 1)[0])
     if slope >= 1.0:
         dimension = float("nan")
-        note += (
-            f"; slope {slope:.3f} >= 1: energy grows too fast for a dimension (not a sample of one measure?)"
-        )
+        note += f"; slope {slope:.3f} >= 1: energy grows too fast for a dimension (not a sample of one measure?)"
     else:
         dimension = float(alpha / (1.0 - slope))
     return PHDimResult(dimension, sizes, energies, slope, float(alpha), note)

@@ -112,18 +112,26 @@ def cluster_quality(
 
     silhouette = float("nan")
     if points is not None:
-        silhouette = _silhouette(points, p, metric, int(silhouette_max_points), int(seed), metric_kw)
+        silhouette = _silhouette(
+            points, p, metric, int(silhouette_max_points), int(seed), metric_kw
+        )
     return Quality(purity=purity, homogeneity=homogeneity, ari=ari, nmi=nmi, silhouette=silhouette)
 
 
-def _silhouette(points: Any, pred: np.ndarray, metric: str, max_points: int, seed: int, metric_kw: dict) -> float:
+def _silhouette(
+    points: Any, pred: np.ndarray, metric: str, max_points: int, seed: int, metric_kw: dict
+) -> float:
     from sklearn.metrics import silhouette_score
 
     x = np.asarray(points, dtype=np.float64)
     if x.ndim != 2 or len(x) != len(pred):
-        raise TopoLensError(f"points must be (M, D) with M = {len(pred)} rows, got shape {x.shape}.")
+        raise TopoLensError(
+            f"points must be (M, D) with M = {len(pred)} rows, got shape {x.shape}."
+        )
     if not np.all(np.isfinite(x)):
-        raise LayerError("the point cloud holds NaN or infinite values; drop non-finite rows first.")
+        raise LayerError(
+            "the point cloud holds NaN or infinite values; drop non-finite rows first."
+        )
     rows = np.flatnonzero(pred != -1)
     if len(rows) > max_points:
         rng = np.random.default_rng(seed)

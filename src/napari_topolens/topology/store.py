@@ -41,16 +41,16 @@ import numpy as np
 from ..errors import AnalysisFileError
 
 __all__ = [
+    "ARRAYS_NAME",
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "MANIFEST_NAME",
-    "ARRAYS_NAME",
+    "from_tree",
+    "is_analysis_dir",
+    "load_analysis",
     "register_dataclass",
     "save_analysis",
-    "load_analysis",
-    "is_analysis_dir",
     "to_tree",
-    "from_tree",
 ]
 
 FORMAT_NAME = "napari-topolens-analysis"
@@ -246,7 +246,9 @@ def _build_dataclass(node: dict, arrays: Any, where: str) -> Any:
     try:
         obj = cls(**init_kwargs)
     except (TypeError, ValueError) as exc:
-        raise AnalysisFileError(f"{where} holds a {cls.__name__} that does not validate: {exc}") from exc
+        raise AnalysisFileError(
+            f"{where} holds a {cls.__name__} that does not validate: {exc}"
+        ) from exc
     for name, value in late.items():
         object.__setattr__(obj, name, value)
     return obj
@@ -304,7 +306,7 @@ def save_analysis(analysis: Any, path: str | os.PathLike) -> Path:
     try:
         staging.mkdir()
         arrays_path = staging / ARRAYS_NAME
-        np.savez(arrays_path, **sink.arrays)
+        np.savez(arrays_path, **sink.arrays)  # type: ignore[arg-type]
         manifest = {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
@@ -346,7 +348,9 @@ def _read_manifest(folder: Path) -> dict:
         with open(manifest_path, encoding="utf-8") as handle:
             manifest = json.load(handle)
     except ValueError as exc:
-        raise AnalysisFileError(f"{manifest_path} is damaged: it is not valid JSON ({exc})") from exc
+        raise AnalysisFileError(
+            f"{manifest_path} is damaged: it is not valid JSON ({exc})"
+        ) from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
         raise AnalysisFileError(
             f"{manifest_path} is not a napari-topolens analysis (format "

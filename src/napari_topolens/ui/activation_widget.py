@@ -73,14 +73,24 @@ class ActivationWidget(Container):
             choices=[f"sample: {n}" for n in SAMPLE_NAMES] + [IMPORT_SPEC],
             tooltip="A shipped sample model, or any model built by 'package.module:callable'",
         )
-        self.spec = LineEdit(label="Import spec", tooltip="package.module:callable (called without arguments)")
+        self.spec = LineEdit(
+            label="Import spec", tooltip="package.module:callable (called without arguments)"
+        )
         self.weights = FileEdit(label="Weights", mode="r", filter="*.pt *.pth *.ckpt *.bin")
         self.load_button = PushButton(text="Load model and list layers")
-        self.image_layer = ComboBox(label="Images", choices=self._image_layer_choices, nullable=True)
+        self.image_layer = ComboBox(
+            label="Images", choices=self._image_layer_choices, nullable=True
+        )
         self.which = ComboBox(label="Which", choices=[ALL_IMAGES, CURRENT_IMAGE])
         self.layers = Select(label="Layers", choices=[], tooltip="Ctrl/Shift-click to pick several")
         self.sampling = ComboBox(label="Sampling", choices=list(SAMPLING_MODES))
-        self.max_points = SpinBox(label="Max points", min=0, max=10_000_000, value=0, tooltip="0: no cap (80,000 for all_positions)")
+        self.max_points = SpinBox(
+            label="Max points",
+            min=0,
+            max=10_000_000,
+            value=0,
+            tooltip="0: no cap (80,000 for all_positions)",
+        )
         self.run_button = PushButton(text="Pull activations")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(value="Load a model to list its layers.")
@@ -134,7 +144,7 @@ class ActivationWidget(Container):
     def _select_sample_images(self) -> None:
         """Pick the image layer that holds the chosen sample, when there is one."""
         name = self._sample_name()
-        for layer_name, layer in self._image_layer_choices():
+        for _layer_name, layer in self._image_layer_choices():
             if name is not None and layer.metadata.get(SAMPLE_KEY) == name:
                 self.image_layer.value = layer
                 return
@@ -146,7 +156,11 @@ class ActivationWidget(Container):
         from ..activations.models import load_model as build_model
 
         name = self._sample_name()
-        weights = str(self.weights.value) if self.weights.value and str(self.weights.value) not in ("", ".") else ""
+        weights = (
+            str(self.weights.value)
+            if self.weights.value and str(self.weights.value) not in ("", ".")
+            else ""
+        )
         key = (self.model_source.value, self.spec.value, weights)
         try:
             if key != self._model_key or self._model is None:
@@ -157,7 +171,9 @@ class ActivationWidget(Container):
                     model, defaults = sample.model, sample.default_layers
                 else:
                     if not self.spec.value.strip():
-                        raise TopoLensError("type an import spec such as 'mypackage.models:build_net'")
+                        raise TopoLensError(
+                            "type an import spec such as 'mypackage.models:build_net'"
+                        )
                     model, defaults = build_model(self.spec.value.strip(), weights or None), []
                 self._model, self._model_key = model, key
                 self._defaults = defaults

@@ -59,7 +59,7 @@ if TYPE_CHECKING:
     import napari
     import torch
 
-__all__ = ["AnalysisWidget", "IMPORT_SPEC", "CONSOLE_PREFIX", "SAMPLE_PREFIX"]
+__all__ = ["CONSOLE_PREFIX", "IMPORT_SPEC", "SAMPLE_PREFIX", "AnalysisWidget"]
 
 SAMPLE_PREFIX = "sample: "
 CONSOLE_PREFIX = "console: "
@@ -78,7 +78,7 @@ class _RefreshOnPopup(QObject):
         super().__init__(combo.native)
         self._combo = combo
 
-    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt API
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:
         if event.type() == QEvent.Type.MouseButtonPress:
             self._combo.reset_choices()
         return False
@@ -120,10 +120,14 @@ class AnalysisWidget(QWidget):
                 "(+ weights), or a torch.nn.Module variable of the napari console"
             ),
         )
-        self.spec = LineEdit(label="Import spec", tooltip="package.module:callable (called without arguments)")
+        self.spec = LineEdit(
+            label="Import spec", tooltip="package.module:callable (called without arguments)"
+        )
         self.weights = FileEdit(label="Weights", mode="r", filter="*.pt *.pth *.ckpt *.bin")
         self.load_button = PushButton(text="Load model")
-        model_box = Container(widgets=[self.model_source, self.spec, self.weights, self.load_button], labels=True)
+        model_box = Container(
+            widgets=[self.model_source, self.spec, self.weights, self.load_button], labels=True
+        )
 
         # ---- layers -------------------------------------------------------------
         self.module_tree = ModuleTree()
@@ -131,7 +135,9 @@ class AnalysisWidget(QWidget):
         self.module_tree.setToolTip("Tick the layers to analyse (modules the forward pass calls)")
 
         # ---- images -------------------------------------------------------------
-        self.image_layer = ComboBox(label="Images", choices=self._image_layer_choices, nullable=True)
+        self.image_layer = ComboBox(
+            label="Images", choices=self._image_layer_choices, nullable=True
+        )
         self.which = ComboBox(label="Which", choices=list(WHICH_IMAGES))
         self.marker_layer = ComboBox(
             label="Marked in",
@@ -141,11 +147,20 @@ class AnalysisWidget(QWidget):
         )
         self.sampling = ComboBox(label="Sampling", choices=list(SAMPLING_MODES), value="pooled")
         self.max_points = SpinBox(
-            label="Max points", min=0, max=10_000_000, value=0,
+            label="Max points",
+            min=0,
+            max=10_000_000,
+            value=0,
             tooltip="Cap on points per layer; 0: none (80,000 for all_positions)",
         )
         images_box = Container(
-            widgets=[self.image_layer, self.which, self.marker_layer, self.sampling, self.max_points],
+            widgets=[
+                self.image_layer,
+                self.which,
+                self.marker_layer,
+                self.sampling,
+                self.max_points,
+            ],
             labels=True,
         )
 
@@ -153,24 +168,47 @@ class AnalysisWidget(QWidget):
         self.metric = ComboBox(label="Metric", choices=list(METRICS), value=defaults.metric)
         self.max_dim = SpinBox(label="Max homology dim", min=0, max=2, value=defaults.max_dim)
         self.h1_max_points = SpinBox(
-            label="H1 landmarks", min=10, max=100_000, value=defaults.h1_max_points,
+            label="H1 landmarks",
+            min=10,
+            max=100_000,
+            value=defaults.h1_max_points,
             tooltip="H1 is computed on at most this many landmarks (its cost grows steeply with N)",
         )
-        self.subsample = ComboBox(label="Landmarks", choices=["maxmin", "random"], value=defaults.subsample)
+        self.subsample = ComboBox(
+            label="Landmarks", choices=["maxmin", "random"], value=defaults.subsample
+        )
         self.lens = ComboBox(label="Mapper lens", choices=list(LENSES), value=defaults.mapper_lens)
-        self.n_cubes = SpinBox(label="Cover intervals", min=1, max=1000, value=defaults.mapper_n_cubes)
+        self.n_cubes = SpinBox(
+            label="Cover intervals", min=1, max=1000, value=defaults.mapper_n_cubes
+        )
         self.perc_overlap = FloatSpinBox(
             label="Cover overlap", min=0.0, max=0.95, step=0.05, value=defaults.mapper_perc_overlap
         )
-        self.min_samples = SpinBox(label="DBSCAN min samples", min=1, max=1000, value=defaults.mapper_min_samples)
+        self.min_samples = SpinBox(
+            label="DBSCAN min samples", min=1, max=1000, value=defaults.mapper_min_samples
+        )
         self.eps = FloatSpinBox(
-            label="DBSCAN eps", min=0.0, max=1e9, step=0.1, value=0.0,
+            label="DBSCAN eps",
+            min=0.0,
+            max=1e9,
+            step=0.1,
+            value=0.0,
             tooltip="0: the knee of the sorted nearest-neighbour distances",
         )
         self.seed = SpinBox(label="Seed", min=0, max=2**31 - 1, value=defaults.seed)
         params_box = Container(
-            widgets=[self.metric, self.max_dim, self.h1_max_points, self.subsample, self.lens,
-                     self.n_cubes, self.perc_overlap, self.min_samples, self.eps, self.seed],
+            widgets=[
+                self.metric,
+                self.max_dim,
+                self.h1_max_points,
+                self.subsample,
+                self.lens,
+                self.n_cubes,
+                self.perc_overlap,
+                self.min_samples,
+                self.eps,
+                self.seed,
+            ],
             labels=True,
         )
 
@@ -197,7 +235,9 @@ class AnalysisWidget(QWidget):
         self._on_which_changed()
         self._on_layers_changed()
 
-    def _build_layout(self, model_box: Container, images_box: Container, params_box: Container) -> None:
+    def _build_layout(
+        self, model_box: Container, images_box: Container, params_box: Container
+    ) -> None:
         from superqt import QCollapsible
 
         content = QWidget()
@@ -243,15 +283,18 @@ class AnalysisWidget(QWidget):
         from napari.layers import Image
 
         return [
-            (name, layer) for name, layer in self._layers_of((Image,))
-            if "topolens" not in layer.metadata or layer.metadata["topolens"].get("view") == "images"
+            (name, layer)
+            for name, layer in self._layers_of((Image,))
+            if "topolens" not in layer.metadata
+            or layer.metadata["topolens"].get("view") == "images"
         ]
 
     def _marker_layer_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
         from napari.layers import Labels, Points, Shapes
 
         return [
-            (name, layer) for name, layer in self._layers_of((Points, Labels, Shapes))
+            (name, layer)
+            for name, layer in self._layers_of((Points, Labels, Shapes))
             if "topolens" not in layer.metadata
         ]
 
@@ -288,7 +331,7 @@ class AnalysisWidget(QWidget):
 
     def _sample_name(self) -> str | None:
         value = self.model_source.value or ""
-        return value[len(SAMPLE_PREFIX):] if value.startswith(SAMPLE_PREFIX) else None
+        return value[len(SAMPLE_PREFIX) :] if value.startswith(SAMPLE_PREFIX) else None
 
     def _select_sample_images(self) -> None:
         """Pick the image layer that holds the chosen sample, when there is one."""
@@ -318,14 +361,18 @@ class AnalysisWidget(QWidget):
             sample = load_sample(name)
             return sample.model, list(sample.default_layers), f"sample:{name}"
         if source.startswith(CONSOLE_PREFIX):
-            variable = source[len(CONSOLE_PREFIX):]
+            variable = source[len(CONSOLE_PREFIX) :]
             model = console_models(self._viewer).get(variable)
             if model is None:
                 raise ModelError(
                     f"the console has no torch.nn.Module named {variable!r} any more; "
                     "define it again in the napari console or choose another model"
                 )
-            return model, [], f"console:{variable} ({type(model).__module__}.{type(model).__qualname__})"
+            return (
+                model,
+                [],
+                f"console:{variable} ({type(model).__module__}.{type(model).__qualname__})",
+            )
         if not spec:
             raise ModelError("type an import spec such as 'mypackage.models:build_net'")
         return build_model(spec, weights or None), [], spec
@@ -391,7 +438,11 @@ class AnalysisWidget(QWidget):
         if labels is None:
             return None, None
         labels = np.asarray(labels)
-        if labels.ndim != 1 or len(labels) != n_stack or not np.issubdtype(labels.dtype, np.integer):
+        if (
+            labels.ndim != 1
+            or len(labels) != n_stack
+            or not np.issubdtype(labels.dtype, np.integer)
+        ):
             return None, None
         return labels.astype(np.int64), (list(map(str, names)) if names is not None else None)
 
@@ -434,7 +485,9 @@ class AnalysisWidget(QWidget):
             model = self._load_model()
             layers = self.module_tree.checked()
             if not layers:
-                raise EmptySelectionError("no layers are ticked; tick at least one module in the Layers tree")
+                raise EmptySelectionError(
+                    "no layers are ticked; tick at least one module in the Layers tree"
+                )
             image_layer = self.image_layer.value
             if image_layer is not None:
                 check_one_stack_axis(image_layer)
@@ -443,8 +496,12 @@ class AnalysisWidget(QWidget):
             images = np.ascontiguousarray(stack[index], dtype=np.float32)
             config = self.config()
             steps = iter_extract_activations(
-                model, images, layers, sampling=self.sampling.value,
-                max_points=int(self.max_points.value) or None, seed=int(self.seed.value),
+                model,
+                images,
+                layers,
+                sampling=self.sampling.value,
+                max_points=int(self.max_points.value) or None,
+                seed=int(self.seed.value),
             )
             labels, class_names = self._image_labels(image_layer, len(stack))
         except TopoLensError as exc:
@@ -464,7 +521,7 @@ class AnalysisWidget(QWidget):
                 else None
             ),
             "image_index": [int(i) for i in index],
-            "n_stack": int(len(stack)),
+            "n_stack": len(stack),
             "image_shape": [int(s) for s in stack.shape[1:]],
             "layers": list(layers),
             "sampling": self.sampling.value,
@@ -522,8 +579,12 @@ class AnalysisWidget(QWidget):
 
         self._set_status("Adding the layers...")
         self._show = show_analysis_incrementally(
-            self._viewer, step.analysis, image_layer=image_layer, layouts=step.layouts,
-            on_done=done, on_error=failed,
+            self._viewer,
+            step.analysis,
+            image_layer=image_layer,
+            layouts=step.layouts,
+            on_done=done,
+            on_error=failed,
         )
 
     def _on_cancelled(self) -> None:
@@ -624,9 +685,18 @@ def _analysis_work(
             probabilities = np.full((n_stack, analysed.shape[1]), np.nan)
             probabilities[index] = analysed
         analysis = yield from scaled(
-            iter_analyze(clouds, labels, config=config, class_names=class_names,
-                         probabilities=probabilities, provenance=record, images=embed),
-            _EXTRACT_SHARE, 1.0, "topology: ",
+            iter_analyze(
+                clouds,
+                labels,
+                config=config,
+                class_names=class_names,
+                probabilities=probabilities,
+                provenance=record,
+                images=embed,
+            ),
+            _EXTRACT_SHARE,
+            1.0,
+            "topology: ",
         )
         yield Progress(1.0, "laying out the views")
         request = _ShowRequest(analysis, mapper_layouts(analysis))
@@ -634,7 +704,9 @@ def _analysis_work(
         waited = time.perf_counter()
         while not request.shown.wait(0.05):  # each yield is a chance to cancel
             if time.perf_counter() - waited > _SHOW_TIMEOUT_S:
-                raise TopoLensError("the viewer did not take the layers in time; run the analysis again")
+                raise TopoLensError(
+                    "the viewer did not take the layers in time; run the analysis again"
+                )
             yield None
         if request.error is not None:
             raise request.error

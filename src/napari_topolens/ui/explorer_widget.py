@@ -24,7 +24,7 @@ from .widget_parts import report_error
 if TYPE_CHECKING:
     import napari
 
-__all__ = ["ExplorerWidget", "COLOR_BY_LABELS", "resolve_class"]
+__all__ = ["COLOR_BY_LABELS", "ExplorerWidget", "resolve_class"]
 
 #: Readable names of the node colourings (``views.COLOR_BY``).
 COLOR_BY_LABELS: dict[str, str] = {
@@ -60,7 +60,9 @@ def resolve_class(text: str, class_names: list[str] | None) -> str | None:
         return matches[0]
     if not matches:
         raise TopoLensError(f"no class matches {text!r}; classes: {', '.join(class_names)}")
-    raise TopoLensError(f"{text!r} matches several classes ({', '.join(matches)}); type more of the name")
+    raise TopoLensError(
+        f"{text!r} matches several classes ({', '.join(matches)}); type more of the name"
+    )
 
 
 class ExplorerWidget(Container):
@@ -78,8 +80,12 @@ class ExplorerWidget(Container):
         self._pending_key: str | None = None
         self._pending_layer: str | None = None
         self.analysis_key = ComboBox(label="Analysis", choices=self._key_choices, nullable=True)
-        self.layer = ComboBox(label="Network layer", choices=self._layer_choices, nullable=True,
-                              tooltip="The analysed layer whose views are shown")
+        self.layer = ComboBox(
+            label="Network layer",
+            choices=self._layer_choices,
+            nullable=True,
+            tooltip="The analysed layer whose views are shown",
+        )
         self.color_by = ComboBox(
             label="Colour by",
             choices=[(COLOR_BY_LABELS.get(name, name), name) for name in COLOR_BY],
@@ -87,12 +93,18 @@ class ExplorerWidget(Container):
             tooltip="Node colour: dominant class, purity (share of the dominant class), mean lens value, ...",
         )
         self.edge_threshold = FloatSlider(
-            label="Edge threshold", min=0.0, max=1.0, step=0.01, value=0.0, tracking=False,
+            label="Edge threshold",
+            min=0.0,
+            max=1.0,
+            step=0.01,
+            value=0.0,
+            tracking=False,
             tooltip="Hide Mapper edges whose Jaccard overlap |A∩B|/|A∪B| is below this "
             "(applied when the slider is released: rebuilding the edges is not free)",
         )
         self.class_search = LineEdit(
-            label="Find class", tooltip="Type a class name (or its start): other nodes fade; empty: none fade"
+            label="Find class",
+            tooltip="Type a class name (or its start): other nodes fade; empty: none fade",
         )
         self.status = Label(value="")
         self.summary = Label(value="")
@@ -100,7 +112,13 @@ class ExplorerWidget(Container):
             text.native.setWordWrap(True)
             text.native.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
         controls = Container(
-            widgets=[self.analysis_key, self.layer, self.color_by, self.edge_threshold, self.class_search],
+            widgets=[
+                self.analysis_key,
+                self.layer,
+                self.color_by,
+                self.edge_threshold,
+                self.class_search,
+            ],
             labels=True,
         )
         self.extend([controls, self.status, self.summary])
@@ -206,7 +224,9 @@ class ExplorerWidget(Container):
         """Make the controls show the state of the chosen analysis's layers."""
         self.layer.reset_choices()
         meta = self._nodes_meta()
-        shown = self._pending_layer if self._switching(self.analysis_key.value) else meta.get("layer")
+        shown = (
+            self._pending_layer if self._switching(self.analysis_key.value) else meta.get("layer")
+        )
         if shown is not None and shown in self.layer.choices:
             self.layer.value = shown
         if meta.get("color_by") in self.color_by.choices:
@@ -216,7 +236,9 @@ class ExplorerWidget(Container):
         key = self.analysis_key.value
         edges = find_layers(self._viewer, key, "mapper_edges") if key is not None else []
         if edges:
-            self.edge_threshold.value = float(edges[-1].metadata["topolens"].get("edge_threshold", 0.0))
+            self.edge_threshold.value = float(
+                edges[-1].metadata["topolens"].get("edge_threshold", 0.0)
+            )
         faded = meta.get("faded_class")
         self.class_search.value = "" if faded is None else str(faded)
         self._update_summary()
@@ -263,9 +285,14 @@ class ExplorerWidget(Container):
 
         self._pending_key, self._pending_layer = key, name
         self.pending_show = show_analysis_incrementally(
-            self._viewer, analysis, name, image_layer=self._links().image_layer_of(key),
-            color_by=color_by, edge_threshold=threshold,
-            on_done=done, on_error=lambda exc: report_error(exc, self.status),
+            self._viewer,
+            analysis,
+            name,
+            image_layer=self._links().image_layer_of(key),
+            color_by=color_by,
+            edge_threshold=threshold,
+            on_done=done,
+            on_error=lambda exc: report_error(exc, self.status),
         )
         return self.pending_show
 
@@ -273,7 +300,11 @@ class ExplorerWidget(Container):
         """Colour the nodes by the chosen feature (keeps a class search applied)."""
         from .views import recolor_nodes
 
-        if self._updating or self.analysis_key.value is None or self._switching(self.analysis_key.value):
+        if (
+            self._updating
+            or self.analysis_key.value is None
+            or self._switching(self.analysis_key.value)
+        ):
             return  # during a switch: its end applies the chosen colouring
         try:
             recolor_nodes(self._viewer, self.analysis_key.value, self.color_by.value)
@@ -287,10 +318,16 @@ class ExplorerWidget(Container):
         """Hide edges whose Jaccard weight is below the slider."""
         from .views import set_edge_threshold
 
-        if self._updating or self.analysis_key.value is None or self._switching(self.analysis_key.value):
+        if (
+            self._updating
+            or self.analysis_key.value is None
+            or self._switching(self.analysis_key.value)
+        ):
             return  # during a switch: its end applies the chosen threshold
         try:
-            set_edge_threshold(self._viewer, self.analysis_key.value, float(self.edge_threshold.value))
+            set_edge_threshold(
+                self._viewer, self.analysis_key.value, float(self.edge_threshold.value)
+            )
         except TopoLensError as exc:
             report_error(exc, self.status)
             return
@@ -335,7 +372,11 @@ class ExplorerWidget(Container):
         quality = result.quality
 
         def number(value: float) -> str:
-            return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
+            return (
+                "n/a"
+                if value is None or (isinstance(value, float) and math.isnan(value))
+                else f"{value:.2f}"
+            )
 
         self.summary.value = (
             f"{name}: {len(graph.node_ids)} nodes, {shown_edges} of {len(graph.edges)} edges shown; "

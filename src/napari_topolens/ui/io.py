@@ -20,7 +20,7 @@ from ..errors import AnalysisFileError, TopoLensError
 from ..topology.store import is_analysis_dir, load_analysis
 from .views import COLOR_BY, Geometry, LayerDataTuple, analysis_layer_data, band_below
 
-__all__ = ["get_reader", "read_analysis", "write_analysis", "VIEW_FILE"]
+__all__ = ["VIEW_FILE", "get_reader", "read_analysis", "write_analysis"]
 
 #: How the analysis was shown when saved; optional, absent in folders saved by scripts.
 VIEW_FILE = "napari_view.json"
@@ -41,7 +41,11 @@ def get_reader(path: str | Sequence[str]) -> Callable[[Any], list[LayerDataTuple
 
 
 def _view_settings(folder: Path, analysis: Any) -> dict[str, Any]:
-    settings: dict[str, Any] = {"layer_name": None, "color_by": "dominant_class", "edge_threshold": 0.0}
+    settings: dict[str, Any] = {
+        "layer_name": None,
+        "color_by": "dominant_class",
+        "edge_threshold": 0.0,
+    }
     record = folder / VIEW_FILE
     if not record.is_file():
         return settings
@@ -79,7 +83,9 @@ def read_analysis(path: str | Sequence[str]) -> list[LayerDataTuple]:
 
         # napari adds the returned layers after this returns; then bring them on screen
         QTimer.singleShot(0, viewer.reset_view)
-    return analysis_layer_data(analysis, key=key, band_top=band_top, **_view_settings(folder, analysis))
+    return analysis_layer_data(
+        analysis, key=key, band_top=band_top, **_view_settings(folder, analysis)
+    )
 
 
 def _current_viewer() -> Any:

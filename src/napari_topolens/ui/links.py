@@ -47,12 +47,19 @@ from .views import (
     overlay_for_members,
 )
 
-__all__ = ["LinkController", "links_for", "SELECTABLE_VIEWS"]
+__all__ = ["SELECTABLE_VIEWS", "LinkController", "links_for"]
 
 #: Views whose selection drives the links (and that a click selects from).
 SELECTABLE_VIEWS = (
-    "mapper_nodes", "mapper_edges", "diagram", "barcode", "flow", "flow_clusters",
-    "blob_points", "blob_hulls", "dendrogram_tree",
+    "mapper_nodes",
+    "mapper_edges",
+    "diagram",
+    "barcode",
+    "flow",
+    "flow_clusters",
+    "blob_points",
+    "blob_hulls",
+    "dendrogram_tree",
 )
 _HIGHLIGHT = (1.0, 0.92, 0.0, 1.0)
 
@@ -73,14 +80,16 @@ def _csr_owner(offsets: np.ndarray) -> np.ndarray:
     return np.repeat(np.arange(len(offsets) - 1), np.diff(offsets))
 
 
-def _csr_items_containing(members: np.ndarray, offsets: np.ndarray, points: np.ndarray) -> np.ndarray:
+def _csr_items_containing(
+    members: np.ndarray, offsets: np.ndarray, points: np.ndarray
+) -> np.ndarray:
     """Items (CSR rows) that hold at least one of ``points``."""
     hit = np.isin(np.asarray(members, dtype=np.int64), points)
     return np.unique(_csr_owner(offsets)[hit])
 
 
 def _csr_union(members: np.ndarray, offsets: np.ndarray, items: Iterable[int]) -> np.ndarray:
-    parts = [members[offsets[i]: offsets[i + 1]] for i in items]
+    parts = [members[offsets[i] : offsets[i + 1]] for i in items]
     return np.unique(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)
 
 
@@ -136,7 +145,10 @@ class LinkController:
         if base is None:
             provenance = getattr(analysis, "provenance", None) or {}
             base = str(
-                provenance.get("sample") or provenance.get("name") or provenance.get("image_layer") or "analysis"
+                provenance.get("sample")
+                or provenance.get("name")
+                or provenance.get("image_layer")
+                or "analysis"
             )
         taken = set(self._analyses) | {
             layer.metadata["topolens"].get("key") for layer in find_layers(self.viewer)
@@ -148,7 +160,9 @@ class LinkController:
         self._analyses[key] = analysis
         return key
 
-    def register(self, key: str, analysis: Any, image_layer: Any, band_top: float | None = None) -> None:
+    def register(
+        self, key: str, analysis: Any, image_layer: Any, band_top: float | None = None
+    ) -> None:
         """Tie ``key`` to its analysis, the Image layer it was computed on and its band.
 
         ``band_top``: world row where the analysis's grid and gallery start (see
@@ -200,7 +214,8 @@ class LinkController:
 
     def _layer(self, key: str, view: str) -> Any:
         found = [
-            layer for layer in find_layers(self.viewer, key, view)
+            layer
+            for layer in find_layers(self.viewer, key, view)
             if layer.metadata["topolens"].get("layer", "") in ("", self.shown_layer(key))
         ]
         return found[-1] if found else None
@@ -277,7 +292,9 @@ class LinkController:
             ]
             return np.unique(np.concatenate(parts)).astype(np.int64)
         if view in ("diagram", "barcode"):
-            parts = [self.bar_members(key, int(d), [int(b)]) for d, b in zip(table["dim"], table["bar"])]
+            parts = [
+                self.bar_members(key, int(d), [int(b)]) for d, b in zip(table["dim"], table["bar"])
+            ]
             return np.unique(np.concatenate(parts)).astype(np.int64)
         memberships = np.asarray(result.flow.memberships)
         if view == "flow_clusters":
@@ -330,7 +347,9 @@ class LinkController:
         nodes = np.asarray(list(node_indices), dtype=np.int64)
         graph = self.analysis(key)[self.shown_layer(key)].mapper
         if np.any((nodes < 0) | (nodes >= graph.n_nodes)):
-            raise EmptySelectionError(f"node ids must lie in 0..{graph.n_nodes - 1}, got {nodes.tolist()}")
+            raise EmptySelectionError(
+                f"node ids must lie in 0..{graph.n_nodes - 1}, got {nodes.tolist()}"
+            )
         self._select_rows(key, "mapper_nodes", lambda f: np.isin(f["node"].to_numpy(), nodes))
         members = _csr_union(graph.members, graph.member_offsets, nodes)
         return self._show_members(key, members, "mapper_nodes")
@@ -339,10 +358,16 @@ class LinkController:
         """Select persistence bars of one dimension (``bar`` ids) and show their members."""
         bars = np.asarray(list(bars), dtype=np.int64)
         pers = self.analysis(key)[self.shown_layer(key)].persistence
-        if not 0 <= dim < len(pers.diagrams) or np.any((bars < 0) | (bars >= len(pers.diagrams[dim]))):
+        if not 0 <= dim < len(pers.diagrams) or np.any(
+            (bars < 0) | (bars >= len(pers.diagrams[dim]))
+        ):
             raise EmptySelectionError(f"no such bars of H{dim}: {bars.tolist()}")
         for view in ("diagram", "barcode"):
-            self._select_rows(key, view, lambda f: (f["dim"].to_numpy() == dim) & np.isin(f["bar"].to_numpy(), bars))
+            self._select_rows(
+                key,
+                view,
+                lambda f: (f["dim"].to_numpy() == dim) & np.isin(f["bar"].to_numpy(), bars),
+            )
         return self._show_members(key, self.bar_members(key, dim, bars), "diagram")
 
     def select_clusters(self, key: str, stage: int, clusters: Iterable[int]) -> np.ndarray:
@@ -352,18 +377,28 @@ class LinkController:
         memberships = np.asarray(flow.memberships)
         if not 0 <= stage < len(memberships):
             raise EmptySelectionError(f"stage must lie in 0..{len(memberships) - 1}, got {stage}")
-        self._select_rows(key, "flow_clusters", lambda f: (f["stage"].to_numpy() == stage) & np.isin(f["cluster"].to_numpy(), clusters))
+        self._select_rows(
+            key,
+            "flow_clusters",
+            lambda f: (f["stage"].to_numpy() == stage) & np.isin(f["cluster"].to_numpy(), clusters),
+        )
         members = np.flatnonzero(np.isin(memberships[stage], clusters)).astype(np.int64)
         return self._show_members(key, members, "flow_clusters")
 
     def select_merge(self, key: str, merge: int | Iterable[int]) -> np.ndarray:
         """Select dendrogram branches (``merge`` = linkage rows) and show their members."""
-        merges = np.atleast_1d(np.asarray(list(merge) if not np.isscalar(merge) else [merge], dtype=np.int64))
+        merges = np.atleast_1d(
+            np.asarray(list(merge) if not np.isscalar(merge) else [merge], dtype=np.int64)
+        )
         dendro = self.analysis(key)[self.shown_layer(key)].dendrogram
         if np.any((merges < 0) | (merges >= len(dendro.linkage))):
-            raise EmptySelectionError(f"merge ids must lie in 0..{len(dendro.linkage) - 1}, got {merges.tolist()}")
+            raise EmptySelectionError(
+                f"merge ids must lie in 0..{len(dendro.linkage) - 1}, got {merges.tolist()}"
+            )
         self._select_rows(key, "dendrogram_tree", lambda f: np.isin(f["merge"].to_numpy(), merges))
-        return self._show_members(key, _csr_union(dendro.members, dendro.member_offsets, merges), "dendrogram_tree")
+        return self._show_members(
+            key, _csr_union(dendro.members, dendro.member_offsets, merges), "dendrogram_tree"
+        )
 
     # ------------------------------------------------------------------ members -> pixels
     def _show_members(self, key: str, members: np.ndarray, source: str) -> np.ndarray:
@@ -389,7 +424,9 @@ class LinkController:
         self._ring(key, "blob_points", "point", members)
         return members
 
-    def _update_gallery(self, key: str, image_layer: Any, heat: np.ndarray, chosen: np.ndarray) -> None:
+    def _update_gallery(
+        self, key: str, image_layer: Any, heat: np.ndarray, chosen: np.ndarray
+    ) -> None:
         gallery = self._layer(key, "gallery")
         if gallery is None:
             return
@@ -399,8 +436,11 @@ class LinkController:
             stacked = data.ndim == (4 if image_layer.rgb else 3)
             images = {int(i): np.asarray(data[int(i)] if stacked else data) for i in chosen}
         mosaic = gallery_mosaic(_Lookup(images) if images is not None else None, heat, chosen)
-        geometry = (Geometry.of_layer(image_layer, self.band_of(key)) if image_layer is not None
-                    else Geometry(*heat.shape[1:], band_top=self.band_of(key)))
+        geometry = (
+            Geometry.of_layer(image_layer, self.band_of(key))
+            if image_layer is not None
+            else Geometry(*heat.shape[1:], band_top=self.band_of(key))
+        )
         placement = gallery_placement(geometry, mosaic.shape)
         gallery.data = mosaic
         gallery.scale = placement["scale"]
@@ -427,10 +467,12 @@ class LinkController:
         viewer = self.viewer
         axis = viewer.dims.ndim - data_ndim
         world = viewer.dims.point[axis]
-        return int(round((world - image_layer.translate[0]) / image_layer.scale[0]))
+        return round((world - image_layer.translate[0]) / image_layer.scale[0])
 
     # ------------------------------------------------------------------ pixel -> topology
-    def pixel_clicked(self, key: str, image_index: int, row: int, col: int) -> dict[str, np.ndarray]:
+    def pixel_clicked(
+        self, key: str, image_index: int, row: int, col: int
+    ) -> dict[str, np.ndarray]:
         """Highlight what holds the points of ``image_index`` whose receptive field covers (row, col).
 
         Returns
@@ -446,7 +488,12 @@ class LinkController:
         result = self.analysis(key)[self.shown_layer(key)]
         cloud = result.cloud
         points = cloud.points_covering(int(image_index), int(row), int(col))
-        graph, pers, flow, dendro = result.mapper, result.persistence, result.flow, result.dendrogram
+        graph, pers, flow, dendro = (
+            result.mapper,
+            result.persistence,
+            result.flow,
+            result.dendrogram,
+        )
         h0 = _csr_items_containing(pers.h0_members, pers.h0_member_offsets, points)
         bars = [np.column_stack([np.zeros(len(h0), np.int64), h0])]
         if len(pers.diagrams) > 1:
@@ -454,21 +501,33 @@ class LinkController:
             bars.append(np.column_stack([np.ones(len(h1), np.int64), h1]))
         diagram_ids = np.vstack(bars).astype(np.int64)
         memberships = np.asarray(flow.memberships)
-        stage_clusters = sorted({(s, int(c)) for s in range(len(memberships)) for c in memberships[s, points]})
+        stage_clusters = sorted(
+            {(s, int(c)) for s in range(len(memberships)) for c in memberships[s, points]}
+        )
         bands = sorted(
-            {(s, int(memberships[s, p]), int(memberships[s + 1, p])) for s in range(len(memberships) - 1) for p in points}
+            {
+                (s, int(memberships[s, p]), int(memberships[s + 1, p]))
+                for s in range(len(memberships) - 1)
+                for p in points
+            }
         )
         found: dict[str, np.ndarray] = {
             "points": points.astype(np.int64),
-            "mapper_nodes": _csr_items_containing(graph.members, graph.member_offsets, points).astype(np.int64),
+            "mapper_nodes": _csr_items_containing(
+                graph.members, graph.member_offsets, points
+            ).astype(np.int64),
             "diagram": diagram_ids,
             "flow_clusters": np.array(stage_clusters, dtype=np.int64).reshape(-1, 2),
             "flow": np.array(bands, dtype=np.int64).reshape(-1, 3),
             "blob_points": points.astype(np.int64),
             "blob_hulls": np.unique(np.asarray(result.blobs.cluster)[points]).astype(np.int64),
-            "dendrogram_tree": _csr_items_containing(dendro.members, dendro.member_offsets, points).astype(np.int64),
+            "dendrogram_tree": _csr_items_containing(
+                dendro.members, dendro.member_offsets, points
+            ).astype(np.int64),
         }
-        found["blob_hulls"] = found["blob_hulls"][np.isin(found["blob_hulls"], result.blobs.hull_clusters)]
+        found["blob_hulls"] = found["blob_hulls"][
+            np.isin(found["blob_hulls"], result.blobs.hull_clusters)
+        ]
         self._ring(key, "mapper_nodes", "node", found["mapper_nodes"])
         self._ring_pairs(key, "diagram", ("dim", "bar"), diagram_ids)
         barcode = self._ring_pairs(key, "barcode", ("dim", "bar"), diagram_ids)
@@ -489,7 +548,9 @@ class LinkController:
         _apply_ring(layer, mask)
         return layer.features[column].to_numpy()[mask]
 
-    def _ring_pairs(self, key: str, view: str, columns: tuple[str, ...], ids: np.ndarray) -> np.ndarray | None:
+    def _ring_pairs(
+        self, key: str, view: str, columns: tuple[str, ...], ids: np.ndarray
+    ) -> np.ndarray | None:
         layer = self._layer(key, view)
         if layer is None:
             return None
@@ -530,7 +591,9 @@ class LinkController:
         it: the one the user sees there.
         """
         position = tuple(float(p) for p in position)
-        analysed = {id(layer) for layer in map(self.image_layer_of, self._analyses) if layer is not None}
+        analysed = {
+            id(layer) for layer in map(self.image_layer_of, self._analyses) if layer is not None
+        }
         layers = list(self.viewer.layers)
         active = self.viewer.layers.selection.active
         order = ([active] if active is not None and active in layers else []) + layers[::-1]
@@ -548,12 +611,21 @@ class LinkController:
             keys = [key for key in self._analyses if self.image_layer_of(key) is hit_layer]
             found = {key: self.pixel_clicked(key, *hit) for key in keys}
             # every analysis of the clicked image is ringed; "key" is the latest one
-            return {"key": keys[-1], "pixel": hit, "found": found[keys[-1]], "keys": keys,
-                    "found_by_key": found}
+            return {
+                "key": keys[-1],
+                "pixel": hit,
+                "found": found[keys[-1]],
+                "keys": keys,
+                "found_by_key": found,
+            }
         active = self.viewer.layers.selection.active
         for layer in reversed(list(self.viewer.layers)):
             meta = layer.metadata.get("topolens") if isinstance(layer.metadata, dict) else None
-            if not isinstance(meta, dict) or meta.get("view") not in SELECTABLE_VIEWS or not layer.visible:
+            if (
+                not isinstance(meta, dict)
+                or meta.get("view") not in SELECTABLE_VIEWS
+                or not layer.visible
+            ):
                 continue
             value = layer.get_value(position, world=True)
             index = value[0] if isinstance(value, tuple) else value
@@ -588,7 +660,7 @@ def _pixel_at(image_layer: Any, position: tuple[float, ...]) -> tuple[int, int, 
     row, col = int(np.floor(data[-2] + 0.5)), int(np.floor(data[-1] + 0.5))
     if not (0 <= row < shape[-2] and 0 <= col < shape[-1]):
         return None
-    image = int(round(data[-3])) if len(shape) >= 3 else 0
+    image = round(data[-3]) if len(shape) >= 3 else 0
     if len(shape) >= 3 and not 0 <= image < shape[-3]:
         return None
     return image, row, col

@@ -81,9 +81,15 @@ class ModuleTree(QTreeWidget):
                         0, Qt.CheckState.Checked if name in wanted else Qt.CheckState.Unchecked
                     )
                 else:
-                    item.setToolTip(0, f"{name}: never called by the forward pass, cannot be hooked")
-                    item.setForeground(0, self.palette().brush(self.palette().ColorGroup.Disabled,
-                                                               self.palette().ColorRole.Text))
+                    item.setToolTip(
+                        0, f"{name}: never called by the forward pass, cannot be hooked"
+                    )
+                    item.setForeground(
+                        0,
+                        self.palette().brush(
+                            self.palette().ColorGroup.Disabled, self.palette().ColorRole.Text
+                        ),
+                    )
                 item.setFlags(flags)
                 if parent is None:
                     self.addTopLevelItem(item)
@@ -107,8 +113,7 @@ class ModuleTree(QTreeWidget):
         return [
             name
             for name in self._forward_order
-            if name in self._items
-            and self._items[name].checkState(0) == Qt.CheckState.Checked
+            if name in self._items and self._items[name].checkState(0) == Qt.CheckState.Checked
         ]
 
     def set_checked(self, names: Iterable[str]) -> None:

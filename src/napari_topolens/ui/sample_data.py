@@ -10,7 +10,7 @@ from typing import Any
 
 from ..samples import load_sample
 
-__all__ = ["digits_sample", "shapes_sample", "sample_layer_data"]
+__all__ = ["digits_sample", "sample_layer_data", "shapes_sample"]
 
 SAMPLE_KEY = "topolens_sample"
 

@@ -42,7 +42,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import pandas as pd
@@ -52,30 +52,30 @@ from ..errors import LayerError, TopoLensError
 if TYPE_CHECKING:  # pragma: no cover
     import napari
 
-    from ..topology.analysis import Analysis, LayerAnalysis
+    from ..topology.analysis import Analysis
 
 __all__ = [
-    "VIEW_NAMES",
-    "COLOR_BY",
     "CELL_FACTOR",
+    "COLOR_BY",
+    "VIEW_NAMES",
     "Geometry",
+    "IncrementalShow",
     "LayerDataTuple",
     "analysis_layer_data",
-    "view_layer_data",
+    "find_layers",
+    "gallery_mosaic",
+    "highlight_class",
     "mapper_layout",
+    "mapper_layouts",
     "node_colors",
     "overlay_for_members",
-    "gallery_mosaic",
-    "show_analysis",
-    "show_analysis_incrementally",
-    "IncrementalShow",
-    "update_layer",
-    "mapper_layouts",
     "recolor_nodes",
     "set_edge_threshold",
-    "highlight_class",
+    "show_analysis",
+    "show_analysis_incrementally",
     "topolens_meta",
-    "find_layers",
+    "update_layer",
+    "view_layer_data",
 ]
 
 LayerDataTuple = tuple[Any, dict[str, Any], str]
@@ -103,8 +103,17 @@ VIEW_NAMES = (
 )
 #: Views drawn for one analysed network layer (replaced when another layer is shown).
 LAYER_VIEWS = (
-    "titles", "axes", "mapper_edges", "mapper_nodes", "diagram", "barcode",
-    "flow", "flow_clusters", "blob_hulls", "blob_points", "dendrogram_heatmap",
+    "titles",
+    "axes",
+    "mapper_edges",
+    "mapper_nodes",
+    "diagram",
+    "barcode",
+    "flow",
+    "flow_clusters",
+    "blob_hulls",
+    "blob_points",
+    "dendrogram_heatmap",
     "dendrogram_tree",
 )
 #: Node features the Mapper nodes can be coloured by.
@@ -122,13 +131,26 @@ GALLERY_TILES = 16
 # clusters; unknown (-1) is grey.
 _PALETTE = np.array(
     [
-        (0.902, 0.624, 0.000), (0.337, 0.706, 0.914), (0.000, 0.620, 0.451),
-        (0.941, 0.894, 0.259), (0.000, 0.447, 0.698), (0.835, 0.369, 0.000),
-        (0.800, 0.475, 0.655), (0.600, 0.600, 0.950), (0.737, 0.741, 0.133),
-        (0.090, 0.745, 0.812), (0.890, 0.467, 0.761), (0.549, 0.337, 0.294),
-        (0.580, 0.404, 0.741), (0.173, 0.627, 0.173), (0.839, 0.153, 0.157),
-        (1.000, 0.733, 0.471), (0.682, 0.780, 0.910), (0.596, 0.875, 0.541),
-        (1.000, 0.596, 0.588), (0.769, 0.612, 0.580),
+        (0.902, 0.624, 0.000),
+        (0.337, 0.706, 0.914),
+        (0.000, 0.620, 0.451),
+        (0.941, 0.894, 0.259),
+        (0.000, 0.447, 0.698),
+        (0.835, 0.369, 0.000),
+        (0.800, 0.475, 0.655),
+        (0.600, 0.600, 0.950),
+        (0.737, 0.741, 0.133),
+        (0.090, 0.745, 0.812),
+        (0.890, 0.467, 0.761),
+        (0.549, 0.337, 0.294),
+        (0.580, 0.404, 0.741),
+        (0.173, 0.627, 0.173),
+        (0.839, 0.153, 0.157),
+        (1.000, 0.733, 0.471),
+        (0.682, 0.780, 0.910),
+        (0.596, 0.875, 0.541),
+        (1.000, 0.596, 0.588),
+        (0.769, 0.612, 0.580),
     ]
 )
 _UNKNOWN = np.array([0.55, 0.55, 0.55])
@@ -142,9 +164,7 @@ _EDGE_RGBA = np.array([0.85, 0.85, 0.85, 1.0])
 def categorical_colors(codes: np.ndarray, alpha: float = 1.0) -> np.ndarray:
     """RGBA per code from the palette (code -1 and below: grey)."""
     codes = np.asarray(codes, dtype=np.int64)
-    rgb = np.where(
-        (codes >= 0)[:, None], _PALETTE[np.maximum(codes, 0) % len(_PALETTE)], _UNKNOWN
-    )
+    rgb = np.where((codes >= 0)[:, None], _PALETTE[np.maximum(codes, 0) % len(_PALETTE)], _UNKNOWN)
     return np.column_stack([rgb, np.full(len(codes), alpha)])
 
 
@@ -228,7 +248,8 @@ class Geometry:
         translate = np.asarray(layer.translate)[-2:]
         # napari centres pixel k at translate + k * scale: the corner is half a pixel off
         return cls(
-            float(shape[-2] * scale[0]), float(shape[-1] * scale[1]),
+            float(shape[-2] * scale[0]),
+            float(shape[-1] * scale[1]),
             (float(translate[0] - scale[0] / 2), float(translate[1] - scale[1] / 2)),
             band_top,
         )
@@ -242,7 +263,8 @@ def band_below(viewer: Any, key: str, geometry: Geometry) -> float | None:
     images of any size, and analyses read from files, are all cleared.
     """
     bottoms = [
-        float(layer.extent.world[1][-2]) for layer in find_layers(viewer)
+        float(layer.extent.world[1][-2])
+        for layer in find_layers(viewer)
         if layer.metadata["topolens"].get("key") != key and layer.ndim >= 2
     ]
     if not bottoms:
@@ -342,7 +364,9 @@ def mapper_layout(graph: Any, seed: int = 0) -> np.ndarray:
 def node_colors(graph: Any, color_by: str, class_names: Sequence[str] | None = None) -> np.ndarray:
     """RGBA per Mapper node for one of :data:`COLOR_BY`."""
     if color_by not in COLOR_BY:
-        raise TopoLensError(f"cannot colour nodes by {color_by!r}; choose one of {', '.join(COLOR_BY)}")
+        raise TopoLensError(
+            f"cannot colour nodes by {color_by!r}; choose one of {', '.join(COLOR_BY)}"
+        )
     if color_by in ("dominant_class", "component", "community"):
         return categorical_colors(np.asarray(getattr(graph, color_by)))
     values = np.asarray(getattr(graph, color_by), dtype=np.float64)
@@ -374,8 +398,14 @@ def edge_widths(weight: np.ndarray, n_nodes: int) -> np.ndarray:
 
 
 def mapper_layer_data(
-    analysis: Any, layer: str, key: str, geometry: Geometry, *, layout: np.ndarray | None = None,
-    color_by: str = "dominant_class", edge_threshold: float = 0.0,
+    analysis: Any,
+    layer: str,
+    key: str,
+    geometry: Geometry,
+    *,
+    layout: np.ndarray | None = None,
+    color_by: str = "dominant_class",
+    edge_threshold: float = 0.0,
 ) -> list[LayerDataTuple]:
     """Mapper nodes (Points) and edges (Shapes lines) of one layer."""
     result = analysis[layer]
@@ -406,8 +436,9 @@ def mapper_layer_data(
             "face_color": per_item(node_colors(graph, color_by, names), _UNKNOWN_RGBA),
             "border_color": per_item(np.tile(_BORDER, (graph.n_nodes, 1)), _BORDER),
             "border_width": 0.08,
-            "metadata": topolens_meta("mapper_nodes", key, analysis, layer, color_by=color_by,
-                                      layout=pos),
+            "metadata": topolens_meta(
+                "mapper_nodes", key, analysis, layer, color_by=color_by, layout=pos
+            ),
             **place,
         },
         "points",
@@ -415,8 +446,18 @@ def mapper_layer_data(
     edges_idx = np.asarray(graph.edges, dtype=np.int64).reshape(-1, 2)
     weight = np.asarray(graph.edge_weight, dtype=np.float64)
     keep = weight >= edge_threshold
-    edges = _edge_tuple(analysis, layer, key, geometry, pos, edges_idx[keep], weight[keep],
-                        np.flatnonzero(keep), graph.n_nodes, edge_threshold)
+    edges = _edge_tuple(
+        analysis,
+        layer,
+        key,
+        geometry,
+        pos,
+        edges_idx[keep],
+        weight[keep],
+        np.flatnonzero(keep),
+        graph.n_nodes,
+        edge_threshold,
+    )
     return [edges, nodes]
 
 
@@ -431,14 +472,18 @@ def _edge_tuple(analysis, layer, key, geometry, pos, idx, weight, edge_ids, n_no
         }
     )
     alpha = 0.45 + 0.5 * weight
-    colors = np.column_stack([np.full((len(weight), 3), 0.85), alpha]) if len(weight) else _EDGE_RGBA
+    colors = (
+        np.column_stack([np.full((len(weight), 3), 0.85), alpha]) if len(weight) else _EDGE_RGBA
+    )
     kwargs: dict[str, Any] = {
         "name": _name("mapper edges", key, layer),
         "shape_type": "line",
         "features": features,
         "edge_width": list(edge_widths(weight, n_nodes)),
         "edge_color": colors,
-        "metadata": topolens_meta("mapper_edges", key, analysis, layer, edge_threshold=float(threshold)),
+        "metadata": topolens_meta(
+            "mapper_edges", key, analysis, layer, edge_threshold=float(threshold)
+        ),
         **_place(geometry, "mapper"),
     }
     return (lines, kwargs, "shapes")
@@ -460,11 +505,15 @@ _INF_ROW = 0.04
 
 def _diagram_rc(birth: np.ndarray, death: np.ndarray, top: float) -> np.ndarray:
     col = _D0 + (_D1 - _D0) * birth / top
-    row = np.where(np.isfinite(death), _D1 - (_D1 - _D0) * np.nan_to_num(death, posinf=top) / top, _INF_ROW)
+    row = np.where(
+        np.isfinite(death), _D1 - (_D1 - _D0) * np.nan_to_num(death, posinf=top) / top, _INF_ROW
+    )
     return np.column_stack([row, col])
 
 
-def diagram_layer_data(analysis: Any, layer: str, key: str, geometry: Geometry) -> list[LayerDataTuple]:
+def diagram_layer_data(
+    analysis: Any, layer: str, key: str, geometry: Geometry
+) -> list[LayerDataTuple]:
     """Persistence diagram: one point per bar of every dimension."""
     pers = analysis[layer].persistence
     top = _diagram_frame(pers.diagrams)
@@ -505,13 +554,19 @@ def barcode_bars(pers: Any, max_bars: int = MAX_BARS) -> pd.DataFrame:
     for dim, diagram in enumerate(pers.diagrams):
         diagram = np.asarray(diagram, dtype=np.float64).reshape(-1, 2)
         length = diagram[:, 1] - diagram[:, 0]
-        order = np.lexsort((np.arange(len(diagram)), -np.nan_to_num(length, posinf=np.finfo(float).max)))
+        order = np.lexsort(
+            (np.arange(len(diagram)), -np.nan_to_num(length, posinf=np.finfo(float).max))
+        )
         for bar in order[:max_bars]:
-            rows.append((dim, int(bar), diagram[bar, 0], diagram[bar, 1], length[bar], len(diagram)))
+            rows.append(
+                (dim, int(bar), diagram[bar, 0], diagram[bar, 1], length[bar], len(diagram))
+            )
     return pd.DataFrame(rows, columns=["dim", "bar", "birth", "death", "persistence", "of_bars"])
 
 
-def barcode_layer_data(analysis: Any, layer: str, key: str, geometry: Geometry) -> list[LayerDataTuple]:
+def barcode_layer_data(
+    analysis: Any, layer: str, key: str, geometry: Geometry
+) -> list[LayerDataTuple]:
     """Barcode: one Shapes line per shown bar, H0 above H1, longest first."""
     pers = analysis[layer].persistence
     top = _diagram_frame(pers.diagrams)
@@ -545,8 +600,12 @@ def barcode_layer_data(analysis: Any, layer: str, key: str, geometry: Geometry) 
                 "shape_type": "line",
                 "features": table,
                 "edge_width": [width] * n,
-                "edge_color": np.column_stack([_DIM_COLORS[np.minimum(dims, 2)], np.ones(n)]) if n else _EDGE_RGBA,
-                "metadata": topolens_meta("barcode", key, analysis, layer, top=top, bar_width=width),
+                "edge_color": np.column_stack([_DIM_COLORS[np.minimum(dims, 2)], np.ones(n)])
+                if n
+                else _EDGE_RGBA,
+                "metadata": topolens_meta(
+                    "barcode", key, analysis, layer, top=top, bar_width=width
+                ),
                 **_place(geometry, "barcode"),
             },
             "shapes",
@@ -569,7 +628,7 @@ MAX_VALUE_LABELS = 6
 
 def _short_label(name: str, width: int = 9) -> str:
     """A network layer name cut to ``width`` characters (the end kept: it says most)."""
-    return name if len(name) <= width else "…" + name[-(width - 1):]
+    return name if len(name) <= width else "…" + name[-(width - 1) :]
 
 
 def _short_number(value: float) -> str:
@@ -602,7 +661,11 @@ def matrix_layer_data(analysis: Any, key: str, geometry: Geometry) -> list[Layer
             limits = (0.0, hi)
         top, left, pixel = _matrix_box(n)
         origin = geometry.cell_origin(*CELLS[view])
-        title = "H%d %s distance" % (analysis.config.distance_dim, kind.replace("_", " ")) if view == "layer_distances" else "linear CKA"
+        title = (
+            f"H{analysis.config.distance_dim} {kind.replace('_', ' ')} distance"
+            if view == "layer_distances"
+            else "linear CKA"
+        )
         out.append(
             (
                 np.nan_to_num(matrix, nan=0.0),
@@ -612,8 +675,13 @@ def matrix_layer_data(analysis: Any, key: str, geometry: Geometry) -> list[Layer
                     "contrast_limits": limits,
                     "interpolation2d": "nearest",
                     "scale": (pixel * cell, pixel * cell),
-                    "translate": (origin[0] + (top + pixel / 2) * cell, origin[1] + (left + pixel / 2) * cell),
-                    "metadata": topolens_meta(view, key, analysis, "", kind=matrix_key, layers=list(names)),
+                    "translate": (
+                        origin[0] + (top + pixel / 2) * cell,
+                        origin[1] + (left + pixel / 2) * cell,
+                    ),
+                    "metadata": topolens_meta(
+                        view, key, analysis, "", kind=matrix_key, layers=list(names)
+                    ),
                 },
                 "image",
             )
@@ -621,11 +689,15 @@ def matrix_layer_data(analysis: Any, key: str, geometry: Geometry) -> list[Layer
         # text keeps its screen size while the cells shrink at the whole-grid zoom, so
         # the columns are numbered and only the rows carry the (shortened) names
         for i, name in enumerate(names):
-            label_pos.append((origin[0] + (top + (i + 0.5) * pixel) * cell, origin[1] + 0.14 * cell))
+            label_pos.append(
+                (origin[0] + (top + (i + 0.5) * pixel) * cell, origin[1] + 0.14 * cell)
+            )
             label_text.append(f"{i + 1} {_short_label(name, 6)}")
             label_anchor.append("row")
             label_color.append("white")
-            label_pos.append((origin[0] + (top - 0.04) * cell, origin[1] + (left + (i + 0.5) * pixel) * cell))
+            label_pos.append(
+                (origin[0] + (top - 0.04) * cell, origin[1] + (left + (i + 0.5) * pixel) * cell)
+            )
             label_text.append(str(i + 1))
             label_anchor.append("column")
             label_color.append("white")
@@ -634,12 +706,19 @@ def matrix_layer_data(analysis: Any, key: str, geometry: Geometry) -> list[Layer
         fits = n <= MAX_VALUE_LABELS and all(sum(c.isdigit() for c in v) <= 2 for v in values)
         for i in range(n if fits else 0):
             for j in range(n):
-                label_pos.append((origin[0] + (top + (i + 0.5) * pixel) * cell,
-                                  origin[1] + (left + (j + 0.5) * pixel) * cell))
+                label_pos.append(
+                    (
+                        origin[0] + (top + (i + 0.5) * pixel) * cell,
+                        origin[1] + (left + (j + 0.5) * pixel) * cell,
+                    )
+                )
                 value = matrix[i, j]
                 label_text.append("" if not np.isfinite(value) else _short_number(float(value)))
                 label_anchor.append("value")
-                bright = np.isfinite(value) and (value - limits[0]) / ((limits[1] - limits[0]) or 1.0) > 0.6
+                bright = (
+                    np.isfinite(value)
+                    and (value - limits[0]) / ((limits[1] - limits[0]) or 1.0) > 0.6
+                )
                 label_color.append("black" if bright else "white")
     features = pd.DataFrame({"text": label_text, "role": label_anchor, "text_color": label_color})
     out.append(
@@ -652,7 +731,12 @@ def matrix_layer_data(analysis: Any, key: str, geometry: Geometry) -> list[Layer
                 "face_color": "transparent",
                 "border_color": "transparent",  # text only: no dot under the text
                 "border_width": 0,
-                "text": {"string": "{text}", "size": 7, "color": {"feature": "text_color"}, "anchor": "center"},
+                "text": {
+                    "string": "{text}",
+                    "size": 7,
+                    "color": {"feature": "text_color"},
+                    "anchor": "center",
+                },
                 "metadata": topolens_meta("matrix_labels", key, analysis, ""),
             },
             "points",
@@ -664,7 +748,9 @@ def matrix_layer_data(analysis: Any, key: str, geometry: Geometry) -> list[Layer
 # --------------------------------------------------------------------------- HOLE views
 
 
-def flow_geometry(flow: Any) -> tuple[dict[tuple[int, int], tuple[float, float]], np.ndarray, float]:
+def flow_geometry(
+    flow: Any,
+) -> tuple[dict[tuple[int, int], tuple[float, float]], np.ndarray, float]:
     """Sankey blocks: {(stage, cluster): (top row, height)}, stage columns, block width."""
     memberships = np.asarray(flow.memberships)
     n_stages, m = memberships.shape
@@ -683,7 +769,9 @@ def flow_geometry(flow: Any) -> tuple[dict[tuple[int, int], tuple[float, float]]
     return blocks, cols, 0.035
 
 
-def _band(x0: float, x1: float, top0: float, bot0: float, top1: float, bot1: float, k: int = 8) -> np.ndarray:
+def _band(
+    x0: float, x1: float, top0: float, bot0: float, top1: float, bot1: float, k: int = 8
+) -> np.ndarray:
     """A Sankey band: two eased curves of k points (Shapes triangulation grows steeply with k)."""
     t = np.linspace(0.0, 1.0, k)
     ease = 3 * t**2 - 2 * t**3
@@ -693,7 +781,9 @@ def _band(x0: float, x1: float, top0: float, bot0: float, top1: float, bot1: flo
     return np.vstack([upper, lower])
 
 
-def flow_layer_data(analysis: Any, layer: str, key: str, geometry: Geometry) -> list[LayerDataTuple]:
+def flow_layer_data(
+    analysis: Any, layer: str, key: str, geometry: Geometry
+) -> list[LayerDataTuple]:
     """Cluster flow: cluster blocks (Shapes rectangles) and Sankey bands (polygons)."""
     result = analysis[layer]
     flow = result.flow
@@ -701,7 +791,7 @@ def flow_layer_data(analysis: Any, layer: str, key: str, geometry: Geometry) -> 
     labels = np.asarray(result.point_labels)
     blocks, cols, width = flow_geometry(flow)
     per_point = {}
-    for (s, c), (row, h) in blocks.items():
+    for (s, c), (_row, h) in blocks.items():
         per_point[(s, c)] = h / max(int(np.sum(memberships[s] == c)), 1)
     out_cursor = {k: v[0] for k, v in blocks.items()}
     in_cursor = dict(out_cursor)
@@ -724,7 +814,11 @@ def flow_layer_data(analysis: Any, layer: str, key: str, geometry: Geometry) -> 
         band_colors.append(colour_code)
         rows.append((s, a, b, count))
     band_features = pd.DataFrame(rows, columns=["stage", "cluster", "next_cluster", "count"])
-    band_rgba = categorical_colors(np.array(band_colors, dtype=np.int64), alpha=0.55) if rows else _EDGE_RGBA
+    band_rgba = (
+        categorical_colors(np.array(band_colors, dtype=np.int64), alpha=0.55)
+        if rows
+        else _EDGE_RGBA
+    )
     place = _place(geometry, "flow")
     block_rows, rects, block_colors = [], [], []
     for (s, c), (row, h) in sorted(blocks.items()):
@@ -771,7 +865,9 @@ def _unit_box(coords: np.ndarray) -> tuple[np.ndarray, float]:
     return centre, span
 
 
-def blob_layer_data(analysis: Any, layer: str, key: str, geometry: Geometry) -> list[LayerDataTuple]:
+def blob_layer_data(
+    analysis: Any, layer: str, key: str, geometry: Geometry
+) -> list[LayerDataTuple]:
     """Blob graph: PCA points coloured by label and padded hulls of the best clusters."""
     result = analysis[layer]
     blobs = result.blobs
@@ -810,8 +906,9 @@ def blob_layer_data(analysis: Any, layer: str, key: str, geometry: Geometry) -> 
                 "face_color": per_item(hull_rgba, _EDGE_RGBA),
                 "edge_color": per_item(hull_edge, _EDGE_RGBA),
                 "edge_width": [0.004] * len(hull_ids),
-                "metadata": topolens_meta("blob_hulls", key, analysis, layer,
-                                          stage=int(result.flow.best_stage)),
+                "metadata": topolens_meta(
+                    "blob_hulls", key, analysis, layer, stage=int(result.flow.best_stage)
+                ),
                 **place,
             },
             "shapes",
@@ -837,7 +934,9 @@ _TREE_TOP, _TREE_BOTTOM = 0.02, 0.26
 _HEAT_TOP, _HEAT_LEFT, _HEAT_SIDE = 0.28, 0.14, 0.7
 
 
-def dendrogram_layer_data(analysis: Any, layer: str, key: str, geometry: Geometry) -> list[LayerDataTuple]:
+def dendrogram_layer_data(
+    analysis: Any, layer: str, key: str, geometry: Geometry
+) -> list[LayerDataTuple]:
     """Heatmap dendrogram: the distance heatmap (Image) under the tree (Shapes paths)."""
     dendro = analysis[layer].dendrogram
     n = len(dendro.index)
@@ -854,9 +953,17 @@ def dendrogram_layer_data(analysis: Any, layer: str, key: str, geometry: Geometr
             "contrast_limits": (0.0, hi),
             "interpolation2d": "nearest",
             "scale": (pixel * cell, pixel * cell),
-            "translate": (origin[0] + (_HEAT_TOP + pixel / 2) * cell, origin[1] + (_HEAT_LEFT + pixel / 2) * cell),
-            "metadata": topolens_meta("dendrogram_heatmap", key, analysis, layer,
-                                      rows=np.asarray(dendro.index)[np.asarray(dendro.order)]),
+            "translate": (
+                origin[0] + (_HEAT_TOP + pixel / 2) * cell,
+                origin[1] + (_HEAT_LEFT + pixel / 2) * cell,
+            ),
+            "metadata": topolens_meta(
+                "dendrogram_heatmap",
+                key,
+                analysis,
+                layer,
+                rows=np.asarray(dendro.index)[np.asarray(dendro.order)],
+            ),
         },
         "image",
     )
@@ -870,7 +977,9 @@ def dendrogram_layer_data(analysis: Any, layer: str, key: str, geometry: Geometr
     features = pd.DataFrame(
         {
             "merge": np.arange(len(paths), dtype=np.int64),
-            "height": np.asarray(dendro.linkage, dtype=np.float64).reshape(-1, 4)[:, 2] if len(paths) else np.zeros(0),
+            "height": np.asarray(dendro.linkage, dtype=np.float64).reshape(-1, 4)[:, 2]
+            if len(paths)
+            else np.zeros(0),
             "size": sizes.astype(np.int64),
         }
     )
@@ -881,7 +990,9 @@ def dendrogram_layer_data(analysis: Any, layer: str, key: str, geometry: Geometr
             "name": _name("dendrogram tree", key, layer),
             "shape_type": "path",
             "features": features,
-            "edge_color": np.tile([0.85, 0.85, 0.85, 1.0], (len(paths), 1)) if paths else _EDGE_RGBA,
+            "edge_color": np.tile([0.85, 0.85, 0.85, 1.0], (len(paths), 1))
+            if paths
+            else _EDGE_RGBA,
             "edge_width": [width] * len(paths),
             "metadata": topolens_meta("dendrogram_tree", key, analysis, layer, width=width),
             **_place(geometry, "dendrogram"),
@@ -895,8 +1006,13 @@ def dendrogram_layer_data(analysis: Any, layer: str, key: str, geometry: Geometr
 
 
 #: Short names of the cluster-flow stages, drawn under the columns at any zoom.
-_STAGE_LABELS = {"labels": "class", "smallest": "fine", "best": "best",
-                 "intermediate": "mid", "merged": "coarse"}
+_STAGE_LABELS = {
+    "labels": "class",
+    "smallest": "fine",
+    "best": "best",
+    "intermediate": "mid",
+    "merged": "coarse",
+}
 
 
 def mapper_title(n_nodes: int) -> str:
@@ -916,14 +1032,17 @@ def best_stage_text(flow: Any) -> str:
     return f"best: {where}, {n_clusters} cluster{'s' if n_clusters != 1 else ''}"
 
 
-def titles_layer_data(analysis: Any, layer: str, key: str, geometry: Geometry) -> list[LayerDataTuple]:
+def titles_layer_data(
+    analysis: Any, layer: str, key: str, geometry: Geometry
+) -> list[LayerDataTuple]:
     """Titles above every cell and axis names, as text of an invisible Points layer."""
     result = analysis[layer]
     cell = geometry.cell
     pers = result.persistence
     bars = barcode_bars(pers)
     counts = ", ".join(
-        f"H{d} {int((bars['dim'] == d).sum())}/{len(pers.diagrams[d])}" for d in range(len(pers.diagrams))
+        f"H{d} {int((bars['dim'] == d).sum())}/{len(pers.diagrams[d])}"
+        for d in range(len(pers.diagrams))
     )
     top = _diagram_frame(pers.diagrams)
     q = result.quality
@@ -948,8 +1067,11 @@ def titles_layer_data(analysis: Any, layer: str, key: str, geometry: Geometry) -
         "flow": best_stage_text(flow),
         "blobs": f"purity {q.purity:.2f}, ARI {q.ari:.2f}",
         "dendrogram": f"{len(result.dendrogram.index)} points",
-        "mapper": (f"{len(result.mapper.edges)} edges" if result.mapper.n_nodes
-                   else f"{len(result.cloud)} points; try more images"),
+        "mapper": (
+            f"{len(result.mapper.edges)} edges"
+            if result.mapper.n_nodes
+            else f"{len(result.cloud)} points; try more images"
+        ),
         "layer_distances": "between layers",
         "cka": "between layers",
     }
@@ -1001,7 +1123,9 @@ def titles_layer_data(analysis: Any, layer: str, key: str, geometry: Geometry) -
     ]
 
 
-def axes_layer_data(analysis: Any, layer: str, key: str, geometry: Geometry) -> list[LayerDataTuple]:
+def axes_layer_data(
+    analysis: Any, layer: str, key: str, geometry: Geometry
+) -> list[LayerDataTuple]:
     """Cell frames, and the persistence diagram's diagonal and infinity line."""
     cell = geometry.cell
     shapes, kinds, types, colors, widths = [], [], [], [], []
@@ -1031,7 +1155,12 @@ def axes_layer_data(analysis: Any, layer: str, key: str, geometry: Geometry) -> 
     ]
     kinds += ["diagonal", "infinity", "birth_axis", "death_axis"]
     types += ["line"] * 4
-    colors += [(0.8, 0.8, 0.8, 1.0), (0.6, 0.6, 0.6, 1.0), (0.6, 0.6, 0.6, 1.0), (0.6, 0.6, 0.6, 1.0)]
+    colors += [
+        (0.8, 0.8, 0.8, 1.0),
+        (0.6, 0.6, 0.6, 1.0),
+        (0.6, 0.6, 0.6, 1.0),
+        (0.6, 0.6, 0.6, 1.0),
+    ]
     widths += [0.004 * cell, 0.002 * cell, 0.003 * cell, 0.003 * cell]
     return [
         (
@@ -1071,19 +1200,21 @@ def overlay_for_members(cloud: Any, members: np.ndarray, n_images: int) -> np.nd
 
 def member_images(cloud: Any, members: np.ndarray) -> np.ndarray:
     """Member images, most member points first (ties: lower index first)."""
-    images, counts = np.unique(np.asarray(cloud.image_index)[np.asarray(members, dtype=np.int64)],
-                               return_counts=True)
+    images, counts = np.unique(
+        np.asarray(cloud.image_index)[np.asarray(members, dtype=np.int64)], return_counts=True
+    )
     return images[np.lexsort((images, -counts))]
 
 
-def gallery_mosaic(images: np.ndarray | None, heat: np.ndarray, chosen: np.ndarray,
-                   columns: int = 4) -> np.ndarray:
+def gallery_mosaic(
+    images: np.ndarray | None, heat: np.ndarray, chosen: np.ndarray, columns: int = 4
+) -> np.ndarray:
     """RGB tiles of ``chosen`` images, grey with the heat overlaid in red; 1-pixel gaps."""
     _, h, w = heat.shape
     n = len(chosen)
     if n == 0:
         return np.zeros((h, w, 3), dtype=np.float32)
-    rows = int(math.ceil(n / columns))
+    rows = math.ceil(n / columns)
     cols = min(n, columns)
     mosaic = np.zeros((rows * (h + 1) - 1, cols * (w + 1) - 1, 3), dtype=np.float32)
     for k, image in enumerate(chosen):
@@ -1098,9 +1229,11 @@ def gallery_mosaic(images: np.ndarray | None, heat: np.ndarray, chosen: np.ndarr
         tile_heat = heat[image]
         top = float(tile_heat.max())
         alpha = 0.6 * tile_heat / top if top > 0 else np.zeros_like(tile_heat)
-        rgb = np.stack([gray * (1 - alpha) + alpha, gray * (1 - alpha) + 0.25 * alpha, gray * (1 - alpha)], -1)
+        rgb = np.stack(
+            [gray * (1 - alpha) + alpha, gray * (1 - alpha) + 0.25 * alpha, gray * (1 - alpha)], -1
+        )
         r, c = divmod(k, columns)
-        mosaic[r * (h + 1): r * (h + 1) + h, c * (w + 1): c * (w + 1) + w] = rgb
+        mosaic[r * (h + 1) : r * (h + 1) + h, c * (w + 1) : c * (w + 1) + w] = rgb
     return np.clip(mosaic, 0.0, 1.0)
 
 
@@ -1146,8 +1279,13 @@ def images_layer_data(analysis: Any, key: str) -> LayerDataTuple:
     return (images, kwargs, "image")
 
 
-def overlay_layer_data(analysis: Any, key: str, image_shape: tuple[int, ...],
-                       scale: Sequence[float], translate: Sequence[float]) -> LayerDataTuple:
+def overlay_layer_data(
+    analysis: Any,
+    key: str,
+    image_shape: tuple[int, ...],
+    scale: Sequence[float],
+    translate: Sequence[float],
+) -> LayerDataTuple:
     """An empty heat overlay aligned with the input stack."""
     return (
         np.zeros(image_shape, dtype=np.float32),
@@ -1165,7 +1303,9 @@ def overlay_layer_data(analysis: Any, key: str, image_shape: tuple[int, ...],
     )
 
 
-def gallery_layer_data(analysis: Any, key: str, geometry: Geometry, h: int, w: int) -> LayerDataTuple:
+def gallery_layer_data(
+    analysis: Any, key: str, geometry: Geometry, h: int, w: int
+) -> LayerDataTuple:
     """An empty gallery (a black tile) in the gallery cell."""
     mosaic = np.zeros((h, w, 3), dtype=np.float32)
     return (
@@ -1184,17 +1324,32 @@ def gallery_layer_data(analysis: Any, key: str, geometry: Geometry, h: int, w: i
 
 
 def view_layer_data(
-    analysis: Any, layer: str, key: str, geometry: Geometry, *, color_by: str = "dominant_class",
-    edge_threshold: float = 0.0, layout: np.ndarray | None = None,
+    analysis: Any,
+    layer: str,
+    key: str,
+    geometry: Geometry,
+    *,
+    color_by: str = "dominant_class",
+    edge_threshold: float = 0.0,
+    layout: np.ndarray | None = None,
 ) -> list[LayerDataTuple]:
     """Every per-layer view of one analysed network layer, bottom layer first."""
     if layer not in analysis:
-        raise LayerError(f"layer {layer!r} is not in this analysis; analysed layers: {', '.join(analysis.layers)}")
+        raise LayerError(
+            f"layer {layer!r} is not in this analysis; analysed layers: {', '.join(analysis.layers)}"
+        )
     return [
         *axes_layer_data(analysis, layer, key, geometry),
         *titles_layer_data(analysis, layer, key, geometry),
-        *mapper_layer_data(analysis, layer, key, geometry, layout=layout, color_by=color_by,
-                           edge_threshold=edge_threshold),
+        *mapper_layer_data(
+            analysis,
+            layer,
+            key,
+            geometry,
+            layout=layout,
+            color_by=color_by,
+            edge_threshold=edge_threshold,
+        ),
         *diagram_layer_data(analysis, layer, key, geometry),
         *barcode_layer_data(analysis, layer, key, geometry),
         *flow_layer_data(analysis, layer, key, geometry),
@@ -1204,8 +1359,13 @@ def view_layer_data(
 
 
 def analysis_layer_data(
-    analysis: Any, layer_name: str | None = None, *, key: str = "analysis",
-    color_by: str = "dominant_class", edge_threshold: float = 0.0, band_top: float | None = None,
+    analysis: Any,
+    layer_name: str | None = None,
+    *,
+    key: str = "analysis",
+    color_by: str = "dominant_class",
+    edge_threshold: float = 0.0,
+    band_top: float | None = None,
 ) -> list[LayerDataTuple]:
     """All layers of a shown analysis, images included (what the reader returns).
 
@@ -1228,8 +1388,9 @@ def analysis_layer_data(
         overlay_layer_data(analysis, key, tuple(shape), ones, zeros),
         gallery_layer_data(analysis, key, geometry, h, w),
         *matrix_layer_data(analysis, key, geometry),
-        *view_layer_data(analysis, layer_name, key, geometry, color_by=color_by,
-                         edge_threshold=edge_threshold),
+        *view_layer_data(
+            analysis, layer_name, key, geometry, color_by=color_by, edge_threshold=edge_threshold
+        ),
     ]
 
 
@@ -1249,8 +1410,13 @@ def find_layers(viewer: Any, key: str | None = None, view: str | None = None) ->
 
 
 def show_analysis(
-    viewer: napari.Viewer, analysis: Analysis, layer_name: str | None = None, *,
-    image_layer: Any = None, color_by: str = "dominant_class", edge_threshold: float = 0.0,
+    viewer: napari.Viewer,
+    analysis: Analysis,
+    layer_name: str | None = None,
+    *,
+    image_layer: Any = None,
+    color_by: str = "dominant_class",
+    edge_threshold: float = 0.0,
     layouts: dict[str, np.ndarray] | None = None,
 ) -> list[Any]:
     """Show every view of one analysed network layer (default: the last) and link them, at once.
@@ -1275,8 +1441,9 @@ def show_analysis(
         The layers now showing the views: those added and those updated in place.
     """
     shown: list[Any] = []
-    for _ in _show_steps(viewer, analysis, layer_name, image_layer, color_by, edge_threshold,
-                         layouts, shown):
+    for _ in _show_steps(
+        viewer, analysis, layer_name, image_layer, color_by, edge_threshold, layouts, shown
+    ):
         pass
     return shown
 
@@ -1306,12 +1473,21 @@ class IncrementalShow:
         What stopped the show, if anything failed.
     """
 
-    _running: set[IncrementalShow] = set()  # keeps pending shows alive between turns
+    _running: ClassVar[set[IncrementalShow]] = set()  # keeps pending shows alive between turns
 
-    def __init__(self, viewer: Any, analysis: Any, layer_name: str | None = None, *,
-                 image_layer: Any = None, color_by: str = "dominant_class",
-                 edge_threshold: float = 0.0, layouts: dict[str, np.ndarray] | None = None,
-                 on_done: Any = None, on_error: Any = None) -> None:
+    def __init__(
+        self,
+        viewer: Any,
+        analysis: Any,
+        layer_name: str | None = None,
+        *,
+        image_layer: Any = None,
+        color_by: str = "dominant_class",
+        edge_threshold: float = 0.0,
+        layouts: dict[str, np.ndarray] | None = None,
+        on_done: Any = None,
+        on_error: Any = None,
+    ) -> None:
         self.layers: list[Any] = []
         self.done = False
         self.cancelled = False
@@ -1320,8 +1496,17 @@ class IncrementalShow:
         self._existing = set(map(id, viewer.layers))
         self._on_done, self._on_error = on_done, on_error
         self._stand_ins: list[Any] = []  # added in place of a view removed by this show
-        self._steps = _show_steps(viewer, analysis, layer_name, image_layer, color_by,
-                                  edge_threshold, layouts, self.layers, self._stand_ins)
+        self._steps = _show_steps(
+            viewer,
+            analysis,
+            layer_name,
+            image_layer,
+            color_by,
+            edge_threshold,
+            layouts,
+            self.layers,
+            self._stand_ins,
+        )
 
     def start(self) -> IncrementalShow:
         """Schedule the first step; returns ``self``."""
@@ -1347,7 +1532,7 @@ class IncrementalShow:
             if self._on_done is not None:
                 self._on_done(list(self.layers))
             return
-        except Exception as exc:  # noqa: BLE001 - handed to on_error, never lost
+        except Exception as exc:
             self.error = exc
             self._finish()
             if self._on_error is not None:
@@ -1376,15 +1561,26 @@ class IncrementalShow:
         self._finish()
         stand_ins = set(map(id, self._stand_ins))
         for layer in list(self.layers):
-            if id(layer) not in self._existing and id(layer) not in stand_ins and layer in self._viewer.layers:
+            if (
+                id(layer) not in self._existing
+                and id(layer) not in stand_ins
+                and layer in self._viewer.layers
+            ):
                 self._viewer.layers.remove(layer)
         self.layers.clear()
 
 
 def show_analysis_incrementally(
-    viewer: napari.Viewer, analysis: Analysis, layer_name: str | None = None, *,
-    image_layer: Any = None, color_by: str = "dominant_class", edge_threshold: float = 0.0,
-    layouts: dict[str, np.ndarray] | None = None, on_done: Any = None, on_error: Any = None,
+    viewer: napari.Viewer,
+    analysis: Analysis,
+    layer_name: str | None = None,
+    *,
+    image_layer: Any = None,
+    color_by: str = "dominant_class",
+    edge_threshold: float = 0.0,
+    layouts: dict[str, np.ndarray] | None = None,
+    on_done: Any = None,
+    on_error: Any = None,
 ) -> IncrementalShow:
     """:func:`show_analysis`, one layer per event-loop turn (the widgets' path).
 
@@ -1393,14 +1589,29 @@ def show_analysis_incrementally(
     if a step fails. Argument checks happen in the first step.
     """
     return IncrementalShow(
-        viewer, analysis, layer_name, image_layer=image_layer, color_by=color_by,
-        edge_threshold=edge_threshold, layouts=layouts, on_done=on_done, on_error=on_error,
+        viewer,
+        analysis,
+        layer_name,
+        image_layer=image_layer,
+        color_by=color_by,
+        edge_threshold=edge_threshold,
+        layouts=layouts,
+        on_done=on_done,
+        on_error=on_error,
     ).start()
 
 
-def _show_steps(viewer: Any, analysis: Any, layer_name: str | None, image_layer: Any,
-                color_by: str, edge_threshold: float, layouts: dict[str, np.ndarray] | None,
-                shown: list[Any], stand_ins: list[Any] | None = None):
+def _show_steps(
+    viewer: Any,
+    analysis: Any,
+    layer_name: str | None,
+    image_layer: Any,
+    color_by: str,
+    edge_threshold: float,
+    layouts: dict[str, np.ndarray] | None,
+    shown: list[Any],
+    stand_ins: list[Any] | None = None,
+):
     """The work of a show, as a generator that yields after each layer added or updated.
 
     ``shown`` collects the layers added or updated; ``stand_ins`` those of them
@@ -1411,7 +1622,9 @@ def _show_steps(viewer: Any, analysis: Any, layer_name: str | None, image_layer:
     from .links import links_for
 
     if color_by not in COLOR_BY:
-        raise TopoLensError(f"cannot colour nodes by {color_by!r}; choose one of {', '.join(COLOR_BY)}")
+        raise TopoLensError(
+            f"cannot colour nodes by {color_by!r}; choose one of {', '.join(COLOR_BY)}"
+        )
     layer_name = analysis.layers[-1] if layer_name is None else layer_name
     if layer_name not in analysis:
         raise LayerError(
@@ -1457,7 +1670,11 @@ def _show_steps(viewer: Any, analysis: Any, layer_name: str | None, image_layer:
     rgb = bool(getattr(image_layer, "rgb", False))
     shape = image_layer.data.shape[:-1] if rgb else image_layer.data.shape
     if "overlay" not in kept:
-        add(overlay_layer_data(analysis, key, tuple(shape), image_layer.scale, image_layer.translate))
+        add(
+            overlay_layer_data(
+                analysis, key, tuple(shape), image_layer.scale, image_layer.translate
+            )
+        )
         yield
     if "gallery" not in kept:
         add(gallery_layer_data(analysis, key, geometry, int(shape[-2]), int(shape[-1])))
@@ -1467,8 +1684,15 @@ def _show_steps(viewer: Any, analysis: Any, layer_name: str | None, image_layer:
             add(item)
             yield
     layout = links.layout_for(key, layer_name)
-    for item in view_layer_data(analysis, layer_name, key, geometry, color_by=color_by,
-                                edge_threshold=edge_threshold, layout=layout):
+    for item in view_layer_data(
+        analysis,
+        layer_name,
+        key,
+        geometry,
+        color_by=color_by,
+        edge_threshold=edge_threshold,
+        layout=layout,
+    ):
         old = per_layer.pop(item[1]["metadata"]["topolens"]["view"], None)
         if old is not None and update_layer(old, item):
             links.refresh(old)
@@ -1513,7 +1737,11 @@ def update_layer(layer: Any, item: LayerDataTuple) -> bool:
     elif kind == "shapes":
         layer.data = []
         if len(data):
-            extra = {name: kwargs[name] for name in ("edge_width", "edge_color", "face_color") if name in kwargs}
+            extra = {
+                name: kwargs[name]
+                for name in ("edge_width", "edge_color", "face_color")
+                if name in kwargs
+            }
             layer.add(list(data), shape_type=kwargs.get("shape_type", "rectangle"), **extra)
         layer.features = kwargs["features"]
     else:
@@ -1556,7 +1784,11 @@ def set_edge_threshold(viewer: Any, key: str, threshold: float) -> None:
         analysis = meta["analysis"]
         graph = analysis[meta["layer"]].mapper
         nodes_layer = find_layers(viewer, key, "mapper_nodes")
-        pos = nodes_layer[0].metadata["topolens"]["layout"] if nodes_layer else mapper_layout(graph, seed=int(analysis.config.seed))
+        pos = (
+            nodes_layer[0].metadata["topolens"]["layout"]
+            if nodes_layer
+            else mapper_layout(graph, seed=int(analysis.config.seed))
+        )
         weight = np.asarray(graph.edge_weight, dtype=np.float64)
         keep = weight >= threshold
         idx = np.asarray(graph.edges, dtype=np.int64).reshape(-1, 2)
@@ -1566,11 +1798,18 @@ def set_edge_threshold(viewer: Any, key: str, threshold: float) -> None:
         layer.data = []
         if lines:
             alpha = 0.45 + 0.5 * w
-            layer.add_lines(lines, edge_width=list(edge_widths(w, graph.n_nodes)),
-                            edge_color=np.column_stack([np.full((len(w), 3), 0.85), alpha]))
+            layer.add_lines(
+                lines,
+                edge_width=list(edge_widths(w, graph.n_nodes)),
+                edge_color=np.column_stack([np.full((len(w), 3), 0.85), alpha]),
+            )
         layer.features = pd.DataFrame(
-            {"edge": np.flatnonzero(keep).astype(np.int64), "source": idx[keep, 0], "target": idx[keep, 1],
-             "jaccard": w}
+            {
+                "edge": np.flatnonzero(keep).astype(np.int64),
+                "source": idx[keep, 0],
+                "target": idx[keep, 1],
+                "jaccard": w,
+            }
         )
         meta["edge_threshold"] = float(threshold)
 
@@ -1580,13 +1819,18 @@ def highlight_class(viewer: Any, key: str, class_name: str | None) -> None:
     for layer in _state_layers(viewer, key, "mapper_nodes"):
         meta = layer.metadata["topolens"]
         analysis = meta["analysis"]
-        if class_name is not None and analysis.class_names is not None and str(class_name) not in analysis.class_names:
+        if (
+            class_name is not None
+            and analysis.class_names is not None
+            and str(class_name) not in analysis.class_names
+        ):
             raise TopoLensError(
                 f"class {class_name!r} is unknown; classes: {', '.join(analysis.class_names)}"
             )
         colors = np.array(layer.face_color, dtype=np.float64)
         keep = (
-            np.ones(len(colors), bool) if class_name is None
+            np.ones(len(colors), bool)
+            if class_name is None
             else layer.features["dominant_class"].astype(str).to_numpy() == str(class_name)
         )
         colors[:, 3] = np.where(keep, 1.0, 0.15)

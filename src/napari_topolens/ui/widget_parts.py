@@ -23,13 +23,13 @@ __all__ = [
     "CURRENT_IMAGE",
     "MARKED_IMAGES",
     "WHICH_IMAGES",
-    "console_namespace",
+    "ProgressWorker",
     "console_models",
-    "image_stack",
+    "console_namespace",
     "current_stack_index",
+    "image_stack",
     "marked_stack_indices",
     "report_error",
-    "ProgressWorker",
 ]
 
 ALL_IMAGES = "all images"
@@ -183,7 +183,11 @@ def marked_stack_indices(image_layer: Any, marker: Any) -> np.ndarray:
             else np.empty((0, marker.ndim))
         )
         world = np.array([marker.data_to_world(v) for v in vertices]).reshape(-1, marker.ndim)
-        index = _world_to_stack(image_layer, world[:, -image_layer.ndim :]) if len(world) else np.empty(0, np.int64)
+        index = (
+            _world_to_stack(image_layer, world[:, -image_layer.ndim :])
+            if len(world)
+            else np.empty(0, np.int64)
+        )
         index = np.unique(index[index >= 0])
     else:
         raise TopoLensError(
@@ -278,7 +282,7 @@ class ProgressWorker:
         # events, so later yields (or the result) may be handled inside update()
         if self._on_progress_cb is not None:
             self._on_progress_cb(fraction, message)
-        target = int(round(self.STEPS * min(max(fraction, 0.0), 1.0)))
+        target = round(self.STEPS * min(max(fraction, 0.0), 1.0))
         if target > pbar.n:
             pbar.set_description(f"{self.description}: {message}" if message else self.description)
             pbar.update(target - pbar.n)
