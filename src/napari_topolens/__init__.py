@@ -37,6 +37,9 @@ _LAZY = {
     "ph_dimension": "napari_topolens.topology.phdim",
     # report
     "write_report": "napari_topolens.report.html",
+    # napari: hand a model built in Python to the analysis widget (imports no napari)
+    "add_model": "napari_topolens.ui.model_registry",
+    "remove_model": "napari_topolens.ui.model_registry",
     # errors (cheap, but kept lazy for symmetry)
     "TopoLensError": "napari_topolens.errors",
     "Cancelled": "napari_topolens.errors",
@@ -63,3 +66,4 @@ if TYPE_CHECKING:  # for type checkers and IDEs only
     from .activations.models import list_layers, load_model
     from .activations.pointcloud import PointCloud
     from .errors import Cancelled, TopoLensError
+    from .ui.model_registry import add_model, remove_model
