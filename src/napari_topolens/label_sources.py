@@ -1,4 +1,4 @@
-"""Class labels per image from the places a user keeps them: a table column, a CSV file.
+"""Class labels per image from a table column or a CSV file (docs/methods.md §9).
 
 Both turn into the same thing, :class:`ImageLabels`: one int64 code per image of
 the stack (-1: unknown) and, for text labels, the class names. Whole numbers are

@@ -42,7 +42,7 @@ _LIBRARIES = (
 
 @dataclass
 class AnalysisConfig:
-    """Every parameter of an analysis, with the published defaults (METHODS.md).
+    """Every parameter of an analysis, with the published defaults (docs/methods.md).
 
     Attributes
     ----------

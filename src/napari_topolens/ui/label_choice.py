@@ -1,4 +1,4 @@
-"""Where the analysis widget takes class labels from: the choices and reading them.
+"""Where the analysis widget takes class labels from (docs/methods.md §9).
 
 The sources, in the order the widget offers them:
 
