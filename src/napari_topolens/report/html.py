@@ -401,6 +401,8 @@ def iter_render_report(
     ]
     if provenance.get("sample"):
         subtitle_bits.insert(0, f"sample {provenance['sample']}")
+    if provenance.get("labels_from_predictions"):  # say it: purity then means agreement
+        subtitle_bits.append("classes are the model's own predictions, not true labels")
     if provenance.get("created"):
         subtitle_bits.append(f"made {provenance['created']}")
     page = [

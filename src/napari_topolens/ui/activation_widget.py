@@ -83,7 +83,7 @@ class ActivationWidget(Container):
         )
         self.which = ComboBox(label="Which", choices=[ALL_IMAGES, CURRENT_IMAGE])
         self.layers = Select(label="Layers", choices=[], tooltip="Ctrl/Shift-click to pick several")
-        self.sampling = ComboBox(label="Sampling", choices=list(SAMPLING_MODES))
+        self.sampling = ComboBox(label="Sampling", choices=list(SAMPLING_MODES), value="top_norm")
         self.max_points = SpinBox(
             label="Max points",
             min=0,
