@@ -247,6 +247,11 @@ def test_models_given_with_add_model(make_napari_viewer):
     assert tree.checked() == ["conv", "head.1"]  # forward order, the uncalled one dropped
     assert widget._model_label.startswith("added:my_net")
 
+    # the same name again: the new model replaces the old one, also once loaded
+    replacement = ConsoleNet.make()
+    tl.add_model(viewer, replacement, name="my_net")
+    assert widget.load_model() is replacement
+
     widget.model_source.value = ADDED_PREFIX + "Sequential"
     tl.remove_model(viewer, "Sequential")
     assert widget.load_model() is None

@@ -46,6 +46,7 @@ from magicgui.widgets import (
 )
 from qtpy.QtCore import QEvent, QObject, Qt
 from qtpy.QtWidgets import (
+    QComboBox,
     QHBoxLayout,
     QLabel,
     QProgressBar,
@@ -343,6 +344,13 @@ class AnalysisWidget(QWidget):
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(scroll)
         self._boxes = (model_box, images_box, params_box)  # keep the magicgui wrappers alive
+        for combo in content.findChildren(QComboBox):
+            # long choices (layer names, label columns) must not widen the dock past its
+            # edge: the list shows them whole when opened
+            combo.setSizeAdjustPolicy(
+                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+            )
+            combo.setMinimumContentsLength(8)
         self.setMinimumWidth(300)
 
     # ---- choices --------------------------------------------------------------------
@@ -385,11 +393,10 @@ class AnalysisWidget(QWidget):
     def _label_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
         layer = getattr(getattr(self, "image_layer", None), "value", None)
         n_stack = 0
-        if layer is not None:
-            try:
-                n_stack = len(image_stack(layer))
-            except TopoLensError:
-                n_stack = 0
+        if layer is not None:  # from the shape only: a lazy stack is not loaded for this
+            shape = tuple(np.shape(layer.data))
+            leading = shape[: max(0, len(shape) - (3 if layer.rgb else 2))]
+            n_stack = int(np.prod(leading, dtype=np.int64)) if leading else 1
         return label_choices(self._viewer, layer, n_stack)
 
     def _layers_of(self, kinds: tuple[type, ...]) -> list[tuple[str, Any]]:
@@ -548,7 +555,11 @@ class AnalysisWidget(QWidget):
         from ..activations.models import list_layers
 
         key = self._source_key()
-        if key != self._model_key or self._model is None:
+        # a model added again under the same name (or a console variable reassigned)
+        stale = key[0].startswith((ADDED_PREFIX, CONSOLE_PREFIX)) and (
+            self._user_models().get(key[0]) is not self._model
+        )
+        if key != self._model_key or self._model is None or stale:
             model, defaults, label, class_names = self._build_model()
             names = list_layers(model, self._input_shape())
             self._model, self._model_key, self._model_label = model, key, label

@@ -94,7 +94,7 @@ def label_choices(viewer: Any, image_layer: Any, n_stack: int) -> list[tuple[str
             )
     choices.append(("CSV file...", CSV_FILE))
     if _metadata_labels(image_layer, n_stack) is not None:
-        choices.append(("true labels in the image layer's metadata", LAYER_METADATA))
+        choices.append(("true labels (layer metadata)", LAYER_METADATA))
     choices.append(("none", NO_LABELS))
     return choices
 
