@@ -42,7 +42,7 @@ def test_defaults_follow_the_open_sample(make_napari_viewer):
     assert widget.sampling.value == DEFAULT_SAMPLING == "top_norm"
     # a sample carries true labels: offered by name and chosen visibly, not taken silently
     assert widget.labels_source.value == LAYER_METADATA
-    assert "true labels (layer metadata)" == widget.labels_source.native.currentText()
+    assert widget.labels_source.native.currentText() == "true labels (layer metadata)"
     assert widget.load_model() is not None
     assert widget.module_tree.checked() == ["pool1", "pool2", "pool3", "fc1"]
 
