@@ -119,3 +119,11 @@ def test_untrusted_files_are_checked_before_reading(tmp_path):
     os.symlink(write(tmp_path, "0\n1\n2\n", "real.csv"), link)
     with pytest.raises(ImageError, match="is a link"):
         read_labels_csv(link, 3)
+
+
+def test_the_note_for_predicted_labels():
+    from napari_topolens.label_sources import PREDICTED_LABELS_NOTE, predicted_labels_note
+
+    assert predicted_labels_note({"labels_from_predictions": True}) == PREDICTED_LABELS_NOTE
+    assert predicted_labels_note({"labels_from_predictions": False}) is None
+    assert predicted_labels_note({}) is None and predicted_labels_note(None) is None

@@ -31,10 +31,15 @@ from .errors import ImageError
 __all__ = [
     "MAX_CLASSES",
     "MAX_LABEL_FILE_BYTES",
+    "PREDICTED_LABELS_NOTE",
     "ImageLabels",
     "labels_from_values",
+    "predicted_labels_note",
     "read_labels_csv",
 ]
+
+#: What views and reports say when the "classes" are the model's own predictions.
+PREDICTED_LABELS_NOTE = "classes are the model's own predictions, not true labels"
 
 #: Largest class code or number of distinct class names accepted.
 MAX_CLASSES = 10_000
@@ -252,3 +257,13 @@ def read_labels_csv(
     codes = np.full(n_images, -1, dtype=np.int64)
     codes[index] = labelled.codes
     return ImageLabels(codes, labelled.class_names, source)
+
+
+def predicted_labels_note(provenance: dict[str, Any] | None) -> str | None:
+    """:data:`PREDICTED_LABELS_NOTE` when an analysis's labels are the model's predictions.
+
+    Views and reports show it beside class colours and purity, which then measure
+    agreement with the model rather than with the truth. Reads the provenance key
+    ``labels_from_predictions`` the analysis widget writes.
+    """
+    return PREDICTED_LABELS_NOTE if (provenance or {}).get("labels_from_predictions") else None

@@ -225,3 +225,34 @@ def test_the_current_image_alone_is_analysed_at_every_position(make_napari_viewe
     assert analysis.provenance["sampling"] == "all_positions"
     assert "one image" in analysis.provenance["sampling_note"]
     assert len(analysis["pool1"].cloud) == 24 * 24
+
+
+def test_a_model_without_class_scores_needs_another_label_source(make_napari_viewer, qtbot):
+    import torch
+
+    import napari_topolens as tl
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.random.default_rng(1).random((30, 10, 10), dtype=np.float32), name="img")
+    widget = AnalysisWidget(viewer)
+    torch.manual_seed(0)
+    encoder = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 4, 3)
+    )
+    tl.add_model(viewer, encoder, name="encoder")  # outputs feature maps, not class scores
+    assert widget.load_model() is encoder
+    widget.module_tree.set_checked(["1"])
+    assert widget.labels_source.value == PREDICTIONS
+    worker = widget.run()
+    wait_for(qtbot, worker)
+    assert widget.analysis is None
+    assert "not a (batch, classes) tensor" in widget.status.value
+    assert "choose another label source" in widget.status.value
+    widget.labels_source.value = NO_LABELS
+    worker = widget.run()
+    wait_for(qtbot, worker)
+    analysis = widget.analysis
+    assert analysis is not None, widget.status.value
+    assert analysis.labels is None and analysis.predictions is None
+    assert "predictions" in analysis.provenance["notes"]
+    assert analysis.provenance["labels"] == "none"

@@ -21,6 +21,7 @@ import numpy as np
 
 from .._progress import CancelCallback, Progress, ProgressCallback, drive
 from ..errors import ImageError
+from ..label_sources import predicted_labels_note
 
 __all__ = ["ANALYSIS_DIR", "REPORT_NAME", "iter_render_report", "render_report", "write_report"]
 
@@ -401,8 +402,9 @@ def iter_render_report(
     ]
     if provenance.get("sample"):
         subtitle_bits.insert(0, f"sample {provenance['sample']}")
-    if provenance.get("labels_from_predictions"):  # say it: purity then means agreement
-        subtitle_bits.append("classes are the model's own predictions, not true labels")
+    predicted = predicted_labels_note(provenance)  # purity then means agreement with the model
+    if predicted:
+        subtitle_bits.append(predicted)
     if provenance.get("created"):
         subtitle_bits.append(f"made {provenance['created']}")
     page = [

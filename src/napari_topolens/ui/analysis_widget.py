@@ -942,7 +942,12 @@ def _analysis_work(
                 chunks.append(predict_proba(model, images[start : start + _PREDICT_CHUNK]))
             analysed = np.concatenate(chunks)
         except ModelError as exc:
-            if labels.from_predictions or config.mapper_lens == "probability":
+            if labels.from_predictions:
+                raise ModelError(
+                    f"{exc}. The labels were to be the model's predictions: choose another "
+                    "label source (a features column, a CSV file or none)"
+                ) from exc
+            if config.mapper_lens == "probability":
                 raise
             record["notes"] = {**record.get("notes", {}), "predictions": f"none: {exc}"}
         predictions = probabilities = None
