@@ -69,6 +69,8 @@ def test_one_label_per_image_in_stack_order(tmp_path):
     assert "labels.csv" in result.source
     headerless = read_labels_csv(write(tmp_path, "2\n0\n\n1\n"), 3)
     np.testing.assert_array_equal(headerless.codes, [2, 0, 1])
+    quoted = read_labels_csv(write(tmp_path, '"class"\n"ring"\n" disk"\n'), 2)
+    assert quoted.class_names == ["disk", "ring"]
 
 
 def test_index_label_rows_leave_the_rest_unknown(tmp_path):

@@ -63,12 +63,8 @@ def _natural_key(text: str) -> list[Any]:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
 
 
-def _is_missing(value: Any) -> bool:
-    if value is None:
-        return True
-    if isinstance(value, float) and math.isnan(value):
-        return True
-    return isinstance(value, str) and value.strip() in ("", "nan", "NaN", "None", "NA", "<NA>")
+#: Text that means "no label" (also what None and NaN become as text).
+_MISSING = ("", "nan", "NaN", "None", "NA", "<NA>")
 
 
 def labels_from_values(
@@ -93,32 +89,35 @@ def labels_from_values(
         return _codes_from_numbers(array.astype(np.float64), source, class_names)
     if array.dtype.kind == "f":
         return _codes_from_numbers(array.astype(np.float64), source, class_names)
-    texts = [None if _is_missing(v) else str(v).strip() for v in array.tolist()]
-    present = [t for t in texts if t is not None]
-    if not present:
+    texts = np.char.strip(array.astype(str))  # None -> "None", NaN -> "nan": missing
+    missing = np.isin(texts, _MISSING)
+    present = texts[~missing]
+    if not len(present):
         raise ImageError(f"{source} holds no labels (every value is empty)")
-    numbers: list[float] | None = []
-    for text in present:
-        try:
-            numbers.append(float(text))  # type: ignore[union-attr]
-        except ValueError:
-            numbers = None
-            break
-    if numbers is not None:  # numeric text such as "3" or "3.0" is a class code
-        floats = np.array([math.nan if t is None else float(t) for t in texts])
+    try:  # numeric text such as "3" or "3.0" is a class code
+        numbers = present.astype(np.float64)
+    except ValueError:
+        numbers = None
+    if numbers is not None:
+        floats = np.full(len(texts), math.nan)
+        floats[~missing] = numbers
         return _codes_from_numbers(floats, source, class_names)
+    distinct, inverse = np.unique(present, return_inverse=True)
     known = [str(name) for name in class_names] if class_names is not None else None
-    if known is not None and set(present) <= set(known):
+    if known is not None and set(distinct.tolist()) <= set(known):
         names = known
     else:
-        names = sorted(set(present), key=_natural_key)
-        if len(names) > MAX_CLASSES:
+        if len(distinct) > MAX_CLASSES:
             raise ImageError(
-                f"{source} has {len(names)} different class names; at most {MAX_CLASSES} "
+                f"{source} has {len(distinct)} different class names; at most {MAX_CLASSES} "
                 "are supported (is this the right column?)"
             )
+        names = sorted(distinct.tolist(), key=_natural_key)
     lookup = {name: code for code, name in enumerate(names)}
-    codes = np.array([-1 if t is None else lookup[t] for t in texts], dtype=np.int64)
+    codes = np.full(len(texts), -1, dtype=np.int64)
+    codes[~missing] = np.array([lookup[name] for name in distinct.tolist()], dtype=np.int64)[
+        inverse.reshape(-1)
+    ]
     return ImageLabels(codes, list(names), source)
 
 
@@ -184,17 +183,20 @@ def read_labels_csv(
         ) from exc
     if "\x00" in text:
         raise ImageError(f"labels file {name} is binary, not a CSV file")
+    lines = text.splitlines()
+    first = next((line for line in lines if line.strip()), "")
+    counts = {d: first.count(d) for d in ",;\t"}  # the delimiter of the first row
+    delimiter = max(counts, key=lambda d: counts[d]) if any(counts.values()) else None
     try:
-        dialect = csv.Sniffer().sniff(text[:4096], delimiters=",;\t")
-        delimiter = dialect.delimiter
-    except csv.Error:
-        delimiter = ","
-    try:
-        rows = [
-            [cell.strip() for cell in row]
-            for row in csv.reader(text.splitlines(), delimiter=delimiter)
-            if any(cell.strip() for cell in row)
-        ]
+        reader = csv.reader(lines, delimiter=delimiter or ",")  # quotes are undone either way
+        if delimiter is None:  # one column
+            rows = [[row[0].strip()] for row in reader if row and row[0].strip()]
+        else:
+            rows = [
+                [cell.strip() for cell in row]
+                for row in reader
+                if any(cell.strip() for cell in row)
+            ]
     except csv.Error as exc:
         raise ImageError(f"labels file {name} is not valid CSV ({exc})") from exc
     if not rows:

@@ -230,6 +230,8 @@ def test_models_given_with_add_model(make_napari_viewer):
     assert tl.add_model(viewer, torch.nn.Sequential(torch.nn.Linear(2, 2))) == "Sequential"
     other_viewer = make_napari_viewer()
     assert ADDED_PREFIX + "my_net" not in AnalysisWidget(other_viewer).model_source.choices
+    # a widget opened after add_model starts with the model handed over
+    assert AnalysisWidget(viewer).model_source.value == ADDED_PREFIX + "Sequential"
     with pytest.raises(TopoLensError, match="expects a torch.nn.Module"):
         tl.add_model(viewer, "not a model")
     with pytest.raises(TopoLensError, match="non-empty name"):

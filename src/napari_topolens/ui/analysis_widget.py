@@ -312,6 +312,14 @@ class AnalysisWidget(QWidget):
         self._on_which_changed()
         self._on_layers_changed()
         self._on_labels_source_changed()
+        self._choose_added_model()
+
+    def _choose_added_model(self) -> None:
+        """A model handed over before the widget opened is the one meant for the user's images."""
+        layer = self.image_layer.value
+        added = list(added_models(self._viewer))
+        if added and (layer is None or SAMPLE_KEY not in layer.metadata):
+            self.model_source.value = ADDED_PREFIX + added[-1]
 
     def _build_layout(
         self, model_box: Container, images_box: Container, params_box: Container
