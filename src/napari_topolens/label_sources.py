@@ -185,8 +185,10 @@ def read_labels_csv(
         raise ImageError(f"labels file {name} is binary, not a CSV file")
     lines = text.splitlines()
     first = next((line for line in lines if line.strip()), "")
-    counts = {d: first.count(d) for d in ",;\t"}  # the delimiter of the first row
-    delimiter = max(counts, key=lambda d: counts[d]) if any(counts.values()) else None
+    per_delimiter = {d: first.count(d) for d in ",;\t"}  # the delimiter of the first row
+    delimiter = (
+        max(per_delimiter, key=lambda d: per_delimiter[d]) if any(per_delimiter.values()) else None
+    )
     try:
         reader = csv.reader(lines, delimiter=delimiter or ",")  # quotes are undone either way
         if delimiter is None:  # one column
