@@ -1,0 +1,382 @@
+"""Compare two analyses of the same images and layers: how far the topology drifted.
+
+A :class:`Comparison` holds, per layer, the bottleneck and sliced Wasserstein
+distances between the two analyses' H0 and H1 diagrams, the change of each quality
+number, and which images *moved*. Cluster numbers and Mapper node names of two
+separately computed analyses mean nothing to each other, so groups are first
+matched: the variant's best-stage clusters (and, separately, its Mapper nodes) are
+paired one-to-one with the base's by the Hungarian method on the Jaccard overlap
+of their image sets. An image moved when its set of matched groups changed; its
+score is the Jaccard distance between its base and its (matched) variant group
+sets, averaged over the Mapper nodes and the clusters (0: same company, 1: none
+in common).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import LayerError, TopoLensError
+
+__all__ = ["QUALITY_NUMBERS", "Comparison", "LayerDrift", "compare"]
+
+#: The per-layer numbers whose change (variant - base) a comparison records.
+QUALITY_NUMBERS = (
+    "purity",
+    "homogeneity",
+    "ari",
+    "nmi",
+    "silhouette",
+    "ph_dimension",
+    "total_persistence_h0",
+    "total_persistence_h1",
+    "mapper_nodes",
+    "best_clusters",
+)
+
+
+@dataclass
+class LayerDrift:
+    """How one layer's topology changed from the base to the variant.
+
+    Attributes
+    ----------
+    layer : str
+    bottleneck, sliced_wasserstein : ndarray (max_dim + 1,) float64
+        Distance between the base's and the variant's diagram of each homology
+        dimension (index 0: H0, 1: H1), finite bars.
+    quality_base, quality_variant : dict of str to float
+        The numbers of :data:`QUALITY_NUMBERS` in each analysis.
+    image_score : ndarray (N,) float64
+        Per image, the mean of its Mapper-node and its cluster Jaccard distance
+        (after matching); nan for an image without points in either analysis.
+    mapper_moved, cluster_moved : ndarray (N,) bool
+        The image's matched Mapper node set / best-stage cluster set changed.
+    """
+
+    layer: str
+    bottleneck: np.ndarray
+    sliced_wasserstein: np.ndarray
+    quality_base: dict[str, float]
+    quality_variant: dict[str, float]
+    image_score: np.ndarray
+    mapper_moved: np.ndarray
+    cluster_moved: np.ndarray
+
+    @property
+    def moved(self) -> np.ndarray:
+        """(N,) bool: the image's Mapper node set or its best-stage cluster changed."""
+        return self.mapper_moved | self.cluster_moved
+
+    @property
+    def compared(self) -> np.ndarray:
+        """(N,) bool: the image has points in both analyses of this layer."""
+        return np.isfinite(self.image_score)
+
+    @property
+    def moved_fraction(self) -> float:
+        """Fraction of the compared images that moved (nan when none was compared)."""
+        n = int(self.compared.sum())
+        return float(self.moved[self.compared].sum() / n) if n else math.nan
+
+    @property
+    def quality_change(self) -> dict[str, float]:
+        """Variant minus base for each quality number."""
+        return {k: self.quality_variant[k] - self.quality_base[k] for k in self.quality_base}
+
+    def distance(self, kind: str = "sliced_wasserstein", dim: int = 1) -> float:
+        """The ``kind`` distance between the H``dim`` diagrams (nan if not computed)."""
+        values = {"sliced_wasserstein": self.sliced_wasserstein, "bottleneck": self.bottleneck}
+        if kind not in values:
+            raise TopoLensError(f"unknown distance {kind!r}; use sliced_wasserstein or bottleneck")
+        array = values[kind]
+        return float(array[dim]) if 0 <= dim < len(array) else math.nan
+
+
+@dataclass
+class Comparison:
+    """Drift of a variant's topology from its base's, layer by layer.
+
+    Attributes
+    ----------
+    base_name, variant_name : str
+    drifts : list of LayerDrift
+        One per layer both analyses have, in the base's forward order.
+    n_images : int
+    accuracy_base, accuracy_variant : float
+        Top-1 accuracy of the model's predictions (``Analysis.probabilities``) on
+        the labelled images; nan without labels or probabilities.
+    prediction_changed : float
+        Fraction of images whose predicted class differs; nan without probabilities.
+    notes : dict of str to str
+    """
+
+    base_name: str
+    variant_name: str
+    drifts: list[LayerDrift]
+    n_images: int
+    accuracy_base: float
+    accuracy_variant: float
+    prediction_changed: float
+    notes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def layers(self) -> list[str]:
+        return [d.layer for d in self.drifts]
+
+    def __getitem__(self, layer: str) -> LayerDrift:
+        for drift in self.drifts:
+            if drift.layer == layer:
+                return drift
+        raise LayerError(f"layer {layer!r} was not compared; compared: {', '.join(self.layers)}")
+
+    @property
+    def moved_fraction(self) -> np.ndarray:
+        """(L,) fraction of images that moved, per layer."""
+        return np.array([d.moved_fraction for d in self.drifts])
+
+    def distances(self, kind: str = "sliced_wasserstein", dim: int = 1) -> np.ndarray:
+        """(L,) diagram distance per layer."""
+        return np.array([d.distance(kind, dim) for d in self.drifts])
+
+    def mean_drift(self, kind: str = "sliced_wasserstein", dim: int = 1) -> float:
+        """Mean over layers of the H``dim`` diagram distance (the headline drift number)."""
+        values = self.distances(kind, dim)
+        values = values[np.isfinite(values)]
+        return float(values.mean()) if len(values) else math.nan
+
+    def most_moved(self, n: int = 8) -> list[tuple[str, int, float]]:
+        """The ``n`` (layer, image, score) of highest score over all layers, highest first.
+
+        Each image appears once, at the layer where it moved most.
+        """
+        best: dict[int, tuple[str, float]] = {}
+        for drift in self.drifts:
+            scores = np.nan_to_num(drift.image_score, nan=-1.0)
+            for image in np.flatnonzero(drift.moved):
+                score = float(scores[image])
+                if image not in best or score > best[int(image)][1]:
+                    best[int(image)] = (drift.layer, score)
+        ranked = sorted(best.items(), key=lambda item: (-item[1][1], item[0]))[: int(n)]
+        return [(layer, image, score) for image, (layer, score) in ranked]
+
+
+# ----------------------------------------------------------------------------- engine
+
+
+def compare(
+    base: Any, variant: Any, *, base_name: str = "base", variant_name: str = "variant"
+) -> Comparison:
+    """How ``variant``'s topology differs from ``base``'s, per layer and per image.
+
+    Parameters
+    ----------
+    base, variant : Analysis
+        Of the same images (same count, same order) and with common layers, e.g.
+        an analysis of images and one of their perturbed copies, or one model and
+        its compressed copy.
+
+    Returns
+    -------
+    Comparison
+        Layers both have, in the base's order. Distances use the base config's
+        ``sw_n_directions``; diagrams of dimensions both have.
+    """
+    from ..topology.distances import diagram_distance
+
+    n_base = _n_images(base, variant)
+    layers = [name for name in base.layers if name in variant]
+    if not layers:
+        raise LayerError(
+            f"the analyses share no layer (base: {', '.join(base.layers)}; variant: "
+            f"{', '.join(variant.layers)})"
+        )
+    n_directions = int(base.config.sw_n_directions)
+
+    def distance(a: np.ndarray, b: np.ndarray, kind: str) -> float:
+        if np.array_equal(a, b):  # exactly 0 (gudhi's bottleneck can return a denormal)
+            return 0.0
+        return diagram_distance(a, b, kind, n_directions=n_directions)
+
+    drifts = []
+    for name in layers:
+        a, b = base[name], variant[name]
+        dims = min(len(a.persistence.diagrams), len(b.persistence.diagrams))
+        pairs = [(a.persistence.diagrams[d], b.persistence.diagrams[d]) for d in range(dims)]
+        bottleneck = np.array([distance(x, y, "bottleneck") for x, y in pairs])
+        sliced = np.array([distance(x, y, "sliced_wasserstein") for x, y in pairs])
+        mapper_distance, mapper_moved = _moved(_mapper_groups(a, n_base), _mapper_groups(b, n_base))
+        cluster_distance, cluster_moved = _moved(
+            _cluster_groups(a, n_base), _cluster_groups(b, n_base)
+        )
+        compared = _present(a, n_base) & _present(b, n_base)
+        score = np.where(compared, 0.5 * (mapper_distance + cluster_distance), np.nan)
+        drifts.append(
+            LayerDrift(
+                layer=name,
+                bottleneck=bottleneck,
+                sliced_wasserstein=sliced,
+                quality_base=_quality_numbers(a),
+                quality_variant=_quality_numbers(b),
+                image_score=score,
+                mapper_moved=mapper_moved & compared,
+                cluster_moved=cluster_moved & compared,
+            )
+        )
+    accuracy_base = _accuracy(base)
+    accuracy_variant = _accuracy(variant)
+    changed = math.nan
+    if base.probabilities is not None and variant.probabilities is not None:
+        changed = float(
+            np.mean(
+                base.probabilities[:n_base].argmax(axis=1)
+                != variant.probabilities[:n_base].argmax(axis=1)
+            )
+        )
+    return Comparison(
+        base_name=str(base_name),
+        variant_name=str(variant_name),
+        drifts=drifts,
+        n_images=n_base,
+        accuracy_base=accuracy_base,
+        accuracy_variant=accuracy_variant,
+        prediction_changed=changed,
+        notes={
+            "moved": (
+                "groups (best-stage clusters; Mapper nodes) matched one-to-one by the "
+                "Hungarian method on the Jaccard overlap of their image sets; an image moved "
+                "when its matched group set changed"
+            ),
+            "distances": f"finite bars; sliced Wasserstein with {n_directions} directions",
+        },
+    )
+
+
+def _declared_images(analysis: Any) -> int | None:
+    """How many images the analysis says it is of (its images, else its labels)."""
+    if analysis.images is not None:
+        return len(analysis.images)
+    if analysis.labels is not None:
+        return len(analysis.labels)
+    return None
+
+
+def _n_images(base: Any, variant: Any) -> int:
+    declared = [n for n in (_declared_images(base), _declared_images(variant)) if n is not None]
+    if len(declared) == 2 and declared[0] != declared[1]:
+        raise TopoLensError(
+            f"the analyses are of {declared[0]} and {declared[1]} images; compare analyses of "
+            "the same images (a variant is index-aligned with its base)"
+        )
+    reached = max(
+        int(r.cloud.image_index.max()) + 1 if len(r.cloud) else 0
+        for analysis in (base, variant)
+        for r in analysis.layer_results
+    )
+    if declared and reached > declared[0]:
+        raise TopoLensError(
+            f"the clouds refer to image {reached - 1}, but the analyses are of {declared[0]} images"
+        )
+    return declared[0] if declared else reached
+
+
+def _present(result: Any, n_images: int) -> np.ndarray:
+    present = np.zeros(n_images, dtype=bool)
+    index = result.cloud.image_index
+    present[index[index < n_images]] = True
+    return present
+
+
+def _groups_matrix(
+    image_of_member: np.ndarray, group_of_member: np.ndarray, n_images: int, n_groups: int
+):
+    from scipy.sparse import csr_matrix
+
+    keep = (image_of_member < n_images) & (group_of_member >= 0)
+    data = np.ones(int(keep.sum()), dtype=np.float64)
+    matrix = csr_matrix(
+        (data, (image_of_member[keep], group_of_member[keep])), shape=(n_images, max(n_groups, 0))
+    )
+    matrix.sum_duplicates()
+    matrix.data[:] = 1.0  # image in group: yes or no
+    return matrix
+
+
+def _mapper_groups(result: Any, n_images: int):
+    mapper = result.mapper
+    sizes = np.diff(mapper.member_offsets)
+    node_of_member = np.repeat(np.arange(len(sizes)), sizes)
+    images = result.cloud.image_index[mapper.members]
+    return _groups_matrix(images, node_of_member, n_images, len(sizes))
+
+
+def _cluster_groups(result: Any, n_images: int):
+    clusters = np.asarray(result.best_clusters, dtype=np.int64)
+    n_groups = int(clusters.max()) + 1 if len(clusters) and clusters.max() >= 0 else 0
+    return _groups_matrix(result.cloud.image_index, clusters, n_images, n_groups)
+
+
+def _moved(base_groups: Any, variant_groups: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Per image: Jaccard distance of its base and matched variant group sets, and changed."""
+    from scipy.optimize import linear_sum_assignment
+    from scipy.sparse import csr_matrix, hstack
+
+    n_images, n_base = base_groups.shape
+    n_variant = variant_groups.shape[1]
+    mapping = np.arange(n_base, n_base + n_variant)  # unmatched: a group of its own
+    if n_base and n_variant:
+        overlap = np.asarray((base_groups.T @ variant_groups).todense(), dtype=np.float64)
+        size_b = np.asarray(base_groups.sum(axis=0)).ravel()
+        size_v = np.asarray(variant_groups.sum(axis=0)).ravel()
+        union = size_b[:, None] + size_v[None, :] - overlap
+        jaccard = np.divide(overlap, union, out=np.zeros_like(overlap), where=union > 0)
+        rows, cols = linear_sum_assignment(jaccard, maximize=True)
+        paired = jaccard[rows, cols] > 0
+        mapping[cols[paired]] = rows[paired]
+    total = n_base + n_variant
+    permute = csr_matrix(
+        (np.ones(n_variant), (np.arange(n_variant), mapping)), shape=(n_variant, total)
+    )
+    mapped = (variant_groups @ permute).tocsr()
+    padded = hstack([base_groups, csr_matrix((n_images, n_variant))]).tocsr()
+    common = np.asarray(padded.multiply(mapped).sum(axis=1)).ravel()
+    size_b = np.asarray(padded.sum(axis=1)).ravel()
+    size_v = np.asarray(mapped.sum(axis=1)).ravel()
+    union = size_b + size_v - common
+    similarity = np.divide(common, union, out=np.ones_like(common), where=union > 0)
+    distance = 1.0 - similarity
+    return distance, distance > 1e-12
+
+
+def _quality_numbers(result: Any) -> dict[str, float]:
+    quality = result.quality
+    total = np.asarray(result.persistence.total_persistence, dtype=np.float64)
+    best = np.asarray(result.best_clusters)
+    return {
+        "purity": float(quality.purity),
+        "homogeneity": float(quality.homogeneity),
+        "ari": float(quality.ari),
+        "nmi": float(quality.nmi),
+        "silhouette": float(quality.silhouette),
+        "ph_dimension": float(result.phdim.dimension),
+        "total_persistence_h0": float(total[0]) if len(total) > 0 else math.nan,
+        "total_persistence_h1": float(total[1]) if len(total) > 1 else math.nan,
+        "mapper_nodes": float(len(result.mapper.node_ids)),
+        "best_clusters": float(len(np.unique(best[best >= 0]))),
+    }
+
+
+def _accuracy(analysis: Any) -> float:
+    if analysis.probabilities is None or analysis.labels is None:
+        return math.nan
+    labels = np.asarray(analysis.labels)
+    n = min(len(labels), len(analysis.probabilities))
+    known = labels[:n] >= 0
+    if not known.any():
+        return math.nan
+    predicted = np.asarray(analysis.probabilities)[:n].argmax(axis=1)
+    return float(np.mean(predicted[known] == labels[:n][known]))
