@@ -36,12 +36,12 @@ _LAZY = {
     "mapper_graph": "napari_topolens.topology.mapper",
     "ph_dimension": "napari_topolens.topology.phdim",
     # robustness: perturbed and compressed variants
-    "PERTURBATIONS": "napari_topolens.robustness.perturb",
-    "perturb": "napari_topolens.robustness.perturb",
-    "compress": "napari_topolens.robustness.compress",
-    "Comparison": "napari_topolens.robustness.compare",
-    "LayerDrift": "napari_topolens.robustness.compare",
-    "compare": "napari_topolens.robustness.compare",
+    "PERTURBATIONS": "napari_topolens.robustness.perturbations",
+    "perturb": "napari_topolens.robustness.perturbations",
+    "compress": "napari_topolens.robustness.compression",
+    "Comparison": "napari_topolens.robustness.comparison",
+    "LayerDrift": "napari_topolens.robustness.comparison",
+    "compare": "napari_topolens.robustness.comparison",
     "Variant": "napari_topolens.robustness.study",
     "VariantSpec": "napari_topolens.robustness.study",
     "run_variants": "napari_topolens.robustness.study",
@@ -75,9 +75,9 @@ if TYPE_CHECKING:  # for type checkers and IDEs only
     from .activations.models import list_layers, load_model
     from .activations.pointcloud import PointCloud
     from .errors import Cancelled, TopoLensError
-    from .robustness.compare import Comparison, LayerDrift, compare
-    from .robustness.compress import compress
-    from .robustness.perturb import PERTURBATIONS, perturb
+    from .robustness.comparison import Comparison, LayerDrift, compare
+    from .robustness.compression import compress
+    from .robustness.perturbations import PERTURBATIONS, perturb
     from .robustness.study import (
         Variant,
         VariantSpec,

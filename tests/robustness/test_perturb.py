@@ -8,7 +8,7 @@ import torch
 
 import napari_topolens as tl
 from napari_topolens.errors import ImageError, ModelError, TopoLensError
-from napari_topolens.robustness.perturb import PERTURBATIONS, perturb
+from napari_topolens.robustness.perturbations import PERTURBATIONS, perturb
 
 NOISE_KINDS = [k for k in PERTURBATIONS if k != "fgsm"]
 STRENGTH = {"blur": 1.5, "occlusion": 0.25, "salt_pepper": 0.1}

@@ -25,13 +25,13 @@ __all__ = [
 ]
 
 _LAZY = {
-    "PERTURBATIONS": ".perturb",
-    "perturb": ".perturb",
-    "compress": ".compress",
-    "sparsity": ".compress",
-    "Comparison": ".compare",
-    "LayerDrift": ".compare",
-    "compare": ".compare",
+    "PERTURBATIONS": ".perturbations",
+    "perturb": ".perturbations",
+    "compress": ".compression",
+    "sparsity": ".compression",
+    "Comparison": ".comparison",
+    "LayerDrift": ".comparison",
+    "compare": ".comparison",
     "Variant": ".study",
     "VariantSpec": ".study",
     "iter_run_variants": ".study",

@@ -6,12 +6,12 @@ each variant: a perturbed copy of the images through the same model (the recepti
 fields, cached per model and image size, and the image preparation are shared), or
 the same images through a compressed copy of the model. Each variant becomes a
 :class:`Variant` holding its own :class:`~napari_topolens.topology.analysis.Analysis`
-and its :class:`~napari_topolens.robustness.compare.Comparison` with the base; the
+and its :class:`~napari_topolens.robustness.comparison.Comparison` with the base; the
 variants are stored in the base analysis's ``variants`` list, so saving the base
 analysis (same folder format, no pickle) saves them too.
 
 Variant specs are short strings, as on the command line: ``"gaussian:0.1"``,
-``"blur:1.0"``, ``"fgsm:0.03"`` (see :data:`~napari_topolens.robustness.perturb.PERTURBATIONS`),
+``"blur:1.0"``, ``"fgsm:0.03"`` (see :data:`~napari_topolens.robustness.perturbations.PERTURBATIONS`),
 ``"prune:0.5"``, ``"int8"``, and ``"prune:0.5+int8"`` for both in one model.
 """
 
@@ -27,9 +27,9 @@ import numpy as np
 
 from .._progress import CancelCallback, Progress, ProgressCallback, drive, scaled
 from ..errors import EmptySelectionError, TopoLensError
-from .compare import Comparison, compare
-from .compress import QUANTIZATIONS
-from .perturb import PERTURBATIONS
+from .comparison import Comparison, compare
+from .compression import QUANTIZATIONS
+from .perturbations import PERTURBATIONS
 
 if TYPE_CHECKING:
     import torch
@@ -46,7 +46,7 @@ class VariantSpec:
     Attributes
     ----------
     perturbation : str or None
-        A kind of :data:`~napari_topolens.robustness.perturb.PERTURBATIONS`.
+        A kind of :data:`~napari_topolens.robustness.perturbations.PERTURBATIONS`.
     strength : float or None
         The perturbation's strength.
     prune : float or None
@@ -293,8 +293,8 @@ def iter_run_variants(
     """
     from ..activations.extract import as_image_batch, iter_extract_activations, predict_proba
     from ..topology.analysis import AnalysisConfig, iter_analyze
-    from .compress import compress
-    from .perturb import perturb
+    from .compression import compress
+    from .perturbations import perturb
 
     specs = _as_specs(variants, seed)
     config = AnalysisConfig(seed=seed) if config is None else config

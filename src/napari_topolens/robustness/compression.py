@@ -19,7 +19,7 @@ from ..errors import ModelError, TopoLensError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["QUANTIZATIONS", "compress", "prunable_weights", "sparsity"]
+__all__ = ["QUANTIZATIONS", "compress", "prunable_weights", "quantized_engines", "sparsity"]
 
 QUANTIZATIONS = ("int8",)
 
@@ -132,6 +132,13 @@ def _prune_global(model: torch.nn.Module, fraction: float) -> None:
             offset += n
 
 
+def quantized_engines() -> list[str]:
+    """The quantised CPU engines this PyTorch build has (empty: no INT8 here)."""
+    import torch
+
+    return [e for e in torch.backends.quantized.supported_engines if e != "none"]
+
+
 def _quantize_dynamic(model: torch.nn.Module) -> torch.nn.Module:
     import torch
 
@@ -139,8 +146,7 @@ def _quantize_dynamic(model: torch.nn.Module) -> torch.nn.Module:
         raise ModelError(
             "the model has no nn.Linear layers, so INT8 dynamic quantisation has nothing to do"
         )
-    engines = [e for e in torch.backends.quantized.supported_engines if e != "none"]
-    if not engines:
+    if not quantized_engines():
         raise ModelError(
             "this PyTorch build has no quantised CPU engine (x86, fbgemm or qnnpack), so "
             "INT8 quantisation is not supported on this platform; use prune only"
