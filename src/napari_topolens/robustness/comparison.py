@@ -150,19 +150,24 @@ class Comparison:
         return float(values.mean()) if len(values) else math.nan
 
     def most_moved(self, n: int = 8) -> list[tuple[str, int, float]]:
-        """The ``n`` (layer, image, score) of highest score over all layers, highest first.
+        """The ``n`` images that moved most, as (layer, image, score), most moved first.
 
-        Each image appears once, at the layer where it moved most.
+        Images are ranked by their score summed over the layers where they moved
+        (a score saturates at 1, so this separates an image that moved at one layer
+        from one that moved at all); each is given with the layer of its highest
+        score (the earliest on ties).
         """
+        total: dict[int, float] = {}
         best: dict[int, tuple[str, float]] = {}
         for drift in self.drifts:
-            scores = np.nan_to_num(drift.image_score, nan=-1.0)
-            for image in np.flatnonzero(drift.moved):
+            scores = np.nan_to_num(drift.image_score, nan=0.0)
+            for image in np.flatnonzero(drift.moved).tolist():
                 score = float(scores[image])
-                if image not in best or score > best[int(image)][1]:
-                    best[int(image)] = (drift.layer, score)
-        ranked = sorted(best.items(), key=lambda item: (-item[1][1], item[0]))[: int(n)]
-        return [(layer, image, score) for image, (layer, score) in ranked]
+                total[image] = total.get(image, 0.0) + score
+                if image not in best or score > best[image][1]:
+                    best[image] = (drift.layer, score)
+        ranked = sorted(total, key=lambda image: (-total[image], image))[: int(n)]
+        return [(best[image][0], image, best[image][1]) for image in ranked]
 
 
 # ----------------------------------------------------------------------------- engine
