@@ -176,3 +176,32 @@ def test_mean_drift_grows_with_gaussian_sigma_on_shapes():
     assert drift[0] < drift[1] < drift[2], drift
     assert moved[0] < moved[1] < moved[2], moved
     assert accuracy[0] >= accuracy[2], accuracy
+
+
+@pytest.mark.parametrize("hungarian", [True, False])
+def test_moved_images_are_found_whatever_the_group_numbers(monkeypatch, hungarian):
+    from napari_topolens.robustness import comparison
+
+    if not hungarian:
+        monkeypatch.setattr(comparison, "_HUNGARIAN_MAX_CELLS", 0)
+    images = np.arange(12)
+    base = np.repeat([0, 1, 2], 4)  # three clusters of four images
+    renamed = np.array([2, 0, 1])[base]  # the same clusters, other numbers
+    moved = renamed.copy()
+    moved[5] = renamed[0]  # image 5 changes cluster
+    groups = comparison._groups_matrix
+    distance, changed = comparison._moved(
+        groups(images, base, 12, 3), groups(images, renamed, 12, 3)
+    )
+    assert not changed.any() and np.all(distance == 0)
+    distance, changed = comparison._moved(groups(images, base, 12, 3), groups(images, moved, 12, 3))
+    np.testing.assert_array_equal(np.flatnonzero(changed), [5])
+    assert distance[5] == 1.0
+    # an image in two groups (Mapper overlap) that keeps one of them moved, partly
+    two = np.concatenate([base, [2]]), np.concatenate([images, [0]])
+    one_left = np.concatenate([base, [1]]), np.concatenate([images, [0]])
+    distance, changed = comparison._moved(
+        groups(two[1], two[0], 12, 3), groups(one_left[1], one_left[0], 12, 3)
+    )
+    np.testing.assert_array_equal(np.flatnonzero(changed), [0])
+    assert distance[0] == pytest.approx(2 / 3)  # {0, 2} vs {0, 1}: 1 shared of 3

@@ -24,6 +24,11 @@ from ..errors import LayerError, TopoLensError
 
 __all__ = ["QUALITY_NUMBERS", "Comparison", "LayerDrift", "compare"]
 
+# Above this many base x variant group pairs, groups are matched greedily (best
+# Jaccard first) instead of by the Hungarian method, whose time is cubic and whose
+# dense cost matrix would take 8 bytes per pair.
+_HUNGARIAN_MAX_CELLS = 1_000_000
+
 #: The per-layer numbers whose change (variant - base) a comparison records.
 QUALITY_NUMBERS = (
     "purity",
@@ -253,7 +258,8 @@ def compare(
         notes={
             "moved": (
                 "groups (best-stage clusters; Mapper nodes) matched one-to-one by the "
-                "Hungarian method on the Jaccard overlap of their image sets; an image moved "
+                "Hungarian method on the Jaccard overlap of their image sets (greedily, best "
+                f"overlap first, above {_HUNGARIAN_MAX_CELLS:,} group pairs); an image moved "
                 "when its matched group set changed"
             ),
             "distances": f"finite bars; sliced Wasserstein with {n_directions} directions",
@@ -334,14 +340,25 @@ def _moved(base_groups: Any, variant_groups: Any) -> tuple[np.ndarray, np.ndarra
     n_variant = variant_groups.shape[1]
     mapping = np.arange(n_base, n_base + n_variant)  # unmatched: a group of its own
     if n_base and n_variant:
-        overlap = np.asarray((base_groups.T @ variant_groups).todense(), dtype=np.float64)
+        overlap = (base_groups.T @ variant_groups).tocoo()  # sparse: only groups that share images
         size_b = np.asarray(base_groups.sum(axis=0)).ravel()
         size_v = np.asarray(variant_groups.sum(axis=0)).ravel()
-        union = size_b[:, None] + size_v[None, :] - overlap
-        jaccard = np.divide(overlap, union, out=np.zeros_like(overlap), where=union > 0)
-        rows, cols = linear_sum_assignment(jaccard, maximize=True)
-        paired = jaccard[rows, cols] > 0
-        mapping[cols[paired]] = rows[paired]
+        rows, cols, common = overlap.row, overlap.col, overlap.data
+        jaccard = common / (size_b[rows] + size_v[cols] - common)
+        if n_base * n_variant <= _HUNGARIAN_MAX_CELLS:
+            dense = np.zeros((n_base, n_variant))
+            dense[rows, cols] = jaccard
+            pick_b, pick_v = linear_sum_assignment(dense, maximize=True)
+            paired = dense[pick_b, pick_v] > 0
+            mapping[pick_v[paired]] = pick_b[paired]
+        else:  # too many groups for the cubic Hungarian method: greedy, best overlap first
+            free_b = np.ones(n_base, dtype=bool)
+            free_v = np.ones(n_variant, dtype=bool)
+            for k in np.lexsort((cols, rows, -jaccard)).tolist():
+                b, v = int(rows[k]), int(cols[k])
+                if free_b[b] and free_v[v]:
+                    mapping[v] = b
+                    free_b[b] = free_v[v] = False
     total = n_base + n_variant
     permute = csr_matrix(
         (np.ones(n_variant), (np.arange(n_variant), mapping)), shape=(n_variant, total)
