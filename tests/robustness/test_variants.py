@@ -205,3 +205,17 @@ def test_moved_images_are_found_whatever_the_group_numbers(monkeypatch, hungaria
     )
     np.testing.assert_array_equal(np.flatnonzero(changed), [0])
     assert distance[0] == pytest.approx(2 / 3)  # {0, 2} vs {0, 1}: 1 shared of 3
+
+
+def test_iter_run_variants_refuses_bad_input_before_any_work(digits):
+    images = digits.images[:30]
+    with pytest.raises(LayerError, match="unknown layer"):
+        tl.iter_run_variants(digits.model, images, ["nope"], "blur:1")
+    with pytest.raises(TopoLensError, match="labels for 30 images"):
+        tl.iter_run_variants(digits.model, images, ["fc1"], "fgsm:0.1", labels=digits.labels[:10])
+    with pytest.raises(TopoLensError, match="unknown variant"):
+        tl.iter_run_variants(digits.model, images, ["fc1"], "jpeg:0.1")
+    steps = tl.iter_run_variants(digits.model, images, ["fc1"], "blur:1", config=FAST)
+    first = next(steps)
+    assert 0.0 <= first.fraction <= 1.0 and first.message.startswith("base")
+    steps.close()

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .._progress import CancelCallback, Progress, ProgressCallback, drive, scaled
-from ..errors import EmptySelectionError, TopoLensError
+from ..errors import EmptySelectionError, LayerError, TopoLensError
 from .comparison import Comparison, compare
 from .compression import QUANTIZATIONS
 from .perturbations import PERTURBATIONS
@@ -288,17 +288,75 @@ def iter_run_variants(
 
     Returns
     -------
-    Analysis
-        The base analysis (a copy when ``base`` was given) with ``variants`` filled.
+    generator
+        Yields :class:`~napari_topolens._progress.Progress`; its return value
+        (``result = yield from iter_run_variants(...)`` in a napari worker) is the
+        base analysis (a copy when ``base`` was given) with ``variants`` filled.
+        Bad input (images, layers, specs, labels) raises here, before any work.
     """
-    from ..activations.extract import as_image_batch, iter_extract_activations, predict_proba
-    from ..topology.analysis import AnalysisConfig, iter_analyze
+    from ..activations.extract import SAMPLING_MODES, as_image_batch
+    from ..activations.hooks import check_layer_names
+    from ..topology.analysis import AnalysisConfig
+
+    # bad input fails here, on the caller's thread, before the generator is returned
+    specs = _as_specs(variants, seed)
+    config = AnalysisConfig(seed=seed) if config is None else config
+    n_images = len(as_image_batch(images))
+    check_layer_names(model, [layers] if isinstance(layers, str) else list(layers))
+    if sampling not in SAMPLING_MODES:
+        raise LayerError(
+            f"unknown sampling mode {sampling!r}; choose one of {', '.join(SAMPLING_MODES)}"
+        )
+    if labels is not None and len(np.asarray(labels)) != n_images:
+        raise TopoLensError(
+            f"{len(np.asarray(labels))} labels for {n_images} images; give one per image"
+        )
+    if base is not None and base.images is not None and len(base.images) != n_images:
+        raise TopoLensError(
+            f"the given base analysis is of {len(base.images)} images, not these {n_images}"
+        )
+    return _variant_steps(
+        model,
+        images,
+        layers,
+        specs,
+        labels=labels,
+        class_names=class_names,
+        config=config,
+        sampling=sampling,
+        max_points=max_points,
+        batch_size=batch_size,
+        seed=seed,
+        mask=mask,
+        occlusion_mask=occlusion_mask,
+        provenance=provenance,
+        base=base,
+    )
+
+
+def _variant_steps(
+    model: torch.nn.Module,
+    images: Any,
+    layers: Sequence[str] | str,
+    specs: list[VariantSpec],
+    *,
+    labels: Any,
+    class_names: Sequence[str] | None,
+    config: AnalysisConfig,
+    sampling: str,
+    max_points: int | None,
+    batch_size: int,
+    seed: int,
+    mask: Any,
+    occlusion_mask: Any,
+    provenance: dict[str, Any] | None,
+    base: Analysis | None,
+) -> Generator[Progress, None, Analysis]:
+    from ..activations.extract import iter_extract_activations, predict_proba
+    from ..topology.analysis import iter_analyze
     from .compression import compress
     from .perturbations import perturb
 
-    specs = _as_specs(variants, seed)
-    config = AnalysisConfig(seed=seed) if config is None else config
-    as_image_batch(images)  # fail at once on bad images
     record = dict(provenance or {})
     # shares of the progress bar: the base (unless reused) and each variant alike
     n_runs = len(specs) + (0 if base is not None else 1)
