@@ -219,3 +219,31 @@ def test_iter_run_variants_refuses_bad_input_before_any_work(digits):
     first = next(steps)
     assert 0.0 <= first.fraction <= 1.0 and first.message.startswith("base")
     steps.close()
+
+
+def test_receptive_field_heat_and_variant_images(digits_run):
+    from napari_topolens.robustness.comparison import receptive_field_heat
+
+    cloud = digits_run["pool1"].cloud
+    row = 0
+    image = int(cloud.image_index[row])
+    y0, x0, y1, x1 = cloud.receptive_field[row]
+    heat = receptive_field_heat(cloud, image)
+    assert heat.shape == (8, 8) and heat.max() == 1.0
+    assert heat[y0:y1, x0:x1].min() == 1.0 and heat.sum() == (y1 - y0) * (x1 - x0)
+    assert not receptive_field_heat(cloud, 10_000).any()
+    noisy, compressed = digits_run.variants[1], digits_run.variants[2]
+    assert noisy.images(digits_run) is noisy.analysis.images
+    assert compressed.images(digits_run) is digits_run.images
+
+
+def test_robustness_section_renders_the_drift_plot_and_moved_images(digits_run):
+    from napari_topolens._progress import drive
+    from napari_topolens.report.robustness import robustness_section
+
+    html = drive(robustness_section(digits_run))
+    assert html.count('src="data:image/png;base64,') == 2
+    for variant in digits_run.variants:
+        assert f"<code>{variant.name}</code>" in html
+    plain = tl.Analysis(**{**digits_run.__dict__, "variants": []})
+    assert drive(robustness_section(plain)) == ""

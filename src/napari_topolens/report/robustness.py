@@ -74,15 +74,6 @@ def _boxes(cloud: Any, image: int) -> np.ndarray:
     return cloud.receptive_field[cloud.image_index == image]
 
 
-def _heat(boxes: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Receptive fields summed and scaled to 0..1."""
-    heat = np.zeros(shape, dtype=np.float32)
-    for y0, x0, y1, x1 in boxes.tolist():
-        heat[y0:y1, x0:x1] += 1.0
-    peak = float(heat.max())
-    return heat / peak if peak > 0 else heat
-
-
 def _rgb(image: np.ndarray, lo: float, hi: float) -> np.ndarray:
     scaled = (
         (np.asarray(image, dtype=np.float32) - lo) / (hi - lo)
@@ -99,6 +90,7 @@ def moved_images_figure(
     """Per variant, its most-moved images: original | variant with the moved activation's receptive-field heat."""
     from matplotlib.patches import Rectangle
 
+    from ..robustness.comparison import receptive_field_heat
     from .figures import _figure, png_data_uri
 
     if analysis.images is None:
@@ -132,7 +124,7 @@ def moved_images_figure(
             variant_boxes = _boxes(variant.analysis[layer].cloud, image)
             offset = width + max(1, width // 10)
             if len(variant_boxes) > _OUTLINED:  # many activations: their receptive-field heat
-                alpha = 0.5 * _heat(variant_boxes, (height, width))[..., None]
+                alpha = 0.5 * receptive_field_heat(variant.analysis[layer].cloud, image)[..., None]
                 changed = (1 - alpha) * changed + alpha * np.array([1.0, 0.0, 0.0])
             gap = np.ones((height, offset - width, 3), dtype=np.float32)
             axes.imshow(np.concatenate([original, gap, changed], axis=1), interpolation="nearest")

@@ -20,6 +20,7 @@ __all__ = [
     "iter_run_variants",
     "parse_variants",
     "perturb",
+    "receptive_field_heat",
     "run_variants",
     "sparsity",
 ]
@@ -32,6 +33,7 @@ _LAZY = {
     "Comparison": ".comparison",
     "LayerDrift": ".comparison",
     "compare": ".comparison",
+    "receptive_field_heat": ".comparison",
     "Variant": ".study",
     "VariantSpec": ".study",
     "iter_run_variants": ".study",

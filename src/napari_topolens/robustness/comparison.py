@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import LayerError, TopoLensError
 
-__all__ = ["QUALITY_NUMBERS", "Comparison", "LayerDrift", "compare"]
+__all__ = ["QUALITY_NUMBERS", "Comparison", "LayerDrift", "compare", "receptive_field_heat"]
 
 # Above this many base x variant group pairs, groups are matched greedily (best
 # Jaccard first) instead of by the Hungarian method, whose time is cubic and whose
@@ -173,6 +173,22 @@ class Comparison:
                     best[image] = (drift.layer, score)
         ranked = sorted(total, key=lambda image: (-total[image], image))[: int(n)]
         return [(best[image][0], image, best[image][1]) for image in ranked]
+
+
+def receptive_field_heat(cloud: Any, image: int) -> np.ndarray:
+    """How often each pixel of ``image`` lies in the receptive field of one of its points.
+
+    ``(H, W)`` float32 scaled to 0..1 (all zero when the image has no point in the
+    cloud); the "which pixels" view of a moved image, for a layer's
+    :class:`~napari_topolens.activations.pointcloud.PointCloud` of the base or the
+    variant. Pooled and vector points cover the whole image.
+    """
+    height, width = (int(v) for v in cloud.image_shape)
+    heat = np.zeros((height, width), dtype=np.float32)
+    for y0, x0, y1, x1 in cloud.receptive_field[cloud.image_index == int(image)].tolist():
+        heat[y0:y1, x0:x1] += 1.0
+    peak = float(heat.max())
+    return heat / peak if peak > 0 else heat
 
 
 # ----------------------------------------------------------------------------- engine

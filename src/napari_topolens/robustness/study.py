@@ -208,6 +208,10 @@ class Variant:
     comparison: Comparison
     seconds: dict[str, float] = field(default_factory=dict)
 
+    def images(self, base: Any) -> np.ndarray | None:
+        """The images this variant's clouds index: its perturbed set, else ``base.images``."""
+        return self.analysis.images if self.analysis.images is not None else base.images
+
 
 def _as_specs(variants: Any, seed: int) -> list[VariantSpec]:
     if isinstance(variants, (str, VariantSpec)):
