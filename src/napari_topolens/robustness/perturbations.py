@@ -109,7 +109,7 @@ def perturb(
     shape = original.shape
     # work on (N, H, W, C) channels last, or (N, C, H, W) as given
     array = original[..., None] if original.ndim == 3 else original
-    channel_axis = _channel_axis(array)
+    channel_axis = 3 if original.ndim == 3 else _channel_axis(array)
     occlusion_mask = _check_mask(mask, array, channel_axis) if kind == "occlusion" else None
     label_codes = _check_labels(labels, len(array)) if kind == "fgsm" else None
     if strength == 0.0:
