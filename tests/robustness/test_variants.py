@@ -43,6 +43,8 @@ def test_strength_zero_gives_zero_distance_and_no_moved_image(digits_run):
     assert comparison.layers == ["pool1", "fc1"]
     for drift in comparison.drifts:
         assert np.all(drift.bottleneck == 0.0) and np.all(drift.sliced_wasserstein == 0.0)
+        assert drift.distance("sliced_wasserstein", 1, relative=True) == 0.0
+        assert np.all(drift.sliced_wasserstein_scale > 0) and np.all(drift.bottleneck_scale > 0)
         assert len(drift.bottleneck) == 2  # H0 and H1
         assert not drift.moved.any() and drift.moved_fraction == 0.0
         assert np.all(drift.image_score[drift.compared] == 0.0)
@@ -56,6 +58,11 @@ def test_strength_zero_gives_zero_distance_and_no_moved_image(digits_run):
 def test_noise_and_compression_drift(digits_run):
     noisy, compressed = digits_run.variants[1].comparison, digits_run.variants[2].comparison
     assert noisy.mean_drift() > 0 and (noisy.moved_fraction > 0).all()
+    relative = noisy.distances(relative=True)
+    assert np.all(np.isfinite(relative)) and np.all(relative > 0)
+    np.testing.assert_allclose(
+        relative, noisy.distances() / [d.sliced_wasserstein_scale[1] for d in noisy.drifts]
+    )
     assert not np.array_equal(digits_run.variants[1].analysis.images, digits_run.images)
     assert digits_run.variants[2].analysis.images is None  # a compressed model sees the base images
     assert compressed.accuracy_variant > 0.9
@@ -77,6 +84,7 @@ def test_variants_save_and_reload_with_the_analysis(digits_run, tmp_path):
             np.testing.assert_array_equal(a.image_score, b.image_score)
             np.testing.assert_array_equal(a.moved, b.moved)
             np.testing.assert_array_equal(a.sliced_wasserstein, b.sliced_wasserstein)
+            np.testing.assert_array_equal(a.sliced_wasserstein_scale, b.sliced_wasserstein_scale)
             assert a.quality_base == b.quality_base
         assert got.comparison.accuracy_variant == want.comparison.accuracy_variant
         assert got.analysis.layers == want.analysis.layers
@@ -171,9 +179,12 @@ def test_mean_drift_grows_with_gaussian_sigma_on_shapes():
         config=FAST,
     )
     drift = [v.comparison.mean_drift() for v in run.variants]
+    relative = [v.comparison.mean_drift(relative=True) for v in run.variants]
+    print("mean SW H1 drift", drift, "relative", relative)
     moved = [float(np.mean(v.comparison.moved_fraction)) for v in run.variants]
     accuracy = [v.comparison.accuracy_variant for v in run.variants]
     assert drift[0] < drift[1] < drift[2], drift
+    assert relative[0] < relative[1] < relative[2], relative
     assert moved[0] < moved[1] < moved[2], moved
     assert accuracy[0] >= accuracy[2], accuracy
 

@@ -35,7 +35,11 @@ def _percent(value: float) -> str:
 
 
 def drift_figure(layers: Sequence[str], variants: Sequence[Any], dim: int = 1) -> str:
-    """Per layer: the H``dim`` sliced Wasserstein distance and the moved fraction, a line per variant."""
+    """Per layer: the relative H``dim`` sliced Wasserstein distance and the moved fraction.
+
+    One line per variant. The distance is divided by the base diagram's distance from
+    the empty diagram, so layers with larger activations do not dwarf the others.
+    """
     from .figures import _figure, png_data_uri
 
     figure = _figure(11.5, 3.9)
@@ -46,7 +50,7 @@ def drift_figure(layers: Sequence[str], variants: Sequence[Any], dim: int = 1) -
         comparison = variant.comparison
         style = dict(marker=markers[number % len(markers)], lw=1.6, ms=5, label=variant.name)
         distances = [
-            comparison[name].distance("sliced_wasserstein", dim)
+            comparison[name].distance("sliced_wasserstein", dim, relative=True)
             if name in comparison.layers
             else math.nan
             for name in layers
@@ -57,8 +61,10 @@ def drift_figure(layers: Sequence[str], variants: Sequence[Any], dim: int = 1) -
         ]
         ax_distance.plot(x, distances, **style)
         ax_moved.plot(x, moved, **style)
-    ax_distance.set_title(f"diagram distance to the base (sliced Wasserstein, H{dim})", fontsize=10)
-    ax_distance.set_ylabel("distance")
+    ax_distance.set_title(
+        f"diagram distance to the base, H{dim} (relative to the base's own scale)", fontsize=10
+    )
+    ax_distance.set_ylabel("SW(base, variant) / SW(base, empty)", fontsize=8)
     ax_moved.set_title("images that moved (Mapper node set or cluster changed)", fontsize=10)
     ax_moved.set_ylabel("fraction of images")
     ax_moved.set_ylim(-0.03, 1.03)
@@ -176,6 +182,7 @@ def robustness_section(analysis: Any) -> Generator[Progress, None, str]:
                 "–" if not math.isfinite(delta) else f"{100 * delta:+.1f}",
                 _percent(c.prediction_changed),
                 _fmt(c.mean_drift("sliced_wasserstein", dim)),
+                _fmt(c.mean_drift("sliced_wasserstein", dim, relative=True)),
                 _fmt(c.mean_drift("bottleneck", 0)),
                 _percent(float(np.nanmean(c.moved_fraction)) if len(c.drifts) else math.nan),
                 f"{sum(variant.seconds.values()):.1f}",
@@ -189,6 +196,7 @@ def robustness_section(analysis: Any) -> Generator[Progress, None, str]:
         "Δ accuracy (points)",
         "Predictions changed",
         f"Mean SW distance H{dim}",
+        f"Mean relative SW H{dim}",
         "Mean bottleneck H0",
         "Mean moved",
         "Seconds",
@@ -205,6 +213,7 @@ def robustness_section(analysis: Any) -> Generator[Progress, None, str]:
                     _fmt(drift.distance("bottleneck", 1)),
                     _fmt(drift.distance("sliced_wasserstein", 0)),
                     _fmt(drift.distance("sliced_wasserstein", 1)),
+                    _fmt(drift.distance("sliced_wasserstein", 1, relative=True)),
                     _percent(drift.moved_fraction),
                     _fmt(change["purity"], 2),
                     _fmt(change["ari"], 2),
@@ -219,6 +228,7 @@ def robustness_section(analysis: Any) -> Generator[Progress, None, str]:
         "Bottleneck H1",
         "SW H0",
         "SW H1",
+        "SW H1 relative",
         "Moved",
         "Δ purity",
         "Δ ARI",
@@ -239,8 +249,10 @@ def robustness_section(analysis: Any) -> Generator[Progress, None, str]:
         _table(header, rows),
         _figure_html(
             drift_uri,
-            f"Per layer: sliced Wasserstein distance between the base's and the variant's H{dim} "
-            "diagrams, and the fraction of images that moved; one line per variant.",
+            f"Per layer: sliced Wasserstein (SW) distance between the base's and the variant's "
+            f"H{dim} diagrams, divided by the base diagram's SW distance from the empty diagram "
+            "(raw distances grow with a layer's activation scale; the tables give both), and the "
+            "fraction of images that moved; one line per variant.",
         ),
         _figure_html(
             moved_uri,

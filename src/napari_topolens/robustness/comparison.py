@@ -61,6 +61,11 @@ class LayerDrift:
         (after matching); nan for an image without points in either analysis.
     mapper_moved, cluster_moved : ndarray (N,) bool
         The image's matched Mapper node set / best-stage cluster set changed.
+    bottleneck_scale, sliced_wasserstein_scale : ndarray (max_dim + 1,) float64
+        The same distances from the base's diagram to the empty diagram: the
+        scale of the base's topology at this layer. A distance divided by it
+        (``distance(..., relative=True)``) compares across layers whose
+        activations differ in scale.
     """
 
     layer: str
@@ -71,6 +76,8 @@ class LayerDrift:
     image_score: np.ndarray
     mapper_moved: np.ndarray
     cluster_moved: np.ndarray
+    bottleneck_scale: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    sliced_wasserstein_scale: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @property
     def moved(self) -> np.ndarray:
@@ -93,13 +100,29 @@ class LayerDrift:
         """Variant minus base for each quality number."""
         return {k: self.quality_variant[k] - self.quality_base[k] for k in self.quality_base}
 
-    def distance(self, kind: str = "sliced_wasserstein", dim: int = 1) -> float:
-        """The ``kind`` distance between the H``dim`` diagrams (nan if not computed)."""
+    def distance(
+        self, kind: str = "sliced_wasserstein", dim: int = 1, *, relative: bool = False
+    ) -> float:
+        """The ``kind`` distance between the H``dim`` diagrams (nan if not computed).
+
+        ``relative``: divided by the base diagram's distance from the empty diagram
+        (0 when both are 0, nan when only the scale is).
+        """
         values = {"sliced_wasserstein": self.sliced_wasserstein, "bottleneck": self.bottleneck}
+        scales = {
+            "sliced_wasserstein": self.sliced_wasserstein_scale,
+            "bottleneck": self.bottleneck_scale,
+        }
         if kind not in values:
             raise TopoLensError(f"unknown distance {kind!r}; use sliced_wasserstein or bottleneck")
         array = values[kind]
-        return float(array[dim]) if 0 <= dim < len(array) else math.nan
+        value = float(array[dim]) if 0 <= dim < len(array) else math.nan
+        if not relative:
+            return value
+        scale = float(scales[kind][dim]) if 0 <= dim < len(scales[kind]) else math.nan
+        if value == 0.0:
+            return 0.0
+        return value / scale if scale > 0 else math.nan
 
 
 @dataclass
@@ -144,13 +167,21 @@ class Comparison:
         """(L,) fraction of images that moved, per layer."""
         return np.array([d.moved_fraction for d in self.drifts])
 
-    def distances(self, kind: str = "sliced_wasserstein", dim: int = 1) -> np.ndarray:
-        """(L,) diagram distance per layer."""
-        return np.array([d.distance(kind, dim) for d in self.drifts])
+    def distances(
+        self, kind: str = "sliced_wasserstein", dim: int = 1, *, relative: bool = False
+    ) -> np.ndarray:
+        """(L,) diagram distance per layer (``relative``: see :meth:`LayerDrift.distance`)."""
+        return np.array([d.distance(kind, dim, relative=relative) for d in self.drifts])
 
-    def mean_drift(self, kind: str = "sliced_wasserstein", dim: int = 1) -> float:
-        """Mean over layers of the H``dim`` diagram distance (the headline drift number)."""
-        values = self.distances(kind, dim)
+    def mean_drift(
+        self, kind: str = "sliced_wasserstein", dim: int = 1, *, relative: bool = False
+    ) -> float:
+        """Mean over layers of the H``dim`` diagram distance (the headline drift number).
+
+        Raw distances are on each layer's own activation scale, so the layer with the
+        largest activations dominates the mean; ``relative=True`` weighs layers alike.
+        """
+        values = self.distances(kind, dim, relative=relative)
         values = values[np.isfinite(values)]
         return float(values.mean()) if len(values) else math.nan
 
@@ -235,6 +266,9 @@ def compare(
         pairs = [(a.persistence.diagrams[d], b.persistence.diagrams[d]) for d in range(dims)]
         bottleneck = np.array([distance(x, y, "bottleneck") for x, y in pairs])
         sliced = np.array([distance(x, y, "sliced_wasserstein") for x, y in pairs])
+        empty = np.zeros((0, 2))
+        bottleneck_scale = np.array([distance(x, empty, "bottleneck") for x, _ in pairs])
+        sliced_scale = np.array([distance(x, empty, "sliced_wasserstein") for x, _ in pairs])
         mapper_distance, mapper_moved = _moved(_mapper_groups(a, n_base), _mapper_groups(b, n_base))
         cluster_distance, cluster_moved = _moved(
             _cluster_groups(a, n_base), _cluster_groups(b, n_base)
@@ -251,6 +285,8 @@ def compare(
                 image_score=score,
                 mapper_moved=mapper_moved & compared,
                 cluster_moved=cluster_moved & compared,
+                bottleneck_scale=bottleneck_scale,
+                sliced_wasserstein_scale=sliced_scale,
             )
         )
     accuracy_base = _accuracy(base)
