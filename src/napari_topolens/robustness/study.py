@@ -361,7 +361,9 @@ def _variant_steps(
     from .compression import compress
     from .perturbations import perturb
 
-    record = dict(provenance or {})
+    # what describes the run is kept; what an analysis records of itself is not copied over
+    own = ("seconds", "created", "libraries", "notes", "variant", "variant_spec", "n_images")
+    record = {k: v for k, v in dict(provenance or {}).items() if k not in own}
     # shares of the progress bar: the base (unless reused) and each variant alike
     n_runs = len(specs) + (0 if base is not None else 1)
     share = 1.0 / n_runs
