@@ -89,6 +89,17 @@ def test_variants_save_and_reload_with_the_analysis(digits_run, tmp_path):
         assert got.comparison.accuracy_variant == want.comparison.accuracy_variant
         assert got.analysis.layers == want.analysis.layers
     assert tl.load_analysis(tmp_path / "run.topolens").variants[2].analysis.variants == []
+    # a fresh interpreter, where nothing of the robustness package is imported yet, reads it too
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, napari_topolens as tl;"
+        f"a = tl.load_analysis({str(tmp_path / 'run.topolens')!r});"
+        "print(type(a.variants[1].comparison).__name__, a.variants[1].name)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stdout.split() == ["Comparison", "gaussian:0.15"], result.stderr
 
 
 def test_a_given_base_is_reused_not_recomputed(digits, digits_run):
