@@ -136,3 +136,36 @@ def test_fgsm_refuses_a_model_without_gradients():
     quantised = tl.compress(sample.model, quantize="int8")
     with pytest.raises(ModelError, match="gradients"):
         perturb(sample.images[:8], "fgsm", 0.05, model=quantised)
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_fgsm_on_colour_images_keeps_their_layout(channels_last):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4, 3),
+    ).eval()
+    rng = np.random.default_rng(0)
+    images = (rng.random((5, 10, 12, 3)) * 255).astype(np.uint8)
+    if not channels_last:
+        images = np.ascontiguousarray(np.moveaxis(images, -1, 1))
+    attacked = perturb(images, "fgsm", 0.02, model=model)
+    assert attacked.shape == images.shape and attacked.dtype == np.uint8
+    step = np.abs(attacked.astype(int) - images.astype(int))
+    assert step.max() <= round(0.02 * (int(images.max()) - int(images.min()))) + 1
+    assert step.any()
+    # the step follows the gradient of the model's own input, channel by channel
+    x = torch.from_numpy(
+        (np.moveaxis(images, -1, 1) if channels_last else images).astype(np.float32)
+    ).requires_grad_(True)
+    logits = model(x)
+    torch.nn.functional.cross_entropy(logits, logits.argmax(1), reduction="sum").backward()
+    sign = np.sign(x.grad.numpy())
+    if channels_last:
+        sign = np.moveaxis(sign, 1, -1)
+    moved = step > 0
+    direction = np.sign(attacked.astype(int) - images.astype(int))
+    assert np.all(direction[moved] == sign[moved])
