@@ -145,6 +145,18 @@ def test_compare_refuses_analyses_of_other_images(digits_run, digits):
     other = tl.analyze(clouds, digits.labels[index], config=FAST, images=digits.images[index])
     with pytest.raises(TopoLensError, match="same images"):
         compare(digits_run, other)
+    index = digits.test_index[:200]
+    clouds = tl.extract_activations(
+        digits.model, digits.images[index], ["pool1", "fc1"], sampling="top_norm"
+    )
+    other = tl.analyze(
+        clouds,
+        digits.labels[index],
+        config=AnalysisConfig(**{**FAST.to_dict(), "metric": "cosine"}),
+    )
+    note = compare(digits_run, other).notes["config"]
+    assert "metric 'euclidean' vs 'cosine'" in note
+    assert "config" not in digits_run.variants[1].comparison.notes
     clouds = tl.extract_activations(digits.model, digits.images[digits.test_index[:200]], ["fc2"])
     other = tl.analyze(clouds, digits.labels[digits.test_index[:200]], config=FAST)
     with pytest.raises(LayerError, match="share no layer"):

@@ -315,8 +315,21 @@ def compare(
                 "when its matched group set changed"
             ),
             "distances": f"finite bars; sliced Wasserstein with {n_directions} directions",
+            **_config_note(base, variant),
         },
     )
+
+
+def _config_note(base: Any, variant: Any) -> dict[str, str]:
+    """Say so when the two analyses were made with different parameters."""
+    a, b = base.config.to_dict(), variant.config.to_dict()
+    differ = sorted(k for k in a if a.get(k) != b.get(k))
+    if not differ:
+        return {}
+    shown = ", ".join(f"{k} {a.get(k)!r} vs {b.get(k)!r}" for k in differ)
+    return {
+        "config": f"the analyses differ in {shown}; part of the drift comes from the parameters"
+    }
 
 
 def _declared_images(analysis: Any) -> int | None:
