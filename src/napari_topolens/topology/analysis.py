@@ -16,13 +16,20 @@ import math
 import os
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._progress import CancelCallback, Progress, ProgressCallback, drive
 from ..activations.pointcloud import PointCloud
 from ..errors import EmptySelectionError, ImageError, LayerError, TopoLensError
+
+if TYPE_CHECKING:  # annotations only: the loader resolves them by class name
+    from .hole import BlobGraph, ClusterFlow, Dendrogram
+    from .mapper import MapperGraph
+    from .persistence import PersistenceResult
+    from .phdim import ClassPersistenceResult, PHDimResult
+    from .quality import Quality
 
 __all__ = ["Analysis", "AnalysisConfig", "LayerAnalysis", "analyze", "iter_analyze"]
 
@@ -125,7 +132,12 @@ class AnalysisConfig:
 
     def __post_init__(self) -> None:
         from .metrics import METRICS
+        from .store import field_hints, type_problem
 
+        for f in dataclasses.fields(self):  # types first, from the annotations
+            problem = type_problem(getattr(self, f.name), field_hints(type(self))[f.name])
+            if problem:
+                raise TopoLensError(f"AnalysisConfig.{f.name} got {problem}")
         choices = {
             "metric": METRICS,
             "subsample": ("maxmin", "random"),
@@ -140,7 +152,7 @@ class AnalysisConfig:
             raise TopoLensError(
                 f"mapper_perc_overlap must lie strictly between 0 and 1, got {self.mapper_perc_overlap}"
             )
-        for name in ("max_dim", "noise_size", "seed"):
+        for name in ("max_dim", "noise_size", "seed", "distance_dim"):
             if int(getattr(self, name)) < 0:
                 raise TopoLensError(f"{name} must be non-negative, got {getattr(self, name)}")
         if self.mapper_lens not in _LENSES:
@@ -167,9 +179,19 @@ class AnalysisConfig:
             "class_max_per_class",
             "dendrogram_max_points",
             "silhouette_max_points",
+            "pca_dims",
+            "n_neighbors",
+            "density_k",
+            "sw_n_directions",
         ):
             if int(getattr(self, name)) < 1:
                 raise TopoLensError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("mapper_eps", "phdim_alpha"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise TopoLensError(f"{name} must be a positive finite number, got {value}")
+        if not (math.isfinite(self.wasserstein_p) and self.wasserstein_p >= 1):
+            raise TopoLensError(f"wasserstein_p must be at least 1, got {self.wasserstein_p}")
 
     @property
     def metric_kw(self) -> dict[str, int]:
@@ -208,14 +230,14 @@ class LayerAnalysis:
     name: str
     cloud: PointCloud
     point_labels: np.ndarray
-    persistence: Any  # PersistenceResult
-    mapper: Any  # MapperGraph
-    phdim: Any  # PHDimResult
-    class_persistence: Any | None  # ClassPersistenceResult
-    flow: Any  # ClusterFlow
-    blobs: Any  # BlobGraph
-    dendrogram: Any  # Dendrogram
-    quality: Any  # Quality
+    persistence: PersistenceResult
+    mapper: MapperGraph
+    phdim: PHDimResult
+    class_persistence: ClassPersistenceResult | None
+    flow: ClusterFlow
+    blobs: BlobGraph
+    dendrogram: Dendrogram
+    quality: Quality
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
