@@ -14,7 +14,13 @@ from ..errors import EmptySelectionError, ImageError, LayerError, ModelError, To
 from .hooks import capture_layers, check_layer_names
 from .models import first_input_channels
 from .pointcloud import PointCloud
-from .receptive_field import LayerGeometry, layer_geometry
+from .receptive_field import (
+    DEFAULT_MAX_PROBE_PIXELS,
+    LayerGeometry,
+    layer_geometry,
+    probe_cost,
+    receptive_fields,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -166,6 +172,7 @@ def extract_activations(
     max_points: int | None = None,
     batch_size: int = 64,
     seed: int = 0,
+    max_probe_pixels: int = DEFAULT_MAX_PROBE_PIXELS,
     progress: ProgressCallback | None = None,
     cancel: CancelCallback | None = None,
 ) -> dict[str, PointCloud]:
@@ -193,6 +200,11 @@ def extract_activations(
         Images per forward pass; memory is bounded by the batch and the cap.
     seed : int
         Seeds every random choice; results do not depend on ``batch_size``.
+    max_probe_pixels : int
+        Cap on the receptive-field probing work (probe passes x pixels); spatial
+        sampling of images too big for it is refused before any work (see
+        ``activations.receptive_field``). Pooled sampling and vector layers need
+        no probing.
     progress, cancel : callable, optional
         ``progress(fraction, message)``; ``cancel()`` returning true stops with
         :class:`~napari_topolens.errors.Cancelled`.
@@ -211,6 +223,7 @@ def extract_activations(
         max_points=max_points,
         batch_size=batch_size,
         seed=seed,
+        max_probe_pixels=max_probe_pixels,
     )
     return drive(steps, progress, cancel)
 
@@ -224,6 +237,7 @@ def iter_extract_activations(
     max_points: int | None = None,
     batch_size: int = 64,
     seed: int = 0,
+    max_probe_pixels: int = DEFAULT_MAX_PROBE_PIXELS,
 ) -> Generator[Progress, None, dict[str, PointCloud]]:
     """Generator form of :func:`extract_activations`: yields progress, returns the clouds.
 
@@ -243,17 +257,61 @@ def iter_extract_activations(
     batch = as_image_batch(images)
     modules = check_layer_names(model, [layers] if isinstance(layers, str) else list(layers))
     _check_channels(model, batch)
-    return _extraction_steps(model, batch, modules, sampling, max_points, batch_size, seed)
+    device, dtype = _model_device_dtype(model)
+    with _eval_mode(model):
+        geometry = layer_geometry(model, modules, batch.shape[1:], dtype=dtype, device=device)
+    _check_probe_cost(geometry, sampling, len(batch), max_points, batch.shape[2:], max_probe_pixels)
+    return _extraction_steps(
+        model, batch, modules, geometry, sampling, max_points, batch_size, seed, max_probe_pixels
+    )
+
+
+def _check_probe_cost(
+    geometry: dict[str, LayerGeometry],
+    sampling: str,
+    n_images: int,
+    max_points: int | None,
+    image_hw: tuple[int, ...],
+    max_probe_pixels: int,
+) -> None:
+    """Refuse, before any work, images too big for the receptive fields a sampling needs."""
+    if sampling == "pooled":
+        return
+    height, width = int(image_hw[0]), int(image_hw[1])
+    positions = 0
+    for geo in geometry.values():
+        if geo.kind == "vector" or geo.nan_on_blank:
+            continue
+        if sampling == "all_positions":
+            cap = DEFAULT_MAX_POSITIONS if max_points is None else int(max_points)
+            positions += min(geo.n_positions, cap, n_images * geo.n_positions)
+        else:
+            chosen = n_images if max_points is None else min(n_images, int(max_points))
+            positions += min(geo.n_positions, chosen)
+    if positions == 0:
+        return
+    _route, passes = probe_cost(height, width, positions)
+    if passes * height * width > max_probe_pixels:
+        raise ImageError(
+            f"the images are too big for {sampling} sampling: the receptive fields of "
+            f"{height}x{width}-pixel images need up to {passes:,} probe passes "
+            f"({passes * height * width:.3g} pixel evaluations), over the limit of "
+            f"{max_probe_pixels:.3g} (max_probe_pixels, --max-probe-pixels). Use sampling "
+            "'pooled' (no receptive fields), top_norm or random_position on fewer images, or "
+            "crop or downscale the images"
+        )
 
 
 def _extraction_steps(
     model: torch.nn.Module,
     batch: np.ndarray,
     modules: dict[str, torch.nn.Module],
+    geometry: dict[str, LayerGeometry],
     sampling: str,
     max_points: int | None,
     batch_size: int,
     seed: int,
+    max_probe_pixels: int,
 ) -> Generator[Progress, None, dict[str, PointCloud]]:
     import torch
 
@@ -261,10 +319,7 @@ def _extraction_steps(
     n_images, image_hw = len(batch), batch.shape[2:]
 
     with _eval_mode(model):
-        yield Progress(0.0, "probing receptive fields")
-        geometry = layer_geometry(
-            model, modules, batch.shape[1:], dtype=dtype, device=device, batch_size=batch_size
-        )
+        yield Progress(0.0, "extracting activations")
         plans = {
             name: _SamplingPlan.make(sampling, geometry[name], n_images, max_points, seed, name)
             for name in modules
@@ -286,7 +341,29 @@ def _extraction_steps(
                 forward_order = list(outputs)  # the order the forward pass reached them
             for name, out in outputs.items():
                 parts[name].append(plans[name].take(name, out, index))
-            yield Progress((b + 1) / n_batches, f"batch {b + 1}/{n_batches}")
+            yield Progress(0.9 * (b + 1) / n_batches, f"batch {b + 1}/{n_batches}")
+
+        flats = {
+            name: np.concatenate([p[2] for p in parts[name]]).astype(np.int64)
+            for name in forward_order
+        }
+        spatial_layers = [
+            name
+            for name in forward_order
+            if plans[name].mode != "pooled" and geometry[name].kind != "vector"
+        ]
+        fields = {}
+        if spatial_layers:
+            yield Progress(0.9, "probing receptive fields")
+            fields = receptive_fields(
+                model,
+                {name: modules[name] for name in spatial_layers},
+                {name: flats[name] for name in spatial_layers},
+                batch.shape[1:],
+                dtype=dtype,
+                device=device,
+                max_probe_pixels=max_probe_pixels,
+            )
 
     clouds: dict[str, PointCloud] = {}
     for name in forward_order:
@@ -297,16 +374,20 @@ def _extraction_steps(
             else np.empty((0, geo.channels), np.float32)
         )
         image_index = np.concatenate([p[1] for p in parts[name]]).astype(np.int64)
-        flat = np.concatenate([p[2] for p in parts[name]]).astype(np.int64)
-        spatial = plan.mode != "pooled" and geo.kind != "vector"
-        if spatial:
+        flat = flats[name]
+        rf_method, rf_note, rf_passes = "whole-image", "", 0
+        if name in fields:
             position = geo.positions(flat)
-            boxes = geo.boxes[flat]
+            boxes = fields[name].of(flat)
+            rf_method, rf_note = fields[name].method, fields[name].note
+            rf_passes = fields[name].passes
         else:
             position = None
             boxes = np.tile(
                 np.array([[0, 0, image_hw[0], image_hw[1]]], dtype=np.int64), (len(points), 1)
             )
+            rf_note = "vector output" if geo.kind == "vector" else "pooled: the whole image"
+
         clouds[name] = PointCloud(
             layer=name,
             points=points,
@@ -319,8 +400,10 @@ def _extraction_steps(
             meta={
                 "requested_sampling": sampling,
                 "layer_kind": geo.kind,
-                "receptive_field_method": geo.method,
-                "receptive_field_note": geo.note,
+                "receptive_field_method": rf_method,
+                "receptive_field_note": rf_note,
+                "receptive_field_probe_passes": int(rf_passes),
+                "max_probe_pixels": int(max_probe_pixels),
                 "n_images": int(n_images),
                 "max_points": None if plan.cap is None else int(plan.cap),
                 "seed": int(seed),
