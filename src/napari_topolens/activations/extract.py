@@ -12,7 +12,7 @@ import numpy as np
 from .._progress import CancelCallback, Progress, ProgressCallback, drive
 from ..errors import EmptySelectionError, ImageError, LayerError, ModelError, TopoLensError
 from .hooks import capture_layers, check_layer_names
-from .models import first_input_channels
+from .models import check_model, first_input_channels
 from .pointcloud import PointCloud
 from .receptive_field import (
     DEFAULT_MAX_PROBE_PIXELS,
@@ -139,6 +139,9 @@ def predict_proba(model: torch.nn.Module, images: Any, *, batch_size: int = 64) 
     """Softmax of the model's output, ``(N, K)``, for the predicted-class lens."""
     import torch
 
+    model = check_model(model)
+    if _whole_number("batch_size", batch_size) < 1:
+        raise TopoLensError(f"batch_size must be at least 1, got {batch_size}")
     batch = as_image_batch(images)
     _check_channels(model, batch)
     device, dtype = _model_device_dtype(model)
@@ -244,18 +247,21 @@ def iter_extract_activations(
     The input is checked when this is called, before the generator is returned, so
     bad input fails at once on the caller's thread; the work runs as it is iterated.
     """
-    if sampling not in SAMPLING_MODES:
+    model = check_model(model)
+    if not isinstance(sampling, str) or sampling not in SAMPLING_MODES:
         raise LayerError(
             f"unknown sampling mode {sampling!r}; choose one of {', '.join(SAMPLING_MODES)}"
         )
-    if max_points is not None and int(max_points) < 1:
+    if max_points is not None and _whole_number("max_points", max_points) < 1:
         raise EmptySelectionError(f"max_points must be at least 1, got {max_points}")
-    if int(batch_size) < 1:
+    if _whole_number("batch_size", batch_size) < 1:
         raise TopoLensError(f"batch_size must be at least 1, got {batch_size}")
-    if int(seed) < 0:
+    if _whole_number("seed", seed) < 0:
         raise TopoLensError(f"seed must be a non-negative integer, got {seed}")
+    if _whole_number("max_probe_pixels", max_probe_pixels) < 1:
+        raise TopoLensError(f"max_probe_pixels must be at least 1, got {max_probe_pixels}")
     batch = as_image_batch(images)
-    modules = check_layer_names(model, [layers] if isinstance(layers, str) else list(layers))
+    modules = check_layer_names(model, _layer_list(layers))
     _check_channels(model, batch)
     device, dtype = _model_device_dtype(model)
     with _eval_mode(model):
@@ -264,6 +270,31 @@ def iter_extract_activations(
     return _extraction_steps(
         model, batch, modules, geometry, sampling, max_points, batch_size, seed, max_probe_pixels
     )
+
+
+def _whole_number(name: str, value: Any) -> int:
+    """``value`` as an int if it is one (numpy integers too); a TopoLensError otherwise."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TopoLensError(f"{name} must be a whole number, got {value!r:.40}")
+    return int(value)
+
+
+def _layer_list(layers: Any) -> list[str]:
+    """Layer names as a list without repeats; a LayerError for anything but names."""
+    from collections.abc import Iterable
+
+    names = [layers] if isinstance(layers, str) else layers
+    if not isinstance(names, Iterable) or isinstance(names, bytes):
+        names = [names]
+    names = list(names)
+    if not all(isinstance(n, str) for n in names):
+        raise LayerError(
+            f"layers must be a layer name or a list of names (see list_layers), got {layers!r:.60}"
+        )
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise LayerError(f"layer(s) {', '.join(map(repr, repeated))} are asked for twice")
+    return names
 
 
 def _check_probe_cost(

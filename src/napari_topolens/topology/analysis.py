@@ -31,7 +31,14 @@ if TYPE_CHECKING:  # annotations only: the loader resolves them by class name
     from .phdim import ClassPersistenceResult, PHDimResult
     from .quality import Quality
 
-__all__ = ["Analysis", "AnalysisConfig", "LayerAnalysis", "analyze", "iter_analyze"]
+__all__ = [
+    "Analysis",
+    "AnalysisConfig",
+    "LayerAnalysis",
+    "analyze",
+    "check_class_labels",
+    "iter_analyze",
+]
 
 _LENSES = ("l2norm", "pca1", "pca2", "probability")
 _DISTANCE_KINDS = ("sliced_wasserstein", "bottleneck", "wasserstein")
@@ -344,17 +351,25 @@ def _library_versions() -> dict[str, str]:
 
 
 def _as_clouds(clouds: Mapping[str, PointCloud] | Sequence[PointCloud]) -> list[PointCloud]:
+    if isinstance(clouds, PointCloud):
+        clouds = [clouds]
+    if not isinstance(clouds, (Mapping, Sequence)) or isinstance(clouds, (str, bytes)):
+        raise TopoLensError(
+            "clouds must be the dict of PointCloud that extract_activations returns (or a "
+            f"list of PointCloud), got {type(clouds).__name__}"
+        )
     items = list(clouds.values()) if isinstance(clouds, Mapping) else list(clouds)
     if not items:
         raise EmptySelectionError("no layers to analyse; pick at least one layer")
-    names = [cloud.layer for cloud in items]
-    if len(set(names)) != len(names):
-        raise LayerError(f"layer names repeat in {names}; analyse each layer once")
     for cloud in items:
         if not isinstance(cloud, PointCloud):
             raise TopoLensError(
                 f"expected PointCloud objects (from extract_activations), got {type(cloud).__name__}"
             )
+    names = [cloud.layer for cloud in items]
+    if len(set(names)) != len(names):
+        raise LayerError(f"layer names repeat in {names}; analyse each layer once")
+    for cloud in items:
         if len(cloud) < 3:
             raise EmptySelectionError(
                 f"layer {cloud.layer!r} has {len(cloud)} points; topology needs at least 3. "
@@ -376,21 +391,79 @@ def _n_images(items: list[PointCloud]) -> int:
     return int(max(int(cloud.image_index.max()) for cloud in items)) + 1
 
 
-def _check_labels(labels: Any, items: list[PointCloud]) -> np.ndarray | None:
+def check_class_labels(
+    labels: Any, class_names: Sequence[str] | None, n_images: int | None = None
+) -> tuple[np.ndarray | None, list[str] | None]:
+    """Validate class labels per image; make sparse class ids compact, before any work.
+
+    Labels are integers, ``-1`` for unknown. With ``class_names`` every label must
+    be below ``len(class_names)``. Without them, ids that are not already
+    ``0..k-1`` (say 3, 17 and 10**12) are remapped to ``0..k-1`` in increasing
+    order and named by their original values, so nothing is ever sized by a label
+    value.
+
+    Returns
+    -------
+    codes : ndarray of int64 or None
+    class_names : list of str or None
+    """
+    names = None if class_names is None else [str(name) for name in class_names]
     if labels is None:
-        return None
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        return None, names
+    array = np.asarray(labels)
+    if array.ndim != 1 or not (np.issubdtype(array.dtype, np.integer) or array.dtype == bool):
         raise ImageError(
-            f"labels must be a 1-D array of integer class codes, got dtype {labels.dtype} "
-            f"and shape {labels.shape}"
+            f"labels must be a 1-D array of integer class codes, got dtype {array.dtype} "
+            f"and shape {array.shape}"
         )
-    needed = _n_images(items)
-    if len(labels) < needed:
+    if n_images is not None and len(array) < n_images:
         raise ImageError(
-            f"{len(labels)} labels for at least {needed} images; give one label per image"
+            f"{len(array)} labels for at least {n_images} images; give one label per image"
         )
-    return labels.astype(np.int64)
+    codes = array.astype(np.int64)
+    if len(codes) and codes.min() < -1:
+        raise ImageError(
+            f"label {int(codes.min())} is negative; class labels are 0, 1, ... (-1: unknown)"
+        )
+    known = codes[codes >= 0]
+    if names is not None:
+        if len(known) and known.max() >= len(names):
+            raise ImageError(
+                f"label {int(known.max())} has no class name ({len(names)} names given)"
+            )
+        return codes, names
+    present = np.unique(known)
+    if len(present) and int(present[-1]) != len(present) - 1:
+        remapped = codes.copy()
+        remapped[codes >= 0] = np.searchsorted(present, known)
+        return remapped, [str(int(v)) for v in present]
+    return codes, None
+
+
+def caps_applied(config: AnalysisConfig, items: Sequence[PointCloud]) -> dict[str, str]:
+    """Every cap on the points, in words, with what it did to these clouds."""
+    extracted = {cloud.layer: len(cloud) for cloud in items}
+    over = [f"{name} ({n:,})" for name, n in extracted.items() if n > config.max_points]
+    caps = {}
+    extraction_caps = {cloud.meta.get("max_points") for cloud in items} - {None}
+    caps["extraction max_points"] = (
+        ", ".join(f"{int(c):,}" for c in sorted(extraction_caps))
+        if extraction_caps
+        else "none (every image, one point each)"
+    )
+    caps["analysis max_points"] = f"{config.max_points:,} per layer: " + (
+        f"a random {config.max_points:,} of the points of {', '.join(over)}"
+        if over
+        else "no layer was over it"
+    )
+    caps["h1_max_points"] = f"{config.h1_max_points:,} {config.subsample} landmarks for H1"
+    caps["class_max_per_class"] = f"{config.class_max_per_class:,} points per class (class H0)"
+    caps["dendrogram_max_points"] = f"{config.dendrogram_max_points:,} points in the heatmap"
+    caps["silhouette_max_points"] = f"{config.silhouette_max_points:,} points for the silhouette"
+    probe_caps = {cloud.meta.get("max_probe_pixels") for cloud in items} - {None}
+    if probe_caps:
+        caps["max_probe_pixels"] = ", ".join(f"{int(c):.3g}" for c in sorted(probe_caps))
+    return caps
 
 
 def _check_probabilities(probabilities: Any, items: list[PointCloud]) -> np.ndarray | None:
@@ -461,6 +534,8 @@ def iter_analyze(
         One cloud per layer, in forward order (as ``extract_activations`` returns).
     labels : array of int, shape (N,), optional
         Class per IMAGE (-1 unknown); each point gets ``labels[cloud.image_index]``.
+        Without ``class_names``, ids that are not ``0..k-1`` are remapped to it and
+        named by their values (see :func:`check_class_labels`).
     config : AnalysisConfig, optional
         Parameters; the published defaults when omitted.
     class_names : list of str, optional
@@ -494,7 +569,7 @@ def iter_analyze(
 
     config = AnalysisConfig() if config is None else config
     items = _as_clouds(clouds)
-    image_labels = _check_labels(labels, items)
+    image_labels, class_names = check_class_labels(labels, class_names, _n_images(items))
     image_probabilities = _check_probabilities(probabilities, items)
     image_stack = _check_images(images, items)
     if config.mapper_lens == "probability" and image_probabilities is None:
@@ -508,10 +583,6 @@ def iter_analyze(
         n_classes = len(class_names)
     elif image_labels is not None and np.any(image_labels >= 0):
         n_classes = int(image_labels.max()) + 1
-    if image_labels is not None and n_classes is not None and image_labels.max() >= n_classes:
-        raise ImageError(
-            f"label {int(image_labels.max())} has no class name ({n_classes} names given)"
-        )
 
     weights = _step_weights(0)
     per_layer = sum(weights.values())
@@ -528,11 +599,13 @@ def iter_analyze(
                     len(cloud), config.max_points, replace=False
                 )
             )
+            extracted = len(cloud)
             cloud = cloud.subset(
                 keep,
                 f"{config.max_points} of {len(cloud)} points, drawn at random (seed {seed}) "
                 "because exact H0 needs every pairwise distance",
             )
+            cloud.meta["points_before_cap"] = extracted
         points = cloud.points
         point_labels = (
             image_labels[cloud.image_index]
@@ -710,6 +783,7 @@ def iter_analyze(
     record["libraries"] = _library_versions()
     record["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     record["n_images"] = _n_images(items)
+    record["caps"] = {**dict(record.get("caps", {})), **caps_applied(config, items)}
     record["notes"] = {
         **dict(record.get("notes", {})),
         "cka": cka_note,
