@@ -445,7 +445,9 @@ def caps_applied(config: AnalysisConfig, items: Sequence[PointCloud]) -> dict[st
     extracted = {cloud.layer: len(cloud) for cloud in items}
     over = [f"{name} ({n:,})" for name, n in extracted.items() if n > config.max_points]
     caps = {}
-    extraction_caps = {cloud.meta.get("max_points") for cloud in items} - {None}
+    extraction_caps = {
+        int(cloud.meta["max_points"]) for cloud in items if cloud.meta.get("max_points") is not None
+    }
     caps["extraction max_points"] = (
         ", ".join(f"{int(c):,}" for c in sorted(extraction_caps))
         if extraction_caps
@@ -460,7 +462,11 @@ def caps_applied(config: AnalysisConfig, items: Sequence[PointCloud]) -> dict[st
     caps["class_max_per_class"] = f"{config.class_max_per_class:,} points per class (class H0)"
     caps["dendrogram_max_points"] = f"{config.dendrogram_max_points:,} points in the heatmap"
     caps["silhouette_max_points"] = f"{config.silhouette_max_points:,} points for the silhouette"
-    probe_caps = {cloud.meta.get("max_probe_pixels") for cloud in items} - {None}
+    probe_caps = {
+        int(cloud.meta["max_probe_pixels"])
+        for cloud in items
+        if cloud.meta.get("max_probe_pixels") is not None
+    }
     if probe_caps:
         caps["max_probe_pixels"] = ", ".join(f"{int(c):.3g}" for c in sorted(probe_caps))
     return caps
