@@ -102,6 +102,31 @@ def test_every_point_equals_the_layer_output_at_its_image_and_position(images, s
             assert len(np.unique(keys)) == len(keys)
 
 
+@pytest.mark.parametrize("sampling", ["pooled", "random_position", "all_positions"])
+def test_what_batch_size_may_change_is_float_rounding_only(images, sampling):
+    """The documented guarantee: same choices for any batch size, bit-identical reruns."""
+    model = small_cnn()
+    layers = ["0", "4", "7"]
+    runs = {
+        size: extract_activations(
+            model, images, layers, sampling=sampling, max_points=40, batch_size=size, seed=2
+        )
+        for size in (1, 4, 64)
+    }
+    again = extract_activations(
+        model, images, layers, sampling=sampling, max_points=40, batch_size=4, seed=2
+    )
+    for name in layers:
+        for size in (1, 64):
+            a, b = runs[size][name], runs[4][name]
+            np.testing.assert_array_equal(a.image_index, b.image_index)
+            np.testing.assert_array_equal(a.receptive_field, b.receptive_field)
+            if a.position is not None:
+                np.testing.assert_array_equal(a.position, b.position)
+            np.testing.assert_allclose(a.points, b.points, rtol=1e-5, atol=1e-6)
+        assert runs[4][name].points.tobytes() == again[name].points.tobytes()
+
+
 def test_results_do_not_depend_on_batch_size(images):
     model = small_cnn()
     a = extract_activations(

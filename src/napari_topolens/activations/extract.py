@@ -201,8 +201,18 @@ def extract_activations(
         of images (the same for every layer).
     batch_size : int
         Images per forward pass; memory is bounded by the batch and the cap.
+        What it can change is only float rounding: the images and positions
+        sampled (``image_index``, ``position``, ``receptive_field``) are fixed
+        before any forward pass and never depend on it (``top_norm`` positions
+        follow the norms, so they could move only between positions whose norms
+        tie to float rounding); for a given ``batch_size`` the values are
+        bit-identical from run to run; across batch sizes they agree to float32
+        rounding, because PyTorch's CPU kernels pick their blocking by batch size
+        and a matrix product may then sum in another order (measured on the
+        digits model: conv and pooling layers bit-identical for batch sizes 1, 7,
+        64 and 600, its Linear layer within 4.8e-6 absolute).
     seed : int
-        Seeds every random choice; results do not depend on ``batch_size``.
+        Seeds every random choice.
     max_probe_pixels : int
         Cap on the receptive-field probing work (probe passes x pixels); spatial
         sampling of images too big for it is refused before any work (see
