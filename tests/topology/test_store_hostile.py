@@ -341,6 +341,14 @@ HOSTILE_EDITS: dict[str, tuple[Callable[[Path], None], str]] = {
         _set_array(lambda m: _layer(m)["point_labels"], np.zeros(3, np.int64)),
         "point labels",
     ),
+    "a label without a class name": (
+        _set_array(lambda m: _analysis_fields(m)["labels"], np.full(60, 7, np.int64)),
+        "no class name",
+    ),
+    "labels below -1": (
+        _set_array(lambda m: _analysis_fields(m)["labels"], np.full(60, -9, np.int64)),
+        "class codes",
+    ),
     "points of the wrong shape": (
         _set_array(lambda m: _cloud(m)["points"], np.zeros((4, 4, 4), np.float32)),
         "validate",

@@ -81,7 +81,7 @@ FORMAT_VERSION = 2
 MANIFEST_NAME = "analysis.json"
 ARRAYS_NAME = "arrays.npz"
 #: analysis.json holds no arrays, so a larger one is not ours (arrays live in the npz).
-MAX_MANIFEST_BYTES = 256 * 1024**2
+MAX_MANIFEST_BYTES = 64 * 1024**2
 #: Deepest nesting of the JSON tree (an Analysis needs about 12).
 MAX_DEPTH = 64
 # dtype kinds an array may have: bool, integers, floats, complex, unicode text
@@ -547,6 +547,13 @@ def _check_references(obj: Any, where: str) -> None:
                     f"of a cloud of {n} points"
                 )
     elif name == "Analysis":
+        labels, names = obj.labels, obj.class_names
+        if labels is not None and len(labels) and (labels.min() < -1 or labels.ndim != 1):
+            raise AnalysisFileError(f"{where}: the saved labels are not class codes (-1 or more)")
+        if labels is not None and names is not None and len(labels) and labels.max() >= len(names):
+            raise AnalysisFileError(
+                f"{where}: label {int(labels.max())} has no class name ({len(names)} saved)"
+            )
         n_images = None if obj.images is None else len(obj.images)
         for layer in obj.layer_results:
             index = layer.cloud.image_index
