@@ -530,7 +530,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except MemoryError:
         progress.close()
-        print(f"{_PROG}: error: out of memory; lower --max-points or --max-images", file=sys.stderr)
+        print(
+            f"{_PROG}: error: out of memory; nothing was written. Lower --batch-size (big "
+            "images), --analysis-max-points (big clouds) or --max-images",
+            file=sys.stderr,
+        )
         return 1
     except OSError as exc:
         progress.close()
