@@ -126,6 +126,8 @@ def test_every_cap_is_a_flag_and_reported_where_the_numbers_are(tmp_path: Path, 
             "120",
             "--dendrogram-max-points",
             "50",
+            "--phdim-max-points",
+            "100",
             "--out",
             str(out),
             *FAST,
@@ -142,10 +144,13 @@ def test_every_cap_is_a_flag_and_reported_where_the_numbers_are(tmp_path: Path, 
     assert caps["extraction max_points"] == "300"
     assert caps["analysis max_points"].startswith("120 per layer: a random 120 of the points")
     assert caps["dendrogram_max_points"].startswith("50 ")
+    assert caps["phdim_max_points"].startswith("100 ")
+    assert max(layer.phdim.sizes) <= 100
     page = (out / "report.html").read_text(encoding="utf-8")
     assert "H0 on a random 120 of the 300 extracted points" in page
     assert "H0 on all" not in page
     assert "<details open><summary>caps</summary>" in page
+    assert "cap phdim_max_points = 100" in page
 
 
 # ------------------------------------------------------------------ writing the report

@@ -176,6 +176,12 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"points per class for the per-class H0 persistence (default {defaults.class_max_per_class})",
     )
     caps.add_argument(
+        "--phdim-max-points",
+        type=_int_at_least(15),
+        default=defaults.phdim_max_points,
+        help=f"points in the largest PH-dimension subsample (default {defaults.phdim_max_points})",
+    )
+    caps.add_argument(
         "--dendrogram-max-points",
         type=_int_at_least(3),
         default=defaults.dendrogram_max_points,
@@ -410,6 +416,7 @@ def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
         max_points=args.analysis_max_points,
         class_max_per_class=args.class_max_per_class,
         dendrogram_max_points=args.dendrogram_max_points,
+        phdim_max_points=args.phdim_max_points,
         silhouette_max_points=args.silhouette_max_points,
         seed=args.seed,
     )

@@ -292,7 +292,8 @@ def _layer_section(
         "</div>",
         f'<p class="lead">PH dimension {_fmt(float(phdim.dimension))} from the slope '
         f"{_fmt(float(phdim.slope))} of log E<sub>α</sub> against log n over subsamples of "
-        f"{_e(', '.join(str(int(s)) for s in phdim.sizes))} points (α = {_fmt(float(phdim.alpha))}).{phdim_note}</p>",
+        f"{_e(', '.join(str(int(s)) for s in phdim.sizes))} points (α = {_fmt(float(phdim.alpha))}; "
+        f"cap phdim_max_points = {int(analysis.config.phdim_max_points):,}).{phdim_note}</p>",
         "</section>",
     ]
     yield Progress(1.0, "layer done")
