@@ -329,6 +329,14 @@ HOSTILE_EDITS: dict[str, tuple[Callable[[Path], None], str]] = {
         _set_array(lambda m: _mapper(m)["members"], np.full(1000, 10**6)),
         "monotonically|refers to row",
     ),
+    "H1 landmark rows past the cloud": (
+        _set_array(lambda m: _layer(m)["persistence"]["fields"]["h1_index"], np.arange(5) + 500),
+        "refers to row",
+    ),
+    "dendrogram rows negative": (
+        _set_array(lambda m: _layer(m)["dendrogram"]["fields"]["index"], np.full(30, -3)),
+        "refers to row",
+    ),
     "image numbers past the images": (
         _set_array(lambda m: _cloud(m)["image_index"], np.arange(60) + 1000),
         "image",

@@ -504,13 +504,17 @@ def _check_member_lists(owner: str, values: dict[str, Any], where: str) -> None:
 
 
 def _csr_members(obj: Any, seen: int = 0) -> Iterator[tuple[str, np.ndarray]]:
-    """Every CSR member array inside a dataclass (one result deep)."""
+    """Every array of cloud rows inside a layer's results: CSR members, ``index`` fields."""
     if not dataclasses.is_dataclass(obj) or seen > 2:
         return
     values = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
-    for members_name, _ in _member_pairs(values):
-        if isinstance(values[members_name], np.ndarray):
-            yield f"{type(obj).__name__}.{members_name}", values[members_name]
+    rows = [members for members, _ in _member_pairs(values)]
+    if seen > 0:  # results inside a layer: `index`, `h1_index` ... are cloud rows too
+        rows += [n for n in values if n == "index" or n.endswith("_index")]
+    for name in rows:
+        value = values[name]
+        if isinstance(value, np.ndarray) and value.dtype.kind in "iu":
+            yield f"{type(obj).__name__}.{name}", value
     for value in values.values():
         if dataclasses.is_dataclass(value) and type(value).__name__ != "PointCloud":
             yield from _csr_members(value, seen + 1)
@@ -541,7 +545,7 @@ def _check_references(obj: Any, where: str) -> None:
                 f"for {n} points"
             )
         for label, members in _csr_members(obj):
-            if len(members) and members.max() >= n:
+            if len(members) and (members.max() >= n or members.min() < 0):
                 raise AnalysisFileError(
                     f"{where}: layer {obj.name!r}: {label} refers to row {int(members.max())} "
                     f"of a cloud of {n} points"
