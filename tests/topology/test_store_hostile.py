@@ -361,6 +361,24 @@ HOSTILE_EDITS: dict[str, tuple[Callable[[Path], None], str]] = {
         _set_array(lambda m: _cloud(m)["points"], np.zeros((4, 4, 4), np.float32)),
         "validate",
     ),
+    "Mapper edges past the nodes": (
+        _set_array(lambda m: _mapper(m)["edges"], np.array([[0, 10**6]], np.int64)),
+        "edges",
+    ),
+    "Mapper node table short": (
+        _set_array(lambda m: _mapper(m)["purity"], np.zeros(1)),
+        "purity has 1 entries",
+    ),
+    "flow best stage past the stages": (
+        _edit_json(_set(lambda m: _layer(m)["flow"]["fields"], "best_stage", 99)),
+        "best stage 99",
+    ),
+    "flow memberships for another cloud": (
+        _set_array(
+            lambda m: _layer(m)["flow"]["fields"]["memberships"], np.zeros((5, 7), np.int64)
+        ),
+        "cluster flow covers 7 points",
+    ),
     # memory bombs and foreign arrays
     "npy header declaring 10^12 elements": (_huge_declared_shape, "declares shape"),
     "object dtype in the npz": (_object_dtype, "dtype"),

@@ -522,6 +522,59 @@ def _csr_members(obj: Any, seen: int = 0) -> Iterator[tuple[str, np.ndarray]]:
             yield from _csr_members(value, seen + 1)
 
 
+def _check_graph(graph: Any, where: str) -> None:
+    """Mapper node and edge tables the views index by node number."""
+    n_nodes = len(graph.node_ids)
+    if len(graph.member_offsets) != n_nodes + 1:
+        raise AnalysisFileError(
+            f"{where}: a Mapper graph has {len(graph.member_offsets)} member offsets for "
+            f"{n_nodes} nodes"
+        )
+    for field_name in ("size", "purity", "dominant_class", "mean_lens", "component", "community"):
+        length = len(getattr(graph, field_name))
+        if length != n_nodes:
+            raise AnalysisFileError(
+                f"{where}: a Mapper graph's {field_name} has {length} entries for {n_nodes} nodes"
+            )
+    edges = graph.edges
+    if edges.ndim != 2 or edges.shape[1] != 2 or len(graph.edge_weight) != len(edges):
+        raise AnalysisFileError(
+            f"{where}: a Mapper graph's edges are not (E, 2) with one weight each"
+        )
+    if len(edges) and (edges.min() < 0 or edges.max() >= n_nodes):
+        raise AnalysisFileError(
+            f"{where}: a Mapper graph's edges refer to node {int(edges.max())} of {n_nodes}"
+        )
+
+
+def _check_flow(flow: Any, where: str) -> None:
+    """Cluster-flow stages the views index by stage number."""
+    n_stages = len(flow.stage_names)
+    if not 0 <= flow.best_stage < max(n_stages, 1):
+        raise AnalysisFileError(
+            f"{where}: the cluster flow's best stage {flow.best_stage} is not one of its "
+            f"{n_stages} stages"
+        )
+    if flow.memberships.ndim != 2 or len(flow.memberships) != n_stages:
+        raise AnalysisFileError(
+            f"{where}: the cluster flow has {len(flow.memberships)} membership rows for "
+            f"{n_stages} stages"
+        )
+    for field_name in ("thresholds", "scores"):
+        if len(getattr(flow, field_name)) != n_stages:
+            raise AnalysisFileError(
+                f"{where}: the cluster flow's {field_name} do not match its {n_stages} stages"
+            )
+    flows = flow.flows
+    if flows.ndim != 2 or flows.shape[1] != 4:
+        raise AnalysisFileError(f"{where}: the cluster flow's flows are not (F, 4) rows")
+    if len(flows) and (flows[:, 0].min() < 0 or flows[:, 0].max() >= max(n_stages - 1, 1)):
+        raise AnalysisFileError(
+            f"{where}: the cluster flow's flows refer to stage {int(flows[:, 0].max())} of "
+            f"{n_stages}"
+        )
+
+
 def _check_references(obj: Any, where: str) -> None:
     """Cross references the views follow: member rows, image numbers, pixel boxes."""
     name = type(obj).__name__
@@ -539,8 +592,18 @@ def _check_references(obj: Any, where: str) -> None:
             raise AnalysisFileError(
                 f"{where}: a PointCloud's receptive fields leave its {height}x{width} images"
             )
+    elif name == "MapperGraph":
+        _check_graph(obj, where)
+    elif name == "ClusterFlow":
+        _check_flow(obj, where)
     elif name == "LayerAnalysis":
         n = len(obj.cloud)
+        flow_points = obj.flow.memberships.shape[1] if obj.flow.memberships.ndim == 2 else -1
+        if flow_points != n:
+            raise AnalysisFileError(
+                f"{where}: layer {obj.name!r}: the cluster flow covers {flow_points} points "
+                f"of a cloud of {n}"
+            )
         if len(obj.point_labels) != n:
             raise AnalysisFileError(
                 f"{where}: layer {obj.name!r} has {len(obj.point_labels)} point labels "
