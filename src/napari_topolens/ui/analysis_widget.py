@@ -191,7 +191,8 @@ class AnalysisWidget(QWidget):
         )
         self.sampling = ComboBox(
             label="Sampling",
-            choices=list(SAMPLING_MODES),
+            # foreground sampling needs a mask per image, which this form does not take yet
+            choices=[mode for mode in SAMPLING_MODES if mode != "foreground"],
             value=DEFAULT_SAMPLING,
             tooltip=(
                 "How a spatial layer becomes points. top_norm: the strongest position per "
