@@ -31,9 +31,8 @@ all-zero vectors); Borůvka runs on the distinct rows. Peak memory is a few
 
 from __future__ import annotations
 
-from typing import Any
-
 import itertools
+from typing import Any
 
 import numpy as np
 
