@@ -7,7 +7,7 @@ import tracemalloc
 import numpy as np
 import pytest
 from scipy.cluster.hierarchy import cophenet, is_valid_linkage, linkage
-from scipy.spatial.distance import cdist, pdist
+from scipy.spatial.distance import cdist, pdist, squareform
 
 from napari_topolens.topology.metrics import METRICS, MetricSpace, linkage_from_edges
 from napari_topolens.topology.mst import minimum_spanning_edges
@@ -108,3 +108,14 @@ def test_single_linkage_of_a_large_cloud_takes_the_tree_route() -> None:
     x = rng.normal(size=(2600, 6))  # above DENSE_LINKAGE_LIMIT
     z = MetricSpace(x).single_linkage()
     assert np.array_equal(z, linkage(pdist(x), "single"))
+
+
+def test_density_scales_far_from_one_give_the_scipy_tree() -> None:
+    rng = np.random.default_rng(6)
+    x = rng.normal(size=(400, 5)) * 50.0  # radii ~ 50: scaled distances shrink a lot
+    scale = rng.uniform(20.0, 80.0, size=400)
+    a, b, w = minimum_spanning_edges(x, scale=scale, n_neighbors=3, block_bytes=1 << 15)
+    dist = squareform(pdist(x)) / np.sqrt(scale[:, None] * scale[None, :])
+    reference = linkage(squareform(dist, checks=False), "single")
+    z = linkage_from_edges(len(x), a, b, w)
+    assert np.array_equal(z[:, 2], reference[:, 2])

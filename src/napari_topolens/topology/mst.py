@@ -155,12 +155,13 @@ class _Screen:
         if self.torch is not None:
             torch = self.torch
             h = torch.from_numpy(rows_aug).to(self.torch_device) @ self.cols
-            for r0, r1 in itertools.pairwise(runs):
-                lab = int(labels_rows[r0])
-                h[r0:r1, self.comp_start[lab] : self.comp_stop[lab]] = float(_BIG)
             if self.scale_cols is not None and self.scale is not None:
                 srow = torch.from_numpy(self.scale[rows].astype(np.float32)).to(self.torch_device)
                 h = h / srow[:, None] / self.scale_cols[None, :]
+                h[:, self.n :] = float(_BIG)
+            for r0, r1 in itertools.pairwise(runs):
+                lab = int(labels_rows[r0])
+                h[r0:r1, self.comp_start[lab] : self.comp_stop[lab]] = float(_BIG)
             chunk_min = h.reshape(m, self.chunk, nchunk).amin(dim=1)
             if nchunk > k:
                 thr = torch.kthvalue(chunk_min, k, dim=1).values.cpu().numpy().astype(np.float64)
@@ -178,12 +179,14 @@ class _Screen:
             c = (hc * nchunk + jj[hr]).cpu().numpy()
             return r, c, thr_t
         h = rows_aug @ self.cols
-        for r0, r1 in itertools.pairwise(runs):
-            lab = int(labels_rows[r0])
-            h[r0:r1, self.comp_start[lab] : self.comp_stop[lab]] = _BIG
         if self.scale_cols is not None and self.scale is not None:
             h /= self.scale[rows].astype(np.float32)[:, None]
             h /= self.scale_cols[None, :]
+            h[:, self.n :] = _BIG  # padding stays BIG whatever the scale
+        # same-component columns: masked after the scaling, so they stay BIG
+        for r0, r1 in itertools.pairwise(runs):
+            lab = int(labels_rows[r0])
+            h[r0:r1, self.comp_start[lab] : self.comp_stop[lab]] = _BIG
         chunk_min = h.reshape(m, self.chunk, nchunk).min(axis=1)
         if nchunk > k:
             thr = np.partition(chunk_min, k - 1, axis=1)[:, k - 1].astype(np.float64)
