@@ -35,8 +35,10 @@ __all__ = [
 LENSES = ("l2norm", "pca1", "pca2", "probability")
 
 _NODE_ID = re.compile(r"^cube(\d+)_cluster(\d+)$")
-# Neighbour entries held at once by BoundedDBSCAN (int64: 32 MB).
-NEIGHBOR_BUDGET = 4_000_000
+# Neighbour entries BoundedDBSCAN holds at once (int32: 128 MB). When all the
+# eps-balls of an interval fit, they are computed once; otherwise the core points'
+# balls are computed again for each of the two later passes.
+NEIGHBOR_BUDGET = 32_000_000
 
 
 @dataclass(frozen=True)
@@ -278,12 +280,14 @@ def _neighborhood_chunks(index: Any, x: np.ndarray, rows: np.ndarray, budget: in
         chunk = rows[start : start + step]
         found = index.radius_neighbors(x[chunk], return_distance=False)
         counts = np.fromiter((len(v) for v in found), dtype=np.int64, count=len(found))
-        flat = np.concatenate(found).astype(np.int64) if len(found) else np.zeros(0, np.int64)
+        flat = np.concatenate(found).astype(np.int32) if len(found) else np.zeros(0, np.int32)
         del found
         yield chunk, flat, counts
         start += len(chunk)
         mean = max(float(counts.mean()) if len(counts) else 1.0, 1.0)
-        step = int(np.clip(budget / mean, 16, 65536))
+        # a chunk holds an eighth of the budget: scikit-learn's own lists of it
+        # (int64 arrays) live beside the kept int32 ones while they are copied
+        step = int(np.clip(budget / 8 / mean, 16, 65536))
 
 
 def dbscan_labels(
