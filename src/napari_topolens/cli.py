@@ -91,6 +91,7 @@ def _int_at_least(minimum: int):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and documentation)."""
+    from .activations.extract import SAMPLING_MODES
     from .topology.metrics import METRICS
 
     parser = argparse.ArgumentParser(
@@ -145,8 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     method.add_argument(
         "--sampling",
         default="pooled",
-        choices=("pooled", "random_position", "top_norm", "all_positions"),
-        help="how a spatial layer becomes points (default pooled: one point per image)",
+        choices=SAMPLING_MODES,
+        help="how a spatial layer becomes points (default pooled: one point per image; "
+        "foreground needs --mask)",
     )
     method.add_argument("--max-points", type=_int_at_least(3), help="cap on points per layer")
     method.add_argument(
@@ -171,6 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
     method.add_argument(
         "--batch-size", type=_int_at_least(1), default=64, help="images per forward pass"
     )
+    _add_robustness_arguments(report)
     output = report.add_argument_group("output")
     output.add_argument(
         "--out", required=True, help="output folder (created; report.html and analysis/ inside)"
@@ -270,6 +273,7 @@ def _prepare_model(args: argparse.Namespace) -> dict[str, Any]:
         "labels": labels,
         "class_names": class_names,
         "layers": layers,
+        "image_names": image_set.names,
         "provenance": {
             "model": args.model,
             "weights": args.weights or "(as built by the callable)",
@@ -304,8 +308,12 @@ def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
 
     started = time.perf_counter()
     _check_output_folder(args.out)
+    variant_specs = _variant_specs(args)
+    if variant_specs:
+        progress = _VariantPhases(progress)
     progress(0.0, "loading the model and images")
     job = _prepare_sample(args) if args.sample is not None else _prepare_model(args)
+    mask = _read_mask(args, job)
     config = AnalysisConfig(
         metric=args.metric, mapper_lens=args.lens, h1_max_points=args.h1_max_points, seed=args.seed
     )
@@ -317,6 +325,7 @@ def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
         max_points=args.max_points,
         batch_size=args.batch_size,
         seed=args.seed,
+        mask=mask,
         progress=progress.phase("extract"),
     )
     probabilities = None
@@ -347,7 +356,161 @@ def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
         "extraction": round(extracted - started, 3),
         "analysis": round(analysed - extracted, 3),
     }
+    if variant_specs:
+        analysis = _run_variants(args, job, analysis, variant_specs, mask, config, progress)
     return write_report(analysis, args.out, title=args.title, progress=progress.phase("report"))
+
+
+# ----------------------------------------------------------------------------- robustness
+# Perturbed and compressed variants (--perturb, --compress) and foreground masks (--mask).
+
+
+def _add_robustness_arguments(report: argparse.ArgumentParser) -> None:
+    from .robustness.perturbations import PERTURBATIONS
+
+    group = report.add_argument_group(
+        "robustness (variants compared with the base run, in a section of the report)"
+    )
+    group.add_argument(
+        "--perturb",
+        metavar="KIND:STRENGTH,...",
+        help="perturbed copies of the images, e.g. gaussian:0.1,blur:1.0,fgsm:0.03; kinds: "
+        + ", ".join(PERTURBATIONS)
+        + " (noise and fgsm strengths are fractions of the images' value range, blur is in "
+        "pixels, occlusion a fraction of the area)",
+    )
+    group.add_argument(
+        "--compress",
+        metavar="SPEC,...",
+        help="compressed copies of the model, e.g. prune:0.5,int8 (two variants) or "
+        "prune:0.5+int8 (one model both pruned and quantised)",
+    )
+    group.add_argument(
+        "--mask",
+        help="the object's pixels per image, for --sampling foreground: a .npy/.npz "
+        "(N, H, W) array, or a folder of mask images (non-zero = object) named like the "
+        "image files, or in the images' order",
+    )
+
+
+def _variant_specs(args: argparse.Namespace) -> list[Any]:
+    if args.perturb is None and args.compress is None:
+        return []
+    from .robustness.study import parse_variants
+
+    specs = parse_variants(args.perturb, args.compress, seed=args.seed)
+    if not specs:
+        raise TopoLensError("--perturb / --compress name no variant; e.g. --perturb gaussian:0.1")
+    return specs
+
+
+# Share of the progress bar each phase takes when variants run (they take most of the time).
+_VARIANT_PHASES = {
+    "extract": (0.0, 0.04),
+    "analyze": (0.04, 0.2),
+    "variants": (0.2, 0.9),
+    "report": (0.9, 1.0),
+}
+
+
+class _VariantPhases:
+    """The progress bar with :data:`_VARIANT_PHASES` instead of the plain run's phases."""
+
+    def __init__(self, bar: Any) -> None:
+        self.bar = bar
+
+    def __call__(self, fraction: float, message: str) -> None:
+        self.bar(fraction, message)
+
+    def phase(self, name: str):
+        start, stop = _VARIANT_PHASES[name]
+        return lambda fraction, message: self.bar(start + (stop - start) * fraction, message)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _read_mask(args: argparse.Namespace, job: dict[str, Any]) -> np.ndarray | None:
+    """The --mask as (N, H, W) bool aligned with the job's images (by file name when both have them)."""
+    if args.mask is None:
+        if args.sampling == "foreground":
+            raise TopoLensError(
+                "--sampling foreground needs --mask (the object's pixels per image)"
+            )
+        return None
+    if args.sampling != "foreground":
+        raise TopoLensError("--mask is used by --sampling foreground; add it, or leave --mask out")
+    from pathlib import Path
+
+    from .image_files import read_images
+
+    mask_set = read_images(args.mask)
+    masks = np.asarray(mask_set.images) != 0
+    if masks.ndim == 4:  # colour mask files: any channel marks the object
+        masks = masks.any(axis=-1)
+    images = job["images"]
+    n_images = len(images)
+    names = job.get("image_names")
+    if names is not None and mask_set.names is not None:
+        by_stem = {Path(name).stem: i for i, name in enumerate(mask_set.names)}
+        missing = [name for name in names if Path(name).stem not in by_stem]
+        if missing:
+            raise ImageError(
+                f"--mask {args.mask} has no mask for {len(missing)} image(s) (first: {missing[0]}); "
+                "name each mask file like its image"
+            )
+        return masks[[by_stem[Path(name).stem] for name in names]]
+    sample_index = job["provenance"].get("sample_image_index")
+    if (
+        sample_index is not None
+        and len(masks) != n_images
+        and len(masks) > int(np.max(sample_index))
+    ):
+        return masks[np.asarray(sample_index)]  # masks for the whole sample, images a subset
+    if sample_index is None and args.max_images is not None and len(masks) > n_images:
+        masks = masks[:n_images]  # the masks of the first images, as --max-images keeps them
+    if len(masks) != n_images:
+        raise ImageError(
+            f"--mask {args.mask} holds {len(masks)} masks for {n_images} images; give one per image"
+        )
+    return masks
+
+
+def _run_variants(
+    args: argparse.Namespace,
+    job: dict[str, Any],
+    analysis: Any,
+    specs: list[Any],
+    mask: np.ndarray | None,
+    config: Any,
+    progress: Any,
+) -> Any:
+    """The base analysis with the variants run and compared (the base is reused, not recomputed)."""
+    from .robustness.study import run_variants
+
+    started = time.perf_counter()
+    result = run_variants(
+        job["model"],
+        job["images"],
+        job["layers"],
+        specs,
+        labels=job["labels"],
+        class_names=job["class_names"],
+        config=config,
+        sampling=args.sampling,
+        max_points=args.max_points,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        mask=mask,
+        provenance=dict(analysis.provenance),
+        base=analysis,
+        progress=progress.phase("variants"),
+    )
+    result.provenance["seconds"] = {
+        **dict(result.provenance.get("seconds", {})),
+        "variants": round(time.perf_counter() - started, 3),
+    }
+    return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -28,7 +28,7 @@ __all__ = [
     "predict_proba",
 ]
 
-SAMPLING_MODES = ("pooled", "random_position", "top_norm", "all_positions")
+SAMPLING_MODES = ("pooled", "random_position", "top_norm", "all_positions", "foreground")
 #: Cap for ``all_positions`` when none is given (TopoAct's smaller published run).
 DEFAULT_MAX_POSITIONS = 80_000
 
@@ -166,6 +166,7 @@ def extract_activations(
     max_points: int | None = None,
     batch_size: int = 64,
     seed: int = 0,
+    mask: Any = None,
     progress: ProgressCallback | None = None,
     cancel: CancelCallback | None = None,
 ) -> dict[str, PointCloud]:
@@ -180,12 +181,14 @@ def extract_activations(
         ``(N, H, W)``, ``(N, H, W, 3)`` or ``(N, 3, H, W)``, finite.
     layers : sequence of str
         Names as in ``model.named_modules()`` (see :func:`list_layers`).
-    sampling : {"pooled", "random_position", "top_norm", "all_positions"}
+    sampling : {"pooled", "random_position", "top_norm", "all_positions", "foreground"}
         How a spatial layer becomes points (METHODS §2): the spatial mean per
         image; one random position per image (border index 0 skipped); the
         position of largest L2 norm per image; every position, randomly
-        subsampled to ``max_points`` (default 80,000). Token layers ``(B, T, C)``
-        treat tokens as positions; vector layers give one point per image.
+        subsampled to ``max_points`` (default 80,000); the position of largest
+        L2 norm among those whose receptive-field centre lies inside ``mask``
+        (Purvine et al.'s fourth mode). Token layers ``(B, T, C)`` treat tokens
+        as positions; vector layers give one point per image.
     max_points : int, optional
         Cap on points per layer. One-point-per-image modes draw a random subset
         of images (the same for every layer).
@@ -193,6 +196,11 @@ def extract_activations(
         Images per forward pass; memory is bounded by the batch and the cap.
     seed : int
         Seeds every random choice; results do not depend on ``batch_size``.
+    mask : array of bool, shape (N, H, W) or (H, W), optional
+        The object's pixels per image (non-zero = inside), for ``"foreground"``
+        sampling only. An image whose mask is empty is refused; at a layer where
+        no receptive-field centre of an image falls inside its mask, that image
+        gets no point and ``meta["foreground_skipped"]`` lists it.
     progress, cancel : callable, optional
         ``progress(fraction, message)``; ``cancel()`` returning true stops with
         :class:`~napari_topolens.errors.Cancelled`.
@@ -211,6 +219,7 @@ def extract_activations(
         max_points=max_points,
         batch_size=batch_size,
         seed=seed,
+        mask=mask,
     )
     return drive(steps, progress, cancel)
 
@@ -224,6 +233,7 @@ def iter_extract_activations(
     max_points: int | None = None,
     batch_size: int = 64,
     seed: int = 0,
+    mask: Any = None,
 ) -> Generator[Progress, None, dict[str, PointCloud]]:
     """Generator form of :func:`extract_activations`: yields progress, returns the clouds.
 
@@ -243,7 +253,47 @@ def iter_extract_activations(
     batch = as_image_batch(images)
     modules = check_layer_names(model, [layers] if isinstance(layers, str) else list(layers))
     _check_channels(model, batch)
-    return _extraction_steps(model, batch, modules, sampling, max_points, batch_size, seed)
+    foreground = _check_mask(mask, batch, sampling)
+    return _extraction_steps(
+        model, batch, modules, sampling, max_points, batch_size, seed, foreground
+    )
+
+
+def _check_mask(mask: Any, batch: np.ndarray, sampling: str) -> np.ndarray | None:
+    """The foreground mask as ``(N, H, W)`` bool; refused unless it fits ``batch``."""
+    if sampling != "foreground":
+        if mask is not None:
+            raise TopoLensError(
+                f"a mask was given but sampling is {sampling!r}; use sampling='foreground' "
+                "to sample inside the mask"
+            )
+        return None
+    if mask is None:
+        raise EmptySelectionError(
+            "foreground sampling needs a mask of the object's pixels per image "
+            "(a boolean (N, H, W) array, a Labels layer or a folder of mask files)"
+        )
+    if hasattr(mask, "detach"):
+        mask = mask.detach().cpu().numpy()
+    array = np.asarray(mask)
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise ImageError(f"the mask must be a boolean or numeric array, got dtype {array.dtype}")
+    n_images, height, width = len(batch), batch.shape[2], batch.shape[3]
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3 or array.shape[1:] != (height, width) or len(array) not in (1, n_images):
+        raise ImageError(
+            f"the mask has shape {np.shape(mask)} but the images are {n_images} x {height}x{width}; "
+            f"give one ({height}, {width}) mask per image, or one for all"
+        )
+    array = array != 0
+    empty = np.flatnonzero(~array.reshape(len(array), -1).any(axis=1))
+    if len(empty):
+        raise EmptySelectionError(
+            f"the foreground mask is empty for {len(empty)} image(s) (first: index {empty[0]}); "
+            "mark the object in every image, or leave those images out"
+        )
+    return np.broadcast_to(array, (n_images, height, width))
 
 
 def _extraction_steps(
@@ -254,6 +304,7 @@ def _extraction_steps(
     max_points: int | None,
     batch_size: int,
     seed: int,
+    mask: np.ndarray | None = None,
 ) -> Generator[Progress, None, dict[str, PointCloud]]:
     import torch
 
@@ -266,7 +317,9 @@ def _extraction_steps(
             model, modules, batch.shape[1:], dtype=dtype, device=device, batch_size=batch_size
         )
         plans = {
-            name: _SamplingPlan.make(sampling, geometry[name], n_images, max_points, seed, name)
+            name: _SamplingPlan.make(
+                sampling, geometry[name], n_images, max_points, seed, name, mask
+            )
             for name in modules
         }
         chosen_images = np.unique(np.concatenate([plan.images for plan in plans.values()])).astype(
@@ -325,6 +378,7 @@ def _extraction_steps(
                 "max_points": None if plan.cap is None else int(plan.cap),
                 "seed": int(seed),
                 "output_note": notes.get(name, ""),
+                **plan.notes,
             },
         )
     return clouds
@@ -344,6 +398,8 @@ class _SamplingPlan:
     ):
         self.mode, self.geo, self.images, self.cap, self.rng = mode, geo, images, cap, rng
         self.keep_flat = keep_flat  # all_positions: sorted global indices image * P + position
+        self.mask: np.ndarray | None = None  # foreground: (N, H, W) bool
+        self.notes: dict[str, Any] = {}
 
     def _keep_flat(self) -> np.ndarray:
         if self.keep_flat is None:
@@ -359,6 +415,7 @@ class _SamplingPlan:
         max_points: int | None,
         seed: int,
         layer: str,
+        mask: np.ndarray | None = None,
     ) -> _SamplingPlan:
         # seeded by the layer's name, so a layer samples the same way whatever else is asked for
         rng = np.random.default_rng([seed, zlib.crc32(layer.encode())])
@@ -387,7 +444,35 @@ class _SamplingPlan:
             c = rng.integers(low_c, cols, size=n_images)
             keep = r * cols + c  # per image, indexed by image number
             return cls(mode, geo, images, cap, rng, keep)
-        return cls(mode, geo, images, cap, rng, None)
+        plan = cls(mode, geo, images, cap, rng, None)
+        if mode == "foreground" and mask is not None:
+            plan._restrict_to_mask(mask)
+        return plan
+
+    def _centres_inside(self, mask: np.ndarray, image_ids: np.ndarray) -> np.ndarray:
+        """(B, P) bool: the receptive-field centre of position p lies inside image b's mask."""
+        boxes = self.geo.boxes
+        centre_y = (boxes[:, 0] + boxes[:, 2] - 1) // 2
+        centre_x = (boxes[:, 1] + boxes[:, 3] - 1) // 2
+        return mask[image_ids][:, centre_y, centre_x]
+
+    def _restrict_to_mask(self, mask: np.ndarray) -> None:
+        """Keep the images with a position inside their mask; record the others as skipped."""
+        self.mask = mask
+        has_position = np.concatenate(
+            [
+                self._centres_inside(mask, self.images[i : i + 256]).any(axis=1)
+                for i in range(0, len(self.images), 256)
+            ]
+        )
+        skipped = self.images[~has_position]
+        self.images = self.images[has_position]
+        self.notes["foreground_skipped"] = skipped.astype(np.int64)
+        if len(skipped):
+            self.notes["foreground_note"] = (
+                f"{len(skipped)} image(s) have no receptive-field centre of this layer inside "
+                "their mask and give no point here"
+            )
 
     def take(
         self, name: str, output: torch.Tensor, index: np.ndarray
@@ -411,9 +496,14 @@ class _SamplingPlan:
             points = per_position.mean(dim=1)
             flat = np.zeros(len(rows), dtype=np.int64)
             ids = image_ids
-        elif self.mode in ("random_position", "top_norm"):
+        elif self.mode in ("random_position", "top_norm", "foreground"):
             if self.mode == "random_position":
                 flat = self._keep_flat()[image_ids]
+            elif self.mode == "foreground" and self.mask is not None:
+                inside = torch.from_numpy(self._centres_inside(self.mask, image_ids))
+                norms = per_position.norm(dim=2)
+                norms = norms.masked_fill(~inside.to(norms.device), -1.0)  # norms are >= 0
+                flat = norms.argmax(dim=1).cpu().numpy()
             else:
                 flat = per_position.norm(dim=2).argmax(dim=1).cpu().numpy()
             pick = torch.from_numpy(flat).to(per_position.device)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from .._progress import CancelCallback, Progress, ProgressCallback, drive
+from .._progress import CancelCallback, Progress, ProgressCallback, drive, scaled
 from ..errors import ImageError
 
 __all__ = ["ANALYSIS_DIR", "REPORT_NAME", "iter_render_report", "render_report", "write_report"]
@@ -343,6 +343,13 @@ def iter_render_report(
         except StopIteration as done:
             sections.append(done.value)
 
+    robustness_html = ""
+    if getattr(analysis, "variants", None):
+        from .robustness import robustness_section
+
+        robustness_html = yield from scaled(
+            robustness_section(analysis), n_layers / (n_layers + 1), n_layers / (n_layers + 1)
+        )
     yield Progress(n_layers / (n_layers + 1), "report: comparisons across layers")
     quality = {
         name: [float(getattr(r.quality, name)) for r in analysis.layer_results]
@@ -412,7 +419,9 @@ def iter_render_report(
         f"<p>{_e(provenance.get('description', ''))}</p></header>"
         if provenance.get("description")
         else "</header>",
-        f'<nav><a href="#summary">Summary</a><a href="#across">Across layers</a>{nav}</nav>',
+        '<nav><a href="#summary">Summary</a><a href="#across">Across layers</a>'
+        + ('<a href="#robustness">Robustness</a>' if robustness_html else "")
+        + f"{nav}</nav>",
         "<main>",
         '<section id="summary"><h2>Summary</h2>',
         '<p class="lead">One row per layer, in forward order. Quality numbers compare the true '
@@ -434,6 +443,7 @@ def iter_render_report(
             f"between their representations. {_e(notes.get('cka', ''))}",
         ),
         "</section>",
+        robustness_html,
         *sections,
         "</main></body></html>",
     ]

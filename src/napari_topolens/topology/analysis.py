@@ -253,6 +253,11 @@ class Analysis:
         ``(N, K)`` softmax per image when the caller gave it.
     images : ndarray or None
         The images the clouds' ``image_index`` refers to, when the caller gave them.
+    variants : list
+        Perturbed or compressed runs of the same images, each a
+        ``napari_topolens.robustness.Variant`` holding its own analysis and its
+        ``Comparison`` with this one (see ``robustness.run_variants``); saved and
+        loaded with the analysis. Empty for a plain analysis.
     """
 
     layer_results: list[LayerAnalysis]
@@ -263,6 +268,7 @@ class Analysis:
     class_names: list[str] | None = None
     probabilities: np.ndarray | None = None
     images: np.ndarray | None = None
+    variants: list[Any] = field(default_factory=list)
 
     @property
     def layers(self) -> list[str]:

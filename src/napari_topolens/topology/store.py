@@ -69,6 +69,8 @@ _RESULT_MODULES = (
     "napari_topolens.topology.hole",
     "napari_topolens.topology.quality",
     "napari_topolens.topology.analysis",
+    "napari_topolens.robustness.comparison",
+    "napari_topolens.robustness.study",
 )
 _REGISTRY: dict[str, type] = {}
 _SCANNED = False
