@@ -9,8 +9,8 @@ Which points H1 uses, and up to which edge length, is chosen by measured cost
 and closeness (``subsample="auto"``, the default):
 
 * a cloud of at most ``max_points`` points is used whole (exact);
-* a cloud of at most ``2 * PILOT_POINTS`` points is used whole and uncut (a
-  pilot would cost about what it saves);
+* a cloud of at most ``min(max_points, 2 * PILOT_POINTS)`` points is used whole
+  and uncut (a pilot would cost about what it saves);
 * a larger one gets ``max_points`` landmarks, random or max-min: a random pilot
   subsample of the cloud is computed whole, and each landmark kind is computed on
   half of it; the kind whose pilot diagram is closer (bottleneck distance) to the
@@ -227,7 +227,7 @@ def _plan_h1(
     n = space.n
     record: dict[str, Any] = {"requested": "auto"}
     pilot_size = min(n, PILOT_POINTS)
-    if n <= 2 * PILOT_POINTS:  # the pilot would cost about what the cut saves
+    if n <= min(max_points, 2 * PILOT_POINTS):  # a pilot would cost about what the cut saves
         record.update(route="full", pilot_points=0)
         return np.arange(n, dtype=np.int64), "none", float("inf"), record
     pilot = _random_rows(n, pilot_size, seed + 1)
