@@ -168,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
         type=_int_at_least(3),
         default=defaults.max_points,
         help="points per layer the analysis uses; a larger cloud is subsampled at random "
-        f"(exact H0 needs every pairwise distance) (default {defaults.max_points:,})",
+        f"(memory grows with points x dimensions) (default {defaults.max_points:,})",
     )
     caps.add_argument(
         "--class-max-per-class",
@@ -217,7 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--h1-max-points",
         type=_int_at_least(3),
         default=defaults.h1_max_points,
-        help="H1 is computed on at most this many max-min landmarks "
+        help="H1 on the whole cloud up to this many points; above it on this many random or "
+        "max-min landmarks, whichever a pilot subsample finds closer to the full diagram "
         f"(default {defaults.h1_max_points})",
     )
     method.add_argument("--seed", type=int, default=0, help="seed of every random step (default 0)")

@@ -210,7 +210,11 @@ def test_dendrogram_subsample_is_seeded() -> None:
     c = heatmap_dendrogram(x, max_points=50, seed=8)
     np.testing.assert_array_equal(a.index, b.index)
     assert not np.array_equal(a.index, c.index)
-    assert len(heatmap_dendrogram(x[:40]).index) == 40
+    whole = heatmap_dendrogram(x[:40])
+    assert len(whole.index) == 40
+    # the result says whether it shows a subsample, for the views and the report
+    assert a.note.startswith(f"50 of {len(x)} points, drawn at random (seed 7)")
+    assert whole.note == "all 40 points"
 
 
 def test_rcm_order_is_a_permutation_with_a_narrow_band() -> None:

@@ -172,3 +172,38 @@ def test_nan_points_raise() -> None:
         mapper_graph(x)
     with pytest.raises(TopoLensError, match="one entry per point"):
         mapper_graph(np.zeros((10, 2)), labels=np.zeros(3, int))
+
+
+@pytest.mark.parametrize("budget", [50, 1_000_000])
+def test_bounded_dbscan_gives_scikit_learns_labels(budget: int) -> None:
+    from sklearn.cluster import DBSCAN
+
+    from napari_topolens.topology.mapper import dbscan_labels
+
+    rng = np.random.default_rng(8)
+    # blobs touching through border points, a chain, scattered noise, duplicates
+    x = np.vstack(
+        [
+            rng.normal(size=(150, 3)),
+            rng.normal(size=(150, 3)) + np.array([2.2, 0.0, 0.0]),
+            np.column_stack([np.linspace(5, 9, 40), np.zeros(40), np.zeros(40)]),
+            rng.uniform(-8, 12, size=(60, 3)),
+            np.repeat(rng.normal(size=(5, 3)) + 20, 6, axis=0),
+        ]
+    )[rng.permutation(430)]
+    for eps, min_samples in [(0.35, 5), (0.6, 8), (0.11, 3), (3.0, 40)]:
+        expected = DBSCAN(eps=eps, min_samples=min_samples).fit(x).labels_
+        got = dbscan_labels(x, eps, min_samples, budget=budget)
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_mapper_nodes_unchanged_with_a_tiny_neighbour_budget(monkeypatch) -> None:
+    import napari_topolens.topology.mapper as mapper_module
+
+    x, y = blobs(120, seed=5)
+    g = mapper_graph(x, y, n_cubes=6, perc_overlap=0.3)
+    monkeypatch.setattr(mapper_module, "NEIGHBOR_BUDGET", 64)
+    small = mapper_graph(x, y, n_cubes=6, perc_overlap=0.3)
+    assert small.node_ids == g.node_ids
+    np.testing.assert_array_equal(small.members, g.members)
+    np.testing.assert_array_equal(small.edges, g.edges)

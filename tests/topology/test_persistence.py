@@ -137,9 +137,9 @@ def test_h0_members_are_the_smaller_merged_component(metric: str) -> None:
 
 def test_subsampling_is_recorded_deterministic_and_feeds_h1() -> None:
     points = _noisy_circle(400, seed=8, noise=0.1, dim=3)
-    a = compute_persistence(points, max_points=80, seed=3)
-    b = compute_persistence(points, max_points=80, seed=3)
-    c = compute_persistence(points, max_points=80, seed=4)
+    a = compute_persistence(points, max_points=80, subsample="maxmin", seed=3)
+    b = compute_persistence(points, max_points=80, subsample="maxmin", seed=3)
+    c = compute_persistence(points, max_points=80, subsample="maxmin", seed=4)
     assert a.subsample == "maxmin"
     assert len(a.h1_index) == 80 and len(np.unique(a.h1_index)) == 80
     np.testing.assert_array_equal(a.h1_index, b.h1_index)
@@ -210,3 +210,52 @@ def test_bad_arguments_raise_topolens_errors() -> None:
         compute_persistence(points[:1])
     with pytest.raises(TopoLensError, match="NaN"):
         compute_persistence(np.full((5, 2), np.nan))
+
+
+def test_auto_route_on_a_small_cloud_is_the_exact_full_diagram() -> None:
+    points = np.random.default_rng(11).normal(size=(650, 16))
+    auto = compute_persistence(points, max_points=700)
+    full = compute_persistence(points, max_points=700, subsample="full")
+    assert auto.subsample == "none" and auto.h1_route["route"] == "full"
+    assert auto.h1_route["pilot_points"] == 300
+    # cut at the pilot's largest death (x 1.05); the diagram is the uncut one either way
+    assert np.isfinite(auto.h1_route["cut"])
+    assert auto.h1_route["cut_held"] == bool(auto.diagrams[1][:, 1].max() <= auto.h1_route["cut"])
+    np.testing.assert_array_equal(auto.diagrams[1], full.diagrams[1])
+    np.testing.assert_array_equal(auto.h1_members, full.h1_members)
+    assert full.h1_route == {**full.h1_route, "requested": "full", "cut": np.inf}
+
+
+def test_a_cut_below_a_death_falls_back_to_the_uncut_diagram(monkeypatch) -> None:
+    import napari_topolens.topology.persistence as persistence_module
+
+    points = _noisy_circle(620, seed=12, noise=0.15, dim=3)
+    monkeypatch.setattr(persistence_module, "_CUT_FACTOR", 0.3)  # far too low a cut
+    cut = compute_persistence(points, max_points=700)
+    assert np.isfinite(cut.h1_route["cut"]) and not cut.h1_route["cut_held"]
+    full = compute_persistence(points, max_points=700, subsample="full")
+    np.testing.assert_array_equal(cut.diagrams[1], full.diagrams[1])
+    assert np.all(np.isfinite(cut.diagrams[1]))
+
+
+def test_auto_route_on_a_large_cloud_records_cost_and_closeness() -> None:
+    points = _noisy_circle(900, seed=13, noise=0.1, dim=4)
+    a = compute_persistence(points, max_points=200, seed=1)
+    b = compute_persistence(points, max_points=200, seed=1)
+    route = a.h1_route
+    assert route["route"] in ("random", "maxmin") and a.subsample == route["route"]
+    assert route["points"] == 200 == len(a.h1_index)
+    for kind in ("random", "maxmin"):
+        assert route[f"pilot_bottleneck_{kind}"] >= 0.0
+    # the route taken never costs more than the whole cloud
+    assert route[f"cost_{route['route']}"] <= route["cost_full"]
+    # deterministic given the seed (times aside)
+    assert {k: v for k, v in route.items() if k != "seconds"} == {
+        k: v for k, v in b.h1_route.items() if k != "seconds"
+    }
+    np.testing.assert_array_equal(a.diagrams[1], b.diagrams[1])
+    # the loop is found on the landmarks
+    assert np.diff(a.diagrams[1][0])[0] > 1.0
+    # and H1 is exactly that of the chosen points
+    direct = compute_persistence(points[a.h1_index], max_points=200, subsample="full")
+    np.testing.assert_array_equal(a.diagrams[1], direct.diagrams[1])

@@ -319,7 +319,15 @@ def _h1_points(persistence: Any) -> str:
     if persistence.subsample == "none" or n == persistence.n_points:
         return f"all {n:,} points"
     kind = "max-min landmarks" if persistence.subsample == "maxmin" else "random points"
-    return f"{n:,} {kind} of {persistence.n_points:,}"
+    text = f"{n:,} {kind} of {persistence.n_points:,}"
+    route = persistence.h1_route or {}
+    closeness = route.get(f"pilot_bottleneck_{persistence.subsample}")
+    if closeness is not None and np.isfinite(closeness):
+        text += (
+            f" (on a {int(route.get('pilot_points', 0)):,}-point pilot their diagram was "
+            f"{float(closeness):.3g} from the full one in bottleneck distance)"
+        )
+    return text
 
 
 def iter_render_report(

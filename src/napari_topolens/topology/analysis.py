@@ -1,7 +1,7 @@
 """Run the whole topology engine on the point clouds of a model's layers.
 
 :func:`iter_analyze` (a progress generator) and :func:`analyze` (its plain form)
-compute, per layer: persistence (H0 on the full cloud, H1 on max-min landmarks),
+compute, per layer: persistence (H0 on the full cloud, H1 on the points chosen by cost),
 a Mapper graph, the PH dimension, per-class total H0 persistence, the HOLE cluster
 flow, blob graph and heatmap dendrogram, and the cluster-quality numbers of the
 best flow stage; and across layers: diagram-distance matrices and linear CKA.
@@ -64,11 +64,12 @@ class AnalysisConfig:
         Point-cloud metric for persistence, PH dimension, the dendrogram and the
         silhouette (one of ``topology.metrics.METRICS``).
     max_points : int
-        Points per layer the analysis uses. A larger cloud (``all_positions``
-        keeps up to 80,000) is subsampled at random with ``seed`` first, because
-        exact H0 needs every pairwise distance (O(n^2) memory: 10,000 points take
-        0.4 GB, 80,000 would take 25 GB); the subset is recorded in the cloud's
-        ``meta["subset_note"]``.
+        Points per layer the analysis uses (default 100,000). A larger cloud is
+        subsampled at random with ``seed`` first, and the subset is recorded in the
+        cloud's ``meta["subset_note"]``. The default is sized by memory: every
+        step holds O(points x features) (exact H0 by an O(N·d) Borůvka tree, Mapper
+        with bounded DBSCAN neighbourhoods), and 100,000 points x 64 features
+        analyse in under 2 GB peak (``benchmarks/README.md``).
     max_dim : int
         Highest homology dimension (1: H0 and H1).
     h1_max_points : int
@@ -76,7 +77,10 @@ class AnalysisConfig:
         steeply with N (~10 s at 1,000 points for a noisy circle); H0 always uses
         the full cloud.
     subsample : str
-        How the H1 landmarks are chosen: ``"maxmin"`` (default) or ``"random"``.
+        How the H1 points are chosen: ``"auto"`` (default: the whole cloud up to
+        ``h1_max_points``, above that random or max-min landmarks by measured
+        cost and closeness, with a certified cut of the filtration; see
+        ``topology.persistence``), ``"maxmin"``, ``"random"`` or ``"full"``.
     pca_dims, n_neighbors, density_k : int
         Options of the mahalanobis, geodesic and density metrics.
     mapper_lens : str
@@ -114,10 +118,10 @@ class AnalysisConfig:
     """
 
     metric: str = "euclidean"
-    max_points: int = 10_000
+    max_points: int = 100_000
     max_dim: int = 1
     h1_max_points: int = 1000
-    subsample: str = "maxmin"
+    subsample: str = "auto"
     pca_dims: int = 50
     n_neighbors: int = 10
     density_k: int = 5
@@ -151,7 +155,7 @@ class AnalysisConfig:
                 raise TopoLensError(f"AnalysisConfig.{f.name} got {problem}")
         choices = {
             "metric": METRICS,
-            "subsample": ("maxmin", "random"),
+            "subsample": ("auto", "maxmin", "random", "full"),
             "dendrogram_order": ("dendrogram", "rcm"),
         }
         for name, allowed in choices.items():
@@ -475,7 +479,10 @@ def caps_applied(config: AnalysisConfig, items: Sequence[PointCloud]) -> dict[st
         if over
         else "no layer was over it"
     )
-    caps["h1_max_points"] = f"{config.h1_max_points:,} {config.subsample} landmarks for H1"
+    caps["h1_max_points"] = (
+        f"at most {config.h1_max_points:,} points for H1 ({config.subsample}; "
+        "each layer's persistence.h1_route says which)"
+    )
     caps["phdim_max_points"] = (
         f"{config.phdim_max_points:,} points in the largest PH-dimension subsample"
     )
@@ -657,7 +664,7 @@ def iter_analyze(
             cloud = cloud.subset(
                 keep,
                 f"{config.max_points} of {len(cloud)} points, drawn at random (seed {seed}) "
-                "because exact H0 needs every pairwise distance",
+                f"to keep within the max_points cap of {config.max_points}",
             )
             cloud.meta["points_before_cap"] = extracted
         points = cloud.points
@@ -673,7 +680,7 @@ def iter_analyze(
         def step(label: str) -> Progress:
             return Progress(min(done / total, 1.0), prefix + label)
 
-        yield step("persistence (H0 full cloud, H1 on landmarks)")
+        yield step("persistence (H0 full cloud, H1 by measured cost)")
         t0 = time.perf_counter()
         persistence = compute_persistence(
             points,
@@ -846,7 +853,8 @@ def iter_analyze(
             f"distances between the H{dim} persistence diagrams (finite bars) of the layers"
         ),
         "h1": (
-            f"H1 on at most {config.h1_max_points} {config.subsample} landmarks per layer; "
+            f"H1 on at most {config.h1_max_points} points per layer ({config.subsample}: "
+            "see each layer's persistence.h1_route for the points, landmarks and cut used); "
             "H0 on the full cloud"
         ),
     }

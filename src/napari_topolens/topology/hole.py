@@ -545,6 +545,10 @@ class Dendrogram:
     ordering : str
         ``"dendrogram"`` or ``"rcm"``.
     metric : str
+    note : str
+        Which points are shown, e.g. ``"300 of 100,000 points, drawn at random
+        (seed 0)"``, so that views and the report can say the tree is of a
+        subsample (its heights are those of the whole cloud's metric).
     """
 
     index: np.ndarray
@@ -558,6 +562,7 @@ class Dendrogram:
     member_offsets: np.ndarray
     ordering: str
     metric: str
+    note: str = ""
 
     def branch_members(self, merge: int) -> np.ndarray:
         """Cloud rows under linkage row ``merge``."""
@@ -617,8 +622,13 @@ def heatmap_dendrogram(
     if m > max_points:
         rng = np.random.default_rng(seed)
         index = np.sort(rng.choice(m, size=int(max_points), replace=False)).astype(np.int64)
+        note = (
+            f"{len(index):,} of {m:,} points, drawn at random (seed {seed}): "
+            f"a heatmap of more is unreadable and O(n²)"
+        )
     else:
         index = np.arange(m, dtype=np.int64)
+        note = f"all {m:,} points"
     sub = x[index]
     n = len(sub)
     if metric == "euclidean":
@@ -650,6 +660,7 @@ def heatmap_dendrogram(
         member_offsets=offsets,
         ordering=order,
         metric=metric,
+        note=note,
     )
 
 

@@ -1,10 +1,15 @@
 """Mapper graphs of one layer's point cloud (TopoAct; Purvine et al. 2022).
 
-The cover and the per-interval clustering are kmapper's (``KeplerMapper.map`` with a
-``Cover`` and a ``DBSCAN``). kmapper's nerve compares every pair of nodes, so it is
+The cover is kmapper's (``KeplerMapper.map`` with a ``Cover``); each interval is
+clustered with DBSCAN. kmapper's nerve compares every pair of nodes, so it is
 replaced here by a no-op and the edges are built from the point/node incidence
 matrix instead (``B @ B.T``), whose cost follows the number of (point, node) pairs,
 not the square of the number of nodes (docs/methods.md §3).
+
+scikit-learn's ``DBSCAN`` holds the eps-neighbourhood of every point of an interval
+at once (at 50,000 activation points that exceeds 12 GB). :class:`BoundedDBSCAN`
+gives the same labels from neighbourhoods computed a chunk of rows at a time, so
+memory stays within a fixed number of neighbour entries.
 """
 
 from __future__ import annotations
@@ -17,11 +22,23 @@ import numpy as np
 
 from napari_topolens.errors import EmptySelectionError, LayerError, TopoLensError
 
-__all__ = ["LENSES", "MapperGraph", "MapperNode", "knee_eps", "mapper_graph"]
+__all__ = [
+    "LENSES",
+    "BoundedDBSCAN",
+    "MapperGraph",
+    "MapperNode",
+    "dbscan_labels",
+    "knee_eps",
+    "mapper_graph",
+]
 
 LENSES = ("l2norm", "pca1", "pca2", "probability")
 
 _NODE_ID = re.compile(r"^cube(\d+)_cluster(\d+)$")
+# Neighbour entries BoundedDBSCAN holds at once (int32: 128 MB). When all the
+# eps-balls of an interval fit, they are computed once; otherwise the core points'
+# balls are computed again for each of the two later passes.
+NEIGHBOR_BUDGET = 32_000_000
 
 
 @dataclass(frozen=True)
@@ -255,6 +272,151 @@ def _pca(x: np.ndarray, n_components: int) -> np.ndarray:
     return centred @ (vt * sign[:, None]).T
 
 
+def _neighborhood_chunks(index: Any, x: np.ndarray, rows: np.ndarray, budget: int) -> Any:
+    """Yield ``(chunk rows, flat neighbours, counts)`` with about ``budget`` entries each."""
+    step = 256
+    start = 0
+    while start < len(rows):
+        chunk = rows[start : start + step]
+        found = index.radius_neighbors(x[chunk], return_distance=False)
+        counts = np.fromiter((len(v) for v in found), dtype=np.int64, count=len(found))
+        flat = np.concatenate(found).astype(np.int32) if len(found) else np.zeros(0, np.int32)
+        del found
+        yield chunk, flat, counts
+        start += len(chunk)
+        mean = max(float(counts.mean()) if len(counts) else 1.0, 1.0)
+        # a chunk holds an eighth of the budget: scikit-learn's own lists of it
+        # (int64 arrays) live beside the kept int32 ones while they are copied
+        step = int(np.clip(budget / 8 / mean, 16, 65536))
+
+
+def dbscan_labels(
+    points: Any, eps: float, min_samples: int, *, budget: int = NEIGHBOR_BUDGET
+) -> np.ndarray:
+    """The labels of ``sklearn.cluster.DBSCAN(eps, min_samples).fit(points)``, in bounded memory.
+
+    A point is core when its eps-ball (itself included) holds ``min_samples``
+    points; clusters are the connected components of the core points under
+    "within eps", numbered in the order of their first core point; a border point
+    joins the lowest-numbered cluster with a core point within eps (the cluster
+    scikit-learn's expansion reaches first); the rest is noise (-1). The balls come
+    from the same ``NearestNeighbors.radius_neighbors`` call DBSCAN makes, a chunk
+    of rows at a time: about ``budget`` neighbour entries are held at once, and
+    they are kept for the second pass only when all of them fit.
+    """
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
+    from sklearn.neighbors import NearestNeighbors
+
+    x = np.asarray(points, dtype=np.float64)
+    n = len(x)
+    labels = np.full(n, -1, dtype=np.int64)
+    if n == 0:
+        return labels
+    index = NearestNeighbors(radius=float(eps)).fit(x)
+    counts = np.zeros(n, dtype=np.int64)
+    cached: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = []
+    held = 0
+    for chunk, flat, chunk_counts in _neighborhood_chunks(index, x, np.arange(n), budget):
+        counts[chunk] = chunk_counts
+        if cached is not None:
+            held += len(flat)
+            if held <= budget:
+                cached.append((chunk, flat, chunk_counts))
+            else:
+                cached = None
+    core = counts >= int(min_samples)
+    if not core.any():
+        return labels
+    core_rows = np.flatnonzero(core)
+
+    def core_neighborhoods() -> Any:
+        """The balls of the core points again: from the first pass if kept, else recomputed."""
+        if cached is None:
+            yield from _neighborhood_chunks(index, x, core_rows, budget)
+            return
+        for chunk, flat, chunk_counts in cached:
+            pick = core[chunk]
+            if pick.any():
+                yield chunk[pick], flat[np.repeat(pick, chunk_counts)], chunk_counts[pick]
+
+    # clusters: components of the core points joined by core-core neighbours
+    component = np.arange(n)
+    pending_a: list[np.ndarray] = []
+    pending_b: list[np.ndarray] = []
+    pending = 0
+
+    def merge() -> None:
+        nonlocal component, pending
+        if not pending:
+            return
+        a, b = np.concatenate(pending_a), np.concatenate(pending_b)
+        graph = sp.coo_matrix((np.ones(len(a)), (component[a], component[b])), shape=(n, n))
+        _, merged = connected_components(graph, directed=False)
+        # each component stays named by its lowest point
+        first = np.full(n, n, dtype=np.int64)
+        np.minimum.at(first, merged, np.arange(n))
+        component = first[merged[component]]
+        pending_a.clear()
+        pending_b.clear()
+        pending = 0
+
+    for chunk, flat, chunk_counts in core_neighborhoods():
+        owner = np.repeat(chunk, chunk_counts)
+        both = core[flat]
+        a, b = owner[both], flat[both]
+        differ = component[a] != component[b]
+        pending_a.append(a[differ])
+        pending_b.append(b[differ])
+        pending += int(differ.sum())
+        if pending > budget:
+            merge()
+    merge()
+    roots = component[core_rows]
+    # number the clusters by their first core point (core_rows ascend)
+    unique_roots, first_at = np.unique(roots, return_index=True)
+    order = np.argsort(first_at, kind="stable")
+    cluster_of_root = np.empty(len(first_at), dtype=np.int64)
+    cluster_of_root[order] = np.arange(len(first_at))
+    labels[core_rows] = cluster_of_root[np.searchsorted(unique_roots, roots)]
+    # border points: the lowest-numbered cluster whose core points reach them, as
+    # scikit-learn's expansion (cluster by cluster, from the core points' balls) does
+    best = np.full(n, np.iinfo(np.int64).max)
+    for chunk, flat, chunk_counts in core_neighborhoods():
+        owner_label = np.repeat(labels[chunk], chunk_counts)
+        border = ~core[flat]
+        np.minimum.at(best, flat[border], owner_label[border])
+    reached = ~core & (best < np.iinfo(np.int64).max)
+    labels[reached] = best[reached]
+    return labels
+
+
+class BoundedDBSCAN:
+    """A DBSCAN clusterer for kmapper with :func:`dbscan_labels` inside.
+
+    kmapper reads ``get_params()["min_samples"]`` (an interval with fewer points
+    is not clustered) and calls ``fit_predict``; the labels are scikit-learn's.
+    """
+
+    def __init__(self, eps: float = 0.5, min_samples: int = 5, budget: int = NEIGHBOR_BUDGET):
+        self.eps = eps
+        self.min_samples = min_samples
+        self.budget = budget
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        return {"eps": self.eps, "min_samples": self.min_samples, "budget": self.budget}
+
+    def fit(self, x: Any, y: Any = None) -> BoundedDBSCAN:
+        self.labels_ = dbscan_labels(x, self.eps, self.min_samples, budget=self.budget)
+        return self
+
+    def fit_predict(self, x: Any, y: Any = None) -> np.ndarray:
+        return self.fit(x).labels_
+
+    def __repr__(self) -> str:
+        return f"BoundedDBSCAN(eps={self.eps}, min_samples={self.min_samples})"
+
+
 class _NoNerve:
     """Stands in for kmapper's all-pairs GraphNerve; edges are built afterwards."""
 
@@ -314,7 +476,6 @@ def mapper_graph(
         reduced to one interval (the graph is then DBSCAN's clustering).
     """
     import kmapper
-    from sklearn.cluster import DBSCAN
 
     x = _as_cloud(points)
     m, _d = x.shape
@@ -368,7 +529,9 @@ def mapper_graph(
             lens_arr,
             x,
             cover=kmapper.Cover(n_cubes=cubes, perc_overlap=float(perc_overlap)),
-            clusterer=DBSCAN(eps=float(eps), min_samples=int(min_samples)),
+            clusterer=BoundedDBSCAN(
+                eps=float(eps), min_samples=int(min_samples), budget=NEIGHBOR_BUDGET
+            ),
             nerve=_NoNerve(),
         )
         nodes = dict(graph["nodes"])

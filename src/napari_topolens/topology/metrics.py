@@ -6,13 +6,16 @@ and ``density`` (locally scaled euclidean). Each is built once per cloud as a
 :class:`MetricSpace`, which can hand out the full matrix, a sub-matrix for a
 subsample, one row at a time (for max-min landmarks) and the single-linkage tree,
 each by the cheapest route that metric allows: single linkage (exact H0) runs on
-condensed distances of (whitened / unit) coordinates for euclidean, cosine and
-Mahalanobis, and on the kNN graph alone for geodesic distances.
+condensed distances for small clouds and on the exact Borůvka minimum spanning
+tree (``topology.mst``, O(n·d) memory) above ``DENSE_LINKAGE_LIMIT`` points, in
+(whitened / unit) coordinates for euclidean, cosine and Mahalanobis, locally
+scaled for density, and on the kNN graph alone for geodesic distances.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 from scipy.spatial.distance import cdist, pdist, squareform
@@ -29,6 +32,10 @@ __all__ = [
 ]
 
 METRICS = ("euclidean", "cosine", "mahalanobis", "geodesic", "density")
+
+# Up to this many points single linkage runs on the condensed distance matrix
+# (scipy, 17 MB at 2,048 points, fastest there); above, on the O(n·d) Borůvka tree.
+DENSE_LINKAGE_LIMIT = 2048
 
 # Rows of a distance block computed at once, so that memory stays ~ 8 MB * n / 1000.
 _BLOCK_ROWS = 1024
@@ -274,20 +281,28 @@ class MetricSpace:
         np.fill_diagonal(out, 0.0)
         return out
 
-    def single_linkage(self) -> np.ndarray:
-        """Single-linkage ``Z`` of the whole cloud; ``Z[:, 2]`` are the finite H0 deaths."""
+    def single_linkage(self, *, method: str = "auto", device: Any = None) -> np.ndarray:
+        """Single-linkage ``Z`` of the whole cloud; ``Z[:, 2]`` are the finite H0 deaths.
+
+        Parameters
+        ----------
+        method : {"auto", "dense", "boruvka"}
+            ``"dense"``: scipy's ``linkage`` on the condensed distance matrix
+            (``n²/2`` doubles). ``"boruvka"``: the exact minimum spanning tree of
+            :func:`~napari_topolens.topology.mst.minimum_spanning_edges`, in
+            ``O(n·d)`` memory, then Kruskal's merges. Both give the same merge
+            heights bit for bit (and the same ``Z`` without tied distances).
+            ``"auto"`` takes dense up to ``DENSE_LINKAGE_LIMIT`` points.
+        device : str, optional
+            Screen the Borůvka distance blocks with torch on this device
+            (``"cuda"``, ``"mps"``, ``"cpu"``); the tree is the same.
+        """
         from scipy.cluster.hierarchy import linkage
 
-        if self.metric in ("euclidean", "mahalanobis"):
-            # what linkage(X, "single") does, minus its guess that a square X might
-            # already be a distance matrix
-            return linkage(pdist(self.features), method="single")
-        if self.metric == "cosine":
-            # Single linkage depends only on the order of distances; cosine is a
-            # monotone function (s**2 / 2) of the euclidean distance s of the unit rows.
-            z = linkage(pdist(self.features), method="single")
-            z[:, 2] = 0.5 * z[:, 2] ** 2
-            return z
+        if method not in ("auto", "dense", "boruvka"):
+            raise TopoLensError(f"unknown method {method!r}; use auto, dense or boruvka")
+        if method == "auto":
+            method = "dense" if self.n <= DENSE_LINKAGE_LIMIT and device is None else "boruvka"
         if self.metric == "geodesic":
             # The minimax path length of a graph's shortest-path metric is the minimax
             # path length of the graph itself, so the graph's MST gives the dendrogram.
@@ -297,8 +312,26 @@ class MetricSpace:
             z = linkage_from_edges(self.n, tree.row, tree.col, tree.data)
             z[z[:, 2] < _ZERO_EDGE_LIMIT, 2] = 0.0
             return z
-        condensed = squareform(self.submatrix(), checks=False)
-        return linkage(condensed, method="single")
+        if method == "boruvka":
+            from napari_topolens.topology.mst import minimum_spanning_edges
+
+            if self.metric == "density":
+                a, b, w = minimum_spanning_edges(self.points, scale=self._radius(), device=device)
+            else:
+                a, b, w = minimum_spanning_edges(self._features(), device=device)
+            z = linkage_from_edges(self.n, a, b, w)
+        elif self.metric == "density":
+            condensed = squareform(self.submatrix(), checks=False)
+            return linkage(condensed, method="single")
+        else:
+            # what linkage(X, "single") does, minus its guess that a square X might
+            # already be a distance matrix
+            z = linkage(pdist(self.features), method="single")
+        if self.metric == "cosine":
+            # Single linkage depends only on the order of distances; cosine is a
+            # monotone function (s**2 / 2) of the euclidean distance s of the unit rows.
+            z[:, 2] = 0.5 * z[:, 2] ** 2
+        return z
 
 
 def _cosine_features(points: np.ndarray) -> np.ndarray:
@@ -372,47 +405,9 @@ def _component_bridges(
     points: np.ndarray, component: np.ndarray, n_components: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Shortest euclidean edges joining the components: an MST over the components."""
-    order = np.argsort(component, kind="stable")
-    starts = np.searchsorted(component[order], np.arange(n_components))
-    best = np.full((n_components, n_components), np.inf)
-    pair = np.zeros((n_components, n_components, 2), dtype=np.int64)
-    for c in range(n_components):
-        members = order[starts[c] : (starts[c + 1] if c + 1 < n_components else len(order))]
-        column_best = np.full(len(order), np.inf)
-        column_row = np.zeros(len(order), dtype=np.int64)
-        for s in range(0, len(members), _BLOCK_ROWS):
-            block_rows = members[s : s + _BLOCK_ROWS]
-            block = cdist(points[block_rows], points[order])
-            arg = np.argmin(block, axis=0)
-            value = block[arg, np.arange(len(order))]
-            better = value < column_best
-            column_best[better] = value[better]
-            column_row[better] = block_rows[arg[better]]
-        for other in range(c + 1, n_components):
-            lo, hi = starts[other], (starts[other + 1] if other + 1 < n_components else len(order))
-            j = lo + int(np.argmin(column_best[lo:hi]))
-            best[c, other] = column_best[j]
-            pair[c, other] = (column_row[j], order[j])
-    iu = np.triu_indices(n_components, 1)
-    # Kruskal over the components, keeping the pairs it joins.
-    parent = list(range(n_components))
+    from napari_topolens.topology.mst import minimum_spanning_edges
 
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    chosen = []
-    for e in np.argsort(best[iu], kind="stable"):
-        a, b = int(iu[0][e]), int(iu[1][e])
-        ra, rb = find(a), find(b)
-        if ra != rb:
-            parent[rb] = ra
-            chosen.append((a, b))
-    ab = np.array(chosen, dtype=np.int64)
-    endpoints = pair[ab[:, 0], ab[:, 1]]
-    return endpoints[:, 0], endpoints[:, 1], best[ab[:, 0], ab[:, 1]]
+    return minimum_spanning_edges(points, components=component)
 
 
 def distance_matrix(
@@ -434,12 +429,21 @@ def distance_matrix(
     return space.submatrix()
 
 
-def single_linkage(points: object, metric: str = "euclidean", **metric_kw: int) -> np.ndarray:
+def single_linkage(
+    points: object,
+    metric: str = "euclidean",
+    *,
+    method: str = "auto",
+    device: Any = None,
+    **metric_kw: int,
+) -> np.ndarray:
     """Scipy single-linkage matrix ``Z`` (n - 1, 4) of the cloud under ``metric``.
 
-    Euclidean and Mahalanobis run ``scipy.cluster.hierarchy.linkage(X, "single")``
-    on (whitened) coordinates, the fastest exact H0 measured; cosine does the same
-    on unit vectors and maps the heights back; geodesic uses the kNN graph's
-    minimum spanning tree; density links the condensed distance matrix.
+    Euclidean and Mahalanobis link the (whitened) coordinates, cosine the unit
+    vectors (heights mapped back), density the locally scaled distances: on the
+    condensed matrix for small clouds, on the exact Borůvka minimum spanning tree
+    in ``O(n·d)`` memory above ``DENSE_LINKAGE_LIMIT`` points (see
+    :meth:`MetricSpace.single_linkage`). Geodesic uses the kNN graph's minimum
+    spanning tree.
     """
-    return MetricSpace(points, metric, **metric_kw).single_linkage()
+    return MetricSpace(points, metric, **metric_kw).single_linkage(method=method, device=device)

@@ -1,14 +1,37 @@
 """Vietoris-Rips persistence of a layer's point cloud (docs/methods.md §4).
 
 H0 is computed exactly on the whole cloud as single linkage (its merge heights
-are the minimum-spanning-tree edge lengths, i.e. the finite H0 deaths); H1 and
-above use gudhi's Ripser-class ``RipsPersistence`` on a subsample of at most
-``max_points`` points (max-min landmarks by default), never a full simplex tree.
+are the minimum-spanning-tree edge lengths, i.e. the finite H0 deaths; above
+2,048 points the tree is built in O(N·d) memory, see ``topology.mst``); H1 and
+above use gudhi's Ripser-class ``RipsPersistence``, never a full simplex tree.
+
+Which points H1 uses, and up to which edge length, is chosen by measured cost
+and closeness (``subsample="auto"``, the default):
+
+* a cloud of at most ``max_points`` points is used whole (exact);
+* a cloud of at most ``min(max_points, 2 * PILOT_POINTS)`` points is used whole
+  and uncut (a pilot would cost about what it saves);
+* a larger one gets ``max_points`` landmarks, random or max-min: a random pilot
+  subsample of the cloud is computed whole, and each landmark kind is computed on
+  half of it; the kind whose pilot diagram is closer (bottleneck distance) to the
+  pilot's full diagram is taken, unless its estimated cost exceeds that of the
+  whole cloud, which is then used instead (so the default is never dearer than the
+  full cloud; max-min landmarks are spread out and cost more per point);
+* the Rips filtration is cut at an edge length a little above the largest death
+  seen on the pilot: bars dying later would show as infinite, so when any does
+  the diagram is recomputed uncut. The result is the uncut diagram either way,
+  at a fraction of the cost (edges above the cut are never built).
+
+Everything measured is recorded in ``PersistenceResult.h1_route``. Costs are
+estimated deterministically from the pilot (``points³ × the fraction of
+triangles below the cut``), so the same cloud and seed give the same route on
+any machine; the seconds taken are recorded beside them.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -27,7 +50,11 @@ __all__ = [
     "total_persistence",
 ]
 
-SUBSAMPLE_MODES = ("maxmin", "random")
+SUBSAMPLE_MODES = ("auto", "maxmin", "random", "full")
+# Points of the random pilot subsample that sizes the H1 route and its cut.
+PILOT_POINTS = 300
+# The cut is this factor above the largest H1+ death seen on the pilot.
+_CUT_FACTOR = 1.05
 _METRIC_KEYWORDS = ("pca_dims", "n_neighbors", "density_k")
 _BETTI_GRID_POINTS = 100
 
@@ -50,7 +77,7 @@ class PersistenceResult:
         Sorted cloud rows used for H1 and above (all rows when ``subsample == "none"``;
         empty when ``max_dim == 0``).
     subsample : str
-        ``"none"``, ``"random"`` or ``"maxmin"``.
+        ``"none"`` (the whole cloud), ``"random"`` or ``"maxmin"``: the points H1 used.
     h0_members, h0_member_offsets : CSR
         For each row of ``diagrams[0]``, the cloud rows of the component that dies
         there: the *smaller* of the two components merged at that height (every H0
@@ -72,6 +99,12 @@ class PersistenceResult:
         Sum of finite bar lengths; persistence entropy of the finite bars (natural log).
     linkage : (n - 1, 4) float64
         Single-linkage ``Z`` of the whole cloud (scipy layout).
+    h1_route : dict
+        How H1 was computed: ``requested`` and chosen ``route``, ``points``,
+        ``cut`` (edge length the filtration was cut at; inf when uncut) and
+        ``cut_held`` (no bar died beyond it), ``pilot_points``, per landmark kind
+        the ``pilot_bottleneck_*`` to the pilot's full diagram, the estimated
+        ``cost_*`` (relative units) and the ``seconds`` taken.
     """
 
     diagrams: list[np.ndarray]
@@ -89,6 +122,7 @@ class PersistenceResult:
     total_persistence: np.ndarray
     entropy: np.ndarray
     linkage: np.ndarray
+    h1_route: dict[str, Any] = field(default_factory=dict)
 
 
 # ---- summaries ------------------------------------------------------------------
@@ -151,14 +185,109 @@ def maxmin_landmarks(space: MetricSpace, n_landmarks: int, seed: int = 0) -> np.
 def _choose_subsample(
     space: MetricSpace, max_points: int, mode: str, seed: int
 ) -> tuple[np.ndarray, str]:
-    if space.n <= max_points:
+    if space.n <= max_points or mode == "full":
         return np.arange(space.n, dtype=np.int64), "none"
     if mode == "random":
-        rng = np.random.default_rng(seed)
-        return np.sort(rng.choice(space.n, size=max_points, replace=False)).astype(
-            np.int64
-        ), "random"
+        return _random_rows(space.n, max_points, seed), "random"
     return np.sort(maxmin_landmarks(space, max_points, seed)), "maxmin"
+
+
+def _random_rows(n: int, size: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(n, size=size, replace=False)).astype(np.int64)
+
+
+def _largest_death(diagrams: list[np.ndarray]) -> float:
+    deaths = [d[np.isfinite(d[:, 1]), 1] for d in diagrams if len(d)]
+    values = np.concatenate(deaths) if deaths else np.zeros(0)
+    return float(values.max()) if values.size else float("nan")
+
+
+def _triangle_fraction(distances: np.ndarray, cut: float) -> float:
+    """Fraction of point triples whose three edges are all at most ``cut``."""
+    m = len(distances)
+    if m < 3 or not np.isfinite(cut):
+        return 1.0
+    adjacency = (distances <= cut).astype(np.float64)
+    np.fill_diagonal(adjacency, 0.0)
+    triangles = float(np.einsum("ij,ji->", adjacency @ adjacency, adjacency)) / 6.0
+    return triangles / (m * (m - 1) * (m - 2) / 6.0)
+
+
+def _bottleneck(a: np.ndarray, b: np.ndarray) -> float:
+    import gudhi
+
+    return float(gudhi.bottleneck_distance(_finite(a), _finite(b)))
+
+
+def _plan_h1(
+    space: MetricSpace, max_points: int, max_dim: int, seed: int
+) -> tuple[np.ndarray, str, float, dict[str, Any]]:
+    """Rows, landmark kind and filtration cut for H1 under ``subsample="auto"``."""
+    n = space.n
+    record: dict[str, Any] = {"requested": "auto"}
+    pilot_size = min(n, PILOT_POINTS)
+    if n <= min(max_points, 2 * PILOT_POINTS):  # a pilot would cost about what the cut saves
+        record.update(route="full", pilot_points=0)
+        return np.arange(n, dtype=np.int64), "none", float("inf"), record
+    pilot = _random_rows(n, pilot_size, seed + 1)
+    pilot_distances = space.submatrix(pilot)
+    pilot_diagrams = _rips_higher(pilot_distances, max_dim)
+    cut = _largest_death(pilot_diagrams) * _CUT_FACTOR
+    record.update(pilot_points=int(pilot_size))
+    if n <= max_points:
+        record.update(route="full")
+        return np.arange(n, dtype=np.int64), "none", cut, record
+    # closeness: each landmark kind on half of the pilot against the pilot's full
+    # diagram; cost: points³ × the fraction of triangles under each kind's cut
+    half = max(pilot_size // 2, 3)
+    subsets = {
+        "random": np.sort(np.random.default_rng(seed + 2).choice(pilot_size, half, replace=False)),
+        "maxmin": np.sort(_maxmin_in_matrix(pilot_distances, half, seed)),
+    }
+    close: dict[str, float] = {}
+    cuts: dict[str, float] = {}
+    fraction: dict[str, float] = {}
+    for kind, sub in subsets.items():
+        sub_distances = pilot_distances[np.ix_(sub, sub)]
+        diagrams = _rips_higher(sub_distances, max_dim)
+        close[kind] = _bottleneck(pilot_diagrams[0], diagrams[0])
+        cuts[kind] = _largest_death(diagrams) * _CUT_FACTOR
+        fraction[kind] = _triangle_fraction(sub_distances, cuts[kind])
+    cost = {
+        "full": float(n) ** 3 * _triangle_fraction(pilot_distances, cut),
+        "random": float(max_points) ** 3 * fraction["random"],
+        "maxmin": float(max_points) ** 3 * fraction["maxmin"],
+    }
+    record.update(
+        pilot_bottleneck_random=close["random"],
+        pilot_bottleneck_maxmin=close["maxmin"],
+        **{f"cost_{k}": v for k, v in cost.items()},
+    )
+    kind = "maxmin" if close["maxmin"] < close["random"] else "random"
+    if cost[kind] > cost["full"]:
+        kind = "random" if cost["random"] <= cost["full"] else "full"
+    record.update(route=kind)
+    if kind == "full":
+        return np.arange(n, dtype=np.int64), "none", cut, record
+    if kind == "maxmin":
+        rows = np.sort(maxmin_landmarks(space, max_points, seed))
+        return rows, "maxmin", max(cuts["maxmin"], cut), record
+    return _random_rows(n, max_points, seed), "random", cut, record
+
+
+def _maxmin_in_matrix(distances: np.ndarray, size: int, seed: int) -> np.ndarray:
+    """Max-min landmarks of a dense distance matrix (as :func:`maxmin_landmarks`)."""
+    m = len(distances)
+    chosen = np.empty(size, dtype=np.int64)
+    chosen[0] = int(np.random.default_rng(seed).integers(m))
+    nearest = distances[chosen[0]].copy()
+    nearest[chosen[0]] = -1.0
+    for i in range(1, size):
+        chosen[i] = int(np.argmax(nearest))
+        np.minimum(nearest, distances[chosen[i]], out=nearest)
+        nearest[chosen[i]] = -1.0
+    return chosen
 
 
 # ---- H0 -------------------------------------------------------------------------
@@ -189,16 +318,34 @@ def _h0_members(z: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 # ---- H1 and above ---------------------------------------------------------------
-def _rips_higher(distances: np.ndarray, max_dim: int) -> list[np.ndarray]:
-    """H1..H``max_dim`` of the Rips filtration of a distance matrix (gudhi's Ripser fork)."""
+def _rips_higher(
+    distances: np.ndarray, max_dim: int, cut: float = float("inf")
+) -> list[np.ndarray]:
+    """H1..H``max_dim`` of the Rips filtration of a distance matrix (gudhi's Ripser fork).
+
+    With a finite ``cut`` the filtration stops there; if any bar outlives it
+    (shows as infinite), the uncut diagram is computed instead, so the result is
+    always the uncut one.
+    """
     from gudhi.sklearn.rips_persistence import RipsPersistence
 
     dims = list(range(1, max_dim + 1))
-    rips = RipsPersistence(homology_dimensions=dims, input_type="full distance matrix", n_jobs=1)
-    result = rips.fit_transform([np.ascontiguousarray(distances, dtype=np.float64)])[0]
+
+    def run(threshold: float) -> list[np.ndarray]:
+        rips = RipsPersistence(
+            homology_dimensions=dims,
+            input_type="full distance matrix",
+            threshold=threshold,
+            n_jobs=1,
+        )
+        result = rips.fit_transform([np.ascontiguousarray(distances, dtype=np.float64)])[0]
+        return [np.asarray(d, dtype=np.float64).reshape(-1, 2) for d in result]
+
+    raw = run(cut if np.isfinite(cut) and cut > 0 else float("inf"))
+    if any(np.any(~np.isfinite(d[:, 1])) for d in raw):
+        raw = run(float("inf"))
     out = []
-    for diagram in result:
-        diagram = np.asarray(diagram, dtype=np.float64).reshape(-1, 2)
+    for diagram in raw:
         diagram = diagram[diagram[:, 1] > diagram[:, 0]]
         order = np.lexsort((diagram[:, 0], -(diagram[:, 1] - diagram[:, 0])))
         out.append(diagram[order])
@@ -268,8 +415,9 @@ def compute_persistence(
     max_dim: int = 1,
     metric: str = "euclidean",
     max_points: int = 1000,
-    subsample: str = "maxmin",
+    subsample: str = "auto",
     seed: int = 0,
+    device: Any = None,
     **metric_kw: int,
 ) -> PersistenceResult:
     """Rips persistence H0..H``max_dim`` of a point cloud, with members and summaries.
@@ -287,11 +435,17 @@ def compute_persistence(
         Cap on the points used for H1 and above; H1 cost grows steeply with the
         number of points (docs/methods.md §4; measured: ~10 s for a noisy circle at 1,000 points).
         H0 always uses every point.
-    subsample : {"maxmin", "random"}
-        How to pick ``max_points`` points when the cloud is larger: greedy max-min
+    subsample : {"auto", "maxmin", "random", "full"}
+        ``"auto"``: chosen by measured cost and closeness, with a certified cut of
+        the filtration (see the module notes; never dearer than the whole cloud).
+        ``"full"``: always the whole cloud. Otherwise how to pick ``max_points``
+        points when the cloud is larger: greedy max-min
         landmarks under ``metric`` (cover the cloud, keep its loops) or uniform.
     seed : int
         Start landmark / random draw; the result is deterministic given it.
+    device : str, optional
+        Where the H0 tree's distance blocks run (``"cuda"``, ``"mps"``, ``"cpu"``
+        through torch); ``None``: numpy on the CPU. The diagrams are the same.
 
     Returns
     -------
@@ -312,7 +466,7 @@ def compute_persistence(
 
     space = MetricSpace(points, metric, **metric_kw)
     n = space.n
-    z = space.single_linkage()
+    z = space.single_linkage(device=device)
     h0 = np.column_stack([np.zeros(n), np.append(z[:, 2], np.inf)])
     h0_members, h0_offsets = _h0_members(z, n)
     diagrams = [h0]
@@ -320,12 +474,29 @@ def compute_persistence(
     h1_members = np.zeros(0, dtype=np.int64)
     h1_offsets = np.zeros(1, dtype=np.int64)
     if max_dim >= 1:
-        index, mode = _choose_subsample(space, max_points, subsample, seed)
+        started = time.perf_counter()
+        if subsample == "auto":
+            index, mode, cut, route = _plan_h1(space, max_points, max_dim, seed)
+        else:
+            index, mode = _choose_subsample(space, max_points, subsample, seed)
+            cut = float("inf")
+            route = {"requested": subsample, "route": "full" if mode == "none" else mode}
         distances = space.submatrix(index)
-        diagrams.extend(_rips_higher(distances, max_dim))
+        higher = _rips_higher(distances, max_dim, cut)
+        held = bool(np.isfinite(cut)) and all(
+            len(d) == 0 or float(d[:, 1].max()) <= cut for d in higher
+        )
+        route.update(
+            points=len(index),
+            cut=float(cut),
+            cut_held=held,
+            seconds=time.perf_counter() - started,
+        )
+        diagrams.extend(higher)
         h1_members, h1_offsets = _h1_members(diagrams[1], distances, index)
     else:
         index, mode = np.zeros(0, dtype=np.int64), "none"
+        route = {"requested": subsample, "route": "none"}
 
     finite_values = np.concatenate([_finite(d).ravel() for d in diagrams])
     top = float(finite_values.max()) if finite_values.size else 0.0
@@ -346,6 +517,7 @@ def compute_persistence(
         total_persistence=np.array([total_persistence(d) for d in diagrams]),
         entropy=np.array([persistence_entropy(d) for d in diagrams]),
         linkage=z,
+        h1_route=route,
     )
 
 

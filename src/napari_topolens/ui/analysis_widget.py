@@ -242,7 +242,9 @@ class AnalysisWidget(QWidget):
             tooltip="H1 is computed on at most this many landmarks (its cost grows steeply with N)",
         )
         self.subsample = ComboBox(
-            label="Landmarks", choices=["maxmin", "random"], value=defaults.subsample
+            label="Landmarks",
+            choices=["auto", "maxmin", "random", "full"],
+            value=defaults.subsample,
         )
         self.lens = ComboBox(label="Mapper lens", choices=list(LENSES), value=defaults.mapper_lens)
         self.n_cubes = SpinBox(
