@@ -26,6 +26,7 @@ __all__ = [
     "extract_activations",
     "iter_extract_activations",
     "predict_proba",
+    "receptive_field_centres",
 ]
 
 SAMPLING_MODES = ("pooled", "random_position", "top_norm", "all_positions", "foreground")
@@ -384,6 +385,41 @@ def _extraction_steps(
     return clouds
 
 
+def receptive_field_centres(
+    geo: LayerGeometry, height: int, width: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(P,) pixel row and column of the centre of each position's receptive field.
+
+    The probed boxes are clipped at the image border, so a border box's own centre
+    drifts inward, and at a layer whose receptive field is larger than the image
+    every box is the whole image and all centres coincide. On a spatial grid the
+    centre is affine in the grid index: it is fitted on the boxes that touch no
+    border (unclipped), or, when there are too few, taken as the centre of the
+    position's cell of the image. Token and vector positions use their box's centre.
+    """
+    boxes = np.asarray(geo.boxes, dtype=np.int64)
+    if geo.kind != "spatial":
+        return (boxes[:, 0] + boxes[:, 2] - 1) // 2, (boxes[:, 1] + boxes[:, 3] - 1) // 2
+    rows, cols = np.divmod(np.arange(len(boxes)), geo.grid_shape[1])
+    return (
+        _axis_centres(boxes[:, 0], boxes[:, 2], rows, geo.grid_shape[0], height),
+        _axis_centres(boxes[:, 1], boxes[:, 3], cols, geo.grid_shape[1], width),
+    )
+
+
+def _axis_centres(
+    low: np.ndarray, high: np.ndarray, index: np.ndarray, n_cells: int, size: int
+) -> np.ndarray:
+    unclipped = (low > 0) & (high < size)
+    if len(np.unique(index[unclipped])) >= 2:
+        slope, offset = np.polyfit(index[unclipped], (low + high - 1)[unclipped] / 2.0, 1)
+    else:
+        slope = size / n_cells
+        offset = (slope - 1.0) / 2.0
+    centres = np.floor(slope * index + offset + 1e-6).astype(np.int64)
+    return np.clip(centres, 0, size - 1)
+
+
 class _SamplingPlan:
     """Which images and positions of one layer become points, fixed before any forward pass."""
 
@@ -451,9 +487,7 @@ class _SamplingPlan:
 
     def _centres_inside(self, mask: np.ndarray, image_ids: np.ndarray) -> np.ndarray:
         """(B, P) bool: the receptive-field centre of position p lies inside image b's mask."""
-        boxes = self.geo.boxes
-        centre_y = (boxes[:, 0] + boxes[:, 2] - 1) // 2
-        centre_x = (boxes[:, 1] + boxes[:, 3] - 1) // 2
+        centre_y, centre_x = receptive_field_centres(self.geo, mask.shape[1], mask.shape[2])
         return mask[image_ids][:, centre_y, centre_x]
 
     def _restrict_to_mask(self, mask: np.ndarray) -> None:
