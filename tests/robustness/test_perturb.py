@@ -44,6 +44,14 @@ def test_each_kind_is_seeded_and_keeps_shape_dtype_and_range(kind, stack_name):
     np.testing.assert_array_equal(perturb(images, kind, 0.0, seed=7), images)
 
 
+def test_poisson_at_a_tiny_strength_is_tiny_noise_not_a_crash():
+    images = _stacks()["float64 (N,H,W) in [-2, 5]"]
+    for strength in (1e-10, 1e-5):
+        noisy = perturb(images, "poisson", strength, seed=1)
+        change = np.abs(noisy - images)
+        assert 0 < change.max() < 10 * strength * 7  # range 7: std <= strength * range
+
+
 def test_perturbation_is_index_aligned():
     images = _stacks()["float32 (N,H,W)"]
     whole = perturb(images, "blur", 1.0)

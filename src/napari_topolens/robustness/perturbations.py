@@ -38,6 +38,9 @@ PERTURBATIONS: dict[str, str] = {
 
 # values per chunk of work (float64 temporaries stay near 128 MB for any image size)
 _CHUNK_VALUES = 1 << 24
+# above this many photons at full brightness (poisson strength below 1e-6) Poisson counts
+# are drawn from their normal approximation
+_MAX_PHOTONS = 1e12
 
 
 def perturb(
@@ -233,7 +236,11 @@ def _noise(
         if span == 0:
             return x
         photons = 1.0 / strength**2  # at full brightness: std / mean = strength
-        counts = rng.poisson(np.clip((x - lo) / span, 0.0, 1.0) * photons)
+        mean = np.clip((x - lo) / span, 0.0, 1.0) * photons
+        if photons > _MAX_PHOTONS:  # numpy's sampler refuses such counts; normal is exact enough
+            counts = mean + np.sqrt(mean) * rng.standard_normal(size=x.shape)
+        else:
+            counts = rng.poisson(mean)
         return lo + counts / photons * span
     if kind == "salt_pepper":
         hit = rng.random(size=x.shape[:3])  # per pixel, all channels together
