@@ -97,6 +97,19 @@ def test_occlusion_greys_the_mask_or_a_patch_of_the_asked_area():
     assert all(np.sum(patch[i] != images[i]) in (25, 24) for i in range(3))
 
 
+def test_occlusion_greys_every_image_alike_however_the_stack_is_chunked(monkeypatch):
+    from napari_topolens.robustness import perturbations
+
+    images = np.zeros((4, 10, 10))
+    images[2:] = 1.0  # stack mean 0.5
+    monkeypatch.setattr(perturbations, "_CHUNK_VALUES", 100)  # one image per chunk
+    for mask in (None, np.ones((10, 10), bool)):
+        covered = perturb(images, "occlusion", 0.25 if mask is None else 1.0, mask=mask)
+        changed = covered != images
+        assert all(changed[i].any() for i in range(4))
+        np.testing.assert_array_equal(np.unique(covered[changed]), [0.5])
+
+
 def test_bad_input_is_refused_clearly():
     images = _stacks()["float32 (N,H,W)"]
     with pytest.raises(TopoLensError, match="unknown perturbation"):

@@ -123,13 +123,15 @@ def perturb(
         out = _fgsm(original, model, label_codes, strength, lo, hi, int(batch_size))
         return out.reshape(shape)
     out = np.empty_like(array)
+    # occlusion greys with the mean of the whole stack, the same for every image and chunk
+    grey = float(array.mean(dtype=np.float64)) if kind == "occlusion" else 0.0
     chunk = max(1, _CHUNK_VALUES // max(1, array[0].size))
     for number, start in enumerate(range(0, len(array), chunk)):
         stop = min(start + chunk, len(array))
         rng = np.random.default_rng([int(seed), zlib.crc32(kind.encode()), number])
         values = np.moveaxis(array[start:stop], channel_axis, -1).astype(np.float64)  # (B,H,W,C)
         chunk_mask = None if occlusion_mask is None else occlusion_mask[start:stop]
-        values = _noise(kind, values, strength, lo, hi, rng, chunk_mask)
+        values = _noise(kind, values, strength, lo, hi, rng, chunk_mask, grey)
         out[start:stop] = _cast(np.moveaxis(values, -1, channel_axis), array.dtype, lo, hi)
     return out.reshape(shape)
 
@@ -223,6 +225,7 @@ def _noise(
     hi: float,
     rng: np.random.Generator,
     mask: np.ndarray | None,
+    grey: float,
 ) -> np.ndarray:
     """Perturb one chunk ``x`` (B, H, W, C) float64; the caller clips and casts."""
     span = hi - lo
@@ -253,8 +256,7 @@ def _noise(
 
         return gaussian_filter(x, sigma=(0.0, strength, strength, 0.0), mode="nearest")
     if kind == "occlusion":
-        fill = float(x.mean()) if mask is None else None
-        return _occlude(x, strength, rng, mask, fill)
+        return _occlude(x, strength, rng, mask, grey)
     raise AssertionError(kind)  # pragma: no cover - kinds are checked by perturb
 
 
@@ -263,14 +265,13 @@ def _occlude(
     strength: float,
     rng: np.random.Generator,
     mask: np.ndarray | None,
-    fill: float | None,
+    grey: float,
 ) -> np.ndarray:
     """Grey out a mask (opacity ``strength``) or a random square patch of ``strength`` of the area.
 
-    The fill is the mean value of the chunk's images, the grey of occlusion studies.
+    ``grey`` is the mean value of the whole stack, the grey of occlusion studies.
     """
     x = x.copy()
-    grey = float(x.mean()) if fill is None else fill
     if mask is not None:
         m = np.asarray(mask, dtype=bool)
         x[m] = (1.0 - strength) * x[m] + strength * grey
