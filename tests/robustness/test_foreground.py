@@ -85,7 +85,7 @@ def test_foreground_uses_the_true_centre_when_the_receptive_field_outgrows_the_i
     from torch import nn
 
     from napari_topolens.activations.extract import receptive_field_centres
-    from napari_topolens.activations.receptive_field import layer_geometry
+    from napari_topolens.activations.receptive_field import layer_geometry, receptive_fields
 
     torch.manual_seed(0)
     layers: list[nn.Module] = []
@@ -95,23 +95,24 @@ def test_foreground_uses_the_true_centre_when_the_receptive_field_outgrows_the_i
             layers.append(nn.MaxPool2d(2))
     model = nn.Sequential(*layers).eval()
     images = np.random.default_rng(0).random((10, 16, 16)).astype(np.float32)
-    geometry = layer_geometry(
-        model,
-        {"13": model[13], "4": model[4]},
-        (1, 16, 16),
-        dtype=torch.float32,
-        device=torch.device("cpu"),
-    )
-    assert np.all(geometry["13"].boxes == (0, 0, 16, 16))  # receptive field > image
-    cy, cx = receptive_field_centres(geometry["13"], 16, 16)
+    modules = {"13": model[13], "4": model[4]}
+    where = {"dtype": torch.float32, "device": torch.device("cpu")}
+    geometry = layer_geometry(model, modules, (1, 16, 16), **where)
+    wanted = {name: np.arange(geometry[name].n_positions) for name in modules}
+    boxes = {
+        name: fields.boxes
+        for name, fields in receptive_fields(model, modules, wanted, (1, 16, 16), **where).items()
+    }
+    assert np.all(boxes["13"] == (0, 0, 16, 16))  # receptive field > image
+    cy, cx = receptive_field_centres(geometry["13"], boxes["13"], 16, 16)
     for centres in (cy, cx):  # a 4 x 4 grid, cells of 4 pixels
         np.testing.assert_array_equal(np.unique(centres), [1, 5, 9, 13])
     # where the boxes are not clipped, the centre is the box's own
-    boxes = geometry["4"].boxes
-    inner = (boxes[:, :2] > 0).all(axis=1) & (boxes[:, 2:] < 16).all(axis=1)
-    cy4, cx4 = receptive_field_centres(geometry["4"], 16, 16)
-    np.testing.assert_array_equal(cy4[inner], (boxes[inner, 0] + boxes[inner, 2] - 1) // 2)
-    np.testing.assert_array_equal(cx4[inner], (boxes[inner, 1] + boxes[inner, 3] - 1) // 2)
+    inner = (boxes["4"][:, :2] > 0).all(axis=1) & (boxes["4"][:, 2:] < 16).all(axis=1)
+    cy4, cx4 = receptive_field_centres(geometry["4"], boxes["4"], 16, 16)
+    b = boxes["4"][inner]
+    np.testing.assert_array_equal(cy4[inner], (b[:, 0] + b[:, 2] - 1) // 2)
+    np.testing.assert_array_equal(cx4[inner], (b[:, 1] + b[:, 3] - 1) // 2)
     left = np.zeros((10, 16, 16), dtype=bool)
     left[:, :, :6] = True  # the left strip: grid columns 0 and 1
     cloud = tl.extract_activations(model, images, ["13"], sampling="foreground", mask=left)["13"]
