@@ -317,27 +317,33 @@ def _check_mask(mask: Any, batch: np.ndarray, sampling: str) -> np.ndarray | Non
             "foreground sampling needs a mask of the object's pixels per image "
             "(a boolean (N, H, W) array, a Labels layer or a folder of mask files)"
         )
-    if hasattr(mask, "detach"):
-        mask = mask.detach().cpu().numpy()
-    array = np.asarray(mask)
-    if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
-        raise ImageError(f"the mask must be a boolean or numeric array, got dtype {array.dtype}")
-    n_images, height, width = len(batch), batch.shape[2], batch.shape[3]
-    if array.ndim == 2:
-        array = array[None]
-    if array.ndim != 3 or array.shape[1:] != (height, width) or len(array) not in (1, n_images):
-        raise ImageError(
-            f"the mask has shape {np.shape(mask)} but the images are {n_images} x {height}x{width}; "
-            f"give one ({height}, {width}) mask per image, or one for all"
-        )
-    array = array != 0
-    empty = np.flatnonzero(~array.reshape(len(array), -1).any(axis=1))
+    stack = as_mask_stack(mask, len(batch), batch.shape[2], batch.shape[3])
+    empty = np.flatnonzero(~stack.reshape(len(stack), -1).any(axis=1))
     if len(empty):
         raise EmptySelectionError(
             f"the foreground mask is empty for {len(empty)} image(s) (first: index {empty[0]}); "
             "mark the object in every image, or leave those images out"
         )
-    return np.broadcast_to(array, (n_images, height, width))
+    return stack
+
+
+def as_mask_stack(
+    mask: Any, n_images: int, height: int, width: int, what: str = "the mask"
+) -> np.ndarray:
+    """A per-image mask as read-only ``(N, H, W)`` bool (non-zero = inside); one 2-D mask serves all."""
+    if hasattr(mask, "detach"):
+        mask = mask.detach().cpu().numpy()
+    array = np.asarray(mask)
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise ImageError(f"{what} must be a boolean or numeric array, got dtype {array.dtype}")
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3 or array.shape[1:] != (height, width) or len(array) not in (1, n_images):
+        raise ImageError(
+            f"{what} has shape {np.shape(mask)} but the images are {n_images} x {height}x{width}; "
+            f"give one ({height}, {width}) mask per image, or one for all"
+        )
+    return np.broadcast_to(array != 0, (n_images, height, width))
 
 
 def _whole_number(name: str, value: Any) -> int:

@@ -174,28 +174,12 @@ def _spatial_shape(array: np.ndarray, channel_axis: int) -> tuple[int, int]:
 
 
 def _check_mask(mask: Any, array: np.ndarray, channel_axis: int) -> np.ndarray | None:
+    from ..activations.extract import as_mask_stack
+
     if mask is None:
         return None
-    if hasattr(mask, "detach"):
-        mask = mask.detach().cpu().numpy()
-    values = np.asarray(mask)
-    if values.dtype == object or not (
-        np.issubdtype(values.dtype, np.number) or values.dtype == bool
-    ):
-        raise ImageError(f"the occlusion mask must be boolean or numeric, got {values.dtype}")
     height, width = _spatial_shape(array, channel_axis)
-    if values.ndim == 2:
-        values = values[None]
-    if (
-        values.ndim != 3
-        or values.shape[1:] != (height, width)
-        or len(values) not in (1, len(array))
-    ):
-        raise ImageError(
-            f"the occlusion mask has shape {np.shape(mask)}, but the images are {len(array)} x "
-            f"{height}x{width}; give one ({height}, {width}) mask per image, or one for all"
-        )
-    return np.broadcast_to(values != 0, (len(array), height, width))
+    return as_mask_stack(mask, len(array), height, width, "the occlusion mask")
 
 
 def _check_labels(labels: Any, n_images: int) -> np.ndarray | None:
