@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import napari_topolens as tl
-from napari_topolens.errors import Cancelled, LayerError, TopoLensError
+from napari_topolens.errors import Cancelled, ImageError, LayerError, TopoLensError
 from napari_topolens.robustness.comparison import Comparison, compare
 from napari_topolens.robustness.study import Variant, VariantSpec, parse_variants
 from napari_topolens.topology.analysis import AnalysisConfig
@@ -249,6 +249,18 @@ def test_iter_run_variants_refuses_bad_input_before_any_work(digits):
         tl.iter_run_variants(digits.model, images, ["fc1"], "fgsm:0.1", labels=digits.labels[:10])
     with pytest.raises(TopoLensError, match="unknown variant"):
         tl.iter_run_variants(digits.model, images, ["fc1"], "jpeg:0.1")
+    with pytest.raises(ImageError, match="occlusion mask has shape"):
+        tl.iter_run_variants(
+            digits.model, images, ["fc1"], "occlusion:1", occlusion_mask=np.ones((3, 3), bool)
+        )
+    with pytest.raises(TopoLensError, match="occlusion variant only"):
+        tl.iter_run_variants(
+            digits.model, images, ["fc1"], "blur:1", occlusion_mask=np.ones((8, 8), bool)
+        )
+    with pytest.raises(ImageError, match="integer class codes"):
+        tl.iter_run_variants(
+            digits.model, images, ["fc1"], "fgsm:0.1", labels=digits.labels[:30] + 0.5
+        )
     steps = tl.iter_run_variants(digits.model, images, ["fc1"], "blur:1", config=FAST)
     first = next(steps)
     assert 0.0 <= first.fraction <= 1.0 and first.message.startswith("base")
