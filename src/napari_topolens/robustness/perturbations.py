@@ -227,7 +227,7 @@ def _noise(
         if photons > _MAX_PHOTONS:  # numpy's sampler refuses such counts; normal is exact enough
             counts = mean + np.sqrt(mean) * rng.standard_normal(size=x.shape)
         else:
-            counts = rng.poisson(mean)
+            counts = rng.poisson(mean).astype(np.float64)
         return lo + counts / photons * span
     if kind == "salt_pepper":
         hit = rng.random(size=x.shape[:3])  # per pixel, all channels together
