@@ -536,7 +536,7 @@ def _add_robustness_arguments(report: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--mask",
         help="the object's pixels per image, for --sampling foreground: a .npy/.npz "
-        "(N, H, W) array, or a folder of mask images (non-zero = object) named like the "
+        "(N, H, W) array (.npz: key masks, or its only array), or a folder of mask images (non-zero = object) named like the "
         "image files, or in the images' order",
     )
 
