@@ -152,6 +152,28 @@ def test_fgsm_at_small_epsilon_lowers_the_sample_models_accuracy(name):
     assert all(torch.equal(before[k], v) for k, v in sample.model.state_dict().items())
 
 
+def test_fgsm_works_inside_a_callers_no_grad_or_inference_mode_and_leaves_the_model_be():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.Dropout(0.5),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * 6 * 6, 3),
+    ).train()
+    images = np.random.default_rng(0).random((5, 8, 8)).astype(np.float32)
+    running_mean = model[1].running_mean.clone()
+    plain = perturb(images, "fgsm", 0.05, model=model)
+    assert not np.array_equal(plain, images)
+    with torch.no_grad():
+        np.testing.assert_array_equal(perturb(images, "fgsm", 0.05, model=model), plain)
+    with torch.inference_mode():
+        np.testing.assert_array_equal(perturb(images, "fgsm", 0.05, model=model), plain)
+    assert model.training and model[2].training  # the caller's mode is restored
+    assert all(p.grad is None for p in model.parameters())  # no gradient left behind
+    assert torch.equal(model[1].running_mean, running_mean)  # eval mode: stats untouched
+
+
 def test_fgsm_refuses_a_model_without_gradients():
     sample = tl.load_sample("digits")
     quantised = tl.compress(sample.model, quantize="int8")

@@ -293,7 +293,8 @@ def _fgsm(
     device, dtype = _model_device_dtype(model)
     step = epsilon * (hi - lo)
     out = np.empty_like(images)
-    with _eval_mode(model), torch.enable_grad():
+    # gradients even when the caller runs under torch.no_grad() or torch.inference_mode()
+    with _eval_mode(model), torch.inference_mode(False), torch.enable_grad():
         for start in range(0, len(images), batch_size):
             original = images[start : start + batch_size]
             batch = as_image_batch(original)  # (B, C, H, W) float32, the model's input
