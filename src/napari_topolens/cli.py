@@ -537,7 +537,7 @@ def _add_robustness_arguments(report: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--mask",
         help="the object's pixels per image, for --sampling foreground: a .npy/.npz "
-        "(N, H, W) array, or a folder of mask images (non-zero = object) named like the "
+        "(N, H, W) array (.npz: key masks, or its only array), or a folder of mask images (non-zero = object) named like the "
         "image files, or in the images' order",
     )
 
@@ -591,38 +591,34 @@ def _read_mask(args: argparse.Namespace, job: dict[str, Any]) -> np.ndarray | No
         raise TopoLensError("--mask is used by --sampling foreground; add it, or leave --mask out")
     from pathlib import Path
 
-    from .image_files import read_images
+    from .activations.extract import as_image_batch
+    from .image_files import MaskFile
 
-    mask_set = read_images(args.mask)
-    masks = np.asarray(mask_set.images) != 0
-    if masks.ndim == 4:  # colour mask files: any channel marks the object
-        masks = masks.any(axis=-1)
     images = job["images"]
     n_images = len(images)
+    height, width = as_image_batch(images[:1]).shape[2:]
+    mask_file = MaskFile(args.mask, height=height, width=width)
     names = job.get("image_names")
-    if names is not None and mask_set.names is not None:
-        by_stem = {Path(name).stem: i for i, name in enumerate(mask_set.names)}
+    if names is not None and mask_file.names is not None:
+        by_stem = {Path(name).stem: i for i, name in enumerate(mask_file.names)}
         missing = [name for name in names if Path(name).stem not in by_stem]
         if missing:
             raise ImageError(
                 f"--mask {args.mask} has no mask for {len(missing)} image(s) (first: {missing[0]}); "
                 "name each mask file like its image"
             )
-        return masks[[by_stem[Path(name).stem] for name in names]]
+        return mask_file.take([by_stem[Path(name).stem] for name in names])
+    count = mask_file.count
     sample_index = job["provenance"].get("sample_image_index")
-    if (
-        sample_index is not None
-        and len(masks) != n_images
-        and len(masks) > int(np.max(sample_index))
-    ):
-        return masks[np.asarray(sample_index)]  # masks for the whole sample, images a subset
-    if sample_index is None and args.max_images is not None and len(masks) > n_images:
-        masks = masks[:n_images]  # the masks of the first images, as --max-images keeps them
-    if len(masks) != n_images:
+    if sample_index is not None and count != n_images and count > int(np.max(sample_index)):
+        return mask_file.take(np.asarray(sample_index))  # masks for the whole sample
+    if sample_index is None and args.max_images is not None and count > n_images:
+        return mask_file.take(np.arange(n_images))  # the first images, as --max-images keeps
+    if count != n_images:
         raise ImageError(
-            f"--mask {args.mask} holds {len(masks)} masks for {n_images} images; give one per image"
+            f"--mask {args.mask} holds {count} masks for {n_images} images; give one per image"
         )
-    return masks
+    return mask_file.take(np.arange(n_images))
 
 
 def _run_variants(

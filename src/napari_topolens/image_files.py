@@ -19,6 +19,7 @@ import csv
 import os
 import re
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import numpy as np
 
 from .errors import ImageError
 
-__all__ = ["IMAGE_SUFFIXES", "ImageSet", "LabelSet", "read_images", "read_labels"]
+__all__ = ["IMAGE_SUFFIXES", "ImageSet", "LabelSet", "MaskFile", "read_images", "read_labels"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 _TIFF_SUFFIXES = (".tif", ".tiff")
@@ -367,3 +368,170 @@ def read_labels(
             )
         values = [by_name[name] for name in image_names]
     return _codes_from_values(values, str(source))
+
+
+# ----------------------------------------------------------------------------- masks
+
+# bytes of mask data read at a time from an .npz member
+_MASK_CHUNK_BYTES = 1 << 24
+
+
+class MaskFile:
+    """Foreground masks from a ``.npy``, an ``.npz`` or a folder of mask images, read lazily.
+
+    Masks are untrusted files: opening reads only headers and checks the declared
+    shape against the images' ``height`` x ``width`` (so nothing is allocated by a
+    size the file chose); links are refused; :meth:`take` reads only the masks asked
+    for. Non-zero pixels (in any channel) are the object.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, height: int, width: int) -> None:
+        self.source = Path(path).expanduser()
+        self.height, self.width = int(height), int(width)
+        self.names: list[str] | None = None
+        self._files: list[Path] = []
+        self._npz_member: str | None = None
+        if self.source.is_symlink():
+            raise ImageError(f"mask path {self.source} is a link; give the file or folder itself")
+        if not self.source.exists():
+            raise ImageError(f"mask path {self.source} does not exist")
+        suffix = self.source.suffix.lower()
+        if self.source.is_dir():
+            self._open_folder()
+        elif suffix == ".npy":
+            with open(self.source, "rb") as handle:
+                shape, _, dtype = self._header(handle)
+            self._check_shape(shape, dtype)
+            self.count = int(shape[0])
+        elif suffix == ".npz":
+            self._open_npz()
+        else:
+            raise ImageError(
+                f"{self.source}: masks come from a .npy or .npz (N, H, W) array or a folder of "
+                f"mask images ({', '.join(IMAGE_SUFFIXES)})"
+            )
+
+    def _header(self, handle) -> tuple[tuple[int, ...], bool, np.dtype]:
+        try:
+            version = np.lib.format.read_magic(handle)
+            if version == (1, 0):
+                return np.lib.format.read_array_header_1_0(handle)
+            return np.lib.format.read_array_header_2_0(handle)
+        except ValueError as exc:
+            raise ImageError(f"{self.source} is not a plain numpy array ({exc})") from None
+
+    def _check_shape(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
+        colour = len(shape) == 4 and shape[3] in (1, 3, 4)
+        if (
+            dtype.hasobject
+            or dtype.kind not in "biuf"
+            or not (len(shape) == 3 or colour)
+            or tuple(shape[1:3]) != (self.height, self.width)
+        ):
+            raise ImageError(
+                f"{self.source} declares masks of shape {tuple(shape)} and dtype {dtype}; give "
+                f"numeric (N, {self.height}, {self.width}) masks, one per image"
+            )
+
+    def _open_npz(self) -> None:
+        try:
+            with zipfile.ZipFile(self.source) as archive:
+                members = [n for n in archive.namelist() if n.endswith(".npy")]
+                if len(members) != 1 and "masks.npy" not in members and "mask.npy" not in members:
+                    raise ImageError(
+                        f"{self.source} holds arrays {[m[:-4] for m in members]}; name the mask "
+                        "array 'masks'"
+                    )
+                member = next((m for m in ("masks.npy", "mask.npy") if m in members), members[0])
+                with archive.open(member) as handle:
+                    shape, fortran, dtype = self._header(handle)
+        except (OSError, zipfile.BadZipFile) as exc:
+            raise ImageError(f"{self.source} is not a readable .npz ({exc})") from None
+        self._check_shape(shape, dtype)
+        if fortran:
+            raise ImageError(
+                f"{self.source} stores its masks in Fortran order; save them with "
+                "np.savez(path, masks=np.ascontiguousarray(masks))"
+            )
+        self._npz_member, self._npz_shape, self._npz_dtype = member, shape, dtype
+        self.count = int(shape[0])
+
+    def _open_folder(self) -> None:
+        entries = sorted(self.source.iterdir(), key=lambda p: _natural_key(p.name))
+        links = [p.name for p in entries if p.is_symlink()]
+        if links:
+            raise ImageError(
+                f"mask folder {self.source} holds links ({links[0]}); masks are read only from "
+                "plain files inside the folder"
+            )
+        self._files = [p for p in entries if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
+        if not self._files:
+            raise ImageError(f"mask folder {self.source} holds no image files")
+        self.names = [p.name for p in self._files]
+        self.count = len(self._files)
+
+    def take(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The masks of these rows as ``(len(rows), H, W)`` bool."""
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if len(rows) and (rows.min() < 0 or rows.max() >= self.count):
+            raise ImageError(
+                f"{self.source} holds {self.count} masks; mask {rows.max()} is missing"
+            )
+        if self._files:
+            masks = np.stack([self._read_mask_file(self._files[i]) for i in rows.tolist()])
+        elif self._npz_member is not None:
+            masks = self._npz_rows(rows)
+        else:
+            try:
+                array = np.load(self.source, allow_pickle=False, mmap_mode="r")
+            except (ValueError, OSError) as exc:
+                raise ImageError(f"{self.source} is not a readable .npy of masks ({exc})") from None
+            masks = np.stack([np.asarray(array[i]) != 0 for i in rows.tolist()])
+        if masks.ndim == 4:
+            masks = masks.any(axis=-1)
+        return masks.reshape(len(rows), self.height, self.width)
+
+    def _npz_rows(self, rows: np.ndarray) -> np.ndarray:
+        """Stream the member's rows in bounded chunks, keeping the asked ones."""
+        shape, dtype = self._npz_shape, self._npz_dtype
+        per_row = int(np.prod(shape[1:])) * dtype.itemsize
+        step = max(1, _MASK_CHUNK_BYTES // max(1, per_row))
+        out = np.zeros((len(rows), *shape[1:]), dtype=bool)
+        last = int(rows.max()) + 1 if len(rows) else 0
+        with zipfile.ZipFile(self.source) as archive, archive.open(self._npz_member) as handle:
+            self._header(handle)
+            for start in range(0, last, step):
+                n = min(step, last - start)
+                data = handle.read(n * per_row)
+                if len(data) != n * per_row:
+                    raise ImageError(f"{self.source} is shorter than the masks it declares")
+                block = np.frombuffer(data, dtype=dtype).reshape(n, *shape[1:]) != 0
+                inside = (rows >= start) & (rows < start + n)
+                out[inside] = block[rows[inside] - start]
+        return out
+
+    def _read_mask_file(self, path: Path) -> np.ndarray:
+        """One mask image, its size checked from the header before its pixels are decoded."""
+        try:
+            if path.suffix.lower() in _TIFF_SUFFIXES:
+                import tifffile
+
+                with tifffile.TiffFile(path) as tiff:
+                    shape = tuple(tiff.series[0].shape)
+            else:
+                from PIL import Image
+
+                with Image.open(path) as image:
+                    shape = (image.size[1], image.size[0])
+        except Exception as exc:  # Pillow / tifffile raise many kinds
+            raise ImageError(f"{path} could not be read as a mask image ({exc})") from exc
+        if tuple(shape[:2]) != (self.height, self.width) or len(shape) > 3:
+            raise ImageError(
+                f"mask {path} has shape {shape}, but the images are {self.height}x{self.width}"
+            )
+        try:
+            array = _read_pixel_file(path)
+        except Exception as exc:
+            raise ImageError(f"{path} could not be read as a mask image ({exc})") from exc
+        array = np.asarray(array) != 0
+        return array.any(axis=-1) if array.ndim == 3 else array

@@ -136,3 +136,57 @@ def test_bad_robustness_options_stop_with_one_line(tmp_path, extra, message):
     assert code == 2
     assert message in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def _mask_args(path) -> object:
+    return cli.build_parser().parse_args(
+        ["report", "--sample", "x", "--out", "o", "--sampling", "foreground", "--mask", str(path)]
+    )
+
+
+def test_a_mask_folder_is_not_read_through_links(tmp_path):
+    from PIL import Image
+
+    from napari_topolens.errors import ImageError
+
+    outside = tmp_path / "outside.png"
+    Image.fromarray(np.full((8, 8), 255, np.uint8)).save(outside)
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    Image.fromarray(np.full((8, 8), 255, np.uint8)).save(masks / "a.png")
+    (masks / "b.png").symlink_to(outside)
+    job = {"images": np.zeros((2, 8, 8)), "provenance": {}}
+    with pytest.raises(ImageError, match="link"):
+        cli._read_mask(_mask_args(masks), job)
+    (masks / "b.png").unlink()
+    (tmp_path / "linked").symlink_to(masks, target_is_directory=True)
+    with pytest.raises(ImageError, match="link"):
+        cli._read_mask(_mask_args(tmp_path / "linked"), job)
+
+
+def test_a_mask_archive_is_read_only_as_far_as_the_images_need(tmp_path):
+    """The declared shape is not trusted for allocation: rows past the last needed one are not read."""
+    import zipfile
+
+    from napari_topolens.errors import ImageError
+
+    rows = np.zeros((4, 8, 8), dtype=bool)
+    rows[:, 2:5, 2:5] = True
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "|b1", "fortran_order": False, "shape": (1_000_000, 8, 8)}
+    )
+    with zipfile.ZipFile(tmp_path / "masks.npz", "w") as archive:  # declares far more than it holds
+        archive.writestr("masks.npy", header.getvalue() + rows.tobytes())
+    args = _mask_args(tmp_path / "masks.npz")
+    args.max_images = 3
+    got = cli._read_mask(args, {"images": np.zeros((3, 8, 8)), "provenance": {}})
+    np.testing.assert_array_equal(got, rows[:3])
+    args.max_images = 10
+    with pytest.raises(ImageError, match="shorter than the masks it declares"):
+        cli._read_mask(args, {"images": np.zeros((10, 8, 8)), "provenance": {}})
+    np.save(tmp_path / "wrong.npy", np.zeros((3, 9, 8), bool))
+    with pytest.raises(ImageError, match=r"\(N, 8, 8\)"):
+        cli._read_mask(
+            _mask_args(tmp_path / "wrong.npy"), {"images": np.zeros((3, 8, 8)), "provenance": {}}
+        )

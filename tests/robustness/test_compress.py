@@ -66,6 +66,14 @@ def test_compress_refuses_what_it_cannot_do(shapes):
         compress(nn.Sequential(nn.ReLU()), prune=0.5)
 
 
+def test_pruning_refuses_a_computed_weight_instead_of_losing_the_zeros():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
+    model[0] = nn.utils.parametrizations.weight_norm(model[0])
+    with pytest.raises(ModelError, match="weight of 0 is computed"):
+        compress(model, prune=0.5)
+
+
 def test_int8_without_a_quantised_engine_is_one_clear_error(shapes, monkeypatch):
     from napari_topolens.robustness import compression as compress_module
 

@@ -44,6 +44,14 @@ def test_each_kind_is_seeded_and_keeps_shape_dtype_and_range(kind, stack_name):
     np.testing.assert_array_equal(perturb(images, kind, 0.0, seed=7), images)
 
 
+def test_poisson_at_a_tiny_strength_is_tiny_noise_not_a_crash():
+    images = _stacks()["float64 (N,H,W) in [-2, 5]"]
+    for strength in (1e-10, 1e-5):
+        noisy = perturb(images, "poisson", strength, seed=1)
+        change = np.abs(noisy - images)
+        assert 0 < change.max() < 10 * strength * 7  # range 7: std <= strength * range
+
+
 def test_perturbation_is_index_aligned():
     images = _stacks()["float32 (N,H,W)"]
     whole = perturb(images, "blur", 1.0)
@@ -89,6 +97,19 @@ def test_occlusion_greys_the_mask_or_a_patch_of_the_asked_area():
     assert all(np.sum(patch[i] != images[i]) in (25, 24) for i in range(3))
 
 
+def test_occlusion_greys_every_image_alike_however_the_stack_is_chunked(monkeypatch):
+    from napari_topolens.robustness import perturbations
+
+    images = np.zeros((4, 10, 10))
+    images[2:] = 1.0  # stack mean 0.5
+    monkeypatch.setattr(perturbations, "_CHUNK_VALUES", 100)  # one image per chunk
+    for mask in (None, np.ones((10, 10), bool)):
+        covered = perturb(images, "occlusion", 0.25 if mask is None else 1.0, mask=mask)
+        changed = covered != images
+        assert all(changed[i].any() for i in range(4))
+        np.testing.assert_array_equal(np.unique(covered[changed]), [0.5])
+
+
 def test_bad_input_is_refused_clearly():
     images = _stacks()["float32 (N,H,W)"]
     with pytest.raises(TopoLensError, match="unknown perturbation"):
@@ -129,6 +150,28 @@ def test_fgsm_at_small_epsilon_lowers_the_sample_models_accuracy(name):
     np.testing.assert_array_equal(own, perturb(images, "fgsm", 0.03, model=sample.model))
     assert np.mean(tl.predict_proba(sample.model, own).argmax(1) == labels) < clean
     assert all(torch.equal(before[k], v) for k, v in sample.model.state_dict().items())
+
+
+def test_fgsm_works_inside_a_callers_no_grad_or_inference_mode_and_leaves_the_model_be():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 4, 3),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.Dropout(0.5),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4 * 6 * 6, 3),
+    ).train()
+    images = np.random.default_rng(0).random((5, 8, 8)).astype(np.float32)
+    running_mean = model[1].running_mean.clone()
+    plain = perturb(images, "fgsm", 0.05, model=model)
+    assert not np.array_equal(plain, images)
+    with torch.no_grad():
+        np.testing.assert_array_equal(perturb(images, "fgsm", 0.05, model=model), plain)
+    with torch.inference_mode():
+        np.testing.assert_array_equal(perturb(images, "fgsm", 0.05, model=model), plain)
+    assert model.training and model[2].training  # the caller's mode is restored
+    assert all(p.grad is None for p in model.parameters())  # no gradient left behind
+    assert torch.equal(model[1].running_mean, running_mean)  # eval mode: stats untouched
 
 
 def test_fgsm_refuses_a_model_without_gradients():

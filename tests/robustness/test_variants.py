@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import napari_topolens as tl
-from napari_topolens.errors import Cancelled, LayerError, TopoLensError
+from napari_topolens.errors import Cancelled, ImageError, LayerError, TopoLensError
 from napari_topolens.robustness.comparison import Comparison, compare
 from napari_topolens.robustness.study import Variant, VariantSpec, parse_variants
 from napari_topolens.topology.analysis import AnalysisConfig
@@ -249,6 +249,18 @@ def test_iter_run_variants_refuses_bad_input_before_any_work(digits):
         tl.iter_run_variants(digits.model, images, ["fc1"], "fgsm:0.1", labels=digits.labels[:10])
     with pytest.raises(TopoLensError, match="unknown variant"):
         tl.iter_run_variants(digits.model, images, ["fc1"], "jpeg:0.1")
+    with pytest.raises(ImageError, match="occlusion mask has shape"):
+        tl.iter_run_variants(
+            digits.model, images, ["fc1"], "occlusion:1", occlusion_mask=np.ones((3, 3), bool)
+        )
+    with pytest.raises(TopoLensError, match="occlusion variant only"):
+        tl.iter_run_variants(
+            digits.model, images, ["fc1"], "blur:1", occlusion_mask=np.ones((8, 8), bool)
+        )
+    with pytest.raises(ImageError, match="integer class codes"):
+        tl.iter_run_variants(
+            digits.model, images, ["fc1"], "fgsm:0.1", labels=digits.labels[:30] + 0.5
+        )
     steps = tl.iter_run_variants(digits.model, images, ["fc1"], "blur:1", config=FAST)
     first = next(steps)
     assert 0.0 <= first.fraction <= 1.0 and first.message.startswith("base")
@@ -281,3 +293,33 @@ def test_robustness_section_renders_the_drift_plot_and_moved_images(digits_run):
         assert f"<code>{variant.name}</code>" in html
     plain = tl.Analysis(**{**digits_run.__dict__, "variants": []})
     assert drive(robustness_section(plain)) == ""
+
+
+@pytest.mark.parametrize("layout", ["channels_first", "channels_last", "grey"])
+def test_most_moved_figure_takes_every_image_layout(layout):
+    """PyTorch's own (N, C, H, W) colour stacks draw like channels-last ones."""
+    from types import SimpleNamespace
+
+    from napari_topolens.report.robustness import moved_images_figure
+
+    rng = np.random.default_rng(0)
+    shape = {"channels_first": (4, 3, 10, 12), "channels_last": (4, 10, 12, 3)}
+    images = rng.random(shape.get(layout, (4, 10, 12))).astype(np.float32)
+    cloud = SimpleNamespace(
+        receptive_field=np.array([[0, 0, 5, 6]] * 4 + [[2, 2, 8, 9]] * 4),
+        image_index=np.array([0, 1, 2, 3] * 2),
+        image_shape=(10, 12),
+    )
+
+    class Fake(SimpleNamespace):
+        def __getitem__(self, layer):
+            return SimpleNamespace(cloud=cloud)
+
+    base = Fake(images=images)
+    variant = SimpleNamespace(
+        name="gaussian:0.1",
+        analysis=Fake(images=images + 0.01),
+        comparison=SimpleNamespace(most_moved=lambda n: [("pool1", 2, 0.5), ("pool1", 0, 0.25)]),
+    )
+    uri = moved_images_figure(base, [variant])
+    assert uri is not None and uri.startswith("data:image/png;base64,")

@@ -32,6 +32,7 @@ __all__ = [
     "extract_activations",
     "iter_extract_activations",
     "predict_proba",
+    "receptive_field_centres",
 ]
 
 SAMPLING_MODES = ("pooled", "random_position", "top_norm", "all_positions", "foreground")
@@ -316,27 +317,33 @@ def _check_mask(mask: Any, batch: np.ndarray, sampling: str) -> np.ndarray | Non
             "foreground sampling needs a mask of the object's pixels per image "
             "(a boolean (N, H, W) array, a Labels layer or a folder of mask files)"
         )
-    if hasattr(mask, "detach"):
-        mask = mask.detach().cpu().numpy()
-    array = np.asarray(mask)
-    if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
-        raise ImageError(f"the mask must be a boolean or numeric array, got dtype {array.dtype}")
-    n_images, height, width = len(batch), batch.shape[2], batch.shape[3]
-    if array.ndim == 2:
-        array = array[None]
-    if array.ndim != 3 or array.shape[1:] != (height, width) or len(array) not in (1, n_images):
-        raise ImageError(
-            f"the mask has shape {np.shape(mask)} but the images are {n_images} x {height}x{width}; "
-            f"give one ({height}, {width}) mask per image, or one for all"
-        )
-    array = array != 0
-    empty = np.flatnonzero(~array.reshape(len(array), -1).any(axis=1))
+    stack = as_mask_stack(mask, len(batch), batch.shape[2], batch.shape[3])
+    empty = np.flatnonzero(~stack.reshape(len(stack), -1).any(axis=1))
     if len(empty):
         raise EmptySelectionError(
             f"the foreground mask is empty for {len(empty)} image(s) (first: index {empty[0]}); "
             "mark the object in every image, or leave those images out"
         )
-    return np.broadcast_to(array, (n_images, height, width))
+    return stack
+
+
+def as_mask_stack(
+    mask: Any, n_images: int, height: int, width: int, what: str = "the mask"
+) -> np.ndarray:
+    """A per-image mask as read-only ``(N, H, W)`` bool (non-zero = inside); one 2-D mask serves all."""
+    if hasattr(mask, "detach"):
+        mask = mask.detach().cpu().numpy()
+    array = np.asarray(mask)
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise ImageError(f"{what} must be a boolean or numeric array, got dtype {array.dtype}")
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3 or array.shape[1:] != (height, width) or len(array) not in (1, n_images):
+        raise ImageError(
+            f"{what} has shape {np.shape(mask)} but the images are {n_images} x {height}x{width}; "
+            f"give one ({height}, {width}) mask per image, or one for all"
+        )
+    return np.broadcast_to(array != 0, (n_images, height, width))
 
 
 def _whole_number(name: str, value: Any) -> int:
@@ -538,6 +545,43 @@ def _extraction_steps(
     return clouds
 
 
+def receptive_field_centres(
+    geo: LayerGeometry, boxes: np.ndarray, height: int, width: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(P,) pixel row and column of the receptive-field centre of every position of a layer.
+
+    ``boxes`` are the probed ``(P, 4)`` receptive fields of all the layer's positions.
+
+    The probed boxes are clipped at the image border, so a border box's own centre
+    drifts inward, and at a layer whose receptive field is larger than the image
+    every box is the whole image and all centres coincide. On a spatial grid the
+    centre is affine in the grid index: it is fitted on the boxes that touch no
+    border (unclipped), or, when there are too few, taken as the centre of the
+    position's cell of the image. Token and vector positions use their box's centre.
+    """
+    boxes = np.asarray(boxes, dtype=np.int64)
+    if geo.kind != "spatial":
+        return (boxes[:, 0] + boxes[:, 2] - 1) // 2, (boxes[:, 1] + boxes[:, 3] - 1) // 2
+    rows, cols = np.divmod(np.arange(len(boxes)), geo.grid_shape[1])
+    return (
+        _axis_centres(boxes[:, 0], boxes[:, 2], rows, geo.grid_shape[0], height),
+        _axis_centres(boxes[:, 1], boxes[:, 3], cols, geo.grid_shape[1], width),
+    )
+
+
+def _axis_centres(
+    low: np.ndarray, high: np.ndarray, index: np.ndarray, n_cells: int, size: int
+) -> np.ndarray:
+    unclipped = (low > 0) & (high < size)
+    if len(np.unique(index[unclipped])) >= 2:
+        slope, offset = np.polyfit(index[unclipped], (low + high - 1)[unclipped] / 2.0, 1)
+    else:
+        slope = size / n_cells
+        offset = (slope - 1.0) / 2.0
+    centres = np.floor(slope * index + offset + 1e-6).astype(np.int64)
+    return np.clip(centres, 0, size - 1)
+
+
 class _SamplingPlan:
     """Which images and positions of one layer become points, fixed before any forward pass."""
 
@@ -554,6 +598,7 @@ class _SamplingPlan:
         self.keep_flat = keep_flat  # all_positions: sorted global indices image * P + position
         self.mask: np.ndarray | None = None  # foreground: (N, H, W) bool
         self.all_boxes: np.ndarray | None = None  # foreground: (P, 4) box of every position
+        self.centres: tuple[np.ndarray, np.ndarray] | None = None  # foreground: (P,) y and x
         self.notes: dict[str, Any] = {}
 
     def _keep_flat(self) -> np.ndarray:
@@ -607,15 +652,14 @@ class _SamplingPlan:
 
     def _centres_inside(self, image_ids: np.ndarray) -> np.ndarray:
         """(B, P) bool: the receptive-field centre of position p lies inside image b's mask."""
-        assert self.mask is not None and self.all_boxes is not None  # set by _restrict_to_mask
-        mask, boxes = self.mask, self.all_boxes
-        centre_y = (boxes[:, 0] + boxes[:, 2] - 1) // 2
-        centre_x = (boxes[:, 1] + boxes[:, 3] - 1) // 2
-        return mask[image_ids][:, centre_y, centre_x]
+        assert self.mask is not None and self.centres is not None  # set by _restrict_to_mask
+        centre_y, centre_x = self.centres
+        return self.mask[image_ids][:, centre_y, centre_x]
 
     def _restrict_to_mask(self, mask: np.ndarray, all_boxes: np.ndarray) -> None:
         """Keep the images with a position inside their mask; record the others as skipped."""
         self.mask, self.all_boxes = mask, all_boxes
+        self.centres = receptive_field_centres(self.geo, all_boxes, mask.shape[1], mask.shape[2])
         has_position = np.concatenate(
             [
                 self._centres_inside(self.images[i : i + 256]).any(axis=1)

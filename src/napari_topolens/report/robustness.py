@@ -90,6 +90,16 @@ def _rgb(image: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.repeat(scaled[..., None], 3, axis=-1) if scaled.ndim == 2 else scaled
 
 
+def _channels_last(images: Any) -> np.ndarray:
+    """``(N, H, W)`` or ``(N, H, W, C)``, from any layout extraction takes (``(N, C, H, W)`` too)."""
+    from ..robustness.perturbations import _channel_axis
+
+    array = np.asarray(images)
+    if array.ndim == 4 and _channel_axis(array) == 1:
+        array = np.moveaxis(array, 1, -1)
+    return array[..., 0] if array.ndim == 4 and array.shape[-1] == 1 else array
+
+
 def moved_images_figure(
     analysis: Any, variants: Sequence[Any], *, per_variant: int = 6
 ) -> str | None:
@@ -105,7 +115,7 @@ def moved_images_figure(
     rows = [(v, moved) for v, moved in rows if moved]
     if not rows:
         return None
-    base_images = np.asarray(analysis.images)
+    base_images = _channels_last(analysis.images)
     lo, hi = float(base_images.min()), float(base_images.max())
     height, width = base_images.shape[1:3]
     columns = max(len(moved) for _, moved in rows)
@@ -113,7 +123,9 @@ def moved_images_figure(
     grid = figure.subplots(len(rows), columns, squeeze=False)
     for r, (variant, moved) in enumerate(rows):
         variant_images = (
-            base_images if variant.analysis.images is None else np.asarray(variant.analysis.images)
+            base_images
+            if variant.analysis.images is None
+            else _channels_last(variant.analysis.images)
         )
         for c in range(columns):
             axes = grid[r, c]

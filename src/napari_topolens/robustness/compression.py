@@ -61,7 +61,7 @@ def compress(
         (ties at the threshold are broken by position). Biases, normalisation and
         other parameters are kept. The zeros are written into the weights (no
         pruning masks or re-parametrisation stays behind), so the copy is a plain
-        module.
+        module. A weight computed by a parametrization (weight norm) is refused.
     quantize : {"int8"}, optional
         Dynamic INT8 quantisation of every ``nn.Linear`` (weights stored as int8,
         activations quantised on the fly; PyTorch's eager dynamic quantisation).
@@ -112,6 +112,15 @@ def _prune_global(model: torch.nn.Module, fraction: float) -> None:
     weights = prunable_weights(model)
     if not weights:
         raise ModelError("the model has no convolution or linear weights to prune")
+    # a weight computed from others (weight norm, a parametrization) is rebuilt on every
+    # access or forward pass, so zeros written into it would be silently lost
+    computed = [name for name, weight in weights if not isinstance(weight, torch.nn.Parameter)]
+    if computed:
+        raise ModelError(
+            f"the weight of {computed[0].removesuffix('.weight') or 'the model'} is computed "
+            "(weight norm or another parametrization), so pruning it would not last; remove "
+            "it first (torch.nn.utils.parametrize.remove_parametrizations(module, 'weight'))"
+        )
     total = sum(int(w.numel()) for _, w in weights)
     n_zero = round(fraction * total)
     if n_zero == 0:

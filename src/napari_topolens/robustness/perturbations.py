@@ -38,6 +38,9 @@ PERTURBATIONS: dict[str, str] = {
 
 # values per chunk of work (float64 temporaries stay near 128 MB for any image size)
 _CHUNK_VALUES = 1 << 24
+# above this many photons at full brightness (poisson strength below 1e-6) Poisson counts
+# are drawn from their normal approximation
+_MAX_PHOTONS = 1e12
 
 
 def perturb(
@@ -120,13 +123,15 @@ def perturb(
         out = _fgsm(original, model, label_codes, strength, lo, hi, int(batch_size))
         return out.reshape(shape)
     out = np.empty_like(array)
+    # occlusion greys with the mean of the whole stack, the same for every image and chunk
+    grey = float(array.mean(dtype=np.float64)) if kind == "occlusion" else 0.0
     chunk = max(1, _CHUNK_VALUES // max(1, array[0].size))
     for number, start in enumerate(range(0, len(array), chunk)):
         stop = min(start + chunk, len(array))
         rng = np.random.default_rng([int(seed), zlib.crc32(kind.encode()), number])
         values = np.moveaxis(array[start:stop], channel_axis, -1).astype(np.float64)  # (B,H,W,C)
         chunk_mask = None if occlusion_mask is None else occlusion_mask[start:stop]
-        values = _noise(kind, values, strength, lo, hi, rng, chunk_mask)
+        values = _noise(kind, values, strength, lo, hi, rng, chunk_mask, grey)
         out[start:stop] = _cast(np.moveaxis(values, -1, channel_axis), array.dtype, lo, hi)
     return out.reshape(shape)
 
@@ -169,28 +174,12 @@ def _spatial_shape(array: np.ndarray, channel_axis: int) -> tuple[int, int]:
 
 
 def _check_mask(mask: Any, array: np.ndarray, channel_axis: int) -> np.ndarray | None:
+    from ..activations.extract import as_mask_stack
+
     if mask is None:
         return None
-    if hasattr(mask, "detach"):
-        mask = mask.detach().cpu().numpy()
-    values = np.asarray(mask)
-    if values.dtype == object or not (
-        np.issubdtype(values.dtype, np.number) or values.dtype == bool
-    ):
-        raise ImageError(f"the occlusion mask must be boolean or numeric, got {values.dtype}")
     height, width = _spatial_shape(array, channel_axis)
-    if values.ndim == 2:
-        values = values[None]
-    if (
-        values.ndim != 3
-        or values.shape[1:] != (height, width)
-        or len(values) not in (1, len(array))
-    ):
-        raise ImageError(
-            f"the occlusion mask has shape {np.shape(mask)}, but the images are {len(array)} x "
-            f"{height}x{width}; give one ({height}, {width}) mask per image, or one for all"
-        )
-    return np.broadcast_to(values != 0, (len(array), height, width))
+    return as_mask_stack(mask, len(array), height, width, "the occlusion mask")
 
 
 def _check_labels(labels: Any, n_images: int) -> np.ndarray | None:
@@ -220,6 +209,7 @@ def _noise(
     hi: float,
     rng: np.random.Generator,
     mask: np.ndarray | None,
+    grey: float,
 ) -> np.ndarray:
     """Perturb one chunk ``x`` (B, H, W, C) float64; the caller clips and casts."""
     span = hi - lo
@@ -233,7 +223,11 @@ def _noise(
         if span == 0:
             return x
         photons = 1.0 / strength**2  # at full brightness: std / mean = strength
-        counts = rng.poisson(np.clip((x - lo) / span, 0.0, 1.0) * photons)
+        mean = np.clip((x - lo) / span, 0.0, 1.0) * photons
+        if photons > _MAX_PHOTONS:  # numpy's sampler refuses such counts; normal is exact enough
+            counts = mean + np.sqrt(mean) * rng.standard_normal(size=x.shape)
+        else:
+            counts = rng.poisson(mean).astype(np.float64)
         return lo + counts / photons * span
     if kind == "salt_pepper":
         hit = rng.random(size=x.shape[:3])  # per pixel, all channels together
@@ -246,8 +240,7 @@ def _noise(
 
         return gaussian_filter(x, sigma=(0.0, strength, strength, 0.0), mode="nearest")
     if kind == "occlusion":
-        fill = float(x.mean()) if mask is None else None
-        return _occlude(x, strength, rng, mask, fill)
+        return _occlude(x, strength, rng, mask, grey)
     raise AssertionError(kind)  # pragma: no cover - kinds are checked by perturb
 
 
@@ -256,14 +249,13 @@ def _occlude(
     strength: float,
     rng: np.random.Generator,
     mask: np.ndarray | None,
-    fill: float | None,
+    grey: float,
 ) -> np.ndarray:
     """Grey out a mask (opacity ``strength``) or a random square patch of ``strength`` of the area.
 
-    The fill is the mean value of the chunk's images, the grey of occlusion studies.
+    ``grey`` is the mean value of the whole stack, the grey of occlusion studies.
     """
     x = x.copy()
-    grey = float(x.mean()) if fill is None else fill
     if mask is not None:
         m = np.asarray(mask, dtype=bool)
         x[m] = (1.0 - strength) * x[m] + strength * grey
@@ -301,7 +293,8 @@ def _fgsm(
     device, dtype = _model_device_dtype(model)
     step = epsilon * (hi - lo)
     out = np.empty_like(images)
-    with _eval_mode(model), torch.enable_grad():
+    # gradients even when the caller runs under torch.no_grad() or torch.inference_mode()
+    with _eval_mode(model), torch.inference_mode(False), torch.enable_grad():
         for start in range(0, len(images), batch_size):
             original = images[start : start + batch_size]
             batch = as_image_batch(original)  # (B, C, H, W) float32, the model's input

@@ -296,11 +296,12 @@ def iter_run_variants(
         Yields :class:`~napari_topolens._progress.Progress`; its return value
         (``result = yield from iter_run_variants(...)`` in a napari worker) is the
         base analysis (a copy when ``base`` was given) with ``variants`` filled.
-        Bad input (images, layers, specs, labels) raises here, before any work.
+        Bad input (images, layers, specs, labels, masks) raises here, before any work.
     """
-    from ..activations.extract import SAMPLING_MODES, as_image_batch
+    from ..activations.extract import SAMPLING_MODES, as_image_batch, as_mask_stack
     from ..activations.hooks import check_layer_names
     from ..topology.analysis import AnalysisConfig
+    from .perturbations import _check_labels
 
     # bad input fails here, on the caller's thread, before the generator is returned
     specs = _as_specs(variants, seed)
@@ -315,6 +316,17 @@ def iter_run_variants(
         raise TopoLensError(
             f"{len(np.asarray(labels))} labels for {n_images} images; give one per image"
         )
+    kinds = {spec.perturbation for spec in specs}
+    if occlusion_mask is not None:
+        if "occlusion" not in kinds:
+            raise TopoLensError(
+                "occlusion_mask is used by an occlusion variant only; add one (e.g. "
+                "occlusion:1) or leave the mask out"
+            )
+        height, width = as_image_batch(np.asarray(images)[:1]).shape[2:]
+        as_mask_stack(occlusion_mask, n_images, height, width, "the occlusion mask")
+    if "fgsm" in kinds and labels is not None:
+        _check_labels(labels, n_images)
     if base is not None and base.images is not None and len(base.images) != n_images:
         raise TopoLensError(
             f"the given base analysis is of {len(base.images)} images, not these {n_images}"
