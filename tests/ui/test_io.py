@@ -12,9 +12,10 @@ from conftest import digits_analysis
 
 from napari_topolens.errors import TopoLensError
 from napari_topolens.topology import analysis as analysis_module
+from napari_topolens.ui import view_data as vd
 from napari_topolens.ui.io import VIEW_FILE, get_reader, read_analysis, write_analysis
 from napari_topolens.ui.links import links_for
-from napari_topolens.ui.views import find_layers, recolor_nodes, show_analysis
+from napari_topolens.ui.views import canvas_for, find_layers, recolor_nodes, show_analysis
 
 COMPARED = (
     "mapper_nodes",
@@ -34,7 +35,15 @@ def digits():
     return digits_analysis(100, with_images=True)
 
 
+def show_every_panel(viewer):
+    canvas = canvas_for(viewer)
+    for panel in vd.PANELS:
+        canvas.show_panel(panel)
+    canvas.show_panel("mapper")
+
+
 def features_of(viewer):
+    show_every_panel(viewer)
     out = {}
     for layer in find_layers(viewer):
         view = layer.metadata["topolens"]["view"]
@@ -49,7 +58,7 @@ def features_of(viewer):
 
 
 def test_write_then_read_gives_the_same_linked_layers(
-    make_napari_viewer, digits, tmp_path, monkeypatch
+    make_napari_viewer, digits, tmp_path, monkeypatch, qtbot
 ):
     images, analysis = digits
     viewer = make_napari_viewer()
@@ -59,10 +68,11 @@ def test_write_then_read_gives_the_same_linked_layers(
     before = features_of(viewer)
     nodes = find_layers(viewer, key, "mapper_nodes")[0]
     colors_before = np.array(nodes.face_color)
-    # the writer gets what napari gives a writer: the selected layers' data tuples
+    # the writer gets what napari gives a writer: the selected layers' data tuples (the
+    # layers of the image viewer; the view layers live in the topology canvas)
     selected = [
-        nodes.as_layer_data_tuple(),
-        find_layers(viewer, key, "barcode")[0].as_layer_data_tuple(),
+        find_layers(viewer, key, "images")[0].as_layer_data_tuple(),
+        find_layers(viewer, key, "overlay")[0].as_layer_data_tuple(),
     ]
     target = tmp_path / "run.topolens"
     assert write_analysis(str(target), selected) == [str(target)]
@@ -75,12 +85,18 @@ def test_write_then_read_gives_the_same_linked_layers(
 
     monkeypatch.setattr(analysis_module, "iter_analyze", refuse)
     monkeypatch.setattr(analysis_module, "analyze", refuse)
+    from napari_topolens.layout import mapper as layout_module
+
+    monkeypatch.setattr(layout_module, "mapper_layout", refuse)  # the layouts are saved too
     other = make_napari_viewer()
     links = links_for(other)
-    for data, kwargs, kind in get_reader(str(target))(
-        str(target)
-    ):  # what napari does with a reader
-        other._add_layer_from_data(data, kwargs, kind)
+    other.open(str(target), plugin="napari-topolens")  # what File > Open does
+    qtbot.waitUntil(
+        lambda: len(links.keys) == 1 and bool(links.state.get(links.keys[0]).network_layer),
+        timeout=60_000,
+    )
+    qtbot.waitUntil(lambda: len(find_layers(other, view="mapper_nodes")) == 1, timeout=60_000)
+    qtbot.wait(100)
     after = features_of(other)
     assert set(after) == set(before)
     for view, (table, layer) in before.items():
@@ -120,9 +136,7 @@ def test_writer_refuses_layers_without_an_analysis(tmp_path, digits):
 
     def meta(a):
         return {
-            "metadata": {
-                "topolens": {"view": "mapper_nodes", "key": "k", "layer": "fc1", "analysis": a}
-            }
+            "metadata": {"topolens": {"view": "overlay", "key": "k", "layer": "", "analysis": a}}
         }
 
     with pytest.raises(TopoLensError, match="different analyses"):

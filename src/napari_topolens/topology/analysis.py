@@ -16,13 +16,20 @@ import math
 import os
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._progress import CancelCallback, Progress, ProgressCallback, drive
 from ..activations.pointcloud import PointCloud
 from ..errors import EmptySelectionError, ImageError, LayerError, TopoLensError
+
+if TYPE_CHECKING:  # real types for readers and mypy; imported lazily at run time
+    from .hole import BlobGraph, ClusterFlow, Dendrogram
+    from .mapper import MapperGraph
+    from .persistence import PersistenceResult
+    from .phdim import ClassPersistenceResult, PHDimResult
+    from .quality import Quality
 
 __all__ = ["Analysis", "AnalysisConfig", "LayerAnalysis", "analyze", "iter_analyze"]
 
@@ -202,21 +209,24 @@ class LayerAnalysis:
 
     ``class_persistence`` is ``None`` without labels. ``quality`` compares the
     true labels with the clusters of the best cluster-flow stage (all NaN without
-    labels).
+    labels). ``mapper_layout`` holds the Mapper node positions ``(n_nodes, 2)``
+    (row, col in the unit square, ``layout.mapper_layout``) that napari and the
+    report both draw; None only in analyses saved before it was recorded.
     """
 
     name: str
     cloud: PointCloud
     point_labels: np.ndarray
-    persistence: Any  # PersistenceResult
-    mapper: Any  # MapperGraph
-    phdim: Any  # PHDimResult
-    class_persistence: Any | None  # ClassPersistenceResult
-    flow: Any  # ClusterFlow
-    blobs: Any  # BlobGraph
-    dendrogram: Any  # Dendrogram
-    quality: Any  # Quality
+    persistence: PersistenceResult
+    mapper: MapperGraph
+    phdim: PHDimResult
+    class_persistence: ClassPersistenceResult | None
+    flow: ClusterFlow
+    blobs: BlobGraph
+    dendrogram: Dendrogram
+    quality: Quality
     seconds: dict[str, float] = field(default_factory=dict)
+    mapper_layout: np.ndarray | None = None
 
     @property
     def best_clusters(self) -> np.ndarray:
@@ -463,6 +473,7 @@ def iter_analyze(
     """
     import time
 
+    from ..layout.mapper import mapper_layout
     from .distances import cka_matrix, diagram_distance_matrix
     from .hole import blob_graph, cluster_flow, heatmap_dendrogram
     from .mapper import mapper_graph
@@ -555,6 +566,8 @@ def iter_analyze(
             n_classes=n_classes,
             seed=seed,
         )
+        # laid out once here, saved with the analysis: napari and the report draw it
+        node_positions = mapper_layout(mapper, seed=seed)
         seconds["mapper"] = time.perf_counter() - t0
         done += weights["mapper"]
 
@@ -649,6 +662,7 @@ def iter_analyze(
                 dendrogram=dendrogram,
                 quality=quality,
                 seconds=seconds,
+                mapper_layout=node_positions,
             )
         )
 

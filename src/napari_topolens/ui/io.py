@@ -18,7 +18,7 @@ from typing import Any
 
 from ..errors import AnalysisFileError, TopoLensError
 from ..topology.store import is_analysis_dir, load_analysis
-from .views import COLOR_BY, Geometry, LayerDataTuple, analysis_layer_data, band_below
+from .views import COLOR_BY, LayerDataTuple, reader_layer_data, saved_view_settings
 
 __all__ = ["VIEW_FILE", "get_reader", "read_analysis", "write_analysis"]
 
@@ -72,20 +72,13 @@ def read_analysis(path: str | Sequence[str]) -> list[LayerDataTuple]:
     base = folder.name.removesuffix(".topolens") or "analysis"
     key = base
     viewer = _current_viewer()
-    band_top = None
     if viewer is not None:
-        from .links import links_for
+        from .state import state_for
+        from .views import watch_viewer
 
-        key = links_for(viewer).key_for(analysis, base)  # also wires the layers when added
-        h, w = analysis[analysis.layers[-1]].cloud.image_shape
-        band_top = band_below(viewer, key, Geometry(float(h), float(w)))  # below shown analyses
-        from qtpy.QtCore import QTimer
-
-        # napari adds the returned layers after this returns; then bring them on screen
-        QTimer.singleShot(0, viewer.reset_view)
-    return analysis_layer_data(
-        analysis, key=key, band_top=band_top, **_view_settings(folder, analysis)
-    )
+        key = state_for(viewer).new_key(analysis, base)
+        watch_viewer(viewer)  # the views appear in the topology canvas once napari adds the images
+    return reader_layer_data(analysis, key, **_view_settings(folder, analysis))
 
 
 def _current_viewer() -> Any:
@@ -123,6 +116,7 @@ def write_analysis(path: str, layer_data: list[LayerDataTuple]) -> list[str]:
             "layers of one analysis and save it on its own"
         )
     (analysis,) = analyses.values()
+    settings = {**saved_view_settings(analysis), **settings}
     target = Path(os.fspath(path)).expanduser()
     saved = analysis.save(target)
     saved = Path(saved) if saved is not None else target
