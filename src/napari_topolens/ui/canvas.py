@@ -76,7 +76,8 @@ class TopologyCanvas(QWidget):
         layout.addWidget(self.legend)
         layout.addWidget(self.qt_viewer, 1)
         layout.addWidget(self.readout)
-        self.setMinimumWidth(360)
+        self.setMinimumWidth(380)
+        self.qt_viewer.setMinimumHeight(400)  # the views need room: Qt shrinks docks to nothing
         self.picker.currentIndexChanged.connect(self._on_picked)
         self.state.panel_changed.connect(self._on_panel_changed)
         self.state.added.connect(self._on_entries_changed)

@@ -44,9 +44,9 @@ def recolor_nodes(viewer: Any, key: str, color_by: str) -> None:
             vd.color_key_data(key, entry.network_layer, entry.slot, color_by, limits),
         )
         canvas_for(viewer).sync_visibility(entry)
-    state = state_for(viewer)
-    state.set(key, "color_by", color_by)
-    state.set(key, "faded_class", None)
+    state_for(viewer).set(key, "color_by", color_by)
+    if entry.faded_class is not None:  # a class search stays applied
+        highlight_class(viewer, key, entry.faded_class)
 
 
 def set_edge_threshold(viewer: Any, key: str, threshold: float) -> None:

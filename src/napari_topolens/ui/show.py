@@ -90,6 +90,13 @@ def _show_steps(
             image_layer = _images_layer_of(viewer, analysis)
         if image_layer is None:
             item = vd.images_layer_data(analysis, key)
+            bottoms = [
+                float(layer.extent.world[1][-2]) for layer in viewer.layers if layer.ndim >= 2
+            ]
+            if bottoms:  # below what the viewer shows (and its galleries), not on top of it
+                ndim = item[0].ndim - (1 if item[1]["rgb"] else 0)
+                gap = 0.5 * max(item[0].shape[-3 if item[1]["rgb"] else -2], 1)
+                item[1]["translate"] = (0.0,) * (ndim - 2) + (max(bottoms) + gap, 0.0)
             image_layer = create_layer(item)
             viewer.add_layer(image_layer)
             added.append((viewer, image_layer))
@@ -176,7 +183,8 @@ def _put(canvas: Any, entry: ShownAnalysis, item: Any, added: list, shown: list)
     layer = create_layer(item)
     entry.layers[view] = layer
     canvas.add_layer(layer, view)
-    added.append((canvas.model, layer))
+    if old is None:  # a stand-in for a removed view stays on cancel: no view goes missing
+        added.append((canvas.model, layer))
     shown.append(layer)
 
 
