@@ -27,11 +27,11 @@ __all__ = [
 ]
 
 #: Where the persistence diagram's axes lie in the unit square: (low, high).
-DIAGRAM_AXES = (0.12, 0.92)
+DIAGRAM_AXES = (0.16, 0.93)
 #: Row of the line that holds the points of infinite death.
 INF_ROW = 0.05
 #: (top, left, side) of a layer x layer heatmap in the unit square (room for labels).
-MATRIX_BOX = (0.08, 0.22, 0.74)
+MATRIX_BOX = (0.1, 0.22, 0.6)
 #: Short names of the cluster-flow stages, drawn under the columns.
 STAGE_LABELS = {
     "labels": "class",

@@ -77,13 +77,24 @@ class TopologyCanvas(QWidget):
         layout.addWidget(self.qt_viewer, 1)
         layout.addWidget(self.readout)
         self.setMinimumWidth(380)
-        self.qt_viewer.setMinimumHeight(400)  # the views need room: Qt shrinks docks to nothing
+        self.qt_viewer.setMinimumHeight(260)  # the views need room: Qt shrinks docks to nothing
         self.picker.currentIndexChanged.connect(self._on_picked)
         self.state.panel_changed.connect(self._on_panel_changed)
         self.state.added.connect(self._on_entries_changed)
         self.state.removed.connect(self._on_entries_changed)
         self.model.mouse_move_callbacks.append(self._on_hover)
         self._update_legend()
+
+    def resizeEvent(self, event: Any) -> None:
+        """Frame the view again when the dock changes size (it has none before it is shown)."""
+        super().resizeEvent(event)
+        from qtpy.QtCore import QTimer
+
+        QTimer.singleShot(0, self._refit)
+
+    def _refit(self) -> None:
+        if getattr(self, "qt_viewer", None) is not None:
+            self.fit()
 
     def close_canvas(self) -> None:
         """Close the canvas's own napari canvas and forget it (its viewer is closing)."""
@@ -182,6 +193,10 @@ class TopologyCanvas(QWidget):
         """Add a view layer to the canvas: locked, hidden unless its panel is shown."""
         lock_layer(layer)
         if view in COLORBAR_VIEWS and hasattr(layer, "colorbar"):
+            # bottom right, small: the views keep that corner free (titles sit on top)
+            layer.colorbar.position = "bottom_right"
+            layer.colorbar.size = (12, 110)
+            layer.colorbar.font_size = 8
             layer.colorbar.visible = True
         if view not in vd.PANEL_LAYERS:
             visible = view in vd.PANEL_VIEWS[self.state.panel]

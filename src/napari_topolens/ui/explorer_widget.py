@@ -222,10 +222,11 @@ class ExplorerWidget(Container):
         entry, name = self._entry(), self.layer.value
         if entry is None or name is None:
             return None
+        cut_short = self.pending_show is not None and self.pending_show.cancelled
         if self._switching():
             self.pending_show.cancel()
-        elif name == entry.network_layer:
-            return None
+        elif name == entry.network_layer and not cut_short:
+            return None  # (after a cancelled switch some views may show another layer)
         key = entry.key
         color_by, threshold = self.color_by.value, float(self.edge_threshold.value)
 

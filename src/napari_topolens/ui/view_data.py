@@ -88,8 +88,8 @@ PANEL_TITLES: dict[str, str] = {
     "flow": "cluster flow",
     "blobs": "blob graph (PCA)",
     "dendrogram": "heatmap dendrogram",
-    "layer_distances": "layer × layer diagram distance",
-    "cka": "layer × layer linear CKA",
+    "layer_distances": "diagram distance",
+    "cka": "linear CKA",
 }
 
 #: Every view name a layer made by the plugin can carry.
@@ -754,7 +754,7 @@ def blob_layer_data(analysis: Any, layer: str, key: str, slot: int) -> list[Laye
 
 
 _TREE_TOP, _TREE_BOTTOM = 0.02, 0.24
-_HEAT_TOP, _HEAT_LEFT, _HEAT_SIDE = 0.26, 0.12, 0.72
+_HEAT_TOP, _HEAT_LEFT, _HEAT_SIDE = 0.26, 0.08, 0.66
 
 
 def dendrogram_layer_data(analysis: Any, layer: str, key: str, slot: int) -> list[LayerDataTuple]:
@@ -864,42 +864,44 @@ def panel_text_data(
     elif panel in ("diagram", "barcode"):
         pers = result.persistence
         top = geo.diagram_top(pers.diagrams)
-        counts = ", ".join(f"H{d}: {len(pers.diagrams[d])} bars" for d in range(len(pers.diagrams)))
         if panel == "diagram":
-            subtitle = f"{counts} (H0 blue, H1 orange)"
+            subtitle = ", ".join(
+                f"H{d} {len(pers.diagrams[d])} bars ({('blue', 'orange', 'green')[min(d, 2)]})"
+                for d in range(len(pers.diagrams))
+            )
             low, high = geo.DIAGRAM_AXES
             for tick in geo.nice_ticks(0.0, top, 5):
                 frac = low + (high - low) * tick / top
                 put(high + 0.035, frac, geo.format_value(float(tick)), _DIM_TEXT)
                 put(
                     high - (high - low) * tick / top,
-                    low - 0.055,
+                    low - 0.05,
                     geo.format_value(float(tick)),
                     _DIM_TEXT,
                 )
-            put(geo.INF_ROW, low - 0.055, "∞", _DIM_TEXT)
+            put(geo.INF_ROW, low - 0.05, "∞", _DIM_TEXT)
             put(high + 0.075, (low + high) / 2, "birth", _TEXT)
-            put((low + high) / 2 + 0.12, 0.03, "death", _TEXT)
+            put((low + high) / 2, 0.035, "death", _TEXT)
         else:
             bars = geo.barcode_bars(pers, MAX_BARS)
             shown = ", ".join(
                 f"H{d} {int((bars['dim'] == d).sum())} of {len(pers.diagrams[d])}"
                 for d in range(len(pers.diagrams))
             )
-            subtitle = f"most persistent bars: {shown}"
+            subtitle = f"longest bars: {shown}"
             rows, _pitch = geo.barcode_rows(bars["dim"].to_numpy())
             for d in sorted(set(bars["dim"].tolist())):
                 mine = rows[bars["dim"].to_numpy() == d]
                 put(float(mine.mean()), 0.045, f"H{d}", _TEXT)
             for tick in geo.nice_ticks(0.0, top, 5):
                 put(
-                    geo.BARCODE_ROWS[1] + 0.045,
+                    geo.BARCODE_ROWS[1] + 0.06,
                     geo.barcode_value_col(float(tick), top),
                     geo.format_value(float(tick)),
                     _DIM_TEXT,
                 )
-            put(geo.BARCODE_ROWS[1] + 0.045, geo.BARCODE_COLS[1] + 0.035, "∞", _DIM_TEXT)
-            put(geo.BARCODE_ROWS[1] + 0.09, 0.5, "filtration value (birth to death)", _TEXT)
+            put(geo.BARCODE_ROWS[1] + 0.06, geo.BARCODE_COLS[1] + 0.035, "∞", _DIM_TEXT)
+            put(geo.BARCODE_ROWS[1] + 0.11, 0.5, "filtration value", _TEXT)
     elif panel == "flow":
         flow = result.flow
         subtitle = best_stage_text(flow)
@@ -911,17 +913,21 @@ def panel_text_data(
                 geo.STAGE_LABELS.get(name, geo.short_label(str(name), 8)),
                 _DIM_TEXT,
             )
-        put(1.0, 0.5, "stages: classes, then single-linkage cuts fine → coarse", _TEXT)
+        put(1.0, 0.5, "classes, then cuts fine → coarse", _TEXT)
     elif panel == "blobs":
         q = result.quality
-        subtitle = f"best-stage clusters vs labels: purity {q.purity:.2f}, ARI {q.ari:.2f}"
+        subtitle = f"vs labels: purity {q.purity:.2f}, ARI {q.ari:.2f}"
         put(0.975, 0.5, "PC1 →", _DIM_TEXT)
         put(0.5, 0.02, "PC2", _DIM_TEXT)
     elif panel == "dendrogram":
         subtitle = f"{len(result.dendrogram.index)} points, ordered by the tree"
-        put(0.99, 0.5, "pairwise distances of the points (colour bar: distance)", _DIM_TEXT)
+        put(0.99, 0.5, "heatmap: pairwise distances", _DIM_TEXT)
     else:  # layer x layer matrices
-        subtitle = matrix_title(analysis, panel)
+        subtitle = (
+            "of per-image mean activations"
+            if panel == "cka"
+            else f"H{analysis.config.distance_dim} {analysis.config.layer_distance.replace('_', ' ')}"
+        )
         names = analysis.layers
         n = len(names)
         top, left, side = geo.MATRIX_BOX
@@ -953,7 +959,7 @@ def panel_text_data(
         put(
             top + side + 0.08,
             left + side / 2,
-            "columns: the layers numbered as the rows; hover a cell for its full value",
+            "hover a cell for its full value",
             _DIM_TEXT,
         )
     put(_TITLE_ROW, 0.5, title, _TEXT)
