@@ -364,5 +364,8 @@ def canvas_for(viewer: Any) -> TopologyCanvas:
         _CANVASES.set(viewer, canvas)
         window = getattr(viewer, "window", None)
         if window is not None:
-            window.add_dock_widget(canvas, name="Topology views", area="right")
+            # tabbed with the plugin's other docks on the right: the views get the whole
+            # height (a third stacked dock left them a strip on a laptop screen)
+            dock = window.add_dock_widget(canvas, name="Topology views", area="right", tabify=True)
+            dock.raise_()
     return canvas

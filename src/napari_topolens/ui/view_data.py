@@ -828,7 +828,7 @@ def best_stage_text(flow: Any) -> str:
     return f"best stage: {where}, {n_clusters} cluster{'s' if n_clusters != 1 else ''}"
 
 
-_TITLE_ROW, _SUBTITLE_ROW = -0.085, -0.035
+_TITLE_ROW, _SUBTITLE_ROW = -0.095, -0.04
 _TEXT, _DIM_TEXT = "white", "#bbbbbb"
 
 
@@ -881,7 +881,7 @@ def panel_text_data(
                 )
             put(geo.INF_ROW, low - 0.05, "∞", _DIM_TEXT)
             put(high + 0.075, (low + high) / 2, "birth", _TEXT)
-            put((low + high) / 2, 0.035, "death", _TEXT)
+            put(low - 0.055, low, "death", _TEXT)  # above its axis, below the ∞ line
         else:
             bars = geo.barcode_bars(pers, MAX_BARS)
             shown = ", ".join(
@@ -957,7 +957,7 @@ def panel_text_data(
                     )
                     values_color.append("black" if bright else "white")
         put(
-            top + side + 0.08,
+            top + side + 0.1,
             left + side / 2,
             "hover a cell for its full value",
             _DIM_TEXT,
@@ -982,7 +982,7 @@ def panel_text_data(
 
 
 #: The box every panel (titles and tick labels included) fits in: the camera frames it.
-PANEL_BOX = ((-0.13, -0.02), (1.04, 1.02))
+PANEL_BOX = ((-0.14, -0.02), (1.05, 1.02))
 
 
 def panel_axes_data(analysis: Any, layer: str, key: str, slot: int, panel: str) -> LayerDataTuple:
