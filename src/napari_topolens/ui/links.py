@@ -34,6 +34,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from ..errors import EmptySelectionError, LayerError, TopoLensError
 from . import view_data as vd
@@ -281,7 +282,7 @@ class LinkController:
             )
         self._select_rows(key, "mapper_nodes", lambda f: np.isin(f["node"].to_numpy(), nodes))
         members = _csr_union(graph.members, graph.member_offsets, nodes)
-        return self._show_members(key, members, "mapper_nodes")
+        return self._show_members(key, members, "mapper_nodes", pd.DataFrame({"node": nodes}))
 
     def select_bars(self, key: str, dim: int, bars: Iterable[int]) -> np.ndarray:
         """Select persistence bars of one dimension (``bar`` ids) and show their members."""
@@ -297,7 +298,8 @@ class LinkController:
                 view,
                 lambda f: (f["dim"].to_numpy() == dim) & np.isin(f["bar"].to_numpy(), bars),
             )
-        return self._show_members(key, self.bar_members(key, dim, bars), "diagram")
+        table = pd.DataFrame({"dim": np.full(len(bars), dim), "bar": bars})
+        return self._show_members(key, self.bar_members(key, dim, bars), "diagram", table)
 
     def select_clusters(self, key: str, stage: int, clusters: Iterable[int]) -> np.ndarray:
         """Select clusters of one cluster-flow stage and show their members."""
@@ -312,7 +314,8 @@ class LinkController:
             lambda f: (f["stage"].to_numpy() == stage) & np.isin(f["cluster"].to_numpy(), clusters),
         )
         members = np.flatnonzero(np.isin(memberships[stage], clusters)).astype(np.int64)
-        return self._show_members(key, members, "flow_clusters")
+        table = pd.DataFrame({"stage": np.full(len(clusters), stage), "cluster": clusters})
+        return self._show_members(key, members, "flow_clusters", table)
 
     def select_merge(self, key: str, merge: int | Iterable[int]) -> np.ndarray:
         """Select dendrogram branches (``merge`` = linkage rows) and show their members."""
@@ -326,7 +329,10 @@ class LinkController:
             )
         self._select_rows(key, "dendrogram_tree", lambda f: np.isin(f["merge"].to_numpy(), merges))
         return self._show_members(
-            key, _csr_union(dendro.members, dendro.member_offsets, merges), "dendrogram_tree"
+            key,
+            _csr_union(dendro.members, dendro.member_offsets, merges),
+            "dendrogram_tree",
+            pd.DataFrame({"merge": merges}),
         )
 
     # ------------------------------------------------------------------ members -> pixels
@@ -406,12 +412,13 @@ class LinkController:
                     left + (x + tw / 2) * pixel,
                 )
             )
-            text = f"#{int(image)} {vd.class_name(int(tile_classes[k]), names)}"
+            truth = vd.class_name(int(tile_classes[k]), names)
+            text = f"#{int(image)} {truth}"
             if predictions is not None and image < len(predictions) and predictions[image] >= 0:
                 guess = vd.class_name(int(predictions[image]), names)
-                if guess != vd.class_name(int(tile_classes[k]), names):
-                    text += f" (model: {guess})"
-            texts.append(text)
+                if guess != truth:  # the model got it wrong: say what it said
+                    text += f" → {guess}"
+            texts.append(text if len(text) <= 20 else text[:19] + "…")
         gallery_text = entry.layers.get("gallery_text")
         if gallery_text is not None and gallery_text in self.viewer.layers:
             update_layer(
@@ -525,8 +532,8 @@ class LinkController:
         h, w = (int(v) for v in cloud.image_shape)
         heat = vd.overlay_for_members(cloud, points, image + 1)
         title = (
-            f"{entry.key} · {entry.network_layer}: pixel ({row}, {col}) of image {image}: "
-            f"{len(points)} points, in {len(found['mapper_nodes'])} Mapper nodes"
+            f"pixel ({row}, {col}) of image {image}: {len(points)} points, "
+            f"{len(found['mapper_nodes'])} nodes"
         )
         del h, w
         self._update_gallery(
@@ -779,7 +786,7 @@ def describe_selection(entry: ShownAnalysis, view: str, table: Any, members: np.
         }.get(view)
         if ids is not None:
             what = ids(table) + ("…" if len(table) > 4 else "")
-    return f"{entry.key} · {entry.network_layer}: {what}: {n} member{'s' if n != 1 else ''}{tail}"
+    return f"{what}: {n} member{'s' if n != 1 else ''}{tail}"
 
 
 class _Lookup:

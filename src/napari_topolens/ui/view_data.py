@@ -1126,12 +1126,17 @@ def label_band(height: int) -> int:
     return max(4, round(0.4 * height))
 
 
+def column_gap(width: int) -> int:
+    """Columns between gallery tiles: room for the labels under them."""
+    return max(1, round(0.6 * width))
+
+
 def tile_box(k: int, image_shape: tuple[int, ...], columns: int = GALLERY_COLUMNS):
     """((top, left), (height, width)) of gallery tile ``k`` in mosaic pixels (frame included)."""
     h, w = int(image_shape[0]), int(image_shape[1])
     th, tw = h + 2 * TILE_BORDER, w + 2 * TILE_BORDER
     r, c = divmod(k, columns)
-    return (r * (th + label_band(h)), c * (tw + 1)), (th, tw)
+    return (r * (th + label_band(h)), c * (tw + column_gap(w))), (th, tw)
 
 
 def gallery_mosaic(
@@ -1155,7 +1160,10 @@ def gallery_mosaic(
     rows = math.ceil(n / columns)
     cols = min(n, columns)
     (_, _), (th, tw) = tile_box(0, (h, w), columns)
-    mosaic = np.zeros((rows * (th + label_band(h)), cols * (tw + 1) - 1, 3), dtype=np.float32)
+    mosaic = np.zeros(
+        (rows * (th + label_band(h)), cols * (tw + column_gap(w)) - column_gap(w), 3),
+        dtype=np.float32,
+    )
     frame_colors = (
         categorical_colors(np.asarray(tile_classes))[:, :3]
         if tile_classes is not None
@@ -1174,7 +1182,10 @@ def gallery_mosaic(
             rgb = np.zeros((h, w, 3), dtype=np.float32)
         tile_heat = heat[image] if image < len(heat) else np.zeros((h, w), np.float32)
         top = float(tile_heat.max())
-        alpha = (0.55 * tile_heat / top if top > 0 else np.zeros_like(tile_heat))[..., None]
+        # a field covering the whole image (pooled, dense layers) says nothing per pixel:
+        # no tint, so the image keeps its own colours
+        partial = top > 0 and float(tile_heat.min()) < top
+        alpha = (0.5 * tile_heat / top if partial else np.zeros_like(tile_heat))[..., None]
         rgb = rgb * (1 - alpha) + alpha * red
         (y, x), _ = tile_box(k, (h, w), columns)
         mosaic[y : y + th, x : x + tw] = frame_colors[k]
