@@ -83,7 +83,7 @@ class TopologyCanvas(QWidget):
         self.state.added.connect(self._on_entries_changed)
         self.state.removed.connect(self._on_entries_changed)
         self.model.mouse_move_callbacks.append(self._on_hover)
-        self._update_legend()
+        self.update_legend()
 
     def resizeEvent(self, event: Any) -> None:
         """Frame the view again when the dock changes size (it has none before it is shown)."""
@@ -152,7 +152,7 @@ class TopologyCanvas(QWidget):
             self.sync_visibility(entry)
             self.redo_panel_text(entry)
         self.fit()
-        self._update_legend()
+        self.update_legend()
         del shown
 
     def sync_visibility(self, entry: ShownAnalysis) -> None:
@@ -225,9 +225,9 @@ class TopologyCanvas(QWidget):
 
     # ---- legend and readout -------------------------------------------------------------------
     def _on_entries_changed(self, _key: str = "") -> None:
-        self._update_legend()
+        self.update_legend()
 
-    def _update_legend(self) -> None:
+    def update_legend(self) -> None:
         entries = list(self.state)
         names = next(
             (list(e.analysis.class_names) for e in entries if e.analysis.class_names), None

@@ -156,8 +156,15 @@ def _show_steps(
     state.set(key, "edge_threshold", float(edge_threshold))
     state.set(key, "faded_class", None)
     state.set(key, "network_layer", layer_name)  # the links reset the selection
+    yield
     links.wire(entry)
-    canvas.apply_panel()
+    yield
+    # the frame and text were drawn for the current panel above: only visibility, legend
+    # and (first time) the camera are left
+    canvas.sync_visibility(entry)
+    canvas.update_legend()
+    if first:
+        canvas.fit()
     if active is not None and active in viewer.layers:  # napari activates each added layer
         viewer.layers.selection.active = active
     elif entry.image_layer is not None and entry.image_layer in viewer.layers:
