@@ -90,6 +90,7 @@ def analyse(model, images, labels, class_names, layers, name, *, predictions=Fal
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default=str(ROOT / "docs"))
+    parser.add_argument("--cases", default="digits,shapes,rgb")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -129,7 +130,10 @@ def main(argv: list[str] | None = None) -> int:
         ("rgb", rgb_model(images, labels), images, labels, names, ["pool1", "pool2", "fc1"])
     )
 
+    wanted = set(args.cases.split(","))
     for name, model, images, labels, class_names, layers in cases:
+        if name not in wanted:
+            continue
         analysis = analyse(model, images, labels, class_names, layers, name, predictions=True)
         viewer = napari.Viewer(show=True)
         viewer.window.resize(1280, 800)
@@ -164,7 +168,10 @@ def main(argv: list[str] | None = None) -> int:
             explorer.color_by.value = "dominant_class"
             canvas.show_panel("mapper")
             shoot(viewer, "screenshot_analysis.png")
-            links.select_nodes(key, [node])
+            # pool2: receptive fields smaller than the image, so the links show where
+            show_analysis(viewer, analysis, "pool2", image_layer=image_layer)
+            graph = analysis["pool2"].mapper
+            links.select_nodes(key, [int(np.argmax(graph.size))])
             shoot(viewer, "screenshot_links.png")
         viewer.close()
     return 0
