@@ -149,16 +149,11 @@ def main(argv: list[str] | None = None) -> int:
         graph = analysis[layers[-1]].mapper
         node = int(np.argmax(graph.size))
         links.select_nodes(key, [node])
-        for panel in (
-            "mapper",
-            "diagram",
-            "barcode",
-            "flow",
-            "blobs",
-            "dendrogram",
-            "layer_distances",
-            "cka",
-        ):
+        panels = {
+            "digits": ("mapper", "diagram", "barcode", "flow", "blobs", "dendrogram"),
+            "shapes": ("mapper",),
+        }.get(name, ("mapper", "flow", "layer_distances", "cka"))
+        for panel in panels:
             canvas.show_panel(panel)
             shoot(viewer, f"screenshot_{name}_{panel}.png")
         canvas.show_panel("mapper")

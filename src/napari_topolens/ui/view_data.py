@@ -817,6 +817,10 @@ def dendrogram_layer_data(analysis: Any, layer: str, key: str, slot: int) -> lis
 # --------------------------------------------------------------------------- panel text, frames
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def best_stage_text(flow: Any) -> str:
     """The cluster-flow stage the blob graph shows, with its cut and size."""
     stage = int(flow.best_stage)
@@ -857,7 +861,7 @@ def panel_text_data(
         graph = result.mapper
         subtitle = (
             f"{graph.n_nodes} nodes, {len(graph.edges)} edges, "
-            f"{int(np.max(graph.component)) + 1 if graph.n_nodes else 0} components"
+            f"{_plural(int(np.max(graph.component)) + 1, 'component')}"
             if graph.n_nodes
             else f"no nodes: {len(result.cloud)} points; try more images"
         )
@@ -1128,7 +1132,7 @@ def label_band(height: int) -> int:
 
 def column_gap(width: int) -> int:
     """Columns between gallery tiles: room for the labels under them."""
-    return max(1, round(0.6 * width))
+    return max(1, round(0.7 * width))
 
 
 def tile_box(k: int, image_shape: tuple[int, ...], columns: int = GALLERY_COLUMNS):
