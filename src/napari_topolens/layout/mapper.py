@@ -77,7 +77,8 @@ def mapper_layouts(analysis: Any) -> dict[str, np.ndarray]:
     out: dict[str, np.ndarray] = {}
     for result in analysis:
         saved = getattr(result, "mapper_layout", None)
-        if saved is not None and len(saved) == result.mapper.n_nodes:
+        n = result.mapper.n_nodes
+        if saved is not None and np.shape(saved) == (n, 2) and np.all(np.isfinite(saved)):
             out[result.name] = np.asarray(saved, dtype=np.float64).reshape(-1, 2)
         else:
             out[result.name] = mapper_layout(result.mapper, seed=seed)

@@ -67,7 +67,9 @@ class ShownAnalysis:
             graph = self.analysis[name].mapper
             found = (
                 np.asarray(saved, dtype=np.float64).reshape(-1, 2)
-                if saved is not None and len(saved) == graph.n_nodes
+                if saved is not None
+                and np.shape(saved) == (graph.n_nodes, 2)
+                and bool(np.all(np.isfinite(saved)))  # a saved file is untrusted
                 else mapper_layout(graph, seed=int(self.analysis.config.seed))
             )
             self.layouts[name] = found
