@@ -25,6 +25,12 @@ from napari_topolens.ui.state import state_for
 from napari_topolens.ui.views import canvas_for, find_layers
 
 STALL_TARGET_S = 0.25
+#: Longest stall accepted while the worker computes (the worker's own bound, issue 6).
+COMPUTING_STALL_S = 0.5
+#: Reopening: napari calls a reader synchronously on the main thread, so reading the
+#: saved arrays (``load_analysis``, checksums included) is one stall before the first
+#: layer; the views after it come one per event-loop turn. Bounded apart, and reported.
+READER_STALL_S = 0.5
 REOPEN_TARGET_S = 3.0
 SWITCH_TARGET_S = 1.0
 
@@ -86,7 +92,7 @@ def test_viewer_stays_responsive_while_analysing_and_showing(make_napari_viewer,
     )  # fewer layers: 3 in the image viewer, the visible view's in the canvas
     assert ticks_computing >= max(3, 0.25 * computing / 0.010 / busy)
     assert ticks_showing >= (len(inserted) - 1) // 2  # not all added in one main-thread call
-    assert stall_computing < STALL_TARGET_S * busy
+    assert stall_computing < COMPUTING_STALL_S * busy
     assert stall_showing < STALL_TARGET_S * busy
 
 
@@ -153,5 +159,5 @@ def test_reopening_a_saved_analysis_and_switching_layers_are_fast(
     )
     assert reopen < REOPEN_TARGET_S * busy
     assert switch < SWITCH_TARGET_S * busy
-    assert stall_reopen < STALL_TARGET_S * busy
+    assert stall_reopen < READER_STALL_S * busy
     assert stall_switch < STALL_TARGET_S * busy
