@@ -72,9 +72,26 @@ def test_the_import_contract_covers_every_module_outside_the_ui():
     tomllib = pytest.importorskip("tomllib")  # Python >= 3.11
 
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    (contract,) = config["tool"]["importlinter"]["contracts"]
+    (contract,) = [
+        c for c in config["tool"]["importlinter"]["contracts"] if c["type"] == "forbidden"
+    ]
     covered = set(contract["source_modules"])
     modules = {f"napari_topolens.{m.name}" for m in pkgutil.iter_modules(napari_topolens.__path__)}
     missing = sorted(modules - covered - {"napari_topolens.ui"})
     assert not missing, f"add {missing} to the import-linter contract's source_modules"
     assert {"napari", "qtpy", "magicgui"} <= set(contract["forbidden_modules"])
+
+
+def test_the_ui_layers_contract_lists_every_ui_module():
+    import pkgutil
+
+    import napari_topolens.ui
+
+    tomllib = pytest.importorskip("tomllib")
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    (layers,) = [c for c in config["tool"]["importlinter"]["contracts"] if c["type"] == "layers"]
+    listed = {name.strip() for layer in layers["layers"] for name in layer.split("|")}
+    for role in ("views", "show", "edits", "links", "canvas", "state", "view_data"):
+        assert role in listed
+    modules = {m.name for m in pkgutil.iter_modules(napari_topolens.ui.__path__)}
+    assert listed <= modules

@@ -5,9 +5,29 @@ from __future__ import annotations
 import time
 
 import numpy as np
+import pytest
 
 from napari_topolens import extract_activations, load_sample
 from napari_topolens.topology.analysis import analyze
+
+
+@pytest.fixture(autouse=True)
+def _close_topology_canvases(request):
+    """Close the topology canvases before napari's teardown counts leaked QtViewers.
+
+    The canvas docks a second ``QtViewer``; napari closes its own on ``viewer.close()``
+    but not a plugin's, so the tests close theirs first (set up after
+    ``make_napari_viewer``, torn down before it).
+    """
+    if "make_napari_viewer" in request.fixturenames:
+        request.getfixturevalue("make_napari_viewer")
+    yield
+    from napari_topolens.ui.canvas import close_canvases
+    from napari_topolens.ui.show import IncrementalShow
+
+    for show in list(IncrementalShow._running):
+        show.cancel()
+    close_canvases()
 
 
 def digits_analysis(

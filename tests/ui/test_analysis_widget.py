@@ -80,14 +80,20 @@ def test_run_on_marked_images_adds_linked_layers(digits, qtbot):
     np.testing.assert_array_equal(analysis.images, images.data)
     assert analysis.images is not images.data
 
-    # layers came back on the main thread, tagged with the analysis key
-    added = [layer for layer in viewer.layers if layer.name not in before]
+    # layers came back on the main thread, tagged with the analysis key: the overlay and
+    # gallery in the image viewer, the views in the topology canvas
+    from napari_topolens.ui.views import canvas_for
+
+    canvas_layers = list(canvas_for(viewer).model.layers)
+    added = [layer for layer in viewer.layers if layer.name not in before] + canvas_layers
     assert added and widget.layers_added
-    assert {layer.name for layer in widget.layers_added} <= {layer.name for layer in viewer.layers}
+    assert {layer.name for layer in widget.layers_added} <= {
+        layer.name for layer in [*viewer.layers, *canvas_layers]
+    }
     keys = {layer.metadata["topolens"]["key"] for layer in added}
     assert len(keys) == 1
     views = {layer.metadata["topolens"]["view"] for layer in added}
-    assert {"mapper_nodes", "mapper_edges", "diagram"} <= views
+    assert {"mapper_nodes", "mapper_edges", "overlay", "gallery"} <= views
     assert "images" not in views  # the analysed Image layer was reused
     assert "Analysed 2 layer(s) of 150 image(s)" in widget.status.value
     assert widget.run_button.enabled and not widget.cancel_button.enabled

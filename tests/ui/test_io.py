@@ -11,6 +11,7 @@ import pytest
 from conftest import digits_analysis
 
 from napari_topolens.topology import analysis as analysis_module
+from napari_topolens.ui import view_data as vd
 from napari_topolens.ui.io import (
     VIEW_FILE,
     AnalysisSaveError,
@@ -19,7 +20,7 @@ from napari_topolens.ui.io import (
     write_analysis,
 )
 from napari_topolens.ui.links import links_for
-from napari_topolens.ui.views import find_layers, recolor_nodes, show_analysis
+from napari_topolens.ui.views import canvas_for, find_layers, recolor_nodes, show_analysis
 
 COMPARED = (
     "mapper_nodes",
@@ -39,7 +40,15 @@ def digits():
     return digits_analysis(100, with_images=True)
 
 
+def show_every_panel(viewer):
+    canvas = canvas_for(viewer)
+    for panel in vd.PANELS:
+        canvas.show_panel(panel)
+    canvas.show_panel("mapper")
+
+
 def features_of(viewer):
+    show_every_panel(viewer)
     out = {}
     for layer in find_layers(viewer):
         view = layer.metadata["topolens"]["view"]
@@ -54,7 +63,7 @@ def features_of(viewer):
 
 
 def test_write_then_read_gives_the_same_linked_layers(
-    make_napari_viewer, digits, tmp_path, monkeypatch
+    make_napari_viewer, digits, tmp_path, monkeypatch, qtbot
 ):
     images, analysis = digits
     viewer = make_napari_viewer()
@@ -64,10 +73,11 @@ def test_write_then_read_gives_the_same_linked_layers(
     before = features_of(viewer)
     nodes = find_layers(viewer, key, "mapper_nodes")[0]
     colors_before = np.array(nodes.face_color)
-    # the writer gets what napari gives a writer: the selected layers' data tuples
+    # the writer gets what napari gives a writer: the selected layers' data tuples (the
+    # layers of the image viewer; the view layers live in the topology canvas)
     selected = [
-        nodes.as_layer_data_tuple(),
-        find_layers(viewer, key, "barcode")[0].as_layer_data_tuple(),
+        find_layers(viewer, key, "images")[0].as_layer_data_tuple(),
+        find_layers(viewer, key, "overlay")[0].as_layer_data_tuple(),
     ]
     target = tmp_path / "run.topolens"
     assert write_analysis(str(target), selected) == [str(target)]
@@ -80,12 +90,18 @@ def test_write_then_read_gives_the_same_linked_layers(
 
     monkeypatch.setattr(analysis_module, "iter_analyze", refuse)
     monkeypatch.setattr(analysis_module, "analyze", refuse)
+    from napari_topolens.layout import mapper as layout_module
+
+    monkeypatch.setattr(layout_module, "mapper_layout", refuse)  # the layouts are saved too
     other = make_napari_viewer()
     links = links_for(other)
-    for data, kwargs, kind in get_reader(str(target))(
-        str(target)
-    ):  # what napari does with a reader
-        other._add_layer_from_data(data, kwargs, kind)
+    other.open(str(target), plugin="napari-topolens")  # what File > Open does
+    qtbot.waitUntil(
+        lambda: len(links.keys) == 1 and bool(links.state.get(links.keys[0]).network_layer),
+        timeout=60_000,
+    )
+    qtbot.waitUntil(lambda: len(find_layers(other, view="mapper_nodes")) == 1, timeout=60_000)
+    qtbot.wait(100)
     after = features_of(other)
     assert set(after) == set(before)
     for view, (table, layer) in before.items():
@@ -125,9 +141,7 @@ def test_writer_refuses_layers_without_an_analysis(tmp_path, digits):
 
     def meta(a):
         return {
-            "metadata": {
-                "topolens": {"view": "mapper_nodes", "key": "k", "layer": "fc1", "analysis": a}
-            }
+            "metadata": {"topolens": {"view": "overlay", "key": "k", "layer": "", "analysis": a}}
         }
 
     with pytest.raises(AnalysisSaveError, match="different analyses"):
@@ -150,8 +164,8 @@ def test_writer_errors_reach_the_user_through_napari(make_napari_viewer, tmp_pat
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep me")
     show_analysis(viewer, analysis, "pool1")
-    nodes = find_layers(viewer, None, "mapper_nodes")[0]
-    viewer.layers.selection = {nodes}
+    overlay = find_layers(viewer, None, "overlay")[0]  # the analysis's layer in the image viewer
+    viewer.layers.selection = {overlay}
     with pytest.raises(AnalysisSaveError, match="other content"):
         viewer.layers.save(str(foreign), selected=True, plugin="napari-topolens")
     assert (foreign / "notes.txt").read_text() == "keep me"
@@ -185,3 +199,26 @@ def test_the_reader_claims_only_saved_analysis_folders(tmp_path, digits):
     saved = analysis.save(tmp_path / "digits.topolens")
     assert ours(saved) == ["napari-topolens.get_reader"]
     assert get_reader(str(saved)) is read_analysis
+
+
+def test_the_view_record_is_untrusted_like_the_rest_of_the_folder(tmp_path, digits):
+    from napari_topolens.ui import io
+
+    _, analysis = digits
+    folder = analysis.save(tmp_path / "a.topolens")
+    layer = analysis.layers[0]
+    good = {"layer": layer, "color_by": "purity", "edge_threshold": 0.25}
+    (folder / VIEW_FILE).write_text(json.dumps(good))
+    assert io._view_settings(folder, analysis)["color_by"] == "purity"
+
+    outside = tmp_path / "outside.json"
+    outside.write_text(json.dumps(good))
+    (folder / VIEW_FILE).unlink()
+    (folder / VIEW_FILE).symlink_to(outside)
+    assert io._view_settings(folder, analysis)["color_by"] == "dominant_class"  # link ignored
+
+    (folder / VIEW_FILE).unlink()
+    (folder / VIEW_FILE).write_text(json.dumps({**good, "pad": "x" * io.MAX_VIEW_FILE_BYTES}))
+    assert io._view_settings(folder, analysis)["color_by"] == "dominant_class"  # too large
+    (folder / VIEW_FILE).write_text("[" * 100_000 + "]" * 100_000)
+    assert io._view_settings(folder, analysis)["color_by"] == "dominant_class"  # not a record

@@ -15,8 +15,11 @@ from napari.utils.interactions import (
 
 from napari_topolens import extract_activations, load_sample
 from napari_topolens.topology.analysis import analyze
+from napari_topolens.ui import view_data as vd
 from napari_topolens.ui.links import links_for
-from napari_topolens.ui.views import find_layers, member_images, set_edge_threshold, show_analysis
+from napari_topolens.ui.state import state_for
+from napari_topolens.ui.view_data import member_images
+from napari_topolens.ui.views import canvas_for, find_layers, set_edge_threshold, show_analysis
 
 
 @pytest.fixture(scope="module")
@@ -47,6 +50,10 @@ def shown(make_napari_viewer, shapes):
     viewer = make_napari_viewer()
     image_layer = viewer.add_image(images, name="shapes")
     show_analysis(viewer, analysis, "pool2", image_layer=image_layer)
+    canvas = canvas_for(viewer)
+    for panel in vd.PANELS:  # every view drawn (a panel's layers are made when first picked)
+        canvas.show_panel(panel)
+    canvas.show_panel("mapper")
     links = links_for(viewer)
     (key,) = links.keys
     return viewer, image_layer, analysis, links, key
@@ -70,17 +77,29 @@ def check_pixels(viewer, links, key, analysis, image_layer, expected_members):
     # heat lies only inside members' fields, and every member's field is covered
     assert np.array_equal(overlay > 0, mask)
     rf = cloud.receptive_field[expected_members]
-    if not np.all(
-        (rf[:, 2] - rf[:, 0] == cloud.image_shape[0])
-        & (rf[:, 3] - rf[:, 1] == cloud.image_shape[1])
-    ):
-        assert mask.sum() < mask.shape[0] * mask[0].size  # partial fields: a real spatial check
+    whole = (rf[:, 2] - rf[:, 0] == cloud.image_shape[0]) & (
+        rf[:, 3] - rf[:, 1] == cloud.image_shape[1]
+    )
+    assert not np.all(whole)  # pool2 at all positions: partial fields, a real spatial check
+    member_fields = mask[sorted(set(cloud.image_index[expected_members].tolist()))]
+    assert member_fields.sum() < member_fields.size
     images = set(cloud.image_index[expected_members].tolist())
     assert links.current_image(image_layer) in images
     gallery = find_layers(viewer, key, "gallery")[0]
-    tiles = gallery.metadata["topolens"]["tiles"]
+    selection = state_for(viewer).get(key).selection
+    tiles = selection.tiles
     assert tiles == member_images(cloud, expected_members)[:16].tolist()
     assert set(tiles) <= images and gallery.data.ndim == 3 and gallery.data.shape[-1] == 3
+    # the gallery's title says what is selected; every tile is labelled with its class
+    text = find_layers(viewer, key, "gallery_text")[0].features["text"].tolist()
+    assert text[0] == selection.title and f"{len(np.unique(expected_members))} member" in text[0]
+    labels = analysis.labels if analysis.labels is not None else None
+    for tile, label in zip(tiles, text[1:]):
+        assert label.startswith(f"#{tile} ")
+        if labels is not None:  # the class, cut with … when it is too long for the tile
+            assert f"#{tile} {analysis.class_names[int(labels[tile])]}".startswith(
+                label.rstrip("…")
+            )
 
 
 def test_node_selection_event_shows_member_fields(shown):
@@ -96,7 +115,14 @@ def test_node_selection_event_shows_member_fields(shown):
     row = int(np.flatnonzero(nodes.features["node"].to_numpy() == node)[0])
     nodes.selected_data = {row}  # what napari's select mode does
     check_pixels(viewer, links, key, analysis, image_layer, graph.node_members(node))
-    assert nodes.features["highlighted"].to_numpy()[row]
+    assert nodes.features["selected"].to_numpy()[row]
+    title = state_for(viewer).get(key).selection.title
+    assert f"node {node}" in title and "purity" in title and "dominant" in title
+    # the selection ring is white, apart from every class colour and the pixel-hit magenta
+    border = np.array(nodes.border_color)
+    np.testing.assert_allclose(border[row], vd.SELECTED_RGBA)
+    assert not np.any(np.all(np.isclose(vd.PALETTE, vd.SELECTED_RGBA[:3], atol=0.15), axis=1))
+    assert not np.any(np.all(np.isclose(vd.PALETTE, vd.HIT_RGBA[:3], atol=0.15), axis=1))
     # the programmatic API takes the same path
     other = (node + 1) % graph.n_nodes
     links.select_nodes(key, [node, other])
@@ -123,18 +149,18 @@ def test_bars_clusters_branches_edges_and_hulls_link_to_members(shown):
     # a barcode line (H1) selected as napari does it: a representative cycle
     barcode = find_layers(viewer, key, "barcode")[0]
     h1_rows = np.flatnonzero(barcode.features["dim"].to_numpy() == 1)
-    if len(h1_rows):
-        row = int(h1_rows[0])
-        b = int(barcode.features["bar"].iloc[row])
-        barcode.selected_data = {row}
-        check_pixels(
-            viewer,
-            links,
-            key,
-            analysis,
-            image_layer,
-            pers.h1_members[pers.h1_member_offsets[b] : pers.h1_member_offsets[b + 1]],
-        )
+    assert len(h1_rows), "the shapes sample's pool2 has H1 bars; this test needs one"
+    row = int(h1_rows[0])
+    b = int(barcode.features["bar"].iloc[row])
+    barcode.selected_data = {row}
+    check_pixels(
+        viewer,
+        links,
+        key,
+        analysis,
+        image_layer,
+        pers.h1_members[pers.h1_member_offsets[b] : pers.h1_member_offsets[b + 1]],
+    )
     # a cluster of the best stage, through the flow-clusters Shapes selection
     clusters = find_layers(viewer, key, "flow_clusters")[0]
     table = clusters.features
@@ -171,21 +197,21 @@ def test_bars_clusters_branches_edges_and_hulls_link_to_members(shown):
     tree = find_layers(viewer, key, "dendrogram_tree")[0]
     assert set(tree.selected_data) == {int(np.flatnonzero(tree.features["merge"] == merge)[0])}
     # an edge after thresholding: rows changed, the ids still say which nodes
-    if len(graph.edges) > 1:
-        threshold = float(np.sort(graph.edge_weight)[len(graph.edges) // 2])
-        set_edge_threshold(viewer, key, threshold)
-        edges = find_layers(viewer, key, "mapper_edges")[0]
-        edges.selected_data = {0}
-        a, b = int(edges.features["source"].iloc[0]), int(edges.features["target"].iloc[0])
-        assert graph.edge_weight[int(edges.features["edge"].iloc[0])] >= threshold
-        check_pixels(
-            viewer,
-            links,
-            key,
-            analysis,
-            image_layer,
-            np.intersect1d(graph.node_members(a), graph.node_members(b)),
-        )
+    assert len(graph.edges) >= 1, "the shapes sample's pool2 graph has edges; this test needs one"
+    threshold = float(np.sort(graph.edge_weight)[len(graph.edges) // 2])
+    set_edge_threshold(viewer, key, threshold)
+    edges = find_layers(viewer, key, "mapper_edges")[0]
+    edges.selected_data = {0}
+    a, b = int(edges.features["source"].iloc[0]), int(edges.features["target"].iloc[0])
+    assert graph.edge_weight[int(edges.features["edge"].iloc[0])] >= threshold
+    check_pixels(
+        viewer,
+        links,
+        key,
+        analysis,
+        image_layer,
+        np.intersect1d(graph.node_members(a), graph.node_members(b)),
+    )
 
 
 @dataclass
@@ -252,6 +278,16 @@ def test_pixel_click_highlights_exactly_the_covering_nodes(shown):
     nodes = find_layers(viewer, key, "mapper_nodes")[0]
     lit = nodes.features.loc[nodes.features["highlighted"], "node"].tolist()
     assert sorted(lit) == expected_nodes
+    border = np.array(nodes.border_color)
+    np.testing.assert_allclose(
+        border[nodes.features["highlighted"].to_numpy()], np.tile(vd.HIT_RGBA, (len(lit), 1))
+    )
+    # the gallery shows the clicked image, titled with the pixel
+    entry = state_for(viewer).get(key)
+    text = find_layers(viewer, key, "gallery_text")[0].features["text"].tolist()
+    assert f"pixel ({row}, {col}) of image {image}" in text[0]
+    assert text[1].startswith(f"#{image} ")
+    assert entry.hits["mapper_nodes"].tolist() == expected_nodes
     # flow clusters and dendrogram branches holding a covering point
     memberships = result.flow.memberships
     expected_clusters = {
@@ -293,14 +329,49 @@ def test_pixel_click_highlights_exactly_the_covering_nodes(shown):
     assert links.last_highlight is before
 
 
-def test_click_on_a_node_selects_it_in_pan_zoom_mode(shown):
+def test_click_on_a_node_in_the_canvas_selects_it_and_empty_space_or_escape_clears(shown):
     viewer, image_layer, analysis, links, key = shown
     graph = analysis["pool2"].mapper
+    canvas = canvas_for(viewer)
     nodes = find_layers(viewer, key, "mapper_nodes")[0]
     row = int(np.argmax(nodes.features["size"].to_numpy()))
     world = nodes.data_to_world(nodes.data[row])
-    viewer.layers.selection.active = image_layer  # the user is not in the nodes layer
-    click(viewer, (0.0, *world))
+    viewer.layers.selection.active = image_layer  # whichever layer is active in the image viewer
+    click(canvas.model, world)
     assert set(nodes.selected_data) == {row}
     node = int(nodes.features["node"].iloc[row])
     assert np.array_equal(links.last_members, graph.node_members(node))
+    overlay = find_layers(viewer, key, "overlay")[0]
+    assert overlay.data.any()
+    # a click on empty canvas clears the selection, the rings, the overlay and the gallery
+    click(canvas.model, (-500.0, -500.0))
+    assert len(nodes.selected_data) == 0 and not nodes.features["selected"].any()
+    assert not overlay.data.any() and len(links.last_members) == 0
+    assert len(state_for(viewer).get(key).selection.tiles) == 0
+    # Escape does the same, after a pixel click too
+    links.select_nodes(key, [node])
+    cloud = analysis["pool2"].cloud
+    p = int(graph.node_members(node)[0])
+    y0, x0, _, _ = cloud.receptive_field[p]
+    links.pixel_clicked(key, int(cloud.image_index[p]), int(y0), int(x0))
+    assert nodes.features["highlighted"].any() and nodes.features["selected"].any()
+    (escape,) = [f for k, f in canvas.model.keymap.items() if str(k) == "Escape"]
+    escape(canvas.model)
+    assert not nodes.features["highlighted"].any() and not nodes.features["selected"].any()
+    assert not overlay.data.any()
+
+
+def test_painting_a_labels_layer_does_not_fire_the_pixel_link(shown):
+    viewer, image_layer, analysis, links, _key = shown
+    labels = viewer.add_labels(np.zeros(image_layer.data.shape, dtype=np.uint8), name="marks")
+    labels.mode = "paint"
+    viewer.layers.selection.active = labels
+    before = links.last_highlight
+    cloud = analysis["pool2"].cloud
+    image, (y0, x0, _, _) = int(cloud.image_index[0]), cloud.receptive_field[0]
+    viewer.dims.set_point(0, image)
+    click(viewer, image_layer.data_to_world((image, int(y0), int(x0))))
+    assert links.last_highlight is before  # painting is not a pixel click
+    labels.mode = "pan_zoom"
+    click(viewer, image_layer.data_to_world((image, int(y0), int(x0))))
+    assert links.last_highlight is not before and len(links.last_highlight["points"])

@@ -1,4 +1,4 @@
-"""Regressions from review 4: empty views, several analyses in one viewer, camera, titles."""
+"""Regressions: empty views, several analyses in one viewer, camera, titles."""
 
 from __future__ import annotations
 
@@ -7,15 +7,15 @@ import pytest
 from conftest import digits_analysis
 
 from napari_topolens import load_sample
+from napari_topolens.ui import view_data as vd
+from napari_topolens.ui.layer_update import update_layer
 from napari_topolens.ui.links import links_for
+from napari_topolens.ui.state import state_for
 from napari_topolens.ui.views import (
-    Geometry,
+    canvas_for,
     find_layers,
     show_analysis,
     show_analysis_incrementally,
-    titles_layer_data,
-    update_layer,
-    view_layer_data,
 )
 
 
@@ -33,8 +33,16 @@ def digits():
 
 
 def _title_texts(viewer, key):
-    (titles,) = find_layers(viewer, key, "titles")
-    return titles.features["text"].tolist()
+    (titles,) = find_layers(viewer, key, "panel_text")
+    return " | ".join(titles.features["text"].tolist())
+
+
+def _every_panel(viewer):
+    canvas = canvas_for(viewer)
+    for panel in vd.PANELS:
+        canvas.show_panel(panel)
+    canvas.show_panel("mapper")
+    return canvas
 
 
 def test_an_empty_mapper_graph_shows_as_empty_layers(make_napari_viewer, one_image):
@@ -43,19 +51,20 @@ def test_an_empty_mapper_graph_shows_as_empty_layers(make_napari_viewer, one_ima
     image_layer = viewer.add_image(images, name="one")
     show_analysis(viewer, analysis, "pool2", image_layer=image_layer)
     (key,) = links_for(viewer).keys
+    canvas = _every_panel(viewer)
     (nodes,) = find_layers(viewer, key, "mapper_nodes")
     (edges,) = find_layers(viewer, key, "mapper_edges")
     assert len(nodes.data) == 0 and len(nodes.features) == 0
     assert len(edges.data) == 0 and len(edges.features) == 0
-    assert "Mapper graph: no nodes" in _title_texts(viewer, key)
+    assert "no nodes" in _title_texts(viewer, key)
     (diagram,) = find_layers(viewer, key, "diagram")
     assert (diagram.features["dim"] == 1).sum() == 0
     # switching to the non-empty layer and back updates the same layers in place
     show_analysis(viewer, analysis, "pool1")
     assert len(nodes.data) == analysis["pool1"].mapper.n_nodes > 0
     show_analysis(viewer, analysis, "pool2")
-    assert len(nodes.data) == 0 and nodes in viewer.layers
-    assert "Mapper graph: no nodes" in _title_texts(viewer, key)
+    assert len(nodes.data) == 0 and nodes in canvas.model.layers
+    assert "no nodes" in _title_texts(viewer, key)
     # a pixel click finds no nodes and does not fail
     found = links_for(viewer).pixel_clicked(key, 0, 3, 3)
     assert len(found["mapper_nodes"]) == 0
@@ -64,14 +73,14 @@ def test_an_empty_mapper_graph_shows_as_empty_layers(make_napari_viewer, one_ima
 def test_update_layer_takes_an_empty_graph(make_napari_viewer, one_image):
     _, analysis = one_image
     viewer = make_napari_viewer()
-    geometry = Geometry(8.0, 8.0, (-0.5, -0.5))
+    layout1, layout2 = analysis["pool1"].mapper_layout, analysis["pool2"].mapper_layout
     full = {
         kw["metadata"]["topolens"]["view"]: (d, kw, k)
-        for d, kw, k in view_layer_data(analysis, "pool1", "k", geometry)
+        for d, kw, k in vd.group_layer_data("mapper", analysis, "pool1", "k", 0, layout1, "mapper")
     }
     empty = {
         kw["metadata"]["topolens"]["view"]: (d, kw, k)
-        for d, kw, k in view_layer_data(analysis, "pool2", "k", geometry)
+        for d, kw, k in vd.group_layer_data("mapper", analysis, "pool2", "k", 0, layout2, "mapper")
     }
     for view in ("mapper_nodes", "mapper_edges"):
         data, kwargs, kind = full[view]
@@ -103,18 +112,7 @@ def _overlap(a, b):
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-def _frames(viewer, key):
-    """World boxes of the grid cells and gallery of one analysis (from its axes layer)."""
-    (axes,) = find_layers(viewer, key, "axes")
-    out = []
-    for shape, what in zip(axes.data, axes.features["what"]):
-        if str(what).startswith("frame:"):
-            lo, hi = shape[:, -2:].min(axis=0), shape[:, -2:].max(axis=0)
-            out.append((lo[0], lo[1], hi[0], hi[1]))
-    return out
-
-
-def test_two_analyses_get_their_own_bands(make_napari_viewer, digits, one_image):
+def test_two_analyses_get_their_own_slots_and_galleries(make_napari_viewer, digits, one_image):
     images, analysis = digits
     viewer = make_napari_viewer()
     image_layer = viewer.add_image(images, name="digits")
@@ -124,36 +122,34 @@ def test_two_analyses_get_their_own_bands(make_napari_viewer, digits, one_image)
     show_analysis(viewer, _copy(one_image[1]), "pool1")
     keys = links_for(viewer).keys
     assert len(keys) == 3
-    boxes = {key: _frames(viewer, key) for key in keys}
+    _every_panel(viewer)
+    state = state_for(viewer)
+    # in the canvas, each analysis draws in its own slot: nothing of one overlaps another
     for i, a in enumerate(keys):
         for b in keys[i + 1 :]:
-            for box_a in boxes[a]:
-                for box_b in boxes[b]:
-                    assert not _overlap(box_a, box_b), (a, b, box_a, box_b)
-            # no drawn layer of one analysis overlaps one of another's
-            for la in find_layers(viewer, a):
-                for lb in find_layers(viewer, b):
-                    if {la.metadata["topolens"]["view"], lb.metadata["topolens"]["view"]} & {
-                        "images",
-                        "overlay",
+            for la in state.get(a).layers.values():
+                for lb in state.get(b).layers.values():
+                    if {"images", "overlay", "gallery", "gallery_text"} & {
+                        la.metadata["topolens"]["view"],
+                        lb.metadata["topolens"]["view"],
                     }:
                         continue
                     assert not _overlap(_extent_rc(la), _extent_rc(lb)), (la.name, lb.name)
-    # each overlay lies on its own image layer
+    # in the image viewer: each overlay on its own image layer, galleries apart
     for key in keys:
         (overlay,) = find_layers(viewer, key, "overlay")
         own = links_for(viewer).image_layer_of(key)
         np.testing.assert_allclose(_extent_rc(overlay), _extent_rc(own))
-    # the third analysis's stack (made here) sits in its own band, below the others
-    (made,) = find_layers(viewer, keys[2], "images")
-    assert _extent_rc(made)[0] > max(box[2] for key in keys[:2] for box in boxes[key])
-    # selecting a node of the second analysis fills its own gallery, in its band
+    galleries = [_extent_rc(find_layers(viewer, key, "gallery")[0]) for key in keys]
+    made = _extent_rc(find_layers(viewer, keys[2], "images")[0])
+    assert not _overlap(made, _extent_rc(image_layer))  # the stack made here sits apart
     links = links_for(viewer)
-    links.select_nodes(keys[1], [0])
-    (gallery,) = find_layers(viewer, keys[1], "gallery")
-    frame = _frames(viewer, keys[1])[-1]  # the gallery's frame comes after the grid's
-    g = _extent_rc(gallery)
-    assert frame[0] - 1e-6 <= g[0] and g[2] <= frame[2] + 1e-6
+    for key in keys:
+        links.select_nodes(key, [0])
+    galleries = [_extent_rc(find_layers(viewer, key, "gallery")[0]) for key in keys]
+    for i in range(3):
+        for j in range(i + 1, 3):
+            assert not _overlap(galleries[i], galleries[j]), (i, j)
 
 
 def _copy(analysis):
@@ -194,53 +190,69 @@ def test_a_pixel_click_goes_to_the_topmost_or_active_analysed_image(make_napari_
         assert nodes.features["highlighted"].any()
 
 
-def _visible_rect(viewer):
-    """World (row0, col0, row1, col1) the canvas shows."""
-    canvas = viewer.window._qt_viewer.canvas
-    h, w = canvas.size  # napari's canvas size is (height, width)
-    camera = viewer.scene.camera if hasattr(viewer, "scene") else viewer.camera
+def _visible_rect(canvas):
+    """World (row0, col0, row1, col1) the topology canvas shows."""
+    h, w = canvas.qt_viewer.canvas.size  # napari's canvas size is (height, width)
+    camera = canvas.model.scene.camera
     zoom = camera.zoom
     cy, cx = camera.center[-2:]
     return cy - h / 2 / zoom, cx - w / 2 / zoom, cy + h / 2 / zoom, cx + w / 2 / zoom
 
 
-def test_the_views_are_on_screen_after_a_show_and_after_reading(
+def test_the_views_are_framed_after_a_show_and_after_reading(
     make_napari_viewer, digits, tmp_path, qtbot
 ):
     images, analysis = digits
     viewer = make_napari_viewer(show=True)
-    image_layer = viewer.add_image(images, name="digits")  # napari zooms onto the 8x8 digit
+    image_layer = viewer.add_image(images, name="digits")
     show_analysis(viewer, analysis, "fc1", image_layer=image_layer)
+    qtbot.wait(50)
+    canvas = canvas_for(viewer)
+    canvas.fit()
     (key,) = links_for(viewer).keys
-    seen = _visible_rect(viewer)
-    for layer in find_layers(viewer, key, "mapper_nodes") + find_layers(viewer, key, "cka"):
-        r0, c0, r1, c1 = _extent_rc(layer)
-        assert seen[0] <= r0 and seen[1] <= c0 and r1 <= seen[2] and c1 <= seen[3], (
-            layer.name,
-            seen,
-        )
+    for panel in ("mapper", "cka"):
+        canvas.show_panel(panel)
+        seen = _visible_rect(canvas)
+        for view in vd.PANEL_VIEWS[panel]:
+            layer = state_for(viewer).get(key).layers[view]
+            if not layer.visible:
+                continue
+            r0, c0, r1, c1 = _extent_rc(layer)
+            assert seen[0] <= r0 and seen[1] <= c0 and r1 <= seen[2] and c1 <= seen[3], (
+                layer.name,
+                seen,
+            )
     analysis.save(tmp_path / "saved.topolens")
     fresh = make_napari_viewer(show=True)
     fresh.add_image(images[:1], name="first")
     fresh.open(str(tmp_path / "saved.topolens"), plugin="napari-topolens")
-    qtbot.waitUntil(lambda: bool(find_layers(fresh, None, "mapper_nodes")), timeout=10000)
+    qtbot.waitUntil(lambda: bool(find_layers(fresh, None, "mapper_nodes")), timeout=30000)
+    qtbot.waitUntil(
+        lambda: (
+            bool(state_for(fresh).keys)
+            and bool(state_for(fresh).get(state_for(fresh).keys[0]).network_layer)
+        ),
+        timeout=30000,
+    )
     (nodes,) = find_layers(fresh, None, "mapper_nodes")
     qtbot.wait(50)
-    seen = _visible_rect(fresh)
+    fresh_canvas = canvas_for(fresh)
+    fresh_canvas.show_panel("mapper")
+    seen = _visible_rect(fresh_canvas)
     r0, c0, r1, c1 = _extent_rc(nodes)
     assert seen[0] <= r0 and seen[1] <= c0 and r1 <= seen[2] and c1 <= seen[3], seen
 
 
-def test_the_flow_subtitle_names_the_best_stage(make_napari_viewer, digits):
+def test_the_flow_subtitle_names_the_best_stage(digits):
     _, analysis = digits
-    geometry = Geometry(8.0, 8.0, (-0.5, -0.5))
-    ((_, kwargs, _),) = titles_layer_data(analysis, "fc1", "k", geometry)
-    texts = kwargs["features"]["text"].tolist()
+    items = vd.panel_text_data(analysis, "fc1", "k", 0, "flow")
+    texts = items[0][1]["features"]["text"].tolist()
     flow = analysis["fc1"].flow
     n = int(np.sum(np.unique(flow.memberships[flow.best_stage]) >= 0))
-    expected = f"best: t = {flow.thresholds[flow.best_stage]:.3g}, {n} clusters"
+    expected = f"best stage: cut {flow.thresholds[flow.best_stage]:.3g}, {n} clusters"
     assert expected in texts
-    assert "best: best" not in texts
+    stage = [t for t in texts if t in ("class", "fine", "best", "mid", "coarse")]
+    assert len(stage) == len(flow.stage_names)
 
 
 def test_the_analysis_widget_refuses_images_with_two_stack_axes(make_napari_viewer):
@@ -267,37 +279,25 @@ def test_the_analysis_widget_refuses_images_with_two_stack_axes(make_napari_view
     assert [l.name for l in viewer.layers] == before_layers
 
 
-def test_matrix_labels_are_short_enough_for_the_whole_grid_zoom(digits):
-    from napari_topolens.ui.views import matrix_layer_data
-
+def test_matrix_labels_name_the_rows_and_number_the_columns(digits):
     _, analysis = digits
-    geometry = Geometry(8.0, 8.0, (-0.5, -0.5))
-    *_, (_, kwargs, _) = matrix_layer_data(analysis, "k", geometry)
-    table = kwargs["features"]
+    text_item, values_item = vd.panel_text_data(analysis, "fc1", "k", 0, "cka")
+    texts = text_item[1]["features"]["text"].tolist()
     n = len(analysis.layers)
-    columns = table[table["role"] == "column"]["text"].tolist()
-    rows = table[table["role"] == "row"]["text"].tolist()
-    assert columns == [str(i + 1) for i in range(n)] * 2  # numbered, for both matrices
-    assert rows == [f"{i + 1} {name}" for i, name in enumerate(analysis.layers)] * 2  # short names
-    values = table[table["role"] == "value"]["text"]
-    # CKA (0..1) always fits; distances only when no value needs three digits side by side
-    assert len(values) in (n * n, 2 * n * n) and values.str.len().max() <= 3
-    assert values.map(lambda v: sum(c.isdigit() for c in v)).max() <= 2
-    # the stage names sit under the flow, in two alternating rows
-    ((pos, kw, _),) = titles_layer_data(analysis, "fc1", "k", geometry)
-    stage = kw["features"]["text"].isin(["class", "fine", "best", "mid", "coarse"]).to_numpy()
-    assert stage.sum() == len(analysis["fc1"].flow.stage_names)
-    rows_of_names = pos[stage, 0]
-    assert len(np.unique(rows_of_names)) == 2 and np.all(rows_of_names[::2] == rows_of_names[0])
+    for i, name in enumerate(analysis.layers):
+        assert f"{i + 1} {name}" in texts  # short names are kept whole
+        assert str(i + 1) in texts
+    values = values_item[1]["features"]["text"]
+    assert len(values) == n * n and values.str.len().max() <= 5
 
 
 def test_analysis_keys_name_the_sample_else_the_image_layer(make_napari_viewer):
     from types import SimpleNamespace
 
-    links = links_for(make_napari_viewer())
+    state = state_for(make_napari_viewer())
     assert (
-        links.key_for(SimpleNamespace(provenance={"sample": "digits", "image_layer": "x"}))
+        state.new_key(SimpleNamespace(provenance={"sample": "digits", "image_layer": "x"}))
         == "digits"
     )
-    assert links.key_for(SimpleNamespace(provenance={"image_layer": "my scans"})) == "my scans"
-    assert links.key_for(SimpleNamespace(provenance={})) == "analysis"
+    assert state.new_key(SimpleNamespace(provenance={"image_layer": "my scans"})) == "my scans"
+    assert state.new_key(SimpleNamespace(provenance={})) == "analysis"

@@ -156,12 +156,34 @@ def persistence_figure(persistence: Any) -> str:
 # ----------------------------------------------------------------------------- Mapper
 
 
-def mapper_figure(
-    mapper: Any, colours: Sequence[str], class_names: Sequence[str] | None, *, seed: int = 0
-) -> str:
-    """Mapper graph: nodes coloured by dominant class and sized by members, edges by Jaccard."""
-    import networkx as nx
+def report_mapper_positions(result: Any, seed: int = 0) -> np.ndarray:
+    """Mapper node positions ``(n, 2)`` as (x, y) for matplotlib: the analysis's own layout.
 
+    The same ``LayerAnalysis.mapper_layout`` (row, col in the unit square) that
+    napari draws, with rows turned into an upward y, so both show one picture.
+    """
+    from ..layout.mapper import mapper_layout
+
+    layout = getattr(result, "mapper_layout", None)
+    if layout is None or len(layout) != result.mapper.n_nodes:
+        layout = mapper_layout(result.mapper, seed=seed)
+    layout = np.asarray(layout, dtype=np.float64).reshape(-1, 2)
+    return np.column_stack([layout[:, 1], 1.0 - layout[:, 0]])
+
+
+def mapper_figure(
+    mapper: Any,
+    colours: Sequence[str],
+    class_names: Sequence[str] | None,
+    *,
+    positions: np.ndarray | None = None,
+    seed: int = 0,
+) -> str:
+    """Mapper graph: nodes coloured by dominant class and sized by members, edges by Jaccard.
+
+    ``positions``: node (x, y) from :func:`report_mapper_positions`; None lays the
+    graph out here with ``layout.mapper_layout``.
+    """
     figure = _figure(6.2, 5.0)
     axes = figure.add_subplot()
     axes.set_axis_off()
@@ -172,12 +194,13 @@ def mapper_figure(
             0.5, 0.5, f"empty Mapper graph\n{note}", ha="center", va="center", fontsize=9, wrap=True
         )
         return png_data_uri(figure)
-    graph = nx.Graph()
-    graph.add_nodes_from(range(n_nodes))
-    for (a, b), w in zip(mapper.edges.tolist(), mapper.edge_weight.tolist()):
-        graph.add_edge(int(a), int(b), weight=float(w))
-    layout = nx.spring_layout(graph, seed=seed, weight="weight", k=1.5 / np.sqrt(max(n_nodes, 1)))
-    xy = np.array([layout[i] for i in range(n_nodes)])
+    if positions is None:
+        from ..layout.mapper import mapper_layout
+
+        layout = mapper_layout(mapper, seed=seed)
+        positions = np.column_stack([layout[:, 1], 1.0 - layout[:, 0]])
+    xy = np.asarray(positions, dtype=np.float64)
+    axes.set_aspect("equal")
     if len(mapper.edges):
         from matplotlib.collections import LineCollection
 

@@ -230,7 +230,9 @@ def _layer_section(
     yield Progress(0.0, "persistence figure")
     persistence_uri = figures.persistence_figure(persistence)
     yield Progress(0.2, "Mapper figure")
-    mapper_uri = figures.mapper_figure(result.mapper, colours, class_names, seed=seed)
+    mapper_uri = figures.mapper_figure(
+        result.mapper, colours, class_names, positions=figures.report_mapper_positions(result, seed)
+    )
     yield Progress(0.4, "cluster flow figure")
     flow_uri = figures.flow_figure(flow, result.point_labels, colours, class_names)
     yield Progress(0.55, "blob graph figure")

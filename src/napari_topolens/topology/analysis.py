@@ -240,7 +240,9 @@ class LayerAnalysis:
 
     ``class_persistence`` is ``None`` without labels. ``quality`` compares the
     true labels with the clusters of the best cluster-flow stage (all NaN without
-    labels).
+    labels). ``mapper_layout`` holds the Mapper node positions ``(n_nodes, 2)``
+    (row, col in the unit square, ``layout.mapper_layout``) that napari and the
+    report both draw; None only in analyses saved before it was recorded.
     """
 
     name: str
@@ -255,6 +257,7 @@ class LayerAnalysis:
     dendrogram: Dendrogram
     quality: Quality
     seconds: dict[str, float] = field(default_factory=dict)
+    mapper_layout: np.ndarray | None = None
 
     @property
     def best_clusters(self) -> np.ndarray:
@@ -620,6 +623,7 @@ def iter_analyze(
     """
     import time
 
+    from ..layout.mapper import mapper_layout
     from .distances import cka_matrix, diagram_distance_matrix
     from .hole import blob_graph, cluster_flow, heatmap_dendrogram
     from .mapper import mapper_graph
@@ -711,6 +715,8 @@ def iter_analyze(
             n_classes=n_classes,
             seed=seed,
         )
+        # laid out once here, saved with the analysis: napari and the report draw it
+        node_positions = mapper_layout(mapper, seed=seed)
         seconds["mapper"] = time.perf_counter() - t0
         done += weights["mapper"]
 
@@ -806,6 +812,7 @@ def iter_analyze(
                 dendrogram=dendrogram,
                 quality=quality,
                 seconds=seconds,
+                mapper_layout=node_positions,
             )
         )
 

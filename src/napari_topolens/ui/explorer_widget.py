@@ -1,13 +1,12 @@
-"""Dock widget: explore an analysis already shown in the viewer.
+"""Dock widget: explore an analysis already shown (views in the topology canvas).
 
-Pick the analysis and the network layer whose views are shown, colour the
-Mapper nodes by a node feature, hide weak edges with a Jaccard threshold, and
+Pick the analysis and the network layer whose views are shown, colour the Mapper
+nodes by a node feature (the model's predicted class and correct share too, when
+the analysis holds predictions), hide weak edges with a Jaccard threshold, and
 search a class to fade every node it does not dominate. Every control calls one
-function of ``ui.views`` on the main thread; nothing here computes topology. The
-colour, edge and class controls are instant; a layer switch updates a dozen
-layers (0.5-1 s in all), so it runs one layer per event-loop turn
-(``views.show_analysis_incrementally``) and the viewer stays responsive. The
-quality numbers of the shown layer are listed below the controls.
+function of ``ui.views`` on the main thread; the controls follow ``ui.state``
+(its events), never the layers. A layer switch updates the canvas layers in
+place, one per event-loop turn, so the viewer stays responsive.
 """
 
 from __future__ import annotations
@@ -19,22 +18,13 @@ from magicgui.widgets import ComboBox, Container, FloatSlider, Label, LineEdit
 from qtpy.QtWidgets import QSizePolicy
 
 from ..errors import TopoLensError
+from .view_data import COLOR_BY, COLOR_BY_LABELS, NEEDS_PREDICTIONS, analysis_predictions
 from .widget_parts import report_error
 
 if TYPE_CHECKING:
     import napari
 
 __all__ = ["COLOR_BY_LABELS", "ExplorerWidget", "resolve_class"]
-
-#: Readable names of the node colourings (``views.COLOR_BY``).
-COLOR_BY_LABELS: dict[str, str] = {
-    "dominant_class": "dominant class",
-    "purity": "purity",
-    "mean_lens": "lens (mean)",
-    "size": "size (log)",
-    "component": "component",
-    "community": "community (Louvain)",
-}
 
 
 def resolve_class(text: str, class_names: list[str] | None) -> str | None:
@@ -66,19 +56,18 @@ def resolve_class(text: str, class_names: list[str] | None) -> str | None:
 
 
 class ExplorerWidget(Container):
-    """Controls for an analysis shown by ``views.show_analysis`` (or read from a file)."""
+    """Controls for the analyses shown by ``views.show_analysis`` (or read from a file)."""
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
-        from .views import COLOR_BY
+        from .state import state_for
 
         super().__init__(labels=False)
         self._viewer = napari_viewer
+        self._state = state_for(napari_viewer)
         self._updating = False
-        self._known_keys: set[str] = set()
+        self._known: set[str] = set()  # keys seen: a new one gets chosen
         #: The running (or last) layer switch, a ``views.IncrementalShow``; None before the first.
         self.pending_show: Any = None
-        self._pending_key: str | None = None
-        self._pending_layer: str | None = None
         self.analysis_key = ComboBox(label="Analysis", choices=self._key_choices, nullable=True)
         self.layer = ComboBox(
             label="Network layer",
@@ -88,9 +77,10 @@ class ExplorerWidget(Container):
         )
         self.color_by = ComboBox(
             label="Colour by",
-            choices=[(COLOR_BY_LABELS.get(name, name), name) for name in COLOR_BY],
+            choices=self._color_choices,
             value="dominant_class",
-            tooltip="Node colour: dominant class, purity (share of the dominant class), mean lens value, ...",
+            tooltip="Node colour: dominant class, the model's predicted class, correct share, "
+            "purity (share of the dominant class), mean lens value, ...",
         )
         self.edge_threshold = FloatSlider(
             label="Edge threshold",
@@ -99,8 +89,7 @@ class ExplorerWidget(Container):
             step=0.01,
             value=0.0,
             tracking=False,
-            tooltip="Hide Mapper edges whose Jaccard overlap |A∩B|/|A∪B| is below this "
-            "(applied when the slider is released: rebuilding the edges is not free)",
+            tooltip="Hide Mapper edges whose Jaccard overlap |A∩B|/|A∪B| is below this",
         )
         self.class_search = LineEdit(
             label="Find class",
@@ -130,68 +119,64 @@ class ExplorerWidget(Container):
         self.color_by.changed.connect(self.recolor)
         self.edge_threshold.changed.connect(self.threshold_edges)
         self.class_search.changed.connect(self.find_class)
-        self._viewer.layers.events.inserted.connect(self._on_layers_changed)
-        self._viewer.layers.events.removed.connect(self._on_layers_changed)
-        self._on_layers_changed()
+        self._state.shown.connect(self._on_shown)
+        self._state.removed.connect(self._on_removed)
+        self._state.changed.connect(self._on_state_changed)
+        self._sync()
 
     # ---- what is shown ----------------------------------------------------------------
-    def _links(self) -> Any:
-        from .links import links_for
-
-        return links_for(self._viewer)
-
     def _key_choices(self, _widget: Any = None) -> list[str]:
-        from .views import find_layers
+        return [entry.key for entry in self._state if entry.network_layer]
 
-        keys: list[str] = []
-        for layer in find_layers(self._viewer, view="mapper_nodes"):
-            key = layer.metadata["topolens"].get("key")
-            if key is not None and key not in keys:
-                keys.append(key)
-        return keys
+    def _entry(self) -> Any:
+        key = self.analysis_key.value
+        return self._state.get(key) if key is not None and key in self._state else None
 
     @property
     def analysis(self) -> Any:
         """The chosen :class:`Analysis`, or ``None``."""
-        key = self.analysis_key.value
-        if key is None:
-            return None
-        from .views import find_layers
-
-        for layer in find_layers(self._viewer, key):
-            found = layer.metadata["topolens"].get("analysis")
-            if found is not None:
-                return found
-        return None
+        entry = self._entry()
+        return None if entry is None else entry.analysis
 
     def _layer_choices(self, _widget: Any = None) -> list[str]:
         analysis = self.analysis
         return [] if analysis is None else list(analysis.layers)
 
-    def _shown_layer(self) -> str | None:
-        from .views import find_layers
-
-        key = self.analysis_key.value
-        nodes = find_layers(self._viewer, key, "mapper_nodes") if key is not None else []
-        return nodes[-1].metadata["topolens"].get("layer") if nodes else None
-
-    def _nodes_meta(self) -> dict[str, Any]:
-        from .views import find_layers
-
-        key = self.analysis_key.value
-        nodes = find_layers(self._viewer, key, "mapper_nodes") if key is not None else []
-        return nodes[-1].metadata["topolens"] if nodes else {}
+    def _color_choices(self, _widget: Any = None) -> list[tuple[str, str]]:
+        analysis = self.analysis
+        has_predictions = analysis is not None and analysis_predictions(analysis) is not None
+        return [
+            (COLOR_BY_LABELS[name], name)
+            for name in COLOR_BY
+            if has_predictions or name not in NEEDS_PREDICTIONS
+        ]
 
     def reset_choices(self, *_: Any) -> None:
-        """napari calls this on docked magicgui widgets whenever layers change.
+        """napari calls this on docked magicgui widgets whenever layers change."""
+        self._sync()
 
-        The choices depend on each other (analysis -> its layers), and while
-        ``show_analysis`` swaps layers they are briefly missing, so the reset is
-        done once, in order, and not in the middle of our own update.
-        """
-        self._on_layers_changed()
+    def _on_shown(self, key: str) -> None:
+        if self._switching():
+            return  # our own switch: its end syncs
+        if key not in self._known:
+            self._known.add(key)
+            self._sync(choose=key)  # a new analysis: show its controls
+        elif key == self.analysis_key.value:
+            self._sync()
 
-    def _on_layers_changed(self, _event: Any = None) -> None:
+    def _on_removed(self, _key: str) -> None:
+        self._sync()
+
+    def _on_state_changed(self, key: str, _what: str) -> None:
+        if key == self.analysis_key.value and not self._switching():
+            self._sync()
+
+    def _on_key_changed(self, _value: Any = None) -> None:
+        if not self._updating:
+            self._sync()
+
+    def _sync(self, choose: str | None = None) -> None:
+        """Make the controls show the state of the chosen analysis."""
         if self._updating:
             return
         self._updating = True
@@ -199,80 +184,55 @@ class ExplorerWidget(Container):
             previous = self.analysis_key.value
             self.analysis_key.reset_choices()
             keys = [k for k in self.analysis_key.choices if k is not None]
-            new = [k for k in keys if k not in self._known_keys]
-            self._known_keys = set(keys)
-            if new:
-                self.analysis_key.value = new[-1]  # a new analysis: show its controls
+            self._known |= set(keys)
+            if choose in keys:
+                self.analysis_key.value = choose
             elif keys and previous not in keys:
                 self.analysis_key.value = keys[-1]
-            if not self._switching(self.analysis_key.value):
-                # during our own switch the layers are half-way: the controls already
-                # say what it shows, and its end syncs the summary
-                self._sync_from_layers()
+            self.layer.reset_choices()
+            self.color_by.reset_choices()
+            entry = self._entry()
+            if entry is not None:
+                if entry.network_layer in self.layer.choices:
+                    self.layer.value = entry.network_layer
+                if entry.color_by in self.color_by.choices:
+                    self.color_by.value = entry.color_by
+                self.edge_threshold.value = float(entry.edge_threshold)
+                self.class_search.value = "" if entry.faded_class is None else entry.faded_class
+            self._update_summary()
         finally:
             self._updating = False
 
-    def _on_key_changed(self, _value: Any = None) -> None:
-        was = self._updating
-        self._updating = True
-        try:
-            self._sync_from_layers()
-        finally:
-            self._updating = was
-
-    def _sync_from_layers(self) -> None:
-        """Make the controls show the state of the chosen analysis's layers."""
-        self.layer.reset_choices()
-        meta = self._nodes_meta()
-        shown = (
-            self._pending_layer if self._switching(self.analysis_key.value) else meta.get("layer")
-        )
-        if shown is not None and shown in self.layer.choices:
-            self.layer.value = shown
-        if meta.get("color_by") in self.color_by.choices:
-            self.color_by.value = meta["color_by"]
-        from .views import find_layers
-
-        key = self.analysis_key.value
-        edges = find_layers(self._viewer, key, "mapper_edges") if key is not None else []
-        if edges:
-            self.edge_threshold.value = float(
-                edges[-1].metadata["topolens"].get("edge_threshold", 0.0)
-            )
-        faded = meta.get("faded_class")
-        self.class_search.value = "" if faded is None else str(faded)
-        self._update_summary()
-
     # ---- actions ------------------------------------------------------------------------
-    def _switching(self, key: str | None) -> bool:
-        """Whether a layer switch of analysis ``key`` is still putting its layers in."""
+    def _switching(self) -> bool:
         show = self.pending_show
-        return key is not None and show is not None and not show.done and self._pending_key == key
+        return show is not None and not show.done
 
     def show_layer(self, _value: Any = None) -> Any:
         """Show the views of the chosen network layer, one layer per event-loop turn.
 
-        A switch still running is cancelled first (what it updated stays, and this
-        show updates it again), so rapid switching ends on the last choice with
-        every view showing it. Returns the running ``views.IncrementalShow`` (also
+        A switch still running is cancelled first, so rapid switching ends on the
+        last choice. Returns the running ``views.IncrementalShow`` (also
         :attr:`pending_show`), or None when there is nothing to switch.
         """
         from .views import recolor_nodes, set_edge_threshold, show_analysis_incrementally
 
         if self._updating:
             return None
-        key, name, analysis = self.analysis_key.value, self.layer.value, self.analysis
-        if key is None or name is None or analysis is None:
+        entry, name = self._entry(), self.layer.value
+        if entry is None or name is None:
             return None
-        if self._switching(key):  # the views are half-way: show `name` even if the nodes show it
+        cut_short = self.pending_show is not None and self.pending_show.cancelled
+        if self._switching():
             self.pending_show.cancel()
-        elif name == self._shown_layer():
-            return None  # (a switch of another analysis runs on: its views are its own)
+        elif name == entry.network_layer and not cut_short:
+            return None  # (after a cancelled switch some views may show another layer)
+        key = entry.key
         color_by, threshold = self.color_by.value, float(self.edge_threshold.value)
 
         def done(_layers: list[Any]) -> None:
             if self.analysis_key.value != key:
-                return  # the user chose another analysis meanwhile; its controls are shown
+                return
             try:  # controls changed while the layers went in apply now
                 if self.color_by.value != color_by:
                     recolor_nodes(self._viewer, key, self.color_by.value)
@@ -283,12 +243,10 @@ class ExplorerWidget(Container):
                 report_error(exc, self.status)
             self._update_summary()
 
-        self._pending_key, self._pending_layer = key, name
         self.pending_show = show_analysis_incrementally(
             self._viewer,
-            analysis,
+            entry.analysis,
             name,
-            image_layer=self._links().image_layer_of(key),
             color_by=color_by,
             edge_threshold=threshold,
             on_done=done,
@@ -300,11 +258,7 @@ class ExplorerWidget(Container):
         """Colour the nodes by the chosen feature (keeps a class search applied)."""
         from .views import recolor_nodes
 
-        if (
-            self._updating
-            or self.analysis_key.value is None
-            or self._switching(self.analysis_key.value)
-        ):
+        if self._updating or self.analysis_key.value is None or self._switching():
             return  # during a switch: its end applies the chosen colouring
         try:
             recolor_nodes(self._viewer, self.analysis_key.value, self.color_by.value)
@@ -318,12 +272,8 @@ class ExplorerWidget(Container):
         """Hide edges whose Jaccard weight is below the slider."""
         from .views import set_edge_threshold
 
-        if (
-            self._updating
-            or self.analysis_key.value is None
-            or self._switching(self.analysis_key.value)
-        ):
-            return  # during a switch: its end applies the chosen threshold
+        if self._updating or self.analysis_key.value is None or self._switching():
+            return
         try:
             set_edge_threshold(
                 self._viewer, self.analysis_key.value, float(self.edge_threshold.value)
@@ -351,24 +301,26 @@ class ExplorerWidget(Container):
             if report:
                 self.status.value = f"{exc}"
             name = None
-        highlight_class(self._viewer, self.analysis_key.value, name)
+        was = self._updating
+        self._updating = True
+        try:
+            highlight_class(self._viewer, self.analysis_key.value, name)
+        finally:
+            self._updating = was
         if report:
             self._update_summary(found=name)
         return name
 
     # ---- text -----------------------------------------------------------------------------
     def _update_summary(self, found: str | None = None) -> None:
-        analysis, name = self.analysis, self._shown_layer()
-        if analysis is None or name is None or name not in analysis:
+        entry = self._entry()
+        if entry is None or not entry.network_layer:
             self.summary.value = "Run an analysis (or open a saved one) to explore it here."
             return
-        result = analysis[name]
+        result = entry.result
         graph = result.mapper
-        from .views import find_layers
-
-        key = self.analysis_key.value
-        edges = find_layers(self._viewer, key, "mapper_edges")
-        shown_edges = len(edges[-1].data) if edges else 0
+        edges = entry.layers.get("mapper_edges")
+        shown_edges = len(edges.data) if edges is not None else 0
         quality = result.quality
 
         def number(value: float) -> str:
@@ -379,15 +331,17 @@ class ExplorerWidget(Container):
             )
 
         self.summary.value = (
-            f"{name}: {len(graph.node_ids)} nodes, {shown_edges} of {len(graph.edges)} edges shown; "
-            f"{len(result.cloud)} points. Best H0 clusters vs labels: purity {number(quality.purity)}, "
-            f"ARI {number(quality.ari)}, NMI {number(quality.nmi)}, silhouette {number(quality.silhouette)}; "
+            f"{entry.network_layer}: {len(graph.node_ids)} nodes, {shown_edges} of "
+            f"{len(graph.edges)} edges shown; {len(result.cloud)} points. Best H0 clusters vs "
+            f"labels: purity {number(quality.purity)}, ARI {number(quality.ari)}, NMI "
+            f"{number(quality.nmi)}, silhouette {number(quality.silhouette)}; "
             f"PH dim {number(float(result.phdim.dimension))}."
         )
-        if found is not None:
-            nodes = find_layers(self._viewer, key, "mapper_nodes")
-            if nodes:
-                kept = int((nodes[-1].features["dominant_class"].astype(str) == found).sum())
-                self.status.value = f"Class {found!r}: {kept} of {len(nodes[-1].features)} nodes kept, the others faded."
+        nodes = entry.layers.get("mapper_nodes")
+        if found is not None and nodes is not None:
+            kept = int((nodes.features["dominant_class"].astype(str) == found).sum())
+            self.status.value = (
+                f"Class {found!r}: {kept} of {len(nodes.features)} nodes kept, the others faded."
+            )
         elif self.class_search.value.strip() == "" and self.status.value.startswith("Class "):
             self.status.value = ""

@@ -28,12 +28,13 @@ from typing import Any
 
 from ..errors import AnalysisFileError, TopoLensError
 from ..topology.store import is_analysis_dir, load_analysis
-from .views import COLOR_BY, Geometry, LayerDataTuple, analysis_layer_data, band_below
+from .views import COLOR_BY, LayerDataTuple, reader_layer_data, saved_view_settings
 
 __all__ = ["VIEW_FILE", "AnalysisSaveError", "get_reader", "read_analysis", "write_analysis"]
 
 #: How the analysis was shown when saved; optional, absent in folders saved by scripts.
 VIEW_FILE = "napari_view.json"
+MAX_VIEW_FILE_BYTES = 64 * 1024
 
 
 class AnalysisSaveError(OSError):
@@ -61,12 +62,15 @@ def _view_settings(folder: Path, analysis: Any) -> dict[str, Any]:
         "edge_threshold": 0.0,
     }
     record = folder / VIEW_FILE
-    if not record.is_file():
+    # untrusted like the rest of the folder: never through a link, never a large file
+    if record.is_symlink() or not record.is_file() or record.stat().st_size > MAX_VIEW_FILE_BYTES:
         return settings
     try:
         saved = json.loads(record.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return settings  # the view record is a convenience; the analysis itself is intact
+    if not isinstance(saved, dict):
+        return settings
     if saved.get("layer") in analysis:
         settings["layer_name"] = saved["layer"]
     if saved.get("color_by") in COLOR_BY:
@@ -86,20 +90,13 @@ def read_analysis(path: str | Sequence[str]) -> list[LayerDataTuple]:
     base = folder.name.removesuffix(".topolens") or "analysis"
     key = base
     viewer = _current_viewer()
-    band_top = None
     if viewer is not None:
-        from .links import links_for
+        from .state import state_for
+        from .views import watch_viewer
 
-        key = links_for(viewer).key_for(analysis, base)  # also wires the layers when added
-        h, w = analysis[analysis.layers[-1]].cloud.image_shape
-        band_top = band_below(viewer, key, Geometry(float(h), float(w)))  # below shown analyses
-        from qtpy.QtCore import QTimer
-
-        # napari adds the returned layers after this returns; then bring them on screen
-        QTimer.singleShot(0, viewer.reset_view)
-    return analysis_layer_data(
-        analysis, key=key, band_top=band_top, **_view_settings(folder, analysis)
-    )
+        key = state_for(viewer).new_key(analysis, base)
+        watch_viewer(viewer)  # the views appear in the topology canvas once napari adds the images
+    return reader_layer_data(analysis, key, **_view_settings(folder, analysis))
 
 
 def _current_viewer() -> Any:
@@ -146,7 +143,7 @@ def _write_analysis(path: str, layer_data: list[LayerDataTuple]) -> list[str]:
     if not analyses:
         raise TopoLensError(
             "none of the layers to save belongs to a TopoLens analysis; select the "
-            "analysis's layers (e.g. its Mapper nodes) and save again"
+            "analysis's images, receptive-field overlay or gallery layer and save again"
         )
     if len(analyses) > 1:
         raise TopoLensError(
@@ -154,6 +151,7 @@ def _write_analysis(path: str, layer_data: list[LayerDataTuple]) -> list[str]:
             "layers of one analysis and save it on its own"
         )
     (analysis,) = analyses.values()
+    settings = {**saved_view_settings(analysis), **settings}
     target = Path(os.fspath(path)).expanduser()
     saved = analysis.save(target)
     saved = Path(saved) if saved is not None else target

@@ -1,29 +1,29 @@
-"""Links both ways between the topology layers and the images and their pixels.
+"""Links both ways between the views in the topology canvas and the images and their pixels.
 
-One :class:`LinkController` per viewer (:func:`links_for`) watches the plugin's
-layers (those with ``metadata["topolens"]``, see ``ui.views``):
+One :class:`LinkController` per image viewer (:func:`links_for`) works on the
+shown analyses of ``ui.state``:
 
 - **selection -> pixels.** Selecting Mapper nodes or edges, diagram points,
   barcode bars, cluster-flow clusters or bands, blob points or hulls, or
-  dendrogram branches (the layers' ``selected_data`` events, whether the user
-  selected in napari's select mode, clicked the item in pan/zoom mode, or code set
-  ``selected_data``) gathers their member points (rows of the shown layer's point
-  cloud). The heat overlay then shows, for every member image, how many member
-  receptive fields cover each pixel (pooled layers: the whole image); the gallery
-  tiles the member images with the most member points; the image stack jumps to
-  the top member image unless the current one is a member already; and the
-  members are ringed in the blob graph.
-- **pixel -> topology.** A click (press and release without dragging) on a pixel
-  of the input stack finds the points of that image whose receptive field covers
-  the pixel, and rings, in the shown layer's views, every Mapper node, persistence
-  bar, flow cluster and band, blob point and hull and dendrogram branch that holds
-  one of them. The click goes to the active layer if it is an analysed image
-  layer, else to the topmost visible analysed image layer under the pointer; when
-  several analyses were computed on that image layer, all of them are ringed.
+  dendrogram branches (a click on the item in the topology canvas, or code
+  setting a view layer's ``selected_data``) gathers their member points (rows of
+  the shown layer's point cloud). The heat overlay in the image viewer then
+  shows, for every member image, how many member receptive fields cover each
+  pixel; the gallery tiles the member images with the most member points, each
+  framed and labelled with its class, under a title naming the selection; the
+  image stack jumps to the top member image unless the current one is a member;
+  the selected items get a white ring.
+- **pixel -> topology.** A click (press and release without dragging, in
+  pan/zoom mode, so painting a Labels layer never fires it) on a pixel of an
+  analysed image finds the points of that image whose receptive field covers the
+  pixel, and rings in magenta every Mapper node, persistence bar, flow cluster and
+  band, blob point and hull and dendrogram branch that holds one of them, in
+  every analysis computed on that image layer; the gallery shows that image.
+- **clearing.** Escape in the canvas, or a click on its empty space, clears the
+  selection and the rings.
 
 Every link is keyed by the ids in the layers' ``features`` (``node``, ``dim``/
-``bar``, ``stage``/``cluster``, ``point``, ``merge``), never by row order, so
-thresholding edges or re-sorting a table cannot break it.
+``bar``, ``stage``/``cluster``, ``point``, ``merge``), never by row order.
 """
 
 from __future__ import annotations
@@ -34,18 +34,13 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from ..errors import EmptySelectionError, LayerError, TopoLensError
-from .views import (
-    GALLERY_TILES,
-    Geometry,
-    find_layers,
-    gallery_mosaic,
-    gallery_placement,
-    mapper_layout,
-    member_images,
-    overlay_for_members,
-)
+from . import view_data as vd
+from .canvas import canvas_for
+from .layer_update import update_layer
+from .state import PerViewer, Selection, ShownAnalysis, state_for
 
 __all__ = ["SELECTABLE_VIEWS", "LinkController", "links_for"]
 
@@ -61,9 +56,8 @@ SELECTABLE_VIEWS = (
     "blob_hulls",
     "dendrogram_tree",
 )
-_HIGHLIGHT = (1.0, 0.92, 0.0, 1.0)
 
-_CONTROLLERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_CONTROLLERS = PerViewer()
 
 
 def links_for(viewer: Any) -> LinkController:
@@ -71,7 +65,7 @@ def links_for(viewer: Any) -> LinkController:
     controller = _CONTROLLERS.get(viewer)
     if controller is None:
         controller = LinkController(viewer)
-        _CONTROLLERS[viewer] = controller
+        _CONTROLLERS.set(viewer, controller)
     return controller
 
 
@@ -94,7 +88,7 @@ def _csr_union(members: np.ndarray, offsets: np.ndarray, items: Iterable[int]) -
 
 
 class LinkController:
-    """Selection -> overlay, gallery, image jump; pixel click -> views highlighted.
+    """Selection -> overlay, gallery, image jump; pixel click -> views ringed.
 
     Attributes
     ----------
@@ -103,26 +97,28 @@ class LinkController:
     last_key, last_source : str or None
         Analysis key and view name of the last selection.
     last_highlight : dict of str to ndarray
-        What the last pixel click highlighted (see :meth:`pixel_clicked`).
+        What the last pixel click ringed (see :meth:`pixel_clicked`).
     """
 
     def __init__(self, viewer: Any) -> None:
         self._viewer = weakref.ref(viewer)
-        self._analyses: dict[str, Any] = {}
-        self._image_layers: dict[str, Any] = {}
-        self._bands: dict[str, float | None] = {}
-        self._shown: dict[str, str] = {}
-        self._layouts: dict[tuple[str, str], np.ndarray] = {}
+        self.state = state_for(viewer)
+        self.canvas = canvas_for(viewer)
         self._wired: weakref.WeakSet = weakref.WeakSet()
+        # per view layer: its own edge colours/widths or borders, and the two ring masks
+        self._base: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+        self._rings: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
         self._quiet = False
         self.last_members = np.zeros(0, dtype=np.int64)
         self.last_key: str | None = None
         self.last_source: str | None = None
         self.last_highlight: dict[str, np.ndarray] = {}
-        viewer.layers.events.inserted.connect(self._on_inserted)
-        viewer.mouse_drag_callbacks.append(self._on_mouse)
-        for layer in list(viewer.layers):
-            self.adopt(layer)
+        viewer.mouse_drag_callbacks.append(self._on_image_mouse)
+        self.canvas.model.mouse_drag_callbacks.append(self._on_canvas_mouse)
+        self.canvas.model.bind_key("Escape", self._on_escape, overwrite=True)
+        self.state.changed.connect(self._on_state_changed)
+        for entry in self.state:
+            self.wire(entry)
 
     # ------------------------------------------------------------------ bookkeeping
     @property
@@ -135,145 +131,79 @@ class LinkController:
     @property
     def keys(self) -> list[str]:
         """Keys of the analyses this viewer shows."""
-        return list(self._analyses)
+        return self.state.keys
 
-    def key_for(self, analysis: Any, base: str | None = None) -> str:
-        """The key of ``analysis`` here: its existing one, or a new short unique one."""
-        for key, known in self._analyses.items():
-            if known is analysis:
-                return key
-        if base is None:
-            provenance = getattr(analysis, "provenance", None) or {}
-            base = str(
-                provenance.get("sample")
-                or provenance.get("name")
-                or provenance.get("image_layer")
-                or "analysis"
-            )
-        taken = set(self._analyses) | {
-            layer.metadata["topolens"].get("key") for layer in find_layers(self.viewer)
-        }
-        key, n = base, 1
-        while key in taken:
-            n += 1
-            key = f"{base} {n}"
-        self._analyses[key] = analysis
-        return key
+    def entry(self, key: str) -> ShownAnalysis:
+        return self.state.get(key)
 
-    def register(
-        self, key: str, analysis: Any, image_layer: Any, band_top: float | None = None
-    ) -> None:
-        """Tie ``key`` to its analysis, the Image layer it was computed on and its band.
+    def analysis(self, key: str) -> Any:
+        return self.state.get(key).analysis
 
-        ``band_top``: world row where the analysis's grid and gallery start (see
-        ``views.Geometry``); None: level with the image layer.
-        """
-        self._analyses[key] = analysis
-        self._image_layers[key] = image_layer
-        self._bands[key] = band_top
-
-    def band_of(self, key: str) -> float | None:
-        """World row where the band of analysis ``key`` starts (None: level with its images)."""
-        return self._bands.get(key)
+    def shown_layer(self, key: str) -> str:
+        """The analysed network layer whose views are shown for ``key``."""
+        entry = self.state.get(key)
+        return entry.network_layer or entry.analysis.layers[-1]
 
     def image_layer_of(self, key: str) -> Any:
-        layer = self._image_layers.get(key)
+        layer = self.state.get(key).image_layer if key in self.state else None
         if layer is not None and layer in self.viewer.layers:
             return layer
         return None
 
-    def analysis(self, key: str) -> Any:
-        try:
-            return self._analyses[key]
-        except KeyError:
-            raise TopoLensError(
-                f"no analysis {key!r} is shown in this viewer; shown: {', '.join(self._analyses) or 'none'}"
-            ) from None
-
-    def shown_layer(self, key: str) -> str:
-        """The analysed network layer whose views are shown for ``key``."""
-        if key in self._shown:
-            return self._shown[key]
-        return self.analysis(key).layers[-1]
-
-    def show_layer(self, key: str, layer: str) -> None:
-        self._shown[key] = layer
-
-    def layout_for(self, key: str, layer: str) -> np.ndarray:
-        """The Mapper node layout of one layer, computed once."""
-        cached = self._layouts.get((key, layer))
-        if cached is None:
-            analysis = self.analysis(key)
-            cached = mapper_layout(analysis[layer].mapper, seed=int(analysis.config.seed))
-            self._layouts[(key, layer)] = cached
-        return cached
-
-    def set_layout(self, key: str, layer: str, layout: np.ndarray) -> None:
-        """Use a Mapper node layout computed elsewhere (e.g. in the analysis worker)."""
-        self._layouts[(key, layer)] = np.asarray(layout, dtype=np.float64)
-
     def _layer(self, key: str, view: str) -> Any:
-        found = [
-            layer
-            for layer in find_layers(self.viewer, key, view)
-            if layer.metadata["topolens"].get("layer", "") in ("", self.shown_layer(key))
-        ]
-        return found[-1] if found else None
+        return self.state.get(key).layers.get(view) if key in self.state else None
 
     # ------------------------------------------------------------------ wiring
-    def _on_inserted(self, event: Any) -> None:
-        self.adopt(event.value)
-
-    def adopt(self, layer: Any) -> None:
-        """Wire a plugin layer: register its analysis and connect its selection."""
-        meta = layer.metadata.get("topolens") if isinstance(layer.metadata, dict) else None
-        if not isinstance(meta, dict) or "key" not in meta or layer in self._wired:
-            return
-        key, view = meta["key"], meta.get("view")
-        analysis = meta.get("analysis")
-        if analysis is not None and key not in self._analyses:
-            self._analyses[key] = analysis
-        if view == "images" and self.image_layer_of(key) is None:
-            self._image_layers[key] = layer
-        if meta.get("layer"):
-            self._shown[key] = meta["layer"]
-            if view == "mapper_nodes" and "layout" in meta:
-                self._layouts.setdefault((key, meta["layer"]), np.asarray(meta["layout"]))
-        if view in SELECTABLE_VIEWS:
-            self._record_base(layer)
+    def wire(self, entry: ShownAnalysis) -> None:
+        """Connect the selection of an analysis's view layers (once per layer)."""
+        for view in SELECTABLE_VIEWS:
+            layer = entry.layers.get(view)
+            if layer is None:
+                continue
+            self.refresh(layer)
+            if layer in self._wired:
+                continue
             layer.selected_data.events.items_changed.connect(
                 functools.partial(self._on_selection, layer)
             )
-        self._wired.add(layer)
+            self._wired.add(layer)
 
     def refresh(self, layer: Any) -> None:
-        """Re-read a wired layer whose data and metadata were replaced in place."""
-        if layer not in self._wired:
-            self.adopt(layer)
-            return
-        meta = layer.metadata["topolens"]
-        if meta.get("layer") and meta.get("view") == "mapper_nodes" and "layout" in meta:
-            self._layouts.setdefault((meta["key"], meta["layer"]), np.asarray(meta["layout"]))
-        if meta.get("view") in SELECTABLE_VIEWS:
-            self._record_base(layer)
+        """Re-read a view layer whose data were replaced in place (its own colours, no rings)."""
+        if type(layer).__name__.lower() == "shapes":
+            self._base[layer] = (
+                np.array(layer.edge_color, dtype=np.float64),
+                np.array(layer.edge_width, dtype=np.float64),
+            )
+        else:
+            self._base[layer] = (
+                np.array(layer.border_color, dtype=np.float64),
+                np.asarray(layer.border_width, dtype=np.float64),
+            )
+        self._rings[layer] = (
+            np.zeros(len(layer.features), bool),
+            np.zeros(len(layer.features), bool),
+        )
 
-    @staticmethod
-    def _record_base(layer: Any) -> None:
-        """Remember a Shapes layer's own edge colours and widths (rings are drawn over them)."""
-        if type(layer).__name__.lower() == "shapes":  # public API only (no _type_string)
-            meta = layer.metadata["topolens"]
-            meta["base_edge_color"] = np.array(layer.edge_color, dtype=np.float64)
-            meta["base_edge_width"] = np.array(layer.edge_width, dtype=np.float64)
+    def _on_state_changed(self, key: str, what: str) -> None:
+        if what == "network_layer" and key in self.state:
+            entry = self.state.get(key)
+            entry.hits = {}
+            self.wire(entry)
+            self.clear_selection(key)
 
     def _on_selection(self, layer: Any, *_: Any) -> None:
         if self._quiet:
             return
-        meta = layer.metadata["topolens"]
+        found = self.state.entry_of_layer(layer)
+        if found is None:
+            return
+        entry, view = found
         rows = sorted(int(i) for i in layer.selected_data if 0 <= int(i) < len(layer.features))
         table = layer.features.iloc[rows]
-        _apply_ring(layer, np.isin(np.arange(len(layer.features)), rows))
-        members = self.members_of(meta["key"], meta["view"], table)
-        self._show_members(meta["key"], members, meta["view"])
+        self._set_ring(layer, np.isin(np.arange(len(layer.features)), rows), selected=True)
+        members = self.members_of(entry.key, view, table)
+        self._show_members(entry.key, members, view, table)
 
     # ------------------------------------------------------------------ ids -> members
     def members_of(self, key: str, view: str, table: Any) -> np.ndarray:
@@ -334,7 +264,7 @@ class LinkController:
             return None
         mask = np.asarray(mask_of(layer.features), dtype=bool)
         rows = np.flatnonzero(mask)
-        _apply_ring(layer, mask)
+        self._set_ring(layer, mask, selected=True)
         self._quiet = True
         try:
             layer.selected_data = set(int(r) for r in rows)
@@ -352,7 +282,7 @@ class LinkController:
             )
         self._select_rows(key, "mapper_nodes", lambda f: np.isin(f["node"].to_numpy(), nodes))
         members = _csr_union(graph.members, graph.member_offsets, nodes)
-        return self._show_members(key, members, "mapper_nodes")
+        return self._show_members(key, members, "mapper_nodes", pd.DataFrame({"node": nodes}))
 
     def select_bars(self, key: str, dim: int, bars: Iterable[int]) -> np.ndarray:
         """Select persistence bars of one dimension (``bar`` ids) and show their members."""
@@ -368,7 +298,8 @@ class LinkController:
                 view,
                 lambda f: (f["dim"].to_numpy() == dim) & np.isin(f["bar"].to_numpy(), bars),
             )
-        return self._show_members(key, self.bar_members(key, dim, bars), "diagram")
+        table = pd.DataFrame({"dim": np.full(len(bars), dim), "bar": bars})
+        return self._show_members(key, self.bar_members(key, dim, bars), "diagram", table)
 
     def select_clusters(self, key: str, stage: int, clusters: Iterable[int]) -> np.ndarray:
         """Select clusters of one cluster-flow stage and show their members."""
@@ -383,7 +314,8 @@ class LinkController:
             lambda f: (f["stage"].to_numpy() == stage) & np.isin(f["cluster"].to_numpy(), clusters),
         )
         members = np.flatnonzero(np.isin(memberships[stage], clusters)).astype(np.int64)
-        return self._show_members(key, members, "flow_clusters")
+        table = pd.DataFrame({"stage": np.full(len(clusters), stage), "cluster": clusters})
+        return self._show_members(key, members, "flow_clusters", table)
 
     def select_merge(self, key: str, merge: int | Iterable[int]) -> np.ndarray:
         """Select dendrogram branches (``merge`` = linkage rows) and show their members."""
@@ -397,55 +329,107 @@ class LinkController:
             )
         self._select_rows(key, "dendrogram_tree", lambda f: np.isin(f["merge"].to_numpy(), merges))
         return self._show_members(
-            key, _csr_union(dendro.members, dendro.member_offsets, merges), "dendrogram_tree"
+            key,
+            _csr_union(dendro.members, dendro.member_offsets, merges),
+            "dendrogram_tree",
+            pd.DataFrame({"merge": merges}),
         )
 
     # ------------------------------------------------------------------ members -> pixels
-    def _show_members(self, key: str, members: np.ndarray, source: str) -> np.ndarray:
+    def _show_members(
+        self, key: str, members: np.ndarray, source: str, table: Any = None
+    ) -> np.ndarray:
         members = np.unique(np.asarray(members, dtype=np.int64))
         self.last_members, self.last_key, self.last_source = members, key, source
-        cloud = self.analysis(key)[self.shown_layer(key)].cloud
+        entry = self.state.get(key)
+        cloud = entry.result.cloud
         image_layer = self.image_layer_of(key)
         overlay = self._layer(key, "overlay")
         stack = int(cloud.image_index.max()) + 1
         if overlay is not None:
             stack = max(stack, overlay.data.shape[0] if overlay.data.ndim == 3 else 1)
-        heat = overlay_for_members(cloud, members, stack)
-        if overlay is not None:
+        heat = vd.overlay_for_members(cloud, members, stack)
+        if overlay is not None and overlay in self.viewer.layers:
             shown = heat[: overlay.data.shape[0]] if overlay.data.ndim == 3 else heat[0]
             overlay.data = shown
             top = float(shown.max())
             overlay.contrast_limits = (0.0, top if top > 0 else 1.0)
             overlay.visible = True
-        chosen = member_images(cloud, members)
-        self._update_gallery(key, image_layer, heat, chosen[:GALLERY_TILES])
+        chosen = vd.member_images(cloud, members)[: vd.GALLERY_TILES]
+        title = describe_selection(entry, source, table, members)
+        self._update_gallery(entry, image_layer, heat, chosen, title)
         if len(chosen) and image_layer is not None:
             self._jump_to(image_layer, chosen)
-        self._ring(key, "blob_points", "point", members)
+        self._ring(key, "blob_points", "point", members, selected=True)
+        self.state.set_selection(key, Selection(members, source, title, [int(i) for i in chosen]))
         return members
 
     def _update_gallery(
-        self, key: str, image_layer: Any, heat: np.ndarray, chosen: np.ndarray
+        self,
+        entry: ShownAnalysis,
+        image_layer: Any,
+        heat: np.ndarray,
+        chosen: np.ndarray,
+        title: str,
     ) -> None:
-        gallery = self._layer(key, "gallery")
-        if gallery is None:
+        gallery = entry.layers.get("gallery")
+        if gallery is None or gallery not in self.viewer.layers:
             return
         images = None
         if image_layer is not None:
             data = image_layer.data
             stacked = data.ndim == (4 if image_layer.rgb else 3)
             images = {int(i): np.asarray(data[int(i)] if stacked else data) for i in chosen}
-        mosaic = gallery_mosaic(_Lookup(images) if images is not None else None, heat, chosen)
-        geometry = (
-            Geometry.of_layer(image_layer, self.band_of(key))
-            if image_layer is not None
-            else Geometry(*heat.shape[1:], band_top=self.band_of(key))
+        labels = entry.analysis.labels
+        names = entry.analysis.class_names
+        predictions = vd.analysis_predictions(entry.analysis)
+        tile_classes = np.array(
+            [int(labels[i]) if labels is not None and i < len(labels) else -1 for i in chosen],
+            dtype=np.int64,
         )
-        placement = gallery_placement(geometry, mosaic.shape)
+        mosaic = vd.gallery_mosaic(
+            _Lookup(images) if images is not None else None, heat, chosen, tile_classes=tile_classes
+        )
+        geometry = (
+            vd.ImageGeometry.of_layer(image_layer)
+            if image_layer is not None
+            else vd.ImageGeometry(*heat.shape[1:])
+        )
+        index = self._gallery_index(entry)
+        placement = vd.gallery_placement(geometry, index, mosaic.shape)
         gallery.data = mosaic
         gallery.scale = placement["scale"]
         gallery.translate = placement["translate"]
-        gallery.metadata["topolens"]["tiles"] = [int(i) for i in chosen]
+        centres, texts = [], []
+        pixel = placement["scale"][0]
+        top = placement["translate"][0] - pixel / 2
+        left = placement["translate"][1] - pixel / 2
+        for k, image in enumerate(chosen):
+            (y, x), (th, tw) = vd.tile_box(k, heat.shape[1:])
+            centres.append(
+                (
+                    top + (y + th + vd.label_band(heat.shape[1]) / 2) * pixel,
+                    left + (x + tw / 2) * pixel,
+                )
+            )
+            truth = vd.class_name(int(tile_classes[k]), names)
+            text = f"#{int(image)} {truth}"
+            if predictions is not None and image < len(predictions) and predictions[image] >= 0:
+                guess = vd.class_name(int(predictions[image]), names)
+                if guess != truth:  # the model got it wrong: say what it said
+                    text += f" → {guess}"
+            texts.append(text if len(text) <= 13 else text[:12] + "…")  # fits its tile
+        gallery_text = entry.layers.get("gallery_text")
+        if gallery_text is not None and gallery_text in self.viewer.layers:
+            update_layer(
+                gallery_text,
+                vd.gallery_text_data(entry.key, geometry, index, title, centres, texts),
+            )
+
+    def _gallery_index(self, entry: ShownAnalysis) -> int:
+        """Which gallery of its image layer an analysis has (several analyses: side by side)."""
+        same = [e for e in self.state if e.image_layer is entry.image_layer]
+        return same.index(entry) if entry in same else 0
 
     def _jump_to(self, image_layer: Any, member_image_ids: np.ndarray) -> None:
         data_ndim = image_layer.data.ndim - (1 if image_layer.rgb else 0)
@@ -528,24 +512,62 @@ class LinkController:
         found["blob_hulls"] = found["blob_hulls"][
             np.isin(found["blob_hulls"], result.blobs.hull_clusters)
         ]
+        barcode_bars = self._ring_found(key, found)
+        found["barcode"] = (
+            barcode_bars
+            if barcode_bars is not None
+            else _drawn_bars(result.persistence, diagram_ids)
+        )
+        self.last_highlight = found
+        entry = self.state.get(key)
+        entry.hits = found
+        self._show_pixel(entry, int(image_index), int(row), int(col), points, found)
+        return found
+
+    def _show_pixel(
+        self, entry: ShownAnalysis, image: int, row: int, col: int, points: np.ndarray, found: dict
+    ) -> None:
+        """The gallery after a pixel click: the clicked image with the covering fields."""
+        cloud = entry.result.cloud
+        h, w = (int(v) for v in cloud.image_shape)
+        heat = vd.overlay_for_members(cloud, points, image + 1)
+        title = (
+            f"pixel ({row}, {col}) of image {image}: {len(points)} points, "
+            f"{len(found['mapper_nodes'])} nodes"
+        )
+        del h, w
+        self._update_gallery(
+            entry, self.image_layer_of(entry.key), heat, np.array([image], np.int64), title
+        )
+
+    # ------------------------------------------------------------------ rings
+    def _ring_found(self, key: str, found: dict[str, np.ndarray]) -> np.ndarray | None:
+        """Ring what a pixel click found in every drawn view; returns the barcode's rows."""
         self._ring(key, "mapper_nodes", "node", found["mapper_nodes"])
-        self._ring_pairs(key, "diagram", ("dim", "bar"), diagram_ids)
-        barcode = self._ring_pairs(key, "barcode", ("dim", "bar"), diagram_ids)
-        found["barcode"] = barcode if barcode is not None else np.zeros((0, 2), np.int64)
+        self._ring_pairs(key, "diagram", ("dim", "bar"), found["diagram"])
+        barcode = self._ring_pairs(key, "barcode", ("dim", "bar"), found["diagram"])
         self._ring_pairs(key, "flow_clusters", ("stage", "cluster"), found["flow_clusters"])
         self._ring_pairs(key, "flow", ("stage", "cluster", "next_cluster"), found["flow"])
         self._ring(key, "blob_points", "point", found["blob_points"])
         self._ring(key, "blob_hulls", "cluster", found["blob_hulls"])
         self._ring(key, "dendrogram_tree", "merge", found["dendrogram_tree"])
-        self.last_highlight = found
-        return found
+        return barcode
 
-    def _ring(self, key: str, view: str, column: str, ids: np.ndarray) -> np.ndarray | None:
+    def reapply_hits(self, entry: ShownAnalysis) -> None:
+        """Ring the last pixel click's finds in views drawn after it (a panel picked later)."""
+        if entry.hits:
+            self._ring_found(entry.key, entry.hits)
+        if len(entry.selection.members):
+            self._ring(entry.key, "blob_points", "point", entry.selection.members, selected=True)
+
+    def _ring(
+        self, key: str, view: str, column: str, ids: np.ndarray, selected: bool = False
+    ) -> np.ndarray | None:
         layer = self._layer(key, view)
         if layer is None:
             return None
         mask = np.isin(layer.features[column].to_numpy(), np.asarray(ids))
-        _apply_ring(layer, mask)
+        self._set_ring(layer, mask, selected=selected)
         return layer.features[column].to_numpy()[mask]
 
     def _ring_pairs(
@@ -557,20 +579,95 @@ class LinkController:
         table = layer.features[list(columns)].to_numpy().astype(np.int64)
         wanted = {tuple(int(v) for v in row) for row in np.asarray(ids).reshape(-1, len(columns))}
         mask = np.array([tuple(row) in wanted for row in table.tolist()], dtype=bool)
-        _apply_ring(layer, mask)
+        self._set_ring(layer, mask)
         return table[mask]
 
+    def _set_ring(self, layer: Any, mask: np.ndarray, *, selected: bool = False) -> None:
+        """Record one ring mask of a layer (selection or pixel hits) and redraw its rings."""
+        if layer not in self._base:
+            self.refresh(layer)
+        n = len(layer.features)
+        mask = np.asarray(mask, dtype=bool)
+        if len(mask) != n:
+            return
+        chosen, hits = self._rings.get(layer, (np.zeros(n, bool), np.zeros(n, bool)))
+        if len(chosen) != n:
+            chosen, hits = np.zeros(n, bool), np.zeros(n, bool)
+        chosen, hits = (mask, hits) if selected else (chosen, mask)
+        self._rings[layer] = (chosen, hits)
+        _draw_rings(layer, self._base[layer], chosen, hits)
+
+    def ring_masks(self, layer: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(selected, holds the clicked pixel) masks over a view layer's rows."""
+        n = len(layer.features)
+        return self._rings.get(layer, (np.zeros(n, bool), np.zeros(n, bool)))
+
     def clear_highlight(self, key: str) -> None:
-        """Remove every ring drawn by a pixel click or selection."""
+        """Remove the rings of the last pixel click."""
         for view in SELECTABLE_VIEWS:
             layer = self._layer(key, view)
-            if layer is not None and "highlighted" in layer.features:
-                _apply_ring(layer, np.zeros(len(layer.features), bool))
+            if layer is not None:
+                self._set_ring(layer, np.zeros(len(layer.features), bool))
+        self.state.get(key).hits = {}
         self.last_highlight = {}
 
-    # ------------------------------------------------------------------ mouse
-    def _on_mouse(self, viewer: Any, event: Any):
-        """Viewer drag callback: a click without drag is a pixel click or a view pick."""
+    def clear_selection(self, key: str | None = None) -> None:
+        """Clear the selection, its rings, the overlay and gallery, and the pixel rings."""
+        keys = [key] if key is not None else self.state.keys
+        for k in keys:
+            if k not in self.state:
+                continue
+            entry = self.state.get(k)
+            for view in SELECTABLE_VIEWS:
+                layer = entry.layers.get(view)
+                if layer is None:
+                    continue
+                self._quiet = True
+                try:
+                    if len(layer.selected_data):
+                        layer.selected_data = set()
+                finally:
+                    self._quiet = False
+                self._set_ring(layer, np.zeros(len(layer.features), bool), selected=True)
+            self.clear_highlight(k)
+            overlay = entry.layers.get("overlay")
+            if overlay is not None and overlay in self.viewer.layers:
+                overlay.data = np.zeros_like(overlay.data)
+            image_layer = self.image_layer_of(k)
+            shape = vd.ImageGeometry.of_layer(image_layer) if image_layer is not None else None
+            cloud = entry.result.cloud
+            h, w = (int(v) for v in cloud.image_shape)
+            heat = np.zeros((1, h, w), np.float32)
+            self._update_gallery(
+                entry,
+                image_layer,
+                heat,
+                np.zeros(0, np.int64),
+                f"selection gallery · {k}: click a view item",
+            )
+            del shape
+            self.state.set_selection(k, Selection())
+        self.last_members = np.zeros(0, dtype=np.int64)
+
+    # ------------------------------------------------------------------ mouse and keys
+    def _on_image_mouse(self, viewer: Any, event: Any):
+        """Image viewer drag callback: a click without drag on an analysed image's pixel."""
+        if event.type != "mouse_press" or getattr(event, "button", 1) != 1:
+            return
+        active = viewer.layers.selection.active
+        if active is not None and getattr(active, "mode", "pan_zoom") != "pan_zoom":
+            return  # painting, drawing or picking in a layer: not a pixel link
+        position = tuple(event.position)
+        yield
+        dragged = False
+        while event.type == "mouse_move":
+            dragged = True
+            yield
+        if not dragged:
+            self.click_at(position)
+
+    def _on_canvas_mouse(self, _model: Any, event: Any):
+        """Canvas drag callback: a click picks the view item under it; on nothing, clears."""
         if event.type != "mouse_press" or getattr(event, "button", 1) != 1:
             return
         position = tuple(event.position)
@@ -581,18 +678,20 @@ class LinkController:
             dragged = True
             yield
         if not dragged:
-            self.click_at(position, shift=shift)
+            self.pick_at(position, shift=shift)
+
+    def _on_escape(self, _model: Any = None) -> None:
+        self.clear_selection()
 
     def image_layer_at(self, position: Iterable[float]) -> Any:
         """The analysed image layer a click at a world position goes to, or None.
 
         The active layer if it is an analysed image layer holding the position, else
-        the topmost (last in ``viewer.layers``) visible analysed image layer holding
-        it: the one the user sees there.
+        the topmost visible analysed image layer holding it.
         """
         position = tuple(float(p) for p in position)
         analysed = {
-            id(layer) for layer in map(self.image_layer_of, self._analyses) if layer is not None
+            id(layer) for layer in map(self.image_layer_of, self.state.keys) if layer is not None
         }
         layers = list(self.viewer.layers)
         active = self.viewer.layers.selection.active
@@ -602,42 +701,92 @@ class LinkController:
                 return layer
         return None
 
-    def click_at(self, position: Iterable[float], *, shift: bool = False) -> dict[str, Any] | None:
-        """Handle a click at a world position: pixel -> topology, or pick a view item."""
+    def click_at(self, position: Iterable[float]) -> dict[str, Any] | None:
+        """A click at an image-viewer world position: pixel -> topology (None off the images)."""
         position = tuple(float(p) for p in position)
         hit_layer = self.image_layer_at(position)
-        if hit_layer is not None:
-            hit = _pixel_at(hit_layer, position)
-            keys = [key for key in self._analyses if self.image_layer_of(key) is hit_layer]
-            found = {key: self.pixel_clicked(key, *hit) for key in keys}
-            # every analysis of the clicked image is ringed; "key" is the latest one
-            return {
-                "key": keys[-1],
-                "pixel": hit,
-                "found": found[keys[-1]],
-                "keys": keys,
-                "found_by_key": found,
-            }
-        active = self.viewer.layers.selection.active
-        for layer in reversed(list(self.viewer.layers)):
-            meta = layer.metadata.get("topolens") if isinstance(layer.metadata, dict) else None
-            if (
-                not isinstance(meta, dict)
-                or meta.get("view") not in SELECTABLE_VIEWS
-                or not layer.visible
-            ):
+        if hit_layer is None:
+            return None
+        hit = _pixel_at(hit_layer, position)
+        assert hit is not None
+        keys = [key for key in self.state.keys if self.image_layer_of(key) is hit_layer]
+        found = {key: self.pixel_clicked(key, *hit) for key in keys}
+        return {
+            "key": keys[-1],
+            "pixel": hit,
+            "found": found[keys[-1]],
+            "keys": keys,
+            "found_by_key": found,
+        }
+
+    def pick_at(self, position: Iterable[float], *, shift: bool = False) -> dict[str, Any] | None:
+        """A click at a canvas world position: select the view item there, or clear on nothing."""
+        position = tuple(float(p) for p in position)
+        for layer in reversed(list(self.canvas.model.layers)):
+            found = self.state.entry_of_layer(layer)
+            if found is None or found[1] not in SELECTABLE_VIEWS or not layer.visible:
                 continue
+            entry, view = found
             value = layer.get_value(position, world=True)
             index = value[0] if isinstance(value, tuple) else value
             if index is None:
                 continue
-            if layer is active and layer.mode != "pan_zoom":
-                return None  # napari's own select mode handles it
             current = set(layer.selected_data)
             index = int(index)
             layer.selected_data = (current ^ {index}) if shift else {index}
-            return {"key": meta["key"], "view": meta["view"], "index": index}
+            return {"key": entry.key, "view": view, "index": index}
+        self.clear_selection()
         return None
+
+
+def _drawn_bars(persistence: Any, diagram_ids: np.ndarray) -> np.ndarray:
+    """The (dim, bar) rows of ``diagram_ids`` that the barcode draws (its most persistent)."""
+    drawn = vd.geo.barcode_bars(persistence, vd.MAX_BARS)[["dim", "bar"]].to_numpy()
+    wanted = {tuple(int(v) for v in row) for row in np.asarray(diagram_ids).reshape(-1, 2)}
+    keep = [tuple(int(v) for v in row) in wanted for row in drawn]
+    return drawn[np.asarray(keep, dtype=bool)].astype(np.int64).reshape(-1, 2)
+
+
+def describe_selection(entry: ShownAnalysis, view: str, table: Any, members: np.ndarray) -> str:
+    """The gallery title: what is selected, how many members, dominant class and purity."""
+    names = entry.analysis.class_names
+    labels = np.asarray(entry.result.point_labels, dtype=np.int64)[np.asarray(members, np.int64)]
+    known = labels[labels >= 0]
+    if known.size:
+        counts = np.bincount(known)
+        dominant = vd.class_name(int(counts.argmax()), names)
+        tail = f", dominant {dominant}, purity {counts.max() / known.size:.2f}"
+    else:
+        tail = ""
+    n = len(members)
+    what = {"pixel": "pixel"}.get(view, view.replace("_", " "))
+    if table is not None and len(table):
+        ids = {
+            "mapper_nodes": lambda t: "node " + ", ".join(str(int(v)) for v in t["node"][:4]),
+            "mapper_edges": lambda t: (
+                "edge "
+                + ", ".join(f"{int(a)}–{int(b)}" for a, b in zip(t["source"][:3], t["target"][:3]))
+            ),
+            "diagram": lambda t: ", ".join(
+                f"H{int(d)} bar {int(b)}" for d, b in zip(t["dim"][:3], t["bar"][:3])
+            ),
+            "barcode": lambda t: ", ".join(
+                f"H{int(d)} bar {int(b)}" for d, b in zip(t["dim"][:3], t["bar"][:3])
+            ),
+            "flow_clusters": lambda t: ", ".join(
+                f"stage {int(s)} cluster {int(c)}" for s, c in zip(t["stage"][:3], t["cluster"][:3])
+            ),
+            "flow": lambda t: ", ".join(
+                f"stage {int(s)} {int(a)}→{int(b)}"
+                for s, a, b in zip(t["stage"][:3], t["cluster"][:3], t["next_cluster"][:3])
+            ),
+            "blob_points": lambda t: "point " + ", ".join(str(int(v)) for v in t["point"][:4]),
+            "blob_hulls": lambda t: "cluster " + ", ".join(str(int(v)) for v in t["cluster"][:4]),
+            "dendrogram_tree": lambda t: "branch " + ", ".join(str(int(v)) for v in t["merge"][:4]),
+        }.get(view)
+        if ids is not None:
+            what = ids(table) + ("…" if len(table) > 4 else "")
+    return f"{what}: {n} member{'s' if n != 1 else ''}{tail}"
 
 
 class _Lookup:
@@ -666,26 +815,34 @@ def _pixel_at(image_layer: Any, position: tuple[float, ...]) -> tuple[int, int, 
     return image, row, col
 
 
-def _apply_ring(layer: Any, mask: np.ndarray) -> None:
-    """Ring the rows in ``mask`` (yellow border or outline) and record it in ``features``."""
-    mask = np.asarray(mask, dtype=bool)
-    meta = layer.metadata["topolens"]
-    if len(mask) == 0:  # an empty view (e.g. a Mapper graph with no nodes): nothing to ring
-        pass
-    elif type(layer).__name__.lower() == "points":
-        border = np.tile([0.1, 0.1, 0.1, 1.0], (len(mask), 1))
-        border[mask] = _HIGHLIGHT
-        layer.border_color = border
-        layer.border_width = np.where(mask, 0.3, 0.08)
+def _draw_rings(
+    layer: Any, base: tuple[np.ndarray, np.ndarray], chosen: np.ndarray, hits: np.ndarray
+) -> None:
+    """Selected rows get a white ring, rows holding the clicked pixel a magenta one."""
+    if len(chosen) == 0:
+        return
+    colors, widths = np.array(base[0], dtype=np.float64), np.array(base[1], dtype=np.float64)
+    if type(layer).__name__.lower() == "points":
+        if colors.ndim == 1 or len(colors) != len(chosen):
+            colors = np.tile(colors.reshape(-1, 4)[:1], (len(chosen), 1))
+        if widths.ndim == 0 or len(widths) != len(chosen):
+            widths = np.full(len(chosen), float(np.ravel(widths)[0]) if widths.size else 0.08)
+        colors[hits] = vd.HIT_RGBA
+        colors[chosen] = vd.SELECTED_RGBA
+        widths = np.where(chosen | hits, 0.3, widths)
+        layer.border_color = colors
+        layer.border_width = widths
     else:
-        colors = np.array(meta.get("base_edge_color", layer.edge_color), dtype=np.float64)
-        widths = np.array(meta.get("base_edge_width", layer.edge_width), dtype=np.float64)
-        if len(colors) == len(mask):
-            colors[mask] = _HIGHLIGHT
-            base = float(np.max(widths)) if len(widths) else 0.004
-            widths = np.where(mask, np.maximum(widths * 1.8, max(base, 0.004)), widths)
-            layer.edge_color = colors
-            layer.edge_width = list(widths)
+        if len(colors) != len(chosen):
+            return
+        ring = chosen | hits
+        base_width = float(np.max(widths)) if len(widths) else 0.004
+        colors[hits] = vd.HIT_RGBA
+        colors[chosen] = vd.SELECTED_RGBA
+        widths = np.where(ring, np.maximum(widths * 1.8, max(base_width, 0.004)), widths)
+        layer.edge_color = colors
+        layer.edge_width = list(widths)
     features = layer.features.copy()
-    features["highlighted"] = mask
+    features["selected"] = chosen
+    features["highlighted"] = hits
     layer.features = features

@@ -1,0 +1,371 @@
+"""The topology canvas: a dock holding its own napari canvas and camera for the views.
+
+The views are napari layers (features tables, selection, colormaps, colour bars)
+in a second :class:`napari.components.ViewerModel` drawn by a
+:class:`napari.qt.QtViewer` inside a dock widget of the image viewer (the pattern
+of napari's multiple-viewer example). Zoom, grid and 3D of the image viewer never
+touch them. One view (a *panel*) is shown at a time, picked above the canvas,
+and framed by the camera; a second analysis of the same images (a variant) sits
+in the next slot to the right with the same layout. Above the canvas: the class
+legend and the ring colours; below: the hover readout (details of the item under
+the pointer in whichever view layer, full matrix values included).
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import Any
+
+import numpy as np
+from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+
+from . import view_data as vd
+from .layer_update import lock_layer, update_layer
+from .state import PerViewer, ShownAnalyses, ShownAnalysis, state_for
+
+__all__ = ["TopologyCanvas", "canvas_for", "close_canvases", "existing_canvas", "hover_text"]
+
+#: Views whose layers keep napari's colour bar on.
+COLORBAR_VIEWS = ("color_key", "layer_distances", "cka", "dendrogram_heatmap")
+
+
+def _rgb_css(rgb: Any) -> str:
+    r, g, b = (round(255 * float(v)) for v in list(rgb)[:3])
+    return f"rgb({r},{g},{b})"
+
+
+class TopologyCanvas(QWidget):
+    """The dock with the topology canvas (see the module docstring).
+
+    Attributes
+    ----------
+    model : napari.components.ViewerModel
+        The canvas's own viewer model: its layers are the views, its camera theirs.
+    qt_viewer : napari.qt.QtViewer
+    picker : QComboBox
+        The view shown (``view_data.PANELS``).
+    legend, readout : QLabel
+    """
+
+    def __init__(self, viewer: Any) -> None:
+        from napari.components import ViewerModel
+        from napari.qt import QtViewer
+
+        super().__init__()
+        self._viewer = weakref.ref(viewer)
+        self.state: ShownAnalyses = state_for(viewer)
+        self.model = ViewerModel(title="TopoLens topology")
+        #: Makes the layers of a panel not drawn yet (set by ``ui.show``).
+        self.panel_builder: Any = None
+        self.qt_viewer = QtViewer(self.model)
+        self.picker = QComboBox()
+        for panel in vd.PANELS:
+            self.picker.addItem(vd.PANEL_TITLES[panel], panel)
+        self.picker.setToolTip("The view shown in the topology canvas")
+        self.legend = QLabel()
+        self.legend.setWordWrap(True)
+        self.readout = QLabel("Hover a view item for its details; click it to see its images.")
+        self.readout.setWordWrap(True)
+        self.readout.setMinimumHeight(36)
+        top = QHBoxLayout()
+        top.addWidget(QLabel("View:"))
+        top.addWidget(self.picker, 1)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(2, 2, 2, 2)
+        layout.addLayout(top)
+        layout.addWidget(self.legend)
+        layout.addWidget(self.qt_viewer, 1)
+        layout.addWidget(self.readout)
+        self.setMinimumWidth(380)
+        self.qt_viewer.setMinimumHeight(260)  # the views need room: Qt shrinks docks to nothing
+        self.picker.currentIndexChanged.connect(self._on_picked)
+        self.state.panel_changed.connect(self._on_panel_changed)
+        self.state.added.connect(self._on_entries_changed)
+        self.state.removed.connect(self._on_entries_changed)
+        self.model.mouse_move_callbacks.append(self._on_hover)
+        self.update_legend()
+
+    def resizeEvent(self, event: Any) -> None:
+        """Frame the view again when the dock changes size (it has none before it is shown)."""
+        super().resizeEvent(event)
+        from qtpy.QtCore import QTimer
+
+        QTimer.singleShot(0, self._refit)
+
+    def _refit(self) -> None:
+        if getattr(self, "qt_viewer", None) is not None:
+            self.fit()
+
+    def close_canvas(self) -> None:
+        """Close the canvas's own napari canvas and forget it (its viewer is closing)."""
+        for viewer, canvas in _CANVASES.items():
+            if canvas is self:
+                _CANVASES.pop(viewer)
+        qt_viewer = getattr(self, "qt_viewer", None)
+        if qt_viewer is None:
+            return
+        self.qt_viewer = None
+        self.panel_builder = None
+        self.model.mouse_move_callbacks.clear()
+        self.model.mouse_drag_callbacks.clear()
+        self.model.layers.clear()
+        try:
+            self.layout().removeWidget(qt_viewer)
+            qt_viewer.close()
+            qt_viewer.setParent(None)
+            qt_viewer.deleteLater()
+        except RuntimeError:  # Qt deleted it already with its window
+            pass
+
+    # ---- panels ---------------------------------------------------------------------------
+    @property
+    def panel(self) -> str:
+        return self.state.panel
+
+    def show_panel(self, panel: str) -> None:
+        """Show one view (``view_data.PANELS``) of every shown analysis, framed."""
+        if panel not in vd.PANELS:
+            raise ValueError(f"no view {panel!r}; views: {', '.join(vd.PANELS)}")
+        self.state.set_panel(panel)  # type: ignore[arg-type]
+        if self.panel_builder is not None:
+            for entry in self.state:
+                self.panel_builder(entry, panel)
+        self.apply_panel()
+
+    def _on_picked(self, index: int) -> None:
+        panel = self.picker.itemData(index)
+        if panel is not None and panel != self.state.panel:
+            self.show_panel(panel)
+
+    def _on_panel_changed(self, panel: str) -> None:
+        index = self.picker.findData(panel)
+        if index >= 0 and index != self.picker.currentIndex():
+            self.picker.blockSignals(True)
+            self.picker.setCurrentIndex(index)
+            self.picker.blockSignals(False)
+
+    def apply_panel(self, entries: list[ShownAnalysis] | None = None) -> None:
+        """Make the layers of the current panel visible, the others hidden; redo its text."""
+        panel = self.state.panel
+        shown = set(vd.PANEL_VIEWS[panel])
+        for entry in entries if entries is not None else list(self.state):
+            self.sync_visibility(entry)
+            self.redo_panel_text(entry)
+        self.fit()
+        self.update_legend()
+        del shown
+
+    def sync_visibility(self, entry: ShownAnalysis) -> None:
+        shown = set(vd.PANEL_VIEWS[self.state.panel])
+        for view, layer in entry.layers.items():
+            if layer not in self.model.layers or view in vd.PANEL_LAYERS:
+                continue
+            visible = view in shown
+            if view == "color_key":
+                visible = visible and bool(layer.metadata["topolens"].get("continuous"))
+            if layer.visible != visible:
+                layer.visible = visible
+
+    def redo_panel_text(self, entry: ShownAnalysis) -> None:
+        """Rebuild the frame, titles and ticks of the current panel for one analysis."""
+        if not entry.network_layer:
+            return
+        args = (entry.analysis, entry.network_layer, entry.key, entry.slot, self.state.panel)
+        items = [vd.panel_axes_data(*args), *vd.panel_text_data(*args)]
+        for item in items:
+            view = item[1]["metadata"]["topolens"]["view"]
+            layer = entry.layers.get(view)
+            if layer is not None and layer in self.model.layers:
+                update_layer(layer, item)
+
+    def fit(self) -> None:
+        """Frame the current panel of every analysis (titles and ticks included)."""
+        frames = [
+            entry.layers["panel_axes"]
+            for entry in self.state
+            if "panel_axes" in entry.layers and entry.layers["panel_axes"] in self.model.layers
+        ]
+        if frames:
+            self.model.fit_to_view(layers=frames, margin=0.02)
+
+    # ---- layers ---------------------------------------------------------------------------
+    def add_layer(self, layer: Any, view: str) -> Any:
+        """Add a view layer to the canvas: locked, hidden unless its panel is shown."""
+        lock_layer(layer)
+        if view in COLORBAR_VIEWS and hasattr(layer, "colorbar"):
+            # bottom right, small: the views keep that corner free (titles sit on top)
+            layer.colorbar.position = "bottom_right"
+            layer.colorbar.size = (12, 110)
+            layer.colorbar.font_size = 8
+            layer.colorbar.visible = True
+        if view not in vd.PANEL_LAYERS:
+            visible = view in vd.PANEL_VIEWS[self.state.panel]
+            if view == "color_key":
+                visible = visible and bool(layer.metadata["topolens"].get("continuous"))
+            layer.visible = visible
+        layers = self.model.layers
+        if view == "panel_axes":
+            layers.insert(0, layer)
+        elif view in ("panel_text", "panel_values"):
+            layers.append(layer)
+        else:  # below the text
+            text = [
+                i
+                for i, known in enumerate(layers)
+                if known.metadata.get("topolens", {}).get("view") in ("panel_text", "panel_values")
+            ]
+            layers.insert(min(text) if text else len(layers), layer)
+        # no active layer: napari's layer key bindings (Delete, modes) then have no target
+        layers.selection.clear()
+        return layer
+
+    def remove_layer(self, layer: Any) -> None:
+        if layer in self.model.layers:
+            self.model.layers.remove(layer)
+
+    # ---- legend and readout -------------------------------------------------------------------
+    def _on_entries_changed(self, _key: str = "") -> None:
+        self.update_legend()
+
+    def update_legend(self) -> None:
+        entries = list(self.state)
+        names = next(
+            (list(e.analysis.class_names) for e in entries if e.analysis.class_names), None
+        )
+        parts = []
+        if names:
+            colors = vd.categorical_colors(np.arange(len(names)))
+            parts.append(
+                " ".join(
+                    f'<span style="color:{_rgb_css(c)}">■</span>&nbsp;{name}'
+                    for name, c in zip(names, colors)
+                )
+                + f' <span style="color:{_rgb_css(vd.UNKNOWN_RGB)}">■</span>&nbsp;unknown'
+            )
+        parts.append(
+            f'rings: <span style="color:{_rgb_css(vd.SELECTED_RGBA)}">○</span>&nbsp;selected '
+            f'<span style="color:{_rgb_css(vd.HIT_RGBA)}">○</span>&nbsp;holds the clicked pixel'
+            " · Esc clears"
+        )
+        self.legend.setText("<br>".join(parts))
+
+    def _on_hover(self, _model: Any, event: Any) -> None:
+        text = self.hover_at(tuple(event.position))
+        if text:
+            self.readout.setText(text)
+
+    def hover_at(self, position: tuple[float, ...]) -> str:
+        """Details of the view item under a canvas world position ('' over nothing)."""
+        for layer in reversed(list(self.model.layers)):
+            if not layer.visible:
+                continue
+            found = self.state.entry_of_layer(layer)
+            if found is None:
+                continue
+            entry, view = found
+            text = hover_text(entry, view, layer, position)
+            if text:
+                return text
+        return ""
+
+
+def hover_text(entry: ShownAnalysis, view: str, layer: Any, position: tuple[float, ...]) -> str:
+    """The readout of one view layer at a world position ('' when no item is there)."""
+    if view in vd.PANEL_LAYERS:
+        return ""
+    if type(layer).__name__.lower() == "image":
+        data = np.asarray(layer.world_to_data(position), dtype=np.float64)
+        i, j = (int(np.floor(v + 0.5)) for v in data[-2:])
+        rows, cols = layer.data.shape[-2:]
+        if not (0 <= i < rows and 0 <= j < cols):
+            return ""
+        value = float(layer.data[i, j])
+        if view in ("layer_distances", "cka"):
+            names = entry.analysis.layers
+            matrix_key = layer.metadata["topolens"].get("kind", view)
+            full = float(np.asarray(entry.analysis.layer_distances[matrix_key])[i, j])
+            what = "linear CKA" if view == "cka" else f"{matrix_key.replace('_', ' ')} distance"
+            return f"{what} {i + 1} {names[i]} vs {j + 1} {names[j]}: {full!r}"
+        if view == "dendrogram_heatmap":
+            return f"distance between dendrogram points {i} and {j}: {value:.6g}"
+        if view == "color_key":
+            return f"colour key: {value:.4g}"
+        return ""
+    value = layer.get_value(position, world=True)
+    index = value[0] if isinstance(value, tuple) else value
+    if index is None or not 0 <= int(index) < len(layer.features):
+        return ""
+    row = layer.features.iloc[int(index)]
+    if view == "mapper_nodes":
+        text = (
+            f"node {int(row['node'])} ({row['node_id']}): {int(row['size'])} members, "
+            f"dominant class {row['dominant_class']}, purity {float(row['purity']):.3f}, "
+            f"lens {float(row['mean_lens']):.4g}, component {int(row['component'])}"
+        )
+        if "predicted_class" in row:
+            text += (
+                f", predicted {row['predicted_class']}, correct {float(row['correct_share']):.0%}"
+            )
+        return text
+    if view == "mapper_edges":
+        return (
+            f"edge {int(row['source'])}–{int(row['target'])}: Jaccard {float(row['jaccard']):.3f}"
+        )
+    if view in ("diagram", "barcode"):
+        return (
+            f"H{int(row['dim'])} bar {int(row['bar'])}: birth {float(row['birth']):.6g}, "
+            f"death {float(row['death']):.6g}, persistence {float(row['persistence']):.6g}"
+        )
+    if view == "flow":
+        return (
+            f"stage {int(row['stage'])} cluster {int(row['cluster'])} → "
+            f"stage {int(row['stage']) + 1} cluster {int(row['next_cluster'])}: "
+            f"{int(row['count'])} points"
+        )
+    if view == "flow_clusters":
+        return (
+            f"stage {int(row['stage'])} ({row['stage_name']}) cluster {int(row['cluster'])}: "
+            f"{int(row['count'])} points"
+        )
+    if view == "blob_points":
+        return (
+            f"point {int(row['point'])} of image {int(row['image'])}: class "
+            f"{row['class_name']}, cluster {int(row['cluster'])}"
+        )
+    if view == "blob_hulls":
+        return f"best-stage cluster {int(row['cluster'])}"
+    if view == "dendrogram_tree":
+        return (
+            f"merge {int(row['merge'])} at height {float(row['height']):.6g}: "
+            f"{int(row['size'])} points"
+        )
+    return ""
+
+
+_CANVASES = PerViewer()
+
+
+def existing_canvas(viewer: Any) -> TopologyCanvas | None:
+    """The topology canvas of ``viewer`` if it has one."""
+    return _CANVASES.get(viewer)
+
+
+def close_canvases() -> None:
+    """Close every topology canvas (test teardown; a closing application)."""
+    for canvas in list(_CANVASES.values()):
+        canvas.close_canvas()
+
+
+def canvas_for(viewer: Any) -> TopologyCanvas:
+    """The topology canvas of ``viewer``, made and docked on first use."""
+    canvas = _CANVASES.get(viewer)
+    if canvas is None:
+        canvas = TopologyCanvas(viewer)
+        _CANVASES.set(viewer, canvas)
+        window = getattr(viewer, "window", None)
+        if window is not None:
+            # tabbed with the plugin's other docks on the right: the views get the whole
+            # height (a third stacked dock left them a strip on a laptop screen)
+            dock = window.add_dock_widget(canvas, name="Topology views", area="right", tabify=True)
+            dock.raise_()
+    return canvas

@@ -1,0 +1,237 @@
+"""The one owner of what every shown analysis shows, with events for the widgets and links.
+
+One :class:`ShownAnalyses` per image viewer (:func:`state_for`) holds, per shown
+analysis key, a :class:`ShownAnalysis`: the analysis, the image layer it was
+computed on, the network layer shown, the Mapper colouring, edge threshold and
+faded class, the layouts, the layers that draw it, the current selection and the
+last pixel hits. The explorer, the canvas and the links read it here and listen
+to its psygnal events; nothing else keeps a copy (layers' ``metadata`` only name
+their view and key, so the writer and ``find_layers`` can recognise them).
+"""
+
+from __future__ import annotations
+
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from psygnal import Signal
+
+from ..errors import TopoLensError
+from .view_data import ColorBy, Panel
+
+__all__ = ["PerViewer", "Selection", "ShownAnalyses", "ShownAnalysis", "state_for"]
+
+
+@dataclass
+class Selection:
+    """What the user selected in the views: cloud rows and how to say it."""
+
+    members: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    source: str | None = None
+    title: str = ""
+    tiles: list[int] = field(default_factory=list)
+
+
+@dataclass
+class ShownAnalysis:
+    """Everything about one analysis shown in a viewer (see the module docstring)."""
+
+    key: str
+    analysis: Any
+    image_layer: Any = None
+    slot: int = 0
+    network_layer: str = ""
+    color_by: ColorBy = "dominant_class"
+    edge_threshold: float = 0.0
+    faded_class: str | None = None
+    layouts: dict[str, np.ndarray] = field(default_factory=dict)
+    layers: dict[str, Any] = field(default_factory=dict)
+    selection: Selection = field(default_factory=Selection)
+    hits: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def result(self) -> Any:
+        """The :class:`LayerAnalysis` of the shown network layer."""
+        return self.analysis[self.network_layer]
+
+    def layout(self, layer: str | None = None) -> np.ndarray:
+        """Mapper node positions of a network layer (the saved layout; computed if missing)."""
+        from ..layout.mapper import mapper_layout
+
+        name = self.network_layer if layer is None else layer
+        found = self.layouts.get(name)
+        if found is None:
+            saved = getattr(self.analysis[name], "mapper_layout", None)
+            graph = self.analysis[name].mapper
+            found = (
+                np.asarray(saved, dtype=np.float64).reshape(-1, 2)
+                if saved is not None
+                and np.shape(saved) == (graph.n_nodes, 2)
+                and bool(np.all(np.isfinite(saved)))  # a saved file is untrusted
+                else mapper_layout(graph, seed=int(self.analysis.config.seed))
+            )
+            self.layouts[name] = found
+        return found
+
+
+class ShownAnalyses:
+    """The shown analyses of one viewer, keyed by a short unique string, with events.
+
+    Signals
+    -------
+    added(key), removed(key)
+        An analysis began or stopped being shown.
+    changed(key, what)
+        ``what`` is ``"network_layer"``, ``"color_by"``, ``"edge_threshold"`` or
+        ``"faded_class"``: that setting of ``key`` changed (its layers already show it).
+    selection_changed(key)
+        The selection of ``key`` changed (``entry.selection``).
+    panel_changed(panel)
+        The canvas shows another view.
+    shown(key)
+        A show of ``key`` finished: every layer is in and linked.
+    """
+
+    added = Signal(str)
+    shown = Signal(str)
+    removed = Signal(str)
+    changed = Signal(str, str)
+    selection_changed = Signal(str)
+    panel_changed = Signal(str)
+
+    def __init__(self) -> None:
+        self._entries: dict[str, ShownAnalysis] = {}
+        self.panel: Panel = "mapper"
+
+    # ---- lookup -------------------------------------------------------------------------
+    @property
+    def keys(self) -> list[str]:
+        return list(self._entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
+    def __iter__(self):
+        return iter(list(self._entries.values()))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, key: str) -> ShownAnalysis:
+        try:
+            return self._entries[key]
+        except KeyError:
+            raise TopoLensError(
+                f"no analysis {key!r} is shown in this viewer; shown: {', '.join(self._entries) or 'none'}"
+            ) from None
+
+    def key_of(self, analysis: Any) -> str | None:
+        for key, entry in self._entries.items():
+            if entry.analysis is analysis:
+                return key
+        return None
+
+    def new_key(self, analysis: Any, base: str | None = None, taken: set[str] = frozenset()) -> str:  # type: ignore[assignment]
+        """A short key not used yet, from ``base`` or the analysis's provenance."""
+        if base is None:
+            provenance = getattr(analysis, "provenance", None) or {}
+            base = str(
+                provenance.get("sample")
+                or provenance.get("name")
+                or provenance.get("image_layer")
+                or "analysis"
+            )
+        used = set(self._entries) | set(taken)
+        key, n = base, 1
+        while key in used:
+            n += 1
+            key = f"{base} {n}"
+        return key
+
+    def entry_of_layer(self, layer: Any) -> tuple[ShownAnalysis, str] | None:
+        """The analysis a layer draws and its view name, or None."""
+        for entry in self._entries.values():
+            for view, known in entry.layers.items():
+                if known is layer:
+                    return entry, view
+        return None
+
+    # ---- changes ------------------------------------------------------------------------
+    def add(self, entry: ShownAnalysis) -> ShownAnalysis:
+        if entry.key in self._entries:
+            raise TopoLensError(f"analysis {entry.key!r} is shown already")
+        used = {e.slot for e in self._entries.values()}
+        entry.slot = next(i for i in range(len(used) + 1) if i not in used)
+        self._entries[entry.key] = entry
+        self.added.emit(entry.key)
+        return entry
+
+    def remove(self, key: str) -> None:
+        if self._entries.pop(key, None) is not None:
+            self.removed.emit(key)
+
+    def set(self, key: str, what: str, value: Any) -> None:
+        """Record a changed setting of ``key`` and tell the listeners."""
+        entry = self.get(key)
+        if getattr(entry, what) == value:
+            return
+        setattr(entry, what, value)
+        self.changed.emit(key, what)
+
+    def set_selection(self, key: str, selection: Selection) -> None:
+        self.get(key).selection = selection
+        self.selection_changed.emit(key)
+
+    def set_panel(self, panel: Panel) -> None:
+        if panel != self.panel:
+            self.panel = panel
+            self.panel_changed.emit(panel)
+
+
+class PerViewer:
+    """A registry of one object per viewer, keyed by identity.
+
+    napari viewers are evented models that compare equal by their fields, so a
+    ``WeakKeyDictionary`` would hand one viewer's object to another; entries go
+    when their viewer is garbage-collected.
+    """
+
+    def __init__(self) -> None:
+        self._items: dict[int, tuple[weakref.ref, Any]] = {}
+
+    def get(self, viewer: Any) -> Any:
+        found = self._items.get(id(viewer))
+        return found[1] if found is not None and found[0]() is viewer else None
+
+    def set(self, viewer: Any, value: Any) -> None:
+        key = id(viewer)
+        self._items[key] = (weakref.ref(viewer, lambda _ref: self._items.pop(key, None)), value)
+
+    def pop(self, viewer: Any) -> Any:
+        found = self._items.pop(id(viewer), None)
+        return None if found is None else found[1]
+
+    def values(self) -> list[Any]:
+        return [value for ref, value in list(self._items.values()) if ref() is not None]
+
+    def items(self) -> list[tuple[Any, Any]]:
+        out = []
+        for ref, value in list(self._items.values()):
+            viewer = ref()
+            if viewer is not None:
+                out.append((viewer, value))
+        return out
+
+
+_STATES = PerViewer()
+
+
+def state_for(viewer: Any) -> ShownAnalyses:
+    """The shown-analysis state of ``viewer``, made on first use."""
+    state = _STATES.get(viewer)
+    if state is None:
+        state = ShownAnalyses()
+        _STATES.set(viewer, state)
+    return state
