@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import zlib
 from collections.abc import Generator, Sequence
 from contextlib import contextmanager
@@ -12,6 +13,7 @@ import numpy as np
 from .._progress import CancelCallback, Progress, ProgressCallback, drive
 from ..errors import EmptySelectionError, ImageError, LayerError, ModelError, TopoLensError
 from .hooks import capture_layers, check_layer_names
+from .image_source import ImageSource, as_image_source
 from .models import first_input_channels
 from .pointcloud import PointCloud
 from .receptive_field import LayerGeometry, layer_geometry
@@ -133,15 +135,13 @@ def predict_proba(model: torch.nn.Module, images: Any, *, batch_size: int = 64) 
     """Softmax of the model's output, ``(N, K)``, for the predicted-class lens."""
     import torch
 
-    batch = as_image_batch(images)
-    _check_channels(model, batch)
+    source = as_image_source(images)
+    _check_channels(model, source.read([0]))
     device, dtype = _model_device_dtype(model)
     out: list[np.ndarray] = []
     with _eval_mode(model), torch.no_grad():
-        for start in range(0, len(batch), batch_size):
-            chunk = torch.from_numpy(batch[start : start + batch_size]).to(
-                device=device, dtype=dtype
-            )
+        for _, batch in source.batches(batch_size):  # read batch by batch (lazy inputs)
+            chunk = torch.from_numpy(batch).to(device=device, dtype=dtype)
             try:
                 logits = model(chunk)
             except Exception as exc:
@@ -166,6 +166,9 @@ def extract_activations(
     max_points: int | None = None,
     batch_size: int = 64,
     seed: int = 0,
+    device: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    scheduler: Any = None,
     progress: ProgressCallback | None = None,
     cancel: CancelCallback | None = None,
 ) -> dict[str, PointCloud]:
@@ -176,8 +179,10 @@ def extract_activations(
     model : torch.nn.Module
         Any module; it is run in eval mode under ``torch.no_grad()`` and its
         training flag is restored afterwards.
-    images : array-like
-        ``(N, H, W)``, ``(N, H, W, 3)`` or ``(N, 3, H, W)``, finite.
+    images : array-like or ImageSource
+        ``(N, H, W)``, ``(N, H, W, 3)`` or ``(N, 3, H, W)``, finite: numpy, or
+        lazy (dask, zarr, memory map, :class:`~.image_source.ImageSource`,
+        :class:`~.image_source.MultiscaleImages`), read batch by batch.
     layers : sequence of str
         Names as in ``model.named_modules()`` (see :func:`list_layers`).
     sampling : {"pooled", "random_position", "top_norm", "all_positions"}
@@ -193,6 +198,16 @@ def extract_activations(
         Images per forward pass; memory is bounded by the batch and the cap.
     seed : int
         Seeds every random choice; results do not depend on ``batch_size``.
+    device : str, optional
+        ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``: run the forward passes
+        there (the model is moved back afterwards). Default: where the model is.
+    cache_dir : str or path, optional
+        Activation cache folder (:mod:`~.cache`): layers already extracted for
+        this model, images, sampling, cap and seed are read from it, the others
+        are extracted and stored.
+    scheduler : str or distributed.Client, optional
+        A dask.distributed scheduler address (or client): the batches run as
+        Dask tasks on its workers (``napari-topolens[distributed]``).
     progress, cancel : callable, optional
         ``progress(fraction, message)``; ``cancel()`` returning true stops with
         :class:`~napari_topolens.errors.Cancelled`.
@@ -211,6 +226,9 @@ def extract_activations(
         max_points=max_points,
         batch_size=batch_size,
         seed=seed,
+        device=device,
+        cache_dir=cache_dir,
+        scheduler=scheduler,
     )
     return drive(steps, progress, cancel)
 
@@ -224,6 +242,9 @@ def iter_extract_activations(
     max_points: int | None = None,
     batch_size: int = 64,
     seed: int = 0,
+    device: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    scheduler: Any = None,
 ) -> Generator[Progress, None, dict[str, PointCloud]]:
     """Generator form of :func:`extract_activations`: yields progress, returns the clouds.
 
@@ -240,30 +261,107 @@ def iter_extract_activations(
         raise TopoLensError(f"batch_size must be at least 1, got {batch_size}")
     if int(seed) < 0:
         raise TopoLensError(f"seed must be a non-negative integer, got {seed}")
-    batch = as_image_batch(images)
     modules = check_layer_names(model, [layers] if isinstance(layers, str) else list(layers))
-    _check_channels(model, batch)
-    return _extraction_steps(model, batch, modules, sampling, max_points, batch_size, seed)
+    source = _image_source(model, images)
+    _check_channels(model, source.read([0]))
+    target = None
+    if device is not None:
+        from .device import resolve_device
+
+        target = resolve_device(device)
+    if cache_dir is not None:
+        from .cache import iter_cached_extraction
+
+        return iter_cached_extraction(
+            cache_dir,
+            model,
+            source,
+            modules,
+            sampling=sampling,
+            max_points=max_points,
+            seed=seed,
+            device_type=(target or _model_device_dtype(model)[0]).type,
+            forward_order=lambda: _forward_order(model, source, modules),
+            extract=lambda todo: _extraction_steps(
+                model, source, dict(todo), sampling, max_points, batch_size, seed, target, scheduler
+            ),
+        )
+    return _extraction_steps(
+        model, source, modules, sampling, max_points, batch_size, seed, target, scheduler
+    )
+
+
+def _image_source(model: torch.nn.Module, images: Any) -> ImageSource:
+    """The images as a lazy source; in-memory arrays are checked whole, up front."""
+
+    def accepts(candidate: ImageSource) -> bool:  # a multiscale level the model runs on
+        import torch
+
+        device, dtype = _model_device_dtype(model)
+        sample = torch.from_numpy(candidate.read([0])).to(device=device, dtype=dtype)
+        try:
+            with _eval_mode(model), torch.no_grad():
+                model(sample)
+        except Exception:
+            return False
+        return True
+
+    source = as_image_source(images, accepts=accepts)
+    if source.in_memory:
+        source.check_all()
+    return source
+
+
+def _forward_order(
+    model: torch.nn.Module, source: ImageSource, modules: dict[str, torch.nn.Module]
+) -> list[str]:
+    """The order the forward pass reaches ``modules`` (one image's pass)."""
+    import torch
+
+    device, dtype = _model_device_dtype(model)
+    with _eval_mode(model):
+        sample = torch.from_numpy(source.read([0])).to(device=device, dtype=dtype)
+        return list(capture_layers(model, sample, modules))
+
+
+def _run_batch(
+    model: torch.nn.Module,
+    source: ImageSource,
+    modules: dict[str, torch.nn.Module],
+    plans: dict[str, _SamplingPlan],
+    index: np.ndarray,
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], list[str], dict[str, str]]:
+    """One forward pass: each layer's points of the images ``index``, the order, notes."""
+    import torch
+
+    device, dtype = _model_device_dtype(model)
+    notes: dict[str, str] = {}
+    chunk = torch.from_numpy(source.read(index)).to(device=device, dtype=dtype)
+    outputs = capture_layers(model, chunk, modules, notes)
+    parts = {name: plans[name].take(name, out, index) for name, out in outputs.items()}
+    return parts, list(outputs), notes
 
 
 def _extraction_steps(
     model: torch.nn.Module,
-    batch: np.ndarray,
+    source: ImageSource,
     modules: dict[str, torch.nn.Module],
     sampling: str,
     max_points: int | None,
     batch_size: int,
     seed: int,
+    target: torch.device | None = None,
+    scheduler: Any = None,
 ) -> Generator[Progress, None, dict[str, PointCloud]]:
-    import torch
+    from .device import on_device
 
-    device, dtype = _model_device_dtype(model)
-    n_images, image_hw = len(batch), batch.shape[2:]
+    n_images, image_hw = len(source), source.sample_shape[1:]
 
-    with _eval_mode(model):
+    with on_device(model, target if scheduler is None else None), _eval_mode(model):
+        device, dtype = _model_device_dtype(model)
         yield Progress(0.0, "probing receptive fields")
         geometry = layer_geometry(
-            model, modules, batch.shape[1:], dtype=dtype, device=device, batch_size=batch_size
+            model, modules, source.sample_shape, dtype=dtype, device=device, batch_size=batch_size
         )
         plans = {
             name: _SamplingPlan.make(sampling, geometry[name], n_images, max_points, seed, name)
@@ -278,15 +376,26 @@ def _extraction_steps(
         notes: dict[str, str] = {}
         forward_order: list[str] = list(modules)
         n_batches = max(1, -(-len(chosen_images) // batch_size))
-        for b in range(n_batches):
-            index = chosen_images[b * batch_size : (b + 1) * batch_size]
-            chunk = torch.from_numpy(batch[index]).to(device=device, dtype=dtype)
-            outputs = capture_layers(model, chunk, modules, notes)
+        batches = [chosen_images[b * batch_size : (b + 1) * batch_size] for b in range(n_batches)]
+        if scheduler is not None:  # the same batches, as Dask tasks on a cluster
+            from ..distributed import iter_remote_batches
+
+            results = yield from iter_remote_batches(
+                scheduler, _run_batch, model, source, modules, plans, batches, target
+            )
+        else:
+            results = None
+        for b, index in enumerate(batches):
+            if results is None:
+                batch_parts, order, batch_notes = _run_batch(model, source, modules, plans, index)
+                yield Progress((b + 1) / n_batches, f"batch {b + 1}/{n_batches}")
+            else:
+                batch_parts, order, batch_notes = results[b]
             if b == 0:
-                forward_order = list(outputs)  # the order the forward pass reached them
-            for name, out in outputs.items():
-                parts[name].append(plans[name].take(name, out, index))
-            yield Progress((b + 1) / n_batches, f"batch {b + 1}/{n_batches}")
+                forward_order = order  # the order the forward pass reached them
+            notes.update(batch_notes)
+            for name in order:
+                parts[name].append(batch_parts[name])
 
     clouds: dict[str, PointCloud] = {}
     for name in forward_order:
