@@ -376,6 +376,7 @@ def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
     _check_output_folder(args.out)
     progress(0.0, "loading the model and images")
     job = _prepare_sample(args) if args.sample is not None else _prepare_model(args)
+    prepared = time.perf_counter()
     config = AnalysisConfig(
         metric=args.metric, mapper_lens=args.lens, h1_max_points=args.h1_max_points, seed=args.seed
     )
@@ -428,7 +429,8 @@ def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
     )
     analysed = time.perf_counter()
     analysis.provenance["seconds"] = {
-        "extraction": round(extracted - started, 3),
+        "loading": round(prepared - started, 3),
+        "extraction": round(extracted - prepared, 3),
         "analysis": round(analysed - extracted, 3),
     }
     return write_report(analysis, args.out, title=args.title, progress=progress.phase("report"))

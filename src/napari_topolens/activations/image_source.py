@@ -30,6 +30,7 @@ __all__ = [
     "ImageSource",
     "MultiscaleImages",
     "as_image_source",
+    "layer_images",
     "open_image_source",
 ]
 
@@ -160,6 +161,12 @@ class ImageSource:
         for index, images in self.batches():
             stack[index] = images[:, 0] if channels == 1 else np.moveaxis(images, 1, -1)
         return stack
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """``(N, H, W)`` or ``(N, H, W, C)``: the shape :meth:`to_stack` would return."""
+        channels, height, width = self.sample_shape
+        return (int(self.n_images), height, width) + ((channels,) if channels != 1 else ())
 
     @property
     def nbytes(self) -> int:
@@ -403,6 +410,39 @@ def as_image_source(
     if isinstance(images, np.ndarray) and images.ndim == 0:
         raise EmptySelectionError("no images were selected; select at least one image")
     return ArraySource(images)
+
+
+def layer_images(data: Any, *, rgb: bool = False) -> ImageSource:
+    """The images of a napari image layer's ``data`` as a lazy source (no pixel read yet).
+
+    ``data`` is one image ``(H, W)`` / ``(H, W, 3)`` or a stack with one leading axis
+    (numpy, dask, zarr, ...); dask- and zarr-backed layers are read batch by batch.
+    """
+    spatial = 3 if rgb else 2
+    shape = tuple(int(s) for s in np.shape(data))
+    if len(shape) < spatial:
+        raise ImageError(f"layer data of shape {shape} is not an image")
+    if len(shape) == spatial:
+        data = _Head(_OneImage(data), 1)
+    elif len(shape) > spatial + 1:
+        raise ImageError(
+            f"layer data of shape {shape} has {len(shape) - spatial} axes before the images; "
+            "give a stack with one such axis"
+        )
+    return ArraySource(data, description=f"an image layer of shape {shape}")
+
+
+class _OneImage:
+    """One image as a stack of one, read only when sliced."""
+
+    def __init__(self, image: Any):
+        self.image = image
+        self.shape = (1, *tuple(int(s) for s in np.shape(image)))
+        self.dtype = image.dtype
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        start, stop, _ = key.indices(1)
+        return np.asarray(self.image)[None][start:stop]
 
 
 def open_image_source(path: str | os.PathLike, *, max_images: int | None = None) -> ImageSource:

@@ -38,6 +38,7 @@ from magicgui.widgets import (
 from qtpy.QtCore import QEvent, QObject, Qt
 from qtpy.QtWidgets import QHBoxLayout, QLabel, QScrollArea, QVBoxLayout, QWidget
 
+from ..activations.image_source import layer_images
 from ..errors import EmptySelectionError, ModelError, TopoLensError
 from ..samples import SAMPLE_NAMES
 from .module_tree import ModuleTree
@@ -50,7 +51,6 @@ from .widget_parts import (
     check_one_stack_axis,
     console_models,
     current_stack_index,
-    image_stack,
     marked_stack_indices,
     report_error,
 )
@@ -429,7 +429,7 @@ class AnalysisWidget(QWidget):
                     "images on it and choose it under 'Marked in'"
                 )
             return marked_stack_indices(layer, marker)
-        return np.arange(len(image_stack(layer)), dtype=np.int64)
+        return np.arange(len(layer_images(layer.data, rgb=layer.rgb)), dtype=np.int64)
 
     def _image_labels(self, layer: Any, n_stack: int) -> tuple[np.ndarray | None, list[str] | None]:
         """Per-image class labels and names from the layer's metadata (samples carry them)."""
@@ -492,8 +492,9 @@ class AnalysisWidget(QWidget):
             if image_layer is not None:
                 check_one_stack_axis(image_layer)
             index = self.selected_indices()
-            stack = image_stack(image_layer)
-            images = np.ascontiguousarray(stack[index], dtype=np.float32)
+            # lazy: dask- and zarr-backed layers are read batch by batch, in the worker
+            stack = layer_images(image_layer.data, rgb=image_layer.rgb)
+            images = stack.subset(index)
             config = self.config()
             steps = iter_extract_activations(
                 model,
@@ -528,7 +529,7 @@ class AnalysisWidget(QWidget):
             "max_points": int(self.max_points.value) or None,
         }
         # a copy made here, so the worker never reads the layer's own buffer
-        embed = np.array(stack, dtype=np.float32) if stack.nbytes <= _MAX_EMBEDDED_BYTES else None
+        embed = stack.to_stack() if stack.nbytes <= _MAX_EMBEDDED_BYTES else None
         provenance["images_embedded"] = embed is not None
         work = _analysis_work(
             steps, model, images, index, len(stack), labels, class_names, config, provenance, embed
