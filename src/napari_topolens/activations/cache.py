@@ -262,7 +262,7 @@ class _Untrusted(Exception):
 
 
 def iter_cached_extraction(
-    cache_dir: str | os.PathLike,
+    cache: ActivationCache,
     model: torch.nn.Module,
     source: ImageSource,
     modules: Mapping[str, torch.nn.Module],
@@ -280,7 +280,6 @@ def iter_cached_extraction(
     ``forward_order()`` gives the order the forward pass reaches the layers, used
     when every layer came from the cache.
     """
-    cache = ActivationCache(cache_dir)
     yield Progress(0.0, "activation cache: fingerprinting the model and images")
     weights = model_fingerprint(model)
     images = source.fingerprint()

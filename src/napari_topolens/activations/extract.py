@@ -270,10 +270,10 @@ def iter_extract_activations(
 
         target = resolve_device(device)
     if cache_dir is not None:
-        from .cache import iter_cached_extraction
+        from .cache import ActivationCache, iter_cached_extraction
 
         return iter_cached_extraction(
-            cache_dir,
+            ActivationCache(cache_dir),  # a bad cache folder fails here, before any work
             model,
             source,
             modules,
