@@ -53,3 +53,42 @@ def test_dask_layer_is_read_in_chunks_and_gives_the_numpy_result(make_napari_vie
     for name in ("pool2", "fc1"):
         np.testing.assert_array_equal(analysis[name].cloud.points, want[name].points)
     np.testing.assert_array_equal(analysis.images, images)
+
+
+def test_scheduler_field_runs_the_analysis_on_a_local_cluster(make_napari_viewer, qtbot):
+    distributed = pytest.importorskip("distributed")
+    from napari_topolens.topology.analysis import analyze
+
+    sample = load_sample("digits")
+    images = sample.images[:120]
+    viewer = make_napari_viewer()
+    layer = viewer.add_image(images, name="digits part")
+    widget = AnalysisWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Topology analysis")
+    widget.model_source.value = "sample: digits"
+    assert widget.load_model() is not None
+    widget.module_tree.set_checked(["pool2", "fc1"])
+    widget.image_layer.value = layer
+    widget.h1_max_points.value = 60
+    with distributed.LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1", dashboard_address=None
+    ) as cluster:
+        widget.scheduler.value = f"  {cluster.scheduler_address} "
+        worker = widget.run()
+        assert worker is not None, widget.status.value
+        with qtbot.waitSignal(worker.finished, timeout=180_000):
+            pass
+        assert {"batch_task", "layer_task"} <= {
+            p.lstrip("_") for p in cluster.scheduler.task_prefixes
+        }
+    analysis = widget.analysis
+    assert analysis is not None, widget.status.value
+    assert analysis.provenance["scheduler"] == cluster.scheduler_address
+    clouds = extract_activations(sample.model, images, ["pool2", "fc1"])
+    here = analyze(clouds, None, config=widget.config())
+    for name in ("pool2", "fc1"):
+        np.testing.assert_array_equal(analysis[name].cloud.points, clouds[name].points)
+        for dim in (0, 1):
+            np.testing.assert_array_equal(
+                analysis[name].persistence.diagrams[dim], here[name].persistence.diagrams[dim]
+            )

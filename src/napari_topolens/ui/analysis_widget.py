@@ -196,6 +196,11 @@ class AnalysisWidget(QWidget):
             tooltip="0: the knee of the sorted nearest-neighbour distances",
         )
         self.seed = SpinBox(label="Seed", min=0, max=2**31 - 1, value=defaults.seed)
+        self.scheduler = LineEdit(
+            label="Dask scheduler",
+            tooltip="Address of a running dask.distributed scheduler (tcp://host:8786): the "
+            "extraction batches and each layer's topology run on its workers. Empty: here.",
+        )
         params_box = Container(
             widgets=[
                 self.metric,
@@ -208,6 +213,7 @@ class AnalysisWidget(QWidget):
                 self.min_samples,
                 self.eps,
                 self.seed,
+                self.scheduler,
             ],
             labels=True,
         )
@@ -503,6 +509,7 @@ class AnalysisWidget(QWidget):
                 sampling=self.sampling.value,
                 max_points=int(self.max_points.value) or None,
                 seed=int(self.seed.value),
+                scheduler=self._scheduler(),
             )
             labels, class_names = self._image_labels(image_layer, len(stack))
         except TopoLensError as exc:
@@ -531,6 +538,8 @@ class AnalysisWidget(QWidget):
         # a copy made here, so the worker never reads the layer's own buffer
         embed = stack.to_stack() if stack.nbytes <= _MAX_EMBEDDED_BYTES else None
         provenance["images_embedded"] = embed is not None
+        if self._scheduler() is not None:
+            provenance["scheduler"] = self._scheduler()
         work = _analysis_work(
             steps, model, images, index, len(stack), labels, class_names, config, provenance, embed
         )
@@ -549,6 +558,10 @@ class AnalysisWidget(QWidget):
         self._started = time.perf_counter()
         self._job.start()
         return self._job.worker
+
+    def _scheduler(self) -> str | None:
+        """The Dask scheduler address typed in the form, or ``None`` to run here."""
+        return str(self.scheduler.value).strip() or None
 
     def cancel(self, _value: Any = None) -> None:
         """Stop the running analysis at its next step; nothing is added to the viewer."""
@@ -694,6 +707,7 @@ def _analysis_work(
                 probabilities=probabilities,
                 provenance=record,
                 images=embed,
+                scheduler=provenance.get("scheduler"),
             ),
             _EXTRACT_SHARE,
             1.0,
