@@ -102,6 +102,31 @@ def test_every_point_equals_the_layer_output_at_its_image_and_position(images, s
             assert len(np.unique(keys)) == len(keys)
 
 
+@pytest.mark.parametrize("sampling", ["pooled", "random_position", "all_positions"])
+def test_what_batch_size_may_change_is_float_rounding_only(images, sampling):
+    """The documented guarantee: same choices for any batch size, bit-identical reruns."""
+    model = small_cnn()
+    layers = ["0", "4", "7"]
+    runs = {
+        size: extract_activations(
+            model, images, layers, sampling=sampling, max_points=40, batch_size=size, seed=2
+        )
+        for size in (1, 4, 64)
+    }
+    again = extract_activations(
+        model, images, layers, sampling=sampling, max_points=40, batch_size=4, seed=2
+    )
+    for name in layers:
+        for size in (1, 64):
+            a, b = runs[size][name], runs[4][name]
+            np.testing.assert_array_equal(a.image_index, b.image_index)
+            np.testing.assert_array_equal(a.receptive_field, b.receptive_field)
+            if a.position is not None:
+                np.testing.assert_array_equal(a.position, b.position)
+            np.testing.assert_allclose(a.points, b.points, rtol=1e-5, atol=1e-6)
+        assert runs[4][name].points.tobytes() == again[name].points.tobytes()
+
+
 def test_results_do_not_depend_on_batch_size(images):
     model = small_cnn()
     a = extract_activations(
@@ -458,3 +483,85 @@ def test_a_file_that_is_no_checkpoint_is_named_so(tmp_path):
     with pytest.raises(CheckpointError) as info:
         load_state_dict(path)
     assert "weights_only" not in str(info.value), "never relay advice to load unsafely"
+
+
+def two_conv_net() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(4, 8, 3, stride=2, padding=1),
+        nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+    ).eval()
+
+
+def count_forwarded_images(model: nn.Module) -> list[int]:
+    """Images per forward pass of ``model`` (a forward pre-hook records batch sizes)."""
+    seen: list[int] = []
+    model.register_forward_pre_hook(lambda _m, args: seen.append(int(args[0].shape[0])))
+    return seen
+
+
+def test_pooled_sampling_and_vector_layers_probe_nothing():
+    model = two_conv_net()
+    seen = count_forwarded_images(model)
+    images = np.random.default_rng(0).random((3, 256, 256), dtype=np.float32)
+    clouds = extract_activations(model, images, ["2", "5"], sampling="pooled")
+    # the channel check, the blank shape pass and the images: no H + W probes
+    assert sum(seen) <= len(images) + 2, seen
+    for cloud in clouds.values():
+        assert cloud.meta["receptive_field_probe_passes"] == 0
+        assert (cloud.receptive_field == [0, 0, 256, 256]).all()
+
+
+def test_one_position_per_image_is_resolved_by_bisection_not_a_full_scan():
+    model = two_conv_net()
+    seen = count_forwarded_images(model)
+    images = np.random.default_rng(0).random((2, 256, 256), dtype=np.float32)
+    cloud = extract_activations(model, images, ["2"], sampling="top_norm")["2"]
+    probed = sum(seen) - len(images) - 2
+    assert probed < 100, f"{probed} probe images (a scan would take 512)"
+    assert "bisection" in cloud.meta["receptive_field_method"]
+    full = extract_activations(two_conv_net(), images, ["2"], sampling="all_positions")["2"]
+    lookup = {
+        (int(i), int(r), int(c)): box.tolist()
+        for i, (r, c), box in zip(full.image_index, full.position, full.receptive_field)
+    }
+    for i, (r, c), box in zip(cloud.image_index, cloud.position, cloud.receptive_field):
+        assert box.tolist() == lookup[(int(i), int(r), int(c))]
+
+
+@pytest.mark.parametrize("route", ["scan", "bisection"])
+def test_both_probing_routes_match_the_gradient_check(route, monkeypatch):
+    from napari_topolens.activations import receptive_field
+
+    def forced(height, width, n):
+        return route, (height + width) if route == "scan" else 1 + 2 * n * 10
+
+    monkeypatch.setattr(receptive_field, "probe_cost", forced)
+    receptive_field._CACHE.clear()
+    model = nn.Sequential(
+        nn.Conv2d(1, 3, 5, stride=2, padding=2),
+        nn.Tanh(),
+        nn.AvgPool2d(3, stride=2),
+        nn.Conv2d(3, 2, 3, dilation=2),
+    ).eval()
+    images = np.random.default_rng(0).random((2, 23, 21), dtype=np.float32)
+    cloud = extract_activations(model, images, ["3"], sampling="all_positions")["3"]
+    assert route in cloud.meta["receptive_field_method"]
+    expected = gradient_boxes(model, "3", (1, 23, 21))
+    for (r, c), box in zip(cloud.position, cloud.receptive_field):
+        assert box.tolist() == expected[(int(r), int(c))]
+
+
+def test_images_too_big_for_probing_are_refused_before_any_work():
+    model = two_conv_net()
+    seen = count_forwarded_images(model)
+    images = np.zeros((2, 64, 64), np.float32)
+    with pytest.raises(ImageError, match=r"too big.*limit of 1e\+04.*max-probe-pixels"):
+        extract_activations(model, images, ["2"], sampling="all_positions", max_probe_pixels=10_000)
+    assert sum(seen) <= 2  # the channel check and the blank shape pass only
+    # pooled sampling needs no receptive fields, so the same images are fine
+    extract_activations(model, images, ["2"], sampling="pooled", max_probe_pixels=10_000)

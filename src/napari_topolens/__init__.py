@@ -35,6 +35,18 @@ _LAZY = {
     "compute_persistence": "napari_topolens.topology.persistence",
     "mapper_graph": "napari_topolens.topology.mapper",
     "ph_dimension": "napari_topolens.topology.phdim",
+    # robustness: perturbed and compressed variants
+    "PERTURBATIONS": "napari_topolens.robustness.perturbations",
+    "perturb": "napari_topolens.robustness.perturbations",
+    "compress": "napari_topolens.robustness.compression",
+    "Comparison": "napari_topolens.robustness.comparison",
+    "LayerDrift": "napari_topolens.robustness.comparison",
+    "compare": "napari_topolens.robustness.comparison",
+    "Variant": "napari_topolens.robustness.study",
+    "VariantSpec": "napari_topolens.robustness.study",
+    "run_variants": "napari_topolens.robustness.study",
+    "iter_run_variants": "napari_topolens.robustness.study",
+    "parse_variants": "napari_topolens.robustness.study",
     # report
     "write_report": "napari_topolens.report.html",
     # errors (cheap, but kept lazy for symmetry)
@@ -63,3 +75,13 @@ if TYPE_CHECKING:  # for type checkers and IDEs only
     from .activations.models import list_layers, load_model
     from .activations.pointcloud import PointCloud
     from .errors import Cancelled, TopoLensError
+    from .robustness.comparison import Comparison, LayerDrift, compare
+    from .robustness.compression import compress
+    from .robustness.perturbations import PERTURBATIONS, perturb
+    from .robustness.study import (
+        Variant,
+        VariantSpec,
+        iter_run_variants,
+        parse_variants,
+        run_variants,
+    )

@@ -8,7 +8,8 @@ Examples
 --labels labels.csv --layers layer1,layer2,fc --out my_report``
 
 Exit codes: 0 done; 2 a problem with the input (one line on stderr says what and
-how to fix it); 130 stopped with Ctrl-C, leaving no half-written output.
+how to fix it); 130 stopped with Ctrl-C and 143 with SIGTERM, both leaving no
+half-written output.
 """
 
 from __future__ import annotations
@@ -91,8 +92,12 @@ def _int_at_least(minimum: int):
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and documentation)."""
+    from .activations.extract import DEFAULT_MAX_POSITIONS, SAMPLING_MODES
+    from .activations.receptive_field import DEFAULT_MAX_PROBE_PIXELS
+    from .topology.analysis import AnalysisConfig
     from .topology.metrics import METRICS
 
+    defaults = AnalysisConfig()
     parser = argparse.ArgumentParser(
         prog=_PROG,
         description="The topology of a neural network's activations, as a report or in napari.",
@@ -145,10 +150,57 @@ def build_parser() -> argparse.ArgumentParser:
     method.add_argument(
         "--sampling",
         default="pooled",
-        choices=("pooled", "random_position", "top_norm", "all_positions"),
-        help="how a spatial layer becomes points (default pooled: one point per image)",
+        choices=SAMPLING_MODES,
+        help="how a spatial layer becomes points (default pooled: one point per image; "
+        "foreground needs --mask)",
     )
-    method.add_argument("--max-points", type=_int_at_least(3), help="cap on points per layer")
+    method.add_argument(
+        "--max-points",
+        type=_int_at_least(3),
+        help="cap on the points extracted per layer (all_positions: positions, default "
+        f"{DEFAULT_MAX_POSITIONS:,}; other modes: images, default all)",
+    )
+    caps = report.add_argument_group(
+        "caps (each is reported beside the numbers it limits, and in the provenance)"
+    )
+    caps.add_argument(
+        "--analysis-max-points",
+        type=_int_at_least(3),
+        default=defaults.max_points,
+        help="points per layer the analysis uses; a larger cloud is subsampled at random "
+        f"(exact H0 needs every pairwise distance) (default {defaults.max_points:,})",
+    )
+    caps.add_argument(
+        "--class-max-per-class",
+        type=_int_at_least(3),
+        default=defaults.class_max_per_class,
+        help=f"points per class for the per-class H0 persistence (default {defaults.class_max_per_class})",
+    )
+    caps.add_argument(
+        "--phdim-max-points",
+        type=_int_at_least(15),
+        default=defaults.phdim_max_points,
+        help=f"points in the largest PH-dimension subsample (default {defaults.phdim_max_points})",
+    )
+    caps.add_argument(
+        "--dendrogram-max-points",
+        type=_int_at_least(3),
+        default=defaults.dendrogram_max_points,
+        help=f"points in the heatmap dendrogram (default {defaults.dendrogram_max_points})",
+    )
+    caps.add_argument(
+        "--silhouette-max-points",
+        type=_int_at_least(3),
+        default=defaults.silhouette_max_points,
+        help=f"points for the silhouette score (default {defaults.silhouette_max_points})",
+    )
+    caps.add_argument(
+        "--max-probe-pixels",
+        type=_int_at_least(1),
+        default=DEFAULT_MAX_PROBE_PIXELS,
+        help="receptive-field probing work allowed (probe passes x pixels); spatial sampling "
+        f"of bigger images is refused before any work (default {DEFAULT_MAX_PROBE_PIXELS:.3g})",
+    )
     method.add_argument(
         "--metric",
         default="euclidean",
@@ -161,16 +213,18 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("l2norm", "pca1", "pca2", "probability"),
         help="Mapper lens (default l2norm)",
     )
-    method.add_argument(
+    caps.add_argument(
         "--h1-max-points",
         type=_int_at_least(3),
-        default=1000,
-        help="H1 is computed on at most this many max-min landmarks (default 1000)",
+        default=defaults.h1_max_points,
+        help="H1 is computed on at most this many max-min landmarks "
+        f"(default {defaults.h1_max_points})",
     )
     method.add_argument("--seed", type=int, default=0, help="seed of every random step (default 0)")
     method.add_argument(
         "--batch-size", type=_int_at_least(1), default=64, help="images per forward pass"
     )
+    _add_robustness_arguments(report)
     scale = report.add_argument_group("scale (large image sets, caches, clusters, GPUs)")
     scale.add_argument(
         "--cache",
@@ -262,7 +316,11 @@ def _prepare_model(args: argparse.Namespace) -> dict[str, Any]:
     labels = None
     class_names = _split(args.class_names)
     if args.labels is not None:
-        label_set = read_labels(args.labels, image_names=image_set.names)
+        label_set = read_labels(
+            args.labels,
+            image_names=image_set.names,
+            n_images=None if args.max_images is not None else len(image_set.images),
+        )
         labels, names_from_file = label_set.codes, label_set.class_names
         if class_names is None:
             class_names = names_from_file
@@ -287,6 +345,7 @@ def _prepare_model(args: argparse.Namespace) -> dict[str, Any]:
         "labels": labels,
         "class_names": class_names,
         "layers": layers,
+        "image_names": image_set.names,
         "provenance": {
             "model": args.model,
             "weights": args.weights or "(as built by the callable)",
@@ -350,10 +409,13 @@ def _images_to_keep(images: Any, provenance: dict[str, Any]) -> Any:
 
 
 def _check_output_folder(out: str) -> None:
-    """Refuse an output folder that cannot be written before any work is done."""
+    """Refuse an output folder that cannot be written, or holds files not ours, before any work."""
     import os
     from pathlib import Path
 
+    from .report.html import check_report_folder
+
+    check_report_folder(out)
     path = Path(out).expanduser()
     if path.exists() and not path.is_dir():
         raise TopoLensError(f"--out {out} is a file; give a folder for the report")
@@ -366,32 +428,104 @@ def _check_output_folder(out: str) -> None:
         )
 
 
+def _check_before_extraction(args: argparse.Namespace, job: dict[str, Any]) -> None:
+    """Errors that can be known before any forward pass: layers, labels, too few points."""
+    from .errors import LayerError
+    from .topology.analysis import check_class_labels
+
+    layers = job["layers"]
+    repeated = sorted({name for name in layers if layers.count(name) > 1})
+    if repeated:
+        raise LayerError(f"--layers names {', '.join(map(repr, repeated))} more than once")
+    n_images = len(job["images"])
+    job["labels"], job["class_names"] = check_class_labels(
+        job["labels"], job["class_names"], n_images
+    )
+    if n_images >= 3:
+        return
+    if args.sampling != "all_positions":
+        raise EmptySelectionError(
+            f"{n_images} image(s) give {n_images} point(s) per layer with {args.sampling} "
+            "sampling; topology needs at least 3: give more images, or use --sampling "
+            "all_positions for many points per image"
+        )
+    from .activations.extract import _eval_mode, _model_device_dtype
+    from .activations.hooks import check_layer_names
+    from .activations.image_source import as_image_source
+    from .activations.receptive_field import layer_geometry
+
+    sample_shape = as_image_source(job["images"]).sample_shape  # no pixels read (lazy inputs)
+    device, dtype = _model_device_dtype(job["model"])
+    with _eval_mode(job["model"]):
+        geometry = layer_geometry(
+            job["model"],
+            check_layer_names(job["model"], layers),
+            sample_shape,
+            dtype=dtype,
+            device=device,
+        )
+    vectors = [name for name, geo in geometry.items() if geo.kind == "vector"]
+    if vectors:
+        raise EmptySelectionError(
+            f"layer(s) {', '.join(vectors)} give one point per image, and {n_images} image(s) "
+            "are too few for topology (at least 3): give more images or leave those layers out"
+        )
+
+
 def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
     """Do the ``report`` command; returns the path of report.html."""
-    from .activations.extract import extract_activations, predict_proba
+    from ._progress import drive
+    from .activations.extract import iter_extract_activations, predict_proba
     from .report.html import write_report
     from .topology.analysis import AnalysisConfig, analyze
 
     started = time.perf_counter()
     _check_output_folder(args.out)
+    if args.seed < 0:
+        raise TopoLensError(f"--seed must be a non-negative whole number, got {args.seed}")
+    config = AnalysisConfig(
+        metric=args.metric,
+        mapper_lens=args.lens,
+        h1_max_points=args.h1_max_points,
+        max_points=args.analysis_max_points,
+        class_max_per_class=args.class_max_per_class,
+        dendrogram_max_points=args.dendrogram_max_points,
+        phdim_max_points=args.phdim_max_points,
+        silhouette_max_points=args.silhouette_max_points,
+        seed=args.seed,
+    )
+    variant_specs = _variant_specs(args)
+    if variant_specs:
+        progress = _VariantPhases(progress)
     progress(0.0, "loading the model and images")
     job = _prepare_sample(args) if args.sample is not None else _prepare_model(args)
     prepared = time.perf_counter()
-    config = AnalysisConfig(
-        metric=args.metric, mapper_lens=args.lens, h1_max_points=args.h1_max_points, seed=args.seed
-    )
-    clouds = extract_activations(
-        job["model"],
-        job["images"],
-        job["layers"],
-        sampling=args.sampling,
-        max_points=args.max_points,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        device=args.device,
-        cache_dir=args.cache,
-        scheduler=args.scheduler,
-        progress=progress.phase("extract"),
+    _check_before_extraction(args, job)
+    mask = _read_mask(args, job)
+    if args.max_points is not None and args.max_points > config.max_points:
+        progress.close()
+        print(
+            f"{_PROG}: note: --max-points {args.max_points:,} is above the analysis cap "
+            f"--analysis-max-points {config.max_points:,}: each layer's analysis uses a random "
+            f"{config.max_points:,} of its extracted points (the report says so)",
+            file=sys.stderr,
+        )
+    clouds = drive(
+        iter_extract_activations(
+            job["model"],
+            job["images"],
+            job["layers"],
+            sampling=args.sampling,
+            max_points=args.max_points,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            mask=mask,
+            max_probe_pixels=args.max_probe_pixels,
+            device=args.device,
+            cache_dir=args.cache,
+            scheduler=args.scheduler,
+        ),
+        progress.phase("extract"),
     )
     probabilities = None
     if args.lens == "probability":
@@ -402,7 +536,6 @@ def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
         "n_images": len(job["images"]),
         "layers": ", ".join(job["layers"]),
         "sampling": args.sampling,
-        "max_points": args.max_points,
         "seeds": {"extraction": args.seed},
         "command": " ".join(shlex.quote(a) for a in [_PROG, *sys.argv[1:]]) if sys.argv else _PROG,
         **{
@@ -433,7 +566,191 @@ def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
         "extraction": round(extracted - prepared, 3),
         "analysis": round(analysed - extracted, 3),
     }
+    if variant_specs:
+        analysis = _run_variants(args, job, analysis, variant_specs, mask, config, progress)
     return write_report(analysis, args.out, title=args.title, progress=progress.phase("report"))
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is so that it cleans up as after Ctrl-C."""
+
+
+def _raise_terminated(_signum: int, _frame: Any) -> None:
+    raise _Terminated
+
+
+def _handle_sigterm() -> Any:
+    """Turn SIGTERM into :class:`_Terminated` (main thread only); returns the old handler."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+    return signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def _restore_sigterm(previous: Any) -> None:
+    import signal
+
+    if previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+
+
+# ----------------------------------------------------------------------------- robustness
+# Perturbed and compressed variants (--perturb, --compress) and foreground masks (--mask).
+
+
+def _add_robustness_arguments(report: argparse.ArgumentParser) -> None:
+    from .robustness.perturbations import PERTURBATIONS
+
+    group = report.add_argument_group(
+        "robustness (variants compared with the base run, in a section of the report)"
+    )
+    group.add_argument(
+        "--perturb",
+        metavar="KIND:STRENGTH,...",
+        help="perturbed copies of the images, e.g. gaussian:0.1,blur:1.0,fgsm:0.03; kinds: "
+        + ", ".join(PERTURBATIONS)
+        + " (noise and fgsm strengths are fractions of the images' value range, blur is in "
+        "pixels, occlusion a fraction of the area)",
+    )
+    group.add_argument(
+        "--compress",
+        metavar="SPEC,...",
+        help="compressed copies of the model, e.g. prune:0.5,int8 (two variants) or "
+        "prune:0.5+int8 (one model both pruned and quantised)",
+    )
+    group.add_argument(
+        "--mask",
+        help="the object's pixels per image, for --sampling foreground: a .npy/.npz "
+        "(N, H, W) array, or a folder of mask images (non-zero = object) named like the "
+        "image files, or in the images' order",
+    )
+
+
+def _variant_specs(args: argparse.Namespace) -> list[Any]:
+    if args.perturb is None and args.compress is None:
+        return []
+    from .robustness.study import parse_variants
+
+    specs = parse_variants(args.perturb, args.compress, seed=args.seed)
+    if not specs:
+        raise TopoLensError("--perturb / --compress name no variant; e.g. --perturb gaussian:0.1")
+    return specs
+
+
+# Share of the progress bar each phase takes when variants run (they take most of the time).
+_VARIANT_PHASES = {
+    "extract": (0.0, 0.04),
+    "analyze": (0.04, 0.2),
+    "variants": (0.2, 0.9),
+    "report": (0.9, 1.0),
+}
+
+
+class _VariantPhases:
+    """The progress bar with :data:`_VARIANT_PHASES` instead of the plain run's phases."""
+
+    def __init__(self, bar: Any) -> None:
+        self.bar = bar
+
+    def __call__(self, fraction: float, message: str) -> None:
+        self.bar(fraction, message)
+
+    def phase(self, name: str):
+        start, stop = _VARIANT_PHASES[name]
+        return lambda fraction, message: self.bar(start + (stop - start) * fraction, message)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _read_mask(args: argparse.Namespace, job: dict[str, Any]) -> np.ndarray | None:
+    """The --mask as (N, H, W) bool aligned with the job's images (by file name when both have them)."""
+    if args.mask is None:
+        if args.sampling == "foreground":
+            raise TopoLensError(
+                "--sampling foreground needs --mask (the object's pixels per image)"
+            )
+        return None
+    if args.sampling != "foreground":
+        raise TopoLensError("--mask is used by --sampling foreground; add it, or leave --mask out")
+    from pathlib import Path
+
+    from .image_files import read_images
+
+    mask_set = read_images(args.mask)
+    masks = np.asarray(mask_set.images) != 0
+    if masks.ndim == 4:  # colour mask files: any channel marks the object
+        masks = masks.any(axis=-1)
+    images = job["images"]
+    n_images = len(images)
+    names = job.get("image_names")
+    if names is not None and mask_set.names is not None:
+        by_stem = {Path(name).stem: i for i, name in enumerate(mask_set.names)}
+        missing = [name for name in names if Path(name).stem not in by_stem]
+        if missing:
+            raise ImageError(
+                f"--mask {args.mask} has no mask for {len(missing)} image(s) (first: {missing[0]}); "
+                "name each mask file like its image"
+            )
+        return masks[[by_stem[Path(name).stem] for name in names]]
+    sample_index = job["provenance"].get("sample_image_index")
+    if (
+        sample_index is not None
+        and len(masks) != n_images
+        and len(masks) > int(np.max(sample_index))
+    ):
+        return masks[np.asarray(sample_index)]  # masks for the whole sample, images a subset
+    if sample_index is None and args.max_images is not None and len(masks) > n_images:
+        masks = masks[:n_images]  # the masks of the first images, as --max-images keeps them
+    if len(masks) != n_images:
+        raise ImageError(
+            f"--mask {args.mask} holds {len(masks)} masks for {n_images} images; give one per image"
+        )
+    return masks
+
+
+def _run_variants(
+    args: argparse.Namespace,
+    job: dict[str, Any],
+    analysis: Any,
+    specs: list[Any],
+    mask: np.ndarray | None,
+    config: Any,
+    progress: Any,
+) -> Any:
+    """The base analysis with the variants run and compared (the base is reused, not recomputed)."""
+    from .robustness.study import run_variants
+
+    started = time.perf_counter()
+    from .activations.image_source import ImageSource
+
+    images = job["images"]
+    if isinstance(images, ImageSource):  # variants perturb whole arrays: read the set once
+        images = images.to_stack()
+    result = run_variants(
+        job["model"],
+        images,
+        job["layers"],
+        specs,
+        labels=job["labels"],
+        class_names=job["class_names"],
+        config=config,
+        sampling=args.sampling,
+        max_points=args.max_points,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        mask=mask,
+        provenance=dict(analysis.provenance),
+        base=analysis,
+        progress=progress.phase("variants"),
+    )
+    result.provenance["seconds"] = {
+        **dict(result.provenance.get("seconds", {})),
+        "variants": round(time.perf_counter() - started, 3),
+    }
+    return result
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -441,6 +758,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     progress = TerminalProgress(enabled=not args.quiet)
+    previous_handler = _handle_sigterm()
     try:
         if args.command == "report":
             started = time.perf_counter()
@@ -451,22 +769,40 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"report written to {path} ({time.perf_counter() - started:.1f} s)", file=sys.stderr
             )
             return 0
+    except _Terminated:
+        progress.close()
+        print(f"{_PROG}: terminated; nothing was written", file=sys.stderr)
+        return 143
     except (KeyboardInterrupt, Cancelled):
         progress.close()
         print(f"{_PROG}: stopped; nothing was written", file=sys.stderr)
         return 130
+    except SystemExit as exc:  # only the user's model code can get here
+        progress.close()
+        print(
+            f"{_PROG}: error: the model's code called sys.exit({exc.code!r}); nothing was "
+            "written. Guard script code in its module with `if __name__ == '__main__':`",
+            file=sys.stderr,
+        )
+        return 2
     except TopoLensError as exc:
         progress.close()
         print(f"{_PROG}: error: {exc}", file=sys.stderr)
         return 2
     except MemoryError:
         progress.close()
-        print(f"{_PROG}: error: out of memory; lower --max-points or --max-images", file=sys.stderr)
+        print(
+            f"{_PROG}: error: out of memory; nothing was written. Lower --batch-size (big "
+            "images), --analysis-max-points (big clouds) or --max-images",
+            file=sys.stderr,
+        )
         return 1
     except OSError as exc:
         progress.close()
         print(f"{_PROG}: error: could not read or write a file: {exc}", file=sys.stderr)
         return 1
+    finally:
+        _restore_sigterm(previous_handler)
     parser.error(f"unknown command {args.command!r}")
     return 2
 

@@ -6,8 +6,8 @@ single (multi-page) TIFF. They are returned as float32 ``(N, H, W)`` or
 ``(N, H, W, 3)``. Pixel files with integer pixels are scaled to ``[0, 1]`` by their
 dtype's maximum (8-bit: /255), which is how most image models are trained;
 arrays from ``.npy``/``.npz`` are the user's own numbers and are only cast to
-float32. Labels come from ``.npy``, ``.txt`` (one per line or whitespace
-separated) or ``.csv`` (one column, or ``name,label`` rows matched to the image
+float32. Labels come from ``.npy``, ``.txt`` (one per line, so class names may
+hold spaces, or all whitespace separated on one line) or ``.csv`` (one column, or ``name,label`` rows matched to the image
 file names).
 
 Pixel files are read with Pillow (PNG, JPEG, BMP) and tifffile (TIFF).
@@ -263,8 +263,16 @@ def _codes_from_values(values: list[str] | np.ndarray, source: str) -> LabelSet:
     if array.dtype.kind in "iub":
         return LabelSet(array.astype(np.int64), None)
     if array.dtype.kind == "f":
-        if not np.all(np.isfinite(array)) or np.any(array != np.round(array)):
-            raise ImageError(f"{source}: labels must be whole numbers or class names")
+        if not np.all(np.isfinite(array)):
+            bad = int(np.flatnonzero(~np.isfinite(array))[0])
+            raise ImageError(
+                f"{source}: label {bad} is {array[bad]}; labels must be whole numbers or class names"
+            )
+        if np.any(array != np.round(array)):
+            bad = int(np.flatnonzero(array != np.round(array))[0])
+            raise ImageError(
+                f"{source}: label {bad} is {array[bad]}; labels must be whole numbers or class names"
+            )
         return LabelSet(array.astype(np.int64), None)
     texts = [str(v).strip() for v in array.tolist()]
     try:
@@ -282,8 +290,17 @@ def _codes_from_values(values: list[str] | np.ndarray, source: str) -> LabelSet:
     return LabelSet(np.array([lookup[t] for t in texts], dtype=np.int64), names)
 
 
-def read_labels(path: str | os.PathLike, *, image_names: list[str] | None = None) -> LabelSet:
+def read_labels(
+    path: str | os.PathLike,
+    *,
+    image_names: list[str] | None = None,
+    n_images: int | None = None,
+) -> LabelSet:
     """Read one class label per image from ``.npy``, ``.txt`` or ``.csv``.
+
+    A ``.txt`` is read as whitespace-separated labels; given ``n_images``, a file
+    with one label per line for each image is read by lines, so class names may
+    hold spaces, and a count that fits neither way is refused saying so.
 
     Integer labels are kept as codes; text labels become codes 0..K-1 in natural
     order of the names, returned as ``class_names``. A ``.csv`` with ``name,label``
@@ -295,17 +312,34 @@ def read_labels(path: str | os.PathLike, *, image_names: list[str] | None = None
     suffix = source.suffix.lower()
     if suffix == ".npy":
         try:
-            return _codes_from_values(np.load(source, allow_pickle=False), str(source))
-        except ValueError as exc:
+            values = np.load(source, allow_pickle=False)
+        except (ValueError, OSError) as exc:
             raise ImageError(
                 f"{source} is not a plain numpy array of labels: it is damaged, or holds pickled "
                 "objects (never loaded here); save the labels with np.save(path, labels)"
             ) from exc
+        return _codes_from_values(values, str(source))
     if suffix not in (".txt", ".csv", ".tsv"):
         raise ImageError(f"labels file {source}: use .npy, .txt or .csv")
-    text = source.read_text(encoding="utf-8-sig")
+    try:
+        text = source.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ImageError(
+            f"labels file {source} is not UTF-8 text (byte {exc.start} cannot be read); "
+            "save it as UTF-8"
+        ) from None
     if suffix == ".txt":
-        return _codes_from_values(text.split(), str(source))
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        words = text.split()
+        if n_images is not None and len(lines) == n_images != len(words):
+            return _codes_from_values(lines, str(source))  # one per line; names hold spaces
+        if n_images is not None and len(words) != n_images:
+            raise ImageError(
+                f"labels file {source} holds {len(words)} whitespace-separated labels on "
+                f"{len(lines)} lines for {n_images} images; give one label per line "
+                "(a class name may then hold spaces) or one per image separated by spaces"
+            )
+        return _codes_from_values(words, str(source))
     delimiter = "\t" if suffix == ".tsv" else ","
     rows = [
         row

@@ -99,6 +99,14 @@ def _everything() -> _Everything:
     )
 
 
+def reseal(folder: Path) -> None:
+    """Recompute analysis.json's checksum, as a hostile editor who read the format would."""
+    manifest_path = folder / store.MANIFEST_NAME
+    manifest = json.loads(manifest_path.read_text())
+    manifest["manifest_sha256"] = store._canonical_digest(manifest)
+    manifest_path.write_text(json.dumps(manifest))
+
+
 def _assert_same(a: Any, b: Any, where: str = "value") -> None:
     """Recursive bit-exact equality: dtype, shape, NaN-aware floats, types."""
     assert type(a) is type(b), f"{where}: {type(a).__name__} != {type(b).__name__}"
@@ -133,7 +141,7 @@ def _assert_same(a: Any, b: Any, where: str = "value") -> None:
 def test_every_kind_of_plain_data_round_trips_bit_exactly(tmp_path: Path) -> None:
     original = _everything()
     save_analysis(original, tmp_path / "saved")
-    loaded = load_analysis(tmp_path / "saved")
+    loaded = load_analysis(tmp_path / "saved", expected=object)
     _assert_same(original, loaded)
 
 
@@ -162,7 +170,7 @@ def test_point_cloud_round_trips(tmp_path: Path) -> None:
         meta={"max_points": None, "seed": 0},
     )
     save_analysis(cloud, tmp_path / "cloud")
-    _assert_same(cloud, load_analysis(tmp_path / "cloud"))
+    _assert_same(cloud, load_analysis(tmp_path / "cloud", expected=object))
 
 
 def test_arrays_live_in_the_npz_and_json_is_plain(tmp_path: Path) -> None:
@@ -181,7 +189,7 @@ def test_truncated_npz_is_refused(tmp_path: Path) -> None:
     data = npz.read_bytes()
     npz.write_bytes(data[: len(data) // 2])
     with pytest.raises(AnalysisFileError, match=r"arrays\.npz.*truncated"):
-        load_analysis(tmp_path / "saved")
+        load_analysis(tmp_path / "saved", expected=object)
 
 
 def test_damaged_npz_of_the_same_size_is_refused(tmp_path: Path) -> None:
@@ -191,22 +199,22 @@ def test_damaged_npz_of_the_same_size_is_refused(tmp_path: Path) -> None:
     data[len(data) // 2] ^= 0xFF
     npz.write_bytes(bytes(data))
     with pytest.raises(AnalysisFileError, match="sha256"):
-        load_analysis(tmp_path / "saved")
+        load_analysis(tmp_path / "saved", expected=object)
 
 
 def test_foreign_folder_and_file_are_refused(tmp_path: Path) -> None:
     (tmp_path / "photos").mkdir()
     (tmp_path / "photos" / "cat.png").write_bytes(b"not an analysis")
     with pytest.raises(AnalysisFileError, match="not a saved napari-topolens analysis"):
-        load_analysis(tmp_path / "photos")
+        load_analysis(tmp_path / "photos", expected=object)
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / store.MANIFEST_NAME).write_text(json.dumps({"format": "something-else"}))
     with pytest.raises(AnalysisFileError, match="not a napari-topolens analysis"):
-        load_analysis(tmp_path / "other")
+        load_analysis(tmp_path / "other", expected=object)
     with pytest.raises(AnalysisFileError, match="is a file"):
-        load_analysis(tmp_path / "photos" / "cat.png")
+        load_analysis(tmp_path / "photos" / "cat.png", expected=object)
     with pytest.raises(AnalysisFileError, match="does not exist"):
-        load_analysis(tmp_path / "missing")
+        load_analysis(tmp_path / "missing", expected=object)
 
 
 def test_newer_version_and_broken_json_are_refused(tmp_path: Path) -> None:
@@ -216,25 +224,28 @@ def test_newer_version_and_broken_json_are_refused(tmp_path: Path) -> None:
     manifest["version"] = store.FORMAT_VERSION + 1
     manifest_path.write_text(json.dumps(manifest))
     with pytest.raises(AnalysisFileError, match="newer"):
-        load_analysis(tmp_path / "saved")
+        load_analysis(tmp_path / "saved", expected=object)
     manifest_path.write_text(manifest_path.read_text()[:100])
     with pytest.raises(AnalysisFileError, match="not valid JSON"):
-        load_analysis(tmp_path / "saved")
+        load_analysis(tmp_path / "saved", expected=object)
 
 
 def test_unknown_result_type_is_refused(tmp_path: Path) -> None:
     save_analysis(_Inner(1.0, np.zeros(2)), tmp_path / "saved")
     manifest_path = tmp_path / "saved" / store.MANIFEST_NAME
     manifest_path.write_text(manifest_path.read_text().replace('"_Inner"', '"NoSuchResult"'))
+    with pytest.raises(AnalysisFileError, match="edited"):  # the checksum notices first
+        load_analysis(tmp_path / "saved", expected=object)
+    reseal(tmp_path / "saved")
     with pytest.raises(AnalysisFileError, match="NoSuchResult"):
-        load_analysis(tmp_path / "saved")
+        load_analysis(tmp_path / "saved", expected=object)
 
 
 def test_saving_over_a_previous_analysis_replaces_it(tmp_path: Path) -> None:
     target = tmp_path / "saved"
     save_analysis(_Inner(1.0, np.zeros(2)), target)
     save_analysis(_Inner(2.0, np.ones(3)), target)
-    loaded = load_analysis(target)
+    loaded = load_analysis(target, expected=object)
     assert loaded.value == 2.0 and loaded.counts.shape == (3,)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["saved"]  # no temporary leftovers
 
@@ -244,7 +255,7 @@ def test_failed_save_leaves_the_previous_analysis_intact(tmp_path: Path) -> None
     save_analysis(_Inner(1.0, np.arange(4)), target)
     with pytest.raises(TypeError, match="not plain data"):
         save_analysis(_Inner(2.0, object()), target)  # type: ignore[arg-type]
-    loaded = load_analysis(target)
+    loaded = load_analysis(target, expected=object)
     assert loaded.value == 1.0 and np.array_equal(loaded.counts, np.arange(4))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["saved"]
 
@@ -260,7 +271,7 @@ def test_interrupted_save_leaves_the_previous_analysis_intact(tmp_path: Path, mo
     with pytest.raises(KeyboardInterrupt):
         save_analysis(_Inner(2.0, np.ones(3)), target)
     monkeypatch.undo()
-    assert load_analysis(target).value == 1.0
+    assert load_analysis(target, expected=object).value == 1.0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["saved"]
 
 
@@ -271,7 +282,7 @@ def test_saving_never_overwrites_a_foreign_folder(tmp_path: Path) -> None:
         save_analysis(_Inner(1.0, np.zeros(1)), tmp_path / "mine")
     assert (tmp_path / "mine" / "thesis.txt").read_text() == "precious"
     save_analysis(_Inner(1.0, np.zeros(1)), tmp_path / "empty_is_fine")
-    assert load_analysis(tmp_path / "empty_is_fine").value == 1.0
+    assert load_analysis(tmp_path / "empty_is_fine", expected=object).value == 1.0
 
 
 def test_object_arrays_are_refused_on_save(tmp_path: Path) -> None:

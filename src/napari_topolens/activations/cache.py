@@ -273,6 +273,7 @@ def iter_cached_extraction(
     device_type: str,
     forward_order: Callable[[], list[str]],
     extract: Callable[[Mapping[str, torch.nn.Module]], Generator[Progress, None, dict[str, Any]]],
+    key_parts: Mapping[str, Any] | None = None,
 ) -> Generator[Progress, None, dict[str, PointCloud]]:
     """Load the layers found in the cache, extract (and store) the others.
 
@@ -293,6 +294,7 @@ def iter_cached_extraction(
             seed=int(seed),
             images=images,
             device=device_type,
+            **dict(key_parts or {}),
         )
         for name in modules
     }

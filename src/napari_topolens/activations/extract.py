@@ -14,9 +14,15 @@ from .._progress import CancelCallback, Progress, ProgressCallback, drive
 from ..errors import EmptySelectionError, ImageError, LayerError, ModelError, TopoLensError
 from .hooks import capture_layers, check_layer_names
 from .image_source import ImageSource, as_image_source
-from .models import first_input_channels
+from .models import check_model, first_input_channels
 from .pointcloud import PointCloud
-from .receptive_field import LayerGeometry, layer_geometry
+from .receptive_field import (
+    DEFAULT_MAX_PROBE_PIXELS,
+    LayerGeometry,
+    layer_geometry,
+    probe_cost,
+    receptive_fields,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -30,7 +36,7 @@ __all__ = [
     "predict_proba",
 ]
 
-SAMPLING_MODES = ("pooled", "random_position", "top_norm", "all_positions")
+SAMPLING_MODES = ("pooled", "random_position", "top_norm", "all_positions", "foreground")
 #: Cap for ``all_positions`` when none is given (TopoAct's smaller published run).
 DEFAULT_MAX_POSITIONS = 80_000
 
@@ -135,6 +141,9 @@ def predict_proba(model: torch.nn.Module, images: Any, *, batch_size: int = 64) 
     """Softmax of the model's output, ``(N, K)``, for the predicted-class lens."""
     import torch
 
+    model = check_model(model)
+    if _whole_number("batch_size", batch_size) < 1:
+        raise TopoLensError(f"batch_size must be at least 1, got {batch_size}")
     source = as_image_source(images)
     _check_channels(model, source.read([0]))
     device, dtype = _model_device_dtype(model)
@@ -166,6 +175,8 @@ def extract_activations(
     max_points: int | None = None,
     batch_size: int = 64,
     seed: int = 0,
+    mask: Any = None,
+    max_probe_pixels: int = DEFAULT_MAX_PROBE_PIXELS,
     device: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     scheduler: Any = None,
@@ -185,26 +196,48 @@ def extract_activations(
         :class:`~.image_source.MultiscaleImages`), read batch by batch.
     layers : sequence of str
         Names as in ``model.named_modules()`` (see :func:`list_layers`).
-    sampling : {"pooled", "random_position", "top_norm", "all_positions"}
+    sampling : {"pooled", "random_position", "top_norm", "all_positions", "foreground"}
         How a spatial layer becomes points (METHODS §2): the spatial mean per
         image; one random position per image (border index 0 skipped); the
         position of largest L2 norm per image; every position, randomly
-        subsampled to ``max_points`` (default 80,000). Token layers ``(B, T, C)``
-        treat tokens as positions; vector layers give one point per image.
+        subsampled to ``max_points`` (default 80,000); the position of largest
+        L2 norm among those whose receptive-field centre lies inside ``mask``
+        (Purvine et al.'s fourth mode). Token layers ``(B, T, C)`` treat tokens
+        as positions; vector layers give one point per image.
     max_points : int, optional
         Cap on points per layer. One-point-per-image modes draw a random subset
         of images (the same for every layer).
     batch_size : int
         Images per forward pass; memory is bounded by the batch and the cap.
+        What it can change is only float rounding: the images and positions
+        sampled (``image_index``, ``position``, ``receptive_field``) are fixed
+        before any forward pass and never depend on it (``top_norm`` positions
+        follow the norms, so they could move only between positions whose norms
+        tie to float rounding); for a given ``batch_size`` the values are
+        bit-identical from run to run; across batch sizes they agree to float32
+        rounding, because PyTorch's CPU kernels pick their blocking by batch size
+        and a matrix product may then sum in another order (measured on the
+        digits model: conv and pooling layers bit-identical for batch sizes 1, 7,
+        64 and 600, its Linear layer within 4.8e-6 absolute).
     seed : int
-        Seeds every random choice; results do not depend on ``batch_size``.
+        Seeds every random choice.
+    mask : array of bool, shape (N, H, W) or (H, W), optional
+        The object's pixels per image (non-zero = inside), for ``"foreground"``
+        sampling only. An image whose mask is empty is refused; at a layer where
+        no receptive-field centre of an image falls inside its mask, that image
+        gets no point and ``meta["foreground_skipped"]`` lists it.
+    max_probe_pixels : int
+        Cap on the receptive-field probing work (probe passes x pixels); spatial
+        sampling of images too big for it is refused before any work (see
+        ``activations.receptive_field``). Pooled sampling and vector layers need
+        no probing.
     device : str, optional
         ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``: run the forward passes
         there (the model is moved back afterwards). Default: where the model is.
     cache_dir : str or path, optional
         Activation cache folder (:mod:`~.cache`): layers already extracted for
-        this model, images, sampling, cap and seed are read from it, the others
-        are extracted and stored.
+        this model, images, sampling, cap, mask and seed are read from it, the
+        others are extracted and stored.
     scheduler : str or distributed.Client, optional
         A dask.distributed scheduler address (or client): the batches run as
         Dask tasks on its workers (``napari-topolens[distributed]``).
@@ -226,6 +259,8 @@ def extract_activations(
         max_points=max_points,
         batch_size=batch_size,
         seed=seed,
+        mask=mask,
+        max_probe_pixels=max_probe_pixels,
         device=device,
         cache_dir=cache_dir,
         scheduler=scheduler,
@@ -242,6 +277,8 @@ def iter_extract_activations(
     max_points: int | None = None,
     batch_size: int = 64,
     seed: int = 0,
+    mask: Any = None,
+    max_probe_pixels: int = DEFAULT_MAX_PROBE_PIXELS,
     device: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     scheduler: Any = None,
@@ -251,25 +288,56 @@ def iter_extract_activations(
     The input is checked when this is called, before the generator is returned, so
     bad input fails at once on the caller's thread; the work runs as it is iterated.
     """
-    if sampling not in SAMPLING_MODES:
+    model = check_model(model)
+    if not isinstance(sampling, str) or sampling not in SAMPLING_MODES:
         raise LayerError(
             f"unknown sampling mode {sampling!r}; choose one of {', '.join(SAMPLING_MODES)}"
         )
-    if max_points is not None and int(max_points) < 1:
+    if max_points is not None and _whole_number("max_points", max_points) < 1:
         raise EmptySelectionError(f"max_points must be at least 1, got {max_points}")
-    if int(batch_size) < 1:
+    if _whole_number("batch_size", batch_size) < 1:
         raise TopoLensError(f"batch_size must be at least 1, got {batch_size}")
-    if int(seed) < 0:
+    if _whole_number("seed", seed) < 0:
         raise TopoLensError(f"seed must be a non-negative integer, got {seed}")
-    modules = check_layer_names(model, [layers] if isinstance(layers, str) else list(layers))
+    if _whole_number("max_probe_pixels", max_probe_pixels) < 1:
+        raise TopoLensError(f"max_probe_pixels must be at least 1, got {max_probe_pixels}")
+    modules = check_layer_names(model, _layer_list(layers))
     source = _image_source(model, images)
     _check_channels(model, source.read([0]))
+    foreground = _check_mask(mask, source, sampling)
+    model_device, dtype = _model_device_dtype(model)
+    with _eval_mode(model):
+        geometry = layer_geometry(
+            model, modules, source.sample_shape, dtype=dtype, device=model_device
+        )
+    _check_probe_cost(
+        geometry, sampling, len(source), max_points, source.sample_shape[1:], max_probe_pixels
+    )
     target = None
     if device is not None:
         from .device import resolve_device
 
         target = resolve_device(device)
+
+    def steps(todo: dict[str, torch.nn.Module]) -> Generator[Progress, None, dict[str, PointCloud]]:
+        return _extraction_steps(
+            model,
+            source,
+            todo,
+            geometry,
+            sampling,
+            max_points,
+            batch_size,
+            seed,
+            max_probe_pixels,
+            foreground,
+            target,
+            scheduler,
+        )
+
     if cache_dir is not None:
+        import hashlib
+
         from .cache import ActivationCache, iter_cached_extraction
 
         return iter_cached_extraction(
@@ -280,15 +348,17 @@ def iter_extract_activations(
             sampling=sampling,
             max_points=max_points,
             seed=seed,
-            device_type=(target or _model_device_dtype(model)[0]).type,
+            device_type=(target or model_device).type,
             forward_order=lambda: _forward_order(model, source, modules),
-            extract=lambda todo: _extraction_steps(
-                model, source, dict(todo), sampling, max_points, batch_size, seed, target, scheduler
-            ),
+            extract=lambda todo: steps(dict(todo)),
+            key_parts={
+                "mask": None
+                if foreground is None
+                else hashlib.sha256(np.packbits(foreground).tobytes()).hexdigest(),
+                "max_probe_pixels": int(max_probe_pixels),
+            },
         )
-    return _extraction_steps(
-        model, source, modules, sampling, max_points, batch_size, seed, target, scheduler
-    )
+    return steps(modules)
 
 
 def _image_source(model: torch.nn.Module, images: Any) -> ImageSource:
@@ -342,14 +412,117 @@ def _run_batch(
     return parts, list(outputs), notes
 
 
+def _check_mask(mask: Any, batch: ImageSource, sampling: str) -> np.ndarray | None:
+    """The foreground mask as ``(N, H, W)`` bool; refused unless it fits ``batch``."""
+    if sampling != "foreground":
+        if mask is not None:
+            raise TopoLensError(
+                f"a mask was given but sampling is {sampling!r}; use sampling='foreground' "
+                "to sample inside the mask"
+            )
+        return None
+    if mask is None:
+        raise EmptySelectionError(
+            "foreground sampling needs a mask of the object's pixels per image "
+            "(a boolean (N, H, W) array, a Labels layer or a folder of mask files)"
+        )
+    if hasattr(mask, "detach"):
+        mask = mask.detach().cpu().numpy()
+    array = np.asarray(mask)
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
+        raise ImageError(f"the mask must be a boolean or numeric array, got dtype {array.dtype}")
+    n_images, height, width = len(batch), batch.sample_shape[1], batch.sample_shape[2]
+    if array.ndim == 2:
+        array = array[None]
+    if array.ndim != 3 or array.shape[1:] != (height, width) or len(array) not in (1, n_images):
+        raise ImageError(
+            f"the mask has shape {np.shape(mask)} but the images are {n_images} x {height}x{width}; "
+            f"give one ({height}, {width}) mask per image, or one for all"
+        )
+    array = array != 0
+    empty = np.flatnonzero(~array.reshape(len(array), -1).any(axis=1))
+    if len(empty):
+        raise EmptySelectionError(
+            f"the foreground mask is empty for {len(empty)} image(s) (first: index {empty[0]}); "
+            "mark the object in every image, or leave those images out"
+        )
+    return np.broadcast_to(array, (n_images, height, width))
+
+
+def _whole_number(name: str, value: Any) -> int:
+    """``value`` as an int if it is one (numpy integers too); a TopoLensError otherwise."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TopoLensError(f"{name} must be a whole number, got {value!r:.40}")
+    return int(value)
+
+
+def _layer_list(layers: Any) -> list[str]:
+    """Layer names as a list without repeats; a LayerError for anything but names."""
+    from collections.abc import Iterable
+
+    names = [layers] if isinstance(layers, str) else layers
+    if not isinstance(names, Iterable) or isinstance(names, bytes):
+        names = [names]
+    names = list(names)
+    if not all(isinstance(n, str) for n in names):
+        raise LayerError(
+            f"layers must be a layer name or a list of names (see list_layers), got {layers!r:.60}"
+        )
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise LayerError(f"layer(s) {', '.join(map(repr, repeated))} are asked for twice")
+    return names
+
+
+def _check_probe_cost(
+    geometry: dict[str, LayerGeometry],
+    sampling: str,
+    n_images: int,
+    max_points: int | None,
+    image_hw: tuple[int, ...],
+    max_probe_pixels: int,
+) -> None:
+    """Refuse, before any work, images too big for the receptive fields a sampling needs."""
+    if sampling == "pooled":
+        return
+    height, width = int(image_hw[0]), int(image_hw[1])
+    positions = 0
+    for geo in geometry.values():
+        if geo.kind == "vector" or geo.nan_on_blank:
+            continue
+        if sampling == "foreground":  # every position's box, to find the centres in the mask
+            positions += geo.n_positions
+        elif sampling == "all_positions":
+            cap = DEFAULT_MAX_POSITIONS if max_points is None else int(max_points)
+            positions += min(geo.n_positions, cap, n_images * geo.n_positions)
+        else:
+            chosen = n_images if max_points is None else min(n_images, int(max_points))
+            positions += min(geo.n_positions, chosen)
+    if positions == 0:
+        return
+    _route, passes = probe_cost(height, width, positions)
+    if passes * height * width > max_probe_pixels:
+        raise ImageError(
+            f"the images are too big for {sampling} sampling: the receptive fields of "
+            f"{height}x{width}-pixel images need up to {passes:,} probe passes "
+            f"({passes * height * width:.3g} pixel evaluations), over the limit of "
+            f"{max_probe_pixels:.3g} (max_probe_pixels, --max-probe-pixels). Use sampling "
+            "'pooled' (no receptive fields), top_norm or random_position on fewer images, or "
+            "crop or downscale the images"
+        )
+
+
 def _extraction_steps(
     model: torch.nn.Module,
     source: ImageSource,
     modules: dict[str, torch.nn.Module],
+    geometry: dict[str, LayerGeometry],
     sampling: str,
     max_points: int | None,
     batch_size: int,
     seed: int,
+    max_probe_pixels: int,
+    mask: np.ndarray | None = None,
     target: torch.device | None = None,
     scheduler: Any = None,
 ) -> Generator[Progress, None, dict[str, PointCloud]]:
@@ -357,14 +530,34 @@ def _extraction_steps(
 
     n_images, image_hw = len(source), source.sample_shape[1:]
 
-    with on_device(model, target if scheduler is None else None), _eval_mode(model):
+    with on_device(model, target), _eval_mode(model):
         device, dtype = _model_device_dtype(model)
-        yield Progress(0.0, "probing receptive fields")
-        geometry = layer_geometry(
-            model, modules, source.sample_shape, dtype=dtype, device=device, batch_size=batch_size
-        )
+        all_boxes: dict[str, np.ndarray] = {}
+        if sampling == "foreground":
+            yield Progress(0.0, "probing receptive fields (foreground: every position)")
+            spatial = [name for name in modules if geometry[name].kind != "vector"]
+            everywhere = receptive_fields(
+                model,
+                {name: modules[name] for name in spatial},
+                {name: np.arange(geometry[name].n_positions) for name in spatial},
+                source.sample_shape,
+                dtype=dtype,
+                device=device,
+                max_probe_pixels=max_probe_pixels,
+            )
+            all_boxes = {name: everywhere[name].boxes for name in spatial}
+        yield Progress(0.0, "extracting activations")
         plans = {
-            name: _SamplingPlan.make(sampling, geometry[name], n_images, max_points, seed, name)
+            name: _SamplingPlan.make(
+                sampling,
+                geometry[name],
+                n_images,
+                max_points,
+                seed,
+                name,
+                mask,
+                all_boxes.get(name),
+            )
             for name in modules
         }
         chosen_images = np.unique(np.concatenate([plan.images for plan in plans.values()])).astype(
@@ -377,18 +570,22 @@ def _extraction_steps(
         forward_order: list[str] = list(modules)
         n_batches = max(1, -(-len(chosen_images) // batch_size))
         batches = [chosen_images[b * batch_size : (b + 1) * batch_size] for b in range(n_batches)]
+        results = None
         if scheduler is not None:  # the same batches, as Dask tasks on a cluster
+            from .._progress import scaled
             from ..distributed import iter_remote_batches
 
-            results = yield from iter_remote_batches(
-                scheduler, _run_batch, model, source, modules, plans, batches, target
+            results = yield from scaled(
+                iter_remote_batches(
+                    scheduler, _run_batch, model, source, modules, plans, batches, target
+                ),
+                0.0,
+                0.9,
             )
-        else:
-            results = None
         for b, index in enumerate(batches):
             if results is None:
                 batch_parts, order, batch_notes = _run_batch(model, source, modules, plans, index)
-                yield Progress((b + 1) / n_batches, f"batch {b + 1}/{n_batches}")
+                yield Progress(0.9 * (b + 1) / n_batches, f"batch {b + 1}/{n_batches}")
             else:
                 batch_parts, order, batch_notes = results[b]
             if b == 0:
@@ -396,6 +593,28 @@ def _extraction_steps(
             notes.update(batch_notes)
             for name in order:
                 parts[name].append(batch_parts[name])
+
+        flats = {
+            name: np.concatenate([p[2] for p in parts[name]]).astype(np.int64)
+            for name in forward_order
+        }
+        spatial_layers = [
+            name
+            for name in forward_order
+            if plans[name].mode != "pooled" and geometry[name].kind != "vector"
+        ]
+        fields = {}
+        if spatial_layers:
+            yield Progress(0.9, "probing receptive fields")
+            fields = receptive_fields(
+                model,
+                {name: modules[name] for name in spatial_layers},
+                {name: flats[name] for name in spatial_layers},
+                source.sample_shape,
+                dtype=dtype,
+                device=device,
+                max_probe_pixels=max_probe_pixels,
+            )
 
     clouds: dict[str, PointCloud] = {}
     for name in forward_order:
@@ -406,16 +625,20 @@ def _extraction_steps(
             else np.empty((0, geo.channels), np.float32)
         )
         image_index = np.concatenate([p[1] for p in parts[name]]).astype(np.int64)
-        flat = np.concatenate([p[2] for p in parts[name]]).astype(np.int64)
-        spatial = plan.mode != "pooled" and geo.kind != "vector"
-        if spatial:
+        flat = flats[name]
+        rf_method, rf_note, rf_passes = "whole-image", "", 0
+        if name in fields:
             position = geo.positions(flat)
-            boxes = geo.boxes[flat]
+            boxes = fields[name].of(flat)
+            rf_method, rf_note = fields[name].method, fields[name].note
+            rf_passes = fields[name].passes
         else:
             position = None
             boxes = np.tile(
                 np.array([[0, 0, image_hw[0], image_hw[1]]], dtype=np.int64), (len(points), 1)
             )
+            rf_note = "vector output" if geo.kind == "vector" else "pooled: the whole image"
+
         clouds[name] = PointCloud(
             layer=name,
             points=points,
@@ -428,12 +651,15 @@ def _extraction_steps(
             meta={
                 "requested_sampling": sampling,
                 "layer_kind": geo.kind,
-                "receptive_field_method": geo.method,
-                "receptive_field_note": geo.note,
+                "receptive_field_method": rf_method,
+                "receptive_field_note": rf_note,
+                "receptive_field_probe_passes": int(rf_passes),
+                "max_probe_pixels": int(max_probe_pixels),
                 "n_images": int(n_images),
                 "max_points": None if plan.cap is None else int(plan.cap),
                 "seed": int(seed),
                 "output_note": notes.get(name, ""),
+                **plan.notes,
             },
         )
     return clouds
@@ -453,6 +679,9 @@ class _SamplingPlan:
     ):
         self.mode, self.geo, self.images, self.cap, self.rng = mode, geo, images, cap, rng
         self.keep_flat = keep_flat  # all_positions: sorted global indices image * P + position
+        self.mask: np.ndarray | None = None  # foreground: (N, H, W) bool
+        self.all_boxes: np.ndarray | None = None  # foreground: (P, 4) box of every position
+        self.notes: dict[str, Any] = {}
 
     def _keep_flat(self) -> np.ndarray:
         if self.keep_flat is None:
@@ -468,6 +697,8 @@ class _SamplingPlan:
         max_points: int | None,
         seed: int,
         layer: str,
+        mask: np.ndarray | None = None,
+        all_boxes: np.ndarray | None = None,
     ) -> _SamplingPlan:
         # seeded by the layer's name, so a layer samples the same way whatever else is asked for
         rng = np.random.default_rng([seed, zlib.crc32(layer.encode())])
@@ -496,7 +727,36 @@ class _SamplingPlan:
             c = rng.integers(low_c, cols, size=n_images)
             keep = r * cols + c  # per image, indexed by image number
             return cls(mode, geo, images, cap, rng, keep)
-        return cls(mode, geo, images, cap, rng, None)
+        plan = cls(mode, geo, images, cap, rng, None)
+        if mode == "foreground" and mask is not None and all_boxes is not None:
+            plan._restrict_to_mask(mask, all_boxes)
+        return plan
+
+    def _centres_inside(self, image_ids: np.ndarray) -> np.ndarray:
+        """(B, P) bool: the receptive-field centre of position p lies inside image b's mask."""
+        assert self.mask is not None and self.all_boxes is not None  # set by _restrict_to_mask
+        mask, boxes = self.mask, self.all_boxes
+        centre_y = (boxes[:, 0] + boxes[:, 2] - 1) // 2
+        centre_x = (boxes[:, 1] + boxes[:, 3] - 1) // 2
+        return mask[image_ids][:, centre_y, centre_x]
+
+    def _restrict_to_mask(self, mask: np.ndarray, all_boxes: np.ndarray) -> None:
+        """Keep the images with a position inside their mask; record the others as skipped."""
+        self.mask, self.all_boxes = mask, all_boxes
+        has_position = np.concatenate(
+            [
+                self._centres_inside(self.images[i : i + 256]).any(axis=1)
+                for i in range(0, len(self.images), 256)
+            ]
+        )
+        skipped = self.images[~has_position]
+        self.images = self.images[has_position]
+        self.notes["foreground_skipped"] = skipped.astype(np.int64)
+        if len(skipped):
+            self.notes["foreground_note"] = (
+                f"{len(skipped)} image(s) have no receptive-field centre of this layer inside "
+                "their mask and give no point here"
+            )
 
     def take(
         self, name: str, output: torch.Tensor, index: np.ndarray
@@ -520,9 +780,14 @@ class _SamplingPlan:
             points = per_position.mean(dim=1)
             flat = np.zeros(len(rows), dtype=np.int64)
             ids = image_ids
-        elif self.mode in ("random_position", "top_norm"):
+        elif self.mode in ("random_position", "top_norm", "foreground"):
             if self.mode == "random_position":
                 flat = self._keep_flat()[image_ids]
+            elif self.mode == "foreground" and self.mask is not None:
+                inside = torch.from_numpy(self._centres_inside(image_ids))
+                norms = per_position.norm(dim=2)
+                norms = norms.masked_fill(~inside.to(norms.device), -1.0)  # norms are >= 0
+                flat = norms.argmax(dim=1).cpu().numpy()
             else:
                 flat = per_position.norm(dim=2).argmax(dim=1).cpu().numpy()
             pick = torch.from_numpy(flat).to(per_position.device)

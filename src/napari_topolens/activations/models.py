@@ -12,7 +12,31 @@ from ..errors import CheckpointError, ModelError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["first_input_channels", "list_layers", "load_model", "load_state_dict"]
+__all__ = [
+    "check_model",
+    "first_input_channels",
+    "list_layers",
+    "load_model",
+    "load_state_dict",
+]
+
+
+def check_model(model: Any) -> torch.nn.Module:
+    """``model`` if it is a ``torch.nn.Module``; a ModelError saying what it is otherwise."""
+    import torch
+
+    if isinstance(model, torch.nn.Module):
+        return model
+    if callable(model) and not isinstance(model, type):
+        hint = "; it looks like a function that builds one: call it first (model = build())"
+    elif isinstance(model, type):
+        hint = "; that is a class: create an instance first (model = Net())"
+    elif isinstance(model, str):
+        hint = "; load it with load_model('package.module:callable') first"
+    else:
+        hint = ""
+    raise ModelError(f"the model must be a torch.nn.Module, got {type(model).__name__}{hint}")
+
 
 _CONTAINER_KEYS = ("state_dict", "model_state_dict", "model", "net", "network", "weights")
 _PROBE_SIZES = (8, 28, 32, 48, 64, 96, 128, 224)
@@ -35,6 +59,12 @@ def load_model(spec: str, weights: str | Path | None = None) -> torch.nn.Module:
         )
     try:
         target: Any = importlib.import_module(module_name)
+    except SystemExit as exc:  # a script-style module; never let it end our process
+        raise ModelError(
+            f"model spec {spec!r}: importing module {module_name!r} called sys.exit"
+            f"({exc.code!r}); it runs a script on import. Put the model in a module that "
+            "only defines it (guard the script part with `if __name__ == '__main__':`)"
+        ) from None
     except Exception as exc:  # ImportError, or whatever the module raises on import
         raise ModelError(
             f"model spec {spec!r}: module {module_name!r} could not be imported "
@@ -51,6 +81,11 @@ def load_model(spec: str, weights: str | Path | None = None) -> torch.nn.Module:
             ) from exc
     try:
         model = target() if callable(target) and not isinstance(target, torch.nn.Module) else target
+    except SystemExit as exc:
+        raise ModelError(
+            f"model spec {spec!r}: calling {attr_path}() called sys.exit({exc.code!r}); "
+            "the callable must build and return the model"
+        ) from None
     except Exception as exc:
         raise ModelError(
             f"model spec {spec!r}: calling {attr_path}() raised {type(exc).__name__}: {exc}; "
@@ -81,9 +116,16 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
 
     import torch
 
-    path = Path(path)
-    if not path.is_file():
+    path = Path(path).expanduser()
+    if path.is_dir():
+        raise CheckpointError(
+            f"weights {str(path)!r} is a folder; give the weights file inside it "
+            "(written by torch.save(model.state_dict(), path))"
+        )
+    if not path.exists():
         raise CheckpointError(f"weights file {str(path)!r} does not exist")
+    if not path.is_file():
+        raise CheckpointError(f"weights {str(path)!r} is not a plain file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -19,13 +19,15 @@ from typing import Any
 
 import numpy as np
 
-from .._progress import CancelCallback, Progress, ProgressCallback, drive
+from .._progress import CancelCallback, Progress, ProgressCallback, drive, scaled
 from ..errors import ImageError
 
 __all__ = ["ANALYSIS_DIR", "REPORT_NAME", "iter_render_report", "render_report", "write_report"]
 
 REPORT_NAME = "report.html"
 ANALYSIS_DIR = "analysis"
+#: Marks a page as ours, so a later report may replace it (and nobody else's).
+GENERATOR = "napari-topolens report"
 
 _CSS = """
 :root { --ink:#1d2330; --muted:#5d6678; --line:#e3e6ec; --card:#ffffff; --bg:#f4f6f9; --accent:#2f6fd6; }
@@ -166,8 +168,9 @@ def _provenance_html(analysis: Any) -> str:
     rows = [(k, v) for k, v in record.items()]
     parts = [_kv_table(rows)]
     for key, value in nested.items():
+        shown = " open" if key == "caps" else ""  # the caps qualify the numbers: show them
         parts.append(
-            f"<details><summary>{_e(key)}</summary>{_kv_table(list(value.items()))}</details>"
+            f"<details{shown}><summary>{_e(key)}</summary>{_kv_table(list(value.items()))}</details>"
         )
     parts.append(
         "<details><summary>analysis parameters</summary>"
@@ -195,7 +198,16 @@ def _layer_section(
     quality = result.quality
     phdim = result.phdim
     numbers = [
-        (f"{len(cloud):,}", f"points ({cloud.points.shape[1]}-d, {cloud.sampling})"),
+        (
+            f"{len(cloud):,}",
+            f"points ({cloud.points.shape[1]}-d, {cloud.sampling}"
+            + (
+                f"; a random {len(cloud):,} of {int(cloud.meta['points_before_cap']):,} "
+                f"extracted, analysis cap max_points = {analysis.config.max_points:,})"
+                if "points_before_cap" in cloud.meta
+                else ")"
+            ),
+        ),
         (str(len(persistence.diagrams[0])), "H0 bars"),
     ]
     if len(persistence.diagrams) > 1:
@@ -243,8 +255,9 @@ def _layer_section(
         "<h3>Persistence</h3>",
         _figure_html(
             persistence_uri,
-            f"Vietoris–Rips persistence ({_e(persistence.metric)} metric). H0 on all "
-            f"{persistence.n_points:,} points (single linkage); H1 on {_e(_h1_points(persistence))}. "
+            f"Vietoris–Rips persistence ({_e(persistence.metric)} metric). H0 on "
+            f"{_e(_h0_points(persistence, cloud, analysis.config))} (single linkage); "
+            f"H1 on {_e(_h1_points(persistence))}. "
             "Triangles: the infinite H0 bar.",
         ),
         '<div class="grid2">',
@@ -279,11 +292,24 @@ def _layer_section(
         "</div>",
         f'<p class="lead">PH dimension {_fmt(float(phdim.dimension))} from the slope '
         f"{_fmt(float(phdim.slope))} of log E<sub>α</sub> against log n over subsamples of "
-        f"{_e(', '.join(str(int(s)) for s in phdim.sizes))} points (α = {_fmt(float(phdim.alpha))}).{phdim_note}</p>",
+        f"{_e(', '.join(str(int(s)) for s in phdim.sizes))} points (α = {_fmt(float(phdim.alpha))}; "
+        f"cap phdim_max_points = {int(analysis.config.phdim_max_points):,}).{phdim_note}</p>",
         "</section>",
     ]
     yield Progress(1.0, "layer done")
     return "\n".join(p for p in parts if p)
+
+
+def _h0_points(persistence: Any, cloud: Any, config: Any) -> str:
+    """Which points H0 was computed on, in words, with the cap that chose them."""
+    n = int(persistence.n_points)
+    before = cloud.meta.get("points_before_cap")
+    if before is not None and int(before) > n:
+        return (
+            f"a random {n:,} of the {int(before):,} extracted points "
+            f"(analysis cap max_points = {int(config.max_points):,}, seed {int(config.seed)})"
+        )
+    return f"all {n:,} points"
 
 
 def _h1_points(persistence: Any) -> str:
@@ -343,6 +369,13 @@ def iter_render_report(
         except StopIteration as done:
             sections.append(done.value)
 
+    robustness_html = ""
+    if getattr(analysis, "variants", None):
+        from .robustness import robustness_section
+
+        robustness_html = yield from scaled(
+            robustness_section(analysis), n_layers / (n_layers + 1), n_layers / (n_layers + 1)
+        )
     yield Progress(n_layers / (n_layers + 1), "report: comparisons across layers")
     quality = {
         name: [float(getattr(r.quality, name)) for r in analysis.layer_results]
@@ -407,12 +440,15 @@ def iter_render_report(
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f'<meta name="generator" content="{GENERATOR}">',
         f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
         f"<header><h1>{_e(title)}</h1><p>{_e(' · '.join(subtitle_bits))}</p>",
         f"<p>{_e(provenance.get('description', ''))}</p></header>"
         if provenance.get("description")
         else "</header>",
-        f'<nav><a href="#summary">Summary</a><a href="#across">Across layers</a>{nav}</nav>',
+        '<nav><a href="#summary">Summary</a><a href="#across">Across layers</a>'
+        + ('<a href="#robustness">Robustness</a>' if robustness_html else "")
+        + f"{nav}</nav>",
         "<main>",
         '<section id="summary"><h2>Summary</h2>',
         '<p class="lead">One row per layer, in forward order. Quality numbers compare the true '
@@ -434,6 +470,7 @@ def iter_render_report(
             f"between their representations. {_e(notes.get('cka', ''))}",
         ),
         "</section>",
+        robustness_html,
         *sections,
         "</main></body></html>",
     ]
@@ -453,6 +490,56 @@ def render_report(
     return drive(iter_render_report(analysis, images=images, title=title), progress, cancel)
 
 
+def _is_our_report(path: Path) -> bool:
+    """True for a report.html this package wrote (its generator tag in the head)."""
+    try:
+        if path.is_symlink() or not path.is_file():
+            return False
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            head = handle.read(4096)
+    except OSError:
+        return False
+    return f'<meta name="generator" content="{GENERATOR}">' in head
+
+
+def check_report_folder(out_dir: str | os.PathLike) -> None:
+    """Refuse, before any work, an output folder whose files are not ours to replace.
+
+    ``out_dir`` may be new, or hold files of the user's; ``out_dir/analysis`` may
+    be absent, empty or a saved analysis, and ``out_dir/report.html`` absent or a
+    page written by napari-topolens (or beside a saved analysis, as reports were
+    before the generator tag).
+    """
+    from ..errors import AnalysisFileError
+    from ..topology.store import is_analysis_dir
+
+    out = Path(out_dir).expanduser()
+    analysis_path = out / ANALYSIS_DIR
+    report_path = out / REPORT_NAME
+    if out.exists() and not out.is_dir():
+        raise AnalysisFileError(f"{out} is a file; give a folder for the report")
+    if os.path.lexists(analysis_path) and not (
+        not analysis_path.is_symlink()
+        and analysis_path.is_dir()
+        and (is_analysis_dir(analysis_path) or not any(analysis_path.iterdir()))
+    ):
+        raise AnalysisFileError(
+            f"{analysis_path} exists and is not a saved analysis; choose another output folder"
+        )
+    if os.path.lexists(report_path) and not (
+        _is_our_report(report_path)
+        or (
+            report_path.is_file()
+            and not report_path.is_symlink()
+            and is_analysis_dir(analysis_path)
+        )
+    ):
+        raise AnalysisFileError(
+            f"{report_path} exists and was not written by napari-topolens; choose another "
+            "output folder (or move that file) so it is not overwritten"
+        )
+
+
 def write_report(
     analysis: Any,
     out_dir: str | os.PathLike,
@@ -465,29 +552,21 @@ def write_report(
     """Write ``out_dir/report.html`` and ``out_dir/analysis/`` (the saved analysis).
 
     The page is rendered in memory first; then the analysis is saved (atomically,
-    see ``topology.store``) and the page is written to a temporary file and renamed.
-    If anything fails or is interrupted (Ctrl-C), what this call wrote is removed,
-    and a previous report in ``out_dir`` stays as it was.
+    see ``topology.store``) and the page is written to a temporary file, and both
+    are renamed into place. If anything fails or is interrupted (Ctrl-C, or
+    SIGTERM in the command line), up to and including the last rename, what this
+    call wrote is removed and a previous report in ``out_dir`` stays as it was. A
+    ``report.html`` or ``analysis/`` that napari-topolens did not write is never
+    replaced (see :func:`check_report_folder`).
 
     Returns
     -------
     Path
         The path of ``report.html``.
     """
-    from ..errors import AnalysisFileError
-    from ..topology.store import is_analysis_dir
-
     out = Path(out_dir).expanduser()
     analysis_path = out / ANALYSIS_DIR
-    if out.exists() and not out.is_dir():
-        raise AnalysisFileError(f"{out} is a file; give a folder for the report")
-    if analysis_path.exists() and not (
-        analysis_path.is_dir()
-        and (is_analysis_dir(analysis_path) or not any(analysis_path.iterdir()))
-    ):
-        raise AnalysisFileError(
-            f"{analysis_path} exists and is not a saved analysis; choose another output folder"
-        )
+    check_report_folder(out)
     page = render_report(analysis, images=images, title=title, progress=progress, cancel=cancel)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
@@ -496,6 +575,7 @@ def write_report(
     staging = out / f".{ANALYSIS_DIR}.report-{token}"
     partial = out / f".{REPORT_NAME}.{token}.tmp"
     retired = out / f".{ANALYSIS_DIR}.old-{token}"
+    swapped = False
     try:
         if progress is not None:
             progress(1.0, "saving the analysis")
@@ -505,8 +585,11 @@ def write_report(
         if analysis_path.exists():
             os.replace(analysis_path, retired)
         os.replace(staging, analysis_path)
+        swapped = True
         os.replace(partial, report_path)
     except BaseException:
+        if swapped:  # the new analysis is in place but its page is not: take it back out
+            os.replace(analysis_path, staging)
         shutil.rmtree(staging, ignore_errors=True)
         if partial.exists():
             partial.unlink()

@@ -16,7 +16,7 @@ import math
 import os
 from collections.abc import Generator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -24,7 +24,21 @@ from .._progress import CancelCallback, Progress, ProgressCallback, drive
 from ..activations.pointcloud import PointCloud
 from ..errors import EmptySelectionError, ImageError, LayerError, TopoLensError
 
-__all__ = ["Analysis", "AnalysisConfig", "LayerAnalysis", "analyze", "iter_analyze"]
+if TYPE_CHECKING:  # annotations only: the loader resolves them by class name
+    from .hole import BlobGraph, ClusterFlow, Dendrogram
+    from .mapper import MapperGraph
+    from .persistence import PersistenceResult
+    from .phdim import ClassPersistenceResult, PHDimResult
+    from .quality import Quality
+
+__all__ = [
+    "Analysis",
+    "AnalysisConfig",
+    "LayerAnalysis",
+    "analyze",
+    "check_class_labels",
+    "iter_analyze",
+]
 
 _LENSES = ("l2norm", "pca1", "pca2", "probability")
 _DISTANCE_KINDS = ("sliced_wasserstein", "bottleneck", "wasserstein")
@@ -84,6 +98,9 @@ class AnalysisConfig:
         Directions of the sliced Wasserstein approximation.
     phdim_alpha, phdim_start, phdim_step : float, int, int
         PH dimension: E_alpha over random subsamples of sizes start, start+step, ...
+    phdim_max_points : int
+        Largest PH-dimension subsample (not in the publications: each size costs a
+        quadratic single linkage, and the fit needs only the trend).
     class_max_per_class : int
         Points per class for the per-class total H0 persistence.
     dendrogram_max_points : int
@@ -117,6 +134,7 @@ class AnalysisConfig:
     phdim_alpha: float = 1.0
     phdim_start: int = 500
     phdim_step: int = 350
+    phdim_max_points: int = 2000
     class_max_per_class: int = 250
     dendrogram_max_points: int = 300
     dendrogram_order: str = "dendrogram"
@@ -125,7 +143,12 @@ class AnalysisConfig:
 
     def __post_init__(self) -> None:
         from .metrics import METRICS
+        from .store import field_hints, type_problem
 
+        for f in dataclasses.fields(self):  # types first, from the annotations
+            problem = type_problem(getattr(self, f.name), field_hints(type(self))[f.name])
+            if problem:
+                raise TopoLensError(f"AnalysisConfig.{f.name} got {problem}")
         choices = {
             "metric": METRICS,
             "subsample": ("maxmin", "random"),
@@ -140,7 +163,7 @@ class AnalysisConfig:
             raise TopoLensError(
                 f"mapper_perc_overlap must lie strictly between 0 and 1, got {self.mapper_perc_overlap}"
             )
-        for name in ("max_dim", "noise_size", "seed"):
+        for name in ("max_dim", "noise_size", "seed", "distance_dim"):
             if int(getattr(self, name)) < 0:
                 raise TopoLensError(f"{name} must be non-negative, got {getattr(self, name)}")
         if self.mapper_lens not in _LENSES:
@@ -164,12 +187,23 @@ class AnalysisConfig:
             "mapper_min_samples",
             "phdim_start",
             "phdim_step",
+            "phdim_max_points",
             "class_max_per_class",
             "dendrogram_max_points",
             "silhouette_max_points",
+            "pca_dims",
+            "n_neighbors",
+            "density_k",
+            "sw_n_directions",
         ):
             if int(getattr(self, name)) < 1:
                 raise TopoLensError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("mapper_eps", "phdim_alpha"):
+            value = getattr(self, name)
+            if value is not None and not (math.isfinite(value) and value > 0):
+                raise TopoLensError(f"{name} must be a positive finite number, got {value}")
+        if not (math.isfinite(self.wasserstein_p) and self.wasserstein_p >= 1):
+            raise TopoLensError(f"wasserstein_p must be at least 1, got {self.wasserstein_p}")
 
     @property
     def metric_kw(self) -> dict[str, int]:
@@ -208,14 +242,14 @@ class LayerAnalysis:
     name: str
     cloud: PointCloud
     point_labels: np.ndarray
-    persistence: Any  # PersistenceResult
-    mapper: Any  # MapperGraph
-    phdim: Any  # PHDimResult
-    class_persistence: Any | None  # ClassPersistenceResult
-    flow: Any  # ClusterFlow
-    blobs: Any  # BlobGraph
-    dendrogram: Any  # Dendrogram
-    quality: Any  # Quality
+    persistence: PersistenceResult
+    mapper: MapperGraph
+    phdim: PHDimResult
+    class_persistence: ClassPersistenceResult | None
+    flow: ClusterFlow
+    blobs: BlobGraph
+    dendrogram: Dendrogram
+    quality: Quality
     seconds: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -249,6 +283,11 @@ class Analysis:
         ``(N, K)`` softmax per image when the caller gave it.
     images : ndarray or None
         The images the clouds' ``image_index`` refers to, when the caller gave them.
+    variants : list
+        Perturbed or compressed runs of the same images, each a
+        ``napari_topolens.robustness.Variant`` holding its own analysis and its
+        ``Comparison`` with this one (see ``robustness.run_variants``); saved and
+        loaded with the analysis. Empty for a plain analysis.
     """
 
     layer_results: list[LayerAnalysis]
@@ -259,6 +298,7 @@ class Analysis:
     class_names: list[str] | None = None
     probabilities: np.ndarray | None = None
     images: np.ndarray | None = None
+    variants: list[Any] = field(default_factory=list)
 
     @property
     def layers(self) -> list[str]:
@@ -322,17 +362,25 @@ def _library_versions() -> dict[str, str]:
 
 
 def _as_clouds(clouds: Mapping[str, PointCloud] | Sequence[PointCloud]) -> list[PointCloud]:
+    if isinstance(clouds, PointCloud):
+        clouds = [clouds]
+    if not isinstance(clouds, (Mapping, Sequence)) or isinstance(clouds, (str, bytes)):
+        raise TopoLensError(
+            "clouds must be the dict of PointCloud that extract_activations returns (or a "
+            f"list of PointCloud), got {type(clouds).__name__}"
+        )
     items = list(clouds.values()) if isinstance(clouds, Mapping) else list(clouds)
     if not items:
         raise EmptySelectionError("no layers to analyse; pick at least one layer")
-    names = [cloud.layer for cloud in items]
-    if len(set(names)) != len(names):
-        raise LayerError(f"layer names repeat in {names}; analyse each layer once")
     for cloud in items:
         if not isinstance(cloud, PointCloud):
             raise TopoLensError(
                 f"expected PointCloud objects (from extract_activations), got {type(cloud).__name__}"
             )
+    names = [cloud.layer for cloud in items]
+    if len(set(names)) != len(names):
+        raise LayerError(f"layer names repeat in {names}; analyse each layer once")
+    for cloud in items:
         if len(cloud) < 3:
             raise EmptySelectionError(
                 f"layer {cloud.layer!r} has {len(cloud)} points; topology needs at least 3. "
@@ -354,21 +402,88 @@ def _n_images(items: list[PointCloud]) -> int:
     return int(max(int(cloud.image_index.max()) for cloud in items)) + 1
 
 
-def _check_labels(labels: Any, items: list[PointCloud]) -> np.ndarray | None:
+def check_class_labels(
+    labels: Any, class_names: Sequence[str] | None, n_images: int | None = None
+) -> tuple[np.ndarray | None, list[str] | None]:
+    """Validate class labels per image; make sparse class ids compact, before any work.
+
+    Labels are integers, ``-1`` for unknown. With ``class_names`` every label must
+    be below ``len(class_names)``. Without them, ids that are not already
+    ``0..k-1`` (say 3, 17 and 10**12) are remapped to ``0..k-1`` in increasing
+    order and named by their original values, so nothing is ever sized by a label
+    value.
+
+    Returns
+    -------
+    codes : ndarray of int64 or None
+    class_names : list of str or None
+    """
+    names = None if class_names is None else [str(name) for name in class_names]
     if labels is None:
-        return None
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
+        return None, names
+    array = np.asarray(labels)
+    if array.ndim != 1 or not (np.issubdtype(array.dtype, np.integer) or array.dtype == bool):
         raise ImageError(
-            f"labels must be a 1-D array of integer class codes, got dtype {labels.dtype} "
-            f"and shape {labels.shape}"
+            f"labels must be a 1-D array of integer class codes, got dtype {array.dtype} "
+            f"and shape {array.shape}"
         )
-    needed = _n_images(items)
-    if len(labels) < needed:
+    if n_images is not None and len(array) < n_images:
         raise ImageError(
-            f"{len(labels)} labels for at least {needed} images; give one label per image"
+            f"{len(array)} labels for at least {n_images} images; give one label per image"
         )
-    return labels.astype(np.int64)
+    codes = array.astype(np.int64)
+    if len(codes) and codes.min() < -1:
+        raise ImageError(
+            f"label {int(codes.min())} is negative; class labels are 0, 1, ... (-1: unknown)"
+        )
+    known = codes[codes >= 0]
+    if names is not None:
+        if len(known) and known.max() >= len(names):
+            raise ImageError(
+                f"label {int(known.max())} has no class name ({len(names)} names given)"
+            )
+        return codes, names
+    present = np.unique(known)
+    if len(present) and int(present[-1]) != len(present) - 1:
+        remapped = codes.copy()
+        remapped[codes >= 0] = np.searchsorted(present, known)
+        return remapped, [str(int(v)) for v in present]
+    return codes, None
+
+
+def caps_applied(config: AnalysisConfig, items: Sequence[PointCloud]) -> dict[str, str]:
+    """Every cap on the points, in words, with what it did to these clouds."""
+    extracted = {cloud.layer: len(cloud) for cloud in items}
+    over = [f"{name} ({n:,})" for name, n in extracted.items() if n > config.max_points]
+    caps = {}
+    extraction_caps = {
+        int(cloud.meta["max_points"]) for cloud in items if cloud.meta.get("max_points") is not None
+    }
+    caps["extraction max_points"] = (
+        ", ".join(f"{int(c):,}" for c in sorted(extraction_caps))
+        if extraction_caps
+        else "none (every image, one point each)"
+    )
+    caps["analysis max_points"] = f"{config.max_points:,} per layer: " + (
+        f"a random {config.max_points:,} of the points of {', '.join(over)}"
+        if over
+        else "no layer was over it"
+    )
+    caps["h1_max_points"] = f"{config.h1_max_points:,} {config.subsample} landmarks for H1"
+    caps["phdim_max_points"] = (
+        f"{config.phdim_max_points:,} points in the largest PH-dimension subsample"
+    )
+    caps["class_max_per_class"] = f"{config.class_max_per_class:,} points per class (class H0)"
+    caps["dendrogram_max_points"] = f"{config.dendrogram_max_points:,} points in the heatmap"
+    caps["silhouette_max_points"] = f"{config.silhouette_max_points:,} points for the silhouette"
+    probe_caps = {
+        int(cloud.meta["max_probe_pixels"])
+        for cloud in items
+        if cloud.meta.get("max_probe_pixels") is not None
+    }
+    if probe_caps:
+        caps["max_probe_pixels"] = ", ".join(f"{int(c):.3g}" for c in sorted(probe_caps))
+    return caps
 
 
 def _check_probabilities(probabilities: Any, items: list[PointCloud]) -> np.ndarray | None:
@@ -440,6 +555,8 @@ def iter_analyze(
         One cloud per layer, in forward order (as ``extract_activations`` returns).
     labels : array of int, shape (N,), optional
         Class per IMAGE (-1 unknown); each point gets ``labels[cloud.image_index]``.
+        Without ``class_names``, ids that are not ``0..k-1`` are remapped to it and
+        named by their values (see :func:`check_class_labels`).
     config : AnalysisConfig, optional
         Parameters; the published defaults when omitted.
     class_names : list of str, optional
@@ -476,7 +593,7 @@ def iter_analyze(
 
     config = AnalysisConfig() if config is None else config
     items = _as_clouds(clouds)
-    image_labels = _check_labels(labels, items)
+    image_labels, class_names = check_class_labels(labels, class_names, _n_images(items))
     image_probabilities = _check_probabilities(probabilities, items)
     image_stack = _check_images(images, items)
     if config.mapper_lens == "probability" and image_probabilities is None:
@@ -490,10 +607,6 @@ def iter_analyze(
         n_classes = len(class_names)
     elif image_labels is not None and np.any(image_labels >= 0):
         n_classes = int(image_labels.max()) + 1
-    if image_labels is not None and n_classes is not None and image_labels.max() >= n_classes:
-        raise ImageError(
-            f"label {int(image_labels.max())} has no class name ({n_classes} names given)"
-        )
 
     weights = _step_weights(0)
     per_layer = sum(weights.values())
@@ -519,11 +632,13 @@ def iter_analyze(
                     len(cloud), config.max_points, replace=False
                 )
             )
+            extracted = len(cloud)
             cloud = cloud.subset(
                 keep,
                 f"{config.max_points} of {len(cloud)} points, drawn at random (seed {seed}) "
                 "because exact H0 needs every pairwise distance",
             )
+            cloud.meta["points_before_cap"] = extracted
         points = cloud.points
         point_labels = (
             image_labels[cloud.image_index]
@@ -579,6 +694,7 @@ def iter_analyze(
                 alpha=config.phdim_alpha,
                 start=config.phdim_start,
                 step=config.phdim_step,
+                max_size=config.phdim_max_points,
                 metric=config.metric,
                 seed=seed,
                 **config.metric_kw,
@@ -701,6 +817,7 @@ def iter_analyze(
     record["libraries"] = _library_versions()
     record["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     record["n_images"] = _n_images(items)
+    record["caps"] = {**dict(record.get("caps", {})), **caps_applied(config, items)}
     record["notes"] = {
         **dict(record.get("notes", {})),
         "cka": cka_note,

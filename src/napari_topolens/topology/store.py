@@ -1,25 +1,38 @@
 """Save and load an :class:`~napari_topolens.topology.analysis.Analysis` losslessly.
 
-The format is a directory holding ``analysis.json`` and ``arrays.npz``:
+The format is a directory holding exactly two files, ``analysis.json`` and
+``arrays.npz``:
 
 * ``analysis.json`` names the format and its version, records the size and the
-  sha256 of every ``.npz`` beside it, and holds the analysis as a tree of JSON
-  values. Dataclasses are written generically (``dataclasses.fields`` recursion)
-  under their class name, so a new field of a result type needs no code here.
-* ``arrays.npz`` (``np.savez``, no pickle) holds every numpy array and numpy
-  scalar, so arrays keep their dtype and shape bit for bit.
+  sha256 of ``arrays.npz``, holds the analysis as a tree of JSON values, and ends
+  with ``manifest_sha256``: the sha256 of the canonical JSON text of everything
+  else in it, so an edited parameter or result is noticed as well as a damaged
+  array file. Dataclasses are written generically (``dataclasses.fields``
+  recursion) under their class name, so a new field of a result type needs no
+  code here.
+* ``arrays.npz`` (``np.savez``, stored, no pickle) holds every numpy array and
+  numpy scalar, so arrays keep their dtype and shape bit for bit.
 
 Python floats are written as JSON numbers (``repr``, which round-trips exactly);
 NaN and the infinities, which JSON lacks, are written as ``{"__float__": "nan"}``
 and the like. Tuples, dicts with non-string keys and ``None`` are tagged so they
-come back as they were. Nothing is ever unpickled: loading uses
-``np.load(allow_pickle=False)``.
+come back as they were.
+
+Loading treats the folder as untrusted. It reads only the two file names above,
+never through a link and never outside the folder; it checks both checksums, then
+rebuilds the tree checking every value against the type annotations of the
+dataclass field that holds it (so new fields are validated with no code of their
+own), CSR member lists (``x`` with ``x_offsets``) for monotone in-bounds offsets,
+and the cross references of a layer (member rows within the cloud, image numbers
+within the images). Arrays are read one at a time, only those the tree refers
+to, after their ``.npy`` header's shape times item size has been checked against
+the bytes the archive really holds. Every refusal is an
+:class:`~napari_topolens.errors.AnalysisFileError` naming the file and what is
+wrong; nothing is ever unpickled.
 
 Saving writes into a temporary sibling directory and renames it into place, so
 an interrupted or failed save never leaves a half-written analysis over good
-saved work. Loading refuses, with an :class:`~napari_topolens.errors.AnalysisFileError`
-naming the file and what is wrong, a missing or damaged file, a folder that is not
-an analysis and a format version newer than this code.
+saved work.
 """
 
 from __future__ import annotations
@@ -27,14 +40,20 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import importlib
+import io
 import json
 import math
 import os
-import shutil
+import stat
+import sys
+import types
+import typing
 import uuid
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
@@ -45,18 +64,28 @@ __all__ = [
     "FORMAT_NAME",
     "FORMAT_VERSION",
     "MANIFEST_NAME",
+    "MAX_DEPTH",
+    "MAX_MANIFEST_BYTES",
     "from_tree",
     "is_analysis_dir",
     "load_analysis",
     "register_dataclass",
     "save_analysis",
     "to_tree",
+    "type_problem",
 ]
 
 FORMAT_NAME = "napari-topolens-analysis"
-FORMAT_VERSION = 1
+#: 2: ``manifest_sha256`` covers analysis.json; 1 (unchecked analysis.json) is refused.
+FORMAT_VERSION = 2
 MANIFEST_NAME = "analysis.json"
 ARRAYS_NAME = "arrays.npz"
+#: analysis.json holds no arrays, so a larger one is not ours (arrays live in the npz).
+MAX_MANIFEST_BYTES = 64 * 1024**2
+#: Deepest nesting of the JSON tree (an Analysis needs about 12).
+MAX_DEPTH = 64
+# dtype kinds an array may have: bool, integers, floats, complex, unicode text
+_ARRAY_KINDS = "biufcU"
 
 # Modules whose dataclasses may appear in a saved analysis. They are imported on
 # first use (not at import time) and every dataclass defined in them is registered
@@ -69,9 +98,12 @@ _RESULT_MODULES = (
     "napari_topolens.topology.hole",
     "napari_topolens.topology.quality",
     "napari_topolens.topology.analysis",
+    "napari_topolens.robustness.comparison",
+    "napari_topolens.robustness.study",
 )
 _REGISTRY: dict[str, type] = {}
 _SCANNED = False
+_HINTS: dict[type, dict[str, Any]] = {}
 
 # Tags of the JSON tree. A plain JSON object never appears untagged.
 _T_ARRAY = "__array__"
@@ -117,15 +149,144 @@ def _scan_result_modules() -> None:
     _SCANNED = complete
 
 
-def _lookup_class(name: str, where: str) -> type:
+def _lookup_class(name: Any, where: str) -> type:
+    if not isinstance(name, str):
+        raise AnalysisFileError(f"{where} names a result type that is not a string: {name!r:.80}")
     _scan_result_modules()
     cls = _REGISTRY.get(name)
     if cls is None:
         raise AnalysisFileError(
-            f"{where} holds a result of type {name!r}, which this version of "
+            f"{where} holds a result of type {name!r:.80}, which this version of "
             "napari-topolens does not know; update napari-topolens to read it"
         )
     return cls
+
+
+# --------------------------------------------------------------------------- types
+
+
+def field_hints(cls: type) -> dict[str, Any]:
+    """The resolved type annotation of every field of a dataclass (cached).
+
+    Names of registered result classes resolve too, so a field may be annotated
+    with a result type imported only under ``TYPE_CHECKING``.
+    """
+    hints = _HINTS.get(cls)
+    if hints is None:
+        _scan_result_modules()
+        module = sys.modules.get(cls.__module__)
+        namespace = dict(vars(module)) if module is not None else {}
+        local = {**_REGISTRY, **namespace}
+        try:
+            hints = typing.get_type_hints(cls, globalns=namespace, localns=local)
+        except Exception:  # an annotation that does not resolve: check what does
+            hints = {}
+            for f in dataclasses.fields(cls):
+                try:
+                    hints[f.name] = (
+                        eval(f.type, namespace, local) if isinstance(f.type, str) else f.type
+                    )
+                except Exception:
+                    hints[f.name] = Any
+        _HINTS[cls] = hints
+    return hints
+
+
+def _type_name(hint: Any) -> str:
+    if hint is type(None) or hint is None:
+        return "None"
+    if isinstance(hint, type):
+        return "array" if hint is np.ndarray else hint.__name__
+    return str(hint).replace("typing.", "").replace("numpy.ndarray", "array")
+
+
+def type_problem(value: Any, hint: Any) -> str | None:
+    """Why ``value`` does not fit the annotation ``hint`` (None when it fits).
+
+    Knows ``Any``, ``None``, ``bool``, ``int``, ``float``, ``str``,
+    ``np.ndarray`` (numeric, bool or text dtypes), unions, ``list[X]``,
+    ``tuple[X, ...]``, ``tuple[X, Y]``, ``dict[K, V]`` and dataclasses; any other
+    annotation accepts every value.
+    """
+    if hint is Any or hint is object:
+        return None
+    if hint is None or hint is type(None):
+        return None if value is None else f"{type(value).__name__} where None belongs"
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin is typing.Union or origin is types.UnionType:
+        problems = [type_problem(value, arm) for arm in args]
+        if any(p is None for p in problems):
+            return None
+        return f"{_describe(value)} where {' or '.join(_type_name(a) for a in args)} belongs"
+    if origin in (list, tuple, dict):
+        if not isinstance(value, origin):
+            return f"{_describe(value)} where a {origin.__name__} belongs"
+        if origin is list and args:
+            for i, item in enumerate(value):
+                problem = type_problem(item, args[0])
+                if problem:
+                    return f"item {i}: {problem}"
+        elif origin is tuple and args:
+            if len(args) == 2 and args[1] is Ellipsis:
+                arms = [args[0]] * len(value)
+            elif args == ((),):
+                arms = []
+            else:
+                arms = list(args)
+                if len(arms) != len(value):
+                    return f"a tuple of {len(value)} items where {len(arms)} belong"
+            for i, (item, arm) in enumerate(zip(value, arms)):
+                problem = type_problem(item, arm)
+                if problem:
+                    return f"item {i}: {problem}"
+        elif origin is dict and args:
+            for key, item in value.items():
+                problem = type_problem(key, args[0]) or type_problem(item, args[1])
+                if problem:
+                    return f"entry {key!r:.40}: {problem}"
+        return None
+    if origin is not None:  # another generic (Mapping[...], Sequence[...]): not checked
+        return None
+    if hint is np.ndarray:
+        if not isinstance(value, np.ndarray):
+            return f"{_describe(value)} where an array belongs"
+        if value.dtype.kind not in _ARRAY_KINDS or value.dtype.fields is not None:
+            return f"an array of dtype {value.dtype} (only numbers, booleans and text are kept)"
+        return None
+    if hint is bool:
+        return (
+            None
+            if isinstance(value, (bool, np.bool_))
+            else f"{_describe(value)} where a bool belongs"
+        )
+    if hint is int:
+        if isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_)):
+            return None
+        return f"{_describe(value)} where an int belongs"
+    if hint is float:
+        if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(
+            value, (bool, np.bool_)
+        ):
+            return None
+        return f"{_describe(value)} where a float belongs"
+    if hint is str:
+        return None if isinstance(value, str) else f"{_describe(value)} where a str belongs"
+    if isinstance(hint, type) and dataclasses.is_dataclass(hint):
+        if isinstance(value, hint):
+            return None
+        return f"{_describe(value)} where a {hint.__name__} belongs"
+    return None
+
+
+def _describe(value: Any) -> str:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return f"a {type(value).__name__}"
+    if isinstance(value, np.ndarray):
+        return f"an array {value.dtype}{list(value.shape)}"
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return f"{type(value).__name__} {value!r:.40}"
+    return f"a {type(value).__name__}"
 
 
 # --------------------------------------------------------------------------- encode
@@ -192,47 +353,100 @@ def to_tree(value: Any, sink: _ArraySink, path: str = "analysis") -> Any:
 # --------------------------------------------------------------------------- decode
 
 
-def from_tree(node: Any, arrays: Any, where: str) -> Any:
-    """Decode a tree written by :func:`to_tree`; ``arrays`` maps keys to arrays."""
-    if node is None or isinstance(node, (bool, str, int, float)):
+class _Arrays:
+    """Arrays by key, read from the npz only when the tree asks for them."""
+
+    def __init__(self, get: Any) -> None:
+        self._get = get
+        self._cache: dict[str, np.ndarray] = {}
+
+    def __getitem__(self, key: str) -> np.ndarray:
+        if key not in self._cache:
+            self._cache[key] = self._get(key)
+        return self._cache[key]
+
+
+def from_tree(node: Any, arrays: Any, where: str, depth: int = 0) -> Any:
+    """Decode a tree written by :func:`to_tree`; ``arrays[key]`` gives an array.
+
+    ``where`` names the file and ``depth`` counts the nesting (at most :data:`MAX_DEPTH`).
+    """
+    if depth > MAX_DEPTH:
+        raise AnalysisFileError(f"{where} is nested deeper than {MAX_DEPTH} levels; it is not ours")
+    if node is None or isinstance(node, (bool, str, int)):
         return node
+    if isinstance(node, float):
+        if not math.isfinite(node):  # json accepts NaN/Infinity tokens; we never write them
+            raise AnalysisFileError(f"{where} holds a bare non-finite number")
+        return node
+    deeper = depth + 1
     if isinstance(node, list):
-        return [from_tree(v, arrays, where) for v in node]
+        return [from_tree(v, arrays, where, deeper) for v in node]
     if not isinstance(node, dict) or len(node) == 0:
         raise AnalysisFileError(f"{where} holds a value of unexpected form: {node!r:.80}")
     if _T_ARRAY in node:
         key = node[_T_ARRAY]
-        try:
-            array = arrays[key]
-        except KeyError:
-            raise AnalysisFileError(
-                f"{where} refers to array {key!r}, which {ARRAYS_NAME} does not hold; "
-                "the analysis is damaged"
-            ) from None
-        return array[()] if node.get("scalar") else array
+        if not isinstance(key, str) or set(node) - {_T_ARRAY, "scalar"}:
+            raise AnalysisFileError(f"{where} holds a malformed array reference {node!r:.80}")
+        array = arrays[key]
+        if node.get("scalar"):
+            if array.ndim != 0:
+                raise AnalysisFileError(f"{where}: array {key!r} is not a scalar")
+            return array[()]
+        return array
     if _T_FLOAT in node:
         text = node[_T_FLOAT]
-        if text not in ("nan", "inf", "-inf"):
-            raise AnalysisFileError(f"{where} holds an unknown float code {text!r}")
+        if len(node) != 1 or text not in ("nan", "inf", "-inf"):
+            raise AnalysisFileError(f"{where} holds an unknown float code {text!r:.40}")
         return float(text)
     if _T_TUPLE in node:
-        return tuple(from_tree(v, arrays, where) for v in node[_T_TUPLE])
+        items = node[_T_TUPLE]
+        if len(node) != 1 or not isinstance(items, list):
+            raise AnalysisFileError(f"{where} holds a tuple whose payload is not a list")
+        return tuple(from_tree(v, arrays, where, deeper) for v in items)
     if _T_DICT in node:
-        return {k: from_tree(v, arrays, where) for k, v in node[_T_DICT].items()}
+        items = node[_T_DICT]
+        if len(node) != 1 or not isinstance(items, dict):
+            raise AnalysisFileError(f"{where} holds a dict whose payload is not an object")
+        return {k: from_tree(v, arrays, where, deeper) for k, v in items.items()}
     if _T_ITEMS in node:
-        return {from_tree(k, arrays, where): from_tree(v, arrays, where) for k, v in node[_T_ITEMS]}
+        items = node[_T_ITEMS]
+        if (
+            len(node) != 1
+            or not isinstance(items, list)
+            or not all(isinstance(pair, list) and len(pair) == 2 for pair in items)
+        ):
+            raise AnalysisFileError(f"{where} holds a dict whose items are not [key, value] pairs")
+        result = {}
+        for k, v in items:
+            key = from_tree(k, arrays, where, deeper)
+            try:
+                hash(key)
+            except TypeError:
+                raise AnalysisFileError(f"{where} holds a dict key that is not hashable") from None
+            result[key] = from_tree(v, arrays, where, deeper)
+        return result
     if _T_DATACLASS in node:
-        return _build_dataclass(node, arrays, where)
-    raise AnalysisFileError(f"{where} holds an untagged object: {sorted(node)!r:.80}")
+        return _build_dataclass(node, arrays, where, deeper)
+    raise AnalysisFileError(f"{where} holds an untagged object: {sorted(map(str, node))!r:.80}")
 
 
-def _build_dataclass(node: dict, arrays: Any, where: str) -> Any:
+def _build_dataclass(node: dict, arrays: Any, where: str, depth: int) -> Any:
     cls = _lookup_class(node[_T_DATACLASS], where)
     saved = node.get("fields")
-    if not isinstance(saved, dict):
+    if not isinstance(saved, dict) or set(node) != {_T_DATACLASS, "fields"}:
         raise AnalysisFileError(f"{where} holds a {cls.__name__} without fields")
+    hints = field_hints(cls)
+    known = {f.name for f in dataclasses.fields(cls)}
+    extra = sorted(set(saved) - known)
+    if extra:
+        raise AnalysisFileError(
+            f"{where} holds a {cls.__name__} with unknown field(s) {', '.join(extra)[:80]}; "
+            "it was written by another version or edited"
+        )
     init_kwargs: dict[str, Any] = {}
     late: dict[str, Any] = {}
+    values: dict[str, Any] = {}
     for f in dataclasses.fields(cls):
         if f.name not in saved:
             if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
@@ -241,40 +455,263 @@ def _build_dataclass(node: dict, arrays: Any, where: str) -> Any:
                     "the analysis is damaged or was written by an incompatible version"
                 )
             continue  # a field added after the file was written: keep its default
-        value = from_tree(saved[f.name], arrays, where)
+        value = from_tree(saved[f.name], arrays, where, depth)
+        problem = type_problem(value, hints.get(f.name, Any))
+        if problem:
+            raise AnalysisFileError(f"{where}: {cls.__name__}.{f.name} holds {problem}")
+        values[f.name] = value
         (init_kwargs if f.init else late)[f.name] = value
+    _check_member_lists(cls.__name__, values, where)
     try:
         obj = cls(**init_kwargs)
-    except (TypeError, ValueError) as exc:
+        for name, value in late.items():
+            object.__setattr__(obj, name, value)
+        _check_references(obj, where)
+    except AnalysisFileError:
+        raise
+    except Exception as exc:  # a result type's own validation, whatever it raises
         raise AnalysisFileError(
-            f"{where} holds a {cls.__name__} that does not validate: {exc}"
+            f"{where} holds a {cls.__name__} that does not validate: {type(exc).__name__}: {exc}"
         ) from exc
-    for name, value in late.items():
-        object.__setattr__(obj, name, value)
     return obj
+
+
+def _member_pairs(values: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """CSR pairs among a dataclass's fields: ``x_offsets`` with ``xs`` or ``x``."""
+    for name in values:
+        if name.endswith("_offsets"):
+            stem = name[: -len("_offsets")]
+            for members in (stem + "s", stem):
+                if members in values:
+                    yield members, name
+                    break
+
+
+def _check_member_lists(owner: str, values: dict[str, Any], where: str) -> None:
+    for members_name, offsets_name in _member_pairs(values):
+        members, offsets = values[members_name], values[offsets_name]
+        if not (isinstance(members, np.ndarray) and isinstance(offsets, np.ndarray)):
+            continue
+        label = f"{where}: {owner}.{offsets_name}"
+        if offsets.ndim != 1 or offsets.dtype.kind not in "iu" or len(offsets) < 1:
+            raise AnalysisFileError(f"{label} is not a 1-D integer offset array")
+        if members.ndim != 1 or (members.dtype.kind not in "iu" and len(members)):
+            raise AnalysisFileError(f"{where}: {owner}.{members_name} is not a 1-D integer array")
+        if offsets[0] != 0 or np.any(np.diff(offsets) < 0) or offsets[-1] != len(members):
+            raise AnalysisFileError(
+                f"{label} does not run monotonically from 0 to the {len(members)} members"
+            )
+        if len(members) and members.min() < 0:
+            raise AnalysisFileError(f"{where}: {owner}.{members_name} holds negative rows")
+
+
+def _csr_members(obj: Any, seen: int = 0) -> Iterator[tuple[str, np.ndarray]]:
+    """Every array of cloud rows inside a layer's results: CSR members, ``index`` fields."""
+    if not dataclasses.is_dataclass(obj) or seen > 2:
+        return
+    values = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+    rows = [members for members, _ in _member_pairs(values)]
+    if seen > 0:  # results inside a layer: `index`, `h1_index` ... are cloud rows too
+        rows += [n for n in values if n == "index" or n.endswith("_index")]
+    for name in rows:
+        value = values[name]
+        if isinstance(value, np.ndarray) and value.dtype.kind in "iu":
+            yield f"{type(obj).__name__}.{name}", value
+    for value in values.values():
+        if dataclasses.is_dataclass(value) and type(value).__name__ != "PointCloud":
+            yield from _csr_members(value, seen + 1)
+
+
+def _check_graph(graph: Any, where: str) -> None:
+    """Mapper node and edge tables the views index by node number."""
+    n_nodes = len(graph.node_ids)
+    if len(graph.member_offsets) != n_nodes + 1:
+        raise AnalysisFileError(
+            f"{where}: a Mapper graph has {len(graph.member_offsets)} member offsets for "
+            f"{n_nodes} nodes"
+        )
+    for field_name in ("size", "purity", "dominant_class", "mean_lens", "component", "community"):
+        length = len(getattr(graph, field_name))
+        if length != n_nodes:
+            raise AnalysisFileError(
+                f"{where}: a Mapper graph's {field_name} has {length} entries for {n_nodes} nodes"
+            )
+    edges = graph.edges
+    if edges.ndim != 2 or edges.shape[1] != 2 or len(graph.edge_weight) != len(edges):
+        raise AnalysisFileError(
+            f"{where}: a Mapper graph's edges are not (E, 2) with one weight each"
+        )
+    if len(edges) and (edges.min() < 0 or edges.max() >= n_nodes):
+        raise AnalysisFileError(
+            f"{where}: a Mapper graph's edges refer to node {int(edges.max())} of {n_nodes}"
+        )
+
+
+def _check_flow(flow: Any, where: str) -> None:
+    """Cluster-flow stages the views index by stage number."""
+    n_stages = len(flow.stage_names)
+    if not 0 <= flow.best_stage < max(n_stages, 1):
+        raise AnalysisFileError(
+            f"{where}: the cluster flow's best stage {flow.best_stage} is not one of its "
+            f"{n_stages} stages"
+        )
+    if flow.memberships.ndim != 2 or len(flow.memberships) != n_stages:
+        raise AnalysisFileError(
+            f"{where}: the cluster flow has {len(flow.memberships)} membership rows for "
+            f"{n_stages} stages"
+        )
+    for field_name in ("thresholds", "scores"):
+        if len(getattr(flow, field_name)) != n_stages:
+            raise AnalysisFileError(
+                f"{where}: the cluster flow's {field_name} do not match its {n_stages} stages"
+            )
+    flows = flow.flows
+    if flows.ndim != 2 or flows.shape[1] != 4:
+        raise AnalysisFileError(f"{where}: the cluster flow's flows are not (F, 4) rows")
+    if len(flows) and (flows[:, 0].min() < 0 or flows[:, 0].max() >= max(n_stages - 1, 1)):
+        raise AnalysisFileError(
+            f"{where}: the cluster flow's flows refer to stage {int(flows[:, 0].max())} of "
+            f"{n_stages}"
+        )
+
+
+def _check_references(obj: Any, where: str) -> None:
+    """Cross references the views follow: member rows, image numbers, pixel boxes."""
+    name = type(obj).__name__
+    if name == "PointCloud":
+        height, width = (*obj.image_shape, 0, 0)[:2]
+        if len(obj.image_index) and obj.image_index.min() < 0:
+            raise AnalysisFileError(f"{where}: a PointCloud refers to negative image numbers")
+        box = obj.receptive_field
+        if len(box) and (
+            box[:, :2].min() < 0
+            or box[:, 2].max() > height
+            or box[:, 3].max() > width
+            or np.any(box[:, 2:] < box[:, :2])
+        ):
+            raise AnalysisFileError(
+                f"{where}: a PointCloud's receptive fields leave its {height}x{width} images"
+            )
+    elif name == "MapperGraph":
+        _check_graph(obj, where)
+    elif name == "ClusterFlow":
+        _check_flow(obj, where)
+    elif name == "LayerAnalysis":
+        n = len(obj.cloud)
+        flow_points = obj.flow.memberships.shape[1] if obj.flow.memberships.ndim == 2 else -1
+        if flow_points != n:
+            raise AnalysisFileError(
+                f"{where}: layer {obj.name!r}: the cluster flow covers {flow_points} points "
+                f"of a cloud of {n}"
+            )
+        if len(obj.point_labels) != n:
+            raise AnalysisFileError(
+                f"{where}: layer {obj.name!r} has {len(obj.point_labels)} point labels "
+                f"for {n} points"
+            )
+        for label, members in _csr_members(obj):
+            if len(members) and (members.max() >= n or members.min() < 0):
+                raise AnalysisFileError(
+                    f"{where}: layer {obj.name!r}: {label} refers to row {int(members.max())} "
+                    f"of a cloud of {n} points"
+                )
+    elif name == "Analysis":
+        labels, names = obj.labels, obj.class_names
+        if labels is not None and len(labels) and (labels.min() < -1 or labels.ndim != 1):
+            raise AnalysisFileError(f"{where}: the saved labels are not class codes (-1 or more)")
+        if labels is not None and names is not None and len(labels) and labels.max() >= len(names):
+            raise AnalysisFileError(
+                f"{where}: label {int(labels.max())} has no class name ({len(names)} saved)"
+            )
+        n_images = None if obj.images is None else len(obj.images)
+        for layer in obj.layer_results:
+            index = layer.cloud.image_index
+            if n_images is not None and len(index) and index.max() >= n_images:
+                raise AnalysisFileError(
+                    f"{where}: layer {layer.name!r} refers to image {int(index.max())} of "
+                    f"{n_images} saved images"
+                )
+            if obj.labels is not None and len(index) and index.max() >= len(obj.labels):
+                raise AnalysisFileError(
+                    f"{where}: layer {layer.name!r} refers to image {int(index.max())} but "
+                    f"{len(obj.labels)} labels were saved"
+                )
 
 
 # --------------------------------------------------------------------------- files
 
 
-def _sha256(path: Path) -> str:
+def _sha256_handle(handle: BinaryIO) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+    for block in iter(lambda: handle.read(1 << 20), b""):
+        digest.update(block)
     return digest.hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    with open(path, "rb") as handle:
+        return _sha256_handle(handle)
+
+
+def _canonical_digest(manifest: dict) -> str:
+    """sha256 of the manifest's canonical JSON text, without its own digest."""
+    body = {k: v for k, v in manifest.items() if k != "manifest_sha256"}
+    text = json.dumps(
+        body, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
+    )
+    return hashlib.sha256(text.encode("ascii")).hexdigest()
+
+
+@contextmanager
+def _open_plain_file(folder: Path, name: str) -> Iterator[tuple[BinaryIO, int]]:
+    """Open ``folder/name`` for reading only if it is a regular file, not a link.
+
+    Yields the binary handle and the file's size.
+    """
+    path = folder / name
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        raise AnalysisFileError(f"{path} is missing; the analysis is incomplete") from None
+    except OSError as exc:
+        raise AnalysisFileError(f"{path} cannot be read: {exc.strerror or exc}") from None
+    if stat.S_ISLNK(info.st_mode):
+        raise AnalysisFileError(
+            f"{path} is a link; a saved analysis is read only from plain files inside its folder"
+        )
+    if not stat.S_ISREG(info.st_mode):
+        raise AnalysisFileError(f"{path} is not a plain file")
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise AnalysisFileError(f"{path} cannot be opened: {exc.strerror or exc}") from None
+    handle = os.fdopen(fd, "rb")
+    with handle:
+        opened = os.fstat(handle.fileno())
+        if (opened.st_dev, opened.st_ino) != (info.st_dev, info.st_ino):
+            raise AnalysisFileError(f"{path} changed while it was opened; try again")
+        yield handle, opened.st_size
+
+
+def _read_manifest_text(folder: Path) -> bytes:
+    with _open_plain_file(folder, MANIFEST_NAME) as (handle, size):
+        if size > MAX_MANIFEST_BYTES:
+            raise AnalysisFileError(
+                f"{folder / MANIFEST_NAME} has {size:,} bytes, more than the "
+                f"{MAX_MANIFEST_BYTES:,} an analysis manifest can have; it is not ours"
+            )
+        return handle.read(MAX_MANIFEST_BYTES + 1)
 
 
 def is_analysis_dir(path: str | os.PathLike) -> bool:
     """True when ``path`` is a folder holding a napari-topolens analysis manifest."""
-    path = Path(path)
-    manifest = path / MANIFEST_NAME
-    if not manifest.is_file():
-        return False
+    folder = Path(path)
     try:
-        with open(manifest, encoding="utf-8") as handle:
-            head = json.load(handle)
-    except (OSError, ValueError):
+        if not folder.is_dir():
+            return False
+        head = json.loads(_read_manifest_text(folder).decode("utf-8"))
+    except (AnalysisFileError, OSError, ValueError, RecursionError):
         return False
     return isinstance(head, dict) and head.get("format") == FORMAT_NAME
 
@@ -286,6 +723,8 @@ def save_analysis(analysis: Any, path: str | os.PathLike) -> Path:
     other existing file or folder is refused rather than overwritten.
     """
     target = Path(path).expanduser()
+    if target.is_symlink():
+        raise AnalysisFileError(f"{target} is a link; save the analysis to a plain folder")
     if target.exists():
         if not target.is_dir():
             raise AnalysisFileError(
@@ -307,7 +746,7 @@ def save_analysis(analysis: Any, path: str | os.PathLike) -> Path:
         staging.mkdir()
         arrays_path = staging / ARRAYS_NAME
         np.savez(arrays_path, **sink.arrays)  # type: ignore[arg-type]
-        manifest = {
+        manifest: dict[str, Any] = {
             "format": FORMAT_NAME,
             "version": FORMAT_VERSION,
             "files": {
@@ -315,6 +754,7 @@ def save_analysis(analysis: Any, path: str | os.PathLike) -> Path:
             },
             "analysis": tree,
         }
+        manifest["manifest_sha256"] = _canonical_digest(manifest)
         text = json.dumps(manifest, indent=1, allow_nan=False)
         with open(staging / MANIFEST_NAME, "w", encoding="utf-8") as handle:
             handle.write(text)
@@ -324,12 +764,18 @@ def save_analysis(analysis: Any, path: str | os.PathLike) -> Path:
             os.replace(target, retired)
         os.replace(staging, target)
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        _remove_tree(staging)
         if retired.exists() and not target.exists():
             os.replace(retired, target)  # put the good saved work back
         raise
-    shutil.rmtree(retired, ignore_errors=True)
+    _remove_tree(retired)
     return target
+
+
+def _remove_tree(path: Path) -> None:
+    import shutil
+
+    shutil.rmtree(path, ignore_errors=True)
 
 
 def _read_manifest(folder: Path) -> dict:
@@ -340,72 +786,173 @@ def _read_manifest(folder: Path) -> dict:
         raise AnalysisFileError(
             f"{folder} is a file, not a saved analysis; give the folder that holds {MANIFEST_NAME}"
         )
-    if not manifest_path.is_file():
+    if not os.path.lexists(manifest_path):
         raise AnalysisFileError(
             f"{folder} is not a saved napari-topolens analysis (it has no {MANIFEST_NAME})"
         )
+    raw = _read_manifest_text(folder)
     try:
-        with open(manifest_path, encoding="utf-8") as handle:
-            manifest = json.load(handle)
+        manifest = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise AnalysisFileError(f"{manifest_path} is damaged: it is not UTF-8 text") from exc
+    except RecursionError:
+        raise AnalysisFileError(
+            f"{manifest_path} is nested too deeply to be an analysis; it is not ours"
+        ) from None
     except ValueError as exc:
         raise AnalysisFileError(
             f"{manifest_path} is damaged: it is not valid JSON ({exc})"
         ) from exc
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT_NAME:
+        found = manifest.get("format") if isinstance(manifest, dict) else None
         raise AnalysisFileError(
-            f"{manifest_path} is not a napari-topolens analysis (format "
-            f"{manifest.get('format') if isinstance(manifest, dict) else None!r})"
+            f"{manifest_path} is not a napari-topolens analysis (format {found!r:.60})"
         )
     version = manifest.get("version")
     if not isinstance(version, int) or isinstance(version, bool):
-        raise AnalysisFileError(f"{manifest_path} has no valid format version ({version!r})")
+        raise AnalysisFileError(f"{manifest_path} has no valid format version ({version!r:.40})")
     if version > FORMAT_VERSION:
         raise AnalysisFileError(
             f"{manifest_path} was written in format version {version}, newer than the "
             f"{FORMAT_VERSION} this napari-topolens reads; update napari-topolens"
         )
+    if version == 1:
+        raise AnalysisFileError(
+            f"{manifest_path} was written by an earlier napari-topolens (format 1), whose "
+            "analysis.json carries no checksum, so edits to it cannot be detected; "
+            "recompute the analysis"
+        )
     if version < 1:
         raise AnalysisFileError(f"{manifest_path} has an unknown format version {version}")
+    recorded = manifest.get("manifest_sha256")
+    try:
+        actual = _canonical_digest(manifest)
+    except (ValueError, RecursionError):
+        actual = None
+    if not isinstance(recorded, str) or recorded != actual:
+        raise AnalysisFileError(
+            f"{manifest_path} is damaged or was edited: its content does not match the "
+            "checksum recorded when it was saved"
+        )
+    if "analysis" not in manifest:
+        raise AnalysisFileError(f"{manifest_path} holds no analysis")
     return manifest
 
 
-def _check_files(folder: Path, manifest: dict) -> None:
+def _arrays_record(folder: Path, manifest: dict) -> tuple[str, int]:
     files = manifest.get("files")
-    if not isinstance(files, dict) or ARRAYS_NAME not in files:
-        raise AnalysisFileError(f"{folder / MANIFEST_NAME} does not list {ARRAYS_NAME}")
-    for name, record in files.items():
-        file_path = folder / name
-        if not file_path.is_file():
-            raise AnalysisFileError(f"{file_path} is missing; the analysis is incomplete")
-        size = file_path.stat().st_size
-        if size != record.get("bytes"):
-            raise AnalysisFileError(
-                f"{file_path} is damaged or truncated: it has {size} bytes, "
-                f"{record.get('bytes')} were saved"
-            )
-        if _sha256(file_path) != record.get("sha256"):
-            raise AnalysisFileError(
-                f"{file_path} is damaged: its sha256 differs from the one recorded when it was saved"
-            )
+    where = folder / MANIFEST_NAME
+    if not isinstance(files, dict) or set(files) != {ARRAYS_NAME}:
+        listed = sorted(map(str, files)) if isinstance(files, dict) else files
+        raise AnalysisFileError(
+            f"{where} must list exactly the file {ARRAYS_NAME}, not {listed!r:.80}; "
+            "a saved analysis never refers to other files"
+        )
+    record = files[ARRAYS_NAME]
+    digest = record.get("sha256") if isinstance(record, dict) else None
+    size = record.get("bytes") if isinstance(record, dict) else None
+    if not isinstance(digest, str) or not isinstance(size, int) or isinstance(size, bool):
+        raise AnalysisFileError(f"{where} records no size and sha256 for {ARRAYS_NAME}")
+    return digest, size
 
 
-def load_analysis(path: str | os.PathLike) -> Any:
+def _read_member(archive: zipfile.ZipFile, key: str, archive_bytes: int, where: str) -> np.ndarray:
+    """One ``.npy`` member, its header checked against the bytes the archive holds."""
+    from numpy.lib import format as npy
+
+    try:
+        info = archive.getinfo(f"{key}.npy")
+    except KeyError:
+        raise AnalysisFileError(
+            f"{where} refers to array {key!r:.40}, which {ARRAYS_NAME} does not hold; "
+            "the analysis is damaged"
+        ) from None
+    if info.compress_type != zipfile.ZIP_STORED:
+        raise AnalysisFileError(f"{where}: array {key!r} is compressed; napari-topolens never is")
+    if info.file_size > archive_bytes or info.compress_size != info.file_size:
+        raise AnalysisFileError(
+            f"{where}: array {key!r} declares {info.file_size:,} bytes in an archive of "
+            f"{archive_bytes:,}"
+        )
+    with archive.open(info) as member:
+        version = npy.read_magic(member)
+        if version == (1, 0):
+            shape, fortran, dtype = npy.read_array_header_1_0(member)
+        elif version == (2, 0):
+            shape, fortran, dtype = npy.read_array_header_2_0(member)
+        else:
+            raise AnalysisFileError(f"{where}: array {key!r} has npy version {version}")
+        if dtype.hasobject or dtype.kind not in _ARRAY_KINDS or dtype.fields is not None:
+            raise AnalysisFileError(
+                f"{where}: array {key!r} has dtype {dtype}; only numbers, booleans and text are read"
+            )
+        count = 1
+        for extent in shape:
+            count *= int(extent)
+        nbytes = count * dtype.itemsize
+        header = member.tell()
+        if header + nbytes != info.file_size:
+            raise AnalysisFileError(
+                f"{where}: array {key!r} declares shape {tuple(shape)} of {dtype} "
+                f"({nbytes:,} bytes) but holds {info.file_size - header:,}"
+            )
+        buffer = bytearray(nbytes)
+        if typing.cast(io.BufferedIOBase, member).readinto(buffer) != nbytes or member.read(1):
+            raise AnalysisFileError(f"{where}: array {key!r} is truncated")
+    return np.frombuffer(buffer, dtype=dtype).reshape(shape, order="F" if fortran else "C")
+
+
+def load_analysis(path: str | os.PathLike, *, expected: type | None = None) -> Any:
     """Read an analysis saved by :func:`save_analysis` (``Analysis.save``).
+
+    Parameters
+    ----------
+    path : str or path
+        The folder.
+    expected : type, optional
+        The class of the saved top object; :class:`Analysis` when omitted.
 
     Raises
     ------
     AnalysisFileError
-        For a missing, foreign, damaged or truncated file, or a newer format version.
+        For a missing, foreign, damaged, edited or truncated file, links or files
+        other than the two of the format, values that do not fit their fields, and
+        a newer format version.
     """
+    if expected is None:
+        from .analysis import Analysis
+
+        expected = Analysis
     folder = Path(path).expanduser()
     manifest = _read_manifest(folder)
-    _check_files(folder, manifest)
+    digest, size = _arrays_record(folder, manifest)
+    where = str(folder / MANIFEST_NAME)
     arrays_path = folder / ARRAYS_NAME
-    try:
-        with np.load(arrays_path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as exc:
-        raise AnalysisFileError(f"{arrays_path} cannot be read: {exc}") from exc
-    if "analysis" not in manifest:
-        raise AnalysisFileError(f"{folder / MANIFEST_NAME} holds no analysis")
-    return from_tree(manifest["analysis"], arrays, str(folder / MANIFEST_NAME))
+    with _open_plain_file(folder, ARRAYS_NAME) as (handle, actual_size):
+        if actual_size != size:
+            raise AnalysisFileError(
+                f"{arrays_path} is damaged or truncated: it has {actual_size} bytes, "
+                f"{size} were saved"
+            )
+        if _sha256_handle(handle) != digest:
+            raise AnalysisFileError(
+                f"{arrays_path} is damaged: its sha256 differs from the one recorded when it was saved"
+            )
+        handle.seek(0)
+        try:
+            with zipfile.ZipFile(handle) as archive:
+                arrays = _Arrays(lambda key: _read_member(archive, key, actual_size, where))
+                result = from_tree(manifest["analysis"], arrays, where)
+        except AnalysisFileError:
+            raise
+        except RecursionError:
+            raise AnalysisFileError(f"{where} is nested too deeply; it is not ours") from None
+        except MemoryError:
+            raise AnalysisFileError(f"{arrays_path} holds arrays too large to load") from None
+        except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError) as exc:
+            raise AnalysisFileError(f"{arrays_path} cannot be read: {exc}") from exc
+    if not isinstance(result, expected):
+        raise AnalysisFileError(
+            f"{where} holds {_describe(result)}, not a saved {expected.__name__}"
+        )
+    return result

@@ -1,0 +1,481 @@
+"""Run an analysis together with perturbed and compressed variants, and compare them.
+
+:func:`iter_run_variants` (a progress generator, usable from a napari worker) and
+:func:`run_variants` (its plain form) analyse the base images with the model, then
+each variant: a perturbed copy of the images through the same model (the receptive
+fields, cached per model and image size, and the image preparation are shared), or
+the same images through a compressed copy of the model. Each variant becomes a
+:class:`Variant` holding its own :class:`~napari_topolens.topology.analysis.Analysis`
+and its :class:`~napari_topolens.robustness.comparison.Comparison` with the base; the
+variants are stored in the base analysis's ``variants`` list, so saving the base
+analysis (same folder format, no pickle) saves them too.
+
+Variant specs are short strings, as on the command line: ``"gaussian:0.1"``,
+``"blur:1.0"``, ``"fgsm:0.03"`` (see :data:`~napari_topolens.robustness.perturbations.PERTURBATIONS`),
+``"prune:0.5"``, ``"int8"``, and ``"prune:0.5+int8"`` for both in one model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .._progress import CancelCallback, Progress, ProgressCallback, drive, scaled
+from ..errors import EmptySelectionError, LayerError, TopoLensError
+from .comparison import Comparison, compare
+from .compression import QUANTIZATIONS
+from .perturbations import PERTURBATIONS
+
+if TYPE_CHECKING:
+    import torch
+
+    from ..topology.analysis import Analysis, AnalysisConfig
+
+__all__ = ["Variant", "VariantSpec", "iter_run_variants", "parse_variants", "run_variants"]
+
+
+@dataclass
+class VariantSpec:
+    """What makes a variant: a perturbation of the images, or a compression of the model.
+
+    Attributes
+    ----------
+    perturbation : str or None
+        A kind of :data:`~napari_topolens.robustness.perturbations.PERTURBATIONS`.
+    strength : float or None
+        The perturbation's strength.
+    prune : float or None
+        Fraction of conv/linear weights pruned (global magnitude).
+    quantize : str or None
+        ``"int8"``: dynamic INT8 quantisation of the linear layers.
+    seed : int
+        Seed of the perturbation.
+    """
+
+    perturbation: str | None = None
+    strength: float | None = None
+    prune: float | None = None
+    quantize: str | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        perturbs = self.perturbation is not None
+        compresses = self.prune is not None or self.quantize is not None
+        if perturbs == compresses:
+            raise TopoLensError(
+                "a variant either perturbs the images (perturbation + strength) or "
+                "compresses the model (prune and/or quantize), not both or neither"
+            )
+        if perturbs:
+            if self.perturbation not in PERTURBATIONS:
+                raise TopoLensError(
+                    f"unknown perturbation {self.perturbation!r}; choose one of "
+                    f"{', '.join(PERTURBATIONS)}"
+                )
+            if self.strength is None or not np.isfinite(self.strength) or self.strength < 0:
+                raise TopoLensError(
+                    f"perturbation {self.perturbation} needs a finite strength >= 0, got {self.strength}"
+                )
+            self.strength = float(self.strength)
+        if self.prune is not None:
+            self.prune = float(self.prune)
+            if not 0.0 <= self.prune <= 1.0:
+                raise TopoLensError(f"prune must be a fraction between 0 and 1, got {self.prune}")
+        if self.quantize is not None and self.quantize not in QUANTIZATIONS:
+            raise TopoLensError(
+                f"unknown quantisation {self.quantize!r}; choose one of {', '.join(QUANTIZATIONS)}"
+            )
+        if int(self.seed) < 0:
+            raise TopoLensError(f"seed must be a non-negative integer, got {self.seed}")
+
+    @property
+    def name(self) -> str:
+        """The spec as written on the command line, e.g. ``gaussian:0.1`` or ``prune:0.5+int8``."""
+        if self.perturbation is not None:
+            return f"{self.perturbation}:{self.strength:g}"
+        parts = []
+        if self.prune is not None:
+            parts.append(f"prune:{self.prune:g}")
+        if self.quantize is not None:
+            parts.append(self.quantize)
+        return "+".join(parts)
+
+    @property
+    def is_perturbation(self) -> bool:
+        return self.perturbation is not None
+
+    @classmethod
+    def parse(cls, text: str, *, seed: int = 0) -> VariantSpec:
+        """One spec from text: ``kind:strength``, ``prune:fraction``, ``int8`` or a ``+`` of both."""
+        text = str(text).strip()
+        if not text:
+            raise TopoLensError("an empty variant spec; write e.g. gaussian:0.1 or prune:0.5")
+        prune: float | None = None
+        quantize: str | None = None
+        for part in text.split("+"):
+            head, sep, value = part.strip().partition(":")
+            head = head.strip().lower()
+            if head in QUANTIZATIONS and not sep:
+                quantize = head
+                continue
+            if not sep:
+                raise TopoLensError(
+                    f"variant {part!r} needs a strength: write {head}:VALUE (e.g. {head}:0.1)"
+                    if head in PERTURBATIONS or head == "prune"
+                    else f"unknown variant {part!r}; use one of {', '.join(PERTURBATIONS)}, "
+                    "prune:FRACTION or int8"
+                )
+            try:
+                number = float(value)
+            except ValueError:
+                raise TopoLensError(f"variant {part!r}: {value!r} is not a number") from None
+            if head == "prune":
+                prune = number
+            elif head in PERTURBATIONS:
+                if "+" in text:
+                    raise TopoLensError(
+                        f"variant {text!r}: only prune and int8 combine with '+'; give "
+                        "perturbations as separate variants"
+                    )
+                return cls(perturbation=head, strength=number, seed=seed)
+            else:
+                raise TopoLensError(
+                    f"unknown variant {part!r}; use one of {', '.join(PERTURBATIONS)}, "
+                    "prune:FRACTION or int8"
+                )
+        return cls(prune=prune, quantize=quantize, seed=seed)
+
+
+def parse_variants(
+    perturb: str | Sequence[str] | None = None,
+    compress: str | Sequence[str] | None = None,
+    *,
+    seed: int = 0,
+) -> list[VariantSpec]:
+    """Variant specs from comma-separated text (or lists of it), perturbations first.
+
+    ``parse_variants("gaussian:0.1,blur:1.0,fgsm:0.03", "prune:0.5,int8")`` gives
+    five variants; ``"prune:0.5+int8"`` is one model both pruned and quantised.
+    """
+    specs: list[VariantSpec] = []
+    for text, must_perturb in ((perturb, True), (compress, False)):
+        if text is None:
+            continue
+        items = [text] if isinstance(text, str) else list(text)
+        for item in items:
+            for part in str(item).split(","):
+                if not part.strip():
+                    continue
+                spec = VariantSpec.parse(part, seed=seed)
+                if spec.is_perturbation != must_perturb:
+                    where = "--perturb / perturb=" if must_perturb else "--compress / compress="
+                    raise TopoLensError(f"{part.strip()!r} does not belong in {where}")
+                specs.append(spec)
+    names = [s.name for s in specs]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise TopoLensError(f"variant(s) {', '.join(repeated)} are asked for twice")
+    return specs
+
+
+@dataclass
+class Variant:
+    """One variant run: what was changed, its analysis and its comparison with the base.
+
+    Attributes
+    ----------
+    name : str
+        The spec as text (``gaussian:0.1``, ``prune:0.5+int8``).
+    spec : VariantSpec
+    analysis : Analysis
+        Of the perturbed images (kept in ``analysis.images``), or of the base images
+        through the compressed model (``analysis.images`` is ``None``: they are the
+        base's).
+    comparison : Comparison
+        Base versus this variant.
+    seconds : dict of str to float
+        Time spent perturbing or compressing, extracting and analysing.
+    """
+
+    name: str
+    spec: VariantSpec
+    analysis: Any
+    comparison: Comparison
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def images(self, base: Any) -> np.ndarray | None:
+        """The images this variant's clouds index: its perturbed set, else ``base.images``."""
+        return self.analysis.images if self.analysis.images is not None else base.images
+
+
+def _as_specs(variants: Any, seed: int) -> list[VariantSpec]:
+    if isinstance(variants, (str, VariantSpec)):
+        variants = [variants]
+    specs = []
+    for item in variants or []:
+        if isinstance(item, VariantSpec):
+            specs.append(item)
+        else:
+            specs.extend(
+                VariantSpec.parse(part, seed=seed) for part in str(item).split(",") if part.strip()
+            )
+    if not specs:
+        raise EmptySelectionError(
+            "no variants were given; add perturbations (gaussian:0.1) or compressions (prune:0.5)"
+        )
+    names = [s.name for s in specs]
+    if len(set(names)) != len(names):
+        raise TopoLensError(f"a variant is asked for twice in {', '.join(names)}")
+    return specs
+
+
+def run_variants(
+    model: torch.nn.Module,
+    images: Any,
+    layers: Sequence[str] | str,
+    variants: Any,
+    *,
+    progress: ProgressCallback | None = None,
+    cancel: CancelCallback | None = None,
+    **kw: Any,
+) -> Analysis:
+    """Plain form of :func:`iter_run_variants` (``progress``/``cancel`` callbacks)."""
+    return drive(iter_run_variants(model, images, layers, variants, **kw), progress, cancel)
+
+
+def iter_run_variants(
+    model: torch.nn.Module,
+    images: Any,
+    layers: Sequence[str] | str,
+    variants: Any,
+    *,
+    labels: Any = None,
+    class_names: Sequence[str] | None = None,
+    config: AnalysisConfig | None = None,
+    sampling: str = "pooled",
+    max_points: int | None = None,
+    batch_size: int = 64,
+    seed: int = 0,
+    mask: Any = None,
+    occlusion_mask: Any = None,
+    provenance: dict[str, Any] | None = None,
+    base: Analysis | None = None,
+) -> Generator[Progress, None, Analysis]:
+    """Analyse ``images`` and each variant, compare each with the base; yields progress.
+
+    Parameters
+    ----------
+    model, images, layers
+        As for :func:`~napari_topolens.activations.extract.extract_activations`.
+    variants : str, VariantSpec or list of them
+        E.g. ``["gaussian:0.1", "blur:1.0", "fgsm:0.03", "prune:0.5", "int8"]``.
+    labels, class_names, config
+        As for :func:`~napari_topolens.topology.analysis.analyze`; ``labels`` also
+        give accuracies and the FGSM targets.
+    sampling, max_points, batch_size, seed, mask
+        Extraction options, the same for the base and every variant (``mask``:
+        the object's pixels, for ``sampling="foreground"``).
+    occlusion_mask : array of bool, optional
+        The pixels an ``occlusion`` variant greys out; a random square patch per
+        image without it.
+    provenance : dict, optional
+        Recorded in every analysis.
+    base : Analysis, optional
+        An analysis of exactly these images, layers and options made before; it is
+        reused instead of analysing the images again (its ``probabilities`` are
+        computed if missing, for the accuracies).
+
+    Returns
+    -------
+    generator
+        Yields :class:`~napari_topolens._progress.Progress`; its return value
+        (``result = yield from iter_run_variants(...)`` in a napari worker) is the
+        base analysis (a copy when ``base`` was given) with ``variants`` filled.
+        Bad input (images, layers, specs, labels) raises here, before any work.
+    """
+    from ..activations.extract import SAMPLING_MODES, as_image_batch
+    from ..activations.hooks import check_layer_names
+    from ..topology.analysis import AnalysisConfig
+
+    # bad input fails here, on the caller's thread, before the generator is returned
+    specs = _as_specs(variants, seed)
+    config = AnalysisConfig(seed=seed) if config is None else config
+    n_images = len(as_image_batch(images))
+    check_layer_names(model, [layers] if isinstance(layers, str) else list(layers))
+    if sampling not in SAMPLING_MODES:
+        raise LayerError(
+            f"unknown sampling mode {sampling!r}; choose one of {', '.join(SAMPLING_MODES)}"
+        )
+    if labels is not None and len(np.asarray(labels)) != n_images:
+        raise TopoLensError(
+            f"{len(np.asarray(labels))} labels for {n_images} images; give one per image"
+        )
+    if base is not None and base.images is not None and len(base.images) != n_images:
+        raise TopoLensError(
+            f"the given base analysis is of {len(base.images)} images, not these {n_images}"
+        )
+    return _variant_steps(
+        model,
+        images,
+        layers,
+        specs,
+        labels=labels,
+        class_names=class_names,
+        config=config,
+        sampling=sampling,
+        max_points=max_points,
+        batch_size=batch_size,
+        seed=seed,
+        mask=mask,
+        occlusion_mask=occlusion_mask,
+        provenance=provenance,
+        base=base,
+    )
+
+
+def _variant_steps(
+    model: torch.nn.Module,
+    images: Any,
+    layers: Sequence[str] | str,
+    specs: list[VariantSpec],
+    *,
+    labels: Any,
+    class_names: Sequence[str] | None,
+    config: AnalysisConfig,
+    sampling: str,
+    max_points: int | None,
+    batch_size: int,
+    seed: int,
+    mask: Any,
+    occlusion_mask: Any,
+    provenance: dict[str, Any] | None,
+    base: Analysis | None,
+) -> Generator[Progress, None, Analysis]:
+    from ..activations.extract import iter_extract_activations, predict_proba
+    from ..topology.analysis import iter_analyze
+    from .compression import compress
+    from .perturbations import perturb
+
+    # what describes the run is kept; what an analysis records of itself is not copied over
+    own = ("seconds", "created", "libraries", "notes", "variant", "variant_spec", "n_images")
+    record = {k: v for k, v in dict(provenance or {}).items() if k not in own}
+    # shares of the progress bar: the base (unless reused) and each variant alike
+    n_runs = len(specs) + (0 if base is not None else 1)
+    share = 1.0 / n_runs
+
+    def extract_steps(run_model: Any, run_images: Any):
+        return iter_extract_activations(
+            run_model,
+            run_images,
+            layers,
+            sampling=sampling,
+            max_points=max_points,
+            batch_size=batch_size,
+            seed=seed,
+            mask=mask,
+        )
+
+    def analysis_steps(clouds: Any, probabilities: Any, run_images: Any, notes: dict[str, Any]):
+        return iter_analyze(
+            clouds,
+            labels,
+            config=config,
+            class_names=class_names,
+            probabilities=probabilities,
+            provenance={**record, **notes},
+            images=run_images,
+        )
+
+    done = 0.0
+    if base is None:
+        started = time.perf_counter()
+        clouds = yield from scaled(extract_steps(model, images), 0.0, 0.3 * share, "base: ")
+        probabilities = predict_proba(model, images, batch_size=batch_size)
+        base = yield from scaled(
+            analysis_steps(clouds, probabilities, images, {"variant": "base"}),
+            0.3 * share,
+            share,
+            "base: ",
+        )
+        base.provenance.setdefault("seconds", {})["base run"] = round(
+            time.perf_counter() - started, 3
+        )
+        done = share
+    else:
+        known = base.probabilities
+        base = dataclasses.replace(
+            base,
+            probabilities=(
+                predict_proba(model, images, batch_size=batch_size) if known is None else known
+            ),
+            variants=[],
+        )
+    runs: list[Variant] = []
+    for number, spec in enumerate(specs):
+        start = done + number * share
+        prefix = f"variant {number + 1}/{len(specs)} {spec.name}: "
+        seconds: dict[str, float] = {}
+        t0 = time.perf_counter()
+        yield Progress(
+            start,
+            prefix + ("perturbing the images" if spec.is_perturbation else "compressing the model"),
+        )
+        if spec.is_perturbation:
+            assert spec.perturbation is not None and spec.strength is not None
+            run_model = model
+            run_images: Any = perturb(
+                images,
+                spec.perturbation,
+                spec.strength,
+                seed=spec.seed,
+                model=model if spec.perturbation == "fgsm" else None,
+                labels=labels if spec.perturbation == "fgsm" else None,
+                mask=occlusion_mask if spec.perturbation == "occlusion" else None,
+                batch_size=batch_size,
+            )
+            kept_images = run_images
+        else:
+            run_model = compress(model, prune=spec.prune, quantize=spec.quantize)
+            run_images = images
+            kept_images = None  # the base's images
+        seconds["variant"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        clouds = yield from scaled(
+            extract_steps(run_model, run_images), start, start + 0.3 * share, prefix
+        )
+        variant_probabilities = predict_proba(run_model, run_images, batch_size=batch_size)
+        seconds["extraction"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        analysis = yield from scaled(
+            analysis_steps(
+                clouds,
+                variant_probabilities,
+                kept_images,
+                {"variant": spec.name, "variant_spec": dataclasses.asdict(spec)},
+            ),
+            start + 0.3 * share,
+            start + 0.95 * share,
+            prefix,
+        )
+        seconds["analysis"] = time.perf_counter() - t0
+        yield Progress(start + 0.95 * share, prefix + "comparing with the base")
+        t0 = time.perf_counter()
+        comparison = compare(base, analysis, base_name="base", variant_name=spec.name)
+        seconds["comparison"] = time.perf_counter() - t0
+        runs.append(
+            Variant(
+                name=spec.name,
+                spec=spec,
+                analysis=analysis,
+                comparison=comparison,
+                seconds={k: round(v, 3) for k, v in seconds.items()},
+            )
+        )
+    base.variants = runs
+    yield Progress(1.0, "variants done")
+    return base
