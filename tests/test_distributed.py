@@ -37,12 +37,16 @@ def shapes():
     return sample, index
 
 
+#: Manifest keys that differ between two runs of the same analysis: times, checksums of
+#: the files, and the receptive-field probe passes this call made (0 when the model's
+#: probes were cached by an earlier extraction in the same process).
+VOLATILE = ("created", "seconds", "sha256", "manifest_sha256", "receptive_field_probe_passes")
+
+
 def _volatile(tree):
     """The manifest without what differs between two runs (times, library list)."""
     if isinstance(tree, dict):
-        return {
-            k: _volatile(v) for k, v in tree.items() if k not in ("created", "seconds", "sha256")
-        }
+        return {k: _volatile(v) for k, v in tree.items() if k not in VOLATILE}
     if isinstance(tree, list):
         return [_volatile(v) for v in tree]
     return tree
@@ -79,7 +83,23 @@ def test_saved_analysis_equals_the_in_process_one_array_for_array(
         json.loads((tmp_path / f"{n}.topolens" / "analysis.json").read_text())
         for n in ("here", "there")
     ]
-    assert _volatile(manifests[0]) == _volatile(manifests[1])
+    here_tree, there_tree = (_volatile(m) for m in manifests)
+    _assert_same_tree(here_tree, there_tree, "manifest")
+
+
+def _assert_same_tree(a, b, where: str) -> None:
+    """Equal JSON trees; the failure names the first differing path."""
+    assert type(a) is type(b), f"{where}: {type(a).__name__} != {type(b).__name__}"
+    if isinstance(a, dict):
+        assert sorted(a) == sorted(b), f"{where}: keys {sorted(set(a) ^ set(b))}"
+        for key in a:
+            _assert_same_tree(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, list):
+        assert len(a) == len(b), f"{where}: lengths {len(a)} != {len(b)}"
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same_tree(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, f"{where}: {a!r} != {b!r}"
 
 
 def test_a_model_error_on_a_worker_reaches_the_caller(cluster, shapes) -> None:
