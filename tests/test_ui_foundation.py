@@ -31,6 +31,8 @@ def test_widget_pulls_activations_end_to_end(make_napari_viewer, qtbot):
     viewer.open_sample("napari-topolens", "shapes")
     widget = ActivationWidget(viewer)
     viewer.window.add_dock_widget(widget)
+    assert widget.model_source.value == "sample: shapes"  # the open sample's, not digits
+    assert widget.sampling.value == "top_norm"
     widget.model_source.value = "sample: shapes"
     assert widget.image_layer.value.metadata[SAMPLE_KEY] == "shapes"
     widget.load_model()

@@ -49,6 +49,9 @@ _LAZY = {
     "parse_variants": "napari_topolens.robustness.study",
     # report
     "write_report": "napari_topolens.report.html",
+    # napari: hand a model built in Python to the analysis widget (imports no napari)
+    "add_model": "napari_topolens.ui.model_registry",
+    "remove_model": "napari_topolens.ui.model_registry",
     # errors (cheap, but kept lazy for symmetry)
     "TopoLensError": "napari_topolens.errors",
     "Cancelled": "napari_topolens.errors",
@@ -85,3 +88,4 @@ if TYPE_CHECKING:  # for type checkers and IDEs only
         parse_variants,
         run_variants,
     )
+    from .ui.model_registry import add_model, remove_model

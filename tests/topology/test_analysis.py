@@ -374,3 +374,40 @@ def test_too_few_points_says_what_helps_for_the_layer_kind():
         analyze({"x": cloud(())})
     with pytest.raises(EmptySelectionError, match="all_positions"):
         analyze({"x": cloud((3, 3))})
+
+
+def test_predictions_travel_with_the_analysis_and_its_file(clouds, labels, tmp_path) -> None:
+    from napari_topolens.topology.store import load_analysis
+
+    predictions = labels.copy()
+    predictions[::7] = (predictions[::7] + 1) % 3  # some wrong
+    predictions[-1] = -1  # one image the model was not run on
+    result = analyze(
+        {"late": clouds["late"]},
+        labels,
+        config=AnalysisConfig(**FAST),
+        predictions=predictions.astype(np.int32),
+    )
+    assert result.predictions.dtype == np.int64
+    np.testing.assert_array_equal(result.predictions, predictions)
+    loaded = load_analysis(result.save(tmp_path / "with_predictions"))
+    np.testing.assert_array_equal(loaded.predictions, predictions)
+    assert loaded.predictions.dtype == np.int64
+    # without predictions the field stays None, also after a round trip
+    plain = analyze({"late": clouds["late"]}, labels, config=AnalysisConfig(**FAST))
+    assert plain.predictions is None
+    assert load_analysis(plain.save(tmp_path / "plain")).predictions is None
+
+
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (np.zeros(5, np.int64), "5 predictions for at least"),
+        (np.zeros(N_IMAGES, np.float32), "integer class indices"),
+        (np.zeros((N_IMAGES, 2), np.int64), "1-D"),
+        (np.full(N_IMAGES, -2, np.int64), "not a class index"),
+    ],
+)
+def test_bad_predictions_are_refused(clouds, bad, match) -> None:
+    with pytest.raises(ImageError, match=match):
+        analyze({"late": clouds["late"]}, config=AnalysisConfig(**FAST), predictions=bad)

@@ -5,12 +5,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_topolens.ui.analysis_widget import CONSOLE_PREFIX, IMPORT_SPEC, AnalysisWidget
+from napari_topolens.errors import TopoLensError
+from napari_topolens.ui.analysis_widget import (
+    ADDED_PREFIX,
+    CONSOLE_PREFIX,
+    IMPORT_SPEC,
+    AnalysisWidget,
+)
+from napari_topolens.ui.model_registry import discovered_models
 from napari_topolens.ui.module_tree import ModuleTree
 from napari_topolens.ui.widget_parts import (
     CURRENT_IMAGE,
     MARKED_IMAGES,
-    console_models,
     marked_stack_indices,
 )
 
@@ -208,49 +214,103 @@ class ConsoleNet:
         return Net()
 
 
-def test_models_from_the_console_namespace(make_napari_viewer):
+def test_models_given_with_add_model(make_napari_viewer):
     import torch
     from qtpy.QtCore import Qt
 
+    import napari_topolens as tl
+
     viewer = make_napari_viewer()
     viewer.add_image(np.random.default_rng(0).random((20, 12, 12), dtype=np.float32), name="noise")
-    net = ConsoleNet.make()
-    unused = torch.nn.Sequential(torch.nn.Linear(2, 2))
-    viewer.update_console({"my_net": net, "other": unused, "not_a_model": 3})
-    assert set(console_models(viewer)) == {"my_net", "other"}
-
     widget = AnalysisWidget(viewer)
-    choices = widget.model_source.choices
-    assert CONSOLE_PREFIX + "my_net" in choices and CONSOLE_PREFIX + "not_a_model" not in choices
-    widget.model_source.value = CONSOLE_PREFIX + "my_net"
+    net = ConsoleNet.make()
+    assert tl.add_model(viewer, net, name="my_net") == "my_net"
+    # the open widget lists it at once and chooses it (the user just handed it over)
+    assert widget.model_source.value == ADDED_PREFIX + "my_net"
+    assert tl.add_model(viewer, torch.nn.Sequential(torch.nn.Linear(2, 2))) == "Sequential"
+    other_viewer = make_napari_viewer()
+    assert ADDED_PREFIX + "my_net" not in AnalysisWidget(other_viewer).model_source.choices
+    # a widget opened after add_model starts with the model handed over
+    assert AnalysisWidget(viewer).model_source.value == ADDED_PREFIX + "Sequential"
+    with pytest.raises(TopoLensError, match="expects a torch.nn.Module"):
+        tl.add_model(viewer, "not a model")
+    with pytest.raises(TopoLensError, match="non-empty name"):
+        tl.add_model(viewer, net, name="  ")
+
+    widget.model_source.value = ADDED_PREFIX + "my_net"
     assert widget.load_model() is net
     tree: ModuleTree = widget.module_tree
     assert tree.names == ["conv", "act", "head.0", "head.1", "head"]  # forward order
     assert tree.item("head.1").parent() is tree.item("head")  # nested like named_modules()
-    assert tree.checked() == ["head.0"]  # no defaults: the leaf before the output
+    # no defaults: a spread over depth (not the output, not the flatten), not only one layer
+    assert tree.checked() == ["conv", "act"]
     assert not tree.item("spare").flags() & Qt.ItemFlag.ItemIsUserCheckable
     tree.set_checked(["head.1", "conv", "spare"])
     assert tree.checked() == ["conv", "head.1"]  # forward order, the uncalled one dropped
-    assert widget._model_label.startswith("console:my_net")
+    assert widget._model_label.startswith("added:my_net")
 
-    widget.model_source.value = CONSOLE_PREFIX + "other"
-    del unused  # the console holds its variables weakly: this one is gone now
-    import gc
+    # the same name again: the new model replaces the old one, also once loaded
+    replacement = ConsoleNet.make()
+    tl.add_model(viewer, replacement, name="my_net")
+    assert widget.load_model() is replacement
 
-    gc.collect()
+    widget.model_source.value = ADDED_PREFIX + "Sequential"
+    tl.remove_model(viewer, "Sequential")
     assert widget.load_model() is None
-    assert "no torch.nn.Module named 'other' any more" in widget.status.value
+    assert "no model is added as 'Sequential' any more" in widget.status.value
+
+
+def test_a_spread_of_layers_is_ticked_for_a_model_without_defaults():
+    import torch
+    from torch import nn
+
+    from napari_topolens.activations.models import list_layers
+    from napari_topolens.ui.analysis_widget import spread_layers
+
+    net = nn.Sequential(
+        nn.Conv2d(1, 4, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(4, 8, 3),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(8, 8, 3, padding=1),
+        nn.ReLU(),
+        nn.Flatten(),
+        nn.Dropout(),
+        nn.Linear(8 * 5 * 5, 16),
+        nn.ReLU(),
+        nn.Linear(16, 3),
+    )
+    names = list_layers(net, (1, 28, 28))
+    # each stage's end (pooling, not the ReLU before it), spread from first to last
+    assert spread_layers(net, names) == ["2", "7", "11"]
+    assert spread_layers(net, names, count=5) == ["2", "5", "7", "11"]  # all 4 stage ends
+    assert spread_layers(net, names, count=1) == ["11"]  # the last one before the output
+    single = nn.Linear(4, 2)
+    assert spread_layers(single, list_layers(single)) == []
+    flat = nn.Sequential(nn.Flatten(), nn.Linear(64, 3))
+    assert spread_layers(flat, list_layers(flat, (1, 8, 8))) == ["0"]
+    assert isinstance(net, torch.nn.Module)
 
 
 @pytest.mark.enable_console
-def test_models_pushed_to_an_open_console_are_found(make_napari_viewer):
+def test_models_defined_in_the_open_console_are_found(make_napari_viewer):
     import torch
 
     viewer = make_napari_viewer()
-    console = viewer.window._qt_viewer.console  # napari's in-process IPython console
+    console = viewer.window._qt_viewer.console  # (the test opens it; src uses public API only)
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3))
     viewer.update_console({"live_net": net})
     assert console.shell.user_ns["live_net"] is net
-    assert console_models(viewer) == {"live_net": net}
+    assert discovered_models()["live_net"] is net
     widget = AnalysisWidget(viewer)
     assert CONSOLE_PREFIX + "live_net" in widget.model_source.choices
+    widget.model_source.value = CONSOLE_PREFIX + "live_net"
+    assert widget.load_model() is net
+    # a model both added and in the console is listed once, as added
+    import napari_topolens as tl
+
+    tl.add_model(viewer, net, name="live")
+    assert ADDED_PREFIX + "live" in widget.model_source.choices
+    assert CONSOLE_PREFIX + "live_net" not in widget.model_source.choices

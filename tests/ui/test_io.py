@@ -10,9 +10,14 @@ import pandas as pd
 import pytest
 from conftest import digits_analysis
 
-from napari_topolens.errors import TopoLensError
 from napari_topolens.topology import analysis as analysis_module
-from napari_topolens.ui.io import VIEW_FILE, get_reader, read_analysis, write_analysis
+from napari_topolens.ui.io import (
+    VIEW_FILE,
+    AnalysisSaveError,
+    get_reader,
+    read_analysis,
+    write_analysis,
+)
 from napari_topolens.ui.links import links_for
 from napari_topolens.ui.views import find_layers, recolor_nodes, show_analysis
 
@@ -115,7 +120,7 @@ def test_write_then_read_gives_the_same_linked_layers(
 
 def test_writer_refuses_layers_without_an_analysis(tmp_path, digits):
     _, analysis = digits
-    with pytest.raises(TopoLensError, match="TopoLens analysis"):
+    with pytest.raises(AnalysisSaveError, match="TopoLens analysis"):
         write_analysis(str(tmp_path / "x"), [(np.zeros((3, 3)), {"metadata": {}}, "image")])
 
     def meta(a):
@@ -125,8 +130,58 @@ def test_writer_refuses_layers_without_an_analysis(tmp_path, digits):
             }
         }
 
-    with pytest.raises(TopoLensError, match="different analyses"):
+    with pytest.raises(AnalysisSaveError, match="different analyses"):
         write_analysis(
             str(tmp_path / "y"),
             [(None, meta(analysis), "points"), (None, meta(copy.copy(analysis)), "points")],
         )
+
+
+def test_writer_errors_reach_the_user_through_napari(make_napari_viewer, tmp_path, digits):
+    """npe2 swallows a writer's ValueError (napari then says "no writer found"); ours is not one."""
+    _, analysis = digits
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((4, 4)), name="plain")
+    with pytest.raises(AnalysisSaveError, match="none of the layers to save belongs"):
+        viewer.layers.save(str(tmp_path / "plain.topolens"), plugin="napari-topolens")
+    assert not (tmp_path / "plain.topolens").exists()
+    # a folder of the user's that is not an analysis is refused, and left as it was
+    foreign = tmp_path / "mine.topolens"
+    foreign.mkdir()
+    (foreign / "notes.txt").write_text("keep me")
+    show_analysis(viewer, analysis, "pool1")
+    nodes = find_layers(viewer, None, "mapper_nodes")[0]
+    viewer.layers.selection = {nodes}
+    with pytest.raises(AnalysisSaveError, match="other content"):
+        viewer.layers.save(str(foreign), selected=True, plugin="napari-topolens")
+    assert (foreign / "notes.txt").read_text() == "keep me"
+    # and a good save through napari works
+    saved = viewer.layers.save(
+        str(tmp_path / "good.topolens"), selected=True, plugin="napari-topolens"
+    )
+    assert saved and get_reader(saved[0]) is read_analysis
+
+
+def test_the_reader_claims_only_saved_analysis_folders(tmp_path, digits):
+    from npe2 import PluginManager
+    from PIL import Image
+
+    png = tmp_path / "picture.png"
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(png)
+    assert get_reader(str(png)) is None
+    assert get_reader(str(tmp_path)) is None  # a folder that is not an analysis
+    assert get_reader([str(png), str(png)]) is None
+
+    def ours(path):
+        return [
+            r.command
+            for r in PluginManager.instance().iter_compatible_readers([str(path)])
+            if r.command.startswith("napari-topolens")
+        ]
+
+    # napari never offers TopoLens for a PNG (no "Choose reader" dialog preselecting it)
+    assert ours(png) == []
+    _, analysis = digits
+    saved = analysis.save(tmp_path / "digits.topolens")
+    assert ours(saved) == ["napari-topolens.get_reader"]
+    assert get_reader(str(saved)) is read_analysis

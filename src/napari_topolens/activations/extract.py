@@ -197,7 +197,7 @@ def extract_activations(
     layers : sequence of str
         Names as in ``model.named_modules()`` (see :func:`list_layers`).
     sampling : {"pooled", "random_position", "top_norm", "all_positions", "foreground"}
-        How a spatial layer becomes points (METHODS §2): the spatial mean per
+        How a spatial layer becomes points (docs/methods.md §2): the spatial mean per
         image; one random position per image (border index 0 skipped); the
         position of largest L2 norm per image; every position, randomly
         subsampled to ``max_points`` (default 80,000); the position of largest

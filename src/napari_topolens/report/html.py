@@ -21,6 +21,7 @@ import numpy as np
 
 from .._progress import CancelCallback, Progress, ProgressCallback, drive, scaled
 from ..errors import ImageError
+from ..label_sources import predicted_labels_note
 
 __all__ = ["ANALYSIS_DIR", "REPORT_NAME", "iter_render_report", "render_report", "write_report"]
 
@@ -434,6 +435,9 @@ def iter_render_report(
     ]
     if provenance.get("sample"):
         subtitle_bits.insert(0, f"sample {provenance['sample']}")
+    predicted = predicted_labels_note(provenance)  # purity then means agreement with the model
+    if predicted:
+        subtitle_bits.append(predicted)
     if provenance.get("created"):
         subtitle_bits.append(f"made {provenance['created']}")
     page = [

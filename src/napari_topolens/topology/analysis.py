@@ -56,7 +56,7 @@ _LIBRARIES = (
 
 @dataclass
 class AnalysisConfig:
-    """Every parameter of an analysis, with the published defaults (METHODS.md).
+    """Every parameter of an analysis, with the published defaults (docs/methods.md).
 
     Attributes
     ----------
@@ -281,6 +281,11 @@ class Analysis:
     class_names : list of str or None
     probabilities : ndarray or None
         ``(N, K)`` softmax per image when the caller gave it.
+    predictions : ndarray or None
+        The model's predicted class per image (int64, the index of its largest
+        output; -1 for images it was not run on), when the caller gave it. It is
+        comparable with ``labels`` when the label codes are the model's class
+        indices (the samples, or integer labels of a user's model).
     images : ndarray or None
         The images the clouds' ``image_index`` refers to, when the caller gave them.
     variants : list
@@ -297,6 +302,7 @@ class Analysis:
     labels: np.ndarray | None = None
     class_names: list[str] | None = None
     probabilities: np.ndarray | None = None
+    predictions: np.ndarray | None = None
     images: np.ndarray | None = None
     variants: list[Any] = field(default_factory=list)
 
@@ -499,6 +505,27 @@ def _check_probabilities(probabilities: Any, items: list[PointCloud]) -> np.ndar
     return probabilities
 
 
+def _check_predictions(predictions: Any, items: list[PointCloud]) -> np.ndarray | None:
+    if predictions is None:
+        return None
+    predictions = np.asarray(predictions)
+    if predictions.ndim != 1 or not np.issubdtype(predictions.dtype, np.integer):
+        raise ImageError(
+            f"predictions must be a 1-D array of integer class indices (-1 unknown), got "
+            f"dtype {predictions.dtype} and shape {predictions.shape}"
+        )
+    needed = _n_images(items)
+    if len(predictions) < needed:
+        raise ImageError(
+            f"{len(predictions)} predictions for at least {needed} images; give one per image"
+        )
+    if len(predictions) and int(predictions.min()) < -1:
+        raise ImageError(
+            f"prediction {int(predictions.min())} is not a class index; use -1 for unknown"
+        )
+    return predictions.astype(np.int64)
+
+
 def _cka_features(items: list[PointCloud]) -> tuple[list[np.ndarray], np.ndarray]:
     """Per-image mean activation per layer, over the images every layer has points for."""
     common: np.ndarray | None = None
@@ -543,6 +570,7 @@ def iter_analyze(
     config: AnalysisConfig | None = None,
     class_names: Sequence[str] | None = None,
     probabilities: Any = None,
+    predictions: Any = None,
     provenance: Mapping[str, Any] | None = None,
     images: Any = None,
     scheduler: Any = None,
@@ -563,6 +591,11 @@ def iter_analyze(
         Names of the classes 0..K-1.
     probabilities : array, shape (N, K), optional
         Softmax per image; needed only for ``config.mapper_lens == "probability"``.
+    predictions : array of int, shape (N,), optional
+        The model's predicted class per image (-1 unknown), kept in the analysis
+        so that views can colour by predicted class and by correct/incorrect.
+        ``argmax`` of ``predict_proba``; labels may be these predictions when a
+        user's images have no true labels.
     provenance : dict, optional
         What the caller knows (model spec, sample name, image source); seeds,
         library versions and the creation time are added.
@@ -595,6 +628,7 @@ def iter_analyze(
     items = _as_clouds(clouds)
     image_labels, class_names = check_class_labels(labels, class_names, _n_images(items))
     image_probabilities = _check_probabilities(probabilities, items)
+    image_predictions = _check_predictions(predictions, items)
     image_stack = _check_images(images, items)
     if config.mapper_lens == "probability" and image_probabilities is None:
         raise TopoLensError(
@@ -838,6 +872,7 @@ def iter_analyze(
         labels=image_labels,
         class_names=list(class_names) if class_names is not None else None,
         probabilities=image_probabilities,
+        predictions=image_predictions,
         images=image_stack,
     )
 

@@ -1,4 +1,4 @@
-"""Distances between persistence diagrams, and linear CKA (METHODS.md §4).
+"""Distances between persistence diagrams, and linear CKA (docs/methods.md §4).
 
 Layer x layer matrices compare a model's layers (or a model with its perturbed or
 compressed variant) by the shape of their clouds: sliced Wasserstein on H1 is

@@ -4,7 +4,7 @@ The cover and the per-interval clustering are kmapper's (``KeplerMapper.map`` wi
 ``Cover`` and a ``DBSCAN``). kmapper's nerve compares every pair of nodes, so it is
 replaced here by a no-op and the edges are built from the point/node incidence
 matrix instead (``B @ B.T``), whose cost follows the number of (point, node) pairs,
-not the square of the number of nodes (METHODS.md §3).
+not the square of the number of nodes (docs/methods.md §3).
 """
 
 from __future__ import annotations
@@ -150,7 +150,7 @@ def knee_eps(points: Any, min_samples: int = 5) -> float:
     point. The curve is sorted and both axes scaled to [0, 1]; the knee is the point
     farthest from the chord joining the curve's ends. When there is no clear knee
     (that distance is below 0.05, a near straight curve) or it lands on 0, the
-    median k-distance is returned instead (METHODS.md §3).
+    median k-distance is returned instead (docs/methods.md §3).
 
     Returns
     -------

@@ -1,6 +1,6 @@
 """Point-cloud metrics, distance matrices and single linkage.
 
-Five dissimilarities are offered (HOLE, METHODS.md §6): ``euclidean``, ``cosine``,
+Five dissimilarities are offered (HOLE, docs/methods.md §6): ``euclidean``, ``cosine``,
 ``mahalanobis`` (on a whitened PCA), ``geodesic`` (shortest paths in a kNN graph)
 and ``density`` (locally scaled euclidean). Each is built once per cloud as a
 :class:`MetricSpace`, which can hand out the full matrix, a sub-matrix for a
@@ -173,7 +173,7 @@ class MetricSpace:
             raised to the smallest positive ``r_k``. Symmetric, but not a metric
             (the triangle inequality can fail); Rips filtrations do not need one.
     pca_dims, n_neighbors, density_k : int
-        Parameters of the metrics above (defaults of METHODS.md: 50-D PCA, k = 5).
+        Parameters of the metrics above (defaults of docs/methods.md §6: 50-D PCA, k = 5).
     """
 
     def __init__(

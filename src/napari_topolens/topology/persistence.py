@@ -1,4 +1,4 @@
-"""Vietoris-Rips persistence of a layer's point cloud (METHODS.md §4).
+"""Vietoris-Rips persistence of a layer's point cloud (docs/methods.md §4).
 
 H0 is computed exactly on the whole cloud as single linkage (its merge heights
 are the minimum-spanning-tree edge lengths, i.e. the finite H0 deaths); H1 and
@@ -279,13 +279,13 @@ def compute_persistence(
     points : (n, D) array_like
         The cloud (finite, at least 2 rows).
     max_dim : int
-        Highest homology dimension (1 = H0 and H1, METHODS.md §4).
+        Highest homology dimension (1 = H0 and H1, docs/methods.md §4).
     metric : str
         One of ``metrics.METRICS``; ``metric_kw`` (``pca_dims``, ``n_neighbors``,
         ``density_k``) tune it, see :class:`~napari_topolens.topology.metrics.MetricSpace`.
     max_points : int
         Cap on the points used for H1 and above; H1 cost grows steeply with the
-        number of points (METHODS.md: ~10 s for a noisy circle at 1,000 points).
+        number of points (docs/methods.md §4; measured: ~10 s for a noisy circle at 1,000 points).
         H0 always uses every point.
     subsample : {"maxmin", "random"}
         How to pick ``max_points`` points when the cloud is larger: greedy max-min

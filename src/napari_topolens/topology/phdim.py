@@ -1,4 +1,4 @@
-"""Persistent-homology fractal dimension and per-class total H0 persistence (METHODS.md §5).
+"""Persistent-homology fractal dimension and per-class total H0 persistence (docs/methods.md §5).
 
 After Magai & Ayzenberg (2022) and Magai (2023): the total H0 persistence
 ``E_alpha(n)`` of ``n`` points drawn from a ``d``-dimensional measure grows like

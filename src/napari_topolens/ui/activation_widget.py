@@ -83,7 +83,7 @@ class ActivationWidget(Container):
         )
         self.which = ComboBox(label="Which", choices=[ALL_IMAGES, CURRENT_IMAGE])
         self.layers = Select(label="Layers", choices=[], tooltip="Ctrl/Shift-click to pick several")
-        self.sampling = ComboBox(label="Sampling", choices=list(SAMPLING_MODES))
+        self.sampling = ComboBox(label="Sampling", choices=list(SAMPLING_MODES), value="top_norm")
         self.max_points = SpinBox(
             label="Max points",
             min=0,
@@ -129,6 +129,11 @@ class ActivationWidget(Container):
         self.image_layer.reset_choices()
         if self.image_layer.value is None and self.image_layer.choices:
             self.image_layer.value = self.image_layer.choices[-1]
+        # the sample on screen picks its own model (shapes open: the shapes model)
+        layer = self.image_layer.value
+        sample = layer.metadata.get(SAMPLE_KEY) if layer is not None else None
+        if sample in SAMPLE_NAMES and self._sample_name() not in (None, sample):
+            self.model_source.value = f"sample: {sample}"
         self._select_sample_images()
 
     def _on_source_changed(self, _value: Any = None) -> None:

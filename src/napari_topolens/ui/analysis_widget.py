@@ -12,6 +12,15 @@ event-loop turn (the viewer keeps painting and reacting), and waits for the last
 one before it returns; so the worker's ``finished`` means "shown". A cancelled
 or failed run removes what it added: it never leaves half-made layers.
 
+Defaults are chosen to show the point of the tool: ``top_norm`` sampling (one
+spatial position per image, so a pixel click rings the nodes whose receptive
+fields cover it), the sample model of the sample that is open, and for a user's
+model a few layers spread over its depth. Class labels come from the source the
+user picks in the form (``ui.label_choice``); for a user's images without labels
+they are the model's own predictions, and the status and the analysis's
+provenance say so. The worker always records the model's predicted class per
+image (``Analysis.predictions``) when the model outputs class scores.
+
 Stack indices: when only some images are analysed, the point clouds'
 ``image_index`` is mapped back to the image layer's stack index, so the analysis
 indexes the layer it came from (labels and probabilities are stack-sized; rows of
@@ -36,11 +45,29 @@ from magicgui.widgets import (
     SpinBox,
 )
 from qtpy.QtCore import QEvent, QObject, Qt
-from qtpy.QtWidgets import QHBoxLayout, QLabel, QScrollArea, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QScrollArea,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..activations.image_source import layer_images
 from ..errors import EmptySelectionError, ModelError, TopoLensError
 from ..samples import SAMPLE_NAMES
+from .label_choice import (
+    CSV_FILE,
+    LAYER_METADATA,
+    PREDICTIONS,
+    LabelChoice,
+    default_label_choice,
+    label_choices,
+    read_label_choice,
+)
+from .model_registry import added_models, discovered_models, model_events
 from .module_tree import ModuleTree
 from .sample_data import SAMPLE_KEY
 from .widget_parts import (
@@ -49,7 +76,6 @@ from .widget_parts import (
     WHICH_IMAGES,
     ProgressWorker,
     check_one_stack_axis,
-    console_models,
     current_stack_index,
     marked_stack_indices,
     report_error,
@@ -59,11 +85,27 @@ if TYPE_CHECKING:
     import napari
     import torch
 
-__all__ = ["CONSOLE_PREFIX", "IMPORT_SPEC", "SAMPLE_PREFIX", "AnalysisWidget"]
+__all__ = [
+    "ADDED_PREFIX",
+    "CONSOLE_PREFIX",
+    "DEFAULT_SAMPLING",
+    "IMPORT_SPEC",
+    "SAMPLE_PREFIX",
+    "AnalysisWidget",
+    "spread_layers",
+]
 
 SAMPLE_PREFIX = "sample: "
+ADDED_PREFIX = "added: "
 CONSOLE_PREFIX = "console: "
 IMPORT_SPEC = "import spec + weights"
+#: One spatial position per image (the strongest): receptive fields stay local, so
+#: the pixel link means something; ``pooled`` would make every field the whole image.
+DEFAULT_SAMPLING = "top_norm"
+#: Sampling used when a single image is analysed (one point per image cannot make a shape).
+SINGLE_IMAGE_SAMPLING = "all_positions"
+#: Layers ticked for a model that brings no defaults of its own.
+SPREAD_LAYERS = 3
 #: Share of the progress bar given to pulling activations (the rest: topology).
 _EXTRACT_SHARE = 0.25
 #: Largest image stack copied into the analysis so that a saved file is self-contained
@@ -103,6 +145,7 @@ class AnalysisWidget(QWidget):
         self._model: torch.nn.Module | None = None
         self._model_key: tuple[str, str, str] | None = None
         self._model_label = ""
+        self._class_names: list[str] | None = None  # the model's classes, when known
         self._defaults: list[str] = []
         self._job: ProgressWorker | None = None
         self._show: Any = None  # the running views.IncrementalShow
@@ -117,7 +160,8 @@ class AnalysisWidget(QWidget):
             choices=self._source_choices,
             tooltip=(
                 "A shipped sample model, a model built by 'package.module:callable' "
-                "(+ weights), or a torch.nn.Module variable of the napari console"
+                "(+ weights), a model given with napari_topolens.add_model(viewer, model, "
+                "name=...), or a torch.nn.Module variable of the open napari console"
             ),
         )
         self.spec = LineEdit(
@@ -145,7 +189,18 @@ class AnalysisWidget(QWidget):
             nullable=True,
             tooltip="Points/Shapes: the images their marks sit on; Labels: slices with any label",
         )
-        self.sampling = ComboBox(label="Sampling", choices=list(SAMPLING_MODES), value="pooled")
+        self.sampling = ComboBox(
+            label="Sampling",
+            # foreground sampling needs a mask per image, which this form does not take yet
+            choices=[mode for mode in SAMPLING_MODES if mode != "foreground"],
+            value=DEFAULT_SAMPLING,
+            tooltip=(
+                "How a spatial layer becomes points. top_norm: the strongest position per "
+                "image (its receptive field is a local patch, so pixel clicks find nodes); "
+                "pooled: the spatial mean (every field is the whole image); all_positions: "
+                "every position (used automatically for a single image)"
+            ),
+        )
         self.max_points = SpinBox(
             label="Max points",
             min=0,
@@ -153,11 +208,23 @@ class AnalysisWidget(QWidget):
             value=0,
             tooltip="Cap on points per layer; 0: none (80,000 for all_positions)",
         )
+        self.labels_source = ComboBox(
+            label="Labels",
+            choices=self._label_choices,
+            tooltip=(
+                "Class of each image: the model's own predictions, a features column of a "
+                "layer (a point or shape labels the image it sits on), a CSV file (one label "
+                "per image, or index,label rows), or a sample's true labels"
+            ),
+        )
+        self.labels_file = FileEdit(label="Labels CSV", mode="r", filter="*.csv *.tsv *.txt")
         images_box = Container(
             widgets=[
                 self.image_layer,
                 self.which,
                 self.marker_layer,
+                self.labels_source,
+                self.labels_file,
                 self.sampling,
                 self.max_points,
             ],
@@ -223,6 +290,10 @@ class AnalysisWidget(QWidget):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(value="Load a model to list its layers.")
         self.status.native.setWordWrap(True)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setRange(0, ProgressWorker.STEPS)
+        self.progress_bar.setTextVisible(True)
+        self.progress_bar.setVisible(False)
 
         self._build_layout(model_box, images_box, params_box)
 
@@ -230,16 +301,32 @@ class AnalysisWidget(QWidget):
         self.spec.changed.connect(self._forget_model)
         self.weights.changed.connect(self._forget_model)
         self.which.changed.connect(self._on_which_changed)
+        self.image_layer.changed.connect(self._on_image_layer_changed)
+        self.labels_source.changed.connect(self._on_labels_source_changed)
         self.load_button.changed.connect(self.load_model)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
-        self._popup_filter = _RefreshOnPopup(self.model_source)
-        self.model_source.native.installEventFilter(self._popup_filter)
+        self._popup_filters = [
+            _RefreshOnPopup(self.model_source),
+            _RefreshOnPopup(self.labels_source),
+        ]
+        self.model_source.native.installEventFilter(self._popup_filters[0])
+        self.labels_source.native.installEventFilter(self._popup_filters[1])
         self._viewer.layers.events.inserted.connect(self._on_layers_changed)
         self._viewer.layers.events.removed.connect(self._on_layers_changed)
+        model_events.changed.connect(self._on_models_added)
         self._on_source_changed()
         self._on_which_changed()
         self._on_layers_changed()
+        self._on_labels_source_changed()
+        self._choose_added_model()
+
+    def _choose_added_model(self) -> None:
+        """A model handed over before the widget opened is the one meant for the user's images."""
+        layer = self.image_layer.value
+        added = list(added_models(self._viewer))
+        if added and (layer is None or SAMPLE_KEY not in layer.metadata):
+            self.model_source.value = ADDED_PREFIX + added[-1]
 
     def _build_layout(
         self, model_box: Container, images_box: Container, params_box: Container
@@ -261,6 +348,7 @@ class AnalysisWidget(QWidget):
         buttons.addWidget(self.run_button.native)
         buttons.addWidget(self.cancel_button.native)
         layout.addLayout(buttons)
+        layout.addWidget(self.progress_bar)
         layout.addWidget(self.status.native)
         layout.addStretch(1)
         scroll = QScrollArea()
@@ -271,16 +359,60 @@ class AnalysisWidget(QWidget):
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(scroll)
         self._boxes = (model_box, images_box, params_box)  # keep the magicgui wrappers alive
+        for combo in content.findChildren(QComboBox):
+            # long choices (layer names, label columns) must not widen the dock past its
+            # edge: the list shows them whole when opened
+            combo.setSizeAdjustPolicy(
+                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+            )
+            combo.setMinimumContentsLength(8)
         self.setMinimumWidth(300)
 
     # ---- choices --------------------------------------------------------------------
+    def _user_models(self) -> dict[str, Any]:
+        """Models from Python, by their choice text: added ones first, then the console's."""
+        added = added_models(self._viewer)
+        found = {ADDED_PREFIX + name: model for name, model in added.items()}
+        given = {id(model) for model in added.values()}
+        for name, model in discovered_models().items():
+            if id(model) not in given:
+                found[CONSOLE_PREFIX + name] = model
+        return found
+
     def _source_choices(self, _widget: Any = None) -> list[str]:
         names = [SAMPLE_PREFIX + n for n in SAMPLE_NAMES] + [IMPORT_SPEC]
-        names += [CONSOLE_PREFIX + name for name in console_models(self._viewer)]
+        names += list(self._user_models())
         current = getattr(getattr(self, "model_source", None), "value", None)
-        if isinstance(current, str) and current.startswith(CONSOLE_PREFIX) and current not in names:
+        if (
+            isinstance(current, str)
+            and current.startswith((CONSOLE_PREFIX, ADDED_PREFIX))
+            and current not in names
+        ):
             names.append(current)  # keep the chosen one; loading it says it is gone
         return names
+
+    def _on_models_added(self, viewer: Any) -> None:
+        """A model was given with ``add_model``: list it, and choose it when idle."""
+        if viewer is not self._viewer:
+            return
+        before = set(self.model_source.choices)
+        self.model_source.reset_choices()
+        new = [
+            c for c in self.model_source.choices if c not in before and c.startswith(ADDED_PREFIX)
+        ]
+        if new and self._job is None:
+            self.model_source.value = new[-1]
+            self.model_source.reset_choices()  # drops a console entry that is now "added"
+            self._set_status(f"{new[-1][len(ADDED_PREFIX) :]!r} was added: press Load model.")
+
+    def _label_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        layer = getattr(getattr(self, "image_layer", None), "value", None)
+        n_stack = 0
+        if layer is not None:  # from the shape only: a lazy stack is not loaded for this
+            shape = tuple(np.shape(layer.data))
+            leading = shape[: max(0, len(shape) - (3 if layer.rgb else 2))]
+            n_stack = int(np.prod(leading, dtype=np.int64)) if leading else 1
+        return label_choices(self._viewer, layer, n_stack)
 
     def _layers_of(self, kinds: tuple[type, ...]) -> list[tuple[str, Any]]:
         return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, kinds)]
@@ -305,10 +437,11 @@ class AnalysisWidget(QWidget):
         ]
 
     def refresh_choices(self) -> None:
-        """Re-read model sources and layers (napari layers, console variables)."""
+        """Re-read model sources and layers (napari layers, added and console models)."""
         self.model_source.reset_choices()
         self.image_layer.reset_choices()
         self.marker_layer.reset_choices()
+        self.labels_source.reset_choices()
 
     def _on_layers_changed(self, _event: Any = None) -> None:
         previous = self.image_layer.value
@@ -318,6 +451,34 @@ class AnalysisWidget(QWidget):
             self.image_layer.value = layers[0]
         if previous is None:
             self._select_sample_images()
+        self._match_sample_model()
+
+    def _on_image_layer_changed(self, _value: Any = None) -> None:
+        """New images: re-list label sources; a default choice follows the layer."""
+        previous = self.labels_source.value
+        self.labels_source.reset_choices()
+        values = [value for _, value in self._label_choices()]
+        keep = previous in values and previous not in (PREDICTIONS, LAYER_METADATA)
+        self.labels_source.value = (
+            previous if keep else default_label_choice([(str(v), v) for v in values])
+        )
+        self._match_sample_model()
+
+    def _on_labels_source_changed(self, _value: Any = None) -> None:
+        self.labels_file.visible = self.labels_source.value == CSV_FILE
+
+    def _match_sample_model(self) -> None:
+        """Offer the sample model of the sample on screen (shapes open: the shapes model)."""
+        layer = self.image_layer.value
+        sample = layer.metadata.get(SAMPLE_KEY) if layer is not None else None
+        current = self.model_source.value or ""
+        if (
+            sample in SAMPLE_NAMES
+            and current.startswith(SAMPLE_PREFIX)
+            and current != SAMPLE_PREFIX + sample
+            and self._job is None
+        ):
+            self.model_source.value = SAMPLE_PREFIX + sample
 
     def _on_which_changed(self, _value: Any = None) -> None:
         self.marker_layer.visible = self.which.value == MARKED_IMAGES
@@ -331,7 +492,7 @@ class AnalysisWidget(QWidget):
 
     def _forget_model(self, _value: Any = None) -> None:
         if self._model is not None:
-            self._model, self._model_key = None, None
+            self._model, self._model_key, self._class_names = None, None, None
             self.module_tree.clear()
             self._set_status("The model changed: press Load model to list its layers.")
 
@@ -355,8 +516,8 @@ class AnalysisWidget(QWidget):
         weights_text = str(weights) if weights and str(weights) not in ("", ".") else ""
         return (str(self.model_source.value), self.spec.value.strip(), weights_text)
 
-    def _build_model(self) -> tuple[Any, list[str], str]:
-        """The chosen model, its default layers, and a description for provenance."""
+    def _build_model(self) -> tuple[Any, list[str], str, list[str] | None]:
+        """The chosen model, its default layers, a description for provenance, its classes."""
         from ..activations.models import load_model as build_model
 
         source, spec, weights = self._source_key()
@@ -365,23 +526,34 @@ class AnalysisWidget(QWidget):
             from ..samples import load_sample
 
             sample = load_sample(name)
-            return sample.model, list(sample.default_layers), f"sample:{name}"
-        if source.startswith(CONSOLE_PREFIX):
-            variable = source[len(CONSOLE_PREFIX) :]
-            model = console_models(self._viewer).get(variable)
+            return (
+                sample.model,
+                list(sample.default_layers),
+                f"sample:{name}",
+                list(map(str, sample.class_names)),
+            )
+        if source.startswith((CONSOLE_PREFIX, ADDED_PREFIX)):
+            model = self._user_models().get(source)
+            added = source.startswith(ADDED_PREFIX)
+            variable = source[len(ADDED_PREFIX if added else CONSOLE_PREFIX) :]
             if model is None:
                 raise ModelError(
-                    f"the console has no torch.nn.Module named {variable!r} any more; "
+                    f"no model is added as {variable!r} any more; add it again with "
+                    "napari_topolens.add_model(viewer, model, name=...) or choose another model"
+                    if added
+                    else f"the console has no torch.nn.Module named {variable!r} any more; "
                     "define it again in the napari console or choose another model"
                 )
+            kind = "added" if added else "console"
             return (
                 model,
                 [],
-                f"console:{variable} ({type(model).__module__}.{type(model).__qualname__})",
+                f"{kind}:{variable} ({type(model).__module__}.{type(model).__qualname__})",
+                None,
             )
         if not spec:
             raise ModelError("type an import spec such as 'mypackage.models:build_net'")
-        return build_model(spec, weights or None), [], spec
+        return build_model(spec, weights or None), [], spec, None
 
     def load_model(self, _value: Any = None) -> torch.nn.Module | None:
         """Build (or reuse) the chosen model and fill the module tree.
@@ -398,11 +570,16 @@ class AnalysisWidget(QWidget):
         from ..activations.models import list_layers
 
         key = self._source_key()
-        if key != self._model_key or self._model is None:
-            model, defaults, label = self._build_model()
+        # a model added again under the same name (or a console variable reassigned)
+        stale = key[0].startswith((ADDED_PREFIX, CONSOLE_PREFIX)) and (
+            self._user_models().get(key[0]) is not self._model
+        )
+        if key != self._model_key or self._model is None or stale:
+            model, defaults, label, class_names = self._build_model()
             names = list_layers(model, self._input_shape())
             self._model, self._model_key, self._model_label = model, key, label
-            self._defaults = [n for n in defaults if n in names] or _before_output(model, names)
+            self._class_names = class_names
+            self._defaults = [n for n in defaults if n in names] or spread_layers(model, names)
             self.module_tree.set_model(model, names, self._defaults)
             self._set_status(
                 f"{len(names)} layers; {len(self.module_tree.checked())} ticked. "
@@ -436,21 +613,6 @@ class AnalysisWidget(QWidget):
                 )
             return marked_stack_indices(layer, marker)
         return np.arange(len(layer_images(layer.data, rgb=layer.rgb)), dtype=np.int64)
-
-    def _image_labels(self, layer: Any, n_stack: int) -> tuple[np.ndarray | None, list[str] | None]:
-        """Per-image class labels and names from the layer's metadata (samples carry them)."""
-        labels = layer.metadata.get("labels")
-        names = layer.metadata.get("class_names")
-        if labels is None:
-            return None, None
-        labels = np.asarray(labels)
-        if (
-            labels.ndim != 1
-            or len(labels) != n_stack
-            or not np.issubdtype(labels.dtype, np.integer)
-        ):
-            return None, None
-        return labels.astype(np.int64), (list(map(str, names)) if names is not None else None)
 
     def config(self) -> Any:
         """The :class:`AnalysisConfig` the form describes (raises TopoLensError if invalid)."""
@@ -502,16 +664,31 @@ class AnalysisWidget(QWidget):
             stack = layer_images(image_layer.data, rgb=image_layer.rgb)
             images = stack.subset(index)
             config = self.config()
+            sampling, sampling_note = self.sampling.value, None
+            if len(index) == 1 and sampling != SINGLE_IMAGE_SAMPLING:
+                # one point per image cannot make a shape: take every position of the image
+                sampling = SINGLE_IMAGE_SAMPLING
+                sampling_note = (
+                    f"one image: sampling {SINGLE_IMAGE_SAMPLING} instead of "
+                    f"{self.sampling.value} (one point per image cannot make a shape)"
+                )
             steps = iter_extract_activations(
                 model,
                 images,
                 layers,
-                sampling=self.sampling.value,
+                sampling=sampling,
                 max_points=int(self.max_points.value) or None,
                 seed=int(self.seed.value),
                 scheduler=self._scheduler(),
             )
-            labels, class_names = self._image_labels(image_layer, len(stack))
+            labels = read_label_choice(
+                self.labels_source.value,
+                self._viewer,
+                image_layer,
+                len(stack),
+                csv_path=self.labels_file.value,
+                class_names=self._class_names,
+            )
         except TopoLensError as exc:
             report_error(exc, self.status)
             return None
@@ -532,16 +709,29 @@ class AnalysisWidget(QWidget):
             "n_stack": len(stack),
             "image_shape": [int(s) for s in stack.shape[1:]],
             "layers": list(layers),
-            "sampling": self.sampling.value,
+            "sampling": sampling,
             "max_points": int(self.max_points.value) or None,
+            "labels": labels.description,
+            "labels_from_predictions": labels.from_predictions,
         }
+        if sampling_note is not None:
+            provenance["sampling_note"] = sampling_note
         # a copy made here, so the worker never reads the layer's own buffer
         embed = stack.to_stack() if stack.nbytes <= _MAX_EMBEDDED_BYTES else None
         provenance["images_embedded"] = embed is not None
         if self._scheduler() is not None:
             provenance["scheduler"] = self._scheduler()
         work = _analysis_work(
-            steps, model, images, index, len(stack), labels, class_names, config, provenance, embed
+            steps,
+            model,
+            images,
+            index,
+            len(stack),
+            labels,
+            self._class_names,
+            config,
+            provenance,
+            embed,
         )
         self._job = ProgressWorker(
             work,
@@ -554,7 +744,13 @@ class AnalysisWidget(QWidget):
         )
         self._job.worker.yielded.connect(lambda step: self._on_show_request(step, image_layer))
         self.run_button.enabled, self.cancel_button.enabled = False, True
-        self._set_status(f"Analysing {len(layers)} layer(s) of {len(index)} image(s)...")
+        self.progress_bar.setValue(0)
+        self.progress_bar.setFormat("%p%")
+        self.progress_bar.setVisible(True)
+        self._set_status(
+            f"Analysing {len(layers)} layer(s) of {len(index)} image(s); labels: "
+            f"{labels.description}" + (f"; {sampling_note}" if sampling_note else "") + "..."
+        )
         self._started = time.perf_counter()
         self._job.start()
         return self._job.worker
@@ -570,6 +766,9 @@ class AnalysisWidget(QWidget):
             self._job.quit()
 
     def _on_progress(self, fraction: float, message: str) -> None:
+        """The dock's own progress bar and status: where the user is looking."""
+        self.progress_bar.setValue(round(ProgressWorker.STEPS * min(max(fraction, 0.0), 1.0)))
+        self.progress_bar.setFormat(f"%p%: {message}" if message else "%p%")
         self._set_status(f"{100 * fraction:.0f}%: {message}")
 
     def _on_show_request(self, step: Any, image_layer: Any) -> None:
@@ -614,11 +813,18 @@ class AnalysisWidget(QWidget):
         self.analysis = analysis
         self._show = None
         last = analysis.layer_results[-1]
+        provenance = analysis.provenance
+        labels_note = (
+            " Labels are the model's own predictions (no true labels were given)."
+            if provenance.get("labels_from_predictions")
+            else f" Labels: {provenance.get('labels', 'none')}."
+        )
         self._set_status(
             f"Analysed {len(analysis.layers)} layer(s) of "
-            f"{len(analysis.provenance.get('image_index', []))} image(s) in {seconds:.1f} s. "
+            f"{len(provenance.get('image_index', []))} image(s) in {seconds:.1f} s. "
             f"Showing {last.name}: {len(last.mapper.node_ids)} Mapper nodes, "
-            f"{len(last.persistence.diagrams[0])} H0 bars. Use the explorer to change the view."
+            f"{len(last.persistence.diagrams[0])} H0 bars.{labels_note} "
+            "Use the explorer to change the view."
         )
 
     def _on_finished(self) -> None:
@@ -626,6 +832,7 @@ class AnalysisWidget(QWidget):
             self._show.cancel()
         self._show = None
         self._job = None
+        self.progress_bar.setVisible(False)
         self.run_button.enabled, self.cancel_button.enabled = True, False
 
     def _set_status(self, text: str) -> None:
@@ -656,11 +863,57 @@ class _ShowRequest:
 _SHOW_TIMEOUT_S = 600.0
 
 
-def _before_output(model: Any, names: list[str]) -> list[str]:
-    """The leaf module called just before the last one: a layer next to the output."""
+#: Modules that only reshape or pass values on: not worth a look of their own.
+_PASS_THROUGH = {
+    "Flatten",
+    "Unflatten",
+    "Identity",
+    "Dropout",
+    "Dropout1d",
+    "Dropout2d",
+    "Dropout3d",
+    "AlphaDropout",
+}
+#: Where torch keeps the modules that end a stage (nonlinearities and pooling).
+_STAGE_END_MODULES = ("torch.nn.modules.activation", "torch.nn.modules.pooling")
+
+
+def spread_layers(model: Any, names: list[str], count: int = SPREAD_LAYERS) -> list[str]:
+    """A few layers spread over the model's depth, for a model without defaults.
+
+    Candidates are the leaf modules the forward pass calls, except the output and
+    pass-through modules (flatten, dropout, identity). Where a stage ends (a
+    nonlinearity or pooling not followed at once by another) is preferred, as the
+    samples' defaults are; ``count`` of them are picked evenly from first to last,
+    so the last layer before the output is always among them.
+    """
     modules = dict(model.named_modules())
     leaves = [n for n in names if n in modules and not any(True for _ in modules[n].children())]
-    return leaves[-2:-1] or names[-1:]
+    if len(leaves) < 2:
+        return leaves[-1:] or names[-1:]
+    body = [n for n in leaves[:-1] if type(modules[n]).__name__ not in _PASS_THROUGH]
+    if not body:
+        return leaves[-2:-1]
+
+    def ends_stage(name: str) -> bool:
+        return type(modules[name]).__module__ in _STAGE_END_MODULES
+
+    stage_ends = [
+        name
+        for i, name in enumerate(body)
+        if ends_stage(name) and not (i + 1 < len(body) and ends_stage(body[i + 1]))
+    ]
+    pool = stage_ends if len(stage_ends) >= min(count, 2) else body
+    if len(pool) <= count:
+        return pool
+    if count <= 1:
+        return pool[-1:]
+    picks = np.linspace(0, len(pool) - 1, count).round().astype(int)
+    return [pool[i] for i in sorted(set(picks.tolist()))]
+
+
+#: Images per ``predict_proba`` call in the worker (each call is a chance to cancel).
+_PREDICT_CHUNK = 512
 
 
 def _analysis_work(
@@ -669,13 +922,13 @@ def _analysis_work(
     images: np.ndarray,
     index: np.ndarray,
     n_stack: int,
-    labels: np.ndarray | None,
-    class_names: list[str] | None,
+    labels: LabelChoice,
+    model_classes: list[str] | None,
     config: Any,
     provenance: dict[str, Any],
     embed: np.ndarray | None,
 ):
-    """The worker's generator: activations, probabilities, topology. Touches no layer."""
+    """The worker's generator: activations, predictions, topology. Touches no layer."""
     from .._progress import Progress, scaled
     from ..activations.extract import predict_proba
     from ..topology.analysis import iter_analyze
@@ -683,6 +936,14 @@ def _analysis_work(
 
     def work():
         clouds = yield from scaled(steps, 0.0, _EXTRACT_SHARE, "activations: ")
+        if len(index) == 1:
+            single = [name for name, cloud in clouds.items() if len(cloud) < 3]
+            if single:
+                raise EmptySelectionError(
+                    f"one image gives {', '.join(single)} too few points for a shape (a layer "
+                    "without a spatial grid gives one point per image); untick "
+                    f"{'it' if len(single) == 1 else 'them'} or analyse more images"
+                )
         # analysed images -> their index in the layer's stack
         clouds = {
             name: dataclasses.replace(cloud, image_index=index[cloud.image_index])
@@ -692,19 +953,51 @@ def _analysis_work(
         record = {**provenance, "image_index": [int(i) for i in used]}
         if len(used) != len(index):  # max_points drew a subset of the selection
             record["selected_index"] = [int(i) for i in index]
-        probabilities = None
-        if config.mapper_lens == "probability":
-            yield Progress(_EXTRACT_SHARE, "class probabilities for the lens")
-            analysed = predict_proba(model, images)
-            probabilities = np.full((n_stack, analysed.shape[1]), np.nan)
-            probabilities[index] = analysed
+        # the model's predicted class per image: for labels, and for correct/incorrect
+        analysed: np.ndarray | None = None
+        try:
+            chunks = []
+            for start in range(0, len(images), _PREDICT_CHUNK):
+                yield Progress(
+                    _EXTRACT_SHARE,
+                    f"the model's predictions ({start}/{len(images)} images)",
+                )
+                chunks.append(predict_proba(model, images[start : start + _PREDICT_CHUNK]))
+            analysed = np.concatenate(chunks)
+        except ModelError as exc:
+            if labels.from_predictions:
+                raise ModelError(
+                    f"{exc}. The labels were to be the model's predictions: choose another "
+                    "label source (a features column, a CSV file or none)"
+                ) from exc
+            if config.mapper_lens == "probability":
+                raise
+            record["notes"] = {**record.get("notes", {}), "predictions": f"none: {exc}"}
+        predictions = probabilities = None
+        if analysed is not None:
+            predictions = np.full(n_stack, -1, dtype=np.int64)
+            predictions[index] = np.argmax(analysed, axis=1)
+            if config.mapper_lens == "probability":
+                probabilities = np.full((n_stack, analysed.shape[1]), np.nan)
+                probabilities[index] = analysed
+        image_labels, class_names = labels.labels, labels.class_names
+        if labels.from_predictions:
+            assert analysed is not None  # a failure above was raised
+            image_labels = predictions
+            n_classes = analysed.shape[1]
+            class_names = (
+                model_classes
+                if model_classes is not None and len(model_classes) == n_classes
+                else [f"class {k}" for k in range(n_classes)]
+            )
         analysis = yield from scaled(
             iter_analyze(
                 clouds,
-                labels,
+                image_labels,
                 config=config,
                 class_names=class_names,
                 probabilities=probabilities,
+                predictions=predictions,
                 provenance=record,
                 images=embed,
                 scheduler=provenance.get("scheduler"),

@@ -6,6 +6,16 @@ files, which network layer was shown and how (Mapper colouring, edge threshold).
 The reader loads the analysis with ``load_analysis`` -- nothing is recomputed --
 and returns the same layers ``show_analysis`` makes; the viewer's link controller
 wires them again as they are inserted (``ui.links``).
+
+Good citizenship: the manifest offers the reader for ``*.topolens`` folders only,
+so napari never proposes it for a PNG; ``get_reader`` also returns None for
+anything that is not a saved analysis. The writer's errors must reach the user:
+napari and npe2 swallow a ``ValueError`` raised by a writer (npe2's writer lookup
+catches it and napari then says no writer was found), and every ``TopoLensError``
+is a ``ValueError``. So the writer raises :class:`AnalysisSaveError`, an
+``OSError`` that napari lets through: from File > Save it reaches napari's error
+handler, which shows the message as a notification; a script gets it from
+``viewer.layers.save``. (Showing it here as well would show it twice.)
 """
 
 from __future__ import annotations
@@ -20,10 +30,14 @@ from ..errors import AnalysisFileError, TopoLensError
 from ..topology.store import is_analysis_dir, load_analysis
 from .views import COLOR_BY, Geometry, LayerDataTuple, analysis_layer_data, band_below
 
-__all__ = ["VIEW_FILE", "get_reader", "read_analysis", "write_analysis"]
+__all__ = ["VIEW_FILE", "AnalysisSaveError", "get_reader", "read_analysis", "write_analysis"]
 
 #: How the analysis was shown when saved; optional, absent in folders saved by scripts.
 VIEW_FILE = "napari_view.json"
+
+
+class AnalysisSaveError(OSError):
+    """The analysis could not be saved; the message says why (not a ValueError, see above)."""
 
 
 def _one_path(path: str | Sequence[str]) -> str | None:
@@ -98,7 +112,24 @@ def _current_viewer() -> Any:
 
 
 def write_analysis(path: str, layer_data: list[LayerDataTuple]) -> list[str]:
-    """Save the analysis behind the given TopoLens layers to the folder ``path``."""
+    """Save the analysis behind the given TopoLens layers to the folder ``path``.
+
+    Raises
+    ------
+    AnalysisSaveError
+        With the reason: no or several analyses among the layers, a folder that
+        is not a saved analysis, a disk error.
+    """
+    try:
+        return _write_analysis(path, layer_data)
+    except AnalysisSaveError:
+        raise
+    except (TopoLensError, OSError) as exc:
+        message = f"TopoLens could not save {Path(os.fspath(path)).name!r}: {exc}"
+        raise AnalysisSaveError(message) from exc
+
+
+def _write_analysis(path: str, layer_data: list[LayerDataTuple]) -> list[str]:
     analyses: dict[int, Any] = {}
     settings: dict[str, Any] = {}
     for _, meta, _ in layer_data:

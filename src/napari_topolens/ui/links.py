@@ -260,7 +260,7 @@ class LinkController:
     @staticmethod
     def _record_base(layer: Any) -> None:
         """Remember a Shapes layer's own edge colours and widths (rings are drawn over them)."""
-        if layer._type_string == "shapes":
+        if type(layer).__name__.lower() == "shapes":  # public API only (no _type_string)
             meta = layer.metadata["topolens"]
             meta["base_edge_color"] = np.array(layer.edge_color, dtype=np.float64)
             meta["base_edge_width"] = np.array(layer.edge_width, dtype=np.float64)
@@ -672,7 +672,7 @@ def _apply_ring(layer: Any, mask: np.ndarray) -> None:
     meta = layer.metadata["topolens"]
     if len(mask) == 0:  # an empty view (e.g. a Mapper graph with no nodes): nothing to ring
         pass
-    elif layer._type_string == "points":
+    elif type(layer).__name__.lower() == "points":
         border = np.tile([0.1, 0.1, 0.1, 1.0], (len(mask), 1))
         border[mask] = _HIGHLIGHT
         layer.border_color = border

@@ -1722,7 +1722,7 @@ def update_layer(layer: Any, item: LayerDataTuple) -> bool:
     False (nothing changed) when the kinds differ.
     """
     data, kwargs, kind = item
-    if layer._type_string != kind:
+    if type(layer).__name__.lower() != kind:  # public API only (no _type_string)
         return False
     if kind in ("points", "shapes") and len(layer.selected_data):
         layer.selected_data = set()

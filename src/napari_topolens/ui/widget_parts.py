@@ -1,4 +1,4 @@
-"""Pieces the dock widgets share: console models, image selection, workers, errors.
+"""Pieces the dock widgets share: image selection, workers, errors.
 
 Kept apart from the widgets so that each widget stays a thin form: parameters
 in, a generator worker out, layers back on the main thread.
@@ -6,8 +6,6 @@ in, a generator worker out, layers back on the main thread.
 
 from __future__ import annotations
 
-import sys
-import weakref
 from collections.abc import Callable, Generator
 from typing import TYPE_CHECKING, Any
 
@@ -24,10 +22,9 @@ __all__ = [
     "MARKED_IMAGES",
     "WHICH_IMAGES",
     "ProgressWorker",
-    "console_models",
-    "console_namespace",
     "current_stack_index",
     "image_stack",
+    "item_stack_indices",
     "marked_stack_indices",
     "report_error",
 ]
@@ -36,47 +33,6 @@ ALL_IMAGES = "all images"
 CURRENT_IMAGE = "current image"
 MARKED_IMAGES = "images marked in a layer"
 WHICH_IMAGES = (ALL_IMAGES, CURRENT_IMAGE, MARKED_IMAGES)
-
-
-# ---- the napari console's namespace ------------------------------------------------
-def console_namespace(viewer: napari.Viewer) -> dict[str, Any]:
-    """Variables of the viewer's console, without starting the console.
-
-    napari keeps variables pushed with ``viewer.update_console`` in a backlog
-    (weak references where possible) until the console is first opened; after
-    that they live in the console shell's ``user_ns``. Both are read here.
-    """
-    qt_viewer = getattr(viewer.window, "_qt_viewer", None)
-    if qt_viewer is None:
-        return {}
-    namespace: dict[str, Any] = {}
-    for chunk in getattr(qt_viewer, "console_backlog", []) or []:
-        for key, value in dict(chunk).items():
-            value = value() if isinstance(value, weakref.ref) else value
-            if value is not None:
-                namespace[str(key)] = value
-    console = getattr(qt_viewer, "_console", None)
-    shell = getattr(console, "shell", None) if console is not None else None
-    user_ns = getattr(shell, "user_ns", None)
-    if isinstance(user_ns, dict):
-        namespace.update({k: v for k, v in user_ns.items() if not k.startswith("_")})
-    return namespace
-
-
-def console_models(viewer: napari.Viewer) -> dict[str, Any]:
-    """The ``torch.nn.Module`` objects in the console's namespace, by variable name.
-
-    torch is not imported for this: if it was never imported, no module exists.
-    """
-    torch = sys.modules.get("torch")
-    if torch is None:
-        return {}
-    module_type = torch.nn.Module
-    return {
-        name: value
-        for name, value in sorted(console_namespace(viewer).items())
-        if isinstance(value, module_type)
-    }
 
 
 # ---- which images ------------------------------------------------------------------
@@ -149,6 +105,27 @@ def current_stack_index(viewer: napari.Viewer, image_layer: Any) -> int:
             f"the viewer's current slice is outside {image_layer.name!r}; move the slider onto its images"
         )
     return int(index)
+
+
+def item_stack_indices(image_layer: Any, marker: Any) -> np.ndarray:
+    """Stack index of the image each point (or shape: its first vertex) sits on; -1 off it."""
+    from napari.layers import Points, Shapes
+
+    if not isinstance(marker, (Points, Shapes)) or marker.ndim < 3:
+        raise EmptySelectionError(
+            f"layer {getattr(marker, 'name', '?')!r} has no stack axis; draw its points or "
+            "shapes while browsing the images, so each sits on one image of the stack"
+        )
+    if isinstance(marker, Points):
+        vertices = np.asarray(marker.data, dtype=float).reshape(-1, marker.ndim)
+    else:
+        vertices = np.array(
+            [np.asarray(shape, dtype=float)[0] for shape in marker.data], dtype=float
+        ).reshape(-1, marker.ndim)
+    if not len(vertices):
+        return np.empty(0, np.int64)
+    world = np.array([marker.data_to_world(v) for v in vertices]).reshape(-1, marker.ndim)
+    return _world_to_stack(image_layer, world[:, -image_layer.ndim :])
 
 
 def marked_stack_indices(image_layer: Any, marker: Any) -> np.ndarray:
