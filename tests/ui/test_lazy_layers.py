@@ -49,7 +49,14 @@ def test_dask_layer_is_read_in_chunks_and_gives_the_numpy_result(make_napari_vie
     analysis = widget.analysis
     assert analysis is not None, widget.status.value
     assert counting.reads and max(counting.reads) <= 20  # chunk by chunk, never all 160
-    want = extract_activations(sample.model, images, ["pool2", "fc1"])
+    want = extract_activations(
+        sample.model,
+        images,
+        ["pool2", "fc1"],
+        sampling=widget.sampling.value,
+        max_points=int(widget.max_points.value) or None,
+        seed=int(widget.seed.value),
+    )
     for name in ("pool2", "fc1"):
         np.testing.assert_array_equal(analysis[name].cloud.points, want[name].points)
     np.testing.assert_array_equal(analysis.images, images)
@@ -84,7 +91,14 @@ def test_scheduler_field_runs_the_analysis_on_a_local_cluster(make_napari_viewer
     analysis = widget.analysis
     assert analysis is not None, widget.status.value
     assert analysis.provenance["scheduler"] == cluster.scheduler_address
-    clouds = extract_activations(sample.model, images, ["pool2", "fc1"])
+    clouds = extract_activations(
+        sample.model,
+        images,
+        ["pool2", "fc1"],
+        sampling=widget.sampling.value,
+        max_points=int(widget.max_points.value) or None,
+        seed=int(widget.seed.value),
+    )
     here = analyze(clouds, None, config=widget.config())
     for name in ("pool2", "fc1"):
         np.testing.assert_array_equal(analysis[name].cloud.points, clouds[name].points)

@@ -149,6 +149,10 @@ class ImageSource:
             digest.update(images.tobytes())
         return digest.hexdigest()
 
+    def __getitem__(self, key: slice | Sequence[int] | np.ndarray) -> ImageSource:
+        """``source[a:b]`` or ``source[index]``: those images, still read lazily."""
+        return self.subset(np.arange(self.n_images, dtype=np.int64)[key])
+
     def subset(self, index: Sequence[int] | np.ndarray) -> ImageSource:
         """The images at ``index``, as a source that still reads lazily."""
         return _SubsetSource(self, np.asarray(index, dtype=np.int64).reshape(-1))
