@@ -336,3 +336,20 @@ def test_huge_label_values_are_remapped_before_any_work() -> None:
     assert analysis["fc"].mapper.class_counts.shape[1] == 3
     with pytest.raises(ImageError, match="label -5 is negative"):
         analyze([cloud], np.full(45, -5), config=config)
+
+
+def test_a_labels_file_is_read_only_as_itself_and_within_its_size(tmp_path: Path) -> None:
+    real = tmp_path / "labels.txt"
+    real.write_text("0 1 2\n")
+    link = tmp_path / "link.txt"
+    os.symlink(real, link)
+    with pytest.raises(ImageError, match="is a link"):
+        read_labels(link)
+    big = tmp_path / "big.txt"
+    with open(big, "wb") as handle:  # sparse: 33 MiB declared, nothing written
+        handle.truncate(33 * 2**20)
+    with pytest.raises(ImageError, match="MiB"):
+        read_labels(big)
+    (tmp_path / "folder.txt").mkdir()
+    with pytest.raises(ImageError, match="not a file"):
+        read_labels(tmp_path / "folder.txt")

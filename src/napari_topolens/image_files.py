@@ -306,9 +306,9 @@ def read_labels(
     order of the names, returned as ``class_names``. A ``.csv`` with ``name,label``
     rows is matched to ``image_names`` (the files of an image folder) when given.
     """
-    source = Path(path).expanduser()
-    if not source.is_file():
-        raise ImageError(f"labels file {source} does not exist")
+    from .label_sources import checked_label_file
+
+    source = checked_label_file(path)
     suffix = source.suffix.lower()
     if suffix == ".npy":
         try:

@@ -33,6 +33,7 @@ __all__ = [
     "MAX_LABEL_FILE_BYTES",
     "PREDICTED_LABELS_NOTE",
     "ImageLabels",
+    "checked_label_file",
     "labels_from_values",
     "predicted_labels_note",
     "read_labels_csv",
@@ -148,6 +149,23 @@ def _codes_from_numbers(
     return ImageLabels(codes, names, source)
 
 
+def checked_label_file(path: str | os.PathLike[str], max_bytes: int = MAX_LABEL_FILE_BYTES) -> Path:
+    """The labels file itself, refused when it is a link, not a file, or over ``max_bytes``."""
+    file = Path(path).expanduser()
+    name = file.name
+    if file.is_symlink():
+        raise ImageError(f"labels file {name} is a link; choose the file itself")
+    if not file.is_file():
+        raise ImageError(f"labels file {file} does not exist or is not a file")
+    size = file.stat().st_size
+    if size > max_bytes:
+        raise ImageError(
+            f"labels file {name} is {size / 2**20:.1f} MiB; a labels file is expected to be at "
+            f"most {max_bytes / 2**20:.0f} MiB"
+        )
+    return file
+
+
 def read_labels_csv(
     path: str | os.PathLike[str],
     n_images: int,
@@ -163,18 +181,8 @@ def read_labels_csv(
     ``image``, ``slice``...) and a label column (``label``, ``class``...), or two
     headerless columns ``index,label``: the images not listed are unknown.
     """
-    file = Path(path).expanduser()
+    file = checked_label_file(path, max_bytes)
     name = file.name
-    if file.is_symlink():
-        raise ImageError(f"labels file {name} is a link; choose the file itself")
-    if not file.is_file():
-        raise ImageError(f"labels file {file} does not exist or is not a file")
-    size = file.stat().st_size
-    if size > max_bytes:
-        raise ImageError(
-            f"labels file {name} is {size / 2**20:.1f} MiB; a label CSV is expected to be at "
-            f"most {max_bytes / 2**20:.0f} MiB"
-        )
     try:
         text = file.read_bytes()[:max_bytes].decode("utf-8-sig")
     except UnicodeDecodeError as exc:
