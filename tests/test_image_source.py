@@ -196,3 +196,17 @@ def test_sources_read_any_order_and_fingerprint_by_content() -> None:
     subset = source.subset([3, 7])
     np.testing.assert_array_equal(subset.to_stack(), stack[[3, 7]])
     assert image_source._runs(np.array([1, 2, 3, 7, 9, 10]))[1][:2] == (7, 8)
+
+
+def test_layer_images_reads_a_layer_lazily_and_refuses_multiscale_levels() -> None:
+    from napari_topolens.activations.image_source import layer_images
+
+    stack = images(10)
+    source = layer_images(stack)
+    assert source.shape == (10, 12, 12)
+    np.testing.assert_array_equal(source[2:4].to_stack(), stack[2:4])
+    one = layer_images(stack[0])
+    assert len(one) == 1
+    np.testing.assert_array_equal(one.to_stack()[0], stack[0])
+    with pytest.raises(ImageError, match="multiscale"):
+        layer_images([stack, stack[:, ::2, ::2]])

@@ -422,6 +422,12 @@ def layer_images(data: Any, *, rgb: bool = False) -> ImageSource:
     ``data`` is one image ``(H, W)`` / ``(H, W, 3)`` or a stack with one leading axis
     (numpy, dask, zarr, ...); dask- and zarr-backed layers are read batch by batch.
     """
+    if isinstance(data, Sequence):  # napari's MultiScaleData is a sequence of levels
+        raise ImageError(
+            "multiscale image layers are not analysed from the widget yet (the views would "
+            "link a coarser level's pixels to the finest one); analyse one level as its own "
+            "layer, or use extract_activations(model, MultiscaleImages(levels), ...)"
+        )
     spatial = 3 if rgb else 2
     shape = tuple(int(s) for s in np.shape(data))
     if len(shape) < spatial:
