@@ -226,6 +226,23 @@ def build_parser() -> argparse.ArgumentParser:
         "--batch-size", type=_int_at_least(1), default=64, help="images per forward pass"
     )
     _add_robustness_arguments(report)
+    scale = report.add_argument_group("scale (large image sets, caches, clusters, GPUs)")
+    scale.add_argument(
+        "--cache",
+        metavar="DIR",
+        help="activation cache folder: layers already extracted for this model, images, "
+        "sampling, cap and seed are read from it instead of running the model again",
+    )
+    scale.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="a running dask.distributed scheduler (e.g. tcp://10.0.0.5:8786): extraction "
+        "batches and per-layer topology run as Dask tasks on its workers",
+    )
+    scale.add_argument(
+        "--device",
+        help="torch device for extraction: cpu, cuda, cuda:N or mps (default: where the model is)",
+    )
     output = report.add_argument_group("output")
     output.add_argument(
         "--out", required=True, help="output folder (created; report.html and analysis/ inside)"
@@ -284,7 +301,7 @@ def _prepare_sample(args: argparse.Namespace) -> dict[str, Any]:
 
 def _prepare_model(args: argparse.Namespace) -> dict[str, Any]:
     from .activations.models import list_layers, load_model
-    from .image_files import read_images, read_labels
+    from .image_files import read_labels
 
     if args.model is None:
         raise TopoLensError("give --sample NAME, or --model package.module:callable with --images")
@@ -296,7 +313,7 @@ def _prepare_model(args: argparse.Namespace) -> dict[str, Any]:
         names = list_layers(model)
         shown = ", ".join(names[:25]) + (" ..." if len(names) > 25 else "")
         raise EmptySelectionError(f"give --layers a,b,c for your model; its layers are: {shown}")
-    image_set = read_images(args.images, max_images=args.max_images)
+    image_set = _read_image_input(args.images, args.max_images)
     labels = None
     class_names = _split(args.class_names)
     if args.labels is not None:
@@ -337,6 +354,59 @@ def _prepare_model(args: argparse.Namespace) -> dict[str, Any]:
             "labels_file": args.labels or "",
         },
     }
+
+
+def _read_image_input(path: str, max_images: int | None) -> Any:
+    """Folders, ``.zarr`` stores and ``.npy`` files lazily (read batch by batch); others whole."""
+    from pathlib import Path
+
+    from .activations.image_source import open_image_source
+    from .image_files import ImageSet, read_images
+
+    where = Path(path).expanduser()
+    if where.exists() and (where.is_dir() or where.suffix.lower() in (".zarr", ".npy")):
+        source = open_image_source(where, max_images=max_images)
+        return ImageSet(
+            images=source,  # type: ignore[arg-type]  # an ImageSource reads lazily
+            names=getattr(source, "names", None),
+            source=str(where),
+            labels=_zarr_labels(where, len(source)),
+        )
+    return read_images(path, max_images=max_images)
+
+
+def _zarr_labels(path: Any, n_images: int) -> np.ndarray | None:
+    """The ``labels`` array of a ``.zarr`` group beside its images, if any (size checked)."""
+    if path.suffix.lower() != ".zarr":
+        return None
+    import zarr
+
+    node = zarr.open(str(path), mode="r")
+    if not isinstance(node, zarr.Group) or "labels" not in node:
+        return None
+    labels = node["labels"]
+    if not isinstance(labels, zarr.Array) or labels.ndim != 1 or labels.shape[0] < n_images:
+        raise ImageError(f"{path}: its 'labels' array must hold one class code per image")
+    return np.asarray(labels[:n_images])
+
+
+#: Images a lazy input keeps in the analysis (for links to pixels), as float32 bytes.
+_KEEP_IMAGES_BYTES = 1 << 30
+
+
+def _images_to_keep(images: Any, provenance: dict[str, Any]) -> Any:
+    """The images the analysis keeps: all of an in-memory set; a lazy one if it fits 1 GiB."""
+    from .activations.image_source import ImageSource
+
+    if not isinstance(images, ImageSource):
+        return images
+    if images.nbytes <= _KEEP_IMAGES_BYTES:
+        return images.to_stack()
+    provenance.setdefault("notes", {})["images"] = (
+        f"the {len(images)} images ({images.nbytes / 2**30:.1f} GiB as float32) were read "
+        "batch by batch and not kept in the analysis; links to pixels need the source"
+    )
+    return None
 
 
 def _check_output_folder(out: str) -> None:
@@ -380,17 +450,18 @@ def _check_before_extraction(args: argparse.Namespace, job: dict[str, Any]) -> N
             "sampling; topology needs at least 3: give more images, or use --sampling "
             "all_positions for many points per image"
         )
-    from .activations.extract import _eval_mode, _model_device_dtype, as_image_batch
+    from .activations.extract import _eval_mode, _model_device_dtype
     from .activations.hooks import check_layer_names
+    from .activations.image_source import as_image_source
     from .activations.receptive_field import layer_geometry
 
-    batch = as_image_batch(job["images"])
+    sample_shape = as_image_source(job["images"]).sample_shape  # no pixels read (lazy inputs)
     device, dtype = _model_device_dtype(job["model"])
     with _eval_mode(job["model"]):
         geometry = layer_geometry(
             job["model"],
             check_layer_names(job["model"], layers),
-            batch.shape[1:],
+            sample_shape,
             dtype=dtype,
             device=device,
         )
@@ -429,6 +500,7 @@ def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
         progress = _VariantPhases(progress)
     progress(0.0, "loading the model and images")
     job = _prepare_sample(args) if args.sample is not None else _prepare_model(args)
+    prepared = time.perf_counter()
     _check_before_extraction(args, job)
     mask = _read_mask(args, job)
     if args.max_points is not None and args.max_points > config.max_points:
@@ -450,6 +522,9 @@ def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
             seed=args.seed,
             mask=mask,
             max_probe_pixels=args.max_probe_pixels,
+            device=args.device,
+            cache_dir=args.cache,
+            scheduler=args.scheduler,
         ),
         progress.phase("extract"),
     )
@@ -464,7 +539,17 @@ def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
         "sampling": args.sampling,
         "seeds": {"extraction": args.seed},
         "command": " ".join(shlex.quote(a) for a in [_PROG, *sys.argv[1:]]) if sys.argv else _PROG,
+        **{
+            key: value
+            for key, value in (
+                ("device", args.device),
+                ("activation_cache", args.cache),
+                ("scheduler", args.scheduler),
+            )
+            if value is not None
+        },
     }
+    kept_images = _images_to_keep(job["images"], provenance)
     analysis = analyze(
         clouds,
         job["labels"],
@@ -472,12 +557,14 @@ def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
         class_names=job["class_names"],
         probabilities=probabilities,
         provenance=provenance,
-        images=job["images"],
+        images=kept_images,
+        scheduler=args.scheduler,
         progress=progress.phase("analyze"),
     )
     analysed = time.perf_counter()
     analysis.provenance["seconds"] = {
-        "extraction": round(extracted - started, 3),
+        "loading": round(prepared - started, 3),
+        "extraction": round(extracted - prepared, 3),
         "analysis": round(analysed - extracted, 3),
     }
     if variant_specs:
@@ -634,9 +721,14 @@ def _run_variants(
     from .robustness.study import run_variants
 
     started = time.perf_counter()
+    from .activations.image_source import ImageSource
+
+    images = job["images"]
+    if isinstance(images, ImageSource):  # variants perturb whole arrays: read the set once
+        images = images.to_stack()
     result = run_variants(
         job["model"],
-        job["images"],
+        images,
         job["layers"],
         specs,
         labels=job["labels"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import zlib
 from collections.abc import Generator, Sequence
 from contextlib import contextmanager
@@ -12,6 +13,7 @@ import numpy as np
 from .._progress import CancelCallback, Progress, ProgressCallback, drive
 from ..errors import EmptySelectionError, ImageError, LayerError, ModelError, TopoLensError
 from .hooks import capture_layers, check_layer_names
+from .image_source import ImageSource, as_image_source
 from .models import check_model, first_input_channels
 from .pointcloud import PointCloud
 from .receptive_field import (
@@ -143,15 +145,13 @@ def predict_proba(model: torch.nn.Module, images: Any, *, batch_size: int = 64) 
     model = check_model(model)
     if _whole_number("batch_size", batch_size) < 1:
         raise TopoLensError(f"batch_size must be at least 1, got {batch_size}")
-    batch = as_image_batch(images)
-    _check_channels(model, batch)
+    source = as_image_source(images)
+    _check_channels(model, source.read([0]))
     device, dtype = _model_device_dtype(model)
     out: list[np.ndarray] = []
     with _eval_mode(model), torch.no_grad():
-        for start in range(0, len(batch), batch_size):
-            chunk = torch.from_numpy(batch[start : start + batch_size]).to(
-                device=device, dtype=dtype
-            )
+        for _, batch in source.batches(batch_size):  # read batch by batch (lazy inputs)
+            chunk = torch.from_numpy(batch).to(device=device, dtype=dtype)
             try:
                 logits = model(chunk)
             except Exception as exc:
@@ -178,6 +178,9 @@ def extract_activations(
     seed: int = 0,
     mask: Any = None,
     max_probe_pixels: int = DEFAULT_MAX_PROBE_PIXELS,
+    device: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    scheduler: Any = None,
     progress: ProgressCallback | None = None,
     cancel: CancelCallback | None = None,
 ) -> dict[str, PointCloud]:
@@ -188,8 +191,10 @@ def extract_activations(
     model : torch.nn.Module
         Any module; it is run in eval mode under ``torch.no_grad()`` and its
         training flag is restored afterwards.
-    images : array-like
-        ``(N, H, W)``, ``(N, H, W, 3)`` or ``(N, 3, H, W)``, finite.
+    images : array-like or ImageSource
+        ``(N, H, W)``, ``(N, H, W, 3)`` or ``(N, 3, H, W)``, finite: numpy, or
+        lazy (dask, zarr, memory map, :class:`~.image_source.ImageSource`,
+        :class:`~.image_source.MultiscaleImages`), read batch by batch.
     layers : sequence of str
         Names as in ``model.named_modules()`` (see :func:`list_layers`).
     sampling : {"pooled", "random_position", "top_norm", "all_positions", "foreground"}
@@ -227,6 +232,16 @@ def extract_activations(
         sampling of images too big for it is refused before any work (see
         ``activations.receptive_field``). Pooled sampling and vector layers need
         no probing.
+    device : str, optional
+        ``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``: run the forward passes
+        there (the model is moved back afterwards). Default: where the model is.
+    cache_dir : str or path, optional
+        Activation cache folder (:mod:`~.cache`): layers already extracted for
+        this model, images, sampling, cap, mask and seed are read from it, the
+        others are extracted and stored.
+    scheduler : str or distributed.Client, optional
+        A dask.distributed scheduler address (or client): the batches run as
+        Dask tasks on its workers (``napari-topolens[distributed]``).
     progress, cancel : callable, optional
         ``progress(fraction, message)``; ``cancel()`` returning true stops with
         :class:`~napari_topolens.errors.Cancelled`.
@@ -247,6 +262,9 @@ def extract_activations(
         seed=seed,
         mask=mask,
         max_probe_pixels=max_probe_pixels,
+        device=device,
+        cache_dir=cache_dir,
+        scheduler=scheduler,
     )
     return drive(steps, progress, cancel)
 
@@ -262,6 +280,9 @@ def iter_extract_activations(
     seed: int = 0,
     mask: Any = None,
     max_probe_pixels: int = DEFAULT_MAX_PROBE_PIXELS,
+    device: str | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    scheduler: Any = None,
 ) -> Generator[Progress, None, dict[str, PointCloud]]:
     """Generator form of :func:`extract_activations`: yields progress, returns the clouds.
 
@@ -281,29 +302,118 @@ def iter_extract_activations(
         raise TopoLensError(f"seed must be a non-negative integer, got {seed}")
     if _whole_number("max_probe_pixels", max_probe_pixels) < 1:
         raise TopoLensError(f"max_probe_pixels must be at least 1, got {max_probe_pixels}")
-    batch = as_image_batch(images)
     modules = check_layer_names(model, _layer_list(layers))
-    _check_channels(model, batch)
-    foreground = _check_mask(mask, batch, sampling)
+    source = _image_source(model, images)
+    _check_channels(model, source.read([0]))
+    foreground = _check_mask(mask, source, sampling)
+    model_device, dtype = _model_device_dtype(model)
+    with _eval_mode(model):
+        geometry = layer_geometry(
+            model, modules, source.sample_shape, dtype=dtype, device=model_device
+        )
+    _check_probe_cost(
+        geometry, sampling, len(source), max_points, source.sample_shape[1:], max_probe_pixels
+    )
+    target = None
+    if device is not None:
+        from .device import resolve_device
+
+        target = resolve_device(device)
+
+    def steps(todo: dict[str, torch.nn.Module]) -> Generator[Progress, None, dict[str, PointCloud]]:
+        return _extraction_steps(
+            model,
+            source,
+            todo,
+            geometry,
+            sampling,
+            max_points,
+            batch_size,
+            seed,
+            max_probe_pixels,
+            foreground,
+            target,
+            scheduler,
+        )
+
+    if cache_dir is not None:
+        import hashlib
+
+        from .cache import ActivationCache, iter_cached_extraction
+
+        return iter_cached_extraction(
+            ActivationCache(cache_dir),  # a bad cache folder fails here, before any work
+            model,
+            source,
+            modules,
+            sampling=sampling,
+            max_points=max_points,
+            seed=seed,
+            device_type=(target or model_device).type,
+            forward_order=lambda: _forward_order(model, source, modules),
+            extract=lambda todo: steps(dict(todo)),
+            key_parts={
+                "mask": None
+                if foreground is None
+                else hashlib.sha256(np.packbits(foreground).tobytes()).hexdigest(),
+                "max_probe_pixels": int(max_probe_pixels),
+            },
+        )
+    return steps(modules)
+
+
+def _image_source(model: torch.nn.Module, images: Any) -> ImageSource:
+    """The images as a lazy source; in-memory arrays are checked whole, up front."""
+
+    def accepts(candidate: ImageSource) -> bool:  # a multiscale level the model runs on
+        import torch
+
+        device, dtype = _model_device_dtype(model)
+        sample = torch.from_numpy(candidate.read([0])).to(device=device, dtype=dtype)
+        try:
+            with _eval_mode(model), torch.no_grad():
+                model(sample)
+        except Exception:
+            return False
+        return True
+
+    source = as_image_source(images, accepts=accepts)
+    if source.in_memory:
+        source.check_all()
+    return source
+
+
+def _forward_order(
+    model: torch.nn.Module, source: ImageSource, modules: dict[str, torch.nn.Module]
+) -> list[str]:
+    """The order the forward pass reaches ``modules`` (one image's pass)."""
+    import torch
+
     device, dtype = _model_device_dtype(model)
     with _eval_mode(model):
-        geometry = layer_geometry(model, modules, batch.shape[1:], dtype=dtype, device=device)
-    _check_probe_cost(geometry, sampling, len(batch), max_points, batch.shape[2:], max_probe_pixels)
-    return _extraction_steps(
-        model,
-        batch,
-        modules,
-        geometry,
-        sampling,
-        max_points,
-        batch_size,
-        seed,
-        max_probe_pixels,
-        foreground,
-    )
+        sample = torch.from_numpy(source.read([0])).to(device=device, dtype=dtype)
+        return list(capture_layers(model, sample, modules))
 
 
-def _check_mask(mask: Any, batch: np.ndarray, sampling: str) -> np.ndarray | None:
+def _run_batch(
+    model: torch.nn.Module,
+    source: ImageSource,
+    modules: dict[str, torch.nn.Module],
+    plans: dict[str, _SamplingPlan],
+    index: np.ndarray,
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], list[str], dict[str, str]]:
+    """One forward pass: each layer's points of the images ``index``, the order, notes."""
+    import torch
+
+    device, dtype = _model_device_dtype(model)
+    notes: dict[str, str] = {}
+    chunk = torch.from_numpy(source.read(index)).to(device=device, dtype=dtype)
+    outputs = capture_layers(model, chunk, modules, notes)
+    parts = {name: plans[name].take(name, out, index) for name, out in outputs.items()}
+    return parts, list(outputs), notes
+
+
+def _check_mask(mask: Any, batch: ImageSource, sampling: str) -> np.ndarray | None:
     """The foreground mask as ``(N, H, W)`` bool; refused unless it fits ``batch``."""
     if sampling != "foreground":
         if mask is not None:
@@ -317,7 +427,8 @@ def _check_mask(mask: Any, batch: np.ndarray, sampling: str) -> np.ndarray | Non
             "foreground sampling needs a mask of the object's pixels per image "
             "(a boolean (N, H, W) array, a Labels layer or a folder of mask files)"
         )
-    stack = as_mask_stack(mask, len(batch), batch.shape[2], batch.shape[3])
+    height, width = batch.sample_shape[1], batch.sample_shape[2]
+    stack = as_mask_stack(mask, len(batch), height, width)
     empty = np.flatnonzero(~stack.reshape(len(stack), -1).any(axis=1))
     if len(empty):
         raise EmptySelectionError(
@@ -411,7 +522,7 @@ def _check_probe_cost(
 
 def _extraction_steps(
     model: torch.nn.Module,
-    batch: np.ndarray,
+    source: ImageSource,
     modules: dict[str, torch.nn.Module],
     geometry: dict[str, LayerGeometry],
     sampling: str,
@@ -420,13 +531,15 @@ def _extraction_steps(
     seed: int,
     max_probe_pixels: int,
     mask: np.ndarray | None = None,
+    target: torch.device | None = None,
+    scheduler: Any = None,
 ) -> Generator[Progress, None, dict[str, PointCloud]]:
-    import torch
+    from .device import on_device
 
-    device, dtype = _model_device_dtype(model)
-    n_images, image_hw = len(batch), batch.shape[2:]
+    n_images, image_hw = len(source), source.sample_shape[1:]
 
-    with _eval_mode(model):
+    with on_device(model, target), _eval_mode(model):
+        device, dtype = _model_device_dtype(model)
         all_boxes: dict[str, np.ndarray] = {}
         if sampling == "foreground":
             yield Progress(0.0, "probing receptive fields (foreground: every position)")
@@ -435,7 +548,7 @@ def _extraction_steps(
                 model,
                 {name: modules[name] for name in spatial},
                 {name: np.arange(geometry[name].n_positions) for name in spatial},
-                batch.shape[1:],
+                source.sample_shape,
                 dtype=dtype,
                 device=device,
                 max_probe_pixels=max_probe_pixels,
@@ -464,15 +577,30 @@ def _extraction_steps(
         notes: dict[str, str] = {}
         forward_order: list[str] = list(modules)
         n_batches = max(1, -(-len(chosen_images) // batch_size))
-        for b in range(n_batches):
-            index = chosen_images[b * batch_size : (b + 1) * batch_size]
-            chunk = torch.from_numpy(batch[index]).to(device=device, dtype=dtype)
-            outputs = capture_layers(model, chunk, modules, notes)
+        batches = [chosen_images[b * batch_size : (b + 1) * batch_size] for b in range(n_batches)]
+        results = None
+        if scheduler is not None:  # the same batches, as Dask tasks on a cluster
+            from .._progress import scaled
+            from ..distributed import iter_remote_batches
+
+            results = yield from scaled(
+                iter_remote_batches(
+                    scheduler, _run_batch, model, source, modules, plans, batches, target
+                ),
+                0.0,
+                0.9,
+            )
+        for b, index in enumerate(batches):
+            if results is None:
+                batch_parts, order, batch_notes = _run_batch(model, source, modules, plans, index)
+                yield Progress(0.9 * (b + 1) / n_batches, f"batch {b + 1}/{n_batches}")
+            else:
+                batch_parts, order, batch_notes = results[b]
             if b == 0:
-                forward_order = list(outputs)  # the order the forward pass reached them
-            for name, out in outputs.items():
-                parts[name].append(plans[name].take(name, out, index))
-            yield Progress(0.9 * (b + 1) / n_batches, f"batch {b + 1}/{n_batches}")
+                forward_order = order  # the order the forward pass reached them
+            notes.update(batch_notes)
+            for name in order:
+                parts[name].append(batch_parts[name])
 
         flats = {
             name: np.concatenate([p[2] for p in parts[name]]).astype(np.int64)
@@ -490,7 +618,7 @@ def _extraction_steps(
                 model,
                 {name: modules[name] for name in spatial_layers},
                 {name: flats[name] for name in spatial_layers},
-                batch.shape[1:],
+                source.sample_shape,
                 dtype=dtype,
                 device=device,
                 max_probe_pixels=max_probe_pixels,

@@ -583,6 +583,7 @@ def iter_analyze(
     predictions: Any = None,
     provenance: Mapping[str, Any] | None = None,
     images: Any = None,
+    scheduler: Any = None,
 ) -> Generator[Progress, None, Analysis]:
     """Analyse each layer's point cloud and compare the layers; yields progress.
 
@@ -611,6 +612,9 @@ def iter_analyze(
     images : array, shape (N, H, W) or (N, H, W, 3), optional
         The images ``cloud.image_index`` refers to, kept in the analysis (and its
         saved folder) so that links to pixels work without the original files.
+    scheduler : str or distributed.Client, optional
+        A dask.distributed scheduler: each layer's analysis runs as one Dask task
+        there (same code, same result); the cross-layer matrices run here.
 
     Yields
     ------
@@ -656,7 +660,16 @@ def iter_analyze(
     seed = int(config.seed)
     results: list[LayerAnalysis] = []
 
-    for layer_number, cloud in enumerate(items):
+    if scheduler is not None:  # per-layer topology as Dask tasks (napari_topolens.distributed)
+        from .._progress import scaled
+        from ..distributed import iter_remote_layers
+
+        remote = iter_remote_layers(
+            scheduler, items, image_labels, image_probabilities, config, class_names
+        )
+        results = yield from scaled(remote, 0.0, per_layer * len(items) / total)
+        done = per_layer * len(items)
+    for layer_number, cloud in enumerate(items if scheduler is None else ()):
         name = cloud.layer
         if len(cloud) > config.max_points:
             keep = np.sort(

@@ -55,6 +55,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from ..activations.image_source import layer_images
 from ..errors import EmptySelectionError, ModelError, TopoLensError
 from ..samples import SAMPLE_NAMES
 from .label_choice import (
@@ -76,7 +77,6 @@ from .widget_parts import (
     ProgressWorker,
     check_one_stack_axis,
     current_stack_index,
-    image_stack,
     marked_stack_indices,
     report_error,
 )
@@ -265,6 +265,11 @@ class AnalysisWidget(QWidget):
             tooltip="0: the knee of the sorted nearest-neighbour distances",
         )
         self.seed = SpinBox(label="Seed", min=0, max=2**31 - 1, value=defaults.seed)
+        self.scheduler = LineEdit(
+            label="Dask scheduler",
+            tooltip="Address of a running dask.distributed scheduler (tcp://host:8786): the "
+            "extraction batches and each layer's topology run on its workers. Empty: here.",
+        )
         params_box = Container(
             widgets=[
                 self.metric,
@@ -277,6 +282,7 @@ class AnalysisWidget(QWidget):
                 self.min_samples,
                 self.eps,
                 self.seed,
+                self.scheduler,
             ],
             labels=True,
         )
@@ -608,7 +614,7 @@ class AnalysisWidget(QWidget):
                     "images on it and choose it under 'Marked in'"
                 )
             return marked_stack_indices(layer, marker)
-        return np.arange(len(image_stack(layer)), dtype=np.int64)
+        return np.arange(len(layer_images(layer.data, rgb=layer.rgb)), dtype=np.int64)
 
     def config(self) -> Any:
         """The :class:`AnalysisConfig` the form describes (raises TopoLensError if invalid)."""
@@ -656,8 +662,9 @@ class AnalysisWidget(QWidget):
             if image_layer is not None:
                 check_one_stack_axis(image_layer)
             index = self.selected_indices()
-            stack = image_stack(image_layer)
-            images = np.ascontiguousarray(stack[index], dtype=np.float32)
+            # lazy: dask- and zarr-backed layers are read batch by batch, in the worker
+            stack = layer_images(image_layer.data, rgb=image_layer.rgb)
+            images = stack.subset(index)
             config = self.config()
             sampling, sampling_note = self.sampling.value, None
             if len(index) == 1 and sampling != SINGLE_IMAGE_SAMPLING:
@@ -674,6 +681,7 @@ class AnalysisWidget(QWidget):
                 sampling=sampling,
                 max_points=int(self.max_points.value) or None,
                 seed=int(self.seed.value),
+                scheduler=self._scheduler(),
             )
             labels = read_label_choice(
                 self.labels_source.value,
@@ -711,8 +719,10 @@ class AnalysisWidget(QWidget):
         if sampling_note is not None:
             provenance["sampling_note"] = sampling_note
         # a copy made here, so the worker never reads the layer's own buffer
-        embed = np.array(stack, dtype=np.float32) if stack.nbytes <= _MAX_EMBEDDED_BYTES else None
+        embed = stack.to_stack() if stack.nbytes <= _MAX_EMBEDDED_BYTES else None
         provenance["images_embedded"] = embed is not None
+        if self._scheduler() is not None:
+            provenance["scheduler"] = self._scheduler()
         work = _analysis_work(
             steps,
             model,
@@ -746,6 +756,10 @@ class AnalysisWidget(QWidget):
         self._started = time.perf_counter()
         self._job.start()
         return self._job.worker
+
+    def _scheduler(self) -> str | None:
+        """The Dask scheduler address typed in the form, or ``None`` to run here."""
+        return str(self.scheduler.value).strip() or None
 
     def cancel(self, _value: Any = None) -> None:
         """Stop the running analysis at its next step; nothing is added to the viewer."""
@@ -988,6 +1002,7 @@ def _analysis_work(
                 predictions=predictions,
                 provenance=record,
                 images=embed,
+                scheduler=provenance.get("scheduler"),
             ),
             _EXTRACT_SHARE,
             1.0,

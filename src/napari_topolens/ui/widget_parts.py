@@ -51,6 +51,11 @@ def image_stack(layer: Any) -> np.ndarray:
     return data.reshape(-1, *data.shape[-spatial_ndim:])
 
 
+def _leading_count(layer: Any) -> int:
+    """How many images the layer's stack holds, without reading its pixels."""
+    return int(np.prod(_leading_shape(layer), dtype=np.int64))
+
+
 def check_one_stack_axis(layer: Any) -> None:
     """Refuse an image layer with more than one axis before the images (e.g. T, Z, H, W).
 
@@ -132,7 +137,7 @@ def marked_stack_indices(image_layer: Any, marker: Any) -> np.ndarray:
     """
     from napari.layers import Labels, Points, Shapes
 
-    n_images = len(image_stack(image_layer))
+    n_images = _leading_count(image_layer)
     name = getattr(marker, "name", "?")
     needs_stack = (
         f"layer {name!r} has no stack axis; draw its marks while browsing the images, "

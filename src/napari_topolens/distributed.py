@@ -1,0 +1,192 @@
+"""Run extraction batches and per-layer topology as Dask tasks on a running cluster.
+
+Optional: needs ``dask.distributed`` (``pip install 'napari-topolens[distributed]'``).
+Give ``scheduler=`` (an address such as ``tcp://10.0.0.5:8786``, or a
+``distributed.Client``) to :func:`~napari_topolens.extract_activations` or
+:func:`~napari_topolens.analyze`, or ``--scheduler ADDRESS`` to the command line.
+The tasks run exactly the code that runs in-process without a scheduler (one
+forward pass per batch; one whole layer's analysis per layer), so the result is the
+same array for array; only where it runs changes. The model, the image source and
+the sampling plans are sent to every worker once; image sources on disk are opened
+by path, so workers must see the same files.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+from ._progress import Progress
+from .errors import TopoLensError
+
+__all__ = ["SchedulerError", "connect", "iter_remote_batches", "iter_remote_layers"]
+
+
+class SchedulerError(TopoLensError):
+    """No dask.distributed, or no scheduler at the address given."""
+
+
+@contextmanager
+def connect(scheduler: Any, *, timeout: float = 15.0) -> Iterator[Any]:
+    """A ``distributed.Client`` for ``scheduler`` (an address, or a client used as is).
+
+    A client made here is closed on exit; a client passed in is left open.
+    """
+    try:
+        from distributed import Client
+    except ImportError as exc:
+        raise SchedulerError(
+            "running on a Dask scheduler needs dask.distributed; "
+            "pip install 'napari-topolens[distributed]'"
+        ) from exc
+    if isinstance(scheduler, Client):
+        yield scheduler
+        return
+    address = str(scheduler).strip()
+    if not address:
+        raise SchedulerError("the scheduler address is empty; give e.g. tcp://127.0.0.1:8786")
+    try:
+        client = Client(address, timeout=timeout, set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise SchedulerError(
+            f"could not connect to the Dask scheduler at {address!r} ({exc}); start one with "
+            "'dask scheduler' and workers with 'dask worker ADDRESS', or drop --scheduler"
+        ) from exc
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+def _gather_in_order(
+    client: Any, futures: list[Any], what: str
+) -> Generator[Progress, None, list[Any]]:
+    """Wait for ``futures``, yielding progress as each ends; results in submission order."""
+    from distributed import as_completed
+
+    position = {future.key: i for i, future in enumerate(futures)}
+    results: list[Any] = [None] * len(futures)
+    done = 0
+    try:
+        for future in as_completed(futures, loop=client.loop):
+            results[position[future.key]] = future.result()  # re-raises a task's error
+            done += 1
+            yield Progress(done / len(futures), f"{what} {done}/{len(futures)} (Dask)")
+    finally:
+        if done < len(futures):  # cancelled or failed: stop what is still queued
+            client.cancel(futures)
+    return results
+
+
+#: Models unpickled on this worker, by token (each batch task of a run shares one copy).
+_WORKER_MODELS: dict[str, Any] = {}
+
+
+def _worker_model(token: str, blob: bytes, device: Any) -> Any:
+    """The worker's copy of the model sent as ``blob`` (plain pickle bytes, sent by us)."""
+    import pickle
+
+    model = _WORKER_MODELS.get(token)
+    if model is None:
+        _WORKER_MODELS.clear()  # one run's model at a time
+        model = pickle.loads(blob)
+        if device is not None:
+            model.to(device)
+        model.eval()
+        _WORKER_MODELS[token] = model
+    return model
+
+
+def _batch_task(
+    run_batch: Callable[..., Any],
+    token: str,
+    blob: bytes,
+    source: Any,
+    names: Sequence[str],
+    plans: dict[str, Any],
+    index: Any,
+    device: Any,
+) -> Any:
+    """One extraction batch on a worker (the worker's copy of the model, in eval mode)."""
+    import torch
+
+    model = _worker_model(token, blob, device)
+    named = dict(model.named_modules())
+    modules = {name: named[name] for name in names}
+    with torch.no_grad():
+        return run_batch(model, source, modules, plans, index)
+
+
+def iter_remote_batches(
+    scheduler: Any,
+    run_batch: Callable[..., Any],
+    model: Any,
+    source: Any,
+    modules: dict[str, Any],
+    plans: dict[str, Any],
+    batches: Sequence[Any],
+    device: Any = None,
+) -> Generator[Progress, None, list[Any]]:
+    """``run_batch`` for every batch as a Dask task; yields progress, returns results in order."""
+    import hashlib
+    import uuid
+
+    import cloudpickle  # a dependency of dask.distributed; pickles models defined in __main__
+
+    # The model travels as bytes: dask's own torch serialiser drops the module's hook dicts.
+    blob = cloudpickle.dumps(model)
+    token = f"{hashlib.sha256(blob).hexdigest()}-{uuid.uuid4().hex}"
+    with connect(scheduler) as client:
+        blob_f, source_f, plans_f = client.scatter([blob, source, plans], broadcast=True)
+        names = list(modules)
+        futures = [
+            client.submit(
+                _batch_task,
+                run_batch,
+                token,
+                blob_f,
+                source_f,
+                names,
+                plans_f,
+                index,
+                device,
+                pure=False,
+            )
+            for index in batches
+        ]
+        return (yield from _gather_in_order(client, futures, "batch"))
+
+
+def _layer_task(cloud: Any, labels: Any, probabilities: Any, config: Any, class_names: Any) -> Any:
+    """The whole per-layer analysis of one cloud, run in-process on a worker."""
+    from .topology.analysis import analyze
+
+    single = analyze(
+        [cloud], labels, config=config, class_names=class_names, probabilities=probabilities
+    )
+    return single.layer_results[0]
+
+
+def iter_remote_layers(
+    scheduler: Any,
+    clouds: Sequence[Any],
+    labels: Any,
+    probabilities: Any,
+    config: Any,
+    class_names: Any,
+) -> Generator[Progress, None, list[Any]]:
+    """One Dask task per layer; returns the layers' ``LayerAnalysis`` in order."""
+    with connect(scheduler) as client:
+        shared = [value for value in (labels, probabilities) if value is not None]
+        scattered = iter(client.scatter(shared, broadcast=True) if shared else [])
+        labels_f = None if labels is None else next(scattered)
+        probabilities_f = None if probabilities is None else next(scattered)
+        cloud_fs = client.scatter(list(clouds))
+        futures = [
+            client.submit(
+                _layer_task, cloud_f, labels_f, probabilities_f, config, class_names, pure=False
+            )
+            for cloud_f in cloud_fs
+        ]
+        return (yield from _gather_in_order(client, futures, "layer"))
