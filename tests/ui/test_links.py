@@ -65,8 +65,26 @@ def field_mask(cloud, members, n_images):
     mask = np.zeros((n_images, h, w), bool)
     for p in members:
         y0, x0, y1, x1 = cloud.receptive_field[p]
+        if (y0, x0, y1, x1) == (0, 0, h, w):
+            continue  # a whole-image field says nothing per pixel: not tinted
         mask[cloud.image_index[p], y0:y1, x0:x1] = True
     return mask
+
+
+def test_whole_image_fields_leave_the_overlay_untinted():
+    from types import SimpleNamespace
+
+    from napari_topolens.ui.view_data import overlay_for_members
+
+    cloud = SimpleNamespace(
+        image_shape=(4, 4),
+        image_index=np.array([0, 0, 1]),
+        receptive_field=np.array([[0, 0, 4, 4], [1, 1, 3, 3], [0, 0, 4, 4]]),
+    )
+    heat = overlay_for_members(cloud, np.arange(3), 2, skip_whole=True)
+    assert heat[0].sum() == 4 and heat[0, 1:3, 1:3].all()  # only the partial field
+    assert not heat[1].any()  # image 1 has only a whole-image field
+    assert overlay_for_members(cloud, np.arange(3), 2)[1].all()  # counted without skip_whole
 
 
 def check_pixels(viewer, links, key, analysis, image_layer, expected_members):

@@ -223,9 +223,10 @@ def mapper_figure(
         alpha=(0.35 + 0.65 * purity).clip(0, 1),
         zorder=2,
     )
+    n_components = int(mapper.component.max()) + 1
     axes.set_title(
         f"Mapper graph: {n_nodes} nodes, {len(mapper.edges)} edges, "
-        f"{int(mapper.component.max()) + 1} components",
+        f"{n_components} component{'' if n_components == 1 else 's'}",
         fontsize=10,
     )
     axes.autoscale_view()

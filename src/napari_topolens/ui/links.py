@@ -348,7 +348,7 @@ class LinkController:
         stack = int(cloud.image_index.max()) + 1
         if overlay is not None:
             stack = max(stack, overlay.data.shape[0] if overlay.data.ndim == 3 else 1)
-        heat = vd.overlay_for_members(cloud, members, stack)
+        heat = vd.overlay_for_members(cloud, members, stack, skip_whole=True)
         if overlay is not None and overlay in self.viewer.layers:
             shown = heat[: overlay.data.shape[0]] if overlay.data.ndim == 3 else heat[0]
             overlay.data = shown

@@ -1101,12 +1101,20 @@ def group_of_view(view: str) -> str:
 # --------------------------------------------------------------------------- image viewer side
 
 
-def overlay_for_members(cloud: Any, members: np.ndarray, n_images: int) -> np.ndarray:
-    """Heat ``(N, H, W)``: per image, how many member points' receptive fields cover each pixel."""
+def overlay_for_members(
+    cloud: Any, members: np.ndarray, n_images: int, *, skip_whole: bool = False
+) -> np.ndarray:
+    """Heat ``(N, H, W)``: per image, how many member points' receptive fields cover each pixel.
+
+    With ``skip_whole``, fields covering the whole image (pooled or dense layers) are
+    left out: they say nothing per pixel, and tinting the whole input would hide it.
+    """
     height, width = (int(v) for v in cloud.image_shape)
     heat = np.zeros((n_images, height, width), dtype=np.float32)
     members = np.asarray(members, dtype=np.int64)
     for image, (y0, x0, y1, x1) in zip(cloud.image_index[members], cloud.receptive_field[members]):
+        if skip_whole and y0 <= 0 and x0 <= 0 and y1 >= height and x1 >= width:
+            continue
         if 0 <= image < n_images:
             heat[image, y0:y1, x0:x1] += 1.0
     return heat
