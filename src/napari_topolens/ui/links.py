@@ -418,7 +418,7 @@ class LinkController:
                 guess = vd.class_name(int(predictions[image]), names)
                 if guess != truth:  # the model got it wrong: say what it said
                     text += f" → {guess}"
-            texts.append(text if len(text) <= 13 else text[:12] + "…")  # fits its tile
+            texts.append(text if len(text) <= 12 else text[:11] + "…")  # fits its tile
         gallery_text = entry.layers.get("gallery_text")
         if gallery_text is not None and gallery_text in self.viewer.layers:
             update_layer(
