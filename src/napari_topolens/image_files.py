@@ -97,6 +97,23 @@ def _to_float_images(array: np.ndarray, source: str, *, scale_integers: bool) ->
     return images
 
 
+def read_image_file(path: Path) -> np.ndarray:
+    """One image file of a folder as a grey ``(H, W)`` or RGB ``(H, W, 3)`` array (alpha dropped)."""
+    try:
+        array = _read_pixel_file(path)
+    except Exception as exc:  # Pillow / tifffile raise many kinds
+        raise ImageError(f"{path} could not be read as an image ({exc})") from exc
+    if array.ndim == 3 and array.shape[-1] == 4:
+        array = array[..., :3]
+    if array.ndim == 3 and array.shape[-1] == 1:
+        array = array[..., 0]
+    if not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] == 3)):
+        raise ImageError(
+            f"{path} has shape {array.shape}; each file in a folder must be one grey or RGB image"
+        )
+    return array
+
+
 def _read_pixel_file(path: Path) -> np.ndarray:
     """One image file as an (H, W) or (H, W, 3/4) array, or (P, H, W...) for a TIFF stack."""
     if path.suffix.lower() in _TIFF_SUFFIXES:
@@ -139,22 +156,7 @@ def _read_folder(folder: Path, max_images: int | None) -> tuple[np.ndarray, list
         )
     if max_images is not None:
         files = files[:max_images]
-    pixels = []
-    for path in files:
-        try:
-            array = _read_pixel_file(path)
-        except Exception as exc:  # Pillow / tifffile raise many kinds
-            raise ImageError(f"{path} could not be read as an image ({exc})") from exc
-        if array.ndim == 3 and array.shape[-1] == 4:
-            array = array[..., :3]
-        if array.ndim == 3 and array.shape[-1] == 1:
-            array = array[..., 0]
-        if not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] == 3)):
-            raise ImageError(
-                f"{path} has shape {array.shape}; each file in a folder must be one grey "
-                "or RGB image"
-            )
-        pixels.append(array)
+    pixels = [read_image_file(path) for path in files]
     colour = any(p.ndim == 3 for p in pixels)
     if colour:  # grey files among colour ones are repeated into three channels
         pixels = [np.repeat(p[..., None], 3, axis=-1) if p.ndim == 2 else p for p in pixels]

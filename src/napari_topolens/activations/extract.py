@@ -13,7 +13,7 @@ import numpy as np
 from .._progress import CancelCallback, Progress, ProgressCallback, drive
 from ..errors import EmptySelectionError, ImageError, LayerError, ModelError, TopoLensError
 from .hooks import capture_layers, check_layer_names
-from .image_source import ImageSource, as_image_source
+from .image_source import ImageSource, as_image_source, stack_image_list
 from .models import check_model, first_input_channels
 from .pointcloud import PointCloud
 from .receptive_field import (
@@ -49,19 +49,7 @@ def as_image_batch(images: Any) -> np.ndarray:
     ``C`` in 1 or 3. Values are kept as they are: the model carries the
     normalisation it expects.
     """
-    if isinstance(images, (list, tuple)):
-        if len(images) == 0:
-            raise EmptySelectionError("no images were selected; select at least one image")
-        shapes = sorted({np.shape(im) for im in images})
-        if len(shapes) > 1:
-            raise ImageError(
-                f"the images differ in shape ({', '.join(map(str, shapes[:4]))}); "
-                "resize or crop them to one size first"
-            )
-        images = np.stack([np.asarray(im) for im in images])
-    if hasattr(images, "detach"):
-        images = images.detach().cpu().numpy()
-    array = np.asarray(images)
+    array = np.asarray(stack_image_list(images))
     if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
         raise ImageError(f"images must be numeric arrays, got dtype {array.dtype}")
     if array.ndim == 0 or (array.ndim >= 1 and array.shape[0] == 0):

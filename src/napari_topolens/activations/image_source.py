@@ -300,21 +300,9 @@ class FileFolderSource(ImageSource):
 
     @staticmethod
     def _read_file(path: Path) -> np.ndarray:
-        from ..image_files import _read_pixel_file
+        from ..image_files import read_image_file
 
-        try:
-            array = _read_pixel_file(path)
-        except Exception as exc:  # Pillow / tifffile raise many kinds
-            raise ImageError(f"{path} could not be read as an image ({exc})") from exc
-        if array.ndim == 3 and array.shape[-1] == 4:
-            array = array[..., :3]
-        if array.ndim == 3 and array.shape[-1] == 1:
-            array = array[..., 0]
-        if not (array.ndim == 2 or (array.ndim == 3 and array.shape[-1] == 3)):
-            raise ImageError(
-                f"{path} has shape {array.shape}; each file in a folder must be one grey "
-                "or RGB image"
-            )
+        array = read_image_file(path)
         if array.dtype.kind not in "biuf":
             raise ImageError(f"{path}: pixels must be numeric, got dtype {array.dtype}")
         return array
@@ -384,6 +372,23 @@ class MultiscaleImages:
         )
 
 
+def stack_image_list(images: Any) -> Any:
+    """A list/tuple of same-shaped images stacked, a tensor as numpy; anything else as given."""
+    if isinstance(images, (list, tuple)):
+        if len(images) == 0:
+            raise EmptySelectionError("no images were selected; select at least one image")
+        shapes = sorted({np.shape(im) for im in images})
+        if len(shapes) > 1:
+            raise ImageError(
+                f"the images differ in shape ({', '.join(map(str, shapes[:4]))}); "
+                "resize or crop them to one size first"
+            )
+        images = np.stack([np.asarray(im) for im in images])
+    if hasattr(images, "detach"):
+        images = images.detach().cpu().numpy()
+    return images
+
+
 def as_image_source(
     images: Any, *, accepts: Callable[[ImageSource], bool] | None = None
 ) -> ImageSource:
@@ -397,18 +402,7 @@ def as_image_source(
         return images
     if isinstance(images, MultiscaleImages):
         return images.choose(accepts)[1]
-    if isinstance(images, (list, tuple)):
-        if len(images) == 0:
-            raise EmptySelectionError("no images were selected; select at least one image")
-        shapes = sorted({np.shape(im) for im in images})
-        if len(shapes) > 1:
-            raise ImageError(
-                f"the images differ in shape ({', '.join(map(str, shapes[:4]))}); "
-                "resize or crop them to one size first"
-            )
-        images = np.stack([np.asarray(im) for im in images])
-    if hasattr(images, "detach"):
-        images = images.detach().cpu().numpy()
+    images = stack_image_list(images)
     if not hasattr(images, "shape") or not hasattr(images, "__getitem__"):
         images = np.asarray(images)
     if isinstance(images, np.ndarray) and images.ndim == 0:
