@@ -97,6 +97,18 @@ def _to_float_images(array: np.ndarray, source: str, *, scale_integers: bool) ->
     return images
 
 
+def open_image_npy(path: Path, max_images: int | None = None) -> np.ndarray:
+    """A ``.npy`` image stack memory-mapped (nothing read yet), its first ``max_images``."""
+    try:
+        array = np.load(path, allow_pickle=False, mmap_mode="r")
+    except (ValueError, OSError) as exc:
+        raise ImageError(
+            f"{path} is not a plain numpy array file: it is damaged, or holds pickled "
+            "objects (never loaded here); save the images with np.save(path, array)"
+        ) from exc
+    return array if max_images is None else array[:max_images]
+
+
 def read_image_file(path: Path) -> np.ndarray:
     """One image file of a folder as a grey ``(H, W)`` or RGB ``(H, W, 3)`` array (alpha dropped)."""
     try:
@@ -201,15 +213,7 @@ def read_images(path: str | os.PathLike, *, max_images: int | None = None) -> Im
         array, names = _read_folder(source, max_images)
         images = _to_float_images(array, str(source), scale_integers=True)
     elif suffix == ".npy":
-        try:
-            array = np.load(source, allow_pickle=False, mmap_mode="r")
-        except (ValueError, OSError) as exc:
-            raise ImageError(
-                f"{source} is not a plain numpy array file: it is damaged, or holds pickled "
-                "objects (never loaded here); save the images with np.save(path, array)"
-            ) from exc
-        if max_images is not None:
-            array = array[:max_images]
+        array = open_image_npy(source, max_images)
         images = _to_float_images(np.asarray(array), str(source), scale_integers=False)
     elif suffix == ".npz":
         try:

@@ -471,15 +471,9 @@ def open_image_source(path: str | os.PathLike, *, max_images: int | None = None)
     elif source_path.is_dir():
         return FileFolderSource(source_path, max_images=max_images)
     elif suffix == ".npy":
-        try:
-            array = np.load(source_path, allow_pickle=False, mmap_mode="r")
-        except (ValueError, OSError) as exc:
-            raise ImageError(
-                f"{source_path} is not a plain numpy array file: it is damaged, or holds pickled "
-                "objects (never loaded here); save the images with np.save(path, array)"
-            ) from exc
-        if max_images is not None:
-            array = array[:max_images]
+        from ..image_files import open_image_npy
+
+        array = open_image_npy(source_path, max_images)
         source = ArraySource(array, description=str(source_path))
     else:
         raise ImageError(

@@ -128,18 +128,11 @@ PANEL_VIEWS: dict[str, tuple[str, ...]] = {
     "cka": ("cka",),
 }
 #: Canvas layers drawn for one network layer (updated when another one is shown).
-LAYER_VIEWS = (
-    "mapper_edges",
-    "mapper_nodes",
-    "color_key",
-    "diagram",
-    "barcode",
-    "flow",
-    "flow_clusters",
-    "blob_hulls",
-    "blob_points",
-    "dendrogram_heatmap",
-    "dendrogram_tree",
+LAYER_VIEWS = tuple(
+    view
+    for panel, views in PANEL_VIEWS.items()
+    if panel not in ("layer_distances", "cka")  # the matrices span all network layers
+    for view in views
 )
 #: Canvas layers drawn once per analysis.
 ANALYSIS_VIEWS = ("layer_distances", "cka")
