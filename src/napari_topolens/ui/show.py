@@ -72,6 +72,7 @@ def _show_steps(
     added: list[tuple[Any, Any]],
     shown: list[Any],
     key_hint: str | None = None,
+    variant_of: str | None = None,
 ) -> Generator[None, None, ShownAnalysis]:
     """The work of a show, yielding after each layer added or updated.
 
@@ -102,7 +103,7 @@ def _show_steps(
             added.append((viewer, image_layer))
             shown.append(image_layer)
             yield
-        entry = state.add(ShownAnalysis(key, analysis, image_layer))
+        entry = state.add(ShownAnalysis(key, analysis, image_layer, variant_of=variant_of))
     else:
         entry = state.get(key)
         if image_layer is not None:
@@ -287,7 +288,11 @@ class IncrementalShow:
         key: str | None = None,
         on_done: Callable[[list[Any]], Any] | None = None,
         on_error: Callable[[BaseException], Any] | None = None,
+        steps: Callable[[list, list], Generator[None, None, Any]] | None = None,
     ) -> None:
+        """``steps(added, shown)``, if given, replaces the show's own steps (e.g. the
+        variants' show, ``ui.variants``): a generator that yields after each layer,
+        collecting ``(viewer model, layer)`` of the layers it adds in ``added``."""
         self.layers: list[Any] = []
         self.done = False
         self.cancelled = False
@@ -297,6 +302,9 @@ class IncrementalShow:
         self._was_shown = state_for(viewer).key_of(analysis) is not None
         self._added: list[tuple[Any, Any]] = []
         self._on_done, self._on_error = on_done, on_error
+        if steps is not None:
+            self._steps = steps(self._added, self.layers)
+            return
         self._steps = _show_steps(
             viewer,
             analysis,
