@@ -153,7 +153,7 @@ def _groups(result: Any, n_images: int) -> Any:
     from scipy.sparse import csr_matrix
 
     graph = result.mapper
-    sizes = np.diff(np.asarray(graph.member_offsets, dtype=np.int64))
+    sizes: np.ndarray = np.diff(np.asarray(graph.member_offsets, dtype=np.int64)).astype(np.int64)
     nodes = np.repeat(np.arange(len(sizes)), sizes)
     images = np.asarray(result.cloud.image_index, dtype=np.int64)[
         np.asarray(graph.members, dtype=np.int64)

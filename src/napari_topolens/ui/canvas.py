@@ -98,11 +98,13 @@ class TopologyCanvas(QWidget):
         top = QHBoxLayout()
         top.addWidget(QLabel("View:"))
         top.addWidget(self.picker, 1)
-        top.addWidget(self.compare_label)
-        top.addWidget(self.compare, 1)
+        second = QHBoxLayout()  # its own row: a narrow dock cuts two combos short
+        second.addWidget(self.compare_label)
+        second.addWidget(self.compare, 1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addLayout(top)
+        layout.addLayout(second)
         layout.addWidget(self.legend)
         layout.addWidget(self.qt_viewer, 1)
         layout.addWidget(self.readout)
@@ -338,9 +340,7 @@ class TopologyCanvas(QWidget):
             " · Esc clears"
         )
         if any(e.variant_of is not None for e in entries):
-            parts[-1] += (
-                " · a selection in the base (or variant) rings the same images beside it in white"
-            )
+            parts[-1] += " · white beside a selection: the same images"
         self.legend.setText("<br>".join(parts))
 
     def _on_hover(self, _model: Any, event: Any) -> None:

@@ -42,7 +42,7 @@ from .canvas import canvas_for
 from .layer_update import update_layer
 from .state import PerViewer, Selection, ShownAnalysis, state_for
 
-__all__ = ["SELECTABLE_VIEWS", "LinkController", "links_for"]
+__all__ = ["SELECTABLE_VIEWS", "LinkController", "gallery_spot", "links_for"]
 
 #: Views whose selection drives the links (and that a click selects from).
 SELECTABLE_VIEWS = (
@@ -67,6 +67,21 @@ def links_for(viewer: Any) -> LinkController:
         controller = LinkController(viewer)
         _CONTROLLERS.set(viewer, controller)
     return controller
+
+
+def gallery_spot(state: Any, entry: ShownAnalysis) -> tuple[vd.ImageGeometry | None, int]:
+    """Where an analysis's selection gallery lies: the geometry it is placed by, and its index.
+
+    Analyses of one image layer put theirs side by side below it; a variant shown
+    beside its base (``ui.variants``) puts its own right of the base's.
+    """
+    base = state.get(entry.variant_of) if entry.variant_of in state else None
+    if base is not None and base.image_layer is not None:
+        return vd.variant_gallery_geometry(vd.ImageGeometry.of_layer(base.image_layer)), 0
+    if entry.image_layer is None:
+        return None, 0
+    same = [e for e in state if e.image_layer is entry.image_layer and e.variant_of is None]
+    return vd.ImageGeometry.of_layer(entry.image_layer), same.index(entry) if entry in same else 0
 
 
 def _csr_owner(offsets: np.ndarray) -> np.ndarray:
@@ -454,12 +469,9 @@ class LinkController:
         if gallery is None or gallery not in self.viewer.layers:
             return
         mosaic = vd.gallery_mosaic(lookup, heat, chosen, tile_classes=tile_classes)
-        geometry = (
-            vd.ImageGeometry.of_layer(image_layer)
-            if image_layer is not None
-            else vd.ImageGeometry(*heat.shape[1:])
-        )
-        index = self._gallery_index(entry)
+        geometry, index = gallery_spot(self.state, entry)
+        if geometry is None:
+            geometry = vd.ImageGeometry(*heat.shape[1:])
         placement = vd.gallery_placement(geometry, index, mosaic.shape)
         gallery.data = mosaic
         gallery.scale = placement["scale"]
@@ -483,11 +495,6 @@ class LinkController:
                 gallery_text,
                 vd.gallery_text_data(entry.key, geometry, index, title, centres, texts),
             )
-
-    def _gallery_index(self, entry: ShownAnalysis) -> int:
-        """Which gallery of its image layer an analysis has (several analyses: side by side)."""
-        same = [e for e in self.state if e.image_layer is entry.image_layer]
-        return same.index(entry) if entry in same else 0
 
     def _jump_to(self, image_layer: Any, member_image_ids: np.ndarray) -> None:
         data_ndim = image_layer.data.ndim - (1 if image_layer.rgb else 0)
@@ -704,7 +711,7 @@ class LinkController:
                 image_layer,
                 heat,
                 np.zeros(0, np.int64),
-                f"selection gallery · {k}: click a view item",
+                vd.gallery_title(k, entry.variant_of),
             )
             del shape
             self.state.set_selection(k, Selection())

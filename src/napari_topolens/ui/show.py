@@ -18,7 +18,7 @@ from ..errors import LayerError, TopoLensError
 from . import view_data as vd
 from .canvas import canvas_for, existing_canvas
 from .layer_update import create_layer, update_layer
-from .links import links_for
+from .links import gallery_spot, links_for
 from .state import ShownAnalysis, state_for
 
 __all__ = [
@@ -111,9 +111,8 @@ def _show_steps(
     entry.layouts.update({k: np.asarray(v, dtype=np.float64) for k, v in (layouts or {}).items()})
     active = viewer.layers.selection.active
     if entry.image_layer is not None:
-        geometry = vd.ImageGeometry.of_layer(entry.image_layer)
-        same = [e for e in state if e.image_layer is entry.image_layer]
-        index = same.index(entry)
+        geometry, index = gallery_spot(state, entry)
+        assert geometry is not None
         rgb = bool(getattr(entry.image_layer, "rgb", False))
         shape = entry.image_layer.data.shape[:-1] if rgb else entry.image_layer.data.shape
         items = []
@@ -121,7 +120,7 @@ def _show_steps(
             items.append(vd.overlay_layer_data(analysis, key, entry.image_layer))
         if "gallery" not in entry.layers:
             items += vd.gallery_layer_data(
-                analysis, key, geometry, index, int(shape[-2]), int(shape[-1])
+                analysis, key, geometry, index, int(shape[-2]), int(shape[-1]), entry.variant_of
             )
         for item in items:
             layer = create_layer(item)

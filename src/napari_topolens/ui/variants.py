@@ -40,7 +40,7 @@ from ..errors import EmptySelectionError, TopoLensError
 from . import view_data as vd
 from .canvas import canvas_for
 from .edits import highlight_class, recolor_nodes, set_edge_threshold
-from .layer_update import create_layer
+from .layer_update import create_layer, update_layer
 from .links import _csr_items_containing, _pixel_at, links_for
 from .show import IncrementalShow, _show_steps, remove_analysis
 from .state import PerViewer, ShownAnalysis, state_for
@@ -66,6 +66,8 @@ class BaseVariants:
     base: Any
     image_layers: dict[str, Any] = field(default_factory=dict)
     compared: str | None = None
+    #: The names above the images (base and each perturbed set).
+    labels_layer: Any = None
 
     def variant(self, name: str) -> Any:
         for variant in self.base.variants:
@@ -101,9 +103,7 @@ def _pick(base: Any, which: Any) -> Any:
     for variant in variants:
         if variant is which or variant.name == str(which):
             return variant
-    raise TopoLensError(
-        f"no variant {which!r}; variants: {', '.join(v.name for v in variants)}"
-    )
+    raise TopoLensError(f"no variant {which!r}; variants: {', '.join(v.name for v in variants)}")
 
 
 def _as_stack(images: Any, like: Any) -> np.ndarray:
@@ -124,11 +124,11 @@ def variant_images_layer_data(
 ) -> vd.LayerDataTuple:
     """A perturbed image set as a layer to the right of the base's images, styled like them.
 
-    ``number`` (1, 2, ...) spaces the layers a gallery's pitch apart, so the
-    selection gallery under one never overlaps the next.
+    ``number`` (1, 2, ...) says where in the strip (the galleries lie below it:
+    the variant's right of the base's, see ``view_data.variant_gallery_geometry``).
     """
     geometry = vd.ImageGeometry.of_layer(base_layer)
-    pitch = 1.1 * 2.0 * max(geometry.height, geometry.width)  # = ImageGeometry.gallery_box's
+    pitch = 1.15 * geometry.width
     translate = [float(v) for v in base_layer.translate]
     translate[-1] += number * pitch
     rgb = bool(getattr(base_layer, "rgb", False))
@@ -259,6 +259,8 @@ class VariantViews:
                 added.append((viewer, made))
                 shown.append(made)
                 yield
+            if number:
+                self._label_images(bv, base_layer, added)
             if active is not None and active in viewer.layers:
                 viewer.layers.selection.active = active  # napari activates each added layer
         old = bv.compared_key
@@ -269,7 +271,9 @@ class VariantViews:
         self.current = bv.key
         name = layer or base_entry.network_layer or base.layers[-1]
         key = bv.key_of(variant.name)
-        image_layer = bv.image_layers.get(variant.name) if variant.analysis.images is not None else base_layer
+        image_layer = (
+            bv.image_layers.get(variant.name) if variant.analysis.images is not None else base_layer
+        )
         if image_layer is not None and image_layer not in viewer.layers:
             image_layer = None
         color_by = base_entry.color_by
@@ -301,6 +305,26 @@ class VariantViews:
         self.update_controls()
         self.canvas.update_legend()
         return entry
+
+    def _label_images(self, bv: BaseVariants, base_layer: Any, added: list) -> None:
+        """Name the base's images and each perturbed set above them."""
+        viewer = self.viewer
+        names, boxes = ["base"], []
+        layers = [base_layer]
+        for name, layer in bv.image_layers.items():
+            if layer in viewer.layers:
+                names.append(name)
+                layers.append(layer)
+        for layer in layers:
+            g = vd.ImageGeometry.of_layer(layer)
+            boxes.append((g.origin[0], g.origin[1], g.origin[0] + g.height, g.origin[1] + g.width))
+        item = vd.variant_labels_layer_data(bv.key, names, boxes)
+        if bv.labels_layer is not None and bv.labels_layer in viewer.layers:
+            update_layer(bv.labels_layer, item)
+            return
+        bv.labels_layer = create_layer(item)
+        viewer.add_layer(bv.labels_layer)
+        added.append((viewer, bv.labels_layer))
 
     def show(self, base: Any, which: Any = None, *, layer: str | None = None) -> list[Any]:
         """:func:`show_variants` at once; returns the layers added or updated."""
@@ -370,8 +394,8 @@ class VariantViews:
             if viewer is not None:
                 if bv.compared_key is not None and bv.compared_key in self.state:
                     remove_analysis(viewer, bv.compared_key)
-                for layer in bv.image_layers.values():
-                    if layer in viewer.layers:
+                for layer in [*bv.image_layers.values(), bv.labels_layer]:
+                    if layer is not None and layer in viewer.layers:
                         viewer.layers.remove(layer)
             if self.current == key:
                 self.current = next(iter(self.bases), None)
@@ -545,8 +569,10 @@ class VariantViews:
                 )
             finally:
                 self._no_follow = False
-        if bv.compared != name or bv.compared_key not in self.state or (
-            self.state.get(str(bv.compared_key)).network_layer != layer
+        if (
+            bv.compared != name
+            or bv.compared_key not in self.state
+            or (self.state.get(str(bv.compared_key)).network_layer != layer)
         ):
             self.show(bv.base, name, layer=layer)
 
@@ -585,6 +611,8 @@ class VariantViews:
                     self.links.clear_selection(key)
         finally:
             self._linking = False
+        labels = bv.base.labels
+        label = int(labels[image]) if labels is not None and image < len(labels) else -1
         base_layer = base_entry.image_layer
         variant_layer = variant_entry.image_layer
         heats = np.stack(
@@ -594,20 +622,19 @@ class VariantViews:
             ]
         )
         tiles = [_frame(base_layer, image, heats[0]), _frame(variant_layer, image, heats[1])]
-        labels = bv.base.labels
-        label = int(labels[image]) if labels is not None and image < len(labels) else -1
         class_name = vd.class_name(label, bv.base.class_names)
-        title = (
-            f"moved most: #{image} ({class_name}) at {layer}, score {score:.2f} · "
-            f"base | {variant.name}; red: receptive fields of its activations"
-        )
+        title = f"#{image} {class_name} moved most at {layer}, score {score:.2f}"
+        if not len(nodes[variant_key]):  # its gallery says why nothing is selected there
+            self.links.show_tiles(
+                variant_key,
+                tiles[1:],
+                heats[1:],
+                np.array([label]),
+                [variant.name],
+                f"#{image}: in no Mapper node of {variant.name} at {layer}",
+            )
         self.links.show_tiles(
-            base_key,
-            tiles,
-            heats,
-            np.array([label, label]),
-            [f"#{image} base", f"#{image} {variant.name}"],
-            title,
+            base_key, tiles, heats, np.array([label, label]), ["base", variant.name], title
         )
         if base_layer is not None:
             self.links.show_image(base_layer, int(image))

@@ -101,6 +101,7 @@ PANEL_TITLES: dict[str, str] = {
 ViewName = Literal[
     "images",
     "variant_images",
+    "variant_labels",
     "overlay",
     "gallery",
     "gallery_text",
@@ -936,20 +937,21 @@ def _drift_text(analysis: Any, layer: str, put: Any) -> str:
     geometry = drift_layout.drift_geometry(table, len(analysis.layers))
     left, right = drift_layout.DRIFT_COLS
     variants = list(analysis.variants)
-    per_row = 3 if len(variants) > 2 else max(len(variants), 1)
+    longest = max((len(str(v.name)) for v in variants), default=0)
+    per_row = max(1, min(len(variants), 3 if longest <= 9 else 2))
     colors = drift_colors(np.arange(len(variants)))
     marks = {"disc": "●", "square": "■", "diamond": "◆", "triangle_up": "▲"}
     for number, variant in enumerate(variants):
         row, col = divmod(number, per_row)
         symbol = DRIFT_SYMBOLS[number % len(DRIFT_SYMBOLS)]
         put(
-            0.0 + 0.045 * row,
+            0.03 + 0.045 * row,
             (col + 0.5) / per_row,
             f"{marks.get(symbol, '◆')} {geo.short_label(str(variant.name), 16)}",
             _hex(colors[number]),
         )
     titles = {
-        "distance": f"H{dim} sliced-Wasserstein distance ÷ base's own scale",
+        "distance": f"relative H{dim} distance (sliced W.)",
         "moved": "fraction of images that moved",
     }
     for plot, (top, bottom) in drift_layout.DRIFT_PLOTS.items():
@@ -965,7 +967,7 @@ def _drift_text(analysis: Any, layer: str, put: Any) -> str:
         for name, col in zip(analysis.layers, geometry.layer_cols):
             shade = _TEXT if name == layer else _DIM_TEXT
             put(bottom + 0.035, float(col), geo.short_label(name, 10), shade)
-    return f"per network layer (the grey line: {layer}); click a point to compare"
+    return "grey line: the layer shown · click a point"
 
 
 # --------------------------------------------------------------------------- panel text, frames
@@ -1010,12 +1012,30 @@ def panel_text_data(
 
     where = f"{key} · {layer}" if panel not in (*ANALYSIS_VIEWS, "drift") else key
     title = f"{PANEL_TITLES[panel]} · {where}"
+    run = (
+        "base"
+        if has_variants(analysis)
+        else (getattr(analysis, "provenance", None) or {}).get("variant")
+    )
+    if isinstance(run, str) and panel != "drift":
+        # base and variant side by side: short titles that never run into each other
+        title = f"{run} · {layer}" if panel not in ANALYSIS_VIEWS else str(run)
     subtitle = ""
     if panel == "drift":
-        if not has_variants(analysis):  # the plot is its base's: nothing here
+        if not has_variants(analysis):  # the plot is its base's: a blank text here
+            # (one blank item, not none: the text is never empty in the other panels, and
+            # napari's text of points added to an empty layer fails its colour encoding)
             return [
                 _text_layer(
-                    "panel_text", key, layer, slot, [], [], [], 10, _name("view text", key)
+                    "panel_text",
+                    key,
+                    layer,
+                    slot,
+                    [(0.5, 0.5)],
+                    [""],
+                    [_TEXT],
+                    10,
+                    _name("view text", key),
                 ),
                 _text_layer(
                     "panel_values", key, layer, slot, [], [], [], 8, _name("matrix values", key)
@@ -1030,6 +1050,8 @@ def panel_text_data(
             if graph.n_nodes
             else f"no nodes: {len(result.cloud)} points; try more images"
         )
+        if isinstance(run, str) and graph.n_nodes:
+            subtitle = f"{graph.n_nodes} nodes, {len(graph.edges)} edges"
     elif panel in ("diagram", "barcode"):
         pers = result.persistence
         top = geo.diagram_top(pers.diagrams)
@@ -1409,6 +1431,43 @@ class ImageGeometry:
         )
 
 
+def variant_gallery_geometry(base: ImageGeometry) -> ImageGeometry:
+    """The geometry a variant's gallery is placed by: its base's, moved below the base's
+    gallery (side by side, the titles would run into each other on a laptop screen)."""
+    (_r0, _c0), side = base.gallery_box(0)
+    return ImageGeometry(base.height, base.width, (base.origin[0] + 1.3 * side, base.origin[1]))
+
+
+def gallery_title(key: str, variant_of: str | None = None) -> str:
+    """The title of an empty selection gallery (short for a variant: it sits under its base's)."""
+    if variant_of is not None and key.startswith(f"{variant_of} · "):
+        return f"gallery · {key[len(variant_of) + 3 :]}: click a view item"
+    return f"selection gallery · {key}: click a view item"
+
+
+def variant_labels_layer_data(
+    key: str, names: Sequence[str], boxes: Sequence[tuple[float, float, float, float]]
+) -> LayerDataTuple:
+    """Names above the base's images and each variant's (``boxes``: top, left, bottom, right)."""
+    pos = [
+        ((top - 0.08 * (bottom - top)), (left + right) / 2) for top, left, bottom, right in boxes
+    ]
+    return (
+        np.asarray(pos, dtype=np.float64).reshape(-1, 2),
+        {
+            "name": _name("variant names", key),
+            "features": pd.DataFrame({"text": list(names)}),
+            "size": 0.0,
+            "face_color": "transparent",
+            "border_color": "transparent",
+            "border_width": 0,
+            "text": {"string": "{text}", "size": 9, "color": "white", "anchor": "center"},
+            "metadata": topolens_meta("variant_labels", key, ""),
+        },
+        "points",
+    )
+
+
 def images_layer_data(analysis: Any, key: str) -> LayerDataTuple:
     """The input stack from ``analysis.images``, or a blank stand-in of the right shape."""
     images = getattr(analysis, "images", None)
@@ -1465,7 +1524,13 @@ def gallery_placement(
 
 
 def gallery_layer_data(
-    analysis: Any, key: str, geometry: ImageGeometry, index: int, h: int, w: int
+    analysis: Any,
+    key: str,
+    geometry: ImageGeometry,
+    index: int,
+    h: int,
+    w: int,
+    variant_of: str | None = None,
 ) -> list[LayerDataTuple]:
     """An empty gallery (a black tile) and its text (title, tile classes)."""
     mosaic = np.zeros((h, w, 3), dtype=np.float32)
@@ -1480,9 +1545,7 @@ def gallery_layer_data(
             },
             "image",
         ),
-        gallery_text_data(
-            key, geometry, index, f"selection gallery · {key}: click a view item", [], []
-        ),
+        gallery_text_data(key, geometry, index, gallery_title(key, variant_of), [], []),
     ]
 
 
