@@ -417,8 +417,10 @@ def test_reopen_shows_the_variants_without_recomputing(
     other_state = state_for(other)
     other.open(str(target), plugin="napari-topolens")
     qtbot.waitUntil(
-        lambda: any(e.variant_of is not None and bool(e.network_layer) for e in other_state)
-        and variant_views_for(other).pending.done,
+        lambda: (
+            any(e.variant_of is not None and bool(e.network_layer) for e in other_state)
+            and variant_views_for(other).pending.done
+        ),
         timeout=60_000,
     )
     (reopened_key,) = [e.key for e in other_state if e.variant_of is None]
