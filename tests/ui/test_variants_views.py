@@ -455,3 +455,18 @@ def test_bad_calls_say_what_is_wrong(make_napari_viewer, varied):
     show_analysis(viewer, base.variants[0].analysis, "pool1")
     with pytest.raises(tl.TopoLensError, match="no variants"):
         show_variants_incrementally(viewer, base.variants[0].analysis)
+
+
+def test_variant_layout_of_an_unchanged_graph_is_the_base_layout(varied):
+    base = varied
+    result = base["pool1"]
+    layout = np.asarray(result.mapper_layout)
+    same, paired = variant_layout(result, layout, result)
+    assert np.array_equal(paired, np.arange(result.mapper.n_nodes))
+    assert np.allclose(same, layout)
+    # a pruned model's graph: every node is placed, paired ones exactly on their partner
+    other = base.variants[2].analysis["pool1"]
+    placed, paired = variant_layout(result, layout, other)
+    assert placed.shape == (other.mapper.n_nodes, 2) and np.isfinite(placed).all()
+    assert np.allclose(placed[paired >= 0], layout[paired[paired >= 0]])
+    assert len(set(paired[paired >= 0].tolist())) == int((paired >= 0).sum())  # one-to-one

@@ -13,8 +13,6 @@ jumps.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -231,12 +229,3 @@ def variant_layout(
         has = paired >= 0
         layout[has] = base_layout[paired[has]]
     return layout, paired
-
-
-def series(table: pd.DataFrame, variant: int, column: str, n_layers: int) -> Sequence[float]:
-    """One variant's values of a column per layer (nan where it was not compared)."""
-    out = [math.nan] * n_layers
-    mine = table[table["variant_index"] == variant]
-    for layer, value in zip(mine["layer_index"].tolist(), mine[column].tolist()):
-        out[int(layer)] = float(value)
-    return out
