@@ -437,6 +437,10 @@ def test_removing_the_base_removes_its_variants(make_napari_viewer, varied):
     viewer, _image_layer, state, key = shown_with_variants(make_napari_viewer, base)
     variant_key = f"{key} · gaussian:0.1"
     assert variant_key in state
+    show_analysis(viewer, base, "fc1")  # a switch made at once is followed at once
+    assert state.get(variant_key).network_layer == "fc1"
+    nodes = state.get(variant_key).layers["mapper_nodes"]
+    assert len(nodes.data) == base.variants[0].analysis["fc1"].mapper.n_nodes
     remove_analysis(viewer, key)
     assert variant_key not in state and key not in state
     assert not find_layers(viewer, key, "variant_images")

@@ -160,9 +160,36 @@ def variant_views_for(viewer: Any) -> VariantViews:
     return controller
 
 
-def watch_variants(viewer: Any) -> VariantViews:
-    """Show the variants of analyses the reader opens (their images layer asks for it)."""
-    return variant_views_for(viewer)
+_WATCHED: set[int] = set()
+
+
+def watch_variants(viewer: Any) -> None:
+    """Show the variants of analyses the reader opens (their images layer asks for it).
+
+    Once per viewer; the controller (and the canvas) are made only when such an
+    analysis is shown.
+    """
+    if id(viewer) in _WATCHED:
+        return
+    _WATCHED.add(id(viewer))
+    ref = weakref.ref(viewer)
+    weakref.finalize(viewer, _WATCHED.discard, id(viewer))
+
+    def shown(key: str) -> None:
+        v = ref()
+        if v is not None and _reader_asks_for_variants(state_for(v), key):
+            variant_views_for(v).show_read(key)
+
+    state_for(viewer).shown.connect(shown)
+
+
+def _reader_asks_for_variants(state: Any, key: str) -> bool:
+    if key not in state:
+        return False
+    layer = state.get(key).image_layer
+    meta = layer.metadata.get("topolens") if layer is not None else None
+    settings = meta.get("show") if isinstance(meta, dict) else None
+    return isinstance(settings, dict) and bool(settings.get("variants"))
 
 
 class VariantViews:
@@ -192,7 +219,6 @@ class VariantViews:
         self.state.changed.connect(self._on_changed)
         self.state.removed.connect(self._on_removed)
         self.state.selection_changed.connect(self._on_selection)
-        self.state.shown.connect(self._on_shown)
         self.canvas.compare_chooser = self._on_compare_chosen
         self.canvas.moved_chooser = self._on_moved_chosen
         self.links.item_pickers["drift_points"] = self._on_drift_point
@@ -370,7 +396,10 @@ class VariantViews:
         base_entry = self.state.get(key)
         variant_key = bv.compared_key
         if what == "network_layer":
-            if self._follow_at_once:
+            # a switch made one layer per turn (the explorer's) is followed the same way;
+            # one made at once (a script, our own switches) at once
+            stepping = any(not show.done for show in IncrementalShow._running)
+            if self._follow_at_once or not stepping:
                 self.show(bv.base, bv.compared)
             else:
                 self.show_incrementally(bv.base, bv.compared)
@@ -406,16 +435,11 @@ class VariantViews:
         if viewer is not None:
             self.update_controls()
 
-    def _on_shown(self, key: str) -> None:
-        """A base opened by the reader asks for its variants (its images layer says so)."""
-        if key not in self.state:
-            return
+    def show_read(self, key: str) -> None:
+        """A base opened by the reader asks for its variants (once; its images layer says so)."""
         entry = self.state.get(key)
-        layer = entry.image_layer
-        meta = layer.metadata.get("topolens") if layer is not None else None
-        settings = meta.get("show") if isinstance(meta, dict) else None
-        if not isinstance(settings, dict) or not settings.pop("variants", False):
-            return
+        settings = entry.image_layer.metadata["topolens"]["show"]
+        settings["variants"] = False
         if not vd.has_variants(entry.analysis):
             return
         names = [v.name for v in entry.analysis.variants]
