@@ -159,7 +159,8 @@ def test_variants_run_stack_indexed_and_save(digits, qtbot, tmp_path):
     status = widget.status.value
     for name in by_name:
         assert f"\n{name}: SW-H1 drift" in status
-    assert "moved at fc1" in status and "accuracy" in status and "→" in status
+    assert "\nVariants (SW drift relative" in status
+    assert "moved 0% at fc1, accuracy" in status and "→" in status
     # the base was shown as before (the variants' views are the views module's job)
     assert len(canvas_for(viewer).model.layers) > 0
 

@@ -52,6 +52,7 @@ from qtpy.QtWidgets import (
     QLabel,
     QProgressBar,
     QScrollArea,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
@@ -317,6 +318,9 @@ class AnalysisWidget(QWidget):
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(value="Load a model to list its layers.")
         self.status.native.setWordWrap(True)
+        # wrap to the dock's width: a long line (a variant's drift) must not widen the form
+        self.status.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.status.native.setMinimumWidth(1)
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, ProgressWorker.STEPS)
         self.progress_bar.setTextVisible(True)
@@ -945,13 +949,18 @@ class AnalysisWidget(QWidget):
             if provenance.get("labels_from_predictions")
             else f" Labels: {provenance.get('labels', 'none')}."
         )
+        variants_note = ""
+        if analysis.variants:
+            variants_note = (
+                f"\nVariants (SW drift relative to the base's diagram, mean of "
+                f"{len(analysis.layers)} layer(s)):"
+            ) + "".join("\n" + variant_summary(v, analysis) for v in analysis.variants)
         self._set_status(
             f"Analysed {len(analysis.layers)} layer(s) of "
             f"{len(provenance.get('image_index', []))} image(s) in {seconds:.1f} s. "
             f"Showing {last.name}: {len(last.mapper.node_ids)} Mapper nodes, "
             f"{len(last.persistence.diagrams[0])} H0 bars.{labels_note} "
-            "Use the explorer to change the view."
-            + "".join("\n" + variant_summary(v, analysis) for v in analysis.variants)
+            "Use the explorer to change the view." + variants_note
         )
 
     def _on_finished(self) -> None:
@@ -1294,14 +1303,14 @@ def variant_summary(variant: Any, base: Any) -> str:
     last = comparison.drifts[-1]
     moved = last.moved_fraction
     text = (
-        f"{variant.name}: SW-H{dim} drift {drift:.3g} (relative, mean of "
-        f"{len(comparison.drifts)} layer(s)); moved at {last.layer}: "
+        f"{variant.name}: SW-H{dim} drift {drift:.3g}, moved "
         + ("n/a" if np.isnan(moved) else f"{100 * moved:.0f}%")
+        + f" at {last.layer}"
     )
     if base.provenance.get("labels_from_predictions"):
         changed = comparison.prediction_changed
         if not np.isnan(changed):
-            text += f"; predictions changed: {100 * changed:.0f}%"
+            text += f", predictions changed {100 * changed:.0f}%"
     elif not np.isnan(comparison.accuracy_base):
-        text += f"; accuracy {comparison.accuracy_base:.3f} → {comparison.accuracy_variant:.3f}"
+        text += f", accuracy {comparison.accuracy_base:.3f} → {comparison.accuracy_variant:.3f}"
     return text
