@@ -304,3 +304,22 @@ def test_shapes_masks_are_rasterised_on_the_image_they_sit_on(make_napari_viewer
     assert one.shape == (16, 16) and one[3:7, 4:9].all()
     with pytest.raises(ValueError, match="MiB"):
         layer_mask(shapes, image, np.arange(6), max_bytes=100, what="the mask")
+
+
+def test_a_device_torch_cannot_use_is_refused_before_any_work(digits, monkeypatch):
+    import torch
+
+    from napari_topolens.activations import device as device_module
+
+    viewer, widget, _ = digits
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA; the refusal needs a machine without it")
+    # a combo listing cuda (as on a GPU machine) hands it to extraction, which refuses it
+    monkeypatch.setattr(device_module, "available_devices", lambda: ["cpu", "cuda"])
+    widget.device.reset_choices()
+    assert list(widget.device.choices) == ["cpu", "cuda"]
+    widget.device.value = "cuda"
+    before = [layer.name for layer in viewer.layers]
+    assert widget.run() is None
+    assert "device 'cuda' is not available" in widget.status.value
+    assert [layer.name for layer in viewer.layers] == before and widget.analysis is None

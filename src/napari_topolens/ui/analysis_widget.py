@@ -25,6 +25,11 @@ Stack indices: when only some images are analysed, the point clouds'
 ``image_index`` is mapped back to the image layer's stack index, so the analysis
 indexes the layer it came from (labels and probabilities are stack-sized; rows of
 images that were not analysed hold -1 / NaN).
+
+Variants (the "Variants (robustness)" section, ``ui.variant_choice``) run in the
+same worker after the base and before the views are shown, each through
+``robustness.study.iter_one_variant`` with the base's extraction options, config
+and labels, stack-indexed like the base; they end up in ``analysis.variants``.
 """
 
 from __future__ import annotations
@@ -1069,15 +1074,21 @@ class _VariantPlan:
     fgsm_labels: np.ndarray | None
 
 
-def _predict_steps(model: Any, images: Any, at: float, what: str):
-    """The model's class probabilities for ``images``, a chunk per step (each can cancel)."""
+def _predict_steps(model: Any, images: Any, at: float, what: str, device: str | None = None):
+    """The model's class probabilities for ``images``, a chunk per step (each can cancel).
+
+    On ``device`` (the one extraction runs on), the model moved there and back as
+    extraction moves it.
+    """
     from .._progress import Progress
+    from ..activations.device import on_device, resolve_device
     from ..activations.extract import predict_proba
 
     chunks = []
-    for start in range(0, len(images), _PREDICT_CHUNK):
-        yield Progress(at, f"{what}predictions ({start}/{len(images)} images)")
-        chunks.append(predict_proba(model, images[start : start + _PREDICT_CHUNK]))
+    with on_device(model, None if device is None else resolve_device(device)):
+        for start in range(0, len(images), _PREDICT_CHUNK):
+            yield Progress(at, f"{what}predictions ({start}/{len(images)} images)")
+            chunks.append(predict_proba(model, images[start : start + _PREDICT_CHUNK]))
     return np.concatenate(chunks)
 
 
@@ -1142,7 +1153,7 @@ def _analysis_work(
         analysed: np.ndarray | None = None
         try:
             analysed = yield from _predict_steps(
-                model, images, _EXTRACT_SHARE * share, "the model's "
+                model, images, _EXTRACT_SHARE * share, "the model's ", extraction.get("device")
             )
         except ModelError as exc:
             if labels.from_predictions:
@@ -1258,14 +1269,25 @@ def _variant_runs(
             selected.append(read_frames(plan.data, index, plan.frame))
         return selected[0]
 
-    def variant_clouds(run_model: Any, run_images: Any):
-        clouds = yield from iter_extract_activations(run_model, run_images, **extraction)
-        analysed = yield from _predict_steps(run_model, run_images, 1.0, "")
-        return to_stack_index(clouds), analysed
+    def device_of(spec: Any) -> str | None:
+        """INT8 (dynamically quantised) models run on the CPU only."""
+        return "cpu" if spec.quantize is not None else extraction.get("device")
+
+    def variant_clouds(spec: Any):
+        def steps(run_model: Any, run_images: Any):
+            options = {**extraction, "device": device_of(spec)}
+            clouds = yield from iter_extract_activations(run_model, run_images, **options)
+            analysed = yield from _predict_steps(run_model, run_images, 1.0, "", device_of(spec))
+            return to_stack_index(clouds), analysed
+
+        return steps
 
     def variant_analysis(spec: Any, clouds: Any, analysed: Any, run_images: Any):
         predictions, probabilities = stack_rows(analysed)
-        notes = {"variant": spec.name, "variant_spec": dataclasses.asdict(spec)}
+        notes: dict[str, Any] = {"variant": spec.name, "variant_spec": dataclasses.asdict(spec)}
+        if device_of(spec) != extraction.get("device"):
+            notes["device"] = device_of(spec)
+            notes["device_note"] = "an INT8 model runs on the CPU (dynamic quantisation)"
         analysis = yield from analyse(clouds, predictions, probabilities, notes)
         if spec.is_perturbation:
             # image number == frame number: the perturbed images at their stack positions
@@ -1283,7 +1305,7 @@ def _variant_runs(
             model,
             run_images,
             base,
-            extract=variant_clouds,
+            extract=variant_clouds(spec),
             analyse=variant_analysis,
             labels=plan.fgsm_labels,
             occlusion_mask=plan.occlusion_mask,
