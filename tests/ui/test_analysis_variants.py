@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from napari_topolens.ui.analysis_widget import AnalysisWidget
+from napari_topolens.ui.label_choice import PREDICTIONS
 from napari_topolens.ui.variant_choice import STRENGTHS
 from napari_topolens.ui.widget_parts import MARKED_IMAGES, layer_mask
 
@@ -271,6 +272,12 @@ def test_foreground_sampling_with_a_labels_mask(shapes, qtbot):
     assert widget.device.value == "cpu"
     widget.device.value = "cpu"
     widget.foreground_mask.value = viewer.layers["object"]
+    # variants of the same run: FGSM against the model's own predictions (the labels),
+    # and an occlusion of the object's pixels (the same layer as occlusion mask)
+    widget.labels_source.value = PREDICTIONS
+    widget.variant_form.add(text="fgsm:0.05")
+    widget.variant_form.add(text="occlusion:1")
+    widget.variant_form.occlusion_mask.value = viewer.layers["object"]
     worker = widget.run()
     assert worker is not None, widget.status.value
     wait_for(qtbot, worker)
@@ -286,6 +293,21 @@ def test_foreground_sampling_with_a_labels_mask(shapes, qtbot):
         rf = cloud.receptive_field
         cy, cx = (rf[:, 0] + rf[:, 2] - 1) // 2, (rf[:, 1] + rf[:, 3] - 1) // 2
         assert inside[cloud.image_index, cy, cx].all()
+        for variant in analysis.variants:  # sampled inside the same mask
+            cloud = variant.analysis[name].cloud
+            rf = cloud.receptive_field
+            cy, cx = (rf[:, 0] + rf[:, 2] - 1) // 2, (rf[:, 1] + rf[:, 3] - 1) // 2
+            assert inside[cloud.image_index, cy, cx].all()
+    fgsm, occlusion = analysis.variants
+    assert fgsm.analysis.provenance["sampling"] == "foreground"
+    assert "predictions changed" in widget.status.value and "accuracy" not in widget.status.value
+    assert fgsm.comparison.prediction_changed > 0  # the attack flips some of the model's guesses
+    # occlusion: the object's pixels greyed (one value), the rest of each image untouched
+    greyed = occlusion.images(analysis)[chosen]
+    original = images.data[chosen]
+    object_pixels = inside[chosen]
+    assert np.unique(greyed[object_pixels]).size == 1
+    np.testing.assert_array_equal(greyed[~object_pixels], original[~object_pixels])
 
 
 def test_shapes_masks_are_rasterised_on_the_image_they_sit_on(make_napari_viewer):
