@@ -1277,13 +1277,17 @@ def _variant_runs(
         def steps(run_model: Any, run_images: Any):
             options = {**extraction, "device": device_of(spec)}
             clouds = yield from iter_extract_activations(run_model, run_images, **options)
-            analysed = yield from _predict_steps(run_model, run_images, 1.0, "", device_of(spec))
+            analysed = None
+            if base.predictions is not None:  # else the model gives no class scores
+                analysed = yield from _predict_steps(
+                    run_model, run_images, 1.0, "", device_of(spec)
+                )
             return to_stack_index(clouds), analysed
 
         return steps
 
     def variant_analysis(spec: Any, clouds: Any, analysed: Any, run_images: Any):
-        predictions, probabilities = stack_rows(analysed)
+        predictions, probabilities = (None, None) if analysed is None else stack_rows(analysed)
         notes: dict[str, Any] = {"variant": spec.name, "variant_spec": dataclasses.asdict(spec)}
         if device_of(spec) != extraction.get("device"):
             notes["device"] = device_of(spec)
