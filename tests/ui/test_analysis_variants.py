@@ -345,3 +345,27 @@ def test_a_device_torch_cannot_use_is_refused_before_any_work(digits, monkeypatc
     assert widget.run() is None
     assert "device 'cuda' is not available" in widget.status.value
     assert [layer.name for layer in viewer.layers] == before and widget.analysis is None
+
+
+def test_long_layer_names_and_drift_lines_fit_a_330_pixel_dock(make_napari_viewer, qtbot):
+    from qtpy.QtWidgets import QApplication, QScrollArea
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((4, 16, 16), np.float32), name="stack")
+    long_name = "object mask drawn by hand on every image of the stack"
+    viewer.add_labels(np.zeros((4, 16, 16), np.uint8), name=long_name)
+    widget = AnalysisWidget(viewer)  # made while the long name is open
+    widget.variants_section.expand(animate=False)
+    widget.sampling.value = "foreground"
+    widget.foreground_mask.value = viewer.layers[long_name]
+    widget.variant_form.occlusion_mask.value = viewer.layers[long_name]
+    widget.status.value = "Analysed ...\n" + "gaussian:0.3: SW-H1 drift 1.34, moved 91% " * 3
+    qtbot.addWidget(widget)
+    widget.resize(330, 900)
+    widget.show()
+    for _ in range(5):
+        QApplication.processEvents()
+    scroll = widget.findChild(QScrollArea)
+    content = scroll.widget()
+    assert content.minimumSizeHint().width() <= scroll.viewport().width()
+    assert content.width() <= scroll.viewport().width()  # nothing cut at the right edge

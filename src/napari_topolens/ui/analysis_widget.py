@@ -407,6 +407,10 @@ class AnalysisWidget(QWidget):
                 QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
             )
             combo.setMinimumContentsLength(8)
+            # Qt keeps the minimum size hint it computed under the old policy (the
+            # longest layer name open when the widget was made): an explicit minimum
+            # width takes its place
+            combo.setMinimumWidth(8 * combo.fontMetrics().horizontalAdvance("X") + 32)
         self.setMinimumWidth(300)
 
     # ---- choices --------------------------------------------------------------------
