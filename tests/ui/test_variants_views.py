@@ -474,3 +474,48 @@ def test_variant_layout_of_an_unchanged_graph_is_the_base_layout(varied):
     assert placed.shape == (other.mapper.n_nodes, 2) and np.isfinite(placed).all()
     assert np.allclose(placed[paired >= 0], layout[paired[paired >= 0]])
     assert len(set(paired[paired >= 0].tolist())) == int((paired >= 0).sum())  # one-to-one
+
+
+def test_the_analysis_widgets_variants_show_beside_its_base(make_napari_viewer, qtbot):
+    """The hand-off: what the widget's run leaves (stack-indexed variants) shows and links."""
+    from napari_topolens.ui.analysis_widget import AnalysisWidget
+    from napari_topolens.ui.widget_parts import MARKED_IMAGES
+
+    viewer = make_napari_viewer()
+    (images,) = viewer.open_sample("napari-topolens", "digits")
+    chosen = np.arange(2, 1797, 15)[:100]
+    marks = np.zeros(images.data.shape, dtype=np.uint8)
+    marks[chosen, 3:5, 3:5] = 1
+    viewer.add_labels(marks, name="marks")
+    widget = AnalysisWidget(viewer)
+    widget.model_source.value = "sample: digits"
+    assert widget.load_model() is not None
+    widget.module_tree.set_checked(["pool2", "fc1"])
+    widget.which.value = MARKED_IMAGES
+    widget.marker_layer.value = viewer.layers["marks"]
+    for text in ("gaussian:0.3", "prune:0.5"):
+        widget.variant_form.add(text=text)
+    worker = widget.run()
+    assert worker is not None, widget.status.value
+    with qtbot.waitSignal(worker.finished, timeout=240_000):
+        pass
+    base = widget.analysis
+    assert base is not None and len(base.variants) == 2, widget.status.value
+    done = []
+    show_variants_incrementally(viewer, base, on_done=done.append)
+    qtbot.waitUntil(lambda: bool(done), timeout=60_000)
+    state = state_for(viewer)
+    key = state.key_of(base)
+    (made,) = find_layers(viewer, key, "variant_images")
+    assert made.data.shape == images.data.shape  # the stack, frame = image number
+    variant_key = f"{key} · gaussian:0.3"
+    assert state.get(variant_key).image_layer is made
+    result = base.variants[0].analysis[state.get(variant_key).network_layer]
+    image = int(result.cloud.image_index[0])
+    assert image in set(chosen.tolist())
+    row, col = (int(v) for v in result.cloud.receptive_field[0][:2])
+    clicked = links_for(viewer).click_at(world_of(made, image, row, col))
+    assert clicked["key"] == variant_key
+    assert sorted(clicked["found"]["mapper_nodes"].tolist()) == covering_nodes(
+        result, image, row, col
+    )
