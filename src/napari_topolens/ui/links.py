@@ -219,6 +219,8 @@ class LinkController:
         if found is None:
             return
         entry, view = found
+        if not entry.network_layer:
+            return  # being drawn (its layers taken over from another analysis)
         rows = sorted(int(i) for i in layer.selected_data if 0 <= int(i) < len(layer.features))
         table = layer.features.iloc[rows]
         self._set_ring(layer, np.isin(np.arange(len(layer.features)), rows), selected=True)

@@ -290,7 +290,18 @@ class VariantViews:
             if active is not None and active in viewer.layers:
                 viewer.layers.selection.active = active  # napari activates each added layer
         old = bv.compared_key
+        reuse: dict[str, Any] = {}
         if old is not None and bv.compared != variant.name and old in self.state:
+            # the new variant takes the old one's layers over, in place (fast)
+            self.links.clear_selection(old)  # quietly: no selection travels with the layers
+            reuse = dict(self.state.get(old).layers)
+            self.state.get(old).layers.clear()
+            for taken in reuse.values():
+                # napari re-slices a hidden Points layer with its old point indices when
+                # its points change in place; shown while updated (the end of the show
+                # hides those of other views again)
+                if taken in self.canvas.model.layers and not taken.visible:
+                    taken.visible = True
             remove_analysis(viewer, old)
             yield
         bv.compared = variant.name
@@ -322,6 +333,7 @@ class VariantViews:
             shown,
             key,
             variant_of=bv.key,
+            reuse=reuse,
         )
         entry.layouts[name] = layout  # (the saved layout of the variant would not match)
         if base_entry.faded_class is not None:
@@ -605,8 +617,8 @@ class VariantViews:
         if layer is None or not 0 <= index < len(layer.features) or entry.key not in self.bases:
             return
         row = layer.features.iloc[index]
+        self.canvas.show_panel("mapper")  # (its layers are updated shown, see steps)
         self.show_at(entry.key, str(row["variant"]), str(row["layer"]))
-        self.canvas.show_panel("mapper")
 
     def show_moved(self, base_key: str, layer: str, image: int, score: float) -> dict[str, Any]:
         """One most-moved image: original | variant with the moved activation's receptive-field
@@ -617,6 +629,7 @@ class VariantViews:
         if bv.compared is None:
             raise TopoLensError("compare a variant first")
         variant = bv.variant(bv.compared)
+        self.canvas.show_panel("mapper")  # the nodes it selects are drawn there
         self.show_at(base_key, variant.name, layer)
         variant_key = str(bv.compared_key)
         base_entry = self.state.get(base_key)
