@@ -753,7 +753,7 @@ class _SamplingPlan:
     @property
     def n_points(self) -> int:
         """Points this layer gives: one per kept position, or one per chosen image."""
-        return len(self.keep_flat) if self.mode == "all_positions" else len(self.images)
+        return len(self._keep_flat()) if self.mode == "all_positions" else len(self.images)
 
     def _keep_flat(self) -> np.ndarray:
         if self.keep_flat is None:
