@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import zlib
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +33,7 @@ __all__ = [
     "as_image_batch",
     "extract_activations",
     "iter_extract_activations",
+    "model_accepts",
     "predict_proba",
     "receptive_field_centres",
 ]
@@ -350,10 +351,13 @@ def iter_extract_activations(
     return steps(modules)
 
 
-def _image_source(model: torch.nn.Module, images: Any) -> ImageSource:
-    """The images as a lazy source; in-memory arrays are checked whole, up front."""
+def model_accepts(model: torch.nn.Module) -> Callable[[ImageSource], bool]:
+    """Whether the model runs on a source's images (one forward pass of its first image).
 
-    def accepts(candidate: ImageSource) -> bool:  # a multiscale level the model runs on
+    What picks the level of a multiscale image (:class:`MultiscaleImages`, ``layer_level``).
+    """
+
+    def accepts(candidate: ImageSource) -> bool:
         import torch
 
         device, dtype = _model_device_dtype(model)
@@ -365,7 +369,12 @@ def _image_source(model: torch.nn.Module, images: Any) -> ImageSource:
             return False
         return True
 
-    source = as_image_source(images, accepts=accepts)
+    return accepts
+
+
+def _image_source(model: torch.nn.Module, images: Any) -> ImageSource:
+    """The images as a lazy source; in-memory arrays are checked whole, up front."""
+    source = as_image_source(images, accepts=model_accepts(model))
     if source.in_memory:
         source.check_all()
     return source
