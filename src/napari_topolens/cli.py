@@ -504,6 +504,7 @@ def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
     prepared = time.perf_counter()
     _check_before_extraction(args, job)
     mask = _read_mask(args, job)
+    occlusion_mask = _read_occlusion_mask(args, job, variant_specs)
     if args.max_points is not None and args.max_points > config.max_points:
         progress.close()
         print(
@@ -570,7 +571,9 @@ def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
         "analysis": round(analysed - extracted, 3),
     }
     if variant_specs:
-        analysis = _run_variants(args, job, analysis, variant_specs, mask, config, progress)
+        analysis = _run_variants(
+            args, job, analysis, variant_specs, mask, occlusion_mask, config, progress
+        )
     return write_report(analysis, args.out, title=args.title, progress=progress.phase("report"))
 
 
@@ -629,6 +632,11 @@ def _add_robustness_arguments(report: argparse.ArgumentParser) -> None:
         "(N, H, W) array (.npz: key masks, or its only array), or a folder of mask images (non-zero = object) named like the "
         "image files, or in the images' order",
     )
+    group.add_argument(
+        "--occlusion-mask",
+        help="the pixels an occlusion variant greys out per image, in the same forms as "
+        "--mask (without it, each image loses a random square patch)",
+    )
 
 
 def _variant_specs(args: argparse.Namespace) -> list[Any]:
@@ -678,6 +686,27 @@ def _read_mask(args: argparse.Namespace, job: dict[str, Any]) -> np.ndarray | No
         return None
     if args.sampling != "foreground":
         raise TopoLensError("--mask is used by --sampling foreground; add it, or leave --mask out")
+    return _read_mask_file(args.mask, "--mask", args, job)
+
+
+def _read_occlusion_mask(
+    args: argparse.Namespace, job: dict[str, Any], specs: list[Any]
+) -> np.ndarray | None:
+    """The --occlusion-mask, for the occlusion variants (refused without one)."""
+    if args.occlusion_mask is None:
+        return None
+    if not any(spec.perturbation == "occlusion" for spec in specs):
+        raise TopoLensError(
+            "--occlusion-mask is used by an occlusion variant only; add one (e.g. "
+            "--perturb occlusion:1) or leave --occlusion-mask out"
+        )
+    return _read_mask_file(args.occlusion_mask, "--occlusion-mask", args, job)
+
+
+def _read_mask_file(
+    path: str, flag: str, args: argparse.Namespace, job: dict[str, Any]
+) -> np.ndarray:
+    """A mask file or folder as (N, H, W) bool aligned with the job's images."""
     from pathlib import Path
 
     from .activations.extract import as_image_batch
@@ -686,14 +715,14 @@ def _read_mask(args: argparse.Namespace, job: dict[str, Any]) -> np.ndarray | No
     images = job["images"]
     n_images = len(images)
     height, width = as_image_batch(images[:1]).shape[2:]
-    mask_file = MaskFile(args.mask, height=height, width=width)
+    mask_file = MaskFile(path, height=height, width=width)
     names = job.get("image_names")
     if names is not None and mask_file.names is not None:
         by_stem = {Path(name).stem: i for i, name in enumerate(mask_file.names)}
         missing = [name for name in names if Path(name).stem not in by_stem]
         if missing:
             raise ImageError(
-                f"--mask {args.mask} has no mask for {len(missing)} image(s) (first: {missing[0]}); "
+                f"{flag} {path} has no mask for {len(missing)} image(s) (first: {missing[0]}); "
                 "name each mask file like its image"
             )
         return mask_file.take([by_stem[Path(name).stem] for name in names])
@@ -705,7 +734,7 @@ def _read_mask(args: argparse.Namespace, job: dict[str, Any]) -> np.ndarray | No
         return mask_file.take(np.arange(n_images))  # the first images, as --max-images keeps
     if count != n_images:
         raise ImageError(
-            f"--mask {args.mask} holds {count} masks for {n_images} images; give one per image"
+            f"{flag} {path} holds {count} masks for {n_images} images; give one per image"
         )
     return mask_file.take(np.arange(n_images))
 
@@ -716,6 +745,7 @@ def _run_variants(
     analysis: Any,
     specs: list[Any],
     mask: np.ndarray | None,
+    occlusion_mask: np.ndarray | None,
     config: Any,
     progress: Any,
 ) -> Any:
@@ -741,6 +771,7 @@ def _run_variants(
         batch_size=args.batch_size,
         seed=args.seed,
         mask=mask,
+        occlusion_mask=occlusion_mask,
         provenance=dict(analysis.provenance),
         base=analysis,
         progress=progress.phase("variants"),

@@ -129,6 +129,8 @@ def test_mask_folder_matched_by_file_name(tmp_path):
         (["--compress", "int4"], "unknown variant"),
         (["--sampling", "foreground"], "needs --mask"),
         (["--mask", "masks.npy"], "--sampling foreground"),
+        (["--occlusion-mask", "masks.npy"], "occlusion variant only"),
+        (["--perturb", "gaussian:0.1", "--occlusion-mask", "m.npy"], "occlusion variant only"),
     ],
 )
 def test_bad_robustness_options_stop_with_one_line(tmp_path, extra, message):
@@ -190,3 +192,34 @@ def test_a_mask_archive_is_read_only_as_far_as_the_images_need(tmp_path):
         cli._read_mask(
             _mask_args(tmp_path / "wrong.npy"), {"images": np.zeros((3, 8, 8)), "provenance": {}}
         )
+
+
+def test_occlusion_variant_greys_the_pixels_of_the_occlusion_mask(tmp_path):
+    sample = load_sample("digits")
+    mask = np.zeros(sample.images.shape, dtype=bool)
+    mask[:, :, :4] = True  # the left half of every digit
+    np.save(tmp_path / "occlude.npy", mask)
+    out = tmp_path / "report"
+    code, err = _run(
+        [
+            "--sample",
+            "digits",
+            "--layers",
+            "pool1,fc1",
+            "--perturb",
+            "occlusion:1",
+            "--occlusion-mask",
+            str(tmp_path / "occlude.npy"),
+            "--out",
+            str(out),
+            *FAST,
+        ]
+    )
+    assert code == 0, err
+    analysis = load_analysis(out / "analysis")
+    original, occluded = analysis.images, analysis.variants[0].analysis.images
+    index = np.asarray(analysis.provenance["sample_image_index"])
+    np.testing.assert_array_equal(occluded[:, :, 4:], original[:, :, 4:])  # right half kept
+    assert not np.array_equal(occluded[:, :, :4], original[:, :, :4])
+    assert len(np.unique(occluded[:, :, :4])) == 1  # one fill value over the masked pixels
+    assert len(index) == len(original)

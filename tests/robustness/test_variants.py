@@ -186,6 +186,10 @@ def test_variant_specs_parse_like_the_command_line():
         parse_variants("prune:0.5")
     with pytest.raises(TopoLensError, match="twice"):
         parse_variants("blur:1,blur:1.0")
+    with pytest.raises(TopoLensError, match="prunes twice"):
+        parse_variants(compress="prune:0.5+prune:0.3")
+    with pytest.raises(TopoLensError, match="quantises twice"):
+        parse_variants(compress="int8+prune:0.5+int8")
 
 
 def test_mean_drift_grows_with_gaussian_sigma_on_shapes():

@@ -121,6 +121,8 @@ class VariantSpec:
             head, sep, value = part.strip().partition(":")
             head = head.strip().lower()
             if head in QUANTIZATIONS and not sep:
+                if quantize is not None:
+                    raise TopoLensError(f"variant {text!r} quantises twice; give {head} once")
                 quantize = head
                 continue
             if not sep:
@@ -135,6 +137,10 @@ class VariantSpec:
             except ValueError:
                 raise TopoLensError(f"variant {part!r}: {value!r} is not a number") from None
             if head == "prune":
+                if prune is not None:
+                    raise TopoLensError(
+                        f"variant {text!r} prunes twice; give one prune:FRACTION per model"
+                    )
                 prune = number
             elif head in PERTURBATIONS:
                 if "+" in text:
