@@ -11,7 +11,7 @@ Every case runs in its own interpreter on the same Gaussian cloud (seed 0):
   points; H1 by measured cost: the whole cloud up to 1,000 points, above that
   landmarks; the filtration cut just above the pilot's largest death);
 * ``topolens full``: ``compute_persistence(x, subsample="full")``, H1 of the whole
-  cloud, still with the certified cut;
+  cloud, the filtration uncut (as the peers compute it);
 * ``giotto-tda``: ``VietorisRipsPersistence(homology_dimensions=[0, 1])`` and
   ``gudhi``: ``RipsPersistence(homology_dimensions=[0, 1])``, both on the whole
   cloud, in the peer environment.
