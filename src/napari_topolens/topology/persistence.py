@@ -414,7 +414,7 @@ def _exact_birth_edges(
 def _nearest_birth_edges(
     births: np.ndarray, distances: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Per birth, the edge of nearest length (ties: the shorter, then the first in row order).
+    """Per birth, the pair whose length is nearest in the stable sort of all pair lengths.
 
     Only for births that are no exact matrix entry (never seen with gudhi's float64
     input); sorts all pairs, so it is kept off the common path.
@@ -452,12 +452,14 @@ def _tree_paths(
     offsets = np.zeros(len(u) + 1, dtype=np.int64)
     np.cumsum(up + down, out=offsets[1:])
     members = np.empty(offsets[-1], dtype=np.int64)
-    for ends, lengths, place in ((u, up, offsets[:-1]), (v, down, offsets[1:] - 1)):
-        node = ends.copy()
-        step_sign = 1 if ends is u else -1
+    # u's side fills each cycle forwards from its start, v's backwards from its end
+    for node, lengths, place, sign in (
+        (u.copy(), up, offsets[:-1], 1),
+        (v.copy(), down, offsets[1:] - 1, -1),
+    ):
         for step in range(int(lengths.max(initial=0))):
             live = np.flatnonzero(lengths > step)
-            members[place[live] + step_sign * step] = node[live]
+            members[place[live] + sign * step] = node[live]
             node[live] = parent[node[live]]
     return members, offsets
 
