@@ -25,6 +25,7 @@ def test_only_the_coarser_level_fits_so_it_is_analysed_and_linked(make_napari_vi
     big = np.repeat(np.repeat(small, 2, axis=1), 2, axis=2)  # (40, 16, 16): the model refuses it
     viewer, widget, pyramid = _pyramid_viewer(make_napari_viewer, [big, small])
     widget.module_tree.set_checked(["pool1", "fc1"])
+    labels_choice = widget.labels_source.value
 
     worker = widget.run()
     assert worker is not None, widget.status.value
@@ -44,6 +45,7 @@ def test_only_the_coarser_level_fits_so_it_is_analysed_and_linked(make_napari_vi
 
     # the analysis read level 1 and is linked to its layer
     assert widget.image_layer.value is level
+    assert widget.labels_source.value == labels_choice  # the swap kept the label choice
     assert analysis["pool1"].cloud.image_shape == (8, 8)
     assert analysis.provenance["image_layer"] == level.name
     assert analysis.provenance["image_shape"] == [8, 8]
