@@ -137,9 +137,12 @@ class Comparison:
     n_images : int
     accuracy_base, accuracy_variant : float
         Top-1 accuracy of the model's predictions (``Analysis.probabilities``) on
-        the labelled images; nan without labels or probabilities.
+        the labelled images it was run on (rows of NaN probabilities, images of a
+        stack that were not analysed, are left out); nan without labels or
+        probabilities.
     prediction_changed : float
-        Fraction of images whose predicted class differs; nan without probabilities.
+        Fraction of the images both were run on whose predicted class differs; nan
+        without probabilities.
     notes : dict of str to str
     """
 
@@ -293,12 +296,12 @@ def compare(
     accuracy_variant = _accuracy(variant)
     changed = math.nan
     if base.probabilities is not None and variant.probabilities is not None:
-        changed = float(
-            np.mean(
-                base.probabilities[:n_base].argmax(axis=1)
-                != variant.probabilities[:n_base].argmax(axis=1)
-            )
-        )
+        a = np.asarray(base.probabilities)[:n_base]
+        b = np.asarray(variant.probabilities)[:n_base]
+        n = min(len(a), len(b))
+        run = _run_rows(a[:n]) & _run_rows(b[:n])  # images both models were run on
+        if run.any():
+            changed = float(np.mean(a[:n][run].argmax(axis=1) != b[:n][run].argmax(axis=1)))
     return Comparison(
         base_name=str(base_name),
         variant_name=str(variant_name),
@@ -461,9 +464,15 @@ def _accuracy(analysis: Any) -> float:
     if analysis.probabilities is None or analysis.labels is None:
         return math.nan
     labels = np.asarray(analysis.labels)
-    n = min(len(labels), len(analysis.probabilities))
-    known = labels[:n] >= 0
+    probabilities = np.asarray(analysis.probabilities)
+    n = min(len(labels), len(probabilities))
+    known = (labels[:n] >= 0) & _run_rows(probabilities[:n])
     if not known.any():
         return math.nan
-    predicted = np.asarray(analysis.probabilities)[:n].argmax(axis=1)
+    predicted = probabilities[:n].argmax(axis=1)
     return float(np.mean(predicted[known] == labels[:n][known]))
+
+
+def _run_rows(probabilities: np.ndarray) -> np.ndarray:
+    """Rows the model was run on: an analysis of some images of a stack holds NaN elsewhere."""
+    return np.isfinite(probabilities).all(axis=1)

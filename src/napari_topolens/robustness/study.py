@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -36,7 +36,15 @@ if TYPE_CHECKING:
 
     from ..topology.analysis import Analysis, AnalysisConfig
 
-__all__ = ["Variant", "VariantSpec", "iter_run_variants", "parse_variants", "run_variants"]
+__all__ = [
+    "Variant",
+    "VariantSpec",
+    "iter_one_variant",
+    "iter_run_variants",
+    "parse_variants",
+    "run_variants",
+    "variant_inputs",
+]
 
 
 @dataclass
@@ -376,8 +384,6 @@ def _variant_steps(
 ) -> Generator[Progress, None, Analysis]:
     from ..activations.extract import iter_extract_activations, predict_proba
     from ..topology.analysis import iter_analyze
-    from .compression import compress
-    from .perturbations import perturb
 
     # what describes the run is kept; what an analysis records of itself is not copied over
     own = ("seconds", "created", "libraries", "notes", "variant", "variant_spec", "n_images")
@@ -433,67 +439,134 @@ def _variant_steps(
             ),
             variants=[],
         )
+
+    def variant_clouds(run_model: Any, run_images: Any):
+        clouds = yield from extract_steps(run_model, run_images)
+        return clouds, predict_proba(run_model, run_images, batch_size=batch_size)
+
+    def variant_analysis(spec: VariantSpec, clouds: Any, probabilities: Any, run_images: Any):
+        return analysis_steps(
+            clouds,
+            probabilities,
+            run_images if spec.is_perturbation else None,  # a compressed model: the base's
+            {"variant": spec.name, "variant_spec": dataclasses.asdict(spec)},
+        )
+
     runs: list[Variant] = []
     for number, spec in enumerate(specs):
-        start = done + number * share
-        prefix = f"variant {number + 1}/{len(specs)} {spec.name}: "
-        seconds: dict[str, float] = {}
-        t0 = time.perf_counter()
-        yield Progress(
-            start,
-            prefix + ("perturbing the images" if spec.is_perturbation else "compressing the model"),
+        variant = yield from iter_one_variant(
+            spec,
+            model,
+            images,
+            base,
+            extract=variant_clouds,
+            analyse=variant_analysis,
+            labels=labels,
+            occlusion_mask=occlusion_mask,
+            batch_size=batch_size,
+            start=done + number * share,
+            share=share,
+            prefix=f"variant {number + 1}/{len(specs)} {spec.name}: ",
         )
-        if spec.is_perturbation:
-            assert spec.perturbation is not None and spec.strength is not None
-            run_model = model
-            run_images: Any = perturb(
-                images,
-                spec.perturbation,
-                spec.strength,
-                seed=spec.seed,
-                model=model if spec.perturbation == "fgsm" else None,
-                labels=labels if spec.perturbation == "fgsm" else None,
-                mask=occlusion_mask if spec.perturbation == "occlusion" else None,
-                batch_size=batch_size,
-            )
-            kept_images = run_images
-        else:
-            run_model = compress(model, prune=spec.prune, quantize=spec.quantize)
-            run_images = images
-            kept_images = None  # the base's images
-        seconds["variant"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        clouds = yield from scaled(
-            extract_steps(run_model, run_images), start, start + 0.3 * share, prefix
-        )
-        variant_probabilities = predict_proba(run_model, run_images, batch_size=batch_size)
-        seconds["extraction"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        analysis = yield from scaled(
-            analysis_steps(
-                clouds,
-                variant_probabilities,
-                kept_images,
-                {"variant": spec.name, "variant_spec": dataclasses.asdict(spec)},
-            ),
-            start + 0.3 * share,
-            start + 0.95 * share,
-            prefix,
-        )
-        seconds["analysis"] = time.perf_counter() - t0
-        yield Progress(start + 0.95 * share, prefix + "comparing with the base")
-        t0 = time.perf_counter()
-        comparison = compare(base, analysis, base_name="base", variant_name=spec.name)
-        seconds["comparison"] = time.perf_counter() - t0
-        runs.append(
-            Variant(
-                name=spec.name,
-                spec=spec,
-                analysis=analysis,
-                comparison=comparison,
-                seconds={k: round(v, 3) for k, v in seconds.items()},
-            )
-        )
+        runs.append(variant)
     base.variants = runs
     yield Progress(1.0, "variants done")
     return base
+
+
+def variant_inputs(
+    spec: VariantSpec,
+    model: torch.nn.Module,
+    images: Any,
+    *,
+    labels: Any = None,
+    occlusion_mask: Any = None,
+    batch_size: int = 64,
+) -> tuple[torch.nn.Module, Any]:
+    """The model and images a variant runs: perturbed images, or a compressed model.
+
+    ``labels`` are the FGSM targets (-1 or ``None``: the model's own prediction);
+    ``occlusion_mask`` the pixels an occlusion greys (a random patch without it).
+    Both are used by those kinds only.
+    """
+    from .compression import compress
+    from .perturbations import perturb
+
+    if not spec.is_perturbation:
+        return compress(model, prune=spec.prune, quantize=spec.quantize), images
+    assert spec.perturbation is not None and spec.strength is not None
+    return model, perturb(
+        images,
+        spec.perturbation,
+        spec.strength,
+        seed=spec.seed,
+        model=model if spec.perturbation == "fgsm" else None,
+        labels=labels if spec.perturbation == "fgsm" else None,
+        mask=occlusion_mask if spec.perturbation == "occlusion" else None,
+        batch_size=batch_size,
+    )
+
+
+def iter_one_variant(
+    spec: VariantSpec,
+    model: torch.nn.Module,
+    images: Any,
+    base: Analysis,
+    *,
+    extract: Callable[[Any, Any], Generator[Progress, None, tuple[Any, Any]]],
+    analyse: Callable[[VariantSpec, Any, Any, Any], Generator[Progress, None, Analysis]],
+    labels: Any = None,
+    occlusion_mask: Any = None,
+    batch_size: int = 64,
+    start: float = 0.0,
+    share: float = 1.0,
+    prefix: str = "",
+) -> Generator[Progress, None, Variant]:
+    """One variant run, timed and compared with ``base``; yields progress in ``[start, start + share]``.
+
+    The caller says how a run is extracted and analysed, so that the variant is
+    made exactly like its base: ``extract(run_model, run_images)`` yields progress
+    (0..1) and returns ``(clouds, probabilities)``; ``analyse(spec, clouds,
+    probabilities, run_images)`` yields progress (0..1) and returns the variant's
+    analysis. :func:`iter_run_variants` and the napari widget (whose clouds index
+    an image layer's stack) both run their variants through here.
+    """
+    seconds: dict[str, float] = {}
+    t0 = time.perf_counter()
+    yield Progress(
+        start,
+        prefix + ("perturbing the images" if spec.is_perturbation else "compressing the model"),
+    )
+    run_model, run_images = variant_inputs(
+        spec,
+        model,
+        images,
+        labels=labels,
+        occlusion_mask=occlusion_mask,
+        batch_size=batch_size,
+    )
+    seconds["variant"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    clouds, probabilities = yield from scaled(
+        extract(run_model, run_images), start, start + 0.3 * share, prefix
+    )
+    seconds["extraction"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    analysis = yield from scaled(
+        analyse(spec, clouds, probabilities, run_images),
+        start + 0.3 * share,
+        start + 0.95 * share,
+        prefix,
+    )
+    seconds["analysis"] = time.perf_counter() - t0
+    yield Progress(start + 0.95 * share, prefix + "comparing with the base")
+    t0 = time.perf_counter()
+    comparison = compare(base, analysis, base_name="base", variant_name=spec.name)
+    seconds["comparison"] = time.perf_counter() - t0
+    return Variant(
+        name=spec.name,
+        spec=spec,
+        analysis=analysis,
+        comparison=comparison,
+        seconds={k: round(v, 3) for k, v in seconds.items()},
+    )

@@ -25,12 +25,18 @@ Stack indices: when only some images are analysed, the point clouds'
 ``image_index`` is mapped back to the image layer's stack index, so the analysis
 indexes the layer it came from (labels and probabilities are stack-sized; rows of
 images that were not analysed hold -1 / NaN).
+
+Variants (the "Variants (robustness)" section, ``ui.variant_choice``) run in the
+same worker after the base and before the views are shown, each through
+``robustness.study.iter_one_variant`` with the base's extraction options, config
+and labels, stack-indexed like the base; they end up in ``analysis.variants``.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -51,6 +57,7 @@ from qtpy.QtWidgets import (
     QLabel,
     QProgressBar,
     QScrollArea,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
@@ -71,6 +78,7 @@ from .level_layer import analysed_level_layer
 from .model_registry import added_models, discovered_models, model_events
 from .module_tree import ModuleTree
 from .sample_data import SAMPLE_KEY
+from .variant_choice import VariantForm
 from .widget_parts import (
     CURRENT_IMAGE,
     MARKED_IMAGES,
@@ -78,7 +86,10 @@ from .widget_parts import (
     ProgressWorker,
     check_one_stack_axis,
     current_stack_index,
+    frame_shape,
+    layer_mask,
     marked_stack_indices,
+    read_frames,
     report_error,
 )
 
@@ -192,14 +203,25 @@ class AnalysisWidget(QWidget):
         )
         self.sampling = ComboBox(
             label="Sampling",
-            # foreground sampling needs a mask per image, which this form does not take yet
-            choices=[mode for mode in SAMPLING_MODES if mode != "foreground"],
+            choices=list(SAMPLING_MODES),
             value=DEFAULT_SAMPLING,
             tooltip=(
                 "How a spatial layer becomes points. top_norm: the strongest position per "
                 "image (its receptive field is a local patch, so pixel clicks find nodes); "
                 "pooled: the spatial mean (every field is the whole image); all_positions: "
-                "every position (used automatically for a single image)"
+                "every position (used automatically for a single image); foreground: the "
+                "strongest position whose receptive-field centre lies inside the object's "
+                "mask (a Labels or Shapes layer)"
+            ),
+        )
+        self.foreground_mask = ComboBox(
+            label="Foreground mask",
+            choices=self._mask_layer_choices,
+            nullable=True,
+            tooltip=(
+                "The object's pixels for foreground sampling: a Labels layer of the image "
+                "stack's shape (nonzero = object; a 2-D one serves every image), or a Shapes "
+                "layer (each shape on the image it is drawn on; 2-D shapes on every image)"
             ),
         )
         self.max_points = SpinBox(
@@ -227,6 +249,7 @@ class AnalysisWidget(QWidget):
                 self.labels_source,
                 self.labels_file,
                 self.sampling,
+                self.foreground_mask,
                 self.max_points,
             ],
             labels=True,
@@ -266,6 +289,12 @@ class AnalysisWidget(QWidget):
             tooltip="0: the knee of the sorted nearest-neighbour distances",
         )
         self.seed = SpinBox(label="Seed", min=0, max=2**31 - 1, value=defaults.seed)
+        self.device = ComboBox(
+            label="Device",
+            choices=self._device_choices,
+            value="cpu",
+            tooltip="Where the model runs to pull the activations: cpu, or a GPU torch can use",
+        )
         self.scheduler = LineEdit(
             label="Dask scheduler",
             tooltip="Address of a running dask.distributed scheduler (tcp://host:8786): the "
@@ -283,16 +312,21 @@ class AnalysisWidget(QWidget):
                 self.min_samples,
                 self.eps,
                 self.seed,
+                self.device,
                 self.scheduler,
             ],
             labels=True,
         )
+        self.variant_form = VariantForm(self._mask_layer_choices, self._set_status)
 
         # ---- run ----------------------------------------------------------------
         self.run_button = PushButton(text="Run analysis")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(value="Load a model to list its layers.")
         self.status.native.setWordWrap(True)
+        # wrap to the dock's width: a long line (a variant's drift) must not widen the form
+        self.status.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.status.native.setMinimumWidth(1)
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, ProgressWorker.STEPS)
         self.progress_bar.setTextVisible(True)
@@ -306,6 +340,7 @@ class AnalysisWidget(QWidget):
         self.which.changed.connect(self._on_which_changed)
         self.image_layer.changed.connect(self._on_image_layer_changed)
         self.labels_source.changed.connect(self._on_labels_source_changed)
+        self.sampling.changed.connect(self._on_sampling_changed)
         self.load_button.changed.connect(self.load_model)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
@@ -322,6 +357,7 @@ class AnalysisWidget(QWidget):
         self._on_which_changed()
         self._on_layers_changed()
         self._on_labels_source_changed()
+        self._on_sampling_changed()
         self._choose_added_model()
 
     def _choose_added_model(self) -> None:
@@ -347,6 +383,9 @@ class AnalysisWidget(QWidget):
         self.params_section = QCollapsible("Topology parameters")
         self.params_section.addWidget(params_box.native)
         layout.addWidget(self.params_section)
+        self.variants_section = QCollapsible("Variants (robustness)")
+        self.variants_section.addWidget(self.variant_form)
+        layout.addWidget(self.variants_section)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button.native)
         buttons.addWidget(self.cancel_button.native)
@@ -369,6 +408,10 @@ class AnalysisWidget(QWidget):
                 QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
             )
             combo.setMinimumContentsLength(8)
+            # Qt keeps the minimum size hint it computed under the old policy (the
+            # longest layer name open when the widget was made): an explicit minimum
+            # width takes its place
+            combo.setMinimumWidth(8 * combo.fontMetrics().horizontalAdvance("X") + 32)
         self.setMinimumWidth(300)
 
     # ---- choices --------------------------------------------------------------------
@@ -439,12 +482,30 @@ class AnalysisWidget(QWidget):
             if "topolens" not in layer.metadata
         ]
 
+    def _mask_layer_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
+        """Labels and Shapes layers that can mark pixels (foreground, occlusion)."""
+        from napari.layers import Labels, Shapes
+
+        return [
+            (name, layer)
+            for name, layer in self._layers_of((Labels, Shapes))
+            if "topolens" not in layer.metadata
+        ]
+
+    def _device_choices(self, _widget: Any = None) -> list[str]:
+        """cpu, and the GPUs this machine's torch can use (cuda, cuda:N, mps)."""
+        from ..activations.device import available_devices
+
+        return available_devices()
+
     def refresh_choices(self) -> None:
         """Re-read model sources and layers (napari layers, added and console models)."""
         self.model_source.reset_choices()
         self.image_layer.reset_choices()
         self.marker_layer.reset_choices()
         self.labels_source.reset_choices()
+        self.foreground_mask.reset_choices()
+        self.variant_form.reset_choices()
 
     def _on_layers_changed(self, _event: Any = None) -> None:
         previous = self.image_layer.value
@@ -482,6 +543,9 @@ class AnalysisWidget(QWidget):
             and self._job is None
         ):
             self.model_source.value = SAMPLE_PREFIX + sample
+
+    def _on_sampling_changed(self, _value: Any = None) -> None:
+        self.foreground_mask.visible = self.sampling.value == "foreground"
 
     def _on_which_changed(self, _value: Any = None) -> None:
         self.marker_layer.visible = self.which.value == MARKED_IMAGES
@@ -678,15 +742,18 @@ class AnalysisWidget(QWidget):
                     f"one image: sampling {SINGLE_IMAGE_SAMPLING} instead of "
                     f"{self.sampling.value} (one point per image cannot make a shape)"
                 )
-            steps = iter_extract_activations(
-                model,
-                images,
-                layers,
-                sampling=sampling,
-                max_points=int(self.max_points.value) or None,
-                seed=int(self.seed.value),
-                scheduler=self._scheduler(),
-            )
+            mask = self._foreground_mask(image_layer, index) if sampling == "foreground" else None
+            device = str(self.device.value or "cpu")
+            extraction = {
+                "layers": layers,
+                "sampling": sampling,
+                "max_points": int(self.max_points.value) or None,
+                "seed": int(self.seed.value),
+                "mask": mask,
+                "device": device,
+                "scheduler": self._scheduler(),
+            }
+            steps = iter_extract_activations(model, images, **extraction)
             labels = read_label_choice(
                 self.labels_source.value,
                 self._viewer,
@@ -695,6 +762,7 @@ class AnalysisWidget(QWidget):
                 csv_path=self.labels_file.value,
                 class_names=self._class_names,
             )
+            variants = self._variant_plan(image_layer, index, len(stack), labels)
         except TopoLensError as exc:
             report_error(exc, self.status)
             return None
@@ -719,7 +787,12 @@ class AnalysisWidget(QWidget):
             "max_points": int(self.max_points.value) or None,
             "labels": labels.description,
             "labels_from_predictions": labels.from_predictions,
+            "device": device,
         }
+        if mask is not None:
+            provenance["foreground_mask"] = self.foreground_mask.value.name
+        if variants is not None:
+            provenance["variants"] = [spec.name for spec in variants.specs]
         if sampling_note is not None:
             provenance["sampling_note"] = sampling_note
         # a copy made here, so the worker never reads the layer's own buffer
@@ -738,6 +811,8 @@ class AnalysisWidget(QWidget):
             config,
             provenance,
             embed,
+            extraction,
+            variants,
         )
         self._job = ProgressWorker(
             work,
@@ -753,13 +828,75 @@ class AnalysisWidget(QWidget):
         self.progress_bar.setValue(0)
         self.progress_bar.setFormat("%p%")
         self.progress_bar.setVisible(True)
+        variants_note = (
+            f"; then {len(variants.specs)} variant(s): {', '.join(provenance['variants'])}"
+            if variants is not None
+            else ""
+        )
         self._set_status(
             f"Analysing {len(layers)} layer(s) of {len(index)} image(s); labels: "
-            f"{labels.description}" + (f"; {sampling_note}" if sampling_note else "") + "..."
+            f"{labels.description}"
+            + (f"; {sampling_note}" if sampling_note else "")
+            + variants_note
+            + "..."
         )
         self._started = time.perf_counter()
         self._job.start()
         return self._job.worker
+
+    def _foreground_mask(self, image_layer: Any, index: np.ndarray) -> np.ndarray:
+        """The chosen foreground mask over the selected images (checked; raises TopoLensError)."""
+        layer = self.foreground_mask.value
+        if layer is None or layer not in self._viewer.layers:
+            raise EmptySelectionError(
+                "foreground sampling needs the object's pixels: choose a Labels or Shapes layer "
+                "under 'Foreground mask' (or another sampling)"
+            )
+        return layer_mask(
+            layer, image_layer, index, max_bytes=_MAX_EMBEDDED_BYTES, what="the foreground mask"
+        )
+
+    def _variant_plan(
+        self, image_layer: Any, index: np.ndarray, n_stack: int, labels: LabelChoice
+    ) -> _VariantPlan | None:
+        """The listed variants, checked up front; ``None`` when the list is empty."""
+        specs = self.variant_form.specs(seed=int(self.seed.value))
+        if not specs:
+            return None
+        frame = frame_shape(image_layer)
+        dtype = np.dtype(getattr(image_layer.data, "dtype", np.float32))
+        perturbed = [spec.name for spec in specs if spec.is_perturbation]
+        stack_bytes = n_stack * int(np.prod(frame)) * dtype.itemsize
+        if perturbed and stack_bytes > _MAX_EMBEDDED_BYTES:
+            raise TopoLensError(
+                f"perturbed variants ({', '.join(perturbed)}) keep a copy of the image stack: "
+                f"{n_stack} images of {'x'.join(map(str, frame))} {dtype} take "
+                f"{stack_bytes / 2**20:,.1f} MiB, more than the {_MAX_EMBEDDED_BYTES / 2**20:,.0f} "
+                "MiB cap; analyse a smaller stack (e.g. the marked images in their own layer) "
+                "or use model compressions only"
+            )
+        occlusion = None
+        if any(spec.perturbation == "occlusion" for spec in specs):
+            layer = self.variant_form.occlusion_mask.value
+            if layer is not None:
+                occlusion = layer_mask(
+                    layer,
+                    image_layer,
+                    index,
+                    max_bytes=_MAX_EMBEDDED_BYTES,
+                    what="the occlusion mask",
+                )
+        fgsm_labels = None
+        if labels.labels is not None and not labels.from_predictions:
+            fgsm_labels = np.asarray(labels.labels, dtype=np.int64)[index]
+        return _VariantPlan(
+            specs=specs,
+            data=image_layer.data,
+            frame=frame,
+            dtype=dtype,
+            occlusion_mask=occlusion,
+            fgsm_labels=fgsm_labels,
+        )
 
     def _scheduler(self) -> str | None:
         """The Dask scheduler address typed in the form, or ``None`` to run here."""
@@ -825,12 +962,18 @@ class AnalysisWidget(QWidget):
             if provenance.get("labels_from_predictions")
             else f" Labels: {provenance.get('labels', 'none')}."
         )
+        variants_note = ""
+        if analysis.variants:
+            variants_note = (
+                f"\nVariants (SW drift relative to the base's diagram, mean of "
+                f"{len(analysis.layers)} layer(s)):"
+            ) + "".join("\n" + variant_summary(v, analysis) for v in analysis.variants)
         self._set_status(
             f"Analysed {len(analysis.layers)} layer(s) of "
             f"{len(provenance.get('image_index', []))} image(s) in {seconds:.1f} s. "
             f"Showing {last.name}: {len(last.mapper.node_ids)} Mapper nodes, "
             f"{len(last.persistence.diagrams[0])} H0 bars.{labels_note} "
-            "Use the explorer to change the view."
+            "Use the explorer to change the view." + variants_note
         )
 
     def _on_finished(self) -> None:
@@ -922,10 +1065,45 @@ def spread_layers(model: Any, names: list[str], count: int = SPREAD_LAYERS) -> l
 _PREDICT_CHUNK = 512
 
 
+@dataclass
+class _VariantPlan:
+    """The variants of a run, checked on the main thread; the worker runs them.
+
+    ``data`` is the image layer's data: the worker reads the selected frames from it
+    once, in their own dtype (``perturb`` takes an array), when the first
+    perturbation needs them.
+    """
+
+    specs: list[Any]
+    data: Any
+    frame: tuple[int, ...]
+    dtype: np.dtype
+    occlusion_mask: np.ndarray | None
+    fgsm_labels: np.ndarray | None
+
+
+def _predict_steps(model: Any, images: Any, at: float, what: str, device: str | None = None):
+    """The model's class probabilities for ``images``, a chunk per step (each can cancel).
+
+    On ``device`` (the one extraction runs on), the model moved there and back as
+    extraction moves it.
+    """
+    from .._progress import Progress
+    from ..activations.device import on_device, resolve_device
+    from ..activations.extract import predict_proba
+
+    chunks = []
+    with on_device(model, None if device is None else resolve_device(device)):
+        for start in range(0, len(images), _PREDICT_CHUNK):
+            yield Progress(at, f"{what}predictions ({start}/{len(images)} images)")
+            chunks.append(predict_proba(model, images[start : start + _PREDICT_CHUNK]))
+    return np.concatenate(chunks)
+
+
 def _analysis_work(
     steps: Any,
     model: Any,
-    images: np.ndarray,
+    images: Any,
     index: np.ndarray,
     n_stack: int,
     labels: LabelChoice,
@@ -933,15 +1111,39 @@ def _analysis_work(
     config: Any,
     provenance: dict[str, Any],
     embed: np.ndarray | None,
+    extraction: dict[str, Any],
+    variants: _VariantPlan | None = None,
 ):
-    """The worker's generator: activations, predictions, topology. Touches no layer."""
+    """The worker's generator: activations, predictions, topology, variants. Touches no layer.
+
+    The variants run after the base, each through ``robustness.study.iter_one_variant``
+    with the base's extraction options and config; their clouds, labels and
+    predictions are indexed by the image layer's stack, like the base's.
+    """
     from .._progress import Progress, scaled
-    from ..activations.extract import predict_proba
     from ..topology.analysis import iter_analyze
     from .views import mapper_layouts
 
+    # shares of the progress bar: the base and each variant alike
+    share = 1.0 / (1 + (len(variants.specs) if variants is not None else 0))
+
+    def to_stack_index(clouds: dict[str, Any]) -> dict[str, Any]:
+        """Analysed images -> their index in the layer's stack."""
+        return {
+            name: dataclasses.replace(cloud, image_index=index[cloud.image_index])
+            for name, cloud in clouds.items()
+        }
+
+    def stack_rows(analysed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted class (-1) and probabilities (NaN) for every image of the stack."""
+        predictions = np.full(n_stack, -1, dtype=np.int64)
+        predictions[index] = np.argmax(analysed, axis=1)
+        probabilities = np.full((n_stack, analysed.shape[1]), np.nan)
+        probabilities[index] = analysed
+        return predictions, probabilities
+
     def work():
-        clouds = yield from scaled(steps, 0.0, _EXTRACT_SHARE, "activations: ")
+        clouds = yield from scaled(steps, 0.0, _EXTRACT_SHARE * share, "activations: ")
         if len(index) == 1:
             single = [name for name, cloud in clouds.items() if len(cloud) < 3]
             if single:
@@ -950,11 +1152,7 @@ def _analysis_work(
                     "without a spatial grid gives one point per image); untick "
                     f"{'it' if len(single) == 1 else 'them'} or analyse more images"
                 )
-        # analysed images -> their index in the layer's stack
-        clouds = {
-            name: dataclasses.replace(cloud, image_index=index[cloud.image_index])
-            for name, cloud in clouds.items()
-        }
+        clouds = to_stack_index(clouds)
         used = np.unique(np.concatenate([cloud.image_index for cloud in clouds.values()]))
         record = {**provenance, "image_index": [int(i) for i in used]}
         if len(used) != len(index):  # max_points drew a subset of the selection
@@ -962,14 +1160,9 @@ def _analysis_work(
         # the model's predicted class per image: for labels, and for correct/incorrect
         analysed: np.ndarray | None = None
         try:
-            chunks = []
-            for start in range(0, len(images), _PREDICT_CHUNK):
-                yield Progress(
-                    _EXTRACT_SHARE,
-                    f"the model's predictions ({start}/{len(images)} images)",
-                )
-                chunks.append(predict_proba(model, images[start : start + _PREDICT_CHUNK]))
-            analysed = np.concatenate(chunks)
+            analysed = yield from _predict_steps(
+                model, images, _EXTRACT_SHARE * share, "the model's ", extraction.get("device")
+            )
         except ModelError as exc:
             if labels.from_predictions:
                 raise ModelError(
@@ -980,12 +1173,8 @@ def _analysis_work(
                 raise
             record["notes"] = {**record.get("notes", {}), "predictions": f"none: {exc}"}
         predictions = probabilities = None
-        if analysed is not None:
-            predictions = np.full(n_stack, -1, dtype=np.int64)
-            predictions[index] = np.argmax(analysed, axis=1)
-            if config.mapper_lens == "probability":
-                probabilities = np.full((n_stack, analysed.shape[1]), np.nan)
-                probabilities[index] = analysed
+        if analysed is not None:  # kept for the probability lens and the accuracies
+            predictions, probabilities = stack_rows(analysed)
         image_labels, class_names = labels.labels, labels.class_names
         if labels.from_predictions:
             assert analysed is not None  # a failure above was raised
@@ -1008,10 +1197,36 @@ def _analysis_work(
                 images=embed,
                 scheduler=provenance.get("scheduler"),
             ),
-            _EXTRACT_SHARE,
-            1.0,
+            _EXTRACT_SHARE * share,
+            share,
             "topology: ",
         )
+        if variants is not None:
+            analysis.variants = yield from _variant_runs(
+                variants,
+                model,
+                images,
+                analysis,
+                extraction,
+                record,
+                start=share,
+                share=share,
+                to_stack_index=to_stack_index,
+                stack_rows=stack_rows,
+                analyse=lambda clouds, preds, probs, notes: iter_analyze(
+                    clouds,
+                    image_labels,
+                    config=config,
+                    class_names=class_names,
+                    probabilities=probs,
+                    predictions=preds,
+                    # the run it belongs to (layer, selection, options), not the base's list
+                    provenance={**{k: v for k, v in record.items() if k != "variants"}, **notes},
+                    scheduler=provenance.get("scheduler"),
+                ),
+                index=index,
+                n_stack=n_stack,
+            )
         yield Progress(1.0, "laying out the views")
         request = _ShowRequest(analysis, mapper_layouts(analysis))
         yield request  # the main thread starts adding the layers
@@ -1027,3 +1242,109 @@ def _analysis_work(
         return analysis
 
     return work
+
+
+def _variant_runs(
+    plan: _VariantPlan,
+    model: Any,
+    images: Any,
+    base: Any,
+    extraction: dict[str, Any],
+    record: dict[str, Any],
+    *,
+    start: float,
+    share: float,
+    to_stack_index: Any,
+    stack_rows: Any,
+    analyse: Any,
+    index: np.ndarray,
+    n_stack: int,
+):
+    """Each variant of ``plan``, stack-indexed like ``base`` and compared with it (a generator).
+
+    A perturbation perturbs the selected frames (read once from the layer, in its
+    dtype) and keeps them in an ``n_stack``-frame stack, zeros at the images not
+    analysed, so that image number is frame number; a compression runs the same
+    images through a compressed copy of the model (``analysis.images`` is ``None``).
+    """
+    from ..activations.extract import iter_extract_activations
+    from ..robustness.study import iter_one_variant
+
+    selected: list[np.ndarray] = []  # the selected frames, read when first needed
+
+    def frames() -> np.ndarray:
+        if not selected:
+            selected.append(read_frames(plan.data, index, plan.frame))
+        return selected[0]
+
+    def device_of(spec: Any) -> str | None:
+        """INT8 (dynamically quantised) models run on the CPU only."""
+        return "cpu" if spec.quantize is not None else extraction.get("device")
+
+    def variant_clouds(spec: Any):
+        def steps(run_model: Any, run_images: Any):
+            options = {**extraction, "device": device_of(spec)}
+            clouds = yield from iter_extract_activations(run_model, run_images, **options)
+            analysed = None
+            if base.predictions is not None:  # else the model gives no class scores
+                analysed = yield from _predict_steps(
+                    run_model, run_images, 1.0, "", device_of(spec)
+                )
+            return to_stack_index(clouds), analysed
+
+        return steps
+
+    def variant_analysis(spec: Any, clouds: Any, analysed: Any, run_images: Any):
+        predictions, probabilities = (None, None) if analysed is None else stack_rows(analysed)
+        notes: dict[str, Any] = {"variant": spec.name, "variant_spec": dataclasses.asdict(spec)}
+        if device_of(spec) != extraction.get("device"):
+            notes["device"] = device_of(spec)
+            notes["device_note"] = "an INT8 model runs on the CPU (dynamic quantisation)"
+        analysis = yield from analyse(clouds, predictions, probabilities, notes)
+        if spec.is_perturbation:
+            # image number == frame number: the perturbed images at their stack positions
+            stack = np.zeros((n_stack, *plan.frame), dtype=plan.dtype)
+            stack[index] = run_images
+            analysis.images = stack
+        return analysis
+
+    runs = []
+    for number, spec in enumerate(plan.specs):
+        run_images = frames() if spec.is_perturbation else images
+        at = start + number * share
+        variant = yield from iter_one_variant(
+            spec,
+            model,
+            run_images,
+            base,
+            extract=variant_clouds(spec),
+            analyse=variant_analysis,
+            labels=plan.fgsm_labels,
+            occlusion_mask=plan.occlusion_mask,
+            start=at,
+            share=share,
+            prefix=f"variant {number + 1}/{len(plan.specs)} {spec.name}: ",
+        )
+        runs.append(variant)
+    return runs
+
+
+def variant_summary(variant: Any, base: Any) -> str:
+    """One line of a variant's drift: mean relative SW drift, moved at the last layer, accuracy."""
+    comparison = variant.comparison
+    dim = min(1, int(base.config.max_dim))
+    drift = comparison.mean_drift("sliced_wasserstein", dim, relative=True)
+    last = comparison.drifts[-1]
+    moved = last.moved_fraction
+    text = (
+        f"{variant.name}: SW-H{dim} drift {drift:.3g}, moved "
+        + ("n/a" if np.isnan(moved) else f"{100 * moved:.0f}%")
+        + f" at {last.layer}"
+    )
+    if base.provenance.get("labels_from_predictions"):
+        changed = comparison.prediction_changed
+        if not np.isnan(changed):
+            text += f", predictions changed {100 * changed:.0f}%"
+    elif not np.isnan(comparison.accuracy_base):
+        text += f", accuracy {comparison.accuracy_base:.3f} → {comparison.accuracy_variant:.3f}"
+    return text

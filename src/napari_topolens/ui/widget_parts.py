@@ -23,9 +23,12 @@ __all__ = [
     "WHICH_IMAGES",
     "ProgressWorker",
     "current_stack_index",
+    "frame_shape",
     "image_stack",
     "item_stack_indices",
+    "layer_mask",
     "marked_stack_indices",
+    "read_frames",
     "report_error",
 ]
 
@@ -181,6 +184,111 @@ def marked_stack_indices(image_layer: Any, marker: Any) -> np.ndarray:
             "label on the images to analyse"
         )
     return np.asarray(index, dtype=np.int64)
+
+
+# ---- frames and masks --------------------------------------------------------------
+def frame_shape(layer: Any) -> tuple[int, ...]:
+    """``(H, W)`` or ``(H, W, 3)`` of one image of an image layer (from its shape only)."""
+    shape = tuple(int(s) for s in np.shape(layer.data))
+    return shape[-3:] if layer.rgb else shape[-2:]
+
+
+def _runs(index: np.ndarray) -> list[tuple[int, int]]:
+    """``(start, stop)`` of the runs of consecutive values of a sorted index."""
+    if not len(index):
+        return []
+    breaks = np.flatnonzero(np.diff(index) != 1) + 1
+    starts = np.r_[0, breaks]
+    stops = np.r_[breaks, len(index)]
+    return [(int(index[a]), int(index[b - 1]) + 1) for a, b in zip(starts, stops)]
+
+
+def read_frames(data: Any, index: np.ndarray, frame: tuple[int, ...]) -> np.ndarray:
+    """The frames ``index`` (sorted, unique) of a stack ``data`` in its own dtype.
+
+    ``data`` is one frame of shape ``frame`` or a stack of them (numpy, dask, zarr:
+    only the runs asked for are read); the caller has checked the bytes it allocates.
+    """
+    dtype = np.dtype(getattr(data, "dtype", np.float32))
+    out = np.empty((len(index), *frame), dtype=dtype)
+    if np.ndim(data) == len(frame):  # one image, no stack axis
+        out[:] = np.asarray(data)
+        return out
+    at = 0
+    for start, stop in _runs(np.asarray(index, dtype=np.int64)):
+        out[at : at + stop - start] = np.asarray(data[start:stop])
+        at += stop - start
+    return out
+
+
+def layer_mask(
+    mask_layer: Any, image_layer: Any, index: np.ndarray, *, max_bytes: int, what: str
+) -> np.ndarray:
+    """The pixels a Labels or Shapes layer covers on the images ``index`` of ``image_layer``.
+
+    Returns ``(len(index), H, W)`` bool, or one ``(H, W)`` mask for every image when
+    the layer has no stack axis (a 2-D Labels layer, shapes drawn on a 2-D canvas).
+    A Labels layer must have the image stack's own grid (nonzero = inside); a
+    Shapes layer is rasterised frame by frame on the image grid, each shape on the
+    frame its first vertex sits on (through both layers' transforms). Refused with
+    one ``ImageError`` when the mask would take more than ``max_bytes``.
+    """
+    from napari.layers import Labels, Shapes
+
+    name = getattr(mask_layer, "name", "?")
+    height, width = frame_shape(image_layer)[:2]
+    n_stack = _leading_count(image_layer)
+    index = np.asarray(index, dtype=np.int64)
+    if isinstance(mask_layer, Labels):
+        shape = tuple(int(s) for s in np.shape(mask_layer.data))
+        if shape == (height, width):
+            return np.asarray(mask_layer.data) != 0
+        if shape != (n_stack, height, width):
+            raise ImageError(
+                f"{what} {name!r} has shape {shape}, but {image_layer.name!r} holds {n_stack} "
+                f"image(s) of {height}x{width}; give a Labels layer of shape ({n_stack}, "
+                f"{height}, {width}) or ({height}, {width}) for all"
+            )
+        _check_mask_bytes(len(index) * height * width, max_bytes, what, name)
+        return read_frames(mask_layer.data, index, (height, width)) != 0
+    if not isinstance(mask_layer, Shapes):
+        raise TopoLensError(
+            f"layer {name!r} is a {type(mask_layer).__name__}; {what} is a Labels or Shapes layer"
+        )
+    flat = mask_layer.ndim < 3
+    _check_mask_bytes((1 if flat else len(index)) * height * width, max_bytes, what, name)
+    out = np.zeros((1 if flat else len(index), height, width), dtype=bool)
+    row_of = {int(i): k for k, i in enumerate(index.tolist())}
+    by_frame: dict[int, list[tuple[np.ndarray, str]]] = {}
+    for vertices, kind in zip(mask_layer.data, mask_layer.shape_type):
+        points = np.asarray(vertices, dtype=float)
+        world = np.array([mask_layer.data_to_world(v) for v in points]).reshape(len(points), -1)
+        if flat:  # a 2-D shape over every image: its y, x on the image grid
+            world = np.concatenate([np.zeros((len(world), image_layer.ndim - 2)), world], axis=1)
+            row = 0
+        else:
+            (frame,) = _world_to_stack(image_layer, world[:1, -image_layer.ndim :])
+            if int(frame) not in row_of:
+                continue  # on an image that is not analysed, or off the stack
+            row = row_of[int(frame)]
+        data = np.array(
+            [image_layer.world_to_data(tuple(p)) for p in world[:, -image_layer.ndim :]]
+        )
+        by_frame.setdefault(row, []).append((data[:, -2:], kind))
+    for row, shapes in by_frame.items():
+        flat_shapes = Shapes(
+            [vertices for vertices, _ in shapes], shape_type=[kind for _, kind in shapes]
+        )
+        out[row] = flat_shapes.to_labels((height, width)) != 0  # one frame at a time
+    return out[0] if flat else out
+
+
+def _check_mask_bytes(n_bytes: int, max_bytes: int, what: str, name: str) -> None:
+    if n_bytes > max_bytes:
+        raise ImageError(
+            f"{what} {name!r} over the selected images would take {n_bytes / 2**20:,.0f} MiB "
+            f"(more than {max_bytes / 2**20:,.0f} MiB); select fewer images"
+        )
 
 
 # ---- errors ------------------------------------------------------------------------
