@@ -74,6 +74,7 @@ from .label_choice import (
     label_choices,
     read_label_choice,
 )
+from .level_layer import analysed_level_layer
 from .model_registry import added_models, discovered_models, model_events
 from .module_tree import ModuleTree
 from .sample_data import SAMPLE_KEY
@@ -722,7 +723,10 @@ class AnalysisWidget(QWidget):
                 raise EmptySelectionError(
                     "no layers are ticked; tick at least one module in the Layers tree"
                 )
-            image_layer = self.image_layer.value
+            # multiscale: analyse the level the model takes, added as its own layer
+            image_layer = self.image_layer.value = analysed_level_layer(
+                self._viewer, self.image_layer.value, model
+            )
             if image_layer is not None:
                 check_one_stack_axis(image_layer)
             index = self.selected_indices()
