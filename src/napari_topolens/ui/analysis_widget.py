@@ -1196,6 +1196,7 @@ def _analysis_work(
                 provenance=record,
                 images=embed,
                 scheduler=provenance.get("scheduler"),
+                device=extraction.get("device"),  # the exact H0 tree's blocks run there too
             ),
             _EXTRACT_SHARE * share,
             share,
@@ -1223,6 +1224,7 @@ def _analysis_work(
                     # the run it belongs to (layer, selection, options), not the base's list
                     provenance={**{k: v for k, v in record.items() if k != "variants"}, **notes},
                     scheduler=provenance.get("scheduler"),
+                    device=extraction.get("device"),
                 ),
                 index=index,
                 n_stack=n_stack,
