@@ -27,15 +27,15 @@ out = sys.argv[2]
 _EPILOGUE = """
 peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 np.save(out, np.asarray(result, dtype=np.float64))
-print(json.dumps({"seconds": seconds, "peak_mb": peak}))
+print(json.dumps({"seconds": seconds, "peak_mb": peak, "cpu": globals().get("cpu")}))
 """
 
 
 def run_case(
     python: str, body: str, cloud: Path, out: Path, timeout: float, threads: int | None = None
 ) -> dict:
-    """Run ``body`` (sets ``seconds`` and ``result``) on ``cloud``; a dict with
-    ``seconds``, ``peak_mb`` or ``error``."""
+    """Run ``body`` (sets ``seconds``, ``result`` and optionally ``cpu``) on ``cloud``;
+    a dict with ``seconds``, ``peak_mb``, ``cpu`` (None when not set) or ``error``."""
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src"))
     if threads is not None:
         for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):

@@ -115,6 +115,16 @@ def main() -> None:
     parser.add_argument("--layers", default="pool1,pool2,pool3,fc1")
     parser.add_argument("--workdir", help="keep the store and outputs here (default: a temp dir)")
     parser.add_argument("--skip-cluster", action="store_true")
+    parser.add_argument(
+        "--analysis-max-points",
+        type=int,
+        help="the report's --analysis-max-points (default: the report's own, 100,000)",
+    )
+    parser.add_argument(
+        "--runs",
+        default="plain,cache cold,cache warm,cluster",
+        help="which runs, comma-separated (cache warm needs cache cold before it)",
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT / "src"))
 
@@ -137,6 +147,9 @@ def main() -> None:
         str(args.max_points),
         "--quiet",
     ]
+    if args.analysis_max_points is not None:
+        common += ["--analysis-max-points", str(args.analysis_max_points)]
+    wanted = [name.strip() for name in args.runs.split(",")]
     cache = workdir / "cache"
     if cache.exists():
         import shutil
@@ -149,12 +162,14 @@ def main() -> None:
     }
     results: dict[str, dict] = {}
     for name, (extra, _) in runs.items():
+        if name not in wanted:
+            continue
         out = workdir / name.replace(" ", "_")
         wall, rss = run_report([*common, *extra, "--out", str(out)])
         results[name] = {"wall": wall, "rss": rss, "stages": stages(out, wall)}
         print(f"  done: {name} {wall:.1f} s, {rss:.0f} MiB", file=sys.stderr)
 
-    if not args.skip_cluster:
+    if not args.skip_cluster and "cluster" in wanted:
         from distributed import Client, LocalCluster
 
         with LocalCluster(
@@ -183,13 +198,15 @@ def main() -> None:
 
     print(
         f"report on {args.n_images} shapes-sized images (48x48, lazy .zarr store), layers "
-        f"{args.layers}, all_positions capped at {args.max_points} points per layer; "
+        f"{args.layers}, all_positions capped at {args.max_points} points per layer, "
+        f"analysis cap {args.analysis_max_points or 'default'}; "
         f"{os.cpu_count()} CPU cores, {platform.processor() or platform.machine()}, "
         f"Python {platform.python_version()}"
     )
     if drawn:
         print(f"  drawing and writing the images: {drawn:.1f} s (not part of any run)")
-    points = results["plain"]["stages"].pop("_points")
+    first = next(iter(results))
+    points = results[first]["stages"].pop("_points")
     for result in results.values():
         result["stages"].pop("_points", None)
     print("  points analysed per layer: " + "; ".join(f"{k}: {n}" for k, (n, _) in points.items()))
@@ -212,11 +229,11 @@ def main() -> None:
             + "".join(f"{'':13s}" for _ in names[:-1])
             + f"{' / '.join(f'{w:.0f}' for w in results['cluster']['workers']):>13s}"
         )
-    for stage in results["plain"]["stages"]:
+    for stage in results[first]["stages"]:
         row = "".join(f"{results[n]['stages'].get(stage, float('nan')):13.1f}" for n in names)
         print(f"  {stage + ' [s]':36s}{row}")
-    base = results["plain"]
-    print("  ratios against 'plain' (same run):")
+    base = results[first]
+    print(f"  ratios against {first!r} (same run):")
     for name in names[1:]:
         print(
             f"    {name:12s} extraction {results[name]['stages']['extraction'] / base['stages']['extraction']:6.2f}x"

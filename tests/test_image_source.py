@@ -198,6 +198,27 @@ def test_sources_read_any_order_and_fingerprint_by_content() -> None:
     assert image_source._runs(np.array([1, 2, 3, 7, 9, 10]))[1][:2] == (7, 8)
 
 
+def test_layer_level_is_the_finest_level_the_model_runs_on() -> None:
+    from napari_topolens.activations.extract import model_accepts
+    from napari_topolens.activations.image_source import layer_level
+
+    fixed = nn.Sequential(nn.Flatten(), nn.Linear(6 * 6, 3))  # takes 6x6 images only
+    stack = images(4, size=24)
+    levels = [stack, stack[:, ::2, ::2], stack[:, ::4, ::4]]  # 24, 12, 6
+    level, source = layer_level(levels, model_accepts(fixed))
+    assert level == 2 and source.sample_shape == (1, 6, 6)
+    assert "level 2 of a multiscale image" in source.description
+    np.testing.assert_array_equal(source.to_stack(), levels[2])
+    assert layer_level(levels, None)[0] == 0  # no check: the finest
+    assert layer_level(levels, None, max_pixels=12 * 12)[0] == 1  # too many pixels: skipped
+    rgb = [np.zeros((2, 8, 8, 3), np.float32), np.zeros((2, 4, 4, 3), np.float32)]
+    assert layer_level(rgb, None, rgb=True)[1].sample_shape == (3, 8, 8)
+    with pytest.raises(ImageError, match=r"no level .* fits the model \(level 0: 24x24; level 1"):
+        layer_level(levels[:2], model_accepts(fixed))
+    with pytest.raises(ImageError, match="different stacks"):
+        layer_level([stack, stack[:2, ::2, ::2]], None)
+
+
 def test_layer_images_reads_a_layer_lazily_and_refuses_multiscale_levels() -> None:
     from napari_topolens.activations.image_source import layer_images
 

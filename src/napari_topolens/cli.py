@@ -241,7 +241,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scale.add_argument(
         "--device",
-        help="torch device for extraction: cpu, cuda, cuda:N or mps (default: where the model is)",
+        help="torch device for extraction and the exact H0 tree's distance blocks: cpu, cuda, "
+        "cuda:N or mps (default: extraction where the model is, H0 with numpy on the CPU)",
     )
     output = report.add_argument_group("output")
     output.add_argument(
@@ -560,6 +561,7 @@ def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
         provenance=provenance,
         images=kept_images,
         scheduler=args.scheduler,
+        device=args.device,
         progress=progress.phase("analyze"),
     )
     analysed = time.perf_counter()

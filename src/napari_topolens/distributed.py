@@ -158,12 +158,19 @@ def iter_remote_batches(
         return (yield from _gather_in_order(client, futures, "batch"))
 
 
-def _layer_task(cloud: Any, labels: Any, probabilities: Any, config: Any, class_names: Any) -> Any:
+def _layer_task(
+    cloud: Any, labels: Any, probabilities: Any, config: Any, class_names: Any, device: Any = None
+) -> Any:
     """The whole per-layer analysis of one cloud, run in-process on a worker."""
     from .topology.analysis import analyze
 
     single = analyze(
-        [cloud], labels, config=config, class_names=class_names, probabilities=probabilities
+        [cloud],
+        labels,
+        config=config,
+        class_names=class_names,
+        probabilities=probabilities,
+        device=device,
     )
     return single.layer_results[0]
 
@@ -175,8 +182,12 @@ def iter_remote_layers(
     probabilities: Any,
     config: Any,
     class_names: Any,
+    device: Any = None,
 ) -> Generator[Progress, None, list[Any]]:
-    """One Dask task per layer; returns the layers' ``LayerAnalysis`` in order."""
+    """One Dask task per layer; returns the layers' ``LayerAnalysis`` in order.
+
+    ``device``: where each worker runs the H0 tree's distance blocks (``analyze``).
+    """
     with connect(scheduler) as client:
         shared = [value for value in (labels, probabilities) if value is not None]
         scattered = iter(client.scatter(shared, broadcast=True) if shared else [])
@@ -185,7 +196,14 @@ def iter_remote_layers(
         cloud_fs = client.scatter(list(clouds))
         futures = [
             client.submit(
-                _layer_task, cloud_f, labels_f, probabilities_f, config, class_names, pure=False
+                _layer_task,
+                cloud_f,
+                labels_f,
+                probabilities_f,
+                config,
+                class_names,
+                device,
+                pure=False,
             )
             for cloud_f in cloud_fs
         ]

@@ -413,3 +413,25 @@ def test_predictions_travel_with_the_analysis_and_its_file(clouds, labels, tmp_p
 def test_bad_predictions_are_refused(clouds, bad, match) -> None:
     with pytest.raises(ImageError, match=match):
         analyze({"late": clouds["late"]}, config=AnalysisConfig(**FAST), predictions=bad)
+
+
+def test_device_reaches_each_layers_h0_tree(monkeypatch) -> None:
+    """``device`` goes to the H0 tree's distance blocks; ``"cpu"`` keeps numpy."""
+    import napari_topolens.topology.persistence as persistence_module
+
+    real = persistence_module.compute_persistence
+    seen: list = []
+
+    def spy(*args, **kw):
+        seen.append(kw.get("device"))
+        return real(*args, **{**kw, "device": None})  # no GPU here: record, then run on numpy
+
+    monkeypatch.setattr(persistence_module, "compute_persistence", spy)
+    cloud = _pooled("fc", np.random.default_rng(3).normal(size=(60, 4)))
+    plain = analyze([cloud])
+    on_device = analyze([cloud], device="cuda:1")
+    analyze([cloud], device="cpu:0")
+    assert seen == [None, "cuda:1", None]
+    np.testing.assert_array_equal(
+        plain["fc"].persistence.linkage, on_device["fc"].persistence.linkage
+    )

@@ -197,6 +197,25 @@ def test_bounded_dbscan_gives_scikit_learns_labels(budget: int) -> None:
         np.testing.assert_array_equal(got, expected)
 
 
+def test_bounded_dbscan_memory_follows_its_budget_on_one_dense_ball() -> None:
+    """36M neighbour pairs, a 4M budget: the pairs joining clusters never pile up to it."""
+    import tracemalloc
+
+    from napari_topolens.topology.mapper import dbscan_labels
+
+    x = np.random.default_rng(0).normal(size=(6000, 4))
+    budget = 4_000_000
+    tracemalloc.start()
+    try:
+        labels = dbscan_labels(x, 2.5, 5, budget=budget)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert labels.max() == 0  # one cluster
+    # measured: 32 bytes per budget entry; 92 when the pairs were merged only at the budget
+    assert peak < 50 * budget, f"{peak / 2**20:.0f} MiB"
+
+
 def test_mapper_nodes_unchanged_with_a_tiny_neighbour_budget(monkeypatch) -> None:
     import napari_topolens.topology.mapper as mapper_module
 

@@ -113,6 +113,40 @@ def test_h1_members_are_cycles_present_at_birth() -> None:
         assert np.all(steps <= birth + 1e-12)
 
 
+def _tree_path(tree: np.ndarray, u: int, v: int) -> list[int]:
+    from scipy.sparse.csgraph import breadth_first_order
+
+    _order, predecessor = breadth_first_order(tree, u, directed=False)
+    path = [v]
+    while path[-1] != u:
+        path.append(int(predecessor[path[-1]]))
+    return path[::-1]
+
+
+@pytest.mark.parametrize("shift", [0.0, 1e-9])
+def test_h1_members_are_the_tree_path_closing_the_first_birth_edge(shift: float) -> None:
+    """Reference, one bar at a time: the first pair (row order) of the birth's length
+    (or of the nearest length, for a birth that is no matrix entry), closed through
+    the minimum spanning tree."""
+    from napari_topolens.topology.persistence import _h1_members, _rips_higher
+
+    points = np.random.default_rng(21).normal(size=(160, 5))
+    d = squareform(pdist(points))
+    diagram = _rips_higher(d, 1)[0].copy()
+    diagram[::3, 0] += shift  # births off the matrix entries: the nearest edge is used
+    index = np.arange(160) * 7
+    members, offsets = _h1_members(diagram, d, index)
+    tree = minimum_spanning_tree(d)
+    iu, ju = np.triu_indices(160, 1)
+    lengths = d[iu, ju]
+    assert len(offsets) == len(diagram) + 1
+    for k, birth in enumerate(diagram[:, 0]):
+        nearest = np.abs(lengths - birth)
+        first = int(np.flatnonzero(nearest == nearest.min())[0])
+        expected = index[_tree_path(tree, int(iu[first]), int(ju[first]))]
+        np.testing.assert_array_equal(members[offsets[k] : offsets[k + 1]], expected)
+
+
 def _brute_dying_components(z: np.ndarray, n: int) -> list[set[int]]:
     clusters: dict[int, set[int]] = {i: {i} for i in range(n)}
     out = []

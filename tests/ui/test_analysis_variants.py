@@ -243,7 +243,7 @@ def shapes(make_napari_viewer):
     return viewer, widget, images
 
 
-def test_foreground_sampling_with_a_labels_mask(shapes, qtbot):
+def test_foreground_sampling_with_a_labels_mask(shapes, qtbot, monkeypatch):
     viewer, widget, images = shapes
     chosen = np.arange(5, 1200, 20)  # 60 images
     mask = np.zeros(images.data.shape, dtype=np.uint8)
@@ -271,6 +271,16 @@ def test_foreground_sampling_with_a_labels_mask(shapes, qtbot):
     assert list(widget.device.choices) == available_devices()  # cpu first, GPUs when present
     assert widget.device.value == "cpu"
     widget.device.value = "cpu"
+    import napari_topolens.topology.analysis as analysis_module
+
+    real_iter_analyze = analysis_module.iter_analyze
+    devices: list = []
+
+    def spy(*args, **kwargs):  # the device reaches the topology (its exact H0 tree) too
+        devices.append(kwargs.get("device"))
+        return real_iter_analyze(*args, **kwargs)
+
+    monkeypatch.setattr(analysis_module, "iter_analyze", spy)
     widget.foreground_mask.value = viewer.layers["object"]
     # variants of the same run: FGSM against the model's own predictions (the labels),
     # and an occlusion of the object's pixels (the same layer as occlusion mask)
@@ -286,6 +296,7 @@ def test_foreground_sampling_with_a_labels_mask(shapes, qtbot):
     assert analysis.provenance["sampling"] == "foreground"
     assert analysis.provenance["foreground_mask"] == "object"
     assert analysis.provenance["device"] == "cpu"
+    assert devices == ["cpu"] * 3  # the base and its two variants
     inside = mask != 0
     for name in ("pool1", "pool2"):
         cloud = analysis[name].cloud

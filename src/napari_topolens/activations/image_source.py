@@ -31,6 +31,7 @@ __all__ = [
     "MultiscaleImages",
     "as_image_source",
     "layer_images",
+    "layer_level",
     "open_image_source",
 ]
 
@@ -418,9 +419,8 @@ def layer_images(data: Any, *, rgb: bool = False) -> ImageSource:
     """
     if isinstance(data, Sequence):  # napari's MultiScaleData is a sequence of levels
         raise ImageError(
-            "multiscale image layers are not analysed from the widget yet (the views would "
-            "link a coarser level's pixels to the finest one); analyse one level as its own "
-            "layer, or use extract_activations(model, MultiscaleImages(levels), ...)"
+            "this is a multiscale image's list of levels: pick the level to analyse first "
+            "(layer_level), or use extract_activations(model, MultiscaleImages(levels), ...)"
         )
     spatial = 3 if rgb else 2
     shape = tuple(int(s) for s in np.shape(data))
@@ -434,6 +434,30 @@ def layer_images(data: Any, *, rgb: bool = False) -> ImageSource:
             "give a stack with one such axis"
         )
     return ArraySource(data, description=f"an image layer of shape {shape}")
+
+
+def layer_level(
+    levels: Sequence[Any],
+    accepts: Callable[[ImageSource], bool] | None,
+    *,
+    rgb: bool = False,
+    max_pixels: int = 4096 * 4096,
+) -> tuple[int, ImageSource]:
+    """The finest level of a multiscale layer's data that ``accepts`` takes, and its source.
+
+    Each level is read as :func:`layer_images` reads a layer (lazily); ``accepts`` is
+    usually ``extract.model_accepts(model)``. ImageError when no level fits.
+    """
+    if len(levels) == 0:
+        raise EmptySelectionError("the multiscale image has no levels")
+    shapes = [tuple(int(s) for s in np.shape(level)) for level in levels]
+    if len({shape[: -3 if rgb else -2] for shape in shapes}) > 1:
+        raise ImageError(
+            f"the levels of the multiscale image hold different stacks ({shapes}); only the "
+            "image axes may shrink from level to level"
+        )
+    sources = [layer_images(level, rgb=rgb) for level in levels]
+    return MultiscaleImages(sources, max_pixels=max_pixels).choose(accepts)
 
 
 class _OneImage:

@@ -584,6 +584,7 @@ def iter_analyze(
     provenance: Mapping[str, Any] | None = None,
     images: Any = None,
     scheduler: Any = None,
+    device: Any = None,
 ) -> Generator[Progress, None, Analysis]:
     """Analyse each layer's point cloud and compare the layers; yields progress.
 
@@ -615,6 +616,10 @@ def iter_analyze(
     scheduler : str or distributed.Client, optional
         A dask.distributed scheduler: each layer's analysis runs as one Dask task
         there (same code, same result); the cross-layer matrices run here.
+    device : str or torch.device, optional
+        Where the distance blocks of each layer's exact H0 tree run, through torch
+        (``"cuda"``, ``"cuda:N"``, ``"mps"``); ``None`` or ``"cpu"``: numpy on the
+        CPU. The diagrams are the same either way (see ``topology.mst``).
 
     Yields
     ------
@@ -636,6 +641,7 @@ def iter_analyze(
     from .quality import cluster_quality
 
     config = AnalysisConfig() if config is None else config
+    h0_device = None if device is None or str(device).split(":")[0] == "cpu" else device
     items = _as_clouds(clouds)
     image_labels, class_names = check_class_labels(labels, class_names, _n_images(items))
     image_probabilities = _check_probabilities(probabilities, items)
@@ -665,7 +671,7 @@ def iter_analyze(
         from ..distributed import iter_remote_layers
 
         remote = iter_remote_layers(
-            scheduler, items, image_labels, image_probabilities, config, class_names
+            scheduler, items, image_labels, image_probabilities, config, class_names, h0_device
         )
         results = yield from scaled(remote, 0.0, per_layer * len(items) / total)
         done = per_layer * len(items)
@@ -706,6 +712,7 @@ def iter_analyze(
             max_points=config.h1_max_points,
             subsample=config.subsample,
             seed=seed,
+            device=h0_device,
             **config.metric_kw,
         )
         seconds["persistence"] = time.perf_counter() - t0

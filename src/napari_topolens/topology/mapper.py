@@ -37,7 +37,8 @@ LENSES = ("l2norm", "pca1", "pca2", "probability")
 _NODE_ID = re.compile(r"^cube(\d+)_cluster(\d+)$")
 # Neighbour entries BoundedDBSCAN holds at once (int32: 128 MB). When all the
 # eps-balls of an interval fit, they are computed once; otherwise the core points'
-# balls are computed again for each of the two later passes.
+# balls are computed again for each of the two later passes. Core-core pairs that
+# join clusters are merged each time an eighth of it has gathered.
 NEIGHBOR_BUDGET = 32_000_000
 
 
@@ -351,14 +352,17 @@ def dbscan_labels(
         if not pending:
             return
         a, b = np.concatenate(pending_a), np.concatenate(pending_b)
-        graph = sp.coo_matrix((np.ones(len(a)), (component[a], component[b])), shape=(n, n))
+        pending_a.clear()
+        pending_b.clear()
+        graph = sp.coo_matrix(
+            (np.ones(len(a), dtype=np.int8), (component[a], component[b])), shape=(n, n)
+        )
+        del a, b
         _, merged = connected_components(graph, directed=False)
         # each component stays named by its lowest point
         first = np.full(n, n, dtype=np.int64)
         np.minimum.at(first, merged, np.arange(n))
         component = first[merged[component]]
-        pending_a.clear()
-        pending_b.clear()
         pending = 0
 
     for chunk, flat, chunk_counts in core_neighborhoods():
@@ -366,10 +370,12 @@ def dbscan_labels(
         both = core[flat]
         a, b = owner[both], flat[both]
         differ = component[a] != component[b]
-        pending_a.append(a[differ])
+        pending_a.append(a[differ].astype(np.int32 if n < 2**31 else np.int64))
         pending_b.append(b[differ])
         pending += int(differ.sum())
-        if pending > budget:
+        # merged at an eighth of the budget: the merge holds a few copies of the pairs
+        # (component ids, the sparse graph and its CSR form)
+        if pending > max(budget // 8, 1):
             merge()
     merge()
     roots = component[core_rows]

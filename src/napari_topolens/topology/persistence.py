@@ -57,6 +57,8 @@ PILOT_POINTS = 300
 _CUT_FACTOR = 1.05
 _METRIC_KEYWORDS = ("pca_dims", "n_neighbors", "density_k")
 _BETTI_GRID_POINTS = 100
+# Distance-matrix entries scanned per block when looking up H1 birth edges.
+_EDGE_BLOCK_ENTRIES = 1 << 22
 
 
 @dataclass
@@ -374,38 +376,108 @@ def _prim_parents(distances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return parent, depth
 
 
+def _exact_birth_edges(
+    births: np.ndarray, distances: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per birth, the first edge ``(u < v)`` in row order whose length equals it exactly.
+
+    Scans the upper triangle in row blocks (bounded memory, no sort of all pairs);
+    ``found`` is False where no edge has exactly that length.
+    """
+    m = distances.shape[0]
+    values, inverse = np.unique(births, return_inverse=True)
+    first = np.full(len(values), -1, dtype=np.int64)
+    rows = max(1, _EDGE_BLOCK_ENTRIES // max(m, 1))
+    low, high = values[0], values[-1]
+    for start in range(0, m - 1, rows):
+        block = distances[start : start + rows, start + 1 :]  # right of the diagonal block
+        row, column = np.nonzero((block >= low) & (block <= high))
+        column += start + 1
+        row += start
+        upper = column > row
+        row, column = row[upper], column[upper]  # row order, then column: pair order
+        lengths = distances[row, column]
+        slot = np.minimum(np.searchsorted(values, lengths), len(values) - 1)
+        hit = np.flatnonzero(values[slot] == lengths)
+        if hit.size == 0:
+            continue
+        which, at = np.unique(slot[hit], return_index=True)
+        new = first[which] < 0
+        first[which[new]] = row[hit[at[new]]] * m + column[hit[at[new]]]
+        if (first >= 0).all():
+            break
+    edge = first[inverse]
+    found = edge >= 0
+    return np.where(found, edge // m, 0), np.where(found, edge % m, 0), found
+
+
+def _nearest_birth_edges(
+    births: np.ndarray, distances: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per birth, the pair whose length is nearest in the stable sort of all pair lengths.
+
+    Only for births that are no exact matrix entry (never seen with gudhi's float64
+    input); sorts all pairs, so it is kept off the common path.
+    """
+    m = distances.shape[0]
+    iu, ju = np.triu_indices(m, 1)
+    lengths = distances[iu, ju]
+    by_length = np.argsort(lengths, kind="stable")
+    sorted_lengths = lengths[by_length]
+    u = np.empty(len(births), dtype=np.int64)
+    v = np.empty(len(births), dtype=np.int64)
+    for k, birth in enumerate(births):
+        pos = int(np.searchsorted(sorted_lengths, birth))
+        candidates = [p for p in (pos - 1, pos, pos + 1) if 0 <= p < len(sorted_lengths)]
+        pos = min(candidates, key=lambda p: (abs(sorted_lengths[p] - birth), p))
+        u[k], v[k] = iu[by_length[pos]], ju[by_length[pos]]
+    return u, v
+
+
+def _tree_paths(
+    parent: np.ndarray, depth: np.ndarray, u: np.ndarray, v: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """CSR of the tree paths ``u .. lca .. v``, all pairs climbed at once."""
+    a, b = u.copy(), v.copy()
+    while True:  # lowest common ancestors: climb the deeper end of every unfinished pair
+        open_ = np.flatnonzero(a != b)
+        if open_.size == 0:
+            break
+        climb_a = depth[a[open_]] >= depth[b[open_]]
+        a[open_[climb_a]] = parent[a[open_[climb_a]]]
+        b[open_[~climb_a]] = parent[b[open_[~climb_a]]]
+    lca = a
+    up = depth[u] - depth[lca] + 1  # u .. lca
+    down = depth[v] - depth[lca]  # .. v, without the lca
+    offsets = np.zeros(len(u) + 1, dtype=np.int64)
+    np.cumsum(up + down, out=offsets[1:])
+    members = np.empty(offsets[-1], dtype=np.int64)
+    # u's side fills each cycle forwards from its start, v's backwards from its end
+    for node, lengths, place, sign in (
+        (u.copy(), up, offsets[:-1], 1),
+        (v.copy(), down, offsets[1:] - 1, -1),
+    ):
+        for step in range(int(lengths.max(initial=0))):
+            live = np.flatnonzero(lengths > step)
+            members[place[live] + sign * step] = node[live]
+            node[live] = parent[node[live]]
+    return members, offsets
+
+
 def _h1_members(
     diagram: np.ndarray, distances: np.ndarray, index: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """CSR cycles: each bar's birth edge closed through the minimum spanning tree."""
     m = distances.shape[0]
-    offsets = np.zeros(len(diagram) + 1, dtype=np.int64)
     if len(diagram) == 0 or m < 3:
-        return np.zeros(0, dtype=np.int64), offsets
+        return np.zeros(0, dtype=np.int64), np.zeros(len(diagram) + 1, dtype=np.int64)
     parent, depth = _prim_parents(distances)
-    iu, ju = np.triu_indices(m, 1)
-    lengths = distances[iu, ju]
-    by_length = np.argsort(lengths, kind="stable")
-    sorted_lengths = lengths[by_length]
-    cycles = []
-    for birth in diagram[:, 0]:
-        pos = int(np.searchsorted(sorted_lengths, birth))
-        candidates = [p for p in (pos - 1, pos, pos + 1) if 0 <= p < len(sorted_lengths)]
-        pos = min(candidates, key=lambda p: (abs(sorted_lengths[p] - birth), p))
-        u, v = int(iu[by_length[pos]]), int(ju[by_length[pos]])
-        up, down = [u], [v]  # climb to the lowest common ancestor
-        a, b = u, v
-        while a != b:
-            if depth[a] >= depth[b]:
-                a = int(parent[a])
-                up.append(a)
-            else:
-                b = int(parent[b])
-                down.append(b)
-        cycle = up + down[-2::-1]  # u .. lca .. v (lca once); the birth edge closes it
-        cycles.append(index[np.asarray(cycle, dtype=np.int64)])
-        offsets[len(cycles)] = offsets[len(cycles) - 1] + len(cycle)
-    return np.concatenate(cycles), offsets
+    births = np.asarray(diagram[:, 0], dtype=np.float64)
+    u, v, found = _exact_birth_edges(births, distances)
+    if not found.all():
+        u[~found], v[~found] = _nearest_birth_edges(births[~found], distances)
+    members, offsets = _tree_paths(parent, depth, u, v)
+    return index[members], offsets
 
 
 # ---- public API -----------------------------------------------------------------

@@ -74,6 +74,7 @@ from .label_choice import (
     label_choices,
     read_label_choice,
 )
+from .level_layer import analysed_level_layer
 from .model_registry import added_models, discovered_models, model_events
 from .module_tree import ModuleTree
 from .sample_data import SAMPLE_KEY
@@ -722,7 +723,10 @@ class AnalysisWidget(QWidget):
                 raise EmptySelectionError(
                     "no layers are ticked; tick at least one module in the Layers tree"
                 )
-            image_layer = self.image_layer.value
+            # multiscale: analyse the level the model takes, added as its own layer
+            image_layer = self.image_layer.value = analysed_level_layer(
+                self._viewer, self.image_layer.value, model
+            )
             if image_layer is not None:
                 check_one_stack_axis(image_layer)
             index = self.selected_indices()
@@ -1192,6 +1196,7 @@ def _analysis_work(
                 provenance=record,
                 images=embed,
                 scheduler=provenance.get("scheduler"),
+                device=extraction.get("device"),  # the exact H0 tree's blocks run there too
             ),
             _EXTRACT_SHARE * share,
             share,
@@ -1219,6 +1224,7 @@ def _analysis_work(
                     # the run it belongs to (layer, selection, options), not the base's list
                     provenance={**{k: v for k, v in record.items() if k != "variants"}, **notes},
                     scheduler=provenance.get("scheduler"),
+                    device=extraction.get("device"),
                 ),
                 index=index,
                 n_stack=n_stack,
