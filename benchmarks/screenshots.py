@@ -1,4 +1,5 @@
-"""Make the README screenshots at 1280 x 800 with the docks open (digits, shapes, a user's RGB model).
+"""Make the README screenshots at 1280 x 800 with the docks open (digits, shapes, a user's RGB model,
+and shapes with three variants).
 
 Run from the repository root (needs a display, e.g. ``xvfb-run``)::
 
@@ -6,7 +7,9 @@ Run from the repository root (needs a display, e.g. ``xvfb-run``)::
 
 Writes ``screenshot_<case>_<view>.png`` for the digits and shapes samples and a
 small plain-torch RGB CNN trained here on procedural RGB images, plus
-``screenshot_analysis.png`` and ``screenshot_links.png`` for the README.
+``screenshot_analysis.png`` and ``screenshot_links.png`` for the README; the
+``variants`` case writes ``screenshot_variants_{mapper,drift,moved}.png`` (base and
+variant side by side, the drift view, a most-moved image shown).
 """
 
 from __future__ import annotations
@@ -90,7 +93,7 @@ def analyse(model, images, labels, class_names, layers, name, *, predictions=Fal
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default=str(ROOT / "docs"))
-    parser.add_argument("--cases", default="digits,shapes,rgb")
+    parser.add_argument("--cases", default="digits,shapes,rgb,variants")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -131,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     wanted = set(args.cases.split(","))
+    if "variants" in wanted:
+        variants_case(shoot)
     for name, model, images, labels, class_names, layers in cases:
         if name not in wanted:
             continue
@@ -170,6 +175,56 @@ def main(argv: list[str] | None = None) -> int:
             shoot(viewer, "screenshot_links.png")
         viewer.close()
     return 0
+
+
+def variants_case(shoot) -> None:
+    """Shapes with two perturbations and a pruned model: side by side, drift, most moved."""
+    import napari
+
+    from napari_topolens import load_sample, run_variants
+    from napari_topolens.ui.analysis_widget import AnalysisWidget
+    from napari_topolens.ui.explorer_widget import ExplorerWidget
+    from napari_topolens.ui.links import links_for
+    from napari_topolens.ui.views import canvas_for, show_analysis, show_variants
+
+    sample = load_sample("shapes")
+    index = sample.test_index[:240]
+    images = sample.images[index]
+    base = run_variants(
+        sample.model,
+        images,
+        ["pool1", "pool2", "fc1"],
+        ["gaussian:0.1", "blur:1.5", "prune:0.5"],
+        labels=sample.labels[index],
+        class_names=sample.class_names,
+        sampling="top_norm",
+        provenance={"sample": "shapes"},
+    )
+    viewer = napari.Viewer(show=True)
+    viewer.window.resize(1280, 800)
+    image_layer = viewer.add_image(images, name="shapes images")
+    widget = AnalysisWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Topology analysis", area="right")
+    explorer = ExplorerWidget(viewer)
+    viewer.window.add_dock_widget(explorer, name="Topology explorer", area="right", tabify=True)
+    show_analysis(viewer, base, "pool2", image_layer=image_layer)
+    show_variants(viewer, base, "gaussian:0.1")
+    canvas = canvas_for(viewer)
+    links = links_for(viewer)
+    key = state_key = links.keys[0]
+    graph = base["pool2"].mapper
+    links.select_nodes(state_key, [int(np.argmax(graph.size))])
+    viewer.reset_view()
+    shoot(viewer, "screenshot_variants_mapper.png")
+    canvas.show_panel("drift")
+    shoot(viewer, "screenshot_variants_drift.png")
+    canvas.show_panel("mapper")
+    canvas.moved_list.setCurrentRow(0)
+    canvas.moved_list.itemClicked.emit(canvas.moved_list.item(0))
+    viewer.reset_view()
+    shoot(viewer, "screenshot_variants_moved.png")
+    del key
+    viewer.close()
 
 
 if __name__ == "__main__":

@@ -17,7 +17,15 @@ import weakref
 from typing import Any
 
 import numpy as np
-from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QVBoxLayout, QWidget
+from qtpy.QtWidgets import (
+    QComboBox,
+    QHBoxLayout,
+    QLabel,
+    QListWidget,
+    QListWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
 
 from . import view_data as vd
 from .layer_update import lock_layer, update_layer
@@ -62,6 +70,26 @@ class TopologyCanvas(QWidget):
         for panel in vd.PANELS:
             self.picker.addItem(vd.PANEL_TITLES[panel], panel)
         self.picker.setToolTip("The view shown in the topology canvas")
+        #: Which variant of the shown analysis sits beside it (visible when it has variants).
+        self.compare = QComboBox()
+        self.compare.setToolTip(
+            "The variant (perturbed images or compressed model) shown beside the base, "
+            "with the base's layout: a moved image jumps"
+        )
+        self.compare_label = QLabel("Compare with:")
+        #: Called with the chosen variant's name (set by ``ui.variants``).
+        self.compare_chooser: Any = None
+        #: The compared variant's most-moved images (visible while a variant is compared).
+        self.moved_label = QLabel()
+        self.moved_label.setWordWrap(True)
+        self.moved_list = QListWidget()
+        self.moved_list.setToolTip(
+            "Click an image: the original and its variant with the receptive-field heat of "
+            "the activation that moved, in the selection gallery; its nodes selected"
+        )
+        self.moved_list.setMaximumHeight(84)
+        #: Called with an entry's data when a most-moved image is clicked (``ui.variants``).
+        self.moved_chooser: Any = None
         self.legend = QLabel()
         self.legend.setWordWrap(True)
         self.readout = QLabel("Hover a view item for its details; click it to see its images.")
@@ -70,15 +98,25 @@ class TopologyCanvas(QWidget):
         top = QHBoxLayout()
         top.addWidget(QLabel("View:"))
         top.addWidget(self.picker, 1)
+        second = QHBoxLayout()  # its own row: a narrow dock cuts two combos short
+        second.addWidget(self.compare_label)
+        second.addWidget(self.compare, 1)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.addLayout(top)
+        layout.addLayout(second)
         layout.addWidget(self.legend)
         layout.addWidget(self.qt_viewer, 1)
         layout.addWidget(self.readout)
+        layout.addWidget(self.moved_label)
+        layout.addWidget(self.moved_list)
+        for widget in (self.compare_label, self.compare, self.moved_label, self.moved_list):
+            widget.setVisible(False)
         self.setMinimumWidth(380)
         self.qt_viewer.setMinimumHeight(260)  # the views need room: Qt shrinks docks to nothing
         self.picker.currentIndexChanged.connect(self._on_picked)
+        self.compare.currentIndexChanged.connect(self._on_compare_picked)
+        self.moved_list.itemClicked.connect(self._on_moved_clicked)
         self.state.panel_changed.connect(self._on_panel_changed)
         self.state.added.connect(self._on_entries_changed)
         self.state.removed.connect(self._on_entries_changed)
@@ -123,9 +161,9 @@ class TopologyCanvas(QWidget):
         return self.state.panel
 
     def show_panel(self, panel: str) -> None:
-        """Show one view (``view_data.PANELS``) of every shown analysis, framed."""
-        if panel not in vd.PANELS:
-            raise ValueError(f"no view {panel!r}; views: {', '.join(vd.PANELS)}")
+        """Show one view (``view_data.ALL_PANELS``) of every shown analysis, framed."""
+        if panel not in vd.ALL_PANELS:
+            raise ValueError(f"no view {panel!r}; views: {', '.join(vd.ALL_PANELS)}")
         self.state.set_panel(panel)  # type: ignore[arg-type]
         if self.panel_builder is not None:
             for entry in self.state:
@@ -143,6 +181,57 @@ class TopologyCanvas(QWidget):
             self.picker.blockSignals(True)
             self.picker.setCurrentIndex(index)
             self.picker.blockSignals(False)
+
+    def update_panel_choices(self) -> None:
+        """Offer the variant views (the drift plot) only while an analysis with variants is shown."""
+        wanted = any(vd.has_variants(entry.analysis) for entry in self.state)
+        for panel in vd.VARIANT_PANELS:
+            index = self.picker.findData(panel)
+            if wanted and index < 0:
+                self.picker.blockSignals(True)
+                self.picker.addItem(vd.PANEL_TITLES[panel], panel)
+                self.picker.blockSignals(False)
+            elif not wanted and index >= 0:
+                if self.state.panel == panel:
+                    self.show_panel("mapper")
+                self.picker.blockSignals(True)
+                self.picker.removeItem(self.picker.findData(panel))
+                self.picker.blockSignals(False)
+
+    # ---- variants ---------------------------------------------------------------------------
+    def set_compare_choices(self, names: list[str], current: str | None) -> None:
+        """The variants the "Compare with" combo offers (hidden when none) and the one shown."""
+        self.compare.blockSignals(True)
+        try:
+            self.compare.clear()
+            for name in names:
+                self.compare.addItem(name, name)
+            if current is not None and current in names:
+                self.compare.setCurrentIndex(names.index(current))
+        finally:
+            self.compare.blockSignals(False)
+        self.compare_label.setVisible(bool(names))
+        self.compare.setVisible(bool(names))
+
+    def _on_compare_picked(self, index: int) -> None:
+        name = self.compare.itemData(index)
+        if name is not None and self.compare_chooser is not None:
+            self.compare_chooser(name)
+
+    def set_moved(self, title: str, entries: list[tuple[str, Any]]) -> None:
+        """The most-moved images list: ``(text, data)`` per entry; hidden when ``title`` is empty."""
+        self.moved_list.clear()
+        for text, data in entries:
+            item = QListWidgetItem(text)
+            item.setData(256, data)  # Qt.UserRole
+            self.moved_list.addItem(item)
+        self.moved_label.setText(title)
+        self.moved_label.setVisible(bool(title))
+        self.moved_list.setVisible(bool(title))
+
+    def _on_moved_clicked(self, item: Any) -> None:
+        if self.moved_chooser is not None:
+            self.moved_chooser(item.data(256))
 
     def apply_panel(self, entries: list[ShownAnalysis] | None = None) -> None:
         """Make the layers of the current panel visible, the others hidden; redo its text."""
@@ -183,7 +272,9 @@ class TopologyCanvas(QWidget):
         frames = [
             entry.layers["panel_axes"]
             for entry in self.state
-            if "panel_axes" in entry.layers and entry.layers["panel_axes"] in self.model.layers
+            if "panel_axes" in entry.layers
+            and entry.layers["panel_axes"] in self.model.layers
+            and len(entry.layers["panel_axes"].data)  # (the drift plot frames its base only)
         ]
         if frames:
             self.model.fit_to_view(layers=frames, margin=0.02)
@@ -225,6 +316,7 @@ class TopologyCanvas(QWidget):
 
     # ---- legend and readout -------------------------------------------------------------------
     def _on_entries_changed(self, _key: str = "") -> None:
+        self.update_panel_choices()
         self.update_legend()
 
     def update_legend(self) -> None:
@@ -247,6 +339,8 @@ class TopologyCanvas(QWidget):
             f'<span style="color:{_rgb_css(vd.HIT_RGBA)}">○</span>&nbsp;holds the clicked pixel'
             " · Esc clears"
         )
+        if any(e.variant_of is not None for e in entries):
+            parts[-1] += " · white beside a selection: the same images"
         self.legend.setText("<br>".join(parts))
 
     def _on_hover(self, _model: Any, event: Any) -> None:
@@ -307,6 +401,16 @@ def hover_text(entry: ShownAnalysis, view: str, layer: Any, position: tuple[floa
                 f", predicted {row['predicted_class']}, correct {float(row['correct_share']):.0%}"
             )
         return text
+    if view == "drift_points":
+        accuracy = (
+            f"accuracy {_percent(row['accuracy_base'])} → {_percent(row['accuracy_variant'])}"
+        )
+        return (
+            f"{row['variant']} at {row['layer']}: SW H1 distance {float(row['distance']):.4g} "
+            f"(relative {float(row['relative']):.3g}), bottleneck H1 "
+            f"{float(row['bottleneck']):.4g}, moved {_percent(row['moved'])}; {accuracy}"
+            " · click: compare this variant at this layer"
+        )
     if view == "mapper_edges":
         return (
             f"edge {int(row['source'])}–{int(row['target'])}: Jaccard {float(row['jaccard']):.3f}"
@@ -340,6 +444,11 @@ def hover_text(entry: ShownAnalysis, view: str, layer: Any, position: tuple[floa
             f"{int(row['size'])} points"
         )
     return ""
+
+
+def _percent(value: Any) -> str:
+    value = float(value)
+    return "n/a" if not np.isfinite(value) else f"{100 * value:.1f} %"
 
 
 _CANVASES = PerViewer()

@@ -126,7 +126,10 @@ class ExplorerWidget(Container):
 
     # ---- what is shown ----------------------------------------------------------------
     def _key_choices(self, _widget: Any = None) -> list[str]:
-        return [entry.key for entry in self._state if entry.network_layer]
+        # a variant shown beside its base follows the base's controls
+        return [
+            entry.key for entry in self._state if entry.network_layer and entry.variant_of is None
+        ]
 
     def _entry(self) -> Any:
         key = self.analysis_key.value

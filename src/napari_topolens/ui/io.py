@@ -5,7 +5,8 @@ The writer saves the analysis behind the selected TopoLens layers with
 files, which network layer was shown and how (Mapper colouring, edge threshold).
 The reader loads the analysis with ``load_analysis`` -- nothing is recomputed --
 and returns the same layers ``show_analysis`` makes; the viewer's link controller
-wires them again as they are inserted (``ui.links``).
+wires them again as they are inserted (``ui.links``); an analysis with variants
+shows them beside it too (``ui.variants``), the one compared when saved first.
 
 Good citizenship: the manifest offers the reader for ``*.topolens`` folders only,
 so napari never proposes it for a PNG; ``get_reader`` also returns None for
@@ -77,6 +78,9 @@ def _view_settings(folder: Path, analysis: Any) -> dict[str, Any]:
         settings["color_by"] = saved["color_by"]
     if isinstance(saved.get("edge_threshold"), (int, float)):
         settings["edge_threshold"] = float(saved["edge_threshold"])
+    names = [str(v.name) for v in getattr(analysis, "variants", None) or []]
+    if isinstance(saved.get("compare"), str) and saved["compare"] in names:
+        settings["compare"] = saved["compare"]
     return settings
 
 

@@ -42,7 +42,7 @@ from .canvas import canvas_for
 from .layer_update import update_layer
 from .state import PerViewer, Selection, ShownAnalysis, state_for
 
-__all__ = ["SELECTABLE_VIEWS", "LinkController", "links_for"]
+__all__ = ["SELECTABLE_VIEWS", "LinkController", "gallery_spot", "links_for"]
 
 #: Views whose selection drives the links (and that a click selects from).
 SELECTABLE_VIEWS = (
@@ -67,6 +67,21 @@ def links_for(viewer: Any) -> LinkController:
         controller = LinkController(viewer)
         _CONTROLLERS.set(viewer, controller)
     return controller
+
+
+def gallery_spot(state: Any, entry: ShownAnalysis) -> tuple[vd.ImageGeometry | None, int]:
+    """Where an analysis's selection gallery lies: the geometry it is placed by, and its index.
+
+    Analyses of one image layer put theirs side by side below it; a variant shown
+    beside its base (``ui.variants``) puts its own right of the base's.
+    """
+    base = state.get(entry.variant_of) if entry.variant_of in state else None
+    if base is not None and base.image_layer is not None:
+        return vd.variant_gallery_geometry(vd.ImageGeometry.of_layer(base.image_layer)), 0
+    if entry.image_layer is None:
+        return None, 0
+    same = [e for e in state if e.image_layer is entry.image_layer and e.variant_of is None]
+    return vd.ImageGeometry.of_layer(entry.image_layer), same.index(entry) if entry in same else 0
 
 
 def _csr_owner(offsets: np.ndarray) -> np.ndarray:
@@ -113,6 +128,11 @@ class LinkController:
         self.last_key: str | None = None
         self.last_source: str | None = None
         self.last_highlight: dict[str, np.ndarray] = {}
+        #: Per analysis key: what :meth:`ring_images` ringed (redrawn in views drawn later).
+        self.linked: dict[str, dict[str, np.ndarray]] = {}
+        #: Canvas views whose items a click hands to a callback ``(entry, row)`` instead of
+        #: selecting them (the drift plot's points; set by ``ui.variants``).
+        self.item_pickers: dict[str, Any] = {}
         viewer.mouse_drag_callbacks.append(self._on_image_mouse)
         self.canvas.model.mouse_drag_callbacks.append(self._on_canvas_mouse)
         self.canvas.model.bind_key("Escape", self._on_escape, overwrite=True)
@@ -199,6 +219,8 @@ class LinkController:
         if found is None:
             return
         entry, view = found
+        if not entry.network_layer:
+            return  # being drawn (its layers taken over from another analysis)
         rows = sorted(int(i) for i in layer.selected_data if 0 <= int(i) < len(layer.features))
         table = layer.features.iloc[rows]
         self._set_ring(layer, np.isin(np.arange(len(layer.features)), rows), selected=True)
@@ -387,15 +409,71 @@ class LinkController:
             [int(labels[i]) if labels is not None and i < len(labels) else -1 for i in chosen],
             dtype=np.int64,
         )
-        mosaic = vd.gallery_mosaic(
-            _Lookup(images) if images is not None else None, heat, chosen, tile_classes=tile_classes
+        texts = []
+        for k, image in enumerate(chosen):
+            truth = vd.class_name(int(tile_classes[k]), names)
+            text = f"#{int(image)} {truth}"
+            if predictions is not None and image < len(predictions) and predictions[image] >= 0:
+                guess = vd.class_name(int(predictions[image]), names)
+                if guess != truth:  # the model got it wrong: say what it said
+                    text += f" → {guess}"
+            texts.append(text)
+        self._draw_gallery(
+            entry,
+            _Lookup(images) if images is not None else None,
+            heat,
+            chosen,
+            tile_classes,
+            texts,
+            title,
+            image_layer,
         )
-        geometry = (
-            vd.ImageGeometry.of_layer(image_layer)
-            if image_layer is not None
-            else vd.ImageGeometry(*heat.shape[1:])
+
+    def show_tiles(
+        self,
+        key: str,
+        images: list[np.ndarray],
+        heat: np.ndarray,
+        tile_classes: np.ndarray,
+        texts: list[str],
+        title: str,
+    ) -> None:
+        """Put given images (with their receptive-field heat, ``(k, H, W)``) in ``key``'s gallery.
+
+        E.g. a most-moved image beside its variant (``ui.variants``).
+        """
+        entry = self.state.get(key)
+        chosen = np.arange(len(images), dtype=np.int64)
+        lookup = _Lookup({k: np.asarray(image) for k, image in enumerate(images)})
+        self._draw_gallery(
+            entry,
+            lookup,
+            np.asarray(heat, np.float32),
+            chosen,
+            np.asarray(tile_classes, np.int64),
+            list(texts),
+            title,
+            self.image_layer_of(key),
         )
-        index = self._gallery_index(entry)
+
+    def _draw_gallery(
+        self,
+        entry: ShownAnalysis,
+        lookup: Any,
+        heat: np.ndarray,
+        chosen: np.ndarray,
+        tile_classes: np.ndarray,
+        tile_texts: list[str],
+        title: str,
+        image_layer: Any,
+    ) -> None:
+        gallery = entry.layers.get("gallery")
+        if gallery is None or gallery not in self.viewer.layers:
+            return
+        mosaic = vd.gallery_mosaic(lookup, heat, chosen, tile_classes=tile_classes)
+        geometry, index = gallery_spot(self.state, entry)
+        if geometry is None:
+            geometry = vd.ImageGeometry(*heat.shape[1:])
         placement = vd.gallery_placement(geometry, index, mosaic.shape)
         gallery.data = mosaic
         gallery.scale = placement["scale"]
@@ -404,7 +482,7 @@ class LinkController:
         pixel = placement["scale"][0]
         top = placement["translate"][0] - pixel / 2
         left = placement["translate"][1] - pixel / 2
-        for k, image in enumerate(chosen):
+        for k, text in enumerate(tile_texts):
             (y, x), (th, tw) = vd.tile_box(k, heat.shape[1:])
             centres.append(
                 (
@@ -412,12 +490,6 @@ class LinkController:
                     left + (x + tw / 2) * pixel,
                 )
             )
-            truth = vd.class_name(int(tile_classes[k]), names)
-            text = f"#{int(image)} {truth}"
-            if predictions is not None and image < len(predictions) and predictions[image] >= 0:
-                guess = vd.class_name(int(predictions[image]), names)
-                if guess != truth:  # the model got it wrong: say what it said
-                    text += f" → {guess}"
             texts.append(text if len(text) <= 12 else text[:11] + "…")  # fits its tile
         gallery_text = entry.layers.get("gallery_text")
         if gallery_text is not None and gallery_text in self.viewer.layers:
@@ -425,11 +497,6 @@ class LinkController:
                 gallery_text,
                 vd.gallery_text_data(entry.key, geometry, index, title, centres, texts),
             )
-
-    def _gallery_index(self, entry: ShownAnalysis) -> int:
-        """Which gallery of its image layer an analysis has (several analyses: side by side)."""
-        same = [e for e in self.state if e.image_layer is entry.image_layer]
-        return same.index(entry) if entry in same else 0
 
     def _jump_to(self, image_layer: Any, member_image_ids: np.ndarray) -> None:
         data_ndim = image_layer.data.ndim - (1 if image_layer.rgb else 0)
@@ -442,6 +509,15 @@ class LinkController:
             return
         world = float(image_layer.translate[0] + int(member_image_ids[0]) * image_layer.scale[0])
         viewer.dims.set_point(axis, world)
+
+    def show_image(self, image_layer: Any, image: int) -> None:
+        """Move the image viewer's stack to one image of a stack layer."""
+        data_ndim = image_layer.data.ndim - (1 if image_layer.rgb else 0)
+        if data_ndim < 3:
+            return
+        axis = self.viewer.dims.ndim - data_ndim
+        world = float(image_layer.translate[0] + int(image) * image_layer.scale[0])
+        self.viewer.dims.set_point(axis, world)
 
     def current_image(self, image_layer: Any) -> int | None:
         """Index of the image the viewer shows of a stack layer."""
@@ -472,56 +548,36 @@ class LinkController:
         result = self.analysis(key)[self.shown_layer(key)]
         cloud = result.cloud
         points = cloud.points_covering(int(image_index), int(row), int(col))
-        graph, pers, flow, dendro = (
-            result.mapper,
-            result.persistence,
-            result.flow,
-            result.dendrogram,
-        )
-        h0 = _csr_items_containing(pers.h0_members, pers.h0_member_offsets, points)
-        bars = [np.column_stack([np.zeros(len(h0), np.int64), h0])]
-        if len(pers.diagrams) > 1:
-            h1 = _csr_items_containing(pers.h1_members, pers.h1_member_offsets, points)
-            bars.append(np.column_stack([np.ones(len(h1), np.int64), h1]))
-        diagram_ids = np.vstack(bars).astype(np.int64)
-        memberships = np.asarray(flow.memberships)
-        stage_clusters = sorted(
-            {(s, int(c)) for s in range(len(memberships)) for c in memberships[s, points]}
-        )
-        bands = sorted(
-            {
-                (s, int(memberships[s, p]), int(memberships[s + 1, p]))
-                for s in range(len(memberships) - 1)
-                for p in points
-            }
-        )
-        found: dict[str, np.ndarray] = {
-            "points": points.astype(np.int64),
-            "mapper_nodes": _csr_items_containing(
-                graph.members, graph.member_offsets, points
-            ).astype(np.int64),
-            "diagram": diagram_ids,
-            "flow_clusters": np.array(stage_clusters, dtype=np.int64).reshape(-1, 2),
-            "flow": np.array(bands, dtype=np.int64).reshape(-1, 3),
-            "blob_points": points.astype(np.int64),
-            "blob_hulls": np.unique(np.asarray(result.blobs.cluster)[points]).astype(np.int64),
-            "dendrogram_tree": _csr_items_containing(
-                dendro.members, dendro.member_offsets, points
-            ).astype(np.int64),
-        }
-        found["blob_hulls"] = found["blob_hulls"][
-            np.isin(found["blob_hulls"], result.blobs.hull_clusters)
-        ]
+        found = _items_holding(result, points)
         barcode_bars = self._ring_found(key, found)
         found["barcode"] = (
             barcode_bars
             if barcode_bars is not None
-            else _drawn_bars(result.persistence, diagram_ids)
+            else _drawn_bars(result.persistence, found["diagram"])
         )
         self.last_highlight = found
         entry = self.state.get(key)
         entry.hits = found
         self._show_pixel(entry, int(image_index), int(row), int(col), points, found)
+        return found
+
+    def ring_images(self, key: str, images: Iterable[int]) -> dict[str, np.ndarray]:
+        """Ring (white, as selected) every item of ``key``'s views holding a point of ``images``.
+
+        The link between a base and its variant: a selection in one rings the same
+        images in the other. Neither the selection, the overlay nor the gallery of
+        ``key`` change. Returns what was ringed (keys as :meth:`pixel_clicked`).
+        """
+        result = self.analysis(key)[self.shown_layer(key)]
+        wanted = np.unique(np.asarray(list(images), dtype=np.int64))
+        points = np.flatnonzero(np.isin(result.cloud.image_index, wanted)).astype(np.int64)
+        found = _items_holding(result, points)
+        barcode = self._ring_found(key, found, selected=True)
+        found["barcode"] = (
+            barcode if barcode is not None else _drawn_bars(result.persistence, found["diagram"])
+        )
+        self._ring(key, "blob_points", "point", points, selected=True)
+        self.linked[key] = found
         return found
 
     def _show_pixel(
@@ -541,22 +597,30 @@ class LinkController:
         )
 
     # ------------------------------------------------------------------ rings
-    def _ring_found(self, key: str, found: dict[str, np.ndarray]) -> np.ndarray | None:
-        """Ring what a pixel click found in every drawn view; returns the barcode's rows."""
-        self._ring(key, "mapper_nodes", "node", found["mapper_nodes"])
-        self._ring_pairs(key, "diagram", ("dim", "bar"), found["diagram"])
-        barcode = self._ring_pairs(key, "barcode", ("dim", "bar"), found["diagram"])
-        self._ring_pairs(key, "flow_clusters", ("stage", "cluster"), found["flow_clusters"])
-        self._ring_pairs(key, "flow", ("stage", "cluster", "next_cluster"), found["flow"])
-        self._ring(key, "blob_points", "point", found["blob_points"])
-        self._ring(key, "blob_hulls", "cluster", found["blob_hulls"])
-        self._ring(key, "dendrogram_tree", "merge", found["dendrogram_tree"])
+    def _ring_found(
+        self, key: str, found: dict[str, np.ndarray], selected: bool = False
+    ) -> np.ndarray | None:
+        """Ring what a pixel click (or :meth:`ring_images`) found in every drawn view;
+        returns the barcode's rows."""
+        on = selected
+        self._ring(key, "mapper_nodes", "node", found["mapper_nodes"], selected=on)
+        self._ring_pairs(key, "diagram", ("dim", "bar"), found["diagram"], selected=on)
+        barcode = self._ring_pairs(key, "barcode", ("dim", "bar"), found["diagram"], selected=on)
+        pairs = found["flow_clusters"]
+        self._ring_pairs(key, "flow_clusters", ("stage", "cluster"), pairs, selected=on)
+        bands = found["flow"]
+        self._ring_pairs(key, "flow", ("stage", "cluster", "next_cluster"), bands, selected=on)
+        self._ring(key, "blob_points", "point", found["blob_points"], selected=on)
+        self._ring(key, "blob_hulls", "cluster", found["blob_hulls"], selected=on)
+        self._ring(key, "dendrogram_tree", "merge", found["dendrogram_tree"], selected=on)
         return barcode
 
     def reapply_hits(self, entry: ShownAnalysis) -> None:
         """Ring the last pixel click's finds in views drawn after it (a panel picked later)."""
         if entry.hits:
             self._ring_found(entry.key, entry.hits)
+        if self.linked.get(entry.key):
+            self._ring_found(entry.key, self.linked[entry.key], selected=True)
         if len(entry.selection.members):
             self._ring(entry.key, "blob_points", "point", entry.selection.members, selected=True)
 
@@ -571,7 +635,12 @@ class LinkController:
         return layer.features[column].to_numpy()[mask]
 
     def _ring_pairs(
-        self, key: str, view: str, columns: tuple[str, ...], ids: np.ndarray
+        self,
+        key: str,
+        view: str,
+        columns: tuple[str, ...],
+        ids: np.ndarray,
+        selected: bool = False,
     ) -> np.ndarray | None:
         layer = self._layer(key, view)
         if layer is None:
@@ -579,7 +648,7 @@ class LinkController:
         table = layer.features[list(columns)].to_numpy().astype(np.int64)
         wanted = {tuple(int(v) for v in row) for row in np.asarray(ids).reshape(-1, len(columns))}
         mask = np.array([tuple(row) in wanted for row in table.tolist()], dtype=bool)
-        self._set_ring(layer, mask)
+        self._set_ring(layer, mask, selected=selected)
         return table[mask]
 
     def _set_ring(self, layer: Any, mask: np.ndarray, *, selected: bool = False) -> None:
@@ -630,6 +699,7 @@ class LinkController:
                     self._quiet = False
                 self._set_ring(layer, np.zeros(len(layer.features), bool), selected=True)
             self.clear_highlight(k)
+            self.linked.pop(k, None)
             overlay = entry.layers.get("overlay")
             if overlay is not None and overlay in self.viewer.layers:
                 overlay.data = np.zeros_like(overlay.data)
@@ -643,7 +713,7 @@ class LinkController:
                 image_layer,
                 heat,
                 np.zeros(0, np.int64),
-                f"selection gallery · {k}: click a view item",
+                vd.gallery_title(k, entry.variant_of),
             )
             del shape
             self.state.set_selection(k, Selection())
@@ -724,19 +794,70 @@ class LinkController:
         position = tuple(float(p) for p in position)
         for layer in reversed(list(self.canvas.model.layers)):
             found = self.state.entry_of_layer(layer)
-            if found is None or found[1] not in SELECTABLE_VIEWS or not layer.visible:
+            if found is None or not layer.visible:
                 continue
             entry, view = found
+            if view not in SELECTABLE_VIEWS and view not in self.item_pickers:
+                continue
             value = layer.get_value(position, world=True)
             index = value[0] if isinstance(value, tuple) else value
             if index is None:
                 continue
+            if view in self.item_pickers:
+                self.item_pickers[view](entry, int(index))
+                return {"key": entry.key, "view": view, "index": int(index)}
             current = set(layer.selected_data)
             index = int(index)
             layer.selected_data = (current ^ {index}) if shift else {index}
             return {"key": entry.key, "view": view, "index": index}
         self.clear_selection()
         return None
+
+
+def _items_holding(result: Any, points: np.ndarray) -> dict[str, np.ndarray]:
+    """Every view item of a layer result holding one of ``points`` (cloud rows)."""
+    points = np.asarray(points, dtype=np.int64)
+    graph, pers, flow, dendro = (
+        result.mapper,
+        result.persistence,
+        result.flow,
+        result.dendrogram,
+    )
+    h0 = _csr_items_containing(pers.h0_members, pers.h0_member_offsets, points)
+    bars = [np.column_stack([np.zeros(len(h0), np.int64), h0])]
+    if len(pers.diagrams) > 1:
+        h1 = _csr_items_containing(pers.h1_members, pers.h1_member_offsets, points)
+        bars.append(np.column_stack([np.ones(len(h1), np.int64), h1]))
+    diagram_ids = np.vstack(bars).astype(np.int64)
+    memberships = np.asarray(flow.memberships)
+    stage_clusters = [
+        (s, int(c)) for s in range(len(memberships)) for c in np.unique(memberships[s, points])
+    ]
+    bands = [
+        (s, int(a), int(b))
+        for s in range(len(memberships) - 1)
+        for a, b in np.unique(
+            np.column_stack([memberships[s, points], memberships[s + 1, points]]), axis=0
+        ).reshape(-1, 2)
+    ]
+    found: dict[str, np.ndarray] = {
+        "points": points.astype(np.int64),
+        "mapper_nodes": _csr_items_containing(graph.members, graph.member_offsets, points).astype(
+            np.int64
+        ),
+        "diagram": diagram_ids,
+        "flow_clusters": np.array(stage_clusters, dtype=np.int64).reshape(-1, 2),
+        "flow": np.array(bands, dtype=np.int64).reshape(-1, 3),
+        "blob_points": points.astype(np.int64),
+        "blob_hulls": np.unique(np.asarray(result.blobs.cluster)[points]).astype(np.int64),
+        "dendrogram_tree": _csr_items_containing(
+            dendro.members, dendro.member_offsets, points
+        ).astype(np.int64),
+    }
+    found["blob_hulls"] = found["blob_hulls"][
+        np.isin(found["blob_hulls"], result.blobs.hull_clusters)
+    ]
+    return found
 
 
 def _drawn_bars(persistence: Any, diagram_ids: np.ndarray) -> np.ndarray:

@@ -50,6 +50,8 @@ class ShownAnalysis:
     layers: dict[str, Any] = field(default_factory=dict)
     selection: Selection = field(default_factory=Selection)
     hits: dict[str, np.ndarray] = field(default_factory=dict)
+    #: The key of the base analysis this one is a variant of (shown beside it), or None.
+    variant_of: str | None = None
 
     @property
     def result(self) -> Any:

@@ -78,9 +78,13 @@ NEEDS_PREDICTIONS = ("predicted_class", "correct")
 
 #: The views the canvas shows one at a time.
 Panel = Literal[
-    "mapper", "diagram", "barcode", "flow", "blobs", "dendrogram", "layer_distances", "cka"
+    "mapper", "diagram", "barcode", "flow", "blobs", "dendrogram", "layer_distances", "cka", "drift"
 ]
-PANELS: tuple[Panel, ...] = get_args(Panel)
+#: Views of a base analysis with variants only (offered when one is shown).
+VARIANT_PANELS: tuple[Panel, ...] = ("drift",)
+#: The views of every analysis.
+PANELS: tuple[Panel, ...] = tuple(p for p in get_args(Panel) if p not in VARIANT_PANELS)
+ALL_PANELS: tuple[Panel, ...] = get_args(Panel)
 PANEL_TITLES: dict[str, str] = {
     "mapper": "Mapper graph",
     "diagram": "persistence diagram",
@@ -90,11 +94,14 @@ PANEL_TITLES: dict[str, str] = {
     "dendrogram": "heatmap dendrogram",
     "layer_distances": "diagram distance",
     "cka": "linear CKA",
+    "drift": "drift (variants)",
 }
 
 #: Every view name a layer made by the plugin can carry.
 ViewName = Literal[
     "images",
+    "variant_images",
+    "variant_labels",
     "overlay",
     "gallery",
     "gallery_text",
@@ -114,6 +121,8 @@ ViewName = Literal[
     "dendrogram_tree",
     "layer_distances",
     "cka",
+    "drift_lines",
+    "drift_points",
 ]
 VIEW_NAMES: tuple[ViewName, ...] = get_args(ViewName)
 #: The canvas layers of each panel (shown when the panel is picked, hidden otherwise).
@@ -126,12 +135,14 @@ PANEL_VIEWS: dict[str, tuple[str, ...]] = {
     "dendrogram": ("dendrogram_heatmap", "dendrogram_tree"),
     "layer_distances": ("layer_distances",),
     "cka": ("cka",),
+    "drift": ("drift_lines", "drift_points"),
 }
 #: Canvas layers drawn for one network layer (updated when another one is shown).
 LAYER_VIEWS = tuple(
     view
     for panel, views in PANEL_VIEWS.items()
-    if panel not in ("layer_distances", "cka")  # the matrices span all network layers
+    # the matrices and the drift plot span all network layers
+    if panel not in ("layer_distances", "cka", "drift")
     for view in views
 )
 #: Canvas layers drawn once per analysis.
@@ -807,6 +818,158 @@ def dendrogram_layer_data(analysis: Any, layer: str, key: str, slot: int) -> lis
     return [heat, tree]
 
 
+# --------------------------------------------------------------------------- drift (variants)
+
+#: Point symbols of the variants in the drift plot (with their colours: told apart twice).
+DRIFT_SYMBOLS = ("disc", "square", "diamond", "triangle_up", "triangle_down", "star", "cross")
+
+
+def has_variants(analysis: Any) -> bool:
+    return bool(getattr(analysis, "variants", None))
+
+
+def drift_colors(variant_index: np.ndarray) -> np.ndarray:
+    """RGBA of each variant's line and points in the drift plot."""
+    return categorical_colors(np.asarray(variant_index, dtype=np.int64))
+
+
+def _hex(rgba: Any) -> str:
+    r, g, b = (round(255 * float(v)) for v in list(rgba)[:3])
+    return f"#{r:02x}{g:02x}{b:02x}"
+
+
+def drift_layer_data(analysis: Any, layer: str, key: str, slot: int) -> list[LayerDataTuple]:
+    """The drift plot of a base analysis with variants: lines and points, both plots.
+
+    ``[]`` for an analysis without variants (a variant itself, another analysis).
+    """
+    from ..layout import drift as drift_layout
+
+    if not has_variants(analysis):
+        return []
+    n_layers = len(analysis.layers)
+    table = drift_layout.drift_table(analysis, drift_dim(analysis))
+    geometry = drift_layout.drift_geometry(table, n_layers)
+    points = geometry.points
+    lines, line_rows = [], []
+    for number, variant in enumerate(analysis.variants):
+        for plot in drift_layout.DRIFT_PLOTS:
+            mine = points[(points["variant_index"] == number) & (points["plot"] == plot)]
+            mine = mine.sort_values("layer_index")
+            if len(mine) >= 2:
+                lines.append(mine[["row", "col"]].to_numpy(dtype=np.float64))
+                line_rows.append((number, str(variant.name), plot))
+    line_features = pd.DataFrame(line_rows, columns=["variant_index", "variant", "plot"])
+    line_colors = drift_colors(line_features["variant_index"].to_numpy())
+    point_colors = drift_colors(points["variant_index"].to_numpy()) if len(points) else _EDGE_RGBA
+    symbols = [DRIFT_SYMBOLS[int(i) % len(DRIFT_SYMBOLS)] for i in points["variant_index"]]
+    features = points.drop(columns=["row", "col"]).reset_index(drop=True)
+    return [
+        (
+            lines,
+            {
+                "name": _name("drift lines", key),
+                "shape_type": "path",
+                "features": line_features,
+                "edge_color": per_item(line_colors, _EDGE_RGBA),
+                "edge_width": [0.006] * len(lines),
+                "metadata": topolens_meta("drift_lines", key, layer),
+                **slot_placement(slot),
+            },
+            "shapes",
+        ),
+        (
+            points[["row", "col"]].to_numpy(dtype=np.float64).reshape(-1, 2),
+            {
+                "name": _name("drift points", key),
+                "features": features,
+                "size": 0.035,
+                "symbol": symbols if symbols else "disc",
+                "face_color": per_item(point_colors, _UNKNOWN_RGBA),
+                "border_color": per_item(np.tile(_BORDER, (len(points), 1)), _BORDER),
+                "border_width": 0.12,
+                "metadata": topolens_meta("drift_points", key, layer),
+                **slot_placement(slot),
+            },
+            "points",
+        ),
+    ]
+
+
+def drift_dim(analysis: Any) -> int:
+    """The homology dimension the drift plot measures (H1 where the analysis has it)."""
+    return min(int(analysis.config.max_dim), 1)
+
+
+def _drift_frame(analysis: Any, layer: str, add: Any) -> None:
+    from ..layout import drift as drift_layout
+
+    table = drift_layout.drift_table(analysis, drift_dim(analysis))
+    geometry = drift_layout.drift_geometry(table, len(analysis.layers))
+    left, right = drift_layout.DRIFT_COLS
+    for plot, (top, bottom) in drift_layout.DRIFT_PLOTS.items():
+        add([[bottom, left], [bottom, right]], "x_axis")
+        add([[top, left], [bottom, left]], "y_axis")
+        ticks = geometry.distance_ticks if plot == "distance" else geometry.moved_ticks
+        for tick in ticks:
+            row = geometry.row_of(plot, float(tick))
+            add([[row, left - 0.012], [row, left]], "tick")
+            add([[row, left], [row, right]], "grid", rgba=(0.3, 0.3, 0.3, 1.0), width=0.0015)
+        for col in geometry.layer_cols:
+            add([[bottom, col], [bottom + 0.012, col]], "tick")
+    if layer in analysis.layers:  # the network layer the other views show
+        col = float(geometry.layer_cols[analysis.layers.index(layer)])
+        rows = [r for pair in drift_layout.DRIFT_PLOTS.values() for r in pair]
+        add(
+            [[min(rows), col], [max(rows), col]],
+            "current_layer",
+            rgba=(0.75, 0.75, 0.75, 0.6),
+            width=0.004,
+        )
+
+
+def _drift_text(analysis: Any, layer: str, put: Any) -> str:
+    """Legend, axis names and tick labels of the drift plot; returns its subtitle."""
+    from ..layout import drift as drift_layout
+
+    dim = drift_dim(analysis)
+    table = drift_layout.drift_table(analysis, dim)
+    geometry = drift_layout.drift_geometry(table, len(analysis.layers))
+    left, right = drift_layout.DRIFT_COLS
+    variants = list(analysis.variants)
+    longest = max((len(str(v.name)) for v in variants), default=0)
+    per_row = max(1, min(len(variants), 3 if longest <= 9 else 2))
+    colors = drift_colors(np.arange(len(variants)))
+    marks = {"disc": "●", "square": "■", "diamond": "◆", "triangle_up": "▲"}
+    for number, variant in enumerate(variants):
+        row, col = divmod(number, per_row)
+        symbol = DRIFT_SYMBOLS[number % len(DRIFT_SYMBOLS)]
+        put(
+            0.03 + 0.045 * row,
+            (col + 0.5) / per_row,
+            f"{marks.get(symbol, '◆')} {geo.short_label(str(variant.name), 16)}",
+            _hex(colors[number]),
+        )
+    titles = {
+        "distance": f"relative H{dim} distance (sliced W.)",
+        "moved": "fraction of images that moved",
+    }
+    for plot, (top, bottom) in drift_layout.DRIFT_PLOTS.items():
+        put(top - 0.03, (left + right) / 2, titles[plot], _TEXT)
+        ticks = geometry.distance_ticks if plot == "distance" else geometry.moved_ticks[::2]
+        for tick in ticks:
+            put(
+                geometry.row_of(plot, float(tick)),
+                left - 0.065,
+                geo.format_value(float(tick)),
+                _DIM_TEXT,
+            )
+        for name, col in zip(analysis.layers, geometry.layer_cols):
+            shade = _TEXT if name == layer else _DIM_TEXT
+            put(bottom + 0.035, float(col), geo.short_label(name, 10), shade)
+    return "grey line: the layer shown · click a point"
+
+
 # --------------------------------------------------------------------------- panel text, frames
 
 
@@ -847,10 +1010,39 @@ def panel_text_data(
         text.append(words)
         color.append(shade)
 
-    where = f"{key} · {layer}" if panel not in ANALYSIS_VIEWS else key
+    where = f"{key} · {layer}" if panel not in (*ANALYSIS_VIEWS, "drift") else key
     title = f"{PANEL_TITLES[panel]} · {where}"
+    run = (
+        "base"
+        if has_variants(analysis)
+        else (getattr(analysis, "provenance", None) or {}).get("variant")
+    )
+    if isinstance(run, str) and panel != "drift":
+        # base and variant side by side: short titles that never run into each other
+        title = f"{run} · {layer}" if panel not in ANALYSIS_VIEWS else str(run)
     subtitle = ""
-    if panel == "mapper":
+    if panel == "drift":
+        if not has_variants(analysis):  # the plot is its base's: a blank text here
+            # (one blank item, not none: the text is never empty in the other panels, and
+            # napari's text of points added to an empty layer fails its colour encoding)
+            return [
+                _text_layer(
+                    "panel_text",
+                    key,
+                    layer,
+                    slot,
+                    [(0.5, 0.5)],
+                    [""],
+                    [_TEXT],
+                    10,
+                    _name("view text", key),
+                ),
+                _text_layer(
+                    "panel_values", key, layer, slot, [], [], [], 8, _name("matrix values", key)
+                ),
+            ]
+        subtitle = _drift_text(analysis, layer, put)
+    elif panel == "mapper":
         graph = result.mapper
         subtitle = (
             f"{graph.n_nodes} nodes, {len(graph.edges)} edges, "
@@ -858,6 +1050,8 @@ def panel_text_data(
             if graph.n_nodes
             else f"no nodes: {len(result.cloud)} points; try more images"
         )
+        if isinstance(run, str) and graph.n_nodes:
+            subtitle = f"{graph.n_nodes} nodes, {len(graph.edges)} edges"
     elif panel in ("diagram", "barcode"):
         pers = result.persistence
         top = geo.diagram_top(pers.diagrams)
@@ -998,9 +1192,13 @@ def panel_axes_data(analysis: Any, layer: str, key: str, slot: int, panel: str) 
         widths.append(width)
 
     (r0, c0), (r1, c1) = PANEL_BOX
-    add([[r0, c0], [r1, c1]], "fit_box", "rectangle", (0.0, 0.0, 0.0, 0.0), 0.0)
-    add([[0.0, 0.0], [1.0, 1.0]], "frame", "rectangle", (0.3, 0.3, 0.3, 1.0), 0.003)
-    if panel in ("diagram", "barcode"):
+    drift_elsewhere = panel == "drift" and not has_variants(analysis)
+    if not drift_elsewhere:  # the drift plot is its base's: no frame for the others
+        add([[r0, c0], [r1, c1]], "fit_box", "rectangle", (0.0, 0.0, 0.0, 0.0), 0.0)
+        add([[0.0, 0.0], [1.0, 1.0]], "frame", "rectangle", (0.3, 0.3, 0.3, 1.0), 0.003)
+    if panel == "drift" and not drift_elsewhere:
+        _drift_frame(analysis, layer, add)
+    elif panel in ("diagram", "barcode"):
         pers = analysis[layer].persistence
         top = geo.diagram_top(pers.diagrams)
         if panel == "diagram":
@@ -1031,8 +1229,8 @@ def panel_axes_data(analysis: Any, layer: str, key: str, slot: int, panel: str) 
             "name": _name("view frame", key),
             "shape_type": types,
             "features": pd.DataFrame({"what": kinds}),
-            "face_color": np.zeros((len(shapes), 4)),  # frames only: never dim what lies beneath
-            "edge_color": np.array(colors),
+            "face_color": per_item(np.zeros((len(shapes), 4)), "transparent"),
+            "edge_color": per_item(np.array(colors), _EDGE_RGBA),  # frames never dim beneath
             "edge_width": widths,
             "metadata": topolens_meta("panel_axes", key, layer),
             **slot_placement(slot),
@@ -1062,6 +1260,8 @@ def group_layer_data(
         ]
     if group == "matrices":
         return matrix_layer_data(analysis, key, slot)
+    if group == "drift":
+        return drift_layer_data(analysis, layer, key, slot)
     if group == "mapper":
         return mapper_layer_data(
             analysis, layer, key, slot, layout, color_by=color_by, edge_threshold=edge_threshold
@@ -1231,6 +1431,43 @@ class ImageGeometry:
         )
 
 
+def variant_gallery_geometry(base: ImageGeometry) -> ImageGeometry:
+    """The geometry a variant's gallery is placed by: its base's, moved below the base's
+    gallery (side by side, the titles would run into each other on a laptop screen)."""
+    (_r0, _c0), side = base.gallery_box(0)
+    return ImageGeometry(base.height, base.width, (base.origin[0] + 1.3 * side, base.origin[1]))
+
+
+def gallery_title(key: str, variant_of: str | None = None) -> str:
+    """The title of an empty selection gallery (short for a variant: it sits under its base's)."""
+    if variant_of is not None and key.startswith(f"{variant_of} · "):
+        return f"gallery · {key[len(variant_of) + 3 :]}: click a view item"
+    return f"selection gallery · {key}: click a view item"
+
+
+def variant_labels_layer_data(
+    key: str, names: Sequence[str], boxes: Sequence[tuple[float, float, float, float]]
+) -> LayerDataTuple:
+    """Names above the base's images and each variant's (``boxes``: top, left, bottom, right)."""
+    pos = [
+        ((top - 0.08 * (bottom - top)), (left + right) / 2) for top, left, bottom, right in boxes
+    ]
+    return (
+        np.asarray(pos, dtype=np.float64).reshape(-1, 2),
+        {
+            "name": _name("variant names", key),
+            "features": pd.DataFrame({"text": list(names)}),
+            "size": 0.0,
+            "face_color": "transparent",
+            "border_color": "transparent",
+            "border_width": 0,
+            "text": {"string": "{text}", "size": 9, "color": "white", "anchor": "center"},
+            "metadata": topolens_meta("variant_labels", key, ""),
+        },
+        "points",
+    )
+
+
 def images_layer_data(analysis: Any, key: str) -> LayerDataTuple:
     """The input stack from ``analysis.images``, or a blank stand-in of the right shape."""
     images = getattr(analysis, "images", None)
@@ -1287,7 +1524,13 @@ def gallery_placement(
 
 
 def gallery_layer_data(
-    analysis: Any, key: str, geometry: ImageGeometry, index: int, h: int, w: int
+    analysis: Any,
+    key: str,
+    geometry: ImageGeometry,
+    index: int,
+    h: int,
+    w: int,
+    variant_of: str | None = None,
 ) -> list[LayerDataTuple]:
     """An empty gallery (a black tile) and its text (title, tile classes)."""
     mosaic = np.zeros((h, w, 3), dtype=np.float32)
@@ -1302,9 +1545,7 @@ def gallery_layer_data(
             },
             "image",
         ),
-        gallery_text_data(
-            key, geometry, index, f"selection gallery · {key}: click a view item", [], []
-        ),
+        gallery_text_data(key, geometry, index, gallery_title(key, variant_of), [], []),
     ]
 
 

@@ -9,7 +9,8 @@ The work is split by role:
 - ``ui.canvas`` -- the topology canvas dock (its own camera; one view at a time);
 - ``ui.links`` -- selection <-> pixels;
 - ``ui.edits`` -- recolour, edge threshold, class fading;
-- ``ui.show`` -- adding and updating the layers (at once or one per event-loop turn).
+- ``ui.show`` -- adding and updating the layers (at once or one per event-loop turn);
+- ``ui.variants`` -- a base's variants beside it: linked, drift plot, most-moved images.
 """
 
 from __future__ import annotations
@@ -24,9 +25,15 @@ from .show import (
     remove_analysis,
     show_analysis,
     show_analysis_incrementally,
-    watch_viewer,
 )
+from .show import watch_viewer as _watch_layers
 from .state import state_for
+from .variants import (
+    show_variants,
+    show_variants_incrementally,
+    variant_views_for,
+    watch_variants,
+)
 from .view_data import (
     COLOR_BY,
     COLOR_BY_LABELS,
@@ -59,8 +66,16 @@ __all__ = [
     "set_edge_threshold",
     "show_analysis",
     "show_analysis_incrementally",
+    "show_variants",
+    "show_variants_incrementally",
     "watch_viewer",
 ]
+
+
+def watch_viewer(viewer: Any) -> None:
+    """Show the analyses of layers added to ``viewer`` (the reader's path), their variants too."""
+    _watch_layers(viewer)
+    watch_variants(viewer)
 
 
 def find_layers(viewer: Any, key: str | None = None, view: str | None = None) -> list[Any]:
@@ -87,18 +102,22 @@ def reader_layer_data(
     layer_name: str | None = None,
     color_by: str = "dominant_class",
     edge_threshold: float = 0.0,
+    compare: str | None = None,
 ) -> list[LayerDataTuple]:
     """What the reader returns: the analysis's images, carrying the analysis and how to show it.
 
     When napari adds the layer, the viewer (see :func:`watch_viewer`) shows the
     views in the topology canvas from the saved analysis and its saved layouts;
-    nothing is recomputed.
+    nothing is recomputed. An analysis with variants then shows them too (``compare``:
+    the one beside it; default the first).
     """
     data, kwargs, kind = images_layer_data(analysis, key)
     kwargs["metadata"]["topolens"]["show"] = {
         "layer_name": layer_name,
         "color_by": color_by,
         "edge_threshold": float(edge_threshold),
+        "variants": bool(getattr(analysis, "variants", None)),
+        "compare": compare,
     }
     return [(data, kwargs, kind)]
 
@@ -118,8 +137,12 @@ def saved_view_settings(analysis: Any) -> dict[str, Any]:
     if key is None:
         return {}
     entry = state.get(key)
-    return {
+    settings: dict[str, Any] = {
         "layer": entry.network_layer,
         "color_by": entry.color_by,
         "edge_threshold": float(entry.edge_threshold),
     }
+    record = variant_views_for(viewer).bases.get(key)
+    if record is not None and record.compared is not None:
+        settings["compare"] = record.compared
+    return settings
