@@ -162,7 +162,13 @@ def test_variants_run_stack_indexed_and_save(digits, qtbot, tmp_path):
         assert f"\n{name}: SW-H1 drift" in status
     assert "\nVariants (SW drift relative" in status
     assert "moved 0% at fc1, accuracy" in status and "→" in status
-    # the base was shown as before (the variants' views are the views module's job)
+    # the base and, beside it, the first variant in the next slot of the canvas
+    from napari_topolens.ui.state import state_for
+
+    state = state_for(viewer)
+    key = state.key_of(analysis)
+    assert key is not None and f"{key} · gaussian:0" in state
+    assert state.get(f"{key} · gaussian:0").slot == state.get(key).slot + 1
     assert len(canvas_for(viewer).model.layers) > 0
 
     # save / load round trip of the widget-made analysis with its variants

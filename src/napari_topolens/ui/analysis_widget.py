@@ -161,6 +161,7 @@ class AnalysisWidget(QWidget):
         self._defaults: list[str] = []
         self._job: ProgressWorker | None = None
         self._show: Any = None  # the running views.IncrementalShow
+        self._variant_show: Any = None  # the same for the variants, after the base
         self._started = 0.0
         self.analysis: Any = None
         self.layers_added: list[Any] = []
@@ -916,7 +917,7 @@ class AnalysisWidget(QWidget):
 
     def _on_show_request(self, step: Any, image_layer: Any) -> None:
         """Main thread: the worker's analysis is done; add its layers, one per event-loop turn."""
-        from .views import show_analysis_incrementally
+        from .views import show_analysis_incrementally, show_variants_incrementally
 
         if not isinstance(step, _ShowRequest) or self._job is None or self._job.cancelled:
             return
@@ -925,11 +926,23 @@ class AnalysisWidget(QWidget):
 
         def done(layers: list[Any]) -> None:
             self.layers_added = layers
+            if not step.analysis.variants:
+                step.shown.set()
+                return
+            # the variants beside the base, in its layout; "finished" still means shown
+            self._set_status("Adding the variants...")
+            self._variant_show = show_variants_incrementally(
+                self._viewer, step.analysis, on_done=variants_done, on_error=failed
+            )
+
+        def variants_done(layers: list[Any]) -> None:
+            self.layers_added = [*self.layers_added, *layers]
             step.shown.set()
 
         def failed(exc: BaseException) -> None:
-            if self._show is not None:
-                self._show.cancel()  # no half-made views
+            for show in (self._variant_show, self._show):
+                if show is not None:
+                    show.cancel()  # no half-made views
             step.error = exc
             step.shown.set()
 
@@ -944,9 +957,10 @@ class AnalysisWidget(QWidget):
         )
 
     def _on_cancelled(self) -> None:
-        if self._show is not None:
-            self._show.cancel()  # removes the layers it had added
-            self._show = None
+        for show in (self._variant_show, self._show):  # each removes the layers it added
+            if show is not None:
+                show.cancel()
+        self._show = self._variant_show = None
         self.layers_added = []
         self._set_status("Cancelled; no layers were added.")
 
@@ -954,7 +968,7 @@ class AnalysisWidget(QWidget):
         """Main thread: keep the analysis (its layers are in already) and report."""
         seconds = time.perf_counter() - self._started
         self.analysis = analysis
-        self._show = None
+        self._show = self._variant_show = None
         last = analysis.layer_results[-1]
         provenance = analysis.provenance
         labels_note = (
@@ -977,9 +991,10 @@ class AnalysisWidget(QWidget):
         )
 
     def _on_finished(self) -> None:
-        if self._show is not None and not self._show.done:  # the worker gave up waiting
-            self._show.cancel()
-        self._show = None
+        for show in (self._variant_show, self._show):
+            if show is not None and not show.done:  # the worker gave up waiting
+                show.cancel()
+        self._show = self._variant_show = None
         self._job = None
         self.progress_bar.setVisible(False)
         self.run_button.enabled, self.cancel_button.enabled = True, False
