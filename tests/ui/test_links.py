@@ -118,6 +118,18 @@ def check_pixels(viewer, links, key, analysis, image_layer, expected_members):
             assert f"#{tile} {analysis.class_names[int(labels[tile])]}".startswith(
                 label.rstrip("…")
             )
+    # captions zoom with their tiles and are sized so that neighbours never touch
+    from napari_topolens.ui import view_data as vd
+
+    text_layer = find_layers(viewer, key, "gallery_text")[0]
+    assert text_layer.text.scaling
+    assert all(len(label) <= vd.CAPTION_CHARS for label in text[1:])
+    centres = np.asarray(text_layer.data[1:])
+    same_row = np.isclose(centres[1:, 0], centres[:-1, 0])
+    assert same_row.any()
+    pitch = float(np.min(np.diff(centres[:, 1])[same_row]))
+    # about 0.72 x size per character (measured), the ellipsis as three
+    assert 0.72 * text_layer.text.size * (vd.CAPTION_CHARS + 2) < pitch
 
 
 def test_node_selection_event_shows_member_fields(shown):

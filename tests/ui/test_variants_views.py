@@ -124,6 +124,19 @@ def test_variant_image_layers_beside_the_base_and_the_variant_in_the_next_slot(
     assert [canvas.compare.itemText(i) for i in range(canvas.compare.count())] == NAMES
     assert canvas.compare.currentText() == "gaussian:0.1"
     assert canvas.picker.findData("drift") >= 0
+    # side by side in a laptop-sized dock (about 1.6 screen pixels per world unit), each
+    # title stays over its own slot: napari text keeps its screen size, so it shrinks
+    canvas.model.scene.camera.zoom = 1.6
+    canvas.fit_text()
+    for shown in (base_entry, entry):
+        text = shown.layers["panel_text"]
+        size = float(text.text.size)
+        longest = max(len(t) for t in text.features["text"])
+        assert vd.MIN_PANEL_TEXT_SIZE <= size < vd.PANEL_TEXT_SIZE
+        assert longest * size * vd.TEXT_PX_PER_CHAR_POINT <= vd.SIDE * 1.6 + 1e-6
+    canvas.model.scene.camera.zoom = 40.0  # room enough: full size again
+    canvas.fit_text()
+    assert float(entry.layers["panel_text"].text.size) == vd.PANEL_TEXT_SIZE
 
 
 def test_compare_combo_switches_the_variant_and_keeps_the_image_layers(

@@ -266,6 +266,7 @@ class TopologyCanvas(QWidget):
             layer = entry.layers.get(view)
             if layer is not None and layer in self.model.layers:
                 update_layer(layer, item)
+        self.fit_text()
 
     def fit(self) -> None:
         """Frame the current panel of every analysis (titles and ticks included)."""
@@ -278,6 +279,39 @@ class TopologyCanvas(QWidget):
         ]
         if frames:
             self.model.fit_to_view(layers=frames, margin=0.02)
+        self.fit_text()
+
+    def _frames(self) -> int:
+        return sum(
+            1
+            for entry in self.state
+            if "panel_axes" in entry.layers
+            and entry.layers["panel_axes"] in self.model.layers
+            and len(entry.layers["panel_axes"].data)
+        )
+
+    def fit_text(self) -> None:
+        """Shrink the panel text when slots sit side by side, so each title stays over its slot.
+
+        napari draws text in screen points whatever the zoom; one view alone keeps
+        :data:`~napari_topolens.ui.view_data.PANEL_TEXT_SIZE`.
+        """
+        several = self._frames() > 1
+        # screen pixels per world unit (napari 0.9 moved the camera to ``scene``)
+        scene = getattr(self.model, "scene", None)
+        camera = scene.camera if scene is not None else self.model.camera
+        zoom = float(camera.zoom)
+        for entry in self.state:
+            layer = entry.layers.get("panel_text")
+            if layer is None or layer not in self.model.layers:
+                continue
+            size = vd.PANEL_TEXT_SIZE
+            if several and len(layer.features):
+                longest = max(len(str(text)) for text in layer.features["text"])
+                fits = vd.SIDE * zoom / (vd.TEXT_PX_PER_CHAR_POINT * max(longest, 1))
+                size = float(np.clip(fits, vd.MIN_PANEL_TEXT_SIZE, vd.PANEL_TEXT_SIZE))
+            if float(layer.text.size) != size:
+                layer.text.size = size
 
     # ---- layers ---------------------------------------------------------------------------
     def add_layer(self, layer: Any, view: str) -> Any:

@@ -482,6 +482,9 @@ class LinkController:
         pixel = placement["scale"][0]
         top = placement["translate"][0] - pixel / 2
         left = placement["translate"][1] - pixel / 2
+        (_, _), (_, tile_width) = vd.tile_box(0, heat.shape[1:])
+        pitch = (tile_width + vd.column_gap(heat.shape[2])) * pixel
+        cut = vd.caption_fit(geometry.gallery_box(index)[1], pitch)[1]
         for k, text in enumerate(tile_texts):
             (y, x), (th, tw) = vd.tile_box(k, heat.shape[1:])
             centres.append(
@@ -490,12 +493,14 @@ class LinkController:
                     left + (x + tw / 2) * pixel,
                 )
             )
-            texts.append(text if len(text) <= 12 else text[:11] + "…")  # fits its tile
+            texts.append(text if len(text) <= cut else text[: cut - 1] + "…")  # fits its tile
         gallery_text = entry.layers.get("gallery_text")
         if gallery_text is not None and gallery_text in self.viewer.layers:
             update_layer(
                 gallery_text,
-                vd.gallery_text_data(entry.key, geometry, index, title, centres, texts),
+                vd.gallery_text_data(
+                    entry.key, geometry, index, title, centres, texts, tile_pitch=pitch
+                ),
             )
 
     def _jump_to(self, image_layer: Any, member_image_ids: np.ndarray) -> None:

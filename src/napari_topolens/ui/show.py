@@ -182,6 +182,8 @@ def _show_steps(
     canvas.update_legend()
     if first:
         canvas.fit()
+    else:  # its text was redrawn at full size
+        canvas.fit_text()
     if active is not None and active in viewer.layers:  # napari activates each added layer
         viewer.layers.selection.active = active
     elif entry.image_layer is not None and entry.image_layer in viewer.layers:

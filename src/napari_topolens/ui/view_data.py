@@ -272,6 +272,15 @@ def _name(title: str, key: str, layer: str = "") -> str:
     return f"{title} · {layer} · {key}" if layer else f"{title} · {key}"
 
 
+#: Point size of a panel's titles, axis names and ticks (shrunk down to
+#: ``MIN_PANEL_TEXT_SIZE`` by the canvas when slots sit side by side).
+PANEL_TEXT_SIZE = 10.0
+MIN_PANEL_TEXT_SIZE = 7.0
+#: Screen pixels per character of napari text, per point of size (measured: about
+#: 0.72 em per character, 96/72 pixels per point).
+TEXT_PX_PER_CHAR_POINT = 0.96
+
+
 def _text_layer(
     view: str, key: str, layer: str, slot: int, pos, text, color, size: float, name: str
 ) -> LayerDataTuple:
@@ -989,6 +998,17 @@ def best_stage_text(flow: Any) -> str:
 
 
 _TITLE_ROW, _SUBTITLE_ROW = -0.095, -0.04
+#: The same with a base and its variant side by side: the canvas then draws each view
+#: at about half the size, while the text keeps its screen size (a line apart still).
+_SIDE_BY_SIDE_ROWS = (-0.17, -0.075)
+
+
+def _side_by_side(analysis: Any, panel: str) -> bool:
+    """A base with variants, or a variant: drawn beside the other in the canvas."""
+    run = getattr(analysis, "provenance", None) or {}
+    return panel != "drift" and (has_variants(analysis) or isinstance(run.get("variant"), str))
+
+
 _TEXT, _DIM_TEXT = "white", "#bbbbbb"
 
 
@@ -1153,11 +1173,24 @@ def panel_text_data(
             "hover a cell for its full value",
             _DIM_TEXT,
         )
-    put(_TITLE_ROW, 0.5, title, _TEXT)
+    title_row, subtitle_row = (
+        _SIDE_BY_SIDE_ROWS if _side_by_side(analysis, panel) else (_TITLE_ROW, _SUBTITLE_ROW)
+    )
+    put(title_row, 0.5, title, _TEXT)
     if subtitle:
-        put(_SUBTITLE_ROW, 0.5, subtitle, _DIM_TEXT)
+        put(subtitle_row, 0.5, subtitle, _DIM_TEXT)
     return [
-        _text_layer("panel_text", key, layer, slot, pos, text, color, 10, _name("view text", key)),
+        _text_layer(
+            "panel_text",
+            key,
+            layer,
+            slot,
+            pos,
+            text,
+            color,
+            PANEL_TEXT_SIZE,
+            _name("view text", key),
+        ),
         _text_layer(
             "panel_values",
             key,
@@ -1192,6 +1225,8 @@ def panel_axes_data(analysis: Any, layer: str, key: str, slot: int, panel: str) 
         widths.append(width)
 
     (r0, c0), (r1, c1) = PANEL_BOX
+    if _side_by_side(analysis, panel):
+        r0 = _SIDE_BY_SIDE_ROWS[0] - 0.045  # room for the title a line higher
     drift_elsewhere = panel == "drift" and not has_variants(analysis)
     if not drift_elsewhere:  # the drift plot is its base's: no frame for the others
         add([[r0, c0], [r1, c1]], "fit_box", "rectangle", (0.0, 0.0, 0.0, 0.0), 0.0)
@@ -1324,6 +1359,8 @@ def member_images(cloud: Any, members: np.ndarray) -> np.ndarray:
 #: Pixels of the class-coloured frame around each gallery tile.
 TILE_BORDER = 2
 GALLERY_COLUMNS = 4
+#: Longest tile caption (longer ones are cut with an ellipsis).
+CAPTION_CHARS = 11
 
 
 def label_band(height: int) -> int:
@@ -1549,6 +1586,22 @@ def gallery_layer_data(
     ]
 
 
+def caption_fit(side: float, tile_pitch: float | None = None) -> tuple[float, int]:
+    """Text size (world units, napari's text ``scaling`` on) and longest caption of a gallery.
+
+    ``side``: the gallery box's; ``tile_pitch``: world units from one tile's left
+    edge to the next's (default: a full row of :data:`GALLERY_COLUMNS`). The size
+    is the one of a full gallery at most (the title shares it), and a caption of
+    the returned length fills at most 90 % of the pitch: neighbours never touch.
+    """
+    full = side / GALLERY_COLUMNS  # a full gallery's pitch is about a quarter of its side
+    pitch = full if tile_pitch is None else float(tile_pitch)
+    # napari draws text of size s about 0.72 s wide per character (measured), an
+    # ellipsis as wide as three characters
+    size = min(pitch, full) / (0.8 * (CAPTION_CHARS + 1))
+    return size, max(CAPTION_CHARS, int(0.9 * pitch / (0.72 * size)) - 2)
+
+
 def gallery_text_data(
     key: str,
     geometry: ImageGeometry,
@@ -1556,9 +1609,17 @@ def gallery_text_data(
     title: str,
     tile_centres: Sequence[tuple[float, float]],
     tile_labels: Sequence[str],
+    tile_pitch: float | None = None,
 ) -> LayerDataTuple:
-    """The gallery's title (what is selected) and each tile's class, as text."""
+    """The gallery's title (what is selected) and each tile's class, as text.
+
+    The text is sized in world units and zooms with the tiles (napari's text
+    ``scaling``): a caption of :data:`CAPTION_CHARS` characters stays within its
+    tile's pitch (``tile_pitch``, world units from one tile's left edge to the
+    next's) at any zoom, so neighbours never run into each other.
+    """
     (r0, c0), side = geometry.gallery_box(index)
+    size, _ = caption_fit(side, tile_pitch)
     pos = [(r0 - 0.06 * side, c0 + 0.5 * side), *tile_centres]
     text = [title, *tile_labels]
     features = pd.DataFrame({"text": text})
@@ -1571,7 +1632,13 @@ def gallery_text_data(
             "face_color": "transparent",
             "border_color": "transparent",
             "border_width": 0,
-            "text": {"string": "{text}", "size": 9, "color": "white", "anchor": "center"},
+            "text": {
+                "string": "{text}",
+                "size": size,
+                "scaling": True,
+                "color": "white",
+                "anchor": "center",
+            },
             "metadata": topolens_meta("gallery_text", key, ""),
         },
         "points",
