@@ -124,9 +124,10 @@ def test_variants_run_stack_indexed_and_save(digits, qtbot, tmp_path):
         assert len(variant.analysis.predictions) == n_stack
         assert (variant.analysis.predictions[np.setdiff1d(np.arange(n_stack), CHOSEN)] == -1).all()
         # accuracies on the selection only (NaN rows of the stack left out)
-        expected = np.mean(
-            np.nanargmax(variant.analysis.probabilities[CHOSEN], axis=1) == labels[CHOSEN]
-        )
+        expected = np.mean(variant.analysis.predictions[CHOSEN] == labels[CHOSEN])
+        # probabilities only for the probability lens: a stack x classes array is sized
+        # by the layer, not by the selection
+        assert variant.analysis.probabilities is None and analysis.probabilities is None
         assert variant.comparison.accuracy_variant == pytest.approx(expected)
         base_expected = np.mean(analysis.predictions[CHOSEN] == labels[CHOSEN])
         assert variant.comparison.accuracy_base == pytest.approx(base_expected)
@@ -232,9 +233,17 @@ def test_perturbed_variants_of_a_stack_over_the_cap_are_refused_up_front(make_na
     assert plan is not None and [s.name for s in plan.specs] == ["prune:0.5"]  # compression: fine
     widget.variant_form.add(text="blur:1")
     with pytest.raises(
-        ValueError, match=r"20000 images of 64x64 float32 take 312.5 MiB, more than the 256 MiB cap"
+        ValueError,
+        match=r"1 x 20000 images of 64x64 float32 and the 3 selected take 312.5 MiB, more "
+        r"than the 256 MiB cap",
     ):
         widget._variant_plan(layer, np.arange(3), frames, no_labels)
+    # each perturbation keeps its own stack: the cap is on all of them together
+    small = viewer.add_image(da.zeros((10_000, 64, 64), dtype=np.float32), name="small")
+    assert widget._variant_plan(small, np.arange(3), 10_000, no_labels) is not None  # 156 MiB
+    widget.variant_form.add(text="gaussian:0.1")
+    with pytest.raises(ValueError, match=r"2 x 10000 images .* take 312\.5 MiB"):
+        widget._variant_plan(small, np.arange(3), 10_000, no_labels)
 
 
 @pytest.fixture
@@ -386,3 +395,29 @@ def test_long_layer_names_and_drift_lines_fit_a_330_pixel_dock(make_napari_viewe
     content = scroll.widget()
     assert content.minimumSizeHint().width() <= scroll.viewport().width()
     assert content.width() <= scroll.viewport().width()  # nothing cut at the right edge
+
+
+def test_a_single_image_layer_gets_a_single_image_variant(make_napari_viewer, qtbot):
+    from napari_topolens.ui.widget_parts import CURRENT_IMAGE
+
+    viewer = make_napari_viewer()
+    (images,) = viewer.open_sample("napari-topolens", "digits")
+    one = viewer.add_image(np.asarray(images.data[5]), name="one")  # (8, 8): no stack axis
+    widget = AnalysisWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Topology analysis")
+    widget.model_source.value = "sample: digits"
+    assert widget.load_model() is not None
+    widget.module_tree.set_checked(["conv1", "conv2"])
+    widget.image_layer.value = one
+    widget.which.value = CURRENT_IMAGE
+    assert widget.variant_form.add(text="gaussian:0.2") == "gaussian:0.2"
+    worker = widget.run()
+    assert worker is not None, widget.status.value
+    wait_for(qtbot, worker)
+    assert widget.analysis is not None and widget.analysis.variants, widget.status.value
+    (variant_layer,) = [
+        layer
+        for layer in viewer.layers
+        if layer.metadata.get("topolens", {}).get("view") == "variant_images"
+    ]
+    assert variant_layer.data.shape == one.data.shape == (8, 8)

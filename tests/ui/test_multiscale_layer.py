@@ -81,3 +81,17 @@ def test_no_level_fits_gives_one_message_and_adds_nothing(make_napari_viewer):
     assert "level 0: 24x24; level 1: 12x12" in widget.status.value
     assert [layer.name for layer in viewer.layers] == before
     assert widget.analysis is None
+
+
+def test_a_refused_run_on_a_multiscale_layer_takes_its_level_layer_away(make_napari_viewer):
+    small = load_sample("digits").images[:20].astype(np.float32)
+    big = np.repeat(np.repeat(small, 2, axis=1), 2, axis=2)
+    viewer, widget, pyramid = _pyramid_viewer(make_napari_viewer, [big, small])
+    before = [layer.name for layer in viewer.layers]
+    widget.module_tree.set_checked(["pool1", "fc1"])
+    widget.variant_form.add(text="gaussian:0.1")
+    widget.sampling.value = "foreground"  # without a foreground mask: refused after the swap
+    assert widget.run() is None
+    assert "mask" in widget.status.value.lower()
+    assert [layer.name for layer in viewer.layers] == before
+    assert widget.image_layer.value is pyramid

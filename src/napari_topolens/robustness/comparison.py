@@ -136,13 +136,13 @@ class Comparison:
         One per layer both analyses have, in the base's forward order.
     n_images : int
     accuracy_base, accuracy_variant : float
-        Top-1 accuracy of the model's predictions (``Analysis.probabilities``) on
-        the labelled images it was run on (rows of NaN probabilities, images of a
-        stack that were not analysed, are left out); nan without labels or
-        probabilities.
+        Top-1 accuracy of the model's predictions (``Analysis.predictions``, else
+        the argmax of ``Analysis.probabilities``) on the labelled images it was run
+        on (images of a stack that were not analysed are left out); nan without
+        labels or predictions.
     prediction_changed : float
         Fraction of the images both were run on whose predicted class differs; nan
-        without probabilities.
+        without predictions.
     notes : dict of str to str
     """
 
@@ -295,13 +295,12 @@ def compare(
     accuracy_base = _accuracy(base)
     accuracy_variant = _accuracy(variant)
     changed = math.nan
-    if base.probabilities is not None and variant.probabilities is not None:
-        a = np.asarray(base.probabilities)[:n_base]
-        b = np.asarray(variant.probabilities)[:n_base]
-        n = min(len(a), len(b))
-        run = _run_rows(a[:n]) & _run_rows(b[:n])  # images both models were run on
+    a, b = _predicted(base), _predicted(variant)
+    if a is not None and b is not None:
+        n = min(len(a), len(b), n_base)
+        run = (a[:n] >= 0) & (b[:n] >= 0)  # images both models were run on
         if run.any():
-            changed = float(np.mean(a[:n][run].argmax(axis=1) != b[:n][run].argmax(axis=1)))
+            changed = float(np.mean(a[:n][run] != b[:n][run]))
     return Comparison(
         base_name=str(base_name),
         variant_name=str(variant_name),
@@ -461,18 +460,29 @@ def _quality_numbers(result: Any) -> dict[str, float]:
 
 
 def _accuracy(analysis: Any) -> float:
-    if analysis.probabilities is None or analysis.labels is None:
+    predicted = _predicted(analysis)
+    if predicted is None or analysis.labels is None:
         return math.nan
     labels = np.asarray(analysis.labels)
-    probabilities = np.asarray(analysis.probabilities)
-    n = min(len(labels), len(probabilities))
-    known = (labels[:n] >= 0) & _run_rows(probabilities[:n])
+    n = min(len(labels), len(predicted))
+    known = (labels[:n] >= 0) & (predicted[:n] >= 0)
     if not known.any():
         return math.nan
-    predicted = probabilities[:n].argmax(axis=1)
-    return float(np.mean(predicted[known] == labels[:n][known]))
+    return float(np.mean(predicted[:n][known] == labels[:n][known]))
 
 
-def _run_rows(probabilities: np.ndarray) -> np.ndarray:
-    """Rows the model was run on: an analysis of some images of a stack holds NaN elsewhere."""
-    return np.isfinite(probabilities).all(axis=1)
+def _predicted(analysis: Any) -> np.ndarray | None:
+    """The model's class per image, -1 where it was not run (None: no predictions kept).
+
+    ``Analysis.predictions`` when recorded, else the argmax of ``probabilities``
+    (an analysis of some images of a stack holds NaN rows elsewhere).
+    """
+    if getattr(analysis, "predictions", None) is not None:
+        return np.asarray(analysis.predictions, dtype=np.int64)
+    if analysis.probabilities is None:
+        return None
+    probabilities = np.asarray(analysis.probabilities)
+    run = np.isfinite(probabilities).all(axis=1)
+    predicted = np.full(len(probabilities), -1, dtype=np.int64)
+    predicted[run] = probabilities[run].argmax(axis=1)
+    return predicted

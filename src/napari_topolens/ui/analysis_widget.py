@@ -717,6 +717,8 @@ class AnalysisWidget(QWidget):
 
         if self._job is not None:
             return self._job.worker
+        added_level: Any = None  # a multiscale layer's level, added for this run
+        chosen_layer: Any = None
         try:
             model = self._load_model()
             layers = self.module_tree.checked()
@@ -724,10 +726,15 @@ class AnalysisWidget(QWidget):
                 raise EmptySelectionError(
                     "no layers are ticked; tick at least one module in the Layers tree"
                 )
-            # multiscale: analyse the level the model takes, added as its own layer
+            # multiscale: analyse the level the model takes, added as its own layer (taken
+            # away again, and the form restored, if the run is refused below)
+            chosen_layer = self.image_layer.value
+            known = set(map(id, self._viewer.layers))
             image_layer = self.image_layer.value = analysed_level_layer(
-                self._viewer, self.image_layer.value, model
+                self._viewer, chosen_layer, model
             )
+            if id(image_layer) not in known:
+                added_level = image_layer
             if image_layer is not None:
                 check_one_stack_axis(image_layer)
             index = self.selected_indices()
@@ -765,6 +772,9 @@ class AnalysisWidget(QWidget):
             )
             variants = self._variant_plan(image_layer, index, len(stack), labels)
         except TopoLensError as exc:
+            if added_level is not None:  # refused input leaves the viewer as it was
+                self._viewer.layers.remove(added_level)
+                self.image_layer.value = chosen_layer
             report_error(exc, self.status)
             return None
 
@@ -867,14 +877,20 @@ class AnalysisWidget(QWidget):
         frame = frame_shape(image_layer)
         dtype = np.dtype(getattr(image_layer.data, "dtype", np.float32))
         perturbed = [spec.name for spec in specs if spec.is_perturbation]
-        stack_bytes = n_stack * int(np.prod(frame)) * dtype.itemsize
-        if perturbed and stack_bytes > _MAX_EMBEDDED_BYTES:
+        frame_bytes = int(np.prod(frame)) * dtype.itemsize
+        # each keeps a stack (image number == frame number), and the selected frames are
+        # read once for all of them
+        total = len(perturbed) * n_stack * frame_bytes + (
+            len(index) * frame_bytes if perturbed else 0
+        )
+        if perturbed and total > _MAX_EMBEDDED_BYTES:
             raise TopoLensError(
-                f"perturbed variants ({', '.join(perturbed)}) keep a copy of the image stack: "
-                f"{n_stack} images of {'x'.join(map(str, frame))} {dtype} take "
-                f"{stack_bytes / 2**20:,.1f} MiB, more than the {_MAX_EMBEDDED_BYTES / 2**20:,.0f} "
-                "MiB cap; analyse a smaller stack (e.g. the marked images in their own layer) "
-                "or use model compressions only"
+                f"perturbed variants ({', '.join(perturbed)}) each keep a copy of the image "
+                f"stack: {len(perturbed)} x {n_stack} images of {'x'.join(map(str, frame))} "
+                f"{dtype} and the {len(index)} selected take {total / 2**20:,.1f} MiB, more "
+                f"than the {_MAX_EMBEDDED_BYTES / 2**20:,.0f} MiB cap; analyse a smaller stack "
+                "(e.g. the marked images in their own layer), fewer perturbations, or model "
+                "compressions only"
             )
         occlusion = None
         if any(spec.perturbation == "occlusion" for spec in specs):
@@ -892,7 +908,9 @@ class AnalysisWidget(QWidget):
             fgsm_labels = np.asarray(labels.labels, dtype=np.int64)[index]
         return _VariantPlan(
             specs=specs,
-            data=image_layer.data,
+            # read here, bounded by the cap above: the worker never reads the layer's own
+            # buffer (the base's images are copied here too)
+            frames=read_frames(image_layer.data, index, frame) if perturbed else None,
             frame=frame,
             dtype=dtype,
             occlusion_mask=occlusion,
@@ -1084,13 +1102,12 @@ _PREDICT_CHUNK = 512
 class _VariantPlan:
     """The variants of a run, checked on the main thread; the worker runs them.
 
-    ``data`` is the image layer's data: the worker reads the selected frames from it
-    once, in their own dtype (``perturb`` takes an array), when the first
-    perturbation needs them.
+    ``frames`` are the selected images in the layer's own dtype (``perturb`` takes
+    an array), read on the main thread when a perturbation needs them.
     """
 
     specs: list[Any]
-    data: Any
+    frames: np.ndarray | None
     frame: tuple[int, ...]
     dtype: np.dtype
     occlusion_mask: np.ndarray | None
@@ -1149,10 +1166,15 @@ def _analysis_work(
             for name, cloud in clouds.items()
         }
 
-    def stack_rows(analysed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Predicted class (-1) and probabilities (NaN) for every image of the stack."""
+    def stack_rows(analysed: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Predicted class for every image of the stack (-1: not analysed), and the
+        probabilities (NaN rows) only for the probability lens: accuracies and changed
+        predictions need the classes alone, and a stack x classes float64 array is
+        sized by the layer, not by the selection."""
         predictions = np.full(n_stack, -1, dtype=np.int64)
         predictions[index] = np.argmax(analysed, axis=1)
+        if config.mapper_lens != "probability":
+            return predictions, None
         probabilities = np.full((n_stack, analysed.shape[1]), np.nan)
         probabilities[index] = analysed
         return predictions, probabilities
@@ -1279,20 +1301,13 @@ def _variant_runs(
 ):
     """Each variant of ``plan``, stack-indexed like ``base`` and compared with it (a generator).
 
-    A perturbation perturbs the selected frames (read once from the layer, in its
-    dtype) and keeps them in an ``n_stack``-frame stack, zeros at the images not
+    A perturbation perturbs the selected frames (read once, on the main thread, in
+    the layer's dtype) and keeps them in an ``n_stack``-frame stack, zeros at the images not
     analysed, so that image number is frame number; a compression runs the same
     images through a compressed copy of the model (``analysis.images`` is ``None``).
     """
     from ..activations.extract import iter_extract_activations
     from ..robustness.study import iter_one_variant
-
-    selected: list[np.ndarray] = []  # the selected frames, read when first needed
-
-    def frames() -> np.ndarray:
-        if not selected:
-            selected.append(read_frames(plan.data, index, plan.frame))
-        return selected[0]
 
     def device_of(spec: Any) -> str | None:
         """INT8 (dynamically quantised) models run on the CPU only."""
@@ -1327,7 +1342,7 @@ def _variant_runs(
 
     runs = []
     for number, spec in enumerate(plan.specs):
-        run_images = frames() if spec.is_perturbation else images
+        run_images = plan.frames if spec.is_perturbation else images
         at = start + number * share
         variant = yield from iter_one_variant(
             spec,

@@ -62,11 +62,7 @@ _CONTROLLERS = PerViewer()
 
 def links_for(viewer: Any) -> LinkController:
     """The link controller of ``viewer``, installed on first use."""
-    controller = _CONTROLLERS.get(viewer)
-    if controller is None:
-        controller = LinkController(viewer)
-        _CONTROLLERS.set(viewer, controller)
-    return controller
+    return _CONTROLLERS.setdefault(viewer, LinkController)
 
 
 def gallery_spot(state: Any, entry: ShownAnalysis) -> tuple[vd.ImageGeometry | None, int]:

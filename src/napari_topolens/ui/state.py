@@ -211,6 +211,14 @@ class PerViewer:
         key = id(viewer)
         self._items[key] = (weakref.ref(viewer, lambda _ref: self._items.pop(key, None)), value)
 
+    def setdefault(self, viewer: Any, make: Any) -> Any:
+        """The object of ``viewer``, made by ``make(viewer)`` and kept on first use."""
+        found = self.get(viewer)
+        if found is None:
+            found = make(viewer)
+            self.set(viewer, found)
+        return found
+
     def pop(self, viewer: Any) -> Any:
         found = self._items.pop(id(viewer), None)
         return None if found is None else found[1]
@@ -232,8 +240,4 @@ _STATES = PerViewer()
 
 def state_for(viewer: Any) -> ShownAnalyses:
     """The shown-analysis state of ``viewer``, made on first use."""
-    state = _STATES.get(viewer)
-    if state is None:
-        state = ShownAnalyses()
-        _STATES.set(viewer, state)
-    return state
+    return _STATES.setdefault(viewer, lambda _viewer: ShownAnalyses())

@@ -116,6 +116,8 @@ def _as_stack(images: Any, like: Any) -> np.ndarray:
         array = np.moveaxis(array, 1, -1)
     if array.ndim == 4 and array.shape[-1] == 1:
         array = array[..., 0]
+    if array.ndim == len(target) + 1 and array.shape[0] == 1:
+        array = array[0]  # a single-image layer: its variant is one image too, not a stack
     return array
 
 
@@ -153,11 +155,7 @@ _CONTROLLERS = PerViewer()
 
 def variant_views_for(viewer: Any) -> VariantViews:
     """The variants controller of ``viewer``, made on first use."""
-    controller = _CONTROLLERS.get(viewer)
-    if controller is None:
-        controller = VariantViews(viewer)
-        _CONTROLLERS.set(viewer, controller)
-    return controller
+    return _CONTROLLERS.setdefault(viewer, VariantViews)
 
 
 _WATCHED: set[int] = set()
