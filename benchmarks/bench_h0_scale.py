@@ -3,13 +3,15 @@
 Run from the repository root::
 
     PYTHONPATH=src python benchmarks/bench_h0_scale.py \\
-        [--sizes 10000,50000,100000] [--peer-python /work/bench-venv/bin/python]
+        [--sizes 10000,50000,100000] [--peer-python /work/bench-venv/bin/python] [--device cuda]
 
 Every case runs in its own interpreter on the same Gaussian cloud (seed 0), so the
 peak RSS is that case's alone:
 
 * ``topolens``: ``MetricSpace(x).single_linkage()`` (the Borůvka tree above 2,048
   points, then the scipy linkage matrix ``Z``);
+* ``topolens@DEVICE`` with ``--device cuda`` (or ``mps``): the same with the
+  screening blocks in torch on that device (its ratio below 1 is the speed-up);
 * ``scipy``: ``linkage(pdist(x), "single")`` (the route before), where its
   condensed matrix fits (``--scipy-max``);
 * ``giotto-tda`` (``VietorisRipsPersistence(homology_dimensions=[0])``) and
@@ -53,6 +55,17 @@ d = VietorisRipsPersistence(homology_dimensions=[0], n_jobs=1).fit_transform(x[N
 seconds = time.perf_counter() - t
 result = np.sort(d[d[:, 2] == 0, 1])
 """
+ON_DEVICE = """
+import torch
+from napari_topolens.topology.metrics import MetricSpace
+MetricSpace(x[:2100]).single_linkage(method="boruvka", device=DEVICE)  # warm-up: kernels, copies
+t = time.perf_counter()
+z = MetricSpace(x).single_linkage(device=DEVICE)
+if DEVICE.startswith("cuda"):
+    torch.cuda.synchronize()
+seconds = time.perf_counter() - t
+result = np.sort(z[:, 2])
+"""
 RIPSER = """
 from ripser import ripser
 t = time.perf_counter()
@@ -70,6 +83,11 @@ def main() -> None:
     parser.add_argument("--scipy-max", type=int, default=20000, help="largest n for scipy")
     parser.add_argument("--peer-max", type=int, default=20000, help="largest n for the peers")
     parser.add_argument("--timeout", type=float, default=1800.0)
+    parser.add_argument(
+        "--device",
+        help="also run the project's route with its distance blocks on this torch device "
+        "(e.g. cuda, mps): the GPU speed-up is the CPU route's time over it",
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     peer = args.peer_python if Path(args.peer_python).exists() else None
@@ -84,6 +102,9 @@ def main() -> None:
             cloud = Path(tmp) / f"cloud{n}.npy"
             np.save(cloud, np.random.default_rng(0).normal(size=(n, args.dim)))
             routes = [("topolens", project_python(), TOPOLENS)]
+            if args.device:
+                body = f"DEVICE = {args.device!r}\n" + ON_DEVICE
+                routes.append((f"topolens@{args.device}", project_python(), body))
             if n <= args.scipy_max:
                 routes.append(("scipy", project_python(), SCIPY))
             if peer and n <= args.peer_max:
