@@ -949,9 +949,12 @@ class AnalysisWidget(QWidget):
                 return
             # the variants beside the base, in its layout; "finished" still means shown
             self._set_status("Adding the variants...")
-            self._variant_show = show_variants_incrementally(
-                self._viewer, step.analysis, on_done=variants_done, on_error=failed
-            )
+            try:
+                self._variant_show = show_variants_incrementally(
+                    self._viewer, step.analysis, on_done=variants_done, on_error=failed
+                )
+            except Exception as exc:  # refused before its first step: the worker must hear it
+                failed(exc)
 
         def variants_done(layers: list[Any]) -> None:
             self.layers_added = [*self.layers_added, *layers]
