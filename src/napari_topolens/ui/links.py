@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import functools
 import weakref
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -723,19 +723,9 @@ class LinkController:
     # ------------------------------------------------------------------ mouse and keys
     def _on_image_mouse(self, viewer: Any, event: Any):
         """Image viewer drag callback: a click without drag on an analysed image's pixel."""
-        if event.type != "mouse_press" or getattr(event, "button", 1) != 1:
-            return
-        active = viewer.layers.selection.active
-        if active is not None and getattr(active, "mode", "pan_zoom") != "pan_zoom":
-            return  # painting, drawing or picking in a layer: not a pixel link
-        position = tuple(event.position)
-        yield
-        dragged = False
-        while event.type == "mouse_move":
-            dragged = True
-            yield
-        if not dragged:
-            self.click_at(position)
+        if pixel_press(viewer, event):
+            position = tuple(event.position)
+            yield from on_click_without_drag(event, lambda: self.click_at(position))
 
     def _on_canvas_mouse(self, _model: Any, event: Any):
         """Canvas drag callback: a click picks the view item under it; on nothing, clears."""
@@ -743,13 +733,7 @@ class LinkController:
             return
         position = tuple(event.position)
         shift = "Shift" in {str(getattr(m, "name", m)) for m in (event.modifiers or ())}
-        yield
-        dragged = False
-        while event.type == "mouse_move":
-            dragged = True
-            yield
-        if not dragged:
-            self.pick_at(position, shift=shift)
+        yield from on_click_without_drag(event, lambda: self.pick_at(position, shift=shift))
 
     def _on_escape(self, _model: Any = None) -> None:
         self.clear_selection()
@@ -859,6 +843,27 @@ def _items_holding(result: Any, points: np.ndarray) -> dict[str, np.ndarray]:
         np.isin(found["blob_hulls"], result.blobs.hull_clusters)
     ]
     return found
+
+
+def pixel_press(viewer: Any, event: Any) -> bool:
+    """A left press in the image viewer that may be a pixel link (pan/zoom, not painting)."""
+    if event.type != "mouse_press" or getattr(event, "button", 1) != 1:
+        return False
+    active = viewer.layers.selection.active
+    # painting, drawing or picking in a layer: not a pixel link
+    return active is None or getattr(active, "mode", "pan_zoom") == "pan_zoom"
+
+
+def on_click_without_drag(event: Any, on_click: Callable[[], Any]):
+    """The rest of a napari drag callback after its press: ``on_click()`` on a release
+    without a move in between (a drag pans the camera instead)."""
+    yield
+    dragged = False
+    while event.type == "mouse_move":
+        dragged = True
+        yield
+    if not dragged:
+        on_click()
 
 
 def _drawn_bars(persistence: Any, diagram_ids: np.ndarray) -> np.ndarray:

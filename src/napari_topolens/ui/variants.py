@@ -41,7 +41,13 @@ from . import view_data as vd
 from .canvas import canvas_for
 from .edits import highlight_class, recolor_nodes, set_edge_threshold
 from .layer_update import create_layer, update_layer
-from .links import _csr_items_containing, _pixel_at, links_for
+from .links import (
+    _csr_items_containing,
+    _pixel_at,
+    links_for,
+    on_click_without_drag,
+    pixel_press,
+)
 from .show import IncrementalShow, _show_steps, remove_analysis
 from .state import PerViewer, ShownAnalysis, state_for
 
@@ -537,19 +543,9 @@ class VariantViews:
         return None
 
     def _on_image_mouse(self, viewer: Any, event: Any):
-        if event.type != "mouse_press" or getattr(event, "button", 1) != 1:
-            return
-        active = viewer.layers.selection.active
-        if active is not None and getattr(active, "mode", "pan_zoom") != "pan_zoom":
-            return
-        position = tuple(event.position)
-        yield
-        dragged = False
-        while event.type == "mouse_move":
-            dragged = True
-            yield
-        if not dragged:
-            self.click_at(position)
+        if pixel_press(viewer, event):
+            position = tuple(event.position)
+            yield from on_click_without_drag(event, lambda: self.click_at(position))
 
     # ------------------------------------------------------------------ controls
     def update_controls(self) -> None:
