@@ -10,7 +10,12 @@ own interpreter:
 * ``topolens``: ``mapper_graph(x, labels)`` with the defaults (l2norm lens,
   10 cubes, 50 % overlap, eps from the knee), DBSCAN in bounded memory; its time
   includes the knee eps, the edges and the Louvain communities;
-* ``kmapper+DBSCAN``: the route before: eps from the same knee, then kmapper's
+* ``balls only``: the same ``mapper_graph`` with every interval clustered by the
+  project's earlier DBSCAN route (scikit-learn's eps-balls a chunk of rows at a
+  time, ``_dbscan_balls``) instead of the blocked pair test it now takes in more
+  than 15 dimensions or for big balls, up to ``--previous-max`` points; its nodes
+  must equal the project's;
+* ``kmapper+DBSCAN``: the route before both: eps from the same knee, then kmapper's
   own ``map`` with scikit-learn's ``DBSCAN`` (no communities), up to
   ``--baseline-max`` points; its nodes must equal the project's.
 """
@@ -35,6 +40,15 @@ seconds = time.perf_counter() - t
 open(out + ".json", "w").write(json.dumps({"eps": g.params["eps"], "nodes": {i: g.node_members(k).tolist() for k, i in enumerate(g.node_ids)}}))
 result = [g.n_nodes, len(g.edges)]
 """
+BALLS_ONLY = (
+    """
+import napari_topolens.topology.mapper as mapper_module
+mapper_module.dbscan_labels = lambda x, eps, min_samples, *, budget=mapper_module.NEIGHBOR_BUDGET: (
+    mapper_module._dbscan_balls(np.asarray(x, dtype=np.float64), eps, min_samples, budget)
+)
+"""
+    + TOPOLENS
+)
 KMAPPER = """
 import kmapper
 from sklearn.cluster import DBSCAN
@@ -62,6 +76,7 @@ def main() -> None:
     parser.add_argument("--sizes", default="20000,50000,100000")
     parser.add_argument("--dim", type=int, default=32)
     parser.add_argument("--baseline-max", type=int, default=20000)
+    parser.add_argument("--previous-max", type=int, default=50000)
     parser.add_argument("--timeout", type=float, default=3600.0)
     args = parser.parse_args()
     print(f"machine: {machine()}")
@@ -84,6 +99,21 @@ def main() -> None:
                 f"{nodes:6d}  reference",
                 flush=True,
             )
+            if n <= args.previous_max:
+                prev_out = Path(tmp) / f"balls{n}.npy"
+                prev = run_case(project_python(), BALLS_ONLY, cloud, prev_out, args.timeout)
+                if "error" in prev:
+                    print(f"{n:7d} {'balls only':>15s}  {prev['error']}")
+                else:
+                    theirs = json.loads(Path(str(prev_out) + ".json").read_text())["nodes"]
+                    print(
+                        f"{n:7d} {'balls only':>15s} {prev['seconds']:9.1f} "
+                        f"{prev['peak_mb']:8.0f} {len(theirs):6d}  "
+                        f"{'yes' if theirs == mine['nodes'] else 'NO'}  "
+                        f"({prev['seconds'] / ours['seconds']:.2f}x the time, "
+                        f"{prev['peak_mb'] / ours['peak_mb']:.2f}x the memory)",
+                        flush=True,
+                    )
             if n > args.baseline_max:
                 continue
             ref_out = Path(tmp) / f"kmapper{n}.npy"

@@ -174,11 +174,28 @@ def test_nan_points_raise() -> None:
         mapper_graph(np.zeros((10, 2)), labels=np.zeros(3, int))
 
 
+def _dbscan_by_route(route: str):
+    from napari_topolens.topology import mapper as mapper_module
+
+    if route == "blocked":
+        return lambda x, eps, min_samples, budget: mapper_module._dbscan_blocked(
+            mapper_module._EpsBlocks.of(np.asarray(x, float), eps, budget), min_samples
+        )
+    if route == "balls":
+        return lambda x, eps, min_samples, budget: mapper_module._dbscan_balls(
+            np.asarray(x, float), eps, min_samples, budget
+        )
+    return lambda x, eps, min_samples, budget: mapper_module.dbscan_labels(
+        x, eps, min_samples, budget=budget
+    )
+
+
+@pytest.mark.parametrize("route", ["chosen", "blocked", "balls"])
 @pytest.mark.parametrize("budget", [50, 1_000_000])
-def test_bounded_dbscan_gives_scikit_learns_labels(budget: int) -> None:
+def test_bounded_dbscan_gives_scikit_learns_labels(budget: int, route: str) -> None:
     from sklearn.cluster import DBSCAN
 
-    from napari_topolens.topology.mapper import dbscan_labels
+    dbscan_labels = _dbscan_by_route(route)
 
     rng = np.random.default_rng(8)
     # blobs touching through border points, a chain, scattered noise, duplicates
@@ -193,8 +210,45 @@ def test_bounded_dbscan_gives_scikit_learns_labels(budget: int) -> None:
     )[rng.permutation(430)]
     for eps, min_samples in [(0.35, 5), (0.6, 8), (0.11, 3), (3.0, 40)]:
         expected = DBSCAN(eps=eps, min_samples=min_samples).fit(x).labels_
-        got = dbscan_labels(x, eps, min_samples, budget=budget)
+        got = dbscan_labels(x, eps, min_samples, budget)
         np.testing.assert_array_equal(got, expected)
+
+
+@pytest.mark.parametrize("dim", [20, 64])
+def test_bounded_dbscan_in_many_dimensions_gives_scikit_learns_labels(dim: int) -> None:
+    """Activation-like clouds (non-negative, norms spread), where all pairs are blocked."""
+    from sklearn.cluster import DBSCAN
+    from sklearn.neighbors import NearestNeighbors
+
+    from napari_topolens.topology.mapper import dbscan_labels
+
+    rng = np.random.default_rng(dim)
+    x = np.abs(rng.normal(size=(1200, dim))) * rng.uniform(0.2, 3.0, size=(1200, 1))
+    x[:300] += 4.0 * np.eye(dim)[0]  # a second group
+    kdist = NearestNeighbors(n_neighbors=5).fit(x).kneighbors(x)[0][:, -1]
+    for q in (0.1, 0.5, 0.9):
+        eps = float(np.quantile(kdist, q))
+        expected = DBSCAN(eps=eps, min_samples=5).fit(x).labels_
+        for budget in (20_000, 32_000_000):
+            np.testing.assert_array_equal(dbscan_labels(x, eps, 5, budget=budget), expected)
+
+
+def test_blocked_dbscan_decides_pairs_at_exactly_eps_in_float64() -> None:
+    """Far from the origin float32 cannot tell eps from its neighbours; the answer is
+    still ``sum((x - y)**2) <= eps**2`` in float64, as scikit-learn's trees test it."""
+    from napari_topolens.topology.mapper import _dbscan_blocked, _EpsBlocks
+
+    eps = 0.5
+    dim = 20
+    steps = np.array([0.0, eps, eps, eps + 1e-12, eps, eps])
+    x = np.zeros((len(steps), dim))
+    x[:, 0] = 1000.0 + np.cumsum(steps)
+    x[:, 1:] = 3.0
+    # the pairs' float64 squared distances are eps**2 exactly, one just above it
+    d2 = np.diff(x[:, 0]) ** 2
+    assert (d2[[0, 1, 3, 4]] == eps**2).all() and d2[2] > eps**2
+    labels = _dbscan_blocked(_EpsBlocks.of(x, eps, 1_000), 2)
+    np.testing.assert_array_equal(labels, [0, 0, 0, 1, 1, 1])
 
 
 def test_bounded_dbscan_memory_follows_its_budget_on_one_dense_ball() -> None:

@@ -8,8 +8,13 @@ not the square of the number of nodes (docs/methods.md §3).
 
 scikit-learn's ``DBSCAN`` holds the eps-neighbourhood of every point of an interval
 at once (at 50,000 activation points that exceeds 12 GB). :class:`BoundedDBSCAN`
-gives the same labels from neighbourhoods computed a chunk of rows at a time, so
-memory stays within a fixed number of neighbour entries.
+gives the same labels in bounded memory, by one of two routes. Where scikit-learn
+would compare all pairs anyway (more than 15 dimensions) or the eps-balls are too
+big to hold (activation clouds: the low-norm interval of a ReLU layer puts most of
+its points in every ball), all pairs are tested a block of rows at a time from one
+float32 matrix product, and only pairs near ``eps`` are decided in float64; no ball
+is ever listed. Otherwise the balls come from scikit-learn's tree a chunk of rows at
+a time, within a fixed number of neighbour entries.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ _NODE_ID = re.compile(r"^cube(\d+)_cluster(\d+)$")
 # balls are computed again for each of the two later passes. Core-core pairs that
 # join clusters are merged each time an eighth of it has gathered.
 NEIGHBOR_BUDGET = 32_000_000
+_U32 = float(np.finfo(np.float32).eps)  # float32 rounding unit, as in topology.mst
 
 
 @dataclass(frozen=True)
@@ -300,20 +306,188 @@ def dbscan_labels(
     points; clusters are the connected components of the core points under
     "within eps", numbered in the order of their first core point; a border point
     joins the lowest-numbered cluster with a core point within eps (the cluster
-    scikit-learn's expansion reaches first); the rest is noise (-1). The balls come
-    from the same ``NearestNeighbors.radius_neighbors`` call DBSCAN makes, a chunk
-    of rows at a time: about ``budget`` neighbour entries are held at once, and
-    they are kept for the second pass only when all of them fit.
+    scikit-learn's expansion reaches first); the rest is noise (-1).
+
+    Two routes give these labels. With more than 15 dimensions (where scikit-learn
+    compares all pairs too) or when the balls of a sample of points say that all
+    balls together would exceed ``budget`` entries, all pairs are tested in blocks
+    of about ``budget / 8`` pairs (:class:`_EpsBlocks`). Otherwise the balls come
+    from scikit-learn's ``NearestNeighbors.radius_neighbors``, a chunk of rows at a
+    time, about ``budget`` entries held at once.
     """
+    x = np.asarray(points, dtype=np.float64)
+    n = len(x)
+    if n == 0:
+        return np.full(0, -1, dtype=np.int64)
+    blocks = _EpsBlocks.of(x, eps, budget)
+    if blocks is not None and (x.shape[1] > 15 or blocks.estimated_entries() > budget):
+        return _dbscan_blocked(blocks, int(min_samples))
+    return _dbscan_balls(x, eps, int(min_samples), budget)
+
+
+def _number_clusters(labels: np.ndarray, core_rows: np.ndarray, roots: np.ndarray) -> None:
+    """Label the core points: clusters numbered by their first core point (rows ascend)."""
+    unique_roots, first_at = np.unique(roots, return_index=True)
+    order = np.argsort(first_at, kind="stable")
+    cluster_of_root = np.empty(len(first_at), dtype=np.int64)
+    cluster_of_root[order] = np.arange(len(first_at))
+    labels[core_rows] = cluster_of_root[np.searchsorted(unique_roots, roots)]
+
+
+class _EpsBlocks:
+    """Which pairs of a cloud lie within ``eps``, one block of rows at a time.
+
+    Squared distances are screened in float32 from one matrix product of the
+    centred cloud (``|x|² + |y|² - 2 x·y``, as ``topology.mst`` screens them, with
+    its rounding bound); a pair within that bound of ``eps²`` is decided from its
+    float64 coordinate differences. The answer is the exact (and symmetric)
+    ``sum((x - y)**2) <= eps**2`` that scikit-learn's trees test.
+    """
+
+    def __init__(self, x: np.ndarray, eps: float, budget: int, centred: np.ndarray) -> None:
+        self.x = x
+        self.n, self.d = x.shape
+        sq = np.einsum("ij,ij->i", centred, centred)
+        e2 = float(eps) ** 2
+        # float32 error of the screened value: below (2d + 16) u32 (|x|^2 + |y|^2),
+        # doubled for the float32 copy of the coordinates (topology.mst)
+        margin = 2.0 * (2 * self.d + 16) * _U32 * (sq + float(sq.max()))
+        self.sure = np.nextafter((e2 - margin).astype(np.float32), np.float32(-np.inf))
+        self.near = np.nextafter((e2 + margin).astype(np.float32), np.float32(np.inf))
+        self.e2 = e2
+        self.rows_aug = np.empty((self.n, self.d + 2), dtype=np.float32)
+        self.rows_aug[:, : self.d] = centred
+        self.rows_aug[:, self.d] = sq
+        self.rows_aug[:, self.d + 1] = 1.0
+        # the column side, one row per point: a range of points is a contiguous
+        # slice, and its transpose goes to BLAS without a copy
+        self.cols = np.empty((self.n, self.d + 2), dtype=np.float32)
+        self.cols[:, : self.d] = -2.0 * centred
+        self.cols[:, self.d] = 1.0
+        self.cols[:, self.d + 1] = sq
+        # one block: a float32 value, three bool masks and, in the worst case, a
+        # pair of int64 indices per entry
+        self.entries = max(int(budget) // 8, 1)
+
+    @classmethod
+    def of(cls, x: np.ndarray, eps: float, budget: int) -> _EpsBlocks | None:
+        """None when float32 cannot hold the cloud's squared norms."""
+        centred = x - x.mean(axis=0)
+        sq_max = float(np.einsum("ij,ij->i", centred, centred).max()) if len(x) else 0.0
+        if not sq_max * 4.0 < float(np.finfo(np.float32).max) / 4.0:
+            return None
+        return cls(x, eps, budget, centred)
+
+    def row_blocks(self, rows: np.ndarray, n_cols: int) -> Any:
+        """``(start, block)`` pieces of ``rows`` with about ``entries`` pairs each."""
+        step = max(1, self.entries // max(n_cols, 1))
+        for start in range(0, len(rows), step):
+            yield start, rows[start : start + step]
+
+    def within(self, rows: np.ndarray, cols: np.ndarray, col_ids: np.ndarray | int) -> np.ndarray:
+        """(len(rows), len(cols)) bool: pairs within eps.
+
+        ``cols`` holds rows of :attr:`cols` (``self.cols[col_ids]``; an int is the
+        first point of a contiguous slice).
+        """
+        h = self.rows_aug[rows] @ cols.T
+        inside = h <= self.sure[rows, None]
+        unsure = h <= self.near[rows, None]
+        del h
+        unsure ^= inside
+        # flat: numpy's 2-D nonzero costs ~20x more on a mostly-False block
+        rr, cc = np.divmod(np.flatnonzero(unsure), unsure.shape[1])
+        del unsure
+        if len(rr):
+            q = cc + col_ids if isinstance(col_ids, int) else col_ids[cc]
+            inside[rr, cc] = self._exact(rows[rr], q)
+        return inside
+
+    def _exact(self, p: np.ndarray, q: np.ndarray) -> np.ndarray:
+        out = np.empty(len(p), dtype=bool)
+        step = max(1024, (4 << 20) // max(self.d, 1))
+        for s in range(0, len(p), step):
+            diff = self.x[p[s : s + step]] - self.x[q[s : s + step]]
+            out[s : s + step] = np.einsum("ij,ij->i", diff, diff) <= self.e2
+        return out
+
+    def estimated_entries(self, sample: int = 256) -> float:
+        """All balls' entries together, from the balls of evenly spread rows."""
+        rows = np.unique(np.linspace(0, self.n - 1, min(sample, self.n)).astype(np.int64))
+        counts = np.zeros(len(rows))
+        for start, block in self.row_blocks(rows, self.n):
+            counts[start : start + len(block)] = np.count_nonzero(
+                self.within(block, self.cols, 0), axis=1
+            )
+        return float(counts.mean()) * self.n
+
+
+def _dbscan_blocked(blocks: _EpsBlocks, min_samples: int) -> np.ndarray:
+    import scipy.sparse as sp
+    from scipy.sparse.csgraph import connected_components
+
+    n = blocks.n
+    labels = np.full(n, -1, dtype=np.int64)
+    # ball sizes from the pairs (i, j >= i) only: "within eps" is symmetric, so a
+    # block's column counts are the later rows' counts of its rows
+    counts = np.zeros(n, dtype=np.int64)
+    for start, rows in blocks.row_blocks(np.arange(n), n):
+        stop = start + len(rows)
+        hits = blocks.within(rows, blocks.cols[start:], start)
+        counts[rows] += np.count_nonzero(hits, axis=1)
+        counts[stop:] += np.count_nonzero(hits[:, len(rows) :], axis=0)
+        del hits
+    core = counts >= min_samples
+    if not core.any():
+        return labels
+    core_rows = np.flatnonzero(core)
+    m = len(core_rows)
+    core_cols = blocks.cols[core_rows]
+    # clusters: components of the core points joined by core-core pairs within eps
+    # (again j >= i), merged block by block: after the first blocks, few pairs
+    # join new components
+    component = np.arange(m)
+    for start, rows in blocks.row_blocks(core_rows, m):
+        joins = blocks.within(rows, core_cols[start:], core_rows[start:])
+        joins &= component[start : start + len(rows), None] != component[None, start:]
+        a, b = np.divmod(np.flatnonzero(joins), m - start)
+        del joins
+        if len(a):
+            graph = sp.coo_matrix(
+                (np.ones(len(a), dtype=np.int8), (component[a + start], component[b + start])),
+                shape=(m, m),
+            )
+            del a, b
+            _, merged = connected_components(graph, directed=False)
+            component = merged[component]
+    _number_clusters(labels, core_rows, component)
+    # border points: the lowest-numbered cluster with a core point within eps; the
+    # core columns sorted by cluster make it the first hit of each row
+    other = np.flatnonzero(~core)
+    if len(other):
+        by_label = np.argsort(labels[core_rows], kind="stable")
+        sorted_ids = core_rows[by_label]
+        sorted_cols = core_cols[by_label]
+        sorted_labels = labels[sorted_ids]
+        del core_cols
+        for _start, rows in blocks.row_blocks(other, m):
+            hits = blocks.within(rows, sorted_cols, sorted_ids)
+            reached = hits.any(axis=1)
+            first = hits.argmax(axis=1)
+            labels[rows[reached]] = sorted_labels[first[reached]]
+    return labels
+
+
+def _dbscan_balls(x: np.ndarray, eps: float, min_samples: int, budget: int) -> np.ndarray:
+    """The balls from scikit-learn's tree, a chunk of rows at a time (low dimensions,
+    small balls): about ``budget`` neighbour entries held, and kept for the second
+    pass only when all of them fit."""
     import scipy.sparse as sp
     from scipy.sparse.csgraph import connected_components
     from sklearn.neighbors import NearestNeighbors
 
-    x = np.asarray(points, dtype=np.float64)
     n = len(x)
     labels = np.full(n, -1, dtype=np.int64)
-    if n == 0:
-        return labels
     index = NearestNeighbors(radius=float(eps)).fit(x)
     counts = np.zeros(n, dtype=np.int64)
     cached: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = []
@@ -378,13 +552,7 @@ def dbscan_labels(
         if pending > max(budget // 8, 1):
             merge()
     merge()
-    roots = component[core_rows]
-    # number the clusters by their first core point (core_rows ascend)
-    unique_roots, first_at = np.unique(roots, return_index=True)
-    order = np.argsort(first_at, kind="stable")
-    cluster_of_root = np.empty(len(first_at), dtype=np.int64)
-    cluster_of_root[order] = np.arange(len(first_at))
-    labels[core_rows] = cluster_of_root[np.searchsorted(unique_roots, roots)]
+    _number_clusters(labels, core_rows, component[core_rows])
     # border points: the lowest-numbered cluster whose core points reach them, as
     # scikit-learn's expansion (cluster by cluster, from the core points' balls) does
     best = np.full(n, np.iinfo(np.int64).max)
