@@ -75,6 +75,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="20000,50000,100000")
     parser.add_argument("--dim", type=int, default=32)
+    parser.add_argument(
+        "--cloud",
+        help="an (N, d) .npy cloud to use instead of the synthetic one (e.g. a layer of "
+        "a saved analysis); each size takes its first n rows, without labels",
+    )
     parser.add_argument("--baseline-max", type=int, default=20000)
     parser.add_argument("--previous-max", type=int, default=50000)
     parser.add_argument("--timeout", type=float, default=3600.0)
@@ -83,7 +88,12 @@ def main() -> None:
     print(f"{'n':>7s} {'route':>15s} {'seconds':>9s} {'peak MB':>8s} {'nodes':>6s}  same nodes")
     with tempfile.TemporaryDirectory() as tmp:
         for n in (int(s) for s in args.sizes.split(",")):
-            x, labels = _cloud(n, args.dim)
+            if args.cloud:
+                x = np.load(args.cloud, allow_pickle=False)[:n].astype(np.float64)
+                labels = np.full(len(x), -1)
+                n = len(x)
+            else:
+                x, labels = _cloud(n, args.dim)
             cloud = Path(tmp) / f"cloud{n}.npy"
             np.save(cloud, x)
             np.save(Path(tmp) / f"cloud{n}_labels.npy", labels)

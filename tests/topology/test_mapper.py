@@ -233,6 +233,28 @@ def test_bounded_dbscan_in_many_dimensions_gives_scikit_learns_labels(dim: int) 
             np.testing.assert_array_equal(dbscan_labels(x, eps, 5, budget=budget), expected)
 
 
+@pytest.mark.parametrize("dim", [3, 32])
+def test_the_knee_point_is_core_at_the_knee_eps(dim: int) -> None:
+    """eps is a pair's distance: rounding must not push that pair outside the ball
+    (scikit-learn's brute search rounds it through |x|^2 + |y|^2 - 2 x.y)."""
+    from napari_topolens.topology.mapper import dbscan_labels
+
+    rng = np.random.default_rng(dim)
+    # far from the origin, where that rounding is largest
+    x = np.abs(rng.normal(size=(1500, dim))) * rng.uniform(0.2, 3.0, size=(1500, 1)) + 50.0
+    eps = knee_eps(x, 5)
+    d2 = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    counts = (d2 <= eps * eps).sum(1)
+    kdist = np.sqrt(np.sort(d2, axis=1)[:, 4])
+    knee_point = int(np.argmin(np.abs(kdist - eps)))
+    assert abs(kdist[knee_point] - eps) <= 4 * np.spacing(eps)
+    assert counts[knee_point] >= 5  # core, by the definition of the k-distance
+    labels = dbscan_labels(x, eps, 5)
+    assert labels[knee_point] != -1
+    # every point with 5 points within eps is in a cluster
+    assert (labels[counts >= 5] != -1).all()
+
+
 def test_blocked_dbscan_decides_pairs_at_exactly_eps_in_float64() -> None:
     """Far from the origin float32 cannot tell eps from its neighbours; the answer is
     still ``sum((x - y)**2) <= eps**2`` in float64, as scikit-learn's trees test it."""

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from napari_topolens.errors import EmptySelectionError, LayerError, TopoLensError
+from napari_topolens.topology.mst import squared_distances as _squared_distances
 
 __all__ = [
     "LENSES",
@@ -196,13 +197,18 @@ def _knee_eps(x: np.ndarray, min_samples: int) -> tuple[float, str]:
             "knee_eps needs at least 2 points; select more images or positions."
         )
     k = min(min_samples, n)
-    dist, _ = NearestNeighbors(n_neighbors=k).fit(x).kneighbors(x)
-    kdist = np.sort(dist[:, -1])
+    _, index = NearestNeighbors(n_neighbors=k).fit(x).kneighbors(x)
+    # the k-th neighbour's distance again, exactly (scikit-learn's brute search
+    # rounds it through |x|^2 + |y|^2 - 2 x.y): eps is then a distance that
+    # dbscan_labels measures the same way, and the knee point is core at it
+    kdist_sq = np.sort(_squared_distances(x, np.arange(n), index[:, -1]))
+    kdist = np.sqrt(kdist_sq)
     positive = kdist[kdist > 0]
     tiny = float(positive.min()) if len(positive) else 1e-12
     median = float(np.median(kdist))
     source = "median"
     eps = median
+    at = n // 2 if n % 2 else -1  # an odd count's median is one point's k-distance
     span = kdist[-1] - kdist[0]
     if n >= 3 and span > 0:
         t = np.linspace(0.0, 1.0, n)
@@ -211,9 +217,14 @@ def _knee_eps(x: np.ndarray, min_samples: int) -> tuple[float, str]:
         gap = np.abs(y - t) / np.sqrt(2.0)
         i = int(np.argmax(gap))
         if gap[i] >= 0.05 and kdist[i] > 0:
-            eps, source = float(kdist[i]), "knee"
+            eps, source, at = float(kdist[i]), "knee", i
     if eps <= 0:
-        eps = tiny
+        eps, at = tiny, -1
+    if at >= 0:
+        # DBSCAN tests sum((x - y)**2) <= eps * eps: the smallest eps whose square
+        # reaches that point's squared k-distance, at most an ulp above its root
+        while eps * eps < kdist_sq[at]:
+            eps = float(np.nextafter(eps, np.inf))
     return eps, source
 
 
@@ -348,7 +359,7 @@ class _EpsBlocks:
         self.x = x
         self.n, self.d = x.shape
         sq = np.einsum("ij,ij->i", centred, centred)
-        e2 = float(eps) ** 2
+        e2 = float(eps) * float(eps)  # as scikit-learn's trees square the radius
         # float32 error of the screened value: below (2d + 16) u32 (|x|^2 + |y|^2),
         # doubled for the float32 copy of the coordinates (topology.mst)
         margin = 2.0 * (2 * self.d + 16) * _U32 * (sq + float(sq.max()))
@@ -407,8 +418,8 @@ class _EpsBlocks:
         out = np.empty(len(p), dtype=bool)
         step = max(1024, (4 << 20) // max(self.d, 1))
         for s in range(0, len(p), step):
-            diff = self.x[p[s : s + step]] - self.x[q[s : s + step]]
-            out[s : s + step] = np.einsum("ij,ij->i", diff, diff) <= self.e2
+            sl = slice(s, s + step)
+            out[sl] = _squared_distances(self.x, p[sl], q[sl]) <= self.e2
         return out
 
     def estimated_entries(self, sample: int = 256) -> float:

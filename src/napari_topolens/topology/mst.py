@@ -44,6 +44,16 @@ _MAX_CHUNK = 128  # columns per chunk minimum in the screening threshold
 _KEY_SLACK = 1e-6  # relative slack of the screen threshold, far above float64 rounding
 
 
+def squared_distances(x: np.ndarray, p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """``sum((x[p] - x[q])**2)`` per pair, summed coordinate by coordinate as scipy's
+    ``pdist`` and scikit-learn's trees do: the same bits as theirs."""
+    diff = (x[p] - x[q]).T
+    total = np.zeros(len(p))
+    for row in diff:
+        total += row * row
+    return total
+
+
 def _find(parent: np.ndarray, i: int) -> int:
     root = i
     while parent[root] != root:
@@ -135,12 +145,7 @@ class _Screen:
             self.scale_cols = scale_cols
 
     def exact_keys(self, p: np.ndarray, q: np.ndarray) -> np.ndarray:
-        # summed coordinate by coordinate, as scipy's pdist does: the same bits
-        diff = (self.x[p] - self.x[q]).T
-        total = np.zeros(len(p))
-        for row in diff:
-            total += row * row
-        keys = np.sqrt(total)
+        keys = np.sqrt(squared_distances(self.x, p, q))
         if self.scale is not None:
             keys = keys / np.sqrt(self.scale[p] * self.scale[q])
         return keys
