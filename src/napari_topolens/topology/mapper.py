@@ -41,10 +41,13 @@ __all__ = [
 LENSES = ("l2norm", "pca1", "pca2", "probability")
 
 _NODE_ID = re.compile(r"^cube(\d+)_cluster(\d+)$")
-# Neighbour entries BoundedDBSCAN holds at once (int32: 128 MB). When all the
-# eps-balls of an interval fit, they are computed once; otherwise the core points'
-# balls are computed again for each of the two later passes. Core-core pairs that
-# join clusters are merged each time an eighth of it has gathered.
+# The memory of one interval's DBSCAN, in neighbour entries. The blocked route
+# tests an eighth of it in pairs at a time (a float32, three bools and at worst two
+# int64 indices each: about 100 MB). The ball route holds that many int32
+# neighbour entries (128 MB): when all the eps-balls of an interval fit, they are
+# computed once, otherwise the core points' balls are computed again for each of
+# the two later passes; core-core pairs that join clusters are merged each time an
+# eighth of it has gathered.
 NEIGHBOR_BUDGET = 32_000_000
 _U32 = float(np.finfo(np.float32).eps)  # float32 rounding unit, as in topology.mst
 
