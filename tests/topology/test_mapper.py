@@ -234,30 +234,83 @@ def test_bounded_dbscan_in_many_dimensions_gives_scikit_learns_labels(dim: int) 
 
 
 @pytest.mark.parametrize("dim", [3, 32])
-def test_the_knee_point_is_core_at_the_knee_eps(dim: int) -> None:
-    """eps is a pair's distance: rounding must not push that pair outside the ball
-    (scikit-learn's brute search rounds it through |x|^2 + |y|^2 - 2 x.y)."""
+def test_every_point_with_its_k_distance_within_the_knee_eps_is_core(dim: int) -> None:
+    """eps is a point's k-distance: rounding must not push its k-th neighbour outside
+    the ball (scikit-learn's brute search rounds it through |x|^2 + |y|^2 - 2 x.y,
+    and sqrt(s)**2 can fall an ulp short of s)."""
+    from napari_topolens.topology.mapper import dbscan_labels
+    from napari_topolens.topology.mst import squared_distances
+
+    for seed in range(6):
+        rng = np.random.default_rng(100 * dim + seed)
+        # far from the origin, where that rounding is largest
+        n = 400
+        x = np.abs(rng.normal(size=(n, dim))) * rng.uniform(0.2, 3.0, size=(n, 1)) + 50.0
+        for min_samples in (2, 5):
+            eps = knee_eps(x, min_samples)
+            rows, cols = np.divmod(np.arange(n * n), n)
+            d2 = squared_distances(x, rows, cols).reshape(n, n)  # scikit-learn's trees' bits
+            counts = (d2 <= eps * eps).sum(1)
+            kdist = np.sqrt(np.sort(d2, axis=1)[:, min_samples - 1])
+            assert (counts[kdist <= eps] >= min_samples).all()
+            labels = dbscan_labels(x, eps, min_samples)
+            assert (labels[counts >= min_samples] != -1).all()
+
+
+def test_knee_eps_does_not_trust_the_order_of_the_neighbours_found(monkeypatch) -> None:
+    """Brute-force search orders near-equal neighbours by rounded distances: the
+    k-distance is the largest exact distance of the k found, wherever it sits."""
+    from sklearn.neighbors import NearestNeighbors
+
+    x, _ = blobs(200, seed=9)
+    expected = knee_eps(x, 5)
+    found = NearestNeighbors.kneighbors
+
+    def reversed_order(self, *args, **kwargs):
+        dist, index = found(self, *args, **kwargs)
+        return dist[:, ::-1], index[:, ::-1]
+
+    monkeypatch.setattr(NearestNeighbors, "kneighbors", reversed_order)
+    assert knee_eps(x, 5) == expected
+
+
+def test_blocked_dbscan_gives_the_border_point_the_lowest_numbered_cluster() -> None:
+    from sklearn.cluster import DBSCAN
+
     from napari_topolens.topology.mapper import dbscan_labels
 
-    rng = np.random.default_rng(dim)
-    # far from the origin, where that rounding is largest
-    x = np.abs(rng.normal(size=(1500, dim))) * rng.uniform(0.2, 3.0, size=(1500, 1)) + 50.0
-    eps = knee_eps(x, 5)
-    d2 = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
-    counts = (d2 <= eps * eps).sum(1)
-    kdist = np.sqrt(np.sort(d2, axis=1)[:, 4])
-    knee_point = int(np.argmin(np.abs(kdist - eps)))
-    assert abs(kdist[knee_point] - eps) <= 4 * np.spacing(eps)
-    assert counts[knee_point] >= 5  # core, by the definition of the k-distance
-    labels = dbscan_labels(x, eps, 5)
-    assert labels[knee_point] != -1
-    # every point with 5 points within eps is in a cluster
-    assert (labels[counts >= 5] != -1).all()
+    x = np.zeros((9, 20))
+    x[:, 0] = [0.0, 1.3, 1.4, 1.5, 1.6, 0.1, 0.2, 0.3, 0.8]
+    expected = DBSCAN(eps=0.51, min_samples=4, algorithm="kd_tree").fit(x).labels_
+    np.testing.assert_array_equal(expected, [0, 1, 1, 1, 1, 0, 0, 0, 0])
+    np.testing.assert_array_equal(dbscan_labels(x, 0.51, 4), expected)
+
+
+def test_blocked_dbscan_decides_pairs_near_eps_in_float64_when_float32_cannot() -> None:
+    """Pairs spread over +-1000 (float32 then rounds squared distances by ~0.1),
+    each pair at exactly eps = 0.5 or 1e-9 beyond it."""
+    from napari_topolens.topology.mapper import _dbscan_blocked, _EpsBlocks
+
+    eps, dim, pairs = 0.5, 20, 60
+    rng = np.random.default_rng(3)
+    x = np.zeros((2 * pairs, dim))
+    x[0::2, 1:4] = rng.uniform(-1000, 1000, size=(pairs, 3)).round()
+    x[1::2] = x[0::2]
+    apart = np.where(np.arange(pairs) % 2 == 0, eps, eps + 1e-9)
+    x[1::2, 0] = apart
+    labels = _dbscan_blocked(_EpsBlocks.of(x, eps, 100_000), 2)
+    inside = apart == eps
+    assert (labels[0::2][inside] >= 0).all() and (
+        labels[0::2][inside] == labels[1::2][inside]
+    ).all()
+    assert (labels[0::2][~inside] == -1).all() and (labels[1::2][~inside] == -1).all()
+    assert len(np.unique(labels[labels >= 0])) == inside.sum()
 
 
 def test_blocked_dbscan_decides_pairs_at_exactly_eps_in_float64() -> None:
-    """Far from the origin float32 cannot tell eps from its neighbours; the answer is
-    still ``sum((x - y)**2) <= eps**2`` in float64, as scikit-learn's trees test it."""
+    """A chain with gaps of exactly eps and one of eps + 1e-12: only float64 tells
+    them apart, and the answer is ``sum((x - y)**2) <= eps * eps``, as scikit-learn's
+    trees test it."""
     from napari_topolens.topology.mapper import _dbscan_blocked, _EpsBlocks
 
     eps = 0.5
@@ -273,17 +326,18 @@ def test_blocked_dbscan_decides_pairs_at_exactly_eps_in_float64() -> None:
     np.testing.assert_array_equal(labels, [0, 0, 0, 1, 1, 1])
 
 
-def test_bounded_dbscan_memory_follows_its_budget_on_one_dense_ball() -> None:
-    """36M neighbour pairs, a 4M budget: the pairs joining clusters never pile up to it."""
+@pytest.mark.parametrize("route", ["chosen", "balls"])
+def test_bounded_dbscan_memory_follows_its_budget_on_one_dense_ball(route: str) -> None:
+    """36M neighbour pairs, a 4M budget: neither the blocks (the route chosen here)
+    nor the pairs joining clusters (the ball route) pile up to it."""
     import tracemalloc
 
-    from napari_topolens.topology.mapper import dbscan_labels
-
+    dbscan_labels = _dbscan_by_route(route)
     x = np.random.default_rng(0).normal(size=(6000, 4))
     budget = 4_000_000
     tracemalloc.start()
     try:
-        labels = dbscan_labels(x, 2.5, 5, budget=budget)
+        labels = dbscan_labels(x, 2.5, 5, budget)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()

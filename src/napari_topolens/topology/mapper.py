@@ -201,17 +201,20 @@ def _knee_eps(x: np.ndarray, min_samples: int) -> tuple[float, str]:
         )
     k = min(min_samples, n)
     _, index = NearestNeighbors(n_neighbors=k).fit(x).kneighbors(x)
-    # the k-th neighbour's distance again, exactly (scikit-learn's brute search
-    # rounds it through |x|^2 + |y|^2 - 2 x.y): eps is then a distance that
-    # dbscan_labels measures the same way, and the knee point is core at it
-    kdist_sq = np.sort(_squared_distances(x, np.arange(n), index[:, -1]))
+    # the k-distances again, exactly: scikit-learn's brute search rounds them
+    # through |x|^2 + |y|^2 - 2 x.y, and may order near-equal neighbours wrongly,
+    # so the k-th is the largest exact distance of the k found
+    kdist_sq = np.zeros(n)
+    rows = np.arange(n)
+    for column in index.T:
+        np.maximum(kdist_sq, _squared_distances(x, rows, column), out=kdist_sq)
+    kdist_sq.sort()
     kdist = np.sqrt(kdist_sq)
     positive = kdist[kdist > 0]
     tiny = float(positive.min()) if len(positive) else 1e-12
     median = float(np.median(kdist))
     source = "median"
     eps = median
-    at = n // 2 if n % 2 else -1  # an odd count's median is one point's k-distance
     span = kdist[-1] - kdist[0]
     if n >= 3 and span > 0:
         t = np.linspace(0.0, 1.0, n)
@@ -220,14 +223,17 @@ def _knee_eps(x: np.ndarray, min_samples: int) -> tuple[float, str]:
         gap = np.abs(y - t) / np.sqrt(2.0)
         i = int(np.argmax(gap))
         if gap[i] >= 0.05 and kdist[i] > 0:
-            eps, source, at = float(kdist[i]), "knee", i
+            eps, source = float(kdist[i]), "knee"
     if eps <= 0:
-        eps, at = tiny, -1
-    if at >= 0:
-        # DBSCAN tests sum((x - y)**2) <= eps * eps: the smallest eps whose square
-        # reaches that point's squared k-distance, at most an ulp above its root
-        while eps * eps < kdist_sq[at]:
-            eps = float(np.nextafter(eps, np.inf))
+        eps = tiny
+    # DBSCAN tests sum((x - y)**2) <= eps * eps: every point whose k-distance is at
+    # most eps must be core at it, so eps is raised (by an ulp or two at most)
+    # until its square reaches their squared k-distances
+    while True:
+        reached = int(np.searchsorted(kdist, eps, side="right"))
+        if not reached or eps * eps >= kdist_sq[reached - 1]:
+            break
+        eps = float(np.nextafter(eps, np.inf))
     return eps, source
 
 
@@ -328,6 +334,12 @@ def dbscan_labels(
     of about ``budget / 8`` pairs (:class:`_EpsBlocks`). Otherwise the balls come
     from scikit-learn's ``NearestNeighbors.radius_neighbors``, a chunk of rows at a
     time, about ``budget`` entries held at once.
+
+    "Within eps" is ``sum((x - y)**2) <= eps * eps`` computed exactly, as
+    scikit-learn's trees compute it (``algorithm="kd_tree"`` or ``"ball_tree"``).
+    Its brute-force search (what ``"auto"`` picks above 15 dimensions) rounds
+    distances through ``|x|² + |y|² - 2 x·y`` and may decide a pair lying at eps
+    to within that rounding the other way.
     """
     x = np.asarray(points, dtype=np.float64)
     n = len(x)
@@ -336,6 +348,7 @@ def dbscan_labels(
     blocks = _EpsBlocks.of(x, eps, budget)
     if blocks is not None and (x.shape[1] > 15 or blocks.estimated_entries() > budget):
         return _dbscan_blocked(blocks, int(min_samples))
+    del blocks
     return _dbscan_balls(x, eps, int(min_samples), budget)
 
 
@@ -361,14 +374,25 @@ class _EpsBlocks:
     def __init__(self, x: np.ndarray, eps: float, budget: int, centred: np.ndarray) -> None:
         self.x = x
         self.n, self.d = x.shape
+        self.e2 = float(eps) * float(eps)  # as scikit-learn's trees square the radius
         sq = np.einsum("ij,ij->i", centred, centred)
-        e2 = float(eps) * float(eps)  # as scikit-learn's trees square the radius
+        sq_max = float(sq.max())
+        # scaled by a power of two (exactly) so that the largest squared norm is
+        # about 1: float32 neither overflows nor loses precision to underflow
+        scale = 2.0 ** -np.floor(np.log2(np.sqrt(sq_max))) if sq_max > 0 else 1.0
+        centred = centred * scale
+        sq = sq * (scale * scale)
+        e2 = self.e2 * (scale * scale)
         # float32 error of the screened value: below (2d + 16) u32 (|x|^2 + |y|^2),
         # doubled for the float32 copy of the coordinates (topology.mst)
         margin = 2.0 * (2 * self.d + 16) * _U32 * (sq + float(sq.max()))
-        self.sure = np.nextafter((e2 - margin).astype(np.float32), np.float32(-np.inf))
-        self.near = np.nextafter((e2 + margin).astype(np.float32), np.float32(np.inf))
-        self.e2 = e2
+        top = float(np.finfo(np.float32).max)
+        self.sure = np.nextafter(
+            np.clip(e2 - margin, -top, top).astype(np.float32), np.float32(-np.inf)
+        )
+        self.near = np.nextafter(
+            np.clip(e2 + margin, -top, top).astype(np.float32), np.float32(np.inf)
+        )
         self.rows_aug = np.empty((self.n, self.d + 2), dtype=np.float32)
         self.rows_aug[:, : self.d] = centred
         self.rows_aug[:, self.d] = sq
@@ -385,10 +409,9 @@ class _EpsBlocks:
 
     @classmethod
     def of(cls, x: np.ndarray, eps: float, budget: int) -> _EpsBlocks | None:
-        """None when float32 cannot hold the cloud's squared norms."""
+        """None when the cloud is not finite (scikit-learn then says so)."""
         centred = x - x.mean(axis=0)
-        sq_max = float(np.einsum("ij,ij->i", centred, centred).max()) if len(x) else 0.0
-        if not sq_max * 4.0 < float(np.finfo(np.float32).max) / 4.0:
+        if not (len(x) and np.isfinite(np.einsum("ij,ij->i", centred, centred).max())):
             return None
         return cls(x, eps, budget, centred)
 
@@ -419,7 +442,7 @@ class _EpsBlocks:
 
     def _exact(self, p: np.ndarray, q: np.ndarray) -> np.ndarray:
         out = np.empty(len(p), dtype=bool)
-        step = max(1024, (4 << 20) // max(self.d, 1))
+        step = max(16, (4 << 20) // max(self.d, 1))  # ~32 MB of differences
         for s in range(0, len(p), step):
             sl = slice(s, s + step)
             out[sl] = _squared_distances(self.x, p[sl], q[sl]) <= self.e2
