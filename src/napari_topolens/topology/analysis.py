@@ -67,8 +67,8 @@ class AnalysisConfig:
         Points per layer the analysis uses (default 100,000). A larger cloud is
         subsampled at random with ``seed`` first, and the subset is recorded in the
         cloud's ``meta["subset_note"]``. The default is sized by memory: every
-        step holds O(points x features) (exact H0 by an O(N·d) Borůvka tree, Mapper
-        with bounded DBSCAN neighbourhoods), and 100,000 points x 64 features
+        step holds O(points x features) (exact H0 by an O(N·d) Borůvka tree, Mapper's
+        DBSCAN on bounded blocks of pairs), and 100,000 points x 64 features
         analyse in under 2 GB peak (``benchmarks/README.md``).
     max_dim : int
         Highest homology dimension (1: H0 and H1).
