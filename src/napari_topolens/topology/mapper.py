@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from napari_topolens.errors import EmptySelectionError, LayerError, TopoLensError
+from napari_topolens.topology.mst import join_components
 from napari_topolens.topology.mst import squared_distances as _squared_distances
 
 __all__ = [
@@ -460,9 +461,6 @@ class _EpsBlocks:
 
 
 def _dbscan_blocked(blocks: _EpsBlocks, min_samples: int) -> np.ndarray:
-    import scipy.sparse as sp
-    from scipy.sparse.csgraph import connected_components
-
     n = blocks.n
     labels = np.full(n, -1, dtype=np.int64)
     # ball sizes from the pairs (i, j >= i) only: "within eps" is symmetric, so a
@@ -490,13 +488,7 @@ def _dbscan_blocked(blocks: _EpsBlocks, min_samples: int) -> np.ndarray:
         a, b = np.divmod(np.flatnonzero(joins), m - start)
         del joins
         if len(a):
-            graph = sp.coo_matrix(
-                (np.ones(len(a), dtype=np.int8), (component[a + start], component[b + start])),
-                shape=(m, m),
-            )
-            del a, b
-            _, merged = connected_components(graph, directed=False)
-            component = merged[component]
+            component = join_components(component, a + start, b + start)
     _number_clusters(labels, core_rows, component)
     # border points: the lowest-numbered cluster with a core point within eps; the
     # core columns sorted by cluster make it the first hit of each row
@@ -519,8 +511,6 @@ def _dbscan_balls(x: np.ndarray, eps: float, min_samples: int, budget: int) -> n
     """The balls from scikit-learn's tree, a chunk of rows at a time (low dimensions,
     small balls): about ``budget`` neighbour entries held, and kept for the second
     pass only when all of them fit."""
-    import scipy.sparse as sp
-    from scipy.sparse.csgraph import connected_components
     from sklearn.neighbors import NearestNeighbors
 
     n = len(x)
@@ -565,15 +555,7 @@ def _dbscan_balls(x: np.ndarray, eps: float, min_samples: int, budget: int) -> n
         a, b = np.concatenate(pending_a), np.concatenate(pending_b)
         pending_a.clear()
         pending_b.clear()
-        graph = sp.coo_matrix(
-            (np.ones(len(a), dtype=np.int8), (component[a], component[b])), shape=(n, n)
-        )
-        del a, b
-        _, merged = connected_components(graph, directed=False)
-        # each component stays named by its lowest point
-        first = np.full(n, n, dtype=np.int64)
-        np.minimum.at(first, merged, np.arange(n))
-        component = first[merged[component]]
+        component = join_components(component, a, b)
         pending = 0
 
     for chunk, flat, chunk_counts in core_neighborhoods():

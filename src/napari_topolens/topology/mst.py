@@ -63,13 +63,14 @@ def _find(parent: np.ndarray, i: int) -> int:
     return root
 
 
-def _relabel(labels: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def join_components(labels: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Component labels ``0..c-1`` after joining the components of ``a[i]`` and ``b[i]``."""
     import scipy.sparse as sp
     from scipy.sparse.csgraph import connected_components
 
     c = int(labels.max()) + 1
-    graph = sp.coo_matrix((np.ones(len(a)), (labels[a], labels[b])), shape=(c, c))
+    # int8 data: a byte per pair, for calls with millions of pairs (DBSCAN's blocks)
+    graph = sp.coo_matrix((np.ones(len(a), dtype=np.int8), (labels[a], labels[b])), shape=(c, c))
     _, merged = connected_components(graph, directed=False)
     return merged[labels].astype(np.int64)
 
@@ -337,7 +338,7 @@ def _boruvka(
         edges_a.append(a)
         edges_b.append(b)
         edges_w.append(w)
-        labels = _relabel(labels, a, b)
+        labels = join_components(labels, a, b)
     stats.update(rounds=rounds, queried_rows=queried, block_rows=screen.block_rows)
     if not edges_a:
         empty = np.zeros(0, dtype=np.int64)
@@ -404,7 +405,7 @@ def minimum_spanning_edges(
     zero_b = np.zeros(0, dtype=np.int64)
     labels = labels0
     if len(dup):
-        joined = _relabel(labels0, dup, rep[dup])
+        joined = join_components(labels0, dup, rep[dup])
         # keep a zero edge only where it joins two components not yet joined
         parent = np.arange(int(labels0.max()) + 1)
         keep = []
