@@ -11,6 +11,12 @@ from napari_topolens import extract_activations, load_sample
 from napari_topolens.topology.analysis import analyze
 
 
+def wait_for(qtbot, worker, timeout=120_000):
+    """Block until a widget's worker has finished (done, failed or cancelled)."""
+    with qtbot.waitSignal(worker.finished, timeout=timeout):
+        pass
+
+
 @pytest.fixture(autouse=True)
 def _close_topology_canvases(request):
     """Close the topology canvases before napari's teardown counts leaked QtViewers.

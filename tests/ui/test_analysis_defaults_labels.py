@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import wait_for
 
 from napari_topolens import load_sample
 from napari_topolens.ui.analysis_widget import (
@@ -23,11 +24,6 @@ from napari_topolens.ui.label_choice import (
     read_label_choice,
 )
 from napari_topolens.ui.widget_parts import CURRENT_IMAGE, MARKED_IMAGES
-
-
-def wait_for(qtbot, worker, timeout=120_000):
-    with qtbot.waitSignal(worker.finished, timeout=timeout):
-        pass
 
 
 def label_values(widget):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import wait_for
 
 from napari_topolens.ui.analysis_widget import AnalysisWidget
 from napari_topolens.ui.label_choice import PREDICTIONS
@@ -12,11 +13,6 @@ from napari_topolens.ui.widget_parts import MARKED_IMAGES, layer_mask
 
 #: 120 digits, every 15th from 2: the stack has 1797, so stack index != selection index.
 CHOSEN = np.arange(2, 1797, 15)[:120]
-
-
-def wait_for(qtbot, worker, timeout=240_000):
-    with qtbot.waitSignal(worker.finished, timeout=timeout):
-        pass
 
 
 @pytest.fixture
@@ -103,7 +99,7 @@ def test_variants_run_stack_indexed_and_save(digits, qtbot, tmp_path):
         assert widget.variant_form.add(text=text) == text
     worker = widget.run()
     assert worker is not None, widget.status.value
-    wait_for(qtbot, worker)
+    wait_for(qtbot, worker, timeout=240_000)
     analysis = widget.analysis
     assert analysis is not None, widget.status.value
     n_stack = len(images.data)
@@ -209,7 +205,7 @@ def test_cancel_during_the_variants_leaves_the_viewer_untouched(digits, qtbot):
     worker = widget.run()
     assert worker is not None, widget.status.value
     worker.yielded.connect(on_step)
-    wait_for(qtbot, worker)
+    wait_for(qtbot, worker, timeout=240_000)
     assert any("variant 1/3" in m for m in seen)
     assert not any("variant 2/3" in m for m in seen)  # stopped between steps
     assert widget.analysis is None and widget.layers_added == []
@@ -305,7 +301,7 @@ def test_foreground_sampling_with_a_labels_mask(shapes, qtbot, monkeypatch):
     widget.variant_form.occlusion_mask.value = viewer.layers["object"]
     worker = widget.run()
     assert worker is not None, widget.status.value
-    wait_for(qtbot, worker)
+    wait_for(qtbot, worker, timeout=240_000)
     analysis = widget.analysis
     assert analysis is not None, widget.status.value
     assert analysis.provenance["sampling"] == "foreground"
@@ -413,7 +409,7 @@ def test_a_single_image_layer_gets_a_single_image_variant(make_napari_viewer, qt
     assert widget.variant_form.add(text="gaussian:0.2") == "gaussian:0.2"
     worker = widget.run()
     assert worker is not None, widget.status.value
-    wait_for(qtbot, worker)
+    wait_for(qtbot, worker, timeout=240_000)
     assert widget.analysis is not None and widget.analysis.variants, widget.status.value
     (variant_layer,) = [
         layer

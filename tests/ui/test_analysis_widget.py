@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import wait_for
 
 from napari_topolens.errors import TopoLensError
 from napari_topolens.ui.analysis_widget import (
@@ -19,11 +20,6 @@ from napari_topolens.ui.widget_parts import (
     MARKED_IMAGES,
     marked_stack_indices,
 )
-
-
-def wait_for(qtbot, worker, timeout=60_000):
-    with qtbot.waitSignal(worker.finished, timeout=timeout):
-        pass
 
 
 def layer_names(viewer):
@@ -56,7 +52,7 @@ def test_run_on_marked_images_adds_linked_layers(digits, qtbot):
 
     worker = widget.run()
     assert worker is not None and not widget.run_button.enabled
-    wait_for(qtbot, worker)
+    wait_for(qtbot, worker, timeout=60_000)
 
     analysis = widget.analysis
     assert analysis is not None, widget.status.value

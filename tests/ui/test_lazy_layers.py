@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import wait_for
 
 from napari_topolens import extract_activations, load_sample
 from napari_topolens.ui.analysis_widget import AnalysisWidget
@@ -44,8 +45,7 @@ def test_dask_layer_is_read_in_chunks_and_gives_the_numpy_result(make_napari_vie
     widget.h1_max_points.value = 60
     worker = widget.run()
     assert worker is not None, widget.status.value
-    with qtbot.waitSignal(worker.finished, timeout=120_000):
-        pass
+    wait_for(qtbot, worker)
     analysis = widget.analysis
     assert analysis is not None, widget.status.value
     assert counting.reads and max(counting.reads) <= 20  # chunk by chunk, never all 160
@@ -83,8 +83,7 @@ def test_scheduler_field_runs_the_analysis_on_a_local_cluster(make_napari_viewer
         widget.scheduler.value = f"  {cluster.scheduler_address} "
         worker = widget.run()
         assert worker is not None, widget.status.value
-        with qtbot.waitSignal(worker.finished, timeout=180_000):
-            pass
+        wait_for(qtbot, worker, timeout=180_000)
         assert {"batch_task", "layer_task"} <= {
             p.lstrip("_") for p in cluster.scheduler.task_prefixes
         }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from conftest import wait_for
 
 from napari_topolens import load_sample
 from napari_topolens.ui.analysis_widget import AnalysisWidget
@@ -29,8 +30,7 @@ def test_only_the_coarser_level_fits_so_it_is_analysed_and_linked(make_napari_vi
 
     worker = widget.run()
     assert worker is not None, widget.status.value
-    with qtbot.waitSignal(worker.finished, timeout=120_000):
-        pass
+    wait_for(qtbot, worker)
     analysis = widget.analysis
     assert analysis is not None, widget.status.value
 
@@ -67,8 +67,7 @@ def test_only_the_coarser_level_fits_so_it_is_analysed_and_linked(make_napari_vi
     widget.image_layer.value = pyramid
     worker = widget.run()
     assert worker is not None, widget.status.value
-    with qtbot.waitSignal(worker.finished, timeout=120_000):
-        pass
+    wait_for(qtbot, worker)
     assert [layer.name for layer in viewer.layers].count("pyramid (level 1, analysed)") == 1
 
 

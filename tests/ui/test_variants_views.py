@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import wait_for
 
 import napari_topolens as tl
 from napari_topolens import load_sample
@@ -510,8 +511,7 @@ def test_the_analysis_widgets_variants_show_beside_its_base(make_napari_viewer, 
         widget.variant_form.add(text=text)
     worker = widget.run()
     assert worker is not None, widget.status.value
-    with qtbot.waitSignal(worker.finished, timeout=240_000):
-        pass
+    wait_for(qtbot, worker, timeout=240_000)
     base = widget.analysis
     assert base is not None and len(base.variants) == 2, widget.status.value
     # the widget showed them itself, after the base: "finished" means shown

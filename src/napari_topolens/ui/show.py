@@ -19,7 +19,7 @@ from . import view_data as vd
 from .canvas import canvas_for, existing_canvas
 from .layer_update import create_layer, update_layer
 from .links import gallery_spot, links_for
-from .state import ShownAnalysis, state_for
+from .state import PerViewer, ShownAnalysis, state_for
 
 __all__ = [
     "IncrementalShow",
@@ -471,18 +471,17 @@ def _on_removed(viewer: Any, event: Any) -> None:
             remove_analysis(viewer, entry.key)
 
 
-_WATCHED: set[int] = set()
+_WATCHED = PerViewer()
 
 
 def watch_viewer(viewer: Any) -> None:
     """Show the analyses of layers added to ``viewer`` (the reader's path), once per viewer."""
     import weakref
 
-    if id(viewer) in _WATCHED:
+    if _WATCHED.get(viewer) is not None:
         return
-    _WATCHED.add(id(viewer))
+    _WATCHED.set(viewer, True)
     ref = weakref.ref(viewer)
-    weakref.finalize(viewer, _WATCHED.discard, id(viewer))
 
     def inserted(event: Any) -> None:
         v = ref()

@@ -164,7 +164,7 @@ def variant_views_for(viewer: Any) -> VariantViews:
     return _CONTROLLERS.setdefault(viewer, VariantViews)
 
 
-_WATCHED: set[int] = set()
+_WATCHED = PerViewer()
 
 
 def watch_variants(viewer: Any) -> None:
@@ -173,11 +173,10 @@ def watch_variants(viewer: Any) -> None:
     Once per viewer; the controller (and the canvas) are made only when such an
     analysis is shown.
     """
-    if id(viewer) in _WATCHED:
+    if _WATCHED.get(viewer) is not None:
         return
-    _WATCHED.add(id(viewer))
+    _WATCHED.set(viewer, True)
     ref = weakref.ref(viewer)
-    weakref.finalize(viewer, _WATCHED.discard, id(viewer))
 
     def shown(key: str) -> None:
         v = ref()
