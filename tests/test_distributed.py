@@ -18,8 +18,27 @@ LAYERS = ["pool1", "pool2", "fc1"]
 CONFIG = AnalysisConfig(h1_max_points=60, phdim_start=40, phdim_step=30)
 
 
+#: torch and BLAS threads, the same in the workers and in this process: float32 GEMMs
+#: split over another number of threads round differently (Dask starts its workers with
+#: OMP_NUM_THREADS=1), and the equality test below compares arrays exactly.
+THREADS = 1
+
+
+def _pin_threads(count: int) -> None:
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(count)
+    threadpool_limits(count)
+
+
 @pytest.fixture(scope="module")
 def cluster():
+    import torch
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    before_torch = torch.get_num_threads()
+    before_blas = {pool["user_api"]: pool["num_threads"] for pool in threadpool_info()}
     with distributed.LocalCluster(
         n_workers=2,
         threads_per_worker=1,
@@ -27,7 +46,15 @@ def cluster():
         host="127.0.0.1",
         dashboard_address=None,
     ) as local:
-        yield local
+        with distributed.Client(local) as client:
+            client.run(_pin_threads, THREADS)
+        _pin_threads(THREADS)
+        try:
+            yield local
+        finally:
+            torch.set_num_threads(before_torch)
+            for api, count in before_blas.items():
+                threadpool_limits(count, user_api=api)
 
 
 @pytest.fixture(scope="module")

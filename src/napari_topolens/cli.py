@@ -24,6 +24,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from . import __version__
 from .errors import Cancelled, EmptySelectionError, ImageError, TopoLensError
 
 __all__ = ["TerminalProgress", "build_parser", "main"]
@@ -102,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=_PROG,
         description="The topology of a neural network's activations, as a report or in napari.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     report = commands.add_parser(
         "report",
