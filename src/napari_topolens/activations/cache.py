@@ -136,17 +136,23 @@ def cache_key_file() -> Path:
 def _read_or_create_key(path: Path) -> bytes:
     """The secret in ``path`` (hex), created with 0600 permissions on first use."""
     if not path.exists() and not path.is_symlink():
+        descriptor = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
-            pass  # another process created it first: read theirs
+            if not path.parent.is_dir():
+                raise CacheError(
+                    f"cannot create the activation cache key file {path}: {path.parent} is "
+                    f"not a folder; set {KEY_FILE_ENV} to a file outside the cache"
+                ) from None
+            # else another process created the key first: read theirs
         except OSError as exc:
             raise CacheError(
                 f"cannot create the activation cache key file {path}: {exc}; "
                 f"set {KEY_FILE_ENV} to a writable file outside the cache"
             ) from exc
-        else:
+        if descriptor is not None:
             with os.fdopen(descriptor, "w") as stream:
                 stream.write(secrets.token_hex(_KEY_BYTES) + "\n")
     try:
@@ -553,6 +559,13 @@ class ActivationCache:
             raise CacheError(
                 "the activation cache needs zarr (>= 3); pip install 'napari-topolens[lazy]'"
             ) from exc
+        if not isinstance(folder, (str, os.PathLike)) or (
+            key_file is not None and not isinstance(key_file, (str, os.PathLike))
+        ):
+            raise CacheError(
+                f"the cache folder and key file are paths, got {type(folder).__name__} "
+                f"and {type(key_file).__name__}"
+            )
         path = Path(folder).expanduser()
         if path.is_symlink():
             raise CacheError(f"cache folder {path} is a link; give a real folder")
@@ -595,6 +608,8 @@ class ActivationCache:
         """The cloud stored under ``key`` and ``""``; ``(None, "")`` when there is none;
         ``(None, reason)`` when there is one that must not be used."""
         entry = self._entry(key)
+        if not isinstance(request, EntryRequest):
+            raise CacheError(f"load needs an EntryRequest, got {type(request).__name__}")
         if not os.path.lexists(entry):
             return None, ""
         try:
@@ -726,13 +741,17 @@ class ActivationCache:
         """Write ``cloud`` under ``key`` (atomically: a temporary folder renamed into place)."""
         import zarr
 
+        if not isinstance(cloud, PointCloud):
+            raise CacheError(f"only a PointCloud can be cached, got {type(cloud).__name__}")
         entry = self._entry(key)
-        if os.path.lexists(entry):
-            shutil.rmtree(entry, ignore_errors=True)  # an entry that was ignored on reading
-            if os.path.lexists(entry) and not entry.is_symlink():
-                return
-            if entry.is_symlink():
-                entry.unlink()
+        if os.path.lexists(entry):  # an entry that was ignored on reading: replace it
+            try:
+                if stat.S_ISDIR(os.lstat(entry).st_mode):
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()  # a link (never followed) or a file
+            except OSError:
+                return  # removed or rewritten by another process meanwhile
         temporary = self.entries / f".tmp-{uuid.uuid4().hex}"
         try:
             group = zarr.open_group(str(temporary), mode="w")
