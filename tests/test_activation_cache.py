@@ -172,6 +172,17 @@ def _net_from_file(folder: Path, edit: str, weights: dict | None = None) -> nn.M
     return model
 
 
+def _net_from_notebook(edit: str, weights: dict | None = None) -> nn.Module:
+    """The same class defined in a notebook cell: same names, no source file."""
+    namespace = {"__name__": "notebook_cell"}
+    exec(_SOURCE.format(edit="").replace("self.conv(x))", f"self.conv(x)){edit}"), namespace)
+    torch.manual_seed(0)
+    model = namespace["Net"]().eval()
+    if weights is not None:
+        model.load_state_dict(weights)
+    return model
+
+
 class Scaled(nn.Module):
     """A module whose output depends on a plain attribute, a helper and a buffer."""
 
@@ -197,6 +208,7 @@ def _shifted_activation(x: torch.Tensor) -> torch.Tensor:
     "change",
     [
         "forward edited in its source file",
+        "forward redefined in a notebook (no source)",
         "forward patched on the class",
         "helper function edited",
         "plain attribute",
@@ -214,6 +226,11 @@ def test_editing_the_models_code_misses_the_cache(
         layers = ["head"]
         extract_activations(model, images, layers, **kw)
         model = _net_from_file(tmp_path, "\n        x = x * 2", weights=model.state_dict())
+    elif change == "forward redefined in a notebook (no source)":
+        model = _net_from_notebook("")
+        layers = ["head"]
+        extract_activations(model, images, layers, **kw)
+        model = _net_from_notebook(" * 2", weights=model.state_dict())
     else:
         torch.manual_seed(0)
         model = nn.Sequential(Scaled(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 3))

@@ -347,7 +347,7 @@ def model_fingerprint(model: torch.nn.Module) -> str:
                 code.value(list(value.values()))  # handle numbers differ from run to run
             else:
                 code.value(value)
-    tensors = [*model.named_parameters(remove_duplicate=False)]
+    tensors: list[tuple[str, torch.Tensor]] = [*model.named_parameters(remove_duplicate=False)]
     tensors += [*model.named_buffers(remove_duplicate=False)]
     for name, tensor in tensors:
         code.text(f"weight {name}")
@@ -697,7 +697,7 @@ class ActivationCache:
                         f"{name}: chunk {start // rows} is {size} bytes, not {chunk_bytes}"
                     )
                 part = flat[start : start + rows]
-                view = memoryview(part).cast("B")
+                view = memoryview(part.data).cast("B")
                 if stream.readinto(view) != len(view):
                     raise _Untrusted(f"{name}: chunk {start // rows} is truncated")
         return values
@@ -764,6 +764,8 @@ class ActivationCache:
             if cloud.position is not None:
                 arrays["position"] = cloud.position
             layout = _array_layout(m, d, cloud.position is not None)
+            # every chunk on disk, zeros too: a reader never falls back to a fill value
+            keep_empty_chunks: Any = {"write_empty_chunks": True}
             for name, values in arrays.items():
                 shape, dtype = layout[name]
                 values = np.ascontiguousarray(values, dtype=dtype)
@@ -776,7 +778,7 @@ class ActivationCache:
                     chunks=(rows, *shape[1:]),
                     compressors=None,
                     fill_value=0,
-                    config={"write_empty_chunks": True},
+                    config=keep_empty_chunks,
                 )
                 if m:
                     array[...] = values
