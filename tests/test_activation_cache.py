@@ -18,6 +18,7 @@ from napari_topolens.activations.cache import ActivationCache, CacheError, model
 pytest.importorskip("zarr")
 
 LAYERS = ["1", "4"]
+SRC = Path(__file__).resolve().parents[1] / "src"
 
 
 @pytest.fixture(autouse=True)
@@ -698,3 +699,48 @@ def test_report_command_reads_a_zarr_store_and_reuses_the_cache(tmp_path: Path, 
         np.testing.assert_array_equal(first[name].cloud.points, second[name].cloud.points)
     assert second.config.mapper_lens == "pca1"
     assert second.provenance["activation_cache"] == str(tmp_path / "cache")
+
+
+_KEY_SCRIPT = """
+import sys
+import numpy as np
+from napari_topolens.activations.cache import entry_keys
+from napari_topolens.activations.image_source import as_image_source
+from napari_topolens.sample_models import shapes_cnn
+import torch
+
+
+class Gate(torch.nn.Module):  # defined here: no source file, only its code objects
+    def forward(self, x):
+        mode = "relu" if self.training in {False, None} else "id"
+        return torch.relu(x) if mode in {"relu", "gelu", "tanh"} else x
+
+
+torch.manual_seed(0)
+model = torch.nn.Sequential(shapes_cnn(), Gate())
+images = as_image_source(np.linspace(0, 1, 4 * 48 * 48, dtype=np.float32).reshape(4, 48, 48))
+options = {"sampling": "top_norm", "seed": 0, "max_points": None, "mask": None, "scale": 0.5}
+keys = entry_keys(model, images, ["0.pool2"], options=options, device_type="cpu", dtype="f32")
+print(keys["0.pool2"])
+"""
+
+
+def test_the_key_is_the_same_in_another_process(tmp_path: Path) -> None:
+    """A cache is useful only if a new process (another hash seed) finds its entries."""
+    import subprocess
+    import sys
+
+    keys = set()
+    for seed in ("1", "2"):
+        env = {**os.environ, "PYTHONHASHSEED": seed, "PYTHONPATH": str(SRC)}
+        done = subprocess.run(
+            [sys.executable, "-c", _KEY_SCRIPT],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        keys.add(done.stdout.strip())
+    assert len(keys) == 1 and len(keys.pop()) == 64

@@ -28,7 +28,6 @@ import hashlib
 import hmac
 import inspect
 import json
-import marshal
 import os
 import secrets
 import shutil
@@ -199,7 +198,7 @@ def _is_library(module_name: str | None) -> bool:
 
 class _CodeDigest:
     """Feeds the code an object runs into a hash: source where available, and always
-    the compiled code objects' bytes (``marshal``) of every function reached."""
+    the compiled code objects (bytecode, constants, names) of every function reached."""
 
     def __init__(self, digest: Any):
         self.digest = digest
@@ -234,7 +233,7 @@ class _CodeDigest:
             return
         self.seen.add(id(function))
         self.text(f"function {function.__module__}.{function.__qualname__}")
-        self.digest.update(marshal.dumps(code))
+        self.digest.update(_code_bytes(code))
         for cell in function.__closure__ or ():
             try:
                 self.value(cell.cell_contents, depth=1)
@@ -303,6 +302,34 @@ class _CodeDigest:
         self.digest.update(flat.view(torch.uint8).numpy().tobytes())
 
 
+def _code_bytes(code: types.CodeType) -> bytes:
+    """A code object's bytecode, constants and names, the same in every process
+    (``marshal`` is not: it depends on reference counts, and sets on the hash seed)."""
+    layout = (
+        code.co_argcount,
+        code.co_posonlyargcount,
+        code.co_kwonlyargcount,
+        code.co_flags,
+        code.co_names,
+        code.co_varnames,
+        code.co_freevars,
+        code.co_cellvars,
+    )
+    parts = [code.co_code, repr(layout).encode()]
+    parts += [_constant_bytes(constant) for constant in code.co_consts]
+    return b"\0".join(parts)
+
+
+def _constant_bytes(constant: Any) -> bytes:
+    if isinstance(constant, types.CodeType):
+        return b"code(" + _code_bytes(constant) + b")"
+    if isinstance(constant, tuple):
+        return b"(" + b",".join(_constant_bytes(c) for c in constant) + b")"
+    if isinstance(constant, frozenset):
+        return b"{" + b",".join(sorted(_constant_bytes(c) for c in constant)) + b"}"
+    return repr(constant).encode()
+
+
 def _names(code: types.CodeType) -> list[str]:
     names = list(code.co_names)
     for const in code.co_consts:
@@ -317,7 +344,7 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     - Every parameter and buffer (persistent or not), bit for bit, by name.
     - The code of every module class in the model (each class of its MRO outside
       torch): the source of the file that defines it where ``inspect`` can find it,
-      and always the compiled code objects' bytes (``marshal``) of its methods and of
+      and always the compiled code objects (bytecode, constants and names) of its methods and of
       the non-library functions and classes they name (followed transitively), so a
       ``forward`` edited in place, patched at run time or defined in a notebook
       changes the fingerprint. torch's own classes are pinned by torch's version,
