@@ -744,3 +744,31 @@ def test_the_key_is_the_same_in_another_process(tmp_path: Path) -> None:
         assert done.returncode == 0, done.stderr[-2000:]
         keys.add(done.stdout.strip())
     assert len(keys) == 1 and len(keys.pop()) == 64
+
+
+def test_what_the_key_cannot_describe_skips_the_cache_with_a_notice(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from napari_topolens.activations import cache as cache_module
+    from napari_topolens.activations.image_source import as_image_source
+
+    model, images = small_cnn(), stack(20)
+    with pytest.raises(Exception, match="no stable form"):
+        cache_module.entry_keys(
+            model,
+            as_image_source(images),
+            ["1"],
+            options={"input_scale": lambda x: x},
+            device_type="cpu",
+            dtype=torch.float32,
+        )
+
+    def unreadable(model):
+        raise RuntimeError("a tensor on the meta device")
+
+    monkeypatch.setattr(cache_module, "model_fingerprint", unreadable)
+    with pytest.warns(cache_module.CacheWarning, match="not used: a tensor on the meta"):
+        got = extract_activations(model, images, ["1"], sampling="top_norm", cache_dir=tmp_path)
+    assert "activation_cache" not in got["1"].meta
+    assert not any((tmp_path / "activations-v2").iterdir())
+    assert_same_clouds(got, extract_activations(model, images, ["1"], sampling="top_norm"))

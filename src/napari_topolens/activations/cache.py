@@ -29,6 +29,7 @@ import hmac
 import inspect
 import json
 import os
+import re
 import secrets
 import shutil
 import stat
@@ -135,25 +136,32 @@ def cache_key_file() -> Path:
 def _read_or_create_key(path: Path) -> bytes:
     """The secret in ``path`` (hex), created with 0600 permissions on first use."""
     if not path.exists() and not path.is_symlink():
-        descriptor = None
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:
             if not path.parent.is_dir():
-                raise CacheError(
-                    f"cannot create the activation cache key file {path}: {path.parent} is "
-                    f"not a folder; set {KEY_FILE_ENV} to a file outside the cache"
-                ) from None
-            # else another process created the key first: read theirs
+                raise NotADirectoryError(f"{path.parent} is not a folder")
+            # written whole to a private temporary file, then linked into place: a process
+            # starting at the same moment reads either no key file or the complete key
+            temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            try:
+                with os.fdopen(descriptor, "w") as stream:
+                    stream.write(secrets.token_hex(_KEY_BYTES) + "\n")
+                try:
+                    os.link(temporary, path)
+                except FileExistsError:
+                    pass  # another process made the key first: use theirs
+                except OSError:  # a file system without hard links
+                    if not os.path.lexists(path):
+                        os.rename(temporary, path)
+            finally:
+                if os.path.lexists(temporary):
+                    os.unlink(temporary)
         except OSError as exc:
             raise CacheError(
                 f"cannot create the activation cache key file {path}: {exc}; "
                 f"set {KEY_FILE_ENV} to a writable file outside the cache"
             ) from exc
-        if descriptor is not None:
-            with os.fdopen(descriptor, "w") as stream:
-                stream.write(secrets.token_hex(_KEY_BYTES) + "\n")
     try:
         descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
         with os.fdopen(descriptor, "rb") as stream:
@@ -362,7 +370,8 @@ def model_fingerprint(model: torch.nn.Module) -> str:
 
     digest = hashlib.sha256()
     code = _CodeDigest(digest)
-    code.text(f"{type(model).__module__}.{type(model).__qualname__}\n{model!r}")
+    shown = re.sub(r" at 0x[0-9a-fA-F]+", "", repr(model))  # addresses differ by process
+    code.text(f"{type(model).__module__}.{type(model).__qualname__}\n{shown}")
     for name, module in model.named_modules(remove_duplicate=False):
         code.text(f"module {name}")
         code.cls(type(module))
@@ -941,8 +950,10 @@ def iter_cached_extraction(
         keys = entry_keys(
             model, source, list(modules), options=options, device_type=device_type, dtype=dtype
         )
-    except _Untrusted as exc:
-        notice = f"activation cache not used: {exc}"
+    except TopoLensError:
+        raise  # unreadable images: the extraction would stop on them too
+    except Exception as exc:  # an option or a model the key cannot describe: no cache
+        notice = f"activation cache not used: {exc}"[:300]
         warnings.warn(notice, CacheWarning, stacklevel=2)
         yield Progress(0.0, notice)
         return (yield from extract(dict(modules)))
