@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -274,6 +275,14 @@ def test_every_extraction_option_reaches_the_key(monkeypatch: pytest.MonkeyPatch
     assert set(seen) == parameters - keyed_otherwise - {"cache_dir"}
 
 
+@dataclass(frozen=True)
+class Scale:
+    """An option given as plain data in a dataclass (as an input scale is)."""
+
+    mode: str
+    mean: tuple[float, ...] = ()
+
+
 def test_two_values_of_any_option_miss_each_other(tmp_path: Path) -> None:
     from napari_topolens.activations.cache import entry_keys
     from napari_topolens.activations.image_source import as_image_source
@@ -291,6 +300,12 @@ def test_two_values_of_any_option_miss_each_other(tmp_path: Path) -> None:
     assert keys(**base, input_scale=1.0) != keys(**base, input_scale=1.0000001)
     assert keys(**base, input_scale=(0.5, 0.25)) != keys(**base, input_scale=(0.5, 0.26))
     assert keys(**base) != keys(**base, input_scale=None)
+    assert keys(**base, input_scale=Scale("custom", (0.5,))) == keys(
+        **base, input_scale=Scale("custom", (0.5,))
+    )
+    assert keys(**base, input_scale=Scale("custom", (0.5,))) != keys(
+        **base, input_scale=Scale("custom", (0.25,))
+    )
     mask = np.zeros((8, 10, 10), bool)
     other = mask.copy()
     other[3, 4, 5] = True

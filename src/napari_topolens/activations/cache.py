@@ -24,6 +24,7 @@ so a chunk's size on disk is known before it is read (no decompression bombs).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import hmac
 import inspect
@@ -425,6 +426,10 @@ def _canonical(value: Any, where: str) -> Any:
         return [_canonical(v, where) for v in value]
     if isinstance(value, Mapping):
         return {str(k): _canonical(v, where) for k, v in sorted(value.items(), key=str)}
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # e.g. an InputScale
+        kind = f"{type(value).__module__}.{type(value).__qualname__}"
+        fields = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+        return {"dataclass": kind, "fields": _canonical(fields, where)}
     if isinstance(value, np.ndarray):
         contiguous = np.ascontiguousarray(value)
         return {
@@ -459,8 +464,9 @@ def entry_keys(
 
     ``options`` are the extraction's options, ALL of those that change the
     activations (whatever their names: a new option is part of the key as soon as it
-    is passed in). Each must be ``None``, a bool, number, text, array, or a list or
-    mapping of those; anything else raises (the caller then skips the cache).
+    is passed in). Each must be ``None``, a bool, number, text, array, a dataclass
+    of those, or a list or mapping of those; anything else raises (the caller then
+    skips the cache with a notice).
     """
     import torch
 
