@@ -787,3 +787,35 @@ def test_what_the_key_cannot_describe_skips_the_cache_with_a_notice(
     assert "activation_cache" not in got["1"].meta
     assert not any((tmp_path / "activations-v2").iterdir())
     assert_same_clouds(got, extract_activations(model, images, ["1"], sampling="top_norm"))
+
+
+class _Doubled(nn.Module):
+    factor = 2.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x) * self.factor
+
+
+class _Tripled(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x) * 3
+
+
+class _Quadrupled(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x) * 4
+
+
+@pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+def test_the_fingerprint_sees_generated_code_and_class_constants(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    traced = torch.fx.symbolic_trace(_Doubled())
+    assert model_fingerprint(traced) == model_fingerprint(torch.fx.symbolic_trace(_Doubled()))
+    assert model_fingerprint(traced) != model_fingerprint(torch.fx.symbolic_trace(_Tripled()))
+    scripted = torch.jit.script(_Tripled())
+    assert model_fingerprint(scripted) == model_fingerprint(torch.jit.script(_Tripled()))
+    assert model_fingerprint(scripted) != model_fingerprint(torch.jit.script(_Quadrupled()))
+    before = model_fingerprint(_Doubled())
+    monkeypatch.setattr(_Doubled, "factor", 2.5)
+    assert model_fingerprint(_Doubled()) != before

@@ -272,6 +272,11 @@ class _CodeDigest:
                 if callable(member) or isinstance(member, (staticmethod, classmethod, property)):
                     self.text(name)
                     self.function(member)
+                elif not name.startswith("__") and isinstance(
+                    member, (type(None), bool, int, float, str, tuple)
+                ):
+                    self.text(name)  # a class constant, e.g. ``scale = 0.5``
+                    self.value(member, depth=2)
 
     def value(self, value: Any, depth: int = 0) -> None:
         """A plain attribute: numbers and text as such, arrays by their bytes, callables by
@@ -358,6 +363,7 @@ def model_fingerprint(model: torch.nn.Module) -> str:
       ``forward`` edited in place, patched at run time or defined in a notebook
       changes the fingerprint. torch's own classes are pinned by torch's version,
       which is part of the cache key.
+    - The generated code of TorchScript and ``torch.fx`` modules (their ``.code``).
     - Each module's plain attributes (numbers, text, tensors not registered as
       buffers, callables stored on the instance) and the forward hooks registered on
       it or globally (by their code, not their handle numbers).
@@ -376,6 +382,12 @@ def model_fingerprint(model: torch.nn.Module) -> str:
     for name, module in model.named_modules(remove_duplicate=False):
         code.text(f"module {name}")
         code.cls(type(module))
+        generated = getattr(type(module), "code", None)
+        if isinstance(generated, property):  # TorchScript and torch.fx modules: their code
+            try:
+                code.text(str(module.code))
+            except Exception as exc:  # a script module without a forward has no code
+                code.text(f"no code: {type(exc).__name__}")
         for attribute, value in sorted(vars(module).items()):
             if attribute in _MODULE_INTERNALS or "backward" in attribute:
                 continue
@@ -929,6 +941,11 @@ def _check_content(
     )
 
 
+def _notice(message: str) -> None:
+    """A :class:`CacheWarning` shown as one line (no source line under it)."""
+    warnings.warn_explicit(message, CacheWarning, "napari_topolens.activations.cache", 0)
+
+
 def iter_cached_extraction(
     cache: ActivationCache,
     model: torch.nn.Module,
@@ -960,7 +977,7 @@ def iter_cached_extraction(
         raise  # unreadable images: the extraction would stop on them too
     except Exception as exc:  # an option or a model the key cannot describe: no cache
         notice = f"activation cache not used: {exc}"[:300]
-        warnings.warn(notice, CacheWarning, stacklevel=2)
+        _notice(notice)
         yield Progress(0.0, notice)
         return (yield from extract(dict(modules)))
     image_shape = (int(source.sample_shape[1]), int(source.sample_shape[2]))
@@ -983,7 +1000,7 @@ def iter_cached_extraction(
         elif reason:
             ignored[name] = f"entry {key[:12]} ignored ({reason})"
             notice = f"activation cache: layer {name!r}: {ignored[name]}; recomputing"
-            warnings.warn(notice, CacheWarning, stacklevel=2)
+            _notice(notice)
             yield Progress(0.0, notice)
     missing = {name: module for name, module in modules.items() if name not in found}
     fresh: dict[str, PointCloud] = {}
