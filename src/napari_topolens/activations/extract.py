@@ -278,6 +278,7 @@ def iter_extract_activations(
     The input is checked when this is called, before the generator is returned, so
     bad input fails at once on the caller's thread; the work runs as it is iterated.
     """
+    options = dict(locals())  # every option: a new one joins the activation cache's key
     model = check_model(model)
     if not isinstance(sampling, str) or sampling not in SAMPLING_MODES:
         raise LayerError(
@@ -326,27 +327,24 @@ def iter_extract_activations(
         )
 
     if cache_dir is not None:
-        import hashlib
-
         from .cache import ActivationCache, iter_cached_extraction
 
+        # keyed another way (model, images, layers, device kind), or changing only float
+        # rounding (batch_size, scheduler), or not the activations at all (cache_dir)
+        for name in ("model", "images", "layers", "device", "batch_size", "scheduler", "cache_dir"):
+            del options[name]
+        options["mask"] = foreground  # the checked mask, not whatever object was passed
         return iter_cached_extraction(
             ActivationCache(cache_dir),  # a bad cache folder fails here, before any work
             model,
             source,
             modules,
-            sampling=sampling,
-            max_points=max_points,
-            seed=seed,
+            geometry,
+            options=options,
             device_type=(target or model_device).type,
+            dtype=dtype,
             forward_order=lambda: _forward_order(model, source, modules),
             extract=lambda todo: steps(dict(todo)),
-            key_parts={
-                "mask": None
-                if foreground is None
-                else hashlib.sha256(np.packbits(foreground).tobytes()).hexdigest(),
-                "max_probe_pixels": int(max_probe_pixels),
-            },
         )
     return steps(modules)
 
