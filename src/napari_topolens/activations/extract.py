@@ -345,9 +345,7 @@ def iter_extract_activations(
     }
     model_device, dtype = _model_device_dtype(model)
     with _eval_mode(model):
-        check_layer_calls(
-            model, modules, torch_batch(first[:1], model_device, dtype)
-        )
+        check_layer_calls(model, modules, torch_batch(first[:1], model_device, dtype))
     foreground = _check_mask(mask, source, sampling)
     with _eval_mode(model):
         geometry = layer_geometry(

@@ -526,9 +526,7 @@ def open_image_source(
             description=str(source_path),
         )
     elif source_path.is_dir():
-        return FileFolderSource(
-            source_path, max_images=max_images, scale_integers=scale_integers
-        )
+        return FileFolderSource(source_path, max_images=max_images, scale_integers=scale_integers)
     elif suffix == ".npy":
         from ..image_files import open_image_npy
 

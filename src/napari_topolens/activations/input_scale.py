@@ -165,8 +165,11 @@ class InputScale:
         """The spec as :meth:`parse` reads it (``custom:0.5/0.25``)."""
         if self.mode != "custom":
             return self.mode
-        return "custom:" + ",".join(f"{v:g}" for v in self.mean) + "/" + ",".join(
-            f"{v:g}" for v in self.std
+        return (
+            "custom:"
+            + ",".join(f"{v:g}" for v in self.mean)
+            + "/"
+            + ",".join(f"{v:g}" for v in self.std)
         )
 
     def describe(self, pixel_dtype: Any = None) -> str:
@@ -176,7 +179,11 @@ class InputScale:
             text += f" (mean {_numbers(self.mean)}, std {_numbers(self.std)})"
         if pixel_dtype is not None and self.mode != "as-stored":
             divisor = dtype_divisor(np.dtype(pixel_dtype))
-            step = f"{np.dtype(pixel_dtype)} / {divisor:g}" if divisor else f"{np.dtype(pixel_dtype)} kept"
+            step = (
+                f"{np.dtype(pixel_dtype)} / {divisor:g}"
+                if divisor
+                else f"{np.dtype(pixel_dtype)} kept"
+            )
             text += f" [{step}]" if self.mode != "dtype" else f" ({step})"
         return text
 
@@ -271,7 +278,9 @@ def as_input_scale(value: Any) -> InputScale:
     if isinstance(value, dict):
         try:
             return InputScale(
-                value.get("mode", "dtype"), tuple(value.get("mean", ())), tuple(value.get("std", ()))
+                value.get("mode", "dtype"),
+                tuple(value.get("mean", ())),
+                tuple(value.get("std", ())),
             )
         except TypeError as exc:
             raise TopoLensError(f"not an input scale: {value!r:.80}") from exc
@@ -359,7 +368,6 @@ def normalizing_model(model: torch.nn.Module, scale: InputScale, channels: int) 
             return self.inner((x - mean.to(x)) / std.to(x))
 
     return _Normalized()
-
 
 
 class ScaledSource(ImageSource):
