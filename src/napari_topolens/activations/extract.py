@@ -14,7 +14,13 @@ from .._progress import CancelCallback, Progress, ProgressCallback, drive
 from ..errors import EmptySelectionError, ImageError, LayerError, ModelError, TopoLensError
 from .hooks import capture_layers, check_layer_calls, check_layer_names
 from .image_source import ImageSource, as_image_source, stack_image_list
-from .input_scale import InputScale, as_input_scale, range_warning, scaled_source
+from .input_scale import (
+    WARNING_IMAGES,
+    InputScale,
+    as_input_scale,
+    range_warning,
+    scaled_source,
+)
 from .models import check_model, first_input_channels
 from .pointcloud import PointCloud
 from .receptive_field import (
@@ -171,7 +177,7 @@ def predict_proba(
 
 
 def input_scale_warning(images: Any, input_scale: InputScale | str | None = None) -> str | None:
-    """The warning of :func:`~.input_scale.range_warning` for ``images`` (its first 16 read).
+    """The warning of :func:`~.input_scale.range_warning` for ``images`` (its first 8 read).
 
     ``None`` when the values reaching the model look like a trained model's input.
     """
@@ -334,10 +340,11 @@ def iter_extract_activations(
     scale = as_input_scale(input_scale)
     modules = check_layer_names(model, _layer_list(layers))
     source = _image_source(model, images)
-    _check_channels(model, source.read([0]))
+    stored = source.read(np.arange(min(len(source), WARNING_IMAGES)))  # one read of the first
+    _check_channels(model, stored[:1])
     pixel_dtype = source.pixel_dtype
     source = scaled_source(source, scale)  # every read below is what the model sees
-    first = source.read(np.arange(min(len(source), 16)))
+    first = scale.apply(stored, pixel_dtype)
     scale_meta = {
         "input_scale": str(scale),
         "input_scale_text": scale.describe(pixel_dtype),

@@ -83,8 +83,8 @@ _OUTSIDE_SHARE = 0.01
 #: Values whose largest magnitude stays below this look like an unused dtype range
 #: (12-bit data in uint16 divided by 65535 reach 0.0625).
 _TINY_LIMIT = 0.07
-#: Images read to judge the range.
-_WARNING_IMAGES = 16
+#: Images read to judge the range (the first ones; few, so a lazy stack reads one chunk).
+WARNING_IMAGES = 8
 
 Mode = Literal["as-stored", "dtype", "imagenet", "custom"]
 
@@ -293,7 +293,7 @@ def as_input_scale(value: Any) -> InputScale:
 def range_warning(values: np.ndarray, scale: InputScale, pixel_dtype: Any) -> str | None:
     """A warning when the values reaching the model look unlike a trained model's input.
 
-    The rule (on the first images of the set, after scaling): the sample models take
+    The rule (on the first 8 images of the set, after scaling): the sample models take
     pixels in ``[0, 1]`` and normalise them inside; a network normalised by a
     mean/std (ImageNet's) sees values within about ``[-2.2, 2.7]``. So the range is
     called far from usual when more than 1 % of the values lie outside ``[-3, 3]``
@@ -341,8 +341,8 @@ def _round_max(high: float) -> float:
 
 
 def first_values(source: Any, scale: InputScale) -> np.ndarray:
-    """The scaled values of the first images of a source (what :func:`range_warning` judges)."""
-    count = min(len(source), _WARNING_IMAGES)
+    """The scaled values of the first 8 images of a source (what :func:`range_warning` judges)."""
+    count = min(len(source), WARNING_IMAGES)
     return scale.apply(source.read(np.arange(count)), getattr(source, "pixel_dtype", np.float32))
 
 
@@ -357,7 +357,7 @@ def normalizing_model(model: torch.nn.Module, scale: InputScale, channels: int) 
         return model
     import torch
 
-    mean, std = (torch.from_numpy(np.ascontiguousarray(s)) for s in stats)
+    mean, std = (torch.from_numpy(np.array(s, dtype=np.float32)) for s in stats)
 
     class _Normalized(torch.nn.Module):
         def __init__(self) -> None:
