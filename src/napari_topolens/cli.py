@@ -329,10 +329,16 @@ def _prepare_model(args: argparse.Namespace) -> dict[str, Any]:
         raise TopoLensError("give --sample NAME, or --model package.module:callable with --images")
     if args.images is None:
         raise ImageError("--model needs --images (a .npy, .npz, TIFF stack or folder of images)")
+    from .activations.image_source import as_image_source
+
     model = load_model(args.model, weights=args.weights)
     layers = _split(args.layers)
-    if not layers:
-        names = list_layers(model)
+    if not layers:  # listed for these images' shape (each call of a module called twice)
+        try:
+            shape = as_image_source(_read_image_input(args.images, 1).images).sample_shape
+        except TopoLensError:
+            shape = None
+        names = list_layers(model, shape)
         shown = ", ".join(names[:25]) + (" ..." if len(names) > 25 else "")
         raise EmptySelectionError(f"give --layers a,b,c for your model; its layers are: {shown}")
     image_set = _read_image_input(args.images, args.max_images)

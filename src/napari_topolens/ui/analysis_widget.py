@@ -1123,7 +1123,10 @@ def spread_layers(model: Any, names: list[str], count: int = SPREAD_LAYERS) -> l
     samples' defaults are; ``count`` of them are picked evenly from first to last,
     so the last layer before the output is always among them.
     """
-    modules = dict(model.named_modules())
+    from ..activations.hooks import split_call
+
+    named = dict(model.named_modules())
+    modules = {n: named[split_call(n, named)[0]] for n in names if split_call(n, named)[0] in named}
     leaves = [n for n in names if n in modules and not any(True for _ in modules[n].children())]
     if len(leaves) < 2:
         return leaves[-1:] or names[-1:]
