@@ -194,6 +194,8 @@ class InputScale:
     # ---- numbers ----------------------------------------------------------------------
     def mean_std(self, channels: int) -> tuple[np.ndarray, np.ndarray] | None:
         """Per-channel ``(mean, std)`` of the second step, or ``None`` when there is none."""
+        mean: tuple[float, ...]
+        std: tuple[float, ...]
         if self.mode == "imagenet":
             mean, std = IMAGENET_MEAN, IMAGENET_STD
             if channels != 3:
