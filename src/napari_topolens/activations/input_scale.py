@@ -173,19 +173,20 @@ class InputScale:
         )
 
     def describe(self, pixel_dtype: Any = None) -> str:
-        """What a user reads: ``"[0, 1] from dtype (uint8 / 255)"``, ``"ImageNet mean/std"``."""
-        text = INPUT_SCALE_MODES[self.mode]
+        """What a user reads: ``"[0, 1] from dtype (uint8 / 255)"``, ``"as stored"``,
+        ``"ImageNet mean/std (after uint8 / 255)"``."""
+        parts = []
         if self.mode == "custom":
-            text += f" (mean {_numbers(self.mean)}, std {_numbers(self.std)})"
+            parts.append(f"mean {_numbers(self.mean)}, std {_numbers(self.std)}")
         if pixel_dtype is not None and self.mode != "as-stored":
-            divisor = dtype_divisor(np.dtype(pixel_dtype))
-            step = (
-                f"{np.dtype(pixel_dtype)} / {divisor:g}"
-                if divisor
-                else f"{np.dtype(pixel_dtype)} kept"
-            )
-            text += f" [{step}]" if self.mode != "dtype" else f" ({step})"
-        return text
+            dtype = np.dtype(pixel_dtype)
+            divisor = dtype_divisor(dtype)
+            if self.mode == "dtype":
+                parts.append(f"{dtype} / {divisor:g}" if divisor else f"{dtype} kept")
+            elif divisor:
+                parts.append(f"after {dtype} / {divisor:g}")
+        text = INPUT_SCALE_MODES[self.mode]
+        return f"{text} ({'; '.join(parts)})" if parts else text
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data for provenance and cache keys."""
