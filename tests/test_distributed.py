@@ -151,6 +151,28 @@ def test_a_model_error_on_a_worker_reaches_the_caller(cluster, shapes) -> None:
         )
 
 
+def test_workers_scale_the_images_and_hook_each_call(cluster, shapes) -> None:
+    """uint8 photos reach the model as [0, 1] on the workers too; pool#k at its own call."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from test_module_calls import build
+
+    sample, index = shapes
+    photos = np.rint(sample.images[index[:40]] * 255).astype(np.uint8)
+    floats = photos.astype(np.float32) / 255
+    for model, layers in ((sample.model, ["pool2", "fc1"]), (build(), ["pool#1", "pool#2"])):
+        if layers[0] == "pool#1":
+            photos, floats = photos[:, :16, :16].copy(), floats[:, :16, :16].copy()
+        remote = extract_activations(
+            model, photos, layers, sampling="top_norm", scheduler=cluster.scheduler_address
+        )
+        here = extract_activations(model, floats, layers, sampling="top_norm")
+        for name in layers:
+            np.testing.assert_array_equal(remote[name].points, here[name].points)
+            np.testing.assert_array_equal(remote[name].receptive_field, here[name].receptive_field)
+
+
 def test_report_command_on_a_scheduler(cluster, tmp_path: Path, capsys) -> None:
     code = cli.main(
         [
