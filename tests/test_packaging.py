@@ -150,4 +150,6 @@ def test_every_import_of_the_package_is_a_declared_dependency():
             elif eager and not where.startswith("napari_topolens/ui/"):
                 eager_extras.append(f"{where}: {name}")
     assert not undeclared, f"declare these in pyproject.toml's dependencies: {undeclared}"
-    assert not eager_extras, f"import an extra's module inside the function using it: {eager_extras}"
+    assert not eager_extras, (
+        f"import an extra's module inside the function using it: {eager_extras}"
+    )
