@@ -139,7 +139,8 @@ class Comparison:
         Top-1 accuracy of the model's predictions (``Analysis.predictions``, else
         the argmax of ``Analysis.probabilities``) on the labelled images it was run
         on (images of a stack that were not analysed are left out); nan without
-        labels or predictions.
+        labels or predictions, and for text labels numbered by their own names
+        (not the model's class indices).
     prediction_changed : float
         Fraction of the images both were run on whose predicted class differs; nan
         without predictions.
@@ -460,9 +461,13 @@ def _quality_numbers(result: Any) -> dict[str, float]:
 
 
 def _accuracy(analysis: Any) -> float:
+    from ..label_sources import labels_match_predictions
+
     predicted = _predicted(analysis)
     if predicted is None or analysis.labels is None:
         return math.nan
+    if not labels_match_predictions(getattr(analysis, "provenance", None)):
+        return math.nan  # text labels numbered by name: not the model's class indices
     labels = np.asarray(analysis.labels)
     n = min(len(labels), len(predicted))
     known = (labels[:n] >= 0) & (predicted[:n] >= 0)
