@@ -94,6 +94,8 @@ class ActivationCache:
             raise CacheError(
                 "the activation cache needs zarr (>= 3); pip install 'napari-topolens[lazy]'"
             ) from exc
+        if not isinstance(folder, (str, os.PathLike)):
+            raise CacheError(f"the cache folder must be a path, got {type(folder).__name__}")
         path = Path(folder).expanduser()
         if path.is_symlink():
             raise CacheError(f"cache folder {path} is a link; give a real folder")

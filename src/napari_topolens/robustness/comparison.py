@@ -247,8 +247,15 @@ def compare(
         Layers both have, in the base's order. Distances use the base config's
         ``sw_n_directions``; diagrams of dimensions both have.
     """
+    from ..topology.analysis import Analysis
     from ..topology.distances import diagram_distance
 
+    for argument, value in (("base", base), ("variant", variant)):
+        if not isinstance(value, Analysis):
+            raise TopoLensError(
+                f"compare: {argument} must be an Analysis (from analyze or load_analysis), "
+                f"got {type(value).__name__}"
+            )
     n_base = _n_images(base, variant)
     layers = [name for name in base.layers if name in variant]
     if not layers:

@@ -649,6 +649,10 @@ def iter_analyze(
     from .phdim import PHDimResult, class_total_persistence, ph_dimension
     from .quality import cluster_quality
 
+    if config is not None and not isinstance(config, AnalysisConfig):
+        raise TopoLensError(
+            f"config must be an AnalysisConfig or None, got {type(config).__name__}"
+        )
     config = AnalysisConfig() if config is None else config
     h0_device = None if device is None or str(device).split(":")[0] == "cpu" else device
     items = _as_clouds(clouds)
