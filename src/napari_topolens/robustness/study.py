@@ -74,15 +74,15 @@ class VariantSpec:
     def __post_init__(self) -> None:
         from ..activations.extract import _whole_number
 
-        for argument, value in (("perturbation", self.perturbation), ("quantize", self.quantize)):
-            if value is not None and not isinstance(value, str):
-                raise TopoLensError(f"{argument} must be a name (text), got {value!r:.40}")
-        for argument, value in (("strength", self.strength), ("prune", self.prune)):
-            if value is not None and (
-                isinstance(value, (bool, np.bool_))
-                or not isinstance(value, (int, float, np.number))
+        for argument, name in (("perturbation", self.perturbation), ("quantize", self.quantize)):
+            if name is not None and not isinstance(name, str):
+                raise TopoLensError(f"{argument} must be a name (text), got {name!r:.40}")
+        for argument, number in (("strength", self.strength), ("prune", self.prune)):
+            if number is not None and (
+                isinstance(number, (bool, np.bool_))
+                or not isinstance(number, (int, float, np.number))
             ):
-                raise TopoLensError(f"{argument} must be a number, got {value!r:.40}")
+                raise TopoLensError(f"{argument} must be a number, got {number!r:.40}")
         _whole_number("seed", self.seed)
         perturbs = self.perturbation is not None
         compresses = self.prune is not None or self.quantize is not None
