@@ -367,7 +367,7 @@ def iter_run_variants(
     config = AnalysisConfig(seed=seed) if config is None else config
     n_images = len(as_image_batch(images))
     check_layer_names(model, _layer_list(layers))
-    labels, class_names = check_class_labels(labels, class_names, n_images)
+    labels, class_names = check_class_labels(labels, class_names)  # types; the count below
     if sampling not in SAMPLING_MODES:
         raise LayerError(
             f"unknown sampling mode {sampling!r}; choose one of {', '.join(SAMPLING_MODES)}"
