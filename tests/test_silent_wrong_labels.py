@@ -360,8 +360,44 @@ def _cli_accuracy(
     return analysis.variants[0].comparison.accuracy_base, analysis
 
 
+def _widget_accuracy(
+    images: np.ndarray, labels: np.ndarray, tmp_path: Path, *, as_text: bool
+) -> tuple[float, Any]:
+    """As the analysis widget does it: labels from a CSV file, the predictions kept."""
+    from napari_topolens import extract_activations, load_sample
+    from napari_topolens.activations.extract import predict_proba
+    from napari_topolens.label_sources import LABELS_CODED_BY_NAME
+    from napari_topolens.robustness.comparison import _accuracy
+    from napari_topolens.ui.label_choice import CSV_FILE, read_label_choice
+
+    model = load_sample("digits").model
+    (tmp_path / "l.csv").write_text(
+        "index,label\n"
+        + "".join(f"{i},{_NAMES[c] if as_text else c}\n" for i, c in enumerate(labels))
+    )
+    choice = read_label_choice(CSV_FILE, None, None, len(labels), csv_path=tmp_path / "l.csv")
+    provenance = {LABELS_CODED_BY_NAME: True} if choice.coded_by_name else {}
+    analysis = analyze(
+        extract_activations(model, images, ["fc1"]),
+        choice.labels,
+        class_names=choice.class_names,
+        predictions=predict_proba(model, images).argmax(axis=1),
+        provenance=provenance,
+        config=AnalysisConfig(h1_max_points=60),
+    )
+    return _accuracy(analysis), analysis
+
+
 # id: how the accuracy is computed; "truth": the model's true accuracy, nan: not comparable
 CLASS_CODES = {
+    "widget: labels 1..9 from a CSV file": (
+        lambda x, y, tmp: _widget_accuracy(x, y, tmp, as_text=False),
+        "truth",
+    ),
+    "widget: text labels numbered by their own names": (
+        lambda x, y, tmp: _widget_accuracy(x, y, tmp, as_text=True),
+        "nan",
+    ),
     "API: labels 1..9 of a 10-class model": (lambda x, y, tmp: _api_accuracy(x, y, tmp), "truth"),
     "CLI: labels 1..9 in a shuffled index,label CSV": (
         lambda x, y, tmp: _cli_accuracy(x, y, tmp, as_text=False, names=False),
@@ -382,16 +418,28 @@ CLASS_CODES = {
 def test_integer_labels_are_the_models_class_indices(
     case: str, digits_without_zeros, tmp_path: Path
 ) -> None:
+    from napari_topolens.ui import view_data
+
     images, labels, truth = digits_without_zeros
     run, expected = CLASS_CODES[case]
     accuracy, analysis = run(images, labels, tmp_path)
+    fc1 = analysis["fc1"]
+    nodes = view_data.node_features(analysis, "fc1", fc1.mapper_layout)  # the views' node table
     if expected == "nan":  # codes of sorted names ("eight" = 0) are not the model's indices
         assert np.isnan(accuracy)
         assert analysis.class_names[0] == "eight"
+        if analysis.predictions is not None:  # the views: no correct share either
+            assert nodes["correct_share"].isna().all()
+            with pytest.raises(TopoLensError, match="correct share is unknown"):
+                view_data.node_colors(analysis, "fc1", "correct")
         return
     assert accuracy == pytest.approx(truth)
     np.testing.assert_array_equal(analysis.labels, labels)  # never renumbered
     assert analysis.n_classes == 10
+    if analysis.predictions is not None:  # the views' correct share: the model's own accuracy
+        share = nodes["correct_share"].to_numpy()
+        assert np.nanmean(share) > 0.9  # about 0.1 if the codes were shifted
+        view_data.node_colors(analysis, "fc1", "correct")
 
 
 def test_label_codes_no_model_has_are_refused_before_any_work() -> None:
