@@ -125,10 +125,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     source.add_argument(
         "--labels",
-        help="one class label per image: .npy, .txt or .csv (name,label rows for a folder)",
+        help="one class label per image: .npy, .txt or .csv (one per image in order, "
+        "index,label rows in any order, or name,label rows for a folder); integer labels "
+        "are the model's class indices",
     )
     source.add_argument(
-        "--class-names", help="comma-separated class names for the labels 0, 1, ..."
+        "--class-names",
+        help="comma-separated, distinct names of the model's classes 0, 1, ... (text labels "
+        "are matched to them)",
     )
     source.add_argument(
         "--layers",
