@@ -62,6 +62,18 @@ LABEL_FILES = {
         {"n_images": 3, "first_images": True},
         [2, -1, 3],
     ),
+    "name,label rows of the first files only (--max-images)": (
+        "l.csv",
+        "img9.png,cat\nimg1.png,dog\nimg0.png,cat\n",
+        {"image_names": _FOLDER[:2], "first_images": True},
+        [0, 1],
+    ),
+    "a .txt longer than the first images (--max-images)": (
+        "l.txt",
+        "3\n1\n2\n0\n",
+        {"n_images": 2, "first_images": True},
+        [3, 1],
+    ),
     "negative index": (
         "l.csv",
         "index,label\n0,1\n-1,2\n",
