@@ -243,6 +243,12 @@ def _csv_choice(tmp_path: Path, names: list[str]) -> None:
     read_label_choice(CSV_FILE, None, None, 3, csv_path=tmp_path / "l.csv", class_names=names)
 
 
+def _predictions_choice(names: list[str]) -> None:
+    from napari_topolens.ui.label_choice import PREDICTIONS, read_label_choice
+
+    read_label_choice(PREDICTIONS, None, None, 3, class_names=names)
+
+
 _TEN_A = ["a"] * 10
 
 # id: (a call that gets the class names, the error's message)
@@ -292,6 +298,10 @@ CLASS_NAMES = {
     "the widget: a layer's metadata with repeated class names": (
         lambda tmp: _metadata_choice(["x", "y", "x"]),
         "class name 'x' is given twice",
+    ),
+    "the widget: the model's predictions with repeated class names": (
+        lambda tmp: _predictions_choice(["a", "b", "a"]),
+        "the model's class names: class name 'a' is given twice",
     ),
     "the widget: a CSV with the model's repeated class names": (
         lambda tmp: _csv_choice(tmp, ["a", "b", "a"]),

@@ -24,7 +24,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import ImageError, TopoLensError
-from ..label_sources import ImageLabels, labels_from_values, read_labels_csv
+from ..label_sources import (
+    ImageLabels,
+    checked_class_names,
+    labels_from_values,
+    read_labels_csv,
+)
 from .widget_parts import item_stack_indices
 
 __all__ = [
@@ -116,6 +121,7 @@ def read_label_choice(
     class_names: list[str] | None = None,
 ) -> LabelChoice:
     """The labels of ``choice`` for the ``n_stack`` images of ``image_layer``."""
+    class_names = checked_class_names(class_names, "the model's class names")  # before any work
     if choice == PREDICTIONS:
         return LabelChoice(
             None, class_names, "the model's own predictions (no true labels)", from_predictions=True
