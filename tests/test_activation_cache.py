@@ -626,7 +626,7 @@ def _make_cache_surface(case: str, tmp_path: Path):
 CACHE_SURFACE = {  # case: what the CacheError says
     "folder is a file": "is a file",
     "folder is a link": "is a link",
-    "folder is not a path": "are paths",
+    "folder is not a path": "must be a path",
     "key outside the folder names": "not a cache key",
     "key not text": "not a cache key",
     "request not an EntryRequest": "EntryRequest",

@@ -312,7 +312,7 @@ def test_analysis_type_misuse_is_a_project_error() -> None:
         AnalysisConfig(distance_dim=-1)
 
 
-def test_huge_label_values_are_remapped_before_any_work() -> None:
+def test_huge_label_values_are_refused_and_class_indices_kept() -> None:
     rng = np.random.default_rng(0)
     labels = np.repeat(np.array([3, 10**12, 17]), 15)
     cloud = PointCloud(
@@ -330,10 +330,13 @@ def test_huge_label_values_are_remapped_before_any_work() -> None:
     config = AnalysisConfig(
         h1_max_points=20, phdim_start=10, phdim_step=5, dendrogram_max_points=20
     )
+    with pytest.raises(ImageError, match="label 1000000000000 is not a class index"):
+        analyze([cloud], labels, config=config)  # refused before any allocation by it
+    labels[labels == 10**12] = 5  # labels are the model's class indices: never renumbered
     analysis = analyze([cloud], labels, config=config)
-    assert analysis.class_names == ["3", "17", "1000000000000"]
-    np.testing.assert_array_equal(np.unique(analysis.labels), [0, 1, 2])
-    assert analysis["fc"].mapper.class_counts.shape[1] == 3
+    assert analysis.class_names is None
+    np.testing.assert_array_equal(analysis.labels, labels)
+    assert analysis["fc"].mapper.class_counts.shape[1] == 18
     with pytest.raises(ImageError, match="label -5 is negative"):
         analyze([cloud], np.full(45, -5), config=config)
 

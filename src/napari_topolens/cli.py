@@ -137,10 +137,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     source.add_argument(
         "--labels",
-        help="one class label per image: .npy, .txt or .csv (name,label rows for a folder)",
+        help="one class label per image: .npy, .txt or .csv (one per image in order, "
+        "index,label rows in any order, or name,label rows for a folder); integer labels "
+        "are the model's class indices",
     )
     source.add_argument(
-        "--class-names", help="comma-separated class names for the labels 0, 1, ..."
+        "--class-names",
+        help="comma-separated, distinct names of the model's classes 0, 1, ... (text labels "
+        "are matched to them)",
     )
     source.add_argument(
         "--layers",
@@ -283,6 +287,18 @@ def _split(text: str | None) -> list[str] | None:
     return items or None
 
 
+def _class_names(text: str | None) -> list[str] | None:
+    """``--class-names``: distinct, non-empty names for the model's classes 0, 1, ..."""
+    from .label_sources import checked_class_names
+
+    if text is None:
+        return None
+    parts = [part.strip() for part in text.split(",")]
+    if parts and not parts[-1]:
+        parts.pop()  # "a,b,": a trailing comma
+    return checked_class_names(parts, "--class-names")
+
+
 def _prepare_sample(args: argparse.Namespace) -> dict[str, Any]:
     from . import samples
     from .samples import load_sample
@@ -326,6 +342,7 @@ def _prepare_sample(args: argparse.Namespace) -> dict[str, Any]:
 def _prepare_model(args: argparse.Namespace) -> dict[str, Any]:
     from .activations.models import list_layers, load_model
     from .image_files import read_labels
+    from .label_sources import LABELS_CODED_BY_NAME
 
     if args.model is None:
         raise TopoLensError("give --sample NAME, or --model package.module:callable with --images")
@@ -343,16 +360,20 @@ def _prepare_model(args: argparse.Namespace) -> dict[str, Any]:
         names = list_layers(model, shape)
         shown = ", ".join(names[:25]) + (" ..." if len(names) > 25 else "")
         raise EmptySelectionError(f"give --layers a,b,c for your model; its layers are: {shown}")
+    class_names = _class_names(args.class_names)
     image_set = _read_image_input(args.images, args.max_images)
     labels = None
-    class_names = _split(args.class_names)
+    coded_by_name = False
     if args.labels is not None:
         label_set = read_labels(
             args.labels,
             image_names=image_set.names,
-            n_images=None if args.max_images is not None else len(image_set.images),
+            n_images=len(image_set.images),
+            class_names=class_names,
+            first_images=args.max_images is not None,
         )
         labels, names_from_file = label_set.codes, label_set.class_names
+        coded_by_name = label_set.coded_by_name
         if class_names is None:
             class_names = names_from_file
         if args.max_images is not None and len(labels) > len(image_set.images):
@@ -370,6 +391,14 @@ def _prepare_model(args: argparse.Namespace) -> dict[str, Any]:
         raise ImageError(
             f"label {int(labels.max())} has no name among the {len(class_names)} --class-names"
         )
+    provenance: dict[str, Any] = {
+        "model": args.model,
+        "weights": args.weights or "(as built by the callable)",
+        "images": image_set.source,
+        "labels_file": args.labels or "",
+    }
+    if coded_by_name:  # codes of sorted names: not comparable with the model's predictions
+        provenance[LABELS_CODED_BY_NAME] = True
     return {
         "model": model,
         "images": image_set.images,
@@ -377,12 +406,7 @@ def _prepare_model(args: argparse.Namespace) -> dict[str, Any]:
         "class_names": class_names,
         "layers": layers,
         "image_names": image_set.names,
-        "provenance": {
-            "model": args.model,
-            "weights": args.weights or "(as built by the callable)",
-            "images": image_set.source,
-            "labels_file": args.labels or "",
-        },
+        "provenance": provenance,
     }
 
 

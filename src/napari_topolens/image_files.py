@@ -15,7 +15,6 @@ Pixel files are read with Pillow (PNG, JPEG, BMP) and tifffile (TIFF).
 
 from __future__ import annotations
 
-import csv
 import os
 import re
 import zipfile
@@ -31,18 +30,6 @@ __all__ = ["IMAGE_SUFFIXES", "ImageSet", "LabelSet", "MaskFile", "read_images", 
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 _TIFF_SUFFIXES = (".tif", ".tiff")
-_HEADER_WORDS = {
-    "label",
-    "labels",
-    "name",
-    "file",
-    "filename",
-    "image",
-    "class",
-    "target",
-    "y",
-    "path",
-}
 
 
 @dataclass
@@ -61,6 +48,7 @@ class LabelSet:
 
     codes: np.ndarray
     class_names: list[str] | None
+    coded_by_name: bool = False  # text labels coded by their sorted names, not the model's
 
 
 def _natural_key(name: str) -> list:
@@ -275,7 +263,9 @@ def read_images(
     return ImageSet(images=images, names=names, source=str(source), labels=labels)
 
 
-def _codes_from_values(values: list[str] | np.ndarray, source: str) -> LabelSet:
+def _codes_from_values(
+    values: list[str] | np.ndarray, source: str, class_names: Sequence[str] | None = None
+) -> LabelSet:
     array = np.asarray(values)
     if array.ndim != 1:
         array = array.reshape(-1) if array.ndim == 2 and 1 in array.shape else array
@@ -306,9 +296,10 @@ def _codes_from_values(values: list[str] | np.ndarray, source: str) -> LabelSet:
         numbers = None
     if numbers is not None:  # numeric text such as "3.0" is a class code, not a name
         return _codes_from_values(numbers, source)
-    names = sorted(set(texts), key=_natural_key)
-    lookup = {name: code for code, name in enumerate(names)}
-    return LabelSet(np.array([lookup[t] for t in texts], dtype=np.int64), names)
+    from .label_sources import labels_from_values
+
+    named = labels_from_values(np.array(texts, dtype=object), source, class_names=class_names)
+    return LabelSet(named.codes, named.class_names, named.coded_by_name)
 
 
 def read_labels(
@@ -316,6 +307,8 @@ def read_labels(
     *,
     image_names: list[str] | None = None,
     n_images: int | None = None,
+    class_names: Sequence[str] | None = None,
+    first_images: bool = False,
 ) -> LabelSet:
     """Read one class label per image from ``.npy``, ``.txt`` or ``.csv``.
 
@@ -323,11 +316,14 @@ def read_labels(
     with one label per line for each image is read by lines, so class names may
     hold spaces, and a count that fits neither way is refused saying so.
 
-    Integer labels are kept as codes; text labels become codes 0..K-1 in natural
-    order of the names, returned as ``class_names``. A ``.csv`` with ``name,label``
-    rows is matched to ``image_names`` (the files of an image folder) when given.
+    Integer labels are kept as codes (the model's class indices); text labels are
+    matched to ``class_names`` when given, else become codes 0..K-1 in natural
+    order of the names, returned as ``class_names``. A ``.csv`` is read by
+    ``label_sources.read_labels_csv``: ``index,label`` rows by their index, and
+    ``name,label`` rows matched to ``image_names`` (the files of an image folder).
+    ``first_images``: the images are the first ``n_images`` of the labelled set.
     """
-    from .label_sources import checked_label_file
+    from .label_sources import checked_label_file, read_labels_csv
 
     source = checked_label_file(path)
     suffix = source.suffix.lower()
@@ -339,8 +335,17 @@ def read_labels(
                 f"{source} is not a plain numpy array of labels: it is damaged, or holds pickled "
                 "objects (never loaded here); save the labels with np.save(path, labels)"
             ) from exc
-        return _codes_from_values(values, str(source))
-    if suffix not in (".txt", ".csv", ".tsv"):
+        return _codes_from_values(values, str(source), class_names)
+    if suffix in (".csv", ".tsv"):
+        labelled = read_labels_csv(
+            source,
+            n_images,
+            image_names=image_names,
+            class_names=class_names,
+            first_images=first_images,
+        )
+        return LabelSet(labelled.codes, labelled.class_names, labelled.coded_by_name)
+    if suffix != ".txt":
         raise ImageError(f"labels file {source}: use .npy, .txt or .csv")
     try:
         text = source.read_text(encoding="utf-8-sig")
@@ -349,45 +354,24 @@ def read_labels(
             f"labels file {source} is not UTF-8 text (byte {exc.start} cannot be read); "
             "save it as UTF-8"
         ) from None
-    if suffix == ".txt":
-        lines = [line.strip() for line in text.splitlines() if line.strip()]
-        words = text.split()
-        if n_images is not None and len(lines) == n_images != len(words):
-            return _codes_from_values(lines, str(source))  # one per line; names hold spaces
-        if n_images is not None and len(words) != n_images:
-            raise ImageError(
-                f"labels file {source} holds {len(words)} whitespace-separated labels on "
-                f"{len(lines)} lines for {n_images} images; give one label per line "
-                "(a class name may then hold spaces) or one per image separated by spaces"
-            )
-        return _codes_from_values(words, str(source))
-    delimiter = "\t" if suffix == ".tsv" else ","
-    rows = [
-        row
-        for row in csv.reader(text.splitlines(), delimiter=delimiter)
-        if any(c.strip() for c in row)
-    ]
-    if rows and rows[0] and rows[0][0].strip().lower() in _HEADER_WORDS:
-        rows = rows[1:]
-    if not rows:
-        raise ImageError(f"labels file {source} holds no labels")
-    widths = {len(row) for row in rows}
-    if widths == {1}:
-        return _codes_from_values([row[0] for row in rows], str(source))
-    if min(widths) < 2:
-        raise ImageError(f"{source}: rows have different numbers of columns")
-    names = [row[0].strip() for row in rows]
-    values = [row[1].strip() for row in rows]
-    if image_names is not None:
-        by_name = {Path(name).name: value for name, value in zip(names, values)}
-        missing = [name for name in image_names if name not in by_name]
-        if missing:
-            raise ImageError(
-                f"{source} has no label for {len(missing)} image(s), e.g. {missing[0]!r}; "
-                "give a 'name,label' row for every image file"
-            )
-        values = [by_name[name] for name in image_names]
-    return _codes_from_values(values, str(source))
+    if "\x00" in text:
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        raise ImageError(f"labels file {source}, line {line}: a NUL byte; the file is not text")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    words = text.split()
+    if n_images is not None and len(lines) == n_images != len(words):
+        words = lines  # one per line; names hold spaces
+    elif n_images is not None and (
+        len(words) < n_images if first_images else len(words) != n_images
+    ):
+        raise ImageError(
+            f"labels file {source} holds {len(words)} whitespace-separated labels on "
+            f"{len(lines)} lines for {n_images} images; give one label per line "
+            "(a class name may then hold spaces) or one per image separated by spaces"
+        )
+    if first_images and n_images is not None:
+        words = words[:n_images]
+    return _codes_from_values(words, str(source), class_names)
 
 
 # ----------------------------------------------------------------------------- masks

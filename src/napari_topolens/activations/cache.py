@@ -613,13 +613,10 @@ class ActivationCache:
             raise CacheError(
                 "the activation cache needs zarr (>= 3); pip install 'napari-topolens[lazy]'"
             ) from exc
-        if not isinstance(folder, (str, os.PathLike)) or (
-            key_file is not None and not isinstance(key_file, (str, os.PathLike))
-        ):
-            raise CacheError(
-                f"the cache folder and key file are paths, got {type(folder).__name__} "
-                f"and {type(key_file).__name__}"
-            )
+        if not isinstance(folder, (str, os.PathLike)):
+            raise CacheError(f"the cache folder must be a path, got {type(folder).__name__}")
+        if key_file is not None and not isinstance(key_file, (str, os.PathLike)):
+            raise CacheError(f"the cache key file must be a path, got {type(key_file).__name__}")
         path = Path(folder).expanduser()
         if path.is_symlink():
             raise CacheError(f"cache folder {path} is a link; give a real folder")

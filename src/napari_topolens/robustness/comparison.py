@@ -139,7 +139,8 @@ class Comparison:
         Top-1 accuracy of the model's predictions (``Analysis.predictions``, else
         the argmax of ``Analysis.probabilities``) on the labelled images it was run
         on (images of a stack that were not analysed are left out); nan without
-        labels or predictions.
+        labels or predictions, and for text labels numbered by their own names
+        (not the model's class indices).
     prediction_changed : float
         Fraction of the images both were run on whose predicted class differs; nan
         without predictions.
@@ -246,8 +247,15 @@ def compare(
         Layers both have, in the base's order. Distances use the base config's
         ``sw_n_directions``; diagrams of dimensions both have.
     """
+    from ..topology.analysis import Analysis
     from ..topology.distances import diagram_distance
 
+    for argument, value in (("base", base), ("variant", variant)):
+        if not isinstance(value, Analysis):
+            raise TopoLensError(
+                f"compare: {argument} must be an Analysis (from analyze or load_analysis), "
+                f"got {type(value).__name__}"
+            )
     n_base = _n_images(base, variant)
     layers = [name for name in base.layers if name in variant]
     if not layers:
@@ -460,9 +468,13 @@ def _quality_numbers(result: Any) -> dict[str, float]:
 
 
 def _accuracy(analysis: Any) -> float:
+    from ..label_sources import labels_match_predictions
+
     predicted = _predicted(analysis)
     if predicted is None or analysis.labels is None:
         return math.nan
+    if not labels_match_predictions(getattr(analysis, "provenance", None)):
+        return math.nan  # text labels numbered by name: not the model's class indices
     labels = np.asarray(analysis.labels)
     n = min(len(labels), len(predicted))
     known = (labels[:n] >= 0) & (predicted[:n] >= 0)

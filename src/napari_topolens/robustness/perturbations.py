@@ -86,9 +86,12 @@ def perturb(
     ndarray
         Values clipped to the input stack's ``[min, max]``; integer dtypes are rounded.
     """
-    if kind not in PERTURBATIONS:
+    from ..activations.extract import _whole_number
+    from ..activations.models import check_model
+
+    if not isinstance(kind, str) or kind not in PERTURBATIONS:
         raise TopoLensError(
-            f"unknown perturbation {kind!r}; choose one of {', '.join(PERTURBATIONS)}"
+            f"unknown perturbation {kind!r:.60}; choose one of {', '.join(PERTURBATIONS)}"
         )
     try:
         strength = float(strength)
@@ -98,9 +101,9 @@ def perturb(
         raise TopoLensError(f"the strength of {kind} must be a finite number >= 0, got {strength}")
     if kind in ("salt_pepper", "occlusion") and strength > 1:
         raise TopoLensError(f"the strength of {kind} is a fraction and must be at most 1")
-    if int(seed) < 0:
+    if _whole_number("seed", seed) < 0:
         raise TopoLensError(f"seed must be a non-negative integer, got {seed}")
-    if int(batch_size) < 1:
+    if _whole_number("batch_size", batch_size) < 1:
         raise TopoLensError(f"batch_size must be at least 1, got {batch_size}")
     if kind != "fgsm" and (model is not None or labels is not None):
         raise TopoLensError(f"a model and labels are used by fgsm only, not by {kind}")
@@ -108,6 +111,8 @@ def perturb(
         raise TopoLensError(f"a mask is used by occlusion only, not by {kind}")
     if kind == "fgsm" and model is None:
         raise ModelError("fgsm needs the model it attacks: pass model=")
+    if model is not None:
+        check_model(model)
     original = _check_images(images)
     shape = original.shape
     # work on (N, H, W, C) channels last, or (N, C, H, W) as given

@@ -72,6 +72,18 @@ class VariantSpec:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        from ..activations.extract import _whole_number
+
+        for argument, name in (("perturbation", self.perturbation), ("quantize", self.quantize)):
+            if name is not None and not isinstance(name, str):
+                raise TopoLensError(f"{argument} must be a name (text), got {name!r:.40}")
+        for argument, number in (("strength", self.strength), ("prune", self.prune)):
+            if number is not None and (
+                isinstance(number, (bool, np.bool_))
+                or not isinstance(number, (int, float, np.number))
+            ):
+                raise TopoLensError(f"{argument} must be a number, got {number!r:.40}")
+        _whole_number("seed", self.seed)
         perturbs = self.perturbation is not None
         compresses = self.prune is not None or self.quantize is not None
         if perturbs == compresses:
@@ -176,11 +188,19 @@ def parse_variants(
     ``parse_variants("gaussian:0.1,blur:1.0,fgsm:0.03", "prune:0.5,int8")`` gives
     five variants; ``"prune:0.5+int8"`` is one model both pruned and quantised.
     """
+    from ..activations.extract import _whole_number
+
+    _whole_number("seed", seed)
     specs: list[VariantSpec] = []
     for text, must_perturb in ((perturb, True), (compress, False)):
         if text is None:
             continue
-        items = [text] if isinstance(text, str) else list(text)
+        items = [text] if isinstance(text, str) else text
+        if not isinstance(items, (list, tuple)) or not all(isinstance(i, str) for i in items):
+            raise TopoLensError(
+                f"{'perturb' if must_perturb else 'compress'} must be text such as "
+                f"'gaussian:0.1,blur:1' or a list of it, got {text!r:.40}"
+            )
         for item in items:
             for part in str(item).split(","):
                 if not part.strip():
@@ -230,10 +250,19 @@ class Variant:
 def _as_specs(variants: Any, seed: int) -> list[VariantSpec]:
     if isinstance(variants, (str, VariantSpec)):
         variants = [variants]
+    if variants is not None and not isinstance(variants, (list, tuple)):
+        raise TopoLensError(
+            "variants must be a spec such as 'gaussian:0.1', a VariantSpec or a list of them, "
+            f"got {type(variants).__name__}"
+        )
     specs = []
     for item in variants or []:
         if isinstance(item, VariantSpec):
             specs.append(item)
+        elif not isinstance(item, str):
+            raise TopoLensError(
+                f"variants: {item!r:.40} is not a spec such as 'gaussian:0.1' or a VariantSpec"
+            )
         else:
             specs.extend(
                 VariantSpec.parse(part, seed=seed) for part in str(item).split(",") if part.strip()
@@ -318,26 +347,41 @@ def iter_run_variants(
         base analysis (a copy when ``base`` was given) with ``variants`` filled.
         Bad input (images, layers, specs, labels, masks) raises here, before any work.
     """
-    from ..activations.extract import SAMPLING_MODES, as_image_batch, as_mask_stack
+    from ..activations.extract import (
+        SAMPLING_MODES,
+        _layer_list,
+        _whole_number,
+        as_image_batch,
+        as_mask_stack,
+    )
     from ..activations.hooks import check_layer_names
     from ..activations.input_scale import as_input_scale
-    from ..topology.analysis import AnalysisConfig
+    from ..activations.models import check_model
+    from ..topology.analysis import Analysis, AnalysisConfig, check_class_labels
     from .perturbations import _check_labels
 
     # bad input fails here, on the caller's thread, before the generator is returned
+    check_model(model)
+    _whole_number("seed", seed)
+    for argument, value, kind, what in (
+        ("config", config, AnalysisConfig, "an AnalysisConfig"),
+        ("base", base, Analysis, "an Analysis of these images"),
+        ("provenance", provenance, dict, "a dict"),
+    ):
+        if value is not None and not isinstance(value, kind):
+            raise TopoLensError(f"{argument} must be {what} or None, got {type(value).__name__}")
     specs = _as_specs(variants, seed)
     scale = as_input_scale(input_scale)
     config = AnalysisConfig(seed=seed) if config is None else config
     n_images = len(as_image_batch(images))
-    check_layer_names(model, [layers] if isinstance(layers, str) else list(layers))
+    check_layer_names(model, _layer_list(layers))
+    labels, class_names = check_class_labels(labels, class_names)  # types; the count below
     if sampling not in SAMPLING_MODES:
         raise LayerError(
             f"unknown sampling mode {sampling!r}; choose one of {', '.join(SAMPLING_MODES)}"
         )
-    if labels is not None and len(np.asarray(labels)) != n_images:
-        raise TopoLensError(
-            f"{len(np.asarray(labels))} labels for {n_images} images; give one per image"
-        )
+    if labels is not None and len(labels) != n_images:
+        raise TopoLensError(f"{len(labels)} labels for {n_images} images; give one per image")
     kinds = {spec.perturbation for spec in specs}
     if occlusion_mask is not None:
         if "occlusion" not in kinds:
@@ -490,6 +534,14 @@ def _variant_steps(
     return base
 
 
+def _check_spec(spec: Any) -> None:
+    if not isinstance(spec, VariantSpec):
+        raise TopoLensError(
+            f"spec must be a VariantSpec (e.g. VariantSpec.parse('gaussian:0.1')), got "
+            f"{type(spec).__name__}"
+        )
+
+
 def variant_inputs(
     spec: VariantSpec,
     model: torch.nn.Module,
@@ -514,6 +566,7 @@ def variant_inputs(
     from .compression import compress
     from .perturbations import perturb
 
+    _check_spec(spec)
     if not spec.is_perturbation:
         return compress(model, prune=spec.prune, quantize=spec.quantize), images
     assert spec.perturbation is not None and spec.strength is not None
@@ -559,6 +612,7 @@ def iter_one_variant(
     analysis. :func:`iter_run_variants` and the napari widget (whose clouds index
     an image layer's stack) both run their variants through here.
     """
+    _check_spec(spec)
     seconds: dict[str, float] = {}
     t0 = time.perf_counter()
     yield Progress(

@@ -418,22 +418,30 @@ def _n_images(items: list[PointCloud]) -> int:
 def check_class_labels(
     labels: Any, class_names: Sequence[str] | None, n_images: int | None = None
 ) -> tuple[np.ndarray | None, list[str] | None]:
-    """Validate class labels per image; make sparse class ids compact, before any work.
+    """Validate class labels per image, before any work.
 
-    Labels are integers, ``-1`` for unknown. With ``class_names`` every label must
-    be below ``len(class_names)``. Without them, ids that are not already
-    ``0..k-1`` (say 3, 17 and 10**12) are remapped to ``0..k-1`` in increasing
-    order and named by their original values, so nothing is ever sized by a label
-    value.
+    Labels are integers, ``-1`` for unknown, and they are the model's class
+    indices: they are kept as they are (never renumbered), so that predictions
+    and accuracies compare like with like. With ``class_names`` (distinct names
+    of the classes 0..K-1) every label must be below ``len(class_names)``;
+    without them every label must be below :data:`~napari_topolens.label_sources.MAX_CLASSES`,
+    so nothing is ever sized by a huge label value.
 
     Returns
     -------
     codes : ndarray of int64 or None
     class_names : list of str or None
     """
-    names = None if class_names is None else [str(name) for name in class_names]
+    from ..label_sources import MAX_CLASSES, checked_class_names
+
+    names = checked_class_names(class_names)
     if labels is None:
         return None, names
+    if isinstance(labels, (str, bytes)) or not hasattr(labels, "__len__"):
+        raise ImageError(
+            f"labels must be one integer class code per image (an array), got "
+            f"{type(labels).__name__}"
+        )
     array = np.asarray(labels)
     if array.ndim != 1 or not (np.issubdtype(array.dtype, np.integer) or array.dtype == bool):
         raise ImageError(
@@ -456,11 +464,12 @@ def check_class_labels(
                 f"label {int(known.max())} has no class name ({len(names)} names given)"
             )
         return codes, names
-    present = np.unique(known)
-    if len(present) and int(present[-1]) != len(present) - 1:
-        remapped = codes.copy()
-        remapped[codes >= 0] = np.searchsorted(present, known)
-        return remapped, [str(int(v)) for v in present]
+    if len(known) and int(known.max()) >= MAX_CLASSES:
+        raise ImageError(
+            f"label {int(known.max())} is not a class index: labels are the model's class "
+            f"indices 0..K-1 (at most {MAX_CLASSES - 1}); give other ids as text labels "
+            "(class names)"
+        )
     return codes, None
 
 
@@ -594,12 +603,12 @@ def iter_analyze(
         One cloud per layer, in forward order (as ``extract_activations`` returns).
     labels : array of int, shape (N,), optional
         Class per IMAGE (-1 unknown); each point gets ``labels[cloud.image_index]``.
-        Without ``class_names``, ids that are not ``0..k-1`` are remapped to it and
-        named by their values (see :func:`check_class_labels`).
+        Whole numbers are the model's class indices and are kept as they are (so
+        ``predictions`` compare with them); see :func:`check_class_labels`.
     config : AnalysisConfig, optional
         Parameters; the published defaults when omitted.
     class_names : list of str, optional
-        Names of the classes 0..K-1.
+        Distinct names of the classes 0..K-1 (a list, not one comma-separated string).
     probabilities : array, shape (N, K), optional
         Softmax per image; needed only for ``config.mapper_lens == "probability"``.
     predictions : array of int, shape (N,), optional
@@ -640,6 +649,10 @@ def iter_analyze(
     from .phdim import PHDimResult, class_total_persistence, ph_dimension
     from .quality import cluster_quality
 
+    if config is not None and not isinstance(config, AnalysisConfig):
+        raise TopoLensError(
+            f"config must be an AnalysisConfig or None, got {type(config).__name__}"
+        )
     config = AnalysisConfig() if config is None else config
     h0_device = None if device is None or str(device).split(":")[0] == "cpu" else device
     items = _as_clouds(clouds)

@@ -57,7 +57,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from ..errors import AnalysisFileError
+from ..errors import AnalysisFileError, TopoLensError
 
 __all__ = [
     "ARRAYS_NAME",
@@ -716,13 +716,26 @@ def is_analysis_dir(path: str | os.PathLike) -> bool:
     return isinstance(head, dict) and head.get("format") == FORMAT_NAME
 
 
+def _folder_argument(path: Any, caller: str) -> Path:
+    """``path`` as a Path; a project error naming the argument for anything but a path."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TopoLensError(
+            f"{caller}: path must be a folder (str or pathlib.Path), got {type(path).__name__}"
+        )
+    return Path(path).expanduser()
+
+
 def save_analysis(analysis: Any, path: str | os.PathLike) -> Path:
     """Write ``analysis`` to the directory ``path`` (created or atomically replaced).
 
     ``path`` may be new, an empty directory or a previously saved analysis; any
     other existing file or folder is refused rather than overwritten.
     """
-    target = Path(path).expanduser()
+    if not dataclasses.is_dataclass(analysis) or isinstance(analysis, type):
+        raise TopoLensError(
+            f"save_analysis: analysis must be an Analysis, got {type(analysis).__name__}"
+        )
+    target = _folder_argument(path, "save_analysis")
     if target.is_symlink():
         raise AnalysisFileError(f"{target} is a link; save the analysis to a plain folder")
     if target.exists():
@@ -923,7 +936,9 @@ def load_analysis(path: str | os.PathLike, *, expected: type | None = None) -> A
         from .analysis import Analysis
 
         expected = Analysis
-    folder = Path(path).expanduser()
+    elif not isinstance(expected, type):
+        raise TopoLensError(f"load_analysis: expected must be a class, got {expected!r:.40}")
+    folder = _folder_argument(path, "load_analysis")
     manifest = _read_manifest(folder)
     digest, size = _arrays_record(folder, manifest)
     where = str(folder / MANIFEST_NAME)

@@ -65,6 +65,7 @@ from qtpy.QtWidgets import (
 from ..activations.image_source import layer_images
 from ..activations.input_scale import INPUT_SCALE_MODES
 from ..errors import EmptySelectionError, ModelError, TopoLensError
+from ..label_sources import LABELS_CODED_BY_NAME
 from ..samples import SAMPLE_NAMES
 from .label_choice import (
     CSV_FILE,
@@ -844,6 +845,8 @@ class AnalysisWidget(QWidget):
             "labels_from_predictions": labels.from_predictions,
             "device": device,
         }
+        if labels.coded_by_name:  # not the model's class indices: no accuracy, no correct share
+            provenance[LABELS_CODED_BY_NAME] = True
         if mask is not None:
             provenance["foreground_mask"] = self.foreground_mask.value.name
         if variants is not None:

@@ -24,7 +24,12 @@ from typing import Any
 import numpy as np
 
 from ..errors import ImageError, TopoLensError
-from ..label_sources import ImageLabels, labels_from_values, read_labels_csv
+from ..label_sources import (
+    ImageLabels,
+    checked_class_names,
+    labels_from_values,
+    read_labels_csv,
+)
 from .widget_parts import item_stack_indices
 
 __all__ = [
@@ -53,6 +58,7 @@ class LabelChoice:
     class_names: list[str] | None
     description: str
     from_predictions: bool = False
+    coded_by_name: bool = False  # text labels numbered by their own names, not the model's
 
 
 def _metadata_labels(image_layer: Any, n_stack: int) -> np.ndarray | None:
@@ -115,6 +121,7 @@ def read_label_choice(
     class_names: list[str] | None = None,
 ) -> LabelChoice:
     """The labels of ``choice`` for the ``n_stack`` images of ``image_layer``."""
+    class_names = checked_class_names(class_names, "the model's class names")  # before any work
     if choice == PREDICTIONS:
         return LabelChoice(
             None, class_names, "the model's own predictions (no true labels)", from_predictions=True
@@ -142,10 +149,10 @@ def read_label_choice(
         if text in ("", "."):
             raise TopoLensError("choose the labels CSV file (Labels: CSV file...)")
         found = read_labels_csv(text, n_stack, class_names=class_names)
-        return LabelChoice(found.codes, found.class_names, found.source)
+        return LabelChoice(found.codes, found.class_names, found.source, False, found.coded_by_name)
     if isinstance(choice, tuple) and len(choice) == 3 and choice[0] == "features":
         found = _features_labels(viewer, image_layer, n_stack, choice[1], choice[2], class_names)
-        return LabelChoice(found.codes, found.class_names, found.source)
+        return LabelChoice(found.codes, found.class_names, found.source, False, found.coded_by_name)
     raise TopoLensError(f"unknown label source {choice!r}")
 
 
@@ -197,4 +204,4 @@ def _features_labels(
             "give each image one label"
         )
     codes[image[first]] = item_codes[first]
-    return ImageLabels(codes, per_item.class_names, source)
+    return ImageLabels(codes, per_item.class_names, source, per_item.coded_by_name)

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import TopoLensError
+from ..label_sources import labels_match_predictions
 from ..layout import geometry as geo
 
 __all__ = [
@@ -365,6 +366,11 @@ def node_colors(
             )
         if color_by == "predicted_class":
             return categorical_colors(node_predicted_class(analysis, result, predictions)), None
+        if not labels_match_predictions(analysis.provenance):
+            raise TopoLensError(
+                "the labels of this analysis are text numbered by their own names, not the "
+                "model's classes, so the correct share is unknown; give the model's class names"
+            )
         return continuous_colors(node_correct_share(result, predictions), "correct", (0.0, 1.0))
     if color_by in ("dominant_class", "component", "community"):
         return categorical_colors(np.asarray(getattr(graph, color_by))), None
@@ -410,10 +416,14 @@ def node_features(analysis: Any, layer: str, layout: np.ndarray) -> pd.DataFrame
     )
     predictions = analysis_predictions(analysis)
     if predictions is not None and graph.n_nodes:
+        match = labels_match_predictions(analysis.provenance)  # else codes of unrelated names
         table["predicted_class"] = [
-            class_name(int(c), names) for c in node_predicted_class(analysis, result, predictions)
+            class_name(int(c), names if match else None)
+            for c in node_predicted_class(analysis, result, predictions)
         ]
-        table["correct_share"] = node_correct_share(result, predictions)
+        table["correct_share"] = (
+            node_correct_share(result, predictions) if match else np.full(graph.n_nodes, np.nan)
+        )
     return table
 
 
