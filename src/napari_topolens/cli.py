@@ -430,6 +430,20 @@ def _check_output_folder(out: str) -> None:
         )
 
 
+def _checked_device(name: str | None, scheduler: str | None) -> str | None:
+    """--device in torch's spelling (``CPU`` is ``cpu``), refused before any work when this
+    machine cannot use it (with --scheduler, only its spelling: the workers have the devices)."""
+    from .activations.device import DeviceError, parse_device, resolve_device
+
+    if name is None:
+        return None
+    try:
+        device = parse_device(name) if scheduler is not None else resolve_device(name)
+    except DeviceError as exc:
+        raise DeviceError(f"--device: {exc}") from None
+    return str(device)
+
+
 def _check_before_extraction(args: argparse.Namespace, job: dict[str, Any]) -> None:
     """Errors that can be known before any forward pass: layers, labels, too few points."""
     from .errors import LayerError
@@ -485,6 +499,7 @@ def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
     _check_output_folder(args.out)
     if args.seed < 0:
         raise TopoLensError(f"--seed must be a non-negative whole number, got {args.seed}")
+    args.device = _checked_device(args.device, args.scheduler)
     config = AnalysisConfig(
         metric=args.metric,
         mapper_lens=args.lens,
