@@ -622,7 +622,7 @@ def _restore_sigterm(previous: Any) -> None:
 
 
 def _add_robustness_arguments(report: argparse.ArgumentParser) -> None:
-    from .robustness.perturbations import PERTURBATIONS
+    from .robustness.perturbations import PERTURBATIONS, strength_range_text
 
     group = report.add_argument_group(
         "robustness (variants compared with the base run, in a section of the report)"
@@ -631,7 +631,7 @@ def _add_robustness_arguments(report: argparse.ArgumentParser) -> None:
         "--perturb",
         metavar="KIND:STRENGTH,...",
         help="perturbed copies of the images, e.g. gaussian:0.1,blur:1.0,fgsm:0.03; kinds: "
-        + ", ".join(PERTURBATIONS)
+        + ", ".join(f"{kind} ({strength_range_text(kind)})" for kind in PERTURBATIONS)
         + " (noise and fgsm strengths are fractions of the images' value range, blur is in "
         "pixels, occlusion a fraction of the area)",
     )
