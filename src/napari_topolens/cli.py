@@ -15,11 +15,12 @@ half-written output.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
 import numpy as np
@@ -240,6 +241,14 @@ def build_parser() -> argparse.ArgumentParser:
         "batches and per-layer topology run as Dask tasks on its workers",
     )
     scale.add_argument(
+        "--scheduler-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="how long to try reaching --scheduler before giving up (default 10; 0 < SECONDS "
+        "<= 3600); a wrong address is refused at once",
+    )
+    scale.add_argument(
         "--device",
         help="torch device for extraction and the exact H0 tree's distance blocks: cpu, cuda, "
         "cuda:N or mps (default: extraction where the model is, H0 with numpy on the CPU)",
@@ -388,7 +397,13 @@ def _zarr_labels(path: Any, n_images: int) -> np.ndarray | None:
     labels = node["labels"]
     if not isinstance(labels, zarr.Array) or labels.ndim != 1 or labels.shape[0] < n_images:
         raise ImageError(f"{path}: its 'labels' array must hold one class code per image")
-    return np.asarray(labels[:n_images])
+    try:
+        return np.asarray(labels[:n_images])
+    except Exception as exc:  # a damaged chunk: zarr and its codecs raise many kinds
+        raise ImageError(
+            f"{path}: its 'labels' array could not be read ({type(exc).__name__}: {exc}); the "
+            "store is damaged or truncated: write it again"
+        ) from None
 
 
 #: Images a lazy input keeps in the analysis (for links to pixels), as float32 bytes.
@@ -500,6 +515,8 @@ def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
     if args.seed < 0:
         raise TopoLensError(f"--seed must be a non-negative whole number, got {args.seed}")
     args.device = _checked_device(args.device, args.scheduler)
+    if args.scheduler is None and args.scheduler_timeout is not None:
+        raise TopoLensError("--scheduler-timeout is used with --scheduler; add it, or leave it out")
     config = AnalysisConfig(
         metric=args.metric,
         mapper_lens=args.lens,
@@ -541,7 +558,7 @@ def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
             max_probe_pixels=args.max_probe_pixels,
             device=args.device,
             cache_dir=args.cache,
-            scheduler=args.scheduler,
+            scheduler=getattr(args, "scheduler_client", None) or args.scheduler,
         ),
         progress.phase("extract"),
     )
@@ -575,7 +592,7 @@ def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
         probabilities=probabilities,
         provenance=provenance,
         images=kept_images,
-        scheduler=args.scheduler,
+        scheduler=getattr(args, "scheduler_client", None) or args.scheduler,
         device=args.device,
         progress=progress.phase("analyze"),
     )
@@ -590,6 +607,26 @@ def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
             args, job, analysis, variant_specs, mask, occlusion_mask, config, progress
         )
     return write_report(analysis, args.out, title=args.title, progress=progress.phase("report"))
+
+
+@contextlib.contextmanager
+def _scheduler_client(args: argparse.Namespace) -> Iterator[None]:
+    """Reach --scheduler before any work, within --scheduler-timeout seconds; the client
+    (``args.scheduler_client``) serves the whole run and is closed after it."""
+    if getattr(args, "scheduler", None) is None:
+        yield
+        return
+    from .distributed import DEFAULT_CONNECT_TIMEOUT, connect
+
+    timeout = DEFAULT_CONNECT_TIMEOUT if args.scheduler_timeout is None else args.scheduler_timeout
+    if not 0 < timeout <= 3600:
+        raise TopoLensError(f"--scheduler-timeout must be within 0..3600 seconds, got {timeout:g}")
+    with connect(args.scheduler, timeout=timeout) as client:
+        args.scheduler_client = client
+        try:
+            yield
+        finally:
+            args.scheduler_client = None
 
 
 class _Terminated(KeyboardInterrupt):
@@ -724,12 +761,12 @@ def _read_mask_file(
     """A mask file or folder as (N, H, W) bool aligned with the job's images."""
     from pathlib import Path
 
-    from .activations.extract import as_image_batch
+    from .activations.image_source import as_image_source
     from .image_files import MaskFile
 
     images = job["images"]
     n_images = len(images)
-    height, width = as_image_batch(images[:1]).shape[2:]
+    _, height, width = as_image_source(images).sample_shape  # lazy images: nothing read
     mask_file = MaskFile(path, height=height, width=width)
     names = job.get("image_names")
     if names is not None and mask_file.names is not None:
@@ -807,7 +844,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "report":
             started = time.perf_counter()
-            path = run_report(args, progress)
+            with _scheduler_client(args):
+                path = run_report(args, progress)
             progress(1.0, "done")
             progress.close()
             print(
