@@ -430,8 +430,9 @@ def _check_output_folder(out: str) -> None:
     import os
     from pathlib import Path
 
-    from .report.html import check_report_folder
+    from .report.html import check_report_folder, remove_report_debris
 
+    remove_report_debris(out)  # what runs killed outright left (only our scratch names)
     check_report_folder(out)
     path = Path(out).expanduser()
     if path.exists() and not path.is_dir():
@@ -837,11 +838,18 @@ def _run_variants(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``napari-topolens`` console script; returns the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    progress = TerminalProgress(enabled=not args.quiet)
-    previous_handler = _handle_sigterm()
+    from ._signals import pause_point
+
+    previous_handler = _handle_sigterm()  # first: Ctrl-C or SIGTERM while importing is clean
+    progress = TerminalProgress(enabled=False)
     try:
+        pause_point("startup")
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help, or a usage error argparse has printed
+            return exc.code if isinstance(exc.code, int) else 2
+        progress = TerminalProgress(enabled=not args.quiet)
         if args.command == "report":
             started = time.perf_counter()
             with _scheduler_client(args):
@@ -852,13 +860,13 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"report written to {path} ({time.perf_counter() - started:.1f} s)", file=sys.stderr
             )
             return 0
-    except _Terminated:
+    except _Terminated as exc:
         progress.close()
-        print(f"{_PROG}: terminated; nothing was written", file=sys.stderr)
+        print(f"{_PROG}: terminated; {_interrupted_outcome(exc)}", file=sys.stderr)
         return 143
-    except (KeyboardInterrupt, Cancelled):
+    except (KeyboardInterrupt, Cancelled) as exc:
         progress.close()
-        print(f"{_PROG}: stopped; nothing was written", file=sys.stderr)
+        print(f"{_PROG}: stopped; {_interrupted_outcome(exc)}", file=sys.stderr)
         return 130
     except SystemExit as exc:  # only the user's model code can get here
         progress.close()
@@ -888,6 +896,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         _restore_sigterm(previous_handler)
     parser.error(f"unknown command {args.command!r}")
     return 2
+
+
+def _interrupted_outcome(exc: BaseException) -> str:
+    """What a stopped run left: nothing, or (a signal held during the final renames) the
+    complete new report."""
+    if getattr(exc, "block_completed", False):
+        return "the new report was complete before stopping"
+    return "nothing was written"
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m napari_topolens.cli`
