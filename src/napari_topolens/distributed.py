@@ -14,7 +14,7 @@ by path, so workers must see the same files.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from ._progress import Progress
@@ -108,10 +108,8 @@ def _abandon(exc: BaseException) -> None:
             client.status = "closed"
             runner = getattr(client, "_loop_runner", None)
             if runner is not None:
-                try:
+                with suppress(Exception):  # the loop may never have started
                     runner.stop()
-                except Exception:  # the loop may never have started
-                    pass
 
 
 @contextmanager

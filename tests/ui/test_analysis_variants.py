@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from conftest import wait_for
 
+from napari_topolens.robustness.perturbations import STRENGTH_RANGES
 from napari_topolens.ui.analysis_widget import AnalysisWidget
 from napari_topolens.ui.label_choice import PREDICTIONS
-from napari_topolens.robustness.perturbations import STRENGTH_RANGES
 from napari_topolens.ui.variant_choice import STRENGTHS
 from napari_topolens.ui.widget_parts import MARKED_IMAGES, layer_mask
 

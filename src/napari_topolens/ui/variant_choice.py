@@ -238,5 +238,5 @@ class VariantForm(QWidget):
         self.strength.min, self.strength.max = strength.low, strength.high
         self.strength.step = strength.step
         self.strength.value = strength.default
-        self.strength.tooltip = strength.tooltip
-        self.kind.tooltip = strength.tooltip
+        self.strength.tooltip = f"{strength.tooltip} ({strength.low:g}..{strength.high:g})"
+        self.kind.tooltip = self.strength.tooltip
