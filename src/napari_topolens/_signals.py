@@ -12,6 +12,7 @@ import os
 import signal
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -23,15 +24,21 @@ __all__ = ["PAUSE_ENV", "pause_point", "signals_deferred"]
 PAUSE_ENV = "NAPARI_TOPOLENS_PAUSE_AT"
 
 _HELD = (signal.SIGINT, signal.SIGTERM)
+#: Signals held by :func:`signals_deferred` so far (what :func:`pause_point` waits for).
+_held_count = [0]
 
 
 def pause_point(name: str) -> None:
     """With ``NAPARI_TOPOLENS_PAUSE_AT=name``, say so on stderr and wait for a signal."""
-    if os.environ.get(PAUSE_ENV) != name or not hasattr(signal, "pause"):
+    if os.environ.get(PAUSE_ENV) != name:
         return
+    held = _held_count[0]
     sys.stderr.write(f"\npaused at {name} (pid {os.getpid()})\n")
     sys.stderr.flush()
-    signal.pause()  # returns after a handler that does not raise (a deferred signal)
+    # Wait until a signal comes: a raising handler ends the wait with its exception, a held
+    # one counts (polled, not signal.pause(): a signal sent before it would be missed).
+    while _held_count[0] == held:
+        time.sleep(0.01)
 
 
 @contextmanager
@@ -49,6 +56,7 @@ def signals_deferred() -> Iterator[None]:
 
     def hold(signum: int, _frame: Any) -> None:
         pending.append(signum)
+        _held_count[0] += 1
 
     for signum in _HELD:
         previous[signum] = signal.signal(signum, hold)
