@@ -151,6 +151,27 @@ def test_inputs(case, tmp_path: Path) -> None:
 # ------------------------------------------------------------------------------ devices
 
 
+def _small_cloud():
+    from napari_topolens.activations.pointcloud import PointCloud
+    from napari_topolens.topology.analysis import AnalysisConfig
+
+    rng = np.random.default_rng(0)
+    cloud = PointCloud(
+        layer="fc",
+        points=rng.normal(size=(30, 3)).astype(np.float32),
+        image_index=np.arange(30),
+        position=None,
+        receptive_field=np.tile([0, 0, 4, 4], (30, 1)),
+        sampling="pooled",
+        grid_shape=(),
+        image_shape=(4, 4),
+    )
+    config = AnalysisConfig(
+        h1_max_points=20, phdim_start=10, phdim_step=5, dendrogram_max_points=20
+    )
+    return cloud, config
+
+
 @pytest.mark.parametrize(
     "name, expected",
     [
@@ -165,18 +186,20 @@ def test_inputs(case, tmp_path: Path) -> None:
 )
 def test_devices(name: str, expected: str, tmp_path: Path, capsys, no_extraction) -> None:
     from napari_topolens.activations.device import DeviceError, resolve_device
-    from napari_topolens.topology.analysis import _h0_device
+    from napari_topolens.topology.analysis import analyze
 
+    cloud, config = _small_cloud()
     if expected == "cpu":
-        # the command line, the API's analyze and extraction all take it
+        # the command line, the API's analyze (was: a failure after extraction) and
+        # extraction all take it
         assert cli._checked_device(name, None) == "cpu"
         assert resolve_device(name) == torch.device("cpu")
-        assert _h0_device(name, None) is None  # the CPU: numpy
+        assert len(analyze([cloud], config=config, device=name).layer_results) == 1
         return
     with pytest.raises(DeviceError, match=expected):
         resolve_device(name)
     with pytest.raises(DeviceError, match=expected):
-        _h0_device(name, None)
+        analyze([cloud], config=config, device=name)
     # the command line refuses it before loading anything
     code = cli.main(
         ["report", "--sample", "digits", "--device", name, "--out", str(tmp_path / "o"), "--quiet"]
@@ -346,24 +369,10 @@ except KeyboardInterrupt as exc:
 @pytest.fixture(scope="module")
 def old_report(tmp_path_factory) -> tuple[Path, Path]:
     """A small saved analysis, and a folder holding the report of its 'old' run."""
-    from napari_topolens.activations.pointcloud import PointCloud
     from napari_topolens.report.html import write_report
-    from napari_topolens.topology.analysis import AnalysisConfig, analyze
+    from napari_topolens.topology.analysis import analyze
 
-    rng = np.random.default_rng(0)
-    cloud = PointCloud(
-        layer="fc",
-        points=rng.normal(size=(30, 3)).astype(np.float32),
-        image_index=np.arange(30),
-        position=None,
-        receptive_field=np.tile([0, 0, 4, 4], (30, 1)),
-        sampling="pooled",
-        grid_shape=(),
-        image_shape=(4, 4),
-    )
-    config = AnalysisConfig(
-        h1_max_points=20, phdim_start=10, phdim_step=5, dendrogram_max_points=20
-    )
+    cloud, config = _small_cloud()
     analysis = analyze([cloud], config=config)
     root = tmp_path_factory.mktemp("signals")
     analysis.save(root / "saved")
