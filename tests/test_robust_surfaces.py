@@ -268,6 +268,30 @@ def _free_loopback_port() -> int:
         return probe.getsockname()[1]
 
 
+@pytest.fixture
+def silent_listener():
+    """An address on 127.0.0.1 that accepts connections and never says anything."""
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                accepted.append(server.accept()[0])
+            except OSError:  # closed at the end of the test
+                return
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"tcp://127.0.0.1:{server.getsockname()[1]}"
+    server.close()
+    for connection in accepted:
+        connection.close()
+
+
 @pytest.mark.parametrize(
     "address, expected",
     [
@@ -276,15 +300,20 @@ def _free_loopback_port() -> int:
         ("tcp://127.0.0.1:99999", "no port between 1 and 65535"),
         ("http://127.0.0.1:8786", "has the scheme 'http'"),
         ("LOOPBACK", "nothing is listening on port"),
+        ("SILENT", "it is not a Dask scheduler"),  # distributed itself would wait forever
     ],
 )
-def test_scheduler(address: str, expected: str, tmp_path: Path, capsys, no_extraction) -> None:
+def test_scheduler(
+    address: str, expected: str, tmp_path: Path, capsys, no_extraction, silent_listener
+) -> None:
     pytest.importorskip("distributed")
     from napari_topolens.distributed import SchedulerError, connect
 
     if address == "LOOPBACK":
         address = f"tcp://127.0.0.1:{_free_loopback_port()}"
-    with pytest.raises(SchedulerError, match=expected) as refused, connect(address, timeout=5):
+    if address == "SILENT":
+        address = silent_listener
+    with pytest.raises(SchedulerError, match=expected) as refused, connect(address, timeout=2):
         pass
     assert repr(address) in str(refused.value) and "dask scheduler" in str(refused.value)
     code = cli.main(
@@ -295,7 +324,7 @@ def test_scheduler(address: str, expected: str, tmp_path: Path, capsys, no_extra
             "--scheduler",
             address,
             "--scheduler-timeout",
-            "5",
+            "2",
             "--out",
             str(tmp_path / "o"),
             "--quiet",

@@ -72,13 +72,27 @@ def check_scheduler_address(address: str) -> tuple[str, str | None, int | None]:
     return scheme, host, int(port_text)
 
 
-def _probe(address: str, host: str, port: int, timeout: float) -> None:
-    """Open and close a TCP connection to the scheduler's port, within ``timeout`` seconds."""
+def _probe(address: str, scheme: str, host: str, port: int, timeout: float) -> None:
+    """Open a TCP connection to the scheduler's port within ``timeout`` seconds; over plain
+    tcp, also wait (as long) for the first byte of the handshake a Dask scheduler sends as
+    soon as it accepts (distributed's own client waits for it without a time limit)."""
     import socket
 
     try:
-        with socket.create_connection((host, port), timeout=timeout):
-            pass
+        with socket.create_connection((host, port), timeout=timeout) as probe:
+            if scheme == "tcp":
+                try:
+                    first = probe.recv(1)
+                except TimeoutError:
+                    raise SchedulerError(
+                        f"something listens at {address!r} but it is not a Dask scheduler (it "
+                        f"sent nothing within {timeout:g} s, --scheduler-timeout); {_HOW}"
+                    ) from None
+                if not first:
+                    raise SchedulerError(
+                        f"something at {address!r} closed the connection at once; it is not a "
+                        f"Dask scheduler; {_HOW}"
+                    )
     except socket.gaierror as exc:
         raise SchedulerError(
             f"no Dask scheduler at {address!r}: the host {host!r} is unknown ({exc}); {_HOW}"
@@ -138,9 +152,9 @@ def connect(scheduler: Any, *, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> Iter
     if isinstance(timeout, bool) or not (0 < float(timeout) <= 3600):
         raise SchedulerError(f"the scheduler timeout must be 0..3600 seconds, got {timeout!r}")
     address = scheduler.strip()
-    _, host, port = check_scheduler_address(address)
+    scheme, host, port = check_scheduler_address(address)
     if host is not None and port is not None:
-        _probe(address, host, port, float(timeout))
+        _probe(address, scheme, host, port, float(timeout))
     try:
         client = Client(address, timeout=float(timeout), set_as_default=False)
     except Exception as exc:  # distributed raises many kinds (comm errors, timeouts, ...)
