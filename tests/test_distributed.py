@@ -18,8 +18,27 @@ LAYERS = ["pool1", "pool2", "fc1"]
 CONFIG = AnalysisConfig(h1_max_points=60, phdim_start=40, phdim_step=30)
 
 
+#: torch and BLAS threads, the same in the workers and in this process: float32 GEMMs
+#: split over another number of threads round differently (Dask starts its workers with
+#: OMP_NUM_THREADS=1), and the equality test below compares arrays exactly.
+THREADS = 1
+
+
+def _pin_threads(count: int) -> None:
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(count)
+    threadpool_limits(count)
+
+
 @pytest.fixture(scope="module")
 def cluster():
+    import torch
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    before_torch = torch.get_num_threads()
+    before_blas = {pool["user_api"]: pool["num_threads"] for pool in threadpool_info()}
     with distributed.LocalCluster(
         n_workers=2,
         threads_per_worker=1,
@@ -27,7 +46,15 @@ def cluster():
         host="127.0.0.1",
         dashboard_address=None,
     ) as local:
-        yield local
+        with distributed.Client(local) as client:
+            client.run(_pin_threads, THREADS)
+        _pin_threads(THREADS)
+        try:
+            yield local
+        finally:
+            torch.set_num_threads(before_torch)
+            for api, count in before_blas.items():
+                threadpool_limits(count, user_api=api)
 
 
 @pytest.fixture(scope="module")
@@ -122,6 +149,28 @@ def test_a_model_error_on_a_worker_reaches_the_caller(cluster, shapes) -> None:
         extract_activations(
             Fails(), sample.images[index[:20]], ["conv"], scheduler=cluster.scheduler_address
         )
+
+
+def test_workers_scale_the_images_and_hook_each_call(cluster, shapes) -> None:
+    """uint8 photos reach the model as [0, 1] on the workers too; pool#k at its own call."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from test_module_calls import build
+
+    sample, index = shapes
+    photos = np.rint(sample.images[index[:40]] * 255).astype(np.uint8)
+    floats = photos.astype(np.float32) / 255
+    for model, layers in ((sample.model, ["pool2", "fc1"]), (build(), ["pool#1", "pool#2"])):
+        if layers[0] == "pool#1":
+            photos, floats = photos[:, :16, :16].copy(), floats[:, :16, :16].copy()
+        remote = extract_activations(
+            model, photos, layers, sampling="top_norm", scheduler=cluster.scheduler_address
+        )
+        here = extract_activations(model, floats, layers, sampling="top_norm")
+        for name in layers:
+            np.testing.assert_array_equal(remote[name].points, here[name].points)
+            np.testing.assert_array_equal(remote[name].receptive_field, here[name].receptive_field)
 
 
 def test_report_command_on_a_scheduler(cluster, tmp_path: Path, capsys) -> None:

@@ -95,3 +95,61 @@ def test_the_ui_layers_contract_lists_every_ui_module():
         assert role in listed
     modules = {m.name for m in pkgutil.iter_modules(napari_topolens.ui.__path__)}
     assert listed <= modules
+
+
+#: Import names whose distribution is named otherwise.
+DISTRIBUTION_OF = {"PIL": "pillow", "sklearn": "scikit-learn"}
+#: Imports that come with an extra: made only inside functions, and only where that
+#: extra's feature is asked for (napari itself: only the ui package, run inside napari).
+EXTRA_IMPORTS = {"napari", "zarr", "dask", "distributed", "cloudpickle"}
+
+
+def _imports_of(path: Path) -> list[tuple[str, bool]]:
+    """``(top-level name, at module level)`` of every absolute import in a source file."""
+    import ast
+
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    module_level = {id(node) for node in tree.body}
+    for node in tree.body:  # `if TYPE_CHECKING:` blocks count as lazy, anything else is eager
+        if isinstance(node, ast.Try):
+            module_level |= {id(n) for n in node.body}
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            continue
+        found += [(name.split(".")[0], id(node) in module_level) for name in names]
+    return found
+
+
+def test_every_import_of_the_package_is_a_declared_dependency():
+    import re
+
+    tomllib = pytest.importorskip("tomllib")
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+
+    def names(requirements):
+        return {re.split(r"[<>=!~;\[ ]", r, maxsplit=1)[0].lower() for r in requirements}
+
+    base = names(project["dependencies"])
+    extras = set().union(*(names(v) for k, v in project["optional-dependencies"].items()))
+    undeclared, eager_extras = [], []
+    for path in sorted((ROOT / "src" / "napari_topolens").rglob("*.py")):
+        where = path.relative_to(ROOT / "src").as_posix()
+        for name, eager in _imports_of(path):
+            if name in sys.stdlib_module_names or name in ("napari_topolens", "__future__"):
+                continue
+            distribution = DISTRIBUTION_OF.get(name, name).lower()
+            if distribution in base:
+                continue
+            if name not in EXTRA_IMPORTS or distribution not in extras:
+                undeclared.append(f"{where}: {name}")
+            elif eager and not where.startswith("napari_topolens/ui/"):
+                eager_extras.append(f"{where}: {name}")
+    assert not undeclared, f"declare these in pyproject.toml's dependencies: {undeclared}"
+    assert not eager_extras, (
+        f"import an extra's module inside the function using it: {eager_extras}"
+    )

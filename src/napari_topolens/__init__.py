@@ -18,6 +18,7 @@ _LAZY = {
     "iter_extract_activations": "napari_topolens.activations.extract",
     "predict_proba": "napari_topolens.activations.extract",
     "SAMPLING_MODES": "napari_topolens.activations.extract",
+    "InputScale": "napari_topolens.activations.input_scale",
     "list_layers": "napari_topolens.activations.models",
     "load_model": "napari_topolens.activations.models",
     # samples
@@ -76,6 +77,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # for type checkers and IDEs only
     from .activations.extract import extract_activations, iter_extract_activations, predict_proba
+    from .activations.input_scale import InputScale
     from .activations.models import list_layers, load_model
     from .activations.pointcloud import PointCloud
     from .errors import Cancelled, TopoLensError

@@ -25,6 +25,7 @@ from typing import Any, TextIO
 
 import numpy as np
 
+from . import __version__
 from .errors import Cancelled, EmptySelectionError, ImageError, TopoLensError
 
 __all__ = ["TerminalProgress", "build_parser", "main"]
@@ -91,6 +92,16 @@ def _int_at_least(minimum: int):
     return parse
 
 
+def _input_scale(text: str) -> Any:
+    """``--input-scale``: an InputScale, or argparse's own error naming the choices."""
+    from .activations.input_scale import InputScale
+
+    try:
+        return InputScale.parse(text)
+    except TopoLensError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and documentation)."""
     from .activations.extract import DEFAULT_MAX_POSITIONS, SAMPLING_MODES
@@ -103,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog=_PROG,
         description="The topology of a neural network's activations, as a report or in napari.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     report = commands.add_parser(
         "report",
@@ -154,6 +166,17 @@ def build_parser() -> argparse.ArgumentParser:
         choices=SAMPLING_MODES,
         help="how a spatial layer becomes points (default pooled: one point per image; "
         "foreground needs --mask)",
+    )
+    method.add_argument(
+        "--input-scale",
+        type=_input_scale,
+        default="dtype",
+        metavar="SCALE",
+        help="how stored pixels become the model's input: dtype (default: integer pixels "
+        "divided by their dtype's maximum, uint8/255, as torchvision's ToTensor; float "
+        "pixels kept), as-stored, imagenet ([0, 1] then ImageNet's mean/std), or "
+        "custom:MEAN/STD (after [0, 1]; one value or one per channel, e.g. "
+        "custom:0.5/0.25 or custom:0.485,0.456,0.406/0.229,0.224,0.225)",
     )
     method.add_argument(
         "--max-points",
@@ -317,10 +340,16 @@ def _prepare_model(args: argparse.Namespace) -> dict[str, Any]:
         raise TopoLensError("give --sample NAME, or --model package.module:callable with --images")
     if args.images is None:
         raise ImageError("--model needs --images (a .npy, .npz, TIFF stack or folder of images)")
+    from .activations.image_source import as_image_source
+
     model = load_model(args.model, weights=args.weights)
     layers = _split(args.layers)
-    if not layers:
-        names = list_layers(model)
+    if not layers:  # listed for these images' shape (each call of a module called twice)
+        try:
+            shape = as_image_source(_read_image_input(args.images, 1).images).sample_shape
+        except TopoLensError:
+            shape = None
+        names = list_layers(model, shape)
         shown = ", ".join(names[:25]) + (" ..." if len(names) > 25 else "")
         raise EmptySelectionError(f"give --layers a,b,c for your model; its layers are: {shown}")
     image_set = _read_image_input(args.images, args.max_images)
@@ -375,14 +404,15 @@ def _read_image_input(path: str, max_images: int | None) -> Any:
 
     where = Path(path).expanduser()
     if where.exists() and (where.is_dir() or where.suffix.lower() in (".zarr", ".npy")):
-        source = open_image_source(where, max_images=max_images)
+        # stored pixels: --input-scale decides how the model sees them
+        source = open_image_source(where, max_images=max_images, scale_integers=False)
         return ImageSet(
             images=source,  # type: ignore[arg-type]  # an ImageSource reads lazily
             names=getattr(source, "names", None),
             source=str(where),
             labels=_zarr_labels(where, len(source)),
         )
-    return read_images(path, max_images=max_images)
+    return read_images(path, max_images=max_images, keep_dtype=True)
 
 
 def _zarr_labels(path: Any, n_images: int) -> np.ndarray | None:
@@ -507,7 +537,8 @@ def _check_before_extraction(args: argparse.Namespace, job: dict[str, Any]) -> N
 def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
     """Do the ``report`` command; returns the path of report.html."""
     from ._progress import drive
-    from .activations.extract import iter_extract_activations, predict_proba
+    from .activations.extract import input_scale_warning, iter_extract_activations
+    from .activations.input_scale import as_input_scale
     from .report.html import write_report
     from .topology.analysis import AnalysisConfig, analyze
 
@@ -536,6 +567,11 @@ def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
     job = _prepare_sample(args) if args.sample is not None else _prepare_model(args)
     prepared = time.perf_counter()
     _check_before_extraction(args, job)
+    input_scale = as_input_scale(args.input_scale)
+    scale_warning = input_scale_warning(job["images"], input_scale)
+    if scale_warning:
+        progress.close()
+        print(f"{_PROG}: warning: {scale_warning}", file=sys.stderr)
     mask = _read_mask(args, job)
     occlusion_mask = _read_occlusion_mask(args, job, variant_specs)
     if args.max_points is not None and args.max_points > config.max_points:
@@ -560,18 +596,18 @@ def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
             device=args.device,
             cache_dir=args.cache,
             scheduler=getattr(args, "scheduler_client", None) or args.scheduler,
+            input_scale=input_scale,
         ),
         progress.phase("extract"),
     )
-    probabilities = None
-    if args.lens == "probability":
-        probabilities = predict_proba(job["model"], job["images"], batch_size=args.batch_size)
+    probabilities, predictions, predictions_note = _predictions(args, job, input_scale)
     extracted = time.perf_counter()
     provenance = {
         **job["provenance"],
         "n_images": len(job["images"]),
         "layers": ", ".join(job["layers"]),
         "sampling": args.sampling,
+        "input_scale": input_scale.describe(_pixel_dtype(job["images"])),
         "seeds": {"extraction": args.seed},
         "command": " ".join(shlex.quote(a) for a in [_PROG, *sys.argv[1:]]) if sys.argv else _PROG,
         **{
@@ -584,6 +620,8 @@ def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
             if value is not None
         },
     }
+    if predictions_note:
+        provenance.setdefault("notes", {})["predictions"] = predictions_note
     kept_images = _images_to_keep(job["images"], provenance)
     analysis = analyze(
         clouds,
@@ -591,6 +629,7 @@ def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
         config=config,
         class_names=job["class_names"],
         probabilities=probabilities,
+        predictions=predictions,
         provenance=provenance,
         images=kept_images,
         scheduler=getattr(args, "scheduler_client", None) or args.scheduler,
@@ -628,6 +667,36 @@ def _scheduler_client(args: argparse.Namespace) -> Iterator[None]:
             yield
         finally:
             args.scheduler_client = None
+
+
+def _pixel_dtype(images: Any) -> Any:
+    """The stored pixel type of the job's images (what ``--input-scale dtype`` divides by)."""
+    from .activations.image_source import ImageSource
+
+    return images.pixel_dtype if isinstance(images, ImageSource) else np.asarray(images[:1]).dtype
+
+
+def _predictions(
+    args: argparse.Namespace, job: dict[str, Any], input_scale: Any
+) -> tuple[Any, Any, str]:
+    """Class probabilities (probability lens only), predicted classes, and a note when none.
+
+    The predictions give the model's accuracy on these images in the report, the
+    check that the images reach the model as it was trained to see them.
+    """
+    from .activations.extract import predict_proba
+    from .errors import ModelError
+
+    try:
+        analysed = predict_proba(
+            job["model"], job["images"], batch_size=args.batch_size, input_scale=input_scale
+        )
+    except ModelError as exc:
+        if args.lens == "probability":
+            raise
+        return None, None, f"none: {exc}"
+    probabilities = analysed if args.lens == "probability" else None
+    return probabilities, np.argmax(analysed, axis=1).astype(np.int64), ""
 
 
 class _Terminated(KeyboardInterrupt):
@@ -827,6 +896,7 @@ def _run_variants(
         occlusion_mask=occlusion_mask,
         provenance=dict(analysis.provenance),
         base=analysis,
+        input_scale=args.input_scale,
         progress=progress.phase("variants"),
     )
     result.provenance["seconds"] = {

@@ -221,9 +221,10 @@ def _batch_task(
     """One extraction batch on a worker (the worker's copy of the model, in eval mode)."""
     import torch
 
+    from .activations.hooks import check_layer_names
+
     model = _worker_model(token, blob, device)
-    named = dict(model.named_modules())
-    modules = {name: named[name] for name in names}
+    modules = check_layer_names(model, names)  # "pool#2" is module pool's second call
     with torch.no_grad():
         return run_batch(model, source, modules, plans, index)
 

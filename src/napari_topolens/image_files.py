@@ -67,8 +67,10 @@ def _natural_key(name: str) -> list:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
-def _to_float_images(array: np.ndarray, source: str, *, scale_integers: bool) -> np.ndarray:
-    """Bring an image stack to float32 (N, H, W) or (N, H, W, 3)."""
+def _to_float_images(
+    array: np.ndarray, source: str, *, scale_integers: bool, keep_dtype: bool = False
+) -> np.ndarray:
+    """Bring an image stack to float32 (N, H, W) or (N, H, W, 3) (its own dtype if ``keep_dtype``)."""
     if array.dtype.kind not in "biuf":
         raise ImageError(f"{source}: images must be numeric, got dtype {array.dtype}")
     if array.ndim == 4 and array.shape[-1] not in (1, 3, 4) and array.shape[1] in (1, 3, 4):
@@ -88,6 +90,11 @@ def _to_float_images(array: np.ndarray, source: str, *, scale_integers: bool) ->
         )
     if len(array) == 0:
         raise ImageError(f"{source}: holds no images")
+    if keep_dtype:
+        images = np.ascontiguousarray(array)
+        if images.dtype.kind == "f" and not np.all(np.isfinite(images)):
+            raise ImageError(f"{source}: images hold NaN or infinite values; clean them first")
+        return images
     if scale_integers and array.dtype.kind in "iu":
         images = array.astype(np.float32) / np.float32(np.iinfo(array.dtype).max)
     else:
@@ -201,7 +208,9 @@ def _read_folder(folder: Path, max_images: int | None) -> tuple[np.ndarray, list
     return np.stack(pixels), [p.name for p in files]
 
 
-def read_images(path: str | os.PathLike, *, max_images: int | None = None) -> ImageSet:
+def read_images(
+    path: str | os.PathLike, *, max_images: int | None = None, keep_dtype: bool = False
+) -> ImageSet:
     """Read images from a ``.npy``, ``.npz``, TIFF stack, image file or folder of images.
 
     Parameters
@@ -210,6 +219,9 @@ def read_images(path: str | os.PathLike, *, max_images: int | None = None) -> Im
         The file or folder.
     max_images : int, optional
         Keep only the first ``max_images`` images (in file-name order for folders).
+    keep_dtype : bool
+        Keep the stored pixel type (uint8 stays 0..255) instead of float32, so that
+        the extraction's input scale decides how the model sees them.
 
     Raises
     ------
@@ -224,10 +236,12 @@ def read_images(path: str | os.PathLike, *, max_images: int | None = None) -> Im
     suffix = source.suffix.lower()
     if source.is_dir():
         array, names = _read_folder(source, max_images)
-        images = _to_float_images(array, str(source), scale_integers=True)
+        images = _to_float_images(array, str(source), scale_integers=True, keep_dtype=keep_dtype)
     elif suffix == ".npy":
         array = open_image_npy(source, max_images)
-        images = _to_float_images(np.asarray(array), str(source), scale_integers=False)
+        images = _to_float_images(
+            np.asarray(array), str(source), scale_integers=False, keep_dtype=keep_dtype
+        )
     elif suffix == ".npz":
         try:
             with np.load(source, allow_pickle=False) as archive:
@@ -251,7 +265,7 @@ def read_images(path: str | os.PathLike, *, max_images: int | None = None) -> Im
         if max_images is not None:
             array = array[:max_images]
             labels = labels[:max_images] if labels is not None else None
-        images = _to_float_images(array, str(source), scale_integers=False)
+        images = _to_float_images(array, str(source), scale_integers=False, keep_dtype=keep_dtype)
     elif suffix in IMAGE_SUFFIXES:
         try:
             if suffix in _TIFF_SUFFIXES:
@@ -265,7 +279,7 @@ def read_images(path: str | os.PathLike, *, max_images: int | None = None) -> Im
             names = [source.name]
         if max_images is not None:
             array = array[:max_images]
-        images = _to_float_images(array, str(source), scale_integers=True)
+        images = _to_float_images(array, str(source), scale_integers=True, keep_dtype=keep_dtype)
     else:
         raise ImageError(
             f"{source}: unknown image file type {source.suffix!r}; give .npy, .npz, "

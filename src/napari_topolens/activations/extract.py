@@ -12,8 +12,15 @@ import numpy as np
 
 from .._progress import CancelCallback, Progress, ProgressCallback, drive
 from ..errors import EmptySelectionError, ImageError, LayerError, ModelError, TopoLensError
-from .hooks import capture_layers, check_layer_names
+from .hooks import capture_layers, check_layer_calls, check_layer_names
 from .image_source import ImageSource, as_image_source, stack_image_list
+from .input_scale import (
+    WARNING_IMAGES,
+    InputScale,
+    as_input_scale,
+    range_warning,
+    scaled_source,
+)
 from .models import check_model, first_input_channels
 from .pointcloud import PointCloud
 from .receptive_field import (
@@ -32,6 +39,7 @@ __all__ = [
     "SAMPLING_MODES",
     "as_image_batch",
     "extract_activations",
+    "input_scale_warning",
     "iter_extract_activations",
     "model_accepts",
     "predict_proba",
@@ -47,8 +55,8 @@ def as_image_batch(images: Any) -> np.ndarray:
     """Check images and return them as a float32 ``(N, C, H, W)`` array.
 
     Accepts ``(N, H, W)`` grayscale, ``(N, H, W, C)`` or ``(N, C, H, W)`` with
-    ``C`` in 1 or 3. Values are kept as they are: the model carries the
-    normalisation it expects.
+    ``C`` in 1 or 3. Values are kept as they are (cast to float32); the input scale
+    (:mod:`~.input_scale`) is applied where images enter the model.
     """
     array = np.asarray(stack_image_list(images))
     if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
@@ -127,15 +135,27 @@ def _check_channels(model: torch.nn.Module, batch: np.ndarray) -> None:
         )
 
 
-def predict_proba(model: torch.nn.Module, images: Any, *, batch_size: int = 64) -> np.ndarray:
-    """Softmax of the model's output, ``(N, K)``, for the predicted-class lens."""
+def predict_proba(
+    model: torch.nn.Module,
+    images: Any,
+    *,
+    batch_size: int = 64,
+    input_scale: InputScale | str | None = None,
+) -> np.ndarray:
+    """Softmax of the model's output, ``(N, K)``, for the predicted-class lens and accuracies.
+
+    ``input_scale`` is how stored pixels become the model's input, as for
+    :func:`extract_activations` (default ``"dtype"``: integers to ``[0, 1]``).
+    """
     import torch
 
     model = check_model(model)
     if _whole_number("batch_size", batch_size) < 1:
         raise TopoLensError(f"batch_size must be at least 1, got {batch_size}")
+    scale = as_input_scale(input_scale)
     source = as_image_source(images)
     _check_channels(model, source.read([0]))
+    source = scaled_source(source, scale)
     device, dtype = _model_device_dtype(model)
     out: list[np.ndarray] = []
     with _eval_mode(model), torch.no_grad():
@@ -156,6 +176,18 @@ def predict_proba(model: torch.nn.Module, images: Any, *, batch_size: int = 64) 
     return np.concatenate(out)
 
 
+def input_scale_warning(images: Any, input_scale: InputScale | str | None = None) -> str | None:
+    """The warning of :func:`~.input_scale.range_warning` for ``images`` (its first 8 read).
+
+    ``None`` when the values reaching the model look like a trained model's input.
+    """
+    from .input_scale import first_values
+
+    scale = as_input_scale(input_scale)
+    source = as_image_source(images)
+    return range_warning(first_values(source, scale), scale, source.pixel_dtype)
+
+
 def extract_activations(
     model: torch.nn.Module,
     images: Any,
@@ -170,6 +202,7 @@ def extract_activations(
     device: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     scheduler: Any = None,
+    input_scale: InputScale | str | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelCallback | None = None,
 ) -> dict[str, PointCloud]:
@@ -185,7 +218,10 @@ def extract_activations(
         lazy (dask, zarr, memory map, :class:`~.image_source.ImageSource`,
         :class:`~.image_source.MultiscaleImages`), read batch by batch.
     layers : sequence of str
-        Names as in ``model.named_modules()`` (see :func:`list_layers`).
+        Names as in ``model.named_modules()`` (see :func:`list_layers`). A module the
+        forward pass calls more than once is named per call, ``pool#1``, ``pool#2``
+        (from 1, in call order), and each is analysed at its own call; its plain
+        name is refused as ambiguous. Modules called once keep their plain names.
     sampling : {"pooled", "random_position", "top_norm", "all_positions", "foreground"}
         How a spatial layer becomes points (docs/methods.md §2): the spatial mean per
         image; one random position per image (border index 0 skipped); the
@@ -231,6 +267,14 @@ def extract_activations(
     scheduler : str or distributed.Client, optional
         A dask.distributed scheduler address (or client): the batches run as
         Dask tasks on its workers (``napari-topolens[distributed]``).
+    input_scale : InputScale or str, optional
+        How stored pixels become the model's input (:mod:`~.input_scale`):
+        ``"dtype"`` (default: integer pixels divided by their dtype's maximum, as
+        torchvision's ``ToTensor``; floats kept), ``"as-stored"``, ``"imagenet"``
+        (``[0, 1]`` then ImageNet's mean/std) or ``"custom:MEAN/STD"``. Applied to
+        every batch, on every worker, and part of the cache key; each cloud's
+        ``meta["input_scale"]`` records it and ``meta["input_scale_warning"]`` says
+        when the values look unlike a trained model's input.
     progress, cancel : callable, optional
         ``progress(fraction, message)``; ``cancel()`` returning true stops with
         :class:`~napari_topolens.errors.Cancelled`.
@@ -254,6 +298,7 @@ def extract_activations(
         device=device,
         cache_dir=cache_dir,
         scheduler=scheduler,
+        input_scale=input_scale,
     )
     return drive(steps, progress, cancel)
 
@@ -272,12 +317,14 @@ def iter_extract_activations(
     device: str | None = None,
     cache_dir: str | os.PathLike | None = None,
     scheduler: Any = None,
+    input_scale: InputScale | str | None = None,
 ) -> Generator[Progress, None, dict[str, PointCloud]]:
     """Generator form of :func:`extract_activations`: yields progress, returns the clouds.
 
     The input is checked when this is called, before the generator is returned, so
     bad input fails at once on the caller's thread; the work runs as it is iterated.
     """
+    options = dict(locals())  # every option: a new one joins the activation cache's key
     model = check_model(model)
     if not isinstance(sampling, str) or sampling not in SAMPLING_MODES:
         raise LayerError(
@@ -291,11 +338,23 @@ def iter_extract_activations(
         raise TopoLensError(f"seed must be a non-negative integer, got {seed}")
     if _whole_number("max_probe_pixels", max_probe_pixels) < 1:
         raise TopoLensError(f"max_probe_pixels must be at least 1, got {max_probe_pixels}")
+    scale = as_input_scale(input_scale)
     modules = check_layer_names(model, _layer_list(layers))
     source = _image_source(model, images)
-    _check_channels(model, source.read([0]))
-    foreground = _check_mask(mask, source, sampling)
+    stored = source.read(np.arange(min(len(source), WARNING_IMAGES)))  # one read of the first
+    _check_channels(model, stored[:1])
+    pixel_dtype = source.pixel_dtype
+    source = scaled_source(source, scale)  # every read below is what the model sees
+    first = scale.apply(stored, pixel_dtype)
+    scale_meta = {
+        "input_scale": str(scale),
+        "input_scale_text": scale.describe(pixel_dtype),
+        "input_scale_warning": range_warning(first, scale, pixel_dtype) or "",
+    }
     model_device, dtype = _model_device_dtype(model)
+    with _eval_mode(model):
+        check_layer_calls(model, modules, torch_batch(first[:1], model_device, dtype))
+    foreground = _check_mask(mask, source, sampling)
     with _eval_mode(model):
         geometry = layer_geometry(
             model, modules, source.sample_shape, dtype=dtype, device=model_device
@@ -323,32 +382,38 @@ def iter_extract_activations(
             foreground,
             target,
             scheduler,
+            scale_meta,
         )
 
     if cache_dir is not None:
-        import hashlib
-
         from .cache import ActivationCache, iter_cached_extraction
 
+        # keyed another way (model, images, layers, device kind), or changing only float
+        # rounding (batch_size, scheduler), or not the activations at all (cache_dir)
+        for name in ("model", "images", "layers", "device", "batch_size", "scheduler", "cache_dir"):
+            del options[name]
+        options["mask"] = foreground  # the checked mask, not whatever object was passed
+        options["input_scale"] = scale  # None and "dtype" are one scale, one entry
         return iter_cached_extraction(
             ActivationCache(cache_dir),  # a bad cache folder fails here, before any work
             model,
             source,
             modules,
-            sampling=sampling,
-            max_points=max_points,
-            seed=seed,
+            geometry,
+            options=options,
             device_type=(target or model_device).type,
+            dtype=dtype,
             forward_order=lambda: _forward_order(model, source, modules),
             extract=lambda todo: steps(dict(todo)),
-            key_parts={
-                "mask": None
-                if foreground is None
-                else hashlib.sha256(np.packbits(foreground).tobytes()).hexdigest(),
-                "max_probe_pixels": int(max_probe_pixels),
-            },
         )
     return steps(modules)
+
+
+def torch_batch(batch: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """A numpy ``(B, C, H, W)`` batch as a tensor on the model's device and dtype."""
+    import torch
+
+    return torch.from_numpy(np.ascontiguousarray(batch)).to(device=device, dtype=dtype)
 
 
 def model_accepts(model: torch.nn.Module) -> Callable[[ImageSource], bool]:
@@ -530,6 +595,7 @@ def _extraction_steps(
     mask: np.ndarray | None = None,
     target: torch.device | None = None,
     scheduler: Any = None,
+    scale_meta: dict[str, str] | None = None,
 ) -> Generator[Progress, None, dict[str, PointCloud]]:
     from .device import on_device
 
@@ -661,6 +727,7 @@ def _extraction_steps(
                 "max_points": None if plan.cap is None else int(plan.cap),
                 "seed": int(seed),
                 "output_note": notes.get(name, ""),
+                **(scale_meta or {}),
                 **plan.notes,
             },
         )

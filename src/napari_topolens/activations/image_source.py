@@ -96,6 +96,14 @@ class ImageSource:
     def __len__(self) -> int:
         return int(self.n_images)
 
+    @property
+    def pixel_dtype(self) -> np.dtype:
+        """The dtype of the stored pixels :meth:`read` returns as float32 (float32 once scaled).
+
+        What the input scale ``[0, 1] from dtype`` divides by (see ``input_scale``).
+        """
+        return np.dtype(np.float32)
+
     def _read_raw(self, index: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
@@ -218,6 +226,10 @@ class ArraySource(ImageSource):
         self.in_memory = isinstance(array, np.ndarray) and not isinstance(array, np.memmap)
         self.description = description or f"a {type(array).__name__} of shape {shape}"
 
+    @property
+    def pixel_dtype(self) -> np.dtype:
+        return np.dtype(np.float32) if self.scale is not None else self.dtype
+
     def _read_raw(self, index: np.ndarray) -> np.ndarray:
         array = self.array
         if isinstance(array, np.ndarray):
@@ -295,6 +307,10 @@ class _SubsetSource(ImageSource):
         self.in_memory = parent.in_memory
         self.description = f"{len(index)} of the images of {parent.description}"
 
+    @property
+    def pixel_dtype(self) -> np.dtype:
+        return self.parent.pixel_dtype
+
     def _read_raw(self, index: np.ndarray) -> np.ndarray:
         return self.parent.read(self.index[index])
 
@@ -307,11 +323,18 @@ class FileFolderSource(ImageSource):
 
     Files are taken in natural name order (as :func:`~napari_topolens.image_files.read_images`
     does); the first file fixes the shape and pixel type. Integer pixels are scaled
-    to ``[0, 1]`` by their dtype's maximum; grey files among colour ones are
-    repeated into three channels; alpha is dropped.
+    to ``[0, 1]`` by their dtype's maximum unless ``scale_integers`` is false (then
+    they are read as stored and the extraction's input scale decides); grey files
+    among colour ones are repeated into three channels; alpha is dropped.
     """
 
-    def __init__(self, folder: str | os.PathLike, *, max_images: int | None = None):
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        *,
+        max_images: int | None = None,
+        scale_integers: bool = True,
+    ):
         from ..image_files import IMAGE_SUFFIXES, image_folder_files
 
         folder = Path(folder).expanduser()
@@ -331,6 +354,12 @@ class FileFolderSource(ImageSource):
         self.n_images = len(files)
         self.sample_shape = (3 if self.colour else 1, first.shape[0], first.shape[1])
         self.description = f"{folder} ({len(files)} files)"
+        self.scale_integers = bool(scale_integers)
+
+    @property
+    def pixel_dtype(self) -> np.dtype:
+        scaled = self.scale_integers and self.dtype.kind in "iu"
+        return np.dtype(np.float32) if scaled else np.dtype(self.dtype)
 
     @staticmethod
     def _read_file(path: Path) -> np.ndarray:
@@ -344,7 +373,8 @@ class FileFolderSource(ImageSource):
     def _read_raw(self, index: np.ndarray) -> np.ndarray:
         _, height, width = self.sample_shape
         out = np.empty((len(index), *self.sample_shape), dtype=np.float32)
-        scale = np.float32(np.iinfo(self.dtype).max) if self.dtype.kind in "iu" else None
+        scaled = self.scale_integers and self.dtype.kind in "iu"
+        scale = np.float32(np.iinfo(self.dtype).max) if scaled else None
         for row, i in enumerate(index):
             path = self.files[int(i)]
             array = self._read_file(path)
@@ -506,11 +536,14 @@ class _OneImage:
         return np.asarray(self.image)[None][start:stop]
 
 
-def open_image_source(path: str | os.PathLike, *, max_images: int | None = None) -> ImageSource:
+def open_image_source(
+    path: str | os.PathLike, *, max_images: int | None = None, scale_integers: bool = True
+) -> ImageSource:
     """A lazy source for a folder of image files, a ``.zarr`` store or a ``.npy`` file.
 
     A ``.zarr`` store is an array, or a group holding an array named ``images``
-    (or its only array); its values are taken as they are, like a ``.npy``.
+    (or its only array); its values are taken as they are, like a ``.npy``. Image
+    files are scaled to ``[0, 1]`` unless ``scale_integers`` is false.
     Links are refused, so the images are the files the path names.
     """
     source_path = Path(path).expanduser()
@@ -526,7 +559,7 @@ def open_image_source(path: str | os.PathLike, *, max_images: int | None = None)
             description=str(source_path),
         )
     elif source_path.is_dir():
-        return FileFolderSource(source_path, max_images=max_images)
+        return FileFolderSource(source_path, max_images=max_images, scale_integers=scale_integers)
     elif suffix == ".npy":
         from ..image_files import open_image_npy
 

@@ -290,10 +290,14 @@ def list_layers(model: torch.nn.Module, input_shape: tuple[int, ...] | None = No
 
     The order comes from one forward pass of zeros shaped ``input_shape``
     ``(C, H, W)``; without it, common image sizes are tried. Modules the forward
-    pass never calls (``ModuleList`` holders, unused heads) are left out. If no
-    probe runs, the order of ``named_modules()`` is returned instead.
+    pass never calls (``ModuleList`` holders, unused heads) are left out. A module
+    called more than once is listed once per call, ``pool#1``, ``pool#2``, each
+    where its call ends (see ``hooks``). If no probe runs, the order of
+    ``named_modules()`` is returned instead.
     """
     import torch
+
+    from .hooks import call_names
 
     candidates: list[tuple[int, ...]]
     if input_shape is not None:
@@ -307,8 +311,7 @@ def list_layers(model: torch.nn.Module, input_shape: tuple[int, ...] | None = No
 
         def recorder(name: str) -> Any:
             def record(_module: torch.nn.Module, _inp: Any, _out: Any) -> None:
-                if name not in order:
-                    order.append(name)
+                order.append(name)
 
             return record
 
@@ -322,7 +325,7 @@ def list_layers(model: torch.nn.Module, input_shape: tuple[int, ...] | None = No
             for handle in handles:
                 handle.remove()
         if order:
-            return order
+            return call_names(order)
     return [n for n, _ in model.named_modules() if n]
 
 

@@ -171,6 +171,22 @@ def _legend_html(class_names: list[str] | None, colours: list[str]) -> str:
     return f'<div class="legend">{items}</div>'
 
 
+def _accuracy_bits(analysis: Any) -> list[str]:
+    """ "model accuracy 98.0 %" when the analysis holds predictions and true labels.
+
+    The first check that the images reached the model as it was trained to see them
+    (a wrong input scale shows here as a low accuracy).
+    """
+    import math
+
+    from ..robustness.comparison import _accuracy
+
+    accuracy = _accuracy(analysis)
+    if math.isnan(accuracy):
+        return []
+    return [f"model accuracy {100 * accuracy:.1f} % (predicted class vs label code)"]
+
+
 def _provenance_html(analysis: Any) -> str:
     record = dict(analysis.provenance)
     nested = {k: record.pop(k) for k in list(record) if isinstance(record[k], dict)}
@@ -456,6 +472,10 @@ def iter_render_report(
     predicted = predicted_labels_note(provenance)  # purity then means agreement with the model
     if predicted:
         subtitle_bits.append(predicted)
+    else:
+        subtitle_bits.extend(_accuracy_bits(analysis))
+    if provenance.get("input_scale"):
+        subtitle_bits.append(f"model input: {provenance['input_scale']}")
     if provenance.get("created"):
         subtitle_bits.append(f"made {provenance['created']}")
     page = [

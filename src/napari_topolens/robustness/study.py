@@ -280,6 +280,7 @@ def iter_run_variants(
     occlusion_mask: Any = None,
     provenance: dict[str, Any] | None = None,
     base: Analysis | None = None,
+    input_scale: Any = None,
 ) -> Generator[Progress, None, Analysis]:
     """Analyse ``images`` and each variant, compare each with the base; yields progress.
 
@@ -304,6 +305,11 @@ def iter_run_variants(
         An analysis of exactly these images, layers and options made before; it is
         reused instead of analysing the images again (its ``probabilities`` are
         computed if missing, for the accuracies).
+    input_scale : InputScale or str, optional
+        How stored pixels become the model's input, as for extraction (default
+        ``"dtype"``). Perturbations act on the float pixels of its first step
+        (``[0, 1]`` for integer images), before its mean/std (see
+        ``activations.input_scale``).
 
     Returns
     -------
@@ -315,11 +321,13 @@ def iter_run_variants(
     """
     from ..activations.extract import SAMPLING_MODES, as_image_batch, as_mask_stack
     from ..activations.hooks import check_layer_names
+    from ..activations.input_scale import as_input_scale
     from ..topology.analysis import AnalysisConfig
     from .perturbations import _check_labels
 
     # bad input fails here, on the caller's thread, before the generator is returned
     specs = _as_specs(variants, seed)
+    scale = as_input_scale(input_scale)
     config = AnalysisConfig(seed=seed) if config is None else config
     n_images = len(as_image_batch(images))
     check_layer_names(model, [layers] if isinstance(layers, str) else list(layers))
@@ -362,6 +370,7 @@ def iter_run_variants(
         occlusion_mask=occlusion_mask,
         provenance=provenance,
         base=base,
+        input_scale=scale,
     )
 
 
@@ -382,6 +391,7 @@ def _variant_steps(
     occlusion_mask: Any,
     provenance: dict[str, Any] | None,
     base: Analysis | None,
+    input_scale: Any = None,
 ) -> Generator[Progress, None, Analysis]:
     from ..activations.extract import iter_extract_activations, predict_proba
     from ..topology.analysis import iter_analyze
@@ -403,6 +413,7 @@ def _variant_steps(
             batch_size=batch_size,
             seed=seed,
             mask=mask,
+            input_scale=input_scale,
         )
 
     def analysis_steps(clouds: Any, probabilities: Any, run_images: Any, notes: dict[str, Any]):
@@ -420,7 +431,7 @@ def _variant_steps(
     if base is None:
         started = time.perf_counter()
         clouds = yield from scaled(extract_steps(model, images), 0.0, 0.3 * share, "base: ")
-        probabilities = predict_proba(model, images, batch_size=batch_size)
+        probabilities = predict_proba(model, images, batch_size=batch_size, input_scale=input_scale)
         base = yield from scaled(
             analysis_steps(clouds, probabilities, images, {"variant": "base"}),
             0.3 * share,
@@ -436,14 +447,18 @@ def _variant_steps(
         base = dataclasses.replace(
             base,
             probabilities=(
-                predict_proba(model, images, batch_size=batch_size) if known is None else known
+                predict_proba(model, images, batch_size=batch_size, input_scale=input_scale)
+                if known is None
+                else known
             ),
             variants=[],
         )
 
     def variant_clouds(run_model: Any, run_images: Any):
         clouds = yield from extract_steps(run_model, run_images)
-        return clouds, predict_proba(run_model, run_images, batch_size=batch_size)
+        return clouds, predict_proba(
+            run_model, run_images, batch_size=batch_size, input_scale=input_scale
+        )
 
     def variant_analysis(spec: VariantSpec, clouds: Any, probabilities: Any, run_images: Any):
         return analysis_steps(
@@ -465,6 +480,7 @@ def _variant_steps(
             labels=labels,
             occlusion_mask=occlusion_mask,
             batch_size=batch_size,
+            input_scale=input_scale,
             start=done + number * share,
             share=share,
             prefix=f"variant {number + 1}/{len(specs)} {spec.name}: ",
@@ -483,25 +499,36 @@ def variant_inputs(
     labels: Any = None,
     occlusion_mask: Any = None,
     batch_size: int = 64,
+    input_scale: Any = None,
 ) -> tuple[torch.nn.Module, Any]:
     """The model and images a variant runs: perturbed images, or a compressed model.
 
     ``labels`` are the FGSM targets (-1 or ``None``: the model's own prediction);
     ``occlusion_mask`` the pixels an occlusion greys (a random patch without it).
-    Both are used by those kinds only.
+    Both are used by those kinds only. A perturbation acts on the float32 pixels of
+    the input scale's first step (integer images divided by their dtype's maximum,
+    never rounded back), so the perturbed images go through the same input scale
+    as the originals; FGSM's gradient passes through the scale's mean/std step.
     """
+    from ..activations.extract import as_image_batch
+    from ..activations.input_scale import as_input_scale, normalizing_model
     from .compression import compress
     from .perturbations import perturb
 
     if not spec.is_perturbation:
         return compress(model, prune=spec.prune, quantize=spec.quantize), images
     assert spec.perturbation is not None and spec.strength is not None
+    scale = as_input_scale(input_scale)
+    pixels = scale.stack_pixels(images)
+    attacked = model
+    if spec.perturbation == "fgsm":
+        attacked = normalizing_model(model, scale, as_image_batch(pixels[:1]).shape[1])
     return model, perturb(
-        images,
+        pixels,
         spec.perturbation,
         spec.strength,
         seed=spec.seed,
-        model=model if spec.perturbation == "fgsm" else None,
+        model=attacked if spec.perturbation == "fgsm" else None,
         labels=labels if spec.perturbation == "fgsm" else None,
         mask=occlusion_mask if spec.perturbation == "occlusion" else None,
         batch_size=batch_size,
@@ -519,6 +546,7 @@ def iter_one_variant(
     labels: Any = None,
     occlusion_mask: Any = None,
     batch_size: int = 64,
+    input_scale: Any = None,
     start: float = 0.0,
     share: float = 1.0,
     prefix: str = "",
@@ -545,6 +573,7 @@ def iter_one_variant(
         labels=labels,
         occlusion_mask=occlusion_mask,
         batch_size=batch_size,
+        input_scale=input_scale,
     )
     seconds["variant"] = time.perf_counter() - t0
     t0 = time.perf_counter()

@@ -885,6 +885,13 @@ def iter_analyze(
     record["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     record["n_images"] = _n_images(items)
     record["caps"] = {**dict(record.get("caps", {})), **caps_applied(config, items)}
+    # how the pixels were scaled for the model (extraction records it in each cloud)
+    scales = sorted(
+        {str(c.meta["input_scale_text"]) for c in items if "input_scale_text" in c.meta}
+    )
+    if scales:
+        record.setdefault("input_scale", "; ".join(scales))
+    scale_warnings = sorted({str(c.meta.get("input_scale_warning") or "") for c in items} - {""})
     record["notes"] = {
         **dict(record.get("notes", {})),
         "cka": cka_note,
@@ -897,6 +904,8 @@ def iter_analyze(
             "H0 on the full cloud"
         ),
     }
+    if scale_warnings:
+        record["notes"]["input_scale"] = " ".join(scale_warnings)
     yield Progress(1.0, "analysis done")
     return Analysis(
         layer_results=results,

@@ -63,6 +63,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..activations.image_source import layer_images
+from ..activations.input_scale import INPUT_SCALE_MODES
 from ..errors import EmptySelectionError, ModelError, TopoLensError
 from ..samples import SAMPLE_NAMES
 from .label_choice import (
@@ -202,6 +203,25 @@ class AnalysisWidget(QWidget):
             nullable=True,
             tooltip="Points/Shapes: the images their marks sit on; Labels: slices with any label",
         )
+        self.input_scale = ComboBox(
+            label="Input scale",
+            choices=[(text, mode) for mode, text in INPUT_SCALE_MODES.items()],
+            value="dtype",
+            tooltip=(
+                "How the stored pixels become the model's input. [0, 1] from dtype: integer "
+                "pixels divided by their type's maximum (uint8 / 255, as torchvision's "
+                "ToTensor; float pixels kept); as stored: the numbers as they are; ImageNet "
+                "mean/std: [0, 1], then ImageNet's per-channel mean and std; custom: [0, 1], "
+                "then your mean/std"
+            ),
+        )
+        self.scale_mean_std = LineEdit(
+            label="Mean / std",
+            tooltip=(
+                "Per channel, in [0, 1] units: mean values / std values, e.g. "
+                "0.485, 0.456, 0.406 / 0.229, 0.224, 0.225 (or one value each: 0.5 / 0.25)"
+            ),
+        )
         self.sampling = ComboBox(
             label="Sampling",
             choices=list(SAMPLING_MODES),
@@ -249,6 +269,8 @@ class AnalysisWidget(QWidget):
                 self.marker_layer,
                 self.labels_source,
                 self.labels_file,
+                self.input_scale,
+                self.scale_mean_std,
                 self.sampling,
                 self.foreground_mask,
                 self.max_points,
@@ -342,6 +364,7 @@ class AnalysisWidget(QWidget):
         self.image_layer.changed.connect(self._on_image_layer_changed)
         self.labels_source.changed.connect(self._on_labels_source_changed)
         self.sampling.changed.connect(self._on_sampling_changed)
+        self.input_scale.changed.connect(self._on_input_scale_changed)
         self.load_button.changed.connect(self.load_model)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
@@ -359,6 +382,7 @@ class AnalysisWidget(QWidget):
         self._on_layers_changed()
         self._on_labels_source_changed()
         self._on_sampling_changed()
+        self._on_input_scale_changed()
         self._choose_added_model()
 
     def _choose_added_model(self) -> None:
@@ -548,6 +572,23 @@ class AnalysisWidget(QWidget):
     def _on_sampling_changed(self, _value: Any = None) -> None:
         self.foreground_mask.visible = self.sampling.value == "foreground"
 
+    def _on_input_scale_changed(self, _value: Any = None) -> None:
+        self.scale_mean_std.visible = self.input_scale.value == "custom"
+
+    def chosen_input_scale(self) -> Any:
+        """The form's input scale (``activations.input_scale.InputScale``); TopoLensError if bad."""
+        from ..activations.input_scale import InputScale
+
+        if self.input_scale.value != "custom":
+            return InputScale(self.input_scale.value)
+        text = str(self.scale_mean_std.value).strip()
+        if "/" not in text:
+            raise TopoLensError(
+                "the custom input scale needs 'mean / std' in the Mean / std field, e.g. "
+                "0.5 / 0.25 or 0.485, 0.456, 0.406 / 0.229, 0.224, 0.225"
+            )
+        return InputScale.parse("custom:" + text.replace(" ", ""))
+
     def _on_which_changed(self, _value: Any = None) -> None:
         self.marker_layer.visible = self.which.value == MARKED_IMAGES
 
@@ -713,7 +754,7 @@ class AnalysisWidget(QWidget):
         Returns the worker (tests wait on its ``finished`` signal), or ``None``
         when the input was refused (the reason is in :attr:`status`).
         """
-        from ..activations.extract import iter_extract_activations
+        from ..activations.extract import input_scale_warning, iter_extract_activations
 
         if self._job is not None:
             return self._job.worker
@@ -752,6 +793,8 @@ class AnalysisWidget(QWidget):
                 )
             mask = self._foreground_mask(image_layer, index) if sampling == "foreground" else None
             device = str(self.device.value or "cpu")
+            input_scale = self.chosen_input_scale()
+            scale_warning = input_scale_warning(images, input_scale)
             extraction = {
                 "layers": layers,
                 "sampling": sampling,
@@ -760,6 +803,7 @@ class AnalysisWidget(QWidget):
                 "mask": mask,
                 "device": device,
                 "scheduler": self._scheduler(),
+                "input_scale": input_scale,
             }
             steps = iter_extract_activations(model, images, **extraction)
             labels = read_label_choice(
@@ -850,6 +894,7 @@ class AnalysisWidget(QWidget):
             + (f"; {sampling_note}" if sampling_note else "")
             + variants_note
             + "..."
+            + (f"\nWarning: {scale_warning}" if scale_warning else "")
         )
         self._started = time.perf_counter()
         self._job.start()
@@ -878,9 +923,9 @@ class AnalysisWidget(QWidget):
         dtype = np.dtype(getattr(image_layer.data, "dtype", np.float32))
         perturbed = [spec.name for spec in specs if spec.is_perturbation]
         frame_bytes = int(np.prod(frame)) * dtype.itemsize
-        # each keeps a stack (image number == frame number), and the selected frames are
-        # read once for all of them
-        total = len(perturbed) * n_stack * frame_bytes + (
+        # each keeps a stack of float32 pixels (image number == frame number), and the
+        # selected frames are read once for all of them
+        total = len(perturbed) * n_stack * int(np.prod(frame)) * 4 + (
             len(index) * frame_bytes if perturbed else 0
         )
         if perturbed and total > _MAX_EMBEDDED_BYTES:
@@ -1008,7 +1053,13 @@ class AnalysisWidget(QWidget):
             f"{len(provenance.get('image_index', []))} image(s) in {seconds:.1f} s. "
             f"Showing {last.name}: {len(last.mapper.node_ids)} Mapper nodes, "
             f"{len(last.persistence.diagrams[0])} H0 bars.{labels_note} "
-            "Use the explorer to change the view." + variants_note
+            "Use the explorer to change the view."
+            + variants_note
+            + (
+                f"\nWarning: {provenance['notes']['input_scale']}"
+                if "input_scale" in provenance.get("notes", {})
+                else ""
+            )
         )
 
     def _on_finished(self) -> None:
@@ -1072,7 +1123,10 @@ def spread_layers(model: Any, names: list[str], count: int = SPREAD_LAYERS) -> l
     samples' defaults are; ``count`` of them are picked evenly from first to last,
     so the last layer before the output is always among them.
     """
-    modules = dict(model.named_modules())
+    from ..activations.hooks import split_call
+
+    named = dict(model.named_modules())
+    modules = {n: named[split_call(n, named)[0]] for n in names if split_call(n, named)[0] in named}
     leaves = [n for n in names if n in modules and not any(True for _ in modules[n].children())]
     if len(leaves) < 2:
         return leaves[-1:] or names[-1:]
@@ -1117,7 +1171,14 @@ class _VariantPlan:
     fgsm_labels: np.ndarray | None
 
 
-def _predict_steps(model: Any, images: Any, at: float, what: str, device: str | None = None):
+def _predict_steps(
+    model: Any,
+    images: Any,
+    at: float,
+    what: str,
+    device: str | None = None,
+    input_scale: Any = None,
+):
     """The model's class probabilities for ``images``, a chunk per step (each can cancel).
 
     On ``device`` (the one extraction runs on), the model moved there and back as
@@ -1131,7 +1192,11 @@ def _predict_steps(model: Any, images: Any, at: float, what: str, device: str | 
     with on_device(model, None if device is None else resolve_device(device)):
         for start in range(0, len(images), _PREDICT_CHUNK):
             yield Progress(at, f"{what}predictions ({start}/{len(images)} images)")
-            chunks.append(predict_proba(model, images[start : start + _PREDICT_CHUNK]))
+            chunks.append(
+                predict_proba(
+                    model, images[start : start + _PREDICT_CHUNK], input_scale=input_scale
+                )
+            )
     return np.concatenate(chunks)
 
 
@@ -1201,7 +1266,12 @@ def _analysis_work(
         analysed: np.ndarray | None = None
         try:
             analysed = yield from _predict_steps(
-                model, images, _EXTRACT_SHARE * share, "the model's ", extraction.get("device")
+                model,
+                images,
+                _EXTRACT_SHARE * share,
+                "the model's ",
+                extraction.get("device"),
+                extraction.get("input_scale"),
             )
         except ModelError as exc:
             if labels.from_predictions:
@@ -1323,7 +1393,7 @@ def _variant_runs(
             analysed = None
             if base.predictions is not None:  # else the model gives no class scores
                 analysed = yield from _predict_steps(
-                    run_model, run_images, 1.0, "", device_of(spec)
+                    run_model, run_images, 1.0, "", device_of(spec), extraction.get("input_scale")
                 )
             return to_stack_index(clouds), analysed
 
@@ -1338,7 +1408,7 @@ def _variant_runs(
         analysis = yield from analyse(clouds, predictions, probabilities, notes)
         if spec.is_perturbation:
             # image number == frame number: the perturbed images at their stack positions
-            stack = np.zeros((n_stack, *plan.frame), dtype=plan.dtype)
+            stack = np.zeros((n_stack, *plan.frame), dtype=run_images.dtype)  # float32 pixels
             stack[index] = run_images
             analysis.images = stack
         return analysis
@@ -1356,6 +1426,7 @@ def _variant_runs(
             analyse=variant_analysis,
             labels=plan.fgsm_labels,
             occlusion_mask=plan.occlusion_mask,
+            input_scale=extraction.get("input_scale"),
             start=at,
             share=share,
             prefix=f"variant {number + 1}/{len(plan.specs)} {spec.name}: ",

@@ -3,8 +3,11 @@
 The tree mirrors ``model.named_modules()`` (``features.0`` sits under
 ``features``), so a user finds a layer where the model's code puts it. Only
 modules that the forward pass actually calls can be checked: hooks on the others
-would never fire. Checked names come back in forward order, the order the
-analysis expects.
+would never fire. A module the forward pass calls more than once (one
+``pool`` after two convolutions) gets one checkable child per call, ``pool#1``,
+``pool#2`` (the names ``list_layers`` gives), and the module itself cannot be
+checked: each call is a layer of its own. Checked names come back in forward
+order, the order the analysis expects.
 """
 
 from __future__ import annotations
@@ -65,6 +68,12 @@ class ModuleTree(QTreeWidget):
             self._forward_order = list(hookable)
             reachable = set(hookable)
             wanted = set(checked)
+            named = dict(model.named_modules())
+            calls: dict[str, list[str]] = {}  # module name -> its per-call names, in order
+            for hook_name in hookable:
+                base, _, number = hook_name.rpartition("#")
+                if number.isdigit() and base in named and hook_name not in named:
+                    calls.setdefault(base, []).append(hook_name)
             for name, module in model.named_modules():
                 if not name:
                     continue
@@ -75,7 +84,13 @@ class ModuleTree(QTreeWidget):
                 item.setData(0, _NAME_ROLE, name)
                 item.setToolTip(0, name)
                 flags = item.flags() & ~Qt.ItemFlag.ItemIsUserCheckable
-                if name in reachable:
+                if name in calls and name not in reachable:
+                    item.setToolTip(
+                        0,
+                        f"{name}: called {len(calls[name])} times by the forward pass; tick "
+                        "the call(s) to analyse below it",
+                    )
+                elif name in reachable:
                     flags |= Qt.ItemFlag.ItemIsUserCheckable
                     item.setCheckState(
                         0, Qt.CheckState.Checked if name in wanted else Qt.CheckState.Unchecked
@@ -96,6 +111,21 @@ class ModuleTree(QTreeWidget):
                 else:
                     parent.addChild(item)
                 self._items[name] = item
+                for number, call_name in enumerate(calls.get(name, ()), start=1):
+                    if call_name in self._items:
+                        continue
+                    call = QTreeWidgetItem(
+                        [f"{short}#{number}", f"call {number} of {len(calls[name])}"]
+                    )
+                    call.setData(0, _NAME_ROLE, call_name)
+                    call.setToolTip(0, f"{call_name}: the output of call {number} of {name}")
+                    call.setFlags(call.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+                    call.setCheckState(
+                        0,
+                        Qt.CheckState.Checked if call_name in wanted else Qt.CheckState.Unchecked,
+                    )
+                    item.addChild(call)
+                    self._items[call_name] = call
             self.expandAll()
             self.resizeColumnToContents(0)
         finally:
