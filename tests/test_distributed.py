@@ -201,7 +201,7 @@ def test_report_command_on_a_scheduler(cluster, tmp_path: Path, capsys) -> None:
 
 def test_no_scheduler_at_the_address_is_one_clear_error() -> None:
     with (
-        pytest.raises(SchedulerError, match="could not connect to the Dask scheduler"),
+        pytest.raises(SchedulerError, match="no Dask scheduler at .tcp://127.0.0.1:9."),
         connect("tcp://127.0.0.1:9", timeout=1.0),
     ):
         pass

@@ -38,6 +38,7 @@ _LAZY = {
     "ph_dimension": "napari_topolens.topology.phdim",
     # robustness: perturbed and compressed variants
     "PERTURBATIONS": "napari_topolens.robustness.perturbations",
+    "STRENGTH_RANGES": "napari_topolens.robustness.perturbations",
     "perturb": "napari_topolens.robustness.perturbations",
     "compress": "napari_topolens.robustness.compression",
     "Comparison": "napari_topolens.robustness.comparison",
@@ -82,7 +83,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs only
     from .errors import Cancelled, TopoLensError
     from .robustness.comparison import Comparison, LayerDrift, compare
     from .robustness.compression import compress
-    from .robustness.perturbations import PERTURBATIONS, perturb
+    from .robustness.perturbations import PERTURBATIONS, STRENGTH_RANGES, perturb
     from .robustness.study import (
         Variant,
         VariantSpec,

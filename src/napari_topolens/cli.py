@@ -15,11 +15,12 @@ half-written output.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import shlex
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
 import numpy as np
@@ -267,6 +268,14 @@ def build_parser() -> argparse.ArgumentParser:
         "batches and per-layer topology run as Dask tasks on its workers",
     )
     scale.add_argument(
+        "--scheduler-timeout",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="how long to try reaching --scheduler before giving up (default 10; 0 < SECONDS "
+        "<= 3600); a wrong address is refused at once",
+    )
+    scale.add_argument(
         "--device",
         help="torch device for extraction and the exact H0 tree's distance blocks: cpu, cuda, "
         "cuda:N or mps (default: extraction where the model is, H0 with numpy on the CPU)",
@@ -442,7 +451,13 @@ def _zarr_labels(path: Any, n_images: int) -> np.ndarray | None:
     labels = node["labels"]
     if not isinstance(labels, zarr.Array) or labels.ndim != 1 or labels.shape[0] < n_images:
         raise ImageError(f"{path}: its 'labels' array must hold one class code per image")
-    return np.asarray(labels[:n_images])
+    try:
+        return np.asarray(labels[:n_images])
+    except Exception as exc:  # a damaged chunk: zarr and its codecs raise many kinds
+        raise ImageError(
+            f"{path}: its 'labels' array could not be read ({type(exc).__name__}: {exc}); the "
+            "store is damaged or truncated: write it again"
+        ) from None
 
 
 #: Images a lazy input keeps in the analysis (for links to pixels), as float32 bytes.
@@ -469,8 +484,9 @@ def _check_output_folder(out: str) -> None:
     import os
     from pathlib import Path
 
-    from .report.html import check_report_folder
+    from .report.html import check_report_folder, remove_report_debris
 
+    remove_report_debris(out)  # what runs killed outright left (only our scratch names)
     check_report_folder(out)
     path = Path(out).expanduser()
     if path.exists() and not path.is_dir():
@@ -482,6 +498,20 @@ def _check_output_folder(out: str) -> None:
         raise TopoLensError(
             f"--out {out}: {existing} is not a writable folder; choose another output folder"
         )
+
+
+def _checked_device(name: str | None, scheduler: str | None) -> str | None:
+    """--device in torch's spelling (``CPU`` is ``cpu``), refused before any work when this
+    machine cannot use it (with --scheduler, only its spelling: the workers have the devices)."""
+    from .activations.device import DeviceError, parse_device, resolve_device
+
+    if name is None:
+        return None
+    try:
+        device = parse_device(name) if scheduler is not None else resolve_device(name)
+    except DeviceError as exc:
+        raise DeviceError(f"--device: {exc}") from None
+    return str(device)
 
 
 def _check_before_extraction(args: argparse.Namespace, job: dict[str, Any]) -> None:
@@ -540,6 +570,9 @@ def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
     _check_output_folder(args.out)
     if args.seed < 0:
         raise TopoLensError(f"--seed must be a non-negative whole number, got {args.seed}")
+    args.device = _checked_device(args.device, args.scheduler)
+    if args.scheduler is None and args.scheduler_timeout is not None:
+        raise TopoLensError("--scheduler-timeout is used with --scheduler; add it, or leave it out")
     config = AnalysisConfig(
         metric=args.metric,
         mapper_lens=args.lens,
@@ -586,7 +619,7 @@ def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
             max_probe_pixels=args.max_probe_pixels,
             device=args.device,
             cache_dir=args.cache,
-            scheduler=args.scheduler,
+            scheduler=getattr(args, "scheduler_client", None) or args.scheduler,
             input_scale=input_scale,
         ),
         progress.phase("extract"),
@@ -623,7 +656,7 @@ def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
         predictions=predictions,
         provenance=provenance,
         images=kept_images,
-        scheduler=args.scheduler,
+        scheduler=getattr(args, "scheduler_client", None) or args.scheduler,
         device=args.device,
         progress=progress.phase("analyze"),
     )
@@ -638,6 +671,26 @@ def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
             args, job, analysis, variant_specs, mask, occlusion_mask, config, progress
         )
     return write_report(analysis, args.out, title=args.title, progress=progress.phase("report"))
+
+
+@contextlib.contextmanager
+def _scheduler_client(args: argparse.Namespace) -> Iterator[None]:
+    """Reach --scheduler before any work, within --scheduler-timeout seconds; the client
+    (``args.scheduler_client``) serves the whole run and is closed after it."""
+    if getattr(args, "scheduler", None) is None:
+        yield
+        return
+    from .distributed import DEFAULT_CONNECT_TIMEOUT, connect
+
+    timeout = DEFAULT_CONNECT_TIMEOUT if args.scheduler_timeout is None else args.scheduler_timeout
+    if not 0 < timeout <= 3600:
+        raise TopoLensError(f"--scheduler-timeout must be within 0..3600 seconds, got {timeout:g}")
+    with connect(args.scheduler, timeout=timeout) as client:
+        args.scheduler_client = client
+        try:
+            yield
+        finally:
+            args.scheduler_client = None
 
 
 def _pixel_dtype(images: Any) -> Any:
@@ -700,7 +753,7 @@ def _restore_sigterm(previous: Any) -> None:
 
 
 def _add_robustness_arguments(report: argparse.ArgumentParser) -> None:
-    from .robustness.perturbations import PERTURBATIONS
+    from .robustness.perturbations import PERTURBATIONS, strength_range_text
 
     group = report.add_argument_group(
         "robustness (variants compared with the base run, in a section of the report)"
@@ -709,7 +762,7 @@ def _add_robustness_arguments(report: argparse.ArgumentParser) -> None:
         "--perturb",
         metavar="KIND:STRENGTH,...",
         help="perturbed copies of the images, e.g. gaussian:0.1,blur:1.0,fgsm:0.03; kinds: "
-        + ", ".join(PERTURBATIONS)
+        + ", ".join(f"{kind} ({strength_range_text(kind)})" for kind in PERTURBATIONS)
         + " (noise and fgsm strengths are fractions of the images' value range, blur is in "
         "pixels, occlusion a fraction of the area)",
     )
@@ -802,12 +855,12 @@ def _read_mask_file(
     """A mask file or folder as (N, H, W) bool aligned with the job's images."""
     from pathlib import Path
 
-    from .activations.extract import as_image_batch
+    from .activations.image_source import as_image_source
     from .image_files import MaskFile
 
     images = job["images"]
     n_images = len(images)
-    height, width = as_image_batch(images[:1]).shape[2:]
+    _, height, width = as_image_source(images).sample_shape  # lazy images: nothing read
     mask_file = MaskFile(path, height=height, width=width)
     names = job.get("image_names")
     if names is not None and mask_file.names is not None:
@@ -879,27 +932,35 @@ def _run_variants(
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``napari-topolens`` console script; returns the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    progress = TerminalProgress(enabled=not args.quiet)
-    previous_handler = _handle_sigterm()
+    from ._signals import pause_point
+
+    previous_handler = _handle_sigterm()  # first: Ctrl-C or SIGTERM while importing is clean
+    progress = TerminalProgress(enabled=False)
     try:
+        pause_point("startup")
+        parser = build_parser()
+        try:
+            args = parser.parse_args(argv)
+        except SystemExit as exc:  # --help, or a usage error argparse has printed
+            return exc.code if isinstance(exc.code, int) else 2
+        progress = TerminalProgress(enabled=not args.quiet)
         if args.command == "report":
             started = time.perf_counter()
-            path = run_report(args, progress)
+            with _scheduler_client(args):
+                path = run_report(args, progress)
             progress(1.0, "done")
             progress.close()
             print(
                 f"report written to {path} ({time.perf_counter() - started:.1f} s)", file=sys.stderr
             )
             return 0
-    except _Terminated:
+    except _Terminated as exc:
         progress.close()
-        print(f"{_PROG}: terminated; nothing was written", file=sys.stderr)
+        print(f"{_PROG}: terminated; {_interrupted_outcome(exc)}", file=sys.stderr)
         return 143
-    except (KeyboardInterrupt, Cancelled):
+    except (KeyboardInterrupt, Cancelled) as exc:
         progress.close()
-        print(f"{_PROG}: stopped; nothing was written", file=sys.stderr)
+        print(f"{_PROG}: stopped; {_interrupted_outcome(exc)}", file=sys.stderr)
         return 130
     except SystemExit as exc:  # only the user's model code can get here
         progress.close()
@@ -929,6 +990,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         _restore_sigterm(previous_handler)
     parser.error(f"unknown command {args.command!r}")
     return 2
+
+
+def _interrupted_outcome(exc: BaseException) -> str:
+    """What a stopped run left: nothing, or (a signal held during the final renames) the
+    complete new report."""
+    if getattr(exc, "block_completed", False):
+        return "the new report was complete before stopping"
+    return "nothing was written"
 
 
 if __name__ == "__main__":  # pragma: no cover - `python -m napari_topolens.cli`

@@ -14,24 +14,125 @@ by path, so workers must see the same files.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Any
 
 from ._progress import Progress
 from .errors import TopoLensError
 
-__all__ = ["SchedulerError", "connect", "iter_remote_batches", "iter_remote_layers"]
+__all__ = [
+    "DEFAULT_CONNECT_TIMEOUT",
+    "SchedulerError",
+    "check_scheduler_address",
+    "connect",
+    "iter_remote_batches",
+    "iter_remote_layers",
+]
 
 
 class SchedulerError(TopoLensError):
     """No dask.distributed, or no scheduler at the address given."""
 
 
+#: Seconds to reach a scheduler before giving up (``--scheduler-timeout``).
+DEFAULT_CONNECT_TIMEOUT = 10.0
+#: Address schemes of dask.distributed that run over TCP (reachability is probed first).
+_TCP_SCHEMES = ("tcp", "tls", "ws", "wss")
+_HOW = (
+    "start one with 'dask scheduler' (it prints its address, e.g. tcp://127.0.0.1:8786) and "
+    "workers with 'dask worker ADDRESS', then give that address, or drop --scheduler"
+)
+
+
+def check_scheduler_address(address: str) -> tuple[str, str | None, int | None]:
+    """``(scheme, host, port)`` of a scheduler address (host and port ``None`` for inproc);
+    :class:`SchedulerError` naming the address for anything that is not one."""
+    text = address.strip()
+    if not text:
+        raise SchedulerError(f"the scheduler address is empty; {_HOW}")
+    scheme, sep, location = text.rpartition("://")
+    scheme = scheme.lower() if sep else "tcp"
+    if scheme == "inproc":
+        return scheme, None, None
+    if scheme not in _TCP_SCHEMES:
+        raise SchedulerError(
+            f"the scheduler address {address!r} has the scheme {scheme!r}; dask.distributed "
+            f"addresses look like tcp://HOST:PORT (or {', '.join(_TCP_SCHEMES[1:])}); {_HOW}"
+        )
+    host, colon, port_text = location.rpartition(":")
+    host = host.strip("[]")  # [::1]:8786
+    if not colon or not host or any(c.isspace() or c in "/@?#" for c in host):
+        raise SchedulerError(
+            f"{address!r} is not a scheduler address; give one such as tcp://HOST:PORT; {_HOW}"
+        )
+    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+        raise SchedulerError(
+            f"the scheduler address {address!r} has no port between 1 and 65535; {_HOW}"
+        )
+    return scheme, host, int(port_text)
+
+
+def _probe(address: str, scheme: str, host: str, port: int, timeout: float) -> None:
+    """Open a TCP connection to the scheduler's port within ``timeout`` seconds; over plain
+    tcp, also wait (as long) for the first byte of the handshake a Dask scheduler sends as
+    soon as it accepts (distributed's own client waits for it without a time limit)."""
+    import socket
+
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as probe:
+            if scheme == "tcp":
+                try:
+                    first = probe.recv(1)
+                except TimeoutError:
+                    raise SchedulerError(
+                        f"something listens at {address!r} but it is not a Dask scheduler (it "
+                        f"sent nothing within {timeout:g} s, --scheduler-timeout); {_HOW}"
+                    ) from None
+                if not first:
+                    raise SchedulerError(
+                        f"something at {address!r} closed the connection at once; it is not a "
+                        f"Dask scheduler; {_HOW}"
+                    )
+    except socket.gaierror as exc:
+        raise SchedulerError(
+            f"no Dask scheduler at {address!r}: the host {host!r} is unknown ({exc}); {_HOW}"
+        ) from None
+    except TimeoutError:
+        raise SchedulerError(
+            f"no Dask scheduler at {address!r}: nothing answered within {timeout:g} s "
+            f"(--scheduler-timeout); {_HOW}"
+        ) from None
+    except OSError as exc:
+        raise SchedulerError(
+            f"no Dask scheduler at {address!r}: {exc.strerror or exc} (nothing is listening "
+            f"on port {port} there); {_HOW}"
+        ) from None
+
+
+def _abandon(exc: BaseException) -> None:
+    """Mark a Client whose constructor failed as closed, so that it does not wait out its
+    close timeout (and print a traceback) when it is collected."""
+    import traceback
+
+    from distributed import Client
+
+    for frame, _ in traceback.walk_tb(exc.__traceback__):
+        client = frame.f_locals.get("self")
+        if isinstance(client, Client) and client.status != "closed":
+            client.status = "closed"
+            runner = getattr(client, "_loop_runner", None)
+            if runner is not None:
+                with suppress(Exception):  # the loop may never have started
+                    runner.stop()
+
+
 @contextmanager
-def connect(scheduler: Any, *, timeout: float = 15.0) -> Iterator[Any]:
+def connect(scheduler: Any, *, timeout: float = DEFAULT_CONNECT_TIMEOUT) -> Iterator[Any]:
     """A ``distributed.Client`` for ``scheduler`` (an address, or a client used as is).
 
-    A client made here is closed on exit; a client passed in is left open.
+    A client made here is closed on exit; a client passed in is left open. The address is
+    checked and its port probed first, so a wrong address fails at once and an unreachable
+    one within ``timeout`` seconds, with one :class:`SchedulerError` that names it.
     """
     try:
         from distributed import Client
@@ -43,16 +144,25 @@ def connect(scheduler: Any, *, timeout: float = 15.0) -> Iterator[Any]:
     if isinstance(scheduler, Client):
         yield scheduler
         return
-    address = str(scheduler).strip()
-    if not address:
-        raise SchedulerError("the scheduler address is empty; give e.g. tcp://127.0.0.1:8786")
-    try:
-        client = Client(address, timeout=timeout, set_as_default=False)
-    except (OSError, TimeoutError, ValueError) as exc:
+    if not isinstance(scheduler, str):
         raise SchedulerError(
-            f"could not connect to the Dask scheduler at {address!r} ({exc}); start one with "
-            "'dask scheduler' and workers with 'dask worker ADDRESS', or drop --scheduler"
-        ) from exc
+            f"scheduler must be an address such as 'tcp://127.0.0.1:8786' or a "
+            f"distributed.Client, got {type(scheduler).__name__}"
+        )
+    if isinstance(timeout, bool) or not (0 < float(timeout) <= 3600):
+        raise SchedulerError(f"the scheduler timeout must be 0..3600 seconds, got {timeout!r}")
+    address = scheduler.strip()
+    scheme, host, port = check_scheduler_address(address)
+    if host is not None and port is not None:
+        _probe(address, scheme, host, port, float(timeout))
+    try:
+        client = Client(address, timeout=float(timeout), set_as_default=False)
+    except Exception as exc:  # distributed raises many kinds (comm errors, timeouts, ...)
+        _abandon(exc)
+        raise SchedulerError(
+            f"could not connect to the Dask scheduler at {address!r} "
+            f"({type(exc).__name__}: {exc}); {_HOW}"
+        ) from None
     try:
         yield client
     finally:

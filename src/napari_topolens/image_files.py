@@ -96,7 +96,7 @@ def open_image_npy(path: Path, max_images: int | None = None) -> np.ndarray:
     """A ``.npy`` image stack memory-mapped (nothing read yet), its first ``max_images``."""
     try:
         array = np.load(path, allow_pickle=False, mmap_mode="r")
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, EOFError) as exc:
         raise ImageError(
             f"{path} is not a plain numpy array file: it is damaged, or holds pickled "
             "objects (never loaded here); save the images with np.save(path, array)"
@@ -151,11 +151,24 @@ def _read_tiff(path: Path) -> tuple[np.ndarray, bool]:
     return array, False
 
 
+def image_folder_files(folder: Path) -> list[Path]:
+    """The image files of a folder in natural name order; a link among them is refused.
+
+    The images are the files the folder holds, never what a link points to (elsewhere,
+    or into the folder twice), so a link is an error naming it, not a file skipped.
+    """
+    entries = [p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES]
+    links = sorted((p.name for p in entries if p.is_symlink()), key=_natural_key)
+    if links:
+        raise ImageError(
+            f"image folder {folder} holds {len(links)} link(s) (first: {links[0]}); images are "
+            "read only from plain files inside the folder: copy the file in, or remove the link"
+        )
+    return sorted((p for p in entries if p.is_file()), key=lambda p: _natural_key(p.name))
+
+
 def _read_folder(folder: Path, max_images: int | None) -> tuple[np.ndarray, list[str]]:
-    files = sorted(
-        (p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
-        key=lambda p: _natural_key(p.name),
-    )
+    files = image_folder_files(folder)
     if not files:
         raise ImageError(
             f"{folder} holds no image files ({', '.join(IMAGE_SUFFIXES)}); "
@@ -330,7 +343,7 @@ def read_labels(
     if suffix == ".npy":
         try:
             values = np.load(source, allow_pickle=False)
-        except (ValueError, OSError) as exc:
+        except (ValueError, OSError, EOFError) as exc:
             raise ImageError(
                 f"{source} is not a plain numpy array of labels: it is damaged, or holds pickled "
                 "objects (never loaded here); save the labels with np.save(path, labels)"
@@ -421,7 +434,7 @@ class MaskFile:
             if version == (1, 0):
                 return np.lib.format.read_array_header_1_0(handle)
             return np.lib.format.read_array_header_2_0(handle)
-        except ValueError as exc:
+        except (ValueError, EOFError) as exc:
             raise ImageError(f"{self.source} is not a plain numpy array ({exc})") from None
 
     def _check_shape(self, shape: tuple[int, ...], dtype: np.dtype) -> None:
@@ -488,7 +501,7 @@ class MaskFile:
         else:
             try:
                 array = np.load(self.source, allow_pickle=False, mmap_mode="r")
-            except (ValueError, OSError) as exc:
+            except (ValueError, OSError, EOFError) as exc:
                 raise ImageError(f"{self.source} is not a readable .npy of masks ({exc})") from None
             masks = np.stack([np.asarray(array[i]) != 0 for i in rows.tolist()])
         if masks.ndim == 4:

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 from conftest import wait_for
 
+from napari_topolens.robustness.perturbations import STRENGTH_RANGES
 from napari_topolens.ui.analysis_widget import AnalysisWidget
 from napari_topolens.ui.label_choice import PREDICTIONS
 from napari_topolens.ui.variant_choice import STRENGTHS
@@ -42,10 +43,12 @@ def test_variant_form_adds_removes_and_refuses(digits):
 
     # the strength follows the kind: range, step, default, tooltip
     form.kind.value = "blur"
-    assert form.strength.max == 50.0 and form.strength.value == 1.0
+    assert (form.strength.min, form.strength.max) == STRENGTH_RANGES["blur"]
+    assert form.strength.value == 1.0
     assert "pixels" in form.strength.tooltip
     form.kind.value = "gaussian"
-    assert form.strength.max == 1.0 and form.strength.value == 0.1
+    assert (form.strength.min, form.strength.max) == STRENGTH_RANGES["gaussian"]
+    assert form.strength.value == 0.1
     assert "value range" in form.strength.tooltip
     form.kind.value = "int8"
     assert not form.strength.enabled
@@ -62,8 +65,8 @@ def test_variant_form_adds_removes_and_refuses(digits):
     assert form.add() is None
     assert "gaussian:0.3 is in the list already" in widget.status.value
     assert form.add(text="gaussian:-1") is None
-    assert "strength >= 0" in widget.status.value
-    assert form.add(text="salt_pepper:2") is None and "at most 1" in widget.status.value
+    assert "within 0..10" in widget.status.value
+    assert form.add(text="salt_pepper:2") is None and "within 0..1 " in widget.status.value
     assert form.add(text="jpeg:0.1") is None and "unknown variant" in widget.status.value
     assert form.add(text="prune:1.5") is None and "between 0 and 1" in widget.status.value
     assert form.texts == ["int8", "prune:0.5+int8", "gaussian:0.3"]

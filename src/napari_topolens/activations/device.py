@@ -11,7 +11,7 @@ from ..errors import TopoLensError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DeviceError", "available_devices", "on_device", "resolve_device"]
+__all__ = ["DeviceError", "available_devices", "on_device", "parse_device", "resolve_device"]
 
 
 class DeviceError(TopoLensError):
@@ -32,17 +32,42 @@ def available_devices() -> list[str]:
     return names
 
 
-def resolve_device(name: str | torch.device) -> torch.device:
-    """The torch device for ``name``; :class:`DeviceError` naming the choices if unusable."""
+#: Device kinds extraction and the H0 tree can run on.
+_KINDS = ("cpu", "cuda", "mps")
+
+
+def parse_device(name: str | torch.device) -> torch.device:
+    """The torch device ``name`` spells (any case, spaces around), without asking whether
+    this machine has it (a Dask worker may); :class:`DeviceError` for anything else."""
     import torch
 
-    text = str(name).strip().lower()
-    try:
-        device = torch.device(text)
-    except (RuntimeError, ValueError):
+    if isinstance(name, torch.device):
+        device = name
+    else:
+        if not isinstance(name, str):
+            raise DeviceError(
+                f"a device is a name such as 'cpu', 'cuda' or 'cuda:0', got {type(name).__name__}"
+            )
+        try:
+            device = torch.device(name.strip().lower())
+        except (RuntimeError, ValueError):
+            raise DeviceError(
+                f"unknown device {name!r}; choose one of {', '.join(available_devices())}"
+            ) from None
+    if device.type not in _KINDS:
         raise DeviceError(
-            f"unknown device {name!r}; choose one of {', '.join(available_devices())}"
-        ) from None
+            f"device {str(name)!r} is not supported; choose one of {', '.join(available_devices())}"
+        )
+    return device
+
+
+def resolve_device(name: str | torch.device) -> torch.device:
+    """The torch device for ``name`` (any case); :class:`DeviceError` naming the choices if
+    this machine's torch cannot use it. The command line, the API and the widget all check
+    devices here, before any work."""
+    import torch
+
+    device = parse_device(name)
     if device.type == "cpu":
         return device
     if device.type == "cuda":
@@ -65,9 +90,7 @@ def resolve_device(name: str | torch.device) -> torch.device:
                 f"{', '.join(available_devices())}"
             )
         return device
-    raise DeviceError(
-        f"device {name!r} is not supported; choose one of {', '.join(available_devices())}"
-    )
+    raise AssertionError(device)  # pragma: no cover - parse_device allows only _KINDS
 
 
 @contextmanager

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import EmptySelectionError, ImageError
+from ..errors import EmptySelectionError, ImageError, TopoLensError
 
 __all__ = [
     "ArraySource",
@@ -234,13 +234,40 @@ class ArraySource(ImageSource):
         array = self.array
         if isinstance(array, np.ndarray):
             return array[index]
-        if hasattr(array, "dask"):  # dask: one graph for the batch, only its chunks computed
-            import dask
+        try:
+            if hasattr(array, "dask"):  # dask: one graph for the batch, only its chunks computed
+                import dask
 
-            (values,) = dask.compute(array[index], scheduler="synchronous")
-            return np.asarray(values)
-        parts = [np.asarray(array[start:stop]) for start, stop, _ in _runs(index)]
+                (values,) = dask.compute(array[index], scheduler="synchronous")
+                return np.asarray(values)
+            parts = [np.asarray(array[start:stop]) for start, stop, _ in _runs(index)]
+        except (TopoLensError, MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # a damaged store: zarr and its codecs raise many kinds
+            raise ImageError(self._damaged(index, exc)) from None
         return np.concatenate(parts) if len(parts) != 1 else parts[0]
+
+    def _damaged(self, index: np.ndarray, exc: Exception) -> str:
+        """The message for a batch that could not be decoded, naming the first bad chunk."""
+        rows = _chunk_rows(self.array)
+        where = f"images {int(index.min())}..{int(index.max())}"
+        if rows is not None:
+            for start, stop, _ in _runs(index):
+                for first in range(start - start % rows, stop, rows):
+                    last = min(first + rows, self.n_images)
+                    try:
+                        np.asarray(self.array[first:last])
+                    except Exception as chunk_exc:
+                        exc = chunk_exc
+                        where = f"chunk {first // rows} along the image axis (images {first}..{last - 1})"
+                        break
+                else:
+                    continue
+                break
+        return (
+            f"{self.description}: {where} could not be read ({type(exc).__name__}: {exc}); the "
+            "store is damaged or truncated: write it again, or leave those images out"
+        )
 
     def _to_batch(self, raw: np.ndarray) -> np.ndarray:
         if self.layout == "NHW":
@@ -251,6 +278,19 @@ class ArraySource(ImageSource):
         if self.scale is not None:
             batch /= np.float32(self.scale)
         return batch
+
+
+def _chunk_rows(array: Any) -> int | None:
+    """Images per chunk of a chunked array-like (zarr, dask, or one wrapped in :class:`_Head`)."""
+    while isinstance(array, _Head):
+        array = array.array
+    chunks = getattr(array, "chunks", None)
+    if not chunks:
+        return None
+    first = chunks[0]
+    if isinstance(first, tuple):  # dask: the sizes of each chunk; regular ones only
+        return int(first[0]) if first and len(set(first[:-1])) <= 1 else None
+    return int(first) if int(first) > 0 else None
 
 
 class _SubsetSource(ImageSource):
@@ -295,17 +335,10 @@ class FileFolderSource(ImageSource):
         max_images: int | None = None,
         scale_integers: bool = True,
     ):
-        from ..image_files import IMAGE_SUFFIXES, _natural_key
+        from ..image_files import IMAGE_SUFFIXES, image_folder_files
 
         folder = Path(folder).expanduser()
-        files = sorted(
-            (
-                p
-                for p in folder.iterdir()
-                if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.is_symlink()
-            ),
-            key=lambda p: _natural_key(p.name),
-        )
+        files = image_folder_files(folder)  # a link among the images is refused, naming it
         if not files:
             raise ImageError(
                 f"{folder} holds no image files ({', '.join(IMAGE_SUFFIXES)}); "

@@ -106,11 +106,69 @@ def load_model(spec: str, weights: str | Path | None = None) -> torch.nn.Module:
     return model.eval()
 
 
+#: Most bytes a weights archive may hold once inflated (all members together, and any one).
+MAX_WEIGHTS_BYTES = 16 << 30
+#: Most a compressed member may grow when inflated (torch.save stores members uncompressed;
+#: a zip bomb grows about a thousandfold), beyond the first MiB of any member.
+MAX_INFLATE_RATIO = 20
+_INFLATE_ALLOWANCE = 1 << 20
+
+
+def check_weights_archive(path: Path) -> None:
+    """Bound a zip checkpoint by its directory before anything is inflated.
+
+    The sizes come from the zip's central directory (what torch's reader allocates by): each
+    member and all together at most :data:`MAX_WEIGHTS_BYTES`, and a compressed member at
+    most :data:`MAX_INFLATE_RATIO` times its compressed size (plus 1 MiB). Files that are not
+    zip archives (the legacy format) are left to ``torch.load``.
+    """
+    import zipfile
+
+    try:
+        with open(path, "rb") as handle:
+            if not zipfile.is_zipfile(handle):
+                return
+            handle.seek(0)
+            with zipfile.ZipFile(handle) as archive:
+                members = archive.infolist()
+    except (OSError, zipfile.BadZipFile, ValueError, EOFError) as exc:
+        raise CheckpointError(
+            f"weights file {str(path)!r} is a damaged zip archive ({exc}); give the file "
+            "written by torch.save(model.state_dict(), path)"
+        ) from None
+    total = 0
+    for member in members:
+        if member.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+            raise CheckpointError(
+                f"weights file {str(path)!r}: member {member.filename!r} uses a compression "
+                "torch cannot read; give the file written by torch.save"
+            )
+        inflated = int(member.file_size)
+        total += inflated
+        if inflated > MAX_WEIGHTS_BYTES or total > MAX_WEIGHTS_BYTES:
+            raise CheckpointError(
+                f"weights file {str(path)!r} declares {total / 2**30:.1f} GiB of weights "
+                f"(member {member.filename!r}); weights are read up to "
+                f"{MAX_WEIGHTS_BYTES / 2**30:.0f} GiB, so it was refused unread"
+            )
+        if (
+            member.compress_type != zipfile.ZIP_STORED
+            and inflated > MAX_INFLATE_RATIO * int(member.compress_size) + _INFLATE_ALLOWANCE
+        ):
+            raise CheckpointError(
+                f"weights file {str(path)!r}: member {member.filename!r} would inflate from "
+                f"{member.compress_size:,} to {inflated:,} bytes (more than "
+                f"{MAX_INFLATE_RATIO}x; torch.save stores weights uncompressed), so it was "
+                "refused unread; give the file written by torch.save(model.state_dict(), path)"
+            )
+
+
 def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a checkpoint as plain weights, unwrapping the usual nestings.
 
     Accepts a bare state dict, ``{"state_dict": ...}``, ``{"model": ...}`` and
-    similar, and strips DataParallel ``module.`` prefixes.
+    similar, and strips DataParallel ``module.`` prefixes. A zip archive is bounded by its
+    directory before anything is inflated (:func:`check_weights_archive`).
     """
     import pickle
 
@@ -126,6 +184,7 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"weights file {str(path)!r} does not exist")
     if not path.is_file():
         raise CheckpointError(f"weights {str(path)!r} is not a plain file")
+    check_weights_archive(path)
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import html
 import math
 import os
+import re
 import shutil
 import uuid
 from collections.abc import Generator
@@ -23,7 +24,14 @@ from .._progress import CancelCallback, Progress, ProgressCallback, drive, scale
 from ..errors import ImageError
 from ..label_sources import predicted_labels_note
 
-__all__ = ["ANALYSIS_DIR", "REPORT_NAME", "iter_render_report", "render_report", "write_report"]
+__all__ = [
+    "ANALYSIS_DIR",
+    "REPORT_NAME",
+    "iter_render_report",
+    "remove_report_debris",
+    "render_report",
+    "write_report",
+]
 
 REPORT_NAME = "report.html"
 ANALYSIS_DIR = "analysis"
@@ -589,48 +597,167 @@ def write_report(
     see ``topology.store``) and the page is written to a temporary file, and both
     are renamed into place. If anything fails or is interrupted (Ctrl-C, or
     SIGTERM in the command line), up to and including the last rename, what this
-    call wrote is removed and a previous report in ``out_dir`` stays as it was. A
-    ``report.html`` or ``analysis/`` that napari-topolens did not write is never
-    replaced (see :func:`check_report_folder`).
+    call wrote is removed and a previous report in ``out_dir`` stays as it was; a signal
+    during the renames is held until they (or their undo) are done, and the scratch of
+    a run killed outright is finished or undone by the next write
+    (:func:`remove_report_debris`). A ``report.html`` or ``analysis/`` that
+    napari-topolens did not write is never replaced (see :func:`check_report_folder`).
 
     Returns
     -------
     Path
         The path of ``report.html``.
     """
+    from .._signals import pause_point, signals_deferred
+
     out = Path(out_dir).expanduser()
     analysis_path = out / ANALYSIS_DIR
+    remove_report_debris(out)
     check_report_folder(out)
     page = render_report(analysis, images=images, title=title, progress=progress, cancel=cancel)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     report_path = out / REPORT_NAME
-    token = uuid.uuid4().hex[:12]
-    staging = out / f".{ANALYSIS_DIR}.report-{token}"
-    partial = out / f".{REPORT_NAME}.{token}.tmp"
-    retired = out / f".{ANALYSIS_DIR}.old-{token}"
-    swapped = False
+    token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging, partial, retired = _scratch_names(out, token)
+    _ACTIVE_TOKENS.add(token)
     try:
-        if progress is not None:
-            progress(1.0, "saving the analysis")
-        analysis.save(staging)
-        with open(partial, "w", encoding="utf-8") as handle:
-            handle.write(page)
-        if analysis_path.exists():
-            os.replace(analysis_path, retired)
-        os.replace(staging, analysis_path)
-        swapped = True
-        os.replace(partial, report_path)
-    except BaseException:
-        if swapped:  # the new analysis is in place but its page is not: take it back out
-            os.replace(analysis_path, staging)
-        shutil.rmtree(staging, ignore_errors=True)
-        if partial.exists():
-            partial.unlink()
-        if retired.exists() and not analysis_path.exists():
-            os.replace(retired, analysis_path)
-        if created:
-            shutil.rmtree(out, ignore_errors=True)
-        raise
-    shutil.rmtree(retired, ignore_errors=True)
+        try:
+            if progress is not None:
+                progress(1.0, "saving the analysis")
+            analysis.save(staging)
+            with open(partial, "w", encoding="utf-8") as handle:
+                handle.write(page)
+            pause_point("report-written")
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            if partial.exists():
+                partial.unlink()
+            if created:
+                shutil.rmtree(out, ignore_errors=True)
+            raise
+        # The swap and its undo finish whatever signal comes (it is delivered after them);
+        # a run killed outright in here is finished or undone by the next one
+        # (remove_report_debris).
+        with signals_deferred():
+            swapped = False
+            try:
+                if analysis_path.exists():
+                    os.replace(analysis_path, retired)
+                os.replace(staging, analysis_path)
+                swapped = True
+                pause_point("report-swap")
+                os.replace(partial, report_path)
+            except BaseException:
+                if swapped:  # the new analysis is in place but its page is not: take it out
+                    os.replace(analysis_path, staging)
+                shutil.rmtree(staging, ignore_errors=True)
+                if partial.exists():
+                    partial.unlink()
+                if retired.exists() and not analysis_path.exists():
+                    os.replace(retired, analysis_path)
+                if created:
+                    shutil.rmtree(out, ignore_errors=True)
+                raise
+            shutil.rmtree(retired, ignore_errors=True)
+    finally:
+        _ACTIVE_TOKENS.discard(token)
     return report_path
+
+
+#: Tokens of the report writes under way in this process (their scratch is not debris).
+_ACTIVE_TOKENS: set[str] = set()
+#: The scratch names write_report uses, and the saved analysis's own scratch inside them.
+_DEBRIS = re.compile(
+    r"^(?:\.analysis\.(?:report|old)-(?P<a>[0-9]+-[0-9a-f]{8}|[0-9a-f]{12})"
+    r"|\.report\.html\.(?P<b>[0-9]+-[0-9a-f]{8}|[0-9a-f]{12})\.tmp"
+    r"|\.\.analysis\.report-(?P<c>[0-9]+-[0-9a-f]{8}|[0-9a-f]{12})\.(?:saving|old)-[0-9a-f]{12})$"
+)
+
+
+def _scratch_names(out: Path, token: str) -> tuple[Path, Path, Path]:
+    """The staged analysis, the partial page and the retired analysis of one write."""
+    return (
+        out / f".{ANALYSIS_DIR}.report-{token}",
+        out / f".{REPORT_NAME}.{token}.tmp",
+        out / f".{ANALYSIS_DIR}.old-{token}",
+    )
+
+
+def _writer_alive(token: str) -> bool:
+    """Whether the process that wrote ``token``'s scratch may still be writing it."""
+    if token in _ACTIVE_TOKENS:
+        return True
+    pid_text, dash, _ = token.partition("-")
+    if not dash:
+        return False  # tokens before the pid was part of them
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return pid > 0
+    return True
+
+
+def _remove(path: Path) -> None:
+    """Remove one scratch entry (never through a link: rmtree refuses a linked folder)."""
+    if path.is_symlink() or not os.path.lexists(path):
+        return
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def remove_report_debris(out_dir: str | os.PathLike) -> list[str]:
+    """Finish or undo the report writes of runs that were killed, and remove their scratch.
+
+    Only names :func:`write_report` makes are touched, only directly inside ``out_dir``,
+    never through a link, and never those of a writer still running. A write killed
+    before its analysis was swapped in is undone (the previous analysis put back); one
+    killed between the swap and the page's rename is finished (its page was complete
+    before the swap began). Returns the names removed or restored.
+    """
+    out = Path(out_dir).expanduser()
+    if out.is_symlink() or not out.is_dir():
+        return []
+    try:
+        names = [entry.name for entry in os.scandir(out)]
+    except OSError:
+        return []
+    tokens: dict[str, list[str]] = {}
+    for name in names:
+        match = _DEBRIS.match(name)
+        if match is not None:
+            token = match.group("a") or match.group("b") or match.group("c")
+            tokens.setdefault(token, []).append(name)
+    analysis_path, report_path = out / ANALYSIS_DIR, out / REPORT_NAME
+    done: list[str] = []
+    for token, found in sorted(tokens.items()):
+        if _writer_alive(token) or any((out / name).is_symlink() for name in found):
+            continue
+        staging, partial, retired = _scratch_names(out, token)
+        for name in found:
+            if name.startswith(".."):  # the saved analysis's own scratch
+                _remove(out / name)
+        if staging.exists():  # killed before the swap: undo it
+            _remove(staging)
+            _remove(partial)
+            if retired.exists() and not os.path.lexists(analysis_path):
+                os.replace(retired, analysis_path)
+        elif partial.exists():  # killed between the swap and the page: finish it
+            if os.path.lexists(report_path) and not _is_our_report(report_path):
+                _remove(partial)  # never replace a page that is not ours
+            else:
+                os.replace(partial, report_path)
+        if retired.exists():
+            if os.path.lexists(analysis_path):
+                _remove(retired)
+            else:
+                os.replace(retired, analysis_path)
+        done.extend(found)
+    return sorted(done)

@@ -22,7 +22,7 @@ from ..errors import ImageError, ModelError, TopoLensError
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["PERTURBATIONS", "perturb"]
+__all__ = ["PERTURBATIONS", "STRENGTH_RANGES", "check_strength", "perturb", "strength_range_text"]
 
 #: Perturbation kinds and what their strength means.
 PERTURBATIONS: dict[str, str] = {
@@ -35,6 +35,50 @@ PERTURBATIONS: dict[str, str] = {
     "occlusion": "a square patch of this fraction of the image area (with a mask: its opacity 0..1)",
     "fgsm": "step epsilon of the fast gradient sign attack, as a fraction of the value range",
 }
+
+#: The strengths each kind accepts, inclusive. Beyond them a variant says nothing more (noise
+#: of ten value ranges already saturates every pixel at the clip; a blur of 100 pixels flattens
+#: any image a classifier takes) and the arithmetic would overflow or run out of memory.
+STRENGTH_RANGES: dict[str, tuple[float, float]] = {
+    "gaussian": (0.0, 10.0),
+    "salt_pepper": (0.0, 1.0),
+    "speckle": (0.0, 10.0),
+    "poisson": (0.0, 10.0),
+    "uniform": (0.0, 10.0),
+    "blur": (0.0, 100.0),
+    "occlusion": (0.0, 1.0),
+    "fgsm": (0.0, 1.0),
+}
+assert set(STRENGTH_RANGES) == set(PERTURBATIONS)
+
+
+def strength_range_text(kind: str) -> str:
+    """``"0..10"``: the strengths ``kind`` accepts, as the messages and ``--help`` write them."""
+    low, high = STRENGTH_RANGES[kind]
+    return f"{low:g}..{high:g}"
+
+
+def check_strength(kind: str, strength: Any) -> float:
+    """``strength`` as a float inside ``kind``'s range; a project error naming the variant,
+    its range and what the strength means otherwise."""
+    if not isinstance(kind, str) or kind not in PERTURBATIONS:
+        raise TopoLensError(
+            f"unknown perturbation {kind!r:.60}; choose one of {', '.join(PERTURBATIONS)}"
+        )
+    if isinstance(strength, bool):
+        raise TopoLensError(f"the strength of {kind} must be a number, got {strength!r}")
+    try:
+        value = float(strength)
+    except (TypeError, ValueError, OverflowError):
+        raise TopoLensError(f"the strength of {kind} must be a number, got {strength!r}") from None
+    low, high = STRENGTH_RANGES[kind]
+    if not (np.isfinite(value) and low <= value <= high):
+        raise TopoLensError(
+            f"the strength of {kind} must be within {strength_range_text(kind)} "
+            f"({PERTURBATIONS[kind]}), got {kind}:{value:g}"
+        )
+    return value
+
 
 # values per chunk of work (float64 temporaries stay near 128 MB for any image size)
 _CHUNK_VALUES = 1 << 24
@@ -64,7 +108,8 @@ def perturb(
     kind : str
         One of :data:`PERTURBATIONS`.
     strength : float
-        Non-negative; its unit depends on ``kind`` (see :data:`PERTURBATIONS`).
+        Within ``kind``'s range (:data:`STRENGTH_RANGES`); its unit depends on ``kind``
+        (see :data:`PERTURBATIONS`).
         0 gives the images back unchanged (as a copy).
     seed : int
         Seeds all randomness; the same seed gives the same result.
@@ -93,14 +138,7 @@ def perturb(
         raise TopoLensError(
             f"unknown perturbation {kind!r:.60}; choose one of {', '.join(PERTURBATIONS)}"
         )
-    try:
-        strength = float(strength)
-    except (TypeError, ValueError):
-        raise TopoLensError(f"the strength of {kind} must be a number, got {strength!r}") from None
-    if not np.isfinite(strength) or strength < 0:
-        raise TopoLensError(f"the strength of {kind} must be a finite number >= 0, got {strength}")
-    if kind in ("salt_pepper", "occlusion") and strength > 1:
-        raise TopoLensError(f"the strength of {kind} is a fraction and must be at most 1")
+    strength = check_strength(kind, strength)
     if _whole_number("seed", seed) < 0:
         raise TopoLensError(f"seed must be a non-negative integer, got {seed}")
     if _whole_number("batch_size", batch_size) < 1:
@@ -227,12 +265,15 @@ def _noise(
     if kind == "poisson":
         if span == 0:
             return x
+        brightness = np.clip((x - lo) / span, 0.0, 1.0)
+        if strength * strength * _MAX_PHOTONS < 1.0:
+            # over _MAX_PHOTONS photons numpy's sampler refuses the counts, and 1/strength**2
+            # overflows for tiny strengths: the normal approximation of counts / photons,
+            # brightness + sqrt(brightness / photons) * n, written without the photon count
+            noise = np.sqrt(brightness) * rng.standard_normal(size=x.shape)
+            return lo + (brightness + strength * noise) * span
         photons = 1.0 / strength**2  # at full brightness: std / mean = strength
-        mean = np.clip((x - lo) / span, 0.0, 1.0) * photons
-        if photons > _MAX_PHOTONS:  # numpy's sampler refuses such counts; normal is exact enough
-            counts = mean + np.sqrt(mean) * rng.standard_normal(size=x.shape)
-        else:
-            counts = rng.poisson(mean).astype(np.float64)
+        counts = rng.poisson(brightness * photons).astype(np.float64)
         return lo + counts / photons * span
     if kind == "salt_pepper":
         hit = rng.random(size=x.shape[:3])  # per pixel, all channels together

@@ -29,7 +29,7 @@ from .._progress import CancelCallback, Progress, ProgressCallback, drive, scale
 from ..errors import EmptySelectionError, LayerError, TopoLensError
 from .comparison import Comparison, compare
 from .compression import QUANTIZATIONS
-from .perturbations import PERTURBATIONS
+from .perturbations import PERTURBATIONS, check_strength, strength_range_text
 
 if TYPE_CHECKING:
     import torch
@@ -97,11 +97,12 @@ class VariantSpec:
                     f"unknown perturbation {self.perturbation!r}; choose one of "
                     f"{', '.join(PERTURBATIONS)}"
                 )
-            if self.strength is None or not np.isfinite(self.strength) or self.strength < 0:
+            if self.strength is None:
                 raise TopoLensError(
-                    f"perturbation {self.perturbation} needs a finite strength >= 0, got {self.strength}"
+                    f"perturbation {self.perturbation} needs a strength within "
+                    f"{strength_range_text(self.perturbation)}"
                 )
-            self.strength = float(self.strength)
+            self.strength = check_strength(self.perturbation, self.strength)
         if self.prune is not None:
             self.prune = float(self.prune)
             if not 0.0 <= self.prune <= 1.0:

@@ -582,6 +582,18 @@ def _step_weights(n_points: int) -> dict[str, float]:
 # ----------------------------------------------------------------------------- engine
 
 
+def _h0_device(device: Any, scheduler: Any) -> Any:
+    """The torch device of the H0 tree's distance blocks, checked before any work (any case:
+    ``"CPU"`` is the CPU); ``None`` for the CPU (numpy). With a scheduler only the name is
+    checked here: the workers have the devices."""
+    from ..activations.device import parse_device, resolve_device
+
+    if device is None:
+        return None
+    checked = parse_device(device) if scheduler is not None else resolve_device(device)
+    return None if checked.type == "cpu" else checked
+
+
 def iter_analyze(
     clouds: Mapping[str, PointCloud] | Sequence[PointCloud],
     labels: Any = None,
@@ -654,7 +666,7 @@ def iter_analyze(
             f"config must be an AnalysisConfig or None, got {type(config).__name__}"
         )
     config = AnalysisConfig() if config is None else config
-    h0_device = None if device is None or str(device).split(":")[0] == "cpu" else device
+    h0_device = _h0_device(device, scheduler)
     items = _as_clouds(clouds)
     image_labels, class_names = check_class_labels(labels, class_names, _n_images(items))
     image_probabilities = _check_probabilities(probabilities, items)

@@ -26,7 +26,7 @@ from qtpy.QtWidgets import (
 )
 
 from ..errors import TopoLensError
-from ..robustness.perturbations import PERTURBATIONS
+from ..robustness.perturbations import PERTURBATIONS, STRENGTH_RANGES
 
 __all__ = ["COMPRESSIONS", "STRENGTHS", "Strength", "VariantForm"]
 
@@ -106,6 +106,11 @@ STRENGTHS: dict[str, Strength | None] = {
     ),
 }
 assert set(STRENGTHS) == {*PERTURBATIONS, *COMPRESSIONS}
+# the spin box of a perturbation spans exactly the range the command line and the API accept
+for _kind, (_low, _high) in STRENGTH_RANGES.items():
+    _strength = STRENGTHS[_kind]
+    assert _strength is not None
+    STRENGTHS[_kind] = Strength(_low, _high, _strength.step, _strength.default, _strength.tooltip)
 
 
 def spec_text(kind: str, strength: float) -> str:
@@ -200,9 +205,7 @@ class VariantForm(QWidget):
         if text is None:
             text = spec_text(self.kind.value, float(self.strength.value))
         try:
-            spec = VariantSpec.parse(text)
-            if spec.perturbation in ("salt_pepper", "occlusion") and (spec.strength or 0) > 1:
-                raise TopoLensError(f"the strength of {spec.perturbation} is a fraction, at most 1")
+            spec = VariantSpec.parse(text)  # checks the strength against the kind's range
             if spec.name in self.texts:
                 raise TopoLensError(f"variant {spec.name} is in the list already")
         except TopoLensError as exc:
@@ -235,5 +238,5 @@ class VariantForm(QWidget):
         self.strength.min, self.strength.max = strength.low, strength.high
         self.strength.step = strength.step
         self.strength.value = strength.default
-        self.strength.tooltip = strength.tooltip
-        self.kind.tooltip = strength.tooltip
+        self.strength.tooltip = f"{strength.tooltip} ({strength.low:g}..{strength.high:g})"
+        self.kind.tooltip = self.strength.tooltip
