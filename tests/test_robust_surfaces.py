@@ -439,6 +439,7 @@ def _state(out: Path) -> tuple[str, str, list[str]]:
 @pytest.mark.parametrize(
     "surface, pause, signum, expected",
     [
+        ("command", "import", signal.SIGINT, (130, "stopped; nothing was written")),
         ("cli", "startup", signal.SIGINT, (130, "stopped; nothing was written")),
         ("cli", "startup", signal.SIGTERM, (143, "terminated; nothing was written")),
         ("write", "report-written", signal.SIGTERM, (130, "old")),
@@ -454,12 +455,12 @@ def test_signals(surface, pause, signum, expected, old_report, tmp_path: Path) -
     from napari_topolens.report.html import remove_report_debris
 
     code, outcome = expected
-    if surface == "cli":
+    if surface in ("cli", "command"):  # command: the console script, before it imports the cli
         done = _run_paused(
             [
                 sys.executable,
                 "-m",
-                "napari_topolens.cli",
+                "napari_topolens" if surface == "command" else "napari_topolens.cli",
                 "report",
                 "--sample",
                 "digits",
