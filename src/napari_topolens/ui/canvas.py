@@ -13,7 +13,6 @@ the pointer in whichever view layer, full matrix values included).
 
 from __future__ import annotations
 
-import weakref
 from typing import Any
 
 import numpy as np
@@ -29,7 +28,7 @@ from qtpy.QtWidgets import (
 
 from . import view_data as vd
 from .layer_update import lock_layer, update_layer
-from .state import PerViewer, ShownAnalyses, ShownAnalysis, state_for
+from .state import PerViewer, ShownAnalyses, ShownAnalysis, state_for, viewer_ref
 
 __all__ = ["TopologyCanvas", "canvas_for", "close_canvases", "existing_canvas", "hover_text"]
 
@@ -60,7 +59,7 @@ class TopologyCanvas(QWidget):
         from napari.qt import QtViewer
 
         super().__init__()
-        self._viewer = weakref.ref(viewer)
+        self._viewer = viewer_ref(viewer)
         self.state: ShownAnalyses = state_for(viewer)
         self.model = ViewerModel(title="TopoLens topology")
         #: Makes the layers of a panel not drawn yet (set by ``ui.show``).

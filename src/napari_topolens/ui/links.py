@@ -40,7 +40,7 @@ from ..errors import EmptySelectionError, LayerError, TopoLensError
 from . import view_data as vd
 from .canvas import canvas_for
 from .layer_update import update_layer
-from .state import PerViewer, Selection, ShownAnalysis, state_for
+from .state import PerViewer, Selection, ShownAnalysis, state_for, viewer_ref
 
 __all__ = ["SELECTABLE_VIEWS", "LinkController", "gallery_spot", "links_for"]
 
@@ -112,7 +112,7 @@ class LinkController:
     """
 
     def __init__(self, viewer: Any) -> None:
-        self._viewer = weakref.ref(viewer)
+        self._viewer = viewer_ref(viewer)
         self.state = state_for(viewer)
         self.canvas = canvas_for(viewer)
         self._wired: weakref.WeakSet = weakref.WeakSet()

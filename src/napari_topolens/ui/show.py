@@ -19,7 +19,7 @@ from . import view_data as vd
 from .canvas import canvas_for, existing_canvas
 from .layer_update import create_layer, update_layer
 from .links import gallery_spot, links_for
-from .state import PerViewer, ShownAnalysis, state_for
+from .state import PerViewer, ShownAnalysis, state_for, viewer_ref
 
 __all__ = [
     "IncrementalShow",
@@ -243,9 +243,7 @@ def build_panel(viewer: Any, entry: ShownAnalysis, panel: str) -> list[Any]:
 
 
 def _panel_builder(viewer: Any) -> Callable[[ShownAnalysis, str], Any]:
-    import weakref
-
-    ref = weakref.ref(viewer)
+    ref = viewer_ref(viewer)  # a proxy's weakref dies with the widget that holds it
 
     def build(entry: ShownAnalysis, panel: str) -> Any:
         v = ref()
@@ -476,12 +474,10 @@ _WATCHED = PerViewer()
 
 def watch_viewer(viewer: Any) -> None:
     """Show the analyses of layers added to ``viewer`` (the reader's path), once per viewer."""
-    import weakref
-
     if _WATCHED.get(viewer) is not None:
         return
     _WATCHED.set(viewer, True)
-    ref = weakref.ref(viewer)
+    ref = viewer_ref(viewer)  # a proxy's weakref dies with the widget that holds it
 
     def inserted(event: Any) -> None:
         v = ref()

@@ -1,0 +1,171 @@
+"""The user's journey through napari's own door: menus, samples, the reader and the writer.
+
+Every widget here is docked by napari (``add_plugin_dock_widget``), so it gets napari's
+proxy of the viewer, as it does from ``Plugins ▸ TopoLens``; the console's
+``add_model`` gets the viewer itself. Nothing constructs a widget class.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from conftest import (
+    dock_analysis,
+    dock_explorer,
+    open_sample,
+    open_saved,
+    save_selected,
+    wait_for,
+)
+
+import napari_topolens as tl
+from napari_topolens.ui.analysis_widget import ADDED_PREFIX
+from napari_topolens.ui.state import state_for
+from napari_topolens.ui.variants import variant_views_for
+from napari_topolens.ui.views import canvas_for, find_layers
+from napari_topolens.ui.widget_parts import MARKED_IMAGES
+
+#: The few digits analysed (a fast run).
+CHOSEN = np.arange(5, 1797, 15)[:100]
+TIMEOUT_MS = 120_000
+
+
+def _mark(viewer, images):
+    marks = np.zeros(images.data.shape, dtype=np.uint8)
+    marks[CHOSEN, 2:5, 2:5] = 1
+    return viewer.add_labels(marks, name="marks")
+
+
+def _set_up_run(widget, marks, variants=()):
+    widget.model_source.value = "sample: digits"
+    assert widget.load_model() is not None, widget.status.value
+    widget.module_tree.set_checked(["pool2", "fc1"])
+    widget.which.value = MARKED_IMAGES
+    widget.marker_layer.value = marks
+    for text in variants:
+        assert widget.variant_form.add(text=text) == text
+
+
+def _run(qtbot, widget):
+    worker = widget.run()
+    assert worker is not None, widget.status.value
+    wait_for(qtbot, worker, timeout=TIMEOUT_MS)
+    assert widget.analysis is not None, widget.status.value
+    return widget.analysis
+
+
+def _wait_switch(qtbot, explorer):
+    qtbot.waitUntil(
+        lambda: explorer.pending_show is None or explorer.pending_show.done, timeout=TIMEOUT_MS
+    )
+
+
+def _shown_layer(viewer, key):
+    (nodes,) = find_layers(viewer, key, "mapper_nodes")
+    return nodes.metadata["topolens"]["layer"]
+
+
+def _small_net():
+    return torch.nn.Sequential(
+        torch.nn.Conv2d(1, 2, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.LazyLinear(10)
+    )
+
+
+def test_sample_analysis_explorer_variants_save_reopen_and_add_model(
+    make_napari_viewer, qtbot, tmp_path
+):
+    viewer = make_napari_viewer()
+    images = open_sample(viewer, "digits")
+    widget = dock_analysis(viewer)
+    marks = _mark(viewer, images)
+    _set_up_run(widget, marks)
+    first = _run(qtbot, widget)
+    state = state_for(viewer)  # the console's view of the viewer's state (the viewer itself)
+    (first_key,) = state.keys
+    assert state.get(first_key).analysis is first
+
+    # the explorer from the Plugins menu sees the analysis the docked widget made
+    explorer = dock_explorer(viewer)
+    assert explorer.analysis_key.value == first_key, explorer.status.value
+    assert explorer.layer.value == "fc1" and set(explorer.layer.choices) - {None} == {"pool2", "fc1"}
+    explorer.layer.value = "pool2"
+    _wait_switch(qtbot, explorer)
+    assert _shown_layer(viewer, first_key) == "pool2"
+
+    # a second run on the same images, with two cheap variants, replaces the first
+    _set_up_run(widget, marks, variants=("gaussian:0.05", "prune:0.3"))
+    second = _run(qtbot, widget)
+    assert first_key not in state or state.get(first_key).analysis is not first
+    bases = [entry for entry in state if entry.variant_of is None]
+    assert [entry.analysis for entry in bases] == [second]
+    base_key = bases[0].key
+    assert len(state) == 2  # the base and the variant beside it, no third slot
+    qtbot.waitUntil(lambda: explorer.analysis_key.value == base_key, timeout=TIMEOUT_MS)
+
+    # what is on screen when saving: layer, view, colouring, threshold, compared variant
+    explorer.analysis_key.value = base_key
+    explorer.layer.value = "pool2"
+    _wait_switch(qtbot, explorer)
+    explorer.color_by.value = "purity"
+    explorer.edge_threshold.value = 0.25
+    canvas = canvas_for(viewer)
+    canvas.show_panel("diagram")
+    variants = variant_views_for(viewer)
+    canvas.compare.setCurrentIndex(canvas.compare.findData("prune:0.3"))  # "Compare with"
+    qtbot.waitUntil(
+        lambda: variants.bases[base_key].compared == "prune:0.3"
+        and (variants.pending is None or variants.pending.done),
+        timeout=TIMEOUT_MS,
+    )
+    entry = state.get(base_key)
+    assert (entry.network_layer, entry.color_by, entry.edge_threshold) == ("pool2", "purity", 0.25)
+
+    # napari's writer, the README's way: the analysis's overlay selected, Save Selected Layers
+    (overlay,) = find_layers(viewer, base_key, "overlay")
+    viewer.layers.selection.clear()
+    viewer.layers.selection.add(overlay)
+    target = tmp_path / "digits.topolens"
+    assert save_selected(viewer, target) == [str(target)]
+
+    # reopened in a new viewer: the same layer, view, colouring, threshold and variant
+    other = make_napari_viewer()
+    tl.add_model(other, _small_net(), name="early")  # before the widget exists
+    open_saved(other, target)
+    other_state = state_for(other)
+    qtbot.waitUntil(
+        lambda: any(e.variant_of is None and e.network_layer for e in other_state),
+        timeout=TIMEOUT_MS,
+    )
+    other_variants = variant_views_for(other)
+    qtbot.waitUntil(
+        lambda: any(bv.compared is not None for bv in other_variants.bases.values())
+        and (other_variants.pending is None or other_variants.pending.done),
+        timeout=TIMEOUT_MS,
+    )
+    (reopened,) = [e for e in other_state if e.variant_of is None]
+    assert reopened.network_layer == "pool2"
+    assert reopened.color_by == "purity"
+    assert reopened.edge_threshold == 0.25
+    assert other_state.panel == "diagram"
+    assert other_variants.bases[reopened.key].compared == "prune:0.3"
+    assert _shown_layer(other, reopened.key) == "pool2"
+
+    # the explorer docked in the new viewer sees the reopened analysis and switches it
+    other_explorer = dock_explorer(other)
+    assert other_explorer.analysis_key.value == reopened.key
+    assert other_explorer.layer.value == "pool2"
+    assert other_explorer.color_by.value == "purity"
+    other_explorer.layer.value = "fc1"
+    _wait_switch(qtbot, other_explorer)
+    assert _shown_layer(other, reopened.key) == "fc1"
+
+    # add_model with the viewer itself (the console's): before the widget, it is chosen
+    other_widget = dock_analysis(other)
+    assert other_widget.model_source.value == ADDED_PREFIX + "early"
+    # ... and after: the docked widget's list updates at once, in both viewers
+    tl.add_model(other, _small_net(), name="late")
+    assert ADDED_PREFIX + "late" in other_widget.model_source.choices
+    assert other_widget.model_source.value == ADDED_PREFIX + "late"
+    tl.add_model(viewer, _small_net(), name="console net")
+    assert widget.model_source.value == ADDED_PREFIX + "console net"
+    assert ADDED_PREFIX + "console net" not in other_widget.model_source.choices
