@@ -61,8 +61,13 @@ def _wait_switch(qtbot, explorer):
 
 
 def _shown_layer(viewer, key):
-    (nodes,) = find_layers(viewer, key, "mapper_nodes")
-    return nodes.metadata["topolens"]["layer"]
+    """The network layer the visible views of ``key`` draw (one, or the set when mixed)."""
+    found = {
+        layer.metadata["topolens"].get("layer")
+        for layer in find_layers(viewer, key)
+        if layer.visible and layer.metadata["topolens"].get("view") not in ("images", "overlay")
+    } - {None, ""}
+    return found.pop() if len(found) == 1 else found
 
 
 def _small_net():

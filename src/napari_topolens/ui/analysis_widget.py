@@ -937,12 +937,14 @@ class AnalysisWidget(QWidget):
 
     def _on_show_request(self, step: Any, image_layer: Any) -> None:
         """Main thread: the worker's analysis is done; add its layers, one per event-loop turn."""
+        from .show import remove_analyses_on
         from .views import show_analysis_incrementally, show_variants_incrementally
 
         if not isinstance(step, _ShowRequest) or self._job is None or self._job.cancelled:
             return
         if image_layer not in self._viewer.layers:
             image_layer = None  # removed while the analysis ran: views use analysis.images
+        remove_analyses_on(self._viewer, image_layer)  # a new run replaces the previous one
 
         def done(layers: list[Any]) -> None:
             self.layers_added = layers

@@ -30,6 +30,7 @@ __all__ = [
     "state_for",
     "viewer_anchor",
     "viewer_ref",
+    "viewer_showing",
 ]
 
 
@@ -339,3 +340,15 @@ _STATES = PerViewer()
 def state_for(viewer: Any) -> ShownAnalyses:
     """The shown-analysis state of ``viewer``, made on first use."""
     return _STATES.setdefault(viewer, lambda _viewer: ShownAnalyses())
+
+
+def viewer_showing(analysis: Any) -> tuple[Any, ShownAnalyses] | None:
+    """The viewer that shows ``analysis`` and its state, or None.
+
+    napari's writer is handed layer data, not a viewer, and the viewer that saves
+    need not be napari's current one: the analysis itself says where it is shown.
+    """
+    for viewer, state in _STATES.items():
+        if state.key_of(analysis) is not None:
+            return viewer, state
+    return None
