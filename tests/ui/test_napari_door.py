@@ -92,7 +92,8 @@ def test_sample_analysis_explorer_variants_save_reopen_and_add_model(
     # the explorer from the Plugins menu sees the analysis the docked widget made
     explorer = dock_explorer(viewer)
     assert explorer.analysis_key.value == first_key, explorer.status.value
-    assert explorer.layer.value == "fc1" and set(explorer.layer.choices) - {None} == {"pool2", "fc1"}
+    assert explorer.layer.value == "fc1"
+    assert {name for name in explorer.layer.choices if name} == {"pool2", "fc1"}
     explorer.layer.value = "pool2"
     _wait_switch(qtbot, explorer)
     assert _shown_layer(viewer, first_key) == "pool2"
@@ -118,8 +119,10 @@ def test_sample_analysis_explorer_variants_save_reopen_and_add_model(
     variants = variant_views_for(viewer)
     canvas.compare.setCurrentIndex(canvas.compare.findData("prune:0.3"))  # "Compare with"
     qtbot.waitUntil(
-        lambda: variants.bases[base_key].compared == "prune:0.3"
-        and (variants.pending is None or variants.pending.done),
+        lambda: (
+            variants.bases[base_key].compared == "prune:0.3"
+            and (variants.pending is None or variants.pending.done)
+        ),
         timeout=TIMEOUT_MS,
     )
     entry = state.get(base_key)
@@ -143,8 +146,10 @@ def test_sample_analysis_explorer_variants_save_reopen_and_add_model(
     )
     other_variants = variant_views_for(other)
     qtbot.waitUntil(
-        lambda: any(bv.compared is not None for bv in other_variants.bases.values())
-        and (other_variants.pending is None or other_variants.pending.done),
+        lambda: (
+            any(bv.compared is not None for bv in other_variants.bases.values())
+            and (other_variants.pending is None or other_variants.pending.done)
+        ),
         timeout=TIMEOUT_MS,
     )
     (reopened,) = [e for e in other_state if e.variant_of is None]
@@ -174,3 +179,112 @@ def test_sample_analysis_explorer_variants_save_reopen_and_add_model(
     tl.add_model(viewer, _small_net(), name="console net")
     assert widget.model_source.value == ADDED_PREFIX + "console net"
     assert ADDED_PREFIX + "console net" not in other_widget.model_source.choices
+
+
+def _canvas_layers_of(viewer, key):
+    return [layer for layer in canvas_for(viewer).model.layers if layer in find_layers(viewer, key)]
+
+
+def test_a_rerun_replaces_and_an_analysis_comes_off_the_canvas_with_its_images_kept(
+    door_digits, qtbot
+):
+    viewer, widget, images = door_digits
+    marks = _mark(viewer, images)
+    _set_up_run(widget, marks)
+    widget.module_tree.set_checked(["fc1"])
+    first = _run(qtbot, widget)
+    state = state_for(viewer)
+    explorer = dock_explorer(viewer)
+    (key,) = state.keys
+    legend = canvas_for(viewer).legend.text()
+
+    second = _run(qtbot, widget)  # the same form again: a new run on the same image layer
+    assert [entry.analysis for entry in state] == [second]  # one slot, not two
+    assert state.get(state.keys[0]).slot == 0
+    keys = {layer.metadata["topolens"]["key"] for layer in find_layers(viewer)}
+    assert keys == {state.keys[0]}  # nothing of the first run is left, in either viewer
+    assert all(
+        layer.metadata["topolens"]["analysis"] is not first
+        for layer in viewer.layers
+        if "analysis" in layer.metadata.get("topolens", {})
+    )
+    assert canvas_for(viewer).legend.text() == legend  # the legend names what is shown, once
+    qtbot.waitUntil(lambda: explorer.analysis_key.value == state.keys[0], timeout=TIMEOUT_MS)
+    assert explorer.analysis is second
+
+    # the explorer's Remove analysis: views, overlay and gallery go; the images stay
+    key = state.keys[0]
+    explorer.remove_button.clicked.emit()
+    assert len(state) == 0 and not find_layers(viewer, key)
+    assert images in viewer.layers and marks in viewer.layers
+    assert not canvas_for(viewer).model.layers
+    assert explorer.analysis_key.value is None
+    assert "0" not in canvas_for(viewer).legend.text().split("rings")[0]  # no class key left
+
+    # napari's own way: deleting the analysis's overlay layer takes it off the canvas too
+    third = _run(qtbot, widget)
+    (key,) = state.keys
+    assert state.get(key).analysis is third
+    (overlay,) = find_layers(viewer, key, "overlay")
+    viewer.layers.remove(overlay)
+    assert len(state) == 0 and not find_layers(viewer, key)
+    assert not canvas_for(viewer).model.layers
+    assert images in viewer.layers
+
+
+def test_the_legend_names_the_classes_of_every_analysis_shown(make_napari_viewer):
+    from conftest import digits_analysis
+
+    from napari_topolens.ui.views import remove_analysis, show_analysis
+
+    _, digits = digits_analysis(40, layers=("fc1",))
+    _, renamed = digits_analysis(40, layers=("fc1",))
+    renamed.class_names = [f"<i>d{name}</i>" for name in renamed.class_names]
+    viewer = make_napari_viewer()
+    show_analysis(viewer, digits, key="plain")
+    canvas = canvas_for(viewer)
+    assert "plain" not in canvas.legend.text() and "&nbsp;9" in canvas.legend.text()
+    show_analysis(viewer, renamed, key="renamed")
+    text = canvas.legend.text()
+    assert "<b>plain</b>" in text and "<b>renamed</b>" in text
+    assert "&lt;i&gt;d9&lt;/i&gt;" in text and "<i>" not in text  # names are text, not markup
+    remove_analysis(viewer, "plain")
+    text = canvas.legend.text()
+    assert "&nbsp;9 " not in text and "&lt;i&gt;d9&lt;/i&gt;" in text and "<b>" not in text
+
+
+def test_the_view_record_is_checked_value_by_value(tmp_path):
+    import json
+
+    from conftest import digits_analysis
+
+    from napari_topolens.ui import io
+
+    _, analysis = digits_analysis(40, layers=("pool1", "fc1"))
+    folder = analysis.save(tmp_path / "a.topolens")
+    defaults = io._view_settings(folder, analysis)  # no record: the defaults
+    assert defaults == {
+        "layer_name": None,
+        "panel": None,
+        "color_by": "dominant_class",
+        "edge_threshold": 0.0,
+    }
+    good = {"layer": "pool1", "panel": "diagram", "color_by": "purity", "edge_threshold": 0.4}
+    (folder / io.VIEW_FILE).write_text(json.dumps(good))
+    assert io._view_settings(folder, analysis) == {
+        "layer_name": "pool1",
+        "panel": "diagram",
+        "color_by": "purity",
+        "edge_threshold": 0.4,
+    }
+    for bad in (
+        {"layer": "fc9", "panel": "drift", "color_by": "correct", "edge_threshold": 7},
+        {"layer": ["pool1"], "panel": 3, "color_by": {"a": 1}, "edge_threshold": True},
+        {"layer": None, "panel": "../etc", "color_by": "", "edge_threshold": "0.4"},
+        {"compare": "gaussian:0.1", "edge_threshold": -0.1},
+    ):
+        (folder / io.VIEW_FILE).write_text(json.dumps(bad))
+        assert io._view_settings(folder, analysis) == defaults, bad
+    # NaN is not JSON, but Python's reader takes it: still the default
+    (folder / io.VIEW_FILE).write_text('{"edge_threshold": NaN}')
+    assert io._view_settings(folder, analysis) == defaults

@@ -440,7 +440,7 @@ class AnalysisWidget(QWidget):
 
     def _on_models_added(self, viewer: Any) -> None:
         """A model was given with ``add_model``: list it, and choose it when idle."""
-        from .state import same_viewer
+        from .viewer_key import same_viewer
 
         if not same_viewer(viewer, self._viewer):  # napari docks us with a proxy of it
             return

@@ -10,7 +10,7 @@ reads napari's private attributes.
 Models are kept per viewer, strongly (the user handed them over), until the
 viewer is garbage-collected or :func:`remove_model` drops them. The console's
 ``viewer`` is the viewer itself, a docked widget's is napari's proxy of it: both
-find the same models (``ui.state.PerViewer``). This module imports neither
+find the same models (``ui.viewer_key.PerViewer``). This module imports neither
 napari nor torch.
 """
 
@@ -22,7 +22,7 @@ from typing import Any
 from psygnal import Signal
 
 from ..errors import ModelError
-from .state import PerViewer
+from .viewer_key import PerViewer
 
 __all__ = [
     "add_model",
