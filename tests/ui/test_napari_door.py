@@ -288,3 +288,34 @@ def test_the_view_record_is_checked_value_by_value(tmp_path):
     # NaN is not JSON, but Python's reader takes it: still the default
     (folder / io.VIEW_FILE).write_text('{"edge_threshold": NaN}')
     assert io._view_settings(folder, analysis) == defaults
+
+
+def test_a_viewer_and_its_napari_proxies_are_one_viewer_and_distinct_viewers_two():
+    import gc
+
+    from napari.components import ViewerModel
+    from napari.utils._proxies import PublicOnlyProxy  # what napari gives a docked widget
+
+    from napari_topolens.ui.viewer_key import PerViewer, same_viewer, viewer_ref
+
+    a, b = ViewerModel(), ViewerModel()
+    assert a == b  # evented models compare equal by their fields: never a dict key
+    registry = PerViewer()
+    registry.set(PublicOnlyProxy(a), "a")
+    assert registry.get(a) == "a" and registry.get(PublicOnlyProxy(a)) == "a"
+    assert registry.get(b) is None
+    assert same_viewer(PublicOnlyProxy(a), a) and not same_viewer(a, b)
+    proxy = PublicOnlyProxy(b)
+    ref = viewer_ref(proxy)
+    del proxy
+    gc.collect()
+    assert same_viewer(ref(), b)  # a weakref to the proxy would have died with it
+    registry.set(b, "b")
+    assert viewer_ref(b)() is b  # the viewer itself, once seen, is what comes back
+    del a
+    gc.collect()
+    assert registry.values() == ["b"]  # gone with its viewer
+    b_ref = viewer_ref(b)
+    del b, ref
+    gc.collect()
+    assert b_ref() is None and registry.values() == []

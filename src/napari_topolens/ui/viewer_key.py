@@ -49,14 +49,15 @@ class _ViewerAnchor:
         """Connected to the viewer's ``theme`` event only to be kept alive: does nothing."""
 
 
-_ANCHORS: dict[int, weakref.ref] = {}
+_ANCHORS: dict[tuple[type, int], weakref.ref] = {}
 
 
-def _hash_of(viewer: Any) -> int:
+def _key_of(viewer: Any) -> tuple[type, int]:
+    """The viewer's class (a proxy gives its target's) and hash (a napari viewer's: its id)."""
     try:
-        return hash(viewer)
+        return viewer.__class__, hash(viewer)
     except TypeError:  # not hashable: only ever itself
-        return id(viewer)
+        return viewer.__class__, id(viewer)
 
 
 def _is_proxy(viewer: Any) -> bool:
@@ -66,7 +67,7 @@ def _is_proxy(viewer: Any) -> bool:
 
 def viewer_anchor(viewer: Any) -> _ViewerAnchor:
     """The one anchor of ``viewer`` (the same for the viewer and every proxy of it)."""
-    key = _hash_of(viewer)
+    key = _key_of(viewer)
     ref = _ANCHORS.get(key)
     anchor = ref() if ref is not None else None
     if anchor is not None:
@@ -80,7 +81,7 @@ def viewer_anchor(viewer: Any) -> _ViewerAnchor:
         anchor = _ViewerAnchor(viewer, held_by_viewer=False)
         weakref.finalize(viewer, anchor.__call__)
 
-    def forget(dead: weakref.ref, key: int = key) -> None:
+    def forget(dead: weakref.ref, key: tuple[type, int] = key) -> None:
         if _ANCHORS.get(key) is dead:
             del _ANCHORS[key]
 
