@@ -944,7 +944,7 @@ class AnalysisWidget(QWidget):
             return
         if image_layer not in self._viewer.layers:
             image_layer = None  # removed while the analysis ran: views use analysis.images
-        remove_analyses_on(self._viewer, image_layer)  # a new run replaces the previous one
+        replaced = remove_analyses_on(self._viewer, image_layer)  # a new run replaces it
 
         def done(layers: list[Any]) -> None:
             self.layers_added = layers
@@ -971,7 +971,8 @@ class AnalysisWidget(QWidget):
             step.error = exc
             step.shown.set()
 
-        self._set_status("Adding the layers...")
+        instead = f" in place of {', '.join(map(repr, replaced))}" if replaced else ""
+        self._set_status(f"Adding the layers{instead}...")
         self._show = show_analysis_incrementally(
             self._viewer,
             step.analysis,
