@@ -36,56 +36,40 @@ class _ViewerAnchor:
 
     @property
     def viewer(self) -> Any:
-        """The viewer (or a proxy of it) that :func:`viewer_ref` hands back; None once gone."""
+        """The viewer (or the proxy of it first seen) for :func:`viewer_ref`; None once gone."""
         return self._held() if isinstance(self._held, weakref.ref) else self._held
-
-    def prefer(self, viewer: Any) -> None:
-        """Hand back the viewer itself rather than a proxy of it, once it is seen."""
-        held = self._held
-        if not isinstance(held, weakref.ref) and _is_proxy(held) and not _is_proxy(viewer):
-            self._held = viewer
 
     def __call__(self, event: Any = None) -> None:
         """Connected to the viewer's ``theme`` event only to be kept alive: does nothing."""
 
 
-_ANCHORS: dict[tuple[type, int], weakref.ref] = {}
-
-
-def _key_of(viewer: Any) -> tuple[type, int]:
-    """The viewer's class (a proxy gives its target's) and hash (a napari viewer's: its id)."""
-    try:
-        return viewer.__class__, hash(viewer)
-    except TypeError:  # not hashable: only ever itself
-        return viewer.__class__, id(viewer)
-
-
-def _is_proxy(viewer: Any) -> bool:
-    """A transparent proxy claims its target's class; ``type`` tells the truth."""
-    return type(viewer) is not viewer.__class__
+#: Anchors of napari viewers by hash (a viewer's id; a proxy's is its viewer's) and of
+#: other objects by id: two tables, so an object's hash can never meet a viewer's id.
+_ANCHORS: dict[int, weakref.ref] = {}
+_OTHER_ANCHORS: dict[int, weakref.ref] = {}
 
 
 def viewer_anchor(viewer: Any) -> _ViewerAnchor:
     """The one anchor of ``viewer`` (the same for the viewer and every proxy of it)."""
-    key = _key_of(viewer)
-    ref = _ANCHORS.get(key)
+    emitter = getattr(getattr(viewer, "events", None), "theme", None)
+    napari_viewer = emitter is not None and callable(getattr(emitter, "connect", None))
+    table, key = (_ANCHORS, hash(viewer)) if napari_viewer else (_OTHER_ANCHORS, id(viewer))
+    ref = table.get(key)
     anchor = ref() if ref is not None else None
     if anchor is not None:
-        anchor.prefer(viewer)
         return anchor
-    emitter = getattr(getattr(viewer, "events", None), "theme", None)
-    if emitter is not None and callable(getattr(emitter, "connect", None)):
+    if napari_viewer:
         anchor = _ViewerAnchor(viewer, held_by_viewer=True)
         emitter.connect(anchor)
     else:  # not a napari viewer (a script's stand-in): tied to the object itself
         anchor = _ViewerAnchor(viewer, held_by_viewer=False)
         weakref.finalize(viewer, anchor.__call__)
 
-    def forget(dead: weakref.ref, key: tuple[type, int] = key) -> None:
-        if _ANCHORS.get(key) is dead:
-            del _ANCHORS[key]
+    def forget(dead: weakref.ref, key: int = key) -> None:
+        if table.get(key) is dead:
+            del table[key]
 
-    _ANCHORS[key] = weakref.ref(anchor, forget)
+    table[key] = weakref.ref(anchor, forget)
     return anchor
 
 
@@ -99,8 +83,8 @@ def same_viewer(a: Any, b: Any) -> bool:
 def viewer_ref(viewer: Any) -> Any:
     """A weak reference to ``viewer`` that a proxy of it cannot break.
 
-    Calling it gives the viewer (itself once seen, else the proxy first seen), or None
-    once the viewer is gone; a plain ``weakref.ref`` of a proxy dies with that proxy.
+    Calling it gives the viewer (or the proxy of it first seen), or None once the
+    viewer is gone; a plain ``weakref.ref`` of a proxy dies with that proxy.
     """
     ref = weakref.ref(viewer_anchor(viewer))
 
