@@ -749,8 +749,9 @@ class LinkController:
             id(layer) for layer in map(self.image_layer_of, self.state.keys) if layer is not None
         }
         layers = list(self.viewer.layers)
-        active = self.viewer.layers.selection.active
-        order = ([active] if active is not None and active in layers else []) + layers[::-1]
+        active = self.viewer.layers.selection.active  # through a viewer proxy: a layer proxy
+        active = next((layer for layer in layers if layer == active), None)  # the layer itself
+        order = ([active] if active is not None else []) + layers[::-1]
         for layer in order:
             if id(layer) in analysed and layer.visible and _pixel_at(layer, position) is not None:
                 return layer
