@@ -79,3 +79,52 @@ class TickRecorder:
 
     def count(self, since: float, until: float) -> int:
         return sum(1 for t in self.ticks if since <= t <= until)
+
+
+# ---- napari's door: widgets, samples and the reader only as napari makes them -------------
+PLUGIN = "napari-topolens"
+
+
+def dock(viewer, name: str):
+    """Dock a TopoLens widget as ``Plugins ▸ TopoLens ▸ <name>`` does; returns the widget.
+
+    napari builds it with a proxy of the viewer (``PublicOnlyProxy``), not the viewer:
+    the state the widgets share must survive that.
+    """
+    _dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, name)
+    return widget
+
+
+def dock_analysis(viewer):
+    """The ``Topology analysis`` widget, docked by napari."""
+    return dock(viewer, "Topology analysis")
+
+
+def dock_explorer(viewer):
+    """The ``Topology explorer`` widget, docked by napari."""
+    return dock(viewer, "Topology explorer")
+
+
+def open_sample(viewer, name: str = "digits"):
+    """``File ▸ Open Sample ▸ TopoLens ▸ <name>``: the sample's image layer."""
+    (layer,) = viewer.open_sample(PLUGIN, name)
+    return layer
+
+
+def open_saved(viewer, path):
+    """``File ▸ Open Folder…`` choosing TopoLens: the reader's images layer."""
+    return viewer.open(str(path), plugin=PLUGIN)
+
+
+def save_selected(viewer, path) -> list[str]:
+    """``File ▸ Save Selected Layers…`` with the ``.topolens`` extension."""
+    return viewer.layers.save(str(path), selected=True, plugin=PLUGIN)
+
+
+@pytest.fixture
+def door_digits(make_napari_viewer):
+    """A viewer with the digits sample and the analysis widget, both through napari's door."""
+    viewer = make_napari_viewer()
+    images = open_sample(viewer, "digits")
+    widget = dock_analysis(viewer)
+    return viewer, widget, images

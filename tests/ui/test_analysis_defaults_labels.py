@@ -7,14 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import wait_for
+from conftest import dock_analysis, wait_for
 
 from napari_topolens import load_sample
 from napari_topolens.ui.analysis_widget import (
     ADDED_PREFIX,
     DEFAULT_SAMPLING,
     SAMPLE_PREFIX,
-    AnalysisWidget,
 )
 from napari_topolens.ui.label_choice import (
     CSV_FILE,
@@ -33,7 +32,7 @@ def label_values(widget):
 def test_defaults_follow_the_open_sample(make_napari_viewer):
     viewer = make_napari_viewer()
     viewer.open_sample("napari-topolens", "shapes")
-    widget = AnalysisWidget(viewer)
+    widget = dock_analysis(viewer)
     assert widget.model_source.value == SAMPLE_PREFIX + "shapes"  # not the digits model
     assert widget.sampling.value == DEFAULT_SAMPLING == "top_norm"
     # a sample carries true labels: offered by name and chosen visibly, not taken silently
@@ -68,7 +67,7 @@ def test_labels_from_a_features_column_of_points_on_the_stack(make_napari_viewer
     )
     table = viewer.add_labels(np.zeros((6, 8, 8), np.uint8), name="table")
     table.features = {"index": np.arange(6), "cls": [0, 1, 1, 0, 2, 2]}
-    widget = AnalysisWidget(viewer)
+    widget = dock_analysis(viewer)
     widget.image_layer.value = image
     values = label_values(widget)
     assert ("features", "marks", "kind") in values and ("features", "marks", "score") in values
@@ -95,7 +94,7 @@ def test_labels_from_a_features_column_of_points_on_the_stack(make_napari_viewer
 def test_a_bad_csv_is_refused_before_anything_runs(make_napari_viewer, tmp_path: Path):
     viewer = make_napari_viewer()
     (images,) = viewer.open_sample("napari-topolens", "digits")
-    widget = AnalysisWidget(viewer)
+    widget = dock_analysis(viewer)
     assert widget.load_model() is not None
     widget.labels_source.value = CSV_FILE
     assert widget.run() is None
@@ -112,7 +111,7 @@ def test_a_bad_csv_is_refused_before_anything_runs(make_napari_viewer, tmp_path:
 def test_csv_labels_reach_the_analysis(make_napari_viewer, qtbot, tmp_path: Path):
     viewer = make_napari_viewer()
     (images,) = viewer.open_sample("napari-topolens", "digits")
-    widget = AnalysisWidget(viewer)
+    widget = dock_analysis(viewer)
     assert widget.load_model() is not None
     widget.module_tree.set_checked(["fc1"])
     marks = np.zeros(images.data.shape, np.uint8)
@@ -167,8 +166,7 @@ def test_a_users_rgb_images_get_the_models_predictions_as_labels(make_napari_vie
     rng = np.random.default_rng(0)
     rgb = rng.random((40, 12, 12, 3), dtype=np.float32)
     viewer.add_image(rgb, name="my photos", rgb=True)
-    widget = AnalysisWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Topology analysis")
+    widget = dock_analysis(viewer)
     progress = []
     tl.add_model(viewer, _user_model(), name="net")
     assert widget.model_source.value == ADDED_PREFIX + "net"
@@ -199,7 +197,7 @@ def test_a_users_rgb_images_get_the_models_predictions_as_labels(make_napari_vie
 def test_the_current_image_alone_is_analysed_at_every_position(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     viewer.open_sample("napari-topolens", "shapes")
-    widget = AnalysisWidget(viewer)
+    widget = dock_analysis(viewer)
     assert widget.load_model() is not None
     viewer.dims.set_current_step(0, 7)
     widget.which.value = CURRENT_IMAGE
@@ -230,7 +228,7 @@ def test_a_model_without_class_scores_needs_another_label_source(make_napari_vie
 
     viewer = make_napari_viewer()
     viewer.add_image(np.random.default_rng(1).random((30, 10, 10), dtype=np.float32), name="img")
-    widget = AnalysisWidget(viewer)
+    widget = dock_analysis(viewer)
     torch.manual_seed(0)
     encoder = torch.nn.Sequential(
         torch.nn.Conv2d(1, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 4, 3)

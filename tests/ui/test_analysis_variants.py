@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import wait_for
+from conftest import dock_analysis, wait_for
 
 from napari_topolens.robustness.perturbations import STRENGTH_RANGES
 from napari_topolens.ui.analysis_widget import AnalysisWidget
@@ -23,8 +23,7 @@ def digits(make_napari_viewer):
     marks = np.zeros(images.data.shape, dtype=np.uint8)
     marks[CHOSEN, 3:5, 3:5] = 1
     viewer.add_labels(marks, name="marks")
-    widget = AnalysisWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Topology analysis")
+    widget = dock_analysis(viewer)
     widget.model_source.value = "sample: digits"
     assert widget.load_model() is not None
     widget.module_tree.set_checked(["pool2", "fc1"])
@@ -225,7 +224,7 @@ def test_perturbed_variants_of_a_stack_over_the_cap_are_refused_up_front(make_na
     viewer = make_napari_viewer()
     frames = 20_000  # 312.5 MiB of float32 frames, declared by a lazy array
     layer = viewer.add_image(da.zeros((frames, 64, 64), dtype=np.float32), name="big")
-    widget = AnalysisWidget(viewer)
+    widget = dock_analysis(viewer)
     widget.variant_form.add(text="prune:0.5")
     no_labels = LabelChoice(None, None, "none")
     plan = widget._variant_plan(layer, np.arange(3), frames, no_labels)
@@ -249,8 +248,7 @@ def test_perturbed_variants_of_a_stack_over_the_cap_are_refused_up_front(make_na
 def shapes(make_napari_viewer):
     viewer = make_napari_viewer()
     (images,) = viewer.open_sample("napari-topolens", "shapes")
-    widget = AnalysisWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Topology analysis")
+    widget = dock_analysis(viewer)
     widget.model_source.value = "sample: shapes"
     assert widget.load_model() is not None
     widget.module_tree.set_checked(["pool1", "pool2"])
@@ -379,6 +377,7 @@ def test_long_layer_names_and_drift_lines_fit_a_330_pixel_dock(make_napari_viewe
     viewer.add_image(np.zeros((4, 16, 16), np.float32), name="stack")
     long_name = "object mask drawn by hand on every image of the stack"
     viewer.add_labels(np.zeros((4, 16, 16), np.uint8), name=long_name)
+    # made directly: measured on its own at a dock's width, not in napari's dock
     widget = AnalysisWidget(viewer)  # made while the long name is open
     widget.variants_section.expand(animate=False)
     widget.sampling.value = "foreground"
@@ -402,8 +401,7 @@ def test_a_single_image_layer_gets_a_single_image_variant(make_napari_viewer, qt
     viewer = make_napari_viewer()
     (images,) = viewer.open_sample("napari-topolens", "digits")
     one = viewer.add_image(np.asarray(images.data[5]), name="one")  # (8, 8): no stack axis
-    widget = AnalysisWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Topology analysis")
+    widget = dock_analysis(viewer)
     widget.model_source.value = "sample: digits"
     assert widget.load_model() is not None
     widget.module_tree.set_checked(["conv1", "conv2"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import wait_for
+from conftest import dock_analysis, wait_for
 
 from napari_topolens.errors import TopoLensError
 from napari_topolens.ui.analysis_widget import (
@@ -30,8 +30,7 @@ def layer_names(viewer):
 def digits(make_napari_viewer):
     viewer = make_napari_viewer()
     (images,) = viewer.open_sample("napari-topolens", "digits")
-    widget = AnalysisWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Topology analysis")
+    widget = dock_analysis(viewer)
     widget.model_source.value = "sample: digits"
     assert widget.load_model() is not None
     return viewer, widget, images
@@ -118,7 +117,7 @@ def test_marks_of_points_shapes_and_labels(make_napari_viewer):
     with pytest.raises(ValueError, match="marks no image"):
         marked_stack_indices(image, empty)
 
-    widget = AnalysisWidget(viewer)
+    widget = dock_analysis(viewer)
     widget.image_layer.value = image
     assert widget.marker_layer.native.isHidden()  # shown only when it matters
     widget.which.value = MARKED_IMAGES
@@ -134,7 +133,7 @@ def test_marks_of_points_shapes_and_labels(make_napari_viewer):
 def test_cancel_mid_run_leaves_the_viewer_unchanged(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     viewer.open_sample("napari-topolens", "shapes")
-    widget = AnalysisWidget(viewer)
+    widget = dock_analysis(viewer)
     widget.model_source.value = "sample: shapes"
     widget.load_model()
     widget.sampling.value = "all_positions"
@@ -164,7 +163,7 @@ def test_cancel_mid_run_leaves_the_viewer_unchanged(make_napari_viewer, qtbot):
 def test_bad_input_gives_one_message_and_keeps_the_viewer(make_napari_viewer):
     viewer = make_napari_viewer()
     viewer.add_image(np.full((6, 8, 8), np.nan, dtype=np.float32), name="broken")
-    widget = AnalysisWidget(viewer)
+    widget = dock_analysis(viewer)
     widget.model_source.value = "sample: digits"
     widget.image_layer.value = viewer.layers["broken"]
     assert widget.load_model() is not None
@@ -224,15 +223,16 @@ def test_models_given_with_add_model(make_napari_viewer):
 
     viewer = make_napari_viewer()
     viewer.add_image(np.random.default_rng(0).random((20, 12, 12), dtype=np.float32), name="noise")
-    widget = AnalysisWidget(viewer)
+    widget = dock_analysis(viewer)
     net = ConsoleNet.make()
     assert tl.add_model(viewer, net, name="my_net") == "my_net"
     # the open widget lists it at once and chooses it (the user just handed it over)
     assert widget.model_source.value == ADDED_PREFIX + "my_net"
     assert tl.add_model(viewer, torch.nn.Sequential(torch.nn.Linear(2, 2))) == "Sequential"
     other_viewer = make_napari_viewer()
-    assert ADDED_PREFIX + "my_net" not in AnalysisWidget(other_viewer).model_source.choices
+    assert ADDED_PREFIX + "my_net" not in dock_analysis(other_viewer).model_source.choices
     # a widget opened after add_model starts with the model handed over
+    # a second widget in the same viewer (napari docks one per name): made directly
     assert AnalysisWidget(viewer).model_source.value == ADDED_PREFIX + "Sequential"
     with pytest.raises(TopoLensError, match="expects a torch.nn.Module"):
         tl.add_model(viewer, "not a model")
@@ -306,7 +306,7 @@ def test_models_defined_in_the_open_console_are_found(make_napari_viewer):
     viewer.update_console({"live_net": net})
     assert console.shell.user_ns["live_net"] is net
     assert discovered_models()["live_net"] is net
-    widget = AnalysisWidget(viewer)
+    widget = dock_analysis(viewer)
     assert CONSOLE_PREFIX + "live_net" in widget.model_source.choices
     widget.model_source.value = CONSOLE_PREFIX + "live_net"
     assert widget.load_model() is net

@@ -7,10 +7,10 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import TickRecorder
+from conftest import TickRecorder, dock_explorer
 
 from napari_topolens.ui import view_data as vd
-from napari_topolens.ui.explorer_widget import ExplorerWidget, resolve_class
+from napari_topolens.ui.explorer_widget import resolve_class
 from napari_topolens.ui.links import links_for
 from napari_topolens.ui.state import state_for
 from napari_topolens.ui.view_data import LAYER_VIEWS
@@ -43,8 +43,7 @@ def explorer(make_napari_viewer, digits_analysis):
     viewer = make_napari_viewer()
     images = viewer.add_image(sample.images, name="digits images")
     show_analysis(viewer, analysis, image_layer=images)
-    widget = ExplorerWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Topology explorer")
+    widget = dock_explorer(viewer)
     return viewer, widget, analysis
 
 

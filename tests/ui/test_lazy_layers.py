@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import wait_for
+from conftest import dock_analysis, wait_for
 
 from napari_topolens import extract_activations, load_sample
-from napari_topolens.ui.analysis_widget import AnalysisWidget
 
 da = pytest.importorskip("dask.array")
 
@@ -36,8 +35,7 @@ def test_dask_layer_is_read_in_chunks_and_gives_the_numpy_result(make_napari_vie
         name="lazy digits",
         metadata={"labels": sample.labels[:160], "class_names": sample.class_names},
     )
-    widget = AnalysisWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Topology analysis")
+    widget = dock_analysis(viewer)
     widget.model_source.value = "sample: digits"
     assert widget.load_model() is not None
     widget.module_tree.set_checked(["pool2", "fc1"])
@@ -70,8 +68,7 @@ def test_scheduler_field_runs_the_analysis_on_a_local_cluster(make_napari_viewer
     images = sample.images[:120]
     viewer = make_napari_viewer()
     layer = viewer.add_image(images, name="digits part")
-    widget = AnalysisWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Topology analysis")
+    widget = dock_analysis(viewer)
     widget.model_source.value = "sample: digits"
     assert widget.load_model() is not None
     widget.module_tree.set_checked(["pool2", "fc1"])

@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import numpy as np
-from conftest import wait_for
+from conftest import dock_analysis, wait_for
 
 from napari_topolens import load_sample
-from napari_topolens.ui.analysis_widget import AnalysisWidget
 from napari_topolens.ui.level_layer import LEVEL_KEY
 
 
 def _pyramid_viewer(make_napari_viewer, levels):
     viewer = make_napari_viewer()
     pyramid = viewer.add_image(levels, multiscale=True, name="pyramid", translate=(0, 3.0, -2.0))
-    widget = AnalysisWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Topology analysis")
+    widget = dock_analysis(viewer)
     widget.model_source.value = "sample: digits"
     assert widget.load_model() is not None
     widget.image_layer.value = pyramid

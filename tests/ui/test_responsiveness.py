@@ -17,10 +17,8 @@ import os
 import time
 
 import numpy as np
-from conftest import TickRecorder, digits_analysis
+from conftest import TickRecorder, digits_analysis, dock_analysis, dock_explorer
 
-from napari_topolens.ui.analysis_widget import AnalysisWidget
-from napari_topolens.ui.explorer_widget import ExplorerWidget
 from napari_topolens.ui.state import state_for
 from napari_topolens.ui.views import canvas_for, find_layers
 
@@ -47,8 +45,7 @@ def busy_factor() -> float:
 def test_viewer_stays_responsive_while_analysing_and_showing(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     viewer.open_sample("napari-topolens", "shapes")
-    widget = AnalysisWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Topology analysis")
+    widget = dock_analysis(viewer)
     widget.model_source.value = "sample: shapes"
     widget.load_model()
     widget.sampling.value = "all_positions"
@@ -109,8 +106,7 @@ def test_reopening_a_saved_analysis_and_switching_layers_are_fast(
         raise AssertionError("reopening must not recompute the analysis or its layouts")
 
     viewer = make_napari_viewer()
-    explorer = ExplorerWidget(viewer)
-    viewer.window.add_dock_widget(explorer, name="Topology explorer")
+    explorer = dock_explorer(viewer)
     state = state_for(viewer)
     shown: list[float] = []
     state.shown.connect(lambda _key: shown.append(time.perf_counter()))

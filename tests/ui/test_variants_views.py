@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import wait_for
+from conftest import dock_analysis, dock_explorer, wait_for
 
 import napari_topolens as tl
 from napari_topolens import load_sample
@@ -169,11 +169,10 @@ def test_compare_combo_switches_the_variant_and_keeps_the_image_layers(
 
 
 def test_the_variant_follows_the_explorer(make_napari_viewer, varied, qtbot):
-    from napari_topolens.ui.explorer_widget import ExplorerWidget
 
     base = varied
     viewer, _image_layer, state, key = shown_with_variants(make_napari_viewer, base)
-    explorer = ExplorerWidget(viewer)
+    explorer = dock_explorer(viewer)
     assert [k for k in explorer.analysis_key.choices if k] == [
         key
     ]  # the variant follows, not listed
@@ -492,7 +491,6 @@ def test_variant_layout_of_an_unchanged_graph_is_the_base_layout(varied):
 
 def test_the_analysis_widgets_variants_show_beside_its_base(make_napari_viewer, qtbot):
     """The widget's run shows its stack-indexed variants beside the base, linked."""
-    from napari_topolens.ui.analysis_widget import AnalysisWidget
     from napari_topolens.ui.widget_parts import MARKED_IMAGES
 
     viewer = make_napari_viewer()
@@ -501,7 +499,7 @@ def test_the_analysis_widgets_variants_show_beside_its_base(make_napari_viewer, 
     marks = np.zeros(images.data.shape, dtype=np.uint8)
     marks[chosen, 3:5, 3:5] = 1
     viewer.add_labels(marks, name="marks")
-    widget = AnalysisWidget(viewer)
+    widget = dock_analysis(viewer)
     widget.model_source.value = "sample: digits"
     assert widget.load_model() is not None
     widget.module_tree.set_checked(["pool2", "fc1"])

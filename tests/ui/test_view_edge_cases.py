@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import digits_analysis
+from conftest import digits_analysis, dock_analysis
 
 from napari_topolens import load_sample
 from napari_topolens.ui import view_data as vd
@@ -258,12 +258,10 @@ def test_the_flow_subtitle_names_the_best_stage(digits):
 def test_the_analysis_widget_refuses_images_with_two_stack_axes(make_napari_viewer):
     from napari.utils.notifications import notification_manager
 
-    from napari_topolens.ui.analysis_widget import AnalysisWidget
-
     viewer = make_napari_viewer()
     sample = load_sample("digits")
     layer = viewer.add_image(sample.images[:12].reshape(3, 4, 8, 8), name="tzyx")
-    widget = AnalysisWidget(viewer)
+    widget = dock_analysis(viewer)
     widget.model_source.value = "sample: digits"
     assert widget.load_model() is not None
     widget.image_layer.value = layer

@@ -69,6 +69,7 @@ __all__ = [
     "from_tree",
     "is_analysis_dir",
     "load_analysis",
+    "open_plain_file",
     "register_dataclass",
     "save_analysis",
     "to_tree",
@@ -692,6 +693,10 @@ def _open_plain_file(folder: Path, name: str) -> Iterator[tuple[BinaryIO, int]]:
         if (opened.st_dev, opened.st_ino) != (info.st_dev, info.st_ino):
             raise AnalysisFileError(f"{path} changed while it was opened; try again")
         yield handle, opened.st_size
+
+
+#: Other files a saved folder may hold (the napari view record) are opened the same way.
+open_plain_file = _open_plain_file
 
 
 def _read_manifest_text(folder: Path) -> bytes:

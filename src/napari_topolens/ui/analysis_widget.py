@@ -465,7 +465,9 @@ class AnalysisWidget(QWidget):
 
     def _on_models_added(self, viewer: Any) -> None:
         """A model was given with ``add_model``: list it, and choose it when idle."""
-        if viewer is not self._viewer:
+        from .viewer_key import same_viewer
+
+        if not same_viewer(viewer, self._viewer):  # napari docks us with a proxy of it
             return
         before = set(self.model_source.choices)
         self.model_source.reset_choices()
@@ -983,12 +985,14 @@ class AnalysisWidget(QWidget):
 
     def _on_show_request(self, step: Any, image_layer: Any) -> None:
         """Main thread: the worker's analysis is done; add its layers, one per event-loop turn."""
+        from .show import remove_analyses_on
         from .views import show_analysis_incrementally, show_variants_incrementally
 
         if not isinstance(step, _ShowRequest) or self._job is None or self._job.cancelled:
             return
         if image_layer not in self._viewer.layers:
             image_layer = None  # removed while the analysis ran: views use analysis.images
+        replaced = remove_analyses_on(self._viewer, image_layer)  # a new run replaces it
 
         def done(layers: list[Any]) -> None:
             self.layers_added = layers
@@ -1015,7 +1019,8 @@ class AnalysisWidget(QWidget):
             step.error = exc
             step.shown.set()
 
-        self._set_status("Adding the layers...")
+        instead = f" in place of {', '.join(map(repr, replaced))}" if replaced else ""
+        self._set_status(f"Adding the layers{instead}...")
         self._show = show_analysis_incrementally(
             self._viewer,
             step.analysis,

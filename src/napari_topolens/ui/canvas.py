@@ -13,7 +13,7 @@ the pointer in whichever view layer, full matrix values included).
 
 from __future__ import annotations
 
-import weakref
+import html
 from typing import Any
 
 import numpy as np
@@ -29,7 +29,7 @@ from qtpy.QtWidgets import (
 
 from . import view_data as vd
 from .layer_update import lock_layer, update_layer
-from .state import PerViewer, ShownAnalyses, ShownAnalysis, state_for
+from .state import PerViewer, ShownAnalyses, ShownAnalysis, state_for, viewer_ref
 
 __all__ = ["TopologyCanvas", "canvas_for", "close_canvases", "existing_canvas", "hover_text"]
 
@@ -60,7 +60,7 @@ class TopologyCanvas(QWidget):
         from napari.qt import QtViewer
 
         super().__init__()
-        self._viewer = weakref.ref(viewer)
+        self._viewer = viewer_ref(viewer)
         self.state: ShownAnalyses = state_for(viewer)
         self.model = ViewerModel(title="TopoLens topology")
         #: Makes the layers of a panel not drawn yet (set by ``ui.show``).
@@ -355,15 +355,19 @@ class TopologyCanvas(QWidget):
 
     def update_legend(self) -> None:
         entries = list(self.state)
-        names = next(
-            (list(e.analysis.class_names) for e in entries if e.analysis.class_names), None
-        )
+        # the class names of what is shown now; analyses with other names each get a line
+        lists: list[tuple[str, list[str]]] = []
+        for e in entries:
+            found = list(e.analysis.class_names or [])
+            if found and all(found != known for _, known in lists):
+                lists.append((e.key, found))
         parts = []
-        if names:
+        for key, names in lists:
             colors = vd.categorical_colors(np.arange(len(names)))
             parts.append(
-                " ".join(
-                    f'<span style="color:{_rgb_css(c)}">■</span>&nbsp;{name}'
+                (f"<b>{html.escape(key)}</b>: " if len(lists) > 1 else "")
+                + " ".join(
+                    f'<span style="color:{_rgb_css(c)}">■</span>&nbsp;{html.escape(str(name))}'
                     for name, c in zip(names, colors)
                 )
                 + f' <span style="color:{_rgb_css(vd.UNKNOWN_RGB)}">■</span>&nbsp;unknown'

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import ComboBox, Container, FloatSlider, Label, LineEdit
+from magicgui.widgets import ComboBox, Container, FloatSlider, Label, LineEdit, PushButton
 from qtpy.QtWidgets import QSizePolicy
 
 from ..errors import TopoLensError
@@ -95,6 +95,10 @@ class ExplorerWidget(Container):
             label="Find class",
             tooltip="Type a class name (or its start): other nodes fade; empty: none fade",
         )
+        self.remove_button = PushButton(
+            text="Remove analysis",
+            tooltip="Take the chosen analysis (and its variants) off the canvas; its images stay",
+        )
         self.status = Label(value="")
         self.summary = Label(value="")
         for text in (self.status, self.summary):
@@ -110,7 +114,7 @@ class ExplorerWidget(Container):
             ],
             labels=True,
         )
-        self.extend([controls, self.status, self.summary])
+        self.extend([controls, self.remove_button, self.status, self.summary])
         self.native.layout().addStretch(1)
         self.min_width = 280
 
@@ -119,6 +123,7 @@ class ExplorerWidget(Container):
         self.color_by.changed.connect(self.recolor)
         self.edge_threshold.changed.connect(self.threshold_edges)
         self.class_search.changed.connect(self.find_class)
+        self.remove_button.changed.connect(self.remove)
         self._state.shown.connect(self._on_shown)
         self._state.removed.connect(self._on_removed)
         self._state.changed.connect(self._on_state_changed)
@@ -167,7 +172,8 @@ class ExplorerWidget(Container):
         elif key == self.analysis_key.value:
             self._sync()
 
-    def _on_removed(self, _key: str) -> None:
+    def _on_removed(self, key: str) -> None:
+        self._known.discard(key)  # a new analysis under the same key is chosen again
         self._sync()
 
     def _on_state_changed(self, key: str, _what: str) -> None:
@@ -285,6 +291,18 @@ class ExplorerWidget(Container):
             report_error(exc, self.status)
             return
         self._update_summary()
+
+    def remove(self, _value: Any = None) -> None:
+        """Take the chosen analysis off the canvas (its views, overlay, gallery, variants)."""
+        from .views import remove_analysis
+
+        key = self.analysis_key.value
+        if key is None or self._updating:
+            return
+        if self._switching():
+            self.pending_show.cancel()
+        remove_analysis(self._viewer, key)
+        self.status.value = f"Removed {key!r} from the canvas; its images stay in the viewer."
 
     def find_class(self, _value: Any = None) -> str | None:
         """Fade the nodes not dominated by the searched class; returns the class found."""

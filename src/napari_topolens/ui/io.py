@@ -2,7 +2,10 @@
 
 The writer saves the analysis behind the selected TopoLens layers with
 ``Analysis.save`` and records, in a small ``napari_view.json`` beside the saved
-files, which network layer was shown and how (Mapper colouring, edge threshold).
+files, what was on screen: the network layer, the view (panel), the Mapper
+colouring, the edge threshold and the compared variant (from the viewer that shows
+the analysis, whichever it is). The reader checks every value of that record and
+restores it.
 The reader loads the analysis with ``load_analysis`` -- nothing is recomputed --
 and returns the same layers ``show_analysis`` makes; the viewer's link controller
 wires them again as they are inserted (``ui.links``); an analysis with variants
@@ -22,13 +25,15 @@ handler, which shows the message as a notification; a script gets it from
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from ..errors import AnalysisFileError, TopoLensError
-from ..topology.store import is_analysis_dir, load_analysis
+from ..topology.store import is_analysis_dir, load_analysis, open_plain_file
+from .view_data import ALL_PANELS, NEEDS_PREDICTIONS, PANELS, analysis_predictions, has_variants
 from .views import COLOR_BY, LayerDataTuple, reader_layer_data, saved_view_settings
 
 __all__ = ["VIEW_FILE", "AnalysisSaveError", "get_reader", "read_analysis", "write_analysis"]
@@ -57,31 +62,60 @@ def get_reader(path: str | Sequence[str]) -> Callable[[Any], list[LayerDataTuple
 
 
 def _view_settings(folder: Path, analysis: Any) -> dict[str, Any]:
-    settings: dict[str, Any] = {
-        "layer_name": None,
-        "color_by": "dominant_class",
-        "edge_threshold": 0.0,
-    }
-    record = folder / VIEW_FILE
-    # untrusted like the rest of the folder: never through a link, never a large file
-    if record.is_symlink() or not record.is_file() or record.stat().st_size > MAX_VIEW_FILE_BYTES:
-        return settings
+    """What was on screen when the analysis was saved, each value checked; defaults otherwise.
+
+    The record is untrusted like the rest of the folder (read as a plain file inside
+    it, never through a link, size checked first): a value of the wrong type, a layer
+    or variant the analysis does not hold, a view it cannot show or a colouring it
+    lacks the data for falls back to the default, and the analysis still opens.
+    """
+    settings: dict[str, Any] = dict(_DEFAULT_VIEW)
     try:
-        saved = json.loads(record.read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
+        with open_plain_file(folder, VIEW_FILE) as (handle, size):
+            if size > MAX_VIEW_FILE_BYTES:
+                return settings
+            saved = json.loads(handle.read(MAX_VIEW_FILE_BYTES).decode("utf-8"))
+    except (AnalysisFileError, OSError, ValueError, RecursionError):
         return settings  # the view record is a convenience; the analysis itself is intact
     if not isinstance(saved, dict):
         return settings
-    if saved.get("layer") in analysis:
-        settings["layer_name"] = saved["layer"]
-    if saved.get("color_by") in COLOR_BY:
-        settings["color_by"] = saved["color_by"]
-    if isinstance(saved.get("edge_threshold"), (int, float)):
-        settings["edge_threshold"] = float(saved["edge_threshold"])
+    layer = saved.get("layer")
+    if isinstance(layer, str) and layer in analysis.layers:
+        settings["layer_name"] = layer
     names = [str(v.name) for v in getattr(analysis, "variants", None) or []]
-    if isinstance(saved.get("compare"), str) and saved["compare"] in names:
-        settings["compare"] = saved["compare"]
+    panel = saved.get("panel")
+    if isinstance(panel, str) and (
+        panel in PANELS or (panel in ALL_PANELS and has_variants(analysis))
+    ):
+        settings["panel"] = panel
+    color_by = saved.get("color_by")
+    if (
+        isinstance(color_by, str)
+        and color_by in COLOR_BY
+        and (color_by not in NEEDS_PREDICTIONS or analysis_predictions(analysis) is not None)
+    ):
+        settings["color_by"] = color_by
+    threshold = saved.get("edge_threshold")
+    if (
+        isinstance(threshold, (int, float))
+        and not isinstance(threshold, bool)
+        and math.isfinite(threshold)
+        and 0.0 <= threshold <= 1.0  # a Jaccard overlap
+    ):
+        settings["edge_threshold"] = float(threshold)
+    compare = saved.get("compare")
+    if isinstance(compare, str) and compare in names:
+        settings["compare"] = compare
     return settings
+
+
+#: How a reopened analysis is shown when its view record is missing or says otherwise.
+_DEFAULT_VIEW: dict[str, Any] = {
+    "layer_name": None,
+    "panel": None,
+    "color_by": "dominant_class",
+    "edge_threshold": 0.0,
+}
 
 
 def read_analysis(path: str | Sequence[str]) -> list[LayerDataTuple]:
@@ -100,7 +134,11 @@ def read_analysis(path: str | Sequence[str]) -> list[LayerDataTuple]:
 
         key = state_for(viewer).new_key(analysis, base)
         watch_viewer(viewer)  # the views appear in the topology canvas once napari adds the images
-    return reader_layer_data(analysis, key, **_view_settings(folder, analysis))
+    settings = _view_settings(folder, analysis)
+    panel = settings.pop("panel")
+    data = reader_layer_data(analysis, key, **settings)
+    data[0][1]["metadata"]["topolens"]["show"]["panel"] = panel  # the view shown when saved
+    return data
 
 
 def _current_viewer() -> Any:
@@ -155,7 +193,8 @@ def _write_analysis(path: str, layer_data: list[LayerDataTuple]) -> list[str]:
             "layers of one analysis and save it on its own"
         )
     (analysis,) = analyses.values()
-    settings = {**saved_view_settings(analysis), **settings}
+    # what the viewer shows now wins over what the layers recorded when they were made
+    settings = {**settings, **saved_view_settings(analysis)}
     target = Path(os.fspath(path)).expanduser()
     saved = analysis.save(target)
     saved = Path(saved) if saved is not None else target

@@ -62,4 +62,8 @@ def analysed_level_layer(viewer: Any, layer: Any, model: Any) -> Any:
     if not layer.rgb:
         kwargs["colormap"] = layer.colormap.name
         kwargs["contrast_limits"] = tuple(layer.contrast_limits)
-    return viewer.add_image(data, **kwargs)
+    from napari.layers import Image
+
+    made = Image(data, **kwargs)
+    viewer.add_layer(made)
+    return made  # the layer itself: through a docked widget's viewer proxy, add_image gives a proxy

@@ -40,7 +40,7 @@ from ..errors import EmptySelectionError, LayerError, TopoLensError
 from . import view_data as vd
 from .canvas import canvas_for
 from .layer_update import update_layer
-from .state import PerViewer, Selection, ShownAnalysis, state_for
+from .state import PerViewer, Selection, ShownAnalysis, state_for, viewer_ref
 
 __all__ = ["SELECTABLE_VIEWS", "LinkController", "gallery_spot", "links_for"]
 
@@ -112,7 +112,7 @@ class LinkController:
     """
 
     def __init__(self, viewer: Any) -> None:
-        self._viewer = weakref.ref(viewer)
+        self._viewer = viewer_ref(viewer)
         self.state = state_for(viewer)
         self.canvas = canvas_for(viewer)
         self._wired: weakref.WeakSet = weakref.WeakSet()
@@ -749,8 +749,9 @@ class LinkController:
             id(layer) for layer in map(self.image_layer_of, self.state.keys) if layer is not None
         }
         layers = list(self.viewer.layers)
-        active = self.viewer.layers.selection.active
-        order = ([active] if active is not None and active in layers else []) + layers[::-1]
+        active = self.viewer.layers.selection.active  # through a viewer proxy: a layer proxy
+        active = next((layer for layer in layers if layer == active), None)  # the layer itself
+        order = ([active] if active is not None else []) + layers[::-1]
         for layer in order:
             if id(layer) in analysed and layer.visible and _pixel_at(layer, position) is not None:
                 return layer

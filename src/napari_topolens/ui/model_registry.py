@@ -8,41 +8,49 @@ started from), found through IPython's public ``get_ipython()``; nothing here
 reads napari's private attributes.
 
 Models are kept per viewer, strongly (the user handed them over), until the
-viewer is garbage-collected or :func:`remove_model` drops them. This module
-imports neither napari nor torch.
+viewer is garbage-collected or :func:`remove_model` drops them. The console's
+``viewer`` is the viewer itself, a docked widget's is napari's proxy of it: both
+find the same models (``ui.viewer_key.PerViewer``). This module imports neither
+napari nor torch.
 """
 
 from __future__ import annotations
 
 import sys
-import weakref
 from typing import Any
 
 from psygnal import Signal
 
 from ..errors import ModelError
+from .viewer_key import PerViewer
 
-__all__ = ["add_model", "added_models", "discovered_models", "model_events", "remove_model"]
+__all__ = [
+    "add_model",
+    "added_models",
+    "discovered_models",
+    "model_events",
+    "remove_model",
+]
 
 
 class _ModelEvents:
-    """``changed(viewer)`` fires after a model was added to or removed from a viewer."""
+    """``changed(viewer)`` fires after a model was added to or removed from a viewer.
+
+    ``viewer`` is what the caller passed (the viewer or a proxy of it): compare it
+    with :func:`napari_topolens.ui.state.same_viewer`, never with ``is``.
+    """
 
     changed = Signal(object)
 
 
 #: Emits ``changed(viewer)``; the analysis widgets of that viewer refresh their list.
 model_events = _ModelEvents()
-_MODELS: dict[int, dict[str, Any]] = {}
+_MODELS = PerViewer()  # dict of name -> model, per viewer
 
 
 def _module_type() -> type | None:
     torch = sys.modules.get("torch")
     return None if torch is None else torch.nn.Module
-
-
-def _forget(key: int) -> None:
-    _MODELS.pop(key, None)
 
 
 def add_model(viewer: Any, model: Any, name: str | None = None) -> str:
@@ -72,24 +80,20 @@ def add_model(viewer: Any, model: Any, name: str | None = None) -> str:
     label = type(model).__name__ if name is None else str(name).strip()
     if not label:
         raise ModelError("give the model a non-empty name, e.g. add_model(viewer, net, name='net')")
-    key = id(viewer)
-    if key not in _MODELS:
-        _MODELS[key] = {}
-        weakref.finalize(viewer, _forget, key)
-    _MODELS[key][label] = model
+    _MODELS.setdefault(viewer, lambda _viewer: {})[label] = model
     model_events.changed.emit(viewer)
     return label
 
 
 def remove_model(viewer: Any, name: str) -> None:
     """Stop offering the model added as ``name`` (no error if there is none)."""
-    if _MODELS.get(id(viewer), {}).pop(name, None) is not None:
+    if (_MODELS.get(viewer) or {}).pop(name, None) is not None:
         model_events.changed.emit(viewer)
 
 
 def added_models(viewer: Any) -> dict[str, Any]:
     """The models given to ``viewer`` with :func:`add_model`, by name."""
-    return dict(_MODELS.get(id(viewer), {}))
+    return dict(_MODELS.get(viewer) or {})
 
 
 def discovered_models() -> dict[str, Any]:

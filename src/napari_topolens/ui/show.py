@@ -19,10 +19,11 @@ from . import view_data as vd
 from .canvas import canvas_for, existing_canvas
 from .layer_update import create_layer, update_layer
 from .links import gallery_spot, links_for
-from .state import PerViewer, ShownAnalysis, state_for
+from .state import PerViewer, ShownAnalysis, state_for, viewer_ref
 
 __all__ = [
     "IncrementalShow",
+    "remove_analyses_on",
     "remove_analysis",
     "show_analysis",
     "show_analysis_incrementally",
@@ -107,6 +108,7 @@ def _show_steps(
             added.append((viewer, image_layer))
             shown.append(image_layer)
             yield
+        watch_viewer(viewer)  # its layers removed by the user take it off the canvas
         entry = ShownAnalysis(key, analysis, image_layer, variant_of=variant_of)
         entry.layers.update(reuse or {})
         entry = state.add(entry)
@@ -243,9 +245,7 @@ def build_panel(viewer: Any, entry: ShownAnalysis, panel: str) -> list[Any]:
 
 
 def _panel_builder(viewer: Any) -> Callable[[ShownAnalysis, str], Any]:
-    import weakref
-
-    ref = weakref.ref(viewer)
+    ref = viewer_ref(viewer)  # a proxy's weakref dies with the widget that holds it
 
     def build(entry: ShownAnalysis, panel: str) -> Any:
         v = ref()
@@ -432,14 +432,29 @@ def remove_analysis(viewer: Any, key: str) -> None:
     entry = state.get(key)
     canvas = existing_canvas(viewer)  # none when the viewer is closing: make none
     for view, layer in list(entry.layers.items()):
+        entry.layers.pop(view, None)  # first: the removal watcher must not see it as ours
         if canvas is not None and layer in canvas.model.layers:
             canvas.model.layers.remove(layer)
         elif layer in viewer.layers:
             viewer.layers.remove(layer)
-        entry.layers.pop(view, None)
     state.remove(key)
     if canvas is not None:
         canvas.apply_panel()
+
+
+def remove_analyses_on(viewer: Any, image_layer: Any) -> list[str]:
+    """Stop showing the analyses of ``image_layer`` (and their variants); their keys.
+
+    A new run on an image layer replaces what was shown of it: one analysis per
+    image layer, so the canvas, legend and gallery describe the run on screen.
+    """
+    if image_layer is None:
+        return []
+    state = state_for(viewer)
+    gone = [e.key for e in state if e.variant_of is None and e.image_layer is image_layer]
+    for key in gone:
+        remove_analysis(viewer, key)
+    return gone
 
 
 def _on_inserted(viewer: Any, event: Any) -> None:
@@ -448,10 +463,16 @@ def _on_inserted(viewer: Any, event: Any) -> None:
     meta = layer.metadata.get("topolens") if isinstance(layer.metadata, dict) else None
     if not isinstance(meta, dict) or meta.get("view") != "images":
         return
+    if not isinstance(meta.get("show"), dict):
+        return  # a show's own images layer, not the reader's
     analysis = meta.get("analysis")
     if analysis is None or state_for(viewer).key_of(analysis) is not None:
         return
     settings = dict(meta.get("show") or {})
+    panel = settings.get("panel")
+    if panel in vd.ALL_PANELS and len(state_for(viewer)) == 0:
+        # the view shown when it was saved (a viewer showing others keeps its own)
+        canvas_for(viewer).show_panel(panel)
     show_analysis_incrementally(
         viewer,
         analysis,
@@ -464,10 +485,17 @@ def _on_inserted(viewer: Any, event: Any) -> None:
 
 
 def _on_removed(viewer: Any, event: Any) -> None:
-    """The image layer of an analysis was removed: its views go too."""
+    """The image layer of an analysis, or its overlay or gallery, was removed: its views go.
+
+    Deleting the overlay or gallery layer is how a user takes an analysis off the
+    canvas in napari's own terms; its image layer stays.
+    """
     state = state_for(viewer)
     for entry in state:
-        if entry.image_layer is event.value:
+        ours = entry.image_layer is event.value or any(
+            layer is event.value for view, layer in entry.layers.items() if view in IMAGE_SIDE
+        )
+        if ours and entry.key in state:
             remove_analysis(viewer, entry.key)
 
 
@@ -476,12 +504,10 @@ _WATCHED = PerViewer()
 
 def watch_viewer(viewer: Any) -> None:
     """Show the analyses of layers added to ``viewer`` (the reader's path), once per viewer."""
-    import weakref
-
     if _WATCHED.get(viewer) is not None:
         return
     _WATCHED.set(viewer, True)
-    ref = weakref.ref(viewer)
+    ref = viewer_ref(viewer)  # a proxy's weakref dies with the widget that holds it
 
     def inserted(event: Any) -> None:
         v = ref()

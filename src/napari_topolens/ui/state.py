@@ -11,7 +11,6 @@ their view and key, so the writer and ``find_layers`` can recognise them).
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,8 +19,19 @@ from psygnal import Signal
 
 from ..errors import TopoLensError
 from .view_data import ColorBy, Panel
+from .viewer_key import PerViewer, same_viewer, viewer_anchor, viewer_ref
 
-__all__ = ["PerViewer", "Selection", "ShownAnalyses", "ShownAnalysis", "state_for"]
+__all__ = [
+    "PerViewer",
+    "Selection",
+    "ShownAnalyses",
+    "ShownAnalysis",
+    "same_viewer",
+    "state_for",
+    "viewer_anchor",
+    "viewer_ref",
+    "viewer_showing",
+]
 
 
 @dataclass
@@ -192,52 +202,21 @@ class ShownAnalyses:
             self.panel_changed.emit(panel)
 
 
-class PerViewer:
-    """A registry of one object per viewer, keyed by identity.
-
-    napari viewers are evented models that compare equal by their fields, so a
-    ``WeakKeyDictionary`` would hand one viewer's object to another; entries go
-    when their viewer is garbage-collected.
-    """
-
-    def __init__(self) -> None:
-        self._items: dict[int, tuple[weakref.ref, Any]] = {}
-
-    def get(self, viewer: Any) -> Any:
-        found = self._items.get(id(viewer))
-        return found[1] if found is not None and found[0]() is viewer else None
-
-    def set(self, viewer: Any, value: Any) -> None:
-        key = id(viewer)
-        self._items[key] = (weakref.ref(viewer, lambda _ref: self._items.pop(key, None)), value)
-
-    def setdefault(self, viewer: Any, make: Any) -> Any:
-        """The object of ``viewer``, made by ``make(viewer)`` and kept on first use."""
-        found = self.get(viewer)
-        if found is None:
-            found = make(viewer)
-            self.set(viewer, found)
-        return found
-
-    def pop(self, viewer: Any) -> Any:
-        found = self._items.pop(id(viewer), None)
-        return None if found is None else found[1]
-
-    def values(self) -> list[Any]:
-        return [value for ref, value in list(self._items.values()) if ref() is not None]
-
-    def items(self) -> list[tuple[Any, Any]]:
-        out = []
-        for ref, value in list(self._items.values()):
-            viewer = ref()
-            if viewer is not None:
-                out.append((viewer, value))
-        return out
-
-
 _STATES = PerViewer()
 
 
 def state_for(viewer: Any) -> ShownAnalyses:
     """The shown-analysis state of ``viewer``, made on first use."""
     return _STATES.setdefault(viewer, lambda _viewer: ShownAnalyses())
+
+
+def viewer_showing(analysis: Any) -> tuple[Any, ShownAnalyses] | None:
+    """The viewer that shows ``analysis`` and its state, or None.
+
+    napari's writer is handed layer data, not a viewer, and the viewer that saves
+    need not be napari's current one: the analysis itself says where it is shown.
+    """
+    for viewer, state in _STATES.items():
+        if state.key_of(analysis) is not None:
+            return viewer, state
+    return None

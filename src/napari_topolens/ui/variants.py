@@ -29,7 +29,6 @@ Removing the base removes its variants' views and image layers.
 from __future__ import annotations
 
 import contextlib
-import weakref
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,7 +48,7 @@ from .links import (
     pixel_press,
 )
 from .show import IncrementalShow, _show_steps, remove_analysis
-from .state import PerViewer, ShownAnalysis, state_for
+from .state import PerViewer, ShownAnalysis, state_for, viewer_ref
 
 __all__ = [
     "BaseVariants",
@@ -176,7 +175,7 @@ def watch_variants(viewer: Any) -> None:
     if _WATCHED.get(viewer) is not None:
         return
     _WATCHED.set(viewer, True)
-    ref = weakref.ref(viewer)
+    ref = viewer_ref(viewer)
 
     def shown(key: str) -> None:
         v = ref()
@@ -209,7 +208,7 @@ class VariantViews:
     """
 
     def __init__(self, viewer: Any) -> None:
-        self._viewer = weakref.ref(viewer)
+        self._viewer = viewer_ref(viewer)
         self.state = state_for(viewer)
         self.canvas = canvas_for(viewer)
         self.links = links_for(viewer)

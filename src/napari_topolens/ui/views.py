@@ -27,7 +27,7 @@ from .show import (
     show_analysis_incrementally,
 )
 from .show import watch_viewer as _watch_layers
-from .state import state_for
+from .state import viewer_showing
 from .variants import (
     show_variants,
     show_variants_incrementally,
@@ -123,22 +123,18 @@ def reader_layer_data(
 
 
 def saved_view_settings(analysis: Any) -> dict[str, Any]:
-    """How ``analysis`` is shown in the current viewer (network layer, colouring, threshold)."""
-    try:
-        import napari
-
-        viewer = napari.current_viewer()
-    except Exception:  # no Qt application
+    """How ``analysis`` is shown (network layer, view, colouring, threshold, compared variant)."""
+    found = viewer_showing(analysis)  # in whichever viewer shows it, current or not
+    if found is None:
         return {}
-    if viewer is None:
-        return {}
-    state = state_for(viewer)
+    viewer, state = found
     key = state.key_of(analysis)
     if key is None:
         return {}
     entry = state.get(key)
     settings: dict[str, Any] = {
         "layer": entry.network_layer,
+        "panel": state.panel,
         "color_by": entry.color_by,
         "edge_threshold": float(entry.edge_threshold),
     }
