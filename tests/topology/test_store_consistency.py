@@ -255,11 +255,330 @@ def _top(tree: dict) -> dict:
     return fields(tree)
 
 
+def _both(edit: Callable[[SavedEdit], None], second: Callable[[SavedEdit], None]):
+    def both(e: SavedEdit) -> None:
+        edit(e)
+        second(e)
+
+    return both
+
+
+def _every_cloud(name: str, value: Any) -> Callable[[SavedEdit], None]:
+    """Set a field of every cloud of the base and of its variant."""
+
+    def edit(e: SavedEdit) -> None:
+        for tree in (e.tree, variant_tree(e.tree)):
+            for result in fields(tree)["layer_results"]:
+                fields(fields(result)["cloud"])[name] = value
+
+    return edit
+
+
+def _no_images(e: SavedEdit) -> None:
+    fields(e.tree)["images"] = None
+    fields(variant_tree(e.tree))["images"] = None
+
+
+def _drop(locate: Callable[[dict], dict], name: str) -> Callable[[SavedEdit], None]:
+    def edit(e: SavedEdit) -> None:
+        del locate(e.tree)[name]
+
+    return edit
+
+
+def _drift_arrays_of_length(n: int) -> Callable[[SavedEdit], None]:
+    """Every drift of the comparison scores ``n`` images, and the comparison says so."""
+
+    def edit(e: SavedEdit) -> None:
+        comparison = fields(fields(fields(e.tree)["variants"][0])["comparison"])
+        comparison["n_images"] = n
+        for node in comparison["drifts"]:
+            drift_fields = fields(node)
+            drift_fields["image_score"] = e.new_array(np.linspace(0, 1, n))
+            drift_fields["mapper_moved"] = e.new_array(np.ones(n, bool))
+            drift_fields["cluster_moved"] = e.new_array(np.ones(n, bool))
+
+    return edit
+
+
+def _hull(i: int) -> Callable[[dict], dict]:
+    return lambda tree: {"hull": part(tree, "blobs")["hulls"][i]}
+
+
+def _variant_is_a_cloud(e: SavedEdit) -> None:
+    fields(fields(e.tree)["variants"][0])["analysis"] = layer(e.tree)["cloud"]
+
+
+def _variant(locate: Callable[[dict], dict]) -> Callable[[dict], dict]:
+    return lambda tree: locate(variant_tree(tree))
+
+
+def _diagram(dim: int) -> Callable[[dict], dict]:
+    return lambda tree: {"d": part(tree, "persistence")["diagrams"][dim]}
+
+
+def _images_of(shape: tuple[int, ...], dtype: Any = np.float32) -> Callable[[np.ndarray], Any]:
+    return lambda _old: np.zeros(shape, dtype=dtype)
+
+
+_P = "persistence"
+#: name -> (edit, what the refusal says; "" when the edited analysis must load and read)
 CASES: dict[str, tuple[Callable[[SavedEdit], None], str]] = {
+    # class codes: labels and predictions against the class names and the model's outputs
     "a label code of 10^12": (
         _array_edit(_top, "labels", lambda a: _with(a, 0, 10**12)),
-        "no class name",
+        "label 1000000000000 has no class name",
     ),
+    "a label code of 10^12 without class names": (
+        _both(
+            _set_field(_top, "class_names", None),
+            _array_edit(_top, "labels", lambda a: _with(a, 0, 10**12)),
+        ),
+        "label 1000000000000 is not a class code",
+    ),
+    "labels of text": (_array_edit(_top, "labels", lambda a: a.astype(str)), "class codes"),
+    "a prediction code of 10^12": (
+        _array_edit(_top, "predictions", lambda a: _with(a, 0, 10**12)),
+        "prediction 1000000000000 is not a class index",
+    ),
+    "a prediction past the probabilities' classes": (
+        _array_edit(_top, "predictions", lambda a: _with(a, 0, 4)),
+        "prediction 4 is not a class index",
+    ),
+    "a prediction code of -7": (
+        _array_edit(_top, "predictions", lambda a: _with(a, 0, -7)),
+        "predictions hold -7",
+    ),
+    "20000 class names": (
+        _set_field(_top, "class_names", [f"c{i}" for i in range(20_000)]),
+        "20,000 class names",
+    ),
+    # lengths against the image count
+    "predictions shorter than the images": (
+        _array_edit(_top, "predictions", lambda a: a[:10]),
+        "10 predictions were saved but the clouds refer to 48 images",
+    ),
+    "labels shorter than the images": (
+        _array_edit(_top, "labels", lambda a: a[:10]),
+        "10 labels were saved",
+    ),
+    "probabilities of one row": (
+        _array_edit(_top, "probabilities", lambda a: a[:1]),
+        "1 probabilities were saved",
+    ),
+    "probabilities 1-D": (
+        _array_edit(_top, "probabilities", lambda a: a[:, 0]),
+        "probabilities is not a 2-D",
+    ),
+    "the provenance's image count 10^12": (
+        _set_field(provenance, "n_images", 10**12),
+        "image count",
+    ),
+    "the provenance's image count a string": (
+        _set_field(provenance, "n_images", "many"),
+        "image count",
+    ),
+    "the provenance's notes a list": (_set_field(provenance, "notes", [1, 2]), "notes"),
+    # images against image_shape
+    "image_shape 10^6 x 10^6 with the images saved": (
+        _every_cloud("image_shape", {"__tuple__": [10**6, 10**6]}),
+        "the saved images are 8x8 pixels but the clouds were made from 1000000x1000000",
+    ),
+    "image_shape 10^6 x 10^6 without images": (
+        _both(_no_images, _every_cloud("image_shape", {"__tuple__": [10**6, 10**6]})),
+        "larger than any model input",
+    ),
+    "image_shape of one layer differs": (
+        _set_field(lambda t: layer(t, 1)["cloud"]["fields"], "image_shape", {"__tuple__": [9, 9]}),
+        "different shapes",
+    ),
+    "images 9x9 for 8x8 clouds": (
+        _array_edit(_top, "images", _images_of((N_IMAGES, 9, 9, 3))),
+        "9x9 pixels",
+    ),
+    "images of text": (
+        _array_edit(_top, "images", _images_of((N_IMAGES, 8, 8, 3), "<U2")),
+        "are not \\(N, H, W\\)",
+    ),
+    "images of complex numbers": (
+        _array_edit(_top, "images", _images_of((N_IMAGES, 8, 8, 3), np.complex64)),
+        "are not \\(N, H, W\\)",
+    ),
+    "images with 2 channels": (
+        _array_edit(_top, "images", _images_of((N_IMAGES, 8, 8, 2))),
+        "are not \\(N, H, W\\)",
+    ),
+    "images 2-D": (_array_edit(_top, "images", _images_of((8, 8))), "are not \\(N, H, W\\)"),
+    "fewer images than the clouds refer to": (
+        _array_edit(_top, "images", lambda a: a[:5]),
+        "refer to image 47 of 5 saved images",
+    ),
+    # per layer: diagrams, Betti grids, labels of the points
+    "an H1 diagram of shape (k, 3)": (
+        _array_edit(_diagram(1), "d", lambda a: np.zeros((len(a), 3))),
+        "H1 persistence diagram is not a \\(n, 2\\)",
+    ),
+    "an H0 diagram 1-D": (
+        _array_edit(_diagram(0), "d", lambda a: a[:, 0]),
+        "H0 persistence diagram",
+    ),
+    "a Betti grid shorter than the curves": (
+        _array_edit(lambda t: part(t, _P), "betti_grid", lambda a: a[:50]),
+        "Betti curves",
+    ),
+    "Betti curves for one dimension of two": (
+        _array_edit(lambda t: part(t, _P), "betti_curves", lambda a: a[:1]),
+        "Betti curves",
+    ),
+    "total persistence of one dimension": (
+        _array_edit(lambda t: part(t, _P), "total_persistence", lambda a: a[:1]),
+        "total_persistence",
+    ),
+    "point labels that are not the images' labels": (
+        _array_edit(layer, "point_labels", lambda a: (a + 1) % 3),
+        "point labels are not its images' labels",
+    ),
+    "PH-dimension sizes that are not integers": (
+        _array_edit(lambda t: part(t, "phdim"), "sizes", lambda a: a + 0.5),
+        "sizes are not integers",
+    ),
+    "points_before_cap a string": (
+        _set_field(lambda t: part(t, "cloud")["meta"]["__dict__"], "points_before_cap", "lots"),
+        "points before the cap",
+    ),
+    # cluster flow: ids, bands
+    "a flow band from cluster 999": (
+        _array_edit(lambda t: part(t, "flow"), "flows", lambda a: _with(a, (0, 1), 999)),
+        "band from cluster 999",
+    ),
+    "a flow band of 10^9 points": (
+        _array_edit(lambda t: part(t, "flow"), "flows", lambda a: _with(a, (0, 3), 10**9)),
+        "holds 1000000000 points",
+    ),
+    "a flow cluster id of -5": (
+        _array_edit(lambda t: part(t, "flow"), "memberships", lambda a: _with(a, (1, 0), -5)),
+        "memberships are not cluster ids",
+    ),
+    # blob graph: coordinates, hulls
+    "blob coordinates (n, 3)": (
+        _array_edit(lambda t: part(t, "blobs"), "coords", lambda a: np.zeros((len(a), 3))),
+        "blob coordinates",
+    ),
+    "blob coordinates one row short": (
+        _both(
+            _array_edit(lambda t: part(t, "blobs"), "coords", lambda a: a[:-1]),
+            _both(
+                _array_edit(lambda t: part(t, "blobs"), "cluster", lambda a: a[:-1]),
+                _array_edit(lambda t: part(t, "blobs"), "labels", lambda a: a[:-1]),
+            ),
+        ),
+        "blob graph has 95 points for 96",
+    ),
+    "blob labels not the points' labels": (
+        _array_edit(lambda t: part(t, "blobs"), "labels", lambda a: (a + 1) % 3),
+        "blob graph colours other labels",
+    ),
+    "a blob hull of shape (k, 3)": (
+        _array_edit(_hull(0), "hull", lambda a: np.zeros((len(a), 3))),
+        "blob hull",
+    ),
+    "a blob hull of a cluster no point is in": (
+        _array_edit(lambda t: part(t, "blobs"), "hull_clusters", lambda a: _with(a, 0, 999)),
+        "no point is in",
+    ),
+    # Mapper
+    "a Mapper node of class 10^12": (
+        _array_edit(lambda t: part(t, "mapper"), "dominant_class", lambda a: _with(a, 0, 10**12)),
+        "Mapper node's class",
+    ),
+    "a Mapper layout (n, 3)": (
+        _array_edit(layer, "mapper_layout", lambda a: np.zeros((len(a), 3))),
+        "Mapper layout",
+    ),
+    "a Mapper layout with NaN": (
+        _array_edit(layer, "mapper_layout", lambda a: _with(a, (0, 0), np.nan)),
+        "Mapper layout",
+    ),
+    # dendrogram: order, shapes
+    "a dendrogram order past its points": (
+        _array_edit(lambda t: part(t, "dendrogram"), "order", lambda a: _with(a, 0, 10**6)),
+        "order is not an order of its 30 points",
+    ),
+    "a dendrogram order repeating a point": (
+        _array_edit(lambda t: part(t, "dendrogram"), "order", lambda a: _with(a, 0, a[1])),
+        "order is not an order",
+    ),
+    "dendrogram distances (n, n + 1)": (
+        _array_edit(lambda t: part(t, "dendrogram"), "distances", lambda a: np.zeros((30, 31))),
+        "distances",
+    ),
+    "dendrogram icoord one merge short": (
+        _array_edit(lambda t: part(t, "dendrogram"), "icoord", lambda a: a[:-1]),
+        "icoord",
+    ),
+    # layer x layer matrices
+    "a layer-distance matrix 3 x 3 for 2 layers": (
+        _array_edit(
+            lambda t: fields(t)["layer_distances"]["__dict__"],
+            "sliced_wasserstein",
+            lambda a: np.zeros((3, 3)),
+        ),
+        "sliced_wasserstein matrix",
+    ),
+    "the CKA matrix missing": (
+        _drop(lambda t: fields(t)["layer_distances"]["__dict__"], "cka"),
+        "cka matrix",
+    ),
+    # nested variant analyses and their comparison
+    "a variant's label code of 10^12": (
+        _array_edit(_variant(_top), "labels", lambda a: _with(a, 0, 10**12)),
+        "variant 'gaussian:0.1'.*no class name",
+    ),
+    "a variant's dendrogram order out of range": (
+        _array_edit(
+            _variant(lambda t: part(t, "dendrogram")), "order", lambda a: _with(a, 0, 10**6)
+        ),
+        "order is not an order",
+    ),
+    "a variant's images 9x9": (
+        _array_edit(_variant(_top), "images", _images_of((N_IMAGES, 9, 9, 3))),
+        "9x9 pixels",
+    ),
+    "a variant's image numbers past the base's images (no own images)": (
+        _both(
+            _set_field(_variant(_top), "images", None),
+            _array_edit(_variant(lambda t: part(t, "cloud")), "image_index", lambda a: a + 1000),
+        ),
+        "variant 'gaussian:0.1'.*refer to image",
+    ),
+    "a variant that is a point cloud": (_variant_is_a_cloud, "not a variant analysis"),
+    "a comparison of 10^6 images": (
+        _set_field(
+            lambda t: fields(fields(fields(t)["variants"][0])["comparison"]),
+            "n_images",
+            10**6,
+        ),
+        "scores 48 images of the 1000000 compared",
+    ),
+    "a comparison scoring more images than saved": (
+        _drift_arrays_of_length(500),
+        "covers 500 of 48 images",
+    ),
+    "a drift at a layer the variant lacks": (
+        _set_field(drift, "layer", "nowhere"),
+        "not in both",
+    ),
+    "a drift with moved flags of another length": (
+        _array_edit(drift, "mapper_moved", lambda a: a[:3]),
+        "mapper_moved has 3 entries for 48",
+    ),
+    "a drift whose quality numbers differ": (
+        _drop(lambda t: drift(t)["quality_variant"]["__dict__"], "purity"),
+        "same quality numbers",
+    ),
+    # edits that leave a consistent analysis: loaded, and every reader reads it
+    "the images not kept (the views draw a stand-in)": (_no_images, ""),
+    "the provenance's image count removed": (_drop(provenance, "n_images"), ""),
 }
 
 

@@ -615,8 +615,6 @@ def _check_references(obj: Any, where: str) -> None:
                     f"{where}: layer {obj.name!r}: {label} refers to row {int(members.max())} "
                     f"of a cloud of {n} points"
                 )
-    elif name == "Analysis":
-        _check_analysis(obj, where)
     elif name in _PART_CHECKS:
         _PART_CHECKS[name](obj, where)
 
@@ -980,7 +978,6 @@ def _check_analysis(obj: Any, where: str, base: Any = None) -> None:
 
     # per layer: labels of the points are the labels of their images
     for result in obj.layer_results:
-        _check_layer(result, where)
         expected = (
             labels[result.cloud.image_index]
             if labels is not None
@@ -988,6 +985,7 @@ def _check_analysis(obj: Any, where: str, base: Any = None) -> None:
         )
         if not np.array_equal(result.point_labels, expected):
             _refuse(where, f"layer {result.name!r}: the point labels are not its images' labels")
+        _check_layer(result, where)
         dominant = result.mapper.dominant_class
         n_classes = obj.n_classes
         if len(dominant) and (dominant.min() < -1 or dominant.max() >= max(n_classes, 1)):
@@ -1347,4 +1345,13 @@ def load_analysis(path: str | os.PathLike, *, expected: type | None = None) -> A
         raise AnalysisFileError(
             f"{where} holds {_describe(result)}, not a saved {expected.__name__}"
         )
+    if type(result).__name__ == "Analysis":  # with its variants, against each other
+        try:
+            _check_analysis(result, where)
+        except AnalysisFileError:
+            raise
+        except Exception as exc:  # a value no check foresaw: still a refusal, not a crash
+            raise AnalysisFileError(
+                f"{where} holds an analysis that does not validate: {type(exc).__name__}: {exc}"
+            ) from exc
     return result
