@@ -499,6 +499,22 @@ CASES: dict[str, tuple[Callable[[SavedEdit], None], str]] = {
         _array_edit(layer, "mapper_layout", lambda a: _with(a, (0, 0), np.nan)),
         "Mapper layout",
     ),
+    "Mapper purity of text": (
+        _array_edit(lambda t: part(t, "mapper"), "purity", lambda a: a.astype(str)),
+        "purity is",
+    ),
+    "Mapper node sizes of floats": (
+        _array_edit(lambda t: part(t, "mapper"), "size", lambda a: a + 0.5),
+        "size is",
+    ),
+    "flow thresholds of text": (
+        _array_edit(lambda t: part(t, "flow"), "thresholds", lambda a: a.astype(str)),
+        "thresholds are not numbers",
+    ),
+    "the H1 route's pilot point count a string": (
+        _set_field(lambda t: part(t, _P)["h1_route"]["__dict__"], "pilot_points", "many"),
+        "pilot_points",
+    ),
     # dendrogram: order, shapes
     "a dendrogram order past its points": (
         _array_edit(lambda t: part(t, "dendrogram"), "order", lambda a: _with(a, 0, 10**6)),

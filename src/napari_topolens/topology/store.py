@@ -531,11 +531,23 @@ def _check_graph(graph: Any, where: str) -> None:
             f"{n_nodes} nodes"
         )
     for field_name in ("size", "purity", "dominant_class", "mean_lens", "component", "community"):
-        length = len(getattr(graph, field_name))
+        value = getattr(graph, field_name)
+        length = len(value)
         if length != n_nodes:
             raise AnalysisFileError(
                 f"{where}: a Mapper graph's {field_name} has {length} entries for {n_nodes} nodes"
             )
+        kinds = (
+            "iu" if field_name in ("size", "dominant_class", "component", "community") else "iuf"
+        )
+        if value.ndim != 1 or (length and value.dtype.kind not in kinds):
+            raise AnalysisFileError(
+                f"{where}: a Mapper graph's {field_name} is {_describe(value)}, not 1-D numbers"
+            )
+    if len(graph.edges) and (
+        graph.edges.dtype.kind not in "iu" or graph.edge_weight.dtype.kind not in "iuf"
+    ):
+        raise AnalysisFileError(f"{where}: a Mapper graph's edges are not node numbers")
     edges = graph.edges
     if edges.ndim != 2 or edges.shape[1] != 2 or len(graph.edge_weight) != len(edges):
         raise AnalysisFileError(
@@ -561,7 +573,10 @@ def _check_flow(flow: Any, where: str) -> None:
             f"{n_stages} stages"
         )
     for field_name in ("thresholds", "scores"):
-        if len(getattr(flow, field_name)) != n_stages:
+        value = getattr(flow, field_name)
+        if value.ndim != 1 or (len(value) and value.dtype.kind not in "iuf"):
+            raise AnalysisFileError(f"{where}: the cluster flow's {field_name} are not numbers")
+        if len(value) != n_stages:
             raise AnalysisFileError(
                 f"{where}: the cluster flow's {field_name} do not match its {n_stages} stages"
             )
@@ -688,6 +703,11 @@ def _check_persistence(obj: Any, where: str) -> None:
             _refuse(where, f"the persistence's {field_name} is not one number per diagram")
     if obj.n_points < 0:
         _refuse(where, f"the persistence was computed on {obj.n_points} points")
+    route = obj.h1_route or {}
+    for key, kind in ((f"pilot_bottleneck_{obj.subsample}", float), ("pilot_points", int)):
+        value = route.get(key)
+        if value is not None and type_problem(value, kind) is not None:
+            _refuse(where, f"the H1 route's {key} is {_describe(value)}, not a number")
 
 
 def _check_phdim(obj: Any, where: str) -> None:
