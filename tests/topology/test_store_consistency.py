@@ -619,3 +619,20 @@ def test_the_template_loads_and_every_reader_reads_it(saved: Path) -> None:
     analysis = load_analysis(saved)
     assert isinstance(analysis, Analysis) and len(analysis.variants) == 1
     read_everything(analysis)
+
+
+def test_readers_size_nothing_by_a_class_code(saved: Path) -> None:
+    """Beside the loader's checks, the readers themselves tally codes by the codes present:
+    an in-memory analysis (not loaded, so not checked) with codes of 10^12 still reads."""
+    analysis = load_analysis(saved)
+    huge = 10**12
+    analysis.class_names = None
+    analysis.labels = np.where(analysis.labels == 2, huge, analysis.labels)
+    analysis.predictions = np.where(analysis.predictions == 1, huge, analysis.predictions)
+    for result in analysis.layer_results:
+        result.point_labels = analysis.labels[result.cloud.image_index]
+        result.blobs.labels = result.point_labels
+        result.flow.memberships[0] = result.point_labels  # the label stage, and its bands
+        result.flow.flows[(result.flow.flows[:, 0] == 0) & (result.flow.flows[:, 1] == 2), 1] = huge
+    analysis.variants = []
+    read_everything(analysis)
