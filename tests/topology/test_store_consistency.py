@@ -422,6 +422,14 @@ CASES: dict[str, tuple[Callable[[SavedEdit], None], str]] = {
         _array_edit(_diagram(0), "d", lambda a: a[:, 0]),
         "H0 persistence diagram",
     ),
+    "an H1 bar with a NaN death": (
+        _array_edit(_diagram(1), "d", lambda a: _with(a, (0, 1), np.nan)),
+        "not 0 <= birth <= death",
+    ),
+    "an H0 bar dying before its birth": (
+        _array_edit(_diagram(0), "d", lambda a: _with(a, (0, 0), 5.0 + a[0, 1])),
+        "not 0 <= birth <= death",
+    ),
     "a Betti grid shorter than the curves": (
         _array_edit(lambda t: part(t, _P), "betti_grid", lambda a: a[:50]),
         "Betti curves",
@@ -595,6 +603,10 @@ CASES: dict[str, tuple[Callable[[SavedEdit], None], str]] = {
     # edits that leave a consistent analysis: loaded, and every reader reads it
     "the images not kept (the views draw a stand-in)": (_no_images, ""),
     "the provenance's image count removed": (_drop(provenance, "n_images"), ""),
+    "an H1 bar of 1e300 (finite, huge)": (
+        _array_edit(_diagram(1), "d", lambda a: _with(a, (0, 1), 1e300)),
+        "",
+    ),
 }
 
 

@@ -687,6 +687,15 @@ def _check_persistence(obj: Any, where: str) -> None:
         _matrix(diagram, where, f"the H{dim} persistence diagram", columns=2)
         if diagram.dtype.kind not in "f":
             _refuse(where, f"the H{dim} persistence diagram is not floating point")
+        birth, death = diagram[:, 0], diagram[:, 1]
+        if len(diagram) and not (
+            np.all(np.isfinite(birth)) and birth.min() >= 0 and np.all(death >= birth)
+        ):
+            _refuse(
+                where,
+                f"the H{dim} persistence diagram holds bars that are not 0 <= birth <= death "
+                "(NaN, or a bar dying before it is born)",
+            )
     n_dims = len(obj.diagrams)
     grid, curves = obj.betti_grid, obj.betti_curves
     if grid.ndim != 1 or grid.dtype.kind not in "iuf":
