@@ -26,7 +26,12 @@ own), CSR member lists (``x`` with ``x_offsets``) for monotone in-bounds offsets
 and the cross references of a layer (member rows within the cloud, image numbers
 within the images). Arrays are read one at a time, only those the tree refers
 to, after their ``.npy`` header's shape times item size has been checked against
-the bytes the archive really holds. Every refusal is an
+the bytes the archive really holds. Checksums only show the files are undamaged
+(anyone can recompute them), so the loaded analysis is then cross-checked as a
+whole: every value the report and the views index or size with (class and
+prediction codes, per-image arrays, images against ``image_shape``, diagrams,
+Betti curves, matrices, coordinates, cluster ids, orders) against the others,
+and each variant with its comparison against its base. Every refusal is an
 :class:`~napari_topolens.errors.AnalysisFileError` naming the file and what is
 wrong; nothing is ever unpickled.
 
