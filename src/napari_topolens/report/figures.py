@@ -47,6 +47,13 @@ def class_colours(n_classes: int) -> list[str]:
     return [to_hex(cmap(i / n_classes)) for i in range(n_classes)]
 
 
+def _most_common(codes: np.ndarray) -> int:
+    """The most frequent code (the smallest on ties), sized by the codes present, not by
+    the largest (as ``np.bincount`` would be)."""
+    values, counts = np.unique(np.asarray(codes, dtype=np.int64), return_counts=True)
+    return int(values[np.argmax(counts)])
+
+
 def _colour_of(labels: np.ndarray, colours: Sequence[str]) -> list[str]:
     return [colours[c] if 0 <= c < len(colours) else UNKNOWN_COLOUR for c in labels.tolist()]
 
@@ -251,11 +258,12 @@ def _cluster_colours(
     result.update({int(c): UNKNOWN_COLOUR for c in ids if c < 0})
     known = (point_labels >= 0) & (stage_members >= 0)
     if known.any() and len(colours):
-        _, cluster_pos = np.unique(stage_members[known], return_inverse=True)
-        present = np.unique(stage_members[known])
-        table = np.zeros((len(present), int(point_labels[known].max()) + 1), dtype=np.int64)
-        np.add.at(table, (cluster_pos, point_labels[known]), 1)
-        for cluster, main in zip(present.tolist(), table.argmax(axis=1).tolist()):
+        present, cluster_pos = np.unique(stage_members[known], return_inverse=True)
+        # columns: the classes present, not every code up to the largest
+        classes, class_pos = np.unique(point_labels[known], return_inverse=True)
+        table = np.zeros((len(present), len(classes)), dtype=np.int64)
+        np.add.at(table, (cluster_pos, class_pos), 1)
+        for cluster, main in zip(present.tolist(), classes[table.argmax(axis=1)].tolist()):
             result[cluster] = colours[main % len(colours)]
     return result
 
@@ -400,9 +408,7 @@ def blob_figure(blobs: Any, colours: Sequence[str], class_names: Sequence[str] |
     for cluster, hull in zip(blobs.hull_clusters.tolist(), blobs.hulls):
         inside = blobs.labels[(blobs.cluster == cluster) & (blobs.labels >= 0)]
         edge = (
-            colours[int(np.bincount(inside).argmax()) % len(colours)]
-            if len(inside) and colours
-            else "#5b7fa6"
+            colours[_most_common(inside) % len(colours)] if len(inside) and colours else "#5b7fa6"
         )
         axes.add_patch(
             Polygon(
@@ -529,6 +535,7 @@ def examples_figure(
             image = (image - lo) / (hi - lo) if hi > lo else np.zeros_like(image)
             if not colour_images:
                 image = np.repeat(image[..., None], 3, axis=-1)
+            image = image[..., :3]  # RGBA: the colours
             y0 = pad + r * (height + pad)
             x0 = pad + c * (width + pad)
             canvas[y0 : y0 + height, x0 : x0 + width] = image
@@ -548,7 +555,7 @@ def examples_figure(
         known = members[members >= 0]
         text = f"cluster {cluster}\n{n_members} points"
         if len(known):
-            main = int(np.bincount(known).argmax())
+            main = _most_common(known)
             name = class_names[main] if class_names and main < len(class_names) else str(main)
             text += f"\n{100 * np.mean(known == main):.0f} % {name}"
         tick_labels.append(text)

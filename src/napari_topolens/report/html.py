@@ -116,7 +116,11 @@ def _class_names(analysis: Any) -> list[str] | None:
     if analysis.class_names is not None:
         return list(analysis.class_names)
     if analysis.n_classes:
-        return [str(i) for i in range(analysis.n_classes)]
+        # codes without names run 0..k-1 (``check_class_labels``, and the loader checks
+        # it): k is at most the number of labels, whatever the largest code says
+        labels = analysis.labels
+        count = min(analysis.n_classes, len(labels) if labels is not None else 0)
+        return [str(i) for i in range(count)] or None
     return None
 
 

@@ -312,6 +312,13 @@ def _text_layer(
 # --------------------------------------------------------------------------- mapper
 
 
+def _most_common(codes: np.ndarray) -> int:
+    """The most frequent of non-negative codes (the smallest on ties), sized by the codes
+    present rather than by their largest value (``np.bincount`` would be)."""
+    values, counts = np.unique(np.asarray(codes, dtype=np.int64), return_counts=True)
+    return int(values[np.argmax(counts)])
+
+
 def node_predicted_class(analysis: Any, result: Any, predictions: np.ndarray) -> np.ndarray:
     """Most frequent predicted class among each node's member images (-1: none known)."""
     graph = result.mapper
@@ -321,7 +328,7 @@ def node_predicted_class(analysis: Any, result: Any, predictions: np.ndarray) ->
         known = per_point[graph.node_members(node)]
         known = known[known >= 0]
         if known.size:
-            out[node] = int(np.bincount(known).argmax())
+            out[node] = _most_common(known)
     return out
 
 
@@ -678,7 +685,7 @@ def flow_layer_data(analysis: Any, layer: str, key: str, slot: int) -> list[Laye
         inside = (memberships[s] == a) & (memberships[s + 1] == b)
         known = labels[inside]
         known = known[known >= 0]
-        band_colors.append(int(np.bincount(known).argmax()) if known.size else -1)
+        band_colors.append(_most_common(known) if known.size else -1)
         rows.append((s, a, b, count))
     band_features = pd.DataFrame(rows, columns=["stage", "cluster", "next_cluster", "count"])
     band_rgba = categorical_colors(np.array(band_colors, np.int64), 0.55) if rows else _EDGE_RGBA
@@ -1519,13 +1526,15 @@ def images_layer_data(analysis: Any, key: str) -> LayerDataTuple:
     """The input stack from ``analysis.images``, or a blank stand-in of the right shape."""
     images = getattr(analysis, "images", None)
     extra: dict[str, Any] = {}
+    extra_kwargs: dict[str, Any] = {}
     if images is None:
         h, w = analysis[analysis.layers[-1]].cloud.image_shape
-        n = int((analysis.provenance or {}).get("n_images", 0) or 0)
-        for result in analysis:
-            n = max(n, int(np.max(result.cloud.image_index)) + 1)
-        images = np.zeros((n, int(h), int(w)), dtype=np.float32)
+        # the images the clouds refer to (checked when loaded), not a count the file
+        # declares; a read-only view of one blank image: no memory per image
+        n = max((int(np.max(r.cloud.image_index)) + 1 for r in analysis if len(r.cloud)), default=1)
+        images = np.broadcast_to(np.zeros((1, int(h), int(w)), np.float32), (n, int(h), int(w)))
         extra["placeholder"] = True
+        extra_kwargs["contrast_limits"] = (0.0, 1.0)
         name = _name("images (not stored in the analysis)", key)
     else:
         images = np.asarray(images)
@@ -1538,7 +1547,7 @@ def images_layer_data(analysis: Any, key: str) -> LayerDataTuple:
     }
     if not rgb:
         kwargs["colormap"] = "gray"
-    return (images, kwargs, "image")
+    return (images, {**kwargs, **extra_kwargs}, "image")
 
 
 def overlay_layer_data(analysis: Any, key: str, image_layer: Any) -> LayerDataTuple:
@@ -1546,7 +1555,8 @@ def overlay_layer_data(analysis: Any, key: str, image_layer: Any) -> LayerDataTu
     rgb = bool(getattr(image_layer, "rgb", False))
     shape = image_layer.data.shape[:-1] if rgb else image_layer.data.shape
     return (
-        np.zeros(tuple(shape), dtype=np.float32),
+        # read-only and blank until a selection: no memory per image of the stack
+        np.broadcast_to(np.zeros((), dtype=np.float32), tuple(shape)),
         {
             "name": _name("receptive-field overlay", key),
             "colormap": "red",
