@@ -5,8 +5,9 @@ Run from the repository root (needs a display, e.g. ``xvfb-run``)::
     PYTHONPATH=src python benchmarks/bench_responsiveness.py [--load N] [--variants SPEC ...]
 
 The README walkthrough in a shown viewer: the shapes sample, the analysis widget with
-the sample model's default layers and the published defaults (plus ``--variants``,
-default one ``gaussian:0.3``), Run until the views are shown; then every view picked
+the sample model's default layers and the published defaults on ``--images`` of its
+1,200 images (marked in a Labels layer, evenly spread; default 300), plus
+``--variants`` (default one, ``gaussian:0.3``); Run until the views are shown; then every view picked
 in the canvas once, explorer layer switches, and the saved analysis reopened in a new
 viewer. A 10 ms ``QTimer`` on the main thread records its ticks; a phase's longest
 gap between ticks is the longest time the GUI could not react (its *stall*).
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import itertools
 import os
 import subprocess
 import sys
@@ -84,7 +86,7 @@ class Ticks:
     def stall(self, since: float, until: float) -> float:
         """Longest gap between ticks (and the phase's ends) in ``[since, until]``."""
         inside = [since, *(t for t in self.ticks if since < t < until), until]
-        return max(b - a for a, b in zip(inside, inside[1:], strict=False))
+        return max(b - a for a, b in itertools.pairwise(inside))
 
 
 def wait_until(app: Any, done: Callable[[], bool], timeout: float = 600.0) -> float:
@@ -103,8 +105,14 @@ class Phases:
         self.ticks = ticks
         self.rows: list[tuple[str, float, float, float, float | None]] = []
 
-    def measure(self, name: str, start: Callable[[], Any], done: Callable[[], bool], app: Any,
-                target: float | None = None) -> float:
+    def measure(
+        self,
+        name: str,
+        start: Callable[[], Any],
+        done: Callable[[], bool],
+        app: Any,
+        target: float | None = None,
+    ) -> float:
         began, cpu = time.perf_counter(), time.process_time()
         start()
         ended = wait_until(app, done)
@@ -130,9 +138,7 @@ def panel_visible(state: Any, panel: str) -> bool:
             continue
         if panel in vd.VARIANT_PANELS and entry.variant_of is not None:
             continue
-        if not any(
-            view in wanted and layer.visible for view, layer in entry.layers.items()
-        ):
+        if not any(view in wanted and layer.visible for view, layer in entry.layers.items()):
             return False
     return True
 
@@ -142,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--load", type=int, default=0, help="busy-loop processes to start")
     parser.add_argument("--variants", nargs="*", default=["gaussian:0.3"])
     parser.add_argument("--switches", type=int, default=3)
+    parser.add_argument(
+        "--images", type=int, default=300, help="images analysed (marked, evenly spread); 0: all"
+    )
     args = parser.parse_args(argv)
     sys.path.insert(0, str(ROOT / "src"))
     before = load_average()
@@ -166,7 +175,15 @@ def main(argv: list[str] | None = None) -> int:
     viewer = napari.Viewer()
     app = QApplication.instance()
     viewer.window.resize(1280, 800)
-    viewer.open_sample("napari-topolens", "shapes")
+    (stack,) = viewer.open_sample("napari-topolens", "shapes")
+    chosen = None
+    if args.images and args.images < len(stack.data):
+        import numpy as np
+
+        chosen = np.linspace(0, len(stack.data) - 1, args.images).round().astype(int)
+        marks = np.zeros(stack.data.shape[:3], dtype=np.uint8)
+        marks[chosen, 1:3, 1:3] = 1
+        viewer.add_labels(marks, name="marks")
     # built with the real viewer, not through napari's dock menu: what is timed here is
     # the work, not how the widget finds the viewer
     widget = AnalysisWidget(viewer)
@@ -174,6 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     explorer = ExplorerWidget(viewer)
     viewer.window.add_dock_widget(explorer, name="Topology explorer")
     widget.load_model()
+    if chosen is not None:
+        from napari_topolens.ui.widget_parts import MARKED_IMAGES
+
+        widget.image_layer.value = stack
+        widget.which.value = MARKED_IMAGES
+        widget.marker_layer.value = viewer.layers["marks"]
     for text in args.variants:
         widget.variant_form.add(text=text)
     ticks = Ticks()
@@ -223,8 +246,10 @@ def main(argv: list[str] | None = None) -> int:
     analysis = widget.analysis
     names = list(analysis.layers)
     for k in range(args.switches):
-        name = names[k % len(names)] if names[k % len(names)] != explorer.layer.value else (
-            names[(k + 1) % len(names)]
+        name = (
+            names[k % len(names)]
+            if names[k % len(names)] != explorer.layer.value
+            else (names[(k + 1) % len(names)])
         )
 
         def switch(name: str = name) -> None:

@@ -247,11 +247,16 @@ def _show_steps(
     layout = entry.layout(layer_name)
     # the visible panel's layers, and those of panels shown before (updated in place);
     # the others are made when their panel is first picked
+    builder = canvas.panel_builder
     done: set[str] = set()
     while True:  # again if another panel was picked meanwhile
         built = {vd.group_of_view(view) for view in entry.layers if view not in IMAGE_SIDE}
         groups = ["frame", vd.panel_group(state.panel)]
-        groups += sorted(built - set(groups) - ({"matrices"} if not first else set()))
+        if first:  # (a variant taking another's layers over updates them all)
+            groups += sorted(built - set(groups))
+        else:  # a switch: the hidden panels' views wait for their next pick
+            groups += sorted(built & KEPT_GROUPS - set(groups) - {"matrices"})
+            builder.park(entry, built - set(groups) - KEPT_GROUPS)
         groups = [
             group
             for group in dict.fromkeys(groups)
@@ -263,7 +268,7 @@ def _show_steps(
         prepared = yield from _offloaded(
             _prepare_groups,
             groups,
-            _canvas_kinds(canvas, entry),
+            {**_canvas_kinds(canvas, entry), **builder.parked_kinds(entry, groups)},
             analysis,
             layer_name,
             key,
@@ -273,8 +278,12 @@ def _show_steps(
             color_by,
             float(edge_threshold),
         )
+        replaced = builder.unpark(entry, groups)
         for item, layer in prepared:
             _put(canvas, entry, item, added, shown, layer)
+            yield
+        for layer in replaced:
+            canvas.remove_layer(layer)
             yield
         done.update(groups)
     state.set(key, "color_by", color_by)
@@ -303,6 +312,10 @@ def _show_steps(
 
 
 IMAGE_SIDE = ("images", "overlay", "gallery", "gallery_text")
+#: Canvas groups a layer switch always updates: the frame, the Mapper graph (the links,
+#: edits and the explorer read it) and the layer x layer matrices (never change). The
+#: views of the other panels, hidden, are parked and updated when next picked.
+KEPT_GROUPS = frozenset({"frame", "mapper", "matrices"})
 
 
 def _put(
@@ -338,10 +351,13 @@ def _panel_steps(
         return
     canvas = canvas_for(viewer)
     layer_name = entry.network_layer
+    builder = canvas.panel_builder
+    if not isinstance(builder, PanelBuilder):
+        builder = canvas.panel_builder = PanelBuilder(viewer)
     prepared = yield from _offloaded(
         _prepare_groups,
         [group],
-        _canvas_kinds(canvas, entry),
+        {**_canvas_kinds(canvas, entry), **builder.parked_kinds(entry, [group])},
         entry.analysis,
         layer_name,
         entry.key,
@@ -352,9 +368,13 @@ def _panel_steps(
         float(entry.edge_threshold),
     )
     if entry.network_layer != layer_name or _group_built(entry, group):
-        return  # stale: another network layer now (its show draws the visible panel)
+        return  # stale: another network layer now, or made meanwhile
+    replaced = builder.unpark(entry, [group])
     for item, layer in prepared:
         _put(canvas, entry, item, added, shown, layer)
+        yield
+    for layer in replaced:  # parked Shapes: new ones were made in the worker
+        canvas.remove_layer(layer)
         yield
     links = links_for(viewer)
     links.wire(entry)
@@ -389,6 +409,47 @@ class PanelBuilder:
         self._viewer = weakref.ref(viewer)
         #: The running (or last) pick per analysis key.
         self.pending: dict[str, IncrementalShow] = {}
+        #: Per analysis key, the hidden view layers a layer switch left showing the
+        #: previous network layer (in the canvas, hidden; not in ``entry.layers``, so
+        #: no link or edit reads them), by view.
+        self.parked: dict[str, dict[str, Any]] = {}
+
+    def park(self, entry: ShownAnalysis, groups: set[str]) -> None:
+        """Take the layers of ``groups`` (hidden panels) out of ``entry.layers``."""
+        parked = self.parked.setdefault(entry.key, {})
+        for view in [v for v in entry.layers if v not in IMAGE_SIDE]:
+            if vd.group_of_view(view) in groups:
+                layer = entry.layers.pop(view)
+                if layer.visible:
+                    layer.visible = False
+                parked[view] = layer
+
+    def parked_kinds(self, entry: ShownAnalysis, groups: list[str]) -> dict[str, str]:
+        """view -> kind of the parked layers of ``groups`` that :meth:`unpark` gives back."""
+        kinds = {
+            view: type(layer).__name__.lower()
+            for view, layer in self.parked.get(entry.key, {}).items()
+            if vd.group_of_view(view) in groups and view not in entry.layers
+        }
+        return {view: kind for view, kind in kinds.items() if kind != "shapes"}
+
+    def unpark(self, entry: ShownAnalysis, groups: list[str]) -> list[Any]:
+        """Give the parked layers of ``groups`` back to ``entry`` to be updated in place;
+        returns the parked Shapes, which are made anew in the worker instead (a Shapes
+        layer updated in place triangulates on the main thread) and go once replaced."""
+        parked = self.parked.get(entry.key, {})
+        replaced = []
+        for view in [v for v in parked if vd.group_of_view(v) in groups]:
+            layer = parked.pop(view)
+            if type(layer).__name__.lower() == "shapes" or view in entry.layers:
+                replaced.append(layer)
+            else:
+                entry.layers[view] = layer
+        return replaced
+
+    def forget(self, key: str) -> list[Any]:
+        """Drop the record of ``key``'s parked layers; returns them (to remove)."""
+        return list(self.parked.pop(key, {}).values())
 
     def __call__(
         self, entry: ShownAnalysis, panel: str, *, at_once: bool = False
@@ -667,6 +728,15 @@ def remove_analysis(viewer: Any, key: str) -> None:
         return
     entry = state.get(key)
     canvas = existing_canvas(viewer)  # none when the viewer is closing: make none
+    for show in list(IncrementalShow._running):  # in flight: its result would come back
+        if not show.done and show.analysis is entry.analysis:
+            show.cancel()
+    if canvas is not None and isinstance(canvas.panel_builder, PanelBuilder):
+        canvas.panel_builder.drop(key)
+        for layer in canvas.panel_builder.forget(key):
+            canvas.remove_layer(layer)
+    if key not in state:  # (a first show's cancel removes it)
+        return
     for view, layer in list(entry.layers.items()):
         if canvas is not None and layer in canvas.model.layers:
             canvas.model.layers.remove(layer)
