@@ -25,6 +25,7 @@ from napari_topolens.ui.state import state_for
 from napari_topolens.ui.views import (
     canvas_for,
     find_layers,
+    remove_analysis,
     show_analysis,
     show_analysis_incrementally,
 )
@@ -163,8 +164,8 @@ def test_a_picked_view_is_made_in_a_worker_and_the_newest_pick_wins(
     qtbot.waitUntil(lambda: dendrogram.done, timeout=120_000)
     qtbot.wait(50)
     assert calls and not any(calls)
-    assert "dendrogram_heat" in entry.layers and entry.layers["dendrogram_heat"].visible
-    assert not any(vd.group_of_view(view) == "flow" for view in entry.layers)  # dropped
+    assert "dendrogram_heatmap" in entry.layers and entry.layers["dendrogram_heatmap"].visible
+    assert "flow" not in entry.layers and "flow_clusters" not in entry.layers  # dropped
     assert state_for(viewer).panel == "dendrogram"
 
     # picked again, it is made then
@@ -172,7 +173,7 @@ def test_a_picked_view_is_made_in_a_worker_and_the_newest_pick_wins(
     again = canvas.panel_builder.pending[key]
     qtbot.waitUntil(lambda: again.done, timeout=120_000)
     assert "flow" in entry.layers and entry.layers["flow"].visible
-    assert not entry.layers["dendrogram_heat"].visible
+    assert not entry.layers["dendrogram_heatmap"].visible
 
 
 def test_cancel_or_close_while_a_worker_is_in_flight_leaves_nothing_behind(
@@ -204,12 +205,15 @@ def test_cancel_or_close_while_a_worker_is_in_flight_leaves_nothing_behind(
     pick = canvas.panel_builder.pending[key]
     qtbot.waitUntil(lambda: pick.worker is not None, timeout=10_000)
     worker = pick.worker
-    viewer.layers.remove(find_layers(viewer, key, "images")[0])  # the user deletes the images
+    remove_analysis(viewer, key)  # e.g. the user removes the analysis from the canvas
     with qtbot.waitSignal(worker.finished, timeout=60_000):
         gate.release()
     qtbot.wait(50)
     assert pick.cancelled and state_for(viewer).keys == []
-    assert list(canvas.model.layers) == [] and not find_layers(viewer)
+    assert list(canvas.model.layers) == []
+    assert not [
+        layer for layer in find_layers(viewer) if layer.metadata["topolens"]["view"] != "images"
+    ]
     # and the viewer still works: the analysis shows again
     show_analysis(viewer, analysis, "pool1")
     assert len(find_layers(viewer, view="mapper_nodes")) == 1
@@ -249,3 +253,36 @@ def test_the_reader_returns_at_once_and_fills_in_from_a_worker(
     qtbot.waitUntil(lambda: bool(messages), timeout=60_000)
     assert "could not open 'run.topolens'" in messages[0] and "truncated" in messages[0]
     assert not find_layers(other)
+
+
+def test_a_switch_parks_the_hidden_views_until_they_are_picked(make_napari_viewer, digits):
+    _images, analysis = digits
+    viewer = make_napari_viewer()
+    show_analysis(viewer, analysis, "fc1")
+    (key,) = state_for(viewer).keys
+    entry = state_for(viewer).get(key)
+    canvas = canvas_for(viewer)
+    canvas.show_panel("flow")
+    canvas.show_panel("diagram")
+    canvas.show_panel("mapper")
+    old_flow = entry.layers["flow"]
+    old_diagram = entry.layers["diagram"]
+
+    show_analysis(viewer, analysis, "pool1")  # a switch with flow and diagram hidden
+    assert "flow" not in entry.layers and "diagram" not in entry.layers  # nothing reads them
+    parked = canvas.panel_builder.parked[key]
+    assert parked["flow"] is old_flow and not old_flow.visible
+    assert entry.layers["mapper_nodes"].metadata["topolens"]["layer"] == "pool1"
+
+    canvas.show_panel("diagram")  # updated in place when picked (a Points layer)
+    assert entry.layers["diagram"] is old_diagram and old_diagram.visible
+    assert old_diagram.metadata["topolens"]["layer"] == "pool1"
+    canvas.show_panel("flow")  # Shapes: made anew, the parked one removed
+    assert entry.layers["flow"] is not old_flow and entry.layers["flow"].visible
+    assert entry.layers["flow"].metadata["topolens"]["layer"] == "pool1"
+    assert old_flow not in canvas.model.layers and not canvas.panel_builder.parked[key]
+
+    show_analysis(viewer, analysis, "pool2")
+    assert list(canvas.panel_builder.parked[key]) == ["diagram"]  # hidden: parked again
+    remove_analysis(viewer, key)
+    assert list(canvas.model.layers) == []  # parked layers go with their analysis

@@ -157,9 +157,9 @@ def _read_in_worker(viewer: Any, folder: Path) -> Any:
         else:  # not ours: napari's handler shows it with its traceback
             raise exc
 
-    worker = create_worker(load, _start_thread=False)
-    worker.returned.connect(loaded)
-    worker.errored.connect(failed)
+    worker = create_worker(
+        load, _start_thread=False, _connect={"returned": loaded, "errored": failed}
+    )
     worker.start()
     _READS.add(worker)
     worker.finished.connect(lambda: _READS.discard(worker))

@@ -646,7 +646,7 @@ class IncrementalShow:
         """Run ``request`` in a worker thread; go on with the steps when it is done."""
         from napari.qt.threading import create_worker
 
-        worker = create_worker(request.run, _start_thread=False)
+        worker = create_worker(request.run, _start_thread=False, _ignore_errors=True)
 
         def returned(_result: Any) -> None:
             if worker is self.worker and not self.done:  # else stale: dropped
