@@ -126,8 +126,8 @@ class Phases:
         app: Any,
         target: float | None = None,
     ) -> float:
-        self.ticks.tick()
         began, cpu = time.perf_counter(), time.process_time()
+        self.ticks.tick()
         start()
         ended = wait_until(app, done)
         cpu = time.process_time() - cpu

@@ -244,7 +244,8 @@ def _show_steps(
     if not isinstance(canvas.panel_builder, PanelBuilder):
         canvas.panel_builder = PanelBuilder(viewer)
     canvas.panel_builder.drop(key)  # a pick still being made would put the old layer's views
-    layout = entry.layout(layer_name)
+    # (a layout not given nor saved is computed: Kamada-Kawai, off the main thread too)
+    layout = yield from _offloaded(entry.layout, layer_name)
     # the visible panel's layers, and those of panels shown before (updated in place);
     # the others are made when their panel is first picked
     builder = canvas.panel_builder
