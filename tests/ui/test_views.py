@@ -338,8 +338,11 @@ def test_switching_the_layer_updates_the_views_in_place(make_napari_viewer, digi
     assert len(nodes.data) == len(nodes.features) == graph.n_nodes
     edges = entry.layers["mapper_edges"]
     assert len(edges.data) == len(edges.features) == len(graph.edges)
+    assert "dendrogram_tree" not in entry.layers  # hidden: parked until picked (ui.show)
+    canvas.show_panel("dendrogram")
     tree = entry.layers["dendrogram_tree"]
     assert len(tree.data) == len(analysis["pool1"].dendrogram.linkage)
+    canvas.show_panel("mapper")
     members = links_for(viewer).select_nodes(key, [0])
     np.testing.assert_array_equal(members, np.unique(graph.node_members(0)))
     with pytest.raises(LayerError):

@@ -160,20 +160,25 @@ class TopologyCanvas(QWidget):
     def panel(self) -> str:
         return self.state.panel
 
-    def show_panel(self, panel: str) -> None:
-        """Show one view (``view_data.ALL_PANELS``) of every shown analysis, framed."""
+    def show_panel(self, panel: str, *, at_once: bool = True) -> None:
+        """Show one view (``view_data.ALL_PANELS``) of every shown analysis, framed.
+
+        A view shown for the first time is made then: at once, or (``at_once=False``,
+        the picker's way) in a worker thread, its layers added when ready
+        (``ui.show.PanelBuilder``).
+        """
         if panel not in vd.ALL_PANELS:
             raise ValueError(f"no view {panel!r}; views: {', '.join(vd.ALL_PANELS)}")
         self.state.set_panel(panel)  # type: ignore[arg-type]
         if self.panel_builder is not None:
             for entry in self.state:
-                self.panel_builder(entry, panel)
+                self.panel_builder(entry, panel, at_once=at_once)
         self.apply_panel()
 
     def _on_picked(self, index: int) -> None:
         panel = self.picker.itemData(index)
         if panel is not None and panel != self.state.panel:
-            self.show_panel(panel)
+            self.show_panel(panel, at_once=False)
 
     def _on_panel_changed(self, panel: str) -> None:
         index = self.picker.findData(panel)

@@ -119,11 +119,24 @@ _DEFAULT_VIEW: dict[str, Any] = {
 
 
 def read_analysis(path: str | Sequence[str]) -> list[LayerDataTuple]:
-    """Load a saved analysis as the layers of ``show_analysis`` (no recomputation)."""
+    """Load a saved analysis as the layers of ``show_analysis`` (no recomputation).
+
+    In a running napari (a current viewer, called on the Qt main thread, as napari
+    calls readers) the saved arrays are read and checked in a worker thread: this
+    returns napari's "no layers now" value ``[(None,)]`` at once, and the images
+    layer is added when the analysis is loaded (its views follow, see
+    ``views.watch_viewer``); a file that cannot be read is reported then, as a
+    napari error notification. Without a viewer (scripts) it loads here and returns
+    the layer data.
+    """
     single = _one_path(path)
     if single is None:
         raise AnalysisFileError("open one saved analysis folder at a time")
     folder = Path(single)
+    viewer = _current_viewer()
+    if viewer is not None and _on_main_thread():
+        _read_in_worker(viewer, folder)
+        return [(None,)]  # type: ignore[list-item]
     analysis = load_analysis(folder)
     base = folder.name.removesuffix(".topolens") or "analysis"
     key = base
@@ -134,11 +147,68 @@ def read_analysis(path: str | Sequence[str]) -> list[LayerDataTuple]:
 
         key = state_for(viewer).new_key(analysis, base)
         watch_viewer(viewer)  # the views appear in the topology canvas once napari adds the images
-    settings = _view_settings(folder, analysis)
+    return _shown_as_saved(analysis, key, _view_settings(folder, analysis))
+
+
+def _shown_as_saved(analysis: Any, key: str, settings: dict[str, Any]) -> list[LayerDataTuple]:
+    """The reader's layer data of ``analysis``, to be shown as the view record says."""
+    settings = dict(settings)
     panel = settings.pop("panel")
     data = reader_layer_data(analysis, key, **settings)
     data[0][1]["metadata"]["topolens"]["show"]["panel"] = panel  # the view shown when saved
     return data
+
+
+def _on_main_thread() -> bool:
+    from qtpy.QtCore import QCoreApplication, QThread
+
+    app = QCoreApplication.instance()
+    return app is not None and QThread.currentThread() is app.thread()
+
+
+def _read_in_worker(viewer: Any, folder: Path) -> Any:
+    """Load ``folder`` in a napari worker; add its images layer to ``viewer`` when loaded."""
+    from napari.qt.threading import create_worker
+    from napari.utils.notifications import show_error
+
+    from .layer_update import create_layer
+    from .state import state_for, viewer_ref
+    from .views import watch_viewer
+
+    def load() -> tuple[Any, dict[str, Any]]:
+        analysis = load_analysis(folder)
+        return analysis, _view_settings(folder, analysis)
+
+    ref = viewer_ref(viewer)
+    base = folder.name.removesuffix(".topolens") or "analysis"
+
+    def loaded(result: tuple[Any, dict[str, Any]]) -> None:
+        target = ref()
+        if target is None:
+            return  # the viewer went while the file was read
+        analysis, settings = result
+        key = state_for(target).new_key(analysis, base)
+        watch_viewer(target)  # the views appear in the topology canvas once the images are in
+        for item in _shown_as_saved(analysis, key, settings):
+            target.add_layer(create_layer(item))
+
+    def failed(exc: BaseException) -> None:
+        if isinstance(exc, TopoLensError):
+            show_error(f"TopoLens could not open {folder.name!r}: {exc}")
+        else:  # not ours: napari's handler shows it with its traceback
+            raise exc
+
+    worker = create_worker(
+        load, _start_thread=False, _connect={"returned": loaded, "errored": failed}
+    )
+    worker.start()
+    _READS.add(worker)
+    worker.finished.connect(lambda: _READS.discard(worker))
+    return worker
+
+
+#: The saved analyses being read (kept alive until their worker finishes).
+_READS: set[Any] = set()
 
 
 def _current_viewer() -> Any:

@@ -58,6 +58,11 @@ def update_layer(layer: Any, item: LayerDataTuple) -> bool:
     locked = not layer.editable
     if kind in ("points", "shapes") and len(layer.selected_data):
         layer.selected_data = set()
+    hidden = kind == "points" and not layer.visible
+    if hidden:
+        # napari re-slices a hidden Points layer with its old point indices when its
+        # colours change (an IndexError with fewer points): shown while updated
+        layer.visible = True
     if kind == "points":
         # quietly: the drawing must not see new points with the old features' text
         with layer.events.blocker_all():
@@ -93,4 +98,6 @@ def update_layer(layer: Any, item: LayerDataTuple) -> bool:
     layer.name = kwargs["name"]
     if locked and layer.editable:  # re-slicing under blocked events unlocked it silently
         layer.editable = False
+    if hidden:
+        layer.visible = False
     return True

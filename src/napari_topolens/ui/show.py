@@ -5,6 +5,15 @@
 layer per event-loop turn so the viewer stays responsive. Showing an analysis
 again (e.g. another network layer) updates its canvas layers in place. The state
 of what is shown lives in ``ui.state``; the links are wired at the end.
+
+Off the main thread: a show's steps yield an :class:`Offload` for their pure work
+(the layer-data tuples of ``ui.view_data`` and the napari layer objects made from
+them, not yet in any viewer: a Shapes layer triangulates its polygons when it is
+made). :class:`IncrementalShow` runs it in a napari worker thread and resumes the
+steps with its result on the main thread, which only adds layers or swaps data into
+them, one per event-loop turn; a cancelled show drops the result. The views
+picked in the canvas are made the same way (:class:`PanelBuilder`; the newest pick
+wins). :func:`show_analysis` runs the same steps at once, the work inline.
 """
 
 from __future__ import annotations
@@ -23,12 +32,91 @@ from .state import PerViewer, ShownAnalysis, state_for, viewer_ref
 
 __all__ = [
     "IncrementalShow",
+    "Offload",
+    "PanelBuilder",
     "remove_analyses_on",
     "remove_analysis",
     "show_analysis",
     "show_analysis_incrementally",
     "watch_viewer",
 ]
+
+
+class Offload:
+    """Pure work a show's step hands to a worker thread: no viewer, no layer in a viewer.
+
+    Yielded by the steps; the driver runs :meth:`run` (in a worker thread, or inline)
+    and resumes the steps, which read :attr:`result`. A driver that only iterates
+    the steps (``for _ in steps``) leaves it to :func:`_offloaded`, which runs it
+    inline then.
+    """
+
+    def __init__(self, fn: Callable[..., Any], *args: Any) -> None:
+        self.fn, self.args = fn, args
+        self.done = False
+        self.result: Any = None
+
+    def run(self) -> Any:
+        self.result = self.fn(*self.args)
+        self.done = True
+        return self.result
+
+
+def _offloaded(fn: Callable[..., Any], *args: Any) -> Generator[Offload, Any, Any]:
+    """``result = yield from _offloaded(fn, ...)`` inside a show's steps."""
+    request = Offload(fn, *args)
+    yield request
+    return request.result if request.done else request.run()
+
+
+def _create_layers(items: list[Any]) -> list[Any]:
+    """New napari layers (in no viewer yet) from layer-data tuples; worker-safe."""
+    return [create_layer(item) for item in items]
+
+
+def _view_of(item: Any) -> str:
+    return str(item[1]["metadata"]["topolens"]["view"])
+
+
+def _prepare_groups(
+    groups: list[str],
+    kinds: dict[str, str],
+    analysis: Any,
+    layer_name: str,
+    key: str,
+    slot: int,
+    layout: np.ndarray,
+    panel: str,
+    color_by: str,
+    edge_threshold: float,
+) -> list[tuple[Any, Any]]:
+    """The layer data of canvas groups, with a new layer made for each view that has
+    none of its kind yet (``kinds``: view -> kind of the layer shown now). Pure: runs
+    in a worker thread."""
+    prepared: list[tuple[Any, Any]] = []
+    for group in groups:
+        for item in vd.group_layer_data(
+            group,
+            analysis,
+            layer_name,
+            key,
+            slot,
+            layout,
+            panel,
+            color_by=color_by,
+            edge_threshold=edge_threshold,
+        ):
+            made = None if kinds.get(_view_of(item)) == item[2] else create_layer(item)
+            prepared.append((item, made))
+    return prepared
+
+
+def _canvas_kinds(canvas: Any, entry: ShownAnalysis) -> dict[str, str]:
+    return {
+        view: type(layer).__name__.lower()
+        for view, layer in entry.layers.items()
+        if layer in canvas.model.layers
+    }
 
 
 def _check(analysis: Any, layer_name: str | None, color_by: str) -> str:
@@ -75,7 +163,7 @@ def _show_steps(
     key_hint: str | None = None,
     variant_of: str | None = None,
     reuse: dict[str, Any] | None = None,
-) -> Generator[None, None, ShownAnalysis]:
+) -> Generator[Offload | None, Any, ShownAnalysis]:
     """The work of a show, yielding after each layer added or updated.
 
     ``added`` collects ``(viewer model, layer)`` of the layers added (a cancel
@@ -103,7 +191,7 @@ def _show_steps(
                 ndim = item[0].ndim - (1 if item[1]["rgb"] else 0)
                 gap = 0.5 * max(item[0].shape[-3 if item[1]["rgb"] else -2], 1)
                 item[1]["translate"] = (0.0,) * (ndim - 2) + (max(bottoms) + gap, 0.0)
-            image_layer = create_layer(item)
+            (image_layer,) = yield from _offloaded(_create_layers, [item])
             viewer.add_layer(image_layer)
             added.append((viewer, image_layer))
             shown.append(image_layer)
@@ -130,6 +218,13 @@ def _show_steps(
             items += vd.gallery_layer_data(
                 analysis, key, geometry, index, int(shape[-2]), int(shape[-1]), entry.variant_of
             )
+        fresh = [
+            item
+            for item in items
+            if entry.layers.get(_view_of(item)) is None
+            or entry.layers[_view_of(item)] not in viewer.layers
+        ]
+        made = iter((yield from _offloaded(_create_layers, fresh)) if fresh else [])
         for item in items:
             known = entry.layers.get(item[1]["metadata"]["topolens"]["view"])
             if known is not None and known in viewer.layers:  # taken over: in place
@@ -142,35 +237,58 @@ def _show_steps(
                 shown.append(known)
                 yield
                 continue
-            layer = create_layer(item)
+            layer = next(made)
             viewer.add_layer(layer)
             entry.layers[item[1]["metadata"]["topolens"]["view"]] = layer
             added.append((viewer, layer))
             shown.append(layer)
             yield
-    canvas.panel_builder = _panel_builder(viewer)
-    layout = entry.layout(layer_name)
+    if not isinstance(canvas.panel_builder, PanelBuilder):
+        canvas.panel_builder = PanelBuilder(viewer)
+    canvas.panel_builder.drop(key)  # a pick still being made would put the old layer's views
+    # (a layout not given nor saved is computed: Kamada-Kawai, off the main thread too)
+    layout = yield from _offloaded(entry.layout, layer_name)
     # the visible panel's layers, and those of panels shown before (updated in place);
     # the others are made when their panel is first picked
-    built = {vd.group_of_view(view) for view in entry.layers if view not in IMAGE_SIDE}
-    groups = ["frame", vd.panel_group(state.panel)]
-    groups += sorted(built - set(groups) - ({"matrices"} if not first else set()))
-    for group in groups:
-        if group == "matrices" and "cka" in entry.layers:
-            continue  # layer x layer: the same for every network layer
-        for item in vd.group_layer_data(
-            group,
+    builder = canvas.panel_builder
+    done: set[str] = set()
+    while True:  # again if another panel was picked meanwhile
+        built = {vd.group_of_view(view) for view in entry.layers if view not in IMAGE_SIDE}
+        groups = ["frame", vd.panel_group(state.panel)]
+        if first:  # (a variant taking another's layers over updates them all)
+            groups += sorted(built - set(groups))
+        else:  # a switch: the hidden panels' views wait for their next pick
+            groups += sorted(built & KEPT_GROUPS - set(groups) - {"matrices"})
+            builder.park(entry, built - set(groups) - KEPT_GROUPS)
+        groups = [
+            group
+            for group in dict.fromkeys(groups)
+            if group not in done and not (group == "matrices" and "cka" in entry.layers)
+        ]  # (the matrices are layer x layer: the same for every network layer)
+        if not groups:
+            break
+        panel = state.panel
+        prepared = yield from _offloaded(
+            _prepare_groups,
+            groups,
+            {**_canvas_kinds(canvas, entry), **builder.parked_kinds(entry, groups)},
             analysis,
             layer_name,
             key,
             entry.slot,
             layout,
-            state.panel,
-            color_by=color_by,
-            edge_threshold=edge_threshold,
-        ):
-            _put(canvas, entry, item, added, shown)
+            panel,
+            color_by,
+            float(edge_threshold),
+        )
+        replaced = builder.unpark(entry, groups)
+        for item, layer in prepared:
+            _put(canvas, entry, item, added, shown, layer)
             yield
+        for layer in replaced:
+            canvas.remove_layer(layer)
+            yield
+        done.update(groups)
     state.set(key, "color_by", color_by)
     state.set(key, "edge_threshold", float(edge_threshold))
     state.set(key, "faded_class", None)
@@ -197,10 +315,16 @@ def _show_steps(
 
 
 IMAGE_SIDE = ("images", "overlay", "gallery", "gallery_text")
+#: Canvas groups a layer switch always updates: the frame, the Mapper graph (the links,
+#: edits and the explorer read it) and the layer x layer matrices (never change). The
+#: views of the other panels, hidden, are parked and updated when next picked.
+KEPT_GROUPS = frozenset({"frame", "mapper", "matrices"})
 
 
-def _put(canvas: Any, entry: ShownAnalysis, item: Any, added: list, shown: list) -> None:
-    """Update a canvas view layer in place, or make and add it."""
+def _put(
+    canvas: Any, entry: ShownAnalysis, item: Any, added: list, shown: list, made: Any = None
+) -> None:
+    """Update a canvas view layer in place, or add ``made`` (made here when None)."""
     view = item[1]["metadata"]["topolens"]["view"]
     old = entry.layers.get(view)
     if old is not None and old in canvas.model.layers and update_layer(old, item):
@@ -208,7 +332,7 @@ def _put(canvas: Any, entry: ShownAnalysis, item: Any, added: list, shown: list)
         return
     if old is not None:
         canvas.remove_layer(old)
-    layer = create_layer(item)
+    layer = made if made is not None else create_layer(item)
     entry.layers[view] = layer
     canvas.add_layer(layer, view)
     if old is None:  # a stand-in for a removed view stays on cancel: no view goes missing
@@ -216,42 +340,187 @@ def _put(canvas: Any, entry: ShownAnalysis, item: Any, added: list, shown: list)
     shown.append(layer)
 
 
-def build_panel(viewer: Any, entry: ShownAnalysis, panel: str) -> list[Any]:
-    """Make the layers of a panel not drawn yet for an analysis (first time it is picked)."""
+def _group_built(entry: ShownAnalysis, group: str) -> bool:
+    return any(vd.group_of_view(view) == group for view in entry.layers if view not in IMAGE_SIDE)
+
+
+def _panel_steps(
+    viewer: Any, entry: ShownAnalysis, panel: str, added: list, shown: list
+) -> Generator[Offload | None, Any, None]:
+    """Make the layers of a panel not drawn yet for an analysis: data and layers in a
+    worker, then one layer added per event-loop turn."""
     group = vd.panel_group(panel)
-    if not entry.network_layer or any(
-        vd.group_of_view(view) == group for view in entry.layers if view not in IMAGE_SIDE
-    ):
-        return []
+    if not entry.network_layer or _group_built(entry, group):
+        return
     canvas = canvas_for(viewer)
-    added: list[tuple[Any, Any]] = []
-    shown: list[Any] = []
-    for item in vd.group_layer_data(
-        group,
+    layer_name = entry.network_layer
+    builder = canvas.panel_builder
+    if not isinstance(builder, PanelBuilder):
+        builder = canvas.panel_builder = PanelBuilder(viewer)
+    prepared = yield from _offloaded(
+        _prepare_groups,
+        [group],
+        {**_canvas_kinds(canvas, entry), **builder.parked_kinds(entry, [group])},
         entry.analysis,
-        entry.network_layer,
+        layer_name,
         entry.key,
         entry.slot,
         entry.layout(),
         panel,
-        color_by=entry.color_by,
-        edge_threshold=entry.edge_threshold,
-    ):
-        _put(canvas, entry, item, added, shown)
+        entry.color_by,
+        float(entry.edge_threshold),
+    )
+    if entry.network_layer != layer_name or _group_built(entry, group):
+        return  # stale: another network layer now, or made meanwhile
+    replaced = builder.unpark(entry, [group])
+    for item, layer in prepared:
+        _put(canvas, entry, item, added, shown, layer)
+        yield
+    for layer in replaced:  # parked Shapes: new ones were made in the worker
+        canvas.remove_layer(layer)
+        yield
     links = links_for(viewer)
     links.wire(entry)
     links.reapply_hits(entry)
+    canvas.sync_visibility(entry)
+    canvas.update_legend()
+
+
+def build_panel(viewer: Any, entry: ShownAnalysis, panel: str) -> list[Any]:
+    """Make the layers of a panel not drawn yet for an analysis, at once (the work inline)."""
+    shown: list[Any] = []
+    for _ in _panel_steps(viewer, entry, panel, [], shown):
+        pass
     return shown
 
 
-def _panel_builder(viewer: Any) -> Callable[[ShownAnalysis, str], Any]:
-    ref = viewer_ref(viewer)  # a proxy's weakref dies with the widget that holds it
+class PanelBuilder:
+    """The canvas's maker of the views of a panel picked for the first time.
 
-    def build(entry: ShownAnalysis, panel: str) -> Any:
-        v = ref()
-        return build_panel(v, entry, panel) if v is not None else None
+    Each pick starts an :class:`IncrementalShow` of :func:`_panel_steps`: the layer
+    data and layers are made in a worker thread, then added one per event-loop
+    turn. The newest pick of an analysis wins: a pick still waiting for its worker
+    is dropped (its result with it) when another panel is picked; one already
+    adding its layers finishes (they are hidden with their panel). A pick made
+    while another show of the same analysis runs (a layer switch) is left to that
+    show, which draws the panel visible at its end.
+    """
 
-    return build
+    def __init__(self, viewer: Any) -> None:
+        self._viewer = viewer_ref(viewer)  # a proxy's weakref dies with the widget holding it
+        #: The running (or last) pick per analysis key.
+        self.pending: dict[str, IncrementalShow] = {}
+        #: Per analysis key, the hidden view layers a layer switch left showing the
+        #: previous network layer (in the canvas, hidden; not in ``entry.layers``, so
+        #: no link or edit reads them), by view.
+        self.parked: dict[str, dict[str, Any]] = {}
+
+    def park(self, entry: ShownAnalysis, groups: set[str]) -> None:
+        """Take the layers of ``groups`` (hidden panels) out of ``entry.layers``."""
+        parked = self.parked.setdefault(entry.key, {})
+        for view in [v for v in entry.layers if v not in IMAGE_SIDE]:
+            if vd.group_of_view(view) in groups:
+                layer = entry.layers.pop(view)
+                if layer.visible:
+                    layer.visible = False
+                parked[view] = layer
+
+    def parked_kinds(self, entry: ShownAnalysis, groups: list[str]) -> dict[str, str]:
+        """view -> kind of the parked layers of ``groups`` that :meth:`unpark` gives back."""
+        kinds = {
+            view: type(layer).__name__.lower()
+            for view, layer in self.parked.get(entry.key, {}).items()
+            if vd.group_of_view(view) in groups and view not in entry.layers
+        }
+        return {view: kind for view, kind in kinds.items() if kind != "shapes"}
+
+    def unpark(self, entry: ShownAnalysis, groups: list[str]) -> list[Any]:
+        """Give the parked layers of ``groups`` back to ``entry`` to be updated in place;
+        returns the parked Shapes, which are made anew in the worker instead (a Shapes
+        layer updated in place triangulates on the main thread) and go once replaced."""
+        parked = self.parked.get(entry.key, {})
+        replaced = []
+        for view in [v for v in parked if vd.group_of_view(v) in groups]:
+            layer = parked.pop(view)
+            if type(layer).__name__.lower() == "shapes" or view in entry.layers:
+                replaced.append(layer)
+            else:
+                entry.layers[view] = layer
+        return replaced
+
+    def forget(self, key: str) -> list[Any]:
+        """Drop the record of ``key``'s parked layers; returns them (to remove)."""
+        return list(self.parked.pop(key, {}).values())
+
+    def __call__(
+        self, entry: ShownAnalysis, panel: str, *, at_once: bool = False
+    ) -> IncrementalShow | None:
+        """Make the views of ``panel`` for ``entry`` if they are not made yet (``at_once``:
+        here and now, the work inline, as scripts expect)."""
+        viewer = self._viewer()
+        if viewer is None:
+            return None
+        self.drop(entry.key, waiting_only=True)
+        if _group_built(entry, vd.panel_group(panel)) or not entry.network_layer:
+            return None
+        if at_once:
+            self.drop(entry.key)
+            build_panel(viewer, entry, panel)
+            return None
+        if any(
+            not show.done and show.analysis is entry.analysis and show.kind == "show"
+            for show in list(IncrementalShow._running)
+        ):
+            from qtpy.QtCore import QTimer
+
+            # a switch of this analysis runs: after it, if this panel is still the one shown
+            def retry() -> None:
+                state = state_for(viewer)
+                if state.panel == panel and state.key_of(entry.analysis) == entry.key:
+                    self(entry, panel)
+
+            QTimer.singleShot(50, retry)
+            return None
+
+        def steps(added: list, shown: list) -> Generator[Offload | None, Any, None]:
+            return _panel_steps(viewer, entry, panel, added, shown)
+
+        show = IncrementalShow(viewer, entry.analysis, steps=steps, kind="pick")
+        self.pending[entry.key] = show
+        return show.start()
+
+    def drop(self, key: str, *, waiting_only: bool = False) -> None:
+        """Cancel the pick of ``key`` still running (only one waiting for its worker).
+
+        One already adding its layers stops, and the layers it added are parked
+        (hidden; brought up to date at the next pick): removing a layer costs napari a
+        garbage collection on the main thread (1.2 s each on a loaded machine).
+        """
+        show = self.pending.get(key)
+        if show is None or show.done:
+            return
+        if not show.layers:
+            show.cancel()
+            return
+        if waiting_only:
+            return  # already adding: it finishes
+        added = {id(layer) for _, layer in show.stop()}
+        viewer = self._viewer()
+        state = state_for(viewer) if viewer is not None else None
+        if state is None or key not in state:
+            return
+        entry = state.get(key)
+        parked = self.parked.setdefault(key, {})
+        for view, layer in list(entry.layers.items()):
+            if id(layer) in added and view not in IMAGE_SIDE:
+                entry.layers.pop(view)
+                if layer.visible:
+                    layer.visible = False
+                parked[view] = layer
+
+    def busy(self) -> bool:
+        """Whether a pick is still being made."""
+        return any(not show.done for show in self.pending.values())
 
 
 def show_analysis(
@@ -275,13 +544,18 @@ def show_analysis(
     steps = _show_steps(
         viewer, analysis, layer_name, image_layer, color_by, edge_threshold, layouts, [], shown, key
     )
-    for _ in steps:
-        pass
+    for step in steps:
+        if isinstance(step, Offload):
+            step.run()
     return shown
 
 
 class IncrementalShow:
     """A :func:`show_analysis` run one layer per event-loop turn (Qt main thread).
+
+    A step that yields an :class:`Offload` has it run in a napari worker thread
+    (``napari.qt.threading.create_worker``); the steps go on, on the main thread,
+    when it returns. A show cancelled meanwhile drops its result.
 
     Attributes
     ----------
@@ -289,6 +563,11 @@ class IncrementalShow:
         The layers added or updated so far.
     done, cancelled : bool
     error : BaseException or None
+    kind : str
+        ``"show"`` (an analysis shown or switched), ``"pick"`` (a panel's views, see
+        :class:`PanelBuilder`) or what a caller of ``steps`` names.
+    worker : napari worker or None
+        The worker running the show's current :class:`Offload`, if any.
     """
 
     _running: ClassVar[set[IncrementalShow]] = set()  # keeps pending shows alive between turns
@@ -306,15 +585,20 @@ class IncrementalShow:
         key: str | None = None,
         on_done: Callable[[list[Any]], Any] | None = None,
         on_error: Callable[[BaseException], Any] | None = None,
-        steps: Callable[[list, list], Generator[None, None, Any]] | None = None,
+        steps: Callable[[list, list], Generator[Any, Any, Any]] | None = None,
+        kind: str = "show",
     ) -> None:
         """``steps(added, shown)``, if given, replaces the show's own steps (e.g. the
-        variants' show, ``ui.variants``): a generator that yields after each layer,
-        collecting ``(viewer model, layer)`` of the layers it adds in ``added``."""
+        variants' show, ``ui.variants``): a generator that yields after each layer
+        (or an :class:`Offload`), collecting ``(viewer model, layer)`` of the layers
+        it adds in ``added``."""
         self.layers: list[Any] = []
         self.done = False
         self.cancelled = False
         self.error: BaseException | None = None
+        self.kind = kind
+        self.worker: Any = None
+        self._failed: BaseException | None = None
         self._viewer = viewer
         self._analysis = analysis
         self._was_shown = state_for(viewer).key_of(analysis) is not None
@@ -336,6 +620,10 @@ class IncrementalShow:
             key,
         )
 
+    @property
+    def analysis(self) -> Any:
+        return self._analysis
+
     def start(self) -> IncrementalShow:
         IncrementalShow._running.add(self)
         self._schedule()
@@ -352,7 +640,11 @@ class IncrementalShow:
         if self.done:
             return
         try:
-            next(self._steps)
+            if self._failed is not None:
+                failed, self._failed = self._failed, None
+                step = self._steps.throw(failed)
+            else:
+                step = next(self._steps)
         except StopIteration:
             self._finish()
             if self._on_done is not None:
@@ -366,11 +658,45 @@ class IncrementalShow:
             else:
                 raise
             return
-        self._schedule()
+        if isinstance(step, Offload):
+            self._offload(step)
+        else:
+            self._schedule()
+
+    def _offload(self, request: Offload) -> None:
+        """Run ``request`` in a worker thread; go on with the steps when it is done."""
+        from napari.qt.threading import create_worker
+
+        worker = create_worker(request.run, _start_thread=False, _ignore_errors=True)
+
+        def returned(_result: Any) -> None:
+            if worker is self.worker and not self.done:  # else stale: dropped
+                self.worker = None
+                self._schedule()
+
+        def errored(exc: BaseException) -> None:
+            if worker is self.worker and not self.done:
+                self.worker = None
+                self._failed = exc  # raised in the steps, where the work was asked for
+                self._schedule()
+
+        worker.returned.connect(returned)
+        worker.errored.connect(errored)
+        self.worker = worker
+        worker.start()
 
     def _finish(self) -> None:
         self.done = True
         IncrementalShow._running.discard(self)
+
+    def stop(self) -> list[tuple[Any, Any]]:
+        """Stop here, keeping what was added; returns ``(viewer model, layer)`` of those."""
+        if not self.done:
+            self._steps.close()
+        self.cancelled = True
+        self.worker = None
+        self._finish()
+        return list(self._added)
 
     def cancel(self) -> None:
         """Stop. A first show removes what it added; a switch keeps its in-place updates.
@@ -381,6 +707,7 @@ class IncrementalShow:
         if not self.done:
             self._steps.close()
         self.cancelled = True
+        self.worker = None  # its result, if it comes, is dropped
         self._finish()
         state = state_for(self._viewer)
         key = state.key_of(self._analysis)
@@ -431,6 +758,15 @@ def remove_analysis(viewer: Any, key: str) -> None:
         return
     entry = state.get(key)
     canvas = existing_canvas(viewer)  # none when the viewer is closing: make none
+    for show in list(IncrementalShow._running):  # in flight: its result would come back
+        if not show.done and show.analysis is entry.analysis:
+            show.cancel()
+    if canvas is not None and isinstance(canvas.panel_builder, PanelBuilder):
+        canvas.panel_builder.drop(key)
+        for layer in canvas.panel_builder.forget(key):
+            canvas.remove_layer(layer)
+    if key not in state:  # (a first show's cancel removes it)
+        return
     for view, layer in list(entry.layers.items()):
         entry.layers.pop(view, None)  # first: the removal watcher must not see it as ours
         if canvas is not None and layer in canvas.model.layers:

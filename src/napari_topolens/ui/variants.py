@@ -47,7 +47,7 @@ from .links import (
     on_click_without_drag,
     pixel_press,
 )
-from .show import IncrementalShow, _show_steps, remove_analysis
+from .show import IncrementalShow, _offloaded, _show_steps, remove_analysis
 from .state import PerViewer, ShownAnalysis, state_for, viewer_ref
 
 __all__ = [
@@ -264,7 +264,7 @@ class VariantViews:
     # ------------------------------------------------------------------ showing
     def steps(
         self, base: Any, which: Any, added: list, shown: list, *, layer: str | None = None
-    ) -> Generator[None, None, ShownAnalysis]:
+    ) -> Generator[Any, Any, ShownAnalysis]:
         """Variant image layers, then the compared variant beside the base (a show's steps)."""
         variant = _pick(base, which)
         bv = self.of_base(base)
@@ -320,8 +320,9 @@ class VariantViews:
             color_by = "dominant_class"
         from ..layout.drift import variant_layout
 
-        layout, _paired = variant_layout(
-            base[name], base_entry.layout(name), variant.analysis[name]
+        base_layout = yield from _offloaded(base_entry.layout, name)
+        layout, _paired = yield from _offloaded(  # pairs nodes (Hungarian): off the main thread
+            variant_layout, base[name], base_layout, variant.analysis[name]
         )
         entry = yield from _show_steps(
             viewer,

@@ -1,0 +1,322 @@
+"""How long the napari main thread stalls while a user runs, shows, picks, switches and reopens.
+
+Run from the repository root (needs a display, e.g. ``xvfb-run``)::
+
+    PYTHONPATH=src python benchmarks/bench_responsiveness.py [--load N] [--variants SPEC ...]
+
+The README walkthrough in a shown viewer: the shapes sample, the analysis widget with
+the sample model's default layers and the published defaults on ``--images`` of its
+1,200 images (marked in a Labels layer, evenly spread; default 300), plus
+``--variants`` (default one, ``gaussian:0.3``); Run until the views are shown; then every view picked
+in the canvas once, explorer layer switches, and the saved analysis reopened in a new
+viewer. A 10 ms ``QTimer`` on the main thread records its ticks; a phase's longest
+gap between ticks is the longest time the GUI could not react (its *stall*). The
+main thread's CPU time is read at each tick too: the most it spent between two ticks
+is the stall a machine with a free core would see (on a loaded machine the wall
+stall is that plus the time the main thread waited for a core).
+
+Targets (issue 15): stall <= 250 ms in every phase (the worker's computing included),
+a view pick <= 300 ms, an explorer layer switch <= 1 s, reopen to views <= 3 s.
+
+``--load N`` starts N busy-loop processes first (emulating a loaded laptop) and stops
+them at exit. The 1-minute load average is printed before and after: on a shared
+machine it is the real one, whatever ``--load`` asked for. Wall and CPU seconds of
+this process are printed for each phase.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import itertools
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+STALL_TARGET_S = 0.25
+PICK_TARGET_S = 0.3
+SWITCH_TARGET_S = 1.0
+REOPEN_TARGET_S = 3.0
+
+
+def start_busy(n: int) -> list[subprocess.Popen]:
+    """``n`` busy-loop processes, stopped (by their own ids) at exit."""
+    procs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"], stdin=subprocess.DEVNULL)
+        for _ in range(n)
+    ]
+
+    def stop() -> None:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+    atexit.register(stop)
+    return procs
+
+
+def load_average() -> float:
+    return os.getloadavg()[0]
+
+
+class Ticks:
+    """Times of the ticks of a 10 ms QTimer on the main thread: wall clock, and the main
+    thread's own CPU time (``time.thread_time``) at each tick."""
+
+    def __init__(self) -> None:
+        from qtpy.QtCore import QTimer
+
+        self.ticks: list[tuple[float, float]] = []
+        self.timer = QTimer()
+        self.timer.setInterval(10)
+        self.timer.timeout.connect(self.tick)
+
+    def tick(self) -> None:
+        self.ticks.append((time.perf_counter(), time.thread_time()))
+
+    def start(self) -> None:
+        self.tick()
+        self.timer.start()
+
+    def stall(self, since: float, until: float) -> float:
+        """Longest gap between ticks (and the phase's ends) in ``[since, until]``."""
+        inside = [since, *(t for t, _ in self.ticks if since < t < until), until]
+        return max(b - a for a, b in itertools.pairwise(inside))
+
+    def stall_cpu(self, since: float, until: float) -> float:
+        """The most main-thread CPU time spent between two ticks in ``[since, until]``: the
+        stall a machine with a free core would see (the wall stall less waiting for one)."""
+        inside = [c for t, c in self.ticks if since <= t <= until]
+        return max((b - a for a, b in itertools.pairwise(inside)), default=float("nan"))
+
+
+def wait_until(app: Any, done: Callable[[], bool], timeout: float = 600.0) -> float:
+    """Run the event loop until ``done()``; returns the time it became true."""
+    deadline = time.perf_counter() + timeout
+    while not done():
+        if time.perf_counter() > deadline:
+            raise SystemExit("timed out waiting")
+        app.processEvents()
+        time.sleep(0.001)
+    return time.perf_counter()
+
+
+class Phases:
+    def __init__(self, ticks: Ticks) -> None:
+        self.ticks = ticks
+        self.rows: list[tuple[str, float, float, float, float | None, float]] = []
+
+    def measure(
+        self,
+        name: str,
+        start: Callable[[], Any],
+        done: Callable[[], bool],
+        app: Any,
+        target: float | None = None,
+    ) -> float:
+        began, cpu = time.perf_counter(), time.process_time()
+        self.ticks.tick()
+        start()
+        ended = wait_until(app, done)
+        cpu = time.process_time() - cpu
+        self.ticks.tick()
+        stall = self.ticks.stall(began, ended)
+        stall_cpu = self.ticks.stall_cpu(began, time.perf_counter())
+        self.rows.append((name, ended - began, cpu, stall, target, stall_cpu))
+        flag = "" if target is None else ("  ok" if ended - began <= target else "  OVER")
+        stall_flag = "ok" if stall <= STALL_TARGET_S else "OVER"
+        print(
+            f"{name:<34} {ended - began:7.2f} s wall {cpu:6.2f} s cpu  stall "
+            f"{1000 * stall:6.0f} ms {stall_flag}{flag}  main-thread cpu in the longest stretch "
+            f"{1000 * stall_cpu:5.0f} ms  (load {load_average():.2f})",
+            flush=True,
+        )
+        return ended - began
+
+
+def panel_visible(state: Any, panel: str) -> bool:
+    from napari_topolens.ui import view_data as vd
+
+    wanted = set(vd.PANEL_VIEWS[panel])
+    for entry in state:
+        if not entry.network_layer:
+            continue
+        if panel in vd.VARIANT_PANELS and entry.variant_of is not None:
+            continue
+        if not any(view in wanted and layer.visible for view, layer in entry.layers.items()):
+            return False
+    return True
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--load", type=int, default=0, help="busy-loop processes to start")
+    parser.add_argument("--variants", nargs="*", default=["gaussian:0.3"])
+    parser.add_argument("--switches", type=int, default=3)
+    parser.add_argument(
+        "--images", type=int, default=300, help="images analysed (marked, evenly spread); 0: all"
+    )
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(ROOT / "src"))
+    before = load_average()
+    if args.load:
+        start_busy(args.load)
+        time.sleep(20)  # let the load average feel them a little
+
+    import napari
+    from qtpy.QtWidgets import QApplication
+
+    from napari_topolens.ui import view_data as vd
+    from napari_topolens.ui.analysis_widget import AnalysisWidget
+    from napari_topolens.ui.canvas import canvas_for, close_canvases
+    from napari_topolens.ui.explorer_widget import ExplorerWidget
+    from napari_topolens.ui.state import state_for
+
+    print(
+        f"{os.cpu_count()} CPUs; load average {before:.2f} before, {load_average():.2f} after "
+        f"starting {args.load} busy loop(s)",
+        flush=True,
+    )
+    viewer = napari.Viewer()
+    app = QApplication.instance()
+    viewer.window.resize(1280, 800)
+    (stack,) = viewer.open_sample("napari-topolens", "shapes")
+    chosen = None
+    if args.images and args.images < len(stack.data):
+        import numpy as np
+
+        chosen = np.linspace(0, len(stack.data) - 1, args.images).round().astype(int)
+        marks = np.zeros(stack.data.shape[:3], dtype=np.uint8)
+        marks[chosen, 1:3, 1:3] = 1
+        viewer.add_labels(marks, name="marks")
+    # built with the real viewer, not through napari's dock menu: what is timed here is
+    # the work, not how the widget finds the viewer
+    widget = AnalysisWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Topology analysis")
+    explorer = ExplorerWidget(viewer)
+    viewer.window.add_dock_widget(explorer, name="Topology explorer")
+    widget.load_model()
+    if chosen is not None:
+        from napari_topolens.ui.widget_parts import MARKED_IMAGES
+
+        widget.image_layer.value = stack
+        widget.which.value = MARKED_IMAGES
+        widget.marker_layer.value = viewer.layers["marks"]
+    for text in args.variants:
+        widget.variant_form.add(text=text)
+    ticks = Ticks()
+    ticks.start()
+    phases = Phases(ticks)
+    app.processEvents()
+    state = state_for(viewer)
+
+    job: dict[str, Any] = {}
+    finished: list[float] = []
+    inserted: list[float] = []
+    canvas = canvas_for(viewer)
+    canvas.model.layers.events.inserted.connect(lambda _e: inserted.append(time.perf_counter()))
+
+    def press_run() -> None:
+        began = time.perf_counter()
+        worker = widget.run()
+        job["press"] = time.perf_counter() - began
+        if worker is None:
+            raise SystemExit(f"refused: {widget.status.value}")
+        worker.finished.connect(lambda: finished.append(time.perf_counter()))
+
+    began = time.perf_counter()
+    phases.measure("run: press Run until shown", press_run, lambda: bool(finished), app)
+    if widget.analysis is None:
+        raise SystemExit(f"failed: {widget.status.value}")
+    first = min(inserted)
+    print(
+        f"  pressing Run took {1000 * job['press']:.0f} ms; computing stall "
+        f"{1000 * ticks.stall(began, first):.0f} ms; views added over "
+        f"{finished[0] - first:.2f} s, stall {1000 * ticks.stall(first, finished[0]):.0f} ms",
+        flush=True,
+    )
+    app.processEvents()
+
+    panels = [canvas.picker.itemData(i) for i in range(canvas.picker.count())]
+    for panel in [p for p in panels if p != "mapper"] + ["mapper"]:
+        index = canvas.picker.findData(panel)
+        phases.measure(
+            f"pick view {panel}",
+            lambda index=index: canvas.picker.setCurrentIndex(index),
+            lambda panel=panel: panel_visible(state, panel),
+            app,
+            PICK_TARGET_S,
+        )
+
+    analysis = widget.analysis
+    names = list(analysis.layers)
+    for k in range(args.switches):
+        name = (
+            names[k % len(names)]
+            if names[k % len(names)] != explorer.layer.value
+            else (names[(k + 1) % len(names)])
+        )
+
+        def switch(name: str = name) -> None:
+            explorer.layer.value = name
+
+        def switched(name: str = name) -> bool:
+            show = explorer.pending_show
+            entry = state.get(explorer.analysis_key.value)
+            return show is not None and show.done and entry.network_layer == name
+
+        phases.measure(f"explorer switch to {name}", switch, switched, app, SWITCH_TARGET_S)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "run.topolens"
+        analysis.save(path)
+        first_viewer = viewer  # kept open: its docked widgets stay connected to its state
+        viewer = napari.Viewer()
+        viewer.window.resize(1280, 800)
+        wait_until(app, lambda: True)
+        app.processEvents()
+
+        def reopen() -> None:
+            viewer.open(str(path), plugin="napari-topolens")
+
+        def views_shown() -> bool:
+            reopened = state_for(viewer)
+            return any(e.network_layer and "mapper_nodes" in e.layers for e in reopened) and (
+                panel_visible(reopened, "mapper")
+            )
+
+        phases.measure("reopen to views", reopen, views_shown, app, REOPEN_TARGET_S)
+    close_canvases()
+    viewer.close()
+    first_viewer.close()
+
+    worst = max(row[3] for row in phases.rows)
+    worst_cpu = max(row[5] for row in phases.rows)
+    picks = [row[1] for row in phases.rows if row[0].startswith("pick")]
+    switches = [row[1] for row in phases.rows if row[0].startswith("explorer")]
+    print(
+        f"summary: longest stall {1000 * worst:.0f} ms (target 250; main-thread cpu "
+        f"{1000 * worst_cpu:.0f} ms); slowest pick "
+        f"{1000 * max(picks):.0f} ms (target 300); slowest switch {1000 * max(switches):.0f} ms "
+        f"(target 1000); reopen {phases.rows[-1][1]:.2f} s (target 3); load average now "
+        f"{load_average():.2f} on {os.cpu_count()} CPUs",
+        flush=True,
+    )
+    del vd
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

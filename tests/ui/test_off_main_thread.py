@@ -1,0 +1,288 @@
+"""The views' work runs off the main thread; stale results are dropped; cancel and close are safe.
+
+What these tests check is where work runs and what a user ends up seeing, never
+how long it takes (``benchmarks/bench_responsiveness.py`` measures that).
+
+The analysis is shown with ``show_analysis`` / ``show_analysis_incrementally`` and
+the explorer is built from its class with the real viewer: what is tested is the
+show's worker, not how a docked widget finds its viewer (the journey tests dock
+them through napari's menus).
+"""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+from conftest import digits_analysis
+
+from napari_topolens.ui import io as io_module
+from napari_topolens.ui import show as show_module
+from napari_topolens.ui import view_data as vd
+from napari_topolens.ui.explorer_widget import ExplorerWidget
+from napari_topolens.ui.state import state_for
+from napari_topolens.ui.views import (
+    canvas_for,
+    find_layers,
+    remove_analysis,
+    show_analysis,
+    show_analysis_incrementally,
+)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return digits_analysis(60, layers=("pool1", "pool2", "fc1"), with_images=True)
+
+
+class Gate:
+    """Holds the patched builders in their worker thread while closed (a result in flight)."""
+
+    def __init__(self) -> None:
+        self.open = threading.Event()
+        self.open.set()
+
+    def close(self) -> None:
+        self.open.clear()
+
+    def release(self) -> None:
+        self.open.set()
+
+    def pass_through(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            assert self.open.wait(60), "the test never released the gate"
+
+
+def _record_threads(monkeypatch, gate: Gate | None = None) -> list[bool]:
+    """Patch the pure builders and the layer maker to record whether they ran on the main
+    thread (True) or not; a closed ``gate`` holds them in their worker."""
+    calls: list[bool] = []
+    group_layer_data, create_layer = vd.group_layer_data, show_module.create_layer
+    gate = gate or Gate()
+
+    def builder(*args, **kwargs):
+        calls.append(threading.current_thread() is threading.main_thread())
+        gate.pass_through()
+        return group_layer_data(*args, **kwargs)
+
+    def maker(item):
+        calls.append(threading.current_thread() is threading.main_thread())
+        gate.pass_through()
+        return create_layer(item)
+
+    monkeypatch.setattr(vd, "group_layer_data", builder)
+    monkeypatch.setattr(show_module, "create_layer", maker)
+    return calls
+
+
+def _canvas_layer_names(viewer) -> set[str]:
+    return {
+        layer.metadata["topolens"].get("layer", "")
+        for layer in canvas_for(viewer).model.layers
+        if layer.metadata["topolens"]["view"] not in vd.PANEL_LAYERS
+        and vd.group_of_view(layer.metadata["topolens"]["view"]) != "matrices"
+    }
+
+
+def test_a_show_makes_its_layer_data_and_layers_in_a_worker_thread(
+    make_napari_viewer, qtbot, digits, monkeypatch
+):
+    _images, analysis = digits
+    viewer = make_napari_viewer()
+    calls = _record_threads(monkeypatch)
+    show = show_analysis_incrementally(viewer, analysis, "fc1")
+    qtbot.waitUntil(lambda: show.done, timeout=120_000)
+    assert show.error is None and not show.cancelled
+    assert len(find_layers(viewer, view="mapper_nodes")) == 1
+    assert calls and not any(calls)  # every builder call and every layer made off the main thread
+    # the image side too: images, overlay and gallery were made off the main thread
+    assert find_layers(viewer, view="images") and find_layers(viewer, view="gallery")
+
+    # and scripts still get everything at once, made inline
+    calls.clear()
+    other = make_napari_viewer()
+    show_analysis(other, analysis, "pool1")
+    assert len(find_layers(other, view="mapper_nodes")) == 1 and calls and all(calls)
+
+
+def test_switching_twice_fast_drops_the_stale_switch(
+    make_napari_viewer, qtbot, digits, monkeypatch
+):
+    _images, analysis = digits
+    viewer = make_napari_viewer()
+    explorer = ExplorerWidget(viewer)
+    viewer.window.add_dock_widget(explorer, name="Topology explorer")
+    show = show_analysis_incrementally(viewer, analysis, "fc1")
+    qtbot.waitUntil(lambda: show.done, timeout=120_000)
+    qtbot.waitUntil(lambda: explorer.layer.value == "fc1", timeout=10_000)
+    (key,) = state_for(viewer).keys
+    gate = Gate()
+    _record_threads(monkeypatch, gate)
+
+    gate.close()
+    explorer.layer.value = "pool1"
+    first = explorer.pending_show
+    qtbot.waitUntil(lambda: first.worker is not None, timeout=10_000)
+    stale = first.worker  # its layer data are being made in a worker now
+    explorer.layer.value = "pool2"  # before they come back
+    second = explorer.pending_show
+    assert second is not first and first.cancelled
+    with qtbot.waitSignal(stale.finished, timeout=60_000):
+        gate.release()
+    qtbot.waitUntil(lambda: second.done, timeout=120_000)
+    qtbot.wait(50)
+    entry = state_for(viewer).get(key)
+    assert entry.network_layer == "pool2" and explorer.layer.value == "pool2"
+    assert first.layers == []  # the stale result put nothing in
+    assert np.array_equal(entry.layers["mapper_nodes"].data, analysis["pool2"].mapper_layout)
+    assert _canvas_layer_names(viewer) == {"pool2"}  # no view of pool1 anywhere
+
+
+def test_a_picked_view_is_made_in_a_worker_and_the_newest_pick_wins(
+    make_napari_viewer, qtbot, digits, monkeypatch
+):
+    _images, analysis = digits
+    viewer = make_napari_viewer()
+    show_analysis(viewer, analysis, "fc1")
+    (key,) = state_for(viewer).keys
+    entry = state_for(viewer).get(key)
+    canvas = canvas_for(viewer)
+    gate = Gate()
+    calls = _record_threads(monkeypatch, gate)
+
+    gate.close()
+    canvas.picker.setCurrentIndex(canvas.picker.findData("flow"))  # as the user picks it
+    flow = canvas.panel_builder.pending[key]
+    qtbot.waitUntil(lambda: flow.worker is not None, timeout=10_000)
+    stale = flow.worker
+    canvas.picker.setCurrentIndex(canvas.picker.findData("dendrogram"))  # changed their mind
+    dendrogram = canvas.panel_builder.pending[key]
+    assert flow.cancelled and dendrogram is not flow
+    with qtbot.waitSignal(stale.finished, timeout=60_000):
+        gate.release()
+    qtbot.waitUntil(lambda: dendrogram.done, timeout=120_000)
+    qtbot.wait(50)
+    assert calls and not any(calls)
+    assert "dendrogram_heatmap" in entry.layers and entry.layers["dendrogram_heatmap"].visible
+    assert "flow" not in entry.layers and "flow_clusters" not in entry.layers  # dropped
+    assert state_for(viewer).panel == "dendrogram"
+
+    # picked again, it is made then
+    canvas.picker.setCurrentIndex(canvas.picker.findData("flow"))
+    again = canvas.panel_builder.pending[key]
+    qtbot.waitUntil(lambda: again.done, timeout=120_000)
+    assert "flow" in entry.layers and entry.layers["flow"].visible
+    assert not entry.layers["dendrogram_heatmap"].visible
+
+
+def test_cancel_or_close_while_a_worker_is_in_flight_leaves_nothing_behind(
+    make_napari_viewer, qtbot, digits, monkeypatch
+):
+    _images, analysis = digits
+    viewer = make_napari_viewer()
+    gate = Gate()
+    _record_threads(monkeypatch, gate)
+    n_before = len(viewer.layers)
+    gate.close()
+    show = show_analysis_incrementally(viewer, analysis, "fc1")
+    qtbot.waitUntil(lambda: show.worker is not None, timeout=10_000)
+    worker = show.worker
+    show.cancel()
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        gate.release()
+    qtbot.wait(50)
+    assert len(viewer.layers) == n_before and not find_layers(viewer)
+    assert state_for(viewer).keys == []
+
+    # shown again, then its image layer removed while a picked view is being made
+    show = show_analysis_incrementally(viewer, analysis, "fc1")
+    qtbot.waitUntil(lambda: show.done, timeout=120_000)
+    (key,) = state_for(viewer).keys
+    canvas = canvas_for(viewer)
+    gate.close()
+    canvas.picker.setCurrentIndex(canvas.picker.findData("barcode"))
+    pick = canvas.panel_builder.pending[key]
+    qtbot.waitUntil(lambda: pick.worker is not None, timeout=10_000)
+    worker = pick.worker
+    remove_analysis(viewer, key)  # e.g. the user removes the analysis from the canvas
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        gate.release()
+    qtbot.wait(50)
+    assert pick.cancelled and state_for(viewer).keys == []
+    assert list(canvas.model.layers) == []
+    assert not [
+        layer for layer in find_layers(viewer) if layer.metadata["topolens"]["view"] != "images"
+    ]
+    # and the viewer still works: the analysis shows again (in the view picked last)
+    show_analysis(viewer, analysis, "pool1")
+    assert len(find_layers(viewer, view="barcode")) == 1 and not pick.layers
+
+
+def test_the_reader_returns_at_once_and_fills_in_from_a_worker(
+    make_napari_viewer, qtbot, digits, tmp_path, monkeypatch
+):
+    _images, analysis = digits
+    folder = analysis.save(tmp_path / "run.topolens")
+    threads: list[bool] = []
+    load = io_module.load_analysis
+
+    def recording_load(path):
+        threads.append(threading.current_thread() is threading.main_thread())
+        return load(path)
+
+    monkeypatch.setattr(io_module, "load_analysis", recording_load)
+    viewer = make_napari_viewer()
+    assert viewer.open(str(folder), plugin="napari-topolens") == []  # nothing yet
+    assert not find_layers(viewer)
+    qtbot.waitUntil(lambda: len(find_layers(viewer, view="mapper_nodes")) == 1, timeout=120_000)
+    assert threads == [False]  # read in a worker
+    (images,) = find_layers(viewer, view="images")
+    assert images.metadata["topolens"]["analysis"].layers == analysis.layers
+    assert np.array_equal(images.data, analysis.images)
+
+    # a damaged file: one message, nothing added
+    from napari.utils.notifications import notification_manager
+
+    messages: list[str] = []
+    notification_manager.notification_ready.connect(lambda n: messages.append(str(n.message)))
+    arrays = folder / "arrays.npz"
+    arrays.write_bytes(arrays.read_bytes()[:100])
+    other = make_napari_viewer()
+    assert other.open(str(folder), plugin="napari-topolens") == []
+    qtbot.waitUntil(lambda: bool(messages), timeout=60_000)
+    assert "could not open 'run.topolens'" in messages[0] and "truncated" in messages[0]
+    assert not find_layers(other)
+
+
+def test_a_switch_parks_the_hidden_views_until_they_are_picked(make_napari_viewer, digits):
+    _images, analysis = digits
+    viewer = make_napari_viewer()
+    show_analysis(viewer, analysis, "fc1")
+    (key,) = state_for(viewer).keys
+    entry = state_for(viewer).get(key)
+    canvas = canvas_for(viewer)
+    canvas.show_panel("flow")
+    canvas.show_panel("diagram")
+    canvas.show_panel("mapper")
+    old_flow = entry.layers["flow"]
+    old_diagram = entry.layers["diagram"]
+
+    show_analysis(viewer, analysis, "pool1")  # a switch with flow and diagram hidden
+    assert "flow" not in entry.layers and "diagram" not in entry.layers  # nothing reads them
+    parked = canvas.panel_builder.parked[key]
+    assert parked["flow"] is old_flow and not old_flow.visible
+    assert entry.layers["mapper_nodes"].metadata["topolens"]["layer"] == "pool1"
+
+    canvas.show_panel("diagram")  # updated in place when picked (a Points layer)
+    assert entry.layers["diagram"] is old_diagram and old_diagram.visible
+    assert old_diagram.metadata["topolens"]["layer"] == "pool1"
+    canvas.show_panel("flow")  # Shapes: made anew, the parked one removed
+    assert entry.layers["flow"] is not old_flow and entry.layers["flow"].visible
+    assert entry.layers["flow"].metadata["topolens"]["layer"] == "pool1"
+    assert old_flow not in canvas.model.layers and not canvas.panel_builder.parked[key]
+
+    show_analysis(viewer, analysis, "pool2")
+    assert list(canvas.panel_builder.parked[key]) == ["diagram"]  # hidden: parked again
+    remove_analysis(viewer, key)
+    assert list(canvas.model.layers) == []  # parked layers go with their analysis
