@@ -127,7 +127,7 @@ ViewName = Literal[
 VIEW_NAMES: tuple[ViewName, ...] = get_args(ViewName)
 #: The canvas layers of each panel (shown when the panel is picked, hidden otherwise).
 PANEL_VIEWS: dict[str, tuple[str, ...]] = {
-    "mapper": ("mapper_edges", "mapper_nodes", "color_key"),
+    "mapper": ("mapper_edges", "mapper_nodes"),
     "diagram": ("diagram",),
     "barcode": ("barcode",),
     "flow": ("flow", "flow_clusters"),
@@ -147,8 +147,9 @@ LAYER_VIEWS = tuple(
 )
 #: Canvas layers drawn once per analysis.
 ANALYSIS_VIEWS = ("layer_distances", "cka")
-#: Canvas layers that hold the visible panel's frame and text.
-PANEL_LAYERS = ("panel_axes", "panel_text", "panel_values")
+#: Canvas layers that hold the visible panel's frame, text and colour key (the key's
+#: strip is shown when the panel has one: a continuous node colouring, a heatmap).
+PANEL_LAYERS = ("panel_axes", "panel_text", "panel_values", "color_key")
 
 #: World side of a view's unit square in the canvas; slots sit side by side.
 SIDE = 100.0
@@ -427,9 +428,10 @@ def mapper_layer_data(
     color_by: str = "dominant_class",
     edge_threshold: float = 0.0,
 ) -> list[LayerDataTuple]:
-    """Mapper edges (Shapes lines), nodes (Points) and the colour key (Image) of one layer."""
+    """Mapper edges (Shapes lines) and nodes (Points) of one layer (its colour key: the
+    frame's, :func:`panel_key_data`)."""
     graph = analysis[layer].mapper
-    colors, limits = node_colors(analysis, layer, color_by)
+    colors, _limits = node_colors(analysis, layer, color_by)
     nodes = (
         np.asarray(layout, dtype=np.float64).reshape(-1, 2).copy(),
         {
@@ -447,7 +449,6 @@ def mapper_layer_data(
     return [
         edge_layer_data(analysis, layer, key, slot, layout, edge_threshold),
         nodes,
-        color_key_data(key, layer, slot, color_by, limits),
     ]
 
 
@@ -486,18 +487,92 @@ def edge_layer_data(
     )
 
 
-#: The colour key strip: rows and columns of the unit square it covers.
-KEY_ROWS, KEY_COLS = (0.12, 0.88), (0.965, 0.99)
+#: The colour key strip: rows and columns of the unit square it covers (its title and
+#: end values are panel text above and below it, so each slot's key names itself).
+KEY_ROWS, KEY_COLS = (0.16, 0.84), (0.955, 0.98)
 _KEY_STEPS = 64
+#: Short titles of the colour keys (a key sits in a narrow column at the slot's edge).
+KEY_TITLES: dict[str, str] = {
+    "correct": "correct",
+    "purity": "purity",
+    "mean_lens": "lens",
+    "size": "log10 size",
+    "cka": "CKA",
+    "dendrogram": "distance",
+}
+
+
+def panel_key(
+    analysis: Any, layer: str, panel: str, color_by: str = "dominant_class"
+) -> tuple[str, Any, tuple[float, float]] | None:
+    """The colour key of a panel, ``(title, colormap, (low, high))``, or None when it has none.
+
+    The Mapper graph has one for a continuous node colouring (categorical ones: the
+    canvas's class legend says them), every heatmap has one.
+    """
+    if panel == "mapper":
+        if color_by not in COLOR_BY or (
+            color_by in NEEDS_PREDICTIONS and analysis_predictions(analysis) is None
+        ):
+            return None
+        _colors, limits = node_colors(analysis, layer, color_by)
+        if limits is None:
+            return None
+        return KEY_TITLES.get(color_by, color_by), colormap_for(color_by), limits
+    if panel in ANALYSIS_VIEWS:
+        from napari.utils.colormaps import ensure_colormap
+
+        if panel == "cka":
+            return KEY_TITLES["cka"], ensure_colormap("viridis"), (0.0, 1.0)
+        matrix = np.asarray(analysis.layer_distances[analysis.config.layer_distance], float)
+        finite = matrix[np.isfinite(matrix)]
+        hi = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+        kind = "".join(word[0] for word in analysis.config.layer_distance.split("_")).upper()
+        return f"{kind} dist.", ensure_colormap("magma"), (0.0, hi)
+    if panel == "dendrogram":
+        from napari.utils.colormaps import ensure_colormap
+
+        distances = np.asarray(analysis[layer].dendrogram.distances, dtype=np.float64)
+        hi = float(distances.max()) if distances.size and distances.max() > 0 else 1.0
+        return KEY_TITLES["dendrogram"], ensure_colormap("magma"), (0.0, hi)
+    return None
+
+
+def panel_key_data(
+    analysis: Any, layer: str, key: str, slot: int, panel: str, color_by: str = "dominant_class"
+) -> LayerDataTuple:
+    """The colour key strip of the visible panel (hidden when it has no key)."""
+    found = panel_key(analysis, layer, panel, color_by)
+    if found is None:
+        return _key_strip(key, layer, slot, "no key", "viridis", None, color_by)
+    title, cmap, limits = found
+    return _key_strip(key, layer, slot, title, cmap, limits, color_by)
 
 
 def color_key_data(
     key: str, layer: str, slot: int, color_by: str, limits: tuple[float, float] | None
 ) -> LayerDataTuple:
-    """A gradient strip beside the Mapper graph, with napari's colour bar, for a continuous colouring.
+    """The Mapper colouring's key strip (hidden for a categorical colouring)."""
+    return _key_strip(
+        key,
+        layer,
+        slot,
+        KEY_TITLES.get(color_by, color_by),
+        colormap_for(color_by),
+        limits,
+        color_by,
+    )
 
-    Categorical colourings hide it (the class legend of the canvas says those).
-    """
+
+def _key_strip(
+    key: str,
+    layer: str,
+    slot: int,
+    title: str,
+    cmap: Any,
+    limits: tuple[float, float] | None,
+    color_by: str,
+) -> LayerDataTuple:
     lo, hi = limits if limits is not None else (0.0, 1.0)
     data = np.linspace(hi, lo, _KEY_STEPS, dtype=np.float32)[:, None]
     pixel_rows = (KEY_ROWS[1] - KEY_ROWS[0]) * SIDE / _KEY_STEPS
@@ -506,8 +581,8 @@ def color_key_data(
     return (
         data,
         {
-            "name": _name(f"colour key: {COLOR_BY_LABELS.get(color_by, color_by)}", key, layer),
-            "colormap": colormap_for(color_by),
+            "name": _name(f"colour key: {title}", key, layer),
+            "colormap": cmap,
             "contrast_limits": (lo, hi if hi > lo else lo + 1.0),
             "interpolation2d": "nearest",
             "scale": (pixel_rows, width),
@@ -517,7 +592,12 @@ def color_key_data(
             ),
             "visible": limits is not None,
             "metadata": topolens_meta(
-                "color_key", key, layer, color_by=color_by, continuous=limits is not None
+                "color_key",
+                key,
+                layer,
+                color_by=color_by,
+                continuous=limits is not None,
+                title=title,
             ),
         },
         "image",
@@ -982,7 +1062,7 @@ def _drift_text(analysis: Any, layer: str, put: Any) -> str:
 # --------------------------------------------------------------------------- panel text, frames
 
 
-def _plural(n: int, word: str) -> str:
+def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
@@ -1013,10 +1093,16 @@ _TEXT, _DIM_TEXT = "white", "#bbbbbb"
 
 
 def panel_text_data(
-    analysis: Any, layer: str, key: str, slot: int, panel: str
+    analysis: Any,
+    layer: str,
+    key: str,
+    slot: int,
+    panel: str,
+    *,
+    color_by: str = "dominant_class",
 ) -> list[LayerDataTuple]:
-    """The visible panel's title, subtitle, axis names and tick labels (text only), and
-    the matrix values in a smaller font."""
+    """The visible panel's title, subtitle, axis names and tick labels (text only), the
+    colour key's title and end values, and the matrix values in a smaller font."""
     result = analysis[layer]
     pos: list[tuple[float, float]] = []
     text: list[str] = []
@@ -1066,9 +1152,9 @@ def panel_text_data(
         graph = result.mapper
         subtitle = (
             f"{graph.n_nodes} nodes, {len(graph.edges)} edges, "
-            f"{_plural(int(np.max(graph.component)) + 1, 'component')}"
+            f"{plural(int(np.max(graph.component)) + 1, 'component')}"
             if graph.n_nodes
-            else f"no nodes: {len(result.cloud)} points; try more images"
+            else f"no nodes: {plural(len(result.cloud), 'point')}; try more images"
         )
         if isinstance(run, str) and graph.n_nodes:
             subtitle = f"{graph.n_nodes} nodes, {len(graph.edges)} edges"
@@ -1131,7 +1217,7 @@ def panel_text_data(
         put(0.975, 0.5, "PC1 →", _DIM_TEXT)
         put(0.5, 0.02, "PC2", _DIM_TEXT)
     elif panel == "dendrogram":
-        subtitle = f"{len(result.dendrogram.index)} points, ordered by the tree"
+        subtitle = f"{plural(len(result.dendrogram.index), 'point')}, ordered by the tree"
         put(0.99, 0.5, "heatmap: pairwise distances", _DIM_TEXT)
     else:  # layer x layer matrices
         subtitle = (
@@ -1179,6 +1265,13 @@ def panel_text_data(
     put(title_row, 0.5, title, _TEXT)
     if subtitle:
         put(subtitle_row, 0.5, subtitle, _DIM_TEXT)
+    color_key = panel_key(analysis, layer, panel, color_by)
+    if color_key is not None:  # every key is titled, its ends numbered
+        key_title, _cmap, (low, high) = color_key
+        middle = (KEY_COLS[0] + KEY_COLS[1]) / 2
+        put(KEY_ROWS[0] - 0.075, middle - 0.02, key_title, _TEXT)
+        put(KEY_ROWS[0] - 0.03, middle, geo.format_value(float(high)), _DIM_TEXT)
+        put(KEY_ROWS[1] + 0.03, middle, geo.format_value(float(low)), _DIM_TEXT)
     return [
         _text_layer(
             "panel_text",
@@ -1206,7 +1299,7 @@ def panel_text_data(
 
 
 #: The box every panel (titles and tick labels included) fits in: the camera frames it.
-PANEL_BOX = ((-0.14, -0.02), (1.05, 1.02))
+PANEL_BOX = ((-0.14, -0.02), (1.05, 1.06))
 
 
 def panel_axes_data(analysis: Any, layer: str, key: str, slot: int, panel: str) -> LayerDataTuple:
@@ -1291,7 +1384,8 @@ def group_layer_data(
     if group == "frame":
         return [
             panel_axes_data(analysis, layer, key, slot, panel),
-            *panel_text_data(analysis, layer, key, slot, panel),
+            *panel_text_data(analysis, layer, key, slot, panel, color_by=color_by),
+            panel_key_data(analysis, layer, key, slot, panel, color_by),
         ]
     if group == "matrices":
         return matrix_layer_data(analysis, key, slot)
