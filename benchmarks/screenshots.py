@@ -103,10 +103,13 @@ class Camera:
         shown = warnings.showwarning
 
         def collect(message, category, filename, lineno, file=None, line=None):
-            self.warned.append(f"{category.__name__}: {message} ({filename}:{lineno})")
+            # what a user sees (napari shows RuntimeWarning, UserWarning...); libraries'
+            # deprecation notes for developers are not
+            if not issubclass(category, (DeprecationWarning, PendingDeprecationWarning)):
+                self.warned.append(f"{category.__name__}: {message} ({filename}:{lineno})")
             shown(message, category, filename, lineno, file, line)
 
-        warnings.simplefilter("always")
+        warnings.simplefilter("always", RuntimeWarning)  # every time, not once per place
         warnings.showwarning = collect
 
     @staticmethod
@@ -216,6 +219,7 @@ def walkthrough(camera: Camera, out: Path) -> None:
         canvas.moved_list.setCurrentRow(0)
         canvas.moved_list.itemClicked.emit(canvas.moved_list.item(0))
         camera.shoot(viewer, docked, "walkthrough_6_moved.png")
+    links.clear_selection()  # Esc
     # 7. the explorer: napari's menu entry, then its bar in the views dock
     viewer.window.add_plugin_dock_widget("napari-topolens", "Topology explorer")
     camera.shoot(viewer, docked, "walkthrough_7_explorer.png")
@@ -223,6 +227,7 @@ def walkthrough(camera: Camera, out: Path) -> None:
     bar.layer.value = "pool2"
     while bar.pending_show is not None and not bar.pending_show.done:
         camera.settle(0.2)
+    camera.settle(4.0)  # the compared variant follows, one layer per event-loop turn
     for colour in ("purity", "correct"):
         if colour in [value for value in bar.color_by.choices]:
             bar.color_by.value = colour

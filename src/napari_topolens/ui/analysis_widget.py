@@ -455,12 +455,23 @@ class AnalysisWidget(QWidget):
 
         if not self.form_folded:
             self.setMaximumHeight(16777215)  # QWIDGETSIZE_MAX
+            self.setMinimumHeight(0)
             return
 
         def fit() -> None:
             if self.form_folded:
                 frame = 2 * self._scroll.frameWidth()
-                self.setMaximumHeight(self._content.sizeHint().height() + frame)
+                layout = self._content.layout()
+                width = self._scroll.viewport().width()
+                # wrapped status lines: their height at the dock's width, not the hint's
+                height = (
+                    layout.totalHeightForWidth(width)
+                    if layout.hasHeightForWidth() and width > 1
+                    else self._content.sizeHint().height()
+                )
+                # as tall as its text, no more (the views get the rest) and no less (the
+                # window squeezes the views' canvas before it cuts the status short)
+                self.setFixedHeight(max(height, self._content.sizeHint().height()) + frame)
 
         fit()
         QTimer.singleShot(0, fit)  # once the status has wrapped to its width

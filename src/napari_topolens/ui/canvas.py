@@ -86,7 +86,7 @@ class TopologyCanvas(QWidget):
             "The variant (perturbed images or compressed model) shown beside the base, "
             "with the base's layout: a moved image jumps"
         )
-        self.compare_label = QLabel("beside:")
+        self.compare_label = QLabel("Compare:")
         #: Called with the chosen variant's name (set by ``ui.variants``).
         self.compare_chooser: Any = None
         #: The compared variant's most-moved images (visible while a variant is compared).
@@ -136,7 +136,8 @@ class TopologyCanvas(QWidget):
         layout.addWidget(self.moved_list)
         for widget in (self.compare_label, self.compare, self.moved_label, self.moved_list):
             widget.setVisible(False)
-        self.setMinimumWidth(380)
+        # wider than the form: a base and its variant share this width
+        self.setMinimumWidth(440)
         # the views need room (Qt shrinks docks to nothing), but the dock's minimum adds to
         # the main window's: with the analysis dock above it, it must fit an 800-px screen
         self.qt_viewer.setMinimumHeight(MIN_CANVAS_HEIGHT)
@@ -228,7 +229,7 @@ class TopologyCanvas(QWidget):
 
     # ---- variants ---------------------------------------------------------------------------
     def set_compare_choices(self, names: list[str], current: str | None) -> None:
-        """The variants the "Compare with" combo offers (hidden when none) and the one shown."""
+        """The variants the "Compare" combo offers (hidden when none) and the one shown."""
         self.compare.blockSignals(True)
         try:
             self.compare.clear()

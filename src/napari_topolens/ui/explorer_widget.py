@@ -97,8 +97,9 @@ class ExplorerWidget(Container):
             label="Colour",
             choices=self._color_choices,
             value="dominant_class",
-            tooltip="Node colour: dominant class, the model's predicted class, correct share, "
-            "purity (share of the dominant class), mean lens value, ...",
+            tooltip="Node colour: dominant class, the model's predicted class, correct share "
+            "(prediction = label), purity (share of the dominant class), mean lens value, size "
+            "(log), component, community (Louvain)",
         )
         self.edge_threshold = FloatSlider(
             label="Edges ≥",
@@ -142,6 +143,10 @@ class ExplorerWidget(Container):
         )
         for row in (self.first_row, self.second_row):
             row.margins = (0, 0, 0, 0)
+        # the colouring's names are the longest: it gets the most room
+        for row, stretches in ((self.first_row, (1, 2, 3)), (self.second_row, (1, 1))):
+            for index, stretch in enumerate(stretches):
+                row.native.layout().setStretch(index, stretch)
         self.extend([self.first_row, self.second_row, self.status, self.summary, self.pointer])
         self.margins = (2, 0, 2, 0)
         self.native.layout().setSpacing(2)
@@ -161,6 +166,20 @@ class ExplorerWidget(Container):
         self._state.changed.connect(self._on_state_changed)
         self.status.changed.connect(self._on_status_changed)
         self._class_message = False  # the status holds a class search's message
+        # the state outlives these controls (a closed viewer, a closed dock): stop
+        # listening when Qt deletes them
+        listening = [
+            (self._state.shown, self._on_shown),
+            (self._state.removed, self._on_removed),
+            (self._state.changed, self._on_state_changed),
+        ]
+
+        def stop_listening(*_: Any) -> None:
+            for signal, callback in listening:
+                signal.disconnect(callback, missing_ok=True)
+
+        for part in (self.native, self.analysis_key.native, self.layer.native):
+            part.destroyed.connect(stop_listening)
         self._sync()
 
     def _on_status_changed(self, value: Any = None) -> None:

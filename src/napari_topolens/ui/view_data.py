@@ -65,13 +65,13 @@ COLOR_BY: tuple[ColorBy, ...] = get_args(ColorBy)
 #: Readable names of the colourings.
 COLOR_BY_LABELS: dict[str, str] = {
     "dominant_class": "dominant class",
-    "predicted_class": "predicted class (model)",
-    "correct": "correct share (prediction = label)",
+    "predicted_class": "predicted class",
+    "correct": "correct share",
     "purity": "purity",
     "mean_lens": "lens (mean)",
     "size": "size (log)",
     "component": "component",
-    "community": "community (Louvain)",
+    "community": "community",
 }
 #: Colourings that need the model's per-image predictions.
 NEEDS_PREDICTIONS = ("predicted_class", "correct")
@@ -1090,6 +1090,29 @@ def _side_by_side(analysis: Any, panel: str) -> bool:
 
 
 _TEXT, _DIM_TEXT = "white", "#bbbbbb"
+#: Longest subtitle kept whole when a base and its variant sit side by side.
+SIDE_BY_SIDE_SUBTITLE_CHARS = 22
+
+
+def short_subtitle(analysis: Any, layer: str, panel: str, subtitle: str) -> str:
+    """A panel's subtitle in a few words, for a slot drawn beside another."""
+    result = analysis[layer]
+    if panel == "diagram":
+        return (
+            ", ".join(
+                f"H{d} {len(diagram)}" for d, diagram in enumerate(result.persistence.diagrams)
+            )
+            + " bars"
+        )
+    if panel == "barcode":
+        return "longest bars"
+    if panel == "flow":
+        return subtitle.replace("best stage: ", "best: ").replace(" clusters", " cl.")
+    if panel == "blobs":
+        return f"purity {result.quality.purity:.2f}"
+    if panel == "dendrogram":
+        return plural(len(result.dendrogram.index), "point")
+    return subtitle if len(subtitle) <= 2 * SIDE_BY_SIDE_SUBTITLE_CHARS else subtitle[:21] + "…"
 
 
 def panel_text_data(
@@ -1117,6 +1140,9 @@ def panel_text_data(
         color.append(shade)
 
     where = f"{key} · {layer}" if panel not in (*ANALYSIS_VIEWS, "drift") else key
+    # a base and its variant side by side: each view about half as wide, text as large,
+    # so notes are left out (hover says them) and labels alternate or shorten
+    beside = _side_by_side(analysis, panel)
     title = f"{PANEL_TITLES[panel]} · {where}"
     run = (
         "base"
@@ -1205,12 +1231,13 @@ def panel_text_data(
         _, cols, width = geo.flow_geometry(flow)
         for s, name in enumerate(flow.stage_names):
             put(
-                0.92 + 0.04 * (s % 2 if len(cols) > 6 else 0),
+                0.92 + 0.04 * (s % 2 if len(cols) > 6 or beside else 0),
                 cols[s] + width / 2,
                 geo.STAGE_LABELS.get(name, geo.short_label(str(name), 8)),
                 _DIM_TEXT,
             )
-        put(1.0, 0.5, "classes, then cuts fine → coarse", _TEXT)
+        if not beside:
+            put(1.0, 0.5, "classes, then cuts fine → coarse", _TEXT)
     elif panel == "blobs":
         q = result.quality
         subtitle = f"vs labels: purity {q.purity:.2f}, ARI {q.ari:.2f}"
@@ -1218,7 +1245,8 @@ def panel_text_data(
         put(0.5, 0.02, "PC2", _DIM_TEXT)
     elif panel == "dendrogram":
         subtitle = f"{plural(len(result.dendrogram.index), 'point')}, ordered by the tree"
-        put(0.99, 0.5, "heatmap: pairwise distances", _DIM_TEXT)
+        if not beside:
+            put(0.99, 0.5, "heatmap: pairwise distances", _DIM_TEXT)
     else:  # layer x layer matrices
         subtitle = (
             "of per-image mean activations"
@@ -1240,9 +1268,10 @@ def panel_text_data(
             else (0.0, float(finite.max()) if finite.size and finite.max() > 0 else 1.0)
         )
         for i, name in enumerate(names):
-            put(top + (i + 0.5) * pixel, left / 2, f"{i + 1} {geo.short_label(name, 12)}", _TEXT)
+            label = str(i + 1) if beside else f"{i + 1} {geo.short_label(name, 12)}"
+            put(top + (i + 0.5) * pixel, left / 2 if not beside else left - 0.04, label, _TEXT)
             put(top + side + 0.035, left + (i + 0.5) * pixel, str(i + 1), _TEXT)
-        if n <= MAX_VALUE_LABELS:
+        if n <= MAX_VALUE_LABELS and not beside:
             for i in range(n):
                 for j in range(n):
                     value = matrix[i, j]
@@ -1253,12 +1282,16 @@ def panel_text_data(
                         and (value - limits[0]) / ((limits[1] - limits[0]) or 1.0) > 0.6
                     )
                     values_color.append("black" if bright else "white")
-        put(
-            top + side + 0.1,
-            left + side / 2,
-            "hover a cell for its full value",
-            _DIM_TEXT,
-        )
+        if not beside:
+            put(
+                top + side + 0.1,
+                left + side / 2,
+                "hover a cell for its full value",
+                _DIM_TEXT,
+            )
+    if beside and len(subtitle) > SIDE_BY_SIDE_SUBTITLE_CHARS:
+        # two slots side by side: a long subtitle would run into the other's
+        subtitle = short_subtitle(analysis, layer, panel, subtitle)
     title_row, subtitle_row = (
         _SIDE_BY_SIDE_ROWS if _side_by_side(analysis, panel) else (_TITLE_ROW, _SUBTITLE_ROW)
     )
@@ -1269,9 +1302,9 @@ def panel_text_data(
     if color_key is not None:  # every key is titled, its ends numbered
         key_title, _cmap, (low, high) = color_key
         middle = (KEY_COLS[0] + KEY_COLS[1]) / 2
-        put(KEY_ROWS[0] - 0.075, middle - 0.02, key_title, _TEXT)
-        put(KEY_ROWS[0] - 0.03, middle, geo.format_value(float(high)), _DIM_TEXT)
-        put(KEY_ROWS[1] + 0.03, middle, geo.format_value(float(low)), _DIM_TEXT)
+        put(KEY_ROWS[0] - 0.11, middle - 0.09, key_title, _TEXT)
+        put(KEY_ROWS[0] - 0.04, middle - 0.02, geo.format_value(float(high)), _DIM_TEXT)
+        put(KEY_ROWS[1] + 0.04, middle - 0.02, geo.format_value(float(low)), _DIM_TEXT)
     return [
         _text_layer(
             "panel_text",
@@ -1299,7 +1332,7 @@ def panel_text_data(
 
 
 #: The box every panel (titles and tick labels included) fits in: the camera frames it.
-PANEL_BOX = ((-0.14, -0.02), (1.05, 1.06))
+PANEL_BOX = ((-0.14, -0.02), (1.05, 1.1))
 
 
 def panel_axes_data(analysis: Any, layer: str, key: str, slot: int, panel: str) -> LayerDataTuple:
