@@ -347,7 +347,6 @@ class AnalysisWidget(QWidget):
         self.load_button.changed.connect(self.load_model)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
-        self.status.changed.connect(lambda _value: self._fit_height())  # a folded form fits it
         self._popup_filters = [
             _RefreshOnPopup(self.model_source),
             _RefreshOnPopup(self.labels_source),
@@ -713,7 +712,7 @@ class AnalysisWidget(QWidget):
         try:
             return self._load_model()
         except TopoLensError as exc:
-            report_error(exc, self.status)
+            self._report(exc)
             return None
 
     def _load_model(self) -> torch.nn.Module:
@@ -857,7 +856,7 @@ class AnalysisWidget(QWidget):
             if added_level is not None:  # refused input leaves the viewer as it was
                 self._viewer.layers.remove(added_level)
                 self.image_layer.value = chosen_layer
-            report_error(exc, self.status)
+            self._report(exc)
             return None
 
         provenance = {
@@ -911,7 +910,7 @@ class AnalysisWidget(QWidget):
             work,
             "Topology analysis",
             on_done=lambda analysis: self._on_done(analysis, image_layer),
-            on_error=lambda exc: report_error(exc, self.status),
+            on_error=self._report,
             on_cancelled=self._on_cancelled,
             on_finished=self._on_finished,
             on_progress=self._on_progress,
@@ -1106,6 +1105,13 @@ class AnalysisWidget(QWidget):
 
     def _set_status(self, text: str) -> None:
         self.status.value = text
+        if getattr(self, "form_folded", False):
+            self._fit_height()  # the folded form is as tall as its status
+
+    def _report(self, exc: BaseException) -> None:
+        report_error(exc, self.status)
+        if self.form_folded:
+            self._fit_height()
 
 
 class _ShowRequest:

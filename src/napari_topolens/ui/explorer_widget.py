@@ -164,7 +164,6 @@ class ExplorerWidget(Container):
         self._state.shown.connect(self._on_shown)
         self._state.removed.connect(self._on_removed)
         self._state.changed.connect(self._on_state_changed)
-        self.status.changed.connect(self._on_status_changed)
         self._class_message = False  # the status holds a class search's message
         # the state outlives these controls (a closed viewer, a closed dock): stop
         # listening when Qt deletes them
@@ -182,8 +181,10 @@ class ExplorerWidget(Container):
             part.destroyed.connect(stop_listening)
         self._sync()
 
-    def _on_status_changed(self, value: Any = None) -> None:
-        self.status.visible = bool(self.status.value) and not self.pointer.visible
+    def say(self, text: str) -> None:
+        """Put a message in the status line (shown only while it says something)."""
+        self.status.value = text
+        self.status.visible = bool(text) and not self.pointer.visible
 
     def _bar_elsewhere(self) -> Any:
         """The views dock's explorer bar when this one is another (napari's menu dock)."""
@@ -386,12 +387,12 @@ class ExplorerWidget(Container):
             name = resolve_class(self.class_search.value, analysis.class_names)
         except TopoLensError as exc:
             if report:
-                self.status.value = f"{exc}"
+                self.say(f"{exc}")
                 self._class_message = True
             name = None
         else:
             if self._class_message:  # a search that matches (or none) ends its message
-                self.status.value = ""
+                self.say("")
                 self._class_message = False
         was = self._updating
         self._updating = True
@@ -436,11 +437,11 @@ class ExplorerWidget(Container):
         nodes = entry.layers.get("mapper_nodes")
         if found is not None and nodes is not None:
             kept = int((nodes.features["dominant_class"].astype(str) == found).sum())
-            self.status.value = (
+            self.say(
                 f"Class {found!r}: {kept} of {plural(len(nodes.features), 'node')} kept, "
                 "the others faded."
             )
             self._class_message = True
         elif self.class_search.value.strip() == "" and self._class_message:
-            self.status.value = ""
+            self.say("")
             self._class_message = False

@@ -300,6 +300,7 @@ def report_error(exc: BaseException, status: Any = None) -> str:
     message = str(exc) if isinstance(exc, TopoLensError) else f"{type(exc).__name__}: {exc}"
     if status is not None:
         status.value = f"Error: {message}"
+        status.visible = True  # a status line hidden while empty (the explorer's)
     show_error(message)
     return message
 
