@@ -161,8 +161,23 @@ def test_every_heatmap_has_a_titled_key(laptop, qtbot):
         assert has_no_colour_bar(canvas)
 
 
-def test_picking_each_view_warns_of_nothing(laptop, qtbot):
-    _viewer, _widget, canvas = laptop
+def test_picking_each_view_after_a_run_warns_of_nothing(make_napari_viewer, qtbot):
+    """Through napari's door, as a user: the digits sample, the widget from the Plugins menu,
+    Run, then every view picked (the matrices' values grow their text layer from empty)."""
+    from conftest import wait_for
+
+    from napari_topolens.ui.widget_parts import MARKED_IMAGES
+
+    viewer = make_napari_viewer(show=True)
+    viewer.window.resize(*SCREEN)
+    viewer.open_sample("napari-topolens", "digits")
+    marks = viewer.add_points([[i, 4.0, 4.0] for i in range(0, 240, 3)], name="marks")
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-topolens", "Topology analysis")
+    widget.load_model()
+    widget.which.value = MARKED_IMAGES
+    widget.marker_layer.value = marks
+    wait_for(qtbot, widget.run())
+    canvas = viewer.window.dock_widgets["Topology views"]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for panel in ["layer_distances", "mapper", "cka", "drift", "layer_distances", *vd.PANELS]:
@@ -170,6 +185,36 @@ def test_picking_each_view_warns_of_nothing(laptop, qtbot):
             settle(qtbot, 50)
     shown = [str(w.message) for w in caught if not issubclass(w.category, DeprecationWarning)]
     assert not shown, shown
+
+
+def test_a_text_layer_grown_from_empty_warns_of_nothing():
+    """napari fills the rows a growing points layer appends with its features' defaults, an
+    empty table's being NaN: a colour read from a features column then fails ("Applying
+    the encoding failed", shown for minutes over the gallery)."""
+    from napari_topolens.ui.layer_update import create_layer, update_layer
+
+    empty = vd._text_layer("panel_values", "k", "fc1", 0, [], [], [], 8, "values")
+    grown = vd._text_layer(
+        "panel_values",
+        "k",
+        "fc1",
+        0,
+        [(0.1, 0.1), (0.2, 0.2)],
+        ["1", "2"],
+        ["white", "black"],
+        8,
+        "values",
+    )
+    layer = create_layer(empty)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        update_layer(layer, grown)
+        update_layer(layer, empty)
+        update_layer(layer, grown)
+    shown = [str(w.message) for w in caught if not issubclass(w.category, DeprecationWarning)]
+    assert not shown, shown
+    assert layer.features["text_color"].tolist() == ["white", "black"]
+    np.testing.assert_allclose(layer.text.color._values[1], [0.0, 0.0, 0.0, 1.0])
 
 
 def test_the_readout_and_the_class_message_go_when_cleared(laptop, qtbot):

@@ -449,31 +449,32 @@ class AnalysisWidget(QWidget):
         if not folded:  # room for the form: half the column, the views keep the rest
             self._give_height(0.55)
 
-    def _fit_height(self) -> None:
-        from qtpy.QtCore import QTimer
+    #: Status lines a folded form shows at most (more scroll; the views get the height).
+    FOLDED_STATUS_LINES = 5
 
+    def _fit_height(self) -> None:
+        """Folded: the summary, the buttons, the progress and a few status lines tall (the
+        rest of the status scrolls); open: as tall as the window gives."""
         if not self.form_folded:
             self.setMaximumHeight(16777215)  # QWIDGETSIZE_MAX
             self.setMinimumHeight(0)
             return
-
-        def fit() -> None:
-            if self.form_folded:
-                frame = 2 * self._scroll.frameWidth()
-                layout = self._content.layout()
-                width = self._scroll.viewport().width()
-                # wrapped status lines: their height at the dock's width, not the hint's
-                height = (
-                    layout.totalHeightForWidth(width)
-                    if layout.hasHeightForWidth() and width > 1
-                    else self._content.sizeHint().height()
-                )
-                # as tall as its text, no more (the views get the rest) and no less (the
-                # window squeezes the views' canvas before it cuts the status short)
-                self.setFixedHeight(max(height, self._content.sizeHint().height()) + frame)
-
-        fit()
-        QTimer.singleShot(0, fit)  # once the status has wrapped to its width
+        line = self.status.native.fontMetrics().lineSpacing()
+        spacing = max(self._content.layout().spacing(), 0)
+        fixed = (
+            2 * self._scroll.frameWidth()
+            + sum(self._content.layout().getContentsMargins()[1::2])
+            + self.form_summary.sizeHint().height()
+            + self.run_button.native.sizeHint().height()
+            + (
+                self.progress_bar.sizeHint().height() + spacing
+                if self.progress_bar.isVisibleTo(self)
+                else 0
+            )
+            + 3 * spacing
+        )
+        self.setMinimumHeight(fixed + 2 * line)
+        self.setMaximumHeight(fixed + self.FOLDED_STATUS_LINES * line + 4)
 
     def _give_height(self, share: float) -> None:
         """Ask the main window for ``share`` of its dock column (Qt's own dock API)."""
@@ -1102,6 +1103,7 @@ class AnalysisWidget(QWidget):
         self._job = None
         self.progress_bar.setVisible(False)
         self.run_button.enabled, self.cancel_button.enabled = True, False
+        self._fit_height()
 
     def _set_status(self, text: str) -> None:
         self.status.value = text
