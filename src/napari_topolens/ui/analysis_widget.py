@@ -66,6 +66,7 @@ from qtpy.QtWidgets import (
 from ..activations.image_source import layer_images
 from ..errors import EmptySelectionError, ModelError, TopoLensError
 from ..samples import SAMPLE_NAMES
+from . import explorer_widget  # noqa: F401  (the views dock's explorer bar comes with it)
 from .label_choice import (
     CSV_FILE,
     LAYER_METADATA,

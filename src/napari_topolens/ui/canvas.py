@@ -32,7 +32,14 @@ from . import view_data as vd
 from .layer_update import lock_layer, update_layer
 from .state import PerViewer, ShownAnalyses, ShownAnalysis, state_for
 
-__all__ = ["TopologyCanvas", "canvas_for", "close_canvases", "existing_canvas", "hover_text"]
+__all__ = [
+    "TopologyCanvas",
+    "canvas_for",
+    "close_canvases",
+    "existing_canvas",
+    "hover_text",
+    "set_bar_factory",
+]
 
 #: Views whose layers keep napari's colour bar on. None: napari's colour bar has no
 #: title, and two analyses side by side would stack two unnamed bars in one corner; each
@@ -120,15 +127,15 @@ class TopologyCanvas(QWidget):
         top.addWidget(self.compare_label)
         top.addWidget(self.compare, 2)
         #: The explorer's controls (network layer, colouring, edges, class search) as a bar
-        #: above the canvas, so controls and views are seen together (``ui.explorer_widget``).
-        from .explorer_widget import ExplorerWidget
-
-        self.explorer = ExplorerWidget(viewer, in_canvas=True)
+        #: above the canvas, so controls and views are seen together. ``ui.explorer_widget``
+        #: (above this module) makes it: see :func:`set_bar_factory`.
+        self.explorer: Any = _BAR_FACTORY[0](viewer) if _BAR_FACTORY else None
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.setSpacing(2)
         layout.addLayout(top)
-        layout.addWidget(self.explorer.native)
+        if self.explorer is not None:
+            layout.addWidget(self.explorer.native)
         layout.addWidget(self.legend)
         layout.addWidget(self.qt_viewer, 1)
         layout.addWidget(self.readout)
@@ -538,6 +545,14 @@ def _percent(value: Any) -> str:
 
 
 _CANVASES = PerViewer()
+#: What makes the explorer bar of a new canvas (one entry, set by ``ui.explorer_widget``
+#: when it is imported: the explorer acts through the modules above this one).
+_BAR_FACTORY: list[Any] = []
+
+
+def set_bar_factory(make: Any) -> None:
+    """Give the canvases an explorer bar: ``make(viewer)`` returns a magicgui widget."""
+    _BAR_FACTORY[:] = [make]
 
 
 def existing_canvas(viewer: Any) -> TopologyCanvas | None:

@@ -18,6 +18,7 @@ from magicgui.widgets import ComboBox, Container, FloatSlider, Label, LineEdit
 from qtpy.QtWidgets import QComboBox, QSizePolicy
 
 from ..errors import TopoLensError
+from .canvas import set_bar_factory
 from .view_data import (
     COLOR_BY,
     COLOR_BY_LABELS,
@@ -445,3 +446,12 @@ class ExplorerWidget(Container):
         elif self.class_search.value.strip() == "" and self._class_message:
             self.say("")
             self._class_message = False
+
+
+def _canvas_bar(viewer: Any) -> ExplorerWidget:
+    return ExplorerWidget(viewer, in_canvas=True)
+
+
+# the views dock of every viewer gets the explorer as a bar above its canvas (the canvas
+# sits below this module and cannot import it)
+set_bar_factory(_canvas_bar)

@@ -29,6 +29,7 @@ from typing import Any
 
 from ..errors import AnalysisFileError, TopoLensError
 from ..topology.store import is_analysis_dir, load_analysis
+from . import explorer_widget  # noqa: F401  (a reopened analysis's views get the explorer bar)
 from .views import COLOR_BY, LayerDataTuple, reader_layer_data, saved_view_settings
 
 __all__ = ["VIEW_FILE", "AnalysisSaveError", "get_reader", "read_analysis", "write_analysis"]
