@@ -17,6 +17,7 @@ import weakref
 from typing import Any
 
 import numpy as np
+from qtpy.QtCore import QEvent, QObject
 from qtpy.QtWidgets import (
     QComboBox,
     QHBoxLayout,
@@ -57,6 +58,22 @@ MIN_CANVAS_HEIGHT = 160
 def _rgb_css(rgb: Any) -> str:
     r, g, b = (round(255 * float(v)) for v in list(rgb)[:3])
     return f"rgb({r},{g},{b})"
+
+
+class _RefitOnResize(QObject):
+    """Frames the views again when the canvas itself is resized."""
+
+    def __init__(self, canvas: TopologyCanvas) -> None:
+        super().__init__(canvas)
+        self._canvas = weakref.ref(canvas)
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:
+        canvas = self._canvas()
+        if event.type() == QEvent.Type.Resize and canvas is not None:
+            from qtpy.QtCore import QTimer
+
+            QTimer.singleShot(0, canvas._refit)
+        return False
 
 
 class TopologyCanvas(QWidget):
@@ -148,6 +165,9 @@ class TopologyCanvas(QWidget):
         # the views need room (Qt shrinks docks to nothing), but the dock's minimum adds to
         # the main window's: with the analysis dock above it, it must fit an 800-px screen
         self.qt_viewer.setMinimumHeight(MIN_CANVAS_HEIGHT)
+        # the canvas also changes size inside the dock (a message shown above it): frame again
+        self._refit_on_resize = _RefitOnResize(self)
+        self.qt_viewer.installEventFilter(self._refit_on_resize)
         self.picker.currentIndexChanged.connect(self._on_picked)
         self.compare.currentIndexChanged.connect(self._on_compare_picked)
         self.moved_list.itemClicked.connect(self._on_moved_clicked)
