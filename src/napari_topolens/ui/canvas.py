@@ -348,22 +348,13 @@ class TopologyCanvas(QWidget):
             self.model.fit_to_view(layers=frames, margin=0.02)
         self.fit_text()
 
-    def _frames(self) -> int:
-        return sum(
-            1
-            for entry in self.state
-            if "panel_axes" in entry.layers
-            and entry.layers["panel_axes"] in self.model.layers
-            and len(entry.layers["panel_axes"].data)
-        )
-
     def fit_text(self) -> None:
-        """Shrink the panel text when slots sit side by side, so each title stays over its slot.
+        """Shrink the panel text when the views are small (slots side by side, a laptop's
+        dock), so each title stays over its slot.
 
-        napari draws text in screen points whatever the zoom; one view alone keeps
+        napari draws text in screen points whatever the zoom; views with room keep
         :data:`~napari_topolens.ui.view_data.PANEL_TEXT_SIZE`.
         """
-        several = self._frames() > 1
         # screen pixels per world unit (napari 0.9 moved the camera to ``scene``)
         scene = getattr(self.model, "scene", None)
         camera = scene.camera if scene is not None else self.model.camera
@@ -373,7 +364,7 @@ class TopologyCanvas(QWidget):
             if layer is None or layer not in self.model.layers:
                 continue
             size = vd.PANEL_TEXT_SIZE
-            if several and len(layer.features):
+            if len(layer.features):  # (one view in a small dock too: the drift plot's legend)
                 longest = max(len(str(text)) for text in layer.features["text"])
                 fits = vd.SIDE * zoom / (vd.TEXT_PX_PER_CHAR_POINT * max(longest, 1))
                 size = float(np.clip(fits, vd.MIN_PANEL_TEXT_SIZE, vd.PANEL_TEXT_SIZE))
