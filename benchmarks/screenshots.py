@@ -1,26 +1,46 @@
-"""Make the README screenshots at 1280 x 800 with the docks open (digits, shapes, a user's RGB model,
-and shapes with three variants).
+"""Screenshots at exactly 1280 x 800 of every step of the README walkthrough, with variants.
 
-Run from the repository root (needs a display, e.g. ``xvfb-run``)::
+Run from the repository root (needs a display, e.g. ``xvfb-run -s "-screen 0 1280x800x24"``)::
 
-    PYTHONPATH=src python benchmarks/screenshots.py [--out docs]
+    PYTHONPATH=src python benchmarks/screenshots.py [--out docs] [--cases walkthrough,rgb]
 
-Writes ``screenshot_<case>_<view>.png`` for the digits and shapes samples and a
-small plain-torch RGB CNN trained here on procedural RGB images, plus
-``screenshot_analysis.png`` and ``screenshot_links.png`` for the README; the
-``variants`` case writes ``screenshot_variants_{mapper,drift,moved}.png`` (base and
-variant side by side, the drift view, a most-moved image shown).
+Everything goes through napari's own doors, as a user's clicks do: the sample through
+``viewer.open_sample``, the widgets through ``viewer.window.add_plugin_dock_widget``
+(so they get napari's viewer proxy), the analysis through the widget's Run, saving
+through ``viewer.layers.save`` and reopening through ``viewer.open``. Each step of the
+walkthrough writes ``walkthrough_<n>_<what>.png``; the README's own pictures
+(``screenshot_analysis.png``, ``screenshot_links.png``,
+``screenshot_variants_{mapper,drift,moved}.png``) are copies of the steps they show.
+The ``rgb`` case hands a small plain-torch RGB CNN over with ``add_model`` and writes
+``screenshot_rgb_<view>.png``.
+
+The script prints each window's size and the main window's minimum size (both must
+stay within 1280 x 800) and fails on any napari warning.
 """
 
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
+import tempfile
+import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+SCREEN = (1280, 800)
+VARIANTS = ("gaussian:0.1", "blur:1.5", "prune:0.5")
+#: README picture -> the walkthrough step it shows.
+README_PICTURES = {
+    "screenshot_analysis.png": "walkthrough_5_mapper.png",
+    "screenshot_links.png": "walkthrough_6_selection.png",
+    "screenshot_variants_mapper.png": "walkthrough_6_selection.png",
+    "screenshot_variants_drift.png": "walkthrough_5_drift.png",
+    "screenshot_variants_moved.png": "walkthrough_6_moved.png",
+}
 
 
 def rgb_images(n: int = 360, size: int = 32, seed: int = 0):
@@ -72,159 +92,218 @@ def rgb_model(images: np.ndarray, labels: np.ndarray, seed: int = 0):
     return model.eval()
 
 
-def analyse(model, images, labels, class_names, layers, name, *, predictions=False):
-    import torch
+class Camera:
+    """Settles the event loop, writes screenshots of a viewer's whole window, and checks
+    that the window fits the screen and that no warning reached the user."""
 
-    from napari_topolens import extract_activations
-    from napari_topolens.topology.analysis import analyze
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.written: list[Path] = []
+        self.warned: list[str] = []
+        shown = warnings.showwarning
 
-    clouds = extract_activations(model, images, layers, sampling="top_norm")
-    analysis = analyze(
-        clouds, labels, class_names=class_names, provenance={"sample": name}, images=images
+        def collect(message, category, filename, lineno, file=None, line=None):
+            # what a user sees (napari shows RuntimeWarning, UserWarning...); libraries'
+            # deprecation notes for developers are not
+            if not issubclass(category, (DeprecationWarning, PendingDeprecationWarning)):
+                self.warned.append(f"{category.__name__}: {message} ({filename}:{lineno})")
+            shown(message, category, filename, lineno, file, line)
+
+        warnings.simplefilter("always", RuntimeWarning)  # every time, not once per place
+        warnings.showwarning = collect
+
+    @staticmethod
+    def settle(seconds: float = 0.6) -> None:
+        from qtpy.QtWidgets import QApplication
+
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            QApplication.processEvents()
+            time.sleep(0.01)
+
+    def shoot(self, viewer, docked, name: str) -> Path:
+        """``docked``: a widget docked in the viewer's window (its ``window()`` is napari's
+        main window, reached through Qt's own API)."""
+        from napari.utils.notifications import WarningNotification, notification_manager
+
+        self.settle()
+        window = docked.window()
+        size, minimum = window.size(), window.minimumSizeHint()
+        path = self.out / name
+        viewer.screenshot(str(path), canvas_only=False)
+        print(
+            f"wrote {path}  window {size.width()}x{size.height()}, "
+            f"minimum {minimum.width()}x{minimum.height()}"
+        )
+        if (size.width(), size.height()) != SCREEN or (
+            minimum.width() > SCREEN[0] or minimum.height() > SCREEN[1]
+        ):
+            raise SystemExit(f"{name}: the window does not fit a {SCREEN[0]}x{SCREEN[1]} screen")
+        self.warned += [
+            str(record.message)
+            for record in notification_manager.records
+            if isinstance(record, WarningNotification) and str(record.message) not in self.warned
+        ]
+        if self.warned:
+            raise SystemExit(f"{name}: warnings reached the user: {self.warned}")
+        self.written.append(path)
+        return path
+
+
+def new_viewer():
+    import napari
+
+    viewer = napari.Viewer(show=True)
+    viewer.window.resize(*SCREEN)
+    return viewer
+
+
+def wait_for_run(widget, camera: Camera, timeout: float = 1800.0) -> None:
+    started = time.perf_counter()
+    while widget.worker is not None:
+        camera.settle(0.2)
+        if time.perf_counter() - started > timeout:
+            raise SystemExit("the analysis did not finish in time")
+
+
+def walkthrough(camera: Camera, out: Path) -> None:
+    """The README's "Walkthrough in napari", step by step, on the shapes sample."""
+    from napari_topolens.ui.canvas import existing_canvas
+    from napari_topolens.ui.links import links_for
+
+    viewer = new_viewer()
+    # 1. the sample, and the analysis widget from the Plugins menu
+    viewer.open_sample("napari-topolens", "shapes")
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-topolens", "Topology analysis")
+    docked = widget
+    camera.shoot(viewer, docked, "walkthrough_1_sample.png")
+    # 2. the sample's model, its module tree with the defaults ticked
+    widget.load_model()
+    camera.shoot(viewer, docked, "walkthrough_2_model.png")
+    # 3.-4. images, labels, sampling; variants added in their section
+    widget.variants_section.expand(animate=False)
+    for spec in VARIANTS:
+        widget.variant_form.add(text=spec)
+    widget.params_section.collapse(animate=False)
+    camera.shoot(viewer, docked, "walkthrough_4_variants.png")
+    widget.run()
+    camera.settle(3.0)
+    camera.shoot(viewer, docked, "walkthrough_4_running.png")
+    wait_for_run(widget, camera)
+    camera.settle(2.0)
+    # 5. the views, one at a time (the first variant beside the base)
+    canvas = existing_canvas(widget._viewer) or existing_canvas(viewer)
+    assert canvas is not None, "no Topology views dock"
+    camera.shoot(viewer, docked, "walkthrough_5_mapper.png")
+    for index in range(canvas.picker.count()):
+        panel = canvas.picker.itemData(index)
+        if panel == "mapper":
+            continue
+        canvas.picker.setCurrentIndex(index)
+        camera.shoot(viewer, docked, f"walkthrough_5_{panel}.png")
+    canvas.picker.setCurrentIndex(canvas.picker.findData("mapper"))
+    # 6. a node clicked: its images in the gallery; a pixel clicked; a most-moved image
+    links = links_for(widget._viewer)
+    key = next(k for k in links.keys if links.entry(k).variant_of is None)
+    layer = links.shown_layer(key)
+    graph = links.analysis(key)[layer].mapper
+    links.select_nodes(key, [int(np.argmax(graph.size))])
+    camera.shoot(viewer, docked, "walkthrough_6_selection.png")
+    image_layer = links.image_layer_of(key)
+    shape = image_layer.data.shape
+    links.pixel_clicked(key, links.current_image(image_layer) or 0, shape[-2] // 2, shape[-1] // 2)
+    camera.shoot(viewer, docked, "walkthrough_6_pixel.png")
+    links.clear_selection(key)
+    camera.shoot(viewer, docked, "walkthrough_6_cleared.png")
+    if canvas.moved_list.count():
+        canvas.moved_list.setCurrentRow(0)
+        canvas.moved_list.itemClicked.emit(canvas.moved_list.item(0))
+        camera.shoot(viewer, docked, "walkthrough_6_moved.png")
+    links.clear_selection()  # Esc
+    # 7. the explorer: napari's menu entry, then its bar in the views dock
+    viewer.window.add_plugin_dock_widget("napari-topolens", "Topology explorer")
+    camera.shoot(viewer, docked, "walkthrough_7_explorer.png")
+    bar = canvas.explorer
+    bar.layer.value = "pool2"
+    while bar.pending_show is not None and not bar.pending_show.done:
+        camera.settle(0.2)
+    camera.settle(4.0)  # the compared variant follows, one layer per event-loop turn
+    for colour in ("purity", "correct"):
+        if colour in [value for value in bar.color_by.choices]:
+            bar.color_by.value = colour
+            camera.shoot(viewer, docked, f"walkthrough_7_{colour}.png")
+    bar.color_by.value = "dominant_class"
+    bar.edge_threshold.value = 0.2
+    bar.class_search.value = "ring"
+    camera.shoot(viewer, docked, "walkthrough_7_find_class.png")
+    bar.class_search.value = "zebra"
+    camera.shoot(viewer, docked, "walkthrough_7_no_class.png")
+    bar.class_search.value = ""
+    bar.edge_threshold.value = 0.0
+    # 8. save through napari's writer, reopen in a new viewer through its reader
+    folder = Path(tempfile.mkdtemp()) / "shapes.topolens"
+    overlay = next(
+        lyr for lyr in viewer.layers if lyr.metadata.get("topolens", {}).get("view") == "overlay"
     )
-    if predictions:
-        with torch.no_grad():
-            x = torch.from_numpy(np.asarray(images, np.float32))
-            x = x.permute(0, 3, 1, 2) if x.ndim == 4 else x[:, None]
-            analysis.predictions = model(x).argmax(1).numpy().astype(np.int64)
-    return analysis
+    viewer.layers.selection = {overlay}
+    viewer.layers.save(str(folder), selected=True, plugin="napari-topolens")
+    viewer.close()
+    camera.settle(1.0)
+    reopened = new_viewer()
+    reopened.open(str(folder), plugin="napari-topolens")
+    camera.settle(8.0)
+    reopened_canvas = existing_canvas(reopened)
+    assert reopened_canvas is not None, "the reopened analysis shows no views"
+    camera.shoot(reopened, reopened_canvas, "walkthrough_8_reopened.png")
+    reopened.close()
+    shutil.rmtree(folder.parent, ignore_errors=True)
+    for picture, step in README_PICTURES.items():
+        if (out / step).exists():
+            shutil.copyfile(out / step, out / picture)
+            print("copied", out / step, "->", out / picture)
+
+
+def rgb_case(camera: Camera) -> None:
+    """A user's own RGB model handed over with ``add_model``, analysed through the widget."""
+    import napari_topolens as tl
+    from napari_topolens.ui.canvas import existing_canvas
+
+    images, labels, _names = rgb_images()
+    model = rgb_model(images, labels)
+    viewer = new_viewer()
+    viewer.add_image(images, name="rgb images", rgb=True)
+    tl.add_model(viewer, model, name="rgb_net")
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-topolens", "Topology analysis")
+    docked = widget
+    widget.load_model()
+    widget.run()
+    wait_for_run(widget, camera)
+    canvas = existing_canvas(widget._viewer) or existing_canvas(viewer)
+    assert canvas is not None, "no Topology views dock"
+    for panel in ("mapper", "flow", "layer_distances"):
+        canvas.picker.setCurrentIndex(canvas.picker.findData(panel))
+        camera.shoot(viewer, docked, f"screenshot_rgb_{panel}.png")
+    viewer.close()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", default=str(ROOT / "docs"))
-    parser.add_argument("--cases", default="digits,shapes,rgb,variants")
+    parser.add_argument("--cases", default="walkthrough,rgb")
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-
-    import napari
-    from qtpy.QtWidgets import QApplication
-
-    from napari_topolens import load_sample
-    from napari_topolens.ui.analysis_widget import AnalysisWidget
-    from napari_topolens.ui.explorer_widget import ExplorerWidget
-    from napari_topolens.ui.links import links_for
-    from napari_topolens.ui.views import canvas_for, show_analysis
-
-    def settle(viewer, n=20):
-        for _ in range(n):
-            QApplication.processEvents()
-
-    def shoot(viewer, name):
-        settle(viewer)
-        path = out / name
-        viewer.screenshot(str(path), canvas_only=False)
-        print("wrote", path)
-
-    cases = []
-    for sample_name, layers in (
-        ("digits", ["pool1", "pool2", "fc1"]),
-        ("shapes", ["pool1", "pool2", "fc1"]),
-    ):
-        sample = load_sample(sample_name)
-        index = sample.test_index[:240]
-        images = sample.images[index]
-        cases.append(
-            (sample_name, sample.model, images, sample.labels[index], sample.class_names, layers)
-        )
-    images, labels, names = rgb_images()
-    cases.append(
-        ("rgb", rgb_model(images, labels), images, labels, names, ["pool1", "pool2", "fc1"])
-    )
-
+    camera = Camera(out)
     wanted = set(args.cases.split(","))
-    if "variants" in wanted:
-        variants_case(shoot)
-    for name, model, images, labels, class_names, layers in cases:
-        if name not in wanted:
-            continue
-        analysis = analyse(model, images, labels, class_names, layers, name, predictions=True)
-        viewer = napari.Viewer(show=True)
-        viewer.window.resize(1280, 800)
-        image_layer = viewer.add_image(images, name=f"{name} images", rgb=images.ndim == 4)
-        widget = AnalysisWidget(viewer)
-        viewer.window.add_dock_widget(widget, name="Topology analysis", area="right")
-        explorer = ExplorerWidget(viewer)
-        viewer.window.add_dock_widget(explorer, name="Topology explorer", area="right", tabify=True)
-        show_analysis(viewer, analysis, image_layer=image_layer)
-        canvas = canvas_for(viewer)
-        links = links_for(viewer)
-        key = links.keys[0]
-        graph = analysis[layers[-1]].mapper
-        node = int(np.argmax(graph.size))
-        links.select_nodes(key, [node])
-        panels = {
-            "digits": ("mapper", "diagram", "barcode", "flow", "blobs", "dendrogram"),
-            "shapes": ("mapper",),
-        }.get(name, ("mapper", "flow", "layer_distances", "cka"))
-        for panel in panels:
-            canvas.show_panel(panel)
-            shoot(viewer, f"screenshot_{name}_{panel}.png")
-        canvas.show_panel("mapper")
-        explorer.color_by.value = "purity"
-        shoot(viewer, f"screenshot_{name}_purity.png")
-        if name == "shapes":
-            explorer.color_by.value = "dominant_class"
-            canvas.show_panel("mapper")
-            shoot(viewer, "screenshot_analysis.png")
-            # pool2: receptive fields smaller than the image, so the links show where
-            show_analysis(viewer, analysis, "pool2", image_layer=image_layer)
-            graph = analysis["pool2"].mapper
-            links.select_nodes(key, [int(np.argmax(graph.size))])
-            shoot(viewer, "screenshot_links.png")
-        viewer.close()
+    if "walkthrough" in wanted:
+        walkthrough(camera, out)
+    if "rgb" in wanted:
+        rgb_case(camera)
+    from napari_topolens.ui.canvas import close_canvases
+
+    close_canvases()
+    print(f"{len(camera.written)} screenshots in {out}")
     return 0
-
-
-def variants_case(shoot) -> None:
-    """Shapes with two perturbations and a pruned model: side by side, drift, most moved."""
-    import napari
-
-    from napari_topolens import load_sample, run_variants
-    from napari_topolens.ui.analysis_widget import AnalysisWidget
-    from napari_topolens.ui.explorer_widget import ExplorerWidget
-    from napari_topolens.ui.links import links_for
-    from napari_topolens.ui.views import canvas_for, show_analysis, show_variants
-
-    sample = load_sample("shapes")
-    index = sample.test_index[:240]
-    images = sample.images[index]
-    base = run_variants(
-        sample.model,
-        images,
-        ["pool1", "pool2", "fc1"],
-        ["gaussian:0.1", "blur:1.5", "prune:0.5"],
-        labels=sample.labels[index],
-        class_names=sample.class_names,
-        sampling="top_norm",
-        provenance={"sample": "shapes"},
-    )
-    viewer = napari.Viewer(show=True)
-    viewer.window.resize(1280, 800)
-    image_layer = viewer.add_image(images, name="shapes images")
-    widget = AnalysisWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Topology analysis", area="right")
-    explorer = ExplorerWidget(viewer)
-    viewer.window.add_dock_widget(explorer, name="Topology explorer", area="right", tabify=True)
-    show_analysis(viewer, base, "pool2", image_layer=image_layer)
-    show_variants(viewer, base, "gaussian:0.1")
-    canvas = canvas_for(viewer)
-    links = links_for(viewer)
-    key = state_key = links.keys[0]
-    graph = base["pool2"].mapper
-    links.select_nodes(state_key, [int(np.argmax(graph.size))])
-    viewer.reset_view()
-    shoot(viewer, "screenshot_variants_mapper.png")
-    canvas.show_panel("drift")
-    shoot(viewer, "screenshot_variants_drift.png")
-    canvas.show_panel("mapper")
-    canvas.moved_list.setCurrentRow(0)
-    canvas.moved_list.itemClicked.emit(canvas.moved_list.item(0))
-    viewer.reset_view()
-    shoot(viewer, "screenshot_variants_moved.png")
-    del key
-    viewer.close()
 
 
 if __name__ == "__main__":

@@ -254,6 +254,11 @@ def test_switching_keeps_the_viewer_responsive(explorer, qtbot):
 def test_rapid_switches_end_on_the_last_choice(explorer, qtbot):
     viewer, widget, _analysis = explorer
     key = widget.analysis_key.value
+    canvas = canvas_for(viewer)
+    # built, then parked by a switch; the flow view stays picked, so a switch updates the
+    # frame (four layers), the Mapper graph (two) and the flow (its layers) in that order
+    for panel in ("diagram", "barcode", "mapper", "flow"):
+        canvas.show_panel(panel)
     widget.class_search.value = "3"
     shown_fc1 = view_state(viewer, key)
     assert {meta for _, meta, _, _ in shown_fc1.values()} == {"fc1"}
@@ -263,7 +268,9 @@ def test_rapid_switches_end_on_the_last_choice(explorer, qtbot):
 
     widget.layer.value = "fc1"  # the first switch: cut short half-way...
     first = widget.pending_show
-    qtbot.waitUntil(lambda: len(first.layers) >= 4, timeout=SWITCH_TIMEOUT_MS)
+    # (the frame's four layers go first: its axes, text, values and colour key; then the
+    # Mapper's two, then the flow's)
+    qtbot.waitUntil(lambda: len(first.layers) >= 5, timeout=SWITCH_TIMEOUT_MS)
     assert not first.done
     half_way = {meta for _, meta, _, _ in view_state(viewer, key).values()}
     assert half_way == {"fc1", "pool2"}  # some views show fc1 already, some still pool2

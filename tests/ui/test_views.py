@@ -193,9 +193,11 @@ def test_one_panel_at_a_time_framed_with_titles_and_ticks(make_napari_viewer, di
                 significant = shown.split("e")[0].lstrip("-").replace(".", "").lstrip("0")
                 assert len(significant) <= 3, shown
                 assert float(shown) == pytest.approx(value, rel=5e-3, abs=1e-9)
-    canvas.show_panel("dendrogram")
-    assert entry.layers["dendrogram_heatmap"].colorbar.visible
-    assert entry.layers["cka"].colorbar.visible and entry.layers["layer_distances"].colorbar.visible
+    for panel in ("dendrogram", "cka", "layer_distances"):  # each heatmap: a titled key
+        canvas.show_panel(panel)
+        title = vd.panel_key(analysis, entry.network_layer, panel)[0]
+        assert entry.layers["color_key"].visible
+        assert title in entry.layers["panel_text"].features["text"].tolist()
 
 
 def test_hover_readout_gives_full_matrix_values_and_node_details(make_napari_viewer, digits):
@@ -256,7 +258,8 @@ def test_explorer_functions_recolor_threshold_and_fade(make_napari_viewer, digit
     np.testing.assert_allclose(by_purity[lowest], cmap.map([graph.purity[lowest]])[0], atol=1e-6)
     np.testing.assert_allclose(by_purity[highest], cmap.map([graph.purity[highest]])[0], atol=1e-6)
     key_layer = entry.layers["color_key"]
-    assert key_layer.visible and key_layer.colorbar.visible  # a colour bar for purity
+    assert key_layer.visible  # a key for purity, titled
+    assert "purity" in entry.layers["panel_text"].features["text"].tolist()
     assert key_layer.contrast_limits == [0.0, 1.0]
     recolor_nodes(viewer, key, "mean_lens")
     lens = np.asarray(graph.mean_lens)

@@ -56,6 +56,7 @@ from qtpy.QtWidgets import (
     QHBoxLayout,
     QLabel,
     QProgressBar,
+    QPushButton,
     QScrollArea,
     QSizePolicy,
     QVBoxLayout,
@@ -67,6 +68,7 @@ from ..activations.input_scale import INPUT_SCALE_MODES
 from ..errors import EmptySelectionError, ModelError, TopoLensError
 from ..label_sources import LABELS_CODED_BY_NAME
 from ..samples import SAMPLE_NAMES
+from . import explorer_widget  # noqa: F401  (the views dock's explorer bar comes with it)
 from .label_choice import (
     CSV_FILE,
     LAYER_METADATA,
@@ -88,6 +90,7 @@ from .widget_parts import (
     ProgressWorker,
     check_one_stack_axis,
     current_stack_index,
+    elided_label,
     frame_shape,
     layer_mask,
     marked_stack_indices,
@@ -401,25 +404,39 @@ class AnalysisWidget(QWidget):
         content = QWidget()
         layout = QVBoxLayout(content)
         layout.setContentsMargins(4, 4, 4, 4)
-        layout.addWidget(model_box.native)
+        # after Run the form folds into one summary line, so the views dock below gets the
+        # height of a laptop screen; "Settings" opens it again
+        self.form_summary = elided_label()
+        self.form_toggle = QPushButton("Settings ▸")
+        self.form_toggle.setToolTip("Show the analysis settings again (or fold them away)")
+        self.form_toggle.clicked.connect(lambda: self.fold_form(not self.form_folded))
+        self.form_toggle.setVisible(False)  # until the first Run folds the form
+        self.form_summary.setVisible(False)
+        layout.addWidget(self.form_summary)
+        self.form = QWidget()
+        form = QVBoxLayout(self.form)
+        form.setContentsMargins(0, 0, 0, 0)
+        form.addWidget(model_box.native)
         layers_title = QLabel("<b>Layers</b> (tick the ones to analyse)")
-        layout.addWidget(layers_title)
-        layout.addWidget(self.module_tree)
-        layout.addWidget(images_box.native)
+        form.addWidget(layers_title)
+        form.addWidget(self.module_tree)
+        form.addWidget(images_box.native)
         self.params_section = QCollapsible("Topology parameters")
         self.params_section.addWidget(params_box.native)
-        layout.addWidget(self.params_section)
+        form.addWidget(self.params_section)
         self.variants_section = QCollapsible("Variants (robustness)")
         self.variants_section.addWidget(self.variant_form)
-        layout.addWidget(self.variants_section)
+        form.addWidget(self.variants_section)
+        layout.addWidget(self.form)
         buttons = QHBoxLayout()
         buttons.addWidget(self.run_button.native)
         buttons.addWidget(self.cancel_button.native)
+        buttons.addWidget(self.form_toggle)
         layout.addLayout(buttons)
         layout.addWidget(self.progress_bar)
         layout.addWidget(self.status.native)
         layout.addStretch(1)
-        scroll = QScrollArea()
+        scroll = self._scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setWidget(content)
@@ -439,6 +456,72 @@ class AnalysisWidget(QWidget):
             # width takes its place
             combo.setMinimumWidth(8 * combo.fontMetrics().horizontalAdvance("X") + 32)
         self.setMinimumWidth(300)
+        self.form_folded = False
+        self._content = content
+
+    # ---- the form folded after Run ------------------------------------------------------
+    def fold_form(self, folded: bool) -> None:
+        """Fold the form into its one-line summary (after Run), or open it again.
+
+        Folded, the widget is only as tall as the summary, the buttons, the progress and
+        the status, so the views dock below it gets the rest of the screen.
+        """
+        self.form_folded = bool(folded)
+        self.form.setVisible(not folded)
+        self.form_summary.setVisible(folded and bool(self.form_summary.full_text()))
+        self.form_toggle.setVisible(True)
+        self.form_toggle.setText("Settings ▸" if folded else "Settings ▾")
+        self._fit_height()
+        if not folded:  # room for the form: half the column, the views keep the rest
+            self._give_height(0.55)
+
+    #: Status lines a folded form shows at most (more scroll; the views get the height).
+    FOLDED_STATUS_LINES = 5
+
+    def _fit_height(self) -> None:
+        """Folded: the summary, the buttons, the progress and a few status lines tall (the
+        rest of the status scrolls); open: as tall as the window gives."""
+        if not self.form_folded:
+            self.setMaximumHeight(16777215)  # QWIDGETSIZE_MAX
+            self.setMinimumHeight(0)
+            return
+        line = self.status.native.fontMetrics().lineSpacing()
+        spacing = max(self._content.layout().spacing(), 0)
+        fixed = (
+            2 * self._scroll.frameWidth()
+            + sum(self._content.layout().getContentsMargins()[1::2])
+            + self.form_summary.sizeHint().height()
+            + self.run_button.native.sizeHint().height()
+            + (
+                self.progress_bar.sizeHint().height() + spacing
+                if self.progress_bar.isVisibleTo(self)
+                else 0
+            )
+            + 3 * spacing
+        )
+        self.setMinimumHeight(fixed + 2 * line)
+        self.setMaximumHeight(fixed + self.FOLDED_STATUS_LINES * line + 4)
+
+    def _give_height(self, share: float) -> None:
+        """Ask the main window for ``share`` of its dock column (Qt's own dock API)."""
+        from qtpy.QtWidgets import QDockWidget, QMainWindow
+
+        dock, window = self.parentWidget(), self.window()
+        if isinstance(dock, QDockWidget) and isinstance(window, QMainWindow):
+            window.resizeDocks([dock], [int(share * window.height())], Qt.Orientation.Vertical)
+
+    def _summary_text(self, layers: list[str], n_images: int, variants: Any) -> str:
+        """The folded form's line: model, layers, images, sampling, variants."""
+        source = self._model_label.replace("sample:", "") or str(self.model_source.value)
+        layer = self.image_layer.value
+        text = (
+            f"{source} · {len(layers)} layer{'s' if len(layers) != 1 else ''} "
+            f"({', '.join(layers)}) · {n_images} image{'s' if n_images != 1 else ''}"
+            f"{f' of {layer.name}' if layer is not None else ''} · {self.sampling.value}"
+        )
+        if variants is not None:
+            text += f" · variants: {', '.join(spec.name for spec in variants.specs)}"
+        return text
 
     # ---- choices --------------------------------------------------------------------
     def _user_models(self) -> dict[str, Any]:
@@ -675,7 +758,7 @@ class AnalysisWidget(QWidget):
         try:
             return self._load_model()
         except TopoLensError as exc:
-            report_error(exc, self.status)
+            self._report(exc)
             return None
 
     def _load_model(self) -> torch.nn.Module:
@@ -822,7 +905,7 @@ class AnalysisWidget(QWidget):
             if added_level is not None:  # refused input leaves the viewer as it was
                 self._viewer.layers.remove(added_level)
                 self.image_layer.value = chosen_layer
-            report_error(exc, self.status)
+            self._report(exc)
             return None
 
         provenance = {
@@ -878,7 +961,7 @@ class AnalysisWidget(QWidget):
             work,
             "Topology analysis",
             on_done=lambda analysis: self._on_done(analysis, image_layer),
-            on_error=lambda exc: report_error(exc, self.status),
+            on_error=self._report,
             on_cancelled=self._on_cancelled,
             on_finished=self._on_finished,
             on_progress=self._on_progress,
@@ -903,6 +986,8 @@ class AnalysisWidget(QWidget):
         )
         self._started = time.perf_counter()
         self._job.start()
+        self.form_summary.set_full_text(self._summary_text(list(layers), len(index), variants))
+        self.fold_form(True)
         return self._job.worker
 
     def _foreground_mask(self, image_layer: Any, index: np.ndarray) -> np.ndarray:
@@ -1078,9 +1163,17 @@ class AnalysisWidget(QWidget):
         self._job = None
         self.progress_bar.setVisible(False)
         self.run_button.enabled, self.cancel_button.enabled = True, False
+        self._fit_height()
 
     def _set_status(self, text: str) -> None:
         self.status.value = text
+        if getattr(self, "form_folded", False):
+            self._fit_height()  # the folded form is as tall as its status
+
+    def _report(self, exc: BaseException) -> None:
+        report_error(exc, self.status)
+        if self.form_folded:
+            self._fit_height()
 
 
 class _ShowRequest:

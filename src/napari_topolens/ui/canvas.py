@@ -14,15 +14,18 @@ the pointer in whichever view layer, full matrix values included).
 from __future__ import annotations
 
 import html
+import weakref
 from typing import Any
 
 import numpy as np
+from qtpy.QtCore import QEvent, QObject
 from qtpy.QtWidgets import (
     QComboBox,
     QHBoxLayout,
     QLabel,
     QListWidget,
     QListWidgetItem,
+    QSizePolicy,
     QVBoxLayout,
     QWidget,
 )
@@ -31,15 +34,47 @@ from . import view_data as vd
 from .layer_update import lock_layer, update_layer
 from .state import PerViewer, ShownAnalyses, ShownAnalysis, state_for, viewer_ref
 
-__all__ = ["TopologyCanvas", "canvas_for", "close_canvases", "existing_canvas", "hover_text"]
+__all__ = [
+    "TopologyCanvas",
+    "canvas_for",
+    "close_canvases",
+    "existing_canvas",
+    "hover_text",
+    "set_bar_factory",
+]
 
-#: Views whose layers keep napari's colour bar on.
-COLORBAR_VIEWS = ("color_key", "layer_distances", "cka", "dendrogram_heatmap")
+#: Views whose layers keep napari's colour bar on. None: napari's colour bar has no
+#: title, and two analyses side by side would stack two unnamed bars in one corner; each
+#: slot draws its own titled key instead (``view_data.color_key_data`` and the panel text).
+COLORBAR_VIEWS: tuple[str, ...] = ()
+#: The readout's text when nothing is hovered or selected.
+READOUT_HINT = (
+    "Hover: details · click: its images (white ring) · click an input's pixel: the items "
+    "holding it (magenta) · Esc: clear"
+)
+#: Smallest height of the canvas itself (the dock's other rows come on top).
+MIN_CANVAS_HEIGHT = 160
 
 
 def _rgb_css(rgb: Any) -> str:
     r, g, b = (round(255 * float(v)) for v in list(rgb)[:3])
     return f"rgb({r},{g},{b})"
+
+
+class _RefitOnResize(QObject):
+    """Frames the views again when the canvas itself is resized."""
+
+    def __init__(self, canvas: TopologyCanvas) -> None:
+        super().__init__(canvas)
+        self._canvas = weakref.ref(canvas)
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:
+        canvas = self._canvas()
+        if event.type() == QEvent.Type.Resize and canvas is not None:
+            from qtpy.QtCore import QTimer
+
+            QTimer.singleShot(0, canvas._refit)
+        return False
 
 
 class TopologyCanvas(QWidget):
@@ -76,35 +111,49 @@ class TopologyCanvas(QWidget):
             "The variant (perturbed images or compressed model) shown beside the base, "
             "with the base's layout: a moved image jumps"
         )
-        self.compare_label = QLabel("Compare with:")
+        self.compare_label = QLabel("Compare:")
         #: Called with the chosen variant's name (set by ``ui.variants``).
         self.compare_chooser: Any = None
         #: The compared variant's most-moved images (visible while a variant is compared).
         self.moved_label = QLabel()
         self.moved_label.setWordWrap(True)
+        self.moved_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.moved_list = QListWidget()
         self.moved_list.setToolTip(
             "Click an image: the original and its variant with the receptive-field heat of "
             "the activation that moved, in the selection gallery; its nodes selected"
         )
-        self.moved_list.setMaximumHeight(84)
+        self.moved_list.setMaximumHeight(56)
         #: Called with an entry's data when a most-moved image is clicked (``ui.variants``).
         self.moved_chooser: Any = None
         self.legend = QLabel()
         self.legend.setWordWrap(True)
-        self.readout = QLabel("Hover a view item for its details; click it to see its images.")
+        self.legend.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        self.readout = QLabel(READOUT_HINT)
         self.readout.setWordWrap(True)
-        self.readout.setMinimumHeight(36)
-        top = QHBoxLayout()
+        self.readout.setMinimumHeight(34)
+        self.readout.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+        for combo in (self.picker, self.compare):
+            # long choices must not widen the dock: the list shows them whole when opened
+            combo.setSizeAdjustPolicy(
+                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+            )
+            combo.setMinimumContentsLength(8)
+        top = QHBoxLayout()  # one row: on a laptop screen every row is taken from the views
         top.addWidget(QLabel("View:"))
-        top.addWidget(self.picker, 1)
-        second = QHBoxLayout()  # its own row: a narrow dock cuts two combos short
-        second.addWidget(self.compare_label)
-        second.addWidget(self.compare, 1)
+        top.addWidget(self.picker, 3)
+        top.addWidget(self.compare_label)
+        top.addWidget(self.compare, 2)
+        #: The explorer's controls (network layer, colouring, edges, class search) as a bar
+        #: above the canvas, so controls and views are seen together. ``ui.explorer_widget``
+        #: (above this module) makes it: see :func:`set_bar_factory`.
+        self.explorer: Any = _BAR_FACTORY[0](viewer) if _BAR_FACTORY else None
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
+        layout.setSpacing(2)
         layout.addLayout(top)
-        layout.addLayout(second)
+        if self.explorer is not None:
+            layout.addWidget(self.explorer.native)
         layout.addWidget(self.legend)
         layout.addWidget(self.qt_viewer, 1)
         layout.addWidget(self.readout)
@@ -112,14 +161,22 @@ class TopologyCanvas(QWidget):
         layout.addWidget(self.moved_list)
         for widget in (self.compare_label, self.compare, self.moved_label, self.moved_list):
             widget.setVisible(False)
-        self.setMinimumWidth(380)
-        self.qt_viewer.setMinimumHeight(260)  # the views need room: Qt shrinks docks to nothing
+        # wider than the form: a base and its variant share this width
+        self.setMinimumWidth(440)
+        # the views need room (Qt shrinks docks to nothing), but the dock's minimum adds to
+        # the main window's: with the analysis dock above it, it must fit an 800-px screen
+        self.qt_viewer.setMinimumHeight(MIN_CANVAS_HEIGHT)
+        # the canvas also changes size inside the dock (a message shown above it): frame again
+        self._refit_on_resize = _RefitOnResize(self)
+        self.qt_viewer.installEventFilter(self._refit_on_resize)
         self.picker.currentIndexChanged.connect(self._on_picked)
         self.compare.currentIndexChanged.connect(self._on_compare_picked)
         self.moved_list.itemClicked.connect(self._on_moved_clicked)
         self.state.panel_changed.connect(self._on_panel_changed)
         self.state.added.connect(self._on_entries_changed)
         self.state.removed.connect(self._on_entries_changed)
+        self.state.selection_changed.connect(self._on_selection_changed)
+        self.state.changed.connect(self._on_setting_changed)
         self.model.mouse_move_callbacks.append(self._on_hover)
         self.update_legend()
 
@@ -205,7 +262,7 @@ class TopologyCanvas(QWidget):
 
     # ---- variants ---------------------------------------------------------------------------
     def set_compare_choices(self, names: list[str], current: str | None) -> None:
-        """The variants the "Compare with" combo offers (hidden when none) and the one shown."""
+        """The variants the "Compare" combo offers (hidden when none) and the one shown."""
         self.compare.blockSignals(True)
         try:
             self.compare.clear()
@@ -230,7 +287,10 @@ class TopologyCanvas(QWidget):
             item = QListWidgetItem(text)
             item.setData(256, data)  # Qt.UserRole
             self.moved_list.addItem(item)
-        self.moved_label.setText(title)
+        # one line: "Most moved under <variant> (click one):", the score's meaning in the tooltip
+        short = title.split(" (score")[0].replace("Images that moved most", "Most moved")
+        self.moved_label.setText(short + (" (click one):" if entries else ""))
+        self.moved_label.setToolTip(title)
         self.moved_label.setVisible(bool(title))
         self.moved_list.setVisible(bool(title))
 
@@ -252,25 +312,33 @@ class TopologyCanvas(QWidget):
     def sync_visibility(self, entry: ShownAnalysis) -> None:
         shown = set(vd.PANEL_VIEWS[self.state.panel])
         for view, layer in entry.layers.items():
-            if layer not in self.model.layers or view in vd.PANEL_LAYERS:
+            if layer not in self.model.layers:
                 continue
-            visible = view in shown
-            if view == "color_key":
-                visible = visible and bool(layer.metadata["topolens"].get("continuous"))
+            if view == "color_key":  # the frame's key: shown when the panel has one
+                visible = bool(layer.metadata["topolens"].get("continuous"))
+            elif view in vd.PANEL_LAYERS:
+                continue
+            else:
+                visible = view in shown
             if layer.visible != visible:
                 layer.visible = visible
 
     def redo_panel_text(self, entry: ShownAnalysis) -> None:
-        """Rebuild the frame, titles and ticks of the current panel for one analysis."""
+        """Rebuild the frame, titles, ticks and colour key of the current panel for one analysis."""
         if not entry.network_layer:
             return
         args = (entry.analysis, entry.network_layer, entry.key, entry.slot, self.state.panel)
-        items = [vd.panel_axes_data(*args), *vd.panel_text_data(*args)]
+        items = [
+            vd.panel_axes_data(*args),
+            *vd.panel_text_data(*args, color_by=entry.color_by),
+            vd.panel_key_data(*args, entry.color_by),
+        ]
         for item in items:
             view = item[1]["metadata"]["topolens"]["view"]
             layer = entry.layers.get(view)
             if layer is not None and layer in self.model.layers:
                 update_layer(layer, item)
+        self.sync_visibility(entry)
         self.fit_text()
 
     def fit(self) -> None:
@@ -286,22 +354,13 @@ class TopologyCanvas(QWidget):
             self.model.fit_to_view(layers=frames, margin=0.02)
         self.fit_text()
 
-    def _frames(self) -> int:
-        return sum(
-            1
-            for entry in self.state
-            if "panel_axes" in entry.layers
-            and entry.layers["panel_axes"] in self.model.layers
-            and len(entry.layers["panel_axes"].data)
-        )
-
     def fit_text(self) -> None:
-        """Shrink the panel text when slots sit side by side, so each title stays over its slot.
+        """Shrink the panel text when the views are small (slots side by side, a laptop's
+        dock), so each title stays over its slot.
 
-        napari draws text in screen points whatever the zoom; one view alone keeps
+        napari draws text in screen points whatever the zoom; views with room keep
         :data:`~napari_topolens.ui.view_data.PANEL_TEXT_SIZE`.
         """
-        several = self._frames() > 1
         # screen pixels per world unit (napari 0.9 moved the camera to ``scene``)
         scene = getattr(self.model, "scene", None)
         camera = scene.camera if scene is not None else self.model.camera
@@ -311,7 +370,7 @@ class TopologyCanvas(QWidget):
             if layer is None or layer not in self.model.layers:
                 continue
             size = vd.PANEL_TEXT_SIZE
-            if several and len(layer.features):
+            if len(layer.features):  # (one view in a small dock too: the drift plot's legend)
                 longest = max(len(str(text)) for text in layer.features["text"])
                 fits = vd.SIDE * zoom / (vd.TEXT_PX_PER_CHAR_POINT * max(longest, 1))
                 size = float(np.clip(fits, vd.MIN_PANEL_TEXT_SIZE, vd.PANEL_TEXT_SIZE))
@@ -328,11 +387,10 @@ class TopologyCanvas(QWidget):
             layer.colorbar.size = (12, 110)
             layer.colorbar.font_size = 8
             layer.colorbar.visible = True
-        if view not in vd.PANEL_LAYERS:
-            visible = view in vd.PANEL_VIEWS[self.state.panel]
-            if view == "color_key":
-                visible = visible and bool(layer.metadata["topolens"].get("continuous"))
-            layer.visible = visible
+        if view == "color_key":
+            layer.visible = bool(layer.metadata["topolens"].get("continuous"))
+        elif view not in vd.PANEL_LAYERS:
+            layer.visible = view in vd.PANEL_VIEWS[self.state.panel]
         layers = self.model.layers
         if view == "panel_axes":
             layers.insert(0, layer)
@@ -377,14 +435,27 @@ class TopologyCanvas(QWidget):
                 )
                 + f' <span style="color:{_rgb_css(vd.UNKNOWN_RGB)}">■</span>&nbsp;unknown'
             )
-        parts.append(
-            f'rings: <span style="color:{_rgb_css(vd.SELECTED_RGBA)}">○</span>&nbsp;selected '
+        rings = (
+            f'<span style="color:{_rgb_css(vd.SELECTED_RGBA)}">○</span>&nbsp;selected, '
             f'<span style="color:{_rgb_css(vd.HIT_RGBA)}">○</span>&nbsp;holds the clicked pixel'
-            " · Esc clears"
         )
         if any(e.variant_of is not None for e in entries):
-            parts[-1] += " · white beside a selection: the same images"
+            rings += "; white beside a selection: the same images"
+        # the rings' key is the legend's tooltip: every line here is taken from the views
+        self.legend.setToolTip(f"Class colours. Rings: {rings}; Esc clears.")
+        if not parts:
+            parts.append(f"rings: {rings}")
         self.legend.setText("<br>".join(parts))
+
+    def _on_setting_changed(self, key: str, what: str) -> None:
+        """A new node colouring: its key's strip, title and end values follow."""
+        if what == "color_by" and key in self.state:
+            self.redo_panel_text(self.state.get(key))
+
+    def _on_selection_changed(self, _key: str = "") -> None:
+        """A cleared selection (Esc, a click on empty space) clears the readout too."""
+        if all(not len(entry.selection.members) for entry in self.state):
+            self.readout.setText(READOUT_HINT)
 
     def _on_hover(self, _model: Any, event: Any) -> None:
         text = self.hover_at(tuple(event.position))
@@ -408,7 +479,7 @@ class TopologyCanvas(QWidget):
 
 def hover_text(entry: ShownAnalysis, view: str, layer: Any, position: tuple[float, ...]) -> str:
     """The readout of one view layer at a world position ('' when no item is there)."""
-    if view in vd.PANEL_LAYERS:
+    if view in vd.PANEL_LAYERS and view != "color_key":
         return ""
     if type(layer).__name__.lower() == "image":
         data = np.asarray(layer.world_to_data(position), dtype=np.float64)
@@ -426,7 +497,7 @@ def hover_text(entry: ShownAnalysis, view: str, layer: Any, position: tuple[floa
         if view == "dendrogram_heatmap":
             return f"distance between dendrogram points {i} and {j}: {value:.6g}"
         if view == "color_key":
-            return f"colour key: {value:.4g}"
+            return f"colour key, {layer.metadata['topolens'].get('title', '')}: {value:.4g}"
         return ""
     value = layer.get_value(position, world=True)
     index = value[0] if isinstance(value, tuple) else value
@@ -435,7 +506,7 @@ def hover_text(entry: ShownAnalysis, view: str, layer: Any, position: tuple[floa
     row = layer.features.iloc[int(index)]
     if view == "mapper_nodes":
         text = (
-            f"node {int(row['node'])} ({row['node_id']}): {int(row['size'])} members, "
+            f"node {int(row['node'])} ({row['node_id']}): {vd.plural(int(row['size']), 'member')}, "
             f"dominant class {row['dominant_class']}, purity {float(row['purity']):.3f}, "
             f"lens {float(row['mean_lens']):.4g}, component {int(row['component'])}"
         )
@@ -467,12 +538,12 @@ def hover_text(entry: ShownAnalysis, view: str, layer: Any, position: tuple[floa
         return (
             f"stage {int(row['stage'])} cluster {int(row['cluster'])} → "
             f"stage {int(row['stage']) + 1} cluster {int(row['next_cluster'])}: "
-            f"{int(row['count'])} points"
+            f"{vd.plural(int(row['count']), 'point')}"
         )
     if view == "flow_clusters":
         return (
             f"stage {int(row['stage'])} ({row['stage_name']}) cluster {int(row['cluster'])}: "
-            f"{int(row['count'])} points"
+            f"{vd.plural(int(row['count']), 'point')}"
         )
     if view == "blob_points":
         return (
@@ -484,7 +555,7 @@ def hover_text(entry: ShownAnalysis, view: str, layer: Any, position: tuple[floa
     if view == "dendrogram_tree":
         return (
             f"merge {int(row['merge'])} at height {float(row['height']):.6g}: "
-            f"{int(row['size'])} points"
+            f"{vd.plural(int(row['size']), 'point')}"
         )
     return ""
 
@@ -495,6 +566,14 @@ def _percent(value: Any) -> str:
 
 
 _CANVASES = PerViewer()
+#: What makes the explorer bar of a new canvas (one entry, set by ``ui.explorer_widget``
+#: when it is imported: the explorer acts through the modules above this one).
+_BAR_FACTORY: list[Any] = []
+
+
+def set_bar_factory(make: Any) -> None:
+    """Give the canvases an explorer bar: ``make(viewer)`` returns a magicgui widget."""
+    _BAR_FACTORY[:] = [make]
 
 
 def existing_canvas(viewer: Any) -> TopologyCanvas | None:
@@ -516,8 +595,9 @@ def canvas_for(viewer: Any) -> TopologyCanvas:
         _CANVASES.set(viewer, canvas)
         window = getattr(viewer, "window", None)
         if window is not None:
-            # tabbed with the plugin's other docks on the right: the views get the whole
-            # height (a third stacked dock left them a strip on a laptop screen)
-            dock = window.add_dock_widget(canvas, name="Topology views", area="right", tabify=True)
+            # below the analysis dock, not tabbed with it: the form (a one-line summary
+            # after Run, ``ui.analysis_widget``) and the views are seen together; the
+            # explorer's controls are a bar inside this dock
+            dock = window.add_dock_widget(canvas, name="Topology views", area="right", tabify=False)
             dock.raise_()
     return canvas

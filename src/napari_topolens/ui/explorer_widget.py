@@ -15,10 +15,17 @@ import math
 from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import ComboBox, Container, FloatSlider, Label, LineEdit, PushButton
-from qtpy.QtWidgets import QSizePolicy
+from qtpy.QtWidgets import QComboBox, QSizePolicy
 
 from ..errors import TopoLensError
-from .view_data import COLOR_BY, COLOR_BY_LABELS, NEEDS_PREDICTIONS, analysis_predictions
+from .canvas import set_bar_factory
+from .view_data import (
+    COLOR_BY,
+    COLOR_BY_LABELS,
+    NEEDS_PREDICTIONS,
+    analysis_predictions,
+    plural,
+)
 from .widget_parts import report_error
 
 if TYPE_CHECKING:
@@ -56,34 +63,47 @@ def resolve_class(text: str, class_names: list[str] | None) -> str | None:
 
 
 class ExplorerWidget(Container):
-    """Controls for the analyses shown by ``views.show_analysis`` (or read from a file)."""
+    """Controls for the analyses shown by ``views.show_analysis`` (or read from a file).
 
-    def __init__(self, napari_viewer: napari.Viewer) -> None:
+    A compact bar of two rows. The Topology views dock holds one (``in_canvas``), so
+    the controls and the views are seen together on a laptop screen; the one napari
+    docks from ``Plugins ▸ TopoLens ▸ Topology explorer`` works on its own until that
+    bar exists, then points to it (and focuses it) instead of doubling it.
+    """
+
+    def __init__(self, napari_viewer: napari.Viewer, *, in_canvas: bool = False) -> None:
         from .state import state_for
 
         super().__init__(labels=False)
         self._viewer = napari_viewer
         self._state = state_for(napari_viewer)
+        self._in_canvas = in_canvas
         self._updating = False
         self._known: set[str] = set()  # keys seen: a new one gets chosen
         #: The running (or last) layer switch, a ``views.IncrementalShow``; None before the first.
         self.pending_show: Any = None
-        self.analysis_key = ComboBox(label="Analysis", choices=self._key_choices, nullable=True)
+        self.analysis_key = ComboBox(
+            label="Analysis",
+            choices=self._key_choices,
+            nullable=True,
+            tooltip="The analysis these controls act on (listed when several are shown)",
+        )
         self.layer = ComboBox(
-            label="Network layer",
+            label="Layer",
             choices=self._layer_choices,
             nullable=True,
-            tooltip="The analysed layer whose views are shown",
+            tooltip="The analysed network layer whose views are shown",
         )
         self.color_by = ComboBox(
-            label="Colour by",
+            label="Colour",
             choices=self._color_choices,
             value="dominant_class",
-            tooltip="Node colour: dominant class, the model's predicted class, correct share, "
-            "purity (share of the dominant class), mean lens value, ...",
+            tooltip="Node colour: dominant class, the model's predicted class, correct share "
+            "(prediction = label), purity (share of the dominant class), mean lens value, size "
+            "(log), component, community (Louvain)",
         )
         self.edge_threshold = FloatSlider(
-            label="Edge threshold",
+            label="Edges ≥",
             min=0.0,
             max=1.0,
             step=0.01,
@@ -92,7 +112,7 @@ class ExplorerWidget(Container):
             tooltip="Hide Mapper edges whose Jaccard overlap |A∩B|/|A∪B| is below this",
         )
         self.class_search = LineEdit(
-            label="Find class",
+            label="Class",
             tooltip="Type a class name (or its start): other nodes fade; empty: none fade",
         )
         self.remove_button = PushButton(
@@ -101,22 +121,47 @@ class ExplorerWidget(Container):
         )
         self.status = Label(value="")
         self.summary = Label(value="")
-        for text in (self.status, self.summary):
+        #: Shown instead of the controls when the views dock holds the explorer's bar.
+        self.pointer = Label(
+            value="The explorer's controls are the bar at the top of the Topology views dock."
+        )
+        line = self.status.native.fontMetrics().lineSpacing()
+        for text, lines in ((self.status, 3), (self.summary, 4), (self.pointer, 2)):
             text.native.setWordWrap(True)
-            text.native.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Minimum)
-        controls = Container(
-            widgets=[
-                self.analysis_key,
-                self.layer,
-                self.color_by,
-                self.edge_threshold,
-                self.class_search,
-            ],
+            # wrap to the dock's width: a long message must not widen the dock
+            text.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Minimum)
+            text.native.setMinimumWidth(1)
+            # nor make it tall: a wrapped label's minimum is its height at 1 px wide, and
+            # it adds to the main window's minimum (a laptop screen is 800 px high)
+            text.native.setMaximumHeight(lines * line + 4)
+        for combo in (self.analysis_key, self.layer, self.color_by):
+            # long choices must not widen the dock: the list shows them whole when opened
+            combo.native.setSizeAdjustPolicy(
+                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+            )
+            combo.native.setMinimumContentsLength(6)
+        self.first_row = Container(
+            widgets=[self.analysis_key, self.layer, self.color_by], layout="horizontal", labels=True
+        )
+        self.second_row = Container(
+            widgets=[self.edge_threshold, self.class_search, self.remove_button],
+            layout="horizontal",
             labels=True,
         )
-        self.extend([controls, self.remove_button, self.status, self.summary])
-        self.native.layout().addStretch(1)
-        self.min_width = 280
+        for row in (self.first_row, self.second_row):
+            row.margins = (0, 0, 0, 0)
+        # the colouring's names are the longest: it gets the most room
+        for row, stretches in ((self.first_row, (1, 2, 3)), (self.second_row, (1, 1, 0))):
+            for index, stretch in enumerate(stretches):
+                row.native.layout().setStretch(index, stretch)
+        self.extend([self.first_row, self.second_row, self.status, self.summary, self.pointer])
+        self.margins = (2, 0, 2, 0)
+        self.native.layout().setSpacing(2)
+        self.pointer.visible = False
+        self.summary.visible = not in_canvas  # in the bar: the layer's tooltip says it
+        self.status.visible = False
+        self.native.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
+        self.min_width = 1
 
         self.analysis_key.changed.connect(self._on_key_changed)
         self.layer.changed.connect(self.show_layer)
@@ -127,7 +172,47 @@ class ExplorerWidget(Container):
         self._state.shown.connect(self._on_shown)
         self._state.removed.connect(self._on_removed)
         self._state.changed.connect(self._on_state_changed)
+        self._class_message = False  # the status holds a class search's message
+        # the state outlives these controls (a closed viewer, a closed dock): stop
+        # listening when Qt deletes them
+        listening = [
+            (self._state.shown, self._on_shown),
+            (self._state.removed, self._on_removed),
+            (self._state.changed, self._on_state_changed),
+        ]
+
+        def stop_listening(*_: Any) -> None:
+            for signal, callback in listening:
+                signal.disconnect(callback, missing_ok=True)
+
+        for part in (self.native, self.analysis_key.native, self.layer.native):
+            part.destroyed.connect(stop_listening)
         self._sync()
+
+    def say(self, text: str) -> None:
+        """Put a message in the status line (shown only while it says something)."""
+        self.status.value = text
+        self.status.visible = bool(text) and not self.pointer.visible
+
+    def _bar_elsewhere(self) -> Any:
+        """The views dock's explorer bar when this one is another (napari's menu dock)."""
+        if self._in_canvas:
+            return None
+        from .canvas import existing_canvas
+
+        canvas = existing_canvas(self._viewer)
+        bar = getattr(canvas, "explorer", None)
+        return bar if bar is not None and bar is not self else None
+
+    def _point_to_bar(self) -> None:
+        """Show the pointer instead of the controls once the views dock holds the bar."""
+        bar = self._bar_elsewhere()
+        if bar is None or self.pointer.visible:
+            return
+        for part in (self.first_row, self.second_row, self.status, self.summary):
+            part.visible = False
+        self.pointer.visible = True
+        bar.layer.native.setFocus()
 
     # ---- what is shown ----------------------------------------------------------------
     def _key_choices(self, _widget: Any = None) -> list[str]:
@@ -208,9 +293,12 @@ class ExplorerWidget(Container):
                     self.color_by.value = entry.color_by
                 self.edge_threshold.value = float(entry.edge_threshold)
                 self.class_search.value = "" if entry.faded_class is None else entry.faded_class
+            # one analysis (its variants follow it): no need to choose
+            self.analysis_key.visible = len(keys) > 1
             self._update_summary()
         finally:
             self._updating = False
+        self._point_to_bar()
 
     # ---- actions ------------------------------------------------------------------------
     def _switching(self) -> bool:
@@ -320,8 +408,13 @@ class ExplorerWidget(Container):
             name = resolve_class(self.class_search.value, analysis.class_names)
         except TopoLensError as exc:
             if report:
-                self.status.value = f"{exc}"
+                self.say(f"{exc}")
+                self._class_message = True
             name = None
+        else:
+            if self._class_message:  # a search that matches (or none) ends its message
+                self.say("")
+                self._class_message = False
         was = self._updating
         self._updating = True
         try:
@@ -337,6 +430,7 @@ class ExplorerWidget(Container):
         entry = self._entry()
         if entry is None or not entry.network_layer:
             self.summary.value = "Run an analysis (or open a saved one) to explore it here."
+            self.layer.tooltip = "The analysed network layer whose views are shown"
             return
         result = entry.result
         graph = result.mapper
@@ -358,11 +452,26 @@ class ExplorerWidget(Container):
             f"{number(quality.nmi)}, silhouette {number(quality.silhouette)}; "
             f"PH dim {number(float(result.phdim.dimension))}."
         )
+        self.layer.tooltip = (
+            f"The analysed network layer whose views are shown. {self.summary.value}"
+        )
         nodes = entry.layers.get("mapper_nodes")
         if found is not None and nodes is not None:
             kept = int((nodes.features["dominant_class"].astype(str) == found).sum())
-            self.status.value = (
-                f"Class {found!r}: {kept} of {len(nodes.features)} nodes kept, the others faded."
+            self.say(
+                f"Class {found!r}: {kept} of {plural(len(nodes.features), 'node')} kept, "
+                "the others faded."
             )
-        elif self.class_search.value.strip() == "" and self.status.value.startswith("Class "):
-            self.status.value = ""
+            self._class_message = True
+        elif self.class_search.value.strip() == "" and self._class_message:
+            self.say("")
+            self._class_message = False
+
+
+def _canvas_bar(viewer: Any) -> ExplorerWidget:
+    return ExplorerWidget(viewer, in_canvas=True)
+
+
+# the views dock of every viewer gets the explorer as a bar above its canvas (the canvas
+# sits below this module and cannot import it)
+set_bar_factory(_canvas_bar)

@@ -33,6 +33,7 @@ from typing import Any
 
 from ..errors import AnalysisFileError, TopoLensError
 from ..topology.store import is_analysis_dir, load_analysis, open_plain_file
+from . import explorer_widget  # noqa: F401  (a reopened analysis's views get the explorer bar)
 from .view_data import ALL_PANELS, NEEDS_PREDICTIONS, PANELS, analysis_predictions, has_variants
 from .views import COLOR_BY, LayerDataTuple, reader_layer_data, saved_view_settings
 

@@ -66,6 +66,13 @@ def update_layer(layer: Any, item: LayerDataTuple) -> bool:
     if kind == "points":
         # quietly: the drawing must not see new points with the old features' text
         with layer.events.blocker_all():
+            features = kwargs["features"]
+            if len(features) and list(features.columns) == list(layer.features.columns):
+                # the rows napari appends while the data grows take these defaults: an empty
+                # table's (None) fails a colour encoding ("Applying the encoding failed")
+                if not len(layer.data):
+                    layer.features = features.iloc[:0]  # the new columns' types
+                layer.feature_defaults = {c: features[c].iloc[0] for c in features.columns}
             layer.data = np.asarray(data, dtype=np.float64).reshape(-1, 2)
             layer.features = kwargs["features"]
             for name in ("size", "face_color", "border_color", "border_width"):

@@ -66,13 +66,13 @@ COLOR_BY: tuple[ColorBy, ...] = get_args(ColorBy)
 #: Readable names of the colourings.
 COLOR_BY_LABELS: dict[str, str] = {
     "dominant_class": "dominant class",
-    "predicted_class": "predicted class (model)",
-    "correct": "correct share (prediction = label)",
+    "predicted_class": "predicted class",
+    "correct": "correct share",
     "purity": "purity",
     "mean_lens": "lens (mean)",
     "size": "size (log)",
     "component": "component",
-    "community": "community (Louvain)",
+    "community": "community",
 }
 #: Colourings that need the model's per-image predictions.
 NEEDS_PREDICTIONS = ("predicted_class", "correct")
@@ -128,7 +128,7 @@ ViewName = Literal[
 VIEW_NAMES: tuple[ViewName, ...] = get_args(ViewName)
 #: The canvas layers of each panel (shown when the panel is picked, hidden otherwise).
 PANEL_VIEWS: dict[str, tuple[str, ...]] = {
-    "mapper": ("mapper_edges", "mapper_nodes", "color_key"),
+    "mapper": ("mapper_edges", "mapper_nodes"),
     "diagram": ("diagram",),
     "barcode": ("barcode",),
     "flow": ("flow", "flow_clusters"),
@@ -148,8 +148,9 @@ LAYER_VIEWS = tuple(
 )
 #: Canvas layers drawn once per analysis.
 ANALYSIS_VIEWS = ("layer_distances", "cka")
-#: Canvas layers that hold the visible panel's frame and text.
-PANEL_LAYERS = ("panel_axes", "panel_text", "panel_values")
+#: Canvas layers that hold the visible panel's frame, text and colour key (the key's
+#: strip is shown when the panel has one: a continuous node colouring, a heatmap).
+PANEL_LAYERS = ("panel_axes", "panel_text", "panel_values", "color_key")
 
 #: World side of a view's unit square in the canvas; slots sit side by side.
 SIDE = 100.0
@@ -444,9 +445,10 @@ def mapper_layer_data(
     color_by: str = "dominant_class",
     edge_threshold: float = 0.0,
 ) -> list[LayerDataTuple]:
-    """Mapper edges (Shapes lines), nodes (Points) and the colour key (Image) of one layer."""
+    """Mapper edges (Shapes lines) and nodes (Points) of one layer (its colour key: the
+    frame's, :func:`panel_key_data`)."""
     graph = analysis[layer].mapper
-    colors, limits = node_colors(analysis, layer, color_by)
+    colors, _limits = node_colors(analysis, layer, color_by)
     nodes = (
         np.asarray(layout, dtype=np.float64).reshape(-1, 2).copy(),
         {
@@ -464,7 +466,6 @@ def mapper_layer_data(
     return [
         edge_layer_data(analysis, layer, key, slot, layout, edge_threshold),
         nodes,
-        color_key_data(key, layer, slot, color_by, limits),
     ]
 
 
@@ -503,18 +504,92 @@ def edge_layer_data(
     )
 
 
-#: The colour key strip: rows and columns of the unit square it covers.
-KEY_ROWS, KEY_COLS = (0.12, 0.88), (0.965, 0.99)
+#: The colour key strip: rows and columns of the unit square it covers (its title and
+#: end values are panel text above and below it, so each slot's key names itself).
+KEY_ROWS, KEY_COLS = (0.16, 0.84), (0.955, 0.98)
 _KEY_STEPS = 64
+#: Short titles of the colour keys (a key sits in a narrow column at the slot's edge).
+KEY_TITLES: dict[str, str] = {
+    "correct": "correct",
+    "purity": "purity",
+    "mean_lens": "lens",
+    "size": "log10 size",
+    "cka": "CKA",
+    "dendrogram": "distance",
+}
+
+
+def panel_key(
+    analysis: Any, layer: str, panel: str, color_by: str = "dominant_class"
+) -> tuple[str, Any, tuple[float, float]] | None:
+    """The colour key of a panel, ``(title, colormap, (low, high))``, or None when it has none.
+
+    The Mapper graph has one for a continuous node colouring (categorical ones: the
+    canvas's class legend says them), every heatmap has one.
+    """
+    if panel == "mapper":
+        if color_by not in COLOR_BY or (
+            color_by in NEEDS_PREDICTIONS and analysis_predictions(analysis) is None
+        ):
+            return None
+        _colors, limits = node_colors(analysis, layer, color_by)
+        if limits is None:
+            return None
+        return KEY_TITLES.get(color_by, color_by), colormap_for(color_by), limits
+    if panel in ANALYSIS_VIEWS:
+        from napari.utils.colormaps import ensure_colormap
+
+        if panel == "cka":
+            return KEY_TITLES["cka"], ensure_colormap("viridis"), (0.0, 1.0)
+        matrix = np.asarray(analysis.layer_distances[analysis.config.layer_distance], float)
+        finite = matrix[np.isfinite(matrix)]
+        hi = float(finite.max()) if finite.size and finite.max() > 0 else 1.0
+        kind = "".join(word[0] for word in analysis.config.layer_distance.split("_")).upper()
+        return f"{kind} dist.", ensure_colormap("magma"), (0.0, hi)
+    if panel == "dendrogram":
+        from napari.utils.colormaps import ensure_colormap
+
+        distances = np.asarray(analysis[layer].dendrogram.distances, dtype=np.float64)
+        hi = float(distances.max()) if distances.size and distances.max() > 0 else 1.0
+        return KEY_TITLES["dendrogram"], ensure_colormap("magma"), (0.0, hi)
+    return None
+
+
+def panel_key_data(
+    analysis: Any, layer: str, key: str, slot: int, panel: str, color_by: str = "dominant_class"
+) -> LayerDataTuple:
+    """The colour key strip of the visible panel (hidden when it has no key)."""
+    found = panel_key(analysis, layer, panel, color_by)
+    if found is None:
+        return _key_strip(key, layer, slot, "no key", "viridis", None, color_by)
+    title, cmap, limits = found
+    return _key_strip(key, layer, slot, title, cmap, limits, color_by)
 
 
 def color_key_data(
     key: str, layer: str, slot: int, color_by: str, limits: tuple[float, float] | None
 ) -> LayerDataTuple:
-    """A gradient strip beside the Mapper graph, with napari's colour bar, for a continuous colouring.
+    """The Mapper colouring's key strip (hidden for a categorical colouring)."""
+    return _key_strip(
+        key,
+        layer,
+        slot,
+        KEY_TITLES.get(color_by, color_by),
+        colormap_for(color_by),
+        limits,
+        color_by,
+    )
 
-    Categorical colourings hide it (the class legend of the canvas says those).
-    """
+
+def _key_strip(
+    key: str,
+    layer: str,
+    slot: int,
+    title: str,
+    cmap: Any,
+    limits: tuple[float, float] | None,
+    color_by: str,
+) -> LayerDataTuple:
     lo, hi = limits if limits is not None else (0.0, 1.0)
     data = np.linspace(hi, lo, _KEY_STEPS, dtype=np.float32)[:, None]
     pixel_rows = (KEY_ROWS[1] - KEY_ROWS[0]) * SIDE / _KEY_STEPS
@@ -523,8 +598,8 @@ def color_key_data(
     return (
         data,
         {
-            "name": _name(f"colour key: {COLOR_BY_LABELS.get(color_by, color_by)}", key, layer),
-            "colormap": colormap_for(color_by),
+            "name": _name(f"colour key: {title}", key, layer),
+            "colormap": cmap,
             "contrast_limits": (lo, hi if hi > lo else lo + 1.0),
             "interpolation2d": "nearest",
             "scale": (pixel_rows, width),
@@ -534,7 +609,12 @@ def color_key_data(
             ),
             "visible": limits is not None,
             "metadata": topolens_meta(
-                "color_key", key, layer, color_by=color_by, continuous=limits is not None
+                "color_key",
+                key,
+                layer,
+                color_by=color_by,
+                continuous=limits is not None,
+                title=title,
             ),
         },
         "image",
@@ -999,7 +1079,7 @@ def _drift_text(analysis: Any, layer: str, put: Any) -> str:
 # --------------------------------------------------------------------------- panel text, frames
 
 
-def _plural(n: int, word: str) -> str:
+def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
@@ -1027,13 +1107,42 @@ def _side_by_side(analysis: Any, panel: str) -> bool:
 
 
 _TEXT, _DIM_TEXT = "white", "#bbbbbb"
+#: Longest subtitle kept whole when a base and its variant sit side by side.
+SIDE_BY_SIDE_SUBTITLE_CHARS = 22
+
+
+def short_subtitle(analysis: Any, layer: str, panel: str, subtitle: str) -> str:
+    """A panel's subtitle in a few words, for a slot drawn beside another."""
+    result = analysis[layer]
+    if panel == "diagram":
+        return (
+            ", ".join(
+                f"H{d} {len(diagram)}" for d, diagram in enumerate(result.persistence.diagrams)
+            )
+            + " bars"
+        )
+    if panel == "barcode":
+        return "longest bars"
+    if panel == "flow":
+        return subtitle.replace("best stage: ", "best: ").replace(" clusters", " cl.")
+    if panel == "blobs":
+        return f"purity {result.quality.purity:.2f}"
+    if panel == "dendrogram":
+        return plural(len(result.dendrogram.index), "point")
+    return subtitle if len(subtitle) <= 2 * SIDE_BY_SIDE_SUBTITLE_CHARS else subtitle[:21] + "…"
 
 
 def panel_text_data(
-    analysis: Any, layer: str, key: str, slot: int, panel: str
+    analysis: Any,
+    layer: str,
+    key: str,
+    slot: int,
+    panel: str,
+    *,
+    color_by: str = "dominant_class",
 ) -> list[LayerDataTuple]:
-    """The visible panel's title, subtitle, axis names and tick labels (text only), and
-    the matrix values in a smaller font."""
+    """The visible panel's title, subtitle, axis names and tick labels (text only), the
+    colour key's title and end values, and the matrix values in a smaller font."""
     result = analysis[layer]
     pos: list[tuple[float, float]] = []
     text: list[str] = []
@@ -1048,6 +1157,9 @@ def panel_text_data(
         color.append(shade)
 
     where = f"{key} · {layer}" if panel not in (*ANALYSIS_VIEWS, "drift") else key
+    # a base and its variant side by side: each view about half as wide, text as large,
+    # so notes are left out (hover says them) and labels alternate or shorten
+    beside = _side_by_side(analysis, panel)
     title = f"{PANEL_TITLES[panel]} · {where}"
     run = (
         "base"
@@ -1083,9 +1195,9 @@ def panel_text_data(
         graph = result.mapper
         subtitle = (
             f"{graph.n_nodes} nodes, {len(graph.edges)} edges, "
-            f"{_plural(int(np.max(graph.component)) + 1, 'component')}"
+            f"{plural(int(np.max(graph.component)) + 1, 'component')}"
             if graph.n_nodes
-            else f"no nodes: {len(result.cloud)} points; try more images"
+            else f"no nodes: {plural(len(result.cloud), 'point')}; try more images"
         )
         if isinstance(run, str) and graph.n_nodes:
             subtitle = f"{graph.n_nodes} nodes, {len(graph.edges)} edges"
@@ -1136,20 +1248,22 @@ def panel_text_data(
         _, cols, width = geo.flow_geometry(flow)
         for s, name in enumerate(flow.stage_names):
             put(
-                0.92 + 0.04 * (s % 2 if len(cols) > 6 else 0),
+                0.92 + 0.04 * (s % 2 if len(cols) > 6 or beside else 0),
                 cols[s] + width / 2,
                 geo.STAGE_LABELS.get(name, geo.short_label(str(name), 8)),
                 _DIM_TEXT,
             )
-        put(1.0, 0.5, "classes, then cuts fine → coarse", _TEXT)
+        if not beside:
+            put(1.0, 0.5, "classes, then cuts fine → coarse", _TEXT)
     elif panel == "blobs":
         q = result.quality
         subtitle = f"vs labels: purity {q.purity:.2f}, ARI {q.ari:.2f}"
         put(0.975, 0.5, "PC1 →", _DIM_TEXT)
         put(0.5, 0.02, "PC2", _DIM_TEXT)
     elif panel == "dendrogram":
-        subtitle = f"{len(result.dendrogram.index)} points, ordered by the tree"
-        put(0.99, 0.5, "heatmap: pairwise distances", _DIM_TEXT)
+        subtitle = f"{plural(len(result.dendrogram.index), 'point')}, ordered by the tree"
+        if not beside:
+            put(0.99, 0.5, "heatmap: pairwise distances", _DIM_TEXT)
     else:  # layer x layer matrices
         subtitle = (
             "of per-image mean activations"
@@ -1171,9 +1285,10 @@ def panel_text_data(
             else (0.0, float(finite.max()) if finite.size and finite.max() > 0 else 1.0)
         )
         for i, name in enumerate(names):
-            put(top + (i + 0.5) * pixel, left / 2, f"{i + 1} {geo.short_label(name, 12)}", _TEXT)
+            label = str(i + 1) if beside else f"{i + 1} {geo.short_label(name, 12)}"
+            put(top + (i + 0.5) * pixel, left / 2 if not beside else left - 0.04, label, _TEXT)
             put(top + side + 0.035, left + (i + 0.5) * pixel, str(i + 1), _TEXT)
-        if n <= MAX_VALUE_LABELS:
+        if n <= MAX_VALUE_LABELS and not beside:
             for i in range(n):
                 for j in range(n):
                     value = matrix[i, j]
@@ -1184,18 +1299,29 @@ def panel_text_data(
                         and (value - limits[0]) / ((limits[1] - limits[0]) or 1.0) > 0.6
                     )
                     values_color.append("black" if bright else "white")
-        put(
-            top + side + 0.1,
-            left + side / 2,
-            "hover a cell for its full value",
-            _DIM_TEXT,
-        )
+        if not beside:
+            put(
+                top + side + 0.1,
+                left + side / 2,
+                "hover a cell for its full value",
+                _DIM_TEXT,
+            )
+    if beside and len(subtitle) > SIDE_BY_SIDE_SUBTITLE_CHARS:
+        # two slots side by side: a long subtitle would run into the other's
+        subtitle = short_subtitle(analysis, layer, panel, subtitle)
     title_row, subtitle_row = (
         _SIDE_BY_SIDE_ROWS if _side_by_side(analysis, panel) else (_TITLE_ROW, _SUBTITLE_ROW)
     )
     put(title_row, 0.5, title, _TEXT)
     if subtitle:
         put(subtitle_row, 0.5, subtitle, _DIM_TEXT)
+    color_key = panel_key(analysis, layer, panel, color_by)
+    if color_key is not None:  # every key is titled, its ends numbered
+        key_title, _cmap, (low, high) = color_key
+        middle = (KEY_COLS[0] + KEY_COLS[1]) / 2
+        put(KEY_ROWS[0] - 0.11, middle - 0.09, key_title, _TEXT)
+        put(KEY_ROWS[0] - 0.04, middle - 0.02, geo.format_value(float(high)), _DIM_TEXT)
+        put(KEY_ROWS[1] + 0.04, middle - 0.02, geo.format_value(float(low)), _DIM_TEXT)
     return [
         _text_layer(
             "panel_text",
@@ -1223,7 +1349,7 @@ def panel_text_data(
 
 
 #: The box every panel (titles and tick labels included) fits in: the camera frames it.
-PANEL_BOX = ((-0.14, -0.02), (1.05, 1.02))
+PANEL_BOX = ((-0.14, -0.02), (1.05, 1.1))
 
 
 def panel_axes_data(analysis: Any, layer: str, key: str, slot: int, panel: str) -> LayerDataTuple:
@@ -1308,7 +1434,8 @@ def group_layer_data(
     if group == "frame":
         return [
             panel_axes_data(analysis, layer, key, slot, panel),
-            *panel_text_data(analysis, layer, key, slot, panel),
+            *panel_text_data(analysis, layer, key, slot, panel, color_by=color_by),
+            panel_key_data(analysis, layer, key, slot, panel, color_by),
         ]
     if group == "matrices":
         return matrix_layer_data(analysis, key, slot)

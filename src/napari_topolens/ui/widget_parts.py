@@ -23,6 +23,7 @@ __all__ = [
     "WHICH_IMAGES",
     "ProgressWorker",
     "current_stack_index",
+    "elided_label",
     "frame_shape",
     "image_stack",
     "item_stack_indices",
@@ -299,6 +300,7 @@ def report_error(exc: BaseException, status: Any = None) -> str:
     message = str(exc) if isinstance(exc, TopoLensError) else f"{type(exc).__name__}: {exc}"
     if status is not None:
         status.value = f"Error: {message}"
+        status.visible = True  # a status line hidden while empty (the explorer's)
     show_error(message)
     return message
 
@@ -381,3 +383,42 @@ class ProgressWorker:
         if self._pbar is not None:
             self._pbar.close()
             self._pbar = None
+
+
+# ---- text --------------------------------------------------------------------------
+def elided_label(text: str = "") -> Any:
+    """A one-line QLabel that cuts its text with "…" to its width (whole text in its tooltip).
+
+    A laptop-screen dock has no room for a wrapped summary, and a plain label would
+    widen the dock or be clipped mid-letter.
+    """
+    from qtpy.QtCore import Qt
+    from qtpy.QtWidgets import QLabel, QSizePolicy
+
+    class ElidedLabel(QLabel):
+        def __init__(self, text: str) -> None:
+            super().__init__()
+            self._full = ""
+            self.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
+            self.setMinimumWidth(1)
+            self.set_full_text(text)
+
+        def full_text(self) -> str:
+            return self._full
+
+        def set_full_text(self, text: str) -> None:
+            self._full = text
+            self.setToolTip(text)
+            self._elide()
+
+        def resizeEvent(self, event: Any) -> None:
+            super().resizeEvent(event)
+            self._elide()
+
+        def _elide(self) -> None:
+            width = max(self.width(), 1)
+            shown = self.fontMetrics().elidedText(self._full, Qt.TextElideMode.ElideRight, width)
+            if shown != self.text():
+                self.setText(shown)
+
+    return ElidedLabel(text)
