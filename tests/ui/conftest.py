@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 
 import numpy as np
@@ -128,3 +130,31 @@ def door_digits(make_napari_viewer):
     images = open_sample(viewer, "digits")
     widget = dock_analysis(viewer)
     return viewer, widget, images
+
+
+# ---- the process ends when pytest has reported --------------------------------------------
+# After the summary, tearing down napari, Qt, IPython's console kernel and Dask's offload
+# threads took 30-60 s on a loaded 2-core machine (pytest's forced garbage collections over
+# the whole napari heap, then the interpreter's teardown, which printed "Task was destroyed
+# but it is pending!" from ipykernel). Nothing is left to do by then (reports, caches and
+# junit files are written in pytest_sessionfinish), so the last pytest_unconfigure ends the
+# process with pytest's exit status. TOPOLENS_TESTS_SLOW_EXIT=1 keeps the ordinary teardown.
+# (Here, not in a tests/conftest.py: the UI tests import this module as `conftest`, also in
+# Dask's worker processes, where a second conftest.py higher up would be found first.)
+
+_EXIT_STATUS: list[int] = []
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    _EXIT_STATUS.append(int(exitstatus))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if not _EXIT_STATUS or os.environ.get("TOPOLENS_TESTS_SLOW_EXIT"):
+        return
+    if config.pluginmanager.has_plugin("xdist") and hasattr(config, "workerinput"):
+        return  # an xdist worker hands its results back through its own teardown
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(_EXIT_STATUS[-1])
