@@ -73,7 +73,7 @@ class _RefitOnResize(QObject):
         if event.type() == QEvent.Type.Resize and canvas is not None:
             from qtpy.QtCore import QTimer
 
-            QTimer.singleShot(0, canvas._refit)
+            QTimer.singleShot(0, canvas.refit)
         return False
 
 
@@ -185,9 +185,10 @@ class TopologyCanvas(QWidget):
         super().resizeEvent(event)
         from qtpy.QtCore import QTimer
 
-        QTimer.singleShot(0, self._refit)
+        QTimer.singleShot(0, self.refit)
 
-    def _refit(self) -> None:
+    def refit(self) -> None:
+        """Frame the views again (queued after a resize, once Qt has laid the canvas out)."""
         if getattr(self, "qt_viewer", None) is not None:
             self.fit()
 
