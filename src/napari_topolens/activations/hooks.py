@@ -9,6 +9,7 @@ refused (:func:`check_layer_calls`), never quietly read at its first call.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -33,6 +34,26 @@ _CALL = re.compile(r"^(?P<module>.+)#(?P<call>[1-9][0-9]*)$")
 
 class _EnoughLayers(Exception):
     """Raised inside a hook once every requested layer is captured."""
+
+
+def forward_with_hooks(model: torch.nn.Module, batch: torch.Tensor, handles: Sequence[Any]) -> None:
+    """One forward pass with ``handles`` registered (removed whatever happens); an error of
+    the model's own is one :class:`ModelError`, a hook's (ours) passes through."""
+    import torch
+
+    try:
+        with torch.no_grad():
+            model(batch)
+    except (_EnoughLayers, LayerError):
+        raise
+    except Exception as exc:
+        raise ModelError(
+            f"the model raised {type(exc).__name__} on a batch of shape {tuple(batch.shape)}: "
+            f"{exc}. Check that the images have the size and channels the model was built for."
+        ) from exc
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def split_call(name: str, modules: Mapping[str, Any]) -> tuple[str, int | None]:
@@ -89,8 +110,6 @@ def check_layer_calls(
 ) -> None:
     """Refuse names that do not pick one call: plain names of modules called more than once,
     and ``name#k`` past the module's calls (one forward pass of ``batch``, counting calls)."""
-    import torch
-
     named = dict(model.named_modules())
     targets = {name: split_call(name, named) for name in modules}
     counted = {id(modules[name]): 0 for name in modules}
@@ -103,17 +122,7 @@ def check_layer_calls(
         return count
 
     handles = [module.register_forward_hook(counter(key)) for key, module in by_id.items()]
-    try:
-        with torch.no_grad():
-            model(batch)
-    except Exception as exc:
-        raise ModelError(
-            f"the model raised {type(exc).__name__} on a batch of shape {tuple(batch.shape)}: "
-            f"{exc}. Check that the images have the size and channels the model was built for."
-        ) from exc
-    finally:
-        for handle in handles:
-            handle.remove()
+    forward_with_hooks(model, batch, handles)
     for name, (base, call) in targets.items():
         calls = counted[id(modules[name])]
         if call is None and calls > 1:
@@ -164,8 +173,6 @@ def capture_layers(
     call; a plain name its first. A module that returns a tuple, list or dict
     contributes its first tensor, and ``notes[name]`` (when given) says so.
     """
-    import torch
-
     captured: dict[str, torch.Tensor] = {}
     named = dict(model.named_modules()) if any("#" in name for name in modules) else {}
 
@@ -195,21 +202,8 @@ def capture_layers(
         return hook
 
     handles = [module.register_forward_hook(hook_for(name)) for name, module in modules.items()]
-    try:
-        with torch.no_grad():
-            model(batch)
-    except _EnoughLayers:
-        pass
-    except LayerError:
-        raise
-    except Exception as exc:
-        raise ModelError(
-            f"the model raised {type(exc).__name__} on a batch of shape {tuple(batch.shape)}: "
-            f"{exc}. Check that the images have the size and channels the model was built for."
-        ) from exc
-    finally:
-        for handle in handles:
-            handle.remove()
+    with contextlib.suppress(_EnoughLayers):  # every layer asked for is in: stop early
+        forward_with_hooks(model, batch, handles)
     missing = [name for name in modules if name not in captured]
     if missing:
         raise LayerError(
