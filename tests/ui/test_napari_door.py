@@ -319,3 +319,25 @@ def test_a_viewer_and_its_napari_proxies_are_one_viewer_and_distinct_viewers_two
     del b, ref
     gc.collect()
     assert b_ref() is None and registry.values() == []
+
+
+def test_a_run_shows_its_views_when_qt_has_one_worker_thread(door_digits, qtbot):
+    """Qt sizes its thread pool by the cores it may use (one on a one-core machine); the
+    run's worker waits in that pool for its show, whose work needs a pool thread too."""
+    from qtpy.QtCore import QThreadPool
+
+    pool = QThreadPool.globalInstance()
+    before = pool.maxThreadCount()
+    pool.setMaxThreadCount(1)  # a one-core machine, whatever this one has
+    try:
+        viewer, widget, images = door_digits
+        _set_up_run(widget, _mark(viewer, images))
+        widget.module_tree.set_checked(["fc1"])
+        worker = widget.run()
+        assert worker is not None, widget.status.value
+        wait_for(qtbot, worker, timeout=60_000)  # deadlocked before: the show never started
+        assert widget.analysis is not None, widget.status.value
+        assert state_for(viewer).keys and find_layers(viewer, state_for(viewer).keys[0], "overlay")
+    finally:
+        pool.waitForDone(30_000)
+        pool.setMaxThreadCount(before)

@@ -42,6 +42,21 @@ __all__ = [
 ]
 
 
+def _make_room_in_the_thread_pool() -> None:
+    """Let one more napari worker start at once, whatever the number of cores.
+
+    The analysis widget's worker waits, inside Qt's global thread pool, for the show
+    it asked for, and the show's work runs in another worker of that pool. Qt sizes
+    the pool by the cores it may use: on one core (a small VM, ``taskset -c 0``) the
+    waiting worker holds the only thread and the show never starts (a deadlock).
+    """
+    from qtpy.QtCore import QThreadPool
+
+    pool = QThreadPool.globalInstance()
+    if pool is not None and pool.activeThreadCount() >= pool.maxThreadCount():
+        pool.setMaxThreadCount(pool.activeThreadCount() + 1)
+
+
 class Offload:
     """Pure work a show's step hands to a worker thread: no viewer, no layer in a viewer.
 
@@ -683,6 +698,7 @@ class IncrementalShow:
         worker.returned.connect(returned)
         worker.errored.connect(errored)
         self.worker = worker
+        _make_room_in_the_thread_pool()
         worker.start()
 
     def _finish(self) -> None:
