@@ -9,6 +9,7 @@ from torch import nn
 
 from napari_topolens import extract_activations, list_layers, load_model
 from napari_topolens.activations.models import load_state_dict
+from napari_topolens.activations.receptive_field import probing_only
 from napari_topolens.errors import (
     CheckpointError,
     EmptySelectionError,
@@ -520,7 +521,8 @@ def test_one_position_per_image_is_resolved_by_bisection_not_a_full_scan():
     model = two_conv_net()
     seen = count_forwarded_images(model)
     images = np.random.default_rng(0).random((2, 256, 256), dtype=np.float32)
-    cloud = extract_activations(model, images, ["2"], sampling="top_norm")["2"]
+    with probing_only():  # the probing route (the closed form probes nothing)
+        cloud = extract_activations(model, images, ["2"], sampling="top_norm")["2"]
     probed = sum(seen) - len(images) - 2
     assert probed < 100, f"{probed} probe images (a scan would take 512)"
     assert "bisection" in cloud.meta["receptive_field_method"]
@@ -549,7 +551,8 @@ def test_both_probing_routes_match_the_gradient_check(route, monkeypatch):
         nn.Conv2d(3, 2, 3, dilation=2),
     ).eval()
     images = np.random.default_rng(0).random((2, 23, 21), dtype=np.float32)
-    cloud = extract_activations(model, images, ["3"], sampling="all_positions")["3"]
+    with probing_only():
+        cloud = extract_activations(model, images, ["3"], sampling="all_positions")["3"]
     assert route in cloud.meta["receptive_field_method"]
     expected = gradient_boxes(model, "3", (1, 23, 21))
     for (r, c), box in zip(cloud.position, cloud.receptive_field):
@@ -560,8 +563,16 @@ def test_images_too_big_for_probing_are_refused_before_any_work():
     model = two_conv_net()
     seen = count_forwarded_images(model)
     images = np.zeros((2, 64, 64), np.float32)
-    with pytest.raises(ImageError, match=r"too big.*limit of 1e\+04.*max-probe-pixels"):
+    with (
+        probing_only(),
+        pytest.raises(ImageError, match=r"too big.*limit of 1e\+04.*max-probe-pixels"),
+    ):
         extract_activations(model, images, ["2"], sampling="all_positions", max_probe_pixels=10_000)
     assert sum(seen) <= 3  # the channel check, the call count and the blank shape pass only
+    # fields composed from the architecture need no probing, so no limit applies
+    cloud = extract_activations(
+        model, images, ["2"], sampling="all_positions", max_probe_pixels=10_000
+    )["2"]
+    assert cloud.meta["receptive_field_method"] == "closed form (torch.fx graph)"
     # pooled sampling needs no receptive fields, so the same images are fine
     extract_activations(model, images, ["2"], sampling="pooled", max_probe_pixels=10_000)

@@ -25,9 +25,11 @@ from .models import check_model, first_input_channels
 from .pointcloud import PointCloud
 from .receptive_field import (
     DEFAULT_MAX_PROBE_PIXELS,
+    ClosedForm,
     LayerGeometry,
     layer_geometry,
     probe_cost,
+    probe_reasons,
     receptive_fields,
 )
 
@@ -359,8 +361,25 @@ def iter_extract_activations(
         geometry = layer_geometry(
             model, modules, source.sample_shape, dtype=dtype, device=model_device
         )
+        # layers whose fields compose from the architecture are never probed
+        composed = (
+            {
+                name
+                for name, route in probe_reasons(
+                    model, modules, geometry, source.sample_shape, dtype=dtype, device=model_device
+                ).items()
+                if isinstance(route, ClosedForm)
+            }
+            if sampling != "pooled"
+            else set()
+        )
     _check_probe_cost(
-        geometry, sampling, len(source), max_points, source.sample_shape[1:], max_probe_pixels
+        {name: geo for name, geo in geometry.items() if name not in composed},
+        sampling,
+        len(source),
+        max_points,
+        source.sample_shape[1:],
+        max_probe_pixels,
     )
     target = None
     if device is not None:

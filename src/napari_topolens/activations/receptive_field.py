@@ -40,9 +40,10 @@ from __future__ import annotations
 
 import math
 import weakref
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -53,12 +54,16 @@ if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "CLOSED_FORM_CHUNK_BYTES",
     "DEFAULT_MAX_PROBE_PIXELS",
     "PROBE_MEMORY_BYTES",
+    "ClosedForm",
     "LayerGeometry",
     "ReceptiveFields",
+    "closed_form_fields",
     "layer_geometry",
     "probe_cost",
+    "probing_only",
     "receptive_fields",
 ]
 
@@ -177,6 +182,29 @@ def _probe_batch(geometry: Mapping[str, LayerGeometry], image_shape: tuple[int, 
     return max(1, PROBE_MEMORY_BYTES // max(1, 2 * per_probe))
 
 
+def probe_reasons(
+    model: torch.nn.Module,
+    modules: Mapping[str, torch.nn.Module],
+    geometry: Mapping[str, LayerGeometry],
+    image_shape: tuple[int, int, int],
+    *,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> dict[str, ClosedForm | str]:
+    """Per spatial or token layer, its :class:`ClosedForm`, or why it must be probed."""
+    spatial = {n: m for n, m in modules.items() if geometry[n].kind == "spatial"}
+    found: dict[str, ClosedForm | str] = {
+        name: "token output (B, T, C): the tokens are not a grid the architecture maps"
+        for name in modules
+        if geometry[name].kind == "tokens"
+    }
+    if _PROBING_ONLY[-1]:
+        return {**found, **{name: "closed form switched off (probing_only)" for name in spatial}}
+    if spatial:
+        found.update(closed_form_fields(model, spatial, image_shape, dtype=dtype, device=device))
+    return found
+
+
 def receptive_fields(
     model: torch.nn.Module,
     modules: Mapping[str, torch.nn.Module],
@@ -201,6 +229,7 @@ def receptive_fields(
     cache = _CACHE.setdefault(model, {})
     results: dict[str, ReceptiveFields] = {}
     todo: dict[str, np.ndarray] = {}
+    why_probed = probe_reasons(model, modules, geometry, image_shape, dtype=dtype, device=device)
     for name in modules:
         geo = geometry[name]
         flat = np.unique(np.asarray(wanted.get(name, np.zeros(0)), dtype=np.int64))
@@ -213,6 +242,19 @@ def receptive_fields(
             results[name] = ReceptiveFields(
                 flat, np.tile(whole, (len(flat), 1)), "whole-image", note, 0
             )
+            continue
+        closed = why_probed.get(name)
+        if isinstance(closed, ClosedForm):
+            box, reached = closed.boxes(geo.positions(flat))
+            box[~reached] = whole
+            note = ""
+            if not reached.all():
+                note = (
+                    f"{int((~reached).sum())} of {len(flat)} positions read only padding; "
+                    "they were given the whole image"
+                )
+            method = f"closed form ({closed.route})"
+            results[name] = ReceptiveFields(flat, box, method, note, 0)
             continue
         known = cache.get(("boxes", tuple(image_shape), str(dtype), name))
         if known is not None and np.isin(flat, known.flat).all():
@@ -262,10 +304,10 @@ def receptive_fields(
     for name, flat in todo.items():
         box = boxes[name]
         box[~reached[name]] = whole
-        note = ""
+        note = f"probed: {why_probed[name]}"
         if not reached[name].all():
-            note = (
-                f"{int((~reached[name]).sum())} of {len(flat)} positions were reached by no "
+            note += (
+                f"; {int((~reached[name]).sum())} of {len(flat)} positions were reached by no "
                 "probe (an operation drops NaN); they were given the whole image"
             )
         found = ReceptiveFields(flat, box, f"nan-probe ({route})", note, passes)
@@ -356,3 +398,726 @@ def _bisect(run, todo, boxes, reached, height: int, width: int) -> int:
         box[:, 1] = searches[(name, "col", "first")][1] - 1
         box[:, 3] = searches[(name, "col", "last")][0] + 1
     return passes
+
+
+# --------------------------------------------------------------------------------------
+# Closed form: the fields composed from the architecture, no probing.
+# --------------------------------------------------------------------------------------
+
+#: ``(n_wanted, axis length)`` bool sets are processed in chunks of at most this many bytes.
+CLOSED_FORM_CHUNK_BYTES = 64 * 1024**2
+_PROBING_ONLY = [False]
+
+
+@contextmanager
+def probing_only() -> Iterator[None]:
+    """Within this block every spatial layer is probed (the route before the closed form).
+
+    For tests and benchmarks that compare the two routes; results are cached per route.
+    """
+    _PROBING_ONLY.append(True)
+    try:
+        yield
+    finally:
+        _PROBING_ONLY.pop()
+
+
+class _NoClosedForm(Exception):
+    """Why a layer's field cannot be composed from the architecture (it is probed instead)."""
+
+
+#: One axis of one operation, read backwards: ``IDENTITY``, ``GLOBAL`` (every output
+#: index depends on every input index) or an ``(out, k)`` int64 array of the input
+#: indices each output index reads (-1: padding, reads nothing).
+IDENTITY = "identity"
+GLOBAL = "global"
+
+
+def _conv_window(out: int, size: int, kernel: int, stride: int, pad: int, dilation: int):
+    """Input indices read by each output index of a padded, strided, dilated window."""
+    start = np.arange(out, dtype=np.int64)[:, None] * stride - pad
+    source = start + np.arange(kernel, dtype=np.int64)[None, :] * dilation
+    source[(source < 0) | (source >= size)] = -1
+    return source
+
+
+def _window_out(size: int, kernel: int, stride: int, pad: int, dilation: int, ceil: bool) -> int:
+    """torch's output length of a conv/pool window (ceil_mode: a last window starting in
+    the input or the left padding)."""
+    span = size + 2 * pad - dilation * (kernel - 1) - 1
+    out = (-(-span // stride) if ceil else span // stride) + 1
+    if ceil and (out - 1) * stride >= size + pad:
+        out -= 1
+    return out
+
+
+def _adaptive_window(out: int, size: int):
+    """torch's adaptive pooling windows: ``[floor(i*size/out), ceil((i+1)*size/out))``."""
+    index = np.arange(out, dtype=np.int64)
+    start = (index * size) // out
+    stop = -((-(index + 1) * size) // out)
+    source = start[:, None] + np.arange(int((stop - start).max()), dtype=np.int64)[None, :]
+    source[source >= stop[:, None]] = -1
+    return source
+
+
+def _pad_window(size: int, before: int, after: int, mode: str):
+    """Input index each output index of a padded axis copies (-1: a constant)."""
+    source = np.arange(size + before + after, dtype=np.int64) - before
+    if mode in ("zeros", "constant"):
+        source[(source < 0) | (source >= size)] = -1
+    elif mode == "reflect":
+        if before >= size or after >= size:
+            raise _NoClosedForm("reflection padding wider than the input")
+        source = np.abs(source)
+        source = np.where(source >= size, 2 * (size - 1) - source, source)
+    elif mode == "replicate":
+        source = np.clip(source, 0, size - 1)
+    elif mode == "circular":
+        source = np.mod(source, size)
+    else:
+        raise _NoClosedForm(f"padding mode {mode!r}")
+    return source[:, None]
+
+
+def _pair(value: Any, n: int = 2) -> tuple[int, ...]:
+    if isinstance(value, (tuple, list)):
+        if len(value) != n:
+            raise _NoClosedForm(f"a {len(value)}-element size where {n} were expected")
+        return tuple(int(v) for v in value)
+    return (int(value),) * n
+
+
+def _check_out(kind: str, predicted: tuple[int, int], observed: tuple[int, int]) -> None:
+    if tuple(predicted) != tuple(observed):
+        raise _NoClosedForm(
+            f"{kind}: the predicted output grid {predicted} is not the observed {observed}"
+        )
+
+
+def _elementwise_module_types() -> tuple[type, ...]:
+    from torch import nn
+
+    return (
+        nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU,
+        nn.SiLU, nn.Mish, nn.Sigmoid, nn.Tanh, nn.Softplus, nn.Softsign, nn.Hardtanh,
+        nn.Hardswish, nn.Hardsigmoid, nn.Tanhshrink, nn.LogSigmoid, nn.Identity,
+        nn.Dropout, nn.Dropout2d, nn.AlphaDropout, nn.LocalResponseNorm,
+    )  # fmt: skip
+
+
+def _module_windows(module: Any, in_shape: tuple[int, ...], out_shape: tuple[int, ...]):
+    """Row and column windows of a standard module on a ``(B, C, H, W)`` tensor.
+
+    Only exact types (no subclasses, whose ``forward`` may differ); anything else
+    raises :class:`_NoClosedForm` naming the module type.
+    """
+    from torch import nn
+
+    kind = type(module)
+    if len(in_shape) != 4 or len(out_shape) != 4:
+        raise _NoClosedForm(f"{kind.__name__} on a {len(in_shape)}-d tensor")
+    size, out = (in_shape[2], in_shape[3]), (out_shape[2], out_shape[3])
+    if kind in _elementwise_module_types():
+        _check_out(kind.__name__, size, out)
+        return IDENTITY, IDENTITY
+    if kind in (nn.Softmax, nn.LogSoftmax, nn.Softmin):
+        dim = module.dim if module.dim is not None else 1
+        dim = dim % 4
+        return tuple(GLOBAL if dim == axis else IDENTITY for axis in (2, 3))
+    if kind is nn.Softmax2d:
+        return IDENTITY, IDENTITY
+    if kind in (nn.BatchNorm2d, nn.SyncBatchNorm, nn.InstanceNorm2d):
+        running = module.track_running_stats and module.running_mean is not None
+        if (kind is nn.InstanceNorm2d or module.training) and not (running and not module.training):
+            return GLOBAL, GLOBAL  # statistics over the image
+        return IDENTITY, IDENTITY
+    if kind is nn.GroupNorm:
+        return GLOBAL, GLOBAL  # statistics over each group's whole image
+    if kind is nn.LayerNorm:
+        dims = len(module.normalized_shape)
+        return (GLOBAL if dims >= 2 else IDENTITY), GLOBAL
+    if kind is nn.Linear:  # on a 4-d tensor: mixes the last (width) axis
+        return IDENTITY, GLOBAL
+    if kind is nn.Conv2d:
+        if module.padding_mode != "zeros":
+            raise _NoClosedForm(f"Conv2d with padding_mode={module.padding_mode!r}")
+        kernel, stride, dilation = module.kernel_size, module.stride, module.dilation
+        if isinstance(module.padding, str):
+            pad = (
+                (0, 0)
+                if module.padding == "valid"
+                else tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilation))
+            )
+        else:
+            pad = module.padding
+        windows = []
+        for axis in range(2):
+            if module.padding == "same":
+                predicted = size[axis]
+            else:
+                predicted = _window_out(
+                    size[axis], kernel[axis], stride[axis], pad[axis], dilation[axis], False
+                )
+            _check_out("Conv2d", (predicted,), (out[axis],))
+            windows.append(
+                _conv_window(
+                    out[axis], size[axis], kernel[axis], stride[axis], pad[axis], dilation[axis]
+                )
+            )
+        return tuple(windows)
+    if kind in (nn.MaxPool2d, nn.AvgPool2d):
+        kernel = _pair(module.kernel_size)
+        stride = _pair(module.stride if module.stride is not None else module.kernel_size)
+        pad = _pair(module.padding)
+        dilation = _pair(getattr(module, "dilation", 1))
+        if kind is nn.MaxPool2d and module.return_indices:
+            raise _NoClosedForm("MaxPool2d with return_indices")
+        windows = []
+        for axis in range(2):
+            predicted = _window_out(
+                size[axis], kernel[axis], stride[axis], pad[axis], dilation[axis],
+                module.ceil_mode,
+            )  # fmt: skip
+            _check_out(kind.__name__, (predicted,), (out[axis],))
+            windows.append(
+                _conv_window(
+                    out[axis], size[axis], kernel[axis], stride[axis], pad[axis], dilation[axis]
+                )
+            )
+        return tuple(windows)
+    if kind in (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d):
+        if kind is nn.AdaptiveMaxPool2d and module.return_indices:
+            raise _NoClosedForm("AdaptiveMaxPool2d with return_indices")
+        return tuple(_adaptive_window(out[axis], size[axis]) for axis in range(2))
+    if kind in (nn.ZeroPad2d, nn.ConstantPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d):
+        left, right, top, bottom = _pair(module.padding, 4)
+        if min(left, right, top, bottom) < 0:
+            raise _NoClosedForm(f"{kind.__name__} with negative padding (a crop)")
+        mode = {
+            nn.ZeroPad2d: "zeros",
+            nn.ConstantPad2d: "constant",
+            nn.ReflectionPad2d: "reflect",
+            nn.ReplicationPad2d: "replicate",
+        }[kind]
+        rows = _pad_window(size[0], top, bottom, mode)
+        cols = _pad_window(size[1], left, right, mode)
+        _check_out(kind.__name__, (len(rows), len(cols)), out)
+        return rows, cols
+    raise _NoClosedForm(f"module {kind.__name__} has no closed form")
+
+
+class _Sets:
+    """Per axis, ``(n, length)`` bool: the indices of a tensor's axis that reach each wanted
+    row (or column) of the layer. ``emptied``: a non-empty set became empty (only padding)."""
+
+    def __init__(self) -> None:
+        self.emptied = False
+        self.joined = False
+
+    def pull(self, sets: np.ndarray, window: Any, in_size: int) -> np.ndarray:
+        if isinstance(window, str) and window == IDENTITY:
+            if sets.shape[1] != in_size:
+                raise _NoClosedForm("an elementwise step changed a spatial size")
+            return sets
+        pulled = np.zeros((sets.shape[0], in_size), bool)
+        if isinstance(window, str):  # GLOBAL
+            pulled[sets.any(axis=1)] = True
+            return pulled
+        if window.shape[0] != sets.shape[1]:
+            raise _NoClosedForm("a window's output length is not the tensor's")
+        for k in range(window.shape[1]):
+            column = window[:, k]
+            valid = column >= 0
+            index = column[valid]
+            if len(np.unique(index)) == len(index):
+                pulled[:, index] |= sets[:, valid]
+            else:  # several outputs copy one input (replication, upsampling adaptive pools)
+                np.logical_or.at(pulled.T, index, sets[:, valid].T)
+        if (sets.any(axis=1) & ~pulled.any(axis=1)).any():
+            self.emptied = True
+        return pulled
+
+
+def _broadcast_windows(operand: tuple[int, ...], out: tuple[int, ...]):
+    """Windows of one operand of a broadcasting elementwise op."""
+    spatial = (tuple(operand[-2:]) if len(operand) >= 2 else (1, *operand[-1:]))[-2:]
+    spatial = (1,) * (2 - len(spatial)) + tuple(spatial)
+    windows = []
+    for axis, length in enumerate(spatial):
+        if length == out[2 + axis]:
+            windows.append(IDENTITY)
+        elif length == 1:
+            windows.append(np.zeros((out[2 + axis], 1), np.int64))
+        else:
+            raise _NoClosedForm(f"operands of shapes {operand} and {out} do not broadcast")
+    return tuple(windows), spatial
+
+
+def _fx_functions() -> tuple[set, set, set, set]:
+    """(unary elementwise functions, binary elementwise functions, elementwise methods,
+    binary methods) that keep a NaN where it was (checked against probing in the tests)."""
+    import operator
+
+    import torch
+    import torch.nn.functional as F
+
+    unary = {
+        torch.relu, F.relu, F.relu6, F.leaky_relu, F.elu, F.selu, F.celu, F.gelu, F.silu,
+        F.mish, F.hardtanh, F.hardswish, F.hardsigmoid, F.softplus, F.dropout, F.dropout2d,
+        torch.sigmoid, F.sigmoid, torch.tanh, F.tanh, torch.exp, torch.abs, torch.neg,
+        operator.neg, torch.square, torch.sqrt, torch.log, operator.pos,
+    }  # fmt: skip
+    binary = {
+        operator.add, operator.sub, operator.mul, operator.truediv, operator.iadd,
+        operator.isub, operator.imul, operator.itruediv, torch.add, torch.sub, torch.mul,
+        torch.div, torch.maximum, torch.minimum,
+    }  # fmt: skip
+    unary_methods = {
+        "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "exp", "abs", "neg",
+        "contiguous", "clone", "sqrt", "square",
+    }  # fmt: skip
+    binary_methods = {"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_"}
+    return unary, binary, unary_methods, binary_methods
+
+
+class _Stop(Exception):
+    """Raised by the shape run once every target is computed."""
+
+
+def _fx_route(
+    model: torch.nn.Module,
+    calls: Mapping[str, tuple[str, int | None]],
+    blank: torch.Tensor,
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray, int]], dict[str, str]]:
+    """Input sets of every row and column of each layer, through a torch.fx graph of the model.
+
+    ``calls[name] = (module path, call)``. Raises :class:`_NoClosedForm` when the model
+    does not trace; a layer the graph cannot explain gets its reason in the second dict.
+    """
+    import torch
+    import torch.fx
+
+    targets = {base for base, _ in calls.values()}
+
+    class Tracer(torch.fx.Tracer):
+        def is_leaf_module(self, m: torch.nn.Module, qualname: str) -> bool:
+            return qualname in targets or super().is_leaf_module(m, qualname)
+
+    try:
+        graph = Tracer().trace(model)
+        traced = torch.fx.GraphModule(model, graph)
+    except Exception as exc:
+        raise _NoClosedForm(f"torch.fx cannot trace the model ({type(exc).__name__})") from exc
+    nodes = list(traced.graph.nodes)
+    placeholders = [n for n in nodes if n.op == "placeholder"]
+    target_nodes: dict[str, Any] = {}
+    seen: dict[str, int] = {}
+    for node in nodes:
+        if node.op == "call_module" and node.target in targets:
+            seen[node.target] = seen.get(node.target, 0) + 1
+            for name, (base, call) in calls.items():
+                if base == node.target and (call or 1) == seen[node.target]:
+                    target_nodes[name] = node
+    missing = [name for name in calls if name not in target_nodes]
+    if missing:
+        raise _NoClosedForm(f"the torch.fx graph does not call {', '.join(missing)}")
+    shapes: dict[Any, tuple[int, ...]] = {}
+    remaining = set(target_nodes.values())
+
+    class Shapes(torch.fx.Interpreter):
+        def run_node(self, n: Any) -> Any:
+            value = super().run_node(n)
+            if isinstance(value, torch.Tensor):
+                shapes[n] = tuple(value.shape)
+            remaining.discard(n)
+            if not remaining:
+                raise _Stop
+            return value
+
+    try:
+        with torch.no_grad():
+            Shapes(traced).run(blank, *([None] * (len(placeholders) - 1)))
+    except _Stop:
+        pass
+    except Exception as exc:
+        raise _NoClosedForm(f"the traced graph did not run ({type(exc).__name__})") from exc
+    modules = dict(traced.named_modules())
+    found: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
+    reasons: dict[str, str] = {}
+    for name, node in target_nodes.items():
+        try:
+            out = shapes.get(node)
+            if out is None or len(out) != 4:
+                raise _NoClosedForm("the layer's output is not a (B, C, H, W) tensor")
+            state = _Sets()
+            longest = max(max(shape[-2:]) for shape in shapes.values() if len(shape) >= 2)
+            parts = []
+            for start in _chunks(out[2], out[3], longest):
+                parts.append(
+                    _pull_graph(
+                        nodes, node, start, placeholders[0], shapes, modules, state, blank.dtype
+                    )
+                )
+            rows = np.concatenate([_boxes_of(p[0]) for p in parts])
+            cols = np.concatenate([_boxes_of(p[1]) for p in parts])
+            if state.joined and state.emptied:
+                raise _NoClosedForm(
+                    "a branch joined by an addition or concatenation reads only padding at "
+                    "some position, so the union of the branches' boxes is not exact"
+                )
+            found[name] = (rows, cols)
+        except _NoClosedForm as exc:
+            reasons[name] = str(exc)
+    return found, reasons
+
+
+def _pull_graph(nodes, target, start, image, shapes, modules, state, dtype):
+    """Sets of ``image``'s rows and columns that reach the sets ``start`` of ``target``'s
+    output, through the graph backwards (a node's consumers all come after it)."""
+    import torch
+
+    unary, binary, unary_methods, binary_methods = _fx_functions()
+    pending: dict[Any, list[np.ndarray]] = {target: list(start)}
+    order = nodes[: nodes.index(target) + 1]
+
+    def send(node: Any, windows: tuple, rows: np.ndarray, cols: np.ndarray) -> None:
+        if node.op == "get_attr":  # a parameter or buffer: reads no pixel
+            return
+        shape = shapes.get(node)
+        if shape is None or len(shape) < 2:
+            raise _NoClosedForm(f"{node.name} is not a tensor with spatial axes")
+        size = (1,) * max(0, 4 - len(shape)) + tuple(shape)
+        pulled = [state.pull(rows, windows[0], size[-2]), state.pull(cols, windows[1], size[-1])]
+        if node in pending:
+            pending[node][0] |= pulled[0]
+            pending[node][1] |= pulled[1]
+        else:
+            pending[node] = pulled
+
+    def describe(node: Any) -> str:
+        target = node.target
+        return getattr(target, "__name__", str(target))
+
+    for node in reversed(order):
+        if node not in pending:
+            continue
+        rows, cols = pending.pop(node)
+        if node is image:
+            return rows, cols
+        here = shapes.get(node)
+        if node.op in ("placeholder", "get_attr"):
+            if node.op == "placeholder":
+                raise _NoClosedForm(f"the layer depends on the model's extra input {node.name}")
+            continue
+        if here is None or len(here) != 4:
+            raise _NoClosedForm(f"{describe(node)} does not give a (B, C, H, W) tensor")
+        tensor_args = [a for a in node.args if isinstance(a, torch.fx.Node)]
+        tensor_args += [a for a in node.kwargs.values() if isinstance(a, torch.fx.Node)]
+        if node.op == "call_module":
+            module = modules[node.target]
+            extra = [a for a in tensor_args[1:]] or node.kwargs
+            if extra or len(node.args) != 1:
+                raise _NoClosedForm(f"module {type(module).__name__} called with extra inputs")
+            source = node.args[0]
+            if not isinstance(source, torch.fx.Node) or source not in shapes:
+                raise _NoClosedForm(f"module {type(module).__name__} of a non-tensor")
+            if type(module) in _chain_types():
+                windows = _module_windows(module, shapes[source], here)
+            elif any(True for _ in module.children()) or not _is_torch_module(module):
+                rows, cols = _pull_user_module(
+                    module, shapes[source], here, rows, cols, state, dtype
+                )
+                windows = (IDENTITY, IDENTITY)
+            else:
+                raise _NoClosedForm(f"module {type(module).__name__} has no closed form")
+            send(source, windows, rows, cols)
+            continue
+        is_unary = (node.op == "call_function" and node.target in unary) or (
+            node.op == "call_method" and node.target in unary_methods
+        )
+        is_binary = (node.op == "call_function" and node.target in binary) or (
+            node.op == "call_method" and node.target in binary_methods
+        )
+        if node.op == "call_function" and node.target is torch.cat:
+            parts = node.args[0] if node.args else node.kwargs.get("tensors")
+            dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+            if not isinstance(dim, int) or dim % 4 != 1 or not isinstance(parts, (list, tuple)):
+                raise _NoClosedForm("a concatenation along an axis other than the channels")
+            state.joined = state.joined or len(parts) > 1
+            for part in parts:
+                if not isinstance(part, torch.fx.Node):
+                    raise _NoClosedForm("a concatenation of something other than tensors")
+                send(part, _broadcast_windows(shapes[part], here)[0], rows, cols)
+            continue
+        if is_unary and len(tensor_args) == 1 and tensor_args[0] is node.args[0]:
+            send(tensor_args[0], (IDENTITY, IDENTITY), rows, cols)
+            continue
+        if is_binary and 1 <= len(tensor_args) <= 2:
+            computed = [a for a in tensor_args if a.op != "get_attr"]
+            state.joined = state.joined or len(computed) > 1
+            for operand in tensor_args:
+                if operand.op == "get_attr":
+                    continue
+                if operand not in shapes:
+                    raise _NoClosedForm(f"{describe(node)} of a non-tensor {operand.name}")
+                send(operand, _broadcast_windows(shapes[operand], here)[0], rows, cols)
+            continue
+        raise _NoClosedForm(f"operation {describe(node)} ({node.op}) has no closed form")
+    raise _NoClosedForm("the layer does not depend on the model's input")
+
+
+def _chain_types() -> set[type]:
+    from torch import nn
+
+    return {
+        *_elementwise_module_types(), nn.Softmax, nn.LogSoftmax, nn.Softmin, nn.Softmax2d,
+        nn.BatchNorm2d, nn.SyncBatchNorm, nn.InstanceNorm2d, nn.GroupNorm, nn.LayerNorm,
+        nn.Linear, nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d,
+        nn.AdaptiveMaxPool2d, nn.ZeroPad2d, nn.ConstantPad2d, nn.ReflectionPad2d,
+        nn.ReplicationPad2d,
+    }  # fmt: skip
+
+
+def _pull_user_module(module, in_shape, out_shape, rows, cols, state, dtype):
+    """Sets through a layer that is a module of the user's own: its own traced graph."""
+    import torch
+    import torch.fx
+
+    try:
+        traced = torch.fx.symbolic_trace(module)
+    except Exception as exc:
+        raise _NoClosedForm(
+            f"torch.fx cannot trace the layer's module {type(module).__name__}"
+        ) from exc
+    nodes = list(traced.graph.nodes)
+    placeholders = [n for n in nodes if n.op == "placeholder"]
+    result = nodes[-1].args[0] if nodes and nodes[-1].op == "output" else None
+    if len(placeholders) < 1 or not isinstance(result, torch.fx.Node):
+        raise _NoClosedForm(f"module {type(module).__name__} does not return one tensor")
+    shapes: dict[Any, tuple[int, ...]] = {}
+
+    class Shapes(torch.fx.Interpreter):
+        def run_node(self, n: Any) -> Any:
+            value = super().run_node(n)
+            if isinstance(value, torch.Tensor):
+                shapes[n] = tuple(value.shape)
+            return value
+
+    try:
+        with torch.no_grad():
+            Shapes(traced).run(torch.zeros(in_shape, dtype=dtype))
+    except Exception as exc:
+        raise _NoClosedForm(f"module {type(module).__name__} did not run alone") from exc
+    if shapes.get(result) != tuple(out_shape):
+        raise _NoClosedForm(f"module {type(module).__name__} gave another shape alone")
+    return _pull_graph(
+        nodes, result, [rows, cols], placeholders[0], shapes, dict(traced.named_modules()),
+        state, dtype,
+    )  # fmt: skip
+
+
+def _is_torch_module(module: Any) -> bool:
+    return type(module).__module__.startswith("torch.nn")
+
+
+def _chunks(height: int, width: int, longest: int) -> Iterator[list[np.ndarray]]:
+    """Start sets (each output row and column itself), a few rows at a time, so that one
+    chunk's ``(n, length)`` sets stay under :data:`CLOSED_FORM_CHUNK_BYTES` per tensor."""
+    step = max(1, CLOSED_FORM_CHUNK_BYTES // max(1, longest))
+    for begin in range(0, max(height, width, 1), step):
+        start = []
+        for extent in (height, width):
+            index = np.arange(begin, min(begin + step, extent))
+            sets = np.zeros((len(index), extent), bool)
+            sets[np.arange(len(index)), index] = True
+            start.append(sets)
+        yield start
+
+
+def _boxes_of(sets: np.ndarray) -> np.ndarray:
+    """``(n, 3)`` first index, end (exclusive) and reached flag of each set."""
+    reached = sets.any(axis=1)
+    first = sets.argmax(axis=1)
+    end = sets.shape[1] - sets[:, ::-1].argmax(axis=1)
+    return np.stack([first, end, reached.astype(np.int64)], axis=1).astype(np.int64)
+
+
+def _chain_route(
+    model: torch.nn.Module, calls: Mapping[str, tuple[str, int | None]], blank: torch.Tensor
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, str]]:
+    """Fields through the chain of standard modules the forward pass calls (forward hooks).
+
+    Sound only for a pure chain: every module call before the layer reads exactly the
+    tensor the previous call returned (same object, not modified in place since), the
+    first reads the image, and the layer's output is the last call's. Anything else
+    (functional operations, branches, an unused call) gives a reason instead.
+    """
+    import torch
+
+    named = dict(model.named_modules())
+    leaves = {n: m for n, m in named.items() if n and not any(True for _ in m.children())}
+    if not any(True for _ in model.children()):
+        leaves[""] = model
+    records: list[list[Any]] = []
+    outputs: dict[str, tuple[Any, int, int]] = {}
+    counts: dict[str, int] = {}
+
+    def before(name: str) -> Any:
+        def hook(_m: Any, args: Any) -> None:
+            first = args[0] if args else None
+            version = first._version if isinstance(first, torch.Tensor) else -1
+            records.append([name, first, version, len(args)])
+
+        return hook
+
+    def after(_m: Any, _args: Any, output: Any) -> None:
+        version = output._version if isinstance(output, torch.Tensor) else -1
+        records[-1] += [output, version]
+
+    def at_target(base: str) -> Any:
+        def hook(_m: Any, _args: Any, output: Any) -> None:
+            counts[base] = counts.get(base, 0) + 1
+            for name, (b, call) in calls.items():
+                if b == base and (call or 1) == counts[base] and isinstance(output, torch.Tensor):
+                    outputs[name] = (output, output._version, len(records))
+            if len(outputs) == len(calls):
+                raise _Stop
+
+        return hook
+
+    handles = []
+    for name, module in leaves.items():
+        handles.append(module.register_forward_pre_hook(before(name)))
+        handles.append(module.register_forward_hook(after))
+    for base in {b for b, _ in calls.values()}:
+        handles.append(named[base].register_forward_hook(at_target(base)))
+    try:
+        with torch.no_grad():
+            model(blank)
+    except _Stop:
+        pass
+    except Exception as exc:
+        raise _NoClosedForm(f"the model raised {type(exc).__name__} on a blank image") from exc
+    finally:
+        for handle in handles:
+            handle.remove()
+    found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    reasons: dict[str, str] = {}
+    for name in calls:
+        try:
+            if name not in outputs:
+                raise _NoClosedForm("the layer returned no tensor")
+            found[name] = _pull_chain(records, outputs[name], blank, leaves)
+        except _NoClosedForm as exc:
+            reasons[name] = str(exc)
+    return found, reasons
+
+
+def _pull_chain(records, target, blank, leaves):
+    output, version, n_calls = target
+    chain = records[:n_calls]
+    previous, previous_version = blank, blank._version
+    steps = []
+    for record in chain:
+        if len(record) != 6:
+            raise _NoClosedForm(f"module {record[0]!r} did not return")
+        name, first, first_version, n_args, out, out_version = record
+        if n_args != 1 or first is not previous or first_version != previous_version:
+            raise _NoClosedForm(
+                f"module {name!r} does not read the previous module's output unchanged "
+                "(functional operations, branches or extra inputs in the forward pass)"
+            )
+        module = leaves[name]
+        if type(module) not in _chain_types():
+            raise _NoClosedForm(f"module {name!r} ({type(module).__name__}) has no closed form")
+        steps.append((module, tuple(first.shape), tuple(out.shape)))
+        previous, previous_version = out, out_version
+    if output is not previous or version != previous_version:
+        raise _NoClosedForm("the layer's output is not the last module call's output")
+    if output.dim() != 4:
+        raise _NoClosedForm("the layer's output is not a (B, C, H, W) tensor")
+    state = _Sets()
+    windows = [_module_windows(module, i, o) for module, i, o in steps]
+    longest = max(max(i[-2:] + o[-2:]) for _, i, o in steps) if steps else 1
+    row_parts, col_parts = [], []
+    for rows, cols in _chunks(output.shape[2], output.shape[3], longest):
+        for (row_window, col_window), (_, in_shape, _) in zip(windows[::-1], steps[::-1]):
+            rows = state.pull(rows, row_window, in_shape[2])
+            cols = state.pull(cols, col_window, in_shape[3])
+        if rows.shape[1] != blank.shape[2] or cols.shape[1] != blank.shape[3]:
+            raise _NoClosedForm("the chain's input is not the image")
+        row_parts.append(_boxes_of(rows))
+        col_parts.append(_boxes_of(cols))
+    return np.concatenate(row_parts), np.concatenate(col_parts)
+
+
+@dataclass(frozen=True)
+class ClosedForm:
+    """A layer's field per output row and column: ``(n, 3)`` first input index, end
+    (exclusive) and reached (0/1), and the route (``torch.fx graph`` or ``module chain``)."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    route: str
+
+    def boxes(self, position: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(n, 4)`` boxes of ``(row, col)`` positions and whether each is reached."""
+        r, c = self.rows[position[:, 0]], self.cols[position[:, 1]]
+        boxes = np.stack([r[:, 0], c[:, 0], r[:, 1], c[:, 1]], axis=1).astype(np.int64)
+        return boxes, (r[:, 2] > 0) & (c[:, 2] > 0)
+
+
+def closed_form_fields(
+    model: torch.nn.Module,
+    modules: Mapping[str, torch.nn.Module],
+    image_shape: tuple[int, int, int],
+    *,
+    dtype: torch.dtype,
+    device: torch.device,
+) -> dict[str, ClosedForm | str]:
+    """Each layer's field composed from the architecture, or why it cannot be (a reason).
+
+    The path from the image to the layer is read from a torch.fx trace of the model,
+    or, where the model does not trace, from the chain of modules its forward pass calls
+    (forward hooks). Conv, pool, padding, normalisation and elementwise steps compose per
+    axis exactly, clipping at each tensor's border as the padding does; residual
+    additions and channel concatenations take the union of their branches. Cached per
+    model and image shape; one forward pass of a blank image (up to the layers).
+    """
+    import torch
+
+    from .hooks import split_call
+
+    cache = _CACHE.setdefault(model, {})
+    key_of = {name: ("closed", tuple(image_shape), name) for name in modules}
+    todo = [name for name in modules if key_of[name] not in cache]
+    if todo:
+        named = dict(model.named_modules())
+        calls = {name: split_call(name, named) for name in todo}
+        bases = {base for base, _ in calls.values()}
+        nested = {
+            name
+            for name, (base, _) in calls.items()
+            if any(base != other and base.startswith(other + ".") for other in bases if other)
+        }
+        groups = [{n: calls[n] for n in todo if n not in nested}] + [
+            {n: calls[n]} for n in todo if n in nested
+        ]
+        blank = torch.zeros((1, *image_shape), dtype=dtype, device=device)
+        for group in groups:
+            if not group:
+                continue
+            route = "torch.fx graph"
+            try:
+                found, reasons = _fx_route(model, group, blank)
+            except _NoClosedForm as exc:
+                route = "module chain"
+                found, reasons = _chain_route(model, group, blank)
+                reasons = {n: f"{exc}; module chain: {why}" for n, why in reasons.items()}
+            for name in group:
+                if name in found:
+                    cache[key_of[name]] = ClosedForm(*found[name], route)
+                else:
+                    cache[key_of[name]] = reasons[name]
+    return {name: cache[key_of[name]] for name in modules}
