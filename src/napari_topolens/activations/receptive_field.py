@@ -245,12 +245,12 @@ def receptive_fields(
             continue
         closed = why_probed.get(name)
         if isinstance(closed, ClosedForm):
-            box, reached = closed.boxes(geo.positions(flat))
-            box[~reached] = whole
+            box, hit = closed.boxes(geo.positions(flat))
+            box[~hit] = whole
             note = ""
-            if not reached.all():
+            if not hit.all():
                 note = (
-                    f"{int((~reached).sum())} of {len(flat)} positions read only padding; "
+                    f"{int((~hit).sum())} of {len(flat)} positions read only padding; "
                     "they were given the whole image"
                 )
             method = f"closed form ({closed.route})"
@@ -488,7 +488,7 @@ def _pair(value: Any, n: int = 2) -> tuple[int, ...]:
     return (int(value),) * n
 
 
-def _check_out(kind: str, predicted: tuple[int, int], observed: tuple[int, int]) -> None:
+def _check_out(kind: str, predicted: tuple[int, ...], observed: tuple[int, ...]) -> None:
     if tuple(predicted) != tuple(observed):
         raise _NoClosedForm(
             f"{kind}: the predicted output grid {predicted} is not the observed {observed}"
@@ -643,7 +643,7 @@ def _broadcast_windows(operand: tuple[int, ...], out: tuple[int, ...]):
     """Windows of one operand of a broadcasting elementwise op."""
     spatial = (tuple(operand[-2:]) if len(operand) >= 2 else (1, *operand[-1:]))[-2:]
     spatial = (1,) * (2 - len(spatial)) + tuple(spatial)
-    windows = []
+    windows: list[Any] = []
     for axis, length in enumerate(spatial):
         if length == out[2 + axis]:
             windows.append(IDENTITY)
@@ -666,7 +666,7 @@ def _fx_functions() -> tuple[set, set, set, set]:
         torch.relu, F.relu, F.relu6, F.leaky_relu, F.elu, F.selu, F.celu, F.gelu, F.silu,
         F.mish, F.hardtanh, F.hardswish, F.hardsigmoid, F.softplus, F.dropout, F.dropout2d,
         torch.sigmoid, F.sigmoid, torch.tanh, F.tanh, torch.exp, torch.abs, torch.neg,
-        operator.neg, torch.square, torch.sqrt, torch.log, operator.pos,
+        operator.neg, torch.square, operator.pos,
     }  # fmt: skip
     binary = {
         operator.add, operator.sub, operator.mul, operator.truediv, operator.iadd,
@@ -675,7 +675,7 @@ def _fx_functions() -> tuple[set, set, set, set]:
     }  # fmt: skip
     unary_methods = {
         "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "exp", "abs", "neg",
-        "contiguous", "clone", "sqrt", "square",
+        "contiguous", "clone", "square",
     }  # fmt: skip
     binary_methods = {"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_"}
     return unary, binary, unary_methods, binary_methods
@@ -689,7 +689,7 @@ def _fx_route(
     model: torch.nn.Module,
     calls: Mapping[str, tuple[str, int | None]],
     blank: torch.Tensor,
-) -> tuple[dict[str, tuple[np.ndarray, np.ndarray, int]], dict[str, str]]:
+) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], dict[str, str]]:
     """Input sets of every row and column of each layer, through a torch.fx graph of the model.
 
     ``calls[name] = (module path, call)``. Raises :class:`_NoClosedForm` when the model
@@ -743,7 +743,7 @@ def _fx_route(
     except Exception as exc:
         raise _NoClosedForm(f"the traced graph did not run ({type(exc).__name__})") from exc
     modules = dict(traced.named_modules())
-    found: dict[str, tuple[np.ndarray, np.ndarray, int]] = {}
+    found: dict[str, tuple[np.ndarray, np.ndarray]] = {}
     reasons: dict[str, str] = {}
     for name, node in target_nodes.items():
         try:
