@@ -1,6 +1,22 @@
-"""Receptive fields derived from the model itself, by NaN propagation.
+"""Receptive fields: in closed form from the architecture, else by NaN propagation.
 
-An output position depends on an input row ``y`` exactly when a NaN in that row
+**Closed form** (:func:`closed_form_fields`). The path from the image to a layer is
+read from a ``torch.fx`` trace of the model, or, where the model does not trace,
+from the chain of modules its forward pass calls (forward hooks; only a pure chain,
+each call reading the previous call's output unmodified). Each step is, per axis,
+the input indices every output index reads: convolutions and pools (kernel,
+stride, padding, dilation, ``ceil_mode``), adaptive pools, padding modules,
+elementwise steps (identity) and steps that mix a whole axis (group norm, layer
+norm over space, a linear layer on the width). The index sets are composed
+backwards exactly and clipped at every tensor's border, as padding reads no pixel,
+so the box is the one probing finds; residual additions and channel
+concatenations take the union of their branches (a join where a branch reads only
+padding at some position is probed instead: the union of boxes is then not exact).
+Anything else falls back to probing for that layer, and the result's ``note`` says
+why. The sets are ``(rows, axis length)`` booleans, processed a chunk of rows at a
+time under :data:`CLOSED_FORM_CHUNK_BYTES`.
+
+**Probing.** An output position depends on an input row ``y`` exactly when a NaN in that row
 reaches it: NaN survives every convolution (``NaN * 0`` is NaN), pooling (max
 and average), normalisation and the usual elementwise activations. The receptive
 field of a position is the bounding box of the rows and columns that reach it.
