@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    PYTHONPATH=src python benchmarks/bench_gpu.py [--budget 270] [--h0-sizes 2000,10000,30000]
+    PYTHONPATH=src python benchmarks/bench_gpu.py [--budget 270] [--h0-sizes 2000,10000,30000,60000,100000]
 
 Unattended: every case runs in its own interpreter (so peak memory is that case's)
 with a hard time budget for the whole script (``--budget`` seconds, default 270): a
@@ -125,7 +125,7 @@ def agree(kind: str, cpu: Path, gpu: Path) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=270.0, help="seconds for everything")
-    parser.add_argument("--h0-sizes", default="2000,10000,30000")
+    parser.add_argument("--h0-sizes", default="2000,10000,30000,60000,100000")
     args = parser.parse_args()
     started = time.perf_counter()
 

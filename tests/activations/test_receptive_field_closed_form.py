@@ -311,3 +311,14 @@ def test_extraction_records_the_route_and_matches_probing_at_the_sampled_positio
         assert "probed: closed form switched off" in probed[name].meta["receptive_field_note"]
         np.testing.assert_array_equal(composed[name].position, probed[name].position)
         np.testing.assert_array_equal(composed[name].receptive_field, probed[name].receptive_field)
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same'")
+def test_same_padding_with_even_kernels_pads_more_on_the_right():
+    model = nn.Sequential(
+        nn.Conv2d(1, 2, 3, stride=2),
+        nn.Conv2d(2, 2, 4, padding="same", dilation=1),
+        nn.Conv2d(2, 2, (2, 5), padding="same"),
+    )
+    composed, probed = fields_both_ways(model, (1, 21, 18))
+    assert_equal_fields(composed, probed)

@@ -771,9 +771,7 @@ def _fx_route(
             parts = []
             for start in _chunks(out[2], out[3], longest):
                 parts.append(
-                    _pull_graph(
-                        nodes, node, start, placeholders[0], shapes, modules, state, blank.dtype
-                    )
+                    _pull_graph(nodes, node, start, placeholders[0], shapes, modules, state, blank)
                 )
             rows = np.concatenate([_boxes_of(p[0]) for p in parts])
             cols = np.concatenate([_boxes_of(p[1]) for p in parts])
@@ -788,7 +786,7 @@ def _fx_route(
     return found, reasons
 
 
-def _pull_graph(nodes, target, start, image, shapes, modules, state, dtype):
+def _pull_graph(nodes, target, start, image, shapes, modules, state, like):
     """Sets of ``image``'s rows and columns that reach the sets ``start`` of ``target``'s
     output, through the graph backwards (a node's consumers all come after it)."""
     import torch
@@ -842,7 +840,7 @@ def _pull_graph(nodes, target, start, image, shapes, modules, state, dtype):
                 windows = _module_windows(module, shapes[source], here)
             elif any(True for _ in module.children()) or not _is_torch_module(module):
                 rows, cols = _pull_user_module(
-                    module, shapes[source], here, rows, cols, state, dtype
+                    module, shapes[source], here, rows, cols, state, like
                 )
                 windows = (IDENTITY, IDENTITY)
             else:
@@ -895,7 +893,7 @@ def _chain_types() -> set[type]:
     }  # fmt: skip
 
 
-def _pull_user_module(module, in_shape, out_shape, rows, cols, state, dtype):
+def _pull_user_module(module, in_shape, out_shape, rows, cols, state, like):
     """Sets through a layer that is a module of the user's own: its own traced graph."""
     import torch
     import torch.fx
@@ -922,14 +920,14 @@ def _pull_user_module(module, in_shape, out_shape, rows, cols, state, dtype):
 
     try:
         with torch.no_grad():
-            Shapes(traced).run(torch.zeros(in_shape, dtype=dtype))
+            Shapes(traced).run(torch.zeros(in_shape, dtype=like.dtype, device=like.device))
     except Exception as exc:
         raise _NoClosedForm(f"module {type(module).__name__} did not run alone") from exc
     if shapes.get(result) != tuple(out_shape):
         raise _NoClosedForm(f"module {type(module).__name__} gave another shape alone")
     return _pull_graph(
         nodes, result, [rows, cols], placeholders[0], shapes, dict(traced.named_modules()),
-        state, dtype,
+        state, like,
     )  # fmt: skip
 
 
@@ -1126,11 +1124,17 @@ def closed_form_fields(
                 continue
             route = "torch.fx graph"
             try:
-                found, reasons = _fx_route(model, group, blank)
-            except _NoClosedForm as exc:
-                route = "module chain"
-                found, reasons = _chain_route(model, group, blank)
-                reasons = {n: f"{exc}; module chain: {why}" for n, why in reasons.items()}
+                try:
+                    found, reasons = _fx_route(model, group, blank)
+                except _NoClosedForm as exc:
+                    route = "module chain"
+                    found, reasons = _chain_route(model, group, blank)
+                    reasons = {n: f"{exc}; module chain: {why}" for n, why in reasons.items()}
+            except Exception as exc:  # never worse than probing: the note says what failed
+                found = {}
+                reasons = {
+                    n: f"the closed form failed ({type(exc).__name__}: {exc})" for n in group
+                }
             for name in group:
                 if name in found:
                     cache[key_of[name]] = ClosedForm(*found[name], route)
