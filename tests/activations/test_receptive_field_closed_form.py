@@ -322,3 +322,31 @@ def test_same_padding_with_even_kernels_pads_more_on_the_right():
     )
     composed, probed = fields_both_ways(model, (1, 21, 18))
     assert_equal_fields(composed, probed)
+
+
+class Functional(nn.Module):
+    """A torch function between two convs (binary: of two branches)."""
+
+    def __init__(self, function, binary: bool) -> None:
+        super().__init__()
+        self.function, self.binary = function, binary
+        self.a = nn.Conv2d(1, 2, 3, stride=2, padding=1)
+        self.b = nn.Conv2d(1, 2, 5, stride=2, padding=2)
+        self.head = nn.Conv2d(2, 2, 2)
+
+    def forward(self, x):
+        y = self.function(self.a(x), self.b(x)) if self.binary else self.function(self.a(x))
+        return self.head(y)
+
+
+_UNARY, _BINARY, _, _ = receptive_field._fx_functions()
+
+
+@pytest.mark.parametrize(
+    ("function", "binary"),
+    [(f, False) for f in sorted(_UNARY, key=repr)] + [(f, True) for f in sorted(_BINARY, key=repr)],
+    ids=lambda f: getattr(f, "__name__", str(f)),
+)
+def test_every_known_torch_function_is_checked_against_probing(function, binary):
+    composed, probed = fields_both_ways(Functional(function, binary), (1, 13, 16), ["head"])
+    assert_equal_fields(composed, probed, route="closed form (torch.fx graph)")
