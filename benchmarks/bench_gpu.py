@@ -45,7 +45,7 @@ import numpy as np
 import torch
 kind, size, device, out = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 device = None if device == "none" else device
-if device == "cuda":
+if device is not None and device.startswith("cuda"):
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.cuda.reset_peak_memory_stats()
@@ -81,7 +81,7 @@ else:
         for name in layers
         for field in ("points", "image_index", "receptive_field")
     })
-gpu = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
+gpu = torch.cuda.max_memory_allocated() / 2**20 if device and device.startswith("cuda") else None
 rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 print(json.dumps({"seconds": seconds, "rss_mb": rss, "gpu_mb": gpu}))
 """
@@ -119,20 +119,27 @@ def agree(kind: str, cpu: Path, gpu: Path) -> str:
             worst = max(worst, float(np.abs(a[key] - b[key]).max(initial=0.0)))
         elif not np.array_equal(a[key], b[key]):
             return f"NO: {key} differ"
-    return f"yes (max |diff| {worst:.1g})"
+    return f"yes (max abs diff {worst:.1g})"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=270.0, help="seconds for everything")
     parser.add_argument("--h0-sizes", default="2000,10000,30000,60000,100000")
+    parser.add_argument(
+        "--device",
+        default="cuda",
+        help="the second column's device (default cuda; 'cpu' exercises the comparison here)",
+    )
     args = parser.parse_args()
     started = time.perf_counter()
 
     import torch
 
-    cuda = torch.cuda.is_available()
-    if cuda:
+    cuda = torch.cuda.is_available() or args.device != "cuda"
+    if args.device != "cuda":
+        print(f"second column: device={args.device!r} (not a GPU: checks the script itself)")
+    elif cuda:
         print(f"CUDA: {torch.cuda.get_device_name(0)}, torch {torch.version.cuda}")
     else:
         print(
@@ -141,9 +148,10 @@ def main() -> None:
         )
     print(f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.2f}, "
           f"budget {args.budget:.0f} s", flush=True)  # fmt: skip
-    cases = [("h0", int(s)) for s in args.h0_sizes.split(",")]
-    cases += [("extract-shapes", 256), ("extract-2conv", 2048)]
-    devices = {"h0": ("none", "cuda"), "extract-shapes": ("cpu", "cuda")}
+    # the fixed-size extraction cases first, then H0 by growing size while the budget lasts
+    cases = [("extract-shapes", 256), ("extract-2conv", 2048)]
+    cases += [("h0", int(s)) for s in args.h0_sizes.split(",")]
+    devices = {"h0": ("none", args.device)}
     rows = []
     last: dict[str, tuple[int, float]] = {}
     with tempfile.TemporaryDirectory() as folder:
@@ -158,15 +166,14 @@ def main() -> None:
                     )
                     continue
             results = {}
-            for device in devices.get(kind, ("cpu", "cuda")):
-                if device == "cuda" and not cuda:
+            for side, device in zip(("first", "second"), devices.get(kind, ("cpu", args.device))):
+                if side == "second" and not cuda:
                     continue
                 left = args.budget - (time.perf_counter() - started)
-                out = Path(folder) / f"{kind}-{size}-{device}{'.npy' if kind == 'h0' else '.npz'}"
-                results[device] = (run(kind, size, device, out, left), out)
-            cpu_key = "none" if kind == "h0" else "cpu"
-            cpu, cpu_out = results[cpu_key]
-            gpu, gpu_out = results.get("cuda", ({}, None))
+                out = Path(folder) / f"{kind}-{size}-{side}{'.npy' if kind == 'h0' else '.npz'}"
+                results[side] = (run(kind, size, device, out, left), out)
+            cpu, cpu_out = results["first"]
+            gpu, gpu_out = results.get("second", ({}, None))
             if "seconds" in cpu:
                 last[kind] = (size, cpu["seconds"])
             note = cpu.get("error") or gpu.get("error") or ""
