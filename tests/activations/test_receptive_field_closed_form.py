@@ -350,3 +350,28 @@ _UNARY, _BINARY, _, _ = receptive_field._fx_functions()
 def test_every_known_torch_function_is_checked_against_probing(function, binary):
     composed, probed = fields_both_ways(Functional(function, binary), (1, 13, 16), ["head"])
     assert_equal_fields(composed, probed, route="closed form (torch.fx graph)")
+
+
+@pytest.mark.parametrize(
+    "norm",
+    [
+        nn.InstanceNorm2d(2, track_running_stats=True),  # running statistics in eval
+        nn.InstanceNorm2d(2, affine=True),
+    ],
+    ids=repr,
+)
+def test_norms_use_the_statistics_they_compute(norm):
+    model = nn.Sequential(nn.Conv2d(1, 2, 3, stride=2), norm, nn.Conv2d(2, 2, 3))
+    composed, probed = fields_both_ways(model, (1, 15, 12))
+    assert_equal_fields(composed, probed)
+
+
+def test_batch_statistics_in_eval_mix_the_whole_image():
+    # probing cannot check this one: a batch's statistics mix the probes of one batch
+    model = nn.Sequential(
+        nn.Conv2d(1, 2, 3, stride=2), nn.BatchNorm2d(2, track_running_stats=False)
+    ).eval()
+    composed, _ = fields_both_ways(model, (1, 15, 12), ["1"])
+    # the strided conv reads columns 0..10 only; the statistics mix all it reads
+    assert (composed["1"].boxes == [0, 0, 15, 11]).all()
+    assert composed["1"].method.startswith("closed form")

@@ -544,10 +544,11 @@ def _module_windows(module: Any, in_shape: tuple[int, ...], out_shape: tuple[int
     if kind is nn.Softmax2d:
         return IDENTITY, IDENTITY
     if kind in (nn.BatchNorm2d, nn.SyncBatchNorm, nn.InstanceNorm2d):
-        running = module.track_running_stats and module.running_mean is not None
-        if (kind is nn.InstanceNorm2d or module.training) and not (running and not module.training):
-            return GLOBAL, GLOBAL  # statistics over the image
-        return IDENTITY, IDENTITY
+        running = module.running_mean is not None and not module.training
+        if kind is nn.InstanceNorm2d:
+            running = running and module.track_running_stats
+        # statistics of the batch or the image mix every position; running ones do not
+        return (IDENTITY, IDENTITY) if running else (GLOBAL, GLOBAL)
     if kind is nn.GroupNorm:
         return GLOBAL, GLOBAL  # statistics over each group's whole image
     if kind is nn.LayerNorm:
