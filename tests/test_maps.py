@@ -170,3 +170,22 @@ def test_each_pixel_takes_the_position_centred_nearest(grid: tuple[int, int]) ->
         yy, xx = np.mgrid[0:height, 0:width]
         d = (yy[..., None] - points[:, 0]) ** 2 + (xx[..., None] - points[:, 1]) ** 2
         np.testing.assert_array_equal(got, d.argmin(axis=-1))  # argmin: lowest on ties
+
+
+def test_the_report_section_shows_maps_per_class_at_every_spatial_layer(
+    shapes, top_norm, tmp_path
+) -> None:
+    from napari_topolens._progress import drive
+    from napari_topolens.report.html import write_report
+    from napari_topolens.report.maps import maps_section, pick_images
+
+    analysis, index = top_norm
+    images = shapes.images[index]
+    picks = pick_images(analysis.labels, 1, len(images))
+    classes = np.unique(analysis.labels)
+    assert len(picks) == len(classes) and set(analysis.labels[picks].tolist()) == set(classes)
+    section = drive(maps_section(analysis, shapes.model, images, per_class=1))
+    assert section.startswith('<section id="maps">') and section.count("<img") == 1
+    assert "pool2: " in section  # the layer's note: background outside the cover
+    page = write_report(analysis, tmp_path / "out", extra_sections=[section]).read_text()
+    assert '<a href="#maps">' in page and page.count('<section id="maps">') == 1

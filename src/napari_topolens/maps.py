@@ -270,6 +270,12 @@ def iter_topology_map(
             centres = centres[:1]
         n_stages = len(placers[name].stage_names)
         notes = list(placers[name].notes)
+        if analysis[name].cloud.sampling == "pooled" and geo.kind != "vector":
+            notes.append(
+                "the analysis holds one spatial mean per image (pooled sampling), so single "
+                "positions are placed among image means; an analysis of positions (top_norm, "
+                "all_positions) describes them better"
+            )
         if geo.kind == "vector":
             notes.append("a vector layer: one answer per image (every pixel shares it)")
         maps[name] = TopologyMap(
