@@ -6,7 +6,7 @@ takes the layer's output at **every** position, and places each in the analysis'
 Mapper graph and cluster flow (``topology.placement``, exact for analysed points).
 The answer is a grid per image (node and flow cluster per position) and, from the
 receptive fields, a pixel-space map: each pixel takes the position whose
-receptive field is centred nearest to it (docs/methods.md §3b).
+receptive field is centred nearest to it (docs/methods.md §8).
 
 :func:`map_drift` compares the map of a perturbed image, placed in the BASE
 analysis's graph, with the base image's map: which positions changed node, and

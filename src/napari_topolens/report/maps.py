@@ -170,7 +170,7 @@ def maps_section(
         '<section id="maps"><h2>Topology maps</h2>',
         '<p class="lead">Every position of each image, placed in the analysis\'s Mapper graph '
         "(out-of-sample placement: the cubes whose interval holds its lens value, and in each "
-        "the lowest-numbered cluster with a core point within eps; docs/methods.md §3b).</p>",
+        "the lowest-numbered cluster with a core point within eps; docs/methods.md §8).</p>",
         f'<figure><img src="{_maps_figure(chosen, picks, maps, n_nodes, names)}" '
         'alt="topology maps"></figure>',
     ]

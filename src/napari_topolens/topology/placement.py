@@ -2,7 +2,7 @@
 
 An analysis is built from a sample of positions, but its Mapper graph and its
 cluster-flow stages are defined by rules a new vector can be put through without
-recomputing anything (docs/methods.md §3b):
+recomputing anything (docs/methods.md §8):
 
 * **Mapper.** The cover is the lens's intervals (kmapper's cubes, saved as
   ``cube_lower``/``cube_upper``); a vector lies in every cube whose interval holds
