@@ -178,19 +178,27 @@ def _pair_squared(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _screen(q: np.ndarray, c: np.ndarray, qsq: np.ndarray, csq: np.ndarray) -> tuple:
-    """Squared distances from products and their rounding bound, ``(len(q), len(c))``."""
-    approx = qsq[:, None] + csq[None, :] - 2.0 * (q @ c.T)
-    margin = 4.0 * (q.shape[1] + 8) * _U64 * (qsq[:, None] + csq[None, :]) + 1e-300
+    """Squared distances from one product, ``(len(q), len(c))``, and a per-row bound on
+    their rounding error (the largest column norm stands for every column's)."""
+    approx = q @ c.T
+    approx *= -2.0
+    approx += qsq[:, None]
+    approx += csq[None, :]
+    top = float(csq.max()) if len(csq) else 0.0
+    margin = 4.0 * (q.shape[1] + 8) * _U64 * (qsq + top) + 1e-300
     return approx, margin
 
 
 def _within(q: np.ndarray, c: np.ndarray, qsq: np.ndarray, csq: np.ndarray, e2: float) -> Any:
     """(len(q), len(c)) bool: ``sum((q_i - c_j)**2) <= e2``, exactly."""
     approx, margin = _screen(q, c, qsq, csq)
-    inside = approx <= e2 - margin
-    unsure = np.abs(approx - e2) <= margin
-    del approx, margin
-    rr, cc = np.nonzero(unsure)
+    inside = approx <= (e2 - margin)[:, None]
+    unsure = approx <= (e2 + margin)[:, None]
+    del approx
+    unsure ^= inside
+    # flat: numpy's 2-D nonzero is many times slower on a mostly-False block
+    rr, cc = np.divmod(np.flatnonzero(unsure), unsure.shape[1])
+    del unsure
     if len(rr):
         inside[rr, cc] = _pair_squared(q[rr], c[cc]) <= e2
     return inside
@@ -513,10 +521,10 @@ class Placer:
         for block in _row_blocks(n, len(self.cloud)):
             q = x[block]
             approx, margin = _screen(q, self.cloud, sq[block], self.cloud_sq)
-            low = approx.min(axis=1)
-            # every row whose true distance could be the smallest
-            rr, cc = np.nonzero(approx - margin <= (low + margin.max(axis=1))[:, None])
-            del approx, margin
+            # every column whose true distance could be the smallest
+            cutoff = approx.min(axis=1) + 2.0 * margin
+            rr, cc = np.divmod(np.flatnonzero(approx <= cutoff[:, None]), approx.shape[1])
+            del approx
             exact = _pair_squared(q[rr], self.cloud[cc])
             # per query: the smallest exact value, then the lowest row among equals
             order = np.lexsort((cc, exact, rr))
