@@ -352,3 +352,34 @@ def test_damaged_npy_is_refused_without_advice_to_unpickle(tmp_path: Path) -> No
     with pytest.raises(ImageError, match="never loaded") as info:
         read_images(path)
     assert "allow_pickle" not in str(info.value)
+
+
+def test_maps_flag_adds_topology_maps_and_their_drift(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "maps"
+    code = cli.main(
+        [
+            "report",
+            "--sample",
+            "digits",
+            "--layers",
+            "pool2,fc1",
+            "--sampling",
+            "top_norm",
+            "--max-images",
+            "100",
+            "--maps",
+            "1",
+            "--perturb",
+            "gaussian:0.2",
+            "--out",
+            str(out),
+            *FAST,
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    page = (out / "report.html").read_text(encoding="utf-8")
+    section = re.search(r'<section id="maps">(.*?)</section>', page, re.S)
+    assert section is not None and '<a href="#maps">' in page
+    # one figure of maps (pool2 only: fc1 is a vector layer) and one of drift
+    assert section.group(1).count('src="data:image/png;base64,') == 2
+    assert "gaussian:0.2 · pool2:" in section.group(1)

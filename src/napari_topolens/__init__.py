@@ -36,6 +36,14 @@ _LAZY = {
     "compute_persistence": "napari_topolens.topology.persistence",
     "mapper_graph": "napari_topolens.topology.mapper",
     "ph_dimension": "napari_topolens.topology.phdim",
+    # placement: any position of any image, placed in a saved analysis
+    "Placement": "napari_topolens.topology.placement",
+    "place": "napari_topolens.topology.placement",
+    "TopologyMap": "napari_topolens.maps",
+    "MapDrift": "napari_topolens.maps",
+    "topology_map": "napari_topolens.maps",
+    "iter_topology_map": "napari_topolens.maps",
+    "map_drift": "napari_topolens.maps",
     # robustness: perturbed and compressed variants
     "PERTURBATIONS": "napari_topolens.robustness.perturbations",
     "STRENGTH_RANGES": "napari_topolens.robustness.perturbations",
@@ -81,6 +89,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs only
     from .activations.models import list_layers, load_model
     from .activations.pointcloud import PointCloud
     from .errors import Cancelled, TopoLensError
+    from .maps import MapDrift, TopologyMap, iter_topology_map, map_drift, topology_map
     from .robustness.comparison import Comparison, LayerDrift, compare
     from .robustness.compression import compress
     from .robustness.perturbations import PERTURBATIONS, STRENGTH_RANGES, perturb

@@ -32,7 +32,12 @@ __all__ = ["TerminalProgress", "build_parser", "main"]
 
 _PROG = "napari-topolens"
 # Share of the progress bar each phase takes (the analysis dominates).
-_PHASES = {"extract": (0.0, 0.15), "analyze": (0.15, 0.85), "report": (0.85, 1.0)}
+_PHASES = {
+    "extract": (0.0, 0.15),
+    "analyze": (0.15, 0.8),
+    "maps": (0.8, 0.85),
+    "report": (0.85, 1.0),
+}
 
 
 class TerminalProgress:
@@ -285,6 +290,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--out", required=True, help="output folder (created; report.html and analysis/ inside)"
     )
     output.add_argument("--title", help="title of the report page")
+    output.add_argument(
+        "--maps",
+        type=_int_at_least(0),
+        default=0,
+        metavar="N",
+        help="topology maps of N images per class at every spatial layer (every position "
+        "placed in the analysis's graph), and with --variants their pixel-level drift "
+        "(default 0: none)",
+    )
     output.add_argument("--quiet", action="store_true", help="no progress bar")
     return parser
 
@@ -670,7 +684,24 @@ def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
         analysis = _run_variants(
             args, job, analysis, variant_specs, mask, occlusion_mask, config, progress
         )
-    return write_report(analysis, args.out, title=args.title, progress=progress.phase("report"))
+    extra_sections = []
+    if args.maps:
+        from .report.maps import maps_section
+
+        section = drive(
+            maps_section(
+                analysis, job["model"], job["images"], per_class=args.maps, input_scale=input_scale
+            ),
+            progress.phase("maps"),
+        )
+        extra_sections = [section] if section else []
+    return write_report(
+        analysis,
+        args.out,
+        title=args.title,
+        progress=progress.phase("report"),
+        extra_sections=extra_sections,
+    )
 
 
 @contextlib.contextmanager
@@ -800,7 +831,8 @@ def _variant_specs(args: argparse.Namespace) -> list[Any]:
 _VARIANT_PHASES = {
     "extract": (0.0, 0.04),
     "analyze": (0.04, 0.2),
-    "variants": (0.2, 0.9),
+    "variants": (0.2, 0.85),
+    "maps": (0.85, 0.9),
     "report": (0.9, 1.0),
 }
 

@@ -622,6 +622,55 @@ CASES: dict[str, tuple[Callable[[SavedEdit], None], str]] = {
 }
 
 
+def _placement(tree: dict) -> dict:
+    return part(tree, "placement")
+
+
+CASES.update(
+    {
+        "placement core flags of another length": (
+            _array_edit(_placement, "member_core", lambda a: a[:3]),
+            "placement index has 3 core flags",
+        ),
+        "placement core flags that are not booleans": (
+            _array_edit(_placement, "member_core", lambda a: a.astype(np.int64)),
+            "core flags are not a 1-D boolean array",
+        ),
+        "placement cubes whose lower bound passes the upper": (
+            _array_edit(_placement, "cube_lower", lambda a: a + 1e6),
+            "cube intervals are not finite",
+        ),
+        "placement node in a cube that does not exist": (
+            _array_edit(_placement, "node_cube", lambda a: a + 1000),
+            "puts a node in cube",
+        ),
+        "placement cubes of another lens width": (
+            _both(
+                _array_edit(_placement, "cube_lower", lambda a: np.tile(a, (1, 2))),
+                _array_edit(_placement, "cube_upper", lambda a: np.tile(a, (1, 2))),
+            ),
+            "lens dimensions for 1",
+        ),
+        "placement eps that is not positive": (
+            _set_field(_placement, "eps", -1.0),
+            "eps -1.0 is not a positive number",
+        ),
+        "placement node numbers for another graph": (
+            _array_edit(_placement, "node_cluster", lambda a: a[:1]),
+            "numbers 1 nodes",
+        ),
+        # an analysis saved before placement was recorded: read (placement rebuilds it)
+        "an analysis saved without a placement index": (
+            _both(
+                _set_field(lambda t: layer(t, 0), "placement", None),
+                _set_field(lambda t: layer(t, 1), "placement", None),
+            ),
+            "",
+        ),
+    }
+)
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_an_inconsistent_saved_analysis_is_refused_or_read(
     case: str, saved: Path, tmp_path: Path

@@ -14,7 +14,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -361,13 +361,18 @@ def _h1_points(persistence: Any) -> str:
 
 
 def iter_render_report(
-    analysis: Any, *, images: Any = None, title: str | None = None
+    analysis: Any,
+    *,
+    images: Any = None,
+    title: str | None = None,
+    extra_sections: Sequence[str] = (),
 ) -> Generator[Progress, None, str]:
     """Render the report page as a string; yields progress per layer and figure.
 
     ``images`` (the images the analysis was made from; default ``analysis.images``)
     adds a strip of member images per cluster, receptive fields outlined for
-    spatial clouds.
+    spatial clouds. ``extra_sections`` are HTML sections placed after the
+    robustness section (the topology maps, ``report.maps``, made where the model is).
     """
     from . import figures
 
@@ -494,6 +499,11 @@ def iter_render_report(
         else "</header>",
         '<nav><a href="#summary">Summary</a><a href="#across">Across layers</a>'
         + ('<a href="#robustness">Robustness</a>' if robustness_html else "")
+        + (
+            '<a href="#maps">Topology maps</a>'
+            if any('id="maps"' in x for x in extra_sections)
+            else ""
+        )
         + f"{nav}</nav>",
         "<main>",
         '<section id="summary"><h2>Summary</h2>',
@@ -517,6 +527,7 @@ def iter_render_report(
         ),
         "</section>",
         robustness_html,
+        *extra_sections,
         *sections,
         "</main></body></html>",
     ]
@@ -531,9 +542,11 @@ def render_report(
     title: str | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelCallback | None = None,
+    extra_sections: Sequence[str] = (),
 ) -> str:
     """Plain form of :func:`iter_render_report`."""
-    return drive(iter_render_report(analysis, images=images, title=title), progress, cancel)
+    steps = iter_render_report(analysis, images=images, title=title, extra_sections=extra_sections)
+    return drive(steps, progress, cancel)
 
 
 def _is_our_report(path: Path) -> bool:
@@ -594,6 +607,7 @@ def write_report(
     title: str | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelCallback | None = None,
+    extra_sections: Sequence[str] = (),
 ) -> Path:
     """Write ``out_dir/report.html`` and ``out_dir/analysis/`` (the saved analysis).
 
@@ -618,7 +632,14 @@ def write_report(
     analysis_path = out / ANALYSIS_DIR
     remove_report_debris(out)
     check_report_folder(out)
-    page = render_report(analysis, images=images, title=title, progress=progress, cancel=cancel)
+    page = render_report(
+        analysis,
+        images=images,
+        title=title,
+        progress=progress,
+        cancel=cancel,
+        extra_sections=extra_sections,
+    )
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     report_path = out / REPORT_NAME

@@ -41,6 +41,9 @@ _LAZY = {
     "analyze": ".analysis",
     "iter_analyze": ".analysis",
     "load_analysis": ".store",
+    "Placement": ".placement",
+    "PlacementIndex": ".placement",
+    "place": ".placement",
 }
 
 __all__ = sorted(_LAZY)

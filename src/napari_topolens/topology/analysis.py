@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # annotations only: the loader resolves them by class name
     from .mapper import MapperGraph
     from .persistence import PersistenceResult
     from .phdim import ClassPersistenceResult, PHDimResult
+    from .placement import PlacementIndex
     from .quality import Quality
 
 __all__ = [
@@ -243,6 +244,9 @@ class LayerAnalysis:
     labels). ``mapper_layout`` holds the Mapper node positions ``(n_nodes, 2)``
     (row, col in the unit square, ``layout.mapper_layout``) that napari and the
     report both draw; None only in analyses saved before it was recorded.
+    ``placement`` holds what placing new vectors in this layer's Mapper graph and
+    cluster flow needs (``topology.placement``); None only in analyses saved before
+    it was recorded (placement then rebuilds it from the saved graph).
     """
 
     name: str
@@ -258,6 +262,7 @@ class LayerAnalysis:
     quality: Quality
     seconds: dict[str, float] = field(default_factory=dict)
     mapper_layout: np.ndarray | None = None
+    placement: PlacementIndex | None = None
 
     @property
     def best_clusters(self) -> np.ndarray:
@@ -659,6 +664,7 @@ def iter_analyze(
     from .mapper import mapper_graph
     from .persistence import compute_persistence
     from .phdim import PHDimResult, class_total_persistence, ph_dimension
+    from .placement import placement_index
     from .quality import cluster_quality
 
     if config is not None and not isinstance(config, AnalysisConfig):
@@ -763,6 +769,10 @@ def iter_analyze(
         # laid out once here, saved with the analysis: napari and the report draw it
         node_positions = mapper_layout(mapper, seed=seed)
         seconds["mapper"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        # what placing any other position in this graph needs (lens, cover, core points)
+        placement = placement_index(points, mapper, metric=config.metric)
+        seconds["placement"] = time.perf_counter() - t0
         done += weights["mapper"]
 
         yield step("PH dimension")
@@ -858,6 +868,7 @@ def iter_analyze(
                 quality=quality,
                 seconds=seconds,
                 mapper_layout=node_positions,
+                placement=placement,
             )
         )
 

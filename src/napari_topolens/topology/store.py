@@ -102,6 +102,7 @@ _RESULT_MODULES = (
     "napari_topolens.topology.phdim",
     "napari_topolens.topology.mapper",
     "napari_topolens.topology.hole",
+    "napari_topolens.topology.placement",
     "napari_topolens.topology.quality",
     "napari_topolens.topology.analysis",
     "napari_topolens.robustness.comparison",
@@ -864,7 +865,48 @@ def _check_comparison(obj: Any, where: str) -> None:
             )
 
 
+def _check_placement(obj: Any, where: str) -> None:
+    """The placement index alone: lens parameters, cube intervals, eps."""
+    label = "a layer's placement index"
+    lower, upper = obj.cube_lower, obj.cube_upper
+    _matrix(lower, where, f"{label}'s cube lower bounds")
+    _matrix(upper, where, f"{label}'s cube upper bounds")
+    if lower.shape != upper.shape or not (np.all(np.isfinite(lower)) and np.all(lower <= upper)):
+        _refuse(where, f"{label}'s cube intervals are not finite (lower, upper) pairs of one shape")
+    if obj.lens in ("pca1", "pca2"):
+        width = 1 if obj.lens == "pca1" else 2
+        axes, mean = obj.lens_axes, obj.lens_mean
+        if (
+            mean.ndim != 1
+            or axes.shape != (len(mean), width)
+            or not (np.all(np.isfinite(axes)) and np.all(np.isfinite(mean)))
+        ):
+            _refuse(where, f"{label}'s PCA lens is not a finite mean (D,) and axes (D, {width})")
+        if lower.shape[1] != width:
+            _refuse(where, f"{label}'s cubes have {lower.shape[1]} lens dimensions for {width}")
+    elif lower.shape[1] not in (0, 1) and len(lower):
+        _refuse(where, f"{label}'s cubes have {lower.shape[1]} lens dimensions for 1")
+    if obj.member_core.ndim != 1 or (len(obj.member_core) and obj.member_core.dtype.kind != "b"):
+        _refuse(where, f"{label}'s core flags are not a 1-D boolean array")
+    for name in ("node_cube", "node_cluster"):
+        value = getattr(obj, name)
+        if value.ndim != 1 or (len(value) and value.dtype.kind not in "iu"):
+            _refuse(where, f"{label}'s {name} is not a 1-D integer array")
+        if len(value) and value.min() < 0:
+            _refuse(where, f"{label}'s {name} holds negative numbers")
+    if len(obj.node_cube) and obj.node_cube.max() >= len(lower):
+        _refuse(
+            where,
+            f"{label} puts a node in cube {int(obj.node_cube.max())} of {len(lower)} cubes",
+        )
+    if len(obj.node_cube) and not (math.isfinite(obj.eps) and obj.eps > 0):
+        _refuse(where, f"{label}'s eps {obj.eps!r} is not a positive number")
+    if obj.min_samples < 1:
+        _refuse(where, f"{label}'s min_samples {obj.min_samples} is below 1")
+
+
 _PART_CHECKS: dict[str, Any] = {
+    "PlacementIndex": _check_placement,
     "PersistenceResult": _check_persistence,
     "PHDimResult": _check_phdim,
     "ClassPersistenceResult": _check_class_persistence,
@@ -899,6 +941,27 @@ def _check_layer(obj: Any, where: str) -> None:
         or not np.all(np.isfinite(layout))
     ):
         _refuse(where, f"{label}'s Mapper layout {_describe(layout)} is not ({n_nodes}, 2) finite")
+    index = obj.placement
+    if index is not None:
+        mapper = obj.mapper
+        if len(index.member_core) != len(mapper.members) or len(index.node_cube) != n_nodes:
+            _refuse(
+                where,
+                f"{label}'s placement index has {len(index.member_core)} core flags and "
+                f"{len(index.node_cube)} nodes for {len(mapper.members)} members of "
+                f"{n_nodes} nodes",
+            )
+        if len(index.node_cluster) != n_nodes:
+            _refuse(where, f"{label}'s placement index numbers {len(index.node_cluster)} nodes")
+        if index.lens in ("pca1", "pca2") and index.lens_axes.shape[0] != obj.cloud.points.shape[1]:
+            _refuse(
+                where,
+                f"{label}'s placement lens has {index.lens_axes.shape[0]} dimensions for "
+                f"{obj.cloud.points.shape[1]}",
+            )
+        lens_width = mapper.lens_components.shape[1] if mapper.lens_components.ndim == 2 else 1
+        if len(index.cube_lower) and index.cube_lower.shape[1] != lens_width:
+            _refuse(where, f"{label}'s placement cubes do not match its {lens_width}-D lens")
     before = obj.cloud.meta.get("points_before_cap")
     if before is not None and type_problem(before, int) is not None:
         _refuse(where, f"{label}'s cloud records {_describe(before)} points before the cap")
