@@ -594,6 +594,7 @@ def write_report(
     title: str | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelCallback | None = None,
+    seconds: dict[str, tuple[float, float]] | None = None,
 ) -> Path:
     """Write ``out_dir/report.html`` and ``out_dir/analysis/`` (the saved analysis).
 
@@ -607,18 +608,25 @@ def write_report(
     (:func:`remove_report_debris`). A ``report.html`` or ``analysis/`` that
     napari-topolens did not write is never replaced (see :func:`check_report_folder`).
 
+    ``seconds``, when given, receives the (wall, CPU) seconds of rendering the page
+    (``"report page"``) and of saving the analysis and the page (``"saving"``).
+
     Returns
     -------
     Path
         The path of ``report.html``.
     """
+    import time
+
     from .._signals import pause_point, signals_deferred
 
     out = Path(out_dir).expanduser()
     analysis_path = out / ANALYSIS_DIR
     remove_report_debris(out)
     check_report_folder(out)
+    started, started_cpu = time.perf_counter(), time.process_time()
     page = render_report(analysis, images=images, title=title, progress=progress, cancel=cancel)
+    rendered, rendered_cpu = time.perf_counter(), time.process_time()
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     report_path = out / REPORT_NAME
@@ -666,6 +674,9 @@ def write_report(
             shutil.rmtree(retired, ignore_errors=True)
     finally:
         _ACTIVE_TOKENS.discard(token)
+    if seconds is not None:
+        seconds["report page"] = (rendered - started, rendered_cpu - started_cpu)
+        seconds["saving"] = (time.perf_counter() - rendered, time.process_time() - rendered_cpu)
     return report_path
 
 
