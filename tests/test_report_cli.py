@@ -80,6 +80,22 @@ def test_sample_report_end_to_end(sample_report) -> None:
     assert sorted(p.name for p in out.iterdir()) == ["analysis", "report.html"]
 
 
+def test_the_command_prints_its_stage_times(sample_report) -> None:
+    _out, code, stderr = sample_report
+    assert code == 0, stderr
+    lines = stderr.replace("\r", "\n").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("stage "))
+    table = lines[start + 1 : next(i for i, line in enumerate(lines) if line.startswith("total"))]
+    stages = {line[:34].strip(): line[34:].split() for line in table}
+    for name in ("loading model and images", "activation extraction", "analysis", "report page"):
+        wall, cpu = (float(v) for v in stages[name])  # one line each: wall, CPU seconds
+        assert wall >= 0 and cpu >= 0
+    # the analysis steps, summed over the layers, the Mapper layout apart
+    for step in ("persistence", "mapper", "mapper layout", "phdim"):
+        assert len(stages[step]) == 1 and float(stages[step][0]) >= 0  # wall only
+    assert "saving" in stages
+
+
 def test_write_report_from_a_loaded_analysis(sample_report, tmp_path: Path) -> None:
     from napari_topolens.report.html import write_report
 
