@@ -87,13 +87,22 @@ def test_the_command_prints_its_stage_times(sample_report) -> None:
     start = next(i for i, line in enumerate(lines) if line.startswith("stage "))
     table = lines[start + 1 : next(i for i, line in enumerate(lines) if line.startswith("total"))]
     stages = {line[:34].strip(): line[34:].split() for line in table}
-    for name in ("loading model and images", "activation extraction", "analysis", "report page"):
+    page = next(name for name in stages if name.startswith("report page ("))
+    for name in ("loading model and images", "activation extraction", "analysis", page):
         wall, cpu = (float(v) for v in stages[name])  # one line each: wall, CPU seconds
         assert wall >= 0 and cpu >= 0
     # the analysis steps, summed over the layers, the Mapper layout apart
     for step in ("persistence", "mapper", "mapper layout", "phdim"):
         assert len(stages[step]) == 1 and float(stages[step][0]) >= 0  # wall only
     assert "saving" in stages
+
+
+def test_a_second_process_draws_the_same_page(sample_report) -> None:
+    from napari_topolens.report.html import render_report
+
+    analysis = load_analysis(sample_report[0] / "analysis")
+    serial = render_report(analysis, workers=1)
+    assert render_report(analysis, workers=2) == serial  # same figures, same order
 
 
 def test_write_report_from_a_loaded_analysis(sample_report, tmp_path: Path) -> None:

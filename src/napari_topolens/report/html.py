@@ -8,6 +8,7 @@ external URL), so it can be mailed or archived as a single file. Beside it,
 
 from __future__ import annotations
 
+import functools
 import html
 import math
 import os
@@ -216,7 +217,9 @@ def _layer_section(
     colours: list[str],
     class_names: list[str] | None,
     images: np.ndarray | None,
+    uris: dict[str, str] | None = None,
 ) -> Generator[Progress, None, str]:
+    """One layer's section; ``uris``: its image-free figures, rendered elsewhere (or here)."""
     from . import figures
 
     seed = int(analysis.config.seed)
@@ -255,18 +258,16 @@ def _layer_section(
         f'<div class="num"><b>{v}</b><span>{_e(k)}</span></div>' for v, k in numbers
     )
 
-    yield Progress(0.0, "persistence figure")
-    persistence_uri = figures.persistence_figure(persistence)
-    yield Progress(0.2, "Mapper figure")
-    mapper_uri = figures.mapper_figure(
-        result.mapper, colours, class_names, positions=figures.report_mapper_positions(result, seed)
+    if uris is None:
+        uris = {}
+        for key, fraction, message, function, args in _figure_jobs(
+            result, colours, class_names, seed
+        ):
+            yield Progress(fraction, message)
+            uris[key] = function(*args)
+    persistence_uri, mapper_uri, flow_uri, blob_uri, dendrogram_uri = (
+        uris[key] for key in ("persistence", "mapper", "flow", "blob", "dendrogram")
     )
-    yield Progress(0.4, "cluster flow figure")
-    flow_uri = figures.flow_figure(flow, result.point_labels, colours, class_names)
-    yield Progress(0.55, "blob graph figure")
-    blob_uri = figures.blob_figure(result.blobs, colours, class_names)
-    yield Progress(0.7, "heatmap dendrogram figure")
-    dendrogram_uri = figures.dendrogram_figure(result.dendrogram, result.point_labels, colours)
     examples_uri = None
     if images is not None:
         yield Progress(0.85, "member images")
@@ -331,6 +332,74 @@ def _layer_section(
     return "\n".join(p for p in parts if p)
 
 
+def _figure_jobs(
+    result: Any, colours: list[str], class_names: list[str] | None, seed: int
+) -> list[tuple[str, float, str, Any, tuple]]:
+    """(key, progress, message, function, arguments) of a layer's figures that need no
+    images: small picklable arguments, so a worker process can draw them."""
+    from . import figures
+
+    positions = figures.report_mapper_positions(result, seed)
+    labels = result.point_labels
+    return [
+        (
+            "persistence",
+            0.0,
+            "persistence figure",
+            figures.persistence_figure,
+            (result.persistence,),
+        ),
+        (
+            "mapper",
+            0.2,
+            "Mapper figure",
+            functools.partial(figures.mapper_figure, positions=positions),
+            (result.mapper, colours, class_names),
+        ),
+        (
+            "flow",
+            0.4,
+            "cluster flow figure",
+            figures.flow_figure,
+            (result.flow, labels, colours, class_names),
+        ),
+        (
+            "blob",
+            0.55,
+            "blob graph figure",
+            figures.blob_figure,
+            (result.blobs, colours, class_names),
+        ),
+        (
+            "dendrogram",
+            0.7,
+            "heatmap dendrogram figure",
+            figures.dendrogram_figure,
+            (result.dendrogram, labels, colours),
+        ),
+    ]
+
+
+def _draw_figures(jobs: list[tuple[str, float, str, Any, tuple]]) -> dict[str, str]:
+    """Draw the figures of :func:`_figure_jobs` (in a worker process)."""
+    return {key: function(*args) for key, _fraction, _message, function, args in jobs}
+
+
+def _figure_pool(workers: int, n_layers: int) -> Any:
+    """A one-process pool that draws half the layers' figures beside this process, or None.
+
+    Matplotlib holds the GIL, so only a process runs beside it; "spawn" (a fresh
+    interpreter, about a second to start) because forking a process with torch's
+    and BLAS's threads running is unsafe.
+    """
+    if workers < 2 or n_layers < 2:
+        return None
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+
+
 def _h0_points(persistence: Any, cloud: Any, config: Any) -> str:
     """Which points H0 was computed on, in words, with the cap that chose them."""
     n = int(persistence.n_points)
@@ -361,13 +430,14 @@ def _h1_points(persistence: Any) -> str:
 
 
 def iter_render_report(
-    analysis: Any, *, images: Any = None, title: str | None = None
+    analysis: Any, *, images: Any = None, title: str | None = None, workers: int = 1
 ) -> Generator[Progress, None, str]:
     """Render the report page as a string; yields progress per layer and figure.
 
     ``images`` (the images the analysis was made from; default ``analysis.images``)
     adds a strip of member images per cluster, receptive fields outlined for
-    spatial clouds.
+    spatial clouds. ``workers=2`` draws the later half of the layers' figures in a
+    second process meanwhile (the page is the same; worth it with a free core).
     """
     from . import figures
 
@@ -395,10 +465,42 @@ def iter_render_report(
             if model
             else "Topology of a network's activations"
         )
-    sections = []
-    for number, result in enumerate(analysis.layer_results, start=1):
+    pool = _figure_pool(workers, n_layers)
+    try:
+        page = yield from _render_page(
+            analysis, images, title, colours, class_names, layers, n_layers, pool
+        )
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    return page
+
+
+def _render_page(
+    analysis: Any,
+    images: Any,
+    title: str,
+    colours: list[str],
+    class_names: list[str] | None,
+    layers: list[str],
+    n_layers: int,
+    pool: Any,
+) -> Generator[Progress, None, str]:
+    from . import figures
+
+    seed = int(analysis.config.seed)
+    results = list(analysis.layer_results)
+    # the pool draws the later layers' figures while this process draws the rest
+    drawn_elsewhere = {
+        number: pool.submit(_draw_figures, _figure_jobs(result, colours, class_names, seed))
+        for number, result in enumerate(results, start=1)
+        if pool is not None and number > n_layers // 2
+    }
+    sections: dict[int, str] = {}
+
+    def section(number: int, result: Any, uris: dict[str, str] | None):
         start, stop = (number - 1) / (n_layers + 1), number / (n_layers + 1)
-        steps = _layer_section(number, result, analysis, colours, class_names, images)
+        steps = _layer_section(number, result, analysis, colours, class_names, images, uris)
         try:
             while True:
                 step = next(steps)
@@ -406,7 +508,11 @@ def iter_render_report(
                     start + (stop - start) * step.fraction, f"report: {result.name}: {step.message}"
                 )
         except StopIteration as done:
-            sections.append(done.value)
+            sections[number] = done.value
+
+    for number, result in enumerate(results, start=1):
+        if number not in drawn_elsewhere:
+            yield from section(number, result, None)
 
     robustness_html = ""
     if getattr(analysis, "variants", None):
@@ -447,6 +553,8 @@ def iter_render_report(
     )
     matrices = {k: analysis.layer_distances[k] for k in order if k in analysis.layer_distances}
     matrices_uri = figures.matrices_figure(layers, matrices, titles)
+    for number, future in drawn_elsewhere.items():
+        yield from section(number, results[number - 1], future.result())
     notes = analysis.provenance.get("notes", {})
 
     header = [
@@ -517,7 +625,7 @@ def iter_render_report(
         ),
         "</section>",
         robustness_html,
-        *sections,
+        *(sections[number] for number in sorted(sections)),
         "</main></body></html>",
     ]
     yield Progress(1.0, "report rendered")
@@ -531,9 +639,12 @@ def render_report(
     title: str | None = None,
     progress: ProgressCallback | None = None,
     cancel: CancelCallback | None = None,
+    workers: int = 1,
 ) -> str:
     """Plain form of :func:`iter_render_report`."""
-    return drive(iter_render_report(analysis, images=images, title=title), progress, cancel)
+    return drive(
+        iter_render_report(analysis, images=images, title=title, workers=workers), progress, cancel
+    )
 
 
 def _is_our_report(path: Path) -> bool:
@@ -595,6 +706,7 @@ def write_report(
     progress: ProgressCallback | None = None,
     cancel: CancelCallback | None = None,
     seconds: dict[str, tuple[float, float]] | None = None,
+    workers: int = 1,
 ) -> Path:
     """Write ``out_dir/report.html`` and ``out_dir/analysis/`` (the saved analysis).
 
@@ -608,7 +720,7 @@ def write_report(
     (:func:`remove_report_debris`). A ``report.html`` or ``analysis/`` that
     napari-topolens did not write is never replaced (see :func:`check_report_folder`).
 
-    ``seconds``, when given, receives the (wall, CPU) seconds of rendering the page
+    ``workers``: see :func:`iter_render_report`. ``seconds``, when given, receives the (wall, CPU) seconds of rendering the page
     (``"report page"``) and of saving the analysis and the page (``"saving"``).
 
     Returns
@@ -625,7 +737,9 @@ def write_report(
     remove_report_debris(out)
     check_report_folder(out)
     started, started_cpu = time.perf_counter(), time.process_time()
-    page = render_report(analysis, images=images, title=title, progress=progress, cancel=cancel)
+    page = render_report(
+        analysis, images=images, title=title, progress=progress, cancel=cancel, workers=workers
+    )
     rendered, rendered_cpu = time.perf_counter(), time.process_time()
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
