@@ -498,8 +498,7 @@ def _render_page(
     }
     sections: dict[int, str] = {}
 
-    def section(number: int, result: Any, uris: dict[str, str] | None):
-        start, stop = (number - 1) / (n_layers + 1), number / (n_layers + 1)
+    def section(number: int, result: Any, uris: dict[str, str] | None, start: float, stop: float):
         steps = _layer_section(number, result, analysis, colours, class_names, images, uris)
         try:
             while True:
@@ -512,7 +511,9 @@ def _render_page(
 
     for number, result in enumerate(results, start=1):
         if number not in drawn_elsewhere:
-            yield from section(number, result, None)
+            yield from section(
+                number, result, None, (number - 1) / (n_layers + 1), number / (n_layers + 1)
+            )
 
     robustness_html = ""
     if getattr(analysis, "variants", None):
@@ -553,8 +554,9 @@ def _render_page(
     )
     matrices = {k: analysis.layer_distances[k] for k in order if k in analysis.layer_distances}
     matrices_uri = figures.matrices_figure(layers, matrices, titles)
-    for number, future in drawn_elsewhere.items():
-        yield from section(number, results[number - 1], future.result())
+    for number, future in drawn_elsewhere.items():  # the progress does not go back
+        at = n_layers / (n_layers + 1)
+        yield from section(number, results[number - 1], future.result(), at, at)
     notes = analysis.provenance.get("notes", {})
 
     header = [
@@ -720,8 +722,9 @@ def write_report(
     (:func:`remove_report_debris`). A ``report.html`` or ``analysis/`` that
     napari-topolens did not write is never replaced (see :func:`check_report_folder`).
 
-    ``workers``: see :func:`iter_render_report`. ``seconds``, when given, receives the (wall, CPU) seconds of rendering the page
-    (``"report page"``) and of saving the analysis and the page (``"saving"``).
+    ``workers``: see :func:`iter_render_report`. ``seconds``, when given, receives the
+    (wall, CPU) seconds of rendering the page (``"report page"``) and of saving the
+    analysis and the page (``"saving"``).
 
     Returns
     -------
