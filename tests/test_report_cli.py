@@ -102,7 +102,12 @@ def test_a_second_process_draws_the_same_page(sample_report) -> None:
 
     analysis = load_analysis(sample_report[0] / "analysis")
     serial = render_report(analysis, workers=1)
-    assert render_report(analysis, workers=2) == serial  # same figures, same order
+    fractions: list[float] = []
+    parallel = render_report(
+        analysis, workers=2, progress=lambda fraction, _message: fractions.append(fraction)
+    )
+    assert parallel == serial  # same figures, same order
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0  # the bar never goes back
 
 
 def test_write_report_from_a_loaded_analysis(sample_report, tmp_path: Path) -> None:
