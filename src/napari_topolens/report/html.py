@@ -397,7 +397,19 @@ def _figure_pool(workers: int, n_layers: int) -> Any:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    return ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(
+        max_workers=1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_leave_interrupts_to_the_parent,
+    )
+
+
+def _leave_interrupts_to_the_parent() -> None:
+    """Ctrl-C reaches the worker too: the parent stops the pool, and the worker prints no
+    traceback of its own."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _h0_points(persistence: Any, cloud: Any, config: Any) -> str:
