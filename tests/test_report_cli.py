@@ -80,6 +80,36 @@ def test_sample_report_end_to_end(sample_report) -> None:
     assert sorted(p.name for p in out.iterdir()) == ["analysis", "report.html"]
 
 
+def test_the_command_prints_its_stage_times(sample_report) -> None:
+    _out, code, stderr = sample_report
+    assert code == 0, stderr
+    lines = stderr.replace("\r", "\n").splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("stage "))
+    table = lines[start + 1 : next(i for i, line in enumerate(lines) if line.startswith("total"))]
+    stages = {line[:34].strip(): line[34:].split() for line in table}
+    page = next(name for name in stages if name.startswith("report page ("))
+    for name in ("loading model and images", "activation extraction", "analysis", page):
+        wall, cpu = (float(v) for v in stages[name])  # one line each: wall, CPU seconds
+        assert wall >= 0 and cpu >= 0
+    # the analysis steps, summed over the layers, the Mapper layout apart
+    for step in ("persistence", "mapper", "mapper layout", "phdim"):
+        assert len(stages[step]) == 1 and float(stages[step][0]) >= 0  # wall only
+    assert "saving" in stages
+
+
+def test_a_second_process_draws_the_same_page(sample_report) -> None:
+    from napari_topolens.report.html import render_report
+
+    analysis = load_analysis(sample_report[0] / "analysis")
+    serial = render_report(analysis, workers=1)
+    fractions: list[float] = []
+    parallel = render_report(
+        analysis, workers=2, progress=lambda fraction, _message: fractions.append(fraction)
+    )
+    assert parallel == serial  # same figures, same order
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0  # the bar never goes back
+
+
 def test_write_report_from_a_loaded_analysis(sample_report, tmp_path: Path) -> None:
     from napari_topolens.report.html import write_report
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import math
 import shlex
 import shutil
 import sys
@@ -28,7 +29,7 @@ import numpy as np
 from . import __version__
 from .errors import Cancelled, EmptySelectionError, ImageError, TopoLensError
 
-__all__ = ["TerminalProgress", "build_parser", "main"]
+__all__ = ["TerminalProgress", "build_parser", "main", "stage_lines"]
 
 _PROG = "napari-topolens"
 # Share of the progress bar each phase takes (the analysis dominates).
@@ -572,15 +573,23 @@ def _check_before_extraction(args: argparse.Namespace, job: dict[str, Any]) -> N
         )
 
 
-def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
-    """Do the ``report`` command; returns the path of report.html."""
+def run_report(
+    args: argparse.Namespace,
+    progress: TerminalProgress,
+    stages: dict[str, tuple[float, float]] | None = None,
+) -> Any:
+    """Do the ``report`` command; returns the path of report.html.
+
+    ``stages``, when given, receives the (wall, CPU) seconds of each stage, in order
+    (see :func:`stage_lines`).
+    """
     from ._progress import drive
     from .activations.extract import input_scale_warning, iter_extract_activations
     from .activations.input_scale import as_input_scale
     from .report.html import write_report
     from .topology.analysis import AnalysisConfig, analyze
 
-    started = time.perf_counter()
+    started, started_cpu = time.perf_counter(), time.process_time()
     _check_output_folder(args.out)
     if args.seed < 0:
         raise TopoLensError(f"--seed must be a non-negative whole number, got {args.seed}")
@@ -603,7 +612,7 @@ def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
         progress = _VariantPhases(progress)
     progress(0.0, "loading the model and images")
     job = _prepare_sample(args) if args.sample is not None else _prepare_model(args)
-    prepared = time.perf_counter()
+    prepared, prepared_cpu = time.perf_counter(), time.process_time()
     _check_before_extraction(args, job)
     input_scale = as_input_scale(args.input_scale)
     scale_warning = input_scale_warning(job["images"], input_scale)
@@ -639,7 +648,7 @@ def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
         progress.phase("extract"),
     )
     probabilities, predictions, predictions_note = _predictions(args, job, input_scale)
-    extracted = time.perf_counter()
+    extracted, extracted_cpu = time.perf_counter(), time.process_time()
     provenance = {
         **job["provenance"],
         "n_images": len(job["images"]),
@@ -674,20 +683,37 @@ def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
         device=args.device,
         progress=progress.phase("analyze"),
     )
-    analysed = time.perf_counter()
+    analysed, analysed_cpu = time.perf_counter(), time.process_time()
     analysis.provenance["seconds"] = {
         "loading": round(prepared - started, 3),
         "extraction": round(extracted - prepared, 3),
         "analysis": round(analysed - extracted, 3),
+        **{
+            f"analysis: {step}": round(value, 3)
+            for step, value in _analysis_steps(analysis).items()
+        },
     }
+    if stages is not None:
+        stages["loading model and images"] = (prepared - started, prepared_cpu - started_cpu)
+        stages["activation extraction"] = (extracted - prepared, extracted_cpu - prepared_cpu)
+        stages["analysis"] = (analysed - extracted, analysed_cpu - extracted_cpu)
+        stages.update(
+            {f"analysis: {step}": (v, math.nan) for step, v in _analysis_steps(analysis).items()}
+        )
     if variant_specs:
         analysis = _run_variants(
             args, job, analysis, variant_specs, mask, occlusion_mask, config, progress
         )
+        if stages is not None:
+            stages["robustness variants"] = (
+                time.perf_counter() - analysed,
+                time.process_time() - analysed_cpu,
+            )
     extra_sections = []
     if args.maps:
         from .report.maps import maps_section
 
+        mapping, mapping_cpu = time.perf_counter(), time.process_time()
         section = drive(
             maps_section(
                 analysis, job["model"], job["images"], per_class=args.maps, input_scale=input_scale
@@ -695,13 +721,74 @@ def run_report(args: argparse.Namespace, progress: TerminalProgress) -> Any:
             progress.phase("maps"),
         )
         extra_sections = [section] if section else []
-    return write_report(
+        if stages is not None:
+            stages["topology maps"] = (
+                time.perf_counter() - mapping,
+                time.process_time() - mapping_cpu,
+            )
+    written: dict[str, tuple[float, float]] = {}
+    workers = _figure_workers()
+    path = write_report(
         analysis,
         args.out,
         title=args.title,
         progress=progress.phase("report"),
         extra_sections=extra_sections,
+        seconds=written,
+        workers=workers,
     )
+    if stages is not None:
+        page = written.pop("report page")
+        stages[f"report page ({workers} process{'es' if workers > 1 else ''})"] = page
+        stages.update(written)
+    return path
+
+
+def _figure_workers() -> int:
+    """2 (a second process draws half the report's figures) when a core is free, else 1.
+
+    The page is the same either way. The second process costs about a second of CPU to
+    start, which only pays when it runs beside this one: with the cores already busy
+    (1-minute load average above the cores less one) the figures are drawn here.
+    """
+    import os
+
+    cores = _usable_cores()
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float(cores)
+    return 2 if cores >= 2 and load <= cores - 1 else 1
+
+
+def stage_lines(stages: dict[str, tuple[float, float]], total: tuple[float, float]) -> list[str]:
+    """The stage times the command prints: one line per stage, wall and CPU seconds.
+
+    Stages named ``"analysis: <step>"`` are the analysis's steps summed over the
+    layers (wall only), drawn indented under ``analysis``. The total is of the
+    command after the interpreter started and imported this module.
+    """
+    lines = [f"{'stage':34s} {'wall s':>7s} {'CPU s':>7s}"]
+    for name, (wall, cpu) in [*stages.items(), ("total", total)]:
+        label = "  " + name.removeprefix("analysis: ") if name.startswith("analysis: ") else name
+        cpu_text = "" if math.isnan(cpu) else f"{cpu:7.2f}"
+        lines.append(f"{label:34s} {wall:7.2f} {cpu_text:>7s}".rstrip())
+    return lines
+
+
+def _usable_cores() -> int:
+    """The cores this process may run on (its affinity where the system says)."""
+    import os
+
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _analysis_steps(analysis: Any) -> dict[str, float]:
+    """Wall seconds of each analysis step, summed over the layers, largest first."""
+    steps: dict[str, float] = {}
+    for result in analysis.layer_results:
+        for step, value in result.seconds.items():
+            steps[step] = steps.get(step, 0.0) + float(value)
+    return dict(sorted(steps.items(), key=lambda kv: -kv[1]))
 
 
 @contextlib.contextmanager
@@ -977,14 +1064,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             return exc.code if isinstance(exc.code, int) else 2
         progress = TerminalProgress(enabled=not args.quiet)
         if args.command == "report":
-            started = time.perf_counter()
+            started, started_cpu = time.perf_counter(), time.process_time()
+            stages: dict[str, tuple[float, float]] = {}
             with _scheduler_client(args):
-                path = run_report(args, progress)
+                path = run_report(args, progress, stages)
             progress(1.0, "done")
             progress.close()
-            print(
-                f"report written to {path} ({time.perf_counter() - started:.1f} s)", file=sys.stderr
-            )
+            total = (time.perf_counter() - started, time.process_time() - started_cpu)
+            print("\n".join(stage_lines(stages, total)), file=sys.stderr)
+            print(f"report written to {path} ({total[0]:.1f} s)", file=sys.stderr)
             return 0
     except _Terminated as exc:
         progress.close()

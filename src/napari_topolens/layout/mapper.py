@@ -18,7 +18,20 @@ def mapper_layout(graph: Any, seed: int = 0) -> np.ndarray:
     components are shelf-packed by decreasing size in boxes whose side grows with
     the square root of their node count. A single force layout of the whole graph
     would fling small components and isolated nodes to the edges.
+
+    Laid out under a one-thread BLAS limit: Kamada-Kawai runs SciPy's L-BFGS-B,
+    thousands of BLAS calls on vectors of a few dozen numbers, which BLAS threads
+    only slow down (by up to 30x on a loaded two-core machine). The limit is
+    process-wide while it lasts, so BLAS calls of other threads meanwhile run on one
+    thread too; their results do not change.
     """
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _mapper_layout(graph, seed)
+
+
+def _mapper_layout(graph: Any, seed: int) -> np.ndarray:
     import networkx as nx
 
     n = int(graph.n_nodes)

@@ -8,6 +8,7 @@ external URL), so it can be mailed or archived as a single file. Beside it,
 
 from __future__ import annotations
 
+import functools
 import html
 import math
 import os
@@ -216,7 +217,9 @@ def _layer_section(
     colours: list[str],
     class_names: list[str] | None,
     images: np.ndarray | None,
+    uris: dict[str, str] | None = None,
 ) -> Generator[Progress, None, str]:
+    """One layer's section; ``uris``: its image-free figures, rendered elsewhere (or here)."""
     from . import figures
 
     seed = int(analysis.config.seed)
@@ -255,18 +258,16 @@ def _layer_section(
         f'<div class="num"><b>{v}</b><span>{_e(k)}</span></div>' for v, k in numbers
     )
 
-    yield Progress(0.0, "persistence figure")
-    persistence_uri = figures.persistence_figure(persistence)
-    yield Progress(0.2, "Mapper figure")
-    mapper_uri = figures.mapper_figure(
-        result.mapper, colours, class_names, positions=figures.report_mapper_positions(result, seed)
+    if uris is None:
+        uris = {}
+        for key, fraction, message, function, args in _figure_jobs(
+            result, colours, class_names, seed
+        ):
+            yield Progress(fraction, message)
+            uris[key] = function(*args)
+    persistence_uri, mapper_uri, flow_uri, blob_uri, dendrogram_uri = (
+        uris[key] for key in ("persistence", "mapper", "flow", "blob", "dendrogram")
     )
-    yield Progress(0.4, "cluster flow figure")
-    flow_uri = figures.flow_figure(flow, result.point_labels, colours, class_names)
-    yield Progress(0.55, "blob graph figure")
-    blob_uri = figures.blob_figure(result.blobs, colours, class_names)
-    yield Progress(0.7, "heatmap dendrogram figure")
-    dendrogram_uri = figures.dendrogram_figure(result.dendrogram, result.point_labels, colours)
     examples_uri = None
     if images is not None:
         yield Progress(0.85, "member images")
@@ -331,6 +332,86 @@ def _layer_section(
     return "\n".join(p for p in parts if p)
 
 
+def _figure_jobs(
+    result: Any, colours: list[str], class_names: list[str] | None, seed: int
+) -> list[tuple[str, float, str, Any, tuple]]:
+    """(key, progress, message, function, arguments) of a layer's figures that need no
+    images: small picklable arguments, so a worker process can draw them."""
+    from . import figures
+
+    positions = figures.report_mapper_positions(result, seed)
+    labels = result.point_labels
+    return [
+        (
+            "persistence",
+            0.0,
+            "persistence figure",
+            figures.persistence_figure,
+            (result.persistence,),
+        ),
+        (
+            "mapper",
+            0.2,
+            "Mapper figure",
+            functools.partial(figures.mapper_figure, positions=positions),
+            (result.mapper, colours, class_names),
+        ),
+        (
+            "flow",
+            0.4,
+            "cluster flow figure",
+            figures.flow_figure,
+            (result.flow, labels, colours, class_names),
+        ),
+        (
+            "blob",
+            0.55,
+            "blob graph figure",
+            figures.blob_figure,
+            (result.blobs, colours, class_names),
+        ),
+        (
+            "dendrogram",
+            0.7,
+            "heatmap dendrogram figure",
+            figures.dendrogram_figure,
+            (result.dendrogram, labels, colours),
+        ),
+    ]
+
+
+def _draw_figures(jobs: list[tuple[str, float, str, Any, tuple]]) -> dict[str, str]:
+    """Draw the figures of :func:`_figure_jobs` (in a worker process)."""
+    return {key: function(*args) for key, _fraction, _message, function, args in jobs}
+
+
+def _figure_pool(workers: int, n_layers: int) -> Any:
+    """A one-process pool that draws half the layers' figures beside this process, or None.
+
+    Matplotlib holds the GIL, so only a process runs beside it; "spawn" (a fresh
+    interpreter, about a second to start) because forking a process with torch's
+    and BLAS's threads running is unsafe.
+    """
+    if workers < 2 or n_layers < 2:
+        return None
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    return ProcessPoolExecutor(
+        max_workers=1,
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_leave_interrupts_to_the_parent,
+    )
+
+
+def _leave_interrupts_to_the_parent() -> None:
+    """Ctrl-C reaches the worker too: the parent stops the pool, and the worker prints no
+    traceback of its own."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _h0_points(persistence: Any, cloud: Any, config: Any) -> str:
     """Which points H0 was computed on, in words, with the cap that chose them."""
     n = int(persistence.n_points)
@@ -366,6 +447,7 @@ def iter_render_report(
     images: Any = None,
     title: str | None = None,
     extra_sections: Sequence[str] = (),
+    workers: int = 1,
 ) -> Generator[Progress, None, str]:
     """Render the report page as a string; yields progress per layer and figure.
 
@@ -373,6 +455,8 @@ def iter_render_report(
     adds a strip of member images per cluster, receptive fields outlined for
     spatial clouds. ``extra_sections`` are HTML sections placed after the
     robustness section (the topology maps, ``report.maps``, made where the model is).
+    ``workers=2`` draws the later half of the layers' figures in a second process
+    meanwhile (the page is the same; worth it with a free core).
     """
     from . import figures
 
@@ -400,10 +484,42 @@ def iter_render_report(
             if model
             else "Topology of a network's activations"
         )
-    sections = []
-    for number, result in enumerate(analysis.layer_results, start=1):
-        start, stop = (number - 1) / (n_layers + 1), number / (n_layers + 1)
-        steps = _layer_section(number, result, analysis, colours, class_names, images)
+    pool = _figure_pool(workers, n_layers)
+    try:
+        page = yield from _render_page(
+            analysis, images, title, colours, class_names, layers, n_layers, pool, extra_sections
+        )
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+    return page
+
+
+def _render_page(
+    analysis: Any,
+    images: Any,
+    title: str,
+    colours: list[str],
+    class_names: list[str] | None,
+    layers: list[str],
+    n_layers: int,
+    pool: Any,
+    extra_sections: Sequence[str] = (),
+) -> Generator[Progress, None, str]:
+    from . import figures
+
+    seed = int(analysis.config.seed)
+    results = list(analysis.layer_results)
+    # the pool draws the later layers' figures while this process draws the rest
+    drawn_elsewhere = {
+        number: pool.submit(_draw_figures, _figure_jobs(result, colours, class_names, seed))
+        for number, result in enumerate(results, start=1)
+        if pool is not None and number > n_layers // 2
+    }
+    sections: dict[int, str] = {}
+
+    def section(number: int, result: Any, uris: dict[str, str] | None, start: float, stop: float):
+        steps = _layer_section(number, result, analysis, colours, class_names, images, uris)
         try:
             while True:
                 step = next(steps)
@@ -411,7 +527,13 @@ def iter_render_report(
                     start + (stop - start) * step.fraction, f"report: {result.name}: {step.message}"
                 )
         except StopIteration as done:
-            sections.append(done.value)
+            sections[number] = done.value
+
+    for number, result in enumerate(results, start=1):
+        if number not in drawn_elsewhere:
+            yield from section(
+                number, result, None, (number - 1) / (n_layers + 1), number / (n_layers + 1)
+            )
 
     robustness_html = ""
     if getattr(analysis, "variants", None):
@@ -452,6 +574,9 @@ def iter_render_report(
     )
     matrices = {k: analysis.layer_distances[k] for k in order if k in analysis.layer_distances}
     matrices_uri = figures.matrices_figure(layers, matrices, titles)
+    for number, future in drawn_elsewhere.items():  # the progress does not go back
+        at = n_layers / (n_layers + 1)
+        yield from section(number, results[number - 1], future.result(), at, at)
     notes = analysis.provenance.get("notes", {})
 
     header = [
@@ -528,7 +653,7 @@ def iter_render_report(
         "</section>",
         robustness_html,
         *extra_sections,
-        *sections,
+        *(sections[number] for number in sorted(sections)),
         "</main></body></html>",
     ]
     yield Progress(1.0, "report rendered")
@@ -543,9 +668,12 @@ def render_report(
     progress: ProgressCallback | None = None,
     cancel: CancelCallback | None = None,
     extra_sections: Sequence[str] = (),
+    workers: int = 1,
 ) -> str:
     """Plain form of :func:`iter_render_report`."""
-    steps = iter_render_report(analysis, images=images, title=title, extra_sections=extra_sections)
+    steps = iter_render_report(
+        analysis, images=images, title=title, extra_sections=extra_sections, workers=workers
+    )
     return drive(steps, progress, cancel)
 
 
@@ -608,6 +736,8 @@ def write_report(
     progress: ProgressCallback | None = None,
     cancel: CancelCallback | None = None,
     extra_sections: Sequence[str] = (),
+    seconds: dict[str, tuple[float, float]] | None = None,
+    workers: int = 1,
 ) -> Path:
     """Write ``out_dir/report.html`` and ``out_dir/analysis/`` (the saved analysis).
 
@@ -621,17 +751,24 @@ def write_report(
     (:func:`remove_report_debris`). A ``report.html`` or ``analysis/`` that
     napari-topolens did not write is never replaced (see :func:`check_report_folder`).
 
+    ``workers``: see :func:`iter_render_report`. ``seconds``, when given, receives the
+    (wall, CPU) seconds of rendering the page (``"report page"``) and of saving the
+    analysis and the page (``"saving"``).
+
     Returns
     -------
     Path
         The path of ``report.html``.
     """
+    import time
+
     from .._signals import pause_point, signals_deferred
 
     out = Path(out_dir).expanduser()
     analysis_path = out / ANALYSIS_DIR
     remove_report_debris(out)
     check_report_folder(out)
+    started, started_cpu = time.perf_counter(), time.process_time()
     page = render_report(
         analysis,
         images=images,
@@ -639,7 +776,9 @@ def write_report(
         progress=progress,
         cancel=cancel,
         extra_sections=extra_sections,
+        workers=workers,
     )
+    rendered, rendered_cpu = time.perf_counter(), time.process_time()
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     report_path = out / REPORT_NAME
@@ -687,6 +826,9 @@ def write_report(
             shutil.rmtree(retired, ignore_errors=True)
     finally:
         _ACTIVE_TOKENS.discard(token)
+    if seconds is not None:
+        seconds["report page"] = (rendered - started, rendered_cpu - started_cpu)
+        seconds["saving"] = (time.perf_counter() - rendered, time.process_time() - rendered_cpu)
     return report_path
 
 
