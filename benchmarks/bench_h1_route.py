@@ -18,8 +18,8 @@ ripser and gudhi, never the project's):
 * ``gudhi``: ``RipsPersistence(homology_dimensions=[0, 1])`` (gudhi's Ripser fork,
   cut at the enclosing radius);
 * ``giotto-ph``: ``ripser_parallel(x, maxdim=1)`` with 1 and with 2 threads
-  (``n_threads``), and with ``collapse_edges=True`` up to ``--collapse-max`` points
-  (on these clouds the collapse costs 100x the reduction);
+  (``n_threads``), and with ``collapse_edges=True`` and 2 threads up to
+  ``--collapse-max`` points (on these clouds the collapse costs 100x the reduction);
 * ``ripser.py``: ``ripser(x, maxdim=1)``.
 
 Printed per case: wall seconds and CPU seconds of the timed call (``process_time``
@@ -100,11 +100,11 @@ def _routes(peer: str | None, ours_only: bool, collapse: bool) -> list[tuple[str
     routes.append(("topolens auto", project_python(), AUTO))
     if peer:
         routes.append(("gudhi", peer, GUDHI))
-        for threads in (1, 2):
-            for collapse_edges in (False, True) if collapse else (False,):
-                name = f"giotto-ph {threads}t" + (" collapse" if collapse_edges else "")
-                body = GIOTTO_PH.replace("THREADS", str(threads))
-                routes.append((name, peer, body.replace("COLLAPSE", str(collapse_edges))))
+        cases = [(1, False), (2, False)] + ([(2, True)] if collapse else [])
+        for threads, collapse_edges in cases:
+            name = f"giotto-ph {threads}t" + (" collapse" if collapse_edges else "")
+            body = GIOTTO_PH.replace("THREADS", str(threads))
+            routes.append((name, peer, body.replace("COLLAPSE", str(collapse_edges))))
         routes.append(("ripser.py", peer, RIPSER_PY))
     return routes
 
