@@ -130,3 +130,19 @@ def test_compute_persistence_exact_route_matches_gudhi_and_keeps_members() -> No
         cycle = result.h1_members[result.h1_member_offsets[k] : result.h1_member_offsets[k + 1]]
         steps = distances[cycle, np.roll(cycle, -1)]
         assert len(cycle) >= 3 and steps.max() <= birth
+
+
+def test_a_capped_witness_search_still_gives_the_exact_diagram(monkeypatch) -> None:
+    """With few candidates kept (small blocks, a small cap), the bound may only rise
+    to the shortest kept edge: never below the true last birth, and the diagram is
+    unchanged."""
+    distances = squareform(pdist(np.random.default_rng(9).normal(size=(200, 8))))
+    parent, _ = _prim_parents(distances)
+    radius = rips_h1.enclosing_radius(distances)
+    exact_bound, _ = rips_h1.last_birth_bound(distances, parent, radius)
+    monkeypatch.setattr(rips_h1, "_BLOCK_ENTRIES", 1000)
+    monkeypatch.setattr(rips_h1, "_MAX_CANDIDATES", 40)
+    capped_bound, _ = rips_h1.last_birth_bound(distances, parent, radius)
+    assert capped_bound >= exact_bound > 0.0
+    ours, _ = _certified(distances)
+    np.testing.assert_array_equal(ours, _gudhi_h1(distances))
