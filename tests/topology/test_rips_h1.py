@@ -146,3 +146,17 @@ def test_a_capped_witness_search_still_gives_the_exact_diagram(monkeypatch) -> N
     assert capped_bound >= exact_bound > 0.0
     ours, _ = _certified(distances)
     np.testing.assert_array_equal(ours, _gudhi_h1(distances))
+
+
+def test_without_gudhis_dense_binding_the_public_class_gives_the_same_cut_runs(
+    monkeypatch,
+) -> None:
+    import sys
+
+    distances = squareform(pdist(np.random.default_rng(10).normal(size=(300, 16))))
+    dense = [rips_h1._ripser_h1(distances, t) for t in (4.0, 4.6, np.inf)]
+    monkeypatch.setitem(sys.modules, "gudhi._ripser_ext", None)  # its import now fails
+    public = [rips_h1._ripser_h1(distances, t) for t in (4.0, 4.6, np.inf)]
+    assert np.isinf(dense[0][:, 1]).any()  # a cut with classes alive: shown as infinite
+    for a, b in zip(dense, public, strict=True):
+        np.testing.assert_array_equal(_bars(a), _bars(b))

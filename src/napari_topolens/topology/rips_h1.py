@@ -137,8 +137,24 @@ def _length_quantiles(distances: np.ndarray, seed: int = 0) -> np.ndarray:
 
 
 def _ripser_h1(distances: np.ndarray, threshold: float) -> np.ndarray:
-    from gudhi._ripser_ext import _full
+    """gudhi's Ripser on the dense matrix, edges longer than ``threshold`` left out.
 
+    Calls the binding that gudhi's ``RipsPersistence`` itself calls for a full
+    matrix; should a gudhi release move it, the public class does the same run
+    (through its sparse route, the same diagram).
+    """
+    try:
+        from gudhi._ripser_ext import _full
+    except ImportError:  # a gudhi release without it
+        from gudhi.sklearn.rips_persistence import RipsPersistence
+
+        rips = RipsPersistence(
+            homology_dimensions=1,
+            input_type="full distance matrix",
+            threshold=float(threshold),
+            n_jobs=1,
+        )
+        return np.asarray(rips.fit_transform([distances])[0], dtype=np.float64).reshape(-1, 2)
     dgm = _full(
         distances, max_dimension=1, max_edge_length=float(threshold), homology_coeff_field=2
     )
