@@ -132,7 +132,7 @@ def test_h1_members_are_the_tree_path_closing_the_first_birth_edge(shift: float)
 
     points = np.random.default_rng(21).normal(size=(160, 5))
     d = squareform(pdist(points))
-    diagram = _rips_higher(d, 1)[0].copy()
+    diagram = _rips_higher(d, 1)[0][0].copy()
     diagram[::3, 0] += shift  # births off the matrix entries: the nearest edge is used
     index = np.arange(160) * 7
     members, offsets = _h1_members(diagram, d, index)
@@ -252,21 +252,21 @@ def test_auto_route_on_a_small_cloud_is_the_exact_full_diagram() -> None:
     full = compute_persistence(points, max_points=700, subsample="full")
     assert auto.subsample == "none" and auto.h1_route["route"] == "full"
     assert auto.h1_route["pilot_points"] == 300
-    # cut at the pilot's largest death (x 1.05); the diagram is the uncut one either way
-    assert np.isfinite(auto.h1_route["cut"])
-    assert auto.h1_route["cut_held"] == bool(auto.diagrams[1][:, 1].max() <= auto.h1_route["cut"])
+    # the pilot's largest death only plans; H1 runs on the certified cut either way
+    assert np.isfinite(auto.h1_route["planned_cut"]) and auto.h1_route["cut_held"]
     np.testing.assert_array_equal(auto.diagrams[1], full.diagrams[1])
     np.testing.assert_array_equal(auto.h1_members, full.h1_members)
-    assert full.h1_route == {**full.h1_route, "requested": "full", "cut": np.inf}
+    assert full.h1_route == {**full.h1_route, "requested": "full", "planned_cut": np.inf}
+    assert full.h1_route["cut_held"] and full.h1_route["cut"] <= full.h1_route["enclosing_radius"]
 
 
-def test_a_cut_below_a_death_falls_back_to_the_uncut_diagram(monkeypatch) -> None:
+def test_a_planned_cut_below_a_death_changes_nothing(monkeypatch) -> None:
     import napari_topolens.topology.persistence as persistence_module
 
     points = _noisy_circle(620, seed=12, noise=0.15, dim=3)
     monkeypatch.setattr(persistence_module, "_CUT_FACTOR", 0.3)  # far too low a cut
     cut = compute_persistence(points, max_points=700)
-    assert np.isfinite(cut.h1_route["cut"]) and not cut.h1_route["cut_held"]
+    assert cut.h1_route["planned_cut"] < cut.diagrams[1][:, 1].max()
     full = compute_persistence(points, max_points=700, subsample="full")
     np.testing.assert_array_equal(cut.diagrams[1], full.diagrams[1])
     assert np.all(np.isfinite(cut.diagrams[1]))

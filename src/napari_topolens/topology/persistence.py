@@ -10,17 +10,18 @@ and closeness (``subsample="auto"``, the default):
 
 * a cloud of at most ``max_points`` points is used whole (exact);
 * a cloud of at most ``min(max_points, 2 * PILOT_POINTS)`` points is used whole
-  and uncut (a pilot would cost about what it saves);
+  without a pilot (it would cost about what it saves);
 * a larger one gets ``max_points`` landmarks, random or max-min: a random pilot
   subsample of the cloud is computed whole, and each landmark kind is computed on
   half of it; the kind whose pilot diagram is closer (bottleneck distance) to the
   pilot's full diagram is taken, unless its estimated cost exceeds that of the
   whole cloud, which is then used instead (so the default is never dearer than the
   full cloud; max-min landmarks are spread out and cost more per point);
-* the Rips filtration is cut at an edge length a little above the largest death
-  seen on the pilot: bars dying later would show as infinite, so when any does
-  the diagram is recomputed uncut. The result is the uncut diagram either way,
-  at a fraction of the cost (edges above the cut are never built).
+* H1 (``max_dim == 1``) runs on a cut of the filtration that is proven not to
+  change the diagram (``topology.rips_h1``: every longer edge is a tree edge or has
+  a witness point closer to both its ends, and no class is alive at the cut), so
+  it is the exact, uncut diagram of the points chosen. With H2 and above the
+  filtration is not cut. The pilot's largest death only sizes the cost estimates.
 
 Everything measured is recorded in ``PersistenceResult.h1_route``. Costs are
 estimated deterministically from the pilot (``points³ × the fraction of
@@ -103,10 +104,13 @@ class PersistenceResult:
         Single-linkage ``Z`` of the whole cloud (scipy layout).
     h1_route : dict
         How H1 was computed: ``requested`` and chosen ``route``, ``points``,
-        ``cut`` (edge length the filtration was cut at; inf when uncut) and
-        ``cut_held`` (no bar died beyond it), ``pilot_points``, per landmark kind
-        the ``pilot_bottleneck_*`` to the pilot's full diagram, the estimated
-        ``cost_*`` (relative units) and the ``seconds`` taken.
+        ``cut`` (edge length the filtration was cut at; inf when uncut),
+        ``cut_held`` (the cut is proven not to change the diagram), for the
+        certified H1 cut the ``birth_bound`` (longest edge that could start a
+        bar), ``enclosing_radius`` and ``cut_tries``; ``planned_cut`` (the pilot's
+        largest death x 1.05, used for the cost estimates), ``pilot_points``, per
+        landmark kind the ``pilot_bottleneck_*`` to the pilot's full diagram, the
+        estimated ``cost_*`` (relative units) and the ``seconds`` taken.
     """
 
     diagrams: list[np.ndarray]
@@ -234,7 +238,7 @@ def _plan_h1(
         return np.arange(n, dtype=np.int64), "none", float("inf"), record
     pilot = _random_rows(n, pilot_size, seed + 1)
     pilot_distances = space.submatrix(pilot)
-    pilot_diagrams = _rips_higher(pilot_distances, max_dim)
+    pilot_diagrams, _ = _rips_higher(pilot_distances, max_dim)
     cut = _largest_death(pilot_diagrams) * _CUT_FACTOR
     record.update(pilot_points=int(pilot_size))
     if n <= max_points:
@@ -252,7 +256,7 @@ def _plan_h1(
     fraction: dict[str, float] = {}
     for kind, sub in subsets.items():
         sub_distances = pilot_distances[np.ix_(sub, sub)]
-        diagrams = _rips_higher(sub_distances, max_dim)
+        diagrams, _ = _rips_higher(sub_distances, max_dim)
         close[kind] = _bottleneck(pilot_diagrams[0], diagrams[0])
         cuts[kind] = _largest_death(diagrams) * _CUT_FACTOR
         fraction[kind] = _triangle_fraction(sub_distances, cuts[kind])
@@ -321,37 +325,41 @@ def _h0_members(z: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
 
 # ---- H1 and above ---------------------------------------------------------------
 def _rips_higher(
-    distances: np.ndarray, max_dim: int, cut: float = float("inf")
-) -> list[np.ndarray]:
-    """H1..H``max_dim`` of the Rips filtration of a distance matrix (gudhi's Ripser fork).
+    distances: np.ndarray, max_dim: int, parent: np.ndarray | None = None
+) -> tuple[list[np.ndarray], dict[str, Any]]:
+    """H1..H``max_dim`` of the Rips filtration of a distance matrix (gudhi's Ripser fork),
+    uncut, and how it was computed.
 
-    With a finite ``cut`` the filtration stops there; if any bar outlives it
-    (shows as infinite), the uncut diagram is computed instead, so the result is
-    always the uncut one.
+    H1 alone (``max_dim == 1``) runs on a cut proven not to change it
+    (``topology.rips_h1``; ``parent``: the matrix's minimum spanning tree, computed
+    when not given). With H2 and above the filtration is not cut (gudhi stops at the
+    enclosing radius, above which nothing changes).
     """
-    from gudhi.sklearn.rips_persistence import RipsPersistence
+    if max_dim == 1:
+        from napari_topolens.topology.rips_h1 import certified_h1
 
-    dims = list(range(1, max_dim + 1))
+        if parent is None:
+            parent, _ = _prim_parents(distances)
+        h1, record = certified_h1(distances, parent)
+        raw = [h1]
+        record["cut_certified"] = True
+    else:
+        from gudhi.sklearn.rips_persistence import RipsPersistence
 
-    def run(threshold: float) -> list[np.ndarray]:
         rips = RipsPersistence(
-            homology_dimensions=dims,
+            homology_dimensions=list(range(1, max_dim + 1)),
             input_type="full distance matrix",
-            threshold=threshold,
             n_jobs=1,
         )
         result = rips.fit_transform([np.ascontiguousarray(distances, dtype=np.float64)])[0]
-        return [np.asarray(d, dtype=np.float64).reshape(-1, 2) for d in result]
-
-    raw = run(cut if np.isfinite(cut) and cut > 0 else float("inf"))
-    if any(np.any(~np.isfinite(d[:, 1])) for d in raw):
-        raw = run(float("inf"))
+        raw = [np.asarray(d, dtype=np.float64).reshape(-1, 2) for d in result]
+        record = {"cut": float("inf"), "cut_certified": False}
     out = []
     for diagram in raw:
         diagram = diagram[diagram[:, 1] > diagram[:, 0]]
         order = np.lexsort((diagram[:, 0], -(diagram[:, 1] - diagram[:, 0])))
         out.append(diagram[order])
-    return out
+    return out, record
 
 
 def _prim_parents(distances: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -465,13 +473,16 @@ def _tree_paths(
 
 
 def _h1_members(
-    diagram: np.ndarray, distances: np.ndarray, index: np.ndarray
+    diagram: np.ndarray,
+    distances: np.ndarray,
+    index: np.ndarray,
+    tree: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """CSR cycles: each bar's birth edge closed through the minimum spanning tree."""
     m = distances.shape[0]
     if len(diagram) == 0 or m < 3:
         return np.zeros(0, dtype=np.int64), np.zeros(len(diagram) + 1, dtype=np.int64)
-    parent, depth = _prim_parents(distances)
+    parent, depth = _prim_parents(distances) if tree is None else tree
     births = np.asarray(diagram[:, 0], dtype=np.float64)
     u, v, found = _exact_birth_edges(births, distances)
     if not found.all():
@@ -508,8 +519,8 @@ def compute_persistence(
         number of points (docs/methods.md §4; measured: ~10 s for a noisy circle at 1,000 points).
         H0 always uses every point.
     subsample : {"auto", "maxmin", "random", "full"}
-        ``"auto"``: chosen by measured cost and closeness, with a certified cut of
-        the filtration (see the module notes; never dearer than the whole cloud).
+        ``"auto"``: chosen by measured cost and closeness (see the module notes;
+        never dearer than the whole cloud). H1 is exact on the points used either way.
         ``"full"``: always the whole cloud. Otherwise how to pick ``max_points``
         points when the cloud is larger: greedy max-min
         landmarks under ``metric`` (cover the cloud, keep its loops) or uniform.
@@ -554,18 +565,18 @@ def compute_persistence(
             cut = float("inf")
             route = {"requested": subsample, "route": "full" if mode == "none" else mode}
         distances = space.submatrix(index)
-        higher = _rips_higher(distances, max_dim, cut)
-        held = bool(np.isfinite(cut)) and all(
-            len(d) == 0 or float(d[:, 1].max()) <= cut for d in higher
-        )
+        parent, depth = _prim_parents(distances)
+        higher, cut_record = _rips_higher(distances, max_dim, parent)
         route.update(
             points=len(index),
-            cut=float(cut),
-            cut_held=held,
+            planned_cut=float(cut),
+            cut=float(cut_record["cut"]),
+            cut_held=bool(cut_record["cut_certified"]),
+            **{k: v for k, v in cut_record.items() if k not in ("cut", "cut_certified")},
             seconds=time.perf_counter() - started,
         )
         diagrams.extend(higher)
-        h1_members, h1_offsets = _h1_members(diagrams[1], distances, index)
+        h1_members, h1_offsets = _h1_members(diagrams[1], distances, index, (parent, depth))
     else:
         index, mode = np.zeros(0, dtype=np.int64), "none"
         route = {"requested": subsample, "route": "none"}
