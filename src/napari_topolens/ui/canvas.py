@@ -100,6 +100,8 @@ class TopologyCanvas(QWidget):
         self.model = ViewerModel(title="TopoLens topology")
         #: Makes the layers of a panel not drawn yet (set by ``ui.show``).
         self.panel_builder: Any = None
+        #: Counts the picks' turns: odd while a pick's frame and text wait for their turn.
+        self._pick_turn = 0
         self.qt_viewer = QtViewer(self.model)
         self.picker = QComboBox()
         for panel in vd.PANELS:
@@ -231,7 +233,30 @@ class TopologyCanvas(QWidget):
         if self.panel_builder is not None:
             for entry in self.state:
                 self.panel_builder(entry, panel, at_once=at_once)
+        if at_once:
+            self.apply_panel()
+            return
+        # the picker's way, in two event-loop turns: the views now (each shown or hidden
+        # layer costs napari a pass over every canvas layer), the frame, text and camera
+        # in the next turn, so neither holds the main thread for both
+        self._pick_turn += 2 if self._pick_turn % 2 else 1  # odd: waiting (a newer one)
+        turn = self._pick_turn
+        for entry in list(self.state):
+            self.sync_visibility(entry)
+        from qtpy.QtCore import QTimer
+
+        QTimer.singleShot(1, lambda: self._finish_pick(turn))
+
+    def _finish_pick(self, turn: int) -> None:
+        if turn != self._pick_turn or getattr(self, "qt_viewer", None) is None:
+            return  # a newer pick or show took over, or the canvas closed
+        self._pick_turn += 1
         self.apply_panel()
+
+    def busy(self) -> bool:
+        """Whether a pick is still being drawn: its frame and text, or its views being made."""
+        builder = self.panel_builder
+        return self._pick_turn % 2 == 1 or bool(builder is not None and builder.busy())
 
     def _on_picked(self, index: int) -> None:
         panel = self.picker.itemData(index)
@@ -301,6 +326,8 @@ class TopologyCanvas(QWidget):
 
     def apply_panel(self, entries: list[ShownAnalysis] | None = None) -> None:
         """Make the layers of the current panel visible, the others hidden; redo its text."""
+        if self._pick_turn % 2 == 1:  # a pick's second turn waits: done here
+            self._pick_turn += 1
         panel = self.state.panel
         shown = set(vd.PANEL_VIEWS[panel])
         for entry in entries if entries is not None else list(self.state):

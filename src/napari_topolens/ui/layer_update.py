@@ -92,6 +92,13 @@ def update_layer(layer: Any, item: LayerDataTuple) -> bool:
             }
             layer.add(list(data), shape_type=kwargs.get("shape_type", "rectangle"), **extra)
         layer.features = kwargs["features"]
+    elif kind == "vectors":
+        # one refresh: the data, colours and features together (their lengths agree)
+        with layer.events.blocker_all():
+            layer.data = data
+            layer.features = kwargs["features"]
+            layer.edge_color = kwargs["edge_color"]
+        layer.refresh()
     else:
         if "colormap" in kwargs:
             layer.colormap = kwargs["colormap"]

@@ -18,6 +18,7 @@ wins). :func:`show_analysis` runs the same steps at once, the work inline.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Generator
 from typing import Any, ClassVar
 
@@ -565,6 +566,11 @@ def show_analysis(
     return shown
 
 
+#: Main-thread time one event-loop turn of a show may take before it lets the event
+#: loop run (a step started within it runs to its end: adding a layer takes longer).
+TURN_BUDGET_S = 0.04
+
+
 class IncrementalShow:
     """A :func:`show_analysis` run one layer per event-loop turn (Qt main thread).
 
@@ -652,31 +658,36 @@ class IncrementalShow:
         QTimer.singleShot(1, self._step)
 
     def _step(self) -> None:
-        if self.done:
-            return
-        try:
-            if self._failed is not None:
-                failed, self._failed = self._failed, None
-                step = self._steps.throw(failed)
-            else:
-                step = next(self._steps)
-        except StopIteration:
-            self._finish()
-            if self._on_done is not None:
-                self._on_done(list(self.layers))
-            return
-        except Exception as exc:
-            self.error = exc
-            self._finish()
-            if self._on_error is not None:
-                self._on_error(exc)
-            else:
-                raise
-            return
-        if isinstance(step, Offload):
-            self._offload(step)
-        else:
-            self._schedule()
+        """Run steps until one hands work to a worker, the steps end or the turn's
+        budget is spent (then the next turn goes on): cheap in-place updates share a
+        turn, and so one repaint, where each would cost a repaint of its own."""
+        began = time.perf_counter()
+        while not self.done:
+            try:
+                if self._failed is not None:
+                    failed, self._failed = self._failed, None
+                    step = self._steps.throw(failed)
+                else:
+                    step = next(self._steps)
+            except StopIteration:
+                self._finish()
+                if self._on_done is not None:
+                    self._on_done(list(self.layers))
+                return
+            except Exception as exc:
+                self.error = exc
+                self._finish()
+                if self._on_error is not None:
+                    self._on_error(exc)
+                else:
+                    raise
+                return
+            if isinstance(step, Offload):
+                self._offload(step)
+                return
+            if time.perf_counter() - began >= TURN_BUDGET_S:
+                self._schedule()
+                return
 
     def _offload(self, request: Offload) -> None:
         """Run ``request`` in a worker thread; go on with the steps when it is done."""
