@@ -365,6 +365,8 @@ class TopologyCanvas(QWidget):
             view = item[1]["metadata"]["topolens"]["view"]
             layer = entry.layers.get(view)
             if layer is not None and layer in self.model.layers:
+                if view == "panel_text":  # at the size it will keep: one layout of the text
+                    item[1]["text"]["size"] = self._text_size(item[1]["features"])
                 update_layer(layer, item)
         self.sync_visibility(entry)
         self.fit_text()
@@ -389,21 +391,26 @@ class TopologyCanvas(QWidget):
         napari draws text in screen points whatever the zoom; views with room keep
         :data:`~napari_topolens.ui.view_data.PANEL_TEXT_SIZE`.
         """
-        # screen pixels per world unit (napari 0.9 moved the camera to ``scene``)
-        scene = getattr(self.model, "scene", None)
-        camera = scene.camera if scene is not None else self.model.camera
-        zoom = float(camera.zoom)
         for entry in self.state:
             layer = entry.layers.get("panel_text")
             if layer is None or layer not in self.model.layers:
                 continue
-            size = vd.PANEL_TEXT_SIZE
-            if len(layer.features):  # (one view in a small dock too: the drift plot's legend)
-                longest = max(len(str(text)) for text in layer.features["text"])
-                fits = vd.SIDE * zoom / (vd.TEXT_PX_PER_CHAR_POINT * max(longest, 1))
-                size = float(np.clip(fits, vd.MIN_PANEL_TEXT_SIZE, vd.PANEL_TEXT_SIZE))
+            size = self._text_size(layer.features)
             if float(layer.text.size) != size:
                 layer.text.size = size
+
+    def _text_size(self, features: Any) -> float:
+        """The panel text's size for its texts (``features["text"]``) at the current zoom."""
+        if not len(features):
+            return vd.PANEL_TEXT_SIZE
+        # screen pixels per world unit (napari 0.9 moved the camera to ``scene``)
+        scene = getattr(self.model, "scene", None)
+        camera = scene.camera if scene is not None else self.model.camera
+        zoom = float(camera.zoom)
+        # (one view in a small dock too: the drift plot's legend)
+        longest = max(len(str(text)) for text in features["text"])
+        fits = vd.SIDE * zoom / (vd.TEXT_PX_PER_CHAR_POINT * max(longest, 1))
+        return float(np.clip(fits, vd.MIN_PANEL_TEXT_SIZE, vd.PANEL_TEXT_SIZE))
 
     # ---- layers ---------------------------------------------------------------------------
     def add_layer(self, layer: Any, view: str) -> Any:

@@ -430,6 +430,13 @@ class PanelBuilder:
         #: previous network layer (in the canvas, hidden; not in ``entry.layers``, so
         #: no link or edit reads them), by view.
         self.parked: dict[str, dict[str, Any]] = {}
+        #: The panel being made ahead of its pick (:meth:`prebuild_soon`), if any.
+        self.prebuilding: IncrementalShow | None = None
+        self._prebuild_waiting = False
+        self._prebuilding_panel = ""
+        #: (key, network layer, group) made ahead already, or tried.
+        self._tried: set[tuple[str, str, str]] = set()
+        self._prebuilding_tried = ("", "", "")
 
     def park(self, entry: ShownAnalysis, groups: set[str]) -> None:
         """Take the layers of ``groups`` (hidden panels) out of ``entry.layers``."""
@@ -535,8 +542,71 @@ class PanelBuilder:
                 parked[view] = layer
 
     def busy(self) -> bool:
-        """Whether a pick is still being made."""
-        return any(not show.done for show in self.pending.values())
+        """Whether a pick is still being made (or the shown panel, ahead of its pick)."""
+        ahead = self.prebuilding
+        viewer = self._viewer()
+        return any(not show.done for show in self.pending.values()) or bool(
+            ahead is not None
+            and not ahead.done
+            and viewer is not None
+            and self._prebuilding_panel == state_for(viewer).panel
+        )
+
+    def making_ahead(self) -> bool:
+        """Whether views of panels not picked yet are being made, or wait to be."""
+        ahead = self.prebuilding
+        return self._prebuild_waiting or (ahead is not None and not ahead.done)
+
+    def prebuild_soon(self) -> None:
+        """Make the views of the panels not drawn yet, hidden, once the viewer is idle.
+
+        One panel of one analysis at a time, each like a pick (layer data and layers
+        in a worker, one layer added per event-loop turn), so that picking it later
+        only shows it. It waits while any show or pick runs; a show or pick started
+        while it waits for its worker drops it (see :meth:`IncrementalShow.start`);
+        the views of panels parked by a layer switch wait for their pick.
+        """
+        if self._prebuild_waiting:
+            return
+        from qtpy.QtCore import QTimer
+
+        self._prebuild_waiting = True
+        QTimer.singleShot(PREBUILD_IDLE_MS, self._prebuild_next)
+
+    def _prebuild_next(self) -> None:
+        self._prebuild_waiting = False
+        if self.prebuilding is not None and self.prebuilding.cancelled:
+            self._tried.discard(self._prebuilding_tried)  # dropped for a pick: again later
+            self.prebuilding = None
+        viewer = self._viewer()
+        canvas = existing_canvas(viewer) if viewer is not None else None
+        if canvas is None or canvas.panel_builder is not self:
+            return
+        if any(not show.done for show in IncrementalShow._running) or canvas.busy():
+            self.prebuild_soon()  # later, when idle
+            return
+        offered = [canvas.picker.itemData(i) for i in range(canvas.picker.count())]
+        for entry in state_for(viewer):
+            if not entry.network_layer or not PREBUILD:
+                continue
+            parked = {vd.group_of_view(view) for view in self.parked.get(entry.key, {})}
+            for panel in offered:
+                group = vd.panel_group(panel)
+                tried = (entry.key, entry.network_layer, group)
+                if group in parked or tried in self._tried or _group_built(entry, group):
+                    continue
+                self._tried.add(tried)  # once (a panel with no views for it stays unbuilt)
+
+                def steps(
+                    added: list, shown: list, entry: ShownAnalysis = entry, panel: str = panel
+                ) -> Generator[Offload | None, Any, None]:
+                    return _panel_steps(viewer, entry, panel, added, shown)
+
+                self._prebuilding_panel, self._prebuilding_tried = panel, tried
+                self.prebuilding = IncrementalShow(
+                    viewer, entry.analysis, steps=steps, kind="prebuild"
+                ).start()
+                return  # the next one when this one is done (its end calls back)
 
 
 def show_analysis(
@@ -565,6 +635,11 @@ def show_analysis(
             step.run()
     return shown
 
+
+#: Whether the views of the panels not picked yet are made ahead, hidden, once the viewer
+#: is idle after a show (:meth:`PanelBuilder.prebuild_soon`), and after how long idle.
+PREBUILD = True
+PREBUILD_IDLE_MS = 200
 
 #: Main-thread time one event-loop turn of a show may take before it lets the event
 #: loop run (a step started within it runs to its end: adding a layer takes longer).
@@ -646,6 +721,10 @@ class IncrementalShow:
         return self._analysis
 
     def start(self) -> IncrementalShow:
+        if self.kind != "prebuild":  # the user's show or pick first: a view made ahead waits
+            for show in list(IncrementalShow._running):
+                if show.kind == "prebuild" and not show.done and not show.layers:
+                    show.cancel()
         IncrementalShow._running.add(self)
         self._schedule()
         return self
@@ -673,6 +752,7 @@ class IncrementalShow:
                 self._finish()
                 if self._on_done is not None:
                     self._on_done(list(self.layers))
+                self._prebuild_after()
                 return
             except Exception as exc:
                 self.error = exc
@@ -715,6 +795,13 @@ class IncrementalShow:
     def _finish(self) -> None:
         self.done = True
         IncrementalShow._running.discard(self)
+
+    def _prebuild_after(self) -> None:
+        """After a show, pick or prebuilt panel: make the next panel not drawn yet."""
+        viewer = self._viewer
+        canvas = existing_canvas(viewer) if viewer is not None else None
+        if canvas is not None and isinstance(canvas.panel_builder, PanelBuilder):
+            canvas.panel_builder.prebuild_soon()
 
     def stop(self) -> list[tuple[Any, Any]]:
         """Stop here, keeping what was added; returns ``(viewer model, layer)`` of those."""
