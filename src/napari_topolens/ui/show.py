@@ -1,8 +1,8 @@
 """Show an analysis: its inputs, overlay and gallery in the image viewer, its views in the canvas.
 
 :func:`show_analysis` does it at once (scripts, tests); :class:`IncrementalShow`
-(:func:`show_analysis_incrementally`, the widgets' path) adds or updates one
-layer per event-loop turn so the viewer stays responsive. Showing an analysis
+(:func:`show_analysis_incrementally`, the widgets' path) adds or updates a few
+layers per event-loop turn so the viewer stays responsive. Showing an analysis
 again (e.g. another network layer) updates its canvas layers in place. The state
 of what is shown lives in ``ui.state``; the links are wired at the end.
 
@@ -11,9 +11,12 @@ Off the main thread: a show's steps yield an :class:`Offload` for their pure wor
 them, not yet in any viewer: a Shapes layer triangulates its polygons when it is
 made). :class:`IncrementalShow` runs it in a napari worker thread and resumes the
 steps with its result on the main thread, which only adds layers or swaps data into
-them, one per event-loop turn; a cancelled show drops the result. The views
-picked in the canvas are made the same way (:class:`PanelBuilder`; the newest pick
-wins). :func:`show_analysis` runs the same steps at once, the work inline.
+them, a few per event-loop turn (:data:`TURN_BUDGET_S`); a cancelled show drops
+the result. The views picked in the canvas are made the same way
+(:class:`PanelBuilder`; the newest pick wins), and, once the viewer is idle after a
+show, those of the panels not picked yet are made ahead, hidden, and drawn once
+(:meth:`PanelBuilder.prebuild_soon`), so that a pick only shows them.
+:func:`show_analysis` runs the same steps at once, the work inline.
 """
 
 from __future__ import annotations
@@ -360,11 +363,43 @@ def _group_built(entry: ShownAnalysis, group: str) -> bool:
     return any(vd.group_of_view(view) == group for view in entry.layers if view not in IMAGE_SIDE)
 
 
+#: Yielded by a show's steps: end this event-loop turn and let the canvas repaint.
+PAINT = object()
+
+
+def _draw_once_hidden(canvas: Any, layers: list[Any]) -> Generator[Any, Any, None]:
+    """Draw hidden new layers once, fully transparent, then hide them again.
+
+    A visual's first draw compiles its shader programs and uploads its buffers (with
+    software OpenGL, 0.1-0.5 s of the main thread per panel): done here, for views
+    made ahead, it is not paid when their panel is picked.
+    """
+    hidden = [layer for layer in layers if layer in canvas.model.layers and not layer.visible]
+    opacities = [layer.opacity for layer in hidden]
+    try:
+        for layer in hidden:
+            layer.opacity = 0.0
+            layer.visible = True
+        yield PAINT
+    finally:
+        for layer, opacity in zip(hidden, opacities):
+            layer.opacity = opacity
+        for entry in list(canvas.state):  # hidden again unless their panel is shown now
+            canvas.sync_visibility(entry)
+
+
 def _panel_steps(
-    viewer: Any, entry: ShownAnalysis, panel: str, added: list, shown: list
-) -> Generator[Offload | None, Any, None]:
+    viewer: Any,
+    entry: ShownAnalysis,
+    panel: str,
+    added: list,
+    shown: list,
+    *,
+    warm: bool = False,
+) -> Generator[Any, Any, None]:
     """Make the layers of a panel not drawn yet for an analysis: data and layers in a
-    worker, then one layer added per event-loop turn."""
+    worker, then one layer added per event-loop turn (``warm``: made ahead, each drawn
+    once while hidden, see :func:`_draw_once_hidden`)."""
     group = vd.panel_group(panel)
     if not entry.network_layer or _group_built(entry, group):
         return
@@ -395,6 +430,10 @@ def _panel_steps(
     for layer in replaced:  # parked Shapes: new ones were made in the worker
         canvas.remove_layer(layer)
         yield
+    if warm:
+        yield from _draw_once_hidden(
+            canvas, [layer for model, layer in added if model is canvas.model]
+        )
     links = links_for(viewer)
     links.wire(entry)
     links.reapply_hits(entry)
@@ -600,7 +639,7 @@ class PanelBuilder:
                 def steps(
                     added: list, shown: list, entry: ShownAnalysis = entry, panel: str = panel
                 ) -> Generator[Offload | None, Any, None]:
-                    return _panel_steps(viewer, entry, panel, added, shown)
+                    return _panel_steps(viewer, entry, panel, added, shown, warm=True)
 
                 self._prebuilding_panel, self._prebuilding_tried = panel, tried
                 self.prebuilding = IncrementalShow(
@@ -644,10 +683,12 @@ PREBUILD_IDLE_MS = 200
 #: Main-thread time one event-loop turn of a show may take before it lets the event
 #: loop run (a step started within it runs to its end: adding a layer takes longer).
 TURN_BUDGET_S = 0.04
+#: How long a show waits for a repaint it asked for (``PAINT``).
+PAINT_MS = 30
 
 
 class IncrementalShow:
-    """A :func:`show_analysis` run one layer per event-loop turn (Qt main thread).
+    """A :func:`show_analysis` run a few layers per event-loop turn (Qt main thread).
 
     A step that yields an :class:`Offload` has it run in a napari worker thread
     (``napari.qt.threading.create_worker``); the steps go on, on the main thread,
@@ -764,6 +805,11 @@ class IncrementalShow:
                 return
             if isinstance(step, Offload):
                 self._offload(step)
+                return
+            if step is PAINT:
+                from qtpy.QtCore import QTimer
+
+                QTimer.singleShot(PAINT_MS, self._step)
                 return
             if time.perf_counter() - began >= TURN_BUDGET_S:
                 self._schedule()
