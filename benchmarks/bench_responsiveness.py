@@ -7,9 +7,11 @@ Run from the repository root (needs a display, e.g. ``xvfb-run``)::
 The README walkthrough in a shown viewer: the shapes sample, the analysis widget with
 the sample model's default layers and the published defaults on ``--images`` of its
 1,200 images (marked in a Labels layer, evenly spread; default 300), plus
-``--variants`` (default one, ``gaussian:0.3``); Run until the views are shown; then every view picked
-in the canvas once, explorer layer switches, and the saved analysis reopened in a new
-viewer. A 10 ms ``QTimer`` on the main thread records its ticks; a phase's longest
+``--variants`` (default one, ``gaussian:0.3``); Run until the views are shown; the views
+of the panels not picked yet made ahead while idle (code that does so: a phase of its
+own); then every view picked in the canvas once (done when its views are visible and
+its frame and text drawn), explorer layer switches, and the saved analysis reopened in
+a new viewer. A 10 ms ``QTimer`` on the main thread records its ticks; a phase's longest
 gap between ticks is the longest time the GUI could not react (its *stall*). The
 main thread's CPU time is read at each tick too: the most it spent between two ticks
 is the stall a machine with a free core would see (on a loaded machine the wall
@@ -17,6 +19,10 @@ stall is that plus the time the main thread waited for a core).
 
 Targets (issue 15): stall <= 250 ms in every phase (the worker's computing included),
 a view pick <= 300 ms, an explorer layer switch <= 1 s, reopen to views <= 3 s.
+
+``--stacks`` prints what the main thread was doing in each phase's longest stall
+(its Python stack sampled every 5 ms); ``--profile DIR`` writes a cProfile of each
+phase's main-thread work.
 
 ``--load N`` starts N busy-loop processes first (emulating a loaded laptop) and stops
 them at exit. The 1-minute load average is printed before and after: on a shared
@@ -95,6 +101,11 @@ class Ticks:
         inside = [since, *(t for t, _ in self.ticks if since < t < until), until]
         return max(b - a for a, b in itertools.pairwise(inside))
 
+    def worst_gap(self, since: float, until: float) -> tuple[float, float]:
+        """The ends of the longest gap between ticks in ``[since, until]``."""
+        inside = [since, *(t for t, _ in self.ticks if since < t < until), until]
+        return max(itertools.pairwise(inside), key=lambda pair: pair[1] - pair[0])
+
     def stall_cpu(self, since: float, until: float) -> float:
         """The most main-thread CPU time spent between two ticks in ``[since, until]``: the
         stall a machine with a free core would see (the wall stall less waiting for one)."""
@@ -113,9 +124,56 @@ def wait_until(app: Any, done: Callable[[], bool], timeout: float = 600.0) -> fl
     return time.perf_counter()
 
 
+class StackSampler:
+    """Samples the main thread's Python stack every 5 ms from a daemon thread, to say
+    what the main thread was doing in a phase's longest stall (``--stacks``)."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.samples: list[tuple[float, tuple[str, ...]]] = []
+        self._main = threading.main_thread().ident
+        self._stop = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop:
+            frame = sys._current_frames().get(self._main)
+            stack = []
+            while frame is not None:
+                code = frame.f_code
+                stack.append(f"{Path(code.co_filename).name}:{code.co_name}")
+                frame = frame.f_back
+            self.samples.append((time.perf_counter(), tuple(reversed(stack))))
+            time.sleep(0.005)
+
+    def report(self, since: float, until: float, top: int = 12) -> str:
+        """The functions most often on the stack in ``[since, until]`` (share of samples)."""
+        from collections import Counter
+
+        inside = [stack for t, stack in self.samples if since <= t <= until]
+        if not inside:
+            return "    (no samples)"
+        counts: Counter[str] = Counter()
+        for stack in inside:
+            counts.update(set(stack))
+        skip = ("bench_responsiveness.py", "threading.py", "<frozen")
+        lines = [
+            f"    {100 * n / len(inside):5.1f}%  {name}"
+            for name, n in counts.most_common()
+            if not name.startswith(skip)
+        ]
+        return "\n".join(lines[:top])
+
+
 class Phases:
-    def __init__(self, ticks: Ticks) -> None:
+    def __init__(
+        self, ticks: Ticks, profile: Path | None = None, sampler: StackSampler | None = None
+    ) -> None:
         self.ticks = ticks
+        self.profile = profile
+        self.sampler = sampler
         self.rows: list[tuple[str, float, float, float, float | None, float]] = []
 
     def measure(
@@ -126,13 +184,24 @@ class Phases:
         app: Any,
         target: float | None = None,
     ) -> float:
+        profiler = None
+        if self.profile is not None:
+            import cProfile
+
+            profiler = cProfile.Profile()
+            profiler.enable()
         began, cpu = time.perf_counter(), time.process_time()
         self.ticks.tick()
         start()
         ended = wait_until(app, done)
+        if profiler is not None and self.profile is not None:
+            profiler.disable()
+            self.profile.mkdir(parents=True, exist_ok=True)
+            profiler.dump_stats(self.profile / (name.replace(" ", "_").replace(":", "") + ".prof"))
         cpu = time.process_time() - cpu
         self.ticks.tick()
         stall = self.ticks.stall(began, ended)
+        worst = self.ticks.worst_gap(began, ended)
         stall_cpu = self.ticks.stall_cpu(began, time.perf_counter())
         self.rows.append((name, ended - began, cpu, stall, target, stall_cpu))
         flag = "" if target is None else ("  ok" if ended - began <= target else "  OVER")
@@ -143,6 +212,8 @@ class Phases:
             f"{1000 * stall_cpu:5.0f} ms  (load {load_average():.2f})",
             flush=True,
         )
+        if self.sampler is not None:
+            print(self.sampler.report(*worst), flush=True)
         return ended - began
 
 
@@ -165,6 +236,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--load", type=int, default=0, help="busy-loop processes to start")
     parser.add_argument("--variants", nargs="*", default=["gaussian:0.3"])
     parser.add_argument("--switches", type=int, default=3)
+    parser.add_argument(
+        "--stacks",
+        action="store_true",
+        help="print what the main thread did in each phase's longest stall (sampled)",
+    )
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        default=None,
+        help="folder for a cProfile of each phase (main thread)",
+    )
     parser.add_argument(
         "--images", type=int, default=300, help="images analysed (marked, evenly spread); 0: all"
     )
@@ -218,7 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         widget.variant_form.add(text=text)
     ticks = Ticks()
     ticks.start()
-    phases = Phases(ticks)
+    phases = Phases(ticks, args.profile, StackSampler() if args.stacks else None)
     app.processEvents()
     state = state_for(viewer)
 
@@ -248,14 +330,22 @@ def main(argv: list[str] | None = None) -> int:
         flush=True,
     )
     app.processEvents()
+    # the views of the panels not picked yet, made ahead (hidden) while the viewer is idle,
+    # in code that does so: measured as a phase of its own, the picks after it
+    ahead = getattr(canvas.panel_builder, "making_ahead", None)
+    if ahead is not None:
+        phases.measure("views made ahead after the run", lambda: None, lambda: not ahead(), app)
 
     panels = [canvas.picker.itemData(i) for i in range(canvas.picker.count())]
+    # done when its views are visible and its frame and text drawn (code before the
+    # canvas had ``busy`` drew them before the pick returned)
+    busy = getattr(canvas, "busy", lambda: False)
     for panel in [p for p in panels if p != "mapper"] + ["mapper"]:
         index = canvas.picker.findData(panel)
         phases.measure(
             f"pick view {panel}",
             lambda index=index: canvas.picker.setCurrentIndex(index),
-            lambda panel=panel: panel_visible(state, panel),
+            lambda panel=panel: panel_visible(state, panel) and not busy(),
             app,
             PICK_TARGET_S,
         )

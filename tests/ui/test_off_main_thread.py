@@ -286,3 +286,65 @@ def test_a_switch_parks_the_hidden_views_until_they_are_picked(make_napari_viewe
     assert list(canvas.panel_builder.parked[key]) == ["diagram"]  # hidden: parked again
     remove_analysis(viewer, key)
     assert list(canvas.model.layers) == []  # parked layers go with their analysis
+
+
+def test_idle_after_a_show_the_other_panels_are_made_ahead_hidden_and_a_pick_only_shows_them(
+    make_napari_viewer, qtbot, digits, monkeypatch
+):
+    _images, analysis = digits
+    viewer = make_napari_viewer()
+    calls = _record_threads(monkeypatch)
+    show = show_analysis_incrementally(viewer, analysis, "fc1")
+    qtbot.waitUntil(lambda: show.done, timeout=120_000)
+    (key,) = state_for(viewer).keys
+    entry = state_for(viewer).get(key)
+    canvas = canvas_for(viewer)
+    builder = canvas.panel_builder
+    qtbot.waitUntil(lambda: not builder.making_ahead(), timeout=240_000)
+    assert calls and not any(calls)  # made in workers, like a pick
+    for panel in vd.PANELS:
+        for view in vd.PANEL_VIEWS[panel]:
+            layer = entry.layers[view]
+            assert layer in canvas.model.layers, view
+            assert layer.visible == (panel == "mapper"), view  # hidden again after its first draw
+            assert layer.opacity > 0, view  # drawn transparent once, its opacity given back
+
+    # a pick now starts no worker: its views are shown at once, the frame a turn later
+    made = list(canvas.model.layers)
+    canvas.picker.setCurrentIndex(canvas.picker.findData("dendrogram"))
+    assert key not in builder.pending and entry.layers["dendrogram_tree"].visible
+    assert not entry.layers["mapper_nodes"].visible and canvas.busy()
+    qtbot.waitUntil(lambda: not canvas.busy(), timeout=10_000)
+    text = entry.layers["panel_text"].features["text"].tolist()
+    assert any(vd.PANEL_TITLES["dendrogram"] in t for t in text)
+    assert list(canvas.model.layers) == made  # nothing added nor removed
+
+
+def test_a_pick_drops_a_panel_still_waiting_to_be_made_ahead(
+    make_napari_viewer, qtbot, digits, monkeypatch
+):
+    _images, analysis = digits
+    viewer = make_napari_viewer()
+    show = show_analysis_incrementally(viewer, analysis, "fc1")
+    qtbot.waitUntil(lambda: show.done, timeout=120_000)
+    gate = Gate()  # closed before the idle wait ends: the panel made ahead waits on it
+    _record_threads(monkeypatch, gate)
+    gate.close()
+    (key,) = state_for(viewer).keys
+    builder = canvas_for(viewer).panel_builder
+    qtbot.waitUntil(
+        lambda: builder.prebuilding is not None and builder.prebuilding.worker is not None,
+        timeout=30_000,
+    )
+    ahead = builder.prebuilding
+    stale = ahead.worker
+    canvas = canvas_for(viewer)
+    canvas.picker.setCurrentIndex(canvas.picker.findData("blobs"))  # the user's pick first
+    assert ahead.cancelled and key in builder.pending
+    with qtbot.waitSignal(stale.finished, timeout=60_000):
+        gate.release()
+    pick = builder.pending[key]
+    qtbot.waitUntil(lambda: pick.done, timeout=120_000)
+    entry = state_for(viewer).get(key)
+    assert entry.layers["blob_points"].visible
+    assert ahead.layers == []  # the dropped result put nothing in

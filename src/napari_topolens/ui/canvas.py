@@ -100,6 +100,8 @@ class TopologyCanvas(QWidget):
         self.model = ViewerModel(title="TopoLens topology")
         #: Makes the layers of a panel not drawn yet (set by ``ui.show``).
         self.panel_builder: Any = None
+        #: Counts the picks' turns: odd while a pick's frame and text wait for their turn.
+        self._pick_turn = 0
         self.qt_viewer = QtViewer(self.model)
         self.picker = QComboBox()
         for panel in vd.PANELS:
@@ -231,7 +233,30 @@ class TopologyCanvas(QWidget):
         if self.panel_builder is not None:
             for entry in self.state:
                 self.panel_builder(entry, panel, at_once=at_once)
+        if at_once:
+            self.apply_panel()
+            return
+        # the picker's way, in two event-loop turns: the views now (each shown or hidden
+        # layer costs napari a pass over every canvas layer), the frame, text and camera
+        # in the next turn, so neither holds the main thread for both
+        self._pick_turn += 2 if self._pick_turn % 2 else 1  # odd: waiting (a newer one)
+        turn = self._pick_turn
+        for entry in list(self.state):
+            self.sync_visibility(entry)
+        from qtpy.QtCore import QTimer
+
+        QTimer.singleShot(1, lambda: self._finish_pick(turn))
+
+    def _finish_pick(self, turn: int) -> None:
+        if turn != self._pick_turn or getattr(self, "qt_viewer", None) is None:
+            return  # a newer pick or show took over, or the canvas closed
+        self._pick_turn += 1
         self.apply_panel()
+
+    def busy(self) -> bool:
+        """Whether a pick is still being drawn: its frame and text, or its views being made."""
+        builder = self.panel_builder
+        return self._pick_turn % 2 == 1 or bool(builder is not None and builder.busy())
 
     def _on_picked(self, index: int) -> None:
         panel = self.picker.itemData(index)
@@ -301,6 +326,8 @@ class TopologyCanvas(QWidget):
 
     def apply_panel(self, entries: list[ShownAnalysis] | None = None) -> None:
         """Make the layers of the current panel visible, the others hidden; redo its text."""
+        if self._pick_turn % 2 == 1:  # a pick's second turn waits: done here
+            self._pick_turn += 1
         panel = self.state.panel
         shown = set(vd.PANEL_VIEWS[panel])
         for entry in entries if entries is not None else list(self.state):
@@ -338,6 +365,8 @@ class TopologyCanvas(QWidget):
             view = item[1]["metadata"]["topolens"]["view"]
             layer = entry.layers.get(view)
             if layer is not None and layer in self.model.layers:
+                if view == "panel_text":  # at the size it will keep: one layout of the text
+                    item[1]["text"]["size"] = self._text_size(item[1]["features"])
                 update_layer(layer, item)
         self.sync_visibility(entry)
         self.fit_text()
@@ -362,21 +391,26 @@ class TopologyCanvas(QWidget):
         napari draws text in screen points whatever the zoom; views with room keep
         :data:`~napari_topolens.ui.view_data.PANEL_TEXT_SIZE`.
         """
-        # screen pixels per world unit (napari 0.9 moved the camera to ``scene``)
-        scene = getattr(self.model, "scene", None)
-        camera = scene.camera if scene is not None else self.model.camera
-        zoom = float(camera.zoom)
         for entry in self.state:
             layer = entry.layers.get("panel_text")
             if layer is None or layer not in self.model.layers:
                 continue
-            size = vd.PANEL_TEXT_SIZE
-            if len(layer.features):  # (one view in a small dock too: the drift plot's legend)
-                longest = max(len(str(text)) for text in layer.features["text"])
-                fits = vd.SIDE * zoom / (vd.TEXT_PX_PER_CHAR_POINT * max(longest, 1))
-                size = float(np.clip(fits, vd.MIN_PANEL_TEXT_SIZE, vd.PANEL_TEXT_SIZE))
+            size = self._text_size(layer.features)
             if float(layer.text.size) != size:
                 layer.text.size = size
+
+    def _text_size(self, features: Any) -> float:
+        """The panel text's size for its texts (``features["text"]``) at the current zoom."""
+        if not len(features):
+            return vd.PANEL_TEXT_SIZE
+        # screen pixels per world unit (napari 0.9 moved the camera to ``scene``)
+        scene = getattr(self.model, "scene", None)
+        camera = scene.camera if scene is not None else self.model.camera
+        zoom = float(camera.zoom)
+        # (one view in a small dock too: the drift plot's legend)
+        longest = max(len(str(text)) for text in features["text"])
+        fits = vd.SIDE * zoom / (vd.TEXT_PX_PER_CHAR_POINT * max(longest, 1))
+        return float(np.clip(fits, vd.MIN_PANEL_TEXT_SIZE, vd.PANEL_TEXT_SIZE))
 
     # ---- layers ---------------------------------------------------------------------------
     def add_layer(self, layer: Any, view: str) -> Any:

@@ -171,7 +171,9 @@ def _read_in_worker(viewer: Any, folder: Path) -> Any:
     """Load ``folder`` in a napari worker; add its images layer to ``viewer`` when loaded."""
     from napari.qt.threading import create_worker
     from napari.utils.notifications import show_error
+    from qtpy.QtCore import QTimer
 
+    from .canvas import canvas_for, existing_canvas
     from .layer_update import create_layer
     from .state import state_for, viewer_ref
     from .views import watch_viewer
@@ -190,8 +192,20 @@ def _read_in_worker(viewer: Any, folder: Path) -> Any:
         analysis, settings = result
         key = state_for(target).new_key(analysis, base)
         watch_viewer(target)  # the views appear in the topology canvas once the images are in
-        for item in _shown_as_saved(analysis, key, settings):
-            target.add_layer(create_layer(item))
+        items = _shown_as_saved(analysis, key, settings)
+
+        def add() -> None:
+            if ref() is target:
+                for item in items:
+                    target.add_layer(create_layer(item))
+
+        if existing_canvas(target) is None:
+            # the canvas (a second napari QtViewer) in this turn, the images in the next:
+            # each is a long stretch of napari's main-thread work, one after the other
+            canvas_for(target)
+            QTimer.singleShot(1, add)
+        else:
+            add()
 
     def failed(exc: BaseException) -> None:
         if isinstance(exc, TopoLensError):

@@ -56,6 +56,12 @@ def update_layer(layer: Any, item: LayerDataTuple) -> bool:
     if type(layer).__name__.lower() != kind:
         return False
     locked = not layer.editable
+    if kind == "points" and not len(layer.data) and not len(data):
+        # empty before and after (the matrices' values under another view): nothing to
+        # draw, so no refresh, nor the two visibility changes a hidden layer costs below
+        layer.metadata = kwargs["metadata"]
+        layer.name = kwargs["name"]
+        return True
     if kind in ("points", "shapes") and len(layer.selected_data):
         layer.selected_data = set()
     hidden = kind == "points" and not layer.visible
@@ -92,6 +98,13 @@ def update_layer(layer: Any, item: LayerDataTuple) -> bool:
             }
             layer.add(list(data), shape_type=kwargs.get("shape_type", "rectangle"), **extra)
         layer.features = kwargs["features"]
+    elif kind == "vectors":
+        # one refresh: the data, colours and features together (their lengths agree)
+        with layer.events.blocker_all():
+            layer.data = data
+            layer.features = kwargs["features"]
+            layer.edge_color = kwargs["edge_color"]
+        layer.refresh()
     else:
         if "colormap" in kwargs:
             layer.colormap = kwargs["colormap"]

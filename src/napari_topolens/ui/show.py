@@ -1,8 +1,8 @@
 """Show an analysis: its inputs, overlay and gallery in the image viewer, its views in the canvas.
 
 :func:`show_analysis` does it at once (scripts, tests); :class:`IncrementalShow`
-(:func:`show_analysis_incrementally`, the widgets' path) adds or updates one
-layer per event-loop turn so the viewer stays responsive. Showing an analysis
+(:func:`show_analysis_incrementally`, the widgets' path) adds or updates a few
+layers per event-loop turn so the viewer stays responsive. Showing an analysis
 again (e.g. another network layer) updates its canvas layers in place. The state
 of what is shown lives in ``ui.state``; the links are wired at the end.
 
@@ -11,13 +11,17 @@ Off the main thread: a show's steps yield an :class:`Offload` for their pure wor
 them, not yet in any viewer: a Shapes layer triangulates its polygons when it is
 made). :class:`IncrementalShow` runs it in a napari worker thread and resumes the
 steps with its result on the main thread, which only adds layers or swaps data into
-them, one per event-loop turn; a cancelled show drops the result. The views
-picked in the canvas are made the same way (:class:`PanelBuilder`; the newest pick
-wins). :func:`show_analysis` runs the same steps at once, the work inline.
+them, a few per event-loop turn (:data:`TURN_BUDGET_S`); a cancelled show drops
+the result. The views picked in the canvas are made the same way
+(:class:`PanelBuilder`; the newest pick wins), and, once the viewer is idle after a
+show, those of the panels not picked yet are made ahead, hidden, and drawn once
+(:meth:`PanelBuilder.prebuild_soon`), so that a pick only shows them.
+:func:`show_analysis` runs the same steps at once, the work inline.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Generator
 from typing import Any, ClassVar
 
@@ -359,11 +363,43 @@ def _group_built(entry: ShownAnalysis, group: str) -> bool:
     return any(vd.group_of_view(view) == group for view in entry.layers if view not in IMAGE_SIDE)
 
 
+#: Yielded by a show's steps: end this event-loop turn and let the canvas repaint.
+PAINT = object()
+
+
+def _draw_once_hidden(canvas: Any, layers: list[Any]) -> Generator[Any, Any, None]:
+    """Draw hidden new layers once, fully transparent, then hide them again.
+
+    A visual's first draw compiles its shader programs and uploads its buffers (with
+    software OpenGL, 0.1-0.5 s of the main thread per panel): done here, for views
+    made ahead, it is not paid when their panel is picked.
+    """
+    hidden = [layer for layer in layers if layer in canvas.model.layers and not layer.visible]
+    opacities = [layer.opacity for layer in hidden]
+    try:
+        for layer in hidden:
+            layer.opacity = 0.0
+            layer.visible = True
+        yield PAINT
+    finally:
+        for layer, opacity in zip(hidden, opacities):
+            layer.opacity = opacity
+        for entry in list(canvas.state):  # hidden again unless their panel is shown now
+            canvas.sync_visibility(entry)
+
+
 def _panel_steps(
-    viewer: Any, entry: ShownAnalysis, panel: str, added: list, shown: list
-) -> Generator[Offload | None, Any, None]:
+    viewer: Any,
+    entry: ShownAnalysis,
+    panel: str,
+    added: list,
+    shown: list,
+    *,
+    warm: bool = False,
+) -> Generator[Any, Any, None]:
     """Make the layers of a panel not drawn yet for an analysis: data and layers in a
-    worker, then one layer added per event-loop turn."""
+    worker, then one layer added per event-loop turn (``warm``: made ahead, each drawn
+    once while hidden, see :func:`_draw_once_hidden`)."""
     group = vd.panel_group(panel)
     if not entry.network_layer or _group_built(entry, group):
         return
@@ -394,6 +430,10 @@ def _panel_steps(
     for layer in replaced:  # parked Shapes: new ones were made in the worker
         canvas.remove_layer(layer)
         yield
+    if warm:
+        yield from _draw_once_hidden(
+            canvas, [layer for model, layer in added if model is canvas.model]
+        )
     links = links_for(viewer)
     links.wire(entry)
     links.reapply_hits(entry)
@@ -429,6 +469,13 @@ class PanelBuilder:
         #: previous network layer (in the canvas, hidden; not in ``entry.layers``, so
         #: no link or edit reads them), by view.
         self.parked: dict[str, dict[str, Any]] = {}
+        #: The panel being made ahead of its pick (:meth:`prebuild_soon`), if any.
+        self.prebuilding: IncrementalShow | None = None
+        self._prebuild_waiting = False
+        self._prebuilding_panel = ""
+        #: (key, network layer, group) made ahead already, or tried.
+        self._tried: set[tuple[str, str, str]] = set()
+        self._prebuilding_tried = ("", "", "")
 
     def park(self, entry: ShownAnalysis, groups: set[str]) -> None:
         """Take the layers of ``groups`` (hidden panels) out of ``entry.layers``."""
@@ -534,8 +581,71 @@ class PanelBuilder:
                 parked[view] = layer
 
     def busy(self) -> bool:
-        """Whether a pick is still being made."""
-        return any(not show.done for show in self.pending.values())
+        """Whether a pick is still being made (or the shown panel, ahead of its pick)."""
+        ahead = self.prebuilding
+        viewer = self._viewer()
+        return any(not show.done for show in self.pending.values()) or bool(
+            ahead is not None
+            and not ahead.done
+            and viewer is not None
+            and self._prebuilding_panel == state_for(viewer).panel
+        )
+
+    def making_ahead(self) -> bool:
+        """Whether views of panels not picked yet are being made, or wait to be."""
+        ahead = self.prebuilding
+        return self._prebuild_waiting or (ahead is not None and not ahead.done)
+
+    def prebuild_soon(self) -> None:
+        """Make the views of the panels not drawn yet, hidden, once the viewer is idle.
+
+        One panel of one analysis at a time, each like a pick (layer data and layers
+        in a worker, one layer added per event-loop turn), so that picking it later
+        only shows it. It waits while any show or pick runs; a show or pick started
+        while it waits for its worker drops it (see :meth:`IncrementalShow.start`);
+        the views of panels parked by a layer switch wait for their pick.
+        """
+        if self._prebuild_waiting:
+            return
+        from qtpy.QtCore import QTimer
+
+        self._prebuild_waiting = True
+        QTimer.singleShot(PREBUILD_IDLE_MS, self._prebuild_next)
+
+    def _prebuild_next(self) -> None:
+        self._prebuild_waiting = False
+        if self.prebuilding is not None and self.prebuilding.cancelled:
+            self._tried.discard(self._prebuilding_tried)  # dropped for a pick: again later
+            self.prebuilding = None
+        viewer = self._viewer()
+        canvas = existing_canvas(viewer) if viewer is not None else None
+        if canvas is None or canvas.panel_builder is not self:
+            return
+        if any(not show.done for show in IncrementalShow._running) or canvas.busy():
+            self.prebuild_soon()  # later, when idle
+            return
+        offered = [canvas.picker.itemData(i) for i in range(canvas.picker.count())]
+        for entry in state_for(viewer):
+            if not entry.network_layer or not PREBUILD:
+                continue
+            parked = {vd.group_of_view(view) for view in self.parked.get(entry.key, {})}
+            for panel in offered:
+                group = vd.panel_group(panel)
+                tried = (entry.key, entry.network_layer, group)
+                if group in parked or tried in self._tried or _group_built(entry, group):
+                    continue
+                self._tried.add(tried)  # once (a panel with no views for it stays unbuilt)
+
+                def steps(
+                    added: list, shown: list, entry: ShownAnalysis = entry, panel: str = panel
+                ) -> Generator[Offload | None, Any, None]:
+                    return _panel_steps(viewer, entry, panel, added, shown, warm=True)
+
+                self._prebuilding_panel, self._prebuilding_tried = panel, tried
+                self.prebuilding = IncrementalShow(
+                    viewer, entry.analysis, steps=steps, kind="prebuild"
+                ).start()
+                return  # the next one when this one is done (its end calls back)
 
 
 def show_analysis(
@@ -565,8 +675,20 @@ def show_analysis(
     return shown
 
 
+#: Whether the views of the panels not picked yet are made ahead, hidden, once the viewer
+#: is idle after a show (:meth:`PanelBuilder.prebuild_soon`), and after how long idle.
+PREBUILD = True
+PREBUILD_IDLE_MS = 200
+
+#: Main-thread time one event-loop turn of a show may take before it lets the event
+#: loop run (a step started within it runs to its end: adding a layer takes longer).
+TURN_BUDGET_S = 0.04
+#: How long a show waits for a repaint it asked for (``PAINT``).
+PAINT_MS = 30
+
+
 class IncrementalShow:
-    """A :func:`show_analysis` run one layer per event-loop turn (Qt main thread).
+    """A :func:`show_analysis` run a few layers per event-loop turn (Qt main thread).
 
     A step that yields an :class:`Offload` has it run in a napari worker thread
     (``napari.qt.threading.create_worker``); the steps go on, on the main thread,
@@ -640,6 +762,10 @@ class IncrementalShow:
         return self._analysis
 
     def start(self) -> IncrementalShow:
+        if self.kind != "prebuild":  # the user's show or pick first: a view made ahead waits
+            for show in list(IncrementalShow._running):
+                if show.kind == "prebuild" and not show.done and not show.layers:
+                    show.cancel()
         IncrementalShow._running.add(self)
         self._schedule()
         return self
@@ -652,31 +778,42 @@ class IncrementalShow:
         QTimer.singleShot(1, self._step)
 
     def _step(self) -> None:
-        if self.done:
-            return
-        try:
-            if self._failed is not None:
-                failed, self._failed = self._failed, None
-                step = self._steps.throw(failed)
-            else:
-                step = next(self._steps)
-        except StopIteration:
-            self._finish()
-            if self._on_done is not None:
-                self._on_done(list(self.layers))
-            return
-        except Exception as exc:
-            self.error = exc
-            self._finish()
-            if self._on_error is not None:
-                self._on_error(exc)
-            else:
-                raise
-            return
-        if isinstance(step, Offload):
-            self._offload(step)
-        else:
-            self._schedule()
+        """Run steps until one hands work to a worker, the steps end or the turn's
+        budget is spent (then the next turn goes on): cheap in-place updates share a
+        turn, and so one repaint, where each would cost a repaint of its own."""
+        began = time.perf_counter()
+        while not self.done:
+            try:
+                if self._failed is not None:
+                    failed, self._failed = self._failed, None
+                    step = self._steps.throw(failed)
+                else:
+                    step = next(self._steps)
+            except StopIteration:
+                self._finish()
+                if self._on_done is not None:
+                    self._on_done(list(self.layers))
+                self._prebuild_after()
+                return
+            except Exception as exc:
+                self.error = exc
+                self._finish()
+                if self._on_error is not None:
+                    self._on_error(exc)
+                else:
+                    raise
+                return
+            if isinstance(step, Offload):
+                self._offload(step)
+                return
+            if step is PAINT:
+                from qtpy.QtCore import QTimer
+
+                QTimer.singleShot(PAINT_MS, self._step)
+                return
+            if time.perf_counter() - began >= TURN_BUDGET_S:
+                self._schedule()
+                return
 
     def _offload(self, request: Offload) -> None:
         """Run ``request`` in a worker thread; go on with the steps when it is done."""
@@ -704,6 +841,13 @@ class IncrementalShow:
     def _finish(self) -> None:
         self.done = True
         IncrementalShow._running.discard(self)
+
+    def _prebuild_after(self) -> None:
+        """After a show, pick or prebuilt panel: make the next panel not drawn yet."""
+        viewer = self._viewer
+        canvas = existing_canvas(viewer) if viewer is not None else None
+        if canvas is not None and isinstance(canvas.panel_builder, PanelBuilder):
+            canvas.panel_builder.prebuild_soon()
 
     def stop(self) -> list[tuple[Any, Any]]:
         """Stop here, keeping what was added; returns ``(viewer model, layer)`` of those."""
