@@ -180,17 +180,24 @@ def _dbscan_by_route(route: str):
     if route == "blocked":
         return lambda x, eps, min_samples, budget: mapper_module._dbscan_blocked(
             mapper_module._EpsBlocks.of(np.asarray(x, float), eps, budget), min_samples
-        )
+        )[0]
     if route == "balls":
         return lambda x, eps, min_samples, budget: mapper_module._dbscan_balls(
-            np.asarray(x, float), eps, min_samples, budget
-        )
+            mapper_module._sklearn_balls(np.asarray(x, float), eps), len(x), min_samples, budget
+        )[0]
+    if route == "projected":
+        return lambda x, eps, min_samples, budget: mapper_module._dbscan_balls(
+            mapper_module._ProjectedBalls(np.asarray(x, float), eps).balls_of,
+            len(x),
+            min_samples,
+            budget,
+        )[0]
     return lambda x, eps, min_samples, budget: mapper_module.dbscan_labels(
         x, eps, min_samples, budget=budget
     )
 
 
-@pytest.mark.parametrize("route", ["chosen", "blocked", "balls"])
+@pytest.mark.parametrize("route", ["chosen", "blocked", "balls", "projected"])
 @pytest.mark.parametrize("budget", [50, 1_000_000])
 def test_bounded_dbscan_gives_scikit_learns_labels(budget: int, route: str) -> None:
     from sklearn.cluster import DBSCAN
@@ -298,7 +305,7 @@ def test_blocked_dbscan_decides_pairs_near_eps_in_float64_when_float32_cannot() 
     x[1::2] = x[0::2]
     apart = np.where(np.arange(pairs) % 2 == 0, eps, eps + 1e-9)
     x[1::2, 0] = apart
-    labels = _dbscan_blocked(_EpsBlocks.of(x, eps, 100_000), 2)
+    labels, _ = _dbscan_blocked(_EpsBlocks.of(x, eps, 100_000), 2)
     inside = apart == eps
     assert (labels[0::2][inside] >= 0).all() and (
         labels[0::2][inside] == labels[1::2][inside]
@@ -322,7 +329,7 @@ def test_blocked_dbscan_decides_pairs_at_exactly_eps_in_float64() -> None:
     # the pairs' float64 squared distances are eps**2 exactly, one just above it
     d2 = np.diff(x[:, 0]) ** 2
     assert (d2[[0, 1, 3, 4]] == eps**2).all() and d2[2] > eps**2
-    labels = _dbscan_blocked(_EpsBlocks.of(x, eps, 1_000), 2)
+    labels, _ = _dbscan_blocked(_EpsBlocks.of(x, eps, 1_000), 2)
     np.testing.assert_array_equal(labels, [0, 0, 0, 1, 1, 1])
 
 
