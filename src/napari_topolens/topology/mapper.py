@@ -58,9 +58,12 @@ KNEE_EXACT_MAX = 20_000
 KNEE_SAMPLE = 4096
 # Principal axes of the KD-tree that finds the eps-balls in more than 15 dimensions.
 PROJECTED_AXES = 16
-# The blocked all-pairs test is taken instead when a mean ball holds more than this
-# share of the points (listing the balls then costs more than testing all pairs).
-BIG_BALL_SHARE = 1 / 16
+# The blocked all-pairs test is taken instead when the tree lists more than this
+# share of the points per point: a listed pair costs about 100 times a pair of the
+# blocks' float32 matrix product (measured on a 23,500-point interval x 256,
+# 100 pairs listed per point: 12 CPU-s against about 5 for all pairs in blocks).
+BIG_BALL_SHARE = 1 / 100
+PROJECTED_MIN = 4096
 
 
 @dataclass(frozen=True)
@@ -485,7 +488,11 @@ class _ProjectedBalls:
         pairs within float32's rounding bound of ``e2`` (:class:`_EpsBlocks`'s bound,
         on the uncentred cloud)."""
         sq_p, sq_q = self.sq[p], self.sq[q]
-        dot = np.einsum("ij,ij->i", self.x32[p], self.x32[q]).astype(np.float64)
+        dot = np.empty(len(p))
+        step = max(16, (8 << 20) // max(self.x.shape[1], 1))  # 2 x 32 MB of rows at a time
+        for s in range(0, len(p), step):
+            sl = slice(s, s + step)
+            dot[sl] = np.einsum("ij,ij->i", self.x32[p[sl]], self.x32[q[sl]])
         screened = sq_p + sq_q - 2.0 * dot
         margin = 2.0 * (2 * self.x.shape[1] + 16) * _U32 * (sq_p + sq_q)
         inside = screened <= e2 - margin
@@ -513,9 +520,10 @@ class _ProjectedBalls:
         counts = np.bincount(owner[keep], minlength=len(rows)).astype(np.int64)
         return flat[keep].astype(np.int32 if self.n < 2**31 else np.int64), counts
 
-    def mean_ball(self, sample: int = 256) -> float:
+    def mean_candidates(self, sample: int = 256) -> float:
+        """The mean number of pairs the tree lists per point, from evenly spread rows."""
         rows = np.unique(np.linspace(0, self.n - 1, min(sample, self.n)).astype(np.int64))
-        return float(self.balls_of(rows)[1].mean())
+        return len(self.candidates(rows)[1]) / len(rows)
 
     def kdistances(self, rows: np.ndarray, k: int) -> np.ndarray:
         """Exact squared k-distances of ``rows`` (itself counted): the k-th exact
@@ -648,11 +656,12 @@ def dbscan_labels_and_core(
     """:func:`dbscan_labels` and the core-point mask (``core_sample_indices_`` of
     scikit-learn's DBSCAN as a boolean array).
 
-    Three routes give the labels. In more than 15 dimensions the balls of a sample of
-    points are found first from a KD-tree on the top principal axes
-    (:class:`_ProjectedBalls`); when a mean ball holds at most ``BIG_BALL_SHARE`` of
-    the points, all balls come from that tree a chunk of rows at a time, otherwise
-    all pairs are tested in blocks (:class:`_EpsBlocks`). In 15 dimensions or fewer,
+    Three routes give the labels. In more than 15 dimensions and above
+    ``PROJECTED_MIN`` points, a KD-tree on the top principal axes
+    (:class:`_ProjectedBalls`) is built first; when it lists at most
+    ``BIG_BALL_SHARE`` of the points per point (a sample says), the balls come from
+    it a chunk of rows at a time (:func:`_dbscan_projected`), otherwise all pairs
+    are tested in blocks (:class:`_EpsBlocks`). In 15 dimensions or fewer,
     the blocks are taken when the balls would exceed ``budget`` entries, otherwise
     scikit-learn's tree gives the balls. A float32 cloud is read in float64 where
     a pair is decided, without a float64 copy of it on the tree's route.
@@ -663,9 +672,9 @@ def dbscan_labels_and_core(
     n = len(x)
     if n == 0:
         return np.full(0, -1, dtype=np.int64), np.zeros(0, dtype=bool)
-    if x.ndim == 2 and x.shape[1] > 15:
+    if x.ndim == 2 and x.shape[1] > 15 and n > PROJECTED_MIN:
         projected = _ProjectedBalls(x, eps)
-        if projected.finite and projected.mean_ball() <= BIG_BALL_SHARE * n:
+        if projected.finite and projected.mean_candidates() <= BIG_BALL_SHARE * n:
             return _dbscan_projected(projected, int(min_samples), budget)
         del projected
     x = np.asarray(x, dtype=np.float64)
