@@ -464,30 +464,28 @@ class _ProjectedBalls:
             open_[s : s + step] = ~inside & (proj + (rp - rq) ** 2 <= self.e2 + self.margin)
         return sure, open_
 
-    def _decide(self, a: np.ndarray, b: np.ndarray, e2: np.ndarray | float) -> np.ndarray:
-        """``sum((x[a] - x[b])**2) <= e2`` per pair, the coordinates read only where
+    def _decide(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """``sum((x[a] - x[b])**2) <= eps**2`` per pair, the coordinates read only where
         the bounds leave it open."""
         out = np.empty(len(a), dtype=bool)
         step = 1 << 18
         for s in range(0, len(a), step):
             p, q = a[s : s + step], b[s : s + step]
-            limit = e2 if np.isscalar(e2) else e2[s : s + step]  # type: ignore[index]
             dy = self.y[p] - self.y[q]
             proj = np.einsum("ij,ij->i", dy, dy)
             del dy
             rp, rq = self.r[p], self.r[q]
-            inside = proj + (rp + rq) ** 2 <= limit - self.margin
-            open_ = ~inside & (proj + (rp - rq) ** 2 <= limit + self.margin)
+            inside = proj + (rp + rq) ** 2 <= self.e2 - self.margin
+            open_ = ~inside & (proj + (rp - rq) ** 2 <= self.e2 + self.margin)
             at = np.flatnonzero(open_)
             if len(at):
-                lim = limit if np.isscalar(limit) else limit[at]  # type: ignore[index]
-                inside[at] = self.screened(p[at], q[at], lim)
+                inside[at] = self.screened(p[at], q[at])
             out[s : s + step] = inside
         return out
 
-    def screened(self, p: np.ndarray, q: np.ndarray, e2: np.ndarray | float) -> np.ndarray:
-        """``sum((x[p] - x[q])**2) <= e2`` from float32 dot products, float64 only for
-        pairs within float32's rounding bound of ``e2`` (:class:`_EpsBlocks`'s bound,
+    def screened(self, p: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """``sum((x[p] - x[q])**2) <= eps**2`` from float32 dot products, float64 only for
+        pairs within float32's rounding bound of eps² (:class:`_EpsBlocks`'s bound,
         on the uncentred cloud)."""
         sq_p, sq_q = self.sq[p], self.sq[q]
         dot = np.empty(len(p))
@@ -497,11 +495,10 @@ class _ProjectedBalls:
             dot[sl] = np.einsum("ij,ij->i", self.x32[p[sl]], self.x32[q[sl]])
         screened = sq_p + sq_q - 2.0 * dot
         margin = 2.0 * (2 * self.x.shape[1] + 16) * _U32 * (sq_p + sq_q)
-        inside = screened <= e2 - margin
-        near = np.flatnonzero(~inside & (screened <= e2 + margin))
+        inside = screened <= self.e2 - margin
+        near = np.flatnonzero(~inside & (screened <= self.e2 + margin))
         if len(near):
-            lim = e2 if np.isscalar(e2) else e2[near]  # type: ignore[index]
-            inside[near] = _exact_squared(self.x, p[near], q[near]) <= lim
+            inside[near] = _exact_squared(self.x, p[near], q[near]) <= self.e2
         return inside
 
     def candidates(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -518,7 +515,7 @@ class _ProjectedBalls:
     def balls_of(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The eps-balls of ``rows`` (themselves included): neighbours and counts."""
         owner, flat = self.candidates(rows)
-        keep = self._decide(rows[owner], flat, self.e2)
+        keep = self._decide(rows[owner], flat)
         counts = np.bincount(owner[keep], minlength=len(rows)).astype(np.int64)
         return flat[keep].astype(np.int32 if self.n < 2**31 else np.int64), counts
 
@@ -586,7 +583,7 @@ def _dbscan_projected(
         # pairs still open count only for points not yet core
         pending = np.flatnonzero(open_ & (counts[owner] < min_samples))
         if len(pending):
-            inside = balls.screened(owner[pending], flat[pending], balls.e2)
+            inside = balls.screened(owner[pending], flat[pending])
             counts[chunk] += np.bincount(slot[pending[inside]], minlength=len(chunk))
     core = counts >= min_samples
     if not core.any():
@@ -597,7 +594,7 @@ def _dbscan_projected(
         owner = chunk[slot]
         ask = np.flatnonzero(core[flat] & (flat > owner) & (component[flat] != component[owner]))
         if len(ask):
-            inside = balls._decide(owner[ask], flat[ask], balls.e2)
+            inside = balls._decide(owner[ask], flat[ask])
             if inside.any():
                 component = join_components(component, owner[ask[inside]], flat[ask[inside]])
     _number_clusters(labels, core_rows, component[core_rows])
@@ -606,7 +603,7 @@ def _dbscan_projected(
         owner = chunk[slot]
         ask = np.flatnonzero(core[flat])
         if len(ask):
-            inside = balls._decide(owner[ask], flat[ask], balls.e2)
+            inside = balls._decide(owner[ask], flat[ask])
             hit = ask[inside]
             best = np.full(len(chunk), np.iinfo(np.int64).max)
             np.minimum.at(best, slot[hit], labels[flat[hit]])
