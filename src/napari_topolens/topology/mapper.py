@@ -575,8 +575,22 @@ def _dbscan_projected(
             start += len(chunk)
             step = int(np.clip(entries / max(len(flat) / max(len(chunk), 1), 1.0), 16, 65536))
 
+    # rows in the tree's leaf order: a chunk's rows are neighbours, and so share
+    # most of their candidates (the gathers of their coordinates hit the cache)
+    leaf_order = np.asarray(balls.tree.get_arrays()[1]) if balls.tree is not None else None
+    order = np.arange(n) if leaf_order is None else leaf_order.astype(np.int64)
     counts = np.zeros(n, dtype=np.int64)
-    for chunk, slot, flat in chunks(np.arange(n)):
+    # the tree's lists are kept for the two later passes when they fit half the
+    # budget (two int32 per entry: at most 128 MB, as the ball route's lists)
+    cached: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = []
+    held = 0
+    for chunk, slot, flat in chunks(order):
+        if cached is not None:
+            held += len(flat)
+            if held <= budget // 2 and n < 2**31:
+                cached.append((chunk, slot.astype(np.int32), flat.astype(np.int32)))
+            else:
+                cached = None
         owner = chunk[slot]
         sure, open_ = balls.sure_and_open(owner, flat)
         counts[chunk] = np.bincount(slot[sure], minlength=len(chunk))
@@ -589,8 +603,18 @@ def _dbscan_projected(
     if not core.any():
         return labels, core
     core_rows = np.flatnonzero(core)
+
+    def lists_of(select: np.ndarray) -> Any:
+        """The tree's lists of the selected rows (kept from the first pass, or again)."""
+        if cached is None:
+            yield from chunks(order[select[order]])
+            return
+        for chunk, slot, flat in cached:
+            keep = select[chunk][slot]
+            yield chunk, slot[keep], flat[keep]
+
     component = np.arange(n)
-    for chunk, slot, flat in chunks(core_rows):
+    for chunk, slot, flat in lists_of(core):
         owner = chunk[slot]
         ask = np.flatnonzero(core[flat] & (flat > owner) & (component[flat] != component[owner]))
         if len(ask):
@@ -599,7 +623,7 @@ def _dbscan_projected(
                 component = join_components(component, owner[ask[inside]], flat[ask[inside]])
     _number_clusters(labels, core_rows, component[core_rows])
     # border points: the lowest-numbered cluster with a core point within eps
-    for chunk, slot, flat in chunks(np.flatnonzero(~core)):
+    for chunk, slot, flat in lists_of(~core):
         owner = chunk[slot]
         ask = np.flatnonzero(core[flat])
         if len(ask):
