@@ -180,17 +180,28 @@ def _dbscan_by_route(route: str):
     if route == "blocked":
         return lambda x, eps, min_samples, budget: mapper_module._dbscan_blocked(
             mapper_module._EpsBlocks.of(np.asarray(x, float), eps, budget), min_samples
-        )
+        )[0]
     if route == "balls":
         return lambda x, eps, min_samples, budget: mapper_module._dbscan_balls(
-            np.asarray(x, float), eps, min_samples, budget
-        )
+            mapper_module._sklearn_balls(np.asarray(x, float), eps), len(x), min_samples, budget
+        )[0]
+    if route == "projected":
+        return lambda x, eps, min_samples, budget: mapper_module._dbscan_projected(
+            mapper_module._ProjectedBalls(np.asarray(x, float), eps), min_samples, budget
+        )[0]
+    if route == "projected balls":
+        return lambda x, eps, min_samples, budget: mapper_module._dbscan_balls(
+            mapper_module._ProjectedBalls(np.asarray(x, float), eps).balls_of,
+            len(x),
+            min_samples,
+            budget,
+        )[0]
     return lambda x, eps, min_samples, budget: mapper_module.dbscan_labels(
         x, eps, min_samples, budget=budget
     )
 
 
-@pytest.mark.parametrize("route", ["chosen", "blocked", "balls"])
+@pytest.mark.parametrize("route", ["chosen", "blocked", "balls", "projected", "projected balls"])
 @pytest.mark.parametrize("budget", [50, 1_000_000])
 def test_bounded_dbscan_gives_scikit_learns_labels(budget: int, route: str) -> None:
     from sklearn.cluster import DBSCAN
@@ -298,7 +309,7 @@ def test_blocked_dbscan_decides_pairs_near_eps_in_float64_when_float32_cannot() 
     x[1::2] = x[0::2]
     apart = np.where(np.arange(pairs) % 2 == 0, eps, eps + 1e-9)
     x[1::2, 0] = apart
-    labels = _dbscan_blocked(_EpsBlocks.of(x, eps, 100_000), 2)
+    labels, _ = _dbscan_blocked(_EpsBlocks.of(x, eps, 100_000), 2)
     inside = apart == eps
     assert (labels[0::2][inside] >= 0).all() and (
         labels[0::2][inside] == labels[1::2][inside]
@@ -322,7 +333,7 @@ def test_blocked_dbscan_decides_pairs_at_exactly_eps_in_float64() -> None:
     # the pairs' float64 squared distances are eps**2 exactly, one just above it
     d2 = np.diff(x[:, 0]) ** 2
     assert (d2[[0, 1, 3, 4]] == eps**2).all() and d2[2] > eps**2
-    labels = _dbscan_blocked(_EpsBlocks.of(x, eps, 1_000), 2)
+    labels, _ = _dbscan_blocked(_EpsBlocks.of(x, eps, 1_000), 2)
     np.testing.assert_array_equal(labels, [0, 0, 0, 1, 1, 1])
 
 
@@ -356,3 +367,106 @@ def test_mapper_nodes_unchanged_with_a_tiny_neighbour_budget(monkeypatch) -> Non
     assert small.node_ids == g.node_ids
     np.testing.assert_array_equal(small.members, g.members)
     np.testing.assert_array_equal(small.edges, g.edges)
+
+
+def relu_cloud(n: int, dim: int, seed: int = 0) -> np.ndarray:
+    """benchmarks/bench_mapper_scale.py's cloud: ReLU of a 6-d latent mixture of 16
+    clusters mapped to ``dim`` dimensions, plus a little noise, in float32."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(16, 6)) * 3.0
+    w = (rng.normal(size=(6, dim)) / np.sqrt(6)).astype(np.float32)
+    b = rng.normal(size=dim).astype(np.float32) * 0.5 - 0.5
+    z = (centres[rng.integers(0, 16, n)] + rng.normal(size=(n, 6))).astype(np.float32)
+    h = z @ w + b + rng.normal(size=(n, dim)).astype(np.float32) * 0.05
+    return np.maximum(h, 0).astype(np.float32)
+
+
+@pytest.mark.parametrize("route", ["chosen", "projected"])
+def test_dbscan_labels_and_core_points_are_scikit_learns_on_the_benchmark_cloud(
+    route: str,
+) -> None:
+    """The 256-d float32 benchmark cloud (a subset), eps around its knee: labels and
+    core points equal scikit-learn's tree-based DBSCAN on the same float32 values."""
+    from sklearn.cluster import DBSCAN
+
+    from napari_topolens.topology import mapper as mapper_module
+
+    x = relu_cloud(1500, 256, seed=1)
+    knee = knee_eps(x, 5)
+    for eps in (0.7 * knee, knee, 1.3 * knee):
+        ref = DBSCAN(eps=eps, min_samples=5, algorithm="ball_tree").fit(x)
+        core = np.zeros(len(x), dtype=bool)
+        core[ref.core_sample_indices_] = True
+        if route == "chosen":
+            labels, got_core = mapper_module.dbscan_labels_and_core(x, eps, 5, budget=20_000)
+        else:
+            balls = mapper_module._ProjectedBalls(x, eps)
+            labels, got_core = mapper_module._dbscan_projected(balls, 5, 20_000)
+        np.testing.assert_array_equal(labels, ref.labels_)
+        np.testing.assert_array_equal(got_core, core)
+
+
+def test_mapper_nodes_are_kmappers_with_scikit_learns_dbscan_on_the_benchmark_cloud() -> None:
+    """The whole graph on a subset of the benchmark cloud, float32 kept: the nodes of
+    kmapper's map with scikit-learn's tree-based DBSCAN at the same eps, and the
+    same graph from the cloud's float64 copy."""
+    import kmapper
+    from sklearn.cluster import DBSCAN
+
+    x = relu_cloud(3000, 256, seed=2)
+    g = mapper_graph(x)
+    lens = np.linalg.norm(x.astype(np.float64), axis=1)[:, None]
+    ref = kmapper.KeplerMapper(verbose=0).map(
+        lens,
+        x,
+        cover=kmapper.Cover(n_cubes=10, perc_overlap=0.5),
+        clusterer=DBSCAN(eps=g.params["eps"], min_samples=5, algorithm="ball_tree"),
+    )
+    assert g.n_nodes > 10
+    assert set(ref["nodes"]) == set(g.node_ids)
+    for i, nid in enumerate(g.node_ids):
+        np.testing.assert_array_equal(np.sort(ref["nodes"][nid]), g.node_members(i))
+    g64 = mapper_graph(x.astype(np.float64))
+    assert g64.node_ids == g.node_ids and g64.params["eps"] == g.params["eps"]
+    np.testing.assert_array_equal(g64.members, g.members)
+    np.testing.assert_allclose(g64.mean_activation, g.mean_activation, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dim", [8, 64])
+def test_sampled_knee_uses_exact_k_distances_of_the_sample(monkeypatch, dim: int) -> None:
+    """Above KNEE_EXACT_MAX points the knee is that of a seeded sample whose
+    k-distances are exact against the whole cloud (found through the axes' tree)."""
+    from napari_topolens.topology import mapper as mapper_module
+
+    # isotropic: the nearest along the axes are seldom the nearest
+    x = np.abs(np.random.default_rng(dim).normal(size=(2000, dim)))
+    exact = mapper_module._exact_kdistances(x, 5)
+    rows = np.sort(np.random.default_rng(0).choice(len(x), 300, replace=False))
+    got = mapper_module._ProjectedBalls(x, 0.0).kdistances(rows, 5)
+    np.testing.assert_array_equal(got, exact[rows])
+    monkeypatch.setattr(mapper_module, "KNEE_EXACT_MAX", 1000)
+    monkeypatch.setattr(mapper_module, "KNEE_SAMPLE", 300)
+    assert mapper_module.knee_eps(x, 5) == mapper_module._knee_of(exact[rows])[0]
+
+
+def test_projected_dbscan_decides_pairs_at_exactly_eps_in_float64() -> None:
+    """Pairs at eps or 1e-12 beyond it, far from the origin and off the top axes,
+    where only the coordinates in float64 tell them apart."""
+    from napari_topolens.topology import mapper as mapper_module
+
+    eps, dim, pairs = 0.5, 40, 80
+    rng = np.random.default_rng(4)
+    x = np.zeros((2 * pairs, dim))
+    x[0::2, 1:20] = rng.uniform(-1000, 1000, size=(pairs, 19)).round()
+    x[1::2] = x[0::2]
+    # along the last axis: the smallest spread, off the tree's 16 axes
+    apart = np.where(np.arange(pairs) % 2 == 0, eps, eps + 1e-12)
+    x[1::2, -1] = apart
+    labels, core = mapper_module._dbscan_projected(mapper_module._ProjectedBalls(x, eps), 2, 1_000)
+    inside = apart == eps
+    assert (labels[0::2][inside] >= 0).all() and (
+        labels[0::2][inside] == labels[1::2][inside]
+    ).all()
+    assert (labels[0::2][~inside] == -1).all() and (labels[1::2][~inside] == -1).all()
+    assert len(np.unique(labels[labels >= 0])) == inside.sum()
+    np.testing.assert_array_equal(core, labels >= 0)

@@ -27,7 +27,6 @@ import numpy as np
 
 from napari_topolens.errors import EmptySelectionError, LayerError, TopoLensError
 from napari_topolens.topology.mst import join_components
-from napari_topolens.topology.mst import squared_distances as _squared_distances
 
 __all__ = [
     "LENSES",
@@ -35,6 +34,7 @@ __all__ = [
     "MapperGraph",
     "MapperNode",
     "dbscan_labels",
+    "dbscan_labels_and_core",
     "knee_eps",
     "mapper_graph",
 ]
@@ -51,6 +51,21 @@ _NODE_ID = re.compile(r"^cube(\d+)_cluster(\d+)$")
 # eighth of it has gathered.
 NEIGHBOR_BUDGET = 32_000_000
 _U32 = float(np.finfo(np.float32).eps)  # float32 rounding unit, as in topology.mst
+_U64 = float(np.finfo(np.float64).eps)
+# Above this many points the knee is that of a seeded sample of KNEE_SAMPLE points'
+# exact k-distances (an exact k-NN of every point of a 1M x 256 cloud is 1e12 pairs).
+KNEE_EXACT_MAX = 20_000
+KNEE_SAMPLE = 4096
+# Principal axes of the KD-tree that finds the eps-balls in more than 15 dimensions.
+PROJECTED_AXES = 16
+# The blocked all-pairs test is taken instead when the tree lists more than this
+# share of the points per point: a listed pair costs about 100 times a pair of the
+# blocks' float32 matrix product (measured on a 23,500-point interval x 256,
+# 100 pairs listed per point: 12 CPU-s against about 5 for all pairs in blocks).
+BIG_BALL_SHARE = 1 / 100
+# Below this many points an interval's blocks are as fast as the tree (at 23,518
+# points x 256: 9.3 CPU-s in blocks, 10 on the tree), and the tree's build is spared.
+PROJECTED_MIN = 20_000
 
 
 @dataclass(frozen=True)
@@ -152,7 +167,11 @@ class MapperGraph:
 
 
 def _as_cloud(points: Any) -> np.ndarray:
-    x = np.asarray(points, dtype=np.float64)
+    """The cloud as float64, or as float32 when given so (a 1M x 256 layer is 1 GB
+    in float32: it is not copied; exact decisions read its values in float64)."""
+    x = np.asarray(points)
+    if x.dtype != np.float32:
+        x = np.asarray(x, dtype=np.float64)
     if x.ndim == 1:
         x = x[:, None]
     if x.ndim != 2:
@@ -163,7 +182,7 @@ def _as_cloud(points: Any) -> np.ndarray:
         raise EmptySelectionError(
             f"the point cloud is empty (shape {x.shape}); select at least one image and a layer with outputs."
         )
-    if not np.all(np.isfinite(x)):
+    if not all(np.isfinite(x[s : s + 65536]).all() for s in range(0, len(x), 65536)):
         raise LayerError(
             "the point cloud holds NaN or infinite values; check the layer's output "
             "(or the model's weights) and drop non-finite rows before the analysis."
@@ -191,8 +210,6 @@ def knee_eps(points: Any, min_samples: int = 5) -> float:
 
 
 def _knee_eps(x: np.ndarray, min_samples: int) -> tuple[float, str]:
-    from sklearn.neighbors import NearestNeighbors
-
     if min_samples < 1:
         raise TopoLensError(f"min_samples must be at least 1, got {min_samples}.")
     n = len(x)
@@ -201,6 +218,23 @@ def _knee_eps(x: np.ndarray, min_samples: int) -> tuple[float, str]:
             "knee_eps needs at least 2 points; select more images or positions."
         )
     k = min(min_samples, n)
+    if n > KNEE_EXACT_MAX:
+        # the curve of a seeded sample of points, each k-distance exact against the
+        # whole cloud: the sample's empirical curve is within sqrt(ln(2 / a) / 2S)
+        # of the whole cloud's quantiles with probability 1 - a (DKW; 0.021 for
+        # S = 4096, a = 0.05)
+        rows = np.sort(np.random.default_rng(0).choice(n, KNEE_SAMPLE, replace=False))
+        kdist_sq = _ProjectedBalls(x, 0.0).kdistances(rows, k)
+    else:
+        kdist_sq = _exact_kdistances(x, k)
+    return _knee_of(kdist_sq)
+
+
+def _exact_kdistances(x: np.ndarray, k: int) -> np.ndarray:
+    """Squared k-distances of every point (itself counted), exact."""
+    from sklearn.neighbors import NearestNeighbors
+
+    n = len(x)
     _, index = NearestNeighbors(n_neighbors=k).fit(x).kneighbors(x)
     # the k-distances again, exactly: scikit-learn's brute search rounds them
     # through |x|^2 + |y|^2 - 2 x.y, and may order near-equal neighbours wrongly,
@@ -208,8 +242,14 @@ def _knee_eps(x: np.ndarray, min_samples: int) -> tuple[float, str]:
     kdist_sq = np.zeros(n)
     rows = np.arange(n)
     for column in index.T:
-        np.maximum(kdist_sq, _squared_distances(x, rows, column), out=kdist_sq)
-    kdist_sq.sort()
+        np.maximum(kdist_sq, _exact_squared(x, rows, column), out=kdist_sq)
+    return kdist_sq
+
+
+def _knee_of(kdist_sq: np.ndarray) -> tuple[float, str]:
+    """The knee eps of squared k-distances, as :func:`knee_eps` describes it."""
+    n = len(kdist_sq)
+    kdist_sq = np.sort(kdist_sq)
     kdist = np.sqrt(kdist_sq)
     positive = kdist[kdist > 0]
     tiny = float(positive.min()) if len(positive) else 1e-12
@@ -257,7 +297,11 @@ def _lens(
             raise TopoLensError("lens_values hold NaN or infinite values; pass finite values.")
         return v, "custom"
     if lens == "l2norm":
-        return np.linalg.norm(x, axis=1)[:, None], lens
+        # in float64 for a float32 cloud too (the same lens as its float64 copy's)
+        norms = np.empty(m)
+        for s in range(0, m, 65536):
+            norms[s : s + 65536] = np.linalg.norm(x[s : s + 65536].astype(np.float64), axis=1)
+        return norms[:, None], lens
     if lens in ("pca1", "pca2"):
         n_comp = 1 if lens == "pca1" else 2
         if x.shape[1] < n_comp:
@@ -265,7 +309,7 @@ def _lens(
                 f"lens {lens!r} needs at least {n_comp} dimensions, the cloud has {x.shape[1]}; "
                 "use 'pca1' or 'l2norm'."
             )
-        return _pca(x, n_comp), lens
+        return _pca(np.asarray(x, dtype=np.float64), n_comp), lens
     if lens == "probability":
         if probabilities is None:
             raise TopoLensError(
@@ -300,16 +344,305 @@ def _pca(x: np.ndarray, n_components: int) -> np.ndarray:
     return centred @ (vt * sign[:, None]).T
 
 
-def _neighborhood_chunks(index: Any, x: np.ndarray, rows: np.ndarray, budget: int) -> Any:
+def _exact_squared(x: np.ndarray, p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    """``sum((x[p] - x[q])**2)`` in float64 per pair, coordinate by coordinate as
+    scikit-learn's trees sum it (float32 clouds are read in float64), a few
+    million coordinates at a time."""
+    out = np.empty(len(p))
+    step = max(16, (4 << 20) // max(x.shape[1], 1))
+    for s in range(0, len(p), step):
+        sl = slice(s, s + step)
+        diff = (x[p[sl]].astype(np.float64) - x[q[sl]].astype(np.float64)).T
+        total = np.zeros(diff.shape[1])
+        for row in diff:
+            total += row * row
+        out[sl] = total
+    return out
+
+
+def _sklearn_balls(x: np.ndarray, eps: float) -> Any:
+    """``rows -> (neighbours, counts)``: the eps-balls from scikit-learn's tree."""
+    from sklearn.neighbors import NearestNeighbors
+
+    index = NearestNeighbors(radius=float(eps)).fit(x)
+
+    def balls_of(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        found = index.radius_neighbors(x[rows], return_distance=False)
+        counts = np.fromiter((len(v) for v in found), dtype=np.int64, count=len(found))
+        flat = np.concatenate(found).astype(np.int32) if len(found) else np.zeros(0, np.int32)
+        return flat, counts
+
+    return balls_of
+
+
+def _top_axes(scatter: np.ndarray, axes: int) -> np.ndarray:
+    """Orthonormal (d, axes): the scatter's top eigenvectors, by subspace iteration
+    (matrix products and a thin QR). Any orthonormal axes keep the balls exact; the
+    top ones make the tree's balls tight. LAPACK's full eigensolver is avoided: with
+    two OpenBLAS threads on a loaded machine it took 0.9 CPU-s for 256 x 256."""
+    d = len(scatter)
+    if axes >= d:
+        return np.eye(d)
+    width = min(d, axes + 8)
+    q = np.linalg.qr(scatter @ np.random.default_rng(0).normal(size=(d, width)))[0]
+    for _ in range(6):
+        q = np.linalg.qr(scatter @ q)[0]
+    values, vectors = np.linalg.eigh(q.T @ scatter @ q)
+    top = q @ vectors[:, np.argsort(values)[::-1][:axes]]
+    # re-orthonormalised: the Ritz vectors are orthonormal only to rounding
+    return np.linalg.qr(top)[0]
+
+
+class _ProjectedBalls:
+    """Exact eps-balls and k-distances in many dimensions, from a KD-tree on the
+    cloud's top principal axes.
+
+    A point is ``mean + V y + r`` with ``r`` orthogonal to the axes ``V``, so
+    ``|x - x'|² = |y - y'|² + |r - r'|²`` with ``(|r| - |r'|)² <= |r - r'|² <=
+    (|r| + |r'|)²``. The tree lists the points within eps in ``y`` (a superset of the
+    ball); the two bounds decide most of them, and a pair they leave open (within a
+    margin far above float64 rounding of eps²) is decided from its coordinates:
+    ``sum((x - x')**2) <= eps**2`` in float64, as scikit-learn's trees test it.
+    On activation clouds (a low intrinsic dimension) the tree's balls are a small
+    multiple of the true ones, and no pair is tested outside them.
+    """
+
+    def __init__(self, x: np.ndarray, eps: float, axes: int = PROJECTED_AXES) -> None:
+        from sklearn.neighbors import KDTree
+
+        self.x = x
+        n, d = x.shape
+        self.n = n
+        self.e2 = float(eps) * float(eps)
+        mean = x.mean(axis=0, dtype=np.float64)
+        pick = np.arange(n)
+        if n > 4096:
+            pick = np.sort(np.random.default_rng(0).choice(n, 4096, replace=False))
+        sample = x[pick].astype(np.float64) - mean
+        basis = _top_axes(sample.T @ sample, min(axes, d))
+        del sample
+        # a float32 copy screens the pairs the bounds leave open (as _EpsBlocks does)
+        self.x32 = x if x.dtype == np.float32 else x.astype(np.float32)
+        self.sq = np.empty(n)
+        self.y = np.empty((n, basis.shape[1]))
+        rsq = np.empty(n)
+        top = 0.0
+        for s in range(0, n, 16384):
+            raw = x[s : s + 16384].astype(np.float64)
+            self.sq[s : s + len(raw)] = np.einsum("ij,ij->i", raw, raw)
+            c = raw - mean
+            del raw
+            yc = c @ basis
+            self.y[s : s + len(c)] = yc
+            cc = np.einsum("ij,ij->i", c, c)
+            top = max(top, float(cc.max()))
+            rsq[s : s + len(c)] = np.maximum(cc - np.einsum("ij,ij->i", yc, yc), 0.0)
+        self.finite = bool(np.isfinite(top))
+        self.r = np.sqrt(rsq)
+        # float64 error of y, |y - y'|² and r² (sums of d products of numbers up to
+        # sqrt(top)) below delta, and of r below sqrt(delta); the margin is many
+        # times what that can move the bounds, and the tree's radius is widened by it
+        self.delta = 64.0 * (d + 2) * _U64 * max(top, self.e2)
+        root = float(np.sqrt(self.delta))
+        self.radius_pad = 8.0 * root
+        self.margin = 16.0 * float(eps) * root + 16.0 * self.delta + 16.0 * (d + 2) * _U64 * self.e2
+        self.tree = KDTree(self.y, leaf_size=32) if self.finite else None
+
+    def sure_and_open(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Pairs within eps by the bounds alone, and pairs the bounds leave open."""
+        sure = np.empty(len(a), dtype=bool)
+        open_ = np.empty(len(a), dtype=bool)
+        step = 1 << 18
+        for s in range(0, len(a), step):
+            p, q = a[s : s + step], b[s : s + step]
+            dy = self.y[p] - self.y[q]
+            proj = np.einsum("ij,ij->i", dy, dy)
+            del dy
+            rp, rq = self.r[p], self.r[q]
+            inside = proj + (rp + rq) ** 2 <= self.e2 - self.margin
+            sure[s : s + step] = inside
+            open_[s : s + step] = ~inside & (proj + (rp - rq) ** 2 <= self.e2 + self.margin)
+        return sure, open_
+
+    def _decide(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        """``sum((x[a] - x[b])**2) <= eps**2`` per pair, the coordinates read only where
+        the bounds leave it open."""
+        out = np.empty(len(a), dtype=bool)
+        step = 1 << 18
+        for s in range(0, len(a), step):
+            p, q = a[s : s + step], b[s : s + step]
+            dy = self.y[p] - self.y[q]
+            proj = np.einsum("ij,ij->i", dy, dy)
+            del dy
+            rp, rq = self.r[p], self.r[q]
+            inside = proj + (rp + rq) ** 2 <= self.e2 - self.margin
+            open_ = ~inside & (proj + (rp - rq) ** 2 <= self.e2 + self.margin)
+            at = np.flatnonzero(open_)
+            if len(at):
+                inside[at] = self.screened(p[at], q[at])
+            out[s : s + step] = inside
+        return out
+
+    def screened(self, p: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """``sum((x[p] - x[q])**2) <= eps**2`` from float32 dot products, float64 only for
+        pairs within float32's rounding bound of eps² (:class:`_EpsBlocks`'s bound,
+        on the uncentred cloud)."""
+        sq_p, sq_q = self.sq[p], self.sq[q]
+        dot = np.empty(len(p))
+        step = max(16, (8 << 20) // max(self.x.shape[1], 1))  # 2 x 32 MB of rows at a time
+        for s in range(0, len(p), step):
+            sl = slice(s, s + step)
+            dot[sl] = np.einsum("ij,ij->i", self.x32[p[sl]], self.x32[q[sl]])
+        screened = sq_p + sq_q - 2.0 * dot
+        margin = 2.0 * (2 * self.x.shape[1] + 16) * _U32 * (sq_p + sq_q)
+        inside = screened <= self.e2 - margin
+        near = np.flatnonzero(~inside & (screened <= self.e2 + margin))
+        if len(near):
+            inside[near] = _exact_squared(self.x, p[near], q[near]) <= self.e2
+        return inside
+
+    def candidates(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``(slot, point)`` pairs: the points within eps of ``rows[slot]`` along the
+        axes, a superset of their eps-balls."""
+        assert self.tree is not None
+        radius = np.sqrt(self.e2) * (1.0 + 1e-9) + self.radius_pad
+        found = self.tree.query_radius(self.y[rows], r=radius)
+        counts = np.fromiter((len(v) for v in found), dtype=np.int64, count=len(found))
+        flat = np.concatenate(found) if len(found) else np.zeros(0, np.int64)
+        del found
+        return np.repeat(np.arange(len(rows)), counts), flat
+
+    def balls_of(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The eps-balls of ``rows`` (themselves included): neighbours and counts."""
+        owner, flat = self.candidates(rows)
+        keep = self._decide(rows[owner], flat)
+        counts = np.bincount(owner[keep], minlength=len(rows)).astype(np.int64)
+        return flat[keep].astype(np.int32 if self.n < 2**31 else np.int64), counts
+
+    def mean_candidates(self, sample: int = 256) -> float:
+        """The mean number of pairs the tree lists per point, from evenly spread rows."""
+        rows = np.unique(np.linspace(0, self.n - 1, min(sample, self.n)).astype(np.int64))
+        return len(self.candidates(rows)[1]) / len(rows)
+
+    def kdistances(self, rows: np.ndarray, k: int) -> np.ndarray:
+        """Exact squared k-distances of ``rows`` (itself counted): the k-th exact
+        distance among the tree's nearest in ``y`` bounds it; every point within that
+        bound lies within it in ``y`` too, and the k-th of those is the k-distance."""
+        assert self.tree is not None
+        near = min(self.n, max(2 * k, k + 8))
+        _, cand = self.tree.query(self.y[rows], k=near)
+        owner = np.repeat(rows, near)
+        d2 = _exact_squared(self.x, owner, cand.ravel()).reshape(len(rows), near)
+        bound = np.partition(d2, k - 1, axis=1)[:, k - 1]
+        found = self.tree.query_radius(
+            self.y[rows], r=np.sqrt(bound) * (1.0 + 1e-9) + self.radius_pad
+        )
+        counts = np.fromiter((len(v) for v in found), dtype=np.int64, count=len(found))
+        flat = np.concatenate(found)
+        slot = np.repeat(np.arange(len(rows)), counts)
+        owner = rows[slot]
+        dy = self.y[owner] - self.y[flat]
+        lower = np.einsum("ij,ij->i", dy, dy) + (self.r[owner] - self.r[flat]) ** 2
+        del dy
+        # points whose lower bound exceeds the bound cannot be among the k nearest
+        keep = lower <= bound[slot] + self.margin
+        slot, flat = slot[keep], flat[keep]
+        exact = _exact_squared(self.x, rows[slot], flat)
+        order = np.lexsort((exact, slot))
+        start = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(np.bincount(slot, minlength=len(rows)), out=start[1:])
+        return exact[order][start[:-1] + k - 1]
+
+
+def _dbscan_projected(
+    balls: _ProjectedBalls, min_samples: int, budget: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """DBSCAN from :class:`_ProjectedBalls`' candidates without listing every ball:
+    a point is core once ``min_samples`` pairs are sure (the bounds alone decide most
+    pairs of a big ball); the joins test only core pairs ``(i, j > i)`` still in
+    different components; a border point's cluster comes from its own ball (within
+    eps is symmetric). About ``budget / 8`` candidates are held at a time."""
+    n = balls.n
+    labels = np.full(n, -1, dtype=np.int64)
+    entries = max(budget // 8, 1)
+
+    def chunks(rows: np.ndarray) -> Any:
+        step, start = 256, 0
+        while start < len(rows):
+            chunk = rows[start : start + step]
+            slot, flat = balls.candidates(chunk)
+            yield chunk, slot, flat
+            start += len(chunk)
+            step = int(np.clip(entries / max(len(flat) / max(len(chunk), 1), 1.0), 16, 65536))
+
+    # rows in the tree's leaf order: a chunk's rows are neighbours, and so share
+    # most of their candidates (the gathers of their coordinates hit the cache)
+    leaf_order = np.asarray(balls.tree.get_arrays()[1]) if balls.tree is not None else None
+    order = np.arange(n) if leaf_order is None else leaf_order.astype(np.int64)
+    counts = np.zeros(n, dtype=np.int64)
+    # the tree's lists are kept for the two later passes when they fit half the
+    # budget (two int32 per entry: at most 128 MB, as the ball route's lists)
+    cached: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = []
+    held = 0
+    for chunk, slot, flat in chunks(order):
+        if cached is not None:
+            held += len(flat)
+            if held <= budget // 2 and n < 2**31:
+                cached.append((chunk, slot.astype(np.int32), flat.astype(np.int32)))
+            else:
+                cached = None
+        owner = chunk[slot]
+        sure, open_ = balls.sure_and_open(owner, flat)
+        counts[chunk] = np.bincount(slot[sure], minlength=len(chunk))
+        # pairs still open count only for points not yet core
+        pending = np.flatnonzero(open_ & (counts[owner] < min_samples))
+        if len(pending):
+            inside = balls.screened(owner[pending], flat[pending])
+            counts[chunk] += np.bincount(slot[pending[inside]], minlength=len(chunk))
+    core = counts >= min_samples
+    if not core.any():
+        return labels, core
+    core_rows = np.flatnonzero(core)
+
+    def lists_of(select: np.ndarray) -> Any:
+        """The tree's lists of the selected rows (kept from the first pass, or again)."""
+        if cached is None:
+            yield from chunks(order[select[order]])
+            return
+        for chunk, slot, flat in cached:
+            keep = select[chunk][slot]
+            yield chunk, slot[keep], flat[keep]
+
+    component = np.arange(n)
+    for chunk, slot, flat in lists_of(core):
+        owner = chunk[slot]
+        ask = np.flatnonzero(core[flat] & (flat > owner) & (component[flat] != component[owner]))
+        if len(ask):
+            inside = balls._decide(owner[ask], flat[ask])
+            if inside.any():
+                component = join_components(component, owner[ask[inside]], flat[ask[inside]])
+    _number_clusters(labels, core_rows, component[core_rows])
+    # border points: the lowest-numbered cluster with a core point within eps
+    for chunk, slot, flat in lists_of(~core):
+        owner = chunk[slot]
+        ask = np.flatnonzero(core[flat])
+        if len(ask):
+            inside = balls._decide(owner[ask], flat[ask])
+            hit = ask[inside]
+            best = np.full(len(chunk), np.iinfo(np.int64).max)
+            np.minimum.at(best, slot[hit], labels[flat[hit]])
+            reached = best < np.iinfo(np.int64).max
+            labels[chunk[reached]] = best[reached]
+    return labels, core
+
+
+def _neighborhood_chunks(balls_of: Any, rows: np.ndarray, budget: int) -> Any:
     """Yield ``(chunk rows, flat neighbours, counts)`` with about ``budget`` entries each."""
     step = 256
     start = 0
     while start < len(rows):
         chunk = rows[start : start + step]
-        found = index.radius_neighbors(x[chunk], return_distance=False)
-        counts = np.fromiter((len(v) for v in found), dtype=np.int64, count=len(found))
-        flat = np.concatenate(found).astype(np.int32) if len(found) else np.zeros(0, np.int32)
-        del found
+        flat, counts = balls_of(chunk)
         yield chunk, flat, counts
         start += len(chunk)
         mean = max(float(counts.mean()) if len(counts) else 1.0, 1.0)
@@ -329,12 +662,7 @@ def dbscan_labels(
     joins the lowest-numbered cluster with a core point within eps (the cluster
     scikit-learn's expansion reaches first); the rest is noise (-1).
 
-    Two routes give these labels. With more than 15 dimensions (where scikit-learn
-    compares all pairs too) or when the balls of a sample of points say that all
-    balls together would exceed ``budget`` entries, all pairs are tested in blocks
-    of about ``budget / 8`` pairs (:class:`_EpsBlocks`). Otherwise the balls come
-    from scikit-learn's ``NearestNeighbors.radius_neighbors``, a chunk of rows at a
-    time, about ``budget`` entries held at once.
+    The routes are :func:`dbscan_labels_and_core`'s.
 
     "Within eps" is ``sum((x - y)**2) <= eps * eps`` computed exactly, as
     scikit-learn's trees compute it (``algorithm="kd_tree"`` or ``"ball_tree"``).
@@ -342,15 +670,42 @@ def dbscan_labels(
     distances through ``|x|² + |y|² - 2 x·y`` and may decide a pair lying at eps
     to within that rounding the other way.
     """
-    x = np.asarray(points, dtype=np.float64)
+    return dbscan_labels_and_core(points, eps, min_samples, budget=budget)[0]
+
+
+def dbscan_labels_and_core(
+    points: Any, eps: float, min_samples: int, *, budget: int = NEIGHBOR_BUDGET
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`dbscan_labels` and the core-point mask (``core_sample_indices_`` of
+    scikit-learn's DBSCAN as a boolean array).
+
+    Three routes give the labels. In more than 15 dimensions and above
+    ``PROJECTED_MIN`` points, a KD-tree on the top principal axes
+    (:class:`_ProjectedBalls`) is built first; when it lists at most
+    ``BIG_BALL_SHARE`` of the points per point (a sample says), the balls come from
+    it a chunk of rows at a time (:func:`_dbscan_projected`), otherwise all pairs
+    are tested in blocks (:class:`_EpsBlocks`). In 15 dimensions or fewer,
+    the blocks are taken when the balls would exceed ``budget`` entries, otherwise
+    scikit-learn's tree gives the balls. A float32 cloud is read in float64 where
+    a pair is decided, without a float64 copy of it on the tree's route.
+    """
+    x = np.asarray(points)
+    if x.dtype != np.float32:
+        x = np.asarray(x, dtype=np.float64)
     n = len(x)
     if n == 0:
-        return np.full(0, -1, dtype=np.int64)
+        return np.full(0, -1, dtype=np.int64), np.zeros(0, dtype=bool)
+    if x.ndim == 2 and x.shape[1] > 15 and n > PROJECTED_MIN:
+        projected = _ProjectedBalls(x, eps)
+        if projected.finite and projected.mean_candidates() <= BIG_BALL_SHARE * n:
+            return _dbscan_projected(projected, int(min_samples), budget)
+        del projected
+    x = np.asarray(x, dtype=np.float64)
     blocks = _EpsBlocks.of(x, eps, budget)
     if blocks is not None and (x.shape[1] > 15 or blocks.estimated_entries() > budget):
         return _dbscan_blocked(blocks, int(min_samples))
     del blocks
-    return _dbscan_balls(x, eps, int(min_samples), budget)
+    return _dbscan_balls(_sklearn_balls(x, eps), n, int(min_samples), budget)
 
 
 def _number_clusters(labels: np.ndarray, core_rows: np.ndarray, roots: np.ndarray) -> None:
@@ -446,7 +801,7 @@ class _EpsBlocks:
         step = max(16, (4 << 20) // max(self.d, 1))  # ~32 MB of differences
         for s in range(0, len(p), step):
             sl = slice(s, s + step)
-            out[sl] = _squared_distances(self.x, p[sl], q[sl]) <= self.e2
+            out[sl] = _exact_squared(self.x, p[sl], q[sl]) <= self.e2
         return out
 
     def estimated_entries(self, sample: int = 256) -> float:
@@ -460,7 +815,7 @@ class _EpsBlocks:
         return float(counts.mean()) * self.n
 
 
-def _dbscan_blocked(blocks: _EpsBlocks, min_samples: int) -> np.ndarray:
+def _dbscan_blocked(blocks: _EpsBlocks, min_samples: int) -> tuple[np.ndarray, np.ndarray]:
     n = blocks.n
     labels = np.full(n, -1, dtype=np.int64)
     # ball sizes from the pairs (i, j >= i) only: "within eps" is symmetric, so a
@@ -474,7 +829,7 @@ def _dbscan_blocked(blocks: _EpsBlocks, min_samples: int) -> np.ndarray:
         del hits
     core = counts >= min_samples
     if not core.any():
-        return labels
+        return labels, core
     core_rows = np.flatnonzero(core)
     m = len(core_rows)
     core_cols = blocks.cols[core_rows]
@@ -504,22 +859,21 @@ def _dbscan_blocked(blocks: _EpsBlocks, min_samples: int) -> np.ndarray:
             reached = hits.any(axis=1)
             first = hits.argmax(axis=1)
             labels[rows[reached]] = sorted_labels[first[reached]]
-    return labels
+    return labels, core
 
 
-def _dbscan_balls(x: np.ndarray, eps: float, min_samples: int, budget: int) -> np.ndarray:
-    """The balls from scikit-learn's tree, a chunk of rows at a time (low dimensions,
-    small balls): about ``budget`` neighbour entries held, and kept for the second
-    pass only when all of them fit."""
-    from sklearn.neighbors import NearestNeighbors
-
-    n = len(x)
+def _dbscan_balls(
+    balls_of: Any, n: int, min_samples: int, budget: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """DBSCAN from the balls ``balls_of(rows) -> (neighbours, counts)`` (scikit-learn's
+    tree in low dimensions, :class:`_ProjectedBalls` in many), a chunk of rows at a
+    time: about ``budget`` neighbour entries held, and kept for the second pass only
+    when all of them fit."""
     labels = np.full(n, -1, dtype=np.int64)
-    index = NearestNeighbors(radius=float(eps)).fit(x)
     counts = np.zeros(n, dtype=np.int64)
     cached: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = []
     held = 0
-    for chunk, flat, chunk_counts in _neighborhood_chunks(index, x, np.arange(n), budget):
+    for chunk, flat, chunk_counts in _neighborhood_chunks(balls_of, np.arange(n), budget):
         counts[chunk] = chunk_counts
         if cached is not None:
             held += len(flat)
@@ -529,13 +883,13 @@ def _dbscan_balls(x: np.ndarray, eps: float, min_samples: int, budget: int) -> n
                 cached = None
     core = counts >= int(min_samples)
     if not core.any():
-        return labels
+        return labels, core
     core_rows = np.flatnonzero(core)
 
     def core_neighborhoods() -> Any:
         """The balls of the core points again: from the first pass if kept, else recomputed."""
         if cached is None:
-            yield from _neighborhood_chunks(index, x, core_rows, budget)
+            yield from _neighborhood_chunks(balls_of, core_rows, budget)
             return
         for chunk, flat, chunk_counts in cached:
             pick = core[chunk]
@@ -581,7 +935,7 @@ def _dbscan_balls(x: np.ndarray, eps: float, min_samples: int, budget: int) -> n
         np.minimum.at(best, flat[border], owner_label[border])
     reached = ~core & (best < np.iinfo(np.int64).max)
     labels[reached] = best[reached]
-    return labels
+    return labels, core
 
 
 class BoundedDBSCAN:
@@ -608,15 +962,6 @@ class BoundedDBSCAN:
 
     def __repr__(self) -> str:
         return f"BoundedDBSCAN(eps={self.eps}, min_samples={self.min_samples})"
-
-
-class _NoNerve:
-    """Stands in for kmapper's all-pairs GraphNerve; edges are built afterwards."""
-
-    min_intersection = 1
-
-    def compute(self, nodes: Any) -> tuple[dict, list]:
-        return {}, []
 
 
 def mapper_graph(
@@ -668,8 +1013,6 @@ def mapper_graph(
         A constant lens makes every interval the whole cloud, so the cover is
         reduced to one interval (the graph is then DBSCAN's clustering).
     """
-    import kmapper
-
     x = _as_cloud(points)
     m, _d = x.shape
     lab = _labels(labels, m)
@@ -717,22 +1060,43 @@ def mapper_graph(
             cubes = 1
             params["note"] = "constant lens: the cover was reduced to one interval."
         params["n_cubes_used"] = cubes
-        mapper = kmapper.KeplerMapper(verbose=0)
-        graph = mapper.map(
-            lens_arr,
-            x,
-            cover=kmapper.Cover(n_cubes=cubes, perc_overlap=float(perc_overlap)),
-            clusterer=BoundedDBSCAN(
-                eps=float(eps), min_samples=int(min_samples), budget=NEIGHBOR_BUDGET
-            ),
-            nerve=_NoNerve(),
+        nodes = _cluster_cubes(
+            x, lens_arr, cubes, float(perc_overlap), float(eps), int(min_samples)
         )
-        nodes = dict(graph["nodes"])
         if not nodes:
             prefix = params["note"] + " " if params["note"] else ""
             params["note"] = prefix + "every point is DBSCAN noise: no nodes."
 
     return _assemble(x, lab, n_classes, lens_arr, nodes, params, int(seed))
+
+
+def _cluster_cubes(
+    x: np.ndarray,
+    lens_arr: np.ndarray,
+    n_cubes: int,
+    perc_overlap: float,
+    eps: float,
+    min_samples: int,
+) -> dict[str, list[int]]:
+    """kmapper's ``map`` (its ``Cover``, its node names, an interval with fewer than
+    ``min_samples`` points left unclustered), without its float64 copy of the cloud
+    with an id column: each interval's rows are taken from the cloud as they are."""
+    import kmapper
+
+    m = len(x)
+    lens_ids = np.column_stack([np.arange(m, dtype=np.float64), lens_arr])
+    cover = kmapper.Cover(n_cubes=n_cubes, perc_overlap=perc_overlap)
+    cover.fit(lens_ids)
+    nodes: dict[str, list[int]] = {}
+    for i, hypercube in enumerate(cover.transform(lens_ids)):
+        if hypercube.shape[0] < min_samples:
+            continue
+        ids = hypercube[:, 0].astype(np.int64)
+        predictions = dbscan_labels(x[ids], eps, min_samples, budget=NEIGHBOR_BUDGET)
+        for cluster in np.unique(predictions):
+            if cluster != -1:
+                nodes[f"cube{i}_cluster{int(cluster)}"] = ids[predictions == cluster].tolist()
+    return nodes
 
 
 def _labels(labels: Any, m: int) -> np.ndarray | None:
@@ -787,7 +1151,10 @@ def _assemble(
         (np.ones(len(members), dtype=np.float64), (node_of_entry, members)), shape=(n_nodes, m)
     )
     safe = np.maximum(size, 1)[:, None]
-    mean_activation = (np.asarray(incidence @ x) / safe).astype(np.float32)
+    mean_activation = np.empty((n_nodes, d), dtype=np.float32)
+    for s in range(0, d, 32):  # float64 sums, a few columns of a float32 cloud at a time
+        block = np.asarray(incidence @ x[:, s : s + 32].astype(np.float64))
+        mean_activation[:, s : s + 32] = block / safe
     mean_lens = np.asarray(incidence @ lens_arr[:, 0]).ravel() / safe[:, 0]
 
     class_counts = np.zeros((n_nodes, n_classes), dtype=np.int64)
@@ -830,7 +1197,7 @@ def _assemble(
         purity=purity,
         dominant_class=dominant,
         mean_lens=mean_lens.astype(np.float64),
-        mean_activation=mean_activation.reshape(n_nodes, d),
+        mean_activation=mean_activation,
         edges=edges.astype(np.int64),
         edge_weight=edge_weight.astype(np.float64),
         component=component.astype(np.int64),
