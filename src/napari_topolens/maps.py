@@ -316,9 +316,9 @@ def iter_topology_map(
             placed = placers[name].place(vectors, point_probabilities)
             shape = (len(index), *maps[name].grid_shape)
             counts = np.diff(placed.node_offsets)
-            last = np.where(
-                counts > 0, placed.nodes[np.maximum(placed.node_offsets[1:] - 1, 0)], -1
-            )
+            last = np.full(len(counts), -1, dtype=np.int64)
+            held = counts > 0
+            last[held] = placed.nodes[placed.node_offsets[1:][held] - 1]
             target = maps[name]
             target.node[index] = placed.node.reshape(shape)
             target.node_last[index] = last.reshape(shape)
