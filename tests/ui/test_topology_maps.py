@@ -11,13 +11,19 @@ import pytest
 from conftest import dock, dock_analysis, open_sample, wait_for
 from test_links import click
 
+import napari_topolens as tl
+from napari_topolens import load_sample
+from napari_topolens.maps import map_drift, topology_map
+from napari_topolens.topology.analysis import AnalysisConfig
 from napari_topolens.ui.links import links_for
 from napari_topolens.ui.state import state_for
 from napari_topolens.ui.topology_maps import maps_for
+from napari_topolens.ui.variants import variant_views_for
+from napari_topolens.ui.views import show_analysis, show_variants
 from napari_topolens.ui.widget_parts import MARKED_IMAGES
 
 #: Images analysed (a fast run): every 30th of the 1200 shapes.
-CHOSEN = np.arange(0, 1200, 30)
+CHOSEN = np.arange(0, 1200, 60)
 TIMEOUT_MS = 120_000
 
 
@@ -52,7 +58,7 @@ def _wait_map(qtbot, maps):
 def shapes_map(make_napari_viewer, qtbot):
     viewer = make_napari_viewer()
     images, key = _analyse_shapes_pool2(viewer, qtbot)
-    image = int(CHOSEN[3])
+    image = int(CHOSEN[1])
     viewer.dims.set_point(0, image)
     widget = dock(viewer, "Topology map")
     maps = maps_for(viewer)
@@ -90,26 +96,7 @@ def test_object_and_background_clicks_select_different_nodes(shapes_map, qtbot):
         assert links.current_image(images) == image  # the click does not leave its image
         assert maps.message.startswith(f"pixel ({row}, {col}) of image {image}: node")
     assert set(answers["object"]["nodes"]) != set(answers["background"]["nodes"])
-
-
-def test_a_selected_node_shows_its_regions_on_the_image(shapes_map, qtbot):
-    viewer, images, key, image, _widget, maps = shapes_map
-    one = maps.cached(key, image)
-    node = int(np.bincount(one.node[0][one.node[0] >= 0]).argmax())  # the image's main node
-    links_for(viewer).select_nodes(key, [node])
-    links_for(viewer).show_image(images, image)
-    _wait_map(qtbot, maps)
-    regions = maps.region_layers[key]
-    assert regions.visible
-    expected = (np.isin(one.node[0], [node]) | np.isin(one.node_last[0], [node])).reshape(-1)[
-        one.pixels
-    ]
-    assert expected.any()
-    np.testing.assert_array_equal(regions.data.astype(bool), expected)
-
-
-def test_moving_the_slider_maps_the_new_image_off_the_main_thread(shapes_map, qtbot):
-    viewer, images, key, image, _widget, maps = shapes_map
+    # moving the slider maps the new image in a worker; back to a mapped one: at once
     other = image + 1
     viewer.dims.set_point(0, other)
     assert maps.busy  # a worker maps it; the main thread went on
@@ -122,3 +109,110 @@ def test_moving_the_slider_maps_the_new_image_off_the_main_thread(shapes_map, qt
     np.testing.assert_array_equal(
         maps.map_layers[key].data, maps.cached(key, image).pixel_map(0) + 1
     )
+
+
+# ---- an analysis made in Python (fast): regions, drift, a model out of reach -----------------
+@pytest.fixture(scope="module")
+def varied_shapes():
+    """Shapes at pool2 (every position of 16 images, H0 only) with one perturbed variant; its
+    provenance names the shipped sample model, as the widget's does."""
+    sample = load_sample("shapes")
+    index = sample.test_index[:16]
+    base = tl.run_variants(
+        sample.model,
+        sample.images[index],
+        ["pool2"],
+        ["gaussian:0.3"],
+        labels=sample.labels[index],
+        class_names=sample.class_names,
+        sampling="all_positions",
+        config=AnalysisConfig(max_dim=0),
+        provenance={"sample": "shapes", "model": "sample:shapes"},
+    )
+    return sample, base
+
+
+@pytest.fixture
+def shown_varied(make_napari_viewer, qtbot, varied_shapes):
+    sample, base = varied_shapes
+    viewer = make_napari_viewer()
+    images = viewer.add_image(np.asarray(base.images), name="shapes")
+    show_analysis(viewer, base, "pool2", image_layer=images)
+    show_variants(viewer, base)
+    key = state_for(viewer).key_of(base)
+    maps = maps_for(viewer)
+    maps.show_map(key)
+    _wait_map(qtbot, maps)
+    return viewer, images, key, maps, sample, base
+
+
+def test_a_selected_node_shows_its_regions_on_the_image(shown_varied, qtbot):
+    viewer, images, key, maps, _sample, _base = shown_varied
+    image = links_for(viewer).current_image(images)
+    one = maps.cached(key, image)
+    node = int(np.bincount(one.node[0][one.node[0] >= 0]).argmax())  # the image's main node
+    links_for(viewer).select_nodes(key, [node], jump=False)
+    regions = maps.region_layers[key]
+    assert regions.visible
+    expected = (np.isin(one.node[0], [node]) | np.isin(one.node_last[0], [node])).reshape(-1)[
+        one.pixels
+    ]
+    assert expected.any() and not expected.all()
+    np.testing.assert_array_equal(regions.data.astype(bool), expected)
+    links_for(viewer).clear_selection(key)
+    assert not regions.visible
+
+
+def test_pixel_drift_marks_the_positions_whose_node_changed(shown_varied, qtbot):
+    viewer, images, key, maps, sample, base = shown_varied
+    image = 3
+    drift = maps.show_drift(key, "gaussian:0.3", image)
+    variant_layer = variant_views_for(viewer).bases[key].image_layers["gaussian:0.3"]
+    # independently: both images placed in the base's graph, node sets compared
+    base_map = topology_map(base, np.asarray(images.data[image : image + 1]), sample.model)
+    moved_map = topology_map(base, np.asarray(variant_layer.data[image : image + 1]), sample.model)
+    changed = (base_map["pool2"].node != moved_map["pool2"].node) | (
+        base_map["pool2"].node_last != moved_map["pool2"].node_last
+    )
+    assert changed.any()
+    np.testing.assert_array_equal(drift.changed, changed)
+    base_labels, variant_labels, changed_layer = maps.drift_layers[key]
+    np.testing.assert_array_equal(base_labels.data, base_map["pool2"].pixel_map(0) + 1)
+    np.testing.assert_array_equal(variant_labels.data, moved_map["pool2"].pixel_map(0) + 1)
+    np.testing.assert_array_equal(changed_layer.data.astype(bool), drift.changed_pixels(0))
+    assert f"{100 * changed.mean():.0f}% of the positions changed" in maps.message
+    shares = maps.drift_shares(key, "gaussian:0.3", [image, image + 1])
+    assert shares["pool2"][0] == pytest.approx(changed.mean())
+    assert shares["pool2"][1] == pytest.approx(
+        map_drift(
+            topology_map(base, np.asarray(images.data[image + 1 : image + 2]), sample.model)[
+                "pool2"
+            ],
+            topology_map(base, np.asarray(variant_layer.data[image + 1 : image + 2]), sample.model)[
+                "pool2"
+            ],
+        ).mean_share
+    )
+
+
+def test_without_the_model_the_status_says_so_once_and_clicks_still_ring(
+    make_napari_viewer, varied_shapes
+):
+    from dataclasses import replace
+
+    _sample, base = varied_shapes
+    orphan = replace(base, provenance={"sample": "shapes"}, variants=[])  # no model named
+    viewer = make_napari_viewer()
+    images = viewer.add_image(np.asarray(orphan.images), name="shapes")
+    show_analysis(viewer, orphan, "pool2", image_layer=images)
+    key = state_for(viewer).key_of(orphan)
+    maps = maps_for(viewer)
+    assert maps.show_map(key) is None and key not in maps.map_layers
+    assert "model it was made with is not in reach" in maps.message
+    maps.message = ""
+    cloud = orphan["pool2"].cloud
+    image, (y0, x0, _, _) = int(cloud.image_index[0]), cloud.receptive_field[0]
+    viewer.dims.set_point(0, image)
+    click(viewer, images.data_to_world((image, int(y0), int(x0))))
+    assert len(links_for(viewer).last_highlight["points"])  # the analysed points still answer
+    assert maps.message == "" and not maps.busy  # said once, nothing started

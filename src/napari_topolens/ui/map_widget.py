@@ -49,12 +49,12 @@ class MapWidget(Container):
         )
         self.drift_button = PushButton(text="Pixel drift of this image")
         self.status = Label(value="")
-        self.extend(
-            [self.analysis_key, self.overlay, self.variant, self.drift_button, self.status]
-        )
+        self.status.native.setWordWrap(True)
+        self.extend([self.analysis_key, self.overlay, self.variant, self.drift_button, self.status])
         self.overlay.changed.connect(self._apply)
         self.analysis_key.changed.connect(self._apply)
         self.drift_button.changed.connect(self.show_drift)
+        self.maps.listeners.append(self._on_message)
         self._state.shown.connect(self._on_shown)
         self._state.removed.connect(lambda _key: self._refresh())
         self._refresh()
@@ -62,6 +62,12 @@ class MapWidget(Container):
         if choices:  # docked after a run: map the analysis on screen
             self.analysis_key.value = choices[-1]
         self._apply()
+
+    def _on_message(self, text: str) -> None:
+        try:
+            self.status.value = text
+        except RuntimeError:  # the widget was closed
+            self.maps.listeners.remove(self._on_message)
 
     def _key_choices(self, _widget: Any = None) -> list[str]:
         return [e.key for e in self._state if e.variant_of is None and e.image_layer is not None]

@@ -40,6 +40,7 @@ import numpy as np
 
 from ..errors import TopoLensError
 from . import view_data as vd
+from .layer_update import create_layer
 from .model_registry import model_of_analysis
 from .state import PerViewer, state_for, viewer_ref
 
@@ -103,6 +104,8 @@ class TopologyMaps:
         self.message = ""
         self.timings: list[float] = []
         self.last_answer: dict[str, Any] = {}
+        #: Called with each message (the map widget's status line).
+        self.listeners: list[Callable[[str], None]] = []
         self._said_no_model: set[str] = set()
         self._models: dict[str, Any] = {}
         self._waiting: OrderedDict[Key, list[Callable[[Any], None]]] = OrderedDict()
@@ -131,6 +134,8 @@ class TopologyMaps:
         viewer = self._viewer()
         if viewer is not None:
             viewer.status = text
+        for listener in list(self.listeners):
+            listener(text)
 
     def model(self, key: str) -> Any:
         """The model ``key``'s analysis was made with, or None (said once)."""
@@ -309,7 +314,8 @@ class TopologyMaps:
             labels = one.pixel_map(0).astype(np.int32) + 1
         layer = self.map_layers.get(key)
         if layer is None or layer not in self.viewer.layers:
-            layer = self.viewer.add_labels(
+            layer = _add_labels(
+                self.viewer,
                 labels,
                 name=f"{key} · topology map",
                 opacity=_MAP_OPACITY,
@@ -398,7 +404,8 @@ class TopologyMaps:
         if layer is None or layer not in self.viewer.layers:
             from napari.utils.colormaps import DirectLabelColormap
 
-            layer = self.viewer.add_labels(
+            layer = _add_labels(
+                self.viewer,
                 data,
                 name=f"{key} · node regions",
                 opacity=0.9,
@@ -408,7 +415,7 @@ class TopologyMaps:
                 ),
                 **_placed_like(entry.image_layer),
             )
-            layer.contour = max(1, round(max(data.shape) / 100))
+            layer.contour = max(1, round(max(data.shape) / 24))  # a visible outline
             layer.editable = False
             self.region_layers[key] = layer
         else:
@@ -507,7 +514,8 @@ class TopologyMaps:
             (base_map, base_layer, "base"),
             (variant_map, variant_layer, variant),
         ):
-            layer = self.viewer.add_labels(
+            layer = _add_labels(
+                self.viewer,
                 one.pixel_map(0).astype(np.int32) + 1,
                 name=f"{base_key} · map of {label} #{image}",
                 opacity=_MAP_OPACITY,
@@ -516,7 +524,8 @@ class TopologyMaps:
             )
             self._color(layer, entry)
             made.append(layer)
-        changed = self.viewer.add_labels(
+        changed = _add_labels(
+            self.viewer,
             drift.changed_pixels(0).astype(np.uint8),
             name=f"{base_key} · changed node ({variant}) #{image}",
             opacity=0.8,
@@ -529,8 +538,20 @@ class TopologyMaps:
             color_dict={None: (0, 0, 0, 0), 0: (0.15, 0.15, 0.15, 1.0), 1: _CHANGED_RGBA}
         )
         made.append(changed)
-        for layer in made:
-            layer.editable = False
+        g = vd.ImageGeometry.of_layer(variant_layer)
+        left = changed.translate[-1] - changed.scale[-1] / 2
+        title = create_layer(
+            vd.variant_labels_layer_data(
+                f"{base_key} · drift",
+                [f"changed node ({100 * float(drift.share[0]):.0f}%)"],
+                [(g.origin[0], left, g.origin[0] + g.height, left + g.width)],
+            )
+        )
+        active = self.viewer.layers.selection.active
+        self.viewer.add_layer(title)
+        if active is not None:
+            self.viewer.layers.selection.active = active
+        made.append(title)
         self.drift_layers[base_key] = made
         self._say(
             f"{variant}, image {image} at {name}: {100 * float(drift.share[0]):.0f}% of the "
@@ -584,6 +605,18 @@ class TopologyMaps:
         for layer in layers:
             if layer is not None and layer in viewer.layers:
                 viewer.layers.remove(layer)
+
+
+def _add_labels(viewer: Any, data: np.ndarray, **kwargs: Any) -> Any:
+    """A locked Labels overlay, added without taking the active layer from the user."""
+    from .layer_update import lock_layer
+
+    active = viewer.layers.selection.active
+    layer = viewer.add_labels(data, **kwargs)
+    lock_layer(layer)
+    if active is not None:
+        viewer.layers.selection.active = active
+    return layer
 
 
 def _image_hw(layer: Any) -> tuple[int, int]:
