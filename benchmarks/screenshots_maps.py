@@ -72,6 +72,7 @@ def main() -> int:
     map_widget.variant.reset_choices()
     map_widget.variant.value = "gaussian:0.1"
     drift = map_widget.show_drift()
+    viewer.reset_view()  # the difference panel right of the variant in view
     print("drift:", maps.message, "share", float(drift.share[0]))
     camera.shoot(viewer, map_widget.native, "map_drift.png")
     viewer.close()

@@ -114,7 +114,7 @@ def test_object_and_background_clicks_select_different_nodes(shapes_map, qtbot):
 # ---- an analysis made in Python (fast): regions, drift, a model out of reach -----------------
 @pytest.fixture(scope="module")
 def varied_shapes():
-    """Shapes at pool2 (every position of 16 images, H0 only) with one perturbed variant; its
+    """Shapes at pool2 (600 of the positions of 16 images, H0 only) with one perturbed variant; its
     provenance names the shipped sample model, as the widget's does."""
     sample = load_sample("shapes")
     index = sample.test_index[:16]
@@ -126,7 +126,8 @@ def varied_shapes():
         labels=sample.labels[index],
         class_names=sample.class_names,
         sampling="all_positions",
-        config=AnalysisConfig(max_dim=0),
+        max_points=600,
+        config=AnalysisConfig(max_dim=0, distance_dim=0),
         provenance={"sample": "shapes", "model": "sample:shapes"},
     )
     return sample, base
@@ -176,11 +177,11 @@ def test_pixel_drift_marks_the_positions_whose_node_changed(shown_varied, qtbot)
     )
     assert changed.any()
     np.testing.assert_array_equal(drift.changed, changed)
-    base_labels, variant_labels, changed_layer = maps.drift_layers[key]
+    base_labels, variant_labels, changed_layer, _title = maps.drift_layers[key]
     np.testing.assert_array_equal(base_labels.data, base_map["pool2"].pixel_map(0) + 1)
     np.testing.assert_array_equal(variant_labels.data, moved_map["pool2"].pixel_map(0) + 1)
     np.testing.assert_array_equal(changed_layer.data.astype(bool), drift.changed_pixels(0))
-    assert f"{100 * changed.mean():.0f}% of the positions changed" in maps.message
+    assert f"{100 * changed.mean():.0f}% of the positions changed node" in maps.message
     shares = maps.drift_shares(key, "gaussian:0.3", [image, image + 1])
     assert shares["pool2"][0] == pytest.approx(changed.mean())
     assert shares["pool2"][1] == pytest.approx(

@@ -31,6 +31,7 @@ keeps working (clicks ring analysed points as before).
 
 from __future__ import annotations
 
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
@@ -69,13 +70,39 @@ def _one_image(data: Any, rgb: bool, image: int) -> np.ndarray:
     return np.asarray(data[int(image)] if stacked else data)[None]
 
 
+#: One map at a time (a worker and a drift on the main thread share the model copies).
+_MAP_LOCK = threading.Lock()
+#: Per model (by id, with the model kept alive): a private copy the maps run. Capturing a
+#: layer hooks the model's modules; an analysis running the same model in another thread
+#: would catch the other pass's outputs, so the maps never run the user's own object.
+_PRIVATE_MODELS: dict[int, tuple[Any, Any]] = {}
+
+
+def _private_model(model: Any) -> Any:
+    import copy
+
+    found = _PRIVATE_MODELS.get(id(model))
+    if found is not None and found[0] is model:
+        return found[1]
+    private = copy.deepcopy(model)
+    for module in private.modules():  # hooks copied from a pass running right now
+        module._forward_hooks.clear()
+        module._forward_pre_hooks.clear()
+    _PRIVATE_MODELS[id(model)] = (model, private)
+    while len(_PRIVATE_MODELS) > 4:
+        _PRIVATE_MODELS.pop(next(iter(_PRIVATE_MODELS)))
+    return private
+
+
 def _map_work(analysis: Any, model: Any, data: Any, rgb: bool, image: int, layer: str) -> Any:
     """Worker body: the topology map of one image at one network layer."""
     from ..maps import topology_map
 
-    started = time.perf_counter()
-    maps = topology_map(analysis, _one_image(data, rgb, image), model, layer=layer)
-    return maps[layer], time.perf_counter() - started
+    with _MAP_LOCK:
+        started = time.perf_counter()
+        private = _private_model(model)
+        maps = topology_map(analysis, _one_image(data, rgb, image), private, layer=layer)
+        return maps[layer], time.perf_counter() - started
 
 
 class TopologyMaps:
@@ -543,7 +570,7 @@ class TopologyMaps:
         title = create_layer(
             vd.variant_labels_layer_data(
                 f"{base_key} · drift",
-                [f"changed node ({100 * float(drift.share[0]):.0f}%)"],
+                [f"changed ({100 * float(drift.share[0]):.0f}%)"],
                 [(g.origin[0], left, g.origin[0] + g.height, left + g.width)],
             )
         )
@@ -554,8 +581,8 @@ class TopologyMaps:
         made.append(title)
         self.drift_layers[base_key] = made
         self._say(
-            f"{variant}, image {image} at {name}: {100 * float(drift.share[0]):.0f}% of the "
-            "positions changed node (magenta, right)"
+            f"{variant} #{image} at {name}: {100 * float(drift.share[0]):.0f}% of the "
+            "positions changed node (magenta)"
         )
         return drift
 
@@ -576,8 +603,12 @@ class TopologyMaps:
         names = list(layers) if layers is not None else list(entry.analysis.layers)
         index = np.asarray(list(images), np.int64)
         base_data, variant_data = entry.image_layer.data, bv.image_layers[variant].data
-        base = topology_map(entry.analysis, np.asarray(base_data[index]), model, layer=names)
-        moved = topology_map(entry.analysis, np.asarray(variant_data[index]), model, layer=names)
+        with _MAP_LOCK:
+            private = _private_model(model)
+            base = topology_map(entry.analysis, np.asarray(base_data[index]), private, layer=names)
+            moved = topology_map(
+                entry.analysis, np.asarray(variant_data[index]), private, layer=names
+            )
         return {name: map_drift(base[name], moved[name]).share for name in names}
 
     # ------------------------------------------------------------------ following the state
@@ -630,5 +661,5 @@ def _placed_like(layer: Any, right_of: bool = False) -> dict[str, Any]:
     scale = tuple(float(v) for v in np.asarray(layer.scale)[-2:])
     translate = [float(v) for v in np.asarray(layer.translate)[-2:]]
     if right_of:
-        translate[1] += (_image_hw(layer)[1] + 2) * scale[1]
+        translate[1] += 1.5 * _image_hw(layer)[1] * scale[1]  # room for the titles
     return {"scale": scale, "translate": tuple(translate)}
