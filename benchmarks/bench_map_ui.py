@@ -4,7 +4,7 @@ Run from the repository root (needs a display)::
 
     PYTHONPATH=src xvfb-run -a -s "-screen 0 1280x800x24" python benchmarks/bench_map_ui.py
 
-The shapes sample at pool2 (every position of 40 images analysed) is shown with
+The shapes sample at pool2 (2000 positions of 40 images analysed) is shown with
 its views; then the stack's slider moves through 50 images, waiting for each
 image's map, twice, interleaved: without the map overlay (the baseline: the same
 moves, the same views) and with it. A 10 ms Qt timer measures the main thread: its
@@ -88,7 +88,7 @@ def main() -> None:
     sample = load_sample("shapes")
     analysed = np.arange(0, 1200, 30)
     clouds = extract_activations(
-        sample.model, sample.images[analysed], ["pool2"], sampling="all_positions"
+        sample.model, sample.images[analysed], ["pool2"], sampling="all_positions", max_points=2000
     )
     analysis = analyze(
         clouds,

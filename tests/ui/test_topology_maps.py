@@ -15,6 +15,7 @@ import napari_topolens as tl
 from napari_topolens import load_sample
 from napari_topolens.maps import map_drift, topology_map
 from napari_topolens.topology.analysis import AnalysisConfig
+from napari_topolens.ui import view_data as vd
 from napari_topolens.ui.links import links_for
 from napari_topolens.ui.state import state_for
 from napari_topolens.ui.topology_maps import maps_for
@@ -160,8 +161,24 @@ def test_a_selected_node_shows_its_regions_on_the_image(shown_varied, qtbot):
     ]
     assert expected.any() and not expected.all()
     np.testing.assert_array_equal(regions.data.astype(bool), expected)
+    # the gallery's tiles (the node's member images) get their maps too, over each tile
+    tiles = state_for(viewer).get(key).selection.tiles
+    assert len(tiles) >= 2
+    _wait_map(qtbot, maps)
+    gallery_maps = maps.gallery_layers[key]
+    gallery = state_for(viewer).get(key).layers["gallery"]
+    assert gallery_maps.visible and gallery_maps.data.shape == gallery.data.shape[:2]
+    np.testing.assert_allclose(gallery_maps.scale, gallery.scale)
+    h, w = images.data.shape[1:]
+    for k in (0, len(tiles) - 1):
+        (y, x), _ = vd.tile_box(k, (h, w))
+        b = vd.TILE_BORDER
+        tile_map = maps.cached(key, tiles[k]).pixel_map(0) + 1
+        np.testing.assert_array_equal(
+            gallery_maps.data[y + b : y + b + h, x + b : x + b + w], tile_map
+        )
     links_for(viewer).clear_selection(key)
-    assert not regions.visible
+    assert not regions.visible and not gallery_maps.visible
 
 
 def test_pixel_drift_marks_the_positions_whose_node_changed(shown_varied, qtbot):

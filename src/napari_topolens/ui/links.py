@@ -42,7 +42,7 @@ from .canvas import canvas_for
 from .layer_update import update_layer
 from .state import PerViewer, Selection, ShownAnalysis, state_for, viewer_ref
 
-__all__ = ["SELECTABLE_VIEWS", "LinkController", "gallery_spot", "links_for"]
+__all__ = ["PIXEL_ANSWERS", "SELECTABLE_VIEWS", "LinkController", "gallery_spot", "links_for"]
 
 #: Views whose selection drives the links (and that a click selects from).
 SELECTABLE_VIEWS = (
@@ -58,6 +58,11 @@ SELECTABLE_VIEWS = (
 )
 
 _CONTROLLERS = PerViewer()
+
+#: Called as ``answer(viewer, key, image, row, col)`` after a pixel click has ringed the
+#: analysed points: ``ui.topology_maps`` selects the node of the position under the pixel
+#: (a module above this one, so it registers itself here).
+PIXEL_ANSWERS: list[Callable[..., Any]] = []
 
 
 def links_for(viewer: Any) -> LinkController:
@@ -565,10 +570,8 @@ class LinkController:
         entry = self.state.get(key)
         entry.hits = found
         self._show_pixel(entry, int(image_index), int(row), int(col), points, found)
-        # every pixel answers: the node of the position under it (its map, off the main thread)
-        from .topology_maps import maps_for
-
-        maps_for(self.viewer).answer_pixel(key, int(image_index), int(row), int(col))
+        for answer in PIXEL_ANSWERS:  # every pixel answers: the node under it (ui.topology_maps)
+            answer(self.viewer, key, int(image_index), int(row), int(col))
         return found
 
     def ring_images(self, key: str, images: Iterable[int]) -> dict[str, np.ndarray]:

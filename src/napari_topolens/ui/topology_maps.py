@@ -42,6 +42,7 @@ import numpy as np
 from ..errors import TopoLensError
 from . import view_data as vd
 from .layer_update import create_layer
+from .links import PIXEL_ANSWERS, links_for
 from .model_registry import model_of_analysis
 from .state import PerViewer, state_for, viewer_ref
 
@@ -127,6 +128,8 @@ class TopologyMaps:
         self.shown: set[str] = set()
         self.map_layers: dict[str, Any] = {}
         self.region_layers: dict[str, Any] = {}
+        self.gallery_layers: dict[str, Any] = {}
+        self._gallery_tiles: dict[str, list[int]] = {}  # what each gallery map shows
         self.drift_layers: dict[str, list[Any]] = {}
         self.message = ""
         self.timings: list[float] = []
@@ -184,8 +187,6 @@ class TopologyMaps:
 
     def current_image(self, key: str) -> int | None:
         """The image of ``key``'s image layer on screen."""
-        from .links import links_for
-
         layer = links_for(self.viewer).image_layer_of(key)
         return None if layer is None else links_for(self.viewer).current_image(layer)
 
@@ -300,7 +301,8 @@ class TopologyMaps:
         entry = self.state.get(key)
         if not on:
             self.shown.discard(key)
-            for layers in (self.map_layers, self.region_layers):
+            self._gallery_tiles.pop(key, None)
+            for layers in (self.map_layers, self.region_layers, self.gallery_layers):
                 layer = layers.pop(key, None)
                 if layer is not None and layer in self.viewer.layers:
                     self.viewer.layers.remove(layer)
@@ -355,6 +357,8 @@ class TopologyMaps:
             layer.data = labels
         self._color(layer, entry)
         self._draw_regions(key)
+        if self._gallery_tiles.get(key):
+            self._draw_gallery(key)
 
     def _color(self, layer: Any, entry: Any) -> None:
         """Node colours of the canvas, and the node's id and class on hover."""
@@ -412,8 +416,62 @@ class TopologyMaps:
         return inside.reshape(-1)[one.pixels]
 
     def _on_selection(self, key: str) -> None:
-        if key in self.shown:
-            self._draw_regions(key)
+        if key not in self.shown or key not in self.state:
+            return
+        self._draw_regions(key)
+        entry = self.state.get(key)
+        tiles = [int(t) for t in entry.selection.tiles]
+        self._gallery_tiles[key] = tiles
+        current = self.current_image(key)
+        for tile in tiles[::-1]:  # the first tile is mapped first, after the image on screen
+            if tile != current:
+                self.request(key, tile)
+        self._draw_gallery(key)
+
+    # ------------------------------------------------------------------ the gallery's tiles
+    def _draw_gallery(self, key: str) -> None:
+        """The maps of the selection gallery's tiles, over the tiles (those mapped so far)."""
+        entry = self.state.get(key)
+        gallery = entry.layers.get("gallery")
+        layer = self.gallery_layers.get(key)
+        tiles = self._gallery_tiles.get(key, [])
+        if gallery is None or gallery not in self.viewer.layers or not tiles:
+            if layer is not None and layer in self.viewer.layers:
+                layer.visible = False
+            return
+        h, w = _image_hw(entry.image_layer)
+        b = vd.TILE_BORDER
+        data = np.zeros(np.shape(gallery.data)[:2], np.int32)
+        for k, tile in enumerate(tiles):
+            one = self.cached(key, tile)
+            (y, x), _ = vd.tile_box(k, (h, w))
+            if one is None or y + b + h > data.shape[0] or x + b + w > data.shape[1]:
+                continue
+            data[y + b : y + b + h, x + b : x + b + w] = one.pixel_map(0) + 1
+        placed = {"scale": tuple(gallery.scale), "translate": tuple(gallery.translate)}
+        if layer is None or layer not in self.viewer.layers:
+            layer = _add_labels(
+                self.viewer,
+                data,
+                name=f"{key} · gallery maps",
+                opacity=_MAP_OPACITY,
+                metadata={"topolens": {"key": key, "view": "gallery_maps"}},
+                **placed,
+            )
+            self.gallery_layers[key] = layer
+            # another gallery (a pixel click's, a most-moved pair) hides the tiles' maps
+            gallery.events.data.connect(lambda _e, k=key: self._on_gallery_data(k))
+        else:
+            layer.data = data
+            layer.scale, layer.translate = placed["scale"], placed["translate"]
+            layer.visible = True
+        self._color(layer, entry)
+
+    def _on_gallery_data(self, key: str) -> None:
+        self._gallery_tiles.pop(key, None)
+        layer = self.gallery_layers.get(key)
+        if layer is not None:
+            layer.visible = False
 
     def _draw_regions(self, key: str) -> None:
         entry = self.state.get(key)
@@ -479,8 +537,6 @@ class TopologyMaps:
                 "nodes": nodes,
                 "outside": bool(one.outside[0].reshape(-1)[position]),
             }
-            from .links import links_for
-
             links = links_for(self.viewer)
             if nodes:
                 links.select_nodes(key, nodes, jump=False)
@@ -629,7 +685,12 @@ class TopologyMaps:
             del self.cache[stale]
         for stale in [k for k in self._waiting if k[0] == key]:
             del self._waiting[stale]
-        layers = [self.map_layers.pop(key, None), self.region_layers.pop(key, None)]
+        self._gallery_tiles.pop(key, None)
+        layers = [
+            self.map_layers.pop(key, None),
+            self.region_layers.pop(key, None),
+            self.gallery_layers.pop(key, None),
+        ]
         layers += self.drift_layers.pop(key, [])
         if viewer is None:
             return
@@ -663,3 +724,10 @@ def _placed_like(layer: Any, right_of: bool = False) -> dict[str, Any]:
     if right_of:
         translate[1] += 1.5 * _image_hw(layer)[1] * scale[1]  # room for the titles
     return {"scale": scale, "translate": tuple(translate)}
+
+
+def _answer_pixel(viewer: Any, key: str, image: int, row: int, col: int) -> None:
+    maps_for(viewer).answer_pixel(key, image, row, col)
+
+
+PIXEL_ANSWERS.append(_answer_pixel)
