@@ -418,7 +418,7 @@ class TopologyMaps:
     def _on_selection(self, key: str) -> None:
         if key not in self.shown or key not in self.state:
             return
-        self._draw_regions(key)
+        self._draw_regions(key, say=True)
         entry = self.state.get(key)
         tiles = [int(t) for t in entry.selection.tiles]
         self._gallery_tiles[key] = tiles
@@ -473,7 +473,7 @@ class TopologyMaps:
         if layer is not None:
             layer.visible = False
 
-    def _draw_regions(self, key: str) -> None:
+    def _draw_regions(self, key: str, say: bool = False) -> None:
         entry = self.state.get(key)
         image = self.current_image(key)
         nodes = self.selected_nodes(key) if entry.selection.source == "mapper_nodes" else []
@@ -511,10 +511,11 @@ class TopologyMaps:
             top = self.viewer.layers.index(mapped)
             if self.viewer.layers.index(layer) < top:
                 self.viewer.layers.move(self.viewer.layers.index(layer), top + 1)
-        self._say(
-            f"{key}: node(s) {', '.join(map(str, np.asarray(nodes)[:6]))} hold "
-            f"{100 * float(mask.mean()):.0f}% of image {image}'s pixels"
-        )
+        if say:  # once per selection, not per map that arrives later
+            self._say(
+                f"{key}: node(s) {', '.join(map(str, np.asarray(nodes)[:6]))} hold "
+                f"{100 * float(mask.mean()):.0f}% of image {image}'s pixels"
+            )
 
     # ------------------------------------------------------------------ pixel -> node
     def answer_pixel(self, key: str, image: int, row: int, col: int) -> bool:
