@@ -79,7 +79,7 @@ from .label_choice import (
     read_label_choice,
 )
 from .level_layer import analysed_level_layer
-from .model_registry import added_models, discovered_models, model_events
+from .model_registry import added_models, discovered_models, model_events, remember_model
 from .module_tree import ModuleTree
 from .sample_data import SAMPLE_KEY
 from .variant_choice import VariantForm
@@ -1127,6 +1127,8 @@ class AnalysisWidget(QWidget):
         """Main thread: keep the analysis (its layers are in already) and report."""
         seconds = time.perf_counter() - self._started
         self.analysis = analysis
+        if self._model is not None and analysis.provenance.get("model") == self._model_label:
+            remember_model(analysis, self._model)  # its topology maps run it (ui.topology_maps)
         self._show = self._variant_show = None
         last = analysis.layer_results[-1]
         provenance = analysis.provenance

@@ -42,7 +42,7 @@ from .canvas import canvas_for
 from .layer_update import update_layer
 from .state import PerViewer, Selection, ShownAnalysis, state_for, viewer_ref
 
-__all__ = ["SELECTABLE_VIEWS", "LinkController", "gallery_spot", "links_for"]
+__all__ = ["PIXEL_ANSWERS", "SELECTABLE_VIEWS", "LinkController", "gallery_spot", "links_for"]
 
 #: Views whose selection drives the links (and that a click selects from).
 SELECTABLE_VIEWS = (
@@ -58,6 +58,11 @@ SELECTABLE_VIEWS = (
 )
 
 _CONTROLLERS = PerViewer()
+
+#: Called as ``answer(viewer, key, image, row, col)`` after a pixel click has ringed the
+#: analysed points: ``ui.topology_maps`` selects the node of the position under the pixel
+#: (a module above this one, so it registers itself here).
+PIXEL_ANSWERS: list[Callable[..., Any]] = []
 
 
 def links_for(viewer: Any) -> LinkController:
@@ -290,8 +295,12 @@ class LinkController:
             self._quiet = False
         return layer
 
-    def select_nodes(self, key: str, node_indices: Iterable[int]) -> np.ndarray:
-        """Select Mapper nodes (``node`` ids) and show their members; returns the members."""
+    def select_nodes(
+        self, key: str, node_indices: Iterable[int], *, jump: bool = True
+    ) -> np.ndarray:
+        """Select Mapper nodes (``node`` ids) and show their members; returns the members.
+
+        ``jump=False`` keeps the image on screen (a pixel's node, ``ui.topology_maps``)."""
         nodes = np.asarray(list(node_indices), dtype=np.int64)
         graph = self.analysis(key)[self.shown_layer(key)].mapper
         if np.any((nodes < 0) | (nodes >= graph.n_nodes)):
@@ -300,7 +309,8 @@ class LinkController:
             )
         self._select_rows(key, "mapper_nodes", lambda f: np.isin(f["node"].to_numpy(), nodes))
         members = _csr_union(graph.members, graph.member_offsets, nodes)
-        return self._show_members(key, members, "mapper_nodes", pd.DataFrame({"node": nodes}))
+        table = pd.DataFrame({"node": nodes})
+        return self._show_members(key, members, "mapper_nodes", table, jump=jump)
 
     def select_bars(self, key: str, dim: int, bars: Iterable[int]) -> np.ndarray:
         """Select persistence bars of one dimension (``bar`` ids) and show their members."""
@@ -355,7 +365,7 @@ class LinkController:
 
     # ------------------------------------------------------------------ members -> pixels
     def _show_members(
-        self, key: str, members: np.ndarray, source: str, table: Any = None
+        self, key: str, members: np.ndarray, source: str, table: Any = None, jump: bool = True
     ) -> np.ndarray:
         members = np.unique(np.asarray(members, dtype=np.int64))
         self.last_members, self.last_key, self.last_source = members, key, source
@@ -376,7 +386,7 @@ class LinkController:
         chosen = vd.member_images(cloud, members)[: vd.GALLERY_TILES]
         title = describe_selection(entry, source, table, members)
         self._update_gallery(entry, image_layer, heat, chosen, title)
-        if len(chosen) and image_layer is not None:
+        if jump and len(chosen) and image_layer is not None:
             self._jump_to(image_layer, chosen)
         self._ring(key, "blob_points", "point", members, selected=True)
         self.state.set_selection(key, Selection(members, source, title, [int(i) for i in chosen]))
@@ -560,6 +570,8 @@ class LinkController:
         entry = self.state.get(key)
         entry.hits = found
         self._show_pixel(entry, int(image_index), int(row), int(col), points, found)
+        for answer in PIXEL_ANSWERS:  # every pixel answers: the node under it (ui.topology_maps)
+            answer(self.viewer, key, int(image_index), int(row), int(col))
         return found
 
     def ring_images(self, key: str, images: Iterable[int]) -> dict[str, np.ndarray]:
@@ -589,8 +601,8 @@ class LinkController:
         h, w = (int(v) for v in cloud.image_shape)
         heat = vd.overlay_for_members(cloud, points, image + 1)
         title = (
-            f"pixel ({row}, {col}) of image {image}: {len(points)} points, "
-            f"{len(found['mapper_nodes'])} nodes"
+            f"pixel ({row}, {col}) of image {image}: {vd.plural(len(points), 'point')}, "
+            f"{vd.plural(len(found['mapper_nodes']), 'node')}"
         )
         del h, w
         self._update_gallery(

@@ -17,6 +17,7 @@ napari nor torch.
 from __future__ import annotations
 
 import sys
+import weakref
 from typing import Any
 
 from psygnal import Signal
@@ -29,6 +30,8 @@ __all__ = [
     "added_models",
     "discovered_models",
     "model_events",
+    "model_of_analysis",
+    "remember_model",
     "remove_model",
 ]
 
@@ -116,3 +119,43 @@ def discovered_models() -> dict[str, Any]:
         for name, value in sorted(namespace.items(), key=lambda item: str(item[0]))
         if not str(name).startswith("_") and isinstance(value, module_type)
     }
+
+
+#: The model each analysis made in this session was run with (``remember_model``), by
+#: ``id`` with a weak reference to the analysis (an ``Analysis`` compares by value, so it
+#: is no dict key); an entry goes when its analysis does.
+_ANALYSIS_MODELS: dict[int, tuple[Any, Any]] = {}
+
+
+def remember_model(analysis: Any, model: Any) -> None:
+    """Record the model ``analysis`` was made with (for its topology maps)."""
+    key = id(analysis)
+    _ANALYSIS_MODELS[key] = (
+        weakref.ref(analysis, lambda _ref: _ANALYSIS_MODELS.pop(key, None)),
+        model,
+    )
+
+
+def model_of_analysis(viewer: Any, analysis: Any) -> Any:
+    """The model ``analysis`` was made with, when it is in reach; else None.
+
+    Recorded by :func:`remember_model` (the analysis widget does), else named by the
+    analysis's provenance ``model``: a shipped sample (``sample:<name>``), a model
+    still added to ``viewer`` or in the console under the recorded name. Never a
+    guess by shape: a wrong model would place pixels silently wrong.
+    """
+    ref, found = _ANALYSIS_MODELS.get(id(analysis), (None, None))
+    if ref is not None and ref() is analysis:
+        return found
+    label = str((getattr(analysis, "provenance", None) or {}).get("model") or "")
+    kind, _, rest = label.partition(":")
+    name = rest.split(" (", 1)[0].strip()
+    if kind == "sample" and name:
+        from ..samples import SAMPLE_NAMES, load_sample
+
+        return load_sample(name).model if name in SAMPLE_NAMES else None
+    if kind == "added":
+        return added_models(viewer).get(name)
+    if kind == "console":
+        return discovered_models().get(name)
+    return None

@@ -10,7 +10,9 @@ The work is split by role:
 - ``ui.links`` -- selection <-> pixels;
 - ``ui.edits`` -- recolour, edge threshold, class fading;
 - ``ui.show`` -- adding and updating the layers (at once or one per event-loop turn);
-- ``ui.variants`` -- a base's variants beside it: linked, drift plot, most-moved images.
+- ``ui.variants`` -- a base's variants beside it: linked, drift plot, most-moved images;
+- ``ui.topology_maps`` -- every pixel's node: the map overlay, a click's node, drift maps
+  (imported here, so a pixel click answers wherever the views are shown).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from .show import (
 )
 from .show import watch_viewer as _watch_layers
 from .state import viewer_showing
+from .topology_maps import maps_for
 from .variants import (
     show_variants,
     show_variants_incrementally,
@@ -59,6 +62,7 @@ __all__ = [
     "highlight_class",
     "mapper_layout",
     "mapper_layouts",
+    "maps_for",
     "reader_layer_data",
     "recolor_nodes",
     "remove_analysis",

@@ -1,0 +1,117 @@
+"""Dock widget: the topology map of the image on screen, and pixel-level drift of a variant.
+
+A thin form over ``ui.topology_maps``: choose a shown analysis, tick "Map overlay"
+(each pixel coloured by the Mapper node of its position, updated as the slider
+moves), and, for an analysis with perturbed variants, map the variant's image in
+the base's graph beside the base's map with the changed pixels marked.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton
+
+from ..errors import TopoLensError
+from .widget_parts import report_error
+
+if TYPE_CHECKING:
+    import napari
+
+__all__ = ["MapWidget"]
+
+
+class MapWidget(Container):
+    """Map overlay on/off per shown analysis; pixel drift of a perturbed variant."""
+
+    def __init__(self, napari_viewer: napari.Viewer) -> None:
+        from .state import state_for
+        from .topology_maps import maps_for
+
+        super().__init__(labels=True)
+        self._viewer = napari_viewer
+        self._state = state_for(napari_viewer)
+        self.maps = maps_for(napari_viewer)
+        self.analysis_key = ComboBox(
+            label="Analysis", choices=self._key_choices, nullable=True, tooltip="A shown analysis"
+        )
+        self.overlay = CheckBox(
+            text="Map overlay",
+            value=True,
+            tooltip="Colour every pixel of the image on screen by the Mapper node of its "
+            "position (nearest receptive-field centre); hover for the node and its class",
+        )
+        self.variant = ComboBox(
+            label="Variant",
+            choices=self._variant_choices,
+            nullable=True,
+            tooltip="A perturbed variant: its image placed in the base's graph",
+        )
+        self.drift_button = PushButton(text="Pixel drift of this image")
+        self.status = Label(value="")
+        self.status.native.setWordWrap(True)
+        self.extend([self.analysis_key, self.overlay, self.variant, self.drift_button, self.status])
+        self.overlay.changed.connect(self._apply)
+        self.analysis_key.changed.connect(self._apply)
+        self.drift_button.changed.connect(self.show_drift)
+        self.maps.listeners.append(self._on_message)
+        self._state.shown.connect(self._on_shown)
+        self._state.removed.connect(lambda _key: self._refresh())
+        self._refresh()
+        choices = self._key_choices()
+        if choices:  # docked after a run: map the analysis on screen
+            self.analysis_key.value = choices[-1]
+        self._apply()
+
+    def _on_message(self, text: str) -> None:
+        try:
+            self.status.value = text
+        except RuntimeError:  # the widget was closed
+            self.maps.listeners.remove(self._on_message)
+
+    def _key_choices(self, _widget: Any = None) -> list[str]:
+        return [e.key for e in self._state if e.variant_of is None and e.image_layer is not None]
+
+    def _variant_choices(self, _widget: Any = None) -> list[str]:
+        from .variants import variant_views_for
+
+        key = getattr(getattr(self, "analysis_key", None), "value", None)
+        bv = variant_views_for(self._viewer).bases.get(key) if key else None
+        return list(bv.image_layers) if bv is not None else []
+
+    def _refresh(self) -> None:
+        self.analysis_key.reset_choices()
+        self.variant.reset_choices()
+
+    def _on_shown(self, key: str) -> None:
+        self._refresh()
+        if self.analysis_key.value is None and key in self._key_choices():
+            self.analysis_key.value = key
+        self._apply()
+
+    def _apply(self, _value: Any = None) -> None:
+        """Overlay on for the chosen analysis (off for the others), or off."""
+        self.variant.reset_choices()
+        key = self.analysis_key.value
+        try:
+            for other in list(self.maps.shown):
+                if other != key or not self.overlay.value:
+                    self.maps.show_map(other, on=False)
+            if key is not None and self.overlay.value:
+                self.maps.show_map(key)
+                self.status.value = self.maps.message or "Mapping the image on screen..."
+        except TopoLensError as exc:
+            report_error(exc, self.status)
+
+    def show_drift(self, _value: Any = None) -> Any:
+        """Base map, variant map and changed pixels of the image on screen."""
+        key, variant = self.analysis_key.value, self.variant.value
+        try:
+            if key is None or variant is None:
+                raise TopoLensError("choose an analysis and one of its perturbed variants")
+            drift = self.maps.show_drift(key, variant)
+        except TopoLensError as exc:
+            report_error(exc, self.status)
+            return None
+        self.status.value = self.maps.message
+        return drift
