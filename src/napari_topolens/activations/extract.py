@@ -361,26 +361,21 @@ def iter_extract_activations(
         geometry = layer_geometry(
             model, modules, source.sample_shape, dtype=dtype, device=model_device
         )
-        # layers whose fields compose from the architecture are never probed
-        composed = (
-            {
-                name
-                for name, route in probe_reasons(
-                    model, modules, geometry, source.sample_shape, dtype=dtype, device=model_device
-                ).items()
-                if isinstance(route, ClosedForm)
-            }
-            if sampling != "pooled"
-            else set()
+    cost = (sampling, len(source), max_points, source.sample_shape[1:], max_probe_pixels)
+    try:
+        _check_probe_cost(geometry, *cost)
+    except ImageError:
+        # too big to probe every field: the layers whose fields compose from the
+        # architecture are never probed (tracing is looked at only here: its first
+        # run imports parts of torch for ~2 s, which napari's Run must not wait for)
+        with _eval_mode(model):
+            routes = probe_reasons(
+                model, modules, geometry, source.sample_shape, dtype=dtype, device=model_device
+            )
+        composed = {name for name, route in routes.items() if isinstance(route, ClosedForm)}
+        _check_probe_cost(
+            {name: geo for name, geo in geometry.items() if name not in composed}, *cost
         )
-    _check_probe_cost(
-        {name: geo for name, geo in geometry.items() if name not in composed},
-        sampling,
-        len(source),
-        max_points,
-        source.sample_shape[1:],
-        max_probe_pixels,
-    )
     target = None
     if device is not None:
         from .device import resolve_device
