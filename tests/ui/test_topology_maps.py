@@ -213,6 +213,39 @@ def test_pixel_drift_marks_the_positions_whose_node_changed(shown_varied, qtbot)
     )
 
 
+def test_the_most_moved_list_ranks_by_changed_pixels(shown_varied, qtbot):
+    """The map widget's "Rank images by changed pixels" (docked by napari): every analysed
+    image mapped, base and perturbed, in a worker; the canvas's most-moved list then lists
+    the images by their share of positions in another node, checked independently."""
+    viewer, images, key, maps, sample, base = shown_varied
+    views = variant_views_for(viewer)
+    views.show(base, "gaussian:0.3")  # the variant compared: its most-moved list shown
+    canvas = views.canvas
+    assert not canvas.moved_label.text().startswith("Most changed pixels")  # groups' ranking
+    widget = dock(viewer, "Topology map")
+    widget.analysis_key.value = key
+    widget.variant.value = "gaussian:0.3"
+    worker = widget.rank_by_pixels()
+    assert worker is not None
+    qtbot.waitUntil(lambda: (key, "gaussian:0.3") in views.pixel_ranked, timeout=TIMEOUT_MS)
+    variant_layer = views.bases[key].image_layers["gaussian:0.3"]
+    analysed = np.unique(base["pool2"].cloud.image_index)
+    expected = map_drift(
+        topology_map(base, np.asarray(images.data[analysed]), sample.model)["pool2"],
+        topology_map(base, np.asarray(variant_layer.data[analysed]), sample.model)["pool2"],
+    ).share
+    order = [int(analysed[i]) for i in np.argsort(-expected, kind="stable") if expected[i] > 0]
+    ranking = views.pixel_ranked[(key, "gaussian:0.3")]
+    assert [image for _layer, image, _share in ranking] == order
+    np.testing.assert_allclose(
+        [share for _layer, _image, share in ranking], np.sort(expected[expected > 0])[::-1]
+    )
+    assert canvas.moved_label.text().startswith("Most changed pixels under gaussian:0.3")
+    listed = [canvas.moved_list.item(i).data(256) for i in range(canvas.moved_list.count())]
+    assert [image for _layer, image, _score in listed] == order[: len(listed)]
+    assert "changed pixels under gaussian:0.3" in maps.message
+
+
 def test_without_the_model_the_status_says_so_once_and_clicks_still_ring(
     make_napari_viewer, varied_shapes
 ):

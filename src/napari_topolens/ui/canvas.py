@@ -314,7 +314,11 @@ class TopologyCanvas(QWidget):
             item.setData(256, data)  # Qt.UserRole
             self.moved_list.addItem(item)
         # one line: "Most moved under <variant> (click one):", the score's meaning in the tooltip
-        short = title.split(" (score")[0].replace("Images that moved most", "Most moved")
+        short = (
+            title.split(" (score")[0]
+            .replace("Images that moved most", "Most moved")
+            .replace("Images whose pixels changed node most", "Most changed pixels")
+        )
         self.moved_label.setText(short + (" (click one):" if entries else ""))
         self.moved_label.setToolTip(title)
         self.moved_label.setVisible(bool(title))

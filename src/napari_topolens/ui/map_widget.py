@@ -48,12 +48,28 @@ class MapWidget(Container):
             tooltip="A perturbed variant: its image placed in the base's graph",
         )
         self.drift_button = PushButton(text="Pixel drift of this image")
+        self.rank_button = PushButton(
+            text="Rank images by changed pixels",
+            tooltip="Map every analysed image, as it is and perturbed, in the base's graph "
+            "(in the background); the views' most-moved list then ranks the images by the "
+            "share of their positions whose node changed",
+        )
         self.status = Label(value="")
         self.status.native.setWordWrap(True)
-        self.extend([self.analysis_key, self.overlay, self.variant, self.drift_button, self.status])
+        self.extend(
+            [
+                self.analysis_key,
+                self.overlay,
+                self.variant,
+                self.drift_button,
+                self.rank_button,
+                self.status,
+            ]
+        )
         self.overlay.changed.connect(self._apply)
         self.analysis_key.changed.connect(self._apply)
         self.drift_button.changed.connect(self.show_drift)
+        self.rank_button.changed.connect(self.rank_by_pixels)
         self.maps.listeners.append(self._on_message)
         self._state.shown.connect(self._on_shown)
         self._state.removed.connect(lambda _key: self._refresh())
@@ -115,3 +131,14 @@ class MapWidget(Container):
             return None
         self.status.value = self.maps.message
         return drift
+
+    def rank_by_pixels(self, _value: Any = None) -> Any:
+        """Rank the analysed images by changed pixels under the chosen variant (a worker)."""
+        key, variant = self.analysis_key.value, self.variant.value
+        try:
+            if key is None or variant is None:
+                raise TopoLensError("choose an analysis and one of its perturbed variants")
+            return self.maps.rank_by_pixel_drift(key, variant)
+        except TopoLensError as exc:
+            report_error(exc, self.status)
+            return None

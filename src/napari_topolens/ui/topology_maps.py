@@ -34,7 +34,7 @@ from __future__ import annotations
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from typing import Any
 
 import numpy as np
@@ -106,6 +106,65 @@ def _map_work(analysis: Any, model: Any, data: Any, rgb: bool, image: int, layer
         return maps[layer], time.perf_counter() - started
 
 
+#: Images mapped at once when ranking by changed pixels (the maps' lock is let go between).
+RANK_CHUNK = 16
+
+
+def _images(data: Any, rgb: bool, index: np.ndarray) -> np.ndarray:
+    """Images ``index`` of a layer's data as a stack (read one by one: lazy data too)."""
+    return np.concatenate([_one_image(data, rgb, int(i)) for i in index])
+
+
+def _rank_work(
+    analysis: Any,
+    model: Any,
+    base_data: Any,
+    variant_data: Any,
+    rgb: bool,
+    images: np.ndarray,
+    layers: list[str],
+) -> Generator[tuple[int, int], None, dict[str, np.ndarray]]:
+    """Worker body: per network layer, the share of each image's positions whose node
+    changed under the variant (its image placed in the base's graph). Yields
+    ``(done, total)``; cancellable between chunks; the lock is let go between chunks
+    so that the slider's maps are not held up."""
+    from ..maps import map_drift, topology_map
+
+    shares = {name: np.zeros(len(images)) for name in layers}
+    for start in range(0, len(images), RANK_CHUNK):
+        index = images[start : start + RANK_CHUNK]
+        base_images = _images(base_data, rgb, index)
+        variant_images = _images(variant_data, rgb, index)
+        with _MAP_LOCK:
+            private = _private_model(model)
+            base = topology_map(analysis, base_images, private, layer=layers)
+            moved = topology_map(analysis, variant_images, private, layer=layers)
+        for name in layers:
+            shares[name][start : start + len(index)] = map_drift(base[name], moved[name]).share
+        yield start + len(index), len(images)
+    return shares
+
+
+def pixel_drift_ranking(
+    images: np.ndarray, shares: dict[str, np.ndarray]
+) -> list[tuple[str, int, float]]:
+    """``(layer, image, share)`` of every image whose pixels changed node, most first.
+
+    Ranked by the share summed over the layers (as the most-moved list sums its
+    scores), each given with the layer of its largest share (the earliest on ties).
+    """
+    names = list(shares)
+    if not names or not len(images):
+        return []
+    grid = np.stack([np.asarray(shares[name], dtype=np.float64) for name in names])
+    total = grid.sum(axis=0)
+    best = grid.argmax(axis=0)
+    order = sorted(
+        (i for i in range(len(images)) if total[i] > 0), key=lambda i: (-total[i], images[i])
+    )
+    return [(names[best[i]], int(images[i]), float(grid[best[i], i])) for i in order]
+
+
 class TopologyMaps:
     """Map overlays, pixel answers, node regions and pixel drift of one image viewer.
 
@@ -138,6 +197,7 @@ class TopologyMaps:
         self.listeners: list[Callable[[str], None]] = []
         self._said_no_model: set[str] = set()
         self._models: dict[str, Any] = {}
+        self._ranking: Any = None  # the running ranking by changed pixels
         self._waiting: OrderedDict[Key, list[Callable[[Any], None]]] = OrderedDict()
         self._worker: Any = None
         self._running: Key | None = None
@@ -560,6 +620,78 @@ class TopologyMaps:
         return self.request(key, int(image), answer)
 
     # ------------------------------------------------------------------ pixel drift
+    def rank_by_pixel_drift(self, base_key: str, variant: str) -> Any:
+        """Rank the analysed images by how many of their pixels changed node under
+        ``variant``, in a worker; the views' most-moved list then lists them so.
+
+        Every analysed image of the base is mapped at every analysed layer, as it is
+        and as the variant perturbed it, in the base's graph
+        (:func:`~napari_topolens.maps.map_drift`). Returns the started worker.
+        """
+        from napari.qt.threading import thread_worker
+
+        from .variants import variant_views_for
+
+        views = variant_views_for(self.viewer)
+        bv = views.bases.get(base_key)
+        if bv is None or variant not in bv.image_layers:
+            raise TopoLensError(
+                f"no perturbed image set {variant!r} is shown for {base_key!r}; pixel drift "
+                "compares a perturbed variant's images (a compressed model has none)"
+            )
+        entry = self.state.get(base_key)
+        model = self.model(base_key)
+        if model is None:
+            raise TopoLensError(f"no model in reach for {base_key!r}: no ranking by pixels")
+        if self._ranking is not None:
+            self._ranking.quit()
+        analysis = entry.analysis
+        images = np.unique(
+            np.concatenate([np.asarray(r.cloud.image_index) for r in analysis.layer_results])
+        ).astype(np.int64)
+        layers = list(analysis.layers)
+        base_layer, variant_layer = entry.image_layer, bv.image_layers[variant]
+        worker = thread_worker(_rank_work, start_thread=False)(
+            analysis,
+            model,
+            base_layer.data,
+            variant_layer.data,
+            bool(base_layer.rgb),
+            images,
+            layers,
+        )
+
+        def progress(done: tuple[int, int]) -> None:
+            self._say(f"ranking by changed pixels under {variant}: {done[0]} of {done[1]} images")
+
+        def ranked(shares: dict[str, np.ndarray]) -> None:
+            if self._viewer() is None or base_key not in self.state:
+                return
+            ranking = pixel_drift_ranking(images, shares)
+            views.pixel_ranked[(base_key, variant)] = ranking
+            views.update_controls()
+            self._say(
+                f"{vd.plural(len(ranking), 'image')} of {len(images)} changed pixels under "
+                f"{variant}; the views' most-moved list shows them, most first (compare "
+                f"{variant} there)"
+            )
+
+        def failed(exc: BaseException) -> None:
+            self._say(f"No ranking by changed pixels under {variant}: {exc}")
+
+        def finished() -> None:
+            if self._ranking is worker:
+                self._ranking = None
+
+        worker.yielded.connect(progress)
+        worker.returned.connect(ranked)
+        worker.errored.connect(failed)
+        worker.finished.connect(finished)
+        self._ranking = worker
+        self._say(f"ranking by changed pixels under {variant}: 0 of {len(images)} images")
+        worker.start()
+        return worker
+
     def show_drift(self, base_key: str, variant: str, image: int | None = None) -> Any:
         """Base map | variant map (in the base's graph) | changed pixels, for one image.
 

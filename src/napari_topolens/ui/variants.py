@@ -215,6 +215,9 @@ class VariantViews:
         self.bases: dict[str, BaseVariants] = {}
         self.current: str | None = None
         self.pending: IncrementalShow | None = None
+        #: Per (base key, variant name): images ranked by the share of their positions
+        #: whose node changed (``ui.topology_maps``); the most-moved list then lists these.
+        self.pixel_ranked: dict[tuple[str, str], list[tuple[str, int, float]]] = {}
         self._linking = False  # our own selections: no link back
         self._follow_at_once = 0  # follow the base at once (inside our own switches)
         self._no_follow = False
@@ -432,6 +435,8 @@ class VariantViews:
             pass  # e.g. a colouring the variant cannot take (no predictions): it keeps its own
 
     def _on_removed(self, key: str) -> None:
+        for ranked in [k for k in self.pixel_ranked if k[0] == key]:
+            del self.pixel_ranked[ranked]
         bv = self.bases.pop(key, None)
         viewer = self._viewer()
         if bv is not None:  # the base went: its variants go too
@@ -561,17 +566,31 @@ class VariantViews:
         variant = bv.variant(bv.compared)
         names = bv.base.class_names
         labels = bv.base.labels
+        ranked = self.pixel_ranked.get((bv.key, variant.name))
+        listed = (
+            ranked[:MOVED_LISTED]
+            if ranked is not None
+            else variant.comparison.most_moved(MOVED_LISTED)
+        )
         entries = []
-        for layer, image, score in variant.comparison.most_moved(MOVED_LISTED):
+        for layer, image, score in listed:
             label = int(labels[image]) if labels is not None and image < len(labels) else -1
             text = f"#{image} {vd.class_name(label, names)} · {layer} · score {score:.2f}"
             entries.append((text, (layer, int(image), float(score))))
-        title = (
-            f"Images that moved most under {variant.name} (score: Jaccard distance of their "
-            "groups; click one):"
-            if entries
-            else f"No image moved under {variant.name}."
-        )
+        if ranked is not None:
+            title = (
+                f"Images whose pixels changed node most under {variant.name} (score: share "
+                "of the image's positions in other nodes at that layer; click one):"
+                if entries
+                else f"No image's pixels changed node under {variant.name}."
+            )
+        else:
+            title = (
+                f"Images that moved most under {variant.name} (score: Jaccard distance of "
+                "their groups; click one):"
+                if entries
+                else f"No image moved under {variant.name}."
+            )
         self.canvas.set_moved(title, entries)
 
     def _on_compare_chosen(self, name: str) -> None:
