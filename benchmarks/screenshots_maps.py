@@ -8,7 +8,8 @@ Through napari's doors as in ``screenshots.py``: the shapes sample, the analysis
 widget (pool2, every position of 40 images, one gaussian variant), the "Topology
 map" widget. Writes ``docs/walkthrough/map_overlay.png``, ``map_node_selection.png``
 (a click on the object: its node selected, the node's regions on the image) and
-``map_drift.png`` (base map | variant map in the base's graph | changed pixels).
+``map_drift.png`` (base map | variant map in the base's graph | changed pixels) and
+``map_ranked.png`` (the most-moved list ranked by changed pixels).
 """
 
 from __future__ import annotations
@@ -75,6 +76,15 @@ def main() -> int:
     viewer.reset_view()  # the difference panel right of the variant in view
     print("drift:", maps.message, "share", float(drift.share[0]))
     camera.shoot(viewer, map_widget.native, "map_drift.png")
+    from napari_topolens.ui.variants import variant_views_for
+
+    views = variant_views_for(map_widget._viewer)
+    map_widget.rank_by_pixels()
+    while (key, "gaussian:0.1") not in views.pixel_ranked:
+        camera.settle(0.2)
+    camera.settle(1.0)
+    print("ranked:", maps.message)
+    camera.shoot(viewer, map_widget.native, "map_ranked.png")
     viewer.close()
     return 0
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton
+from qtpy.QtWidgets import QSizePolicy
 
 from ..errors import TopoLensError
 from .widget_parts import report_error
@@ -47,22 +48,28 @@ class MapWidget(Container):
             nullable=True,
             tooltip="A perturbed variant: its image placed in the base's graph",
         )
-        self.drift_button = PushButton(text="Pixel drift of this image")
+        self.drift_button = PushButton(
+            text="Pixel drift",
+            tooltip="The image on screen: base map | variant map in the base's graph | the "
+            "positions whose node changed",
+        )
         self.rank_button = PushButton(
-            text="Rank images by changed pixels",
+            text="Rank by changed pixels",
             tooltip="Map every analysed image, as it is and perturbed, in the base's graph "
             "(in the background); the views' most-moved list then ranks the images by the "
             "share of their positions whose node changed",
         )
         self.status = Label(value="")
         self.status.native.setWordWrap(True)
+        # its width follows the dock (a long message wraps instead of widening the dock)
+        self.status.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.extend(
             [
                 self.analysis_key,
-                self.overlay,
-                self.variant,
-                self.drift_button,
-                self.rank_button,
+                # rows of two: the map dock must not make the window taller than a laptop
+                # screen (1280 x 800) beside the analysis and views docks
+                _row(self.overlay, self.variant),
+                _row(self.drift_button, self.rank_button),
                 self.status,
             ]
         )
@@ -142,3 +149,10 @@ class MapWidget(Container):
         except TopoLensError as exc:
             report_error(exc, self.status)
             return None
+
+
+def _row(*widgets: Any) -> Container:
+    """Widgets side by side, without the margins a nested container adds."""
+    row = Container(layout="horizontal", widgets=list(widgets), labels=False)
+    row.margins = (0, 0, 0, 0)
+    return row

@@ -671,9 +671,8 @@ class TopologyMaps:
             views.pixel_ranked[(base_key, variant)] = ranking
             views.update_controls()
             self._say(
-                f"{vd.plural(len(ranking), 'image')} of {len(images)} changed pixels under "
-                f"{variant}; the views' most-moved list shows them, most first (compare "
-                f"{variant} there)"
+                f"{len(ranking)} of {vd.plural(len(images), 'image')} changed pixels under "
+                f"{variant}: ranked in the views' most-moved list"
             )
 
         def failed(exc: BaseException) -> None:
