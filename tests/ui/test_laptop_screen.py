@@ -81,6 +81,12 @@ def test_the_window_fits_a_laptop_screen_with_variants(laptop, qtbot):
     settle(qtbot)
     assert fits(window), window.minimumSizeHint()
     assert (window.width(), window.height()) == SCREEN
+    # and the topology map's dock below the views, after Run (the form folded)
+    widget.fold_form(True)
+    viewer.window.add_plugin_dock_widget("napari-topolens", "Topology map")
+    settle(qtbot)
+    assert fits(window), window.minimumSizeHint()
+    assert (window.width(), window.height()) == SCREEN
 
 
 def test_the_canvas_and_the_analysis_controls_are_seen_together(laptop, qtbot):
