@@ -213,6 +213,20 @@ def test_pixel_drift_marks_the_positions_whose_node_changed(shown_varied, qtbot)
     )
 
 
+def test_ranking_by_changed_pixels_sums_the_layers_and_names_the_largest():
+    from napari_topolens.ui.topology_maps import pixel_drift_ranking
+
+    images = np.array([3, 5, 8, 9])
+    shares = {"pool1": np.array([0.1, 0.0, 0.5, 0.2]), "pool2": np.array([0.3, 0.0, 0.0, 0.4])}
+    # totals 0.4, 0, 0.5, 0.6: image 5 never changed; ties would go to the lower image
+    assert pixel_drift_ranking(images, shares) == [
+        ("pool2", 9, 0.4),
+        ("pool1", 8, 0.5),
+        ("pool2", 3, 0.3),
+    ]
+    assert pixel_drift_ranking(images[:0], {"pool1": np.zeros(0)}) == []
+
+
 def test_the_most_moved_list_ranks_by_changed_pixels(shown_varied, qtbot):
     """The map widget's "Rank images by changed pixels" (docked by napari): every analysed
     image mapped, base and perturbed, in a worker; the canvas's most-moved list then lists

@@ -68,7 +68,7 @@ class MapWidget(Container):
                 self.analysis_key,
                 # rows of two: the map dock must not make the window taller than a laptop
                 # screen (1280 x 800) beside the analysis and views docks
-                _row(self.overlay, self.variant),
+                _row(self.overlay, self.variant, labels=True),
                 _row(self.drift_button, self.rank_button),
                 self.status,
             ]
@@ -151,8 +151,8 @@ class MapWidget(Container):
             return None
 
 
-def _row(*widgets: Any) -> Container:
+def _row(*widgets: Any, labels: bool = False) -> Container:
     """Widgets side by side, without the margins a nested container adds."""
-    row = Container(layout="horizontal", widgets=list(widgets), labels=False)
+    row = Container(layout="horizontal", widgets=list(widgets), labels=labels)
     row.margins = (0, 0, 0, 0)
     return row

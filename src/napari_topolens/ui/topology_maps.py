@@ -106,8 +106,10 @@ def _map_work(analysis: Any, model: Any, data: Any, rgb: bool, image: int, layer
         return maps[layer], time.perf_counter() - started
 
 
-#: Images mapped at once when ranking by changed pixels (the maps' lock is let go between).
-RANK_CHUNK = 16
+#: Images mapped at once when ranking by changed pixels. The maps' lock is let go
+#: between chunks, and "Pixel drift" takes it on the main thread: one image at a time
+#: keeps that wait to one image's two maps.
+RANK_CHUNK = 1
 
 
 def _images(data: Any, rgb: bool, index: np.ndarray) -> np.ndarray:
@@ -198,6 +200,7 @@ class TopologyMaps:
         self._said_no_model: set[str] = set()
         self._models: dict[str, Any] = {}
         self._ranking: Any = None  # the running ranking by changed pixels
+        self._ranking_key: str | None = None  # the base it ranks
         self._waiting: OrderedDict[Key, list[Callable[[Any], None]]] = OrderedDict()
         self._worker: Any = None
         self._running: Key | None = None
@@ -665,7 +668,11 @@ class TopologyMaps:
             self._say(f"ranking by changed pixels under {variant}: {done[0]} of {done[1]} images")
 
         def ranked(shares: dict[str, np.ndarray]) -> None:
-            if self._viewer() is None or base_key not in self.state:
+            if (
+                self._viewer() is None
+                or base_key not in self.state
+                or self.state.get(base_key).analysis is not analysis  # the key reused
+            ):
                 return
             ranking = pixel_drift_ranking(images, shares)
             views.pixel_ranked[(base_key, variant)] = ranking
@@ -686,7 +693,7 @@ class TopologyMaps:
         worker.returned.connect(ranked)
         worker.errored.connect(failed)
         worker.finished.connect(finished)
-        self._ranking = worker
+        self._ranking, self._ranking_key = worker, base_key
         self._say(f"ranking by changed pixels under {variant}: 0 of {len(images)} images")
         worker.start()
         return worker
@@ -809,6 +816,8 @@ class TopologyMaps:
                 self._color(layer, self.state.get(key))
 
     def _on_removed(self, key: str) -> None:
+        if self._ranking is not None and self._ranking_key == key:
+            self._ranking.quit()
         viewer = self._viewer()
         self.shown.discard(key)
         self._models.pop(key, None)
