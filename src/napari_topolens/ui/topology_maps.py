@@ -623,6 +623,20 @@ class TopologyMaps:
         return self.request(key, int(image), answer)
 
     # ------------------------------------------------------------------ pixel drift
+    def _perturbed(self, base_key: str, variant: str) -> tuple[Any, Any]:
+        """The viewer's variant views and the shown base ``base_key`` with ``variant``'s
+        perturbed images, or one project error saying there are none."""
+        from .variants import variant_views_for
+
+        views = variant_views_for(self.viewer)
+        bv = views.bases.get(base_key)
+        if bv is None or variant not in bv.image_layers:
+            raise TopoLensError(
+                f"no perturbed image set {variant!r} is shown for {base_key!r}; pixel drift "
+                "compares a perturbed variant's images (a compressed model has none)"
+            )
+        return views, bv
+
     def rank_by_pixel_drift(self, base_key: str, variant: str) -> Any:
         """Rank the analysed images by how many of their pixels changed node under
         ``variant``, in a worker; the views' most-moved list then lists them so.
@@ -633,15 +647,7 @@ class TopologyMaps:
         """
         from napari.qt.threading import thread_worker
 
-        from .variants import variant_views_for
-
-        views = variant_views_for(self.viewer)
-        bv = views.bases.get(base_key)
-        if bv is None or variant not in bv.image_layers:
-            raise TopoLensError(
-                f"no perturbed image set {variant!r} is shown for {base_key!r}; pixel drift "
-                "compares a perturbed variant's images (a compressed model has none)"
-            )
+        views, bv = self._perturbed(base_key, variant)
         entry = self.state.get(base_key)
         model = self.model(base_key)
         if model is None:
@@ -705,15 +711,8 @@ class TopologyMaps:
         maps are drawn as Labels layers on the base's and the variant's image layers.
         """
         from ..maps import map_drift
-        from .variants import variant_views_for
 
-        views = variant_views_for(self.viewer)
-        bv = views.bases.get(base_key)
-        if bv is None or variant not in bv.image_layers:
-            raise TopoLensError(
-                f"no perturbed image set {variant!r} is shown for {base_key!r}; pixel drift "
-                "compares a perturbed variant's images (a compressed model has none)"
-            )
+        _views, bv = self._perturbed(base_key, variant)
         entry = self.state.get(base_key)
         base_layer, variant_layer = entry.image_layer, bv.image_layers[variant]
         if image is None:
@@ -786,11 +785,8 @@ class TopologyMaps:
     ) -> dict[str, np.ndarray]:
         """Per network layer, the share of each image's positions whose node changed."""
         from ..maps import map_drift, topology_map
-        from .variants import variant_views_for
 
-        bv = variant_views_for(self.viewer).bases.get(base_key)
-        if bv is None or variant not in bv.image_layers:
-            raise TopoLensError(f"no perturbed image set {variant!r} is shown for {base_key!r}")
+        _views, bv = self._perturbed(base_key, variant)
         entry = self.state.get(base_key)
         model = self.model(base_key)
         if model is None:
