@@ -634,6 +634,7 @@ def heatmap_dendrogram(
     if metric == "euclidean":
         dist = squareform(pdist(sub)) if n > 1 else np.zeros((1, 1))
     else:
+        # heavy: metrics imports scipy
         from napari_topolens.topology.metrics import MetricSpace
 
         space = MetricSpace(x, metric, n_neighbors=n_neighbors, **metric_kw)

@@ -30,6 +30,7 @@ from napari_topolens.topology.mst import join_components
 
 __all__ = [
     "LENSES",
+    "NODE_ID",
     "BoundedDBSCAN",
     "MapperGraph",
     "MapperNode",
@@ -41,7 +42,8 @@ __all__ = [
 
 LENSES = ("l2norm", "pca1", "pca2", "probability")
 
-_NODE_ID = re.compile(r"^cube(\d+)_cluster(\d+)$")
+#: The name kepler-mapper gives a node: ``cube<i>_cluster<j>`` (hypercube i, its cluster j).
+NODE_ID = re.compile(r"^cube(\d+)_cluster(\d+)$")
 # The memory of one interval's DBSCAN, in neighbour entries. The blocked route
 # tests an eighth of it in pairs at a time (a float32, three bools and at worst two
 # int64 indices each: about 100 MB). The ball route holds that many int32
@@ -1118,7 +1120,7 @@ def _labels(labels: Any, m: int) -> np.ndarray | None:
 
 
 def _node_key(node_id: str) -> tuple[int, int, str]:
-    match = _NODE_ID.match(node_id)
+    match = NODE_ID.match(node_id)
     if match is None:
         return (1 << 62, 0, node_id)
     return (int(match.group(1)), int(match.group(2)), node_id)

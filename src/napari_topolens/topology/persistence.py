@@ -39,6 +39,8 @@ import numpy as np
 
 from napari_topolens.errors import TopoLensError
 from napari_topolens.topology.metrics import MetricSpace, check_int
+from napari_topolens.topology.mst import Device
+from napari_topolens.topology.rips_h1 import certified_h1
 
 __all__ = [
     "SUBSAMPLE_MODES",
@@ -336,8 +338,6 @@ def _rips_higher(
     enclosing radius, above which nothing changes).
     """
     if max_dim == 1:
-        from napari_topolens.topology.rips_h1 import certified_h1
-
         if parent is None:
             parent, _ = _prim_parents(distances)
         h1, record = certified_h1(distances, parent)
@@ -500,7 +500,7 @@ def compute_persistence(
     max_points: int = 1000,
     subsample: str = "auto",
     seed: int = 0,
-    device: Any = None,
+    device: Device = None,
     **metric_kw: int,
 ) -> PersistenceResult:
     """Rips persistence H0..H``max_dim`` of a point cloud, with members and summaries.

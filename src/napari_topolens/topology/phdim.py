@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from napari_topolens.errors import EmptySelectionError, TopoLensError
-from napari_topolens.topology.metrics import MetricSpace, _check_metric, check_int, validate_points
+from napari_topolens.topology.metrics import MetricSpace, check_int, check_metric, validate_points
 
 __all__ = ["ClassPersistenceResult", "PHDimResult", "class_total_persistence", "ph_dimension"]
 
@@ -120,7 +120,7 @@ def ph_dimension(
     n_repeats = check_int("n_repeats", n_repeats, 1)
     max_size = check_int("max_size", max_size, _MIN_POINTS)
     seed = check_int("seed", seed, 0)
-    _check_metric(metric)
+    check_metric(metric)
     for key in metric_kw:
         if key not in ("pca_dims", "n_neighbors", "density_k"):
             raise TopoLensError(

@@ -272,7 +272,7 @@ def placement_index(points: Any, mapper: MapperGraph, metric: str = "euclidean")
     members of each node, the points of their cube within eps are counted, a block
     of pairs at a time.
     """
-    from .mapper import _NODE_ID
+    from .mapper import NODE_ID
 
     x = np.ascontiguousarray(np.asarray(points, dtype=np.float64))
     params = mapper.params
@@ -281,7 +281,7 @@ def placement_index(points: Any, mapper: MapperGraph, metric: str = "euclidean")
     node_cube = np.zeros(n_nodes, dtype=np.int64)
     node_cluster = np.zeros(n_nodes, dtype=np.int64)
     for i, node_id in enumerate(mapper.node_ids):
-        match = _NODE_ID.match(node_id)
+        match = NODE_ID.match(node_id)
         if match is None:
             raise TopoLensError(f"Mapper node {node_id!r} is not named cube<i>_cluster<j>.")
         node_cube[i], node_cluster[i] = int(match.group(1)), int(match.group(2))

@@ -141,6 +141,7 @@ def _silhouette(
         return float("nan")
     if metric in ("euclidean", "cosine"):
         return float(silhouette_score(x[rows], pred[rows], metric=metric))
+    # heavy: metrics imports scipy
     from napari_topolens.topology.metrics import MetricSpace
 
     dist = np.asarray(MetricSpace(x, metric, **metric_kw).submatrix(rows), dtype=np.float64)
