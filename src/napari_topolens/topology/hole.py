@@ -19,9 +19,9 @@ Cutting at threshold ``t`` follows ``scipy.cluster.hierarchy.fcluster(Z, t,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from napari_topolens.errors import EmptySelectionError, LayerError, TopoLensError
 
@@ -78,7 +78,7 @@ class ClusterFlow:
     scores: np.ndarray
 
 
-def _check_linkage(linkage: Any) -> np.ndarray:
+def _check_linkage(linkage: ArrayLike) -> np.ndarray:
     z = np.asarray(linkage, dtype=np.float64)
     if z.ndim != 2 or z.shape[1] != 4:
         raise TopoLensError(
@@ -104,7 +104,7 @@ def _check_linkage(linkage: Any) -> np.ndarray:
     return z
 
 
-def cut_linkage(linkage: Any, threshold: float, *, noise_size: int = 0) -> np.ndarray:
+def cut_linkage(linkage: ArrayLike, threshold: float, *, noise_size: int = 0) -> np.ndarray:
     """Flat clusters after every merge of height ``<= threshold``.
 
     Clusters are numbered by decreasing size (ties: lowest first point); clusters
@@ -261,7 +261,9 @@ def _n_real_clusters_scan(z: np.ndarray, noise_size: int) -> np.ndarray:
     return out
 
 
-def cluster_flow(linkage: Any, labels: Any = None, *, noise_size: int = 3) -> ClusterFlow:
+def cluster_flow(
+    linkage: ArrayLike, labels: ArrayLike | None = None, *, noise_size: int = 3
+) -> ClusterFlow:
     """Cut the H0 filtration at a few thresholds and count the flows (HOLE's Sankey).
 
     Stages: the true labels (when given); the smallest H0 death; the best
@@ -445,9 +447,9 @@ def _rounded_hull(pts: np.ndarray, radius: float, n_arc: int = 24) -> np.ndarray
 
 
 def blob_graph(
-    points: Any,
-    cluster: Any,
-    labels: Any = None,
+    points: ArrayLike,
+    cluster: ArrayLike,
+    labels: ArrayLike | None = None,
     *,
     pad: float = 0.15,
     noise_label: int = -1,
@@ -570,14 +572,14 @@ class Dendrogram:
 
 
 def heatmap_dendrogram(
-    points: Any,
+    points: ArrayLike,
     *,
     metric: str = "euclidean",
     order: str = "dendrogram",
     max_points: int = 300,
     seed: int = 0,
     n_neighbors: int = 10,
-    **metric_kw: Any,
+    **metric_kw: int,
 ) -> Dendrogram:
     """Single-linkage dendrogram and distance heatmap of (a subsample of) the cloud.
 
