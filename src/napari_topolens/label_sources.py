@@ -77,7 +77,7 @@ class ImageLabels:
     coded_by_name: bool = False
 
 
-def _natural_key(text: str) -> list[Any]:
+def _natural_key(text: str) -> list[int | str]:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
 
 
@@ -86,7 +86,7 @@ _MISSING = ("", "nan", "NaN", "None", "NA", "<NA>")
 
 
 def labels_from_values(
-    values: Sequence[Any] | np.ndarray,
+    values: Sequence[object] | np.ndarray,
     source: str,
     *,
     class_names: Sequence[str] | None = None,
