@@ -296,40 +296,9 @@ def cluster_flow(
     noise_size = int(noise_size)
     if noise_size < 0:
         raise TopoLensError(f"noise_size must be >= 0, got {noise_size}.")
-    lab = None
-    if labels is not None:
-        lab = np.asarray(labels)
-        if lab.shape != (n,):
-            raise TopoLensError(
-                f"labels must have one entry per point of the linkage ({n}), got shape {lab.shape}."
-            )
-        lab = lab.astype(np.int64)
-        if np.any(lab < -1):
-            raise TopoLensError("labels must be class ids >= 0, or -1 for unknown.")
-
+    lab = None if labels is None else _checked_point_labels(labels, n)
     heights = z[:, 2]
-    labelled = lab is not None and bool(np.any(lab >= 0))
-    if n == 1:
-        smallest = best_t = inter_t = top = 0.0
-        merge_score = np.zeros(0)
-    else:
-        smallest, top = float(heights[0]), float(heights[-1])
-        # a cut at height t applies every merge up to the last one of height <= t
-        last = np.flatnonzero(np.r_[heights[1:] != heights[:-1], True])
-        if labelled:
-            merge_score = _score_scan(z, lab, noise_size)  # type: ignore[arg-type]  # labelled implies lab
-            cand = merge_score[last]
-            pick = int(np.flatnonzero(cand >= np.nanmax(cand) - 1e-12)[-1])
-            best_t = float(heights[last[pick]])
-        else:
-            real = _n_real_clusters_scan(z, noise_size)[last]
-            gap = np.r_[np.diff(heights[last]), 0.0] / (top if top > 0 else 1.0)
-            merge_score = np.full(n - 1, np.nan)
-            merge_score[last] = np.where(real >= 2, gap, 0.0)
-            cand = np.where(real >= 2, gap, -np.inf)
-            pick = int(np.argmax(cand))
-            best_t = float(heights[last[pick]]) if cand[pick] > 0 else top
-        inter_t = float(np.sqrt(best_t * top)) if best_t > 0 else 0.5 * (best_t + top)
+    smallest, best_t, inter_t, top, merge_score = _stage_thresholds(z, lab, noise_size)
 
     def stage_score(t: float) -> float:
         k = int(np.searchsorted(heights, t, side="right")) - 1
@@ -363,6 +332,48 @@ def cluster_flow(
         best_stage=names.index("best"),
         scores=np.asarray(scores, dtype=np.float64),
     )
+
+
+def _checked_point_labels(labels: ArrayLike, n: int) -> np.ndarray:
+    """One class id per point of the linkage, as int64 (-1 = unknown)."""
+    lab = np.asarray(labels)
+    if lab.shape != (n,):
+        raise TopoLensError(
+            f"labels must have one entry per point of the linkage ({n}), got shape {lab.shape}."
+        )
+    lab = lab.astype(np.int64)
+    if np.any(lab < -1):
+        raise TopoLensError("labels must be class ids >= 0, or -1 for unknown.")
+    return lab
+
+
+def _stage_thresholds(
+    z: np.ndarray, lab: np.ndarray | None, noise_size: int
+) -> tuple[float, float, float, float, np.ndarray]:
+    """The cut heights (smallest, best, intermediate, merged) and the score after each
+    merge, as :func:`cluster_flow` describes them."""
+    n = len(z) + 1
+    heights = z[:, 2]
+    if n == 1:
+        return 0.0, 0.0, 0.0, 0.0, np.zeros(0)
+    smallest, top = float(heights[0]), float(heights[-1])
+    # a cut at height t applies every merge up to the last one of height <= t
+    last = np.flatnonzero(np.r_[heights[1:] != heights[:-1], True])
+    if lab is not None and bool(np.any(lab >= 0)):
+        merge_score = _score_scan(z, lab, noise_size)
+        cand = merge_score[last]
+        pick = int(np.flatnonzero(cand >= np.nanmax(cand) - 1e-12)[-1])
+        best_t = float(heights[last[pick]])
+    else:
+        real = _n_real_clusters_scan(z, noise_size)[last]
+        gap = np.r_[np.diff(heights[last]), 0.0] / (top if top > 0 else 1.0)
+        merge_score = np.full(n - 1, np.nan)
+        merge_score[last] = np.where(real >= 2, gap, 0.0)
+        cand = np.where(real >= 2, gap, -np.inf)
+        pick = int(np.argmax(cand))
+        best_t = float(heights[last[pick]]) if cand[pick] > 0 else top
+    inter_t = float(np.sqrt(best_t * top)) if best_t > 0 else 0.5 * (best_t + top)
+    return smallest, best_t, inter_t, top, merge_score
 
 
 def _flows(memberships: np.ndarray) -> np.ndarray:

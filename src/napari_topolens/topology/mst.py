@@ -360,6 +360,38 @@ def _boruvka(
     return np.concatenate(edges_a), np.concatenate(edges_b), np.concatenate(edges_w)
 
 
+def _join_identical_rows(
+    x: np.ndarray, labels0: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Identical rows joined to their first occurrence at length 0.
+
+    Returns the distinct rows (first occurrences, ascending), the component labels
+    after the joins, and the zero-length edges ``(a, b)`` kept: only those that join
+    two components not yet joined.
+    """
+    n = len(x)
+    _, first, inverse = np.unique(x, axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.ravel()
+    rep = first[inverse]
+    dup = np.flatnonzero(rep != np.arange(n))
+    zero_a = np.zeros(0, dtype=np.int64)
+    zero_b = np.zeros(0, dtype=np.int64)
+    labels = labels0
+    if len(dup):
+        joined = join_components(labels0, dup, rep[dup])
+        parent = np.arange(int(labels0.max()) + 1)
+        keep = []
+        for i in dup:
+            ra, rb = _find(parent, int(labels0[i])), _find(parent, int(labels0[rep[i]]))
+            if ra != rb:
+                parent[rb] = ra
+                keep.append(i)
+        keep_arr = np.asarray(keep, dtype=np.int64)
+        zero_a, zero_b = keep_arr, rep[keep_arr]
+        labels = joined
+    return np.sort(first), labels, zero_a, zero_b
+
+
 def minimum_spanning_edges(
     points: np.ndarray,
     *,
@@ -410,28 +442,7 @@ def minimum_spanning_edges(
         if components is None
         else np.unique(np.asarray(components), return_inverse=True)[1].astype(np.int64).ravel()
     )
-    # identical rows: join them to their first occurrence at length 0
-    _, first, inverse = np.unique(x, axis=0, return_index=True, return_inverse=True)
-    inverse = inverse.ravel()
-    rep = first[inverse]
-    dup = np.flatnonzero(rep != np.arange(n))
-    zero_a = np.zeros(0, dtype=np.int64)
-    zero_b = np.zeros(0, dtype=np.int64)
-    labels = labels0
-    if len(dup):
-        joined = join_components(labels0, dup, rep[dup])
-        # keep a zero edge only where it joins two components not yet joined
-        parent = np.arange(int(labels0.max()) + 1)
-        keep = []
-        for i in dup:
-            ra, rb = _find(parent, int(labels0[i])), _find(parent, int(labels0[rep[i]]))
-            if ra != rb:
-                parent[rb] = ra
-                keep.append(i)
-        keep_arr = np.asarray(keep, dtype=np.int64)
-        zero_a, zero_b = keep_arr, rep[keep_arr]
-        labels = joined
-    distinct = np.sort(first)
+    distinct, labels, zero_a, zero_b = _join_identical_rows(x, labels0)
     stats["distinct"] = len(distinct)
     sub_labels = np.unique(labels[distinct], return_inverse=True)[1].astype(np.int64).ravel()
     if int(sub_labels.max()) + 1 > 1:
