@@ -618,7 +618,7 @@ def heatmap_dendrogram(
     """
     from scipy.cluster.hierarchy import leaves_list
     from scipy.cluster.hierarchy import linkage as scipy_linkage
-    from scipy.spatial.distance import pdist, squareform
+    from scipy.spatial.distance import squareform
 
     x = np.asarray(points, dtype=np.float64)
     if x.ndim != 2 or len(x) == 0:
@@ -631,27 +631,9 @@ def heatmap_dendrogram(
         raise TopoLensError(f"order must be 'dendrogram' or 'rcm', got {order!r}.")
     if int(max_points) < 1:
         raise TopoLensError(f"max_points must be at least 1, got {max_points}.")
-    m = len(x)
-    if m > max_points:
-        rng = np.random.default_rng(seed)
-        index = np.sort(rng.choice(m, size=int(max_points), replace=False)).astype(np.int64)
-        note = (
-            f"{len(index):,} of {m:,} points, drawn at random (seed {seed}): "
-            f"a heatmap of more is unreadable and O(n²)"
-        )
-    else:
-        index = np.arange(m, dtype=np.int64)
-        note = f"all {m:,} points"
-    sub = x[index]
-    n = len(sub)
-    if metric == "euclidean":
-        dist = squareform(pdist(sub)) if n > 1 else np.zeros((1, 1))
-    else:
-        # heavy: metrics imports scipy
-        from napari_topolens.topology.metrics import MetricSpace
-
-        space = MetricSpace(x, metric, n_neighbors=n_neighbors, **metric_kw)
-        dist = np.asarray(space.submatrix(index), dtype=np.float64)
+    index, note = _shown_points(len(x), max_points, seed)
+    n = len(index)
+    dist = _shown_distances(x, index, metric, n_neighbors, metric_kw)
     if n > 1:
         z = scipy_linkage(squareform(dist, checks=False), method="single")
         leaves = leaves_list(z).astype(np.int64)
@@ -676,6 +658,36 @@ def heatmap_dendrogram(
         metric=metric,
         note=note,
     )
+
+
+def _shown_points(m: int, max_points: int, seed: int) -> tuple[np.ndarray, str]:
+    """Rows the heatmap shows (all, or ``max_points`` drawn with ``seed``) and a note."""
+    if m > max_points:
+        rng = np.random.default_rng(seed)
+        index = np.sort(rng.choice(m, size=int(max_points), replace=False)).astype(np.int64)
+        note = (
+            f"{len(index):,} of {m:,} points, drawn at random (seed {seed}): "
+            f"a heatmap of more is unreadable and O(n²)"
+        )
+    else:
+        index = np.arange(m, dtype=np.int64)
+        note = f"all {m:,} points"
+    return index, note
+
+
+def _shown_distances(
+    x: np.ndarray, index: np.ndarray, metric: str, n_neighbors: int, metric_kw: dict[str, int]
+) -> np.ndarray:
+    """Square distances between the shown rows, under the metric of the whole cloud."""
+    from scipy.spatial.distance import pdist, squareform
+
+    if metric == "euclidean":
+        return squareform(pdist(x[index])) if len(index) > 1 else np.zeros((1, 1))
+    # heavy: metrics imports scipy
+    from napari_topolens.topology.metrics import MetricSpace
+
+    space = MetricSpace(x, metric, n_neighbors=n_neighbors, **metric_kw)
+    return np.asarray(space.submatrix(index), dtype=np.float64)
 
 
 def _rcm_order(dist: np.ndarray, n_neighbors: int) -> np.ndarray:
