@@ -156,6 +156,20 @@ def child_counts_of(counts: list[dict[int, int] | None], i: int) -> dict[int, in
     return found
 
 
+def _class_codes(
+    labels: np.ndarray, known: np.ndarray, n_known: int
+) -> tuple[np.ndarray, int, float]:
+    """Class index ``0..k-1`` of every point (unknown points: -1), ``k``, and the
+    entropy ``H(C)`` of the known points' classes."""
+    classes, cls = np.unique(np.where(known, labels, -1), return_inverse=True)
+    offset = 1 if classes[0] == -1 else 0  # class index of label -1 is dropped
+    cls = cls.ravel() - offset
+    k = len(classes) - offset
+    p = np.bincount(cls[known], minlength=k) / n_known
+    p = p[p > 0]
+    return cls, k, float(-(p * np.log(p)).sum())
+
+
 def _score_scan(z: np.ndarray, labels: np.ndarray, noise_size: int) -> np.ndarray:
     """``0.7 * purity + 0.3 * homogeneity`` after each merge, in one pass.
 
@@ -171,13 +185,7 @@ def _score_scan(z: np.ndarray, labels: np.ndarray, noise_size: int) -> np.ndarra
     n_known = int(known.sum())
     if n_known == 0:
         return np.full(n - 1, np.nan)
-    classes, cls = np.unique(np.where(known, labels, -1), return_inverse=True)
-    offset = 1 if classes[0] == -1 else 0  # class index of label -1 is dropped
-    cls = cls.ravel() - offset
-    k = len(classes) - offset
-    p = np.bincount(cls[known], minlength=k) / n_known
-    p = p[p > 0]
-    h_c = float(-(p * np.log(p)).sum())
+    cls, k, h_c = _class_codes(labels, known, n_known)
 
     counts: list[dict[int, int] | None] = [None] * (2 * n - 1)
     peak = np.zeros(2 * n - 1)  # largest class count of each cluster
