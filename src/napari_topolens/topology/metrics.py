@@ -295,7 +295,7 @@ class MetricSpace:
             ``O(n·d)`` memory, then Kruskal's merges. Both give the same merge
             heights bit for bit (and the same ``Z`` without tied distances).
             ``"auto"`` takes dense up to ``DENSE_LINKAGE_LIMIT`` points.
-        device : str, optional
+        device : str or torch.device, optional
             Screen the Borůvka distance blocks with torch on this device
             (``"cuda"``, ``"mps"``, ``"cpu"``); the tree is the same.
         """

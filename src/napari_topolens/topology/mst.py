@@ -28,7 +28,7 @@ Identical rows are joined first by zero-length edges (ReLU layers give many
 all-zero vectors); Borůvka runs on the distinct rows. Peak memory is a few
 ``block_bytes`` blocks plus ``O(N·(d + k))``.
 
-torch: the science never imports torch, except here, and only on the optional
+torch: ``topology`` never imports torch except here, and here only on the optional
 ``device`` route (the GPU path of exact H0): when ``device`` is given, the screening
 of step 3 imports torch (in ``_Screen``) to multiply the float32 blocks on that
 device. Without ``device`` everything is numpy, and importing this module does not
@@ -130,7 +130,7 @@ class _Screen:
         self.device = device
         self.torch: ModuleType | None = None
         if device is not None:
-            import torch  # the device route only: the one torch import of the science
+            import torch  # the device route only: topology's one torch import
 
             self.torch = torch
             self.torch_device = torch.device(device)

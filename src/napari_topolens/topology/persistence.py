@@ -592,7 +592,7 @@ def compute_persistence(
         landmarks under ``metric`` (cover the cloud, keep its loops) or uniform.
     seed : int
         Start landmark / random draw; the result is deterministic given it.
-    device : str, optional
+    device : str or torch.device, optional
         Where the H0 tree's distance blocks run (``"cuda"``, ``"mps"``, ``"cpu"``
         through torch); ``None``: numpy on the CPU. The diagrams are the same.
 
