@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 
 from .._progress import Progress
+from ..maps import map_drift, topology_map
+from .figures import channels_last, new_figure, png_data_uri
 
 __all__ = ["map_colours", "maps_section", "pick_images"]
 
@@ -53,9 +55,7 @@ def _take(images: Any, index: np.ndarray) -> np.ndarray:
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
-    from .robustness import _channels_last
-
-    array = _channels_last(np.asarray(image)[None])[0].astype(np.float64)
+    array = channels_last(np.asarray(image)[None])[0].astype(np.float64)
     lo, hi = float(array.min()), float(array.max())
     array = (array - lo) / (hi - lo) if hi > lo else np.zeros_like(array)
     return array if array.ndim == 2 else array[..., :3].mean(axis=-1)
@@ -71,11 +71,9 @@ def _axes_off(axes: Any) -> None:
 def _maps_figure(
     images: np.ndarray, picks: np.ndarray, maps: dict[str, Any], n_nodes: dict[str, int], names: Any
 ) -> str:
-    from .figures import _figure, png_data_uri
-
     layers = list(maps)
     rows, columns = len(picks), 1 + len(layers)
-    figure = _figure(min(1.4 + 1.5 * columns, 12.5), 0.6 + 1.45 * rows)
+    figure = new_figure(min(1.4 + 1.5 * columns, 12.5), 0.6 + 1.45 * rows)
     grid = figure.subplots(rows, columns, squeeze=False)
     for r, image in enumerate(picks):
         grid[r, 0].imshow(_grey(images[r]), cmap="gray", interpolation="nearest")
@@ -101,9 +99,7 @@ def _maps_figure(
 def _drift_figure(
     drift: Any, images: np.ndarray, order: np.ndarray, n_nodes: int, label: str
 ) -> str:
-    from .figures import _figure, png_data_uri
-
-    figure = _figure(7.6, 0.6 + 1.5 * len(order))
+    figure = new_figure(7.6, 0.6 + 1.5 * len(order))
     grid = figure.subplots(len(order), 4, squeeze=False)
     for r, k in enumerate(order):
         base, variant = drift.base, drift.variant
@@ -148,8 +144,6 @@ def maps_section(
     images and the mapped ones): variant image, base map, variant map (placed in the
     base graph) and the changed positions.
     """
-    from ..maps import map_drift, topology_map
-
     # layers with a grid of positions (whatever the sampling that made the analysis)
     spatial = [r.name for r in analysis.layer_results if len(r.cloud.grid_shape) == 2]
     picks = pick_images(analysis.labels, per_class, len(images))
