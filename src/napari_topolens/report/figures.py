@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -622,7 +622,7 @@ def layer_curves_figure(
     layers: Sequence[str],
     phdims: Sequence[float],
     class_means: Sequence[float],
-    quality: dict[str, Sequence[float]],
+    quality: Mapping[str, Sequence[float]],
 ) -> str:
     """PH dimension and cluster-quality numbers along the layers."""
     figure = new_figure(11.5, 3.8)

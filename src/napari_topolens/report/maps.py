@@ -176,37 +176,9 @@ def maps_section(
     ]
     for number, variant in enumerate(variants, start=1):
         yield Progress(number / (len(variants) + 1), f"pixel drift: {variant.name}")
-        moved = [image for _, image, _ in variant.comparison.most_moved(8)]
-        candidates = np.unique(np.r_[picks, np.asarray(moved, dtype=np.int64)])
-        candidates = candidates[candidates < min(len(images), len(variant.analysis.images))]
-        if not len(candidates):
-            continue
-        perturbed = np.asarray(variant.analysis.images)[candidates]
-        base_maps = topology_map(
-            analysis, _take(images, candidates), model, layer=spatial, input_scale=input_scale
+        parts += _variant_drift_html(
+            analysis, model, images, variant, picks, spatial, input_scale, most_moved
         )
-        variant_maps = topology_map(
-            analysis, perturbed, model, layer=spatial, input_scale=input_scale
-        )
-        rows = []
-        for layer in spatial:
-            drift = map_drift(base_maps[layer], variant_maps[layer])
-            order = np.argsort(-drift.share, kind="stable")[:most_moved]
-            uri = _drift_figure(
-                drift,
-                perturbed[order],
-                order,
-                n_nodes[layer],
-                f"{variant.name} at {layer}: images "
-                + ", ".join(f"#{int(candidates[k])}" for k in order),
-            )
-            rows.append(
-                f"<h3>{html.escape(variant.name)} · {html.escape(layer)}: "
-                f"{100 * drift.mean_share:.1f}% of positions changed node (mean over "
-                f"{len(candidates)} images)</h3>"
-                f'<figure><img src="{uri}" alt="pixel drift"></figure>'
-            )
-        parts += rows
     skipped = [v.name for v in getattr(analysis, "variants", []) if v not in variants]
     if skipped:
         parts.append(
@@ -217,3 +189,49 @@ def maps_section(
     parts.append("</section>")
     yield Progress(1.0, "topology maps done")
     return "\n".join(parts)
+
+
+def _variant_drift_html(
+    analysis: Any,
+    model: Any,
+    images: Any,
+    variant: Any,
+    picks: np.ndarray,
+    spatial: list[str],
+    input_scale: Any,
+    most_moved: int,
+) -> list[str]:
+    """One perturbation variant's pixel drift at each spatial layer: a heading and a figure.
+
+    Among the variant's most-moved images and the mapped ones (``picks``), the
+    ``most_moved`` with the largest share of changed positions.
+    """
+    moved = [image for _, image, _ in variant.comparison.most_moved(8)]
+    candidates = np.unique(np.r_[picks, np.asarray(moved, dtype=np.int64)])
+    candidates = candidates[candidates < min(len(images), len(variant.analysis.images))]
+    if not len(candidates):
+        return []
+    perturbed = np.asarray(variant.analysis.images)[candidates]
+    base_maps = topology_map(
+        analysis, _take(images, candidates), model, layer=spatial, input_scale=input_scale
+    )
+    variant_maps = topology_map(analysis, perturbed, model, layer=spatial, input_scale=input_scale)
+    rows = []
+    for layer in spatial:
+        drift = map_drift(base_maps[layer], variant_maps[layer])
+        order = np.argsort(-drift.share, kind="stable")[:most_moved]
+        uri = _drift_figure(
+            drift,
+            perturbed[order],
+            order,
+            analysis[layer].mapper.n_nodes,
+            f"{variant.name} at {layer}: images "
+            + ", ".join(f"#{int(candidates[k])}" for k in order),
+        )
+        rows.append(
+            f"<h3>{html.escape(variant.name)} · {html.escape(layer)}: "
+            f"{100 * drift.mean_share:.1f}% of positions changed node (mean over "
+            f"{len(candidates)} images)</h3>"
+            f'<figure><img src="{uri}" alt="pixel drift"></figure>'
+        )
+    return rows
