@@ -14,13 +14,16 @@ jumps.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from .geometry import nice_ticks
 from .matching import HUNGARIAN_MAX_CELLS, images_by_nodes, pair_groups
+
+if TYPE_CHECKING:
+    from scipy.sparse import csr_matrix
 
 __all__ = [
     "DRIFT_COLS",
@@ -147,7 +150,7 @@ def drift_geometry(table: pd.DataFrame, n_layers: int) -> DriftGeometry:
     return geometry
 
 
-def _node_images(result: Any, n_images: int) -> Any:
+def _node_images(result: Any, n_images: int) -> csr_matrix:
     """(images x nodes) 0/1 sparse matrix: which images each Mapper node of ``result`` holds."""
     graph = result.mapper
     return images_by_nodes(graph.members, graph.member_offsets, result.cloud.image_index, n_images)

@@ -7,7 +7,6 @@ command line (which holds the model) renders this section and hands it to
 
 from __future__ import annotations
 
-import html
 from collections.abc import Generator
 from typing import Any
 
@@ -16,6 +15,7 @@ import numpy as np
 from .._progress import Progress
 from ..maps import map_drift, topology_map
 from .figures import channels_last, new_figure, png_data_uri
+from .markup import escaped
 
 __all__ = ["map_colours", "maps_section", "pick_images"]
 
@@ -168,7 +168,7 @@ def maps_section(
         f'<figure><img src="{_maps_figure(chosen, picks, maps, n_nodes, names)}" '
         'alt="topology maps"></figure>',
     ]
-    parts += [f"<p>{html.escape(note)}</p>" for note in notes]
+    parts += [f"<p>{escaped(note)}</p>" for note in notes]
     variants = [
         v
         for v in getattr(analysis, "variants", [])
@@ -183,7 +183,7 @@ def maps_section(
     if skipped:
         parts.append(
             "<p>No pixel-level drift for "
-            + html.escape(", ".join(skipped))
+            + escaped(", ".join(skipped))
             + " (a compressed model, or images not kept).</p>"
         )
     parts.append("</section>")
@@ -229,7 +229,7 @@ def _variant_drift_html(
             + ", ".join(f"#{int(candidates[k])}" for k in order),
         )
         rows.append(
-            f"<h3>{html.escape(variant.name)} · {html.escape(layer)}: "
+            f"<h3>{escaped(variant.name)} · {escaped(layer)}: "
             f"{100 * drift.mean_share:.1f}% of positions changed node (mean over "
             f"{len(candidates)} images)</h3>"
             f'<figure><img src="{uri}" alt="pixel drift"></figure>'

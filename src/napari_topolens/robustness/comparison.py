@@ -23,7 +23,7 @@ import numpy as np
 from ..errors import LayerError, TopoLensError
 from ..label_sources import labels_match_predictions
 from ..layout.matching import HUNGARIAN_MAX_CELLS, images_by_groups, images_by_nodes, pair_groups
-from ..topology.analysis import Analysis
+from ..topology.analysis import Analysis, LayerAnalysis
 from ..topology.distances import diagram_distance
 
 if TYPE_CHECKING:
@@ -240,7 +240,7 @@ def receptive_field_heat(cloud: Any, image: int) -> np.ndarray:
 
 
 def compare(
-    base: Any, variant: Any, *, base_name: str = "base", variant_name: str = "variant"
+    base: Analysis, variant: Analysis, *, base_name: str = "base", variant_name: str = "variant"
 ) -> Comparison:
     """How ``variant``'s topology differs from ``base``'s, per layer and per image.
 
@@ -285,7 +285,7 @@ def compare(
     )
 
 
-def _check_analyses(base: Any, variant: Any) -> None:
+def _check_analyses(base: object, variant: object) -> None:
     for argument, value in (("base", base), ("variant", variant)):
         if not isinstance(value, Analysis):
             raise TopoLensError(
@@ -311,7 +311,9 @@ def _diagram_distance(a: np.ndarray, b: np.ndarray, kind: str, n_directions: int
     return diagram_distance(a, b, kind, n_directions=n_directions)
 
 
-def _layer_drift(name: str, a: Any, b: Any, n_images: int, n_directions: int) -> LayerDrift:
+def _layer_drift(
+    name: str, a: LayerAnalysis, b: LayerAnalysis, n_images: int, n_directions: int
+) -> LayerDrift:
     """One layer's drift from the base's result ``a`` to the variant's ``b``."""
     dims = min(len(a.persistence.diagrams), len(b.persistence.diagrams))
     pairs = [(a.persistence.diagrams[d], b.persistence.diagrams[d]) for d in range(dims)]
@@ -342,7 +344,7 @@ def _layer_drift(name: str, a: Any, b: Any, n_images: int, n_directions: int) ->
     )
 
 
-def _prediction_changed(base: Any, variant: Any, n_images: int) -> float:
+def _prediction_changed(base: Analysis, variant: Analysis, n_images: int) -> float:
     """Fraction of the images both models were run on whose predicted class differs."""
     a, b = predicted_classes(base), predicted_classes(variant)
     if a is None or b is None:
@@ -354,7 +356,7 @@ def _prediction_changed(base: Any, variant: Any, n_images: int) -> float:
     return float(np.mean(a[:n][run] != b[:n][run]))
 
 
-def _config_note(base: Any, variant: Any) -> dict[str, str]:
+def _config_note(base: Analysis, variant: Analysis) -> dict[str, str]:
     """Say so when the two analyses were made with different parameters."""
     a, b = base.config.to_dict(), variant.config.to_dict()
     differ = sorted(k for k in a if a.get(k) != b.get(k))
@@ -366,7 +368,7 @@ def _config_note(base: Any, variant: Any) -> dict[str, str]:
     }
 
 
-def _declared_images(analysis: Any) -> int | None:
+def _declared_images(analysis: Analysis) -> int | None:
     """How many images the analysis says it is of (its images, else its labels)."""
     if analysis.images is not None:
         return len(analysis.images)
@@ -375,7 +377,7 @@ def _declared_images(analysis: Any) -> int | None:
     return None
 
 
-def _n_images(base: Any, variant: Any) -> int:
+def _n_images(base: Analysis, variant: Analysis) -> int:
     declared = [n for n in (_declared_images(base), _declared_images(variant)) if n is not None]
     if len(declared) == 2 and declared[0] != declared[1]:
         raise TopoLensError(
@@ -394,21 +396,21 @@ def _n_images(base: Any, variant: Any) -> int:
     return declared[0] if declared else reached
 
 
-def _present(result: Any, n_images: int) -> np.ndarray:
+def _present(result: LayerAnalysis, n_images: int) -> np.ndarray:
     present = np.zeros(n_images, dtype=bool)
     index = result.cloud.image_index
     present[index[index < n_images]] = True
     return present
 
 
-def _mapper_groups(result: Any, n_images: int) -> csr_matrix:
+def _mapper_groups(result: LayerAnalysis, n_images: int) -> csr_matrix:
     mapper = result.mapper
     return images_by_nodes(
         mapper.members, mapper.member_offsets, result.cloud.image_index, n_images
     )
 
 
-def _cluster_groups(result: Any, n_images: int) -> csr_matrix:
+def _cluster_groups(result: LayerAnalysis, n_images: int) -> csr_matrix:
     clusters = np.asarray(result.best_clusters, dtype=np.int64)
     n_groups = int(clusters.max()) + 1 if len(clusters) and clusters.max() >= 0 else 0
     return images_by_groups(result.cloud.image_index, clusters, n_images, n_groups)
@@ -443,7 +445,7 @@ def _moved(
     return distance, distance > 1e-12
 
 
-def _quality_numbers(result: Any) -> dict[str, float]:
+def _quality_numbers(result: LayerAnalysis) -> dict[str, float]:
     quality = result.quality
     total = np.asarray(result.persistence.total_persistence, dtype=np.float64)
     best = np.asarray(result.best_clusters)
@@ -461,7 +463,7 @@ def _quality_numbers(result: Any) -> dict[str, float]:
     }
 
 
-def model_accuracy(analysis: Any) -> float:
+def model_accuracy(analysis: Analysis) -> float:
     """Top-1 accuracy of the analysis's predictions on its labelled images (nan: unknown).
 
     Nan without labels or predictions, and for text labels numbered by their own
@@ -482,7 +484,7 @@ def model_accuracy(analysis: Any) -> float:
     return float(np.mean(predicted[:n][known] == labels[:n][known]))
 
 
-def predicted_classes(analysis: Any) -> np.ndarray | None:
+def predicted_classes(analysis: Analysis) -> np.ndarray | None:
     """The model's class per image, -1 where it was not run (None: no predictions kept).
 
     ``Analysis.predictions`` when recorded, else the argmax of ``probabilities``

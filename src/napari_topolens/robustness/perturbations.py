@@ -17,7 +17,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..activations.extract import as_image_batch, as_mask_stack
+from ..activations.extract import (
+    _check_channels,
+    _eval_mode,
+    _model_device_dtype,
+    _whole_number,
+    as_image_batch,
+    as_mask_stack,
+)
 from ..activations.models import check_model
 from ..errors import ImageError, ModelError, TopoLensError
 
@@ -170,8 +177,6 @@ def _check_arguments(
     mask: Any,
 ) -> float:
     """Refuse what :func:`perturb` cannot use, before any work; returns the strength."""
-    from ..activations.extract import _whole_number
-
     if not isinstance(kind, str) or kind not in PERTURBATIONS:
         raise TopoLensError(
             f"unknown perturbation {kind!r:.60}; choose one of {', '.join(PERTURBATIONS)}"
@@ -358,13 +363,6 @@ def _fgsm(
 ) -> np.ndarray:
     """x + epsilon * (hi - lo) * sign(grad_x loss), batches prepared as extraction prepares them."""
     import torch
-
-    from ..activations.extract import (
-        _check_channels,
-        _eval_mode,
-        _model_device_dtype,
-        as_image_batch,
-    )
 
     _check_channels(model, as_image_batch(images[:1]))
     device, dtype = _model_device_dtype(model)
