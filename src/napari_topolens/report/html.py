@@ -17,7 +17,7 @@ import time
 import uuid
 from collections.abc import Generator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -30,6 +30,9 @@ from ..topology.store import is_analysis_dir
 from . import figures
 from .markup import escaped, figure_html, number_text, table_html
 from .robustness import robustness_section
+
+if TYPE_CHECKING:
+    from ..topology.analysis import Analysis, LayerAnalysis
 
 __all__ = [
     "ANALYSIS_DIR",
@@ -95,7 +98,7 @@ def _kv_table(rows: list[tuple[str, Any]]) -> str:
     return f'<table class="kv">{body}</table>'
 
 
-def _class_names(analysis: Any) -> list[str] | None:
+def _class_names(analysis: Analysis) -> list[str] | None:
     if analysis.class_names is not None:
         return list(analysis.class_names)
     if analysis.n_classes:
@@ -107,7 +110,7 @@ def _class_names(analysis: Any) -> list[str] | None:
     return None
 
 
-def _summary_rows(analysis: Any) -> list[list[str]]:
+def _summary_rows(analysis: Analysis) -> list[list[str]]:
     rows = []
     for result in analysis.layer_results:
         cloud = result.cloud
@@ -148,7 +151,7 @@ def _legend_html(class_names: list[str] | None, colours: list[str]) -> str:
     return f'<div class="legend">{items}</div>'
 
 
-def _accuracy_bits(analysis: Any) -> list[str]:
+def _accuracy_bits(analysis: Analysis) -> list[str]:
     """ "model accuracy 98.0 %" when the analysis holds predictions and true labels.
 
     The first check that the images reached the model as it was trained to see them
@@ -160,7 +163,7 @@ def _accuracy_bits(analysis: Any) -> list[str]:
     return [f"model accuracy {100 * accuracy:.1f} % (predicted class vs label code)"]
 
 
-def _provenance_html(analysis: Any) -> str:
+def _provenance_html(analysis: Analysis) -> str:
     record = dict(analysis.provenance)
     nested = {k: record.pop(k) for k in list(record) if isinstance(record[k], dict)}
     rows = [(k, v) for k, v in record.items()]
@@ -180,8 +183,8 @@ def _provenance_html(analysis: Any) -> str:
 
 def _layer_section(
     number: int,
-    result: Any,
-    analysis: Any,
+    result: LayerAnalysis,
+    analysis: Analysis,
     colours: list[str],
     class_names: list[str] | None,
     images: np.ndarray | None,
@@ -214,7 +217,7 @@ def _layer_section(
     return page
 
 
-def _layer_numbers_html(result: Any, analysis: Any) -> str:
+def _layer_numbers_html(result: LayerAnalysis, analysis: Analysis) -> str:
     """The layer's headline numbers, as boxes."""
     cloud = result.cloud
     persistence = result.persistence
@@ -253,7 +256,9 @@ def _layer_numbers_html(result: Any, analysis: Any) -> str:
     )
 
 
-def _layer_html(number: int, result: Any, analysis: Any, uris: dict[str, str | None]) -> str:
+def _layer_html(
+    number: int, result: LayerAnalysis, analysis: Analysis, uris: dict[str, str | None]
+) -> str:
     """The layer's section from its figures (``uris`` by key; ``examples`` may be None)."""
     cloud = result.cloud
     persistence = result.persistence
@@ -319,7 +324,7 @@ def _layer_html(number: int, result: Any, analysis: Any, uris: dict[str, str | N
 
 
 def _figure_jobs(
-    result: Any, colours: list[str], class_names: list[str] | None, seed: int
+    result: LayerAnalysis, colours: list[str], class_names: list[str] | None, seed: int
 ) -> list[tuple[str, float, str, Any, tuple]]:
     """(key, progress, message, function, arguments) of a layer's figures that need no
     images: small picklable arguments, so a worker process can draw them."""
@@ -426,7 +431,7 @@ def _h1_points(persistence: Any) -> str:
 
 
 def iter_render_report(
-    analysis: Any,
+    analysis: Analysis,
     *,
     images: Any = None,
     title: str | None = None,
@@ -478,7 +483,7 @@ def iter_render_report(
 
 
 def _render_page(
-    analysis: Any,
+    analysis: Analysis,
     images: Any,
     title: str,
     colours: list[str],
@@ -531,7 +536,7 @@ def _render_page(
     return "\n".join(p for p in page if p)
 
 
-def _across_layers_html(analysis: Any, layers: list[str]) -> str:
+def _across_layers_html(analysis: Analysis, layers: list[str]) -> str:
     """The section comparing the layers: quality curves and diagram-distance matrices."""
     results = analysis.layer_results
     quality = {
@@ -598,7 +603,7 @@ _SUMMARY_HEADER = [
 ]
 
 
-def _summary_html(analysis: Any, colours: list[str], class_names: list[str] | None) -> str:
+def _summary_html(analysis: Analysis, colours: list[str], class_names: list[str] | None) -> str:
     """The summary section: one row per layer, the class legend and the provenance."""
     parts = [
         '<section id="summary"><h2>Summary</h2>',
@@ -613,7 +618,7 @@ def _summary_html(analysis: Any, colours: list[str], class_names: list[str] | No
     return "\n".join(p for p in parts if p)
 
 
-def _subtitle(analysis: Any, layers: list[str]) -> str:
+def _subtitle(analysis: Analysis, layers: list[str]) -> str:
     """The header's line under the title: layers, images, sample, accuracy, input, date."""
     provenance = analysis.provenance
     bits = [
@@ -635,7 +640,7 @@ def _subtitle(analysis: Any, layers: list[str]) -> str:
 
 
 def _page_head(
-    analysis: Any,
+    analysis: Analysis,
     title: str,
     layers: list[str],
     robustness: bool,
@@ -668,7 +673,7 @@ def _page_head(
 
 
 def render_report(
-    analysis: Any,
+    analysis: Analysis,
     *,
     images: Any = None,
     title: str | None = None,
@@ -732,7 +737,7 @@ def check_report_folder(out_dir: str | os.PathLike) -> None:
 
 
 def write_report(
-    analysis: Any,
+    analysis: Analysis,
     out_dir: str | os.PathLike,
     *,
     images: Any = None,
@@ -785,7 +790,9 @@ def write_report(
     return report_path
 
 
-def _write_and_swap(analysis: Any, page: str, out: Path, progress: ProgressCallback | None) -> Path:
+def _write_and_swap(
+    analysis: Analysis, page: str, out: Path, progress: ProgressCallback | None
+) -> Path:
     """Save the analysis and the page beside ``out``'s, then rename both into place.
 
     Undone on any failure or signal (see :func:`write_report`); returns the page's path.

@@ -8,14 +8,18 @@ command line (which holds the model) renders this section and hands it to
 from __future__ import annotations
 
 from collections.abc import Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._progress import Progress
-from ..maps import map_drift, topology_map
+from ..maps import MapDrift, TopologyMap, map_drift, topology_map
 from .figures import channels_last, new_figure, png_data_uri
 from .markup import escaped
+
+if TYPE_CHECKING:
+    from ..robustness.study import Variant
+    from ..topology.analysis import Analysis
 
 __all__ = ["map_colours", "maps_section", "pick_images"]
 
@@ -69,7 +73,11 @@ def _axes_off(axes: Any) -> None:
 
 
 def _maps_figure(
-    images: np.ndarray, picks: np.ndarray, maps: dict[str, Any], n_nodes: dict[str, int], names: Any
+    images: np.ndarray,
+    picks: np.ndarray,
+    maps: dict[str, TopologyMap],
+    n_nodes: dict[str, int],
+    names: Any,
 ) -> str:
     layers = list(maps)
     rows, columns = len(picks), 1 + len(layers)
@@ -97,7 +105,7 @@ def _maps_figure(
 
 
 def _drift_figure(
-    drift: Any, images: np.ndarray, order: np.ndarray, n_nodes: int, label: str
+    drift: MapDrift, images: np.ndarray, order: np.ndarray, n_nodes: int, label: str
 ) -> str:
     figure = new_figure(7.6, 0.6 + 1.5 * len(order))
     grid = figure.subplots(len(order), 4, squeeze=False)
@@ -128,7 +136,7 @@ def _drift_figure(
 
 
 def maps_section(
-    analysis: Any,
+    analysis: Analysis,
     model: Any,
     images: Any,
     *,
@@ -192,10 +200,10 @@ def maps_section(
 
 
 def _variant_drift_html(
-    analysis: Any,
+    analysis: Analysis,
     model: Any,
     images: Any,
-    variant: Any,
+    variant: Variant,
     picks: np.ndarray,
     spatial: list[str],
     input_scale: Any,

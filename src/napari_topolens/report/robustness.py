@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Generator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -21,6 +21,11 @@ from .._progress import Progress
 from ..robustness.comparison import receptive_field_heat
 from .figures import channels_last, new_figure, png_data_uri
 from .markup import escaped, figure_html, number_text, table_html
+
+if TYPE_CHECKING:
+    from ..robustness.comparison import LayerDrift
+    from ..robustness.study import Variant
+    from ..topology.analysis import Analysis
 
 __all__ = ["drift_figure", "moved_images_figure", "robustness_section"]
 
@@ -31,7 +36,7 @@ def _percent(value: float) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{100 * value:.1f} %"
 
 
-def drift_figure(layers: Sequence[str], variants: Sequence[Any], dim: int = 1) -> str:
+def drift_figure(layers: Sequence[str], variants: Sequence[Variant], dim: int = 1) -> str:
     """Per layer: the relative H``dim`` sliced Wasserstein distance and the moved fraction.
 
     One line per variant. The distance is divided by the base diagram's distance from
@@ -86,7 +91,7 @@ def _rgb(image: np.ndarray, lo: float, hi: float) -> np.ndarray:
 
 
 def moved_images_figure(
-    analysis: Any, variants: Sequence[Any], *, per_variant: int = 6
+    analysis: Analysis, variants: Sequence[Variant], *, per_variant: int = 6
 ) -> str | None:
     """Per variant, its most-moved images: original | variant with the moved activation's receptive-field heat."""
     from matplotlib.patches import Rectangle
@@ -155,7 +160,7 @@ def moved_images_figure(
     return png_data_uri(figure)
 
 
-def robustness_section(analysis: Any) -> Generator[Progress, None, str]:
+def robustness_section(analysis: Analysis) -> Generator[Progress, None, str]:
     """The HTML of the robustness section (empty without variants)."""
     variants = list(getattr(analysis, "variants", None) or [])
     if not variants:
@@ -220,7 +225,7 @@ def _variant_header(dim: int) -> list[str]:
     ]
 
 
-def _variant_row(variant: Any, dim: int) -> list[str]:
+def _variant_row(variant: Variant, dim: int) -> list[str]:
     c = variant.comparison
     delta = c.accuracy_variant - c.accuracy_base
     return [
@@ -255,7 +260,7 @@ _LAYER_HEADER = [
 ]
 
 
-def _layer_row(variant: Any, drift: Any) -> list[str]:
+def _layer_row(variant: Variant, drift: LayerDrift) -> list[str]:
     change = drift.quality_change
     return [
         f"<code>{escaped(variant.name)}</code>",
