@@ -359,7 +359,7 @@ def iter_run_variants(
     from ..activations.input_scale import as_input_scale
     from ..activations.models import check_model
     from ..topology.analysis import Analysis, AnalysisConfig, check_class_labels
-    from .perturbations import _check_labels
+    from .perturbations import check_label_codes as _check_labels
 
     # bad input fails here, on the caller's thread, before the generator is returned
     check_model(model)
