@@ -543,7 +543,7 @@ def _render_page(
             robustness_section(analysis), n_layers / (n_layers + 1), n_layers / (n_layers + 1)
         )
     yield Progress(n_layers / (n_layers + 1), "report: comparisons across layers")
-    quality = {
+    quality: dict[str, Sequence[float]] = {
         name: [float(getattr(r.quality, name)) for r in analysis.layer_results]
         for name in ("purity", "homogeneity", "ari", "nmi", "silhouette")
     }

@@ -36,15 +36,13 @@ each node are core points in its cube.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..errors import LayerError, TopoLensError
-
-if TYPE_CHECKING:
-    from .analysis import Analysis, LayerAnalysis
-    from .mapper import MapperGraph
+from .mapper import MapperGraph
+from .results import Analysis, LayerAnalysis, PlacementIndex
 
 __all__ = [
     "BLOCK_ENTRIES",
@@ -59,54 +57,6 @@ __all__ = [
 BLOCK_ENTRIES = 4_000_000
 _U64 = float(np.finfo(np.float64).eps)
 _PLACEABLE_LENSES = ("l2norm", "pca1", "pca2", "probability")
-
-
-@dataclass
-class PlacementIndex:
-    """What a layer's analysis keeps so that new vectors can be placed in it.
-
-    Attributes
-    ----------
-    lens : str
-        The Mapper lens (``"custom"`` lenses cannot be placed).
-    lens_mean : ndarray (D,) float64
-        PCA lenses: the cloud's mean; empty otherwise.
-    lens_axes : ndarray (D, L) float64
-        PCA lenses: the signed principal axes (lens = ``(x - mean) @ axes``);
-        ``(0, 0)`` otherwise.
-    cube_lower, cube_upper : ndarray (C, L) float64
-        The closed interval of every cube kmapper kept (the non-empty ones, in its
-        order: node ``cube{i}_...`` belongs to row ``i``).
-    eps : float
-        DBSCAN's eps (nan when no node could form).
-    min_samples : int
-    member_core : ndarray (len(mapper.members),) bool
-        Whether each member entry of the Mapper graph (CSR order) is a core point
-        of its node's cube.
-    node_cube, node_cluster : ndarray (n_nodes,) int64
-        Cube row and DBSCAN cluster number of every node.
-    metric : str
-        The cluster flow's metric (only ``"euclidean"`` places the flow).
-    note : str
-        Why something cannot be placed, when it cannot.
-    """
-
-    lens: str
-    lens_mean: np.ndarray
-    lens_axes: np.ndarray
-    cube_lower: np.ndarray
-    cube_upper: np.ndarray
-    eps: float
-    min_samples: int
-    member_core: np.ndarray
-    node_cube: np.ndarray
-    node_cluster: np.ndarray
-    metric: str = "euclidean"
-    note: str = ""
-
-    @property
-    def n_lens(self) -> int:
-        return int(self.cube_lower.shape[1]) if self.cube_lower.ndim == 2 else 0
 
 
 @dataclass
