@@ -159,9 +159,10 @@ class Analysis:
     images : ndarray or None
         The images the clouds' ``image_index`` refers to, when the caller gave them.
     variants : list of Variant
-        Perturbed or compressed runs of the same images, each a :class:`Variant` holding its own analysis and its
-        ``Comparison`` with this one (see ``robustness.run_variants``); saved and
-        loaded with the analysis. Empty for a plain analysis.
+        Perturbed or compressed runs of the same images, each a :class:`Variant`
+        holding its own analysis and its :class:`Comparison` with this one (see
+        ``robustness.run_variants``); saved and loaded with the analysis. Empty for
+        a plain analysis.
     """
 
     layer_results: list[LayerAnalysis]
@@ -218,7 +219,7 @@ class VariantSpec:
     Attributes
     ----------
     perturbation : str or None
-        A kind of :data:`~napari_topolens.robustness.perturbations.PERTURBATIONS`.
+        A kind of :data:`~napari_topolens.topology.variant_kinds.PERTURBATIONS`.
     strength : float or None
         The perturbation's strength.
     prune : float or None
@@ -382,7 +383,8 @@ class LayerDrift:
         Distance between the base's and the variant's diagram of each homology
         dimension (index 0: H0, 1: H1), finite bars.
     quality_base, quality_variant : dict of str to float
-        The numbers of :data:`QUALITY_NUMBERS` in each analysis.
+        The numbers of :data:`~napari_topolens.robustness.comparison.QUALITY_NUMBERS` in
+        each analysis.
     image_score : ndarray (N,) float64
         Per image, the mean of its Mapper-node and its cluster Jaccard distance
         (after matching); nan for an image without points in either analysis.
