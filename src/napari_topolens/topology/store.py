@@ -51,7 +51,7 @@ import dataclasses
 import os
 import zipfile
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from ..activations import pointcloud
 from ..errors import AnalysisFileError, TopoLensError
@@ -100,6 +100,8 @@ __all__ = [
     "type_problem",
 ]
 
+_Saved = TypeVar("_Saved")
+
 #: Modules whose dataclasses may appear in a saved analysis (persistence and phdim,
 #: heavy to import, are added by :func:`register_result_classes`).
 _LIGHT_RESULT_MODULES: tuple[ModuleType, ...] = (pointcloud, config, hole, mapper, quality, results)
@@ -124,6 +126,14 @@ def register_result_classes() -> None:
 
     for module in (*_LIGHT_RESULT_MODULES, persistence, phdim):
         _register_module(module)
+
+
+@overload
+def load_analysis(path: str | os.PathLike, *, expected: None = None) -> Analysis: ...
+
+
+@overload
+def load_analysis(path: str | os.PathLike, *, expected: type[_Saved]) -> _Saved: ...
 
 
 def load_analysis(path: str | os.PathLike, *, expected: type | None = None) -> Any:
