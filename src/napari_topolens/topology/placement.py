@@ -35,6 +35,7 @@ each node are core points in its cube.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -127,7 +128,9 @@ def _pair_squared(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return total
 
 
-def _screen(q: np.ndarray, c: np.ndarray, qsq: np.ndarray, csq: np.ndarray) -> tuple:
+def _screen(
+    q: np.ndarray, c: np.ndarray, qsq: np.ndarray, csq: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Squared distances from one product, ``(len(q), len(c))``, and a per-row bound on
     their rounding error (the largest column norm stands for every column's)."""
     approx = q @ c.T
@@ -139,7 +142,9 @@ def _screen(q: np.ndarray, c: np.ndarray, qsq: np.ndarray, csq: np.ndarray) -> t
     return approx, margin
 
 
-def _within(q: np.ndarray, c: np.ndarray, qsq: np.ndarray, csq: np.ndarray, e2: float) -> Any:
+def _within(
+    q: np.ndarray, c: np.ndarray, qsq: np.ndarray, csq: np.ndarray, e2: float
+) -> np.ndarray:
     """(len(q), len(c)) bool: ``sum((q_i - c_j)**2) <= e2``, exactly."""
     approx, margin = _screen(q, c, qsq, csq)
     inside = approx <= (e2 - margin)[:, None]
@@ -154,7 +159,7 @@ def _within(q: np.ndarray, c: np.ndarray, qsq: np.ndarray, csq: np.ndarray, e2: 
     return inside
 
 
-def _row_blocks(n_rows: int, n_cols: int, budget: int = BLOCK_ENTRIES) -> Any:
+def _row_blocks(n_rows: int, n_cols: int, budget: int = BLOCK_ENTRIES) -> Iterator[slice]:
     step = max(1, budget // max(n_cols, 1))
     for start in range(0, n_rows, step):
         yield slice(start, min(start + step, n_rows))
