@@ -42,7 +42,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import LayerError, TopoLensError
-from .mapper import MapperGraph
+from .mapper import NODE_ID, MapperGraph
 from .results import Analysis, LayerAnalysis, PlacementIndex
 
 __all__ = [
@@ -227,8 +227,6 @@ def placement_index(points: Any, mapper: MapperGraph, metric: str = "euclidean")
     members of each node, the points of their cube within eps are counted, a block
     of pairs at a time.
     """
-    from .mapper import NODE_ID
-
     x = np.ascontiguousarray(np.asarray(points, dtype=np.float64))
     params = mapper.params
     lens_name = str(params.get("lens", ""))
