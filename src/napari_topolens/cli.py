@@ -575,7 +575,7 @@ def _check_before_extraction(args: argparse.Namespace, job: dict[str, Any]) -> N
 
 def run_report(
     args: argparse.Namespace,
-    progress: TerminalProgress,
+    progress: TerminalProgress | _VariantPhases,
     stages: dict[str, tuple[float, float]] | None = None,
 ) -> Any:
     """Do the ``report`` command; returns the path of report.html.

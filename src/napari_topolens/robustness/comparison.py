@@ -15,7 +15,6 @@ in common).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,8 +22,8 @@ import numpy as np
 from ..errors import LayerError, TopoLensError
 from ..label_sources import labels_match_predictions
 from ..layout.matching import HUNGARIAN_MAX_CELLS, images_by_groups, images_by_nodes, pair_groups
-from ..topology.analysis import Analysis, LayerAnalysis
 from ..topology.distances import diagram_distance
+from ..topology.results import Analysis, Comparison, LayerAnalysis, LayerDrift
 
 if TYPE_CHECKING:
     from scipy.sparse import csr_matrix
@@ -52,172 +51,6 @@ QUALITY_NUMBERS = (
     "mapper_nodes",
     "best_clusters",
 )
-
-
-@dataclass
-class LayerDrift:
-    """How one layer's topology changed from the base to the variant.
-
-    Attributes
-    ----------
-    layer : str
-    bottleneck, sliced_wasserstein : ndarray (max_dim + 1,) float64
-        Distance between the base's and the variant's diagram of each homology
-        dimension (index 0: H0, 1: H1), finite bars.
-    quality_base, quality_variant : dict of str to float
-        The numbers of :data:`QUALITY_NUMBERS` in each analysis.
-    image_score : ndarray (N,) float64
-        Per image, the mean of its Mapper-node and its cluster Jaccard distance
-        (after matching); nan for an image without points in either analysis.
-    mapper_moved, cluster_moved : ndarray (N,) bool
-        The image's matched Mapper node set / best-stage cluster set changed.
-    bottleneck_scale, sliced_wasserstein_scale : ndarray (max_dim + 1,) float64
-        The same distances from the base's diagram to the empty diagram: the
-        scale of the base's topology at this layer. A distance divided by it
-        (``distance(..., relative=True)``) compares across layers whose
-        activations differ in scale.
-    """
-
-    layer: str
-    bottleneck: np.ndarray
-    sliced_wasserstein: np.ndarray
-    quality_base: dict[str, float]
-    quality_variant: dict[str, float]
-    image_score: np.ndarray
-    mapper_moved: np.ndarray
-    cluster_moved: np.ndarray
-    bottleneck_scale: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    sliced_wasserstein_scale: np.ndarray = field(default_factory=lambda: np.zeros(0))
-
-    @property
-    def moved(self) -> np.ndarray:
-        """(N,) bool: the image's Mapper node set or its best-stage cluster changed."""
-        return self.mapper_moved | self.cluster_moved
-
-    @property
-    def compared(self) -> np.ndarray:
-        """(N,) bool: the image has points in both analyses of this layer."""
-        return np.isfinite(self.image_score)
-
-    @property
-    def moved_fraction(self) -> float:
-        """Fraction of the compared images that moved (nan when none was compared)."""
-        n = int(self.compared.sum())
-        return float(self.moved[self.compared].sum() / n) if n else math.nan
-
-    @property
-    def quality_change(self) -> dict[str, float]:
-        """Variant minus base for each quality number."""
-        return {k: self.quality_variant[k] - self.quality_base[k] for k in self.quality_base}
-
-    def distance(
-        self, kind: str = "sliced_wasserstein", dim: int = 1, *, relative: bool = False
-    ) -> float:
-        """The ``kind`` distance between the H``dim`` diagrams (nan if not computed).
-
-        ``relative``: divided by the base diagram's distance from the empty diagram
-        (0 when both are 0, nan when only the scale is).
-        """
-        values = {"sliced_wasserstein": self.sliced_wasserstein, "bottleneck": self.bottleneck}
-        scales = {
-            "sliced_wasserstein": self.sliced_wasserstein_scale,
-            "bottleneck": self.bottleneck_scale,
-        }
-        if kind not in values:
-            raise TopoLensError(f"unknown distance {kind!r}; use sliced_wasserstein or bottleneck")
-        array = values[kind]
-        value = float(array[dim]) if 0 <= dim < len(array) else math.nan
-        if not relative:
-            return value
-        scale = float(scales[kind][dim]) if 0 <= dim < len(scales[kind]) else math.nan
-        if value == 0.0:
-            return 0.0
-        return value / scale if scale > 0 else math.nan
-
-
-@dataclass
-class Comparison:
-    """Drift of a variant's topology from its base's, layer by layer.
-
-    Attributes
-    ----------
-    base_name, variant_name : str
-    drifts : list of LayerDrift
-        One per layer both analyses have, in the base's forward order.
-    n_images : int
-    accuracy_base, accuracy_variant : float
-        Top-1 accuracy of the model's predictions (``Analysis.predictions``, else
-        the argmax of ``Analysis.probabilities``) on the labelled images it was run
-        on (images of a stack that were not analysed are left out); nan without
-        labels or predictions, and for text labels numbered by their own names
-        (not the model's class indices).
-    prediction_changed : float
-        Fraction of the images both were run on whose predicted class differs; nan
-        without predictions.
-    notes : dict of str to str
-    """
-
-    base_name: str
-    variant_name: str
-    drifts: list[LayerDrift]
-    n_images: int
-    accuracy_base: float
-    accuracy_variant: float
-    prediction_changed: float
-    notes: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def layers(self) -> list[str]:
-        return [d.layer for d in self.drifts]
-
-    def __getitem__(self, layer: str) -> LayerDrift:
-        for drift in self.drifts:
-            if drift.layer == layer:
-                return drift
-        raise LayerError(f"layer {layer!r} was not compared; compared: {', '.join(self.layers)}")
-
-    @property
-    def moved_fraction(self) -> np.ndarray:
-        """(L,) fraction of images that moved, per layer."""
-        return np.array([d.moved_fraction for d in self.drifts])
-
-    def distances(
-        self, kind: str = "sliced_wasserstein", dim: int = 1, *, relative: bool = False
-    ) -> np.ndarray:
-        """(L,) diagram distance per layer (``relative``: see :meth:`LayerDrift.distance`)."""
-        return np.array([d.distance(kind, dim, relative=relative) for d in self.drifts])
-
-    def mean_drift(
-        self, kind: str = "sliced_wasserstein", dim: int = 1, *, relative: bool = False
-    ) -> float:
-        """Mean over layers of the H``dim`` diagram distance (the headline drift number).
-
-        Raw distances are on each layer's own activation scale, so the layer with the
-        largest activations dominates the mean; ``relative=True`` weighs layers alike.
-        """
-        values = self.distances(kind, dim, relative=relative)
-        values = values[np.isfinite(values)]
-        return float(values.mean()) if len(values) else math.nan
-
-    def most_moved(self, n: int = 8) -> list[tuple[str, int, float]]:
-        """The ``n`` images that moved most, as (layer, image, score), most moved first.
-
-        Images are ranked by their score summed over the layers where they moved
-        (a score saturates at 1, so this separates an image that moved at one layer
-        from one that moved at all); each is given with the layer of its highest
-        score (the earliest on ties).
-        """
-        total: dict[int, float] = {}
-        best: dict[int, tuple[str, float]] = {}
-        for drift in self.drifts:
-            scores = np.nan_to_num(drift.image_score, nan=0.0)
-            for image in np.flatnonzero(drift.moved).tolist():
-                score = float(scores[image])
-                total[image] = total.get(image, 0.0) + score
-                if image not in best or score > best[image][1]:
-                    best[image] = (drift.layer, score)
-        ranked = sorted(total, key=lambda image: (-total[image], image))[: int(n)]
-        return [(best[image][0], image, best[image][1]) for image in ranked]
 
 
 def receptive_field_heat(cloud: Any, image: int) -> np.ndarray:

@@ -20,21 +20,18 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable, Generator, Sequence
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._progress import CancelCallback, Progress, ProgressCallback, drive, scaled
 from ..errors import EmptySelectionError, LayerError, TopoLensError
-from .comparison import Comparison, compare
-from .compression import QUANTIZATIONS
-from .perturbations import PERTURBATIONS, check_strength, strength_range_text
+from ..topology.config import AnalysisConfig
+from ..topology.results import Analysis, Variant, VariantSpec
+from .comparison import compare
 
 if TYPE_CHECKING:
     import torch
-
-    from ..topology.analysis import Analysis, AnalysisConfig
 
 __all__ = [
     "Variant",
@@ -45,137 +42,6 @@ __all__ = [
     "run_variants",
     "variant_inputs",
 ]
-
-
-@dataclass
-class VariantSpec:
-    """What makes a variant: a perturbation of the images, or a compression of the model.
-
-    Attributes
-    ----------
-    perturbation : str or None
-        A kind of :data:`~napari_topolens.robustness.perturbations.PERTURBATIONS`.
-    strength : float or None
-        The perturbation's strength.
-    prune : float or None
-        Fraction of conv/linear weights pruned (global magnitude).
-    quantize : str or None
-        ``"int8"``: dynamic INT8 quantisation of the linear layers.
-    seed : int
-        Seed of the perturbation.
-    """
-
-    perturbation: str | None = None
-    strength: float | None = None
-    prune: float | None = None
-    quantize: str | None = None
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        from ..activations.extract import _whole_number
-
-        for argument, name in (("perturbation", self.perturbation), ("quantize", self.quantize)):
-            if name is not None and not isinstance(name, str):
-                raise TopoLensError(f"{argument} must be a name (text), got {name!r:.40}")
-        for argument, number in (("strength", self.strength), ("prune", self.prune)):
-            if number is not None and (
-                isinstance(number, (bool, np.bool_))
-                or not isinstance(number, (int, float, np.number))
-            ):
-                raise TopoLensError(f"{argument} must be a number, got {number!r:.40}")
-        _whole_number("seed", self.seed)
-        perturbs = self.perturbation is not None
-        compresses = self.prune is not None or self.quantize is not None
-        if perturbs == compresses:
-            raise TopoLensError(
-                "a variant either perturbs the images (perturbation + strength) or "
-                "compresses the model (prune and/or quantize), not both or neither"
-            )
-        if perturbs:
-            if self.perturbation not in PERTURBATIONS:
-                raise TopoLensError(
-                    f"unknown perturbation {self.perturbation!r}; choose one of "
-                    f"{', '.join(PERTURBATIONS)}"
-                )
-            if self.strength is None:
-                raise TopoLensError(
-                    f"perturbation {self.perturbation} needs a strength within "
-                    f"{strength_range_text(self.perturbation)}"
-                )
-            self.strength = check_strength(self.perturbation, self.strength)
-        if self.prune is not None:
-            self.prune = float(self.prune)
-            if not 0.0 <= self.prune <= 1.0:
-                raise TopoLensError(f"prune must be a fraction between 0 and 1, got {self.prune}")
-        if self.quantize is not None and self.quantize not in QUANTIZATIONS:
-            raise TopoLensError(
-                f"unknown quantisation {self.quantize!r}; choose one of {', '.join(QUANTIZATIONS)}"
-            )
-        if int(self.seed) < 0:
-            raise TopoLensError(f"seed must be a non-negative integer, got {self.seed}")
-
-    @property
-    def name(self) -> str:
-        """The spec as written on the command line, e.g. ``gaussian:0.1`` or ``prune:0.5+int8``."""
-        if self.perturbation is not None:
-            return f"{self.perturbation}:{self.strength:g}"
-        parts = []
-        if self.prune is not None:
-            parts.append(f"prune:{self.prune:g}")
-        if self.quantize is not None:
-            parts.append(self.quantize)
-        return "+".join(parts)
-
-    @property
-    def is_perturbation(self) -> bool:
-        return self.perturbation is not None
-
-    @classmethod
-    def parse(cls, text: str, *, seed: int = 0) -> VariantSpec:
-        """One spec from text: ``kind:strength``, ``prune:fraction``, ``int8`` or a ``+`` of both."""
-        text = str(text).strip()
-        if not text:
-            raise TopoLensError("an empty variant spec; write e.g. gaussian:0.1 or prune:0.5")
-        prune: float | None = None
-        quantize: str | None = None
-        for part in text.split("+"):
-            head, sep, value = part.strip().partition(":")
-            head = head.strip().lower()
-            if head in QUANTIZATIONS and not sep:
-                if quantize is not None:
-                    raise TopoLensError(f"variant {text!r} quantises twice; give {head} once")
-                quantize = head
-                continue
-            if not sep:
-                raise TopoLensError(
-                    f"variant {part!r} needs a strength: write {head}:VALUE (e.g. {head}:0.1)"
-                    if head in PERTURBATIONS or head == "prune"
-                    else f"unknown variant {part!r}; use one of {', '.join(PERTURBATIONS)}, "
-                    "prune:FRACTION or int8"
-                )
-            try:
-                number = float(value)
-            except ValueError:
-                raise TopoLensError(f"variant {part!r}: {value!r} is not a number") from None
-            if head == "prune":
-                if prune is not None:
-                    raise TopoLensError(
-                        f"variant {text!r} prunes twice; give one prune:FRACTION per model"
-                    )
-                prune = number
-            elif head in PERTURBATIONS:
-                if "+" in text:
-                    raise TopoLensError(
-                        f"variant {text!r}: only prune and int8 combine with '+'; give "
-                        "perturbations as separate variants"
-                    )
-                return cls(perturbation=head, strength=number, seed=seed)
-            else:
-                raise TopoLensError(
-                    f"unknown variant {part!r}; use one of {', '.join(PERTURBATIONS)}, "
-                    "prune:FRACTION or int8"
-                )
-        return cls(prune=prune, quantize=quantize, seed=seed)
 
 
 def parse_variants(
@@ -216,36 +82,6 @@ def parse_variants(
     if repeated:
         raise TopoLensError(f"variant(s) {', '.join(repeated)} are asked for twice")
     return specs
-
-
-@dataclass
-class Variant:
-    """One variant run: what was changed, its analysis and its comparison with the base.
-
-    Attributes
-    ----------
-    name : str
-        The spec as text (``gaussian:0.1``, ``prune:0.5+int8``).
-    spec : VariantSpec
-    analysis : Analysis
-        Of the perturbed images (kept in ``analysis.images``), or of the base images
-        through the compressed model (``analysis.images`` is ``None``: they are the
-        base's).
-    comparison : Comparison
-        Base versus this variant.
-    seconds : dict of str to float
-        Time spent perturbing or compressing, extracting and analysing.
-    """
-
-    name: str
-    spec: VariantSpec
-    analysis: Any
-    comparison: Comparison
-    seconds: dict[str, float] = field(default_factory=dict)
-
-    def images(self, base: Any) -> np.ndarray | None:
-        """The images this variant's clouds index: its perturbed set, else ``base.images``."""
-        return self.analysis.images if self.analysis.images is not None else base.images
 
 
 def _as_specs(variants: Any, seed: int) -> list[VariantSpec]:
