@@ -204,12 +204,7 @@ def iter_topology_map(
     """Generator form of :func:`topology_map`: yields progress, returns the maps."""
     import torch
 
-    from .activations.extract import (
-        _eval_mode,
-        _image_source,
-        _model_device_dtype,
-        receptive_field_centres,
-    )
+    from .activations.extract import receptive_field_centres
     from .activations.hooks import capture_layers, check_layer_names
     from .activations.input_scale import as_input_scale, scaled_source
     from .activations.models import check_model
@@ -218,6 +213,7 @@ def iter_topology_map(
         layer_geometry,
         receptive_fields,
     )
+    from .activations.running import eval_mode, model_device_dtype, model_images
     from .topology.placement import Placer
 
     model = check_model(model)
@@ -228,14 +224,14 @@ def iter_topology_map(
         input_scale = analysis[names[0]].cloud.meta.get("input_scale")
     scale = as_input_scale(input_scale)
     modules = check_layer_names(model, names)
-    raw = _image_source(model, images)
+    raw = model_images(model, images)
     source = scaled_source(raw, scale)
     n_images = len(source)
     if n_images == 0:
         raise ImageError("no images to map; pass at least one image")
     _channels, height, width = source.sample_shape
-    device, dtype = _model_device_dtype(model)
-    with _eval_mode(model):
+    device, dtype = model_device_dtype(model)
+    with eval_mode(model):
         geometry = layer_geometry(model, modules, source.sample_shape, dtype=dtype, device=device)
     needs_probability = False
     placers: dict[str, Placer] = {}
@@ -250,7 +246,7 @@ def iter_topology_map(
             )
     yield Progress(0.0, "receptive fields of every position")
     wanted = {name: np.arange(geometry[name].n_positions) for name in names}
-    with _eval_mode(model):
+    with eval_mode(model):
         fields = receptive_fields(
             model,
             modules,
@@ -304,7 +300,7 @@ def iter_topology_map(
             from .activations.extract import predict_proba
 
             probabilities = predict_proba(model, raw.read(index), input_scale=scale)
-        with _eval_mode(model):
+        with eval_mode(model):
             outputs = capture_layers(model, batch, modules)
         for name in names:
             out = outputs[name].float().cpu().numpy()

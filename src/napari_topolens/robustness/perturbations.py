@@ -131,17 +131,17 @@ def perturb(
     ndarray
         Values clipped to the input stack's ``[min, max]``; integer dtypes are rounded.
     """
-    from ..activations.extract import _whole_number
     from ..activations.models import check_model
+    from ..activations.options import whole_number
 
     if not isinstance(kind, str) or kind not in PERTURBATIONS:
         raise TopoLensError(
             f"unknown perturbation {kind!r:.60}; choose one of {', '.join(PERTURBATIONS)}"
         )
     strength = check_strength(kind, strength)
-    if _whole_number("seed", seed) < 0:
+    if whole_number("seed", seed) < 0:
         raise TopoLensError(f"seed must be a non-negative integer, got {seed}")
-    if _whole_number("batch_size", batch_size) < 1:
+    if whole_number("batch_size", batch_size) < 1:
         raise TopoLensError(f"batch_size must be at least 1, got {batch_size}")
     if kind != "fgsm" and (model is not None or labels is not None):
         raise TopoLensError(f"a model and labels are used by fgsm only, not by {kind}")
@@ -328,19 +328,15 @@ def _fgsm(
     """x + epsilon * (hi - lo) * sign(grad_x loss), batches prepared as extraction prepares them."""
     import torch
 
-    from ..activations.extract import (
-        _check_channels,
-        _eval_mode,
-        _model_device_dtype,
-        as_image_batch,
-    )
+    from ..activations.extract import as_image_batch
+    from ..activations.running import check_channels, eval_mode, model_device_dtype
 
-    _check_channels(model, as_image_batch(images[:1]))
-    device, dtype = _model_device_dtype(model)
+    check_channels(model, as_image_batch(images[:1]))
+    device, dtype = model_device_dtype(model)
     step = epsilon * (hi - lo)
     out = np.empty_like(images)
     # gradients even when the caller runs under torch.no_grad() or torch.inference_mode()
-    with _eval_mode(model), torch.inference_mode(False), torch.enable_grad():
+    with eval_mode(model), torch.inference_mode(False), torch.enable_grad():
         for start in range(0, len(images), batch_size):
             original = images[start : start + batch_size]
             batch = as_image_batch(original)  # (B, C, H, W) float32, the model's input
