@@ -699,7 +699,79 @@ def _phdim_or_nan(points: np.ndarray, config: AnalysisConfig) -> PHDimResult:
         )
 
 
-# long: one named, timed step per line group, in the order the methods describe them
+def _persistence(points: np.ndarray, config: AnalysisConfig, device: Any) -> PersistenceResult:
+    """H0 on the full cloud (on ``device``), H1 on the points chosen by cost."""
+    from .persistence import compute_persistence  # heavy: persistence imports scipy
+
+    return compute_persistence(
+        points,
+        max_dim=config.max_dim,
+        metric=config.metric,
+        max_points=config.h1_max_points,
+        subsample=config.subsample,
+        seed=int(config.seed),
+        device=device,
+        **config.metric_kw,
+    )
+
+
+def _mapper(
+    points: np.ndarray,
+    known: np.ndarray | None,
+    probabilities: np.ndarray | None,
+    config: AnalysisConfig,
+    n_classes: int | None,
+) -> MapperGraph:
+    return mapper_graph(
+        points,
+        known,
+        lens=config.mapper_lens,
+        probabilities=probabilities if config.mapper_lens == "probability" else None,
+        n_cubes=config.mapper_n_cubes,
+        perc_overlap=config.mapper_perc_overlap,
+        min_samples=config.mapper_min_samples,
+        eps=config.mapper_eps,
+        n_classes=n_classes,
+        seed=int(config.seed),
+    )
+
+
+def _class_persistence(
+    points: np.ndarray, known: np.ndarray, config: AnalysisConfig
+) -> ClassPersistenceResult:
+    from .phdim import class_total_persistence  # heavy: phdim imports scipy
+
+    return class_total_persistence(
+        points, known, max_per_class=config.class_max_per_class, seed=int(config.seed)
+    )
+
+
+def _dendrogram(points: np.ndarray, config: AnalysisConfig) -> Dendrogram:
+    return heatmap_dendrogram(
+        points,
+        metric=config.metric,
+        order=config.dendrogram_order,
+        max_points=config.dendrogram_max_points,
+        seed=int(config.seed),
+        **config.metric_kw,
+    )
+
+
+def _quality(
+    point_labels: np.ndarray, best: np.ndarray, points: np.ndarray, config: AnalysisConfig
+) -> Quality:
+    """Cluster quality of the best flow stage; without labels the label scores are NaN."""
+    return cluster_quality(
+        point_labels,
+        best,
+        points,
+        metric=config.metric,
+        silhouette_max_points=config.silhouette_max_points,
+        seed=int(config.seed),
+        **config.metric_kw,
+    )
+
+
 def _iter_layer(
     cloud: PointCloud,
     image_labels: np.ndarray | None,
@@ -709,9 +781,6 @@ def _iter_layer(
     device: Any,
 ) -> Generator[Progress, None, LayerAnalysis]:
     """One layer's whole analysis from checked inputs; yields progress within the layer."""
-    from .persistence import compute_persistence  # heavy: persistence imports scipy
-    from .phdim import class_total_persistence  # heavy: phdim imports scipy
-
     seed = int(config.seed)
     cloud = _capped(cloud, config.max_points, seed)
     points = cloud.points
@@ -721,37 +790,19 @@ def _iter_layer(
         else np.full(len(cloud), -1, np.int64)
     )
     known = point_labels if np.any(point_labels >= 0) else None  # None: no label is known
+    point_probabilities = (
+        None if image_probabilities is None else image_probabilities[cloud.image_index]
+    )
     steps = _LayerSteps()
     persistence = yield from steps.run(
         "persistence",
         "persistence (H0 full cloud, H1 by measured cost)",
-        lambda: compute_persistence(
-            points,
-            max_dim=config.max_dim,
-            metric=config.metric,
-            max_points=config.h1_max_points,
-            subsample=config.subsample,
-            seed=seed,
-            device=device,
-            **config.metric_kw,
-        ),
+        lambda: _persistence(points, config, device),
     )
-    lens_values = image_probabilities if config.mapper_lens == "probability" else None
     mapper = yield from steps.run(
         "mapper",
         "Mapper graph",
-        lambda: mapper_graph(
-            points,
-            known,
-            lens=config.mapper_lens,
-            probabilities=None if lens_values is None else lens_values[cloud.image_index],
-            n_cubes=config.mapper_n_cubes,
-            perc_overlap=config.mapper_perc_overlap,
-            min_samples=config.mapper_min_samples,
-            eps=config.mapper_eps,
-            n_classes=n_classes,
-            seed=seed,
-        ),
+        lambda: _mapper(points, known, point_probabilities, config, n_classes),
     )
     with steps.timed("mapper layout"):  # laid out once, saved: napari and the report draw it
         node_positions = mapper_layout(mapper, seed=seed)
@@ -765,9 +816,7 @@ def _iter_layer(
         class_persistence = yield from steps.run(
             "class persistence",
             "total H0 persistence per class",
-            lambda: class_total_persistence(
-                points, known, max_per_class=config.class_max_per_class, seed=seed
-            ),
+            lambda: _class_persistence(points, known, config),
         )
     flow = yield from steps.run(
         "cluster flow",
@@ -779,29 +828,10 @@ def _iter_layer(
         "blob graph", "blob graph", lambda: blob_graph(points, best, known)
     )
     dendrogram = yield from steps.run(
-        "dendrogram",
-        "heatmap dendrogram",
-        lambda: heatmap_dendrogram(
-            points,
-            metric=config.metric,
-            order=config.dendrogram_order,
-            max_points=config.dendrogram_max_points,
-            seed=seed,
-            **config.metric_kw,
-        ),
+        "dendrogram", "heatmap dendrogram", lambda: _dendrogram(points, config)
     )
-    quality = yield from steps.run(  # without labels the label scores are nan
-        "quality",
-        "cluster quality",
-        lambda: cluster_quality(
-            point_labels,
-            best,
-            points,
-            metric=config.metric,
-            silhouette_max_points=config.silhouette_max_points,
-            seed=seed,
-            **config.metric_kw,
-        ),
+    quality = yield from steps.run(
+        "quality", "cluster quality", lambda: _quality(point_labels, best, points, config)
     )
     return LayerAnalysis(
         name=cloud.layer,
