@@ -4,7 +4,8 @@
 compute, per layer: persistence (H0 on the full cloud, H1 on the points chosen by cost),
 a Mapper graph, the PH dimension, per-class total H0 persistence, the HOLE cluster
 flow, blob graph and heatmap dendrogram, and the cluster-quality numbers of the
-best flow stage; and across layers: diagram-distance matrices and linear CKA.
+best flow stage (:func:`analyze_layer`, what a Dask worker runs per layer); and once,
+after the layers: diagram-distance matrices and linear CKA between them.
 The result, an :class:`Analysis`, saves and loads losslessly (``topology.store``).
 """
 
