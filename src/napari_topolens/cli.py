@@ -550,14 +550,14 @@ def _check_before_extraction(args: argparse.Namespace, job: dict[str, Any]) -> N
             "sampling; topology needs at least 3: give more images, or use --sampling "
             "all_positions for many points per image"
         )
-    from .activations.extract import _eval_mode, _model_device_dtype
     from .activations.hooks import check_layer_names
     from .activations.image_source import as_image_source
     from .activations.receptive_field import layer_geometry
+    from .activations.running import eval_mode, model_device_dtype
 
     sample_shape = as_image_source(job["images"]).sample_shape  # no pixels read (lazy inputs)
-    device, dtype = _model_device_dtype(job["model"])
-    with _eval_mode(job["model"]):
+    device, dtype = model_device_dtype(job["model"])
+    with eval_mode(job["model"]):
         geometry = layer_geometry(
             job["model"],
             check_layer_names(job["model"], layers),

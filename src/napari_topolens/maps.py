@@ -26,13 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._progress import CancelCallback, Progress, ProgressCallback, drive
-from .activations.extract import (
-    _eval_mode,
-    _image_source,
-    _model_device_dtype,
-    predict_proba,
-    receptive_field_centres,
-)
+from .activations.extract import predict_proba, receptive_field_centres
 from .activations.hooks import capture_layers, check_layer_names
 from .activations.image_source import ImageSource
 from .activations.input_scale import InputScale, as_input_scale, scaled_source
@@ -43,6 +37,7 @@ from .activations.receptive_field import (
     layer_geometry,
     receptive_fields,
 )
+from .activations.running import eval_mode, model_device_dtype, model_images
 from .errors import ImageError, LayerError, TopoLensError
 from .topology.placement import Placer
 
@@ -267,12 +262,12 @@ class _MapRun:
             input_scale = analysis[names[0]].cloud.meta.get("input_scale")
         scale = as_input_scale(input_scale)
         modules = check_layer_names(model, names)
-        raw = _image_source(model, images)
+        raw = model_images(model, images)
         source = scaled_source(raw, scale)
         if len(source) == 0:
             raise ImageError("no images to map; pass at least one image")
-        device, dtype = _model_device_dtype(model)
-        with _eval_mode(model):
+        device, dtype = model_device_dtype(model)
+        with eval_mode(model):
             geometry = layer_geometry(
                 model, modules, source.sample_shape, dtype=dtype, device=device
             )
@@ -303,7 +298,7 @@ class _MapRun:
     def empty_maps(self, max_probe_pixels: int | None) -> dict[str, TopologyMap]:
         """A map per layer with nothing placed yet, and the pixel each position stands for."""
         wanted = {name: np.arange(self.geometry[name].n_positions) for name in self.names}
-        with _eval_mode(self.model):
+        with eval_mode(self.model):
             fields = receptive_fields(
                 self.model,
                 self.modules,
@@ -370,7 +365,7 @@ class _MapRun:
                 probabilities = predict_proba(
                     self.model, self.raw.read(index), input_scale=self.scale
                 )
-            with _eval_mode(self.model):
+            with eval_mode(self.model):
                 outputs = capture_layers(self.model, batch, self.modules)
             for name in self.names:
                 out = outputs[name].float().cpu().numpy()

@@ -17,15 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..activations.extract import (
-    _check_channels,
-    _eval_mode,
-    _model_device_dtype,
-    _whole_number,
-    as_image_batch,
-    as_mask_stack,
-)
+from ..activations.extract import as_image_batch, as_mask_stack
 from ..activations.models import check_model
+from ..activations.options import whole_number
+from ..activations.running import check_channels, eval_mode, model_device_dtype
 from ..errors import ImageError, ModelError, TopoLensError
 from ..topology.variant_kinds import (
     PERTURBATIONS,
@@ -132,9 +127,9 @@ def _check_arguments(
             f"unknown perturbation {kind!r:.60}; choose one of {', '.join(PERTURBATIONS)}"
         )
     value = check_strength(kind, strength)
-    if _whole_number("seed", seed) < 0:
+    if whole_number("seed", seed) < 0:
         raise TopoLensError(f"seed must be a non-negative integer, got {seed}")
-    if _whole_number("batch_size", batch_size) < 1:
+    if whole_number("batch_size", batch_size) < 1:
         raise TopoLensError(f"batch_size must be at least 1, got {batch_size}")
     if kind != "fgsm" and (model is not None or labels is not None):
         raise TopoLensError(f"a model and labels are used by fgsm only, not by {kind}")
@@ -314,12 +309,12 @@ def _fgsm(
     """x + epsilon * (hi - lo) * sign(grad_x loss), batches prepared as extraction prepares them."""
     import torch
 
-    _check_channels(model, as_image_batch(images[:1]))
-    device, dtype = _model_device_dtype(model)
+    check_channels(model, as_image_batch(images[:1]))
+    device, dtype = model_device_dtype(model)
     step = epsilon * (hi - lo)
     out = np.empty_like(images)
     # gradients even when the caller runs under torch.no_grad() or torch.inference_mode()
-    with _eval_mode(model), torch.inference_mode(False), torch.enable_grad():
+    with eval_mode(model), torch.inference_mode(False), torch.enable_grad():
         for start in range(0, len(images), batch_size):
             original = images[start : start + batch_size]
             batch = as_image_batch(original)  # (B, C, H, W) float32, the model's input

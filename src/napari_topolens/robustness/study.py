@@ -55,9 +55,9 @@ def parse_variants(
     ``parse_variants("gaussian:0.1,blur:1.0,fgsm:0.03", "prune:0.5,int8")`` gives
     five variants; ``"prune:0.5+int8"`` is one model both pruned and quantised.
     """
-    from ..activations.extract import _whole_number
+    from ..activations.options import whole_number
 
-    _whole_number("seed", seed)
+    whole_number("seed", seed)
     specs: list[VariantSpec] = []
     for text, must_perturb in ((perturb, True), (compress, False)):
         if text is None:
@@ -184,22 +184,17 @@ def iter_run_variants(
         base analysis (a copy when ``base`` was given) with ``variants`` filled.
         Bad input (images, layers, specs, labels, masks) raises here, before any work.
     """
-    from ..activations.extract import (
-        SAMPLING_MODES,
-        _layer_list,
-        _whole_number,
-        as_image_batch,
-        as_mask_stack,
-    )
+    from ..activations.extract import as_image_batch, as_mask_stack
     from ..activations.hooks import check_layer_names
     from ..activations.input_scale import as_input_scale
     from ..activations.models import check_model
+    from ..activations.options import SAMPLING_MODES, layer_list, whole_number
     from ..topology.analysis import Analysis, AnalysisConfig, check_class_labels
     from .perturbations import check_label_codes as _check_labels
 
     # bad input fails here, on the caller's thread, before the generator is returned
     check_model(model)
-    _whole_number("seed", seed)
+    whole_number("seed", seed)
     for argument, value, kind, what in (
         ("config", config, AnalysisConfig, "an AnalysisConfig"),
         ("base", base, Analysis, "an Analysis of these images"),
@@ -211,7 +206,7 @@ def iter_run_variants(
     scale = as_input_scale(input_scale)
     config = AnalysisConfig(seed=seed) if config is None else config
     n_images = len(as_image_batch(images))
-    check_layer_names(model, _layer_list(layers))
+    check_layer_names(model, layer_list(layers))
     labels, class_names = check_class_labels(labels, class_names)  # types; the count below
     if sampling not in SAMPLING_MODES:
         raise LayerError(
