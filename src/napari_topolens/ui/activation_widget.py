@@ -12,6 +12,7 @@ from magicgui.widgets import (
     PushButton,
     Select,
     SpinBox,
+    Widget,
 )
 
 from ..activations.extract import SAMPLING_MODES, iter_extract_activations
@@ -54,7 +55,7 @@ class ActivationWidget(Container):
     """
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
-        super().__init__(labels=True)
+        super().__init__(labels=False)  # the chooser and the form label their own parts
         self._viewer = napari_viewer
         self._job: ProgressWorker | None = None
         self.clouds: dict[str, Any] = {}
@@ -85,19 +86,15 @@ class ActivationWidget(Container):
         self.run_button = PushButton(text="Pull activations")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(value="Load a model to list its layers.")
-        self.extend(
-            [
-                self.model_chooser,
-                self.image_layer,
-                self.which,
-                self.layers,
-                self.sampling,
-                self.max_points,
-                self.run_button,
-                self.cancel_button,
-                self.status,
-            ]
-        )
+        parts: list[Widget] = [
+            self.image_layer,
+            self.which,
+            self.layers,
+            self.sampling,
+            self.max_points,
+        ]
+        form = Container(widgets=parts, labels=True)
+        self.extend([self.model_chooser, form, self.run_button, self.cancel_button, self.status])
         self.model_chooser.forgotten.connect(self._on_model_forgotten)
         self.model_chooser.added.connect(self._on_model_added)
         self.model_source.changed.connect(self._select_sample_images)

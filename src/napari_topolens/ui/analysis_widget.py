@@ -596,7 +596,7 @@ class AnalysisWidget(QWidget):
     def _on_input_scale_changed(self, _value: Any = None) -> None:
         self.scale_mean_std.visible = self.input_scale.value == "custom"
 
-    def chosen_input_scale(self) -> Any:
+    def chosen_input_scale(self) -> InputScale:
         """The form's input scale (``activations.input_scale.InputScale``); TopoLensError if bad."""
         if self.input_scale.value != "custom":
             return InputScale(self.input_scale.value)
@@ -687,7 +687,7 @@ class AnalysisWidget(QWidget):
             return marked_stack_indices(layer, marker)
         return np.arange(len(layer_images(layer.data, rgb=layer.rgb)), dtype=np.int64)
 
-    def config(self) -> Any:
+    def config(self) -> AnalysisConfig:
         """The :class:`AnalysisConfig` the form describes (raises TopoLensError if invalid)."""
         max_dim = int(self.max_dim.value)
         return AnalysisConfig(

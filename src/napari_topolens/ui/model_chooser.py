@@ -196,7 +196,11 @@ class ModelChooser(Container):
             return
         before = set(self.source.choices)
         self.source.reset_choices()
-        new = [c for c in self.source.choices if c not in before and c.startswith(ADDED_PREFIX)]
+        new = [
+            c
+            for c in self.source.choices
+            if isinstance(c, str) and c not in before and c.startswith(ADDED_PREFIX)
+        ]
         if new and not self._is_busy():
             self.source.value = new[-1]
             self.source.reset_choices()  # drops a console entry that is now "added"
