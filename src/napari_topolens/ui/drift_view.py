@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -91,8 +92,8 @@ def drift_dim(analysis: Any) -> int:
     return min(int(analysis.config.max_dim), 1)
 
 
-def drift_frame(analysis: Any, layer: str, add: Any) -> None:
-
+def drift_frame(analysis: Any, layer: str, add: Callable[..., None]) -> None:
+    """The drift plot's axes, ticks, grid and the line of the layer the other views show."""
     table = drift_layout.drift_table(analysis, drift_dim(analysis))
     geometry = drift_layout.drift_geometry(table, len(analysis.layers))
     left, right = drift_layout.DRIFT_COLS
@@ -117,7 +118,7 @@ def drift_frame(analysis: Any, layer: str, add: Any) -> None:
         )
 
 
-def drift_text(analysis: Any, layer: str, put: Any) -> str:
+def drift_text(analysis: Any, layer: str, put: Callable[[float, float, str, str], None]) -> str:
     """Legend, axis names and tick labels of the drift plot; returns its subtitle."""
 
     dim = drift_dim(analysis)
