@@ -37,12 +37,14 @@ def topolens_meta(view: str, key: str, layer: str = "", **extra: Any) -> dict:
 
 
 def layer_name(title: str, key: str, layer: str = "") -> str:
+    """A plugin layer's name: what it shows, the network layer and the analysis key."""
     return f"{title} · {layer} · {key}" if layer else f"{title} · {key}"
 
 
 def text_layer(
     view: str, key: str, layer: str, slot: int, pos, text, color, size: float, name: str
 ) -> LayerDataTuple:
+    """A Points layer of text only (one coloured string per position, no dots)."""
     features = pd.DataFrame({"text": list(text), "text_color": list(color)})
     pos = np.asarray(pos, dtype=np.float64).reshape(-1, 2)
     return (
