@@ -65,7 +65,7 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
-from ..activations.device import available_devices
+from ..activations import device as torch_devices
 from ..activations.extract import SAMPLING_MODES
 from ..activations.image_source import layer_images
 from ..activations.input_scale import INPUT_SCALE_MODES, InputScale
@@ -551,7 +551,7 @@ class AnalysisWidget(QWidget):
 
     def _device_choices(self, _widget: Any = None) -> list[str]:
         """cpu, and the GPUs this machine's torch can use (cuda, cuda:N, mps)."""
-        return available_devices()
+        return torch_devices.available_devices()
 
     def refresh_choices(self) -> None:
         """Re-read model sources and layers (napari layers, added and console models)."""
