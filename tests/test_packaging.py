@@ -112,6 +112,7 @@ def test_the_ui_layers_contract_lists_every_ui_module():
         assert role in listed
     modules = {m.name for m in pkgutil.iter_modules(napari_topolens.ui.__path__)}
     assert listed <= modules
+    assert not modules - listed, f"add {sorted(modules - listed)} to the ui layers contract"
 
 
 #: Import names whose distribution is named otherwise.
