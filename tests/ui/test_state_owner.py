@@ -91,7 +91,7 @@ def test_the_compared_variant_is_the_one_the_state_shows_beside_the_base(
 
 
 def test_the_canvas_says_its_choices_with_signals(make_napari_viewer, varied, qtbot):
-    viewer, _image_layer, state, key = shown_with_variants(make_napari_viewer, varied)
+    viewer, _image_layer, _state, key = shown_with_variants(make_napari_viewer, varied)
     canvas = canvas_for(viewer)
     picked: list[str] = []
     canvas.compare_picked.connect(picked.append)
