@@ -33,7 +33,7 @@ def _close_topology_canvases(request):
     from napari_topolens.ui.canvas import close_canvases
     from napari_topolens.ui.show import IncrementalShow
 
-    for show in list(IncrementalShow._running):
+    for show in IncrementalShow.running():
         show.cancel()
     close_canvases()
 

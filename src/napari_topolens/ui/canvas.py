@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import html
 import weakref
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol, cast
 
 import numpy as np
-from qtpy.QtCore import QEvent, QObject
+from psygnal import Signal
+from qtpy.QtCore import QEvent, QObject, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
     QHBoxLayout,
@@ -35,6 +37,7 @@ from .layer_update import lock_layer, update_layer
 from .state import PerViewer, ShownAnalyses, ShownAnalysis, state_for, viewer_ref
 
 __all__ = [
+    "PanelMaker",
     "TopologyCanvas",
     "canvas_for",
     "close_canvases",
@@ -56,6 +59,16 @@ READOUT_HINT = (
 MIN_CANVAS_HEIGHT = 160
 
 
+class PanelMaker(Protocol):
+    """What makes the views of a panel not drawn yet (``ui.show.PanelBuilder``)."""
+
+    def __call__(self, entry: ShownAnalysis, panel: str, *, at_once: bool = False) -> object: ...
+
+    def busy(self) -> bool:
+        """Whether a pick is still being made."""
+        ...
+
+
 def _rgb_css(rgb: Any) -> str:
     r, g, b = (round(255 * float(v)) for v in list(rgb)[:3])
     return f"rgb({r},{g},{b})"
@@ -68,11 +81,9 @@ class _RefitOnResize(QObject):
         super().__init__(canvas)
         self._canvas = weakref.ref(canvas)
 
-    def eventFilter(self, obj: QObject, event: QEvent) -> bool:
+    def eventFilter(self, obj: QObject | None, event: QEvent | None) -> bool:
         canvas = self._canvas()
-        if event.type() == QEvent.Type.Resize and canvas is not None:
-            from qtpy.QtCore import QTimer
-
+        if event is not None and event.type() == QEvent.Type.Resize and canvas is not None:
             QTimer.singleShot(0, canvas.refit)
         return False
 
@@ -90,7 +101,13 @@ class TopologyCanvas(QWidget):
     legend, readout : QLabel
     """
 
+    #: The chosen variant's name in the "Compare" combo (``ui.variants`` listens).
+    compare_picked = Signal(str)
+    #: A most-moved image clicked: its entry's data (``ui.variants`` listens).
+    moved_picked = Signal(object)
+
     def __init__(self, viewer: Any) -> None:
+        # heavy: napari.components and napari.qt import napari's Qt side
         from napari.components import ViewerModel
         from napari.qt import QtViewer
 
@@ -99,10 +116,21 @@ class TopologyCanvas(QWidget):
         self.state: ShownAnalyses = state_for(viewer)
         self.model = ViewerModel(title="TopoLens topology")
         #: Makes the layers of a panel not drawn yet (set by ``ui.show``).
-        self.panel_builder: Any = None
+        self.panel_builder: PanelMaker | None = None
         #: Counts the picks' turns: odd while a pick's frame and text wait for their turn.
         self._pick_turn = 0
-        self.qt_viewer = QtViewer(self.model)
+        self.qt_viewer: Any = QtViewer(self.model)
+        self._make_controls()
+        #: The explorer's controls (network layer, colouring, edges, class search) as a bar
+        #: above the canvas, so controls and views are seen together. ``ui.explorer_widget``
+        #: (above this module) makes it: see :func:`set_bar_factory`.
+        self.explorer: Any = _BAR_FACTORY[0](viewer) if _BAR_FACTORY else None
+        self._lay_out()
+        self._connect()
+        self.update_legend()
+
+    def _make_controls(self) -> None:
+        """The view picker, the variant combo, the most-moved list, the legend and readout."""
         self.picker = QComboBox()
         for panel in vd.PANELS:
             self.picker.addItem(vd.PANEL_TITLES[panel], panel)
@@ -114,8 +142,6 @@ class TopologyCanvas(QWidget):
             "with the base's layout: a moved image jumps"
         )
         self.compare_label = QLabel("Compare:")
-        #: Called with the chosen variant's name (set by ``ui.variants``).
-        self.compare_chooser: Any = None
         #: The compared variant's most-moved images (visible while a variant is compared).
         self.moved_label = QLabel()
         self.moved_label.setWordWrap(True)
@@ -126,8 +152,6 @@ class TopologyCanvas(QWidget):
             "the activation that moved, in the selection gallery; its nodes selected"
         )
         self.moved_list.setMaximumHeight(56)
-        #: Called with an entry's data when a most-moved image is clicked (``ui.variants``).
-        self.moved_chooser: Any = None
         self.legend = QLabel()
         self.legend.setWordWrap(True)
         self.legend.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
@@ -141,15 +165,13 @@ class TopologyCanvas(QWidget):
                 QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
             )
             combo.setMinimumContentsLength(8)
+
+    def _lay_out(self) -> None:
         top = QHBoxLayout()  # one row: on a laptop screen every row is taken from the views
         top.addWidget(QLabel("View:"))
         top.addWidget(self.picker, 3)
         top.addWidget(self.compare_label)
         top.addWidget(self.compare, 2)
-        #: The explorer's controls (network layer, colouring, edges, class search) as a bar
-        #: above the canvas, so controls and views are seen together. ``ui.explorer_widget``
-        #: (above this module) makes it: see :func:`set_bar_factory`.
-        self.explorer: Any = _BAR_FACTORY[0](viewer) if _BAR_FACTORY else None
         layout = QVBoxLayout(self)
         layout.setContentsMargins(2, 2, 2, 2)
         layout.setSpacing(2)
@@ -168,6 +190,8 @@ class TopologyCanvas(QWidget):
         # the views need room (Qt shrinks docks to nothing), but the dock's minimum adds to
         # the main window's: with the analysis dock above it, it must fit an 800-px screen
         self.qt_viewer.setMinimumHeight(MIN_CANVAS_HEIGHT)
+
+    def _connect(self) -> None:
         # the canvas also changes size inside the dock (a message shown above it): frame again
         self._refit_on_resize = _RefitOnResize(self)
         self.qt_viewer.installEventFilter(self._refit_on_resize)
@@ -180,13 +204,10 @@ class TopologyCanvas(QWidget):
         self.state.selection_changed.connect(self._on_selection_changed)
         self.state.changed.connect(self._on_setting_changed)
         self.model.mouse_move_callbacks.append(self._on_hover)
-        self.update_legend()
 
     def resizeEvent(self, event: Any) -> None:
         """Frame the view again when the dock changes size (it has none before it is shown)."""
         super().resizeEvent(event)
-        from qtpy.QtCore import QTimer
-
         QTimer.singleShot(0, self.refit)
 
     def refit(self) -> None:
@@ -208,7 +229,9 @@ class TopologyCanvas(QWidget):
         self.model.mouse_drag_callbacks.clear()
         self.model.layers.clear()
         try:
-            self.layout().removeWidget(qt_viewer)
+            layout = self.layout()
+            if layout is not None:
+                layout.removeWidget(qt_viewer)
             qt_viewer.close()
             qt_viewer.setParent(None)
             qt_viewer.deleteLater()
@@ -229,7 +252,7 @@ class TopologyCanvas(QWidget):
         """
         if panel not in vd.ALL_PANELS:
             raise ValueError(f"no view {panel!r}; views: {', '.join(vd.ALL_PANELS)}")
-        self.state.set_panel(panel)  # type: ignore[arg-type]
+        self.state.set_panel(cast(vd.Panel, panel))
         if self.panel_builder is not None:
             for entry in self.state:
                 self.panel_builder(entry, panel, at_once=at_once)
@@ -243,8 +266,6 @@ class TopologyCanvas(QWidget):
         turn = self._pick_turn
         for entry in list(self.state):
             self.sync_visibility(entry)
-        from qtpy.QtCore import QTimer
-
         QTimer.singleShot(1, lambda: self._finish_pick(turn))
 
     def _finish_pick(self, turn: int) -> None:
@@ -303,8 +324,8 @@ class TopologyCanvas(QWidget):
 
     def _on_compare_picked(self, index: int) -> None:
         name = self.compare.itemData(index)
-        if name is not None and self.compare_chooser is not None:
-            self.compare_chooser(name)
+        if name is not None:
+            self.compare_picked.emit(str(name))
 
     def set_moved(self, title: str, entries: list[tuple[str, Any]]) -> None:
         """The most-moved images list: ``(text, data)`` per entry; hidden when ``title`` is empty."""
@@ -325,8 +346,7 @@ class TopologyCanvas(QWidget):
         self.moved_list.setVisible(bool(title))
 
     def _on_moved_clicked(self, item: Any) -> None:
-        if self.moved_chooser is not None:
-            self.moved_chooser(item.data(256))
+        self.moved_picked.emit(item.data(256))
 
     def apply_panel(self, entries: list[ShownAnalysis] | None = None) -> None:
         """Make the layers of the current panel visible, the others hidden; redo its text."""
@@ -607,10 +627,10 @@ def _percent(value: Any) -> str:
 _CANVASES = PerViewer()
 #: What makes the explorer bar of a new canvas (one entry, set by ``ui.explorer_widget``
 #: when it is imported: the explorer acts through the modules above this one).
-_BAR_FACTORY: list[Any] = []
+_BAR_FACTORY: list[Callable[[Any], Any]] = []
 
 
-def set_bar_factory(make: Any) -> None:
+def set_bar_factory(make: Callable[[Any], Any]) -> None:
     """Give the canvases an explorer bar: ``make(viewer)`` returns a magicgui widget."""
     _BAR_FACTORY[:] = [make]
 

@@ -13,7 +13,7 @@ __all__ = ["create_layer", "lock_layer", "update_layer"]
 
 def create_layer(item: LayerDataTuple) -> Any:
     """A napari layer from a layer-data tuple (not added to any viewer)."""
-    from napari.layers import Layer
+    from napari.layers import Layer  # heavy: napari.layers imports napari
 
     return Layer.create(item[0], item[1], item[2])
 

@@ -16,6 +16,9 @@ from typing import Any
 
 import numpy as np
 
+from ..activations.extract import model_accepts
+from ..activations.image_source import layer_level
+
 __all__ = ["LEVEL_KEY", "analysed_level_layer"]
 
 #: Metadata key of a level layer: ``{"layer": name of the multiscale layer, "level": k}``.
@@ -32,9 +35,6 @@ def analysed_level_layer(viewer: Any, layer: Any, model: Any) -> Any:
     """
     if layer is None or not getattr(layer, "multiscale", False):
         return layer
-    from ..activations.extract import model_accepts
-    from ..activations.image_source import layer_level
-
     levels = list(layer.data)
     level, _source = layer_level(levels, model_accepts(model), rgb=bool(layer.rgb))
     data = levels[level]
@@ -62,7 +62,7 @@ def analysed_level_layer(viewer: Any, layer: Any, model: Any) -> Any:
     if not layer.rgb:
         kwargs["colormap"] = layer.colormap.name
         kwargs["contrast_limits"] = tuple(layer.contrast_limits)
-    from napari.layers import Image
+    from napari.layers import Image  # heavy: napari.layers imports napari
 
     made = Image(data, **kwargs)
     viewer.add_layer(made)

@@ -26,22 +26,26 @@ from collections.abc import Callable, Generator
 from typing import Any, ClassVar
 
 import numpy as np
+from qtpy.QtCore import QThreadPool, QTimer
 
 from ..errors import LayerError, TopoLensError
 from . import view_data as vd
-from .canvas import canvas_for, existing_canvas
+from .canvas import TopologyCanvas, canvas_for, existing_canvas
 from .layer_update import create_layer, update_layer
-from .links import gallery_spot, links_for
+from .links import links_for
+from .selection_gallery import gallery_spot
 from .state import PerViewer, ShownAnalysis, state_for, viewer_ref
 
 __all__ = [
     "IncrementalShow",
     "Offload",
     "PanelBuilder",
+    "offloaded",
     "remove_analyses_on",
     "remove_analysis",
     "show_analysis",
     "show_analysis_incrementally",
+    "show_steps",
     "watch_viewer",
 ]
 
@@ -54,8 +58,6 @@ def _make_room_in_the_thread_pool() -> None:
     the pool by the cores it may use: on one core (a small VM, ``taskset -c 0``) the
     waiting worker holds the only thread and the show never starts (a deadlock).
     """
-    from qtpy.QtCore import QThreadPool
-
     pool = QThreadPool.globalInstance()
     if pool is not None and pool.activeThreadCount() >= pool.maxThreadCount():
         pool.setMaxThreadCount(pool.activeThreadCount() + 1)
@@ -66,7 +68,7 @@ class Offload:
 
     Yielded by the steps; the driver runs :meth:`run` (in a worker thread, or inline)
     and resumes the steps, which read :attr:`result`. A driver that only iterates
-    the steps (``for _ in steps``) leaves it to :func:`_offloaded`, which runs it
+    the steps (``for _ in steps``) leaves it to :func:`offloaded`, which runs it
     inline then.
     """
 
@@ -81,8 +83,8 @@ class Offload:
         return self.result
 
 
-def _offloaded(fn: Callable[..., Any], *args: Any) -> Generator[Offload, Any, Any]:
-    """``result = yield from _offloaded(fn, ...)`` inside a show's steps."""
+def offloaded(fn: Callable[..., Any], *args: Any) -> Generator[Offload, Any, Any]:
+    """``result = yield from offloaded(fn, ...)`` inside a show's steps."""
     request = Offload(fn, *args)
     yield request
     return request.result if request.done else request.run()
@@ -169,7 +171,7 @@ def _images_layer_of(viewer: Any, analysis: Any) -> Any:
     return None
 
 
-def _show_steps(
+def show_steps(
     viewer: Any,
     analysis: Any,
     layer_name: str | None,
@@ -189,134 +191,212 @@ def _show_steps(
     removes them); ``shown`` every layer added or updated. ``reuse``: the layers of
     an analysis no longer shown (another variant, ``ui.variants``), which a new
     analysis takes over and updates in place (a removed layer costs napari a
-    garbage collection, about 0.35 s each).
+    garbage collection, about 0.35 s each). Run it with :class:`IncrementalShow`
+    (the pure work in a worker thread) or :func:`show_analysis` (inline).
     """
     layer_name = _check(analysis, layer_name, color_by)
     state = state_for(viewer)
     canvas = canvas_for(viewer)
     links = links_for(viewer)
-    key = state.key_of(analysis)
-    first = key is None
-    if key is None:
-        key = state.new_key(analysis, key_hint)
-        if image_layer is None:
-            image_layer = _images_layer_of(viewer, analysis)
-        if image_layer is None:
-            item = vd.images_layer_data(analysis, key)
-            bottoms = [
-                float(layer.extent.world[1][-2]) for layer in viewer.layers if layer.ndim >= 2
-            ]
-            if bottoms:  # below what the viewer shows (and its galleries), not on top of it
-                ndim = item[0].ndim - (1 if item[1]["rgb"] else 0)
-                gap = 0.5 * max(item[0].shape[-3 if item[1]["rgb"] else -2], 1)
-                item[1]["translate"] = (0.0,) * (ndim - 2) + (max(bottoms) + gap, 0.0)
-            (image_layer,) = yield from _offloaded(_create_layers, [item])
-            viewer.add_layer(image_layer)
-            added.append((viewer, image_layer))
-            shown.append(image_layer)
-            yield
-        watch_viewer(viewer)  # its layers removed by the user take it off the canvas
-        entry = ShownAnalysis(key, analysis, image_layer, variant_of=variant_of)
-        entry.layers.update(reuse or {})
-        entry = state.add(entry)
-    else:
-        entry = state.get(key)
-        if image_layer is not None:
-            entry.image_layer = image_layer
+    first = state.key_of(analysis) is None
+    entry = yield from _entry_steps(
+        viewer, analysis, image_layer, key_hint, variant_of, reuse, added, shown
+    )
     entry.layouts.update({k: np.asarray(v, dtype=np.float64) for k, v in (layouts or {}).items()})
     active = viewer.layers.selection.active
     if entry.image_layer is not None:
-        geometry, index = gallery_spot(state, entry)
-        assert geometry is not None
-        rgb = bool(getattr(entry.image_layer, "rgb", False))
-        shape = entry.image_layer.data.shape[:-1] if rgb else entry.image_layer.data.shape
-        items = []
-        if "overlay" not in entry.layers or reuse:
-            items.append(vd.overlay_layer_data(analysis, key, entry.image_layer))
-        if "gallery" not in entry.layers or reuse:
-            items += vd.gallery_layer_data(
-                analysis, key, geometry, index, int(shape[-2]), int(shape[-1]), entry.variant_of
-            )
-        fresh = [
-            item
-            for item in items
-            if entry.layers.get(_view_of(item)) is None
-            or entry.layers[_view_of(item)] not in viewer.layers
-        ]
-        made = iter((yield from _offloaded(_create_layers, fresh)) if fresh else [])
-        for item in items:
-            known = entry.layers.get(item[1]["metadata"]["topolens"]["view"])
-            if known is not None and known in viewer.layers:  # taken over: in place
-                if item[1]["metadata"]["topolens"]["view"] == "overlay":  # a stack: all axes
-                    known.data = item[0]
-                    for name in ("scale", "translate", "metadata", "name"):
-                        setattr(known, name, item[1][name])
-                else:
-                    update_layer(known, item)
-                shown.append(known)
-                yield
-                continue
-            layer = next(made)
-            viewer.add_layer(layer)
-            entry.layers[item[1]["metadata"]["topolens"]["view"]] = layer
-            added.append((viewer, layer))
-            shown.append(layer)
-            yield
-    if not isinstance(canvas.panel_builder, PanelBuilder):
-        canvas.panel_builder = PanelBuilder(viewer)
-    canvas.panel_builder.drop(key)  # a pick still being made would put the old layer's views
-    # (a layout not given nor saved is computed: Kamada-Kawai, off the main thread too)
-    layout = yield from _offloaded(entry.layout, layer_name)
-    # the visible panel's layers, and those of panels shown before (updated in place);
-    # the others are made when their panel is first picked
+        yield from _image_side_steps(viewer, entry, bool(reuse), added, shown)
+    yield from _canvas_steps(
+        viewer, entry, layer_name, first, color_by, edge_threshold, added, shown
+    )
+    state.set(entry.key, "color_by", color_by)
+    state.set(entry.key, "edge_threshold", float(edge_threshold))
+    state.set(entry.key, "faded_class", None)
+    state.set(entry.key, "network_layer", layer_name)  # the links reset the selection
+    yield None
+    links.wire(entry)
+    yield None
+    _finish_show(viewer, canvas, entry, active, first=first, reused=bool(reuse))
+    state.shown.emit(entry.key)
+    return entry
+
+
+def _entry_steps(
+    viewer: Any,
+    analysis: Any,
+    image_layer: Any,
+    key_hint: str | None,
+    variant_of: str | None,
+    reuse: dict[str, Any] | None,
+    added: list[tuple[Any, Any]],
+    shown: list[Any],
+) -> Generator[Offload | None, Any, ShownAnalysis]:
+    """The state's entry of ``analysis``: the one shown, or a new one (its images
+    layer made when neither given nor added by the reader)."""
+    state = state_for(viewer)
+    key = state.key_of(analysis)
+    if key is not None:
+        entry = state.get(key)
+        if image_layer is not None:
+            entry.image_layer = image_layer
+        return entry
+    key = state.new_key(analysis, key_hint)
+    if image_layer is None:
+        image_layer = _images_layer_of(viewer, analysis)
+    if image_layer is None:
+        image_layer = yield from _add_images_layer(viewer, analysis, key, added, shown)
+    watch_viewer(viewer)  # its layers removed by the user take it off the canvas
+    entry = ShownAnalysis(key, analysis, image_layer, variant_of=variant_of)
+    entry.layers.update(reuse or {})
+    return state.add(entry)
+
+
+def _add_images_layer(
+    viewer: Any, analysis: Any, key: str, added: list[tuple[Any, Any]], shown: list[Any]
+) -> Generator[Offload | None, Any, Any]:
+    """The analysis's own images as a layer, below what the viewer shows."""
+    item = vd.images_layer_data(analysis, key)
+    bottoms = [float(layer.extent.world[1][-2]) for layer in viewer.layers if layer.ndim >= 2]
+    if bottoms:  # below what the viewer shows (and its galleries), not on top of it
+        ndim = item[0].ndim - (1 if item[1]["rgb"] else 0)
+        gap = 0.5 * max(item[0].shape[-3 if item[1]["rgb"] else -2], 1)
+        item[1]["translate"] = (0.0,) * (ndim - 2) + (max(bottoms) + gap, 0.0)
+    (image_layer,) = yield from offloaded(_create_layers, [item])
+    viewer.add_layer(image_layer)
+    added.append((viewer, image_layer))
+    shown.append(image_layer)
+    yield None
+    return image_layer
+
+
+def _image_side_steps(
+    viewer: Any,
+    entry: ShownAnalysis,
+    reused: bool,
+    added: list[tuple[Any, Any]],
+    shown: list[Any],
+) -> Generator[Offload | None, Any, None]:
+    """The overlay and the gallery in the image viewer: made in a worker, added one per
+    step; those of a shown analysis (or taken over, ``reused``) updated in place."""
+    geometry, index = gallery_spot(state_for(viewer), entry)
+    assert geometry is not None
+    rgb = bool(getattr(entry.image_layer, "rgb", False))
+    shape = entry.image_layer.data.shape[:-1] if rgb else entry.image_layer.data.shape
+    analysis, key = entry.analysis, entry.key
+    items = []
+    if "overlay" not in entry.layers or reused:
+        items.append(vd.overlay_layer_data(analysis, key, entry.image_layer))
+    if "gallery" not in entry.layers or reused:
+        items += vd.gallery_layer_data(
+            analysis, key, geometry, index, int(shape[-2]), int(shape[-1]), entry.variant_of
+        )
+    fresh = [
+        item
+        for item in items
+        if entry.layers.get(_view_of(item)) is None
+        or entry.layers[_view_of(item)] not in viewer.layers
+    ]
+    made = iter((yield from offloaded(_create_layers, fresh)) if fresh else [])
+    for item in items:
+        view = _view_of(item)
+        known = entry.layers.get(view)
+        if known is not None and known in viewer.layers:  # taken over: in place
+            if view == "overlay":  # a stack: all axes
+                known.data = item[0]
+                for name in ("scale", "translate", "metadata", "name"):
+                    setattr(known, name, item[1][name])
+            else:
+                update_layer(known, item)
+            shown.append(known)
+            yield None
+            continue
+        layer = next(made)
+        viewer.add_layer(layer)
+        entry.layers[view] = layer
+        added.append((viewer, layer))
+        shown.append(layer)
+        yield None
+
+
+def _next_groups(
+    entry: ShownAnalysis, panel: str, first: bool, builder: PanelBuilder, done: set[str]
+) -> list[str]:
+    """The canvas groups a show draws next: the frame, the visible panel's, and (first
+    show) every one drawn before or (a switch) the kept ones; a switch parks the views
+    of the hidden panels, which wait for their next pick."""
+    built = {vd.group_of_view(view) for view in entry.layers if view not in IMAGE_SIDE}
+    groups = ["frame", vd.panel_group(panel)]
+    if first:  # (a variant taking another's layers over updates them all)
+        groups += sorted(built - set(groups))
+    else:
+        groups += sorted(built & KEPT_GROUPS - set(groups) - {"matrices"})
+        builder.park(entry, built - set(groups) - KEPT_GROUPS)
+    return [
+        group
+        for group in dict.fromkeys(groups)
+        if group not in done and not (group == "matrices" and "cka" in entry.layers)
+    ]  # (the matrices are layer x layer: the same for every network layer)
+
+
+def _canvas_steps(
+    viewer: Any,
+    entry: ShownAnalysis,
+    layer_name: str,
+    first: bool,
+    color_by: str,
+    edge_threshold: float,
+    added: list[tuple[Any, Any]],
+    shown: list[Any],
+) -> Generator[Offload | None, Any, None]:
+    """The visible panel's layers in the canvas, and those of panels shown before
+    (updated in place); the others are made when their panel is first picked."""
+    state = state_for(viewer)
+    canvas = canvas_for(viewer)
     builder = canvas.panel_builder
+    if not isinstance(builder, PanelBuilder):
+        builder = canvas.panel_builder = PanelBuilder(viewer)
+    builder.drop(entry.key)  # a pick still being made would put the old layer's views
+    # (a layout not given nor saved is computed: Kamada-Kawai, off the main thread too)
+    layout = yield from offloaded(entry.layout, layer_name)
     done: set[str] = set()
     while True:  # again if another panel was picked meanwhile
-        built = {vd.group_of_view(view) for view in entry.layers if view not in IMAGE_SIDE}
-        groups = ["frame", vd.panel_group(state.panel)]
-        if first:  # (a variant taking another's layers over updates them all)
-            groups += sorted(built - set(groups))
-        else:  # a switch: the hidden panels' views wait for their next pick
-            groups += sorted(built & KEPT_GROUPS - set(groups) - {"matrices"})
-            builder.park(entry, built - set(groups) - KEPT_GROUPS)
-        groups = [
-            group
-            for group in dict.fromkeys(groups)
-            if group not in done and not (group == "matrices" and "cka" in entry.layers)
-        ]  # (the matrices are layer x layer: the same for every network layer)
+        groups = _next_groups(entry, state.panel, first, builder, done)
         if not groups:
             break
-        panel = state.panel
-        prepared = yield from _offloaded(
+        prepared = yield from offloaded(
             _prepare_groups,
             groups,
             {**_canvas_kinds(canvas, entry), **builder.parked_kinds(entry, groups)},
-            analysis,
+            entry.analysis,
             layer_name,
-            key,
+            entry.key,
             entry.slot,
             layout,
-            panel,
+            state.panel,
             color_by,
             float(edge_threshold),
         )
         replaced = builder.unpark(entry, groups)
         for item, layer in prepared:
             _put(canvas, entry, item, added, shown, layer)
-            yield
+            yield None
         for layer in replaced:
             canvas.remove_layer(layer)
-            yield
+            yield None
         done.update(groups)
-    state.set(key, "color_by", color_by)
-    state.set(key, "edge_threshold", float(edge_threshold))
-    state.set(key, "faded_class", None)
-    state.set(key, "network_layer", layer_name)  # the links reset the selection
-    yield
-    links.wire(entry)
-    yield
-    # the frame and text were drawn for the current panel above: only visibility, legend
-    # and (first time) the camera are left
+
+
+def _finish_show(
+    viewer: Any,
+    canvas: TopologyCanvas,
+    entry: ShownAnalysis,
+    active: Any,
+    *,
+    first: bool,
+    reused: bool,
+) -> None:
+    """The frame and text were drawn for the current panel: visibility, legend, (first
+    time) the camera, and the active layer napari changed with each layer added."""
     canvas.sync_visibility(entry)
     canvas.update_legend()
     if first:
@@ -327,10 +407,8 @@ def _show_steps(
         viewer.layers.selection.active = active
     elif entry.image_layer is not None and entry.image_layer in viewer.layers:
         viewer.layers.selection.active = entry.image_layer
-    if first and not reuse:
+    if first and not reused:
         viewer.reset_view()  # the gallery lies below the images
-    state.shown.emit(key)
-    return entry
 
 
 IMAGE_SIDE = ("images", "overlay", "gallery", "gallery_text")
@@ -408,7 +486,7 @@ def _panel_steps(
     builder = canvas.panel_builder
     if not isinstance(builder, PanelBuilder):
         builder = canvas.panel_builder = PanelBuilder(viewer)
-    prepared = yield from _offloaded(
+    prepared = yield from offloaded(
         _prepare_groups,
         [group],
         {**_canvas_kinds(canvas, entry), **builder.parked_kinds(entry, [group])},
@@ -531,10 +609,8 @@ class PanelBuilder:
             return None
         if any(
             not show.done and show.analysis is entry.analysis and show.kind == "show"
-            for show in list(IncrementalShow._running)
+            for show in IncrementalShow.running()
         ):
-            from qtpy.QtCore import QTimer
-
             # a switch of this analysis runs: after it, if this panel is still the one shown
             def retry() -> None:
                 state = state_for(viewer)
@@ -607,8 +683,6 @@ class PanelBuilder:
         """
         if self._prebuild_waiting:
             return
-        from qtpy.QtCore import QTimer
-
         self._prebuild_waiting = True
         QTimer.singleShot(PREBUILD_IDLE_MS, self._prebuild_next)
 
@@ -621,7 +695,7 @@ class PanelBuilder:
         canvas = existing_canvas(viewer) if viewer is not None else None
         if canvas is None or canvas.panel_builder is not self:
             return
-        if any(not show.done for show in IncrementalShow._running) or canvas.busy():
+        if any(not show.done for show in IncrementalShow.running()) or canvas.busy():
             self.prebuild_soon()  # later, when idle
             return
         offered = [canvas.picker.itemData(i) for i in range(canvas.picker.count())]
@@ -666,7 +740,7 @@ def show_analysis(
     (default: from its provenance). Returns the layers added or updated.
     """
     shown: list[Any] = []
-    steps = _show_steps(
+    steps = show_steps(
         viewer, analysis, layer_name, image_layer, color_by, edge_threshold, layouts, [], shown, key
     )
     for step in steps:
@@ -709,6 +783,11 @@ class IncrementalShow:
 
     _running: ClassVar[set[IncrementalShow]] = set()  # keeps pending shows alive between turns
 
+    @classmethod
+    def running(cls) -> list[IncrementalShow]:
+        """The shows started and not done (a copy: showing may start or end others)."""
+        return list(cls._running)
+
     def __init__(
         self,
         viewer: Any,
@@ -744,7 +823,7 @@ class IncrementalShow:
         if steps is not None:
             self._steps = steps(self._added, self.layers)
             return
-        self._steps = _show_steps(
+        self._steps = show_steps(
             viewer,
             analysis,
             layer_name,
@@ -763,7 +842,7 @@ class IncrementalShow:
 
     def start(self) -> IncrementalShow:
         if self.kind != "prebuild":  # the user's show or pick first: a view made ahead waits
-            for show in list(IncrementalShow._running):
+            for show in IncrementalShow.running():
                 if show.kind == "prebuild" and not show.done and not show.layers:
                     show.cancel()
         IncrementalShow._running.add(self)
@@ -771,8 +850,6 @@ class IncrementalShow:
         return self
 
     def _schedule(self) -> None:
-        from qtpy.QtCore import QTimer
-
         # 1 ms, not 0: a zero timeout is a posted event that Qt may run before due
         # timers; a real timer takes its turn with them
         QTimer.singleShot(1, self._step)
@@ -807,8 +884,6 @@ class IncrementalShow:
                 self._offload(step)
                 return
             if step is PAINT:
-                from qtpy.QtCore import QTimer
-
                 QTimer.singleShot(PAINT_MS, self._step)
                 return
             if time.perf_counter() - began >= TURN_BUDGET_S:
@@ -817,7 +892,7 @@ class IncrementalShow:
 
     def _offload(self, request: Offload) -> None:
         """Run ``request`` in a worker thread; go on with the steps when it is done."""
-        from napari.qt.threading import create_worker
+        from napari.qt.threading import create_worker  # heavy: napari.qt imports napari's Qt side
 
         worker = create_worker(request.run, _start_thread=False, _ignore_errors=True)
 
@@ -918,7 +993,7 @@ def remove_analysis(viewer: Any, key: str) -> None:
         return
     entry = state.get(key)
     canvas = existing_canvas(viewer)  # none when the viewer is closing: make none
-    for show in list(IncrementalShow._running):  # in flight: its result would come back
+    for show in IncrementalShow.running():  # in flight: its result would come back
         if not show.done and show.analysis is entry.analysis:
             show.cancel()
     if canvas is not None and isinstance(canvas.panel_builder, PanelBuilder):

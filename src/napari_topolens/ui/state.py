@@ -11,6 +11,7 @@ their view and key, so the writer and ``find_layers`` can recognise them).
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,7 @@ import numpy as np
 from psygnal import Signal
 
 from ..errors import TopoLensError
+from ..layout.mapper import mapper_layout
 from .view_data import ColorBy, Panel
 from .viewer_key import PerViewer, same_viewer, viewer_anchor, viewer_ref
 
@@ -62,6 +64,12 @@ class ShownAnalysis:
     hits: dict[str, np.ndarray] = field(default_factory=dict)
     #: The key of the base analysis this one is a variant of (shown beside it), or None.
     variant_of: str | None = None
+    #: What a selection in the analysis linked to this one (its base or compared variant)
+    #: rings here, keyed like ``hits`` (``ui.links.LinkController.ring_images``).
+    linked: dict[str, np.ndarray] = field(default_factory=dict)
+    #: Whether the reader's wish to show this analysis's variants (its images layer's
+    #: saved settings) was answered (``ui.variants``): once per shown analysis.
+    reader_variants_answered: bool = False
 
     @property
     def result(self) -> Any:
@@ -70,8 +78,6 @@ class ShownAnalysis:
 
     def layout(self, layer: str | None = None) -> np.ndarray:
         """Mapper node positions of a network layer (the saved layout; computed if missing)."""
-        from ..layout.mapper import mapper_layout
-
         name = self.network_layer if layer is None else layer
         found = self.layouts.get(name)
         if found is None:
@@ -104,6 +110,15 @@ class ShownAnalyses:
         The canvas shows another view.
     shown(key)
         A show of ``key`` finished: every layer is in and linked.
+
+    Attributes
+    ----------
+    panel : str
+        The view the canvas shows (``view_data.PANELS``).
+    selected_key : str or None
+        The analysis whose selection was made or cleared last.
+    hits_key : str or None
+        The analysis whose pixel hits were set or cleared last.
     """
 
     added = Signal(str)
@@ -116,6 +131,8 @@ class ShownAnalyses:
     def __init__(self) -> None:
         self._entries: dict[str, ShownAnalysis] = {}
         self.panel: Panel = "mapper"
+        self.selected_key: str | None = None
+        self.hits_key: str | None = None
 
     # ---- lookup -------------------------------------------------------------------------
     @property
@@ -125,7 +142,7 @@ class ShownAnalyses:
     def __contains__(self, key: object) -> bool:
         return key in self._entries
 
-    def __iter__(self):
+    def __iter__(self) -> Iterator[ShownAnalysis]:
         return iter(list(self._entries.values()))
 
     def __len__(self) -> int:
@@ -145,7 +162,7 @@ class ShownAnalyses:
                 return key
         return None
 
-    def new_key(self, analysis: Any, base: str | None = None, taken: set[str] = frozenset()) -> str:  # type: ignore[assignment]
+    def new_key(self, analysis: Any, base: str | None = None, taken: Iterable[str] = ()) -> str:
         """A short key not used yet, from ``base`` or the analysis's provenance."""
         if base is None:
             provenance = getattr(analysis, "provenance", None) or {}
@@ -194,7 +211,17 @@ class ShownAnalyses:
 
     def set_selection(self, key: str, selection: Selection) -> None:
         self.get(key).selection = selection
+        self.selected_key = key
         self.selection_changed.emit(key)
+
+    def set_hits(self, key: str, hits: dict[str, np.ndarray]) -> None:
+        """Record what a pixel click on ``key``'s images ringed (``{}``: the rings cleared)."""
+        self.get(key).hits = hits
+        self.hits_key = key
+
+    def variant_beside(self, base_key: str) -> ShownAnalysis | None:
+        """The variant shown beside the base ``base_key`` (``ui.variants``), or None."""
+        return next((e for e in self._entries.values() if e.variant_of == base_key), None)
 
     def set_panel(self, panel: Panel) -> None:
         if panel != self.panel:

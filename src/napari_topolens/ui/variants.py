@@ -36,19 +36,24 @@ from typing import Any
 import numpy as np
 
 from ..errors import EmptySelectionError, TopoLensError
+from ..layout.drift import variant_layout
+from ..robustness.comparison import receptive_field_heat
 from . import view_data as vd
 from .canvas import canvas_for
 from .edits import highlight_class, recolor_nodes, set_edge_threshold
+from .image_pixels import on_click_without_drag, pixel_at, pixel_press
 from .layer_update import create_layer, update_layer
-from .links import (
-    _csr_items_containing,
-    _pixel_at,
-    links_for,
-    on_click_without_drag,
-    pixel_press,
+from .links import links_for
+from .selection_members import csr_items_containing
+from .show import (
+    IncrementalShow,
+    Offload,
+    offloaded,
+    remove_analysis,
+    show_analysis,
+    show_steps,
 )
-from .show import IncrementalShow, _offloaded, _show_steps, remove_analysis
-from .state import PerViewer, ShownAnalysis, state_for, viewer_ref
+from .state import PerViewer, ShownAnalyses, ShownAnalysis, state_for, viewer_ref
 
 __all__ = [
     "BaseVariants",
@@ -65,14 +70,31 @@ MOVED_LISTED = 8
 
 @dataclass
 class BaseVariants:
-    """The variants of one shown base analysis: their image layers and the compared one."""
+    """The variants of one shown base analysis: their image layers and the compared one.
+
+    Which variant is compared is read from ``ui.state`` (the shown analysis whose
+    ``variant_of`` is the base), or, while its show runs, is the one being shown.
+    """
 
     key: str
     base: Any
+    state: ShownAnalyses = field(repr=False)
     image_layers: dict[str, Any] = field(default_factory=dict)
-    compared: str | None = None
     #: The names above the images (base and each perturbed set).
     labels_layer: Any = None
+    #: The variant whose show beside the base runs now, if any.
+    showing: str | None = None
+
+    @property
+    def compared(self) -> str | None:
+        """The name of the variant beside the base (being shown, or shown), or None."""
+        if self.showing is not None:
+            return self.showing
+        entry = self.state.variant_beside(self.key)
+        if entry is None:
+            return None
+        names = (v.name for v in self.base.variants if v.analysis is entry.analysis)
+        return next(names, None)
 
     def variant(self, name: str) -> Any:
         for variant in self.base.variants:
@@ -179,19 +201,26 @@ def watch_variants(viewer: Any) -> None:
 
     def shown(key: str) -> None:
         v = ref()
-        if v is not None and _reader_asks_for_variants(state_for(v), key):
+        if v is not None and _reader_settings(state_for(v), key) is not None:
             variant_views_for(v).show_read(key)
 
     state_for(viewer).shown.connect(shown)
 
 
-def _reader_asks_for_variants(state: Any, key: str) -> bool:
+def _reader_settings(state: ShownAnalyses, key: str) -> dict[str, Any] | None:
+    """How the reader asks to show ``key``'s variants (its images layer's saved settings),
+    or None: not the reader's analysis, no variants asked, or asked and answered."""
     if key not in state:
-        return False
-    layer = state.get(key).image_layer
+        return None
+    entry = state.get(key)
+    layer = entry.image_layer
     meta = layer.metadata.get("topolens") if layer is not None else None
-    settings = meta.get("show") if isinstance(meta, dict) else None
-    return isinstance(settings, dict) and bool(settings.get("variants"))
+    if entry.reader_variants_answered or not isinstance(meta, dict):
+        return None
+    settings = meta.get("show")
+    if meta.get("analysis") is not entry.analysis or not isinstance(settings, dict):
+        return None
+    return settings if settings.get("variants") else None
 
 
 class VariantViews:
@@ -224,9 +253,9 @@ class VariantViews:
         self.state.changed.connect(self._on_changed)
         self.state.removed.connect(self._on_removed)
         self.state.selection_changed.connect(self._on_selection)
-        self.canvas.compare_chooser = self._on_compare_chosen
-        self.canvas.moved_chooser = self._on_moved_chosen
-        self.links.item_pickers["drift_points"] = self._on_drift_point
+        self.canvas.compare_picked.connect(self._on_compare_chosen)
+        self.canvas.moved_picked.connect(self._on_moved_chosen)
+        self.links.item_picked.connect(self._on_item_picked)
         viewer.mouse_drag_callbacks.append(self._on_image_mouse)
 
     @property
@@ -246,7 +275,7 @@ class VariantViews:
             )
         bv = self.bases.get(key)
         if bv is None or bv.base is not base:
-            bv = self.bases[key] = BaseVariants(key, base)
+            bv = self.bases[key] = BaseVariants(key, base, self.state)
         return bv
 
     def pair_of(self, key: str) -> tuple[BaseVariants, str] | None:
@@ -266,53 +295,96 @@ class VariantViews:
 
     # ------------------------------------------------------------------ showing
     def steps(
-        self, base: Any, which: Any, added: list, shown: list, *, layer: str | None = None
-    ) -> Generator[Any, Any, ShownAnalysis]:
+        self,
+        base: Any,
+        which: Any,
+        added: list[tuple[Any, Any]],
+        shown: list[Any],
+        *,
+        layer: str | None = None,
+    ) -> Generator[Offload | None, Any, ShownAnalysis]:
         """Variant image layers, then the compared variant beside the base (a show's steps)."""
         variant = _pick(base, which)
         bv = self.of_base(base)
+        base_entry = self.state.get(bv.key)
+        yield from self._image_layer_steps(bv, base_entry.image_layer, added, shown)
+        reuse = yield from self._take_over_steps(bv, variant.name)
+        bv.showing = variant.name
+        self.current = bv.key
+        try:
+            entry = yield from self._beside_base_steps(bv, variant, layer, reuse, added, shown)
+        finally:
+            bv.showing = None
+        if base_entry.faded_class is not None:
+            with contextlib.suppress(TopoLensError):  # a class it lacks: nothing to fade
+                highlight_class(self.viewer, entry.key, base_entry.faded_class)
+        self._link_selection(bv.key)
+        self.update_controls()
+        self.canvas.update_legend()
+        return entry
+
+    def _image_layer_steps(
+        self, bv: BaseVariants, base_layer: Any, added: list[tuple[Any, Any]], shown: list[Any]
+    ) -> Generator[None, Any, None]:
+        """Each perturbed image set as an image layer right of the base's, named above."""
+        viewer = self.viewer
+        if base_layer is None or base_layer not in viewer.layers:
+            return
+        active = viewer.layers.selection.active
+        number = 0
+        for other in bv.base.variants:
+            if other.analysis.images is None:
+                continue  # a compressed model sees the base's images
+            number += 1
+            known = bv.image_layers.get(other.name)
+            if known is not None and known in viewer.layers:
+                continue
+            made = create_layer(variant_images_layer_data(bv, other, base_layer, number))
+            viewer.add_layer(made)
+            bv.image_layers[other.name] = made
+            added.append((viewer, made))
+            shown.append(made)
+            yield None
+        if number:
+            self._label_images(bv, base_layer, added)
+        if active is not None and active in viewer.layers:
+            viewer.layers.selection.active = active  # napari activates each added layer
+
+    def _take_over_steps(self, bv: BaseVariants, name: str) -> Generator[None, Any, dict[str, Any]]:
+        """The layers of the variant compared now, when another is to be: the new one
+        takes them over, in place (fast); the old one stops being shown."""
+        old = bv.compared_key
+        if old is None or bv.compared == name or old not in self.state:
+            return {}
+        self.links.clear_selection(old)  # quietly: no selection travels with the layers
+        reuse = dict(self.state.get(old).layers)
+        self.state.get(old).layers.clear()
+        for taken in reuse.values():
+            # napari re-slices a hidden Points layer with its old point indices when
+            # its points change in place; shown while updated (the end of the show
+            # hides those of other views again)
+            if taken in self.canvas.model.layers and not taken.visible:
+                taken.visible = True
+        remove_analysis(self.viewer, old)
+        yield None
+        return reuse
+
+    def _beside_base_steps(
+        self,
+        bv: BaseVariants,
+        variant: Any,
+        layer: str | None,
+        reuse: dict[str, Any],
+        added: list[tuple[Any, Any]],
+        shown: list[Any],
+    ) -> Generator[Offload | None, Any, ShownAnalysis]:
+        """Show the variant in the next slot, in the base's layout, with its settings."""
         viewer = self.viewer
         base_entry = self.state.get(bv.key)
         base_layer = base_entry.image_layer
-        if base_layer is not None and base_layer in viewer.layers:
-            active = viewer.layers.selection.active
-            number = 0
-            for other in base.variants:
-                if other.analysis.images is None:
-                    continue  # a compressed model sees the base's images
-                number += 1
-                known = bv.image_layers.get(other.name)
-                if known is not None and known in viewer.layers:
-                    continue
-                made = create_layer(variant_images_layer_data(bv, other, base_layer, number))
-                viewer.add_layer(made)
-                bv.image_layers[other.name] = made
-                added.append((viewer, made))
-                shown.append(made)
-                yield
-            if number:
-                self._label_images(bv, base_layer, added)
-            if active is not None and active in viewer.layers:
-                viewer.layers.selection.active = active  # napari activates each added layer
-        old = bv.compared_key
-        reuse: dict[str, Any] = {}
-        if old is not None and bv.compared != variant.name and old in self.state:
-            # the new variant takes the old one's layers over, in place (fast)
-            self.links.clear_selection(old)  # quietly: no selection travels with the layers
-            reuse = dict(self.state.get(old).layers)
-            self.state.get(old).layers.clear()
-            for taken in reuse.values():
-                # napari re-slices a hidden Points layer with its old point indices when
-                # its points change in place; shown while updated (the end of the show
-                # hides those of other views again)
-                if taken in self.canvas.model.layers and not taken.visible:
-                    taken.visible = True
-            remove_analysis(viewer, old)
-            yield
-        bv.compared = variant.name
-        self.current = bv.key
-        name = layer or base_entry.network_layer or base.layers[-1]
-        key = bv.key_of(variant.name)
+        if base_layer is not None and base_layer not in viewer.layers:
+            base_layer = None
+        name = layer or base_entry.network_layer or bv.base.layers[-1]
         image_layer = (
             bv.image_layers.get(variant.name) if variant.analysis.images is not None else base_layer
         )
@@ -321,13 +393,11 @@ class VariantViews:
         color_by = base_entry.color_by
         if color_by in vd.NEEDS_PREDICTIONS and vd.analysis_predictions(variant.analysis) is None:
             color_by = "dominant_class"
-        from ..layout.drift import variant_layout
-
-        base_layout = yield from _offloaded(base_entry.layout, name)
-        layout, _paired = yield from _offloaded(  # pairs nodes (Hungarian): off the main thread
-            variant_layout, base[name], base_layout, variant.analysis[name]
+        base_layout = yield from offloaded(base_entry.layout, name)
+        layout, _paired = yield from offloaded(  # pairs nodes (Hungarian): off the main thread
+            variant_layout, bv.base[name], base_layout, variant.analysis[name]
         )
-        entry = yield from _show_steps(
+        entry = yield from show_steps(
             viewer,
             variant.analysis,
             name,
@@ -337,17 +407,11 @@ class VariantViews:
             {name: layout},
             added,
             shown,
-            key,
+            bv.key_of(variant.name),
             variant_of=bv.key,
             reuse=reuse,
         )
         entry.layouts[name] = layout  # (the saved layout of the variant would not match)
-        if base_entry.faded_class is not None:
-            with contextlib.suppress(TopoLensError):  # a class it lacks: nothing to fade
-                highlight_class(viewer, entry.key, base_entry.faded_class)
-        self._link_selection(bv.key)
-        self.update_controls()
-        self.canvas.update_legend()
         return entry
 
     def _label_images(self, bv: BaseVariants, base_layer: Any, added: list) -> None:
@@ -398,7 +462,9 @@ class VariantViews:
         variant = _pick(base, which)
         self.of_base(base)  # refuses a base not shown, here and not in a later turn
 
-        def steps(added: list, shown: list) -> Generator[None, None, Any]:
+        def steps(
+            added: list[tuple[Any, Any]], shown: list[Any]
+        ) -> Generator[Offload | None, Any, ShownAnalysis]:
             return self.steps(base, variant, added, shown, layer=layer)
 
         self.pending = IncrementalShow(
@@ -409,21 +475,25 @@ class VariantViews:
     # ------------------------------------------------------------------ following the base
     def _on_changed(self, key: str, what: str) -> None:
         bv = self.bases.get(key)
-        if bv is None or bv.compared is None or self._no_follow:
+        compared = None if bv is None else bv.compared
+        if bv is None or compared is None or self._no_follow:
             return
-        base_entry = self.state.get(key)
-        variant_key = bv.compared_key
         if what == "network_layer":
             # a switch made one layer per turn (the explorer's) is followed the same way;
             # one made at once (a script, our own switches) at once
-            stepping = any(not show.done for show in IncrementalShow._running)
+            stepping = any(not show.done for show in IncrementalShow.running())
             if self._follow_at_once or not stepping:
-                self.show(bv.base, bv.compared)
+                self.show(bv.base, compared)
             else:
-                self.show_incrementally(bv.base, bv.compared)
+                self.show_incrementally(bv.base, compared)
             return
+        variant_key = bv.key_of(compared)
         if variant_key not in self.state or not self.state.get(variant_key).network_layer:
             return  # being shown: its show takes the base's settings
+        self._follow_setting(self.state.get(key), variant_key, what)
+
+    def _follow_setting(self, base_entry: ShownAnalysis, variant_key: str, what: str) -> None:
+        """The variant takes the base's new colouring, edge threshold or class fading."""
         try:
             if what == "color_by":
                 recolor_nodes(self.viewer, variant_key, base_entry.color_by)
@@ -448,18 +518,14 @@ class VariantViews:
                         viewer.layers.remove(layer)
             if self.current == key:
                 self.current = next(iter(self.bases), None)
-        else:
-            for other in self.bases.values():
-                if other.compared_key == key:
-                    other.compared = None
         if viewer is not None:
             self.update_controls()
 
     def show_read(self, key: str) -> None:
         """A base opened by the reader asks for its variants (once; its images layer says so)."""
+        settings = _reader_settings(self.state, key) or {}
         entry = self.state.get(key)
-        settings = entry.image_layer.metadata["topolens"]["show"]
-        settings["variants"] = False
+        entry.reader_variants_answered = True
         if not vd.has_variants(entry.analysis):
             return
         names = [v.name for v in entry.analysis.variants]
@@ -484,13 +550,11 @@ class VariantViews:
         if not self.state.get(other).network_layer:
             return
         images = self._images_selected(key)
-        if not len(images) and not self.links.linked.get(other):
+        if not len(images) and not self.state.get(other).linked:
             return  # nothing of this link to clear (the other's own selection stays)
         self._linking = True
         try:
-            self.links.ring_images(other, images)
-            if not len(images):
-                self.links.linked.pop(other, None)
+            self.links.ring_images(other, images)  # (no images: the link is gone)
         finally:
             self._linking = False
 
@@ -513,7 +577,7 @@ class VariantViews:
         for bv in self.bases.values():
             for name, layer in bv.image_layers.items():
                 on = layer in self.viewer.layers and layer.visible
-                if on and _pixel_at(layer, position) is not None:
+                if on and pixel_at(layer, position) is not None:
                     return bv, name, layer
         return None
 
@@ -541,7 +605,7 @@ class VariantViews:
             for hit, other in ((base_layer, variant_key), (variant_layer, bv.key)):
                 if hit is None or hit not in self.viewer.layers:
                     continue
-                pixel = _pixel_at(hit, position)
+                pixel = pixel_at(hit, position)
                 if pixel is not None:
                     return {"key": other, "found": self.links.pixel_clicked(other, *pixel)}
         return None
@@ -601,8 +665,6 @@ class VariantViews:
 
     def show_at(self, base_key: str, name: str, layer: str) -> None:
         """Compare variant ``name`` at network ``layer`` (the base switches too), at once."""
-        from .show import show_analysis
-
         bv = self.bases[base_key]
         base_entry = self.state.get(base_key)
         if layer != base_entry.network_layer:
@@ -624,6 +686,10 @@ class VariantViews:
         ):
             self.show(bv.base, name, layer=layer)
 
+    def _on_item_picked(self, entry: ShownAnalysis, view: str, index: int) -> None:
+        if view == "drift_points":
+            self._on_drift_point(entry, index)
+
     def _on_drift_point(self, entry: ShownAnalysis, index: int) -> None:
         layer = entry.layers.get("drift_points")
         if layer is None or not 0 <= index < len(layer.features) or entry.key not in self.bases:
@@ -635,8 +701,6 @@ class VariantViews:
     def show_moved(self, base_key: str, layer: str, image: int, score: float) -> dict[str, Any]:
         """One most-moved image: original | variant with the moved activation's receptive-field
         heat in the base's gallery, the stack at that image, its nodes selected in both."""
-        from ..robustness.comparison import receptive_field_heat
-
         bv = self.bases[base_key]
         if bv.compared is None:
             raise TopoLensError("compare a variant first")
@@ -653,7 +717,7 @@ class VariantViews:
                 result = entry.result
                 points = np.flatnonzero(result.cloud.image_index == int(image))
                 graph = result.mapper
-                nodes[key] = _csr_items_containing(graph.members, graph.member_offsets, points)
+                nodes[key] = csr_items_containing(graph.members, graph.member_offsets, points)
                 if len(nodes[key]):
                     self.links.select_nodes(key, nodes[key])
                 else:
