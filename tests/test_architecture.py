@@ -170,3 +170,13 @@ def test_the_length_rule_counts_the_body_without_the_docstring(source, expected)
     first_line = function.lineno
     flagged = _body_lines(function) > LONGEST_BODY and not _has_reason(module, first_line, "long")
     assert flagged is expected
+
+
+def test_the_architecture_document_names_every_module():
+    text = (PACKAGE.parents[1] / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    unnamed = sorted(
+        str(module.path.relative_to(PACKAGE))
+        for module in MODULES
+        if module.path.name != "__init__.py" and module.path.name not in text
+    )
+    assert not unnamed, f"docs/ARCHITECTURE.md does not say what these are for: {unnamed}"
