@@ -54,9 +54,13 @@ _LAZY = {
     "compare": "napari_topolens.robustness.comparison",
     "Variant": "napari_topolens.robustness.study",
     "VariantSpec": "napari_topolens.robustness.study",
-    "run_variants": "napari_topolens.robustness.study",
-    "iter_run_variants": "napari_topolens.robustness.study",
     "parse_variants": "napari_topolens.robustness.study",
+    # the run pipeline: one job, one run, used by the command, the widget and run_variants
+    "RunJob": "napari_topolens.pipeline.job",
+    "Provenance": "napari_topolens.pipeline.provenance",
+    "iter_run": "napari_topolens.pipeline.run",
+    "run_variants": "napari_topolens.pipeline.variants",
+    "iter_run_variants": "napari_topolens.pipeline.variants",
     # report
     "write_report": "napari_topolens.report.html",
     # napari: hand a model built in Python to the analysis widget (imports no napari)
@@ -93,11 +97,9 @@ if TYPE_CHECKING:  # for type checkers and IDEs only
     from .robustness.comparison import Comparison, LayerDrift, compare
     from .robustness.compression import compress
     from .robustness.perturbations import PERTURBATIONS, STRENGTH_RANGES, perturb
-    from .robustness.study import (
-        Variant,
-        VariantSpec,
-        iter_run_variants,
-        parse_variants,
-        run_variants,
-    )
+    from .pipeline.job import RunJob
+    from .pipeline.provenance import Provenance
+    from .pipeline.run import iter_run
+    from .pipeline.variants import iter_run_variants, run_variants
+    from .robustness.study import Variant, VariantSpec, parse_variants
     from .ui.model_registry import add_model, remove_model

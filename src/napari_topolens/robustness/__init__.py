@@ -1,7 +1,9 @@
 """Perturbed and compressed variants of a run, and how their topology drifts.
 
 Headless (no napari or Qt; torch imported lazily): :func:`perturb`,
-:func:`compress`, :func:`compare` and :func:`run_variants` / :func:`iter_run_variants`.
+:func:`compress`, :func:`compare`, :class:`VariantSpec` and :func:`variant_inputs`.
+Running variants with their base is the run pipeline's work:
+``napari_topolens.run_variants`` (``napari_topolens.pipeline.variants``).
 """
 
 from __future__ import annotations
@@ -17,12 +19,11 @@ __all__ = [
     "VariantSpec",
     "compare",
     "compress",
-    "iter_run_variants",
     "parse_variants",
     "perturb",
     "receptive_field_heat",
-    "run_variants",
     "sparsity",
+    "variant_inputs",
 ]
 
 _LAZY = {
@@ -36,9 +37,8 @@ _LAZY = {
     "receptive_field_heat": ".comparison",
     "Variant": ".study",
     "VariantSpec": ".study",
-    "iter_run_variants": ".study",
     "parse_variants": ".study",
-    "run_variants": ".study",
+    "variant_inputs": ".study",
 }
 
 
