@@ -423,6 +423,7 @@ def test_reopen_shows_the_variants_without_recomputing(
     from napari_topolens.pipeline import run as run_module
 
     monkeypatch.setattr(analysis_module, "iter_analyze", refuse)
+    monkeypatch.setattr(run_module, "iter_analyze", refuse)
     monkeypatch.setattr(analysis_module, "analyze", refuse)
     monkeypatch.setattr(comparison_module, "compare", refuse)
     monkeypatch.setattr(run_module, "compare", refuse)

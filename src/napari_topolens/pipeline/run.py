@@ -74,7 +74,11 @@ def iter_run(
         model gives class scores; probabilities only for the probability lens.
     """
     check_job(job)
-    return _run_steps(job, {} if stages is None else stages)
+    # made here: extraction checks its input (masks, images, options) before any work
+    extraction = (
+        None if job.base is not None else _extraction(job, job.model, job.images, job.device)
+    )
+    return _run_steps(job, extraction, {} if stages is None else stages)
 
 
 def run_provenance(job: RunJob) -> Provenance:
@@ -115,16 +119,18 @@ class _Clock:
 
 
 def _run_steps(
-    job: RunJob, stages: dict[str, tuple[float, float]]
+    job: RunJob,
+    extraction: Generator[Progress, None, Clouds] | None,
+    stages: dict[str, tuple[float, float]],
 ) -> Generator[Progress, None, Analysis]:
     provenance = run_provenance(job)
     clock = _Clock(stages)
     n_runs = len(job.variants) + (1 if job.base is None else 0)
     share = 1.0 / max(n_runs, 1)
-    if job.base is None:
+    if extraction is not None:
         prefix = "base: " if job.variants else ""
         base, provenance = yield from scaled(
-            _iter_base(job, provenance, clock), 0.0, share, prefix
+            _iter_base(job, extraction, provenance, clock), 0.0, share, prefix
         )
         done = share
     else:
@@ -168,13 +174,14 @@ def _provenance_of(base: Analysis, job_record: Provenance) -> Provenance:
 
 
 def _iter_base(
-    job: RunJob, provenance: Provenance, clock: _Clock
+    job: RunJob,
+    extraction: Generator[Progress, None, Clouds],
+    provenance: Provenance,
+    clock: _Clock,
 ) -> Generator[Progress, None, tuple[Analysis, Provenance]]:
     """The base run: activations, predictions, topology (yields 0..1); the analysis and
     its run's record (what its variants record too)."""
-    clouds = yield from scaled(
-        _extraction(job, job.model, job.images, job.device), 0.0, EXTRACT_SHARE, "activations: "
-    )
+    clouds = yield from scaled(extraction, 0.0, EXTRACT_SHARE, "activations: ")
     _check_enough_points(clouds)
     clouds = _stack_indexed(job, clouds)
     clock.lap("extraction")
