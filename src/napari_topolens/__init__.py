@@ -94,12 +94,12 @@ if TYPE_CHECKING:  # for type checkers and IDEs only
     from .activations.pointcloud import PointCloud
     from .errors import Cancelled, TopoLensError
     from .maps import MapDrift, TopologyMap, iter_topology_map, map_drift, topology_map
-    from .robustness.comparison import Comparison, LayerDrift, compare
-    from .robustness.compression import compress
-    from .robustness.perturbations import PERTURBATIONS, STRENGTH_RANGES, perturb
     from .pipeline.job import RunJob
     from .pipeline.provenance import Provenance
     from .pipeline.run import iter_run
     from .pipeline.variants import iter_run_variants, run_variants
+    from .robustness.comparison import Comparison, LayerDrift, compare
+    from .robustness.compression import compress
+    from .robustness.perturbations import PERTURBATIONS, STRENGTH_RANGES, perturb
     from .robustness.study import Variant, VariantSpec, parse_variants
     from .ui.model_registry import add_model, remove_model

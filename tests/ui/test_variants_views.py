@@ -419,8 +419,8 @@ def test_reopen_shows_the_variants_without_recomputing(
     def refuse(*args, **kwargs):
         raise AssertionError("reading a saved analysis must not recompute it")
 
+    import napari_topolens.pipeline.run as run_module
     from napari_topolens.robustness import comparison as comparison_module
-    from napari_topolens.pipeline import run as run_module
 
     monkeypatch.setattr(analysis_module, "iter_analyze", refuse)
     monkeypatch.setattr(run_module, "iter_analyze", refuse)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from .job import DEFAULT_SAMPLING, RunJob, StackIndex, check_job
 from .provenance import Provenance
-from .run import iter_one_variant, iter_run, run, run_provenance
+from .run import iter_one_variant, iter_run, run_job, run_provenance
 from .variants import iter_run_variants, run_variants, variant_specs
 
 __all__ = [
@@ -25,7 +25,7 @@ __all__ = [
     "iter_one_variant",
     "iter_run",
     "iter_run_variants",
-    "run",
+    "run_job",
     "run_provenance",
     "run_variants",
     "variant_specs",

@@ -189,7 +189,8 @@ def check_job(job: RunJob) -> RunJob:
         raise LayerError(
             f"unknown sampling mode {job.sampling!r}; choose one of {', '.join(SAMPLING_MODES)}"
         )
-    job.layers = check_layer_names(job.model, _layer_list(job.layers))
+    job.layers = _layer_list(job.layers)
+    check_layer_names(job.model, job.layers)
     n_images = (
         len(job.images) if isinstance(job.images, ImageSource) else len(as_image_batch(job.images))
     )

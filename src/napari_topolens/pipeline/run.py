@@ -6,7 +6,7 @@ same analysis from each of them. It follows the project's ``iter_*`` convention
 (``_progress``): it yields :class:`~napari_topolens._progress.Progress` and returns
 the :class:`~napari_topolens.topology.analysis.Analysis`; a napari worker runs it
 with ``result = yield from iter_run(job)`` (every yield can cancel), headless
-callers with :func:`run` (``progress``/``cancel`` callbacks).
+callers with :func:`run_job` (``progress``/``cancel`` callbacks).
 
 Every option of the job reaches every stage, the variants' included: the device
 (extraction, predictions, the exact H0 tree; an INT8 model runs on the CPU), the
@@ -37,7 +37,7 @@ from .provenance import TIMING_KEYS, Provenance
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["iter_one_variant", "iter_run", "run", "run_provenance"]
+__all__ = ["iter_one_variant", "iter_run", "run_job", "run_provenance"]
 
 #: Share of one run's progress given to pulling activations (the rest: predictions, topology).
 EXTRACT_SHARE = 0.25
@@ -47,7 +47,7 @@ PREDICT_CHUNK = 512
 Clouds = dict[str, PointCloud]
 
 
-def run(
+def run_job(
     job: RunJob,
     *,
     progress: ProgressCallback | None = None,
@@ -135,7 +135,7 @@ def _run_steps(
         done = share
     else:
         base = yield from _reused_base(job)
-        provenance = _provenance_of(job.base, provenance)
+        provenance = _provenance_of(base, provenance)
         done = 0.0
     if job.variants:
         runs = []

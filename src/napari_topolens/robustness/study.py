@@ -21,10 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..activations.extract import _whole_number, as_image_batch
+from ..activations.input_scale import as_input_scale, normalizing_model
 from ..errors import TopoLensError
 from .comparison import Comparison
-from .compression import QUANTIZATIONS
-from .perturbations import PERTURBATIONS, check_strength, strength_range_text
+from .compression import QUANTIZATIONS, compress
+from .perturbations import PERTURBATIONS, check_strength, perturb, strength_range_text
 
 if TYPE_CHECKING:
     import torch
@@ -175,8 +177,6 @@ def parse_variants(
     ``parse_variants("gaussian:0.1,blur:1.0,fgsm:0.03", "prune:0.5,int8")`` gives
     five variants; ``"prune:0.5+int8"`` is one model both pruned and quantised.
     """
-    from ..activations.extract import _whole_number
-
     _whole_number("seed", seed)
     specs: list[VariantSpec] = []
     for text, must_perturb in ((perturb, True), (compress, False)):
@@ -262,11 +262,6 @@ def variant_inputs(
     never rounded back), so the perturbed images go through the same input scale
     as the originals; FGSM's gradient passes through the scale's mean/std step.
     """
-    from ..activations.extract import as_image_batch
-    from ..activations.input_scale import as_input_scale, normalizing_model
-    from .compression import compress
-    from .perturbations import perturb
-
     check_variant_spec(spec)
     if not spec.is_perturbation:
         return compress(model, prune=spec.prune, quantize=spec.quantize), images

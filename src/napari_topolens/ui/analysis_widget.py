@@ -869,60 +869,7 @@ class AnalysisWidget(QWidget):
                 added_level = image_layer
             if image_layer is not None:
                 check_one_stack_axis(image_layer)
-            index = self.selected_indices()
-            # lazy: dask- and zarr-backed layers are read batch by batch, in the worker
-            stack = layer_images(image_layer.data, rgb=image_layer.rgb)
-            images = stack.subset(index)
-            config = self.config()
-            sampling, sampling_note = self.sampling.value, None
-            if len(index) == 1 and sampling != SINGLE_IMAGE_SAMPLING:
-                # one point per image cannot make a shape: take every position of the image
-                sampling = SINGLE_IMAGE_SAMPLING
-                sampling_note = (
-                    f"one image: sampling {SINGLE_IMAGE_SAMPLING} instead of "
-                    f"{self.sampling.value} (one point per image cannot make a shape)"
-                )
-            mask = self._foreground_mask(image_layer, index) if sampling == "foreground" else None
-            device = str(self.device.value or "cpu")
-            input_scale = self.chosen_input_scale()
-            scale_warning = input_scale_warning(images, input_scale)
-            labels = read_label_choice(
-                self.labels_source.value,
-                self._viewer,
-                image_layer,
-                len(stack),
-                csv_path=self.labels_file.value,
-                class_names=self._class_names,
-            )
-            variants = self._variant_plan(image_layer, index, len(stack), labels)
-            origin = self._run_origin(image_layer, index, stack, labels, mask, sampling_note)
-            # a copy made here, so the worker never reads the layer's own buffer
-            embed = stack.to_stack() if stack.nbytes <= _MAX_EMBEDDED_BYTES else None
-            origin["images_embedded"] = embed is not None
-            job = RunJob(
-                model=model,
-                images=images,
-                layers=list(layers),
-                labels=labels.labels,
-                class_names=self._class_names if labels.from_predictions else labels.class_names,
-                labels_from_predictions=labels.from_predictions,
-                labels_coded_by_name=labels.coded_by_name,
-                config=config,
-                sampling=sampling,
-                max_points=int(self.max_points.value) or None,
-                seed=int(self.seed.value),
-                mask=mask,
-                input_scale=input_scale,
-                device=device,
-                scheduler=self._scheduler(),
-                variants=[] if variants is None else list(variants.specs),
-                variant_images=None if variants is None else variants.frames,
-                occlusion_mask=None if variants is None else variants.occlusion_mask,
-                stack=StackIndex(index, len(stack)),
-                kept_images=embed,
-                front_end=FRONT_END,
-                origin=origin,
-            )
+            job, status, variants = self._form_job(model, image_layer, layers)
             steps = iter_run(job)  # checks the job here, on the main thread, before any work
         except TopoLensError as exc:
             if added_level is not None:  # refused input leaves the viewer as it was
@@ -931,9 +878,8 @@ class AnalysisWidget(QWidget):
             self._report(exc)
             return None
 
-        work = _analysis_work(steps)
         self._job = ProgressWorker(
-            work,
+            _analysis_work(steps),
             "Topology analysis",
             on_done=lambda analysis: self._on_done(analysis, image_layer),
             on_error=self._report,
@@ -946,12 +892,77 @@ class AnalysisWidget(QWidget):
         self.progress_bar.setValue(0)
         self.progress_bar.setFormat("%p%")
         self.progress_bar.setVisible(True)
+        self._set_status(status)
+        self._started = time.perf_counter()
+        self._job.start()
+        n_images = len(job.stack.index) if job.stack is not None else len(job.images)
+        self.form_summary.set_full_text(self._summary_text(list(layers), n_images, variants))
+        self.fold_form(True)
+        return self._job.worker
+
+    def _form_job(
+        self, model: torch.nn.Module, image_layer: Any, layers: list[str]
+    ) -> tuple[RunJob, str, _VariantPlan | None]:
+        """The run the form describes (checked; raises TopoLensError), its status line, its
+        variants. Reads the layers here, on the main thread: the worker never does."""
+        index = self.selected_indices()
+        # lazy: dask- and zarr-backed layers are read batch by batch, in the worker
+        stack = layer_images(image_layer.data, rgb=image_layer.rgb)
+        images = stack.subset(index)
+        sampling, sampling_note = self.sampling.value, None
+        if len(index) == 1 and sampling != SINGLE_IMAGE_SAMPLING:
+            # one point per image cannot make a shape: take every position of the image
+            sampling = SINGLE_IMAGE_SAMPLING
+            sampling_note = (
+                f"one image: sampling {SINGLE_IMAGE_SAMPLING} instead of "
+                f"{self.sampling.value} (one point per image cannot make a shape)"
+            )
+        mask = self._foreground_mask(image_layer, index) if sampling == "foreground" else None
+        input_scale = self.chosen_input_scale()
+        scale_warning = input_scale_warning(images, input_scale)
+        labels = read_label_choice(
+            self.labels_source.value,
+            self._viewer,
+            image_layer,
+            len(stack),
+            csv_path=self.labels_file.value,
+            class_names=self._class_names,
+        )
+        variants = self._variant_plan(image_layer, index, len(stack), labels)
+        origin = self._run_origin(image_layer, index, stack, labels, mask, sampling_note)
+        # a copy made here, so the worker never reads the layer's own buffer
+        embed = stack.to_stack() if stack.nbytes <= _MAX_EMBEDDED_BYTES else None
+        origin["images_embedded"] = embed is not None
+        job = RunJob(
+            model=model,
+            images=images,
+            layers=list(layers),
+            labels=labels.labels,
+            class_names=self._class_names if labels.from_predictions else labels.class_names,
+            labels_from_predictions=labels.from_predictions,
+            labels_coded_by_name=labels.coded_by_name,
+            config=self.config(),
+            sampling=sampling,
+            max_points=int(self.max_points.value) or None,
+            seed=int(self.seed.value),
+            mask=mask,
+            input_scale=input_scale,
+            device=str(self.device.value or "cpu"),
+            scheduler=self._scheduler(),
+            variants=[] if variants is None else list(variants.specs),
+            variant_images=None if variants is None else variants.frames,
+            occlusion_mask=None if variants is None else variants.occlusion_mask,
+            stack=StackIndex(index, len(stack)),
+            kept_images=embed,
+            front_end=FRONT_END,
+            origin=origin,
+        )
         variants_note = (
             f"; then {len(job.variants)} variant(s): {', '.join(s.name for s in job.variants)}"
             if job.variants
             else ""
         )
-        self._set_status(
+        status = (
             f"Analysing {len(layers)} layer(s) of {len(index)} image(s); labels: "
             f"{labels.description}"
             + (f"; {sampling_note}" if sampling_note else "")
@@ -959,11 +970,7 @@ class AnalysisWidget(QWidget):
             + "..."
             + (f"\nWarning: {scale_warning}" if scale_warning else "")
         )
-        self._started = time.perf_counter()
-        self._job.start()
-        self.form_summary.set_full_text(self._summary_text(list(layers), len(index), variants))
-        self.fold_form(True)
-        return self._job.worker
+        return job, status, variants
 
     def _run_origin(
         self,
