@@ -138,12 +138,14 @@ def _run_steps(
         provenance = _provenance_of(base, provenance)
         done = 0.0
     if job.variants:
+        perturbed = any(spec.is_perturbation for spec in job.variants)
+        pixels = _variant_images(job) if perturbed else None  # read once for them all
         runs = []
         for number, spec in enumerate(job.variants):
             variant = yield from iter_one_variant(
                 spec,
                 job.model,
-                _variant_images(job) if spec.is_perturbation else job.images,
+                pixels if spec.is_perturbation else job.images,
                 base,
                 extract=_variant_extraction(job, spec),
                 analyse=_variant_analysis(job, base, provenance),
