@@ -8,8 +8,10 @@ Running variants with their base is the run pipeline's work:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from .comparison import Comparison, LayerDrift, compare, receptive_field_heat
+from .compression import compress, sparsity
+from .perturbations import PERTURBATIONS, perturb
+from .study import Variant, VariantSpec, parse_variants, variant_inputs
 
 __all__ = [
     "PERTURBATIONS",
@@ -25,24 +27,3 @@ __all__ = [
     "sparsity",
     "variant_inputs",
 ]
-
-_LAZY = {
-    "PERTURBATIONS": ".perturbations",
-    "perturb": ".perturbations",
-    "compress": ".compression",
-    "sparsity": ".compression",
-    "Comparison": ".comparison",
-    "LayerDrift": ".comparison",
-    "compare": ".comparison",
-    "receptive_field_heat": ".comparison",
-    "Variant": ".study",
-    "VariantSpec": ".study",
-    "parse_variants": ".study",
-    "variant_inputs": ".study",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        return getattr(importlib.import_module(_LAZY[name], __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
