@@ -184,7 +184,7 @@ def _iter_base(
     """The base run: activations, predictions, topology (yields 0..1); the analysis and
     its run's record (what its variants record too)."""
     clouds = yield from scaled(extraction, 0.0, EXTRACT_SHARE, "activations: ")
-    _check_enough_points(clouds)
+    _check_enough_points(clouds, len(job.images))
     clouds = _stack_indexed(job, clouds)
     clock.lap("extraction")
     if job.stack is not None:
@@ -252,14 +252,15 @@ def _extraction(
     )
 
 
-def _check_enough_points(clouds: Clouds) -> None:
+def _check_enough_points(clouds: Clouds, n_images: int) -> None:
     few = [name for name, cloud in clouds.items() if len(cloud) < 3]
     if few:
+        them = "it" if len(few) == 1 else "them"
+        images = "one image gives" if n_images == 1 else f"{n_images} images give"
         raise EmptySelectionError(
-            f"{', '.join(few)} gave too few points for a shape (at least 3; a layer without a "
-            "spatial grid gives one point per image); leave "
-            f"{'it' if len(few) == 1 else 'them'} out, analyse more images, or sample "
-            "all_positions"
+            f"{images} {', '.join(few)} too few points for a shape (at least 3; a layer "
+            f"without a spatial grid gives one point per image); untick {them} (leave {them} "
+            "out of the layers) or analyse more images"
         )
 
 
