@@ -201,7 +201,7 @@ def test_a_failed_last_rename_restores_the_previous_report(tmp_path: Path, monke
 
 
 def test_sigterm_cleans_up_like_ctrl_c(tmp_path: Path, capsys, monkeypatch) -> None:
-    import napari_topolens.topology.store as store
+    import napari_topolens.topology.store_files as store
 
     real_savez = store.np.savez
 

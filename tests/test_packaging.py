@@ -90,7 +90,9 @@ def test_the_import_contract_covers_every_module_outside_the_ui():
 
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
     (contract,) = [
-        c for c in config["tool"]["importlinter"]["contracts"] if c["type"] == "forbidden"
+        c
+        for c in config["tool"]["importlinter"]["contracts"]
+        if c["type"] == "forbidden" and "napari" in c["forbidden_modules"]
     ]
     covered = set(contract["source_modules"])
     modules = {f"napari_topolens.{m.name}" for m in pkgutil.iter_modules(napari_topolens.__path__)}
@@ -106,12 +108,38 @@ def test_the_ui_layers_contract_lists_every_ui_module():
 
     tomllib = pytest.importorskip("tomllib")
     config = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    (layers,) = [c for c in config["tool"]["importlinter"]["contracts"] if c["type"] == "layers"]
-    listed = {name.strip() for layer in layers["layers"] for name in layer.split("|")}
-    for role in ("views", "show", "edits", "links", "canvas", "state", "view_data"):
-        assert role in listed
+    (layers,) = [
+        c
+        for c in config["tool"]["importlinter"]["contracts"]
+        if c["type"] == "layers" and c.get("containers") == ["napari_topolens.ui"]
+    ]
+    listed = {name.strip(" ()") for layer in layers["layers"] for name in layer.split("|")}
     modules = {m.name for m in pkgutil.iter_modules(napari_topolens.ui.__path__)}
+    assert layers.get("exhaustive") is True  # import-linter refuses a ui module left out
     assert listed <= modules
+    assert not modules - listed, f"add {sorted(modules - listed)} to the ui layers contract"
+
+
+def test_the_top_level_layers_contract_is_exhaustive_and_acyclic():
+    import pkgutil
+
+    import napari_topolens
+
+    tomllib = pytest.importorskip("tomllib")
+    contracts = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"]
+    (layers,) = [
+        c
+        for c in contracts["contracts"]
+        if c["type"] == "layers" and c.get("containers") == ["napari_topolens"]
+    ]
+    listed = {name.strip(" ()") for layer in layers["layers"] for name in layer.split("|")}
+    modules = {m.name for m in pkgutil.iter_modules(napari_topolens.__path__)}
+    assert layers.get("exhaustive") is True
+    assert listed == modules
+    assert any(
+        c["type"] == "acyclic_siblings" and c["ancestors"] == ["napari_topolens"]
+        for c in contracts["contracts"]
+    )
 
 
 #: Import names whose distribution is named otherwise.

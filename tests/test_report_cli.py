@@ -245,7 +245,7 @@ def test_ctrl_c_during_analysis_exits_130_and_writes_nothing(
 def test_ctrl_c_while_saving_leaves_no_half_written_output(
     tmp_path: Path, capsys, monkeypatch
 ) -> None:
-    import napari_topolens.topology.store as store
+    import napari_topolens.topology.store_files as store
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt

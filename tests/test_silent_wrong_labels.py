@@ -389,7 +389,7 @@ def _widget_accuracy(
     from napari_topolens import extract_activations, load_sample
     from napari_topolens.activations.extract import predict_proba
     from napari_topolens.label_sources import LABELS_CODED_BY_NAME
-    from napari_topolens.robustness.comparison import _accuracy
+    from napari_topolens.robustness.comparison import model_accuracy
     from napari_topolens.ui.label_choice import CSV_FILE, read_label_choice
 
     model = load_sample("digits").model
@@ -407,7 +407,7 @@ def _widget_accuracy(
         provenance=provenance,
         config=AnalysisConfig(h1_max_points=60),
     )
-    return _accuracy(analysis), analysis
+    return model_accuracy(analysis), analysis
 
 
 # id: how the accuracy is computed; "truth": the model's true accuracy, nan: not comparable

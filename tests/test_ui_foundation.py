@@ -80,3 +80,34 @@ def test_widget_reports_bad_input_and_keeps_the_viewer(make_napari_viewer):
     widget.spec.value = "no_such_package_xyz:net"
     assert widget.load_model() is None
     assert "could not be imported" in widget.status.value
+
+
+def test_the_activation_widget_shares_the_analysis_widgets_model_chooser(make_napari_viewer, qtbot):
+    """One chooser for both widgets: the activation widget lists a model handed over with
+    ``add_model`` too, and a changed choice drops the model loaded before, so a run never
+    uses a model the form no longer shows."""
+    import torch
+
+    import napari_topolens as tl
+    from napari_topolens.ui.analysis_widget import AnalysisWidget
+    from napari_topolens.ui.model_chooser import ADDED_PREFIX, ModelChooser
+
+    viewer = make_napari_viewer()
+    viewer.open_sample("napari-topolens", "digits")
+    widget = ActivationWidget(viewer)
+    assert isinstance(widget.model_chooser, ModelChooser)
+    assert isinstance(AnalysisWidget(viewer).model_chooser, ModelChooser)
+    assert widget.load_model() is not None
+    assert widget.layers.choices  # the sample model's layers
+    torch.manual_seed(0)
+    tiny = torch.nn.Sequential(
+        torch.nn.Conv2d(1, 3, 3), torch.nn.ReLU(), torch.nn.Flatten(), torch.nn.Linear(108, 10)
+    )
+    tl.add_model(viewer, tiny, name="tiny")
+    assert widget.model_source.value == ADDED_PREFIX + "tiny"  # listed and chosen when idle
+    assert widget.model_chooser.chosen is None and list(widget.layers.choices) == []
+    worker = widget.run()  # loads the model the form shows, not the sample's kept before
+    assert worker is not None
+    wait_for(qtbot, worker)
+    assert widget.source["model"].startswith("added:tiny")
+    assert set(widget.clouds) <= {"0", "1", "2", "3"} and widget.clouds

@@ -26,9 +26,9 @@ _LAZY = {
     "load_sample": "napari_topolens.samples",
     "SAMPLE_NAMES": "napari_topolens.samples",
     # topology
-    "Analysis": "napari_topolens.topology.analysis",
-    "AnalysisConfig": "napari_topolens.topology.analysis",
-    "LayerAnalysis": "napari_topolens.topology.analysis",
+    "Analysis": "napari_topolens.topology.results",
+    "AnalysisConfig": "napari_topolens.topology.config",
+    "LayerAnalysis": "napari_topolens.topology.results",
     "analyze": "napari_topolens.topology.analysis",
     "iter_analyze": "napari_topolens.topology.analysis",
     "load_analysis": "napari_topolens.topology.store",
@@ -45,15 +45,15 @@ _LAZY = {
     "iter_topology_map": "napari_topolens.maps",
     "map_drift": "napari_topolens.maps",
     # robustness: perturbed and compressed variants
-    "PERTURBATIONS": "napari_topolens.robustness.perturbations",
-    "STRENGTH_RANGES": "napari_topolens.robustness.perturbations",
+    "PERTURBATIONS": "napari_topolens.topology.variant_kinds",
+    "STRENGTH_RANGES": "napari_topolens.topology.variant_kinds",
     "perturb": "napari_topolens.robustness.perturbations",
     "compress": "napari_topolens.robustness.compression",
-    "Comparison": "napari_topolens.robustness.comparison",
-    "LayerDrift": "napari_topolens.robustness.comparison",
+    "Comparison": "napari_topolens.topology.results",
+    "LayerDrift": "napari_topolens.topology.results",
     "compare": "napari_topolens.robustness.comparison",
-    "Variant": "napari_topolens.robustness.study",
-    "VariantSpec": "napari_topolens.robustness.study",
+    "Variant": "napari_topolens.topology.results",
+    "VariantSpec": "napari_topolens.topology.results",
     "parse_variants": "napari_topolens.robustness.study",
     # the run pipeline: one job, one run, used by the command, the widget and run_variants
     "RunJob": "napari_topolens.pipeline.job",
@@ -98,8 +98,10 @@ if TYPE_CHECKING:  # for type checkers and IDEs only
     from .pipeline.provenance import Provenance
     from .pipeline.run import iter_run
     from .pipeline.variants import iter_run_variants, run_variants
-    from .robustness.comparison import Comparison, LayerDrift, compare
+    from .robustness.comparison import compare
     from .robustness.compression import compress
-    from .robustness.perturbations import PERTURBATIONS, STRENGTH_RANGES, perturb
-    from .robustness.study import Variant, VariantSpec, parse_variants
+    from .robustness.perturbations import perturb
+    from .robustness.study import parse_variants
+    from .topology.results import Comparison, LayerDrift, Variant, VariantSpec
+    from .topology.variant_kinds import PERTURBATIONS, STRENGTH_RANGES
     from .ui.model_registry import add_model, remove_model

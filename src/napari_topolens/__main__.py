@@ -13,10 +13,11 @@ import sys
 def main() -> int:
     """Load the command line and run it; Ctrl-C at any moment is one line, exit code 130."""
     try:
+        # heavy: loaded inside the try so that Ctrl-C during the imports is caught
         from ._signals import pause_point
 
         pause_point("import")
-        from .cli import main as run
+        from .cli import main as run  # heavy: cli imports numpy (and torch when it runs)
 
         return run()
     except KeyboardInterrupt:

@@ -13,9 +13,10 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from types import FrameType
+from typing import Any, TypeAlias
 
 __all__ = ["PAUSE_ENV", "pause_point", "signals_deferred"]
 
@@ -24,6 +25,8 @@ __all__ = ["PAUSE_ENV", "pause_point", "signals_deferred"]
 PAUSE_ENV = "NAPARI_TOPOLENS_PAUSE_AT"
 
 _HELD = (signal.SIGINT, signal.SIGTERM)
+#: What ``signal.signal`` returns: a handler, SIG_DFL/SIG_IGN, or None (set outside Python).
+_Handler: TypeAlias = "Callable[[int, FrameType | None], Any] | int | signal.Handlers | None"
 #: Signals held by :func:`signals_deferred` so far (what :func:`pause_point` waits for).
 _held_count = [0]
 
@@ -52,9 +55,9 @@ def signals_deferred() -> Iterator[None]:
         yield
         return
     pending: list[int] = []
-    previous: dict[int, Any] = {}
+    previous: dict[int, _Handler] = {}
 
-    def hold(signum: int, _frame: Any) -> None:
+    def hold(signum: int, _frame: FrameType | None) -> None:
         pending.append(signum)
         _held_count[0] += 1
 
@@ -65,13 +68,13 @@ def signals_deferred() -> Iterator[None]:
         yield
         completed = True
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        for held, handler in previous.items():
+            signal.signal(held, handler)
         if pending:
             _deliver(pending[0], previous[pending[0]], completed)
 
 
-def _deliver(signum: int, handler: Any, completed: bool) -> None:
+def _deliver(signum: int, handler: _Handler, completed: bool) -> None:
     """Act on a held signal as its handler would have when it came."""
     if handler is signal.SIG_IGN:
         return

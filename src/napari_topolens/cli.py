@@ -37,18 +37,14 @@ from ._progress import drive
 from ._signals import pause_point
 from ._version import __version__
 from .activations.device import DeviceError, parse_device, resolve_device
-from .activations.extract import (
-    DEFAULT_MAX_POSITIONS,
-    SAMPLING_MODES,
-    _eval_mode,
-    _model_device_dtype,
-    input_scale_warning,
-)
+from .activations.extract import input_scale_warning
 from .activations.hooks import check_layer_names
 from .activations.image_source import ImageSource, as_image_source, open_image_source
 from .activations.input_scale import InputScale, as_input_scale
 from .activations.models import list_layers, load_model
+from .activations.options import DEFAULT_MAX_POSITIONS, SAMPLING_MODES
 from .activations.receptive_field import DEFAULT_MAX_PROBE_PIXELS, layer_geometry
+from .activations.running import eval_mode, model_device_dtype
 from .distributed import DEFAULT_CONNECT_TIMEOUT, connect
 from .errors import Cancelled, EmptySelectionError, ImageError, LayerError, TopoLensError
 from .image_files import ImageSet, MaskFile, read_images, read_labels
@@ -58,9 +54,11 @@ from .pipeline.run import iter_run
 from .report.html import check_report_folder, remove_report_debris, write_report
 from .report.maps import maps_section
 from .robustness.perturbations import PERTURBATIONS, strength_range_text
-from .robustness.study import VariantSpec, parse_variants
+from .robustness.study import parse_variants
 from .samples import load_sample
-from .topology.analysis import AnalysisConfig, check_class_labels
+from .topology.analysis import check_class_labels
+from .topology.config import AnalysisConfig
+from .topology.results import VariantSpec
 
 __all__ = ["TerminalProgress", "build_parser", "main", "stage_lines"]
 
@@ -630,8 +628,8 @@ def _check_before_extraction(args: argparse.Namespace, job: dict[str, Any]) -> N
         )
 
     sample_shape = as_image_source(job["images"]).sample_shape  # no pixels read (lazy inputs)
-    device, dtype = _model_device_dtype(job["model"])
-    with _eval_mode(job["model"]):
+    device, dtype = model_device_dtype(job["model"])
+    with eval_mode(job["model"]):
         geometry = layer_geometry(
             job["model"],
             check_layer_names(job["model"], layers),
@@ -649,7 +647,7 @@ def _check_before_extraction(args: argparse.Namespace, job: dict[str, Any]) -> N
 
 def run_report(
     args: argparse.Namespace,
-    progress: TerminalProgress,
+    progress: TerminalProgress | _VariantPhases,
     stages: dict[str, tuple[float, float]] | None = None,
 ) -> Any:
     """Do the ``report`` command; returns the path of report.html.

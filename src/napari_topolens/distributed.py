@@ -1,21 +1,22 @@
-"""Run extraction batches and per-layer topology as Dask tasks on a running cluster.
+"""Run tasks on a running Dask cluster: connect to it, send the tasks, gather the results.
 
 Optional: needs ``dask.distributed`` (``pip install 'napari-topolens[distributed]'``).
 Give ``scheduler=`` (an address such as ``tcp://10.0.0.5:8786``, or a
 ``distributed.Client``) to :func:`~napari_topolens.extract_activations` or
 :func:`~napari_topolens.analyze`, or ``--scheduler ADDRESS`` to the command line.
-The tasks run exactly the code that runs in-process without a scheduler (one
-forward pass per batch; one whole layer's analysis per layer), so the result is the
-same array for array; only where it runs changes. The model, the image source and
-the sampling plans are sent to every worker once; image sources on disk are opened
-by path, so workers must see the same files.
+This module knows nothing of what the tasks do: the callers pass the task function
+and its arguments (extraction: one forward pass per batch; analysis: one layer's
+topology per layer). The tasks run exactly the code that runs in-process without a
+scheduler, so the result is the same array for array; only where it runs changes.
+What every task needs is sent to every worker once; image sources on disk are
+opened by path, so workers must see the same files.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from typing import Any
+from typing import Any, TypeVar
 
 from ._progress import Progress
 from .errors import TopoLensError
@@ -25,9 +26,10 @@ __all__ = [
     "SchedulerError",
     "check_scheduler_address",
     "connect",
-    "iter_remote_batches",
-    "iter_remote_layers",
+    "iter_remote_tasks",
 ]
+
+T = TypeVar("T")
 
 
 class SchedulerError(TopoLensError):
@@ -189,133 +191,32 @@ def _gather_in_order(
     return results
 
 
-#: Models unpickled on this worker, by token (each batch task of a run shares one copy).
-_WORKER_MODELS: dict[str, Any] = {}
-
-
-def _worker_model(token: str, blob: bytes, device: Any) -> Any:
-    """The worker's copy of the model sent as ``blob`` (plain pickle bytes, sent by us)."""
-    import pickle
-
-    model = _WORKER_MODELS.get(token)
-    if model is None:
-        _WORKER_MODELS.clear()  # one run's model at a time
-        model = pickle.loads(blob)
-        if device is not None:
-            model.to(device)
-        model.eval()
-        _WORKER_MODELS[token] = model
-    return model
-
-
-def _batch_task(
-    run_batch: Callable[..., Any],
-    token: str,
-    blob: bytes,
-    source: Any,
-    names: Sequence[str],
-    plans: dict[str, Any],
-    index: Any,
-    device: Any,
-) -> Any:
-    """One extraction batch on a worker (the worker's copy of the model, in eval mode)."""
-    import torch
-
-    from .activations.hooks import check_layer_names
-
-    model = _worker_model(token, blob, device)
-    modules = check_layer_names(model, names)  # "pool#2" is module pool's second call
-    with torch.no_grad():
-        return run_batch(model, source, modules, plans, index)
-
-
-def iter_remote_batches(
+def iter_remote_tasks(
     scheduler: Any,
-    run_batch: Callable[..., Any],
-    model: Any,
-    source: Any,
-    modules: dict[str, Any],
-    plans: dict[str, Any],
-    batches: Sequence[Any],
-    device: Any = None,
-) -> Generator[Progress, None, list[Any]]:
-    """``run_batch`` for every batch as a Dask task; yields progress, returns results in order."""
-    import hashlib
-    import uuid
+    task: Callable[..., T],
+    items: Sequence[Any],
+    *,
+    shared: Sequence[Any] = (),
+    constants: Sequence[Any] = (),
+    scatter_items: bool = False,
+    what: str = "task",
+) -> Generator[Progress, None, list[T]]:
+    """``task(item, *shared, *constants)`` for every item, each as one Dask task.
 
-    import cloudpickle  # a dependency of dask.distributed; pickles models defined in __main__
-
-    # The model travels as bytes: dask's own torch serialiser drops the module's hook dicts.
-    blob = cloudpickle.dumps(model)
-    token = f"{hashlib.sha256(blob).hexdigest()}-{uuid.uuid4().hex}"
-    with connect(scheduler) as client:
-        blob_f, source_f, plans_f = client.scatter([blob, source, plans], broadcast=True)
-        names = list(modules)
-        futures = [
-            client.submit(
-                _batch_task,
-                run_batch,
-                token,
-                blob_f,
-                source_f,
-                names,
-                plans_f,
-                index,
-                device,
-                pure=False,
-            )
-            for index in batches
-        ]
-        return (yield from _gather_in_order(client, futures, "batch"))
-
-
-def _layer_task(
-    cloud: Any, labels: Any, probabilities: Any, config: Any, class_names: Any, device: Any = None
-) -> Any:
-    """The whole per-layer analysis of one cloud, run in-process on a worker."""
-    from .topology.analysis import analyze
-
-    single = analyze(
-        [cloud],
-        labels,
-        config=config,
-        class_names=class_names,
-        probabilities=probabilities,
-        device=device,
-    )
-    return single.layer_results[0]
-
-
-def iter_remote_layers(
-    scheduler: Any,
-    clouds: Sequence[Any],
-    labels: Any,
-    probabilities: Any,
-    config: Any,
-    class_names: Any,
-    device: Any = None,
-) -> Generator[Progress, None, list[Any]]:
-    """One Dask task per layer; returns the layers' ``LayerAnalysis`` in order.
-
-    ``device``: where each worker runs the H0 tree's distance blocks (``analyze``).
+    Yields progress as tasks end; returns their results in the order of ``items``.
+    ``shared`` values are sent to every worker once (``None`` is passed as is);
+    ``constants`` go with each task as they are (small values). With
+    ``scatter_items`` each item is sent to the cluster before its task is submitted
+    (large items, e.g. point clouds). A task's error is raised here; the tasks still
+    queued are cancelled when the consumer stops early or a task fails. The task's
+    name is the Dask task prefix (so a cluster's dashboard shows what ran).
     """
     with connect(scheduler) as client:
-        shared = [value for value in (labels, probabilities) if value is not None]
-        scattered = iter(client.scatter(shared, broadcast=True) if shared else [])
-        labels_f = None if labels is None else next(scattered)
-        probabilities_f = None if probabilities is None else next(scattered)
-        cloud_fs = client.scatter(list(clouds))
+        sent = [value for value in shared if value is not None]
+        scattered = iter(client.scatter(sent, broadcast=True) if sent else [])
+        shared_fs = [None if value is None else next(scattered) for value in shared]
+        item_fs = client.scatter(list(items)) if scatter_items and items else list(items)
         futures = [
-            client.submit(
-                _layer_task,
-                cloud_f,
-                labels_f,
-                probabilities_f,
-                config,
-                class_names,
-                device,
-                pure=False,
-            )
-            for cloud_f in cloud_fs
+            client.submit(task, item, *shared_fs, *constants, pure=False) for item in item_fs
         ]
-        return (yield from _gather_in_order(client, futures, "layer"))
+        return (yield from _gather_in_order(client, futures, what))

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ImageError
+from .label_sources import checked_label_file, labels_from_values, read_labels_csv
 
 __all__ = ["IMAGE_SUFFIXES", "ImageSet", "LabelSet", "MaskFile", "read_images", "read_labels"]
 
@@ -309,8 +310,6 @@ def _codes_from_values(
         numbers = None
     if numbers is not None:  # numeric text such as "3.0" is a class code, not a name
         return _codes_from_values(numbers, source)
-    from .label_sources import labels_from_values
-
     named = labels_from_values(np.array(texts, dtype=object), source, class_names=class_names)
     return LabelSet(named.codes, named.class_names, named.coded_by_name)
 
@@ -336,8 +335,6 @@ def read_labels(
     ``name,label`` rows matched to ``image_names`` (the files of an image folder).
     ``first_images``: the images are the first ``n_images`` of the labelled set.
     """
-    from .label_sources import checked_label_file, read_labels_csv
-
     source = checked_label_file(path)
     suffix = source.suffix.lower()
     if suffix == ".npy":
@@ -497,7 +494,7 @@ class MaskFile:
         if self._files:
             masks = np.stack([self._read_mask_file(self._files[i]) for i in rows.tolist()])
         elif self._npz_member is not None:
-            masks = self._npz_rows(rows)
+            masks = self._npz_rows(rows, self._npz_member)
         else:
             try:
                 array = np.load(self.source, allow_pickle=False, mmap_mode="r")
@@ -505,17 +502,17 @@ class MaskFile:
                 raise ImageError(f"{self.source} is not a readable .npy of masks ({exc})") from None
             masks = np.stack([np.asarray(array[i]) != 0 for i in rows.tolist()])
         if masks.ndim == 4:
-            masks = masks.any(axis=-1)
+            masks = np.asarray(masks.any(axis=-1))  # an array: ``any`` is typed array | scalar
         return masks.reshape(len(rows), self.height, self.width)
 
-    def _npz_rows(self, rows: np.ndarray) -> np.ndarray:
+    def _npz_rows(self, rows: np.ndarray, member: str) -> np.ndarray:
         """Stream the member's rows in bounded chunks, keeping the asked ones."""
         shape, dtype = self._npz_shape, self._npz_dtype
         per_row = int(np.prod(shape[1:])) * dtype.itemsize
         step = max(1, _MASK_CHUNK_BYTES // max(1, per_row))
         out = np.zeros((len(rows), *shape[1:]), dtype=bool)
         last = int(rows.max()) + 1 if len(rows) else 0
-        with zipfile.ZipFile(self.source) as archive, archive.open(self._npz_member) as handle:
+        with zipfile.ZipFile(self.source) as archive, archive.open(member) as handle:
             self._header(handle)
             for start in range(0, last, step):
                 n = min(step, last - start)

@@ -77,7 +77,7 @@ class ImageLabels:
     coded_by_name: bool = False
 
 
-def _natural_key(text: str) -> list[Any]:
+def _natural_key(text: str) -> list[int | str]:
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
 
 
@@ -86,7 +86,7 @@ _MISSING = ("", "nan", "NaN", "None", "NA", "<NA>")
 
 
 def labels_from_values(
-    values: Sequence[Any] | np.ndarray,
+    values: Sequence[object] | np.ndarray,
     source: str,
     *,
     class_names: Sequence[str] | None = None,
@@ -290,6 +290,40 @@ def read_labels_csv(
     source = f"labels file {file.name}"
     if image_names is not None and n_images is None:
         n_images = len(image_names)
+    numbered = _csv_file_rows(file, max_bytes, source)
+    header = [cell.lower() for cell in numbered[0][1]]
+    has_header = _has_header(numbered, header, image_names)
+    body = numbered[1:] if has_header else numbered
+    if not body:
+        raise ImageError(f"{source} has a header but no labels")
+    widths = {len(row) for _, row in body}
+    if widths == {1} and (not has_header or len(header) == 1):
+        return _labels_in_stack_order(body, n_images, first_images, source, class_names)
+    if min(widths) < 2 or (has_header and len(header) < 2):
+        line = next(number for number, row in body if len(row) != len(numbered[0][1]))
+        raise ImageError(f"{source}, line {line}: rows have different numbers of columns")
+    key_col, label_col = _key_and_label_columns(numbered[0][1], has_header, source)
+    short = next((number for number, row in body if len(row) <= max(key_col, label_col)), None)
+    if short is not None:
+        raise ImageError(f"{source}, line {short}: the row is shorter than the header")
+    keys = [row[key_col] for _, row in body]
+    if all(_is_whole_number(key) for key in keys):
+        rows = _rows_by_index(body, keys, n_images, first_images, source)
+    else:
+        rows = _rows_by_name(body, keys, image_names, first_images, source)
+    kept = [(image, row[label_col]) for image, (_, row) in zip(rows, body) if image >= 0]
+    labelled = labels_from_values(
+        np.array([label for _, label in kept], dtype=object), source, class_names=class_names
+    )
+    assert n_images is not None  # both row readers need it
+    codes = np.full(n_images, -1, dtype=np.int64)
+    codes[np.array([image for image, _ in kept], dtype=np.int64)] = labelled.codes
+    return ImageLabels(codes, labelled.class_names, source, labelled.coded_by_name)
+
+
+def _csv_file_rows(file: Path, max_bytes: int, source: str) -> list[tuple[int, list[str]]]:
+    """The non-empty rows of a checked label file with their line numbers; the
+    delimiter is the most frequent of ``,;\\t`` in the first row (tab for ``.tsv``)."""
     try:
         text = file.read_bytes()[:max_bytes].decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -313,10 +347,16 @@ def read_labels_csv(
     numbered = _csv_rows(lines, delimiter, source)
     if not numbered:
         raise ImageError(f"{source} holds no labels")
-    header = [cell.lower() for cell in numbered[0][1]]
+    return numbered
+
+
+def _has_header(
+    numbered: list[tuple[int, list[str]]], header: list[str], image_names: Sequence[str] | None
+) -> bool:
+    """Whether the first row (lower-cased: ``header``) names the columns."""
     known_headers = _INDEX_HEADERS + _NAME_HEADERS + _LABEL_HEADERS
     folder_names = set(image_names) if image_names is not None else set()
-    has_header = (
+    return (
         any(cell in known_headers for cell in header)
         or (
             len(header) > 1  # "foo,bar" over "0,a" rows: a header; over "b.png,cat" rows: data
@@ -325,41 +365,22 @@ def read_labels_csv(
             and all(_is_whole_number(row[0]) for _, row in numbered[1:])
         )
     )
-    body = numbered[1:] if has_header else numbered
-    if not body:
-        raise ImageError(f"{source} has a header but no labels")
-    widths = {len(row) for _, row in body}
-    if widths == {1} and (not has_header or len(header) == 1):
-        return _labels_in_stack_order(body, n_images, first_images, source, class_names)
-    if min(widths) < 2 or (has_header and len(header) < 2):
-        line = next(number for number, row in body if len(row) != len(numbered[0][1]))
-        raise ImageError(f"{source}, line {line}: rows have different numbers of columns")
-    key_col, label_col = 0, 1
-    if has_header:
-        key_col = next((i for i, c in enumerate(header) if c in _INDEX_HEADERS + _NAME_HEADERS), -1)
-        label_col = next((i for i, c in enumerate(header) if c in _LABEL_HEADERS), -1)
-        if key_col < 0 or label_col < 0:
-            raise ImageError(
-                f"{source}: the header {numbered[0][1]} needs an index column "
-                f"({', '.join(_INDEX_HEADERS)}) or a file name column "
-                f"({', '.join(_NAME_HEADERS)}) and a label column ({', '.join(_LABEL_HEADERS)})"
-            )
-    short = next((number for number, row in body if len(row) <= max(key_col, label_col)), None)
-    if short is not None:
-        raise ImageError(f"{source}, line {short}: the row is shorter than the header")
-    keys = [row[key_col] for _, row in body]
-    if all(_is_whole_number(key) for key in keys):
-        rows = _rows_by_index(body, keys, n_images, first_images, source)
-    else:
-        rows = _rows_by_name(body, keys, image_names, first_images, source)
-    kept = [(image, row[label_col]) for image, (_, row) in zip(rows, body) if image >= 0]
-    labelled = labels_from_values(
-        np.array([label for _, label in kept], dtype=object), source, class_names=class_names
-    )
-    assert n_images is not None  # both row readers need it
-    codes = np.full(n_images, -1, dtype=np.int64)
-    codes[np.array([image for image, _ in kept], dtype=np.int64)] = labelled.codes
-    return ImageLabels(codes, labelled.class_names, source, labelled.coded_by_name)
+
+
+def _key_and_label_columns(first_row: list[str], has_header: bool, source: str) -> tuple[int, int]:
+    """Columns of the image key (index or file name) and of the label: the header's, else 0, 1."""
+    if not has_header:
+        return 0, 1
+    header = [cell.lower() for cell in first_row]
+    key_col = next((i for i, c in enumerate(header) if c in _INDEX_HEADERS + _NAME_HEADERS), -1)
+    label_col = next((i for i, c in enumerate(header) if c in _LABEL_HEADERS), -1)
+    if key_col < 0 or label_col < 0:
+        raise ImageError(
+            f"{source}: the header {first_row} needs an index column "
+            f"({', '.join(_INDEX_HEADERS)}) or a file name column "
+            f"({', '.join(_NAME_HEADERS)}) and a label column ({', '.join(_LABEL_HEADERS)})"
+        )
+    return key_col, label_col
 
 
 def _is_whole_number(cell: str) -> bool:

@@ -26,9 +26,24 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ._progress import CancelCallback, Progress, ProgressCallback, drive
+from .activations.extract import predict_proba, receptive_field_centres
+from .activations.hooks import capture_layers, check_layer_names
+from .activations.image_source import ImageSource
+from .activations.input_scale import InputScale, as_input_scale, scaled_source
+from .activations.models import check_model
+from .activations.receptive_field import (
+    DEFAULT_MAX_PROBE_PIXELS,
+    LayerGeometry,
+    layer_geometry,
+    receptive_fields,
+)
+from .activations.running import eval_mode, model_device_dtype, model_images
 from .errors import ImageError, LayerError, TopoLensError
+from .topology.placement import Placer
 
 if TYPE_CHECKING:
+    import torch
+
     from .topology.analysis import Analysis
 
 __all__ = [
@@ -202,75 +217,112 @@ def iter_topology_map(
     max_probe_pixels: int | None = None,
 ) -> Generator[Progress, None, dict[str, TopologyMap]]:
     """Generator form of :func:`topology_map`: yields progress, returns the maps."""
-    import torch
-
-    from .activations.extract import (
-        _eval_mode,
-        _image_source,
-        _model_device_dtype,
-        receptive_field_centres,
-    )
-    from .activations.hooks import capture_layers, check_layer_names
-    from .activations.input_scale import as_input_scale, scaled_source
-    from .activations.models import check_model
-    from .activations.receptive_field import (
-        DEFAULT_MAX_PROBE_PIXELS,
-        layer_geometry,
-        receptive_fields,
-    )
-    from .topology.placement import Placer
-
-    model = check_model(model)
-    names = _layer_names(analysis, layer)
-    if int(batch_size) < 1:
-        raise TopoLensError(f"batch_size must be at least 1, got {batch_size}")
-    if input_scale is None:  # as the analysis's clouds were extracted
-        input_scale = analysis[names[0]].cloud.meta.get("input_scale")
-    scale = as_input_scale(input_scale)
-    modules = check_layer_names(model, names)
-    raw = _image_source(model, images)
-    source = scaled_source(raw, scale)
-    n_images = len(source)
-    if n_images == 0:
-        raise ImageError("no images to map; pass at least one image")
-    _channels, height, width = source.sample_shape
-    device, dtype = _model_device_dtype(model)
-    with _eval_mode(model):
-        geometry = layer_geometry(model, modules, source.sample_shape, dtype=dtype, device=device)
-    needs_probability = False
-    placers: dict[str, Placer] = {}
-    for name in names:
-        placers[name] = Placer.of(analysis[name])
-        needs_probability |= placers[name].index.lens == "probability"
-        if geometry[name].channels != placers[name].dims:
-            raise LayerError(
-                f"layer {name!r} gives {geometry[name].channels} values per position on these "
-                f"images, but the analysis has {placers[name].dims}: this is not the model "
-                "the analysis was made with"
-            )
+    run = _MapRun.prepare(analysis, images, model, layer, input_scale, batch_size)
     yield Progress(0.0, "receptive fields of every position")
-    wanted = {name: np.arange(geometry[name].n_positions) for name in names}
-    with _eval_mode(model):
-        fields = receptive_fields(
-            model,
-            modules,
-            wanted,
-            source.sample_shape,
-            dtype=dtype,
+    maps = run.empty_maps(max_probe_pixels)
+    yield from run.place_images(maps)
+    for one in maps.values():
+        one.note = _with_outside_note(one)
+    yield Progress(1.0, "topology maps done")
+    return maps
+
+
+@dataclass
+class _MapRun:
+    """What one :func:`iter_topology_map` call works with, checked before any work."""
+
+    analysis: Analysis
+    names: list[str]
+    model: torch.nn.Module
+    modules: dict[str, torch.nn.Module]
+    raw: ImageSource  # the images as given (for the model's predictions)
+    source: ImageSource  # scaled as the analysis's clouds were extracted
+    scale: InputScale
+    batch_size: int
+    device: torch.device
+    dtype: torch.dtype
+    geometry: dict[str, LayerGeometry]
+    placers: dict[str, Placer]
+
+    @classmethod
+    def prepare(
+        cls,
+        analysis: Analysis,
+        images: Any,
+        model: Any,
+        layer: str | Sequence[str] | None,
+        input_scale: Any,
+        batch_size: int,
+    ) -> _MapRun:
+        model = check_model(model)
+        names = _layer_names(analysis, layer)
+        if int(batch_size) < 1:
+            raise TopoLensError(f"batch_size must be at least 1, got {batch_size}")
+        if input_scale is None:  # as the analysis's clouds were extracted
+            input_scale = analysis[names[0]].cloud.meta.get("input_scale")
+        scale = as_input_scale(input_scale)
+        modules = check_layer_names(model, names)
+        raw = model_images(model, images)
+        source = scaled_source(raw, scale)
+        if len(source) == 0:
+            raise ImageError("no images to map; pass at least one image")
+        device, dtype = model_device_dtype(model)
+        with eval_mode(model):
+            geometry = layer_geometry(
+                model, modules, source.sample_shape, dtype=dtype, device=device
+            )
+        placers: dict[str, Placer] = {}
+        for name in names:
+            placers[name] = Placer.of(analysis[name])
+            if geometry[name].channels != placers[name].dims:
+                raise LayerError(
+                    f"layer {name!r} gives {geometry[name].channels} values per position on "
+                    f"these images, but the analysis has {placers[name].dims}: this is not the "
+                    "model the analysis was made with"
+                )
+        return cls(
+            analysis=analysis,
+            names=names,
+            model=model,
+            modules=modules,
+            raw=raw,
+            source=source,
+            scale=scale,
+            batch_size=int(batch_size),
             device=device,
-            max_probe_pixels=int(max_probe_pixels or DEFAULT_MAX_PROBE_PIXELS),
+            dtype=dtype,
+            geometry=geometry,
+            placers=placers,
         )
-    maps: dict[str, TopologyMap] = {}
-    for name in names:
-        geo = geometry[name]
+
+    def empty_maps(self, max_probe_pixels: int | None) -> dict[str, TopologyMap]:
+        """A map per layer with nothing placed yet, and the pixel each position stands for."""
+        wanted = {name: np.arange(self.geometry[name].n_positions) for name in self.names}
+        with eval_mode(self.model):
+            fields = receptive_fields(
+                self.model,
+                self.modules,
+                wanted,
+                self.source.sample_shape,
+                dtype=self.dtype,
+                device=self.device,
+                max_probe_pixels=int(max_probe_pixels or DEFAULT_MAX_PROBE_PIXELS),
+            )
+        return {name: self._empty_map(name, fields[name].boxes) for name in self.names}
+
+    def _empty_map(self, name: str, boxes: np.ndarray) -> TopologyMap:
+        n_images = len(self.source)
+        _channels, height, width = self.source.sample_shape
+        geo = self.geometry[name]
+        placer = self.placers[name]
         grid = (geo.grid_shape[0], geo.grid_shape[1]) if geo.kind != "vector" else (1, 1)
-        rows, cols = receptive_field_centres(geo, fields[name].boxes, height, width)
+        rows, cols = receptive_field_centres(geo, boxes, height, width)
         centres = np.stack([rows, cols], axis=1).astype(np.int64)
         if geo.kind == "vector":
             centres = centres[:1]
-        n_stages = len(placers[name].stage_names)
-        notes = list(placers[name].notes)
-        if analysis[name].cloud.sampling == "pooled" and geo.kind != "vector":
+        n_stages = len(placer.stage_names)
+        notes = list(placer.notes)
+        if self.analysis[name].cloud.sampling == "pooled" and geo.kind != "vector":
             notes.append(
                 "the analysis holds one spatial mean per image (pooled sampling), so single "
                 "positions are placed among image means; an analysis of positions (top_norm, "
@@ -278,7 +330,7 @@ def iter_topology_map(
             )
         if geo.kind == "vector":
             notes.append("a vector layer: one answer per image (every pixel shares it)")
-        maps[name] = TopologyMap(
+        return TopologyMap(
             layer=name,
             kind=geo.kind,
             grid_shape=grid,
@@ -287,67 +339,87 @@ def iter_topology_map(
             node_last=np.full((n_images, *grid), -1, dtype=np.int32),
             node_count=np.zeros((n_images, *grid), dtype=np.int8),
             outside=np.zeros((n_images, *grid), dtype=bool),
-            stage_names=list(placers[name].stage_names),
+            stage_names=list(placer.stage_names),
             flow=np.full((n_stages, n_images, *grid), -1, dtype=np.int32),
             centres=centres,
             pixels=pixel_index(centres, grid, height, width),
             note="; ".join(n for n in notes if n),
         )
-    per_image = max(geometry[name].n_positions for name in names)
-    step = int(max(1, min(int(batch_size), _POSITIONS_PER_STEP // max(per_image, 1))))
-    for start in range(0, n_images, step):
-        index = np.arange(start, min(start + step, n_images))
-        yield Progress(start / n_images, f"topology map: images {start + 1}-{index[-1] + 1}")
-        batch = torch.from_numpy(source.read(index)).to(device=device, dtype=dtype)
-        probabilities = None
-        if needs_probability:
-            from .activations.extract import predict_proba
 
-            probabilities = predict_proba(model, raw.read(index), input_scale=scale)
-        with _eval_mode(model):
-            outputs = capture_layers(model, batch, modules)
-        for name in names:
-            out = outputs[name].float().cpu().numpy()
-            geo = geometry[name]
-            if geo.kind == "spatial":
-                vectors = np.moveaxis(out, 1, -1).reshape(-1, out.shape[1])
-            elif geo.kind == "tokens":
-                vectors = out.reshape(-1, out.shape[-1])
-            else:
-                vectors = out.reshape(len(out), -1)
-            positions = len(vectors) // len(index)
-            point_probabilities = (
-                None if probabilities is None else np.repeat(probabilities, positions, axis=0)
+    def place_images(self, maps: dict[str, TopologyMap]) -> Generator[Progress, None, None]:
+        """Run the model on a batch of images at a time and place every position in ``maps``."""
+        import torch
+
+        n_images = len(self.source)
+        needs_probability = any(p.index.lens == "probability" for p in self.placers.values())
+        per_image = max(self.geometry[name].n_positions for name in self.names)
+        step = int(max(1, min(self.batch_size, _POSITIONS_PER_STEP // max(per_image, 1))))
+        for start in range(0, n_images, step):
+            index = np.arange(start, min(start + step, n_images))
+            yield Progress(start / n_images, f"topology map: images {start + 1}-{index[-1] + 1}")
+            batch = torch.from_numpy(self.source.read(index)).to(
+                device=self.device, dtype=self.dtype
             )
-            placed = placers[name].place(vectors, point_probabilities)
-            shape = (len(index), *maps[name].grid_shape)
-            counts = np.diff(placed.node_offsets)
-            last = np.full(len(counts), -1, dtype=np.int64)
-            held = counts > 0
-            last[held] = placed.nodes[placed.node_offsets[1:][held] - 1]
-            target = maps[name]
-            target.node[index] = placed.node.reshape(shape)
-            target.node_last[index] = last.reshape(shape)
-            target.node_count[index] = np.minimum(counts, 127).reshape(shape)
-            target.outside[index] = placed.outside.reshape(shape)
-            if n_stages := len(placed.stage_names):
-                target.flow[:, index] = placed.flow.reshape(n_stages, *shape)
-    for one in maps.values():
-        share = float(one.outside.mean())
-        if share > 0.5:
-            one.note = "; ".join(
-                n
-                for n in (
-                    one.note,
-                    f"{100 * share:.0f}% of the positions lie outside the Mapper cover (their "
-                    "lens values are outside the analysed range, e.g. background positions "
-                    "when the analysis sampled top_norm positions); an analysis of "
-                    "all_positions covers them",
+            probabilities = None
+            if needs_probability:
+                probabilities = predict_proba(
+                    self.model, self.raw.read(index), input_scale=self.scale
                 )
-                if n
-            )
-    yield Progress(1.0, "topology maps done")
-    return maps
+            with eval_mode(self.model):
+                outputs = capture_layers(self.model, batch, self.modules)
+            for name in self.names:
+                out = outputs[name].float().cpu().numpy()
+                self._place(maps[name], index, out, probabilities)
+
+    def _place(
+        self,
+        target: TopologyMap,
+        index: np.ndarray,
+        out: np.ndarray,
+        probabilities: np.ndarray | None,
+    ) -> None:
+        """Place one batch's layer output ``out`` (images ``index``) into its map."""
+        kind = self.geometry[target.layer].kind
+        if kind == "spatial":
+            vectors = np.moveaxis(out, 1, -1).reshape(-1, out.shape[1])
+        elif kind == "tokens":
+            vectors = out.reshape(-1, out.shape[-1])
+        else:
+            vectors = out.reshape(len(out), -1)
+        positions = len(vectors) // len(index)
+        point_probabilities = (
+            None if probabilities is None else np.repeat(probabilities, positions, axis=0)
+        )
+        placed = self.placers[target.layer].place(vectors, point_probabilities)
+        shape = (len(index), *target.grid_shape)
+        counts = np.diff(placed.node_offsets)
+        last = np.full(len(counts), -1, dtype=np.int64)
+        held = counts > 0
+        last[held] = placed.nodes[placed.node_offsets[1:][held] - 1]
+        target.node[index] = placed.node.reshape(shape)
+        target.node_last[index] = last.reshape(shape)
+        target.node_count[index] = np.minimum(counts, 127).reshape(shape)
+        target.outside[index] = placed.outside.reshape(shape)
+        if n_stages := len(placed.stage_names):
+            target.flow[:, index] = placed.flow.reshape(n_stages, *shape)
+
+
+def _with_outside_note(one: TopologyMap) -> str:
+    """The map's note, saying so when most positions lie outside the Mapper cover."""
+    share = float(one.outside.mean())
+    if share <= 0.5:
+        return one.note
+    return "; ".join(
+        n
+        for n in (
+            one.note,
+            f"{100 * share:.0f}% of the positions lie outside the Mapper cover (their "
+            "lens values are outside the analysed range, e.g. background positions "
+            "when the analysis sampled top_norm positions); an analysis of "
+            "all_positions covers them",
+        )
+        if n
+    )
 
 
 def topology_map(

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from napari_topolens.activations.models import load_model
 from napari_topolens.errors import TopoLensError
 
 if TYPE_CHECKING:
@@ -119,8 +120,6 @@ def load_sample(name: str) -> Sample:
         raise TopoLensError(
             f"unknown sample {name!r}; available samples: {', '.join(SAMPLE_NAMES)}"
         )
-    from napari_topolens.activations.models import load_model
-
     folder = sample_data_dir()
     data_path = folder / f"{name}.npz"
     weights_path = folder / f"{name}_cnn.pt"

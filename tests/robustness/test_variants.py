@@ -217,28 +217,29 @@ def test_mean_drift_grows_with_gaussian_sigma_on_shapes():
 
 
 @pytest.mark.parametrize("hungarian", [True, False])
-def test_moved_images_are_found_whatever_the_group_numbers(monkeypatch, hungarian):
+def test_moved_images_are_found_whatever_the_group_numbers(hungarian):
+    from napari_topolens.layout.matching import HUNGARIAN_MAX_CELLS, images_by_groups
     from napari_topolens.robustness import comparison
 
-    if not hungarian:
-        monkeypatch.setattr(comparison, "_HUNGARIAN_MAX_CELLS", 0)
+    def compared(base_groups, variant_groups):
+        cells = HUNGARIAN_MAX_CELLS if hungarian else 0
+        return comparison._moved(base_groups, variant_groups, max_cells=cells)
+
     images = np.arange(12)
     base = np.repeat([0, 1, 2], 4)  # three clusters of four images
     renamed = np.array([2, 0, 1])[base]  # the same clusters, other numbers
     moved = renamed.copy()
     moved[5] = renamed[0]  # image 5 changes cluster
-    groups = comparison._groups_matrix
-    distance, changed = comparison._moved(
-        groups(images, base, 12, 3), groups(images, renamed, 12, 3)
-    )
+    groups = images_by_groups
+    distance, changed = compared(groups(images, base, 12, 3), groups(images, renamed, 12, 3))
     assert not changed.any() and np.all(distance == 0)
-    distance, changed = comparison._moved(groups(images, base, 12, 3), groups(images, moved, 12, 3))
+    distance, changed = compared(groups(images, base, 12, 3), groups(images, moved, 12, 3))
     np.testing.assert_array_equal(np.flatnonzero(changed), [5])
     assert distance[5] == 1.0
     # an image in two groups (Mapper overlap) that keeps one of them moved, partly
     two = np.concatenate([base, [2]]), np.concatenate([images, [0]])
     one_left = np.concatenate([base, [1]]), np.concatenate([images, [0]])
-    distance, changed = comparison._moved(
+    distance, changed = compared(
         groups(two[1], two[0], 12, 3), groups(one_left[1], one_left[0], 12, 3)
     )
     np.testing.assert_array_equal(np.flatnonzero(changed), [0])

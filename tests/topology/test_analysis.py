@@ -439,3 +439,59 @@ def test_device_reaches_each_layers_h0_tree(monkeypatch) -> None:
     np.testing.assert_array_equal(
         plain["fc"].persistence.linkage, on_device["fc"].persistence.linkage
     )
+
+
+def test_one_layer_alone_is_that_layer_of_the_whole_analysis(
+    analysis: Analysis, clouds: dict[str, PointCloud], labels: np.ndarray
+) -> None:
+    """``analyze_layer`` (what a Dask worker runs per layer) gives exactly the layer that
+    ``analyze`` gives, capped cloud included; the cross-layer matrices are not its work."""
+    from dataclasses import fields
+
+    from napari_topolens.topology.analysis import analyze_layer
+
+    config = AnalysisConfig(**{**FAST, "max_points": 150})  # caps 'spatial' (180 points)
+    probabilities = analysis.probabilities
+    whole = analyze(
+        clouds, labels, config=config, class_names=["a", "b", "c"], probabilities=probabilities
+    )
+    for name, cloud in clouds.items():
+        alone = analyze_layer(
+            cloud,
+            labels,
+            config=config,
+            class_names=["a", "b", "c"],
+            probabilities=probabilities,
+        )
+        assert alone.name == name
+        assert alone.seconds.keys() == whole[name].seconds.keys()
+        for part in fields(alone):
+            if part.name not in ("seconds", "name"):
+                _assert_same(getattr(alone, part.name), getattr(whole[name], part.name), part.name)
+    assert len(whole["spatial"].cloud) == 150
+
+
+def _assert_same(a, b, where: str) -> None:
+    """Equal arrays, numbers and text, recursively through dataclasses, dicts and lists."""
+    import dataclasses
+
+    assert type(a) is type(b), where
+    if dataclasses.is_dataclass(a):
+        for part in dataclasses.fields(a):
+            _assert_same(getattr(a, part.name), getattr(b, part.name), f"{where}.{part.name}")
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys(), where
+        for key in set(a) - {"seconds"}:  # times measured on the way
+            _assert_same(a[key], b[key], f"{where}[{key!r}]")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_same(x, y, f"{where}[{i}]")
+    elif isinstance(a, np.ndarray):
+        np.testing.assert_array_equal(a, b, err_msg=where)
+    elif isinstance(a, float) and math.isnan(a):
+        assert math.isnan(b), where
+    elif type(a).__module__.startswith(("builtins", "numpy")):
+        assert a == b, where
+    else:  # an object with no equality of its own (e.g. a scipy linkage holder)
+        _assert_same(vars(a), vars(b), where)

@@ -14,7 +14,7 @@ import pytest
 
 from napari_topolens.activations.pointcloud import PointCloud
 from napari_topolens.errors import AnalysisFileError
-from napari_topolens.topology import store
+from napari_topolens.topology import store, store_files, store_types
 from napari_topolens.topology.store import load_analysis, register_dataclass, save_analysis
 
 
@@ -103,7 +103,7 @@ def reseal(folder: Path) -> None:
     """Recompute analysis.json's checksum, as a hostile editor who read the format would."""
     manifest_path = folder / store.MANIFEST_NAME
     manifest = json.loads(manifest_path.read_text())
-    manifest["manifest_sha256"] = store._canonical_digest(manifest)
+    manifest["manifest_sha256"] = store.canonical_digest(manifest)
     manifest_path.write_text(json.dumps(manifest))
 
 
@@ -267,7 +267,7 @@ def test_interrupted_save_leaves_the_previous_analysis_intact(tmp_path: Path, mo
     def interrupt(*args: Any, **kwargs: Any) -> None:
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(store.np, "savez", interrupt)
+    monkeypatch.setattr(store_files.np, "savez", interrupt)
     with pytest.raises(KeyboardInterrupt):
         save_analysis(_Inner(2.0, np.ones(3)), target)
     monkeypatch.undo()
@@ -325,8 +325,7 @@ def test_a_real_analysis_round_trips_bit_exactly(tmp_path: Path, monkeypatch) ->
     )
     analysis.save(tmp_path / "analysis")
     # load as a fresh process would: the result classes are found by name, not remembered
-    monkeypatch.setattr(store, "_REGISTRY", {})
-    monkeypatch.setattr(store, "_SCANNED", False)
+    monkeypatch.setattr(store_types, "_REGISTRY", {})
     loaded = load_analysis(tmp_path / "analysis")
     assert isinstance(loaded, Analysis)
     assert loaded.layers == ["conv", "fc"]

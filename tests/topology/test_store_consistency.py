@@ -144,10 +144,10 @@ class SavedEdit:
                 archive.writestr(name, data)
         path.write_bytes(buffer.getvalue())
         self.manifest["files"][store.ARRAYS_NAME] = {
-            "sha256": store._sha256(path),
+            "sha256": store.sha256_file(path),
             "bytes": path.stat().st_size,
         }
-        self.manifest["manifest_sha256"] = store._canonical_digest(self.manifest)
+        self.manifest["manifest_sha256"] = store.canonical_digest(self.manifest)
         (self.folder / store.MANIFEST_NAME).write_text(json.dumps(self.manifest))
 
 
@@ -581,10 +581,14 @@ CASES: dict[str, tuple[Callable[[SavedEdit], None], str]] = {
         ),
         "variant 'gaussian:0.1'.*refer to image",
     ),
-    "a variant that is a point cloud": (_variant_is_a_cloud, "not a variant analysis"),
+    # the field checks see the types of the nested results (Variant.analysis: Analysis)
+    "a variant that is a point cloud": (
+        _variant_is_a_cloud,
+        "Variant.analysis holds a PointCloud where a Analysis belongs",
+    ),
     "a variant that is a number": (
         _set_field(_top, "variants", [7]),
-        "variant 0 is int 7, not a variant analysis",
+        "Analysis.variants holds item 0: int 7 where a Variant belongs",
     ),
     "a comparison of 10^6 images": (
         _set_field(
@@ -686,6 +690,25 @@ def test_an_inconsistent_saved_analysis_is_refused_or_read(
             load_analysis(folder)
     else:
         read_everything(load_analysis(folder))
+
+
+def test_a_variant_saved_alone_gets_the_field_checks_of_its_analysis(
+    saved: Path, tmp_path: Path
+) -> None:
+    """A variant's analysis is typed (``Variant.analysis: Analysis``), so the field checks
+    refuse a variant whose analysis is something else even where no whole-analysis
+    check runs (a Variant saved and loaded on its own)."""
+    from napari_topolens.robustness import Variant
+
+    variant = load_analysis(saved).variants[0]
+    folder = tmp_path / "variant"
+    store.save_analysis(variant, folder)
+    assert isinstance(load_analysis(folder, expected=Variant).analysis, Analysis)
+    e = SavedEdit(folder)
+    fields(e.tree)["analysis"] = layer(fields(e.tree)["analysis"])["cloud"]
+    e.seal()
+    with pytest.raises(AnalysisFileError, match="Variant.analysis holds a PointCloud where"):
+        load_analysis(folder, expected=Variant)
 
 
 def test_the_template_loads_and_every_reader_reads_it(saved: Path) -> None:

@@ -22,7 +22,7 @@ import pytest
 
 from napari_topolens.activations.pointcloud import PointCloud
 from napari_topolens.errors import AnalysisFileError
-from napari_topolens.topology import store
+from napari_topolens.topology import store, store_files
 from napari_topolens.topology.analysis import Analysis, AnalysisConfig, analyze
 from napari_topolens.topology.store import load_analysis
 
@@ -68,7 +68,7 @@ def _manifest(folder: Path) -> dict:
 
 def _write(folder: Path, manifest: dict, *, reseal: bool = True) -> None:
     if reseal:
-        manifest["manifest_sha256"] = store._canonical_digest(manifest)
+        manifest["manifest_sha256"] = store.canonical_digest(manifest)
     (folder / store.MANIFEST_NAME).write_text(json.dumps(manifest))
 
 
@@ -103,7 +103,7 @@ def _rewrite_npz(folder: Path, members: dict[str, bytes], compress: bool = False
     path.write_bytes(buffer.getvalue())
     manifest = _manifest(folder)
     manifest["files"][store.ARRAYS_NAME] = {
-        "sha256": store._sha256(path),
+        "sha256": store.sha256_file(path),
         "bytes": path.stat().st_size,
     }
     _write(folder, manifest)
@@ -390,7 +390,7 @@ HOSTILE_EDITS: dict[str, tuple[Callable[[Path], None], str]] = {
                 lambda m: m["files"].__setitem__(
                     store.ARRAYS_NAME,
                     {
-                        "sha256": store._sha256(f / store.ARRAYS_NAME),
+                        "sha256": store.sha256_file(f / store.ARRAYS_NAME),
                         "bytes": (f / store.ARRAYS_NAME).stat().st_size,
                     },
                 )
@@ -465,6 +465,6 @@ def test_an_oversized_manifest_is_refused_before_reading(
 ) -> None:
     folder = tmp_path / "analysis"
     shutil.copytree(saved, folder)
-    monkeypatch.setattr(store, "MAX_MANIFEST_BYTES", 1000)
+    monkeypatch.setattr(store_files, "MAX_MANIFEST_BYTES", 1000)
     with pytest.raises(AnalysisFileError, match="more than"):
         load_analysis(folder)

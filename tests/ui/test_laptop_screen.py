@@ -199,8 +199,8 @@ def test_a_text_layer_grown_from_empty_warns_of_nothing():
     the encoding failed", shown for minutes over the gallery)."""
     from napari_topolens.ui.layer_update import create_layer, update_layer
 
-    empty = vd._text_layer("panel_values", "k", "fc1", 0, [], [], [], 8, "values")
-    grown = vd._text_layer(
+    empty = vd.text_layer("panel_values", "k", "fc1", 0, [], [], [], 8, "values")
+    grown = vd.text_layer(
         "panel_values",
         "k",
         "fc1",

@@ -14,7 +14,7 @@ __all__ = [
 ]
 
 _LAZY = {
-    "SAMPLING_MODES": ".extract",
+    "SAMPLING_MODES": ".options",
     "extract_activations": ".extract",
     "iter_extract_activations": ".extract",
     "predict_proba": ".extract",

@@ -46,9 +46,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .._progress import Progress
+from .._progress import Progress, scaled
+from .._version import __version__ as package_version
 from ..errors import TopoLensError
 from .image_source import ImageSource
+from .options import DEFAULT_MAX_POSITIONS
 from .pointcloud import PointCloud
 
 if TYPE_CHECKING:
@@ -410,19 +412,20 @@ def model_fingerprint(model: torch.nn.Module) -> str:
 
 @lru_cache(maxsize=1)
 def _extraction_code() -> str:
-    """SHA-256 of this package's extraction code: a fix to it invalidates old entries."""
-    from .. import __version__
-    from . import device, extract, hooks, image_source, pointcloud, receptive_field
-
-    digest = hashlib.sha256(f"napari-topolens {__version__}".encode())
-    for module in (extract, receptive_field, hooks, image_source, pointcloud, device):
-        code = _CodeDigest(digest)
-        try:
-            code.text(inspect.getsource(module))
-        except (OSError, TypeError):
-            for _, member in sorted(vars(module).items()):
-                if getattr(member, "__module__", None) == module.__name__:
-                    code.value(member)
+    """SHA-256 of this package's version and of the source of every module of the
+    activations package (extraction, receptive fields, hooks, image sources, ...): a fix
+    to any of them invalidates old entries. Read from the files beside this one, so that
+    the cache imports none of them (extraction imports the cache). Without the sources
+    (a build that ships none) the cache is not used, rather than keyed by the version."""
+    digest = hashlib.sha256(f"napari-topolens {package_version}".encode())
+    files = sorted(Path(__file__).resolve().parent.glob("*.py"))
+    if not any(path.name == "extract.py" for path in files):
+        raise FileNotFoundError(
+            "the source files of napari_topolens.activations are not installed, and the "
+            "activation cache keys its entries by them"
+        )
+    for path in files:
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 
 
@@ -523,8 +526,6 @@ class EntryRequest:
     def point_count(self) -> tuple[int, bool]:
         """The number of points a fresh extraction gives, and whether it is exact."""
         if self.mode == "all_positions":
-            from .extract import DEFAULT_MAX_POSITIONS
-
             cap = DEFAULT_MAX_POSITIONS if self.max_points is None else int(self.max_points)
             return min(self.n_images * self.geometry.n_positions, cap), True
         chosen = self.n_images if self.max_points is None else min(self.max_points, self.n_images)
@@ -1002,8 +1003,6 @@ def iter_cached_extraction(
     missing = {name: module for name, module in modules.items() if name not in found}
     fresh: dict[str, PointCloud] = {}
     if missing:
-        from .._progress import scaled
-
         fresh = yield from scaled(
             extract(missing), 0.05, 1.0, f"({len(found)} of {len(modules)} layers cached) "
         )

@@ -5,23 +5,26 @@ from __future__ import annotations
 import os
 import zlib
 from collections.abc import Callable, Generator, Sequence
-from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from .._progress import CancelCallback, Progress, ProgressCallback, drive
+from .._progress import CancelCallback, Progress, ProgressCallback, drive, scaled
 from ..errors import EmptySelectionError, ImageError, LayerError, ModelError, TopoLensError
+from . import cache as activation_cache
+from .device import on_device, resolve_device
 from .hooks import capture_layers, check_layer_calls, check_layer_names
 from .image_source import ImageSource, as_image_source, stack_image_list
 from .input_scale import (
     WARNING_IMAGES,
     InputScale,
     as_input_scale,
+    first_values,
     range_warning,
     scaled_source,
 )
-from .models import check_model, first_input_channels
+from .models import check_model
+from .options import DEFAULT_MAX_POSITIONS, SAMPLING_MODES, layer_list, whole_number
 from .pointcloud import PointCloud
 from .receptive_field import (
     DEFAULT_MAX_PROBE_PIXELS,
@@ -31,6 +34,15 @@ from .receptive_field import (
     probe_cost,
     probe_reasons,
     receptive_fields,
+)
+from .remote import iter_remote_batches
+from .running import (
+    check_channels,
+    eval_mode,
+    model_accepts,
+    model_device_dtype,
+    model_images,
+    torch_batch,
 )
 
 if TYPE_CHECKING:
@@ -47,10 +59,6 @@ __all__ = [
     "predict_proba",
     "receptive_field_centres",
 ]
-
-SAMPLING_MODES = ("pooled", "random_position", "top_norm", "all_positions", "foreground")
-#: Cap for ``all_positions`` when none is given (TopoAct's smaller published run).
-DEFAULT_MAX_POSITIONS = 80_000
 
 
 def as_image_batch(images: Any) -> np.ndarray:
@@ -94,49 +102,6 @@ def as_image_batch(images: Any) -> np.ndarray:
     return array
 
 
-@contextmanager
-def _eval_mode(model: torch.nn.Module):
-    """Run in eval mode (dropout off, batch-norm running stats) and restore after."""
-    was_training = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        yield
-    finally:
-        for module, training in was_training:
-            module.training = training
-
-
-def _model_device_dtype(model: torch.nn.Module) -> tuple[torch.device, torch.dtype]:
-    import torch
-
-    for p in model.parameters():
-        if p.is_floating_point():
-            return p.device, p.dtype
-    return torch.device("cpu"), torch.float32
-
-
-def _check_channels(model: torch.nn.Module, batch: np.ndarray) -> None:
-    import torch
-
-    device, dtype = _model_device_dtype(model)
-    with _eval_mode(model):
-        expected = first_input_channels(
-            model, torch.from_numpy(batch[:1]).to(device=device, dtype=dtype)
-        )
-    if expected is not None and expected != batch.shape[1]:
-        have = "grayscale (1 channel)" if batch.shape[1] == 1 else f"{batch.shape[1]} channels"
-        fix = (
-            "stack the grayscale image into 3 channels (RGB)"
-            if expected == 3
-            else "convert the images to grayscale"
-            if expected == 1
-            else f"give images with {expected} channels"
-        )
-        raise ImageError(
-            f"the images are {have} but the model's first layer expects {expected}: {fix}"
-        )
-
-
 def predict_proba(
     model: torch.nn.Module,
     images: Any,
@@ -152,15 +117,15 @@ def predict_proba(
     import torch
 
     model = check_model(model)
-    if _whole_number("batch_size", batch_size) < 1:
+    if whole_number("batch_size", batch_size) < 1:
         raise TopoLensError(f"batch_size must be at least 1, got {batch_size}")
     scale = as_input_scale(input_scale)
     source = as_image_source(images)
-    _check_channels(model, source.read([0]))
+    check_channels(model, source.read([0]))
     source = scaled_source(source, scale)
-    device, dtype = _model_device_dtype(model)
+    device, dtype = model_device_dtype(model)
     out: list[np.ndarray] = []
-    with _eval_mode(model), torch.no_grad():
+    with eval_mode(model), torch.no_grad():
         for _, batch in source.batches(batch_size):  # read batch by batch (lazy inputs)
             chunk = torch.from_numpy(batch).to(device=device, dtype=dtype)
             try:
@@ -183,8 +148,6 @@ def input_scale_warning(images: Any, input_scale: InputScale | str | None = None
 
     ``None`` when the values reaching the model look like a trained model's input.
     """
-    from .input_scale import first_values
-
     scale = as_input_scale(input_scale)
     source = as_image_source(images)
     return range_warning(first_values(source, scale), scale, source.pixel_dtype)
@@ -328,59 +291,13 @@ def iter_extract_activations(
     """
     options = dict(locals())  # every option: a new one joins the activation cache's key
     model = check_model(model)
-    if not isinstance(sampling, str) or sampling not in SAMPLING_MODES:
-        raise LayerError(
-            f"unknown sampling mode {sampling!r}; choose one of {', '.join(SAMPLING_MODES)}"
-        )
-    if max_points is not None and _whole_number("max_points", max_points) < 1:
-        raise EmptySelectionError(f"max_points must be at least 1, got {max_points}")
-    if _whole_number("batch_size", batch_size) < 1:
-        raise TopoLensError(f"batch_size must be at least 1, got {batch_size}")
-    if _whole_number("seed", seed) < 0:
-        raise TopoLensError(f"seed must be a non-negative integer, got {seed}")
-    if _whole_number("max_probe_pixels", max_probe_pixels) < 1:
-        raise TopoLensError(f"max_probe_pixels must be at least 1, got {max_probe_pixels}")
+    _check_options(sampling, max_points, batch_size, seed, max_probe_pixels)
     scale = as_input_scale(input_scale)
-    modules = check_layer_names(model, _layer_list(layers))
-    source = _image_source(model, images)
-    stored = source.read(np.arange(min(len(source), WARNING_IMAGES)))  # one read of the first
-    _check_channels(model, stored[:1])
-    pixel_dtype = source.pixel_dtype
-    source = scaled_source(source, scale)  # every read below is what the model sees
-    first = scale.apply(stored, pixel_dtype)
-    scale_meta = {
-        "input_scale": str(scale),
-        "input_scale_text": scale.describe(pixel_dtype),
-        "input_scale_warning": range_warning(first, scale, pixel_dtype) or "",
-    }
-    model_device, dtype = _model_device_dtype(model)
-    with _eval_mode(model):
-        check_layer_calls(model, modules, torch_batch(first[:1], model_device, dtype))
+    modules = check_layer_names(model, layer_list(layers))
+    source, scale_meta = _model_input(model, images, modules, scale)
     foreground = _check_mask(mask, source, sampling)
-    with _eval_mode(model):
-        geometry = layer_geometry(
-            model, modules, source.sample_shape, dtype=dtype, device=model_device
-        )
-    cost = (sampling, len(source), max_points, source.sample_shape[1:], max_probe_pixels)
-    try:
-        _check_probe_cost(geometry, *cost)
-    except ImageError:
-        # too big to probe every field: the layers whose fields compose from the
-        # architecture are never probed (tracing is looked at only here: its first
-        # run imports parts of torch for ~2 s, which napari's Run must not wait for)
-        with _eval_mode(model):
-            routes = probe_reasons(
-                model, modules, geometry, source.sample_shape, dtype=dtype, device=model_device
-            )
-        composed = {name for name, route in routes.items() if isinstance(route, ClosedForm)}
-        _check_probe_cost(
-            {name: geo for name, geo in geometry.items() if name not in composed}, *cost
-        )
-    target = None
-    if device is not None:
-        from .device import resolve_device
-
-        target = resolve_device(device)
+    geometry = _checked_geometry(model, modules, source, sampling, max_points, max_probe_pixels)
+    target = None if device is None else resolve_device(device)
 
     def steps(todo: dict[str, torch.nn.Module]) -> Generator[Progress, None, dict[str, PointCloud]]:
         return _extraction_steps(
@@ -399,64 +316,102 @@ def iter_extract_activations(
             scale_meta,
         )
 
-    if cache_dir is not None:
-        from .cache import ActivationCache, iter_cached_extraction
+    if cache_dir is None:
+        return steps(modules)
+    # keyed another way (model, images, layers, device kind), or changing only float
+    # rounding (batch_size, scheduler), or not the activations at all (cache_dir)
+    for name in ("model", "images", "layers", "device", "batch_size", "scheduler", "cache_dir"):
+        del options[name]
+    options["mask"] = foreground  # the checked mask, not whatever object was passed
+    options["input_scale"] = scale  # None and "dtype" are one scale, one entry
+    model_device, dtype = model_device_dtype(model)
+    return activation_cache.iter_cached_extraction(
+        activation_cache.ActivationCache(cache_dir),  # a bad folder fails here, before any work
+        model,
+        source,
+        modules,
+        geometry,
+        options=options,
+        device_type=(target or model_device).type,
+        dtype=dtype,
+        forward_order=lambda: _forward_order(model, source, modules),
+        extract=lambda todo: steps(dict(todo)),
+    )
 
-        # keyed another way (model, images, layers, device kind), or changing only float
-        # rounding (batch_size, scheduler), or not the activations at all (cache_dir)
-        for name in ("model", "images", "layers", "device", "batch_size", "scheduler", "cache_dir"):
-            del options[name]
-        options["mask"] = foreground  # the checked mask, not whatever object was passed
-        options["input_scale"] = scale  # None and "dtype" are one scale, one entry
-        return iter_cached_extraction(
-            ActivationCache(cache_dir),  # a bad cache folder fails here, before any work
-            model,
-            source,
-            modules,
-            geometry,
-            options=options,
-            device_type=(target or model_device).type,
-            dtype=dtype,
-            forward_order=lambda: _forward_order(model, source, modules),
-            extract=lambda todo: steps(dict(todo)),
+
+def _check_options(
+    sampling: Any, max_points: Any, batch_size: Any, seed: Any, max_probe_pixels: Any
+) -> None:
+    """One clear error for an extraction option out of range, before any work."""
+    if not isinstance(sampling, str) or sampling not in SAMPLING_MODES:
+        raise LayerError(
+            f"unknown sampling mode {sampling!r}; choose one of {', '.join(SAMPLING_MODES)}"
         )
-    return steps(modules)
+    if max_points is not None and whole_number("max_points", max_points) < 1:
+        raise EmptySelectionError(f"max_points must be at least 1, got {max_points}")
+    if whole_number("batch_size", batch_size) < 1:
+        raise TopoLensError(f"batch_size must be at least 1, got {batch_size}")
+    if whole_number("seed", seed) < 0:
+        raise TopoLensError(f"seed must be a non-negative integer, got {seed}")
+    if whole_number("max_probe_pixels", max_probe_pixels) < 1:
+        raise TopoLensError(f"max_probe_pixels must be at least 1, got {max_probe_pixels}")
 
 
-def torch_batch(batch: np.ndarray, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """A numpy ``(B, C, H, W)`` batch as a tensor on the model's device and dtype."""
-    import torch
-
-    return torch.from_numpy(np.ascontiguousarray(batch)).to(device=device, dtype=dtype)
-
-
-def model_accepts(model: torch.nn.Module) -> Callable[[ImageSource], bool]:
-    """Whether the model runs on a source's images (one forward pass of its first image).
-
-    What picks the level of a multiscale image (:class:`MultiscaleImages`, ``layer_level``).
-    """
-
-    def accepts(candidate: ImageSource) -> bool:
-        import torch
-
-        device, dtype = _model_device_dtype(model)
-        sample = torch.from_numpy(candidate.read([0])).to(device=device, dtype=dtype)
-        try:
-            with _eval_mode(model), torch.no_grad():
-                model(sample)
-        except Exception:
-            return False
-        return True
-
-    return accepts
+def _model_input(
+    model: torch.nn.Module,
+    images: Any,
+    modules: dict[str, torch.nn.Module],
+    scale: InputScale,
+) -> tuple[ImageSource, dict[str, str]]:
+    """The images as the model sees them (scaled), checked on the first ones (channels, the
+    layers' calls), and what the scaling was (each cloud's meta records it)."""
+    source = model_images(model, images)
+    stored = source.read(np.arange(min(len(source), WARNING_IMAGES)))  # one read of the first
+    check_channels(model, stored[:1])
+    pixel_dtype = source.pixel_dtype
+    first = scale.apply(stored, pixel_dtype)
+    scale_meta = {
+        "input_scale": str(scale),
+        "input_scale_text": scale.describe(pixel_dtype),
+        "input_scale_warning": range_warning(first, scale, pixel_dtype) or "",
+    }
+    model_device, dtype = model_device_dtype(model)
+    with eval_mode(model):
+        check_layer_calls(model, modules, torch_batch(first[:1], model_device, dtype))
+    return scaled_source(source, scale), scale_meta  # every read is what the model sees
 
 
-def _image_source(model: torch.nn.Module, images: Any) -> ImageSource:
-    """The images as a lazy source; in-memory arrays are checked whole, up front."""
-    source = as_image_source(images, accepts=model_accepts(model))
-    if source.in_memory:
-        source.check_all()
-    return source
+def _checked_geometry(
+    model: torch.nn.Module,
+    modules: dict[str, torch.nn.Module],
+    source: ImageSource,
+    sampling: str,
+    max_points: int | None,
+    max_probe_pixels: int,
+) -> dict[str, LayerGeometry]:
+    """Each layer's output geometry; refused before any work when probing its receptive
+    fields would cost more than ``max_probe_pixels``."""
+    model_device, dtype = model_device_dtype(model)
+    with eval_mode(model):
+        geometry = layer_geometry(
+            model, modules, source.sample_shape, dtype=dtype, device=model_device
+        )
+    cost = (sampling, len(source), max_points, source.sample_shape[1:], max_probe_pixels)
+    try:
+        _check_probe_cost(geometry, *cost)
+    except ImageError:
+        # too big to probe every field: the layers whose fields compose from the
+        # architecture are never probed (tracing is looked at only here: its first
+        # run imports parts of torch for ~2 s, which napari's Run must not wait for)
+        with eval_mode(model):
+            routes = probe_reasons(
+                model, modules, geometry, source.sample_shape, dtype=dtype, device=model_device
+            )
+        composed = {name for name, route in routes.items() if isinstance(route, ClosedForm)}
+        _check_probe_cost(
+            {name: geo for name, geo in geometry.items() if name not in composed}, *cost
+        )
+    return geometry
 
 
 def _forward_order(
@@ -465,8 +420,8 @@ def _forward_order(
     """The order the forward pass reaches ``modules`` (one image's pass)."""
     import torch
 
-    device, dtype = _model_device_dtype(model)
-    with _eval_mode(model):
+    device, dtype = model_device_dtype(model)
+    with eval_mode(model):
         sample = torch.from_numpy(source.read([0])).to(device=device, dtype=dtype)
         return list(capture_layers(model, sample, modules))
 
@@ -481,7 +436,7 @@ def _run_batch(
     """One forward pass: each layer's points of the images ``index``, the order, notes."""
     import torch
 
-    device, dtype = _model_device_dtype(model)
+    device, dtype = model_device_dtype(model)
     notes: dict[str, str] = {}
     chunk = torch.from_numpy(source.read(index)).to(device=device, dtype=dtype)
     outputs = capture_layers(model, chunk, modules, notes)
@@ -531,31 +486,6 @@ def as_mask_stack(
             f"give one ({height}, {width}) mask per image, or one for all"
         )
     return np.broadcast_to(array != 0, (n_images, height, width))
-
-
-def _whole_number(name: str, value: Any) -> int:
-    """``value`` as an int if it is one (numpy integers too); a TopoLensError otherwise."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TopoLensError(f"{name} must be a whole number, got {value!r:.40}")
-    return int(value)
-
-
-def _layer_list(layers: Any) -> list[str]:
-    """Layer names as a list without repeats; a LayerError for anything but names."""
-    from collections.abc import Iterable
-
-    names = [layers] if isinstance(layers, str) else layers
-    if not isinstance(names, Iterable) or isinstance(names, bytes):
-        names = [names]
-    names = list(names)
-    if not all(isinstance(n, str) for n in names):
-        raise LayerError(
-            f"layers must be a layer name or a list of names (see list_layers), got {layers!r:.60}"
-        )
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise LayerError(f"layer(s) {', '.join(map(repr, repeated))} are asked for twice")
-    return names
 
 
 def _check_probe_cost(
@@ -611,32 +541,34 @@ def _extraction_steps(
     scheduler: Any = None,
     scale_meta: dict[str, str] | None = None,
 ) -> Generator[Progress, None, dict[str, PointCloud]]:
-    from .device import on_device
+    """Plan the sampling, run the batches (here or on Dask), probe the receptive fields of
+    the points taken, and make the clouds."""
+    with on_device(model, target), eval_mode(model):
+        device, dtype = model_device_dtype(model)
 
-    n_images, image_hw = len(source), source.sample_shape[1:]
-
-    with on_device(model, target), _eval_mode(model):
-        device, dtype = _model_device_dtype(model)
-        all_boxes: dict[str, np.ndarray] = {}
-        if sampling == "foreground":
-            yield Progress(0.0, "probing receptive fields (foreground: every position)")
-            spatial = [name for name in modules if geometry[name].kind != "vector"]
-            everywhere = receptive_fields(
+        def probe(names: Sequence[str], positions: Callable[[str], np.ndarray]) -> dict[str, Any]:
+            return receptive_fields(
                 model,
-                {name: modules[name] for name in spatial},
-                {name: np.arange(geometry[name].n_positions) for name in spatial},
+                {name: modules[name] for name in names},
+                {name: positions(name) for name in names},
                 source.sample_shape,
                 dtype=dtype,
                 device=device,
                 max_probe_pixels=max_probe_pixels,
             )
+
+        all_boxes: dict[str, np.ndarray] = {}
+        if sampling == "foreground":
+            yield Progress(0.0, "probing receptive fields (foreground: every position)")
+            spatial = [name for name in modules if geometry[name].kind != "vector"]
+            everywhere = probe(spatial, lambda name: np.arange(geometry[name].n_positions))
             all_boxes = {name: everywhere[name].boxes for name in spatial}
         yield Progress(0.0, "extracting activations")
         plans = {
             name: _SamplingPlan.make(
                 sampling,
                 geometry[name],
-                n_images,
+                len(source),
                 max_points,
                 seed,
                 name,
@@ -645,107 +577,137 @@ def _extraction_steps(
             )
             for name in modules
         }
-        chosen_images = np.unique(np.concatenate([plan.images for plan in plans.values()])).astype(
-            np.int64
-        )
-        collected = {name: _PointBuffer(plans[name].n_points) for name in modules}
-        notes: dict[str, str] = {}
-        forward_order: list[str] = list(modules)
-        n_batches = max(1, -(-len(chosen_images) // batch_size))
-        batches = [chosen_images[b * batch_size : (b + 1) * batch_size] for b in range(n_batches)]
-        results = None
-        if scheduler is not None:  # the same batches, as Dask tasks on a cluster
-            from .._progress import scaled
-            from ..distributed import iter_remote_batches
-
-            results = yield from scaled(
-                iter_remote_batches(
-                    scheduler, _run_batch, model, source, modules, plans, batches, target
-                ),
-                0.0,
-                0.9,
+        batches = _batches(plans, batch_size)
+        collected = _Collected(plans)
+        if scheduler is None:
+            for b, index in enumerate(batches):
+                collected.add(_run_batch(model, source, modules, plans, index))
+                yield Progress(0.9 * (b + 1) / len(batches), f"batch {b + 1}/{len(batches)}")
+        else:  # the same batches, as Dask tasks on a cluster
+            remote = iter_remote_batches(
+                scheduler, _run_batch, model, source, modules, plans, batches, target
             )
-        for b, index in enumerate(batches):
-            if results is None:
-                batch_parts, order, batch_notes = _run_batch(model, source, modules, plans, index)
-                yield Progress(0.9 * (b + 1) / n_batches, f"batch {b + 1}/{n_batches}")
-            else:
-                batch_parts, order, batch_notes = results[b]
-            if b == 0:
-                forward_order = order  # the order the forward pass reached them
-            notes.update(batch_notes)
-            for name in order:
-                collected[name].add(*batch_parts[name])
-            del batch_parts
-
-        for name in forward_order:
-            if collected[name].filled != collected[name].size:  # the plan and take() disagree
-                raise RuntimeError(
-                    f"layer {name!r} gave {collected[name].filled} points, planned "
-                    f"{collected[name].size}"
-                )
-        flats = {name: collected[name].flat() for name in forward_order}
+            for result in (yield from scaled(remote, 0.0, 0.9)):
+                collected.add(result)
+        collected.check()
+        flats = {name: collected.buffers[name].flat() for name in collected.forward_order}
         spatial_layers = [
             name
-            for name in forward_order
+            for name in collected.forward_order
             if plans[name].mode != "pooled" and geometry[name].kind != "vector"
         ]
         fields = {}
         if spatial_layers:
             yield Progress(0.9, "probing receptive fields")
-            fields = receptive_fields(
-                model,
-                {name: modules[name] for name in spatial_layers},
-                {name: flats[name] for name in spatial_layers},
-                source.sample_shape,
-                dtype=dtype,
-                device=device,
-                max_probe_pixels=max_probe_pixels,
-            )
-
-    clouds: dict[str, PointCloud] = {}
-    for name in forward_order:
-        geo, plan = geometry[name], plans[name]
-        points, image_index = collected[name].points(geo.channels), collected[name].image_index()
-        flat = flats[name]
-        rf_method, rf_note, rf_passes = "whole-image", "", 0
-        if name in fields:
-            position = geo.positions(flat)
-            boxes = fields[name].of(flat)
-            rf_method, rf_note = fields[name].method, fields[name].note
-            rf_passes = fields[name].passes
-        else:
-            position = None
-            boxes = np.tile(
-                np.array([[0, 0, image_hw[0], image_hw[1]]], dtype=np.int64), (len(points), 1)
-            )
-            rf_note = "vector output" if geo.kind == "vector" else "pooled: the whole image"
-
-        clouds[name] = PointCloud(
-            layer=name,
-            points=points,
-            image_index=image_index,
-            position=position,
-            receptive_field=boxes,
-            sampling=plan.mode,
-            grid_shape=tuple(int(g) for g in geo.grid_shape),
-            image_shape=(int(image_hw[0]), int(image_hw[1])),
-            meta={
-                "requested_sampling": sampling,
-                "layer_kind": geo.kind,
-                "receptive_field_method": rf_method,
-                "receptive_field_note": rf_note,
-                "receptive_field_probe_passes": int(rf_passes),
-                "max_probe_pixels": int(max_probe_pixels),
-                "n_images": int(n_images),
-                "max_points": None if plan.cap is None else int(plan.cap),
-                "seed": int(seed),
-                "output_note": notes.get(name, ""),
-                **(scale_meta or {}),
-                **plan.notes,
-            },
+            fields = probe(spatial_layers, flats.__getitem__)
+    run = _RunMeta(sampling, int(max_probe_pixels), len(source), int(seed), scale_meta or {})
+    return {
+        name: _cloud(
+            name,
+            geometry[name],
+            plans[name],
+            collected,
+            fields.get(name),
+            source.sample_shape[1:],
+            run,
         )
-    return clouds
+        for name in collected.forward_order
+    }
+
+
+def _batches(plans: dict[str, _SamplingPlan], batch_size: int) -> list[np.ndarray]:
+    """The images any layer samples, in sorted batches of ``batch_size``."""
+    chosen = np.unique(np.concatenate([plan.images for plan in plans.values()])).astype(np.int64)
+    n_batches = max(1, -(-len(chosen) // batch_size))
+    return [chosen[b * batch_size : (b + 1) * batch_size] for b in range(n_batches)]
+
+
+class _Collected:
+    """Every layer's points, batch by batch, the order the forward pass reached the layers
+    (from the first batch) and the layers' notes."""
+
+    def __init__(self, plans: dict[str, _SamplingPlan]):
+        self.buffers = {name: _PointBuffer(plan.n_points) for name, plan in plans.items()}
+        self.forward_order: list[str] = list(plans)
+        self.notes: dict[str, str] = {}
+        self._batches = 0
+
+    def add(self, result: tuple[dict[str, Any], list[str], dict[str, str]]) -> None:
+        """One batch's points per layer, the order its forward pass reached them, its notes."""
+        parts, order, notes = result
+        if self._batches == 0:
+            self.forward_order = order  # the order the forward pass reached them
+        self._batches += 1
+        self.notes.update(notes)
+        for name in order:
+            self.buffers[name].add(*parts[name])
+
+    def check(self) -> None:
+        for name in self.forward_order:
+            buffer = self.buffers[name]
+            if buffer.filled != buffer.size:  # the plan and take() disagree
+                raise RuntimeError(
+                    f"layer {name!r} gave {buffer.filled} points, planned {buffer.size}"
+                )
+
+
+class _RunMeta(NamedTuple):
+    """What every cloud of one extraction records about it."""
+
+    sampling: str  # as requested
+    max_probe_pixels: int
+    n_images: int
+    seed: int
+    scale_meta: dict[str, str]
+
+
+def _cloud(
+    name: str,
+    geo: LayerGeometry,
+    plan: _SamplingPlan,
+    collected: _Collected,
+    field: Any,
+    image_hw: tuple[int, ...],
+    run: _RunMeta,
+) -> PointCloud:
+    """One layer's cloud: its points, where they come from, and how they were sampled."""
+    buffer = collected.buffers[name]
+    points, image_index, flat = buffer.points(geo.channels), buffer.image_index(), buffer.flat()
+    rf_method, rf_note, rf_passes = "whole-image", "", 0
+    if field is not None:
+        position = geo.positions(flat)
+        boxes = field.of(flat)
+        rf_method, rf_note, rf_passes = field.method, field.note, field.passes
+    else:
+        position = None
+        boxes = np.tile(
+            np.array([[0, 0, image_hw[0], image_hw[1]]], dtype=np.int64), (len(points), 1)
+        )
+        rf_note = "vector output" if geo.kind == "vector" else "pooled: the whole image"
+    return PointCloud(
+        layer=name,
+        points=points,
+        image_index=image_index,
+        position=position,
+        receptive_field=boxes,
+        sampling=plan.mode,
+        grid_shape=tuple(int(g) for g in geo.grid_shape),
+        image_shape=(int(image_hw[0]), int(image_hw[1])),
+        meta={
+            "requested_sampling": run.sampling,
+            "layer_kind": geo.kind,
+            "receptive_field_method": rf_method,
+            "receptive_field_note": rf_note,
+            "receptive_field_probe_passes": int(rf_passes),
+            "max_probe_pixels": run.max_probe_pixels,
+            "n_images": run.n_images,
+            "max_points": None if plan.cap is None else int(plan.cap),
+            "seed": run.seed,
+            "output_note": collected.notes.get(name, ""),
+            **run.scale_meta,
+            **plan.notes,
+        },
+    )
 
 
 def receptive_field_centres(

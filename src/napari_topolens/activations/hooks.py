@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from ..errors import LayerError, ModelError
+from ..errors import EmptySelectionError, LayerError, ModelError
 
 if TYPE_CHECKING:
     import torch
@@ -87,8 +87,6 @@ def call_names(calls: Sequence[str]) -> list[str]:
 
 def check_layer_names(model: torch.nn.Module, layers: Sequence[str]) -> dict[str, torch.nn.Module]:
     """Map layer names (``pool#2`` for a call) to modules, refusing unknown names."""
-    from ..errors import EmptySelectionError
-
     if isinstance(layers, str):
         layers = [layers]
     if len(layers) == 0:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import EmptySelectionError, ImageError, TopoLensError
+from ..image_files import IMAGE_SUFFIXES, image_folder_files, open_image_npy, read_image_file
 
 __all__ = [
     "ArraySource",
@@ -335,8 +336,6 @@ class FileFolderSource(ImageSource):
         max_images: int | None = None,
         scale_integers: bool = True,
     ):
-        from ..image_files import IMAGE_SUFFIXES, image_folder_files
-
         folder = Path(folder).expanduser()
         files = image_folder_files(folder)  # a link among the images is refused, naming it
         if not files:
@@ -363,8 +362,6 @@ class FileFolderSource(ImageSource):
 
     @staticmethod
     def _read_file(path: Path) -> np.ndarray:
-        from ..image_files import read_image_file
-
         array = read_image_file(path)
         if array.dtype.kind not in "biuf":
             raise ImageError(f"{path}: pixels must be numeric, got dtype {array.dtype}")
@@ -561,8 +558,6 @@ def open_image_source(
     elif source_path.is_dir():
         return FileFolderSource(source_path, max_images=max_images, scale_integers=scale_integers)
     elif suffix == ".npy":
-        from ..image_files import open_image_npy
-
         array = open_image_npy(source_path, max_images)
         source = ArraySource(array, description=str(source_path))
     else:

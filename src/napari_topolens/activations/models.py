@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import CheckpointError, ModelError
+from .hooks import call_names
 
 if TYPE_CHECKING:
     import torch
@@ -296,8 +297,6 @@ def list_layers(model: torch.nn.Module, input_shape: tuple[int, ...] | None = No
     ``named_modules()`` is returned instead.
     """
     import torch
-
-    from .hooks import call_names
 
     candidates: list[tuple[int, ...]]
     if input_shape is not None:

@@ -56,7 +56,7 @@ from __future__ import annotations
 
 import math
 import weakref
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -64,7 +64,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import ImageError
-from .hooks import capture_layers
+from .hooks import capture_layers, split_call
 
 if TYPE_CHECKING:
     import torch
@@ -237,8 +237,6 @@ def receptive_fields(
     unprobed. Raises :class:`~napari_topolens.errors.ImageError` when the probing
     would exceed ``max_probe_pixels`` pixel evaluations.
     """
-    import torch
-
     _channels, height, width = image_shape
     geometry = layer_geometry(model, modules, image_shape, dtype=dtype, device=device)
     whole = np.array([0, 0, height, width], dtype=np.int64)
@@ -247,36 +245,13 @@ def receptive_fields(
     todo: dict[str, np.ndarray] = {}
     why_probed = probe_reasons(model, modules, geometry, image_shape, dtype=dtype, device=device)
     for name in modules:
-        geo = geometry[name]
         flat = np.unique(np.asarray(wanted.get(name, np.zeros(0)), dtype=np.int64))
-        if geo.kind == "vector" or geo.nan_on_blank:
-            note = (
-                "vector output"
-                if geo.kind == "vector"
-                else ("the layer is NaN on a zero image, so NaN probing cannot be used")
-            )
-            results[name] = ReceptiveFields(
-                flat, np.tile(whole, (len(flat), 1)), "whole-image", note, 0
-            )
-            continue
-        closed = why_probed.get(name)
-        if isinstance(closed, ClosedForm):
-            box, hit = closed.boxes(geo.positions(flat))
-            box[~hit] = whole
-            note = ""
-            if not hit.all():
-                note = (
-                    f"{int((~hit).sum())} of {len(flat)} positions read only padding; "
-                    "they were given the whole image"
-                )
-            method = f"closed form ({closed.route})"
-            results[name] = ReceptiveFields(flat, box, method, note, 0)
-            continue
         known = cache.get(("boxes", tuple(image_shape), str(dtype), name))
-        if known is not None and np.isin(flat, known.flat).all():
-            results[name] = ReceptiveFields(flat, known.of(flat), known.method, known.note, 0)
-            continue
-        todo[name] = flat
+        unprobed = _unprobed_fields(geometry[name], flat, why_probed.get(name), known, whole)
+        if unprobed is None:
+            todo[name] = flat
+        else:
+            results[name] = unprobed
     if not todo:
         return results
     route, passes = probe_cost(height, width, sum(len(f) for f in todo.values()))
@@ -289,8 +264,72 @@ def receptive_fields(
             "fields), keep fewer positions (top_norm or random_position resolve one per "
             "image), or crop or downscale the images"
         )
-    probe_modules = {name: modules[name] for name in todo}
     chunk = _probe_batch({n: geometry[n] for n in todo}, image_shape)
+    probe_modules = {name: modules[name] for name in todo}
+    run = _nan_reach(model, probe_modules, geometry, todo, image_shape, dtype, device, chunk)
+    boxes = {name: np.tile(whole, (len(flat), 1)) for name, flat in todo.items()}
+    reached = {name: np.ones(len(flat), bool) for name, flat in todo.items()}
+    if route == "scan":
+        passes = _scan(run, todo, boxes, reached, height, width, chunk)
+    else:
+        passes = _bisect(run, todo, boxes, reached, height, width)
+    for name, flat in todo.items():
+        box = boxes[name]
+        box[~reached[name]] = whole
+        note = f"probed: {why_probed[name]}"
+        if not reached[name].all():
+            note += (
+                f"; {int((~reached[name]).sum())} of {len(flat)} positions were reached by no "
+                "probe (an operation drops NaN); they were given the whole image"
+            )
+        results[name] = ReceptiveFields(flat, box, f"nan-probe ({route})", note, passes)
+        _remember(cache, ("boxes", tuple(image_shape), str(dtype), name), results[name])
+    return {name: results[name] for name in modules}
+
+
+def _unprobed_fields(
+    geo: LayerGeometry,
+    flat: np.ndarray,
+    closed: Any,
+    known: ReceptiveFields | None,
+    whole: np.ndarray,
+) -> ReceptiveFields | None:
+    """The fields of ``flat`` when no probe is needed (a vector or NaN-on-blank layer, a
+    closed form, or positions probed before); ``None`` when they must be probed."""
+    if geo.kind == "vector" or geo.nan_on_blank:
+        note = (
+            "vector output"
+            if geo.kind == "vector"
+            else ("the layer is NaN on a zero image, so NaN probing cannot be used")
+        )
+        return ReceptiveFields(flat, np.tile(whole, (len(flat), 1)), "whole-image", note, 0)
+    if isinstance(closed, ClosedForm):
+        box, hit = closed.boxes(geo.positions(flat))
+        box[~hit] = whole
+        note = ""
+        if not hit.all():
+            note = (
+                f"{int((~hit).sum())} of {len(flat)} positions read only padding; "
+                "they were given the whole image"
+            )
+        return ReceptiveFields(flat, box, f"closed form ({closed.route})", note, 0)
+    if known is not None and np.isin(flat, known.flat).all():
+        return ReceptiveFields(flat, known.of(flat), known.method, known.note, 0)
+    return None
+
+
+def _nan_reach(
+    model: torch.nn.Module,
+    probe_modules: dict[str, torch.nn.Module],
+    geometry: Mapping[str, LayerGeometry],
+    todo: dict[str, np.ndarray],
+    image_shape: tuple[int, int, int],
+    dtype: torch.dtype,
+    device: torch.device,
+    chunk: int,
+) -> Callable[[list[tuple[str, int, int]]], dict[str, np.ndarray]]:
+    """The probe runner of :func:`_scan` and :func:`_bisect`."""
+    import torch
 
     def run(masks: list[tuple[str, int, int]]) -> dict[str, np.ndarray]:
         """NaN reach at the wanted positions for probes (axis, start, stop): rows/cols start:stop NaN."""
@@ -311,34 +350,20 @@ def receptive_fields(
             del probes, outputs
         return reach
 
-    boxes = {name: np.tile(whole, (len(flat), 1)) for name, flat in todo.items()}
-    reached = {name: np.ones(len(flat), bool) for name, flat in todo.items()}
-    if route == "scan":
-        passes = _scan(run, todo, boxes, reached, height, width, chunk)
-    else:
-        passes = _bisect(run, todo, boxes, reached, height, width)
-    for name, flat in todo.items():
-        box = boxes[name]
-        box[~reached[name]] = whole
-        note = f"probed: {why_probed[name]}"
-        if not reached[name].all():
-            note += (
-                f"; {int((~reached[name]).sum())} of {len(flat)} positions were reached by no "
-                "probe (an operation drops NaN); they were given the whole image"
-            )
-        found = ReceptiveFields(flat, box, f"nan-probe ({route})", note, passes)
-        key = ("boxes", tuple(image_shape), str(dtype), name)
-        known = cache.get(key)
-        if known is not None:  # merge with positions resolved before
-            merged = np.union1d(known.flat, flat)
-            merged_boxes = np.empty((len(merged), 4), np.int64)
-            merged_boxes[np.searchsorted(merged, known.flat)] = known.boxes
-            merged_boxes[np.searchsorted(merged, flat)] = box
-            cache[key] = ReceptiveFields(merged, merged_boxes, found.method, note, 0)
-        else:
-            cache[key] = found
-        results[name] = found
-    return {name: results[name] for name in modules}
+    return run
+
+
+def _remember(cache: dict, key: tuple, found: ReceptiveFields) -> None:
+    """Keep probed fields for the next call, merged with positions resolved before."""
+    known = cache.get(key)
+    if known is None:
+        cache[key] = found
+        return
+    merged = np.union1d(known.flat, found.flat)
+    merged_boxes = np.empty((len(merged), 4), np.int64)
+    merged_boxes[np.searchsorted(merged, known.flat)] = known.boxes
+    merged_boxes[np.searchsorted(merged, found.flat)] = found.boxes
+    cache[key] = ReceptiveFields(merged, merged_boxes, found.method, found.note, 0)
 
 
 def _scan(run, todo, boxes, reached, height: int, width: int, chunk: int) -> int:
@@ -557,71 +582,92 @@ def _module_windows(module: Any, in_shape: tuple[int, ...], out_shape: tuple[int
     if kind is nn.Linear:  # on a 4-d tensor: mixes the last (width) axis
         return IDENTITY, GLOBAL
     if kind is nn.Conv2d:
-        if module.padding_mode != "zeros":
-            raise _NoClosedForm(f"Conv2d with padding_mode={module.padding_mode!r}")
-        kernel, stride, dilation = module.kernel_size, module.stride, module.dilation
-        if isinstance(module.padding, str):
-            pad = (
-                (0, 0)
-                if module.padding == "valid"
-                else tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilation))
-            )
-        else:
-            pad = module.padding
-        windows = []
-        for axis in range(2):
-            if module.padding == "same":
-                predicted = size[axis]
-            else:
-                predicted = _window_out(
-                    size[axis], kernel[axis], stride[axis], pad[axis], dilation[axis], False
-                )
-            _check_out("Conv2d", (predicted,), (out[axis],))
-            windows.append(
-                _conv_window(
-                    out[axis], size[axis], kernel[axis], stride[axis], pad[axis], dilation[axis]
-                )
-            )
-        return tuple(windows)
+        return _conv_windows(module, size, out)
     if kind in (nn.MaxPool2d, nn.AvgPool2d):
-        kernel = _pair(module.kernel_size)
-        stride = _pair(module.stride if module.stride is not None else module.kernel_size)
-        pad = _pair(module.padding)
-        dilation = _pair(getattr(module, "dilation", 1))
-        if kind is nn.MaxPool2d and module.return_indices:
-            raise _NoClosedForm("MaxPool2d with return_indices")
-        windows = []
-        for axis in range(2):
-            predicted = _window_out(
-                size[axis], kernel[axis], stride[axis], pad[axis], dilation[axis],
-                module.ceil_mode,
-            )  # fmt: skip
-            _check_out(kind.__name__, (predicted,), (out[axis],))
-            windows.append(
-                _conv_window(
-                    out[axis], size[axis], kernel[axis], stride[axis], pad[axis], dilation[axis]
-                )
-            )
-        return tuple(windows)
+        return _pool_windows(module, size, out)
     if kind in (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d):
         if kind is nn.AdaptiveMaxPool2d and module.return_indices:
             raise _NoClosedForm("AdaptiveMaxPool2d with return_indices")
         return tuple(_adaptive_window(out[axis], size[axis]) for axis in range(2))
     if kind in (nn.ZeroPad2d, nn.ConstantPad2d, nn.ReflectionPad2d, nn.ReplicationPad2d):
-        left, right, top, bottom = _pair(module.padding, 4)
-        if min(left, right, top, bottom) < 0:
-            raise _NoClosedForm(f"{kind.__name__} with negative padding (a crop)")
-        mode = {
-            nn.ZeroPad2d: "zeros",
-            nn.ConstantPad2d: "constant",
-            nn.ReflectionPad2d: "reflect",
-            nn.ReplicationPad2d: "replicate",
-        }[kind]
-        rows = _pad_window(size[0], top, bottom, mode)
-        cols = _pad_window(size[1], left, right, mode)
-        _check_out(kind.__name__, (len(rows), len(cols)), out)
-        return rows, cols
+        return _pad_windows(module, size, out)
     raise _NoClosedForm(f"module {kind.__name__} has no closed form")
+
+
+def _conv_windows(module: Any, size: tuple[int, int], out: tuple[int, int]) -> tuple[Any, ...]:
+    """Row and column windows of a ``Conv2d`` (zero padding only)."""
+    if module.padding_mode != "zeros":
+        raise _NoClosedForm(f"Conv2d with padding_mode={module.padding_mode!r}")
+    kernel, stride, dilation = module.kernel_size, module.stride, module.dilation
+    if isinstance(module.padding, str):
+        pad = (
+            (0, 0)
+            if module.padding == "valid"
+            else tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilation))
+        )
+    else:
+        pad = module.padding
+    windows = []
+    for axis in range(2):
+        if module.padding == "same":
+            predicted = size[axis]
+        else:
+            predicted = _window_out(
+                size[axis], kernel[axis], stride[axis], pad[axis], dilation[axis], False
+            )
+        _check_out("Conv2d", (predicted,), (out[axis],))
+        windows.append(
+            _conv_window(
+                out[axis], size[axis], kernel[axis], stride[axis], pad[axis], dilation[axis]
+            )
+        )
+    return tuple(windows)
+
+
+def _pool_windows(module: Any, size: tuple[int, int], out: tuple[int, int]) -> tuple[Any, ...]:
+    """Row and column windows of a ``MaxPool2d`` or ``AvgPool2d``."""
+    from torch import nn
+
+    kind = type(module)
+    kernel = _pair(module.kernel_size)
+    stride = _pair(module.stride if module.stride is not None else module.kernel_size)
+    pad = _pair(module.padding)
+    dilation = _pair(getattr(module, "dilation", 1))
+    if kind is nn.MaxPool2d and module.return_indices:
+        raise _NoClosedForm("MaxPool2d with return_indices")
+    windows = []
+    for axis in range(2):
+        predicted = _window_out(
+            size[axis], kernel[axis], stride[axis], pad[axis], dilation[axis],
+            module.ceil_mode,
+        )  # fmt: skip
+        _check_out(kind.__name__, (predicted,), (out[axis],))
+        windows.append(
+            _conv_window(
+                out[axis], size[axis], kernel[axis], stride[axis], pad[axis], dilation[axis]
+            )
+        )
+    return tuple(windows)
+
+
+def _pad_windows(module: Any, size: tuple[int, int], out: tuple[int, int]) -> tuple[Any, Any]:
+    """Row and column windows of a padding module (a crop has no closed form)."""
+    from torch import nn
+
+    kind = type(module)
+    left, right, top, bottom = _pair(module.padding, 4)
+    if min(left, right, top, bottom) < 0:
+        raise _NoClosedForm(f"{kind.__name__} with negative padding (a crop)")
+    mode = {
+        nn.ZeroPad2d: "zeros",
+        nn.ConstantPad2d: "constant",
+        nn.ReflectionPad2d: "reflect",
+        nn.ReplicationPad2d: "replicate",
+    }[kind]
+    rows = _pad_window(size[0], top, bottom, mode)
+    cols = _pad_window(size[1], left, right, mode)
+    _check_out(kind.__name__, (len(rows), len(cols)), out)
+    return rows, cols
 
 
 class _Sets:
@@ -792,7 +838,6 @@ def _pull_graph(nodes, target, start, image, shapes, modules, state, like):
     output, through the graph backwards (a node's consumers all come after it)."""
     import torch
 
-    unary, binary, unary_methods, binary_methods = _fx_functions()
     pending: dict[Any, list[np.ndarray]] = {target: list(start)}
     order = nodes[: nodes.index(target) + 1]
 
@@ -810,10 +855,6 @@ def _pull_graph(nodes, target, start, image, shapes, modules, state, like):
         else:
             pending[node] = pulled
 
-    def describe(node: Any) -> str:
-        target = node.target
-        return getattr(target, "__name__", str(target))
-
     for node in reversed(order):
         if node not in pending:
             continue
@@ -826,60 +867,76 @@ def _pull_graph(nodes, target, start, image, shapes, modules, state, like):
                 raise _NoClosedForm(f"the layer depends on the model's extra input {node.name}")
             continue
         if here is None or len(here) != 4:
-            raise _NoClosedForm(f"{describe(node)} does not give a (B, C, H, W) tensor")
+            raise _NoClosedForm(f"{_describe(node)} does not give a (B, C, H, W) tensor")
         tensor_args = [a for a in node.args if isinstance(a, torch.fx.Node)]
         tensor_args += [a for a in node.kwargs.values() if isinstance(a, torch.fx.Node)]
         if node.op == "call_module":
-            module = modules[node.target]
-            extra = [a for a in tensor_args[1:]] or node.kwargs
-            if extra or len(node.args) != 1:
-                raise _NoClosedForm(f"module {type(module).__name__} called with extra inputs")
-            source = node.args[0]
-            if not isinstance(source, torch.fx.Node) or source not in shapes:
-                raise _NoClosedForm(f"module {type(module).__name__} of a non-tensor")
-            if type(module) in _chain_types():
-                windows = _module_windows(module, shapes[source], here)
-            elif any(True for _ in module.children()) or not _is_torch_module(module):
-                rows, cols = _pull_user_module(
-                    module, shapes[source], here, rows, cols, state, like
-                )
-                windows = (IDENTITY, IDENTITY)
-            else:
-                raise _NoClosedForm(f"module {type(module).__name__} has no closed form")
+            source, windows, rows, cols = _through_module(
+                node, tensor_args, here, shapes, modules, rows, cols, state, like
+            )
             send(source, windows, rows, cols)
             continue
-        is_unary = (node.op == "call_function" and node.target in unary) or (
-            node.op == "call_method" and node.target in unary_methods
-        )
-        is_binary = (node.op == "call_function" and node.target in binary) or (
-            node.op == "call_method" and node.target in binary_methods
-        )
-        if node.op == "call_function" and node.target is torch.cat:
-            parts = node.args[0] if node.args else node.kwargs.get("tensors")
-            dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
-            if not isinstance(dim, int) or dim % 4 != 1 or not isinstance(parts, (list, tuple)):
-                raise _NoClosedForm("a concatenation along an axis other than the channels")
-            state.joined = state.joined or len(parts) > 1
-            for part in parts:
-                if not isinstance(part, torch.fx.Node):
-                    raise _NoClosedForm("a concatenation of something other than tensors")
-                send(part, _broadcast_windows(shapes[part], here)[0], rows, cols)
-            continue
-        if is_unary and len(tensor_args) == 1 and tensor_args[0] is node.args[0]:
-            send(tensor_args[0], (IDENTITY, IDENTITY), rows, cols)
-            continue
-        if is_binary and 1 <= len(tensor_args) <= 2:
-            computed = [a for a in tensor_args if a.op != "get_attr"]
-            state.joined = state.joined or len(computed) > 1
-            for operand in tensor_args:
-                if operand.op == "get_attr":
-                    continue
-                if operand not in shapes:
-                    raise _NoClosedForm(f"{describe(node)} of a non-tensor {operand.name}")
-                send(operand, _broadcast_windows(shapes[operand], here)[0], rows, cols)
-            continue
-        raise _NoClosedForm(f"operation {describe(node)} ({node.op}) has no closed form")
+        for operand, windows in _function_operands(node, tensor_args, here, shapes, state):
+            send(operand, windows, rows, cols)
     raise _NoClosedForm("the layer does not depend on the model's input")
+
+
+def _describe(node: Any) -> str:
+    target = node.target
+    return getattr(target, "__name__", str(target))
+
+
+def _through_module(node, tensor_args, here, shapes, modules, rows, cols, state, like):
+    """The input node of a module call, the module's windows, and the sets to pull through
+    them (a user's own module is pulled through its own graph here)."""
+    import torch
+
+    module = modules[node.target]
+    extra = [a for a in tensor_args[1:]] or node.kwargs
+    if extra or len(node.args) != 1:
+        raise _NoClosedForm(f"module {type(module).__name__} called with extra inputs")
+    source = node.args[0]
+    if not isinstance(source, torch.fx.Node) or source not in shapes:
+        raise _NoClosedForm(f"module {type(module).__name__} of a non-tensor")
+    if type(module) in _chain_types():
+        return source, _module_windows(module, shapes[source], here), rows, cols
+    if any(True for _ in module.children()) or not _is_torch_module(module):
+        rows, cols = _pull_user_module(module, shapes[source], here, rows, cols, state, like)
+        return source, (IDENTITY, IDENTITY), rows, cols
+    raise _NoClosedForm(f"module {type(module).__name__} has no closed form")
+
+
+def _function_operands(node, tensor_args, here, shapes, state) -> list[tuple[Any, tuple]]:
+    """The computed inputs of a function or method call, each with the windows that lead
+    back to it: a channel concatenation, an elementwise unary or binary operation."""
+    import torch
+
+    unary, binary, unary_methods, binary_methods = _fx_functions()
+    is_unary = (node.op == "call_function" and node.target in unary) or (
+        node.op == "call_method" and node.target in unary_methods
+    )
+    is_binary = (node.op == "call_function" and node.target in binary) or (
+        node.op == "call_method" and node.target in binary_methods
+    )
+    if node.op == "call_function" and node.target is torch.cat:
+        parts = node.args[0] if node.args else node.kwargs.get("tensors")
+        dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+        if not isinstance(dim, int) or dim % 4 != 1 or not isinstance(parts, (list, tuple)):
+            raise _NoClosedForm("a concatenation along an axis other than the channels")
+        state.joined = state.joined or len(parts) > 1
+        if not all(isinstance(part, torch.fx.Node) for part in parts):
+            raise _NoClosedForm("a concatenation of something other than tensors")
+        return [(part, _broadcast_windows(shapes[part], here)[0]) for part in parts]
+    if is_unary and len(tensor_args) == 1 and tensor_args[0] is node.args[0]:
+        return [(tensor_args[0], (IDENTITY, IDENTITY))]
+    if is_binary and 1 <= len(tensor_args) <= 2:
+        computed = [a for a in tensor_args if a.op != "get_attr"]
+        state.joined = state.joined or len(computed) > 1
+        for operand in computed:
+            if operand not in shapes:
+                raise _NoClosedForm(f"{_describe(node)} of a non-tensor {operand.name}")
+        return [(operand, _broadcast_windows(shapes[operand], here)[0]) for operand in computed]
+    raise _NoClosedForm(f"operation {_describe(node)} ({node.op}) has no closed form")
 
 
 def _chain_types() -> set[type]:
@@ -1101,8 +1158,6 @@ def closed_form_fields(
     model and image shape; one forward pass of a blank image (up to the layers).
     """
     import torch
-
-    from .hooks import split_call
 
     cache = _CACHE.setdefault(model, {})
     key_of = {name: ("closed", tuple(image_shape), name) for name in modules}

@@ -14,12 +14,16 @@ jumps.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from .geometry import nice_ticks
+from .matching import HUNGARIAN_MAX_CELLS, images_by_nodes, pair_groups
+
+if TYPE_CHECKING:
+    from scipy.sparse import csr_matrix
 
 __all__ = [
     "DRIFT_COLS",
@@ -146,27 +150,18 @@ def drift_geometry(table: pd.DataFrame, n_layers: int) -> DriftGeometry:
     return geometry
 
 
-def _groups(result: Any, n_images: int) -> Any:
-    """(images x nodes) 0/1 sparse matrix: which images each Mapper node holds."""
-    from scipy.sparse import csr_matrix
-
+def _node_images(result: Any, n_images: int) -> csr_matrix:
+    """(images x nodes) 0/1 sparse matrix: which images each Mapper node of ``result`` holds."""
     graph = result.mapper
-    sizes: np.ndarray = np.diff(np.asarray(graph.member_offsets, dtype=np.int64)).astype(np.int64)
-    nodes = np.repeat(np.arange(len(sizes)), sizes)
-    images = np.asarray(result.cloud.image_index, dtype=np.int64)[
-        np.asarray(graph.members, dtype=np.int64)
-    ]
-    keep = (images >= 0) & (images < n_images)
-    matrix = csr_matrix(
-        (np.ones(int(keep.sum())), (images[keep], nodes[keep])), shape=(n_images, len(sizes))
-    )
-    matrix.sum_duplicates()
-    matrix.data[:] = 1.0
-    return matrix
+    return images_by_nodes(graph.members, graph.member_offsets, result.cloud.image_index, n_images)
 
 
 def variant_layout(
-    base_result: Any, base_layout: np.ndarray, variant_result: Any, *, max_cells: int = 1_000_000
+    base_result: Any,
+    base_layout: np.ndarray,
+    variant_result: Any,
+    *,
+    max_cells: int = HUNGARIAN_MAX_CELLS,
 ) -> tuple[np.ndarray, np.ndarray]:
     """A variant's Mapper node positions in its base's layout, and the base node each took.
 
@@ -192,31 +187,12 @@ def variant_layout(
     n_images = 1 + max(
         int(np.max(r.cloud.image_index, initial=-1)) for r in (base_result, variant_result)
     )
-    base_groups = _groups(base_result, n_images)
-    variant_groups = _groups(variant_result, n_images)
+    base_groups = _node_images(base_result, n_images)
+    variant_groups = _node_images(variant_result, n_images)
     n_base = base_groups.shape[1]
     layout = np.tile(centre, (n_variant, 1))
     if n_base and n_images:
-        overlap = (base_groups.T @ variant_groups).tocoo()
-        size_b = np.asarray(base_groups.sum(axis=0)).ravel()
-        size_v = np.asarray(variant_groups.sum(axis=0)).ravel()
-        rows, cols, common = overlap.row, overlap.col, overlap.data
-        jaccard = common / np.maximum(size_b[rows] + size_v[cols] - common, 1e-12)
-        if n_base * n_variant <= max_cells:
-            from scipy.optimize import linear_sum_assignment
-
-            dense = np.zeros((n_base, n_variant))
-            dense[rows, cols] = jaccard
-            pick_b, pick_v = linear_sum_assignment(dense, maximize=True)
-            good = dense[pick_b, pick_v] > 0
-            paired[pick_v[good]] = pick_b[good]
-        else:
-            free_b = np.ones(n_base, dtype=bool)
-            for k in np.lexsort((cols, rows, -jaccard)).tolist():
-                b, v = int(rows[k]), int(cols[k])
-                if free_b[b] and paired[v] < 0:
-                    paired[v] = b
-                    free_b[b] = False
+        paired = pair_groups(base_groups, variant_groups, max_cells=max_cells)
         # where each image sits in the base graph: the mean of its nodes' positions
         counts = np.asarray(base_groups.sum(axis=1)).ravel()
         image_pos = np.asarray(base_groups @ base_layout) / np.maximum(counts, 1)[:, None]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -16,6 +16,8 @@ __all__ = [
     "INF_ROW",
     "MATRIX_BOX",
     "STAGE_LABELS",
+    "Diagrams",
+    "Memberships",
     "barcode_bars",
     "barcode_rows",
     "blob_unit_transform",
@@ -27,6 +29,22 @@ __all__ = [
     "nice_ticks",
     "short_label",
 ]
+
+
+# ``layout`` sits below ``topology``: these name the shapes it reads, not the classes.
+class Diagrams(Protocol):
+    """Persistence diagrams by dimension (``topology.persistence.PersistenceResult``)."""
+
+    @property
+    def diagrams(self) -> Sequence[np.ndarray]: ...
+
+
+class Memberships(Protocol):
+    """Cluster of every point at each stage (``topology.hole.ClusterFlow``)."""
+
+    @property
+    def memberships(self) -> np.ndarray: ...
+
 
 #: Where the persistence diagram's axes lie in the unit square: (low, high).
 DIAGRAM_AXES = (0.16, 0.93)
@@ -101,7 +119,7 @@ def diagram_coords(birth: np.ndarray, death: np.ndarray, top: float) -> np.ndarr
     return np.column_stack([row, col])
 
 
-def barcode_bars(persistence: Any, max_bars: int = 60) -> pd.DataFrame:
+def barcode_bars(persistence: Diagrams, max_bars: int = 60) -> pd.DataFrame:
     """The bars the barcode draws: per dimension the ``max_bars`` most persistent."""
     import pandas as pd  # here: the report never needs it, and it takes 0.7 s to import
 
@@ -165,7 +183,7 @@ def barcode_value_col(value: float, top: float) -> float:
 
 
 def flow_geometry(
-    flow: Any,
+    flow: Memberships,
 ) -> tuple[dict[tuple[int, int], tuple[float, float]], np.ndarray, float]:
     """Sankey blocks: {(stage, cluster): (top row, height)}, stage columns, block width."""
     memberships = np.asarray(flow.memberships)

@@ -3,14 +3,52 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Iterator
+from typing import Protocol
 
 import numpy as np
 
-__all__ = ["mapper_layout", "mapper_layouts"]
+__all__ = ["AnalysedLayers", "MapperEdges", "mapper_layout", "mapper_layouts"]
 
 
-def mapper_layout(graph: Any, seed: int = 0) -> np.ndarray:
+class MapperEdges(Protocol):
+    """What a layout reads of a Mapper graph (``topology.mapper.MapperGraph`` has it;
+    ``layout`` sits below ``topology``, so it names the shape, not the class)."""
+
+    @property
+    def n_nodes(self) -> int: ...
+
+    @property
+    def edges(self) -> np.ndarray: ...
+
+    @property
+    def edge_weight(self) -> np.ndarray: ...
+
+
+class _Seeded(Protocol):
+    @property
+    def seed(self) -> int: ...
+
+
+class _LayerWithMapper(Protocol):
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def mapper(self) -> MapperEdges: ...
+
+
+class AnalysedLayers(Protocol):
+    """What :func:`mapper_layouts` reads of an analysis (``topology.analysis.Analysis``):
+    its config's seed and its layer results (a saved ``mapper_layout`` is read if present)."""
+
+    @property
+    def config(self) -> _Seeded: ...
+
+    def __iter__(self) -> Iterator[_LayerWithMapper]: ...
+
+
+def mapper_layout(graph: MapperEdges, seed: int = 0) -> np.ndarray:
     """Node positions ``(n, 2)`` (row, col) in the unit square.
 
     Each connected component is laid out on its own (Kamada-Kawai up to 60 nodes,
@@ -31,7 +69,7 @@ def mapper_layout(graph: Any, seed: int = 0) -> np.ndarray:
         return _mapper_layout(graph, seed)
 
 
-def _mapper_layout(graph: Any, seed: int) -> np.ndarray:
+def _mapper_layout(graph: MapperEdges, seed: int) -> np.ndarray:
     import networkx as nx
 
     n = int(graph.n_nodes)
@@ -80,7 +118,7 @@ def _mapper_layout(graph: Any, seed: int) -> np.ndarray:
     return 0.06 + 0.88 * out
 
 
-def mapper_layouts(analysis: Any) -> dict[str, np.ndarray]:
+def mapper_layouts(analysis: AnalysedLayers) -> dict[str, np.ndarray]:
     """The Mapper layout of every analysed layer: the saved one, else computed now.
 
     Analyses made by ``analyze`` carry their layouts (``LayerAnalysis.mapper_layout``);

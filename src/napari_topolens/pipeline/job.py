@@ -14,22 +14,18 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..activations.extract import (
-    SAMPLING_MODES,
-    _layer_list,
-    _whole_number,
-    as_image_batch,
-    as_mask_stack,
-)
+from ..activations.extract import as_image_batch, as_mask_stack
 from ..activations.hooks import check_layer_names
 from ..activations.image_source import ImageSource
 from ..activations.input_scale import InputScale, as_input_scale
 from ..activations.models import check_model
+from ..activations.options import SAMPLING_MODES, layer_list, whole_number
 from ..activations.receptive_field import DEFAULT_MAX_PROBE_PIXELS
 from ..errors import LayerError, TopoLensError
-from ..robustness.perturbations import _check_labels as check_fgsm_labels
-from ..robustness.study import VariantSpec
-from ..topology.analysis import Analysis, AnalysisConfig, check_class_labels
+from ..robustness.perturbations import check_label_codes
+from ..topology.analysis import check_class_labels
+from ..topology.config import AnalysisConfig
+from ..topology.results import Analysis, VariantSpec
 
 if TYPE_CHECKING:
     import torch
@@ -172,8 +168,8 @@ def check_job(job: RunJob) -> RunJob:
     if not isinstance(job, RunJob):
         raise TopoLensError(f"job must be a RunJob, got {type(job).__name__}")
     check_model(job.model)
-    _whole_number("seed", job.seed)
-    _whole_number("batch_size", job.batch_size)
+    whole_number("seed", job.seed)
+    whole_number("batch_size", job.batch_size)
     for argument, value, kind, what in (
         ("config", job.config, AnalysisConfig, "an AnalysisConfig"),
         ("base", job.base, Analysis, "an Analysis of these images"),
@@ -189,7 +185,7 @@ def check_job(job: RunJob) -> RunJob:
         raise LayerError(
             f"unknown sampling mode {job.sampling!r}; choose one of {', '.join(SAMPLING_MODES)}"
         )
-    job.layers = _layer_list(job.layers)
+    job.layers = layer_list(job.layers)
     check_layer_names(job.model, job.layers)
     n_images = (
         len(job.images) if isinstance(job.images, ImageSource) else len(as_image_batch(job.images))
@@ -215,7 +211,7 @@ def _check_variant_inputs(job: RunJob, n_images: int) -> None:
         as_mask_stack(job.occlusion_mask, n_images, height, width, "the occlusion mask")
     fgsm_labels = job.fgsm_labels
     if "fgsm" in kinds and fgsm_labels is not None:
-        check_fgsm_labels(fgsm_labels, n_images)
+        check_label_codes(fgsm_labels, n_images)
     base = job.base
     if base is not None and base.images is not None:
         expected = job.stack.n_stack if job.stack is not None else n_images

@@ -29,8 +29,9 @@ from ..activations.image_source import ImageSource
 from ..activations.pointcloud import PointCloud
 from ..errors import EmptySelectionError, ModelError, TopoLensError
 from ..robustness.comparison import compare
-from ..robustness.study import Variant, VariantSpec, variant_inputs
-from ..topology.analysis import Analysis, iter_analyze
+from ..robustness.study import variant_inputs
+from ..topology.analysis import iter_analyze
+from ..topology.results import Analysis, Variant, VariantSpec
 from .job import RunJob, check_job
 from .provenance import TIMING_KEYS, Provenance
 

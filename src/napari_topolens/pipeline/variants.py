@@ -24,12 +24,12 @@ from collections.abc import Generator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .._progress import CancelCallback, Progress, ProgressCallback, drive
-from ..activations.extract import _whole_number
 from ..activations.models import check_model
+from ..activations.options import whole_number
 from ..activations.receptive_field import DEFAULT_MAX_PROBE_PIXELS
 from ..errors import EmptySelectionError, TopoLensError
-from ..robustness.study import VariantSpec
-from ..topology.analysis import Analysis, AnalysisConfig
+from ..topology.config import AnalysisConfig
+from ..topology.results import Analysis, VariantSpec
 from .job import DEFAULT_SAMPLING, RunJob
 from .run import iter_run
 
@@ -118,7 +118,7 @@ def iter_run_variants(
         Bad input (images, layers, specs, labels, masks) raises here, before any work.
     """
     check_model(model)  # bad input fails in this order, before any work
-    _whole_number("seed", seed)
+    whole_number("seed", seed)
     if provenance is not None and not isinstance(provenance, dict):
         raise TopoLensError(f"provenance must be a dict or None, got {type(provenance).__name__}")
     if config is not None and not isinstance(config, AnalysisConfig):

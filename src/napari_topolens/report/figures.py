@@ -9,14 +9,21 @@ from __future__ import annotations
 
 import base64
 import io
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from ..layout.mapper import mapper_layout
+from ..robustness.perturbations import channel_axis
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = [
     "UNKNOWN_COLOUR",
     "blob_figure",
+    "channels_last",
     "class_colours",
     "dendrogram_figure",
     "examples_figure",
@@ -24,6 +31,7 @@ __all__ = [
     "layer_curves_figure",
     "mapper_figure",
     "matrices_figure",
+    "new_figure",
     "persistence_figure",
     "png_data_uri",
 ]
@@ -58,8 +66,8 @@ def _colour_of(labels: np.ndarray, colours: Sequence[str]) -> list[str]:
     return [colours[c] if 0 <= c < len(colours) else UNKNOWN_COLOUR for c in labels.tolist()]
 
 
-def _figure(width: float, height: float, *, constrained: bool = True):
-    """A figure on the Agg canvas; ``constrained=False`` for figures that place their
+def new_figure(width: float, height: float, *, constrained: bool = True) -> Figure:
+    """A figure of the report's resolution on the Agg canvas (no pyplot); ``constrained=False`` for figures that place their
     axes themselves (constrained layout measures every text once more before the
     draw: about a third of a figure's time)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -70,6 +78,14 @@ def _figure(width: float, height: float, *, constrained: bool = True):
     )
     FigureCanvasAgg(figure)
     return figure
+
+
+def channels_last(images: Any) -> np.ndarray:
+    """``(N, H, W)`` or ``(N, H, W, C)``, from any layout extraction takes (``(N, C, H, W)`` too)."""
+    array = np.asarray(images)
+    if array.ndim == 4 and channel_axis(array) == 1:
+        array = np.moveaxis(array, 1, -1)
+    return array[..., 0] if array.ndim == 4 and array.shape[-1] == 1 else array
 
 
 def png_data_uri(figure: Any) -> str:
@@ -105,7 +121,7 @@ def persistence_figure(persistence: Any) -> str:
     from matplotlib.ticker import FuncFormatter
 
     # fixed axes (the margins constrained layout chose, with room for wider tick labels)
-    figure = _figure(11.5, 3.6, constrained=False)
+    figure = new_figure(11.5, 3.6, constrained=False)
     ax_diagram, ax_bars, ax_betti = (
         figure.add_axes((left, 0.136, width, 0.796))
         for left, width in ((0.06, 0.25), (0.38, 0.30), (0.725, 0.265))
@@ -182,8 +198,6 @@ def report_mapper_positions(result: Any, seed: int = 0) -> np.ndarray:
     The same ``LayerAnalysis.mapper_layout`` (row, col in the unit square) that
     napari draws, with rows turned into an upward y, so both show one picture.
     """
-    from ..layout.mapper import mapper_layout
-
     layout = getattr(result, "mapper_layout", None)
     if layout is None or len(layout) != result.mapper.n_nodes:
         layout = mapper_layout(result.mapper, seed=seed)
@@ -204,7 +218,7 @@ def mapper_figure(
     ``positions``: node (x, y) from :func:`report_mapper_positions`; None lays the
     graph out here with ``layout.mapper_layout``.
     """
-    figure = _figure(6.2, 5.0)
+    figure = new_figure(6.2, 5.0)
     axes = figure.add_subplot()
     axes.set_axis_off()
     n_nodes = len(mapper.node_ids)
@@ -215,8 +229,6 @@ def mapper_figure(
         )
         return png_data_uri(figure)
     if positions is None:
-        from ..layout.mapper import mapper_layout
-
         layout = mapper_layout(mapper, seed=seed)
         positions = np.column_stack([layout[:, 1], 1.0 - layout[:, 0]])
     xy = np.asarray(positions, dtype=np.float64)
@@ -285,80 +297,106 @@ def flow_figure(
     flow: Any, point_labels: np.ndarray, colours: Sequence[str], class_names: Sequence[str] | None
 ) -> str:
     """Sankey of the cluster flow: stacked cluster bars per stage joined by bands."""
-    from matplotlib.patches import PathPatch, Rectangle
-    from matplotlib.path import Path as MplPath
-
-    figure = _figure(11.5, 4.6)
+    figure = new_figure(11.5, 4.6)
     axes = figure.add_subplot()
     axes.set_axis_off()
-    n_stages, m = flow.memberships.shape
-    bar_width = 0.06
-    gap_total = 0.18
-    spans: list[dict[int, tuple[float, float]]] = []
-    scales: list[float] = []  # bar height per point at each stage
-    stage_colours: list[dict[int, str]] = []
-    for s in range(n_stages):
-        stage = flow.memberships[s]
-        ids, counts = np.unique(stage, return_counts=True)
-        is_label = flow.stage_names[s] == "labels"
-        # real clusters by size (labels by class), noise last
-        real = [(int(c), int(n)) for c, n in zip(ids, counts) if c >= 0]
-        real.sort(key=(lambda t: t[0]) if is_label else (lambda t: (-t[1], t[0])))
-        order = real + [(int(c), int(n)) for c, n in zip(ids, counts) if c < 0]
-        gap = gap_total / max(len(order) - 1, 1) if len(order) > 1 else 0.0
-        scale = (1.0 - gap_total) / m if len(order) > 1 else 1.0 / m
-        scales.append(scale)
-        top = 1.0
-        stage_spans: dict[int, tuple[float, float]] = {}
-        stage_colours.append(_cluster_colours(stage, point_labels, colours, is_label))
-        for cluster, count in order:
-            height = count * scale
-            stage_spans[cluster] = (top - height, top)
-            colour = stage_colours[s][cluster]
-            axes.add_patch(
-                Rectangle(
-                    (s - bar_width / 2, top - height),
-                    bar_width,
-                    height,
-                    facecolor=colour,
-                    edgecolor="white",
-                    lw=0.3,
-                    zorder=3,
+    n_stages = flow.memberships.shape[0]
+    bars = [
+        _flow_stage_bars(axes, flow, s, point_labels, colours, class_names) for s in range(n_stages)
+    ]
+    _flow_bands(axes, flow, bars)
+    axes.set_xlim(-0.3, n_stages - 0.55)
+    axes.set_ylim(-0.02, 1.22)
+    _legend(axes, class_names, colours, unknown=True, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return png_data_uri(figure)
+
+
+_FLOW_BAR_WIDTH = 0.06
+_FLOW_GAPS = 0.18  # the height all gaps between one stage's bars take together
+
+
+def _flow_stage_bars(
+    axes: Any,
+    flow: Any,
+    s: int,
+    point_labels: np.ndarray,
+    colours: Sequence[str],
+    class_names: Sequence[str] | None,
+) -> tuple[dict[int, tuple[float, float]], float, dict[int, str]]:
+    """Draw stage ``s``'s stacked cluster bars and caption.
+
+    Returns each cluster's (bottom, top), the bar height per point, and each cluster's colour.
+    """
+    from matplotlib.patches import Rectangle
+
+    m = flow.memberships.shape[1]
+    stage = flow.memberships[s]
+    ids, counts = np.unique(stage, return_counts=True)
+    is_label = flow.stage_names[s] == "labels"
+    # real clusters by size (labels by class), noise last
+    real = [(int(c), int(n)) for c, n in zip(ids, counts) if c >= 0]
+    real.sort(key=(lambda t: t[0]) if is_label else (lambda t: (-t[1], t[0])))
+    order = real + [(int(c), int(n)) for c, n in zip(ids, counts) if c < 0]
+    gap = _FLOW_GAPS / max(len(order) - 1, 1) if len(order) > 1 else 0.0
+    scale = (1.0 - _FLOW_GAPS) / m if len(order) > 1 else 1.0 / m
+    top = 1.0
+    spans: dict[int, tuple[float, float]] = {}
+    cluster_colours = _cluster_colours(stage, point_labels, colours, is_label)
+    for cluster, count in order:
+        height = count * scale
+        spans[cluster] = (top - height, top)
+        axes.add_patch(
+            Rectangle(
+                (s - _FLOW_BAR_WIDTH / 2, top - height),
+                _FLOW_BAR_WIDTH,
+                height,
+                facecolor=cluster_colours[cluster],
+                edgecolor="white",
+                lw=0.3,
+                zorder=3,
+            )
+        )
+        if height > 0.035 and len(order) <= 40:
+            name = (
+                "noise"
+                if cluster < 0
+                else (
+                    class_names[cluster]
+                    if is_label and class_names and cluster < len(class_names)
+                    else str(cluster)
                 )
             )
-            if height > 0.035 and len(order) <= 40:
-                name = (
-                    "noise"
-                    if cluster < 0
-                    else (
-                        class_names[cluster]
-                        if is_label and class_names and cluster < len(class_names)
-                        else str(cluster)
-                    )
-                )
-                axes.text(
-                    s + bar_width / 2 + 0.01,
-                    top - height / 2,
-                    f"{name} ({count})",
-                    fontsize=6.5,
-                    va="center",
-                    zorder=4,
-                )
-            top -= height + gap
-        spans.append(stage_spans)
-        threshold = flow.thresholds[s]
-        caption = flow.stage_names[s] + (
-            "" if not np.isfinite(threshold) else f"\nt = {threshold:.3g}"
-        )
-        n_real = sum(1 for c, _ in order if c >= 0)
-        noun = "class" if is_label else "cluster"
-        caption += (
-            f"\n{n_real} {noun}{'es' if is_label and n_real != 1 else ('s' if n_real != 1 else '')}"
-        )
-        if s == flow.best_stage:
-            caption = "★ " + caption
-        axes.text(s, 1.03, caption, ha="center", va="bottom", fontsize=8)
-    # bands, stacked inside each source and target bar in the bars' own order
+            axes.text(
+                s + _FLOW_BAR_WIDTH / 2 + 0.01,
+                top - height / 2,
+                f"{name} ({count})",
+                fontsize=6.5,
+                va="center",
+                zorder=4,
+            )
+        top -= height + gap
+    threshold = flow.thresholds[s]
+    caption = flow.stage_names[s] + ("" if not np.isfinite(threshold) else f"\nt = {threshold:.3g}")
+    n_real = sum(1 for c, _ in order if c >= 0)
+    noun = "class" if is_label else "cluster"
+    caption += (
+        f"\n{n_real} {noun}{'es' if is_label and n_real != 1 else ('s' if n_real != 1 else '')}"
+    )
+    if s == flow.best_stage:
+        caption = "★ " + caption
+    axes.text(s, 1.03, caption, ha="center", va="bottom", fontsize=8)
+    return spans, scale, cluster_colours
+
+
+def _flow_bands(
+    axes: Any, flow: Any, bars: list[tuple[dict[int, tuple[float, float]], float, dict[int, str]]]
+) -> None:
+    """Draw the bands between stages, stacked inside each source and target bar in the
+    bars' own order."""
+    from matplotlib.patches import PathPatch
+    from matplotlib.path import Path as MplPath
+
+    spans = [stage_spans for stage_spans, _, _ in bars]
     out_cursor = [{c: span[1] for c, span in stage.items()} for stage in spans]
     in_cursor = [{c: span[1] for c, span in stage.items()} for stage in spans]
     target_rank = [{c: i for i, c in enumerate(stage)} for stage in spans]
@@ -366,13 +404,15 @@ def flow_figure(
         flow.flows.tolist(),
         key=lambda r: (r[0], target_rank[r[0]][r[1]], target_rank[r[0] + 1][r[2]]),
     )
+    codes = [MplPath.MOVETO, *[MplPath.CURVE4] * 3, MplPath.LINETO]
+    codes += [*[MplPath.CURVE4] * 3, MplPath.CLOSEPOLY]
     for s, a, b, count in rows:
-        height_out, height_in = count * scales[s], count * scales[s + 1]
+        height_out, height_in = count * bars[s][1], count * bars[s + 1][1]
         y0_top = out_cursor[s][a]
         out_cursor[s][a] -= height_out
         y1_top = in_cursor[s + 1][b]
         in_cursor[s + 1][b] -= height_in
-        x0, x1 = s + bar_width / 2, s + 1 - bar_width / 2
+        x0, x1 = s + _FLOW_BAR_WIDTH / 2, s + 1 - _FLOW_BAR_WIDTH / 2
         mid = (x0 + x1) / 2
         verts = [
             (x0, y0_top),
@@ -385,27 +425,15 @@ def flow_figure(
             (x0, y0_top - height_out),
             (x0, y0_top),
         ]
-        codes = [
-            MplPath.MOVETO,
-            MplPath.CURVE4,
-            MplPath.CURVE4,
-            MplPath.CURVE4,
-            MplPath.LINETO,
-            MplPath.CURVE4,
-            MplPath.CURVE4,
-            MplPath.CURVE4,
-            MplPath.CLOSEPOLY,
-        ]
-        colour = stage_colours[s][a]
         axes.add_patch(
             PathPatch(
-                MplPath(verts, codes), facecolor=colour, edgecolor="none", alpha=0.35, zorder=2
+                MplPath(verts, codes),
+                facecolor=bars[s][2][a],
+                edgecolor="none",
+                alpha=0.35,
+                zorder=2,
             )
         )
-    axes.set_xlim(-0.3, n_stages - 0.55)
-    axes.set_ylim(-0.02, 1.22)
-    _legend(axes, class_names, colours, unknown=True, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    return png_data_uri(figure)
 
 
 # ----------------------------------------------------------------------------- blob graph
@@ -416,7 +444,7 @@ def blob_figure(blobs: Any, colours: Sequence[str], class_names: Sequence[str] |
     from matplotlib.colors import to_rgba
     from matplotlib.patches import Polygon
 
-    figure = _figure(6.2, 5.0)
+    figure = new_figure(6.2, 5.0)
     axes = figure.add_subplot()
     for cluster, hull in zip(blobs.hull_clusters.tolist(), blobs.hulls):
         inside = blobs.labels[(blobs.cluster == cluster) & (blobs.labels >= 0)]
@@ -462,7 +490,7 @@ def dendrogram_figure(dendrogram: Any, point_labels: np.ndarray, colours: Sequen
 
     # fixed axes (the margins constrained layout chose, with room for wider tick labels):
     # tree, class strip and heatmap share one column; the colour bar stands beside it
-    figure = _figure(6.2, 6.4, constrained=False)
+    figure = new_figure(6.2, 6.4, constrained=False)
     n = len(dendrogram.index)
     aligned = dendrogram.ordering == "dendrogram"
     left, width, top, bottom = 0.09, 0.77, 0.961, 0.033
@@ -561,7 +589,7 @@ def examples_figure(
             if cloud.position is not None:
                 ry0, rx0, ry1, rx1 = cloud.receptive_field[point].tolist()
                 boxes.append((x0 + rx0 - 0.5, y0 + ry0 - 0.5, rx1 - rx0, ry1 - ry0))
-    figure = _figure(min(1.0 + 0.75 * per_cluster, 11.5), 0.8 + 0.75 * len(rows))
+    figure = new_figure(min(1.0 + 0.75 * per_cluster, 11.5), 0.8 + 0.75 * len(rows))
     axes = figure.add_subplot()
     axes.imshow(canvas, interpolation="nearest")
     for x, y, w, h in boxes:
@@ -594,10 +622,10 @@ def layer_curves_figure(
     layers: Sequence[str],
     phdims: Sequence[float],
     class_means: Sequence[float],
-    quality: dict[str, Sequence[float]],
+    quality: Mapping[str, Sequence[float]],
 ) -> str:
     """PH dimension and cluster-quality numbers along the layers."""
-    figure = _figure(11.5, 3.8)
+    figure = new_figure(11.5, 3.8)
     ax_dim, ax_quality = figure.subplots(1, 2)
     x = np.arange(len(layers))
     ax_dim.plot(x, phdims, "o-", color="#1f77b4", label="PH dimension")
@@ -623,7 +651,7 @@ def matrices_figure(
     layers: Sequence[str], matrices: dict[str, np.ndarray], titles: dict[str, str]
 ) -> str:
     """Layer x layer heatmaps side by side, annotated when small enough to read."""
-    figure = _figure(3.2 * len(matrices) + 0.6, 3.6 + 0.08 * max(len(s) for s in layers))
+    figure = new_figure(3.2 * len(matrices) + 0.6, 3.6 + 0.08 * max(len(s) for s in layers))
     axes_list = np.atleast_1d(figure.subplots(1, len(matrices)))
     n = len(layers)
     for axes, (key, matrix) in zip(axes_list, matrices.items()):

@@ -9,21 +9,30 @@ external URL), so it can be mailed or archived as a single file. Beside it,
 from __future__ import annotations
 
 import functools
-import html
 import math
 import os
 import re
 import shutil
+import time
 import uuid
 from collections.abc import Generator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._progress import CancelCallback, Progress, ProgressCallback, drive, scaled
-from ..errors import ImageError
+from .._signals import pause_point, signals_deferred
+from ..errors import AnalysisFileError, ImageError
 from ..label_sources import predicted_labels_note
+from ..robustness.comparison import model_accuracy
+from ..topology.store import is_analysis_dir
+from . import figures
+from .markup import escaped, figure_html, number_text, table_html
+from .robustness import robustness_section
+
+if TYPE_CHECKING:
+    from ..topology.analysis import Analysis, LayerAnalysis
 
 __all__ = [
     "ANALYSIS_DIR",
@@ -75,30 +84,6 @@ code { font-size:12.5px; }
 """
 
 
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, (float, np.floating)):
-        if math.isnan(value):
-            return "–"
-        if math.isinf(value):
-            return "∞" if value > 0 else "−∞"
-        return f"{value:.{digits}g}"
-    return _e(value)
-
-
-def _figure_html(uri: str | None, caption: str) -> str:
-    if uri is None:
-        return ""
-    return (
-        f'<figure><img alt="{_e(caption)}" src="{uri}"><figcaption>{caption}</figcaption></figure>'
-    )
-
-
 def _plain(value: Any) -> str:
     """A provenance value as short text (arrays by size, not by content)."""
     if isinstance(value, np.ndarray):
@@ -109,11 +94,11 @@ def _plain(value: Any) -> str:
 
 
 def _kv_table(rows: list[tuple[str, Any]]) -> str:
-    body = "".join(f"<tr><td>{_e(k)}</td><td>{_e(_plain(v))}</td></tr>" for k, v in rows)
+    body = "".join(f"<tr><td>{escaped(k)}</td><td>{escaped(_plain(v))}</td></tr>" for k, v in rows)
     return f'<table class="kv">{body}</table>'
 
 
-def _class_names(analysis: Any) -> list[str] | None:
+def _class_names(analysis: Analysis) -> list[str] | None:
     if analysis.class_names is not None:
         return list(analysis.class_names)
     if analysis.n_classes:
@@ -125,7 +110,7 @@ def _class_names(analysis: Any) -> list[str] | None:
     return None
 
 
-def _summary_rows(analysis: Any) -> list[list[str]]:
+def _summary_rows(analysis: Analysis) -> list[list[str]]:
     rows = []
     for result in analysis.layer_results:
         cloud = result.cloud
@@ -136,63 +121,49 @@ def _summary_rows(analysis: Any) -> list[list[str]]:
         total = result.persistence.total_persistence
         rows.append(
             [
-                _e(result.name),
+                escaped(result.name),
                 f"{len(cloud):,} × {cloud.points.shape[1]}",
-                _e(cloud.sampling),
+                escaped(cloud.sampling),
                 str(len(diagrams[0])),
                 str(len(diagrams[1])) if len(diagrams) > 1 else "–",
-                _fmt(float(total[1])) if len(total) > 1 else "–",
-                _fmt(float(result.phdim.dimension)),
+                number_text(float(total[1])) if len(total) > 1 else "–",
+                number_text(float(result.phdim.dimension)),
                 f"{len(result.mapper.node_ids)} / {len(result.mapper.edges)}",
                 str(n_best),
-                _fmt(float(result.quality.purity)),
-                _fmt(float(result.quality.ari)),
-                _fmt(float(result.quality.nmi)),
-                _fmt(float(result.quality.silhouette)),
+                number_text(float(result.quality.purity)),
+                number_text(float(result.quality.ari)),
+                number_text(float(result.quality.nmi)),
+                number_text(float(result.quality.silhouette)),
                 f"{sum(result.seconds.values()):.1f}",
             ]
         )
     return rows
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    head = "".join(f"<th>{h}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
-
-
 def _legend_html(class_names: list[str] | None, colours: list[str]) -> str:
     if not class_names:
         return ""
-    from .figures import UNKNOWN_COLOUR
-
     items = "".join(
-        f'<span><i class="swatch" style="background:{c}"></i>{_e(n)}</span>'
+        f'<span><i class="swatch" style="background:{c}"></i>{escaped(n)}</span>'
         for n, c in zip(class_names, colours)
     )
-    items += (
-        f'<span><i class="swatch" style="background:{UNKNOWN_COLOUR}"></i>noise / unknown</span>'
-    )
+    items += f'<span><i class="swatch" style="background:{figures.UNKNOWN_COLOUR}"></i>noise / unknown</span>'
     return f'<div class="legend">{items}</div>'
 
 
-def _accuracy_bits(analysis: Any) -> list[str]:
+def _accuracy_bits(analysis: Analysis) -> list[str]:
     """ "model accuracy 98.0 %" when the analysis holds predictions and true labels.
 
     The first check that the images reached the model as it was trained to see them
     (a wrong input scale shows here as a low accuracy).
     """
-    import math
-
-    from ..robustness.comparison import _accuracy
-
-    accuracy = _accuracy(analysis)
+    accuracy = model_accuracy(analysis)
     if math.isnan(accuracy):
         return []
     return [f"model accuracy {100 * accuracy:.1f} % (predicted class vs label code)"]
 
 
-def _provenance_html(analysis: Any) -> str:
+def _provenance_html(analysis: Analysis) -> str:
     record = dict(analysis.provenance)
     nested = {k: record.pop(k) for k in list(record) if isinstance(record[k], dict)}
     rows = [(k, v) for k, v in record.items()]
@@ -200,7 +171,7 @@ def _provenance_html(analysis: Any) -> str:
     for key, value in nested.items():
         shown = " open" if key == "caps" else ""  # the caps qualify the numbers: show them
         parts.append(
-            f"<details{shown}><summary>{_e(key)}</summary>{_kv_table(list(value.items()))}</details>"
+            f"<details{shown}><summary>{escaped(key)}</summary>{_kv_table(list(value.items()))}</details>"
         )
     parts.append(
         "<details><summary>analysis parameters</summary>"
@@ -212,23 +183,44 @@ def _provenance_html(analysis: Any) -> str:
 
 def _layer_section(
     number: int,
-    result: Any,
-    analysis: Any,
+    result: LayerAnalysis,
+    analysis: Analysis,
     colours: list[str],
     class_names: list[str] | None,
     images: np.ndarray | None,
     uris: dict[str, str] | None = None,
 ) -> Generator[Progress, None, str]:
     """One layer's section; ``uris``: its image-free figures, rendered elsewhere (or here)."""
-    from . import figures
-
     seed = int(analysis.config.seed)
+    if uris is None:
+        uris = {}
+        for key, fraction, message, function, args in _figure_jobs(
+            result, colours, class_names, seed
+        ):
+            yield Progress(fraction, message)
+            uris[key] = function(*args)
+    examples_uri = None
+    if images is not None:
+        yield Progress(0.85, "member images")
+        flow = result.flow
+        examples_uri = figures.examples_figure(
+            images,
+            result.cloud,
+            flow.memberships[flow.best_stage],
+            result.point_labels,
+            colours,
+            class_names,
+            seed=seed,
+        )
+    page = _layer_html(number, result, analysis, {**uris, "examples": examples_uri})
+    yield Progress(1.0, "layer done")
+    return page
+
+
+def _layer_numbers_html(result: LayerAnalysis, analysis: Analysis) -> str:
+    """The layer's headline numbers, as boxes."""
     cloud = result.cloud
     persistence = result.persistence
-    flow = result.flow
-    best = flow.memberships[flow.best_stage]
-    quality = result.quality
-    phdim = result.phdim
     numbers = [
         (
             f"{len(cloud):,}",
@@ -244,101 +236,98 @@ def _layer_section(
     ]
     if len(persistence.diagrams) > 1:
         numbers.append((str(len(persistence.diagrams[1])), f"H1 bars on {_h1_points(persistence)}"))
-        numbers.append((_fmt(float(persistence.total_persistence[1])), "H1 total persistence"))
-    numbers.append((_fmt(float(phdim.dimension)), "PH dimension"))
+        numbers.append(
+            (number_text(float(persistence.total_persistence[1])), "H1 total persistence")
+        )
+    numbers.append((number_text(float(result.phdim.dimension)), "PH dimension"))
     if result.class_persistence is not None:
         numbers.append(
-            (_fmt(float(result.class_persistence.mean)), "mean class total H0 persistence")
+            (number_text(float(result.class_persistence.mean)), "mean class total H0 persistence")
         )
     for name in ("purity", "homogeneity", "ari", "nmi", "silhouette"):
         numbers.append(
-            (_fmt(float(getattr(quality, name))), name.upper() if len(name) == 3 else name)
+            (
+                number_text(float(getattr(result.quality, name))),
+                name.upper() if len(name) == 3 else name,
+            )
         )
-    number_html = "".join(
-        f'<div class="num"><b>{v}</b><span>{_e(k)}</span></div>' for v, k in numbers
+    return "".join(
+        f'<div class="num"><b>{v}</b><span>{escaped(k)}</span></div>' for v, k in numbers
     )
 
-    if uris is None:
-        uris = {}
-        for key, fraction, message, function, args in _figure_jobs(
-            result, colours, class_names, seed
-        ):
-            yield Progress(fraction, message)
-            uris[key] = function(*args)
-    persistence_uri, mapper_uri, flow_uri, blob_uri, dendrogram_uri = (
-        uris[key] for key in ("persistence", "mapper", "flow", "blob", "dendrogram")
-    )
-    examples_uri = None
-    if images is not None:
-        yield Progress(0.85, "member images")
-        examples_uri = figures.examples_figure(
-            images, cloud, best, result.point_labels, colours, class_names, seed=seed
-        )
+
+def _layer_html(
+    number: int, result: LayerAnalysis, analysis: Analysis, uris: dict[str, str | None]
+) -> str:
+    """The layer's section from its figures (``uris`` by key; ``examples`` may be None)."""
+    cloud = result.cloud
+    persistence = result.persistence
+    flow = result.flow
+    phdim = result.phdim
     mapper_params = result.mapper.params
-    phdim_note = f" {_e(phdim.note)}" if getattr(phdim, "note", "") else ""
+    phdim_note = f" {escaped(phdim.note)}" if getattr(phdim, "note", "") else ""
     best_name = flow.stage_names[flow.best_stage]
     threshold = flow.thresholds[flow.best_stage]
     parts = [
         f'<section class="layer" id="layer-{number}">',
-        f"<h2>Layer {number}: <code>{_e(result.name)}</code></h2>",
-        f'<p class="lead">grid {_e(tuple(cloud.grid_shape)) if cloud.grid_shape else "none (vector)"}, '
+        f"<h2>Layer {number}: <code>{escaped(result.name)}</code></h2>",
+        f'<p class="lead">grid {escaped(tuple(cloud.grid_shape)) if cloud.grid_shape else "none (vector)"}, '
         f"{len(np.unique(cloud.image_index)):,} images</p>",
-        f'<div class="numbers">{number_html}</div>',
+        f'<div class="numbers">{_layer_numbers_html(result, analysis)}</div>',
         "<h3>Persistence</h3>",
-        _figure_html(
-            persistence_uri,
-            f"Vietoris–Rips persistence ({_e(persistence.metric)} metric). H0 on "
-            f"{_e(_h0_points(persistence, cloud, analysis.config))} (single linkage); "
-            f"H1 on {_e(_h1_points(persistence))}. "
+        figure_html(
+            uris["persistence"],
+            f"Vietoris–Rips persistence ({escaped(persistence.metric)} metric). H0 on "
+            f"{escaped(_h0_points(persistence, cloud, analysis.config))} (single linkage); "
+            f"H1 on {escaped(_h1_points(persistence))}. "
             "Triangles: the infinite H0 bar.",
         ),
         '<div class="grid2">',
-        _figure_html(
-            mapper_uri,
-            f"Mapper graph (lens {_e(mapper_params.get('lens'))}, {_e(mapper_params.get('n_cubes'))} "
-            f"intervals, overlap {_e(mapper_params.get('perc_overlap'))}, DBSCAN eps "
-            f"{_fmt(mapper_params.get('eps'))} from {_e(mapper_params.get('eps_source', '?'))}). "
+        figure_html(
+            uris["mapper"],
+            f"Mapper graph (lens {escaped(mapper_params.get('lens'))}, {escaped(mapper_params.get('n_cubes'))} "
+            f"intervals, overlap {escaped(mapper_params.get('perc_overlap'))}, DBSCAN eps "
+            f"{number_text(mapper_params.get('eps'))} from {escaped(mapper_params.get('eps_source', '?'))}). "
             "Colour: dominant class (faded = mixed node); size: members; edge width: Jaccard overlap.",
         ),
-        _figure_html(
-            blob_uri,
+        figure_html(
+            uris["blob"],
             "Blob graph: the cloud's 2-D PCA coloured by true class, with a padded hull around "
-            f"each cluster of the best H0 stage ({_e(best_name)}, threshold {_fmt(float(threshold))}).",
+            f"each cluster of the best H0 stage ({escaped(best_name)}, threshold {number_text(float(threshold))}).",
         ),
         "</div>",
-        _figure_html(
-            flow_uri,
+        figure_html(
+            uris["flow"],
             "Cluster flow: clusters of the H0 filtration (single linkage) at a few thresholds and how "
             f"points move between them; ★ marks the best stage; clusters of ≤ {analysis.config.noise_size} "
             "points are noise (grey). Cluster colour: its most frequent class.",
         ),
         '<div class="grid2">',
-        _figure_html(
-            dendrogram_uri,
+        figure_html(
+            uris["dendrogram"],
             f"Heatmap dendrogram of {len(result.dendrogram.index):,} points: pairwise distances in "
-            f"{_e(result.dendrogram.ordering)} order; the strip shows each point's class.",
+            f"{escaped(result.dendrogram.ordering)} order; the strip shows each point's class.",
         ),
-        _figure_html(examples_uri, "Images behind the clusters: a seeded random sample of members.")
-        if examples_uri
+        figure_html(
+            uris["examples"], "Images behind the clusters: a seeded random sample of members."
+        )
+        if uris["examples"]
         else "",
         "</div>",
-        f'<p class="lead">PH dimension {_fmt(float(phdim.dimension))} from the slope '
-        f"{_fmt(float(phdim.slope))} of log E<sub>α</sub> against log n over subsamples of "
-        f"{_e(', '.join(str(int(s)) for s in phdim.sizes))} points (α = {_fmt(float(phdim.alpha))}; "
+        f'<p class="lead">PH dimension {number_text(float(phdim.dimension))} from the slope '
+        f"{number_text(float(phdim.slope))} of log E<sub>α</sub> against log n over subsamples of "
+        f"{escaped(', '.join(str(int(s)) for s in phdim.sizes))} points (α = {number_text(float(phdim.alpha))}; "
         f"cap phdim_max_points = {int(analysis.config.phdim_max_points):,}).{phdim_note}</p>",
         "</section>",
     ]
-    yield Progress(1.0, "layer done")
     return "\n".join(p for p in parts if p)
 
 
 def _figure_jobs(
-    result: Any, colours: list[str], class_names: list[str] | None, seed: int
+    result: LayerAnalysis, colours: list[str], class_names: list[str] | None, seed: int
 ) -> list[tuple[str, float, str, Any, tuple]]:
     """(key, progress, message, function, arguments) of a layer's figures that need no
     images: small picklable arguments, so a worker process can draw them."""
-    from . import figures
-
     positions = figures.report_mapper_positions(result, seed)
     labels = result.point_labels
     return [
@@ -442,7 +431,7 @@ def _h1_points(persistence: Any) -> str:
 
 
 def iter_render_report(
-    analysis: Any,
+    analysis: Analysis,
     *,
     images: Any = None,
     title: str | None = None,
@@ -458,8 +447,6 @@ def iter_render_report(
     ``workers=2`` draws the later half of the layers' figures in a second process
     meanwhile (the page is the same; worth it with a free core).
     """
-    from . import figures
-
     if images is None:
         images = getattr(analysis, "images", None)
     if images is not None:
@@ -496,7 +483,7 @@ def iter_render_report(
 
 
 def _render_page(
-    analysis: Any,
+    analysis: Analysis,
     images: Any,
     title: str,
     colours: list[str],
@@ -506,8 +493,6 @@ def _render_page(
     pool: Any,
     extra_sections: Sequence[str] = (),
 ) -> Generator[Progress, None, str]:
-    from . import figures
-
     seed = int(analysis.config.seed)
     results = list(analysis.layer_results)
     # the pool draws the later layers' figures while this process draws the rest
@@ -518,139 +503,30 @@ def _render_page(
     }
     sections: dict[int, str] = {}
 
-    def section(number: int, result: Any, uris: dict[str, str] | None, start: float, stop: float):
+    def section(
+        number: int, uris: dict[str, str] | None, start: float, stop: float
+    ) -> Generator[Progress, None, str]:
+        result = results[number - 1]
         steps = _layer_section(number, result, analysis, colours, class_names, images, uris)
-        try:
-            while True:
-                step = next(steps)
-                yield Progress(
-                    start + (stop - start) * step.fraction, f"report: {result.name}: {step.message}"
-                )
-        except StopIteration as done:
-            sections[number] = done.value
+        return scaled(steps, start, stop, prefix=f"report: {result.name}: ")
 
-    for number, result in enumerate(results, start=1):
+    for number in range(1, n_layers + 1):
         if number not in drawn_elsewhere:
-            yield from section(
-                number, result, None, (number - 1) / (n_layers + 1), number / (n_layers + 1)
-            )
-
+            start, stop = (number - 1) / (n_layers + 1), number / (n_layers + 1)
+            sections[number] = yield from section(number, None, start, stop)
+    at = n_layers / (n_layers + 1)
     robustness_html = ""
     if getattr(analysis, "variants", None):
-        from .robustness import robustness_section
-
-        robustness_html = yield from scaled(
-            robustness_section(analysis), n_layers / (n_layers + 1), n_layers / (n_layers + 1)
-        )
-    yield Progress(n_layers / (n_layers + 1), "report: comparisons across layers")
-    quality = {
-        name: [float(getattr(r.quality, name)) for r in analysis.layer_results]
-        for name in ("purity", "homogeneity", "ari", "nmi", "silhouette")
-    }
-    curves_uri = figures.layer_curves_figure(
-        layers,
-        [float(r.phdim.dimension) for r in analysis.layer_results],
-        [
-            float(r.class_persistence.mean) if r.class_persistence is not None else math.nan
-            for r in analysis.layer_results
-        ],
-        quality,
-    )
-    dim = analysis.config.distance_dim
-    titles = {
-        "sliced_wasserstein": f"sliced Wasserstein (H{dim})",
-        "bottleneck": f"bottleneck (H{dim})",
-        "wasserstein": f"Wasserstein p={analysis.config.wasserstein_p:g} (H{dim})",
-        "cka": "linear CKA (similarity)",
-    }
-    order = (
-        [analysis.config.layer_distance]
-        + [
-            k
-            for k in ("sliced_wasserstein", "bottleneck", "wasserstein")
-            if k != analysis.config.layer_distance
-        ]
-        + ["cka"]
-    )
-    matrices = {k: analysis.layer_distances[k] for k in order if k in analysis.layer_distances}
-    matrices_uri = figures.matrices_figure(layers, matrices, titles)
+        robustness_html = yield from scaled(robustness_section(analysis), at, at)
+    yield Progress(at, "report: comparisons across layers")
+    across_html = _across_layers_html(analysis, layers)
     for number, future in drawn_elsewhere.items():  # the progress does not go back
-        at = n_layers / (n_layers + 1)
-        yield from section(number, results[number - 1], future.result(), at, at)
-    notes = analysis.provenance.get("notes", {})
-
-    header = [
-        "Layer",
-        "Points × dims",
-        "Sampling",
-        "H0 bars",
-        "H1 bars",
-        "H1 total pers.",
-        "PH dim",
-        "Mapper nodes / edges",
-        "Best-stage clusters",
-        "Purity",
-        "ARI",
-        "NMI",
-        "Silhouette",
-        "Seconds",
-    ]
-    nav = " ".join(f'<a href="#layer-{i}">{_e(name)}</a>' for i, name in enumerate(layers, start=1))
-    provenance = analysis.provenance
-    subtitle_bits = [
-        f"{len(layers)} layer{'s' if len(layers) != 1 else ''}",
-        f"{provenance.get('n_images', '?')} images",
-    ]
-    if provenance.get("sample"):
-        subtitle_bits.insert(0, f"sample {provenance['sample']}")
-    predicted = predicted_labels_note(provenance)  # purity then means agreement with the model
-    if predicted:
-        subtitle_bits.append(predicted)
-    else:
-        subtitle_bits.extend(_accuracy_bits(analysis))
-    if provenance.get("input_scale"):
-        subtitle_bits.append(f"model input: {provenance['input_scale']}")
-    if provenance.get("created"):
-        subtitle_bits.append(f"made {provenance['created']}")
+        sections[number] = yield from section(number, future.result(), at, at)
     page = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f'<meta name="generator" content="{GENERATOR}">',
-        f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>",
-        f"<header><h1>{_e(title)}</h1><p>{_e(' · '.join(subtitle_bits))}</p>",
-        f"<p>{_e(provenance.get('description', ''))}</p></header>"
-        if provenance.get("description")
-        else "</header>",
-        '<nav><a href="#summary">Summary</a><a href="#across">Across layers</a>'
-        + ('<a href="#robustness">Robustness</a>' if robustness_html else "")
-        + (
-            '<a href="#maps">Topology maps</a>'
-            if any('id="maps"' in x for x in extra_sections)
-            else ""
-        )
-        + f"{nav}</nav>",
+        *_page_head(analysis, title, layers, bool(robustness_html), extra_sections),
         "<main>",
-        '<section id="summary"><h2>Summary</h2>',
-        '<p class="lead">One row per layer, in forward order. Quality numbers compare the true '
-        "classes with the clusters of the best H0 stage.</p>",
-        _table(header, _summary_rows(analysis)),
-        _legend_html(class_names, colours),
-        "<h3>Provenance</h3>",
-        _provenance_html(analysis),
-        "</section>",
-        '<section id="across"><h2>Across layers</h2>',
-        _figure_html(
-            curves_uri,
-            "PH dimension (with the per-class total H0 persistence) and the "
-            "cluster-quality numbers of the best stage, layer by layer.",
-        ),
-        _figure_html(
-            matrices_uri,
-            "Distances between the layers' persistence diagrams (finite bars), and linear CKA "
-            f"between their representations. {_e(notes.get('cka', ''))}",
-        ),
-        "</section>",
+        _summary_html(analysis, colours, class_names),
+        across_html,
         robustness_html,
         *extra_sections,
         *(sections[number] for number in sorted(sections)),
@@ -660,8 +536,144 @@ def _render_page(
     return "\n".join(p for p in page if p)
 
 
+def _across_layers_html(analysis: Analysis, layers: list[str]) -> str:
+    """The section comparing the layers: quality curves and diagram-distance matrices."""
+    results = analysis.layer_results
+    quality = {
+        name: [float(getattr(r.quality, name)) for r in results]
+        for name in ("purity", "homogeneity", "ari", "nmi", "silhouette")
+    }
+    curves_uri = figures.layer_curves_figure(
+        layers,
+        [float(r.phdim.dimension) for r in results],
+        [
+            float(r.class_persistence.mean) if r.class_persistence is not None else math.nan
+            for r in results
+        ],
+        quality,
+    )
+    config = analysis.config
+    dim = config.distance_dim
+    titles = {
+        "sliced_wasserstein": f"sliced Wasserstein (H{dim})",
+        "bottleneck": f"bottleneck (H{dim})",
+        "wasserstein": f"Wasserstein p={config.wasserstein_p:g} (H{dim})",
+        "cka": "linear CKA (similarity)",
+    }
+    others = [
+        k for k in ("sliced_wasserstein", "bottleneck", "wasserstein") if k != config.layer_distance
+    ]
+    order = [config.layer_distance, *others, "cka"]
+    matrices = {k: analysis.layer_distances[k] for k in order if k in analysis.layer_distances}
+    matrices_uri = figures.matrices_figure(layers, matrices, titles)
+    notes = analysis.provenance.get("notes", {})
+    parts = [
+        '<section id="across"><h2>Across layers</h2>',
+        figure_html(
+            curves_uri,
+            "PH dimension (with the per-class total H0 persistence) and the "
+            "cluster-quality numbers of the best stage, layer by layer.",
+        ),
+        figure_html(
+            matrices_uri,
+            "Distances between the layers' persistence diagrams (finite bars), and linear CKA "
+            f"between their representations. {escaped(notes.get('cka', ''))}",
+        ),
+        "</section>",
+    ]
+    return "\n".join(p for p in parts if p)
+
+
+#: The summary table's columns (one row per layer: :func:`_summary_rows`).
+_SUMMARY_HEADER = [
+    "Layer",
+    "Points × dims",
+    "Sampling",
+    "H0 bars",
+    "H1 bars",
+    "H1 total pers.",
+    "PH dim",
+    "Mapper nodes / edges",
+    "Best-stage clusters",
+    "Purity",
+    "ARI",
+    "NMI",
+    "Silhouette",
+    "Seconds",
+]
+
+
+def _summary_html(analysis: Analysis, colours: list[str], class_names: list[str] | None) -> str:
+    """The summary section: one row per layer, the class legend and the provenance."""
+    parts = [
+        '<section id="summary"><h2>Summary</h2>',
+        '<p class="lead">One row per layer, in forward order. Quality numbers compare the true '
+        "classes with the clusters of the best H0 stage.</p>",
+        table_html(_SUMMARY_HEADER, _summary_rows(analysis)),
+        _legend_html(class_names, colours),
+        "<h3>Provenance</h3>",
+        _provenance_html(analysis),
+        "</section>",
+    ]
+    return "\n".join(p for p in parts if p)
+
+
+def _subtitle(analysis: Analysis, layers: list[str]) -> str:
+    """The header's line under the title: layers, images, sample, accuracy, input, date."""
+    provenance = analysis.provenance
+    bits = [
+        f"{len(layers)} layer{'s' if len(layers) != 1 else ''}",
+        f"{provenance.get('n_images', '?')} images",
+    ]
+    if provenance.get("sample"):
+        bits.insert(0, f"sample {provenance['sample']}")
+    predicted = predicted_labels_note(provenance)  # purity then means agreement with the model
+    if predicted:
+        bits.append(predicted)
+    else:
+        bits.extend(_accuracy_bits(analysis))
+    if provenance.get("input_scale"):
+        bits.append(f"model input: {provenance['input_scale']}")
+    if provenance.get("created"):
+        bits.append(f"made {provenance['created']}")
+    return " · ".join(bits)
+
+
+def _page_head(
+    analysis: Analysis,
+    title: str,
+    layers: list[str],
+    robustness: bool,
+    extra_sections: Sequence[str],
+) -> list[str]:
+    """The page's lines up to ``<main>``: head, header and the navigation bar."""
+    provenance = analysis.provenance
+    nav = " ".join(
+        f'<a href="#layer-{i}">{escaped(name)}</a>' for i, name in enumerate(layers, start=1)
+    )
+    return [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f'<meta name="generator" content="{GENERATOR}">',
+        f"<title>{escaped(title)}</title><style>{_CSS}</style></head><body>",
+        f"<header><h1>{escaped(title)}</h1><p>{escaped(_subtitle(analysis, layers))}</p>",
+        f"<p>{escaped(provenance.get('description', ''))}</p></header>"
+        if provenance.get("description")
+        else "</header>",
+        '<nav><a href="#summary">Summary</a><a href="#across">Across layers</a>'
+        + ('<a href="#robustness">Robustness</a>' if robustness else "")
+        + (
+            '<a href="#maps">Topology maps</a>'
+            if any('id="maps"' in x for x in extra_sections)
+            else ""
+        )
+        + f"{nav}</nav>",
+    ]
+
+
 def render_report(
-    analysis: Any,
+    analysis: Analysis,
     *,
     images: Any = None,
     title: str | None = None,
@@ -697,9 +709,6 @@ def check_report_folder(out_dir: str | os.PathLike) -> None:
     page written by napari-topolens (or beside a saved analysis, as reports were
     before the generator tag).
     """
-    from ..errors import AnalysisFileError
-    from ..topology.store import is_analysis_dir
-
     out = Path(out_dir).expanduser()
     analysis_path = out / ANALYSIS_DIR
     report_path = out / REPORT_NAME
@@ -728,7 +737,7 @@ def check_report_folder(out_dir: str | os.PathLike) -> None:
 
 
 def write_report(
-    analysis: Any,
+    analysis: Analysis,
     out_dir: str | os.PathLike,
     *,
     images: Any = None,
@@ -760,12 +769,7 @@ def write_report(
     Path
         The path of ``report.html``.
     """
-    import time
-
-    from .._signals import pause_point, signals_deferred
-
     out = Path(out_dir).expanduser()
-    analysis_path = out / ANALYSIS_DIR
     remove_report_debris(out)
     check_report_folder(out)
     started, started_cpu = time.perf_counter(), time.process_time()
@@ -779,6 +783,21 @@ def write_report(
         workers=workers,
     )
     rendered, rendered_cpu = time.perf_counter(), time.process_time()
+    report_path = _write_and_swap(analysis, page, out, progress)
+    if seconds is not None:
+        seconds["report page"] = (rendered - started, rendered_cpu - started_cpu)
+        seconds["saving"] = (time.perf_counter() - rendered, time.process_time() - rendered_cpu)
+    return report_path
+
+
+def _write_and_swap(
+    analysis: Analysis, page: str, out: Path, progress: ProgressCallback | None
+) -> Path:
+    """Save the analysis and the page beside ``out``'s, then rename both into place.
+
+    Undone on any failure or signal (see :func:`write_report`); returns the page's path.
+    """
+    analysis_path = out / ANALYSIS_DIR
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     report_path = out / REPORT_NAME
@@ -826,9 +845,6 @@ def write_report(
             shutil.rmtree(retired, ignore_errors=True)
     finally:
         _ACTIVE_TOKENS.discard(token)
-    if seconds is not None:
-        seconds["report page"] = (rendered - started, rendered_cpu - started_cpu)
-        seconds["saving"] = (time.perf_counter() - rendered, time.process_time() - rendered_cpu)
     return report_path
 
 

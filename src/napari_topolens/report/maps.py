@@ -7,13 +7,19 @@ command line (which holds the model) renders this section and hands it to
 
 from __future__ import annotations
 
-import html
 from collections.abc import Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._progress import Progress
+from ..maps import MapDrift, TopologyMap, map_drift, topology_map
+from .figures import channels_last, new_figure, png_data_uri
+from .markup import escaped
+
+if TYPE_CHECKING:
+    from ..robustness.study import Variant
+    from ..topology.analysis import Analysis
 
 __all__ = ["map_colours", "maps_section", "pick_images"]
 
@@ -53,9 +59,7 @@ def _take(images: Any, index: np.ndarray) -> np.ndarray:
 
 
 def _grey(image: np.ndarray) -> np.ndarray:
-    from .robustness import _channels_last
-
-    array = _channels_last(np.asarray(image)[None])[0].astype(np.float64)
+    array = channels_last(np.asarray(image)[None])[0].astype(np.float64)
     lo, hi = float(array.min()), float(array.max())
     array = (array - lo) / (hi - lo) if hi > lo else np.zeros_like(array)
     return array if array.ndim == 2 else array[..., :3].mean(axis=-1)
@@ -69,13 +73,15 @@ def _axes_off(axes: Any) -> None:
 
 
 def _maps_figure(
-    images: np.ndarray, picks: np.ndarray, maps: dict[str, Any], n_nodes: dict[str, int], names: Any
+    images: np.ndarray,
+    picks: np.ndarray,
+    maps: dict[str, TopologyMap],
+    n_nodes: dict[str, int],
+    names: Any,
 ) -> str:
-    from .figures import _figure, png_data_uri
-
     layers = list(maps)
     rows, columns = len(picks), 1 + len(layers)
-    figure = _figure(min(1.4 + 1.5 * columns, 12.5), 0.6 + 1.45 * rows)
+    figure = new_figure(min(1.4 + 1.5 * columns, 12.5), 0.6 + 1.45 * rows)
     grid = figure.subplots(rows, columns, squeeze=False)
     for r, image in enumerate(picks):
         grid[r, 0].imshow(_grey(images[r]), cmap="gray", interpolation="nearest")
@@ -99,11 +105,9 @@ def _maps_figure(
 
 
 def _drift_figure(
-    drift: Any, images: np.ndarray, order: np.ndarray, n_nodes: int, label: str
+    drift: MapDrift, images: np.ndarray, order: np.ndarray, n_nodes: int, label: str
 ) -> str:
-    from .figures import _figure, png_data_uri
-
-    figure = _figure(7.6, 0.6 + 1.5 * len(order))
+    figure = new_figure(7.6, 0.6 + 1.5 * len(order))
     grid = figure.subplots(len(order), 4, squeeze=False)
     for r, k in enumerate(order):
         base, variant = drift.base, drift.variant
@@ -132,7 +136,7 @@ def _drift_figure(
 
 
 def maps_section(
-    analysis: Any,
+    analysis: Analysis,
     model: Any,
     images: Any,
     *,
@@ -148,8 +152,6 @@ def maps_section(
     images and the mapped ones): variant image, base map, variant map (placed in the
     base graph) and the changed positions.
     """
-    from ..maps import map_drift, topology_map
-
     # layers with a grid of positions (whatever the sampling that made the analysis)
     spatial = [r.name for r in analysis.layer_results if len(r.cloud.grid_shape) == 2]
     picks = pick_images(analysis.labels, per_class, len(images))
@@ -174,7 +176,7 @@ def maps_section(
         f'<figure><img src="{_maps_figure(chosen, picks, maps, n_nodes, names)}" '
         'alt="topology maps"></figure>',
     ]
-    parts += [f"<p>{html.escape(note)}</p>" for note in notes]
+    parts += [f"<p>{escaped(note)}</p>" for note in notes]
     variants = [
         v
         for v in getattr(analysis, "variants", [])
@@ -182,44 +184,62 @@ def maps_section(
     ]
     for number, variant in enumerate(variants, start=1):
         yield Progress(number / (len(variants) + 1), f"pixel drift: {variant.name}")
-        moved = [image for _, image, _ in variant.comparison.most_moved(8)]
-        candidates = np.unique(np.r_[picks, np.asarray(moved, dtype=np.int64)])
-        candidates = candidates[candidates < min(len(images), len(variant.analysis.images))]
-        if not len(candidates):
-            continue
-        perturbed = np.asarray(variant.analysis.images)[candidates]
-        base_maps = topology_map(
-            analysis, _take(images, candidates), model, layer=spatial, input_scale=input_scale
+        parts += _variant_drift_html(
+            analysis, model, images, variant, picks, spatial, input_scale, most_moved
         )
-        variant_maps = topology_map(
-            analysis, perturbed, model, layer=spatial, input_scale=input_scale
-        )
-        rows = []
-        for layer in spatial:
-            drift = map_drift(base_maps[layer], variant_maps[layer])
-            order = np.argsort(-drift.share, kind="stable")[:most_moved]
-            uri = _drift_figure(
-                drift,
-                perturbed[order],
-                order,
-                n_nodes[layer],
-                f"{variant.name} at {layer}: images "
-                + ", ".join(f"#{int(candidates[k])}" for k in order),
-            )
-            rows.append(
-                f"<h3>{html.escape(variant.name)} · {html.escape(layer)}: "
-                f"{100 * drift.mean_share:.1f}% of positions changed node (mean over "
-                f"{len(candidates)} images)</h3>"
-                f'<figure><img src="{uri}" alt="pixel drift"></figure>'
-            )
-        parts += rows
     skipped = [v.name for v in getattr(analysis, "variants", []) if v not in variants]
     if skipped:
         parts.append(
             "<p>No pixel-level drift for "
-            + html.escape(", ".join(skipped))
+            + escaped(", ".join(skipped))
             + " (a compressed model, or images not kept).</p>"
         )
     parts.append("</section>")
     yield Progress(1.0, "topology maps done")
     return "\n".join(parts)
+
+
+def _variant_drift_html(
+    analysis: Analysis,
+    model: Any,
+    images: Any,
+    variant: Variant,
+    picks: np.ndarray,
+    spatial: list[str],
+    input_scale: Any,
+    most_moved: int,
+) -> list[str]:
+    """One perturbation variant's pixel drift at each spatial layer: a heading and a figure.
+
+    Among the variant's most-moved images and the mapped ones (``picks``), the
+    ``most_moved`` with the largest share of changed positions.
+    """
+    moved = [image for _, image, _ in variant.comparison.most_moved(8)]
+    candidates = np.unique(np.r_[picks, np.asarray(moved, dtype=np.int64)])
+    candidates = candidates[candidates < min(len(images), len(variant.analysis.images))]
+    if not len(candidates):
+        return []
+    perturbed = np.asarray(variant.analysis.images)[candidates]
+    base_maps = topology_map(
+        analysis, _take(images, candidates), model, layer=spatial, input_scale=input_scale
+    )
+    variant_maps = topology_map(analysis, perturbed, model, layer=spatial, input_scale=input_scale)
+    rows = []
+    for layer in spatial:
+        drift = map_drift(base_maps[layer], variant_maps[layer])
+        order = np.argsort(-drift.share, kind="stable")[:most_moved]
+        uri = _drift_figure(
+            drift,
+            perturbed[order],
+            order,
+            analysis[layer].mapper.n_nodes,
+            f"{variant.name} at {layer}: images "
+            + ", ".join(f"#{int(candidates[k])}" for k in order),
+        )
+        rows.append(
+            f"<h3>{escaped(variant.name)} · {escaped(layer)}: "
+            f"{100 * drift.mean_share:.1f}% of positions changed node (mean over "
+            f"{len(candidates)} images)</h3>"
+            f'<figure><img src="{uri}" alt="pixel drift"></figure>'
+        )
+    return rows

@@ -13,36 +13,36 @@ from __future__ import annotations
 
 import math
 from collections.abc import Generator, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .._progress import Progress
+from ..robustness.comparison import receptive_field_heat
+from .figures import channels_last, new_figure, png_data_uri
+from .markup import escaped, figure_html, number_text, table_html
+
+if TYPE_CHECKING:
+    from ..robustness.comparison import LayerDrift
+    from ..robustness.study import Variant
+    from ..topology.analysis import Analysis
 
 __all__ = ["drift_figure", "moved_images_figure", "robustness_section"]
 
 _OUTLINED = 3  # up to this many activations per image are outlined; more become a heat map
 
 
-def _fmt(value: Any, digits: int = 3) -> str:
-    from .html import _fmt as fmt
-
-    return fmt(value, digits)
-
-
 def _percent(value: float) -> str:
     return "–" if value is None or not math.isfinite(value) else f"{100 * value:.1f} %"
 
 
-def drift_figure(layers: Sequence[str], variants: Sequence[Any], dim: int = 1) -> str:
+def drift_figure(layers: Sequence[str], variants: Sequence[Variant], dim: int = 1) -> str:
     """Per layer: the relative H``dim`` sliced Wasserstein distance and the moved fraction.
 
     One line per variant. The distance is divided by the base diagram's distance from
     the empty diagram, so layers with larger activations do not dwarf the others.
     """
-    from .figures import _figure, png_data_uri
-
-    figure = _figure(11.5, 3.9)
+    figure = new_figure(11.5, 3.9)
     ax_distance, ax_moved = figure.subplots(1, 2)
     x = np.arange(len(layers))
     markers = "osD^v<>ph*"
@@ -90,24 +90,11 @@ def _rgb(image: np.ndarray, lo: float, hi: float) -> np.ndarray:
     return np.repeat(scaled[..., None], 3, axis=-1) if scaled.ndim == 2 else scaled
 
 
-def _channels_last(images: Any) -> np.ndarray:
-    """``(N, H, W)`` or ``(N, H, W, C)``, from any layout extraction takes (``(N, C, H, W)`` too)."""
-    from ..robustness.perturbations import _channel_axis
-
-    array = np.asarray(images)
-    if array.ndim == 4 and _channel_axis(array) == 1:
-        array = np.moveaxis(array, 1, -1)
-    return array[..., 0] if array.ndim == 4 and array.shape[-1] == 1 else array
-
-
 def moved_images_figure(
-    analysis: Any, variants: Sequence[Any], *, per_variant: int = 6
+    analysis: Analysis, variants: Sequence[Variant], *, per_variant: int = 6
 ) -> str | None:
     """Per variant, its most-moved images: original | variant with the moved activation's receptive-field heat."""
     from matplotlib.patches import Rectangle
-
-    from ..robustness.comparison import receptive_field_heat
-    from .figures import _figure, png_data_uri
 
     if analysis.images is None:
         return None
@@ -115,17 +102,17 @@ def moved_images_figure(
     rows = [(v, moved) for v, moved in rows if moved]
     if not rows:
         return None
-    base_images = _channels_last(analysis.images)
+    base_images = channels_last(analysis.images)
     lo, hi = float(base_images.min()), float(base_images.max())
     height, width = base_images.shape[1:3]
     columns = max(len(moved) for _, moved in rows)
-    figure = _figure(min(1.6 + 1.9 * columns, 12.5), 0.5 + 1.25 * len(rows))
+    figure = new_figure(min(1.6 + 1.9 * columns, 12.5), 0.5 + 1.25 * len(rows))
     grid = figure.subplots(len(rows), columns, squeeze=False)
     for r, (variant, moved) in enumerate(rows):
         variant_images = (
             base_images
             if variant.analysis.images is None
-            else _channels_last(variant.analysis.images)
+            else channels_last(variant.analysis.images)
         )
         for c in range(columns):
             axes = grid[r, c]
@@ -173,34 +160,57 @@ def moved_images_figure(
     return png_data_uri(figure)
 
 
-def robustness_section(analysis: Any) -> Generator[Progress, None, str]:
+def robustness_section(analysis: Analysis) -> Generator[Progress, None, str]:
     """The HTML of the robustness section (empty without variants)."""
-    from .html import _e, _figure_html, _table
-
     variants = list(getattr(analysis, "variants", None) or [])
     if not variants:
         return ""
     dim = min(int(analysis.config.distance_dim), 1)
-    rows = []
-    for variant in variants:
-        c = variant.comparison
-        delta = c.accuracy_variant - c.accuracy_base
-        rows.append(
-            [
-                f"<code>{_e(variant.name)}</code>",
-                "perturbed images" if variant.spec.perturbation is not None else "compressed model",
-                _percent(c.accuracy_base),
-                _percent(c.accuracy_variant),
-                "–" if not math.isfinite(delta) else f"{100 * delta:+.1f}",
-                _percent(c.prediction_changed),
-                _fmt(c.mean_drift("sliced_wasserstein", dim)),
-                _fmt(c.mean_drift("sliced_wasserstein", dim, relative=True)),
-                _fmt(c.mean_drift("bottleneck", 0)),
-                _percent(float(np.nanmean(c.moved_fraction)) if len(c.drifts) else math.nan),
-                f"{sum(variant.seconds.values()):.1f}",
-            ]
+    yield Progress(0.1, "robustness: drift plot")
+    drift_uri = drift_figure(analysis.layers, variants, dim)
+    yield Progress(0.5, "robustness: most-moved images")
+    moved_uri = moved_images_figure(analysis, variants)
+    note = variants[0].comparison.notes.get("moved", "")
+    parts = [
+        '<section id="robustness"><h2>Robustness</h2>',
+        '<p class="lead">Each variant is analysed like the base (same layers, sampling, '
+        "parameters and seed) and compared with it layer by layer. Perturbation strengths "
+        "are fractions of the images' value range (blur: pixels). Accuracy is top-1 on "
+        f"the labelled images. Moved images: {escaped(note)}.</p>",
+        table_html(_variant_header(dim), [_variant_row(variant, dim) for variant in variants]),
+        figure_html(
+            drift_uri,
+            f"Per layer: sliced Wasserstein (SW) distance between the base's and the variant's "
+            f"H{dim} diagrams, divided by the base diagram's SW distance from the empty diagram "
+            "(raw distances grow with a layer's activation scale; the tables give both), and the "
+            "fraction of images that moved; one line per variant.",
+        ),
+        figure_html(
+            moved_uri,
+            "The images that moved most (score: Jaccard distance of their matched Mapper-node and "
+            "cluster sets, averaged), each at the layer where it moved most.",
         )
-    header = [
+        if moved_uri
+        else "",
+        "<details><summary>per layer</summary>",
+        table_html(
+            _LAYER_HEADER,
+            [
+                _layer_row(variant, drift)
+                for variant in variants
+                for drift in variant.comparison.drifts
+            ],
+        ),
+        "</details>",
+        "</section>",
+    ]
+    yield Progress(1.0, "robustness section done")
+    return "\n".join(p for p in parts if p)
+
+
+def _variant_header(dim: int) -> list[str]:
+    """The drift table's columns (one row per variant: :func:`_variant_row`)."""
+    return [
         "Variant",
         "Kind",
         "Accuracy base",
@@ -213,70 +223,56 @@ def robustness_section(analysis: Any) -> Generator[Progress, None, str]:
         "Mean moved",
         "Seconds",
     ]
-    layer_rows = []
-    for variant in variants:
-        for drift in variant.comparison.drifts:
-            change = drift.quality_change
-            layer_rows.append(
-                [
-                    f"<code>{_e(variant.name)}</code>",
-                    _e(drift.layer),
-                    _fmt(drift.distance("bottleneck", 0)),
-                    _fmt(drift.distance("bottleneck", 1)),
-                    _fmt(drift.distance("sliced_wasserstein", 0)),
-                    _fmt(drift.distance("sliced_wasserstein", 1)),
-                    _fmt(drift.distance("sliced_wasserstein", 1, relative=True)),
-                    _percent(drift.moved_fraction),
-                    _fmt(change["purity"], 2),
-                    _fmt(change["ari"], 2),
-                    _fmt(change["ph_dimension"], 2),
-                    _fmt(change["mapper_nodes"], 3),
-                ]
-            )
-    layer_header = [
-        "Variant",
-        "Layer",
-        "Bottleneck H0",
-        "Bottleneck H1",
-        "SW H0",
-        "SW H1",
-        "SW H1 relative",
-        "Moved",
-        "Δ purity",
-        "Δ ARI",
-        "Δ PH dim",
-        "Δ Mapper nodes",
+
+
+def _variant_row(variant: Variant, dim: int) -> list[str]:
+    c = variant.comparison
+    delta = c.accuracy_variant - c.accuracy_base
+    return [
+        f"<code>{escaped(variant.name)}</code>",
+        "perturbed images" if variant.spec.perturbation is not None else "compressed model",
+        _percent(c.accuracy_base),
+        _percent(c.accuracy_variant),
+        "–" if not math.isfinite(delta) else f"{100 * delta:+.1f}",
+        _percent(c.prediction_changed),
+        number_text(c.mean_drift("sliced_wasserstein", dim)),
+        number_text(c.mean_drift("sliced_wasserstein", dim, relative=True)),
+        number_text(c.mean_drift("bottleneck", 0)),
+        _percent(float(np.nanmean(c.moved_fraction)) if len(c.drifts) else math.nan),
+        f"{sum(variant.seconds.values()):.1f}",
     ]
-    yield Progress(0.1, "robustness: drift plot")
-    drift_uri = drift_figure(analysis.layers, variants, dim)
-    yield Progress(0.5, "robustness: most-moved images")
-    moved_uri = moved_images_figure(analysis, variants)
-    note = variants[0].comparison.notes.get("moved", "")
-    parts = [
-        '<section id="robustness"><h2>Robustness</h2>',
-        '<p class="lead">Each variant is analysed like the base (same layers, sampling, '
-        "parameters and seed) and compared with it layer by layer. Perturbation strengths "
-        "are fractions of the images' value range (blur: pixels). Accuracy is top-1 on "
-        f"the labelled images. Moved images: {_e(note)}.</p>",
-        _table(header, rows),
-        _figure_html(
-            drift_uri,
-            f"Per layer: sliced Wasserstein (SW) distance between the base's and the variant's "
-            f"H{dim} diagrams, divided by the base diagram's SW distance from the empty diagram "
-            "(raw distances grow with a layer's activation scale; the tables give both), and the "
-            "fraction of images that moved; one line per variant.",
-        ),
-        _figure_html(
-            moved_uri,
-            "The images that moved most (score: Jaccard distance of their matched Mapper-node and "
-            "cluster sets, averaged), each at the layer where it moved most.",
-        )
-        if moved_uri
-        else "",
-        "<details><summary>per layer</summary>",
-        _table(layer_header, layer_rows),
-        "</details>",
-        "</section>",
+
+
+#: The per-layer table's columns (one row per variant and layer: :func:`_layer_row`).
+_LAYER_HEADER = [
+    "Variant",
+    "Layer",
+    "Bottleneck H0",
+    "Bottleneck H1",
+    "SW H0",
+    "SW H1",
+    "SW H1 relative",
+    "Moved",
+    "Δ purity",
+    "Δ ARI",
+    "Δ PH dim",
+    "Δ Mapper nodes",
+]
+
+
+def _layer_row(variant: Variant, drift: LayerDrift) -> list[str]:
+    change = drift.quality_change
+    return [
+        f"<code>{escaped(variant.name)}</code>",
+        escaped(drift.layer),
+        number_text(drift.distance("bottleneck", 0)),
+        number_text(drift.distance("bottleneck", 1)),
+        number_text(drift.distance("sliced_wasserstein", 0)),
+        number_text(drift.distance("sliced_wasserstein", 1)),
+        number_text(drift.distance("sliced_wasserstein", 1, relative=True)),
+        _percent(drift.moved_fraction),
+        number_text(change["purity"], 2),
+        number_text(change["ari"], 2),
+        number_text(change["ph_dimension"], 2),
+        number_text(change["mapper_nodes"], 3),
     ]
-    yield Progress(1.0, "robustness section done")
-    return "\n".join(p for p in parts if p)

@@ -15,19 +15,28 @@ in common).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import LayerError, TopoLensError
+from ..label_sources import labels_match_predictions
+from ..layout.matching import HUNGARIAN_MAX_CELLS, images_by_groups, images_by_nodes, pair_groups
+from ..topology.distances import diagram_distance
+from ..topology.results import Analysis, Comparison, LayerAnalysis, LayerDrift
 
-__all__ = ["QUALITY_NUMBERS", "Comparison", "LayerDrift", "compare", "receptive_field_heat"]
+if TYPE_CHECKING:
+    from scipy.sparse import csr_matrix
 
-# Above this many base x variant group pairs, groups are matched greedily (best
-# Jaccard first) instead of by the Hungarian method, whose time is cubic and whose
-# dense cost matrix would take 8 bytes per pair.
-_HUNGARIAN_MAX_CELLS = 1_000_000
+__all__ = [
+    "QUALITY_NUMBERS",
+    "Comparison",
+    "LayerDrift",
+    "compare",
+    "model_accuracy",
+    "predicted_classes",
+    "receptive_field_heat",
+]
 
 #: The per-layer numbers whose change (variant - base) a comparison records.
 QUALITY_NUMBERS = (
@@ -42,172 +51,6 @@ QUALITY_NUMBERS = (
     "mapper_nodes",
     "best_clusters",
 )
-
-
-@dataclass
-class LayerDrift:
-    """How one layer's topology changed from the base to the variant.
-
-    Attributes
-    ----------
-    layer : str
-    bottleneck, sliced_wasserstein : ndarray (max_dim + 1,) float64
-        Distance between the base's and the variant's diagram of each homology
-        dimension (index 0: H0, 1: H1), finite bars.
-    quality_base, quality_variant : dict of str to float
-        The numbers of :data:`QUALITY_NUMBERS` in each analysis.
-    image_score : ndarray (N,) float64
-        Per image, the mean of its Mapper-node and its cluster Jaccard distance
-        (after matching); nan for an image without points in either analysis.
-    mapper_moved, cluster_moved : ndarray (N,) bool
-        The image's matched Mapper node set / best-stage cluster set changed.
-    bottleneck_scale, sliced_wasserstein_scale : ndarray (max_dim + 1,) float64
-        The same distances from the base's diagram to the empty diagram: the
-        scale of the base's topology at this layer. A distance divided by it
-        (``distance(..., relative=True)``) compares across layers whose
-        activations differ in scale.
-    """
-
-    layer: str
-    bottleneck: np.ndarray
-    sliced_wasserstein: np.ndarray
-    quality_base: dict[str, float]
-    quality_variant: dict[str, float]
-    image_score: np.ndarray
-    mapper_moved: np.ndarray
-    cluster_moved: np.ndarray
-    bottleneck_scale: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    sliced_wasserstein_scale: np.ndarray = field(default_factory=lambda: np.zeros(0))
-
-    @property
-    def moved(self) -> np.ndarray:
-        """(N,) bool: the image's Mapper node set or its best-stage cluster changed."""
-        return self.mapper_moved | self.cluster_moved
-
-    @property
-    def compared(self) -> np.ndarray:
-        """(N,) bool: the image has points in both analyses of this layer."""
-        return np.isfinite(self.image_score)
-
-    @property
-    def moved_fraction(self) -> float:
-        """Fraction of the compared images that moved (nan when none was compared)."""
-        n = int(self.compared.sum())
-        return float(self.moved[self.compared].sum() / n) if n else math.nan
-
-    @property
-    def quality_change(self) -> dict[str, float]:
-        """Variant minus base for each quality number."""
-        return {k: self.quality_variant[k] - self.quality_base[k] for k in self.quality_base}
-
-    def distance(
-        self, kind: str = "sliced_wasserstein", dim: int = 1, *, relative: bool = False
-    ) -> float:
-        """The ``kind`` distance between the H``dim`` diagrams (nan if not computed).
-
-        ``relative``: divided by the base diagram's distance from the empty diagram
-        (0 when both are 0, nan when only the scale is).
-        """
-        values = {"sliced_wasserstein": self.sliced_wasserstein, "bottleneck": self.bottleneck}
-        scales = {
-            "sliced_wasserstein": self.sliced_wasserstein_scale,
-            "bottleneck": self.bottleneck_scale,
-        }
-        if kind not in values:
-            raise TopoLensError(f"unknown distance {kind!r}; use sliced_wasserstein or bottleneck")
-        array = values[kind]
-        value = float(array[dim]) if 0 <= dim < len(array) else math.nan
-        if not relative:
-            return value
-        scale = float(scales[kind][dim]) if 0 <= dim < len(scales[kind]) else math.nan
-        if value == 0.0:
-            return 0.0
-        return value / scale if scale > 0 else math.nan
-
-
-@dataclass
-class Comparison:
-    """Drift of a variant's topology from its base's, layer by layer.
-
-    Attributes
-    ----------
-    base_name, variant_name : str
-    drifts : list of LayerDrift
-        One per layer both analyses have, in the base's forward order.
-    n_images : int
-    accuracy_base, accuracy_variant : float
-        Top-1 accuracy of the model's predictions (``Analysis.predictions``, else
-        the argmax of ``Analysis.probabilities``) on the labelled images it was run
-        on (images of a stack that were not analysed are left out); nan without
-        labels or predictions, and for text labels numbered by their own names
-        (not the model's class indices).
-    prediction_changed : float
-        Fraction of the images both were run on whose predicted class differs; nan
-        without predictions.
-    notes : dict of str to str
-    """
-
-    base_name: str
-    variant_name: str
-    drifts: list[LayerDrift]
-    n_images: int
-    accuracy_base: float
-    accuracy_variant: float
-    prediction_changed: float
-    notes: dict[str, str] = field(default_factory=dict)
-
-    @property
-    def layers(self) -> list[str]:
-        return [d.layer for d in self.drifts]
-
-    def __getitem__(self, layer: str) -> LayerDrift:
-        for drift in self.drifts:
-            if drift.layer == layer:
-                return drift
-        raise LayerError(f"layer {layer!r} was not compared; compared: {', '.join(self.layers)}")
-
-    @property
-    def moved_fraction(self) -> np.ndarray:
-        """(L,) fraction of images that moved, per layer."""
-        return np.array([d.moved_fraction for d in self.drifts])
-
-    def distances(
-        self, kind: str = "sliced_wasserstein", dim: int = 1, *, relative: bool = False
-    ) -> np.ndarray:
-        """(L,) diagram distance per layer (``relative``: see :meth:`LayerDrift.distance`)."""
-        return np.array([d.distance(kind, dim, relative=relative) for d in self.drifts])
-
-    def mean_drift(
-        self, kind: str = "sliced_wasserstein", dim: int = 1, *, relative: bool = False
-    ) -> float:
-        """Mean over layers of the H``dim`` diagram distance (the headline drift number).
-
-        Raw distances are on each layer's own activation scale, so the layer with the
-        largest activations dominates the mean; ``relative=True`` weighs layers alike.
-        """
-        values = self.distances(kind, dim, relative=relative)
-        values = values[np.isfinite(values)]
-        return float(values.mean()) if len(values) else math.nan
-
-    def most_moved(self, n: int = 8) -> list[tuple[str, int, float]]:
-        """The ``n`` images that moved most, as (layer, image, score), most moved first.
-
-        Images are ranked by their score summed over the layers where they moved
-        (a score saturates at 1, so this separates an image that moved at one layer
-        from one that moved at all); each is given with the layer of its highest
-        score (the earliest on ties).
-        """
-        total: dict[int, float] = {}
-        best: dict[int, tuple[str, float]] = {}
-        for drift in self.drifts:
-            scores = np.nan_to_num(drift.image_score, nan=0.0)
-            for image in np.flatnonzero(drift.moved).tolist():
-                score = float(scores[image])
-                total[image] = total.get(image, 0.0) + score
-                if image not in best or score > best[image][1]:
-                    best[image] = (drift.layer, score)
-        ranked = sorted(total, key=lambda image: (-total[image], image))[: int(n)]
-        return [(best[image][0], image, best[image][1]) for image in ranked]
 
 
 def receptive_field_heat(cloud: Any, image: int) -> np.ndarray:
@@ -230,7 +73,7 @@ def receptive_field_heat(cloud: Any, image: int) -> np.ndarray:
 
 
 def compare(
-    base: Any, variant: Any, *, base_name: str = "base", variant_name: str = "variant"
+    base: Analysis, variant: Analysis, *, base_name: str = "base", variant_name: str = "variant"
 ) -> Comparison:
     """How ``variant``'s topology differs from ``base``'s, per layer and per image.
 
@@ -247,81 +90,26 @@ def compare(
         Layers both have, in the base's order. Distances use the base config's
         ``sw_n_directions``; diagrams of dimensions both have.
     """
-    from ..topology.analysis import Analysis
-    from ..topology.distances import diagram_distance
-
-    for argument, value in (("base", base), ("variant", variant)):
-        if not isinstance(value, Analysis):
-            raise TopoLensError(
-                f"compare: {argument} must be an Analysis (from analyze or load_analysis), "
-                f"got {type(value).__name__}"
-            )
+    _check_analyses(base, variant)
     n_base = _n_images(base, variant)
-    layers = [name for name in base.layers if name in variant]
-    if not layers:
-        raise LayerError(
-            f"the analyses share no layer (base: {', '.join(base.layers)}; variant: "
-            f"{', '.join(variant.layers)})"
-        )
+    layers = _common_layers(base, variant)
     n_directions = int(base.config.sw_n_directions)
-
-    def distance(a: np.ndarray, b: np.ndarray, kind: str) -> float:
-        if np.array_equal(a, b):  # exactly 0 (gudhi's bottleneck can return a denormal)
-            return 0.0
-        return diagram_distance(a, b, kind, n_directions=n_directions)
-
-    drifts = []
-    for name in layers:
-        a, b = base[name], variant[name]
-        dims = min(len(a.persistence.diagrams), len(b.persistence.diagrams))
-        pairs = [(a.persistence.diagrams[d], b.persistence.diagrams[d]) for d in range(dims)]
-        bottleneck = np.array([distance(x, y, "bottleneck") for x, y in pairs])
-        sliced = np.array([distance(x, y, "sliced_wasserstein") for x, y in pairs])
-        empty = np.zeros((0, 2))
-        bottleneck_scale = np.array([distance(x, empty, "bottleneck") for x, _ in pairs])
-        sliced_scale = np.array([distance(x, empty, "sliced_wasserstein") for x, _ in pairs])
-        mapper_distance, mapper_moved = _moved(_mapper_groups(a, n_base), _mapper_groups(b, n_base))
-        cluster_distance, cluster_moved = _moved(
-            _cluster_groups(a, n_base), _cluster_groups(b, n_base)
-        )
-        compared = _present(a, n_base) & _present(b, n_base)
-        score = np.where(compared, 0.5 * (mapper_distance + cluster_distance), np.nan)
-        drifts.append(
-            LayerDrift(
-                layer=name,
-                bottleneck=bottleneck,
-                sliced_wasserstein=sliced,
-                quality_base=_quality_numbers(a),
-                quality_variant=_quality_numbers(b),
-                image_score=score,
-                mapper_moved=mapper_moved & compared,
-                cluster_moved=cluster_moved & compared,
-                bottleneck_scale=bottleneck_scale,
-                sliced_wasserstein_scale=sliced_scale,
-            )
-        )
-    accuracy_base = _accuracy(base)
-    accuracy_variant = _accuracy(variant)
-    changed = math.nan
-    a, b = _predicted(base), _predicted(variant)
-    if a is not None and b is not None:
-        n = min(len(a), len(b), n_base)
-        run = (a[:n] >= 0) & (b[:n] >= 0)  # images both models were run on
-        if run.any():
-            changed = float(np.mean(a[:n][run] != b[:n][run]))
+    drifts = [
+        _layer_drift(name, base[name], variant[name], n_base, n_directions) for name in layers
+    ]
     return Comparison(
         base_name=str(base_name),
         variant_name=str(variant_name),
         drifts=drifts,
         n_images=n_base,
-        accuracy_base=accuracy_base,
-        accuracy_variant=accuracy_variant,
-        prediction_changed=changed,
+        accuracy_base=model_accuracy(base),
+        accuracy_variant=model_accuracy(variant),
+        prediction_changed=_prediction_changed(base, variant, n_base),
         notes={
             "moved": (
                 "groups (best-stage clusters; Mapper nodes) matched one-to-one by the "
                 "Hungarian method on the Jaccard overlap of their image sets (greedily, best "
-                f"overlap first, above {_HUNGARIAN_MAX_CELLS:,} group pairs); an image moved "
+                f"overlap first, above {HUNGARIAN_MAX_CELLS:,} group pairs); an image moved "
                 "when its matched group set changed"
             ),
             "distances": f"finite bars; sliced Wasserstein with {n_directions} directions",
@@ -330,7 +118,78 @@ def compare(
     )
 
 
-def _config_note(base: Any, variant: Any) -> dict[str, str]:
+def _check_analyses(base: object, variant: object) -> None:
+    for argument, value in (("base", base), ("variant", variant)):
+        if not isinstance(value, Analysis):
+            raise TopoLensError(
+                f"compare: {argument} must be an Analysis (from analyze or load_analysis), "
+                f"got {type(value).__name__}"
+            )
+
+
+def _common_layers(base: Analysis, variant: Analysis) -> list[str]:
+    """The layers both analyses have, in the base's order."""
+    layers = [name for name in base.layers if name in variant]
+    if not layers:
+        raise LayerError(
+            f"the analyses share no layer (base: {', '.join(base.layers)}; variant: "
+            f"{', '.join(variant.layers)})"
+        )
+    return layers
+
+
+def _diagram_distance(a: np.ndarray, b: np.ndarray, kind: str, n_directions: int) -> float:
+    if np.array_equal(a, b):  # exactly 0 (gudhi's bottleneck can return a denormal)
+        return 0.0
+    return diagram_distance(a, b, kind, n_directions=n_directions)
+
+
+def _layer_drift(
+    name: str, a: LayerAnalysis, b: LayerAnalysis, n_images: int, n_directions: int
+) -> LayerDrift:
+    """One layer's drift from the base's result ``a`` to the variant's ``b``."""
+    dims = min(len(a.persistence.diagrams), len(b.persistence.diagrams))
+    pairs = [(a.persistence.diagrams[d], b.persistence.diagrams[d]) for d in range(dims)]
+    empty = np.zeros((0, 2))
+
+    def distances(kind: str, to_empty: bool = False) -> np.ndarray:
+        return np.array(
+            [_diagram_distance(x, empty if to_empty else y, kind, n_directions) for x, y in pairs]
+        )
+
+    mapper_distance, mapper_moved = _moved(_mapper_groups(a, n_images), _mapper_groups(b, n_images))
+    cluster_distance, cluster_moved = _moved(
+        _cluster_groups(a, n_images), _cluster_groups(b, n_images)
+    )
+    compared = _present(a, n_images) & _present(b, n_images)
+    score = np.where(compared, 0.5 * (mapper_distance + cluster_distance), np.nan)
+    return LayerDrift(
+        layer=name,
+        bottleneck=distances("bottleneck"),
+        sliced_wasserstein=distances("sliced_wasserstein"),
+        quality_base=_quality_numbers(a),
+        quality_variant=_quality_numbers(b),
+        image_score=score,
+        mapper_moved=mapper_moved & compared,
+        cluster_moved=cluster_moved & compared,
+        bottleneck_scale=distances("bottleneck", to_empty=True),
+        sliced_wasserstein_scale=distances("sliced_wasserstein", to_empty=True),
+    )
+
+
+def _prediction_changed(base: Analysis, variant: Analysis, n_images: int) -> float:
+    """Fraction of the images both models were run on whose predicted class differs."""
+    a, b = predicted_classes(base), predicted_classes(variant)
+    if a is None or b is None:
+        return math.nan
+    n = min(len(a), len(b), n_images)
+    run = (a[:n] >= 0) & (b[:n] >= 0)  # images both models were run on
+    if not run.any():
+        return math.nan
+    return float(np.mean(a[:n][run] != b[:n][run]))
+
+
+def _config_note(base: Analysis, variant: Analysis) -> dict[str, str]:
     """Say so when the two analyses were made with different parameters."""
     a, b = base.config.to_dict(), variant.config.to_dict()
     differ = sorted(k for k in a if a.get(k) != b.get(k))
@@ -342,7 +201,7 @@ def _config_note(base: Any, variant: Any) -> dict[str, str]:
     }
 
 
-def _declared_images(analysis: Any) -> int | None:
+def _declared_images(analysis: Analysis) -> int | None:
     """How many images the analysis says it is of (its images, else its labels)."""
     if analysis.images is not None:
         return len(analysis.images)
@@ -351,7 +210,7 @@ def _declared_images(analysis: Any) -> int | None:
     return None
 
 
-def _n_images(base: Any, variant: Any) -> int:
+def _n_images(base: Analysis, variant: Analysis) -> int:
     declared = [n for n in (_declared_images(base), _declared_images(variant)) if n is not None]
     if len(declared) == 2 and declared[0] != declared[1]:
         raise TopoLensError(
@@ -370,70 +229,40 @@ def _n_images(base: Any, variant: Any) -> int:
     return declared[0] if declared else reached
 
 
-def _present(result: Any, n_images: int) -> np.ndarray:
+def _present(result: LayerAnalysis, n_images: int) -> np.ndarray:
     present = np.zeros(n_images, dtype=bool)
     index = result.cloud.image_index
     present[index[index < n_images]] = True
     return present
 
 
-def _groups_matrix(
-    image_of_member: np.ndarray, group_of_member: np.ndarray, n_images: int, n_groups: int
-):
-    from scipy.sparse import csr_matrix
-
-    keep = (image_of_member < n_images) & (group_of_member >= 0)
-    data = np.ones(int(keep.sum()), dtype=np.float64)
-    matrix = csr_matrix(
-        (data, (image_of_member[keep], group_of_member[keep])), shape=(n_images, max(n_groups, 0))
-    )
-    matrix.sum_duplicates()
-    matrix.data[:] = 1.0  # image in group: yes or no
-    return matrix
-
-
-def _mapper_groups(result: Any, n_images: int):
+def _mapper_groups(result: LayerAnalysis, n_images: int) -> csr_matrix:
     mapper = result.mapper
-    sizes = np.diff(mapper.member_offsets)
-    node_of_member = np.repeat(np.arange(len(sizes)), sizes)
-    images = result.cloud.image_index[mapper.members]
-    return _groups_matrix(images, node_of_member, n_images, len(sizes))
+    return images_by_nodes(
+        mapper.members, mapper.member_offsets, result.cloud.image_index, n_images
+    )
 
 
-def _cluster_groups(result: Any, n_images: int):
+def _cluster_groups(result: LayerAnalysis, n_images: int) -> csr_matrix:
     clusters = np.asarray(result.best_clusters, dtype=np.int64)
     n_groups = int(clusters.max()) + 1 if len(clusters) and clusters.max() >= 0 else 0
-    return _groups_matrix(result.cloud.image_index, clusters, n_images, n_groups)
+    return images_by_groups(result.cloud.image_index, clusters, n_images, n_groups)
 
 
-def _moved(base_groups: Any, variant_groups: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Per image: Jaccard distance of its base and matched variant group sets, and changed."""
-    from scipy.optimize import linear_sum_assignment
+def _moved(
+    base_groups: csr_matrix, variant_groups: csr_matrix, *, max_cells: int = HUNGARIAN_MAX_CELLS
+) -> tuple[np.ndarray, np.ndarray]:
+    """Per image: Jaccard distance of its base and matched variant group sets, and changed.
+
+    An image in no group of either analysis keeps its (empty) company: distance 0.
+    """
     from scipy.sparse import csr_matrix, hstack
 
     n_images, n_base = base_groups.shape
     n_variant = variant_groups.shape[1]
-    mapping = np.arange(n_base, n_base + n_variant)  # unmatched: a group of its own
-    if n_base and n_variant:
-        overlap = (base_groups.T @ variant_groups).tocoo()  # sparse: only groups that share images
-        size_b = np.asarray(base_groups.sum(axis=0)).ravel()
-        size_v = np.asarray(variant_groups.sum(axis=0)).ravel()
-        rows, cols, common = overlap.row, overlap.col, overlap.data
-        jaccard = common / (size_b[rows] + size_v[cols] - common)
-        if n_base * n_variant <= _HUNGARIAN_MAX_CELLS:
-            dense = np.zeros((n_base, n_variant))
-            dense[rows, cols] = jaccard
-            pick_b, pick_v = linear_sum_assignment(dense, maximize=True)
-            paired = dense[pick_b, pick_v] > 0
-            mapping[pick_v[paired]] = pick_b[paired]
-        else:  # too many groups for the cubic Hungarian method: greedy, best overlap first
-            free_b = np.ones(n_base, dtype=bool)
-            free_v = np.ones(n_variant, dtype=bool)
-            for k in np.lexsort((cols, rows, -jaccard)).tolist():
-                b, v = int(rows[k]), int(cols[k])
-                if free_b[b] and free_v[v]:
-                    mapping[v] = b
-                    free_b[b] = free_v[v] = False
+    paired = pair_groups(base_groups, variant_groups, max_cells=max_cells)
+    # an unpaired variant group is a group of its own, numbered after the base's
+    mapping = np.where(paired >= 0, paired, np.arange(n_base, n_base + n_variant))
     total = n_base + n_variant
     permute = csr_matrix(
         (np.ones(n_variant), (np.arange(n_variant), mapping)), shape=(n_variant, total)
@@ -449,7 +278,7 @@ def _moved(base_groups: Any, variant_groups: Any) -> tuple[np.ndarray, np.ndarra
     return distance, distance > 1e-12
 
 
-def _quality_numbers(result: Any) -> dict[str, float]:
+def _quality_numbers(result: LayerAnalysis) -> dict[str, float]:
     quality = result.quality
     total = np.asarray(result.persistence.total_persistence, dtype=np.float64)
     best = np.asarray(result.best_clusters)
@@ -467,10 +296,15 @@ def _quality_numbers(result: Any) -> dict[str, float]:
     }
 
 
-def _accuracy(analysis: Any) -> float:
-    from ..label_sources import labels_match_predictions
+def model_accuracy(analysis: Analysis) -> float:
+    """Top-1 accuracy of the analysis's predictions on its labelled images (nan: unknown).
 
-    predicted = _predicted(analysis)
+    Nan without labels or predictions, and for text labels numbered by their own
+    names (not the model's class indices); images the model was not run on are left
+    out. The drift table's accuracies, and the report's first check that the images
+    reached the model as it was trained to see them.
+    """
+    predicted = predicted_classes(analysis)
     if predicted is None or analysis.labels is None:
         return math.nan
     if not labels_match_predictions(getattr(analysis, "provenance", None)):
@@ -483,7 +317,7 @@ def _accuracy(analysis: Any) -> float:
     return float(np.mean(predicted[:n][known] == labels[:n][known]))
 
 
-def _predicted(analysis: Any) -> np.ndarray | None:
+def predicted_classes(analysis: Analysis) -> np.ndarray | None:
     """The model's class per image, -1 where it was not run (None: no predictions kept).
 
     ``Analysis.predictions`` when recorded, else the argmax of ``probabilities``

@@ -15,13 +15,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import ModelError, TopoLensError
+from ..topology.variant_kinds import QUANTIZATIONS
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = ["QUANTIZATIONS", "compress", "prunable_weights", "quantized_engines", "sparsity"]
-
-QUANTIZATIONS = ("int8",)
 
 
 def prunable_weights(model: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:

@@ -17,68 +17,30 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..activations.extract import as_image_batch, as_mask_stack
+from ..activations.models import check_model
+from ..activations.options import whole_number
+from ..activations.running import check_channels, eval_mode, model_device_dtype
 from ..errors import ImageError, ModelError, TopoLensError
+from ..topology.variant_kinds import (
+    PERTURBATIONS,
+    STRENGTH_RANGES,
+    check_strength,
+    strength_range_text,
+)
 
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["PERTURBATIONS", "STRENGTH_RANGES", "check_strength", "perturb", "strength_range_text"]
-
-#: Perturbation kinds and what their strength means.
-PERTURBATIONS: dict[str, str] = {
-    "gaussian": "standard deviation, as a fraction of the images' value range",
-    "salt_pepper": "fraction of pixels set to the minimum or maximum (half each)",
-    "speckle": "standard deviation of multiplicative noise x + x*n (x above the minimum)",
-    "poisson": "shot noise whose standard deviation at full brightness is this fraction of the range",
-    "uniform": "half-width of additive uniform noise, as a fraction of the value range",
-    "blur": "Gaussian blur sigma in pixels",
-    "occlusion": "a square patch of this fraction of the image area (with a mask: its opacity 0..1)",
-    "fgsm": "step epsilon of the fast gradient sign attack, as a fraction of the value range",
-}
-
-#: The strengths each kind accepts, inclusive. Beyond them a variant says nothing more (noise
-#: of ten value ranges already saturates every pixel at the clip; a blur of 100 pixels flattens
-#: any image a classifier takes) and the arithmetic would overflow or run out of memory.
-STRENGTH_RANGES: dict[str, tuple[float, float]] = {
-    "gaussian": (0.0, 10.0),
-    "salt_pepper": (0.0, 1.0),
-    "speckle": (0.0, 10.0),
-    "poisson": (0.0, 10.0),
-    "uniform": (0.0, 10.0),
-    "blur": (0.0, 100.0),
-    "occlusion": (0.0, 1.0),
-    "fgsm": (0.0, 1.0),
-}
-assert set(STRENGTH_RANGES) == set(PERTURBATIONS)
-
-
-def strength_range_text(kind: str) -> str:
-    """``"0..10"``: the strengths ``kind`` accepts, as the messages and ``--help`` write them."""
-    low, high = STRENGTH_RANGES[kind]
-    return f"{low:g}..{high:g}"
-
-
-def check_strength(kind: str, strength: Any) -> float:
-    """``strength`` as a float inside ``kind``'s range; a project error naming the variant,
-    its range and what the strength means otherwise."""
-    if not isinstance(kind, str) or kind not in PERTURBATIONS:
-        raise TopoLensError(
-            f"unknown perturbation {kind!r:.60}; choose one of {', '.join(PERTURBATIONS)}"
-        )
-    if isinstance(strength, bool):
-        raise TopoLensError(f"the strength of {kind} must be a number, got {strength!r}")
-    try:
-        value = float(strength)
-    except (TypeError, ValueError, OverflowError):
-        raise TopoLensError(f"the strength of {kind} must be a number, got {strength!r}") from None
-    low, high = STRENGTH_RANGES[kind]
-    if not (np.isfinite(value) and low <= value <= high):
-        raise TopoLensError(
-            f"the strength of {kind} must be within {strength_range_text(kind)} "
-            f"({PERTURBATIONS[kind]}), got {kind}:{value:g}"
-        )
-    return value
-
+__all__ = [
+    "PERTURBATIONS",
+    "STRENGTH_RANGES",
+    "channel_axis",
+    "check_label_codes",
+    "check_strength",
+    "perturb",
+    "strength_range_text",
+]
 
 # values per chunk of work (float64 temporaries stay near 128 MB for any image size)
 _CHUNK_VALUES = 1 << 24
@@ -131,17 +93,43 @@ def perturb(
     ndarray
         Values clipped to the input stack's ``[min, max]``; integer dtypes are rounded.
     """
-    from ..activations.extract import _whole_number
-    from ..activations.models import check_model
+    strength = _check_arguments(kind, strength, seed, batch_size, model, labels, mask)
+    original = _check_images(images)
+    shape = original.shape
+    # work on (N, H, W, C) channels last, or (N, C, H, W) as given
+    array = original[..., None] if original.ndim == 3 else original
+    axis = 3 if original.ndim == 3 else channel_axis(array)
+    occlusion_mask = _check_mask(mask, array, axis) if kind == "occlusion" else None
+    label_codes = check_label_codes(labels, len(array)) if kind == "fgsm" else None
+    if strength == 0.0:
+        return original.copy()
+    lo, hi = float(array.min()), float(array.max())
+    if kind == "fgsm":
+        assert model is not None
+        out = _fgsm(original, model, label_codes, strength, lo, hi, int(batch_size))
+        return out.reshape(shape)
+    out = _noisy_copy(array, axis, kind, strength, int(seed), occlusion_mask, lo, hi)
+    return out.reshape(shape)
 
+
+def _check_arguments(
+    kind: str,
+    strength: Any,
+    seed: Any,
+    batch_size: Any,
+    model: torch.nn.Module | None,
+    labels: Any,
+    mask: Any,
+) -> float:
+    """Refuse what :func:`perturb` cannot use, before any work; returns the strength."""
     if not isinstance(kind, str) or kind not in PERTURBATIONS:
         raise TopoLensError(
             f"unknown perturbation {kind!r:.60}; choose one of {', '.join(PERTURBATIONS)}"
         )
-    strength = check_strength(kind, strength)
-    if _whole_number("seed", seed) < 0:
+    value = check_strength(kind, strength)
+    if whole_number("seed", seed) < 0:
         raise TopoLensError(f"seed must be a non-negative integer, got {seed}")
-    if _whole_number("batch_size", batch_size) < 1:
+    if whole_number("batch_size", batch_size) < 1:
         raise TopoLensError(f"batch_size must be at least 1, got {batch_size}")
     if kind != "fgsm" and (model is not None or labels is not None):
         raise TopoLensError(f"a model and labels are used by fgsm only, not by {kind}")
@@ -151,38 +139,36 @@ def perturb(
         raise ModelError("fgsm needs the model it attacks: pass model=")
     if model is not None:
         check_model(model)
-    original = _check_images(images)
-    shape = original.shape
-    # work on (N, H, W, C) channels last, or (N, C, H, W) as given
-    array = original[..., None] if original.ndim == 3 else original
-    channel_axis = 3 if original.ndim == 3 else _channel_axis(array)
-    occlusion_mask = _check_mask(mask, array, channel_axis) if kind == "occlusion" else None
-    label_codes = _check_labels(labels, len(array)) if kind == "fgsm" else None
-    if strength == 0.0:
-        return original.copy()
-    lo, hi = float(array.min()), float(array.max())
-    if kind == "fgsm":
-        assert model is not None
-        out = _fgsm(original, model, label_codes, strength, lo, hi, int(batch_size))
-        return out.reshape(shape)
+    return value
+
+
+def _noisy_copy(
+    array: np.ndarray,
+    axis: int,
+    kind: str,
+    strength: float,
+    seed: int,
+    occlusion_mask: np.ndarray | None,
+    lo: float,
+    hi: float,
+) -> np.ndarray:
+    """Every kind but fgsm, a chunk of images at a time (bounded float64 temporaries)."""
     out = np.empty_like(array)
     # occlusion greys with the mean of the whole stack, the same for every image and chunk
     grey = float(array.mean(dtype=np.float64)) if kind == "occlusion" else 0.0
     chunk = max(1, _CHUNK_VALUES // max(1, array[0].size))
     for number, start in enumerate(range(0, len(array), chunk)):
         stop = min(start + chunk, len(array))
-        rng = np.random.default_rng([int(seed), zlib.crc32(kind.encode()), number])
-        values = np.moveaxis(array[start:stop], channel_axis, -1).astype(np.float64)  # (B,H,W,C)
+        rng = np.random.default_rng([seed, zlib.crc32(kind.encode()), number])
+        values = np.moveaxis(array[start:stop], axis, -1).astype(np.float64)  # (B,H,W,C)
         chunk_mask = None if occlusion_mask is None else occlusion_mask[start:stop]
         values = _noise(kind, values, strength, lo, hi, rng, chunk_mask, grey)
-        out[start:stop] = _cast(np.moveaxis(values, -1, channel_axis), array.dtype, lo, hi)
-    return out.reshape(shape)
+        out[start:stop] = _cast(np.moveaxis(values, -1, axis), array.dtype, lo, hi)
+    return out
 
 
 def _check_images(images: Any) -> np.ndarray:
     """The images as an array, checked by extraction's own rules (rank, channels, finite)."""
-    from ..activations.extract import as_image_batch
-
     if hasattr(images, "detach"):
         images = images.detach().cpu().numpy()
     array = np.asarray(images)
@@ -202,30 +188,25 @@ def _check_images(images: Any) -> np.ndarray:
     return array
 
 
-def _channel_axis(array: np.ndarray) -> int:
-    """1 or 3 for a 4-D stack, read from how extraction lays the stack out."""
-    from ..activations.extract import as_image_batch
-
+def channel_axis(array: np.ndarray) -> int:
+    """1 or 3: the channel axis of a 4-D image stack, as extraction reads its layout."""
     prepared = as_image_batch(array[:1])  # (1, C, H, W)
     return 1 if prepared.shape[1:] == array.shape[1:] else 3
 
 
-def _spatial_shape(array: np.ndarray, channel_axis: int) -> tuple[int, int]:
-    return (
-        (array.shape[2], array.shape[3]) if channel_axis == 1 else (array.shape[1], array.shape[2])
-    )
+def _spatial_shape(array: np.ndarray, axis: int) -> tuple[int, int]:
+    return (array.shape[2], array.shape[3]) if axis == 1 else (array.shape[1], array.shape[2])
 
 
-def _check_mask(mask: Any, array: np.ndarray, channel_axis: int) -> np.ndarray | None:
-    from ..activations.extract import as_mask_stack
-
+def _check_mask(mask: Any, array: np.ndarray, axis: int) -> np.ndarray | None:
     if mask is None:
         return None
-    height, width = _spatial_shape(array, channel_axis)
+    height, width = _spatial_shape(array, axis)
     return as_mask_stack(mask, len(array), height, width, "the occlusion mask")
 
 
-def _check_labels(labels: Any, n_images: int) -> np.ndarray | None:
+def check_label_codes(labels: Any, n_images: int) -> np.ndarray | None:
+    """``labels`` as ``n_images`` int64 class codes (None stays None); an ImageError otherwise."""
     if labels is None:
         return None
     codes = np.asarray(labels)
@@ -328,19 +309,12 @@ def _fgsm(
     """x + epsilon * (hi - lo) * sign(grad_x loss), batches prepared as extraction prepares them."""
     import torch
 
-    from ..activations.extract import (
-        _check_channels,
-        _eval_mode,
-        _model_device_dtype,
-        as_image_batch,
-    )
-
-    _check_channels(model, as_image_batch(images[:1]))
-    device, dtype = _model_device_dtype(model)
+    check_channels(model, as_image_batch(images[:1]))
+    device, dtype = model_device_dtype(model)
     step = epsilon * (hi - lo)
     out = np.empty_like(images)
     # gradients even when the caller runs under torch.no_grad() or torch.inference_mode()
-    with _eval_mode(model), torch.inference_mode(False), torch.enable_grad():
+    with eval_mode(model), torch.inference_mode(False), torch.enable_grad():
         for start in range(0, len(images), batch_size):
             original = images[start : start + batch_size]
             batch = as_image_batch(original)  # (B, C, H, W) float32, the model's input

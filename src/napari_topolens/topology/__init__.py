@@ -35,14 +35,14 @@ _LAZY = {
     "heatmap_dendrogram": ".hole",
     "Quality": ".quality",
     "cluster_quality": ".quality",
-    "AnalysisConfig": ".analysis",
-    "LayerAnalysis": ".analysis",
-    "Analysis": ".analysis",
+    "AnalysisConfig": ".config",
+    "LayerAnalysis": ".results",
+    "Analysis": ".results",
     "analyze": ".analysis",
     "iter_analyze": ".analysis",
     "load_analysis": ".store",
     "Placement": ".placement",
-    "PlacementIndex": ".placement",
+    "PlacementIndex": ".results",
     "place": ".placement",
 }
 

@@ -4,32 +4,45 @@
 compute, per layer: persistence (H0 on the full cloud, H1 on the points chosen by cost),
 a Mapper graph, the PH dimension, per-class total H0 persistence, the HOLE cluster
 flow, blob graph and heatmap dendrogram, and the cluster-quality numbers of the
-best flow stage; and across layers: diagram-distance matrices and linear CKA.
+best flow stage (:func:`analyze_layer`, what a Dask worker runs per layer); and once,
+after the layers: diagram-distance matrices and linear CKA between them.
 The result, an :class:`Analysis`, saves and loads losslessly (``topology.store``).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
 import math
-import os
-from collections.abc import Generator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+import time
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
-from .._progress import CancelCallback, Progress, ProgressCallback, drive
+from .._progress import CancelCallback, Progress, ProgressCallback, drive, scaled
+from .._version import __version__ as package_version
+from ..activations import device as devices
+from ..activations.extract import as_image_batch
 from ..activations.pointcloud import PointCloud
+from ..distributed import iter_remote_tasks
 from ..errors import EmptySelectionError, ImageError, LayerError, TopoLensError
+from ..label_sources import MAX_CLASSES, checked_class_names
+from ..layout.mapper import mapper_layout
+from .config import DISTANCE_KINDS as _DISTANCE_KINDS
+from .config import AnalysisConfig
+from .distances import cka_matrix, diagram_distance_matrix
+from .hole import blob_graph, cluster_flow, heatmap_dendrogram
+from .mapper import mapper_graph
+from .placement import placement_index
+from .quality import cluster_quality
+from .results import Analysis, LayerAnalysis
 
-if TYPE_CHECKING:  # annotations only: the loader resolves them by class name
-    from .hole import BlobGraph, ClusterFlow, Dendrogram
+if TYPE_CHECKING:  # annotations only
+    from .hole import Dendrogram
     from .mapper import MapperGraph
     from .persistence import PersistenceResult
     from .phdim import ClassPersistenceResult, PHDimResult
-    from .placement import PlacementIndex
     from .quality import Quality
 
 __all__ = [
@@ -37,12 +50,12 @@ __all__ = [
     "AnalysisConfig",
     "LayerAnalysis",
     "analyze",
+    "analyze_layer",
     "check_class_labels",
     "iter_analyze",
 ]
 
-_LENSES = ("l2norm", "pca1", "pca2", "probability")
-_DISTANCE_KINDS = ("sliced_wasserstein", "bottleneck", "wasserstein")
+T = TypeVar("T")
 _LIBRARIES = (
     "numpy",
     "scipy",
@@ -53,307 +66,6 @@ _LIBRARIES = (
     "torch",
     "napari-topolens",
 )
-
-
-@dataclass
-class AnalysisConfig:
-    """Every parameter of an analysis, with the published defaults (docs/methods.md).
-
-    Attributes
-    ----------
-    metric : str
-        Point-cloud metric for persistence, PH dimension, the dendrogram and the
-        silhouette (one of ``topology.metrics.METRICS``).
-    max_points : int
-        Points per layer the analysis uses (default 100,000). A larger cloud is
-        subsampled at random with ``seed`` first, and the subset is recorded in the
-        cloud's ``meta["subset_note"]``. The default is sized by memory: every
-        step holds O(points x features) (exact H0 by an O(N·d) Borůvka tree, Mapper's
-        DBSCAN on bounded blocks of pairs), and 100,000 points x 64 features
-        analyse in under 2 GB peak (``benchmarks/README.md``).
-    max_dim : int
-        Highest homology dimension (1: H0 and H1).
-    h1_max_points : int
-        H1 is computed on at most this many landmarks, because its cost grows
-        steeply with N (~10 s at 1,000 points for a noisy circle); H0 always uses
-        the full cloud.
-    subsample : str
-        How the H1 points are chosen: ``"auto"`` (default: the whole cloud up to
-        ``h1_max_points``, above that random or max-min landmarks by measured
-        cost and closeness, with a certified cut of the filtration; see
-        ``topology.persistence``), ``"maxmin"``, ``"random"`` or ``"full"``.
-    pca_dims, n_neighbors, density_k : int
-        Options of the mahalanobis, geodesic and density metrics.
-    mapper_lens : str
-        ``"l2norm"`` (default), ``"pca1"``, ``"pca2"`` or ``"probability"`` (the
-        model's top predicted-class probability; needs probabilities).
-    mapper_n_cubes, mapper_perc_overlap, mapper_min_samples, mapper_eps
-        The Mapper cover and DBSCAN clusterer; ``mapper_eps=None`` takes the knee
-        of the sorted nearest-neighbour distances.
-    noise_size : int
-        Cluster-flow clusters of at most this many points are shown as noise.
-    layer_distance : str
-        The diagram distance shown first across layers (Purvine's choice:
-        sliced Wasserstein); all three kinds are always computed.
-    distance_dim : int
-        Homology dimension compared across layers (1: H1, as Purvine et al.).
-    wasserstein_p : float
-        Order of the Wasserstein distance.
-    sw_n_directions : int
-        Directions of the sliced Wasserstein approximation.
-    phdim_alpha, phdim_start, phdim_step : float, int, int
-        PH dimension: E_alpha over random subsamples of sizes start, start+step, ...
-    phdim_max_points : int
-        Largest PH-dimension subsample (not in the publications: each size costs a
-        quadratic single linkage, and the fit needs only the trend).
-    class_max_per_class : int
-        Points per class for the per-class total H0 persistence.
-    dendrogram_max_points : int
-        Points shown in the heatmap dendrogram (a heatmap of more is unreadable).
-    dendrogram_order : str
-        ``"dendrogram"`` or ``"rcm"`` (reverse Cuthill-McKee) heatmap order.
-    silhouette_max_points : int
-        Silhouette is computed on at most this many points (it is quadratic).
-    seed : int
-        Seed of every random step (subsamples, Mapper, layouts).
-    """
-
-    metric: str = "euclidean"
-    max_points: int = 100_000
-    max_dim: int = 1
-    h1_max_points: int = 1000
-    subsample: str = "auto"
-    pca_dims: int = 50
-    n_neighbors: int = 10
-    density_k: int = 5
-    mapper_lens: str = "l2norm"
-    mapper_n_cubes: int = 10
-    mapper_perc_overlap: float = 0.5
-    mapper_min_samples: int = 5
-    mapper_eps: float | None = None
-    noise_size: int = 3
-    layer_distance: str = "sliced_wasserstein"
-    distance_dim: int = 1
-    wasserstein_p: float = 1.0
-    sw_n_directions: int = 50
-    phdim_alpha: float = 1.0
-    phdim_start: int = 500
-    phdim_step: int = 350
-    phdim_max_points: int = 2000
-    class_max_per_class: int = 250
-    dendrogram_max_points: int = 300
-    dendrogram_order: str = "dendrogram"
-    silhouette_max_points: int = 2000
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        from .metrics import METRICS
-        from .store import field_hints, type_problem
-
-        for f in dataclasses.fields(self):  # types first, from the annotations
-            problem = type_problem(getattr(self, f.name), field_hints(type(self))[f.name])
-            if problem:
-                raise TopoLensError(f"AnalysisConfig.{f.name} got {problem}")
-        choices = {
-            "metric": METRICS,
-            "subsample": ("auto", "maxmin", "random", "full"),
-            "dendrogram_order": ("dendrogram", "rcm"),
-        }
-        for name, allowed in choices.items():
-            if getattr(self, name) not in allowed:
-                raise TopoLensError(
-                    f"{name} {getattr(self, name)!r} is unknown; choose one of {', '.join(allowed)}"
-                )
-        if not 0.0 < float(self.mapper_perc_overlap) < 1.0:
-            raise TopoLensError(
-                f"mapper_perc_overlap must lie strictly between 0 and 1, got {self.mapper_perc_overlap}"
-            )
-        for name in ("max_dim", "noise_size", "seed", "distance_dim"):
-            if int(getattr(self, name)) < 0:
-                raise TopoLensError(f"{name} must be non-negative, got {getattr(self, name)}")
-        if self.mapper_lens not in _LENSES:
-            raise TopoLensError(
-                f"mapper_lens {self.mapper_lens!r} is unknown; choose one of {', '.join(_LENSES)}"
-            )
-        if self.layer_distance not in _DISTANCE_KINDS:
-            raise TopoLensError(
-                f"layer_distance {self.layer_distance!r} is unknown; choose one of "
-                f"{', '.join(_DISTANCE_KINDS)}"
-            )
-        if self.distance_dim > self.max_dim:
-            raise TopoLensError(
-                f"distance_dim={self.distance_dim} needs max_dim >= {self.distance_dim} "
-                f"(max_dim is {self.max_dim})"
-            )
-        for name in (
-            "max_points",
-            "h1_max_points",
-            "mapper_n_cubes",
-            "mapper_min_samples",
-            "phdim_start",
-            "phdim_step",
-            "phdim_max_points",
-            "class_max_per_class",
-            "dendrogram_max_points",
-            "silhouette_max_points",
-            "pca_dims",
-            "n_neighbors",
-            "density_k",
-            "sw_n_directions",
-        ):
-            if int(getattr(self, name)) < 1:
-                raise TopoLensError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("mapper_eps", "phdim_alpha"):
-            value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and value > 0):
-                raise TopoLensError(f"{name} must be a positive finite number, got {value}")
-        if not (math.isfinite(self.wasserstein_p) and self.wasserstein_p >= 1):
-            raise TopoLensError(f"wasserstein_p must be at least 1, got {self.wasserstein_p}")
-
-    @property
-    def metric_kw(self) -> dict[str, int]:
-        """The metric options passed on to ``distance_matrix``."""
-        return {
-            "pca_dims": self.pca_dims,
-            "n_neighbors": self.n_neighbors,
-            "density_k": self.density_k,
-        }
-
-    def to_dict(self) -> dict[str, Any]:
-        """The parameters as a plain dict (JSON-able)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: Mapping[str, Any]) -> AnalysisConfig:
-        """Build a config from a dict, refusing unknown keys (they are likely typos)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise TopoLensError(
-                f"unknown analysis parameter(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}"
-            )
-        return cls(**dict(values))
-
-
-@dataclass
-class LayerAnalysis:
-    """Everything computed for one layer; member indices are rows of ``cloud``.
-
-    ``class_persistence`` is ``None`` without labels. ``quality`` compares the
-    true labels with the clusters of the best cluster-flow stage (all NaN without
-    labels). ``mapper_layout`` holds the Mapper node positions ``(n_nodes, 2)``
-    (row, col in the unit square, ``layout.mapper_layout``) that napari and the
-    report both draw; None only in analyses saved before it was recorded.
-    ``placement`` holds what placing new vectors in this layer's Mapper graph and
-    cluster flow needs (``topology.placement``); None only in analyses saved before
-    it was recorded (placement then rebuilds it from the saved graph).
-    """
-
-    name: str
-    cloud: PointCloud
-    point_labels: np.ndarray
-    persistence: PersistenceResult
-    mapper: MapperGraph
-    phdim: PHDimResult
-    class_persistence: ClassPersistenceResult | None
-    flow: ClusterFlow
-    blobs: BlobGraph
-    dendrogram: Dendrogram
-    quality: Quality
-    seconds: dict[str, float] = field(default_factory=dict)
-    mapper_layout: np.ndarray | None = None
-    placement: PlacementIndex | None = None
-
-    @property
-    def best_clusters(self) -> np.ndarray:
-        """Cluster of every point at the best cluster-flow stage (-1: noise)."""
-        return self.flow.memberships[self.flow.best_stage]
-
-
-@dataclass
-class Analysis:
-    """The topology of several layers of one model on one image set.
-
-    Attributes
-    ----------
-    layer_results : list of LayerAnalysis
-        In the model's forward order; ``analysis[name]`` picks one by name.
-    layer_distances : dict of str to ndarray
-        ``(L, L)`` matrices over ``layers``: ``"sliced_wasserstein"``,
-        ``"bottleneck"``, ``"wasserstein"`` between the H``distance_dim``
-        diagrams (finite bars), and ``"cka"``, linear CKA between per-image mean
-        activation vectors, rows aligned by image index over the images present
-        in every layer.
-    config : AnalysisConfig
-    provenance : dict
-        Model spec, sample or image description, seeds, library versions,
-        creation time, and notes on what was done (e.g. the CKA alignment).
-    labels : ndarray or None
-        Class label per image (-1 unknown).
-    class_names : list of str or None
-    probabilities : ndarray or None
-        ``(N, K)`` softmax per image when the caller gave it.
-    predictions : ndarray or None
-        The model's predicted class per image (int64, the index of its largest
-        output; -1 for images it was not run on), when the caller gave it. It is
-        comparable with ``labels`` when the label codes are the model's class
-        indices (the samples, or integer labels of a user's model).
-    images : ndarray or None
-        The images the clouds' ``image_index`` refers to, when the caller gave them.
-    variants : list
-        Perturbed or compressed runs of the same images, each a
-        ``napari_topolens.robustness.Variant`` holding its own analysis and its
-        ``Comparison`` with this one (see ``robustness.run_variants``); saved and
-        loaded with the analysis. Empty for a plain analysis.
-    """
-
-    layer_results: list[LayerAnalysis]
-    layer_distances: dict[str, np.ndarray]
-    config: AnalysisConfig
-    provenance: dict[str, Any]
-    labels: np.ndarray | None = None
-    class_names: list[str] | None = None
-    probabilities: np.ndarray | None = None
-    predictions: np.ndarray | None = None
-    images: np.ndarray | None = None
-    variants: list[Any] = field(default_factory=list)
-
-    @property
-    def layers(self) -> list[str]:
-        """Layer names in forward order."""
-        return [result.name for result in self.layer_results]
-
-    def __getitem__(self, name: str) -> LayerAnalysis:
-        for result in self.layer_results:
-            if result.name == name:
-                return result
-        raise LayerError(
-            f"layer {name!r} is not in this analysis; analysed layers: {', '.join(self.layers)}"
-        )
-
-    def __contains__(self, name: object) -> bool:
-        return any(result.name == name for result in self.layer_results)
-
-    def __len__(self) -> int:
-        return len(self.layer_results)
-
-    def __iter__(self):
-        return iter(self.layer_results)
-
-    @property
-    def n_classes(self) -> int:
-        """Number of classes (0 without labels)."""
-        if self.class_names is not None:
-            return len(self.class_names)
-        if self.labels is None or not np.any(self.labels >= 0):
-            return 0
-        return int(self.labels.max()) + 1
-
-    def save(self, path: str | os.PathLike):
-        """Save losslessly to the folder ``path`` (see ``topology.store``)."""
-        from .store import save_analysis
-
-        return save_analysis(self, path)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -370,12 +82,7 @@ def _library_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             versions[name] = "not installed"
     if versions["napari-topolens"] == "not installed":
-        try:
-            from .. import __version__ as own_version
-
-            versions["napari-topolens"] = str(own_version)
-        except Exception:  # the package __init__ is optional here
-            pass
+        versions["napari-topolens"] = str(package_version)
     return versions
 
 
@@ -437,8 +144,6 @@ def check_class_labels(
     codes : ndarray of int64 or None
     class_names : list of str or None
     """
-    from ..label_sources import MAX_CLASSES, checked_class_names
-
     names = checked_class_names(class_names)
     if labels is None:
         return None, names
@@ -570,33 +275,447 @@ def _cka_features(items: list[PointCloud]) -> tuple[list[np.ndarray], np.ndarray
     return features, common
 
 
-def _step_weights(n_points: int) -> dict[str, float]:
-    """Rough relative cost of each per-layer step, for a smooth progress bar."""
-    return {
-        "persistence": 4.0,
-        "mapper": 2.0,
-        "phdim": 2.0,
-        "class persistence": 1.0,
-        "cluster flow": 0.5,
-        "blob graph": 0.5,
-        "dendrogram": 1.0,
-        "quality": 0.5,
-    }
+#: Rough relative cost of each per-layer step, for a smooth progress bar.
+_STEP_WEIGHTS = {
+    "persistence": 4.0,
+    "mapper": 2.0,
+    "phdim": 2.0,
+    "class persistence": 1.0,
+    "cluster flow": 0.5,
+    "blob graph": 0.5,
+    "dendrogram": 1.0,
+    "quality": 0.5,
+}
+_LAYER_WEIGHT = sum(_STEP_WEIGHTS.values())
+#: Progress weight of the cross-layer matrices (diagram distances, CKA).
+_CROSS_LAYER_WEIGHT = 2.0
 
 
-# ----------------------------------------------------------------------------- engine
+class _LayerSteps:
+    """One layer's steps: progress within the layer (0..1) and the seconds each took."""
+
+    def __init__(self) -> None:
+        self.done = 0.0
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        """Record the seconds the block took as ``seconds[name]``."""
+        start = time.perf_counter()
+        yield
+        self.seconds[name] = time.perf_counter() - start
+
+    def run(self, step: str, message: str, work: Callable[[], T]) -> Generator[Progress, None, T]:
+        """Announce ``message``, run ``work`` timed as ``step``, count the step's weight."""
+        yield Progress(min(self.done / _LAYER_WEIGHT, 1.0), message)
+        with self.timed(step):
+            result = work()
+        self.skip(step)
+        return result
+
+    def skip(self, step: str) -> None:
+        """Count a step that has nothing to do here (the bar moves on all the same)."""
+        self.done += _STEP_WEIGHTS[step]
 
 
 def _h0_device(device: Any, scheduler: Any) -> Any:
     """The torch device of the H0 tree's distance blocks, checked before any work (any case:
     ``"CPU"`` is the CPU); ``None`` for the CPU (numpy). With a scheduler only the name is
     checked here: the workers have the devices."""
-    from ..activations.device import parse_device, resolve_device
-
     if device is None:
         return None
-    checked = parse_device(device) if scheduler is not None else resolve_device(device)
+    checked = (
+        devices.parse_device(device) if scheduler is not None else devices.resolve_device(device)
+    )
     return None if checked.type == "cpu" else checked
+
+
+def _checked_inputs(
+    items: list[PointCloud],
+    labels: Any,
+    class_names: Sequence[str] | None,
+    probabilities: Any,
+    config: AnalysisConfig,
+) -> tuple[np.ndarray | None, list[str] | None, np.ndarray | None, int | None]:
+    """Labels, class names, probabilities and the number of classes, checked before any work."""
+    image_labels, names = check_class_labels(labels, class_names, _n_images(items))
+    image_probabilities = _check_probabilities(probabilities, items)
+    if config.mapper_lens == "probability" and image_probabilities is None:
+        raise TopoLensError(
+            "the Mapper lens 'probability' needs the model's class probabilities per image; "
+            "pass probabilities= (predict_proba) or choose another lens"
+        )
+    n_classes = None
+    if names is not None:
+        names = [str(name) for name in names]
+        n_classes = len(names)
+    elif image_labels is not None and np.any(image_labels >= 0):
+        n_classes = int(image_labels.max()) + 1
+    return image_labels, names, image_probabilities, n_classes
+
+
+def _capped(cloud: PointCloud, max_points: int, seed: int) -> PointCloud:
+    """The cloud, or a random ``max_points`` of its points (recorded in its meta)."""
+    if len(cloud) <= max_points:
+        return cloud
+    keep = np.sort(
+        np.random.default_rng([seed, len(cloud)]).choice(len(cloud), max_points, replace=False)
+    )
+    capped = cloud.subset(
+        keep,
+        f"{max_points} of {len(cloud)} points, drawn at random (seed {seed}) "
+        f"to keep within the max_points cap of {max_points}",
+    )
+    capped.meta["points_before_cap"] = len(cloud)
+    return capped
+
+
+def _phdim_or_nan(points: np.ndarray, config: AnalysisConfig) -> PHDimResult:
+    """The PH dimension, or NaN with the reason when there are too few points for a fit."""
+    from .phdim import PHDimResult, ph_dimension  # heavy: phdim imports scipy
+
+    try:
+        return ph_dimension(
+            points,
+            alpha=config.phdim_alpha,
+            start=config.phdim_start,
+            step=config.phdim_step,
+            max_size=config.phdim_max_points,
+            metric=config.metric,
+            seed=int(config.seed),
+            **config.metric_kw,
+        )
+    except EmptySelectionError as exc:  # too few points for a fit: undefined, say why
+        return PHDimResult(
+            dimension=math.nan,
+            sizes=np.zeros(0, np.int64),
+            energies=np.zeros(0),
+            slope=math.nan,
+            alpha=float(config.phdim_alpha),
+            note=str(exc),
+        )
+
+
+def _persistence(points: np.ndarray, config: AnalysisConfig, device: Any) -> PersistenceResult:
+    """H0 on the full cloud (on ``device``), H1 on the points chosen by cost."""
+    from .persistence import compute_persistence  # heavy: persistence imports scipy
+
+    return compute_persistence(
+        points,
+        max_dim=config.max_dim,
+        metric=config.metric,
+        max_points=config.h1_max_points,
+        subsample=config.subsample,
+        seed=int(config.seed),
+        device=device,
+        **config.metric_kw,
+    )
+
+
+def _mapper(
+    points: np.ndarray,
+    known: np.ndarray | None,
+    probabilities: np.ndarray | None,
+    config: AnalysisConfig,
+    n_classes: int | None,
+) -> MapperGraph:
+    return mapper_graph(
+        points,
+        known,
+        lens=config.mapper_lens,
+        probabilities=probabilities if config.mapper_lens == "probability" else None,
+        n_cubes=config.mapper_n_cubes,
+        perc_overlap=config.mapper_perc_overlap,
+        min_samples=config.mapper_min_samples,
+        eps=config.mapper_eps,
+        n_classes=n_classes,
+        seed=int(config.seed),
+    )
+
+
+def _class_persistence(
+    points: np.ndarray, known: np.ndarray, config: AnalysisConfig
+) -> ClassPersistenceResult:
+    from .phdim import class_total_persistence  # heavy: phdim imports scipy
+
+    return class_total_persistence(
+        points, known, max_per_class=config.class_max_per_class, seed=int(config.seed)
+    )
+
+
+def _dendrogram(points: np.ndarray, config: AnalysisConfig) -> Dendrogram:
+    return heatmap_dendrogram(
+        points,
+        metric=config.metric,
+        order=config.dendrogram_order,
+        max_points=config.dendrogram_max_points,
+        seed=int(config.seed),
+        **config.metric_kw,
+    )
+
+
+def _quality(
+    point_labels: np.ndarray, best: np.ndarray, points: np.ndarray, config: AnalysisConfig
+) -> Quality:
+    """Cluster quality of the best flow stage; without labels the label scores are NaN."""
+    return cluster_quality(
+        point_labels,
+        best,
+        points,
+        metric=config.metric,
+        silhouette_max_points=config.silhouette_max_points,
+        seed=int(config.seed),
+        **config.metric_kw,
+    )
+
+
+def _iter_layer(
+    cloud: PointCloud,
+    image_labels: np.ndarray | None,
+    image_probabilities: np.ndarray | None,
+    config: AnalysisConfig,
+    n_classes: int | None,
+    device: Any,
+) -> Generator[Progress, None, LayerAnalysis]:
+    """One layer's whole analysis from checked inputs; yields progress within the layer."""
+    seed = int(config.seed)
+    cloud = _capped(cloud, config.max_points, seed)
+    points = cloud.points
+    point_labels = (
+        image_labels[cloud.image_index]
+        if image_labels is not None
+        else np.full(len(cloud), -1, np.int64)
+    )
+    known = point_labels if np.any(point_labels >= 0) else None  # None: no label is known
+    point_probabilities = (
+        None if image_probabilities is None else image_probabilities[cloud.image_index]
+    )
+    steps = _LayerSteps()
+    persistence = yield from steps.run(
+        "persistence",
+        "persistence (H0 full cloud, H1 by measured cost)",
+        lambda: _persistence(points, config, device),
+    )
+    mapper = yield from steps.run(
+        "mapper",
+        "Mapper graph",
+        lambda: _mapper(points, known, point_probabilities, config, n_classes),
+    )
+    with steps.timed("mapper layout"):  # laid out once, saved: napari and the report draw it
+        node_positions = mapper_layout(mapper, seed=seed)
+    with steps.timed("placement"):  # what placing other positions in this graph needs
+        placement = placement_index(points, mapper, metric=config.metric)
+    phdim = yield from steps.run("phdim", "PH dimension", lambda: _phdim_or_nan(points, config))
+    class_persistence = None
+    if known is None:
+        steps.skip("class persistence")
+    else:
+        class_persistence = yield from steps.run(
+            "class persistence",
+            "total H0 persistence per class",
+            lambda: _class_persistence(points, known, config),
+        )
+    flow = yield from steps.run(
+        "cluster flow",
+        "cluster flow",
+        lambda: cluster_flow(persistence.linkage, known, noise_size=config.noise_size),
+    )
+    best = flow.memberships[flow.best_stage]
+    blobs = yield from steps.run(
+        "blob graph", "blob graph", lambda: blob_graph(points, best, known)
+    )
+    dendrogram = yield from steps.run(
+        "dendrogram", "heatmap dendrogram", lambda: _dendrogram(points, config)
+    )
+    quality = yield from steps.run(
+        "quality", "cluster quality", lambda: _quality(point_labels, best, points, config)
+    )
+    return LayerAnalysis(
+        name=cloud.layer,
+        cloud=cloud,
+        point_labels=point_labels,
+        persistence=persistence,
+        mapper=mapper,
+        phdim=phdim,
+        class_persistence=class_persistence,
+        flow=flow,
+        blobs=blobs,
+        dendrogram=dendrogram,
+        quality=quality,
+        seconds=steps.seconds,
+        mapper_layout=node_positions,
+        placement=placement,
+    )
+
+
+def analyze_layer(
+    cloud: PointCloud,
+    labels: Any = None,
+    *,
+    config: AnalysisConfig | None = None,
+    class_names: Sequence[str] | None = None,
+    probabilities: Any = None,
+    device: Any = None,
+) -> LayerAnalysis:
+    """The analysis of one layer's cloud, exactly as :func:`iter_analyze` makes it.
+
+    What a Dask worker runs for each layer (``scheduler=``). ``labels``,
+    ``class_names`` and ``probabilities`` are per image, as for :func:`iter_analyze`;
+    ``device`` is where the H0 tree's distance blocks run (checked here).
+    """
+    config = _checked_config(config)
+    items = _as_clouds([cloud])
+    image_labels, _names, image_probabilities, n_classes = _checked_inputs(
+        items, labels, class_names, probabilities, config
+    )
+    steps = _iter_layer(
+        items[0], image_labels, image_probabilities, config, n_classes, _h0_device(device, None)
+    )
+    return drive(steps)
+
+
+def _layer_task(
+    cloud: PointCloud,
+    labels: np.ndarray | None,
+    probabilities: np.ndarray | None,
+    config: AnalysisConfig,
+    class_names: list[str] | None,
+    device: Any,
+) -> LayerAnalysis:
+    """One layer's analysis on a Dask worker (its name is the task's name on the cluster)."""
+    return analyze_layer(
+        cloud,
+        labels,
+        config=config,
+        class_names=class_names,
+        probabilities=probabilities,
+        device=device,
+    )
+
+
+def _checked_config(config: AnalysisConfig | None) -> AnalysisConfig:
+    if config is not None and not isinstance(config, AnalysisConfig):
+        raise TopoLensError(
+            f"config must be an AnalysisConfig or None, got {type(config).__name__}"
+        )
+    return AnalysisConfig() if config is None else config
+
+
+def _layer_distances(results: list[LayerAnalysis], config: AnalysisConfig) -> dict[str, np.ndarray]:
+    """The ``(L, L)`` distances of every kind between the layers' H``distance_dim`` diagrams."""
+    diagrams = [result.persistence.diagrams[config.distance_dim] for result in results]
+    layer_distances: dict[str, np.ndarray] = {}
+    for kind in _DISTANCE_KINDS:
+        options: dict[str, Any] = {}
+        if kind == "wasserstein":
+            options["p"] = config.wasserstein_p
+        elif kind == "sliced_wasserstein":
+            options["n_directions"] = config.sw_n_directions
+        layer_distances[kind] = np.asarray(
+            diagram_distance_matrix(diagrams, kind, **options), dtype=np.float64
+        )
+    return layer_distances
+
+
+def _cka(items: list[PointCloud]) -> tuple[np.ndarray, str]:
+    """Linear CKA between the layers (NaN when undefined), and a note saying how."""
+    features, common = _cka_features(items)
+    if len(common) < 2:
+        return (
+            np.full((len(items), len(items)), np.nan),
+            "linear CKA undefined: fewer than 2 images have points in every layer",
+        )
+    note = (
+        f"linear CKA on per-image mean activation vectors, rows aligned by image index "
+        f"over the {len(common)} images with points in every layer"
+    )
+    return np.asarray(cka_matrix(features), dtype=np.float64), note
+
+
+def _iter_cross_layer(
+    results: list[LayerAnalysis], items: list[PointCloud], config: AnalysisConfig, start: float
+) -> Generator[Progress, None, tuple[dict[str, np.ndarray], str]]:
+    """Diagram distances and CKA between the layers, once, after every layer's analysis."""
+    share = (1.0 - start) / _CROSS_LAYER_WEIGHT
+    yield Progress(
+        min(start, 1.0), f"distances between the H{config.distance_dim} diagrams of the layers"
+    )
+    layer_distances = _layer_distances(results, config)
+    yield Progress(min(start + share, 1.0), "linear CKA between the layers")
+    layer_distances["cka"], cka_note = _cka(items)
+    return layer_distances, cka_note
+
+
+def _provenance(
+    given: Mapping[str, Any] | None,
+    config: AnalysisConfig,
+    items: list[PointCloud],
+    cka_note: str,
+) -> dict[str, Any]:
+    """What the caller gave, with seeds, library versions, time, caps and notes added."""
+    seed = int(config.seed)
+    record: dict[str, Any] = dict(given or {})
+    record.setdefault("seed", seed)
+    record["seeds"] = {"analysis": seed, **dict(record.get("seeds", {}))}
+    record["libraries"] = _library_versions()
+    record["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    record["n_images"] = _n_images(items)
+    record["caps"] = {**dict(record.get("caps", {})), **caps_applied(config, items)}
+    # how the pixels were scaled for the model (extraction records it in each cloud)
+    scales = sorted(
+        {str(c.meta["input_scale_text"]) for c in items if "input_scale_text" in c.meta}
+    )
+    if scales:
+        record.setdefault("input_scale", "; ".join(scales))
+    scale_warnings = sorted({str(c.meta.get("input_scale_warning") or "") for c in items} - {""})
+    record["notes"] = {
+        **dict(record.get("notes", {})),
+        "cka": cka_note,
+        "layer_distances": (
+            f"distances between the H{config.distance_dim} persistence diagrams (finite bars) "
+            "of the layers"
+        ),
+        "h1": (
+            f"H1 on at most {config.h1_max_points} points per layer ({config.subsample}: "
+            "see each layer's persistence.h1_route for the points, landmarks and cut used); "
+            "H0 on the full cloud"
+        ),
+    }
+    if scale_warnings:
+        record["notes"]["input_scale"] = " ".join(scale_warnings)
+    return record
+
+
+def _iter_layers(
+    items: list[PointCloud],
+    image_labels: np.ndarray | None,
+    image_probabilities: np.ndarray | None,
+    config: AnalysisConfig,
+    n_classes: int | None,
+    class_names: list[str] | None,
+    h0_device: Any,
+    scheduler: Any,
+    stop: float,
+) -> Generator[Progress, None, list[LayerAnalysis]]:
+    """Every layer's analysis, here or as one Dask task per layer; progress in ``[0, stop]``."""
+    if scheduler is not None:  # the same per-layer analysis, run by the workers
+        remote = iter_remote_tasks(
+            scheduler,
+            _layer_task,
+            items,
+            shared=(image_labels, image_probabilities),
+            constants=(config, class_names, h0_device),
+            scatter_items=True,
+            what="layer",
+        )
+        return (yield from scaled(remote, 0.0, stop))
+    results = []
+    for number, cloud in enumerate(items):
+        steps = _iter_layer(cloud, image_labels, image_probabilities, config, n_classes, h0_device)
+        prefix = f"layer {number + 1}/{len(items)} {cloud.layer}: "
+        span = (number * stop / len(items), (number + 1) * stop / len(items))
+        results.append((yield from scaled(steps, *span, prefix)))
+    return results
 
 
 def iter_analyze(
@@ -640,8 +759,9 @@ def iter_analyze(
         The images ``cloud.image_index`` refers to, kept in the analysis (and its
         saved folder) so that links to pixels work without the original files.
     scheduler : str or distributed.Client, optional
-        A dask.distributed scheduler: each layer's analysis runs as one Dask task
-        there (same code, same result); the cross-layer matrices run here.
+        A dask.distributed scheduler: each layer's analysis (:func:`analyze_layer`)
+        runs as one Dask task there (same code, same result); the cross-layer
+        matrices run here, once.
     device : str or torch.device, optional
         Where the distance blocks of each layer's exact H0 tree run, through torch
         (``"cuda"``, ``"cuda:N"``, ``"mps"``); ``None`` or ``"cpu"``: numpy on the
@@ -656,282 +776,29 @@ def iter_analyze(
     -------
     Analysis
     """
-    import time
-
-    from ..layout.mapper import mapper_layout
-    from .distances import cka_matrix, diagram_distance_matrix
-    from .hole import blob_graph, cluster_flow, heatmap_dendrogram
-    from .mapper import mapper_graph
-    from .persistence import compute_persistence
-    from .phdim import PHDimResult, class_total_persistence, ph_dimension
-    from .placement import placement_index
-    from .quality import cluster_quality
-
-    if config is not None and not isinstance(config, AnalysisConfig):
-        raise TopoLensError(
-            f"config must be an AnalysisConfig or None, got {type(config).__name__}"
-        )
-    config = AnalysisConfig() if config is None else config
+    config = _checked_config(config)
     h0_device = _h0_device(device, scheduler)
     items = _as_clouds(clouds)
-    image_labels, class_names = check_class_labels(labels, class_names, _n_images(items))
-    image_probabilities = _check_probabilities(probabilities, items)
+    image_labels, names, image_probabilities, n_classes = _checked_inputs(
+        items, labels, class_names, probabilities, config
+    )
     image_predictions = _check_predictions(predictions, items)
     image_stack = _check_images(images, items)
-    if config.mapper_lens == "probability" and image_probabilities is None:
-        raise TopoLensError(
-            "the Mapper lens 'probability' needs the model's class probabilities per image; "
-            "pass probabilities= (predict_proba) or choose another lens"
-        )
-    n_classes = None
-    if class_names is not None:
-        class_names = [str(name) for name in class_names]
-        n_classes = len(class_names)
-    elif image_labels is not None and np.any(image_labels >= 0):
-        n_classes = int(image_labels.max()) + 1
-
-    weights = _step_weights(0)
-    per_layer = sum(weights.values())
-    total = per_layer * len(items) + 2.0  # + the cross-layer matrices
-    done = 0.0
-    seed = int(config.seed)
-    results: list[LayerAnalysis] = []
-
-    if scheduler is not None:  # per-layer topology as Dask tasks (napari_topolens.distributed)
-        from .._progress import scaled
-        from ..distributed import iter_remote_layers
-
-        remote = iter_remote_layers(
-            scheduler, items, image_labels, image_probabilities, config, class_names, h0_device
-        )
-        results = yield from scaled(remote, 0.0, per_layer * len(items) / total)
-        done = per_layer * len(items)
-    for layer_number, cloud in enumerate(items if scheduler is None else ()):
-        name = cloud.layer
-        if len(cloud) > config.max_points:
-            keep = np.sort(
-                np.random.default_rng([seed, len(cloud)]).choice(
-                    len(cloud), config.max_points, replace=False
-                )
-            )
-            extracted = len(cloud)
-            cloud = cloud.subset(
-                keep,
-                f"{config.max_points} of {len(cloud)} points, drawn at random (seed {seed}) "
-                f"to keep within the max_points cap of {config.max_points}",
-            )
-            cloud.meta["points_before_cap"] = extracted
-        points = cloud.points
-        point_labels = (
-            image_labels[cloud.image_index]
-            if image_labels is not None
-            else np.full(len(cloud), -1, np.int64)
-        )
-        labelled = bool(np.any(point_labels >= 0))
-        prefix = f"layer {layer_number + 1}/{len(items)} {name}: "
-        seconds: dict[str, float] = {}
-
-        def step(label: str) -> Progress:
-            return Progress(min(done / total, 1.0), prefix + label)
-
-        yield step("persistence (H0 full cloud, H1 by measured cost)")
-        t0 = time.perf_counter()
-        persistence = compute_persistence(
-            points,
-            max_dim=config.max_dim,
-            metric=config.metric,
-            max_points=config.h1_max_points,
-            subsample=config.subsample,
-            seed=seed,
-            device=h0_device,
-            **config.metric_kw,
-        )
-        seconds["persistence"] = time.perf_counter() - t0
-        done += weights["persistence"]
-
-        yield step("Mapper graph")
-        t0 = time.perf_counter()
-        point_probabilities = (
-            image_probabilities[cloud.image_index] if image_probabilities is not None else None
-        )
-        mapper = mapper_graph(
-            points,
-            point_labels if labelled else None,
-            lens=config.mapper_lens,
-            probabilities=point_probabilities if config.mapper_lens == "probability" else None,
-            n_cubes=config.mapper_n_cubes,
-            perc_overlap=config.mapper_perc_overlap,
-            min_samples=config.mapper_min_samples,
-            eps=config.mapper_eps,
-            n_classes=n_classes,
-            seed=seed,
-        )
-        seconds["mapper"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        # laid out once here, saved with the analysis: napari and the report draw it
-        node_positions = mapper_layout(mapper, seed=seed)
-        seconds["mapper layout"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        # what placing any other position in this graph needs (lens, cover, core points)
-        placement = placement_index(points, mapper, metric=config.metric)
-        seconds["placement"] = time.perf_counter() - t0
-        done += weights["mapper"]
-
-        yield step("PH dimension")
-        t0 = time.perf_counter()
-        try:
-            phdim = ph_dimension(
-                points,
-                alpha=config.phdim_alpha,
-                start=config.phdim_start,
-                step=config.phdim_step,
-                max_size=config.phdim_max_points,
-                metric=config.metric,
-                seed=seed,
-                **config.metric_kw,
-            )
-        except EmptySelectionError as exc:  # too few points for a fit: undefined, say why
-            phdim = PHDimResult(
-                dimension=math.nan,
-                sizes=np.zeros(0, np.int64),
-                energies=np.zeros(0),
-                slope=math.nan,
-                alpha=float(config.phdim_alpha),
-                note=str(exc),
-            )
-        seconds["phdim"] = time.perf_counter() - t0
-        done += weights["phdim"]
-
-        class_persistence = None
-        if labelled:
-            yield step("total H0 persistence per class")
-            t0 = time.perf_counter()
-            class_persistence = class_total_persistence(
-                points, point_labels, max_per_class=config.class_max_per_class, seed=seed
-            )
-            seconds["class persistence"] = time.perf_counter() - t0
-        done += weights["class persistence"]
-
-        yield step("cluster flow")
-        t0 = time.perf_counter()
-        flow = cluster_flow(
-            persistence.linkage, point_labels if labelled else None, noise_size=config.noise_size
-        )
-        best = flow.memberships[flow.best_stage]
-        seconds["cluster flow"] = time.perf_counter() - t0
-        done += weights["cluster flow"]
-
-        yield step("blob graph")
-        t0 = time.perf_counter()
-        blobs = blob_graph(points, best, point_labels if labelled else None)
-        seconds["blob graph"] = time.perf_counter() - t0
-        done += weights["blob graph"]
-
-        yield step("heatmap dendrogram")
-        t0 = time.perf_counter()
-        dendrogram = heatmap_dendrogram(
-            points,
-            metric=config.metric,
-            order=config.dendrogram_order,
-            max_points=config.dendrogram_max_points,
-            seed=seed,
-            **config.metric_kw,
-        )
-        seconds["dendrogram"] = time.perf_counter() - t0
-        done += weights["dendrogram"]
-
-        yield step("cluster quality")
-        t0 = time.perf_counter()
-        # without labels the label scores are nan and the silhouette still counts
-        quality = cluster_quality(
-            point_labels,
-            best,
-            points,
-            metric=config.metric,
-            silhouette_max_points=config.silhouette_max_points,
-            seed=seed,
-            **config.metric_kw,
-        )
-        seconds["quality"] = time.perf_counter() - t0
-        done += weights["quality"]
-
-        results.append(
-            LayerAnalysis(
-                name=name,
-                cloud=cloud,
-                point_labels=point_labels,
-                persistence=persistence,
-                mapper=mapper,
-                phdim=phdim,
-                class_persistence=class_persistence,
-                flow=flow,
-                blobs=blobs,
-                dendrogram=dendrogram,
-                quality=quality,
-                seconds=seconds,
-                mapper_layout=node_positions,
-                placement=placement,
-            )
-        )
-
-    yield Progress(
-        min(done / total, 1.0),
-        f"distances between the H{config.distance_dim} diagrams of the layers",
+    layer_share = _LAYER_WEIGHT * len(items)
+    stop = layer_share / (layer_share + _CROSS_LAYER_WEIGHT)
+    results = yield from _iter_layers(
+        items,
+        image_labels,
+        image_probabilities,
+        config,
+        n_classes,
+        names,
+        h0_device,
+        scheduler,
+        stop,
     )
-    dim = config.distance_dim
-    diagrams = [result.persistence.diagrams[dim] for result in results]
-    layer_distances: dict[str, np.ndarray] = {}
-    for kind in _DISTANCE_KINDS:
-        options: dict[str, Any] = {}
-        if kind == "wasserstein":
-            options["p"] = config.wasserstein_p
-        elif kind == "sliced_wasserstein":
-            options["n_directions"] = config.sw_n_directions
-        layer_distances[kind] = np.asarray(
-            diagram_distance_matrix(diagrams, kind, **options), dtype=np.float64
-        )
-    done += 1.0
-
-    yield Progress(min(done / total, 1.0), "linear CKA between the layers")
-    features, common = _cka_features(items)
-    if len(common) >= 2:
-        layer_distances["cka"] = np.asarray(cka_matrix(features), dtype=np.float64)
-        cka_note = (
-            f"linear CKA on per-image mean activation vectors, rows aligned by image index "
-            f"over the {len(common)} images with points in every layer"
-        )
-    else:
-        layer_distances["cka"] = np.full((len(items), len(items)), np.nan)
-        cka_note = "linear CKA undefined: fewer than 2 images have points in every layer"
-
-    record: dict[str, Any] = dict(provenance or {})
-    record.setdefault("seed", seed)
-    record["seeds"] = {"analysis": seed, **dict(record.get("seeds", {}))}
-    record["libraries"] = _library_versions()
-    record["created"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-    record["n_images"] = _n_images(items)
-    record["caps"] = {**dict(record.get("caps", {})), **caps_applied(config, items)}
-    # how the pixels were scaled for the model (extraction records it in each cloud)
-    scales = sorted(
-        {str(c.meta["input_scale_text"]) for c in items if "input_scale_text" in c.meta}
-    )
-    if scales:
-        record.setdefault("input_scale", "; ".join(scales))
-    scale_warnings = sorted({str(c.meta.get("input_scale_warning") or "") for c in items} - {""})
-    record["notes"] = {
-        **dict(record.get("notes", {})),
-        "cka": cka_note,
-        "layer_distances": (
-            f"distances between the H{dim} persistence diagrams (finite bars) of the layers"
-        ),
-        "h1": (
-            f"H1 on at most {config.h1_max_points} points per layer ({config.subsample}: "
-            "see each layer's persistence.h1_route for the points, landmarks and cut used); "
-            "H0 on the full cloud"
-        ),
-    }
-    if scale_warnings:
-        record["notes"]["input_scale"] = " ".join(scale_warnings)
+    layer_distances, cka_note = yield from _iter_cross_layer(results, items, config, stop)
+    record = _provenance(provenance, config, items, cka_note)
     yield Progress(1.0, "analysis done")
     return Analysis(
         layer_results=results,
@@ -939,7 +806,7 @@ def iter_analyze(
         config=config,
         provenance=record,
         labels=image_labels,
-        class_names=list(class_names) if class_names is not None else None,
+        class_names=names,
         probabilities=image_probabilities,
         predictions=image_predictions,
         images=image_stack,
@@ -950,8 +817,6 @@ def _check_images(images: Any, items: list[PointCloud]) -> np.ndarray | None:
     """The images as ``(N, H, W)`` or ``(N, H, W, 3)`` float32, in any layout extraction takes."""
     if images is None:
         return None
-    from ..activations.extract import as_image_batch
-
     batch = as_image_batch(images)  # (N, C, H, W)
     stack = batch[:, 0] if batch.shape[1] == 1 else np.moveaxis(batch, 1, -1)
     needed = _n_images(items)

@@ -19,9 +19,9 @@ Cutting at threshold ``t`` follows ``scipy.cluster.hierarchy.fcluster(Z, t,
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from napari_topolens.errors import EmptySelectionError, LayerError, TopoLensError
 
@@ -78,7 +78,7 @@ class ClusterFlow:
     scores: np.ndarray
 
 
-def _check_linkage(linkage: Any) -> np.ndarray:
+def _check_linkage(linkage: ArrayLike) -> np.ndarray:
     z = np.asarray(linkage, dtype=np.float64)
     if z.ndim != 2 or z.shape[1] != 4:
         raise TopoLensError(
@@ -104,7 +104,7 @@ def _check_linkage(linkage: Any) -> np.ndarray:
     return z
 
 
-def cut_linkage(linkage: Any, threshold: float, *, noise_size: int = 0) -> np.ndarray:
+def cut_linkage(linkage: ArrayLike, threshold: float, *, noise_size: int = 0) -> np.ndarray:
     """Flat clusters after every merge of height ``<= threshold``.
 
     Clusters are numbered by decreasing size (ties: lowest first point); clusters
@@ -156,6 +156,20 @@ def child_counts_of(counts: list[dict[int, int] | None], i: int) -> dict[int, in
     return found
 
 
+def _class_codes(
+    labels: np.ndarray, known: np.ndarray, n_known: int
+) -> tuple[np.ndarray, int, float]:
+    """Class index ``0..k-1`` of every point (unknown points: -1), ``k``, and the
+    entropy ``H(C)`` of the known points' classes."""
+    classes, cls = np.unique(np.where(known, labels, -1), return_inverse=True)
+    offset = 1 if classes[0] == -1 else 0  # class index of label -1 is dropped
+    cls = cls.ravel() - offset
+    k = len(classes) - offset
+    p = np.bincount(cls[known], minlength=k) / n_known
+    p = p[p > 0]
+    return cls, k, float(-(p * np.log(p)).sum())
+
+
 def _score_scan(z: np.ndarray, labels: np.ndarray, noise_size: int) -> np.ndarray:
     """``0.7 * purity + 0.3 * homogeneity`` after each merge, in one pass.
 
@@ -171,13 +185,7 @@ def _score_scan(z: np.ndarray, labels: np.ndarray, noise_size: int) -> np.ndarra
     n_known = int(known.sum())
     if n_known == 0:
         return np.full(n - 1, np.nan)
-    classes, cls = np.unique(np.where(known, labels, -1), return_inverse=True)
-    offset = 1 if classes[0] == -1 else 0  # class index of label -1 is dropped
-    cls = cls.ravel() - offset
-    k = len(classes) - offset
-    p = np.bincount(cls[known], minlength=k) / n_known
-    p = p[p > 0]
-    h_c = float(-(p * np.log(p)).sum())
+    cls, k, h_c = _class_codes(labels, known, n_known)
 
     counts: list[dict[int, int] | None] = [None] * (2 * n - 1)
     peak = np.zeros(2 * n - 1)  # largest class count of each cluster
@@ -261,7 +269,9 @@ def _n_real_clusters_scan(z: np.ndarray, noise_size: int) -> np.ndarray:
     return out
 
 
-def cluster_flow(linkage: Any, labels: Any = None, *, noise_size: int = 3) -> ClusterFlow:
+def cluster_flow(
+    linkage: ArrayLike, labels: ArrayLike | None = None, *, noise_size: int = 3
+) -> ClusterFlow:
     """Cut the H0 filtration at a few thresholds and count the flows (HOLE's Sankey).
 
     Stages: the true labels (when given); the smallest H0 death; the best
@@ -294,40 +304,9 @@ def cluster_flow(linkage: Any, labels: Any = None, *, noise_size: int = 3) -> Cl
     noise_size = int(noise_size)
     if noise_size < 0:
         raise TopoLensError(f"noise_size must be >= 0, got {noise_size}.")
-    lab = None
-    if labels is not None:
-        lab = np.asarray(labels)
-        if lab.shape != (n,):
-            raise TopoLensError(
-                f"labels must have one entry per point of the linkage ({n}), got shape {lab.shape}."
-            )
-        lab = lab.astype(np.int64)
-        if np.any(lab < -1):
-            raise TopoLensError("labels must be class ids >= 0, or -1 for unknown.")
-
+    lab = None if labels is None else _checked_point_labels(labels, n)
     heights = z[:, 2]
-    labelled = lab is not None and bool(np.any(lab >= 0))
-    if n == 1:
-        smallest = best_t = inter_t = top = 0.0
-        merge_score = np.zeros(0)
-    else:
-        smallest, top = float(heights[0]), float(heights[-1])
-        # a cut at height t applies every merge up to the last one of height <= t
-        last = np.flatnonzero(np.r_[heights[1:] != heights[:-1], True])
-        if labelled:
-            merge_score = _score_scan(z, lab, noise_size)  # type: ignore[arg-type]  # labelled implies lab
-            cand = merge_score[last]
-            pick = int(np.flatnonzero(cand >= np.nanmax(cand) - 1e-12)[-1])
-            best_t = float(heights[last[pick]])
-        else:
-            real = _n_real_clusters_scan(z, noise_size)[last]
-            gap = np.r_[np.diff(heights[last]), 0.0] / (top if top > 0 else 1.0)
-            merge_score = np.full(n - 1, np.nan)
-            merge_score[last] = np.where(real >= 2, gap, 0.0)
-            cand = np.where(real >= 2, gap, -np.inf)
-            pick = int(np.argmax(cand))
-            best_t = float(heights[last[pick]]) if cand[pick] > 0 else top
-        inter_t = float(np.sqrt(best_t * top)) if best_t > 0 else 0.5 * (best_t + top)
+    smallest, best_t, inter_t, top, merge_score = _stage_thresholds(z, lab, noise_size)
 
     def stage_score(t: float) -> float:
         k = int(np.searchsorted(heights, t, side="right")) - 1
@@ -361,6 +340,48 @@ def cluster_flow(linkage: Any, labels: Any = None, *, noise_size: int = 3) -> Cl
         best_stage=names.index("best"),
         scores=np.asarray(scores, dtype=np.float64),
     )
+
+
+def _checked_point_labels(labels: ArrayLike, n: int) -> np.ndarray:
+    """One class id per point of the linkage, as int64 (-1 = unknown)."""
+    lab = np.asarray(labels)
+    if lab.shape != (n,):
+        raise TopoLensError(
+            f"labels must have one entry per point of the linkage ({n}), got shape {lab.shape}."
+        )
+    lab = lab.astype(np.int64)
+    if np.any(lab < -1):
+        raise TopoLensError("labels must be class ids >= 0, or -1 for unknown.")
+    return lab
+
+
+def _stage_thresholds(
+    z: np.ndarray, lab: np.ndarray | None, noise_size: int
+) -> tuple[float, float, float, float, np.ndarray]:
+    """The cut heights (smallest, best, intermediate, merged) and the score after each
+    merge, as :func:`cluster_flow` describes them."""
+    n = len(z) + 1
+    heights = z[:, 2]
+    if n == 1:
+        return 0.0, 0.0, 0.0, 0.0, np.zeros(0)
+    smallest, top = float(heights[0]), float(heights[-1])
+    # a cut at height t applies every merge up to the last one of height <= t
+    last = np.flatnonzero(np.r_[heights[1:] != heights[:-1], True])
+    if lab is not None and bool(np.any(lab >= 0)):
+        merge_score = _score_scan(z, lab, noise_size)
+        cand = merge_score[last]
+        pick = int(np.flatnonzero(cand >= np.nanmax(cand) - 1e-12)[-1])
+        best_t = float(heights[last[pick]])
+    else:
+        real = _n_real_clusters_scan(z, noise_size)[last]
+        gap = np.r_[np.diff(heights[last]), 0.0] / (top if top > 0 else 1.0)
+        merge_score = np.full(n - 1, np.nan)
+        merge_score[last] = np.where(real >= 2, gap, 0.0)
+        cand = np.where(real >= 2, gap, -np.inf)
+        pick = int(np.argmax(cand))
+        best_t = float(heights[last[pick]]) if cand[pick] > 0 else top
+    inter_t = float(np.sqrt(best_t * top)) if best_t > 0 else 0.5 * (best_t + top)
+    return smallest, best_t, inter_t, top, merge_score
 
 
 def _flows(memberships: np.ndarray) -> np.ndarray:
@@ -445,9 +466,9 @@ def _rounded_hull(pts: np.ndarray, radius: float, n_arc: int = 24) -> np.ndarray
 
 
 def blob_graph(
-    points: Any,
-    cluster: Any,
-    labels: Any = None,
+    points: ArrayLike,
+    cluster: ArrayLike,
+    labels: ArrayLike | None = None,
     *,
     pad: float = 0.15,
     noise_label: int = -1,
@@ -570,14 +591,14 @@ class Dendrogram:
 
 
 def heatmap_dendrogram(
-    points: Any,
+    points: ArrayLike,
     *,
     metric: str = "euclidean",
     order: str = "dendrogram",
     max_points: int = 300,
     seed: int = 0,
     n_neighbors: int = 10,
-    **metric_kw: Any,
+    **metric_kw: int,
 ) -> Dendrogram:
     """Single-linkage dendrogram and distance heatmap of (a subsample of) the cloud.
 
@@ -605,7 +626,7 @@ def heatmap_dendrogram(
     """
     from scipy.cluster.hierarchy import leaves_list
     from scipy.cluster.hierarchy import linkage as scipy_linkage
-    from scipy.spatial.distance import pdist, squareform
+    from scipy.spatial.distance import squareform
 
     x = np.asarray(points, dtype=np.float64)
     if x.ndim != 2 or len(x) == 0:
@@ -618,26 +639,9 @@ def heatmap_dendrogram(
         raise TopoLensError(f"order must be 'dendrogram' or 'rcm', got {order!r}.")
     if int(max_points) < 1:
         raise TopoLensError(f"max_points must be at least 1, got {max_points}.")
-    m = len(x)
-    if m > max_points:
-        rng = np.random.default_rng(seed)
-        index = np.sort(rng.choice(m, size=int(max_points), replace=False)).astype(np.int64)
-        note = (
-            f"{len(index):,} of {m:,} points, drawn at random (seed {seed}): "
-            f"a heatmap of more is unreadable and O(n²)"
-        )
-    else:
-        index = np.arange(m, dtype=np.int64)
-        note = f"all {m:,} points"
-    sub = x[index]
-    n = len(sub)
-    if metric == "euclidean":
-        dist = squareform(pdist(sub)) if n > 1 else np.zeros((1, 1))
-    else:
-        from napari_topolens.topology.metrics import MetricSpace
-
-        space = MetricSpace(x, metric, n_neighbors=n_neighbors, **metric_kw)
-        dist = np.asarray(space.submatrix(index), dtype=np.float64)
+    index, note = _shown_points(len(x), max_points, seed)
+    n = len(index)
+    dist = _shown_distances(x, index, metric, n_neighbors, metric_kw)
     if n > 1:
         z = scipy_linkage(squareform(dist, checks=False), method="single")
         leaves = leaves_list(z).astype(np.int64)
@@ -662,6 +666,36 @@ def heatmap_dendrogram(
         metric=metric,
         note=note,
     )
+
+
+def _shown_points(m: int, max_points: int, seed: int) -> tuple[np.ndarray, str]:
+    """Rows the heatmap shows (all, or ``max_points`` drawn with ``seed``) and a note."""
+    if m > max_points:
+        rng = np.random.default_rng(seed)
+        index = np.sort(rng.choice(m, size=int(max_points), replace=False)).astype(np.int64)
+        note = (
+            f"{len(index):,} of {m:,} points, drawn at random (seed {seed}): "
+            f"a heatmap of more is unreadable and O(n²)"
+        )
+    else:
+        index = np.arange(m, dtype=np.int64)
+        note = f"all {m:,} points"
+    return index, note
+
+
+def _shown_distances(
+    x: np.ndarray, index: np.ndarray, metric: str, n_neighbors: int, metric_kw: dict[str, int]
+) -> np.ndarray:
+    """Square distances between the shown rows, under the metric of the whole cloud."""
+    from scipy.spatial.distance import pdist, squareform
+
+    if metric == "euclidean":
+        return squareform(pdist(x[index])) if len(index) > 1 else np.zeros((1, 1))
+    # heavy: metrics imports scipy
+    from napari_topolens.topology.metrics import MetricSpace
+
+    space = MetricSpace(x, metric, n_neighbors=n_neighbors, **metric_kw)
+    return np.asarray(space.submatrix(index), dtype=np.float64)
 
 
 def _rcm_order(dist: np.ndarray, n_neighbors: int) -> np.ndarray:

@@ -20,16 +20,19 @@ a time, within a fixed number of neighbour entries.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from napari_topolens.errors import EmptySelectionError, LayerError, TopoLensError
 from napari_topolens.topology.mst import join_components
 
 __all__ = [
     "LENSES",
+    "NODE_ID",
     "BoundedDBSCAN",
     "MapperGraph",
     "MapperNode",
@@ -41,7 +44,13 @@ __all__ = [
 
 LENSES = ("l2norm", "pca1", "pca2", "probability")
 
-_NODE_ID = re.compile(r"^cube(\d+)_cluster(\d+)$")
+#: ``rows -> (neighbours, counts)``: the eps-balls of some rows, flattened, and their sizes.
+_BallsOf: TypeAlias = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
+#: ``(chunk rows, flat neighbours, per-row counts or slots)``: one piece of a ball listing.
+_Chunk: TypeAlias = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+#: The name kepler-mapper gives a node: ``cube<i>_cluster<j>`` (hypercube i, its cluster j).
+NODE_ID = re.compile(r"^cube(\d+)_cluster(\d+)$")
 # The memory of one interval's DBSCAN, in neighbour entries. The blocked route
 # tests an eighth of it in pairs at a time (a float32, three bools and at worst two
 # int64 indices each: about 100 MB). The ball route holds that many int32
@@ -166,7 +175,7 @@ class MapperGraph:
         ]
 
 
-def _as_cloud(points: Any) -> np.ndarray:
+def _as_cloud(points: ArrayLike) -> np.ndarray:
     """The cloud as float64, or as float32 when given so (a 1M x 256 layer is 1 GB
     in float32: it is not copied; exact decisions read its values in float64)."""
     x = np.asarray(points)
@@ -190,7 +199,7 @@ def _as_cloud(points: Any) -> np.ndarray:
     return x
 
 
-def knee_eps(points: Any, min_samples: int = 5) -> float:
+def knee_eps(points: ArrayLike, min_samples: int = 5) -> float:
     """DBSCAN ``eps`` from the knee of the sorted k-distance curve.
 
     The k-distance of a point is its distance to the ``min_samples``-th nearest
@@ -281,8 +290,8 @@ def _knee_of(kdist_sq: np.ndarray) -> tuple[float, str]:
 def _lens(
     x: np.ndarray,
     lens: str,
-    lens_values: Any,
-    probabilities: Any,
+    lens_values: ArrayLike | None,
+    probabilities: ArrayLike | None,
 ) -> tuple[np.ndarray, str]:
     m = len(x)
     if lens_values is not None:
@@ -360,7 +369,7 @@ def _exact_squared(x: np.ndarray, p: np.ndarray, q: np.ndarray) -> np.ndarray:
     return out
 
 
-def _sklearn_balls(x: np.ndarray, eps: float) -> Any:
+def _sklearn_balls(x: np.ndarray, eps: float) -> _BallsOf:
     """``rows -> (neighbours, counts)``: the eps-balls from scikit-learn's tree."""
     from sklearn.neighbors import NearestNeighbors
 
@@ -566,7 +575,7 @@ def _dbscan_projected(
     labels = np.full(n, -1, dtype=np.int64)
     entries = max(budget // 8, 1)
 
-    def chunks(rows: np.ndarray) -> Any:
+    def chunks(rows: np.ndarray) -> Iterator[_Chunk]:
         step, start = 256, 0
         while start < len(rows):
             chunk = rows[start : start + step]
@@ -604,7 +613,7 @@ def _dbscan_projected(
         return labels, core
     core_rows = np.flatnonzero(core)
 
-    def lists_of(select: np.ndarray) -> Any:
+    def lists_of(select: np.ndarray) -> Iterator[_Chunk]:
         """The tree's lists of the selected rows (kept from the first pass, or again)."""
         if cached is None:
             yield from chunks(order[select[order]])
@@ -636,7 +645,7 @@ def _dbscan_projected(
     return labels, core
 
 
-def _neighborhood_chunks(balls_of: Any, rows: np.ndarray, budget: int) -> Any:
+def _neighborhood_chunks(balls_of: _BallsOf, rows: np.ndarray, budget: int) -> Iterator[_Chunk]:
     """Yield ``(chunk rows, flat neighbours, counts)`` with about ``budget`` entries each."""
     step = 256
     start = 0
@@ -652,7 +661,7 @@ def _neighborhood_chunks(balls_of: Any, rows: np.ndarray, budget: int) -> Any:
 
 
 def dbscan_labels(
-    points: Any, eps: float, min_samples: int, *, budget: int = NEIGHBOR_BUDGET
+    points: ArrayLike, eps: float, min_samples: int, *, budget: int = NEIGHBOR_BUDGET
 ) -> np.ndarray:
     """The labels of ``sklearn.cluster.DBSCAN(eps, min_samples).fit(points)``, in bounded memory.
 
@@ -674,7 +683,7 @@ def dbscan_labels(
 
 
 def dbscan_labels_and_core(
-    points: Any, eps: float, min_samples: int, *, budget: int = NEIGHBOR_BUDGET
+    points: ArrayLike, eps: float, min_samples: int, *, budget: int = NEIGHBOR_BUDGET
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`dbscan_labels` and the core-point mask (``core_sample_indices_`` of
     scikit-learn's DBSCAN as a boolean array).
@@ -771,7 +780,7 @@ class _EpsBlocks:
             return None
         return cls(x, eps, budget, centred)
 
-    def row_blocks(self, rows: np.ndarray, n_cols: int) -> Any:
+    def row_blocks(self, rows: np.ndarray, n_cols: int) -> Iterator[tuple[int, np.ndarray]]:
         """``(start, block)`` pieces of ``rows`` with about ``entries`` pairs each."""
         step = max(1, self.entries // max(n_cols, 1))
         for start in range(0, len(rows), step):
@@ -863,7 +872,7 @@ def _dbscan_blocked(blocks: _EpsBlocks, min_samples: int) -> tuple[np.ndarray, n
 
 
 def _dbscan_balls(
-    balls_of: Any, n: int, min_samples: int, budget: int
+    balls_of: _BallsOf, n: int, min_samples: int, budget: int
 ) -> tuple[np.ndarray, np.ndarray]:
     """DBSCAN from the balls ``balls_of(rows) -> (neighbours, counts)`` (scikit-learn's
     tree in low dimensions, :class:`_ProjectedBalls` in many), a chunk of rows at a
@@ -886,7 +895,7 @@ def _dbscan_balls(
         return labels, core
     core_rows = np.flatnonzero(core)
 
-    def core_neighborhoods() -> Any:
+    def core_neighborhoods() -> Iterator[_Chunk]:
         """The balls of the core points again: from the first pass if kept, else recomputed."""
         if cached is None:
             yield from _neighborhood_chunks(balls_of, core_rows, budget)
@@ -953,11 +962,11 @@ class BoundedDBSCAN:
     def get_params(self, deep: bool = True) -> dict[str, Any]:
         return {"eps": self.eps, "min_samples": self.min_samples, "budget": self.budget}
 
-    def fit(self, x: Any, y: Any = None) -> BoundedDBSCAN:
+    def fit(self, x: ArrayLike, y: object = None) -> BoundedDBSCAN:
         self.labels_ = dbscan_labels(x, self.eps, self.min_samples, budget=self.budget)
         return self
 
-    def fit_predict(self, x: Any, y: Any = None) -> np.ndarray:
+    def fit_predict(self, x: ArrayLike, y: object = None) -> np.ndarray:
         return self.fit(x).labels_
 
     def __repr__(self) -> str:
@@ -965,12 +974,12 @@ class BoundedDBSCAN:
 
 
 def mapper_graph(
-    points: Any,
-    labels: Any = None,
+    points: ArrayLike,
+    labels: ArrayLike | None = None,
     *,
     lens: str = "l2norm",
-    lens_values: Any = None,
-    probabilities: Any = None,
+    lens_values: ArrayLike | None = None,
+    probabilities: ArrayLike | None = None,
     n_cubes: int = 10,
     perc_overlap: float = 0.5,
     min_samples: int = 5,
@@ -1099,7 +1108,7 @@ def _cluster_cubes(
     return nodes
 
 
-def _labels(labels: Any, m: int) -> np.ndarray | None:
+def _labels(labels: ArrayLike | None, m: int) -> np.ndarray | None:
     if labels is None:
         return None
     lab = np.asarray(labels)
@@ -1118,7 +1127,7 @@ def _labels(labels: Any, m: int) -> np.ndarray | None:
 
 
 def _node_key(node_id: str) -> tuple[int, int, str]:
-    match = _NODE_ID.match(node_id)
+    match = NODE_ID.match(node_id)
     if match is None:
         return (1 << 62, 0, node_id)
     return (int(match.group(1)), int(match.group(2)), node_id)

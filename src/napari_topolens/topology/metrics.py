@@ -15,16 +15,17 @@ scaled for density, and on the kNN graph alone for geodesic distances.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 from scipy.spatial.distance import cdist, pdist, squareform
 
 from napari_topolens.errors import EmptySelectionError, TopoLensError
+from napari_topolens.topology.mst import Device, minimum_spanning_edges
 
 __all__ = [
     "METRICS",
     "MetricSpace",
+    "check_metric",
     "distance_matrix",
     "linkage_from_edges",
     "single_linkage",
@@ -91,7 +92,8 @@ def validate_points(points: object, *, min_points: int = 2, what: str = "points"
     return array
 
 
-def _check_metric(metric: str) -> str:
+def check_metric(metric: str) -> str:
+    """``metric`` itself when it is one of :data:`METRICS`; a project error naming the choices otherwise."""
     if metric not in METRICS:
         raise TopoLensError(f"unknown metric {metric!r}; use one of {', '.join(METRICS)}")
     return metric
@@ -192,7 +194,7 @@ class MetricSpace:
         n_neighbors: int = 10,
         density_k: int = 5,
     ) -> None:
-        self.metric = _check_metric(metric)
+        self.metric = check_metric(metric)
         self.points = validate_points(points)
         self.n = int(self.points.shape[0])
         for name, value in (
@@ -281,7 +283,7 @@ class MetricSpace:
         np.fill_diagonal(out, 0.0)
         return out
 
-    def single_linkage(self, *, method: str = "auto", device: Any = None) -> np.ndarray:
+    def single_linkage(self, *, method: str = "auto", device: Device = None) -> np.ndarray:
         """Single-linkage ``Z`` of the whole cloud; ``Z[:, 2]`` are the finite H0 deaths.
 
         Parameters
@@ -293,7 +295,7 @@ class MetricSpace:
             ``O(n·d)`` memory, then Kruskal's merges. Both give the same merge
             heights bit for bit (and the same ``Z`` without tied distances).
             ``"auto"`` takes dense up to ``DENSE_LINKAGE_LIMIT`` points.
-        device : str, optional
+        device : str or torch.device, optional
             Screen the Borůvka distance blocks with torch on this device
             (``"cuda"``, ``"mps"``, ``"cpu"``); the tree is the same.
         """
@@ -313,8 +315,6 @@ class MetricSpace:
             z[z[:, 2] < _ZERO_EDGE_LIMIT, 2] = 0.0
             return z
         if method == "boruvka":
-            from napari_topolens.topology.mst import minimum_spanning_edges
-
             if self.metric == "density":
                 a, b, w = minimum_spanning_edges(self.points, scale=self._radius(), device=device)
             else:
@@ -405,8 +405,6 @@ def _component_bridges(
     points: np.ndarray, component: np.ndarray, n_components: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Shortest euclidean edges joining the components: an MST over the components."""
-    from napari_topolens.topology.mst import minimum_spanning_edges
-
     return minimum_spanning_edges(points, components=component)
 
 
@@ -434,7 +432,7 @@ def single_linkage(
     metric: str = "euclidean",
     *,
     method: str = "auto",
-    device: Any = None,
+    device: Device = None,
     **metric_kw: int,
 ) -> np.ndarray:
     """Scipy single-linkage matrix ``Z`` (n - 1, 4) of the cloud under ``metric``.

@@ -27,16 +27,30 @@ Borůvka's algorithm on blocks of distances instead:
 Identical rows are joined first by zero-length edges (ReLU layers give many
 all-zero vectors); Borůvka runs on the distinct rows. Peak memory is a few
 ``block_bytes`` blocks plus ``O(N·(d + k))``.
+
+torch: ``topology`` never imports torch except here, and here only on the optional
+``device`` route (the GPU path of exact H0): when ``device`` is given, the screening
+of step 3 imports torch (in ``_Screen``) to multiply the float32 blocks on that
+device. Without ``device`` everything is numpy, and importing this module does not
+import torch (``torch.device`` is named in annotations for type checkers only).
 """
 
 from __future__ import annotations
 
 import itertools
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
 
-__all__ = ["minimum_spanning_edges"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = ["Device", "minimum_spanning_edges"]
+
+#: Where the screening blocks are multiplied: a torch device (``"cuda"``, ``"mps"``,
+#: ``"cpu"`` or a ``torch.device``), or None for numpy on the CPU.
+Device: TypeAlias = "str | torch.device | None"
 
 _U32 = float(np.finfo(np.float32).eps)  # 2**-23: float32 rounding unit (twice the unit roundoff)
 _BIG = np.float32(1e30)  # screening value of masked columns (same component, padding)
@@ -83,7 +97,7 @@ class _Screen:
         x: np.ndarray,
         scale: np.ndarray | None,
         k: int,
-        device: Any,
+        device: Device,
         block_bytes: int,
     ) -> None:
         self.x = x  # exact float64 coordinates
@@ -114,9 +128,9 @@ class _Screen:
         self.cols_base = cols
         self.block_rows = int(max(8, min(4096, block_bytes // (4 * self.n_pad))))
         self.device = device
-        self.torch: Any = None
+        self.torch: ModuleType | None = None
         if device is not None:
-            import torch
+            import torch  # the device route only: topology's one torch import
 
             self.torch = torch
             self.torch_device = torch.device(device)
@@ -265,9 +279,9 @@ def _boruvka(
     labels: np.ndarray,
     scale: np.ndarray | None,
     k: int,
-    device: Any,
+    device: Device,
     block_bytes: int,
-    stats: dict[str, Any],
+    stats: dict[str, int],
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     n = len(x)
     screen = _Screen(x, scale, k, device, block_bytes)
@@ -346,15 +360,47 @@ def _boruvka(
     return np.concatenate(edges_a), np.concatenate(edges_b), np.concatenate(edges_w)
 
 
+def _join_identical_rows(
+    x: np.ndarray, labels0: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Identical rows joined to their first occurrence at length 0.
+
+    Returns the distinct rows (first occurrences, ascending), the component labels
+    after the joins, and the zero-length edges ``(a, b)`` kept: only those that join
+    two components not yet joined.
+    """
+    n = len(x)
+    _, first, inverse = np.unique(x, axis=0, return_index=True, return_inverse=True)
+    inverse = inverse.ravel()
+    rep = first[inverse]
+    dup = np.flatnonzero(rep != np.arange(n))
+    zero_a = np.zeros(0, dtype=np.int64)
+    zero_b = np.zeros(0, dtype=np.int64)
+    labels = labels0
+    if len(dup):
+        joined = join_components(labels0, dup, rep[dup])
+        parent = np.arange(int(labels0.max()) + 1)
+        keep = []
+        for i in dup:
+            ra, rb = _find(parent, int(labels0[i])), _find(parent, int(labels0[rep[i]]))
+            if ra != rb:
+                parent[rb] = ra
+                keep.append(i)
+        keep_arr = np.asarray(keep, dtype=np.int64)
+        zero_a, zero_b = keep_arr, rep[keep_arr]
+        labels = joined
+    return np.sort(first), labels, zero_a, zero_b
+
+
 def minimum_spanning_edges(
     points: np.ndarray,
     *,
     scale: np.ndarray | None = None,
     components: np.ndarray | None = None,
     n_neighbors: int = 16,
-    device: Any = None,
+    device: Device = None,
     block_bytes: int = 32 << 20,
-    stats: dict[str, Any] | None = None,
+    stats: dict[str, int] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Edges ``(a, b, length)`` of the exact minimum spanning tree of a point cloud.
 
@@ -396,28 +442,7 @@ def minimum_spanning_edges(
         if components is None
         else np.unique(np.asarray(components), return_inverse=True)[1].astype(np.int64).ravel()
     )
-    # identical rows: join them to their first occurrence at length 0
-    _, first, inverse = np.unique(x, axis=0, return_index=True, return_inverse=True)
-    inverse = inverse.ravel()
-    rep = first[inverse]
-    dup = np.flatnonzero(rep != np.arange(n))
-    zero_a = np.zeros(0, dtype=np.int64)
-    zero_b = np.zeros(0, dtype=np.int64)
-    labels = labels0
-    if len(dup):
-        joined = join_components(labels0, dup, rep[dup])
-        # keep a zero edge only where it joins two components not yet joined
-        parent = np.arange(int(labels0.max()) + 1)
-        keep = []
-        for i in dup:
-            ra, rb = _find(parent, int(labels0[i])), _find(parent, int(labels0[rep[i]]))
-            if ra != rb:
-                parent[rb] = ra
-                keep.append(i)
-        keep_arr = np.asarray(keep, dtype=np.int64)
-        zero_a, zero_b = keep_arr, rep[keep_arr]
-        labels = joined
-    distinct = np.sort(first)
+    distinct, labels, zero_a, zero_b = _join_identical_rows(x, labels0)
     stats["distinct"] = len(distinct)
     sub_labels = np.unique(labels[distinct], return_inverse=True)[1].astype(np.int64).ravel()
     if int(sub_labels.max()) + 1 > 1:

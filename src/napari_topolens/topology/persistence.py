@@ -33,12 +33,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from napari_topolens.errors import TopoLensError
 from napari_topolens.topology.metrics import MetricSpace, check_int
+from napari_topolens.topology.mst import Device
+from napari_topolens.topology.rips_h1 import certified_h1
 
 __all__ = [
     "SUBSAMPLE_MODES",
@@ -336,8 +338,6 @@ def _rips_higher(
     enclosing radius, above which nothing changes).
     """
     if max_dim == 1:
-        from napari_topolens.topology.rips_h1 import certified_h1
-
         if parent is None:
             parent, _ = _prim_parents(distances)
         h1, record = certified_h1(distances, parent)
@@ -491,6 +491,72 @@ def _h1_members(
     return index[members], offsets
 
 
+def _checked_options(
+    metric_kw: dict[str, int], max_dim: int, max_points: int, seed: int, subsample: str
+) -> tuple[int, int, int]:
+    """``max_dim``, ``max_points`` and ``seed`` checked; unknown options refused."""
+    for key in metric_kw:
+        if key not in _METRIC_KEYWORDS:
+            raise TopoLensError(
+                f"unknown keyword {key!r}; metric options are {', '.join(_METRIC_KEYWORDS)}"
+            )
+    max_dim = check_int("max_dim", max_dim, 0)
+    max_points = check_int("max_points", max_points, 3)
+    seed = check_int("seed", seed, 0)
+    if subsample not in SUBSAMPLE_MODES:
+        raise TopoLensError(
+            f"unknown subsample {subsample!r}; use one of {', '.join(SUBSAMPLE_MODES)}"
+        )
+    return max_dim, max_points, seed
+
+
+class _HigherHomology(NamedTuple):
+    """H1..H``max_dim`` of the cloud's rows ``rows`` and how they were computed."""
+
+    diagrams: list[np.ndarray]
+    rows: np.ndarray
+    subsample: str
+    h1_members: np.ndarray
+    h1_offsets: np.ndarray
+    route: dict[str, Any]
+
+
+def _higher_homology(
+    space: MetricSpace, max_dim: int, max_points: int, subsample: str, seed: int
+) -> _HigherHomology:
+    """The diagrams above H0 on the points chosen for them (none when ``max_dim`` is 0)."""
+    if max_dim < 1:
+        route: dict[str, Any] = {"requested": subsample, "route": "none"}
+        return _HigherHomology(
+            [],
+            np.zeros(0, dtype=np.int64),
+            "none",
+            np.zeros(0, dtype=np.int64),
+            np.zeros(1, dtype=np.int64),
+            route,
+        )
+    started = time.perf_counter()
+    if subsample == "auto":
+        index, mode, cut, route = _plan_h1(space, max_points, max_dim, seed)
+    else:
+        index, mode = _choose_subsample(space, max_points, subsample, seed)
+        cut = float("inf")
+        route = {"requested": subsample, "route": "full" if mode == "none" else mode}
+    distances = space.submatrix(index)
+    parent, depth = _prim_parents(distances)
+    higher, cut_record = _rips_higher(distances, max_dim, parent)
+    route.update(
+        points=len(index),
+        planned_cut=float(cut),
+        cut=float(cut_record["cut"]),
+        cut_held=bool(cut_record["cut_certified"]),
+        **{k: v for k, v in cut_record.items() if k not in ("cut", "cut_certified")},
+        seconds=time.perf_counter() - started,
+    )
+    h1_members, h1_offsets = _h1_members(higher[0], distances, index, (parent, depth))
+    return _HigherHomology(higher, index, mode, h1_members, h1_offsets, route)
+
+
 # ---- public API -----------------------------------------------------------------
 def compute_persistence(
     points: object,
@@ -500,7 +566,7 @@ def compute_persistence(
     max_points: int = 1000,
     subsample: str = "auto",
     seed: int = 0,
-    device: Any = None,
+    device: Device = None,
     **metric_kw: int,
 ) -> PersistenceResult:
     """Rips persistence H0..H``max_dim`` of a point cloud, with members and summaries.
@@ -526,7 +592,7 @@ def compute_persistence(
         landmarks under ``metric`` (cover the cloud, keep its loops) or uniform.
     seed : int
         Start landmark / random draw; the result is deterministic given it.
-    device : str, optional
+    device : str or torch.device, optional
         Where the H0 tree's distance blocks run (``"cuda"``, ``"mps"``, ``"cpu"``
         through torch); ``None``: numpy on the CPU. The diagrams are the same.
 
@@ -534,53 +600,14 @@ def compute_persistence(
     -------
     PersistenceResult
     """
-    for key in metric_kw:
-        if key not in _METRIC_KEYWORDS:
-            raise TopoLensError(
-                f"unknown keyword {key!r}; metric options are {', '.join(_METRIC_KEYWORDS)}"
-            )
-    max_dim = check_int("max_dim", max_dim, 0)
-    max_points = check_int("max_points", max_points, 3)
-    seed = check_int("seed", seed, 0)
-    if subsample not in SUBSAMPLE_MODES:
-        raise TopoLensError(
-            f"unknown subsample {subsample!r}; use one of {', '.join(SUBSAMPLE_MODES)}"
-        )
-
+    max_dim, max_points, seed = _checked_options(metric_kw, max_dim, max_points, seed, subsample)
     space = MetricSpace(points, metric, **metric_kw)
     n = space.n
     z = space.single_linkage(device=device)
     h0 = np.column_stack([np.zeros(n), np.append(z[:, 2], np.inf)])
     h0_members, h0_offsets = _h0_members(z, n)
-    diagrams = [h0]
-
-    h1_members = np.zeros(0, dtype=np.int64)
-    h1_offsets = np.zeros(1, dtype=np.int64)
-    if max_dim >= 1:
-        started = time.perf_counter()
-        if subsample == "auto":
-            index, mode, cut, route = _plan_h1(space, max_points, max_dim, seed)
-        else:
-            index, mode = _choose_subsample(space, max_points, subsample, seed)
-            cut = float("inf")
-            route = {"requested": subsample, "route": "full" if mode == "none" else mode}
-        distances = space.submatrix(index)
-        parent, depth = _prim_parents(distances)
-        higher, cut_record = _rips_higher(distances, max_dim, parent)
-        route.update(
-            points=len(index),
-            planned_cut=float(cut),
-            cut=float(cut_record["cut"]),
-            cut_held=bool(cut_record["cut_certified"]),
-            **{k: v for k, v in cut_record.items() if k not in ("cut", "cut_certified")},
-            seconds=time.perf_counter() - started,
-        )
-        diagrams.extend(higher)
-        h1_members, h1_offsets = _h1_members(diagrams[1], distances, index, (parent, depth))
-    else:
-        index, mode = np.zeros(0, dtype=np.int64), "none"
-        route = {"requested": subsample, "route": "none"}
-
+    higher = _higher_homology(space, max_dim, max_points, subsample, seed)
+    diagrams = [h0, *higher.diagrams]
     finite_values = np.concatenate([_finite(d).ravel() for d in diagrams])
     top = float(finite_values.max()) if finite_values.size else 0.0
     grid = np.linspace(0.0, top if top > 0 else 1.0, _BETTI_GRID_POINTS)
@@ -589,18 +616,18 @@ def compute_persistence(
         metric=metric,
         n_points=n,
         max_dim=max_dim,
-        h1_index=index,
-        subsample=mode,
+        h1_index=higher.rows,
+        subsample=higher.subsample,
         h0_members=h0_members,
         h0_member_offsets=h0_offsets,
-        h1_members=h1_members,
-        h1_member_offsets=h1_offsets,
+        h1_members=higher.h1_members,
+        h1_member_offsets=higher.h1_offsets,
         betti_grid=grid,
         betti_curves=betti_curves(diagrams, grid),
         total_persistence=np.array([total_persistence(d) for d in diagrams]),
         entropy=np.array([persistence_entropy(d) for d in diagrams]),
         linkage=z,
-        h1_route=route,
+        h1_route=higher.route,
     )
 
 

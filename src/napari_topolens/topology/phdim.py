@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from napari_topolens.errors import EmptySelectionError, TopoLensError
-from napari_topolens.topology.metrics import MetricSpace, _check_metric, check_int, validate_points
+from napari_topolens.topology.metrics import MetricSpace, check_int, check_metric, validate_points
 
 __all__ = ["ClassPersistenceResult", "PHDimResult", "class_total_persistence", "ph_dimension"]
 
@@ -62,6 +62,56 @@ class ClassPersistenceResult:
 def _h0_energy(points: np.ndarray, metric: str, alpha: float, metric_kw: dict[str, int]) -> float:
     heights = MetricSpace(points, metric, **metric_kw).single_linkage()[:, 2]
     return float(np.sum(heights**alpha))
+
+
+def _subsample_sizes(
+    n_total: int, start: int, step: int, n_repeats: int, max_size: int
+) -> tuple[np.ndarray, str]:
+    """The subsample sizes of the fit (see :func:`ph_dimension`) and a note saying how
+    they were chosen."""
+    cap = min(n_total, max_size)
+    sizes = np.arange(start, cap + 1, step, dtype=np.int64)
+    if len(sizes) >= _MIN_SIZES:
+        note = f"sizes {sizes[0]}..{sizes[-1]} step {step}"
+    else:
+        sizes = np.unique(
+            np.round(np.linspace(cap / _FALLBACK_SIZES, cap, _FALLBACK_SIZES)).astype(np.int64)
+        )
+        note = (
+            f"only {cap} points usable, too few for 3 sizes from {start} in steps of {step}: "
+            f"used {len(sizes)} evenly spaced sizes {sizes[0]}..{sizes[-1]} instead"
+        )
+    note += f"; E averaged over {n_repeats} random subsample(s) per size"
+    if cap < n_total:
+        note += f"; capped at max_size={max_size} of {n_total} points"
+    return sizes, note
+
+
+def _mean_energies(
+    data: np.ndarray,
+    sizes: np.ndarray,
+    n_repeats: int,
+    seed: int,
+    metric: str,
+    alpha: float,
+    metric_kw: dict[str, int],
+) -> np.ndarray:
+    """Mean H0 energy of ``n_repeats`` random subsamples per size (the whole cloud once)."""
+    n_total = data.shape[0]
+    rng = np.random.default_rng(seed)
+    energies = np.empty(len(sizes))
+    for i, size in enumerate(sizes):
+        repeats = 1 if size >= n_total else n_repeats
+        values = []
+        for _ in range(repeats):
+            chosen = (
+                rng.choice(n_total, size=int(size), replace=False)
+                if size < n_total
+                else np.arange(n_total)
+            )
+            values.append(_h0_energy(data[chosen], metric, alpha, metric_kw))
+        energies[i] = float(np.mean(values))
+    return energies
 
 
 def ph_dimension(
@@ -120,7 +170,7 @@ def ph_dimension(
     n_repeats = check_int("n_repeats", n_repeats, 1)
     max_size = check_int("max_size", max_size, _MIN_POINTS)
     seed = check_int("seed", seed, 0)
-    _check_metric(metric)
+    check_metric(metric)
     for key in metric_kw:
         if key not in ("pca_dims", "n_neighbors", "density_k"):
             raise TopoLensError(
@@ -132,36 +182,8 @@ def ph_dimension(
             "select more images or positions"
         )
 
-    cap = min(n_total, max_size)
-    sizes = np.arange(start, cap + 1, step, dtype=np.int64)
-    if len(sizes) >= _MIN_SIZES:
-        note = f"sizes {sizes[0]}..{sizes[-1]} step {step}"
-    else:
-        sizes = np.unique(
-            np.round(np.linspace(cap / _FALLBACK_SIZES, cap, _FALLBACK_SIZES)).astype(np.int64)
-        )
-        note = (
-            f"only {cap} points usable, too few for 3 sizes from {start} in steps of {step}: "
-            f"used {len(sizes)} evenly spaced sizes {sizes[0]}..{sizes[-1]} instead"
-        )
-    note += f"; E averaged over {n_repeats} random subsample(s) per size"
-    if cap < n_total:
-        note += f"; capped at max_size={max_size} of {n_total} points"
-
-    rng = np.random.default_rng(seed)
-    energies = np.empty(len(sizes))
-    for i, size in enumerate(sizes):
-        repeats = 1 if size >= n_total else n_repeats
-        values = []
-        for _ in range(repeats):
-            chosen = (
-                rng.choice(n_total, size=int(size), replace=False)
-                if size < n_total
-                else np.arange(n_total)
-            )
-            values.append(_h0_energy(data[chosen], metric, alpha, metric_kw))
-        energies[i] = float(np.mean(values))
-
+    sizes, note = _subsample_sizes(n_total, start, step, n_repeats, max_size)
+    energies = _mean_energies(data, sizes, n_repeats, seed, metric, alpha, metric_kw)
     if np.any(energies <= 0):
         return PHDimResult(
             float("nan"),

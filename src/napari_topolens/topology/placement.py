@@ -35,16 +35,15 @@ each node are core points in its cube.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..errors import LayerError, TopoLensError
-
-if TYPE_CHECKING:
-    from .analysis import Analysis, LayerAnalysis
-    from .mapper import MapperGraph
+from .mapper import NODE_ID, MapperGraph
+from .results import Analysis, LayerAnalysis, PlacementIndex
 
 __all__ = [
     "BLOCK_ENTRIES",
@@ -59,54 +58,6 @@ __all__ = [
 BLOCK_ENTRIES = 4_000_000
 _U64 = float(np.finfo(np.float64).eps)
 _PLACEABLE_LENSES = ("l2norm", "pca1", "pca2", "probability")
-
-
-@dataclass
-class PlacementIndex:
-    """What a layer's analysis keeps so that new vectors can be placed in it.
-
-    Attributes
-    ----------
-    lens : str
-        The Mapper lens (``"custom"`` lenses cannot be placed).
-    lens_mean : ndarray (D,) float64
-        PCA lenses: the cloud's mean; empty otherwise.
-    lens_axes : ndarray (D, L) float64
-        PCA lenses: the signed principal axes (lens = ``(x - mean) @ axes``);
-        ``(0, 0)`` otherwise.
-    cube_lower, cube_upper : ndarray (C, L) float64
-        The closed interval of every cube kmapper kept (the non-empty ones, in its
-        order: node ``cube{i}_...`` belongs to row ``i``).
-    eps : float
-        DBSCAN's eps (nan when no node could form).
-    min_samples : int
-    member_core : ndarray (len(mapper.members),) bool
-        Whether each member entry of the Mapper graph (CSR order) is a core point
-        of its node's cube.
-    node_cube, node_cluster : ndarray (n_nodes,) int64
-        Cube row and DBSCAN cluster number of every node.
-    metric : str
-        The cluster flow's metric (only ``"euclidean"`` places the flow).
-    note : str
-        Why something cannot be placed, when it cannot.
-    """
-
-    lens: str
-    lens_mean: np.ndarray
-    lens_axes: np.ndarray
-    cube_lower: np.ndarray
-    cube_upper: np.ndarray
-    eps: float
-    min_samples: int
-    member_core: np.ndarray
-    node_cube: np.ndarray
-    node_cluster: np.ndarray
-    metric: str = "euclidean"
-    note: str = ""
-
-    @property
-    def n_lens(self) -> int:
-        return int(self.cube_lower.shape[1]) if self.cube_lower.ndim == 2 else 0
 
 
 @dataclass
@@ -177,7 +128,9 @@ def _pair_squared(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return total
 
 
-def _screen(q: np.ndarray, c: np.ndarray, qsq: np.ndarray, csq: np.ndarray) -> tuple:
+def _screen(
+    q: np.ndarray, c: np.ndarray, qsq: np.ndarray, csq: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Squared distances from one product, ``(len(q), len(c))``, and a per-row bound on
     their rounding error (the largest column norm stands for every column's)."""
     approx = q @ c.T
@@ -189,7 +142,9 @@ def _screen(q: np.ndarray, c: np.ndarray, qsq: np.ndarray, csq: np.ndarray) -> t
     return approx, margin
 
 
-def _within(q: np.ndarray, c: np.ndarray, qsq: np.ndarray, csq: np.ndarray, e2: float) -> Any:
+def _within(
+    q: np.ndarray, c: np.ndarray, qsq: np.ndarray, csq: np.ndarray, e2: float
+) -> np.ndarray:
     """(len(q), len(c)) bool: ``sum((q_i - c_j)**2) <= e2``, exactly."""
     approx, margin = _screen(q, c, qsq, csq)
     inside = approx <= (e2 - margin)[:, None]
@@ -204,7 +159,7 @@ def _within(q: np.ndarray, c: np.ndarray, qsq: np.ndarray, csq: np.ndarray, e2: 
     return inside
 
 
-def _row_blocks(n_rows: int, n_cols: int, budget: int = BLOCK_ENTRIES) -> Any:
+def _row_blocks(n_rows: int, n_cols: int, budget: int = BLOCK_ENTRIES) -> Iterator[slice]:
     step = max(1, budget // max(n_cols, 1))
     for start in range(0, n_rows, step):
         yield slice(start, min(start + step, n_rows))
@@ -272,8 +227,6 @@ def placement_index(points: Any, mapper: MapperGraph, metric: str = "euclidean")
     members of each node, the points of their cube within eps are counted, a block
     of pairs at a time.
     """
-    from .mapper import _NODE_ID
-
     x = np.ascontiguousarray(np.asarray(points, dtype=np.float64))
     params = mapper.params
     lens_name = str(params.get("lens", ""))
@@ -281,7 +234,7 @@ def placement_index(points: Any, mapper: MapperGraph, metric: str = "euclidean")
     node_cube = np.zeros(n_nodes, dtype=np.int64)
     node_cluster = np.zeros(n_nodes, dtype=np.int64)
     for i, node_id in enumerate(mapper.node_ids):
-        match = _NODE_ID.match(node_id)
+        match = NODE_ID.match(node_id)
         if match is None:
             raise TopoLensError(f"Mapper node {node_id!r} is not named cube<i>_cluster<j>.")
         node_cube[i], node_cluster[i] = int(match.group(1)), int(match.group(2))

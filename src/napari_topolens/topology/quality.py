@@ -11,9 +11,9 @@ Conventions, shared with :func:`napari_topolens.topology.hole.cluster_flow`:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from napari_topolens.errors import EmptySelectionError, LayerError, TopoLensError
 
@@ -31,7 +31,7 @@ class Quality:
     silhouette: float
 
 
-def purity_score(labels_true: Any, labels_pred: Any) -> float:
+def purity_score(labels_true: ArrayLike, labels_pred: ArrayLike) -> float:
     """Fraction of points in their cluster's most frequent class.
 
     ``sum_k max_c n_kc / N``; every predicted id (noise -1 included) is one cluster.
@@ -48,14 +48,14 @@ def purity_score(labels_true: Any, labels_pred: Any) -> float:
 
 
 def cluster_quality(
-    labels_true: Any,
-    labels_pred: Any,
-    points: Any = None,
+    labels_true: ArrayLike,
+    labels_pred: ArrayLike,
+    points: ArrayLike | None = None,
     *,
     metric: str = "euclidean",
     silhouette_max_points: int = 2000,
     seed: int = 0,
-    **metric_kw: Any,
+    **metric_kw: int,
 ) -> Quality:
     """Purity, homogeneity, ARI, NMI and silhouette of a clustering.
 
@@ -119,7 +119,12 @@ def cluster_quality(
 
 
 def _silhouette(
-    points: Any, pred: np.ndarray, metric: str, max_points: int, seed: int, metric_kw: dict
+    points: ArrayLike,
+    pred: np.ndarray,
+    metric: str,
+    max_points: int,
+    seed: int,
+    metric_kw: dict[str, int],
 ) -> float:
     from sklearn.metrics import silhouette_score
 
@@ -141,6 +146,7 @@ def _silhouette(
         return float("nan")
     if metric in ("euclidean", "cosine"):
         return float(silhouette_score(x[rows], pred[rows], metric=metric))
+    # heavy: metrics imports scipy
     from napari_topolens.topology.metrics import MetricSpace
 
     dist = np.asarray(MetricSpace(x, metric, **metric_kw).submatrix(rows), dtype=np.float64)

@@ -8,18 +8,16 @@ import numpy as np
 from magicgui.widgets import (
     ComboBox,
     Container,
-    FileEdit,
     Label,
-    LineEdit,
     PushButton,
     Select,
     SpinBox,
+    Widget,
 )
 
-from ..activations.extract import SAMPLING_MODES
-from ..errors import TopoLensError
-from ..samples import SAMPLE_NAMES
-from .sample_data import SAMPLE_KEY
+from ..activations.extract import SAMPLING_MODES, iter_extract_activations
+from ..errors import EmptySelectionError, TopoLensError
+from .model_chooser import ADDED_PREFIX, IMPORT_SPEC, ModelChooser, input_shape
 from .widget_parts import (
     ALL_IMAGES,
     CURRENT_IMAGE,
@@ -33,9 +31,7 @@ if TYPE_CHECKING:
     import napari
     import torch
 
-__all__ = ["ActivationWidget", "summarise_clouds"]
-
-IMPORT_SPEC = "import spec + weights"
+__all__ = ["IMPORT_SPEC", "ActivationWidget", "summarise_clouds"]
 
 
 def summarise_clouds(clouds: dict[str, Any]) -> str:
@@ -59,25 +55,21 @@ class ActivationWidget(Container):
     """
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
-        super().__init__(labels=True)
+        super().__init__(labels=False)  # the chooser and the form label their own parts
         self._viewer = napari_viewer
-        self._model: torch.nn.Module | None = None
-        self._model_key: tuple[str, str, str] | None = None
-        self._defaults: list[str] = []
         self._job: ProgressWorker | None = None
         self.clouds: dict[str, Any] = {}
         self.source: dict[str, Any] = {}
-
-        self.model_source = ComboBox(
-            label="Model",
-            choices=[f"sample: {n}" for n in SAMPLE_NAMES] + [IMPORT_SPEC],
-            tooltip="A shipped sample model, or any model built by 'package.module:callable'",
+        self.model_chooser = ModelChooser(
+            napari_viewer,
+            is_busy=lambda: self._job is not None,
+            load_text="Load model and list layers",
         )
-        self.spec = LineEdit(
-            label="Import spec", tooltip="package.module:callable (called without arguments)"
-        )
-        self.weights = FileEdit(label="Weights", mode="r", filter="*.pt *.pth *.ckpt *.bin")
-        self.load_button = PushButton(text="Load model and list layers")
+        # the chooser's parts under the names the form has always had
+        self.model_source = self.model_chooser.source
+        self.spec = self.model_chooser.spec
+        self.weights = self.model_chooser.weights
+        self.load_button = self.model_chooser.load_button
         self.image_layer = ComboBox(
             label="Images", choices=self._image_layer_choices, nullable=True
         )
@@ -94,30 +86,26 @@ class ActivationWidget(Container):
         self.run_button = PushButton(text="Pull activations")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(value="Load a model to list its layers.")
-        self.extend(
-            [
-                self.model_source,
-                self.spec,
-                self.weights,
-                self.load_button,
-                self.image_layer,
-                self.which,
-                self.layers,
-                self.sampling,
-                self.max_points,
-                self.run_button,
-                self.cancel_button,
-                self.status,
-            ]
-        )
-        self.model_source.changed.connect(self._on_source_changed)
+        parts: list[Widget] = [
+            self.image_layer,
+            self.which,
+            self.layers,
+            self.sampling,
+            self.max_points,
+        ]
+        form = Container(widgets=parts, labels=True)
+        self.extend([self.model_chooser, form, self.run_button, self.cancel_button, self.status])
+        self.model_chooser.forgotten.connect(self._on_model_forgotten)
+        self.model_chooser.added.connect(self._on_model_added)
+        self.model_source.changed.connect(self._select_sample_images)
         self.load_button.changed.connect(self.load_model)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
         self._viewer.layers.events.inserted.connect(self._on_layers_changed)
         self._viewer.layers.events.removed.connect(self._on_layers_changed)
-        self._on_source_changed()
+        self._select_sample_images()
         self._on_layers_changed()
+        self.model_chooser.choose_added_model(self.image_layer.value)
 
     # ---- choices -----------------------------------------------------------------
     def _image_layer_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
@@ -126,86 +114,55 @@ class ActivationWidget(Container):
         return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, Image)]
 
     def _on_layers_changed(self, _event: Any = None) -> None:
+        self.model_source.reset_choices()
         self.image_layer.reset_choices()
         if self.image_layer.value is None and self.image_layer.choices:
             self.image_layer.value = self.image_layer.choices[-1]
         # the sample on screen picks its own model (shapes open: the shapes model)
-        layer = self.image_layer.value
-        sample = layer.metadata.get(SAMPLE_KEY) if layer is not None else None
-        if sample in SAMPLE_NAMES and self._sample_name() not in (None, sample):
-            self.model_source.value = f"sample: {sample}"
+        self.model_chooser.match_sample(self.image_layer.value)
         self._select_sample_images()
 
-    def _on_source_changed(self, _value: Any = None) -> None:
-        custom = self.model_source.value == IMPORT_SPEC
-        self.spec.visible = custom
-        self.weights.visible = custom
-        self._select_sample_images()
-
-    def _sample_name(self) -> str | None:
-        value = self.model_source.value
-        return value.split(": ", 1)[1] if value.startswith("sample: ") else None
-
-    def _select_sample_images(self) -> None:
+    def _select_sample_images(self, _value: Any = None) -> None:
         """Pick the image layer that holds the chosen sample, when there is one."""
-        name = self._sample_name()
-        for _layer_name, layer in self._image_layer_choices():
-            if name is not None and layer.metadata.get(SAMPLE_KEY) == name:
-                self.image_layer.value = layer
-                return
+        layer = self.model_chooser.sample_layer([layer for _, layer in self._image_layer_choices()])
+        if layer is not None:
+            self.image_layer.value = layer
+
+    def _on_model_forgotten(self) -> None:
+        """Another model is chosen: its layers are listed when it is loaded."""
+        self.layers.choices = []
+        self._set_status("The model changed: press Load model and list layers.")
+
+    def _on_model_added(self, choice: str) -> None:
+        self._set_status(f"{choice[len(ADDED_PREFIX) :]!r} was added: press Load model.")
 
     # ---- model -------------------------------------------------------------------
+    @property
+    def _model(self) -> torch.nn.Module | None:
+        chosen = self.model_chooser.chosen
+        return None if chosen is None else chosen.model
+
     def load_model(self, _value: Any = None) -> torch.nn.Module | None:
-        """Build (or reuse) the chosen model and fill the layer picker."""
-        from ..activations.models import list_layers
-        from ..activations.models import load_model as build_model
+        """Build (or reuse) the chosen model and fill the layer picker.
 
-        name = self._sample_name()
-        weights = (
-            str(self.weights.value)
-            if self.weights.value and str(self.weights.value) not in ("", ".")
-            else ""
-        )
-        key = (self.model_source.value, self.spec.value, weights)
+        Returns the model, or ``None`` after reporting the problem.
+        """
         try:
-            if key != self._model_key or self._model is None:
-                if name is not None:
-                    from ..samples import load_sample
-
-                    sample = load_sample(name)
-                    model, defaults = sample.model, sample.default_layers
-                else:
-                    if not self.spec.value.strip():
-                        raise TopoLensError(
-                            "type an import spec such as 'mypackage.models:build_net'"
-                        )
-                    model, defaults = build_model(self.spec.value.strip(), weights or None), []
-                self._model, self._model_key = model, key
-                self._defaults = defaults
-            shape = self._input_shape()
-            names = list_layers(self._model, shape)
+            chosen, built = self.model_chooser.load(input_shape(self.image_layer.value))
         except TopoLensError as exc:
             self._fail(exc)
             return None
-        self.layers.choices = names
-        self.layers.value = [n for n in self._defaults if n in names] or names[-2:-1]
-        self.status.value = f"{len(names)} layers; pick some and press Pull activations."
-        return self._model
-
-    def _input_shape(self) -> tuple[int, int, int] | None:
-        layer = self.image_layer.value
-        if layer is None:
-            return None
-        data = np.asarray(layer.data[:1]) if layer.data.ndim > 2 else np.asarray(layer.data)[None]
-        if layer.rgb:
-            return (data.shape[-1], data.shape[-3], data.shape[-2])
-        return (1, data.shape[-2], data.shape[-1])
+        if built or not self.layers.choices:
+            self.layers.choices = chosen.layer_names
+            self.layers.value = chosen.default_layers
+        self.status.value = (
+            f"{len(chosen.layer_names)} layers; pick some and press Pull activations."
+        )
+        return chosen.model
 
     # ---- run ---------------------------------------------------------------------
     def selected_images(self) -> tuple[np.ndarray, np.ndarray]:
         """The chosen images and their indices in the layer's stack."""
-        from ..errors import EmptySelectionError
-
         layer = self.image_layer.value
         if layer is None:
             raise EmptySelectionError("no Image layer is chosen; open images or a sample first")
@@ -217,14 +174,13 @@ class ActivationWidget(Container):
 
     def run(self, _value: Any = None) -> Any:
         """Start the extraction in a worker; returns the worker (tests wait on it)."""
-        from ..activations.extract import iter_extract_activations
-
         if self._job is not None:
             return self._job.worker
         try:
-            model = self.load_model() if self._model is None else self._model
-            if model is None:
+            model = self.load_model()
+            if model is None or self.model_chooser.chosen is None:
                 return None
+            label = self.model_chooser.chosen.label
             layers = list(self.layers.value)
             if not layers:
                 raise TopoLensError("no layers are selected; pick at least one in the Layers list")
@@ -246,7 +202,7 @@ class ActivationWidget(Container):
         self._job = ProgressWorker(
             work,
             "Pulling activations",
-            on_done=lambda clouds: self._on_done(clouds, index, layers),
+            on_done=lambda clouds: self._on_done(clouds, index, layers, label),
             on_error=self._fail,
             on_cancelled=lambda: self._set_status("Cancelled; nothing was kept."),
             on_finished=self._on_finished,
@@ -265,11 +221,13 @@ class ActivationWidget(Container):
         if self._job is not None:
             self._job.quit()
 
-    def _on_done(self, clouds: dict[str, Any], index: np.ndarray, layers: list[str]) -> None:
+    def _on_done(
+        self, clouds: dict[str, Any], index: np.ndarray, layers: list[str], model: str
+    ) -> None:
         self.clouds = clouds
         layer = self.image_layer.value
         self.source = {
-            "model": self.model_source.value if self._sample_name() else self.spec.value,
+            "model": model,
             "image_layer": None if layer is None else layer.name,
             "image_index": index,
             "layers": layers,

@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from magicgui.types import FileDialogMode
 from magicgui.widgets import (
     ComboBox,
     Container,
@@ -51,8 +52,9 @@ from magicgui.widgets import (
     LineEdit,
     PushButton,
     SpinBox,
+    Widget,
 )
-from qtpy.QtCore import QEvent, QObject, Qt
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import (
     QComboBox,
     QHBoxLayout,
@@ -66,14 +68,16 @@ from qtpy.QtWidgets import (
 )
 
 from .._progress import Progress
-from ..activations.extract import input_scale_warning
+from ..activations import device as torch_devices
+from ..activations.extract import SAMPLING_MODES, input_scale_warning
 from ..activations.image_source import layer_images
-from ..activations.input_scale import INPUT_SCALE_MODES
-from ..errors import EmptySelectionError, ModelError, TopoLensError
+from ..activations.input_scale import INPUT_SCALE_MODES, InputScale
+from ..errors import EmptySelectionError, TopoLensError
 from ..layout.mapper import mapper_layouts
 from ..pipeline.job import DEFAULT_SAMPLING, RunJob, StackIndex
 from ..pipeline.run import iter_run
-from ..samples import SAMPLE_NAMES
+from ..topology.analysis import AnalysisConfig
+from ..topology.mapper import LENSES
 from . import explorer_widget  # noqa: F401  (the views dock's explorer bar comes with it)
 from .label_choice import (
     CSV_FILE,
@@ -85,10 +89,22 @@ from .label_choice import (
     read_label_choice,
 )
 from .level_layer import analysed_level_layer
-from .model_registry import added_models, discovered_models, model_events, remember_model
+from .model_chooser import (
+    ADDED_PREFIX,
+    CONSOLE_PREFIX,
+    IMPORT_SPEC,
+    SAMPLE_PREFIX,
+    SPREAD_LAYERS,
+    ModelChooser,
+    RefreshOnPopup,
+    input_shape,
+    spread_layers,
+)
+from .model_registry import remember_model
 from .module_tree import ModuleTree
-from .sample_data import SAMPLE_KEY
+from .show import remove_analyses_on
 from .variant_choice import VariantForm
+from .views import show_analysis_incrementally, show_variants_incrementally
 from .widget_parts import (
     CURRENT_IMAGE,
     MARKED_IMAGES,
@@ -116,38 +132,18 @@ __all__ = [
     "DEFAULT_SAMPLING",
     "IMPORT_SPEC",
     "SAMPLE_PREFIX",
+    "SPREAD_LAYERS",
     "AnalysisWidget",
     "spread_layers",
 ]
 
-SAMPLE_PREFIX = "sample: "
-ADDED_PREFIX = "added: "
-CONSOLE_PREFIX = "console: "
-IMPORT_SPEC = "import spec + weights"
 #: The provenance's ``source`` of an analysis made here.
 FRONT_END = "napari-topolens analysis widget"
 #: Sampling used when a single image is analysed (one point per image cannot make a shape).
 SINGLE_IMAGE_SAMPLING = "all_positions"
-#: Layers ticked for a model that brings no defaults of its own.
-SPREAD_LAYERS = 3
-#: Share of the progress bar given to pulling activations (the rest: topology).
-_EXTRACT_SHARE = 0.25
 #: Largest image stack copied into the analysis so that a saved file is self-contained
 #: (larger stacks are left out; ``provenance["images_embedded"]`` says which).
 _MAX_EMBEDDED_BYTES = 256 * 2**20
-
-
-class _RefreshOnPopup(QObject):
-    """Re-reads a ComboBox's choices when the user opens it (console models come and go)."""
-
-    def __init__(self, combo: ComboBox) -> None:
-        super().__init__(combo.native)
-        self._combo = combo
-
-    def eventFilter(self, obj: QObject, event: QEvent) -> bool:
-        if event.type() == QEvent.Type.MouseButtonPress:
-            self._combo.reset_choices()
-        return False
 
 
 class AnalysisWidget(QWidget):
@@ -160,50 +156,43 @@ class AnalysisWidget(QWidget):
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
-        from ..activations.extract import SAMPLING_MODES
-        from ..topology.analysis import AnalysisConfig
-        from ..topology.mapper import LENSES
-        from ..topology.metrics import METRICS
-
         self._viewer = napari_viewer
-        self._model: torch.nn.Module | None = None
-        self._model_key: tuple[str, str, str] | None = None
-        self._model_label = ""
-        self._class_names: list[str] | None = None  # the model's classes, when known
-        self._defaults: list[str] = []
         self._job: ProgressWorker | None = None
         self._show: Any = None  # the running views.IncrementalShow
         self._variant_show: Any = None  # the same for the variants, after the base
         self._started = 0.0
         self.analysis: Any = None
         self.layers_added: list[Any] = []
-        defaults = AnalysisConfig()
-
-        # ---- model --------------------------------------------------------------
-        self.model_source = ComboBox(
-            label="Model",
-            choices=self._source_choices,
-            tooltip=(
-                "A shipped sample model, a model built by 'package.module:callable' "
-                "(+ weights), a model given with napari_topolens.add_model(viewer, model, "
-                "name=...), or a torch.nn.Module variable of the open napari console"
-            ),
+        self.model_chooser = ModelChooser(
+            napari_viewer, is_busy=lambda: self._job is not None, load_text="Load model"
         )
-        self.spec = LineEdit(
-            label="Import spec", tooltip="package.module:callable (called without arguments)"
-        )
-        self.weights = FileEdit(label="Weights", mode="r", filter="*.pt *.pth *.ckpt *.bin")
-        self.load_button = PushButton(text="Load model")
-        model_box = Container(
-            widgets=[self.model_source, self.spec, self.weights, self.load_button], labels=True
-        )
-
-        # ---- layers -------------------------------------------------------------
+        # the chooser's parts under the names the form has always had
+        self.model_source = self.model_chooser.source
+        self.spec = self.model_chooser.spec
+        self.weights = self.model_chooser.weights
+        self.load_button = self.model_chooser.load_button
         self.module_tree = ModuleTree()
         self.module_tree.setMinimumHeight(220)
         self.module_tree.setToolTip("Tick the layers to analyse (modules the forward pass calls)")
+        images_box = Container(
+            widgets=[*self._make_image_choice(), *self._make_input_options()], labels=True
+        )
+        params_box = self._make_params_box()
+        self.variant_form = VariantForm(self._mask_layer_choices, self._set_status)
+        self._make_run_controls()
+        self._build_layout(self.model_chooser, images_box, params_box)
+        self._connect_events()
+        self._select_sample_images()
+        self._on_which_changed()
+        self._on_layers_changed()
+        self._on_labels_source_changed()
+        self._on_sampling_changed()
+        self._on_input_scale_changed()
+        self.model_chooser.choose_added_model(self.image_layer.value)
 
-        # ---- images -------------------------------------------------------------
+    # ---- the form's parts -------------------------------------------------------------
+    def _make_image_choice(self) -> list[Widget]:
+        """Which images: the layer, all / current / marked, and their labels."""
         self.image_layer = ComboBox(
             label="Images", choices=self._image_layer_choices, nullable=True
         )
@@ -214,6 +203,28 @@ class AnalysisWidget(QWidget):
             nullable=True,
             tooltip="Points/Shapes: the images their marks sit on; Labels: slices with any label",
         )
+        self.labels_source = ComboBox(
+            label="Labels",
+            choices=self._label_choices,
+            tooltip=(
+                "Class of each image: the model's own predictions, a features column of a "
+                "layer (a point or shape labels the image it sits on), a CSV file (one label "
+                "per image, or index,label rows), or a sample's true labels"
+            ),
+        )
+        self.labels_file = FileEdit(
+            label="Labels CSV", mode=FileDialogMode.EXISTING_FILE, filter="*.csv *.tsv *.txt"
+        )
+        return [
+            self.image_layer,
+            self.which,
+            self.marker_layer,
+            self.labels_source,
+            self.labels_file,
+        ]
+
+    def _make_input_options(self) -> list[Widget]:
+        """How the images become the model's input and its activations become points."""
         self.input_scale = ComboBox(
             label="Input scale",
             choices=[(text, mode) for mode, text in INPUT_SCALE_MODES.items()],
@@ -263,34 +274,22 @@ class AnalysisWidget(QWidget):
             value=0,
             tooltip="Cap on points per layer; 0: none (80,000 for all_positions)",
         )
-        self.labels_source = ComboBox(
-            label="Labels",
-            choices=self._label_choices,
-            tooltip=(
-                "Class of each image: the model's own predictions, a features column of a "
-                "layer (a point or shape labels the image it sits on), a CSV file (one label "
-                "per image, or index,label rows), or a sample's true labels"
-            ),
-        )
-        self.labels_file = FileEdit(label="Labels CSV", mode="r", filter="*.csv *.tsv *.txt")
-        images_box = Container(
-            widgets=[
-                self.image_layer,
-                self.which,
-                self.marker_layer,
-                self.labels_source,
-                self.labels_file,
-                self.input_scale,
-                self.scale_mean_std,
-                self.sampling,
-                self.foreground_mask,
-                self.max_points,
-            ],
-            labels=True,
-        )
+        return [
+            self.input_scale,
+            self.scale_mean_std,
+            self.sampling,
+            self.foreground_mask,
+            self.max_points,
+        ]
 
-        # ---- topology parameters (published defaults) ---------------------------
-        self.metric = ComboBox(label="Metric", choices=list(METRICS), value=defaults.metric)
+    def _make_params_box(self) -> Container:
+        """The topology parameters, at the published defaults, and where the work runs."""
+        from ..topology.metrics import METRICS  # heavy: metrics imports scipy
+
+        defaults = AnalysisConfig()
+        self.distance_metric = ComboBox(
+            label="Metric", choices=list(METRICS), value=defaults.metric
+        )
         self.max_dim = SpinBox(label="Max homology dim", min=0, max=2, value=defaults.max_dim)
         self.h1_max_points = SpinBox(
             label="H1 landmarks",
@@ -323,6 +322,22 @@ class AnalysisWidget(QWidget):
             tooltip="0: the knee of the sorted nearest-neighbour distances",
         )
         self.seed = SpinBox(label="Seed", min=0, max=2**31 - 1, value=defaults.seed)
+        topology: list[Widget] = [
+            self.distance_metric,
+            self.max_dim,
+            self.h1_max_points,
+            self.subsample,
+            self.lens,
+            self.n_cubes,
+            self.perc_overlap,
+            self.min_samples,
+            self.eps,
+            self.seed,
+        ]
+        return Container(widgets=[*topology, *self._make_where_to_run()], labels=True)
+
+    def _make_where_to_run(self) -> list[Widget]:
+        """The device the model runs on and the Dask scheduler the work may go to."""
         self.device = ComboBox(
             label="Device",
             choices=self._device_choices,
@@ -334,26 +349,10 @@ class AnalysisWidget(QWidget):
             tooltip="Address of a running dask.distributed scheduler (tcp://host:8786): the "
             "extraction batches and each layer's topology run on its workers. Empty: here.",
         )
-        params_box = Container(
-            widgets=[
-                self.metric,
-                self.max_dim,
-                self.h1_max_points,
-                self.subsample,
-                self.lens,
-                self.n_cubes,
-                self.perc_overlap,
-                self.min_samples,
-                self.eps,
-                self.seed,
-                self.device,
-                self.scheduler,
-            ],
-            labels=True,
-        )
-        self.variant_form = VariantForm(self._mask_layer_choices, self._set_status)
+        return [self.device, self.scheduler]
 
-        # ---- run ----------------------------------------------------------------
+    def _make_run_controls(self) -> None:
+        """Run, Cancel, the status line and the progress bar."""
         self.run_button = PushButton(text="Run analysis")
         self.cancel_button = PushButton(text="Cancel", enabled=False)
         self.status = Label(value="Load a model to list its layers.")
@@ -366,11 +365,10 @@ class AnalysisWidget(QWidget):
         self.progress_bar.setTextVisible(True)
         self.progress_bar.setVisible(False)
 
-        self._build_layout(model_box, images_box, params_box)
-
-        self.model_source.changed.connect(self._on_source_changed)
-        self.spec.changed.connect(self._forget_model)
-        self.weights.changed.connect(self._forget_model)
+    def _connect_events(self) -> None:
+        self.model_chooser.forgotten.connect(self._on_model_forgotten)
+        self.model_chooser.added.connect(self._on_model_added)
+        self.model_source.changed.connect(self._select_sample_images)
         self.which.changed.connect(self._on_which_changed)
         self.image_layer.changed.connect(self._on_image_layer_changed)
         self.labels_source.changed.connect(self._on_labels_source_changed)
@@ -379,29 +377,9 @@ class AnalysisWidget(QWidget):
         self.load_button.changed.connect(self.load_model)
         self.run_button.changed.connect(self.run)
         self.cancel_button.changed.connect(self.cancel)
-        self._popup_filters = [
-            _RefreshOnPopup(self.model_source),
-            _RefreshOnPopup(self.labels_source),
-        ]
-        self.model_source.native.installEventFilter(self._popup_filters[0])
-        self.labels_source.native.installEventFilter(self._popup_filters[1])
+        self._popup_filter = RefreshOnPopup(self.labels_source)
         self._viewer.layers.events.inserted.connect(self._on_layers_changed)
         self._viewer.layers.events.removed.connect(self._on_layers_changed)
-        model_events.changed.connect(self._on_models_added)
-        self._on_source_changed()
-        self._on_which_changed()
-        self._on_layers_changed()
-        self._on_labels_source_changed()
-        self._on_sampling_changed()
-        self._on_input_scale_changed()
-        self._choose_added_model()
-
-    def _choose_added_model(self) -> None:
-        """A model handed over before the widget opened is the one meant for the user's images."""
-        layer = self.image_layer.value
-        added = list(added_models(self._viewer))
-        if added and (layer is None or SAMPLE_KEY not in layer.metadata):
-            self.model_source.value = ADDED_PREFIX + added[-1]
 
     def _build_layout(
         self, model_box: Container, images_box: Container, params_box: Container
@@ -409,7 +387,7 @@ class AnalysisWidget(QWidget):
         from superqt import QCollapsible
 
         content = QWidget()
-        layout = QVBoxLayout(content)
+        layout = self._content_layout = QVBoxLayout(content)
         layout.setContentsMargins(4, 4, 4, 4)
         # after Run the form folds into one summary line, so the views dock below gets the
         # height of a laptop screen; "Settings" opens it again
@@ -464,7 +442,6 @@ class AnalysisWidget(QWidget):
             combo.setMinimumWidth(8 * combo.fontMetrics().horizontalAdvance("X") + 32)
         self.setMinimumWidth(300)
         self.form_folded = False
-        self._content = content
 
     # ---- the form folded after Run ------------------------------------------------------
     def fold_form(self, folded: bool) -> None:
@@ -493,10 +470,10 @@ class AnalysisWidget(QWidget):
             self.setMinimumHeight(0)
             return
         line = self.status.native.fontMetrics().lineSpacing()
-        spacing = max(self._content.layout().spacing(), 0)
+        spacing = max(self._content_layout.spacing(), 0)
         fixed = (
             2 * self._scroll.frameWidth()
-            + sum(self._content.layout().getContentsMargins()[1::2])
+            + sum(self._content_layout.getContentsMargins()[1::2])
             + self.form_summary.sizeHint().height()
             + self.run_button.native.sizeHint().height()
             + (
@@ -531,43 +508,9 @@ class AnalysisWidget(QWidget):
         return text
 
     # ---- choices --------------------------------------------------------------------
-    def _user_models(self) -> dict[str, Any]:
-        """Models from Python, by their choice text: added ones first, then the console's."""
-        added = added_models(self._viewer)
-        found = {ADDED_PREFIX + name: model for name, model in added.items()}
-        given = {id(model) for model in added.values()}
-        for name, model in discovered_models().items():
-            if id(model) not in given:
-                found[CONSOLE_PREFIX + name] = model
-        return found
-
-    def _source_choices(self, _widget: Any = None) -> list[str]:
-        names = [SAMPLE_PREFIX + n for n in SAMPLE_NAMES] + [IMPORT_SPEC]
-        names += list(self._user_models())
-        current = getattr(getattr(self, "model_source", None), "value", None)
-        if (
-            isinstance(current, str)
-            and current.startswith((CONSOLE_PREFIX, ADDED_PREFIX))
-            and current not in names
-        ):
-            names.append(current)  # keep the chosen one; loading it says it is gone
-        return names
-
-    def _on_models_added(self, viewer: Any) -> None:
-        """A model was given with ``add_model``: list it, and choose it when idle."""
-        from .viewer_key import same_viewer
-
-        if not same_viewer(viewer, self._viewer):  # napari docks us with a proxy of it
-            return
-        before = set(self.model_source.choices)
-        self.model_source.reset_choices()
-        new = [
-            c for c in self.model_source.choices if c not in before and c.startswith(ADDED_PREFIX)
-        ]
-        if new and self._job is None:
-            self.model_source.value = new[-1]
-            self.model_source.reset_choices()  # drops a console entry that is now "added"
-            self._set_status(f"{new[-1][len(ADDED_PREFIX) :]!r} was added: press Load model.")
+    def _on_model_added(self, choice: str) -> None:
+        """A model given with ``add_model`` was chosen: say what to do next."""
+        self._set_status(f"{choice[len(ADDED_PREFIX) :]!r} was added: press Load model.")
 
     def _label_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
         layer = getattr(getattr(self, "image_layer", None), "value", None)
@@ -578,7 +521,7 @@ class AnalysisWidget(QWidget):
             n_stack = int(np.prod(leading, dtype=np.int64)) if leading else 1
         return label_choices(self._viewer, layer, n_stack)
 
-    def _layers_of(self, kinds: tuple[type, ...]) -> list[tuple[str, Any]]:
+    def _layers_of(self, kinds: tuple[type[Any], ...]) -> list[tuple[str, Any]]:
         return [(layer.name, layer) for layer in self._viewer.layers if isinstance(layer, kinds)]
 
     def _image_layer_choices(self, _widget: Any = None) -> list[tuple[str, Any]]:
@@ -612,9 +555,7 @@ class AnalysisWidget(QWidget):
 
     def _device_choices(self, _widget: Any = None) -> list[str]:
         """cpu, and the GPUs this machine's torch can use (cuda, cuda:N, mps)."""
-        from ..activations.device import available_devices
-
-        return available_devices()
+        return torch_devices.available_devices()
 
     def refresh_choices(self) -> None:
         """Re-read model sources and layers (napari layers, added and console models)."""
@@ -651,16 +592,7 @@ class AnalysisWidget(QWidget):
 
     def _match_sample_model(self) -> None:
         """Offer the sample model of the sample on screen (shapes open: the shapes model)."""
-        layer = self.image_layer.value
-        sample = layer.metadata.get(SAMPLE_KEY) if layer is not None else None
-        current = self.model_source.value or ""
-        if (
-            sample in SAMPLE_NAMES
-            and current.startswith(SAMPLE_PREFIX)
-            and current != SAMPLE_PREFIX + sample
-            and self._job is None
-        ):
-            self.model_source.value = SAMPLE_PREFIX + sample
+        self.model_chooser.match_sample(self.image_layer.value)
 
     def _on_sampling_changed(self, _value: Any = None) -> None:
         self.foreground_mask.visible = self.sampling.value == "foreground"
@@ -668,10 +600,8 @@ class AnalysisWidget(QWidget):
     def _on_input_scale_changed(self, _value: Any = None) -> None:
         self.scale_mean_std.visible = self.input_scale.value == "custom"
 
-    def chosen_input_scale(self) -> Any:
+    def chosen_input_scale(self) -> InputScale:
         """The form's input scale (``activations.input_scale.InputScale``); TopoLensError if bad."""
-        from ..activations.input_scale import InputScale
-
         if self.input_scale.value != "custom":
             return InputScale(self.input_scale.value)
         text = str(self.scale_mean_std.value).strip()
@@ -685,77 +615,39 @@ class AnalysisWidget(QWidget):
     def _on_which_changed(self, _value: Any = None) -> None:
         self.marker_layer.visible = self.which.value == MARKED_IMAGES
 
-    def _on_source_changed(self, _value: Any = None) -> None:
-        custom = self.model_source.value == IMPORT_SPEC
-        self.spec.visible = custom
-        self.weights.visible = custom
-        self._forget_model()
-        self._select_sample_images()
+    def _on_model_forgotten(self) -> None:
+        self.module_tree.clear()
+        self._set_status("The model changed: press Load model to list its layers.")
 
-    def _forget_model(self, _value: Any = None) -> None:
-        if self._model is not None:
-            self._model, self._model_key, self._class_names = None, None, None
-            self.module_tree.clear()
-            self._set_status("The model changed: press Load model to list its layers.")
-
-    def _sample_name(self) -> str | None:
-        value = self.model_source.value or ""
-        return value[len(SAMPLE_PREFIX) :] if value.startswith(SAMPLE_PREFIX) else None
-
-    def _select_sample_images(self) -> None:
+    def _select_sample_images(self, _value: Any = None) -> None:
         """Pick the image layer that holds the chosen sample, when there is one."""
-        name = self._sample_name()
-        if name is None:
-            return
-        for _layer_name, layer in self._image_layer_choices():
-            if layer.metadata.get(SAMPLE_KEY) == name:
-                self.image_layer.value = layer
-                return
+        layer = self.model_chooser.sample_layer([layer for _, layer in self._image_layer_choices()])
+        if layer is not None:
+            self.image_layer.value = layer
 
     # ---- model ----------------------------------------------------------------------
+    # The chooser holds the model; these read it for the run and its provenance.
+    @property
+    def _model(self) -> torch.nn.Module | None:
+        chosen = self.model_chooser.chosen
+        return None if chosen is None else chosen.model
+
+    @property
+    def _model_label(self) -> str:
+        chosen = self.model_chooser.chosen
+        return "" if chosen is None else chosen.label
+
+    @property
+    def _class_names(self) -> list[str] | None:
+        """The model's classes, when known."""
+        chosen = self.model_chooser.chosen
+        return None if chosen is None else chosen.class_names
+
+    def _sample_name(self) -> str | None:
+        return self.model_chooser.sample_name()
+
     def _source_key(self) -> tuple[str, str, str]:
-        weights = self.weights.value
-        weights_text = str(weights) if weights and str(weights) not in ("", ".") else ""
-        return (str(self.model_source.value), self.spec.value.strip(), weights_text)
-
-    def _build_model(self) -> tuple[Any, list[str], str, list[str] | None]:
-        """The chosen model, its default layers, a description for provenance, its classes."""
-        from ..activations.models import load_model as build_model
-
-        source, spec, weights = self._source_key()
-        name = self._sample_name()
-        if name is not None:
-            from ..samples import load_sample
-
-            sample = load_sample(name)
-            return (
-                sample.model,
-                list(sample.default_layers),
-                f"sample:{name}",
-                list(map(str, sample.class_names)),
-            )
-        if source.startswith((CONSOLE_PREFIX, ADDED_PREFIX)):
-            model = self._user_models().get(source)
-            added = source.startswith(ADDED_PREFIX)
-            variable = source[len(ADDED_PREFIX if added else CONSOLE_PREFIX) :]
-            if model is None:
-                raise ModelError(
-                    f"no model is added as {variable!r} any more; add it again with "
-                    "napari_topolens.add_model(viewer, model, name=...) or choose another model"
-                    if added
-                    else f"the console has no torch.nn.Module named {variable!r} any more; "
-                    "define it again in the napari console or choose another model"
-                )
-            kind = "added" if added else "console"
-            return (
-                model,
-                [],
-                f"{kind}:{variable} ({type(model).__module__}.{type(model).__qualname__})",
-                None,
-            )
-        if not spec:
-            raise ModelError("type an import spec such as 'mypackage.models:build_net'")
-        return build_model(spec, weights or None), [], spec, None
+        return self.model_chooser.source_key()
 
     def load_model(self, _value: Any = None) -> torch.nn.Module | None:
         """Build (or reuse) the chosen model and fill the module tree.
@@ -769,34 +661,17 @@ class AnalysisWidget(QWidget):
             return None
 
     def _load_model(self) -> torch.nn.Module:
-        from ..activations.models import list_layers
-
-        key = self._source_key()
-        # a model added again under the same name (or a console variable reassigned)
-        stale = key[0].startswith((ADDED_PREFIX, CONSOLE_PREFIX)) and (
-            self._user_models().get(key[0]) is not self._model
-        )
-        if key != self._model_key or self._model is None or stale:
-            model, defaults, label, class_names = self._build_model()
-            names = list_layers(model, self._input_shape())
-            self._model, self._model_key, self._model_label = model, key, label
-            self._class_names = class_names
-            self._defaults = [n for n in defaults if n in names] or spread_layers(model, names)
-            self.module_tree.set_model(model, names, self._defaults)
+        chosen, built = self.model_chooser.load(self._input_shape())
+        if built:
+            self.module_tree.set_model(chosen.model, chosen.layer_names, chosen.default_layers)
             self._set_status(
-                f"{len(names)} layers; {len(self.module_tree.checked())} ticked. "
+                f"{len(chosen.layer_names)} layers; {len(self.module_tree.checked())} ticked. "
                 "Choose images and press Run analysis."
             )
-        return self._model
+        return chosen.model
 
     def _input_shape(self) -> tuple[int, int, int] | None:
-        layer = self.image_layer.value
-        if layer is None:
-            return None
-        shape = np.shape(layer.data)
-        if layer.rgb:
-            return (shape[-1], shape[-3], shape[-2])
-        return (1, shape[-2], shape[-1])
+        return input_shape(self.image_layer.value)
 
     # ---- images ---------------------------------------------------------------------
     def selected_indices(self) -> np.ndarray:
@@ -816,13 +691,11 @@ class AnalysisWidget(QWidget):
             return marked_stack_indices(layer, marker)
         return np.arange(len(layer_images(layer.data, rgb=layer.rgb)), dtype=np.int64)
 
-    def config(self) -> Any:
+    def config(self) -> AnalysisConfig:
         """The :class:`AnalysisConfig` the form describes (raises TopoLensError if invalid)."""
-        from ..topology.analysis import AnalysisConfig
-
         max_dim = int(self.max_dim.value)
         return AnalysisConfig(
-            metric=self.metric.value,
+            metric=self.distance_metric.value,
             max_dim=max_dim,
             h1_max_points=int(self.h1_max_points.value),
             subsample=self.subsample.value,
@@ -1079,9 +952,6 @@ class AnalysisWidget(QWidget):
 
     def _on_show_request(self, step: Any, image_layer: Any) -> None:
         """Main thread: the worker's analysis is done; add its layers, one per event-loop turn."""
-        from .show import remove_analyses_on
-        from .views import show_analysis_incrementally, show_variants_incrementally
-
         if not isinstance(step, _ShowRequest) or self._job is None or self._job.cancelled:
             return
         if image_layer not in self._viewer.layers:
@@ -1209,58 +1079,6 @@ class _ShowRequest:
 
 #: Longest the worker waits for the main thread to add the layers.
 _SHOW_TIMEOUT_S = 600.0
-
-
-#: Modules that only reshape or pass values on: not worth a look of their own.
-_PASS_THROUGH = {
-    "Flatten",
-    "Unflatten",
-    "Identity",
-    "Dropout",
-    "Dropout1d",
-    "Dropout2d",
-    "Dropout3d",
-    "AlphaDropout",
-}
-#: Where torch keeps the modules that end a stage (nonlinearities and pooling).
-_STAGE_END_MODULES = ("torch.nn.modules.activation", "torch.nn.modules.pooling")
-
-
-def spread_layers(model: Any, names: list[str], count: int = SPREAD_LAYERS) -> list[str]:
-    """A few layers spread over the model's depth, for a model without defaults.
-
-    Candidates are the leaf modules the forward pass calls, except the output and
-    pass-through modules (flatten, dropout, identity). Where a stage ends (a
-    nonlinearity or pooling not followed at once by another) is preferred, as the
-    samples' defaults are; ``count`` of them are picked evenly from first to last,
-    so the last layer before the output is always among them.
-    """
-    from ..activations.hooks import split_call
-
-    named = dict(model.named_modules())
-    modules = {n: named[split_call(n, named)[0]] for n in names if split_call(n, named)[0] in named}
-    leaves = [n for n in names if n in modules and not any(True for _ in modules[n].children())]
-    if len(leaves) < 2:
-        return leaves[-1:] or names[-1:]
-    body = [n for n in leaves[:-1] if type(modules[n]).__name__ not in _PASS_THROUGH]
-    if not body:
-        return leaves[-2:-1]
-
-    def ends_stage(name: str) -> bool:
-        return type(modules[name]).__module__ in _STAGE_END_MODULES
-
-    stage_ends = [
-        name
-        for i, name in enumerate(body)
-        if ends_stage(name) and not (i + 1 < len(body) and ends_stage(body[i + 1]))
-    ]
-    pool = stage_ends if len(stage_ends) >= min(count, 2) else body
-    if len(pool) <= count:
-        return pool
-    if count <= 1:
-        return pool[-1:]
-    picks = np.linspace(0, len(pool) - 1, count).round().astype(int)
-    return [pool[i] for i in sorted(set(picks.tolist()))]
 
 
 @dataclass

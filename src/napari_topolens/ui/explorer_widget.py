@@ -12,19 +12,33 @@ place, one per event-loop turn, so the viewer stays responsive.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from magicgui.widgets import ComboBox, Container, FloatSlider, Label, LineEdit, PushButton
+from magicgui.widgets import (
+    ComboBox,
+    Container,
+    FloatSlider,
+    Label,
+    LineEdit,
+    PushButton,
+    Widget,
+)
+from psygnal import SignalInstance
 from qtpy.QtWidgets import QComboBox, QSizePolicy
 
 from ..errors import TopoLensError
-from .canvas import set_bar_factory
-from .view_data import (
-    COLOR_BY,
-    COLOR_BY_LABELS,
-    NEEDS_PREDICTIONS,
-    analysis_predictions,
-    plural,
+from .canvas import existing_canvas, set_bar_factory
+from .mapper_nodes import analysis_predictions
+from .panel_text import plural
+from .panels import COLOR_BY, COLOR_BY_LABELS, NEEDS_PREDICTIONS
+from .state import state_for
+from .views import (
+    highlight_class,
+    recolor_nodes,
+    remove_analysis,
+    set_edge_threshold,
+    show_analysis_incrementally,
 )
 from .widget_parts import report_error
 
@@ -72,16 +86,24 @@ class ExplorerWidget(Container):
     """
 
     def __init__(self, napari_viewer: napari.Viewer, *, in_canvas: bool = False) -> None:
-        from .state import state_for
-
         super().__init__(labels=False)
         self._viewer = napari_viewer
         self._state = state_for(napari_viewer)
         self._in_canvas = in_canvas
         self._updating = False
         self._known: set[str] = set()  # keys seen: a new one gets chosen
+        self._class_message = False  # the status holds a class search's message
         #: The running (or last) layer switch, a ``views.IncrementalShow``; None before the first.
         self.pending_show: Any = None
+        self._make_controls()
+        self._make_texts()
+        self._lay_out()
+        self._connect_events()
+        self._sync()
+
+    # ---- the bar's parts ----------------------------------------------------------------
+    def _make_controls(self) -> None:
+        """The two rows' controls: analysis, layer, colouring; threshold, class, remove."""
         self.analysis_key = ComboBox(
             label="Analysis",
             choices=self._key_choices,
@@ -119,6 +141,15 @@ class ExplorerWidget(Container):
             text="Remove analysis",
             tooltip="Take the chosen analysis (and its variants) off the canvas; its images stay",
         )
+        for combo in (self.analysis_key, self.layer, self.color_by):
+            # long choices must not widen the dock: the list shows them whole when opened
+            combo.native.setSizeAdjustPolicy(
+                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+            )
+            combo.native.setMinimumContentsLength(6)
+
+    def _make_texts(self) -> None:
+        """The status, the summary and the pointer to the views dock's bar."""
         self.status = Label(value="")
         self.summary = Label(value="")
         #: Shown instead of the controls when the views dock holds the explorer's bar.
@@ -134,20 +165,13 @@ class ExplorerWidget(Container):
             # nor make it tall: a wrapped label's minimum is its height at 1 px wide, and
             # it adds to the main window's minimum (a laptop screen is 800 px high)
             text.native.setMaximumHeight(lines * line + 4)
-        for combo in (self.analysis_key, self.layer, self.color_by):
-            # long choices must not widen the dock: the list shows them whole when opened
-            combo.native.setSizeAdjustPolicy(
-                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
-            )
-            combo.native.setMinimumContentsLength(6)
-        self.first_row = Container(
-            widgets=[self.analysis_key, self.layer, self.color_by], layout="horizontal", labels=True
-        )
-        self.second_row = Container(
-            widgets=[self.edge_threshold, self.class_search, self.remove_button],
-            layout="horizontal",
-            labels=True,
-        )
+
+    def _lay_out(self) -> None:
+        """Two compact rows of controls, then the texts."""
+        first: list[Widget] = [self.analysis_key, self.layer, self.color_by]
+        second: list[Widget] = [self.edge_threshold, self.class_search, self.remove_button]
+        self.first_row = Container(widgets=first, layout="horizontal", labels=True)
+        self.second_row = Container(widgets=second, layout="horizontal", labels=True)
         for row in (self.first_row, self.second_row):
             row.margins = (0, 0, 0, 0)
         # the colouring's names are the longest: it gets the most room
@@ -158,36 +182,34 @@ class ExplorerWidget(Container):
         self.margins = (2, 0, 2, 0)
         self.native.layout().setSpacing(2)
         self.pointer.visible = False
-        self.summary.visible = not in_canvas  # in the bar: the layer's tooltip says it
+        self.summary.visible = not self._in_canvas  # in the bar: the layer's tooltip says it
         self.status.visible = False
         self.native.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Maximum)
         self.min_width = 1
 
+    def _connect_events(self) -> None:
         self.analysis_key.changed.connect(self._on_key_changed)
         self.layer.changed.connect(self.show_layer)
         self.color_by.changed.connect(self.recolor)
         self.edge_threshold.changed.connect(self.threshold_edges)
         self.class_search.changed.connect(self.find_class)
         self.remove_button.changed.connect(self.remove)
-        self._state.shown.connect(self._on_shown)
-        self._state.removed.connect(self._on_removed)
-        self._state.changed.connect(self._on_state_changed)
-        self._class_message = False  # the status holds a class search's message
-        # the state outlives these controls (a closed viewer, a closed dock): stop
-        # listening when Qt deletes them
-        listening = [
+        listening: list[tuple[SignalInstance, Callable[..., Any]]] = [
             (self._state.shown, self._on_shown),
             (self._state.removed, self._on_removed),
             (self._state.changed, self._on_state_changed),
         ]
+        for signal, callback in listening:
+            signal.connect(callback)
 
+        # the state outlives these controls (a closed viewer, a closed dock): stop
+        # listening when Qt deletes them
         def stop_listening(*_: Any) -> None:
             for signal, callback in listening:
                 signal.disconnect(callback, missing_ok=True)
 
         for part in (self.native, self.analysis_key.native, self.layer.native):
             part.destroyed.connect(stop_listening)
-        self._sync()
 
     def say(self, text: str) -> None:
         """Put a message in the status line (shown only while it says something)."""
@@ -198,8 +220,6 @@ class ExplorerWidget(Container):
         """The views dock's explorer bar when this one is another (napari's menu dock)."""
         if self._in_canvas:
             return None
-        from .canvas import existing_canvas
-
         canvas = existing_canvas(self._viewer)
         bar = getattr(canvas, "explorer", None)
         return bar if bar is not None and bar is not self else None
@@ -312,8 +332,6 @@ class ExplorerWidget(Container):
         last choice. Returns the running ``views.IncrementalShow`` (also
         :attr:`pending_show`), or None when there is nothing to switch.
         """
-        from .views import recolor_nodes, set_edge_threshold, show_analysis_incrementally
-
         if self._updating:
             return None
         entry, name = self._entry(), self.layer.value
@@ -353,8 +371,6 @@ class ExplorerWidget(Container):
 
     def recolor(self, _value: Any = None) -> None:
         """Colour the nodes by the chosen feature (keeps a class search applied)."""
-        from .views import recolor_nodes
-
         if self._updating or self.analysis_key.value is None or self._switching():
             return  # during a switch: its end applies the chosen colouring
         try:
@@ -367,8 +383,6 @@ class ExplorerWidget(Container):
 
     def threshold_edges(self, _value: Any = None) -> None:
         """Hide edges whose Jaccard weight is below the slider."""
-        from .views import set_edge_threshold
-
         if self._updating or self.analysis_key.value is None or self._switching():
             return
         try:
@@ -382,8 +396,6 @@ class ExplorerWidget(Container):
 
     def remove(self, _value: Any = None) -> None:
         """Take the chosen analysis off the canvas (its views, overlay, gallery, variants)."""
-        from .views import remove_analysis
-
         key = self.analysis_key.value
         if key is None or self._updating:
             return
@@ -399,8 +411,6 @@ class ExplorerWidget(Container):
         return self._apply_class(report=True)
 
     def _apply_class(self, report: bool) -> str | None:
-        from .views import highlight_class
-
         analysis = self.analysis
         if analysis is None:
             return None

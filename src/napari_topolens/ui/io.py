@@ -34,8 +34,19 @@ from typing import Any
 from ..errors import AnalysisFileError, TopoLensError
 from ..topology.store import is_analysis_dir, load_analysis, open_plain_file
 from . import explorer_widget  # noqa: F401  (a reopened analysis's views get the explorer bar)
-from .view_data import ALL_PANELS, NEEDS_PREDICTIONS, PANELS, analysis_predictions, has_variants
-from .views import COLOR_BY, LayerDataTuple, reader_layer_data, saved_view_settings
+from .canvas import canvas_for, existing_canvas
+from .drift_view import has_variants
+from .layer_update import create_layer
+from .mapper_nodes import analysis_predictions
+from .panels import ALL_PANELS, NEEDS_PREDICTIONS, PANELS
+from .state import state_for, viewer_ref
+from .views import (
+    COLOR_BY,
+    LayerDataTuple,
+    reader_layer_data,
+    saved_view_settings,
+    watch_viewer,
+)
 
 __all__ = ["VIEW_FILE", "AnalysisSaveError", "get_reader", "read_analysis", "write_analysis"]
 
@@ -143,9 +154,6 @@ def read_analysis(path: str | Sequence[str]) -> list[LayerDataTuple]:
     key = base
     viewer = _current_viewer()
     if viewer is not None:
-        from .state import state_for
-        from .views import watch_viewer
-
         key = state_for(viewer).new_key(analysis, base)
         watch_viewer(viewer)  # the views appear in the topology canvas once napari adds the images
     return _shown_as_saved(analysis, key, _view_settings(folder, analysis))
@@ -172,11 +180,6 @@ def _read_in_worker(viewer: Any, folder: Path) -> Any:
     from napari.qt.threading import create_worker
     from napari.utils.notifications import show_error
     from qtpy.QtCore import QTimer
-
-    from .canvas import canvas_for, existing_canvas
-    from .layer_update import create_layer
-    from .state import state_for, viewer_ref
-    from .views import watch_viewer
 
     def load() -> tuple[Any, dict[str, Any]]:
         analysis = load_analysis(folder)

@@ -14,6 +14,9 @@ from magicgui.widgets import CheckBox, ComboBox, Container, Label, PushButton
 from qtpy.QtWidgets import QSizePolicy
 
 from ..errors import TopoLensError
+from .state import state_for
+from .topology_maps import maps_for
+from .variants import variant_views_for
 from .widget_parts import report_error
 
 if TYPE_CHECKING:
@@ -26,9 +29,6 @@ class MapWidget(Container):
     """Map overlay on/off per shown analysis; pixel drift of a perturbed variant."""
 
     def __init__(self, napari_viewer: napari.Viewer) -> None:
-        from .state import state_for
-        from .topology_maps import maps_for
-
         super().__init__(labels=True)
         self._viewer = napari_viewer
         self._state = state_for(napari_viewer)
@@ -96,8 +96,6 @@ class MapWidget(Container):
         return [e.key for e in self._state if e.variant_of is None and e.image_layer is not None]
 
     def _variant_choices(self, _widget: Any = None) -> list[str]:
-        from .variants import variant_views_for
-
         key = getattr(getattr(self, "analysis_key", None), "value", None)
         bv = variant_views_for(self._viewer).bases.get(key) if key else None
         return list(bv.image_layers) if bv is not None else []

@@ -23,6 +23,7 @@ from typing import Any
 from psygnal import Signal
 
 from ..errors import ModelError
+from ..samples import SAMPLE_NAMES, load_sample
 from .viewer_key import PerViewer
 
 __all__ = [
@@ -151,8 +152,6 @@ def model_of_analysis(viewer: Any, analysis: Any) -> Any:
     kind, _, rest = label.partition(":")
     name = rest.split(" (", 1)[0].strip()
     if kind == "sample" and name:
-        from ..samples import SAMPLE_NAMES, load_sample
-
         return load_sample(name).model if name in SAMPLE_NAMES else None
     if kind == "added":
         return added_models(viewer).get(name)

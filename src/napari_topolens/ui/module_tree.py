@@ -66,71 +66,72 @@ class ModuleTree(QTreeWidget):
             self.clear()
             self._items = {}
             self._forward_order = list(hookable)
-            reachable = set(hookable)
-            wanted = set(checked)
-            named = dict(model.named_modules())
-            calls: dict[str, list[str]] = {}  # module name -> its per-call names, in order
-            for hook_name in hookable:
-                base, _, number = hook_name.rpartition("#")
-                if number.isdigit() and base in named and hook_name not in named:
-                    calls.setdefault(base, []).append(hook_name)
+            calls = _calls_by_module(model, hookable)
+            reachable, wanted = set(hookable), set(checked)
             for name, module in model.named_modules():
-                if not name:
-                    continue
-                parent_name = name.rpartition(".")[0]
-                parent = self._items.get(parent_name)
-                short = name.rpartition(".")[2]
-                item = QTreeWidgetItem([short, type(module).__name__])
-                item.setData(0, _NAME_ROLE, name)
-                item.setToolTip(0, name)
-                flags = item.flags() & ~Qt.ItemFlag.ItemIsUserCheckable
-                if name in calls and name not in reachable:
-                    item.setToolTip(
-                        0,
-                        f"{name}: called {len(calls[name])} times by the forward pass; tick "
-                        "the call(s) to analyse below it",
-                    )
-                elif name in reachable:
-                    flags |= Qt.ItemFlag.ItemIsUserCheckable
-                    item.setCheckState(
-                        0, Qt.CheckState.Checked if name in wanted else Qt.CheckState.Unchecked
-                    )
-                else:
-                    item.setToolTip(
-                        0, f"{name}: never called by the forward pass, cannot be hooked"
-                    )
-                    item.setForeground(
-                        0,
-                        self.palette().brush(
-                            self.palette().ColorGroup.Disabled, self.palette().ColorRole.Text
-                        ),
-                    )
-                item.setFlags(flags)
-                if parent is None:
-                    self.addTopLevelItem(item)
-                else:
-                    parent.addChild(item)
-                self._items[name] = item
-                for number, call_name in enumerate(calls.get(name, ()), start=1):
-                    if call_name in self._items:
-                        continue
-                    call = QTreeWidgetItem(
-                        [f"{short}#{number}", f"call {number} of {len(calls[name])}"]
-                    )
-                    call.setData(0, _NAME_ROLE, call_name)
-                    call.setToolTip(0, f"{call_name}: the output of call {number} of {name}")
-                    call.setFlags(call.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-                    call.setCheckState(
-                        0,
-                        Qt.CheckState.Checked if call_name in wanted else Qt.CheckState.Unchecked,
-                    )
-                    item.addChild(call)
-                    self._items[call_name] = call
+                if name:
+                    self._add_module(name, type(module).__name__, calls, reachable, wanted)
             self.expandAll()
             self.resizeColumnToContents(0)
         finally:
             self.blockSignals(False)
         self.selection_changed.emit()
+
+    def _add_module(
+        self,
+        name: str,
+        type_name: str,
+        calls: dict[str, list[str]],
+        reachable: set[str],
+        wanted: set[str],
+    ) -> None:
+        """The item of module ``name`` under its parent's, and one child per call of it."""
+        parent = self._items.get(name.rpartition(".")[0])
+        short = name.rpartition(".")[2]
+        item = QTreeWidgetItem([short, type_name])
+        item.setData(0, _NAME_ROLE, name)
+        item.setToolTip(0, name)
+        flags = item.flags() & ~Qt.ItemFlag.ItemIsUserCheckable
+        if name in calls and name not in reachable:
+            item.setToolTip(
+                0,
+                f"{name}: called {len(calls[name])} times by the forward pass; tick "
+                "the call(s) to analyse below it",
+            )
+        elif name in reachable:
+            flags |= Qt.ItemFlag.ItemIsUserCheckable
+            item.setCheckState(0, _check_state(name in wanted))
+        else:
+            item.setToolTip(0, f"{name}: never called by the forward pass, cannot be hooked")
+            item.setForeground(
+                0,
+                self.palette().brush(
+                    self.palette().ColorGroup.Disabled, self.palette().ColorRole.Text
+                ),
+            )
+        item.setFlags(flags)
+        if parent is None:
+            self.addTopLevelItem(item)
+        else:
+            parent.addChild(item)
+        self._items[name] = item
+        self._add_calls(item, name, calls.get(name, []), wanted)
+
+    def _add_calls(
+        self, item: QTreeWidgetItem, name: str, call_names: list[str], wanted: set[str]
+    ) -> None:
+        """A checkable child per call of a module the forward pass calls more than once."""
+        short = name.rpartition(".")[2]
+        for number, call_name in enumerate(call_names, start=1):
+            if call_name in self._items:
+                continue
+            call = QTreeWidgetItem([f"{short}#{number}", f"call {number} of {len(call_names)}"])
+            call.setData(0, _NAME_ROLE, call_name)
+            call.setToolTip(0, f"{call_name}: the output of call {number} of {name}")
+            call.setFlags(call.flags() | Qt.ItemFlag.ItemIsUserCheckable)
+            call.setCheckState(0, _check_state(call_name in wanted))
+            item.addChild(call)
+            self._items[call_name] = call
 
     # ---- reading / writing --------------------------------------------------------
     @property
@@ -164,3 +165,18 @@ class ModuleTree(QTreeWidget):
     def item(self, name: str) -> QTreeWidgetItem:
         """The tree item of module ``name`` (for tests and keyboard navigation)."""
         return self._items[name]
+
+
+def _check_state(checked: bool) -> Qt.CheckState:
+    return Qt.CheckState.Checked if checked else Qt.CheckState.Unchecked
+
+
+def _calls_by_module(model: torch.nn.Module, hookable: Sequence[str]) -> dict[str, list[str]]:
+    """Module name -> its per-call names (``pool#1``, ``pool#2``), in forward order."""
+    named = dict(model.named_modules())
+    calls: dict[str, list[str]] = {}
+    for hook_name in hookable:
+        base, _, number = hook_name.rpartition("#")
+        if number.isdigit() and base in named and hook_name not in named:
+            calls.setdefault(base, []).append(hook_name)
+    return calls

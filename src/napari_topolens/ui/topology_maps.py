@@ -40,11 +40,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import TopoLensError
+from ..maps import map_drift, topology_map
 from . import view_data as vd
-from .layer_update import create_layer
+from .layer_update import create_layer, lock_layer
 from .links import PIXEL_ANSWERS, links_for
 from .model_registry import model_of_analysis
 from .state import PerViewer, state_for, viewer_ref
+from .variants import variant_views_for
 
 __all__ = ["MAX_CACHED_MAPS", "TopologyMaps", "maps_for"]
 
@@ -97,8 +99,6 @@ def _private_model(model: Any) -> Any:
 
 def _map_work(analysis: Any, model: Any, data: Any, rgb: bool, image: int, layer: str) -> Any:
     """Worker body: the topology map of one image at one network layer."""
-    from ..maps import topology_map
-
     with _MAP_LOCK:
         started = time.perf_counter()
         private = _private_model(model)
@@ -130,8 +130,6 @@ def _rank_work(
     changed under the variant (its image placed in the base's graph). Yields
     ``(done, total)``; cancellable between chunks; the lock is let go between chunks
     so that the slider's maps are not held up."""
-    from ..maps import map_drift, topology_map
-
     shares = {name: np.zeros(len(images)) for name in layers}
     for start in range(0, len(images), RANK_CHUNK):
         index = images[start : start + RANK_CHUNK]
@@ -539,7 +537,11 @@ class TopologyMaps:
     def _draw_regions(self, key: str, say: bool = False) -> None:
         entry = self.state.get(key)
         image = self.current_image(key)
-        nodes = self.selected_nodes(key) if entry.selection.source == "mapper_nodes" else []
+        nodes = (
+            self.selected_nodes(key)
+            if entry.selection.source == "mapper_nodes"
+            else np.zeros(0, dtype=np.int64)
+        )
         layer = self.region_layers.get(key)
         if image is None or not len(nodes):
             if layer is not None and layer in self.viewer.layers:
@@ -626,8 +628,6 @@ class TopologyMaps:
     def _perturbed(self, base_key: str, variant: str) -> tuple[Any, Any]:
         """The viewer's variant views and the shown base ``base_key`` with ``variant``'s
         perturbed images, or one project error saying there are none."""
-        from .variants import variant_views_for
-
         views = variant_views_for(self.viewer)
         bv = views.bases.get(base_key)
         if bv is None or variant not in bv.image_layers:
@@ -710,8 +710,6 @@ class TopologyMaps:
         Returns the :class:`~napari_topolens.maps.MapDrift` of that image; its
         maps are drawn as Labels layers on the base's and the variant's image layers.
         """
-        from ..maps import map_drift
-
         _views, bv = self._perturbed(base_key, variant)
         entry = self.state.get(base_key)
         base_layer, variant_layer = entry.image_layer, bv.image_layers[variant]
@@ -784,8 +782,6 @@ class TopologyMaps:
         self, base_key: str, variant: str, images: Any, layers: Any = None
     ) -> dict[str, np.ndarray]:
         """Per network layer, the share of each image's positions whose node changed."""
-        from ..maps import map_drift, topology_map
-
         _views, bv = self._perturbed(base_key, variant)
         entry = self.state.get(base_key)
         model = self.model(base_key)
@@ -838,8 +834,6 @@ class TopologyMaps:
 
 def _add_labels(viewer: Any, data: np.ndarray, **kwargs: Any) -> Any:
     """A locked Labels overlay, added without taking the active layer from the user."""
-    from .layer_update import lock_layer
-
     active = viewer.layers.selection.active
     layer = viewer.add_labels(data, **kwargs)
     lock_layer(layer)

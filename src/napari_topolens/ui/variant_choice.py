@@ -27,6 +27,7 @@ from qtpy.QtWidgets import (
 
 from ..errors import TopoLensError
 from ..robustness.perturbations import PERTURBATIONS, STRENGTH_RANGES
+from ..robustness.study import VariantSpec
 
 __all__ = ["COMPRESSIONS", "STRENGTHS", "Strength", "VariantForm"]
 
@@ -186,12 +187,11 @@ class VariantForm(QWidget):
     @property
     def texts(self) -> list[str]:
         """The specs in the list, as text, in the order they were added."""
-        return [self.specs_list.item(i).text() for i in range(self.specs_list.count())]
+        items = (self.specs_list.item(i) for i in range(self.specs_list.count()))
+        return [item.text() for item in items if item is not None]
 
     def specs(self, seed: int = 0) -> list[Any]:
         """The listed variants as ``VariantSpec`` objects with the run's ``seed``."""
-        from ..robustness.study import VariantSpec
-
         return [VariantSpec.parse(text, seed=seed) for text in self.texts]
 
     def reset_choices(self) -> None:
@@ -200,8 +200,6 @@ class VariantForm(QWidget):
     # ---- actions --------------------------------------------------------------------
     def add(self, _checked: Any = None, *, text: str | None = None) -> str | None:
         """Add the form's spec (or ``text``); returns its name, or ``None`` when refused."""
-        from ..robustness.study import VariantSpec
-
         if text is None:
             text = spec_text(self.kind.value, float(self.strength.value))
         try:
@@ -219,7 +217,8 @@ class VariantForm(QWidget):
     def remove_selected(self, _checked: Any = None) -> str | None:
         """Remove the selected spec; returns its name (``None`` when nothing is selected)."""
         row = self.specs_list.currentRow()
-        if row < 0 or not self.specs_list.item(row).isSelected():
+        current = self.specs_list.item(row) if row >= 0 else None
+        if current is None or not current.isSelected():
             self._report("Select a variant in the list to remove it.")
             return None
         item = self.specs_list.takeItem(row)

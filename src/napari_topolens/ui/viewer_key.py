@@ -58,7 +58,7 @@ def viewer_anchor(viewer: Any) -> _ViewerAnchor:
     anchor = ref() if ref is not None else None
     if anchor is not None:
         return anchor
-    if napari_viewer:
+    if napari_viewer and emitter is not None:
         anchor = _ViewerAnchor(viewer, held_by_viewer=True)
         emitter.connect(anchor)
     else:  # not a napari viewer (a script's stand-in): tied to the object itself
