@@ -50,7 +50,7 @@ def main() -> None:
 
     import napari_topolens as tl
     from napari_topolens.activations import receptive_field
-    from napari_topolens.robustness.study import run_variants
+    from napari_topolens.pipeline.variants import run_variants
 
     sample = tl.load_sample(args.sample)
     index = sample.test_index if args.subset == "test" else np.arange(len(sample.images))

@@ -216,12 +216,12 @@ def test_input_errors_exit_2(tmp_path: Path, capsys, argv: list[str], message: s
 def test_ctrl_c_during_analysis_exits_130_and_writes_nothing(
     tmp_path: Path, capsys, monkeypatch
 ) -> None:
-    import napari_topolens.topology.analysis as analysis_module
+    import napari_topolens.pipeline.run as run_module
 
     def interrupted(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(analysis_module, "analyze", interrupted)
+    monkeypatch.setattr(run_module, "iter_analyze", interrupted)
     code = cli.main(
         [
             "report",

@@ -346,7 +346,7 @@ _NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight"
 
 def _api_accuracy(images: np.ndarray, labels: np.ndarray, tmp_path: Path) -> tuple[float, Any]:
     from napari_topolens import load_sample
-    from napari_topolens.robustness.study import run_variants
+    from napari_topolens.pipeline.variants import run_variants
 
     analysis = run_variants(
         load_sample("digits").model,

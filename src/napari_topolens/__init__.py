@@ -54,9 +54,13 @@ _LAZY = {
     "compare": "napari_topolens.robustness.comparison",
     "Variant": "napari_topolens.topology.results",
     "VariantSpec": "napari_topolens.topology.results",
-    "run_variants": "napari_topolens.robustness.study",
-    "iter_run_variants": "napari_topolens.robustness.study",
     "parse_variants": "napari_topolens.robustness.study",
+    # the run pipeline: one job, one run, used by the command, the widget and run_variants
+    "RunJob": "napari_topolens.pipeline.job",
+    "Provenance": "napari_topolens.pipeline.provenance",
+    "iter_run": "napari_topolens.pipeline.run",
+    "run_variants": "napari_topolens.pipeline.variants",
+    "iter_run_variants": "napari_topolens.pipeline.variants",
     # report
     "write_report": "napari_topolens.report.html",
     # napari: hand a model built in Python to the analysis widget (imports no napari)
@@ -90,10 +94,14 @@ if TYPE_CHECKING:  # for type checkers and IDEs only
     from .activations.pointcloud import PointCloud
     from .errors import Cancelled, TopoLensError
     from .maps import MapDrift, TopologyMap, iter_topology_map, map_drift, topology_map
+    from .pipeline.job import RunJob
+    from .pipeline.provenance import Provenance
+    from .pipeline.run import iter_run
+    from .pipeline.variants import iter_run_variants, run_variants
     from .robustness.comparison import compare
     from .robustness.compression import compress
     from .robustness.perturbations import perturb
-    from .robustness.study import iter_run_variants, parse_variants, run_variants
+    from .robustness.study import parse_variants
     from .topology.results import Comparison, LayerDrift, Variant, VariantSpec
     from .topology.variant_kinds import PERTURBATIONS, STRENGTH_RANGES
     from .ui.model_registry import add_model, remove_model

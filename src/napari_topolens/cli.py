@@ -16,26 +16,58 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
+import inspect
 import math
+import os
 import shlex
 import shutil
+import signal
 import sys
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
 
-from . import __version__
-from .errors import Cancelled, EmptySelectionError, ImageError, TopoLensError
+from . import samples
+from ._progress import drive
+from ._signals import pause_point
+from ._version import __version__
+from .activations.device import DeviceError, parse_device, resolve_device
+from .activations.extract import input_scale_warning
+from .activations.hooks import check_layer_names
+from .activations.image_source import ImageSource, as_image_source, open_image_source
+from .activations.input_scale import InputScale, as_input_scale
+from .activations.models import list_layers, load_model
+from .activations.options import DEFAULT_MAX_POSITIONS, SAMPLING_MODES
+from .activations.receptive_field import DEFAULT_MAX_PROBE_PIXELS, layer_geometry
+from .activations.running import eval_mode, model_device_dtype
+from .distributed import DEFAULT_CONNECT_TIMEOUT, connect
+from .errors import Cancelled, EmptySelectionError, ImageError, LayerError, TopoLensError
+from .image_files import ImageSet, MaskFile, read_images, read_labels
+from .label_sources import LABELS_CODED_BY_NAME, checked_class_names
+from .pipeline.job import DEFAULT_SAMPLING, RunJob
+from .pipeline.run import iter_run
+from .report.html import check_report_folder, remove_report_debris, write_report
+from .report.maps import maps_section
+from .robustness.perturbations import PERTURBATIONS, strength_range_text
+from .robustness.study import parse_variants
+from .samples import load_sample
+from .topology.analysis import check_class_labels
+from .topology.config import AnalysisConfig
+from .topology.results import VariantSpec
 
 __all__ = ["TerminalProgress", "build_parser", "main", "stage_lines"]
 
 _PROG = "napari-topolens"
+#: The provenance's ``source`` of a report.
+FRONT_END = "napari-topolens report"
 # Share of the progress bar each phase takes (the analysis dominates).
 _PHASES = {
-    "extract": (0.0, 0.15),
-    "analyze": (0.15, 0.8),
+    "run": (0.0, 0.8),
     "maps": (0.8, 0.85),
     "report": (0.85, 1.0),
 }
@@ -100,7 +132,6 @@ def _int_at_least(minimum: int):
 
 def _input_scale(text: str) -> Any:
     """``--input-scale``: an InputScale, or argparse's own error naming the choices."""
-    from .activations.input_scale import InputScale
 
     try:
         return InputScale.parse(text)
@@ -110,12 +141,6 @@ def _input_scale(text: str) -> Any:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser (exposed for tests and documentation)."""
-    from .activations.extract import DEFAULT_MAX_POSITIONS, SAMPLING_MODES
-    from .activations.receptive_field import DEFAULT_MAX_PROBE_PIXELS
-    from .topology.analysis import AnalysisConfig
-    from .topology.metrics import METRICS
-
-    defaults = AnalysisConfig()
     parser = argparse.ArgumentParser(
         prog=_PROG,
         description="The topology of a neural network's activations, as a report or in napari.",
@@ -131,6 +156,16 @@ def build_parser() -> argparse.ArgumentParser:
             "analysis, readable by napari-topolens and load_analysis)."
         ),
     )
+    _add_source_arguments(report)
+    _add_method_arguments(report)
+    add_config_arguments(report)
+    _add_robustness_arguments(report)
+    _add_scale_arguments(report)
+    _add_output_arguments(report)
+    return parser
+
+
+def _add_source_arguments(report: argparse.ArgumentParser) -> None:
     source = report.add_argument_group("what to analyse (a sample, or your own model and images)")
     source.add_argument(
         "--sample", help="a shipped sample data set with its model: digits or shapes"
@@ -169,13 +204,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="which images of a sample to use (default all: the held-out test set alone is too small "
         "for the PH dimension's subsample sizes)",
     )
-    method = report.add_argument_group("method")
+
+
+def _add_method_arguments(report: argparse.ArgumentParser) -> None:
+    method = report.add_argument_group("extraction (how activations become points)")
     method.add_argument(
         "--sampling",
-        default="pooled",
+        default=DEFAULT_SAMPLING,
         choices=SAMPLING_MODES,
-        help="how a spatial layer becomes points (default pooled: one point per image; "
-        "foreground needs --mask)",
+        help=f"how a spatial layer becomes points (default {DEFAULT_SAMPLING}, as in napari: the "
+        "strongest position per image, so a pixel's receptive field stays local; pooled: the "
+        "mean over positions; foreground needs --mask)",
     )
     method.add_argument(
         "--input-scale",
@@ -194,72 +233,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="cap on the points extracted per layer (all_positions: positions, default "
         f"{DEFAULT_MAX_POSITIONS:,}; other modes: images, default all)",
     )
-    caps = report.add_argument_group(
-        "caps (each is reported beside the numbers it limits, and in the provenance)"
-    )
-    caps.add_argument(
-        "--analysis-max-points",
-        type=_int_at_least(3),
-        default=defaults.max_points,
-        help="points per layer the analysis uses; a larger cloud is subsampled at random "
-        f"(memory grows with points x dimensions) (default {defaults.max_points:,})",
-    )
-    caps.add_argument(
-        "--class-max-per-class",
-        type=_int_at_least(3),
-        default=defaults.class_max_per_class,
-        help=f"points per class for the per-class H0 persistence (default {defaults.class_max_per_class})",
-    )
-    caps.add_argument(
-        "--phdim-max-points",
-        type=_int_at_least(15),
-        default=defaults.phdim_max_points,
-        help=f"points in the largest PH-dimension subsample (default {defaults.phdim_max_points})",
-    )
-    caps.add_argument(
-        "--dendrogram-max-points",
-        type=_int_at_least(3),
-        default=defaults.dendrogram_max_points,
-        help=f"points in the heatmap dendrogram (default {defaults.dendrogram_max_points})",
-    )
-    caps.add_argument(
-        "--silhouette-max-points",
-        type=_int_at_least(3),
-        default=defaults.silhouette_max_points,
-        help=f"points for the silhouette score (default {defaults.silhouette_max_points})",
-    )
-    caps.add_argument(
+    method.add_argument(
         "--max-probe-pixels",
         type=_int_at_least(1),
         default=DEFAULT_MAX_PROBE_PIXELS,
         help="receptive-field probing work allowed (probe passes x pixels); spatial sampling "
         f"of bigger images is refused before any work (default {DEFAULT_MAX_PROBE_PIXELS:.3g})",
     )
-    method.add_argument(
-        "--metric",
-        default="euclidean",
-        choices=METRICS,
-        help="point-cloud metric (default euclidean)",
-    )
-    method.add_argument(
-        "--lens",
-        default="l2norm",
-        choices=("l2norm", "pca1", "pca2", "probability"),
-        help="Mapper lens (default l2norm)",
-    )
-    caps.add_argument(
-        "--h1-max-points",
-        type=_int_at_least(3),
-        default=defaults.h1_max_points,
-        help="H1 on the whole cloud up to this many points; above it on this many random or "
-        "max-min landmarks, whichever a pilot subsample finds closer to the full diagram "
-        f"(default {defaults.h1_max_points})",
-    )
     method.add_argument("--seed", type=int, default=0, help="seed of every random step (default 0)")
     method.add_argument(
         "--batch-size", type=_int_at_least(1), default=64, help="images per forward pass"
     )
-    _add_robustness_arguments(report)
+
+
+def _add_scale_arguments(report: argparse.ArgumentParser) -> None:
     scale = report.add_argument_group("scale (large image sets, caches, clusters, GPUs)")
     scale.add_argument(
         "--cache",
@@ -283,9 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     scale.add_argument(
         "--device",
-        help="torch device for extraction and the exact H0 tree's distance blocks: cpu, cuda, "
+        help="torch device for extraction, predictions and the exact H0 tree's distance "
+        "blocks, for the base and every variant (an INT8 model runs on the CPU): cpu, cuda, "
         "cuda:N or mps (default: extraction where the model is, H0 with numpy on the CPU)",
     )
+
+
+def _add_output_arguments(report: argparse.ArgumentParser) -> None:
     output = report.add_argument_group("output")
     output.add_argument(
         "--out", required=True, help="output folder (created; report.html and analysis/ inside)"
@@ -301,7 +292,112 @@ def build_parser() -> argparse.ArgumentParser:
         "(default 0: none)",
     )
     output.add_argument("--quiet", action="store_true", help="no progress bar")
-    return parser
+
+
+# ----------------------------------------------------------------------------- AnalysisConfig
+# One flag per AnalysisConfig field, derived from the dataclass (names, types, defaults, and
+# help from its docstring's Attributes section), so that the command cannot drift from it.
+
+#: Flags of the fields not spelt ``--field-name`` (first: the one --help shows first).
+CONFIG_FLAGS = {
+    "max_points": ("--analysis-max-points",),  # --max-points is the extraction's cap
+    "mapper_lens": ("--lens", "--mapper-lens"),
+    "mapper_n_cubes": ("--n-cubes", "--mapper-n-cubes"),
+    "mapper_perc_overlap": ("--perc-overlap", "--mapper-perc-overlap"),
+    "mapper_min_samples": ("--min-samples", "--mapper-min-samples"),
+    "mapper_eps": ("--eps", "--mapper-eps"),
+    "seed": ("--seed",),  # one seed for the extraction and the analysis (the method group)
+}
+#: Smallest values the command takes where a useful analysis needs more than the class's checks.
+_CONFIG_MINIMUMS = {
+    "max_points": 3,
+    "h1_max_points": 3,
+    "class_max_per_class": 3,
+    "phdim_max_points": 15,
+    "dendrogram_max_points": 3,
+    "silhouette_max_points": 3,
+}
+
+
+def config_flags(name: str) -> tuple[str, ...]:
+    """The command-line flags of the AnalysisConfig field ``name``."""
+    return CONFIG_FLAGS.get(name, ("--" + name.replace("_", "-"),))
+
+
+def config_field_help() -> dict[str, str]:
+    """Each AnalysisConfig field's description, from the class docstring's Attributes section."""
+    doc = inspect.cleandoc(AnalysisConfig.__doc__ or "")
+    section = doc.partition("Attributes\n----------\n")[2]
+    helps: dict[str, str] = {}
+    names: list[str] = []
+    text: list[str] = []
+    for line in [*section.splitlines(), "end"]:
+        if line and not line.startswith(" "):  # "name : type" or "a, b, c" starts an entry
+            helps.update({name: " ".join(text) for name in names})
+            names = [part.strip() for part in line.partition(" : ")[0].split(",")]
+            text = []
+        elif line.strip():
+            text.append(line.strip().replace("``", ""))
+    return helps
+
+
+def _config_parser(name: str, kind: str) -> Callable[[str], Any]:
+    if kind == "int":
+        return _int_at_least(_CONFIG_MINIMUMS.get(name, 0))
+    if kind in ("float", "float | None"):
+        return _number(allow_none=kind.endswith("None"))
+    return str
+
+
+def _number(*, allow_none: bool) -> Callable[[str], float | None]:
+    def parse(text: str) -> float | None:
+        if allow_none and text.strip().lower() in ("none", "auto"):
+            return None
+        try:
+            return float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+
+    return parse
+
+
+def add_config_arguments(report: argparse.ArgumentParser) -> None:
+    """A flag for every AnalysisConfig field (``dest`` ``config_<field>``; default: the class's)."""
+    from .topology.metrics import METRICS  # heavy: topology.metrics imports scipy
+
+    group = report.add_argument_group(
+        "analysis (every AnalysisConfig field; caps are reported beside the numbers they "
+        "limit, and in the provenance)"
+    )
+    helps = config_field_help()
+    for spec in dataclasses.fields(AnalysisConfig):
+        if spec.name == "seed":
+            continue  # --seed, with the extraction options
+        default = "none" if spec.default is None else spec.default
+        group.add_argument(
+            *config_flags(spec.name),
+            dest=f"config_{spec.name}",
+            type=_config_parser(spec.name, str(spec.type)),
+            choices=METRICS if spec.name == "metric" else None,
+            default=None,
+            metavar=spec.name.rpartition("_")[2].upper(),
+            help=f"{helps.get(spec.name, spec.name)} (default {default})".replace("%", "%%"),
+        )
+
+
+def config_from_args(args: argparse.Namespace) -> AnalysisConfig:
+    """The AnalysisConfig the flags give (the class's defaults for the flags not given)."""
+    values = {
+        spec.name: getattr(args, f"config_{spec.name}")
+        for spec in dataclasses.fields(AnalysisConfig)
+        if spec.name != "seed" and getattr(args, f"config_{spec.name}", None) is not None
+    }
+    if "max_dim" in values and "distance_dim" not in values:
+        values["distance_dim"] = min(1, values["max_dim"])  # compare H1, or H0 alone
+    try:
+        return AnalysisConfig(**values, seed=args.seed)
+    except TopoLensError as exc:
+        raise TopoLensError(f"the analysis options: {exc}") from None
 
 
 def _split(text: str | None) -> list[str] | None:
@@ -313,7 +409,6 @@ def _split(text: str | None) -> list[str] | None:
 
 def _class_names(text: str | None) -> list[str] | None:
     """``--class-names``: distinct, non-empty names for the model's classes 0, 1, ..."""
-    from .label_sources import checked_class_names
 
     if text is None:
         return None
@@ -324,8 +419,6 @@ def _class_names(text: str | None) -> list[str] | None:
 
 
 def _prepare_sample(args: argparse.Namespace) -> dict[str, Any]:
-    from . import samples
-    from .samples import load_sample
 
     for flag in ("model", "weights", "images", "labels", "class_names"):
         if getattr(args, flag) is not None:
@@ -364,15 +457,11 @@ def _prepare_sample(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _prepare_model(args: argparse.Namespace) -> dict[str, Any]:
-    from .activations.models import list_layers, load_model
-    from .image_files import read_labels
-    from .label_sources import LABELS_CODED_BY_NAME
 
     if args.model is None:
         raise TopoLensError("give --sample NAME, or --model package.module:callable with --images")
     if args.images is None:
         raise ImageError("--model needs --images (a .npy, .npz, TIFF stack or folder of images)")
-    from .activations.image_source import as_image_source
 
     model = load_model(args.model, weights=args.weights)
     layers = _split(args.layers)
@@ -436,10 +525,6 @@ def _prepare_model(args: argparse.Namespace) -> dict[str, Any]:
 
 def _read_image_input(path: str, max_images: int | None) -> Any:
     """Folders, ``.zarr`` stores and ``.npy`` files lazily (read batch by batch); others whole."""
-    from pathlib import Path
-
-    from .activations.image_source import open_image_source
-    from .image_files import ImageSet, read_images
 
     where = Path(path).expanduser()
     if where.exists() and (where.is_dir() or where.suffix.lower() in (".zarr", ".npy")):
@@ -479,15 +564,13 @@ def _zarr_labels(path: Any, n_images: int) -> np.ndarray | None:
 _KEEP_IMAGES_BYTES = 1 << 30
 
 
-def _images_to_keep(images: Any, provenance: dict[str, Any]) -> Any:
+def _images_to_keep(images: Any, notes: dict[str, str]) -> Any:
     """The images the analysis keeps: all of an in-memory set; a lazy one if it fits 1 GiB."""
-    from .activations.image_source import ImageSource
-
     if not isinstance(images, ImageSource):
         return images
     if images.nbytes <= _KEEP_IMAGES_BYTES:
         return images.to_stack()
-    provenance.setdefault("notes", {})["images"] = (
+    notes["images"] = (
         f"the {len(images)} images ({images.nbytes / 2**30:.1f} GiB as float32) were read "
         "batch by batch and not kept in the analysis; links to pixels need the source"
     )
@@ -496,10 +579,6 @@ def _images_to_keep(images: Any, provenance: dict[str, Any]) -> Any:
 
 def _check_output_folder(out: str) -> None:
     """Refuse an output folder that cannot be written, or holds files not ours, before any work."""
-    import os
-    from pathlib import Path
-
-    from .report.html import check_report_folder, remove_report_debris
 
     remove_report_debris(out)  # what runs killed outright left (only our scratch names)
     check_report_folder(out)
@@ -518,7 +597,6 @@ def _check_output_folder(out: str) -> None:
 def _checked_device(name: str | None, scheduler: str | None) -> str | None:
     """--device in torch's spelling (``CPU`` is ``cpu``), refused before any work when this
     machine cannot use it (with --scheduler, only its spelling: the workers have the devices)."""
-    from .activations.device import DeviceError, parse_device, resolve_device
 
     if name is None:
         return None
@@ -531,8 +609,6 @@ def _checked_device(name: str | None, scheduler: str | None) -> str | None:
 
 def _check_before_extraction(args: argparse.Namespace, job: dict[str, Any]) -> None:
     """Errors that can be known before any forward pass: layers, labels, too few points."""
-    from .errors import LayerError
-    from .topology.analysis import check_class_labels
 
     layers = job["layers"]
     repeated = sorted({name for name in layers if layers.count(name) > 1})
@@ -550,10 +626,6 @@ def _check_before_extraction(args: argparse.Namespace, job: dict[str, Any]) -> N
             "sampling; topology needs at least 3: give more images, or use --sampling "
             "all_positions for many points per image"
         )
-    from .activations.hooks import check_layer_names
-    from .activations.image_source import as_image_source
-    from .activations.receptive_field import layer_geometry
-    from .activations.running import eval_mode, model_device_dtype
 
     sample_shape = as_image_source(job["images"]).sample_shape  # no pixels read (lazy inputs)
     device, dtype = model_device_dtype(job["model"])
@@ -581,46 +653,121 @@ def run_report(
     """Do the ``report`` command; returns the path of report.html.
 
     ``stages``, when given, receives the (wall, CPU) seconds of each stage, in order
-    (see :func:`stage_lines`).
+    (see :func:`stage_lines`). The run itself is :func:`~napari_topolens.pipeline.run.iter_run`,
+    the run the widget and ``run_variants`` make too.
     """
-    from ._progress import drive
-    from .activations.extract import input_scale_warning, iter_extract_activations
-    from .activations.input_scale import as_input_scale
-    from .report.html import write_report
-    from .topology.analysis import AnalysisConfig, analyze
-
+    stages = {} if stages is None else stages
     started, started_cpu = time.perf_counter(), time.process_time()
+    _check_arguments(args)
+    config = config_from_args(args)
+    variant_specs = _variant_specs(args)
+    bar: Any = _VariantPhases(progress) if variant_specs else progress
+    bar(0.0, "loading the model and images")
+    inputs = _prepare_sample(args) if args.sample is not None else _prepare_model(args)
+    job = _run_job(args, inputs, config, variant_specs, bar)
+    loading = (time.perf_counter() - started, time.process_time() - started_cpu)
+    stages["loading model and images"] = loading
+    run_stages: dict[str, tuple[float, float]] = {}
+    analysis = drive(iter_run(job, stages=run_stages), bar.phase("run"))
+    _record_times(analysis, loading[0], run_stages, stages)
+    extra_sections = []
+    if args.maps:
+        mapping, mapping_cpu = time.perf_counter(), time.process_time()
+        section = drive(
+            maps_section(
+                analysis, job.model, job.images, per_class=args.maps, input_scale=job.scale
+            ),
+            bar.phase("maps"),
+        )
+        extra_sections = [section] if section else []
+        stages["topology maps"] = (
+            time.perf_counter() - mapping,
+            time.process_time() - mapping_cpu,
+        )
+    written: dict[str, tuple[float, float]] = {}
+    workers = _figure_workers()
+    path = write_report(
+        analysis,
+        args.out,
+        title=args.title,
+        progress=bar.phase("report"),
+        extra_sections=extra_sections,
+        seconds=written,
+        workers=workers,
+    )
+    page = written.pop("report page")
+    stages[f"report page ({workers} process{'es' if workers > 1 else ''})"] = page
+    stages.update(written)
+    return path
+
+
+def _check_arguments(args: argparse.Namespace) -> None:
+    """What the flags alone can refuse, before any work."""
     _check_output_folder(args.out)
     if args.seed < 0:
         raise TopoLensError(f"--seed must be a non-negative whole number, got {args.seed}")
     args.device = _checked_device(args.device, args.scheduler)
     if args.scheduler is None and args.scheduler_timeout is not None:
         raise TopoLensError("--scheduler-timeout is used with --scheduler; add it, or leave it out")
-    config = AnalysisConfig(
-        metric=args.metric,
-        mapper_lens=args.lens,
-        h1_max_points=args.h1_max_points,
-        max_points=args.analysis_max_points,
-        class_max_per_class=args.class_max_per_class,
-        dendrogram_max_points=args.dendrogram_max_points,
-        phdim_max_points=args.phdim_max_points,
-        silhouette_max_points=args.silhouette_max_points,
+
+
+def _run_job(
+    args: argparse.Namespace,
+    inputs: dict[str, Any],
+    config: AnalysisConfig,
+    variant_specs: list[VariantSpec],
+    progress: Any,
+) -> RunJob:
+    """The job the flags and the loaded inputs describe (checked; warnings printed)."""
+    _check_before_extraction(args, inputs)
+    scale = as_input_scale(args.input_scale)
+    notes: dict[str, str] = {}
+    _warn(args, inputs, config, scale, progress)
+    mask = _read_mask(args, inputs)
+    occlusion_mask = _read_occlusion_mask(args, inputs, variant_specs)
+    origin = {
+        **inputs["provenance"],
+        "command": " ".join(shlex.quote(a) for a in [_PROG, *sys.argv[1:]]) if sys.argv else _PROG,
+    }
+    return RunJob(
+        model=inputs["model"],
+        images=inputs["images"],
+        layers=list(inputs["layers"]),
+        labels=inputs["labels"],
+        class_names=inputs["class_names"],
+        labels_coded_by_name=bool(inputs["provenance"].get(LABELS_CODED_BY_NAME, False)),
+        config=config,
+        sampling=args.sampling,
+        max_points=args.max_points,
+        batch_size=args.batch_size,
         seed=args.seed,
+        mask=mask,
+        input_scale=scale,
+        max_probe_pixels=args.max_probe_pixels,
+        device=args.device,
+        scheduler=getattr(args, "scheduler_client", None) or args.scheduler,
+        cache_dir=args.cache,
+        variants=variant_specs,
+        occlusion_mask=occlusion_mask,
+        kept_images=_images_to_keep(inputs["images"], notes),
+        front_end=FRONT_END,
+        origin={k: v for k, v in origin.items() if k != LABELS_CODED_BY_NAME},
+        notes=notes,
     )
-    variant_specs = _variant_specs(args)
-    if variant_specs:
-        progress = _VariantPhases(progress)
-    progress(0.0, "loading the model and images")
-    job = _prepare_sample(args) if args.sample is not None else _prepare_model(args)
-    prepared, prepared_cpu = time.perf_counter(), time.process_time()
-    _check_before_extraction(args, job)
-    input_scale = as_input_scale(args.input_scale)
-    scale_warning = input_scale_warning(job["images"], input_scale)
+
+
+def _warn(
+    args: argparse.Namespace,
+    inputs: dict[str, Any],
+    config: AnalysisConfig,
+    scale: Any,
+    progress: Any,
+) -> None:
+    """Warnings before the run: pixels the input scale may misread, caps that cut."""
+    scale_warning = input_scale_warning(inputs["images"], scale)
     if scale_warning:
         progress.close()
         print(f"{_PROG}: warning: {scale_warning}", file=sys.stderr)
-    mask = _read_mask(args, job)
-    occlusion_mask = _read_occlusion_mask(args, job, variant_specs)
     if args.max_points is not None and args.max_points > config.max_points:
         progress.close()
         print(
@@ -629,119 +776,34 @@ def run_report(
             f"{config.max_points:,} of its extracted points (the report says so)",
             file=sys.stderr,
         )
-    clouds = drive(
-        iter_extract_activations(
-            job["model"],
-            job["images"],
-            job["layers"],
-            sampling=args.sampling,
-            max_points=args.max_points,
-            batch_size=args.batch_size,
-            seed=args.seed,
-            mask=mask,
-            max_probe_pixels=args.max_probe_pixels,
-            device=args.device,
-            cache_dir=args.cache,
-            scheduler=getattr(args, "scheduler_client", None) or args.scheduler,
-            input_scale=input_scale,
-        ),
-        progress.phase("extract"),
-    )
-    probabilities, predictions, predictions_note = _predictions(args, job, input_scale)
-    extracted, extracted_cpu = time.perf_counter(), time.process_time()
-    provenance = {
-        **job["provenance"],
-        "n_images": len(job["images"]),
-        "layers": ", ".join(job["layers"]),
-        "sampling": args.sampling,
-        "input_scale": input_scale.describe(_pixel_dtype(job["images"])),
-        "seeds": {"extraction": args.seed},
-        "command": " ".join(shlex.quote(a) for a in [_PROG, *sys.argv[1:]]) if sys.argv else _PROG,
-        **{
-            key: value
-            for key, value in (
-                ("device", args.device),
-                ("activation_cache", args.cache),
-                ("scheduler", args.scheduler),
-            )
-            if value is not None
-        },
-    }
-    if predictions_note:
-        provenance.setdefault("notes", {})["predictions"] = predictions_note
-    kept_images = _images_to_keep(job["images"], provenance)
-    analysis = analyze(
-        clouds,
-        job["labels"],
-        config=config,
-        class_names=job["class_names"],
-        probabilities=probabilities,
-        predictions=predictions,
-        provenance=provenance,
-        images=kept_images,
-        scheduler=getattr(args, "scheduler_client", None) or args.scheduler,
-        device=args.device,
-        progress=progress.phase("analyze"),
-    )
-    analysed, analysed_cpu = time.perf_counter(), time.process_time()
-    analysis.provenance["seconds"] = {
-        "loading": round(prepared - started, 3),
-        "extraction": round(extracted - prepared, 3),
-        "analysis": round(analysed - extracted, 3),
-        **{
-            f"analysis: {step}": round(value, 3)
-            for step, value in _analysis_steps(analysis).items()
-        },
-    }
-    if stages is not None:
-        stages["loading model and images"] = (prepared - started, prepared_cpu - started_cpu)
-        stages["activation extraction"] = (extracted - prepared, extracted_cpu - prepared_cpu)
-        stages["analysis"] = (analysed - extracted, analysed_cpu - extracted_cpu)
-        stages.update(
-            {f"analysis: {step}": (v, math.nan) for step, v in _analysis_steps(analysis).items()}
-        )
-    if variant_specs:
-        analysis = _run_variants(
-            args, job, analysis, variant_specs, mask, occlusion_mask, config, progress
-        )
-        if stages is not None:
-            stages["robustness variants"] = (
-                time.perf_counter() - analysed,
-                time.process_time() - analysed_cpu,
-            )
-    extra_sections = []
-    if args.maps:
-        from .report.maps import maps_section
 
-        mapping, mapping_cpu = time.perf_counter(), time.process_time()
-        section = drive(
-            maps_section(
-                analysis, job["model"], job["images"], per_class=args.maps, input_scale=input_scale
-            ),
-            progress.phase("maps"),
-        )
-        extra_sections = [section] if section else []
-        if stages is not None:
-            stages["topology maps"] = (
-                time.perf_counter() - mapping,
-                time.process_time() - mapping_cpu,
-            )
-    written: dict[str, tuple[float, float]] = {}
-    workers = _figure_workers()
-    path = write_report(
-        analysis,
-        args.out,
-        title=args.title,
-        progress=progress.phase("report"),
-        extra_sections=extra_sections,
-        seconds=written,
-        workers=workers,
-    )
-    if stages is not None:
-        page = written.pop("report page")
-        stages[f"report page ({workers} process{'es' if workers > 1 else ''})"] = page
-        stages.update(written)
-    return path
+
+#: The command's names of the run's stages (its stage lines, benchmarks/bench_report.py).
+_STAGE_NAMES = {
+    "extraction": "activation extraction",
+    "predictions": "predictions",
+    "analysis": "analysis",
+    "variants": "robustness variants",
+}
+
+
+def _record_times(
+    analysis: Any,
+    loading: float,
+    run_stages: dict[str, tuple[float, float]],
+    stages: dict[str, tuple[float, float]],
+) -> None:
+    """The run's stage times into ``stages`` and the analysis's ``provenance["seconds"]``."""
+    steps = _analysis_steps(analysis)
+    for name, times in run_stages.items():
+        stages[_STAGE_NAMES.get(name, name)] = times
+        if name == "analysis":
+            stages.update({f"analysis: {step}": (v, math.nan) for step, v in steps.items()})
+    analysis.provenance["seconds"] = {
+        "loading": round(loading, 3),
+        **dict(analysis.provenance.get("seconds", {})),
+        **{f"analysis: {step}": round(value, 3) for step, value in steps.items()},
+    }
 
 
 def _figure_workers() -> int:
@@ -751,7 +813,6 @@ def _figure_workers() -> int:
     start, which only pays when it runs beside this one: with the cores already busy
     (1-minute load average above the cores less one) the figures are drawn here.
     """
-    import os
 
     cores = _usable_cores()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float(cores)
@@ -775,7 +836,6 @@ def stage_lines(stages: dict[str, tuple[float, float]], total: tuple[float, floa
 
 def _usable_cores() -> int:
     """The cores this process may run on (its affinity where the system says)."""
-    import os
 
     if hasattr(os, "sched_getaffinity"):
         return len(os.sched_getaffinity(0))
@@ -798,7 +858,6 @@ def _scheduler_client(args: argparse.Namespace) -> Iterator[None]:
     if getattr(args, "scheduler", None) is None:
         yield
         return
-    from .distributed import DEFAULT_CONNECT_TIMEOUT, connect
 
     timeout = DEFAULT_CONNECT_TIMEOUT if args.scheduler_timeout is None else args.scheduler_timeout
     if not 0 < timeout <= 3600:
@@ -811,36 +870,6 @@ def _scheduler_client(args: argparse.Namespace) -> Iterator[None]:
             args.scheduler_client = None
 
 
-def _pixel_dtype(images: Any) -> Any:
-    """The stored pixel type of the job's images (what ``--input-scale dtype`` divides by)."""
-    from .activations.image_source import ImageSource
-
-    return images.pixel_dtype if isinstance(images, ImageSource) else np.asarray(images[:1]).dtype
-
-
-def _predictions(
-    args: argparse.Namespace, job: dict[str, Any], input_scale: Any
-) -> tuple[Any, Any, str]:
-    """Class probabilities (probability lens only), predicted classes, and a note when none.
-
-    The predictions give the model's accuracy on these images in the report, the
-    check that the images reach the model as it was trained to see them.
-    """
-    from .activations.extract import predict_proba
-    from .errors import ModelError
-
-    try:
-        analysed = predict_proba(
-            job["model"], job["images"], batch_size=args.batch_size, input_scale=input_scale
-        )
-    except ModelError as exc:
-        if args.lens == "probability":
-            raise
-        return None, None, f"none: {exc}"
-    probabilities = analysed if args.lens == "probability" else None
-    return probabilities, np.argmax(analysed, axis=1).astype(np.int64), ""
-
-
 class _Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the program is so that it cleans up as after Ctrl-C."""
 
@@ -851,8 +880,6 @@ def _raise_terminated(_signum: int, _frame: Any) -> None:
 
 def _handle_sigterm() -> Any:
     """Turn SIGTERM into :class:`_Terminated` (main thread only); returns the old handler."""
-    import signal
-    import threading
 
     if threading.current_thread() is not threading.main_thread():
         return None
@@ -860,7 +887,6 @@ def _handle_sigterm() -> Any:
 
 
 def _restore_sigterm(previous: Any) -> None:
-    import signal
 
     if previous is not None:
         signal.signal(signal.SIGTERM, previous)
@@ -871,7 +897,6 @@ def _restore_sigterm(previous: Any) -> None:
 
 
 def _add_robustness_arguments(report: argparse.ArgumentParser) -> None:
-    from .robustness.perturbations import PERTURBATIONS, strength_range_text
 
     group = report.add_argument_group(
         "robustness (variants compared with the base run, in a section of the report)"
@@ -906,7 +931,6 @@ def _add_robustness_arguments(report: argparse.ArgumentParser) -> None:
 def _variant_specs(args: argparse.Namespace) -> list[Any]:
     if args.perturb is None and args.compress is None:
         return []
-    from .robustness.study import parse_variants
 
     specs = parse_variants(args.perturb, args.compress, seed=args.seed)
     if not specs:
@@ -916,9 +940,7 @@ def _variant_specs(args: argparse.Namespace) -> list[Any]:
 
 # Share of the progress bar each phase takes when variants run (they take most of the time).
 _VARIANT_PHASES = {
-    "extract": (0.0, 0.04),
-    "analyze": (0.04, 0.2),
-    "variants": (0.2, 0.85),
+    "run": (0.0, 0.85),
     "maps": (0.85, 0.9),
     "report": (0.9, 1.0),
 }
@@ -972,10 +994,6 @@ def _read_mask_file(
     path: str, flag: str, args: argparse.Namespace, job: dict[str, Any]
 ) -> np.ndarray:
     """A mask file or folder as (N, H, W) bool aligned with the job's images."""
-    from pathlib import Path
-
-    from .activations.image_source import as_image_source
-    from .image_files import MaskFile
 
     images = job["images"]
     n_images = len(images)
@@ -1004,54 +1022,8 @@ def _read_mask_file(
     return mask_file.take(np.arange(n_images))
 
 
-def _run_variants(
-    args: argparse.Namespace,
-    job: dict[str, Any],
-    analysis: Any,
-    specs: list[Any],
-    mask: np.ndarray | None,
-    occlusion_mask: np.ndarray | None,
-    config: Any,
-    progress: Any,
-) -> Any:
-    """The base analysis with the variants run and compared (the base is reused, not recomputed)."""
-    from .robustness.study import run_variants
-
-    started = time.perf_counter()
-    from .activations.image_source import ImageSource
-
-    images = job["images"]
-    if isinstance(images, ImageSource):  # variants perturb whole arrays: read the set once
-        images = images.to_stack()
-    result = run_variants(
-        job["model"],
-        images,
-        job["layers"],
-        specs,
-        labels=job["labels"],
-        class_names=job["class_names"],
-        config=config,
-        sampling=args.sampling,
-        max_points=args.max_points,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        mask=mask,
-        occlusion_mask=occlusion_mask,
-        provenance=dict(analysis.provenance),
-        base=analysis,
-        input_scale=args.input_scale,
-        progress=progress.phase("variants"),
-    )
-    result.provenance["seconds"] = {
-        **dict(result.provenance.get("seconds", {})),
-        "variants": round(time.perf_counter() - started, 3),
-    }
-    return result
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``napari-topolens`` console script; returns the exit code."""
-    from ._signals import pause_point
 
     previous_handler = _handle_sigterm()  # first: Ctrl-C or SIGTERM while importing is clean
     progress = TerminalProgress(enabled=False)

@@ -14,15 +14,10 @@ import torch
 
 from napari_topolens.activations.cache import ActivationCache
 from napari_topolens.errors import TopoLensError
+from napari_topolens.pipeline import iter_one_variant, run_variants
 from napari_topolens.robustness.comparison import compare
 from napari_topolens.robustness.perturbations import perturb
-from napari_topolens.robustness.study import (
-    VariantSpec,
-    iter_one_variant,
-    parse_variants,
-    run_variants,
-    variant_inputs,
-)
+from napari_topolens.robustness.study import VariantSpec, parse_variants, variant_inputs
 from napari_topolens.topology.analysis import analyze
 from napari_topolens.topology.store import load_analysis, save_analysis
 

@@ -283,16 +283,16 @@ def test_foreground_sampling_with_a_labels_mask(shapes, qtbot, monkeypatch):
     assert list(widget.device.choices) == available_devices()  # cpu first, GPUs when present
     assert widget.device.value == "cpu"
     widget.device.value = "cpu"
-    import napari_topolens.topology.analysis as analysis_module
+    import napari_topolens.pipeline.run as run_module
 
-    real_iter_analyze = analysis_module.iter_analyze
+    real_iter_analyze = run_module.iter_analyze
     devices: list = []
 
     def spy(*args, **kwargs):  # the device reaches the topology (its exact H0 tree) too
         devices.append(kwargs.get("device"))
         return real_iter_analyze(*args, **kwargs)
 
-    monkeypatch.setattr(analysis_module, "iter_analyze", spy)
+    monkeypatch.setattr(run_module, "iter_analyze", spy)
     widget.foreground_mask.value = viewer.layers["object"]
     # variants of the same run: FGSM against the model's own predictions (the labels),
     # and an occlusion of the object's pixels (the same layer as occlusion mask)

@@ -419,13 +419,14 @@ def test_reopen_shows_the_variants_without_recomputing(
     def refuse(*args, **kwargs):
         raise AssertionError("reading a saved analysis must not recompute it")
 
+    import napari_topolens.pipeline.run as run_module
     from napari_topolens.robustness import comparison as comparison_module
-    from napari_topolens.robustness import study as study_module
 
     monkeypatch.setattr(analysis_module, "iter_analyze", refuse)
+    monkeypatch.setattr(run_module, "iter_analyze", refuse)
     monkeypatch.setattr(analysis_module, "analyze", refuse)
     monkeypatch.setattr(comparison_module, "compare", refuse)
-    monkeypatch.setattr(study_module, "compare", refuse)
+    monkeypatch.setattr(run_module, "compare", refuse)
     other = make_napari_viewer()
     other_state = state_for(other)
     other.open(str(target), plugin="napari-topolens")

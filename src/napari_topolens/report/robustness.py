@@ -1,6 +1,6 @@
 """The report's robustness section: how the topology drifts under each variant.
 
-Shown when the analysis carries ``variants`` (``robustness.run_variants``, or
+Shown when the analysis carries ``variants`` (``napari_topolens.run_variants``, or
 ``napari-topolens report --perturb ... --compress ...``): a drift table (accuracy,
 predictions changed, mean diagram distance and moved fraction per variant), a
 per-layer table, the per-layer drift plot (diagram distance and moved fraction per

@@ -161,7 +161,7 @@ class Analysis:
     variants : list of Variant
         Perturbed or compressed runs of the same images, each a :class:`Variant`
         holding its own analysis and its :class:`Comparison` with this one (see
-        ``robustness.run_variants``); saved and loaded with the analysis. Empty for
+        ``napari_topolens.run_variants``); saved and loaded with the analysis. Empty for
         a plain analysis.
     """
 

@@ -26,16 +26,18 @@ Stack indices: when only some images are analysed, the point clouds'
 indexes the layer it came from (labels and probabilities are stack-sized; rows of
 images that were not analysed hold -1 / NaN).
 
-Variants (the "Variants (robustness)" section, ``ui.variant_choice``) run in the
-same worker after the base and before the views are shown, each through
-``robustness.study.iter_one_variant`` with the base's extraction options, config
-and labels, stack-indexed like the base; they end up in ``analysis.variants``.
+The run itself is the pipeline's (``pipeline.run.iter_run``, the run the command
+line and ``run_variants`` make too): the widget describes it as a ``RunJob``
+(stack-indexed: ``StackIndex``) on the main thread, the worker runs it. Variants
+(the "Variants (robustness)" section, ``ui.variant_choice``) run in it after the
+base, with the base's options, config and labels, stack-indexed like the base;
+they end up in ``analysis.variants``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import time
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -65,12 +67,15 @@ from qtpy.QtWidgets import (
     QWidget,
 )
 
+from .._progress import Progress
 from ..activations import device as torch_devices
-from ..activations.extract import SAMPLING_MODES
+from ..activations.extract import SAMPLING_MODES, input_scale_warning
 from ..activations.image_source import layer_images
 from ..activations.input_scale import INPUT_SCALE_MODES, InputScale
-from ..errors import EmptySelectionError, ModelError, TopoLensError
-from ..label_sources import LABELS_CODED_BY_NAME
+from ..errors import EmptySelectionError, TopoLensError
+from ..layout.mapper import mapper_layouts
+from ..pipeline.job import DEFAULT_SAMPLING, RunJob, StackIndex
+from ..pipeline.run import iter_run
 from ..topology.analysis import AnalysisConfig
 from ..topology.mapper import LENSES
 from . import explorer_widget  # noqa: F401  (the views dock's explorer bar comes with it)
@@ -119,6 +124,8 @@ if TYPE_CHECKING:
     import napari
     import torch
 
+    from ..topology.analysis import Analysis
+
 __all__ = [
     "ADDED_PREFIX",
     "CONSOLE_PREFIX",
@@ -130,13 +137,10 @@ __all__ = [
     "spread_layers",
 ]
 
-#: One spatial position per image (the strongest): receptive fields stay local, so
-#: the pixel link means something; ``pooled`` would make every field the whole image.
-DEFAULT_SAMPLING = "top_norm"
+#: The provenance's ``source`` of an analysis made here.
+FRONT_END = "napari-topolens analysis widget"
 #: Sampling used when a single image is analysed (one point per image cannot make a shape).
 SINGLE_IMAGE_SAMPLING = "all_positions"
-#: Share of the progress bar given to pulling activations (the rest: topology).
-_EXTRACT_SHARE = 0.25
 #: Largest image stack copied into the analysis so that a saved file is self-contained
 #: (larger stacks are left out; ``provenance["images_embedded"]`` says which).
 _MAX_EMBEDDED_BYTES = 256 * 2**20
@@ -716,8 +720,6 @@ class AnalysisWidget(QWidget):
         Returns the worker (tests wait on its ``finished`` signal), or ``None``
         when the input was refused (the reason is in :attr:`status`).
         """
-        from ..activations.extract import input_scale_warning, iter_extract_activations
-
         if self._job is not None:
             return self._job.worker
         added_level: Any = None  # a multiscale layer's level, added for this run
@@ -740,43 +742,8 @@ class AnalysisWidget(QWidget):
                 added_level = image_layer
             if image_layer is not None:
                 check_one_stack_axis(image_layer)
-            index = self.selected_indices()
-            # lazy: dask- and zarr-backed layers are read batch by batch, in the worker
-            stack = layer_images(image_layer.data, rgb=image_layer.rgb)
-            images = stack.subset(index)
-            config = self.config()
-            sampling, sampling_note = self.sampling.value, None
-            if len(index) == 1 and sampling != SINGLE_IMAGE_SAMPLING:
-                # one point per image cannot make a shape: take every position of the image
-                sampling = SINGLE_IMAGE_SAMPLING
-                sampling_note = (
-                    f"one image: sampling {SINGLE_IMAGE_SAMPLING} instead of "
-                    f"{self.sampling.value} (one point per image cannot make a shape)"
-                )
-            mask = self._foreground_mask(image_layer, index) if sampling == "foreground" else None
-            device = str(self.device.value or "cpu")
-            input_scale = self.chosen_input_scale()
-            scale_warning = input_scale_warning(images, input_scale)
-            extraction = {
-                "layers": layers,
-                "sampling": sampling,
-                "max_points": int(self.max_points.value) or None,
-                "seed": int(self.seed.value),
-                "mask": mask,
-                "device": device,
-                "scheduler": self._scheduler(),
-                "input_scale": input_scale,
-            }
-            steps = iter_extract_activations(model, images, **extraction)
-            labels = read_label_choice(
-                self.labels_source.value,
-                self._viewer,
-                image_layer,
-                len(stack),
-                csv_path=self.labels_file.value,
-                class_names=self._class_names,
-            )
-            variants = self._variant_plan(image_layer, index, len(stack), labels)
+            job, status, variants = self._form_job(model, image_layer, layers)
+            steps = iter_run(job)  # checks the job here, on the main thread, before any work
         except TopoLensError as exc:
             if added_level is not None:  # refused input leaves the viewer as it was
                 self._viewer.layers.remove(added_level)
@@ -784,57 +751,8 @@ class AnalysisWidget(QWidget):
             self._report(exc)
             return None
 
-        provenance = {
-            "source": "napari-topolens analysis widget",
-            "model": self._model_label,
-            "sample": self._sample_name(),
-            "weights": self._source_key()[2] or None,
-            "image_layer": image_layer.name,
-            "image_selection": self.which.value,
-            "marker_layer": (
-                self.marker_layer.value.name
-                if self.which.value == MARKED_IMAGES and self.marker_layer.value is not None
-                else None
-            ),
-            "image_index": [int(i) for i in index],
-            "n_stack": len(stack),
-            "image_shape": [int(s) for s in stack.shape[1:]],
-            "layers": list(layers),
-            "sampling": sampling,
-            "max_points": int(self.max_points.value) or None,
-            "labels": labels.description,
-            "labels_from_predictions": labels.from_predictions,
-            "device": device,
-        }
-        if labels.coded_by_name:  # not the model's class indices: no accuracy, no correct share
-            provenance[LABELS_CODED_BY_NAME] = True
-        if mask is not None:
-            provenance["foreground_mask"] = self.foreground_mask.value.name
-        if variants is not None:
-            provenance["variants"] = [spec.name for spec in variants.specs]
-        if sampling_note is not None:
-            provenance["sampling_note"] = sampling_note
-        # a copy made here, so the worker never reads the layer's own buffer
-        embed = stack.to_stack() if stack.nbytes <= _MAX_EMBEDDED_BYTES else None
-        provenance["images_embedded"] = embed is not None
-        if self._scheduler() is not None:
-            provenance["scheduler"] = self._scheduler()
-        work = _analysis_work(
-            steps,
-            model,
-            images,
-            index,
-            len(stack),
-            labels,
-            self._class_names,
-            config,
-            provenance,
-            embed,
-            extraction,
-            variants,
-        )
         self._job = ProgressWorker(
-            work,
+            _analysis_work(steps),
             "Topology analysis",
             on_done=lambda analysis: self._on_done(analysis, image_layer),
             on_error=self._report,
@@ -847,12 +765,77 @@ class AnalysisWidget(QWidget):
         self.progress_bar.setValue(0)
         self.progress_bar.setFormat("%p%")
         self.progress_bar.setVisible(True)
+        self._set_status(status)
+        self._started = time.perf_counter()
+        self._job.start()
+        n_images = len(job.stack.index) if job.stack is not None else len(job.images)
+        self.form_summary.set_full_text(self._summary_text(list(layers), n_images, variants))
+        self.fold_form(True)
+        return self._job.worker
+
+    def _form_job(
+        self, model: torch.nn.Module, image_layer: Any, layers: list[str]
+    ) -> tuple[RunJob, str, _VariantPlan | None]:
+        """The run the form describes (checked; raises TopoLensError), its status line, its
+        variants. Reads the layers here, on the main thread: the worker never does."""
+        index = self.selected_indices()
+        # lazy: dask- and zarr-backed layers are read batch by batch, in the worker
+        stack = layer_images(image_layer.data, rgb=image_layer.rgb)
+        images = stack.subset(index)
+        sampling, sampling_note = self.sampling.value, None
+        if len(index) == 1 and sampling != SINGLE_IMAGE_SAMPLING:
+            # one point per image cannot make a shape: take every position of the image
+            sampling = SINGLE_IMAGE_SAMPLING
+            sampling_note = (
+                f"one image: sampling {SINGLE_IMAGE_SAMPLING} instead of "
+                f"{self.sampling.value} (one point per image cannot make a shape)"
+            )
+        mask = self._foreground_mask(image_layer, index) if sampling == "foreground" else None
+        input_scale = self.chosen_input_scale()
+        scale_warning = input_scale_warning(images, input_scale)
+        labels = read_label_choice(
+            self.labels_source.value,
+            self._viewer,
+            image_layer,
+            len(stack),
+            csv_path=self.labels_file.value,
+            class_names=self._class_names,
+        )
+        variants = self._variant_plan(image_layer, index, len(stack), labels)
+        origin = self._run_origin(image_layer, index, stack, labels, mask, sampling_note)
+        # a copy made here, so the worker never reads the layer's own buffer
+        embed = stack.to_stack() if stack.nbytes <= _MAX_EMBEDDED_BYTES else None
+        origin["images_embedded"] = embed is not None
+        job = RunJob(
+            model=model,
+            images=images,
+            layers=list(layers),
+            labels=labels.labels,
+            class_names=self._class_names if labels.from_predictions else labels.class_names,
+            labels_from_predictions=labels.from_predictions,
+            labels_coded_by_name=labels.coded_by_name,
+            config=self.config(),
+            sampling=sampling,
+            max_points=int(self.max_points.value) or None,
+            seed=int(self.seed.value),
+            mask=mask,
+            input_scale=input_scale,
+            device=str(self.device.value or "cpu"),
+            scheduler=self._scheduler(),
+            variants=[] if variants is None else list(variants.specs),
+            variant_images=None if variants is None else variants.frames,
+            occlusion_mask=None if variants is None else variants.occlusion_mask,
+            stack=StackIndex(index, len(stack)),
+            kept_images=embed,
+            front_end=FRONT_END,
+            origin=origin,
+        )
         variants_note = (
-            f"; then {len(variants.specs)} variant(s): {', '.join(provenance['variants'])}"
-            if variants is not None
+            f"; then {len(job.variants)} variant(s): {', '.join(s.name for s in job.variants)}"
+            if job.variants
             else ""
         )
-        self._set_status(
+        status = (
             f"Analysing {len(layers)} layer(s) of {len(index)} image(s); labels: "
             f"{labels.description}"
             + (f"; {sampling_note}" if sampling_note else "")
@@ -860,11 +843,38 @@ class AnalysisWidget(QWidget):
             + "..."
             + (f"\nWarning: {scale_warning}" if scale_warning else "")
         )
-        self._started = time.perf_counter()
-        self._job.start()
-        self.form_summary.set_full_text(self._summary_text(list(layers), len(index), variants))
-        self.fold_form(True)
-        return self._job.worker
+        return job, status, variants
+
+    def _run_origin(
+        self,
+        image_layer: Any,
+        index: np.ndarray,
+        stack: Any,
+        labels: LabelChoice,
+        mask: np.ndarray | None,
+        sampling_note: str | None,
+    ) -> dict[str, Any]:
+        """Where this run's model, images and labels come from, for its provenance."""
+        origin: dict[str, Any] = {
+            "model": self._model_label,
+            "sample": self._sample_name(),
+            "weights": self._source_key()[2] or None,
+            "image_layer": image_layer.name,
+            "image_selection": self.which.value,
+            "marker_layer": (
+                self.marker_layer.value.name
+                if self.which.value == MARKED_IMAGES and self.marker_layer.value is not None
+                else None
+            ),
+            "n_stack": len(stack),
+            "image_shape": [int(s) for s in stack.shape[1:]],
+            "labels": labels.description,
+        }
+        if mask is not None:
+            origin["foreground_mask"] = self.foreground_mask.value.name
+        if sampling_note is not None:
+            origin["sampling_note"] = sampling_note
+        return origin
 
     def _foreground_mask(self, image_layer: Any, index: np.ndarray) -> np.ndarray:
         """The chosen foreground mask over the selected images (checked; raises TopoLensError)."""
@@ -914,9 +924,6 @@ class AnalysisWidget(QWidget):
                     max_bytes=_MAX_EMBEDDED_BYTES,
                     what="the occlusion mask",
                 )
-        fgsm_labels = None
-        if labels.labels is not None and not labels.from_predictions:
-            fgsm_labels = np.asarray(labels.labels, dtype=np.int64)[index]
         return _VariantPlan(
             specs=specs,
             # read here, bounded by the cap above: the worker never reads the layer's own
@@ -925,7 +932,6 @@ class AnalysisWidget(QWidget):
             frame=frame,
             dtype=dtype,
             occlusion_mask=occlusion,
-            fgsm_labels=fgsm_labels,
         )
 
     def _scheduler(self) -> str | None:
@@ -1075,10 +1081,6 @@ class _ShowRequest:
 _SHOW_TIMEOUT_S = 600.0
 
 
-#: Images per ``predict_proba`` call in the worker (each call is a chance to cancel).
-_PREDICT_CHUNK = 512
-
-
 @dataclass
 class _VariantPlan:
     """The variants of a run, checked on the main thread; the worker runs them.
@@ -1092,177 +1094,19 @@ class _VariantPlan:
     frame: tuple[int, ...]
     dtype: np.dtype
     occlusion_mask: np.ndarray | None
-    fgsm_labels: np.ndarray | None
 
 
-def _predict_steps(
-    model: Any,
-    images: Any,
-    at: float,
-    what: str,
-    device: str | None = None,
-    input_scale: Any = None,
-):
-    """The model's class probabilities for ``images``, a chunk per step (each can cancel).
+def _analysis_work(steps: Generator[Progress, None, Analysis]) -> Callable[[], Any]:
+    """The worker's generator: the run (``pipeline.iter_run``), then the views. Touches no layer.
 
-    On ``device`` (the one extraction runs on), the model moved there and back as
-    extraction moves it.
+    ``steps`` is the run, made (and its job checked) on the main thread; the worker
+    runs it (activations, predictions, topology, variants: every yield can cancel),
+    lays out the Mapper graphs, then hands the analysis to the main thread and waits
+    until its layers are in.
     """
-    from .._progress import Progress
-    from ..activations.device import on_device, resolve_device
-    from ..activations.extract import predict_proba
 
-    chunks = []
-    with on_device(model, None if device is None else resolve_device(device)):
-        for start in range(0, len(images), _PREDICT_CHUNK):
-            yield Progress(at, f"{what}predictions ({start}/{len(images)} images)")
-            chunks.append(
-                predict_proba(
-                    model, images[start : start + _PREDICT_CHUNK], input_scale=input_scale
-                )
-            )
-    return np.concatenate(chunks)
-
-
-def _analysis_work(
-    steps: Any,
-    model: Any,
-    images: Any,
-    index: np.ndarray,
-    n_stack: int,
-    labels: LabelChoice,
-    model_classes: list[str] | None,
-    config: Any,
-    provenance: dict[str, Any],
-    embed: np.ndarray | None,
-    extraction: dict[str, Any],
-    variants: _VariantPlan | None = None,
-):
-    """The worker's generator: activations, predictions, topology, variants. Touches no layer.
-
-    The variants run after the base, each through ``robustness.study.iter_one_variant``
-    with the base's extraction options and config; their clouds, labels and
-    predictions are indexed by the image layer's stack, like the base's.
-    """
-    from .._progress import Progress, scaled
-    from ..topology.analysis import iter_analyze
-    from .views import mapper_layouts
-
-    # shares of the progress bar: the base and each variant alike
-    share = 1.0 / (1 + (len(variants.specs) if variants is not None else 0))
-
-    def to_stack_index(clouds: dict[str, Any]) -> dict[str, Any]:
-        """Analysed images -> their index in the layer's stack."""
-        return {
-            name: dataclasses.replace(cloud, image_index=index[cloud.image_index])
-            for name, cloud in clouds.items()
-        }
-
-    def stack_rows(analysed: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Predicted class for every image of the stack (-1: not analysed), and the
-        probabilities (NaN rows) only for the probability lens: accuracies and changed
-        predictions need the classes alone, and a stack x classes float64 array is
-        sized by the layer, not by the selection."""
-        predictions = np.full(n_stack, -1, dtype=np.int64)
-        predictions[index] = np.argmax(analysed, axis=1)
-        if config.mapper_lens != "probability":
-            return predictions, None
-        probabilities = np.full((n_stack, analysed.shape[1]), np.nan)
-        probabilities[index] = analysed
-        return predictions, probabilities
-
-    def work():
-        clouds = yield from scaled(steps, 0.0, _EXTRACT_SHARE * share, "activations: ")
-        if len(index) == 1:
-            single = [name for name, cloud in clouds.items() if len(cloud) < 3]
-            if single:
-                raise EmptySelectionError(
-                    f"one image gives {', '.join(single)} too few points for a shape (a layer "
-                    "without a spatial grid gives one point per image); untick "
-                    f"{'it' if len(single) == 1 else 'them'} or analyse more images"
-                )
-        clouds = to_stack_index(clouds)
-        used = np.unique(np.concatenate([cloud.image_index for cloud in clouds.values()]))
-        record = {**provenance, "image_index": [int(i) for i in used]}
-        if len(used) != len(index):  # max_points drew a subset of the selection
-            record["selected_index"] = [int(i) for i in index]
-        # the model's predicted class per image: for labels, and for correct/incorrect
-        analysed: np.ndarray | None = None
-        try:
-            analysed = yield from _predict_steps(
-                model,
-                images,
-                _EXTRACT_SHARE * share,
-                "the model's ",
-                extraction.get("device"),
-                extraction.get("input_scale"),
-            )
-        except ModelError as exc:
-            if labels.from_predictions:
-                raise ModelError(
-                    f"{exc}. The labels were to be the model's predictions: choose another "
-                    "label source (a features column, a CSV file or none)"
-                ) from exc
-            if config.mapper_lens == "probability":
-                raise
-            record["notes"] = {**record.get("notes", {}), "predictions": f"none: {exc}"}
-        predictions = probabilities = None
-        if analysed is not None:  # kept for the probability lens and the accuracies
-            predictions, probabilities = stack_rows(analysed)
-        image_labels, class_names = labels.labels, labels.class_names
-        if labels.from_predictions:
-            assert analysed is not None  # a failure above was raised
-            image_labels = predictions
-            n_classes = analysed.shape[1]
-            class_names = (
-                model_classes
-                if model_classes is not None and len(model_classes) == n_classes
-                else [f"class {k}" for k in range(n_classes)]
-            )
-        analysis = yield from scaled(
-            iter_analyze(
-                clouds,
-                image_labels,
-                config=config,
-                class_names=class_names,
-                probabilities=probabilities,
-                predictions=predictions,
-                provenance=record,
-                images=embed,
-                scheduler=provenance.get("scheduler"),
-                device=extraction.get("device"),  # the exact H0 tree's blocks run there too
-            ),
-            _EXTRACT_SHARE * share,
-            share,
-            "topology: ",
-        )
-        if variants is not None:
-            analysis.variants = yield from _variant_runs(
-                variants,
-                model,
-                images,
-                analysis,
-                extraction,
-                record,
-                start=share,
-                share=share,
-                to_stack_index=to_stack_index,
-                stack_rows=stack_rows,
-                analyse=lambda clouds, preds, probs, notes: iter_analyze(
-                    clouds,
-                    image_labels,
-                    config=config,
-                    class_names=class_names,
-                    probabilities=probs,
-                    predictions=preds,
-                    # the run it belongs to (layer, selection, options), not the base's list
-                    provenance={**{k: v for k, v in record.items() if k != "variants"}, **notes},
-                    scheduler=provenance.get("scheduler"),
-                    device=extraction.get("device"),
-                ),
-                index=index,
-                n_stack=n_stack,
-            )
+    def work() -> Generator[Any, None, Analysis]:
+        analysis = yield from steps
         yield Progress(1.0, "laying out the views")
         request = _ShowRequest(analysis, mapper_layouts(analysis))
         yield request  # the main thread starts adding the layers
@@ -1278,85 +1122,6 @@ def _analysis_work(
         return analysis
 
     return work
-
-
-def _variant_runs(
-    plan: _VariantPlan,
-    model: Any,
-    images: Any,
-    base: Any,
-    extraction: dict[str, Any],
-    record: dict[str, Any],
-    *,
-    start: float,
-    share: float,
-    to_stack_index: Any,
-    stack_rows: Any,
-    analyse: Any,
-    index: np.ndarray,
-    n_stack: int,
-):
-    """Each variant of ``plan``, stack-indexed like ``base`` and compared with it (a generator).
-
-    A perturbation perturbs the selected frames (read once, on the main thread, in
-    the layer's dtype) and keeps them in an ``n_stack``-frame stack, zeros at the images not
-    analysed, so that image number is frame number; a compression runs the same
-    images through a compressed copy of the model (``analysis.images`` is ``None``).
-    """
-    from ..activations.extract import iter_extract_activations
-    from ..robustness.study import iter_one_variant
-
-    def device_of(spec: Any) -> str | None:
-        """INT8 (dynamically quantised) models run on the CPU only."""
-        return "cpu" if spec.quantize is not None else extraction.get("device")
-
-    def variant_clouds(spec: Any):
-        def steps(run_model: Any, run_images: Any):
-            options = {**extraction, "device": device_of(spec)}
-            clouds = yield from iter_extract_activations(run_model, run_images, **options)
-            analysed = None
-            if base.predictions is not None:  # else the model gives no class scores
-                analysed = yield from _predict_steps(
-                    run_model, run_images, 1.0, "", device_of(spec), extraction.get("input_scale")
-                )
-            return to_stack_index(clouds), analysed
-
-        return steps
-
-    def variant_analysis(spec: Any, clouds: Any, analysed: Any, run_images: Any):
-        predictions, probabilities = (None, None) if analysed is None else stack_rows(analysed)
-        notes: dict[str, Any] = {"variant": spec.name, "variant_spec": dataclasses.asdict(spec)}
-        if device_of(spec) != extraction.get("device"):
-            notes["device"] = device_of(spec)
-            notes["device_note"] = "an INT8 model runs on the CPU (dynamic quantisation)"
-        analysis = yield from analyse(clouds, predictions, probabilities, notes)
-        if spec.is_perturbation:
-            # image number == frame number: the perturbed images at their stack positions
-            stack = np.zeros((n_stack, *plan.frame), dtype=run_images.dtype)  # float32 pixels
-            stack[index] = run_images
-            analysis.images = stack
-        return analysis
-
-    runs = []
-    for number, spec in enumerate(plan.specs):
-        run_images = plan.frames if spec.is_perturbation else images
-        at = start + number * share
-        variant = yield from iter_one_variant(
-            spec,
-            model,
-            run_images,
-            base,
-            extract=variant_clouds(spec),
-            analyse=variant_analysis,
-            labels=plan.fgsm_labels,
-            occlusion_mask=plan.occlusion_mask,
-            input_scale=extraction.get("input_scale"),
-            start=at,
-            share=share,
-            prefix=f"variant {number + 1}/{len(plan.specs)} {spec.name}: ",
-        )
-        runs.append(variant)
-    return runs
 
 
 def variant_summary(variant: Any, base: Any) -> str:

@@ -1,7 +1,7 @@
 """Variants of an analysis in the views: side by side with the base, linked, drift, most moved.
 
 A base :class:`~napari_topolens.topology.analysis.Analysis` whose ``variants``
-hold perturbed image sets or compressed models (``robustness.run_variants``) is
+hold perturbed image sets or compressed models (``napari_topolens.run_variants``) is
 shown by :func:`show_variants` (at once) or :func:`show_variants_incrementally`
 (one layer per event-loop turn), after the base itself is shown:
 
@@ -119,7 +119,7 @@ def _pick(base: Any, which: Any) -> Any:
     if not variants:
         raise EmptySelectionError(
             "this analysis has no variants; run it with perturbations or compressions "
-            "(robustness.run_variants) to compare"
+            "(napari_topolens.run_variants) to compare"
         )
     if which is None:
         return variants[0]
