@@ -214,12 +214,15 @@ def _variant_drift_html(
     Among the variant's most-moved images and the mapped ones (``picks``), the
     ``most_moved`` with the largest share of changed positions.
     """
+    variant_images = variant.analysis.images
+    if variant_images is None:  # a compressed model: the base's images, no pixel drift
+        return []
     moved = [image for _, image, _ in variant.comparison.most_moved(8)]
     candidates = np.unique(np.r_[picks, np.asarray(moved, dtype=np.int64)])
-    candidates = candidates[candidates < min(len(images), len(variant.analysis.images))]
+    candidates = candidates[candidates < min(len(images), len(variant_images))]
     if not len(candidates):
         return []
-    perturbed = np.asarray(variant.analysis.images)[candidates]
+    perturbed = np.asarray(variant_images)[candidates]
     base_maps = topology_map(
         analysis, _take(images, candidates), model, layer=spatial, input_scale=input_scale
     )
