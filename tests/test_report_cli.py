@@ -413,3 +413,11 @@ def test_maps_flag_adds_topology_maps_and_their_drift(tmp_path: Path, capsys) ->
     # one figure of maps (pool2 only: fc1 is a vector layer) and one of drift
     assert section.group(1).count('src="data:image/png;base64,') == 2
     assert "gaussian:0.2 · pool2:" in section.group(1)
+
+
+def test_the_provenance_table_writes_lists_as_the_command_line_does():
+    from napari_topolens.report.html import _plain
+
+    assert _plain(["pool2", "fc1"]) == "pool2, fc1"
+    assert _plain(["gaussian:0.1", "prune:0.5"]) == "gaussian:0.1, prune:0.5"
+    assert _plain({"a": 1}) == "{'a': 1}"  # anything else as before

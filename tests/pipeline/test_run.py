@@ -95,3 +95,53 @@ def test_provenance_is_one_record_with_layers_always_a_list():
     variant = record.replace(device="cuda").of_variant(VariantSpec.parse("int8"), "cpu")
     assert variant["device"] == "cpu" and "INT8" in variant["device_note"]
     assert variant["variant"] == "int8" and variant["variant_spec"]["quantize"] == "int8"
+
+
+def test_a_reused_base_gives_its_variants_its_sampling_and_is_not_changed(monkeypatch):
+    from napari_topolens.activations.extract import extract_activations
+    from napari_topolens.topology.analysis import analyze
+
+    clouds = extract_activations(_net(), IMAGES, ["0"], sampling="pooled")
+    base = analyze(clouds, config=FAST, provenance={"sampling": "pooled", "max_points": None})
+    before = {k: (dict(v) if isinstance(v, dict) else v) for k, v in base.provenance.items()}
+    samplings: list[str] = []
+    real = run_module.iter_extract_activations
+
+    def spy(*args, **kwargs):
+        samplings.append(kwargs["sampling"])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(run_module, "iter_extract_activations", spy)
+    result = run_variants(_net(), IMAGES, ["0"], "gaussian:0.1", config=FAST, base=base)
+    assert samplings == ["pooled"]  # the variant is extracted as its base was
+    assert result.variants[0].analysis.provenance["sampling"] == "pooled"
+    assert base.provenance == before  # the caller's analysis is untouched
+    with pytest.raises(TopoLensError, match="sampling='pooled'"):
+        run_variants(_net(), IMAGES, ["0"], "gaussian:0.1", base=base, sampling="top_norm")
+    with pytest.raises(TopoLensError, match="layers 0, not 2"):
+        run_variants(_net(), IMAGES, ["2"], "gaussian:0.1", base=base)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"max_probe_pixels": None}, "max_probe_pixels"),
+        ({"max_points": 0}, "max_points must be at least 1"),
+        ({"cache_dir": 123}, "cache_dir must be a folder path"),
+        ({"provenance": {"notes": "text"}}, "notes must be a dict"),
+    ],
+)
+def test_bad_run_options_are_one_project_error(options, message):
+    with pytest.raises(TopoLensError, match=message):
+        run_variants(_net(), IMAGES, ["0"], "gaussian:0.1", config=FAST, **options)
+
+
+@pytest.mark.parametrize("home", ["napari_topolens.robustness", "napari_topolens.robustness.study"])
+def test_the_old_home_of_run_variants_says_where_it_went(home):
+    import importlib
+
+    module = importlib.import_module(home)
+    with pytest.raises(ImportError, match="use napari_topolens.run_variants"):
+        exec(f"from {home} import run_variants", {})
+    assert not hasattr(module, "no_such_name")
+    assert callable(getattr(importlib.import_module("napari_topolens"), "run_variants"))

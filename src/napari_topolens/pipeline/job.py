@@ -170,6 +170,14 @@ def check_job(job: RunJob) -> RunJob:
     check_model(job.model)
     whole_number("seed", job.seed)
     whole_number("batch_size", job.batch_size)
+    if whole_number("max_probe_pixels", job.max_probe_pixels) < 1:
+        raise TopoLensError(f"max_probe_pixels must be at least 1, got {job.max_probe_pixels}")
+    if job.max_points is not None and whole_number("max_points", job.max_points) < 1:
+        raise TopoLensError(f"max_points must be at least 1 or None, got {job.max_points}")
+    if job.cache_dir is not None and not isinstance(job.cache_dir, str):
+        raise TopoLensError(
+            f"cache_dir must be a folder path or None, got {type(job.cache_dir).__name__}"
+        )
     for argument, value, kind, what in (
         ("config", job.config, AnalysisConfig, "an AnalysisConfig"),
         ("base", job.base, Analysis, "an Analysis of these images"),
@@ -177,6 +185,8 @@ def check_job(job: RunJob) -> RunJob:
     ):
         if value is not None and not isinstance(value, kind):
             raise TopoLensError(f"{argument} must be {what} or None, got {type(value).__name__}")
+    _check_notes(job.origin.get("notes") if job.origin is not None else None)
+    _check_notes(job.notes)
     for spec in job.variants:
         if not isinstance(spec, VariantSpec):
             raise TopoLensError(f"variants must be VariantSpecs, got {type(spec).__name__}")
@@ -196,7 +206,36 @@ def check_job(job: RunJob) -> RunJob:
         raise TopoLensError(f"{len(labels)} labels for {n_labelled} images; give one per image")
     job.labels, job.class_names = labels, class_names
     _check_variant_inputs(job, n_images)
+    if job.base is not None:
+        _check_base_matches(job, job.base)
     return job
+
+
+def _check_notes(notes: Any) -> None:
+    if notes is not None and not (
+        isinstance(notes, dict) and all(isinstance(k, str) for k in notes)
+    ):
+        raise TopoLensError(
+            f"provenance notes must be a dict of text to text, got {type(notes).__name__}"
+        )
+
+
+def _check_base_matches(job: RunJob, base: Analysis) -> None:
+    """A reused base must be of the job's layers, sampling and cap, or its variants'
+    drift would mix that difference into the perturbation's."""
+    analysed = sorted(result.name for result in base.layer_results)
+    if analysed != sorted(job.layers):
+        raise LayerError(
+            f"the given base analysis is of layers {', '.join(analysed)}, not "
+            f"{', '.join(job.layers)}; pass the base's layers"
+        )
+    record = base.provenance
+    for key, wanted in (("sampling", job.sampling), ("max_points", job.max_points)):
+        if key in record and record[key] != wanted:
+            raise TopoLensError(
+                f"the given base analysis was extracted with {key}={record[key]!r}, not "
+                f"{wanted!r}; pass {key}={record[key]!r} so that its variants are extracted alike"
+            )
 
 
 def _check_variant_inputs(job: RunJob, n_images: int) -> None:

@@ -154,6 +154,7 @@ def _run_steps(
                 occlusion_mask=job.occlusion_mask,
                 batch_size=job.batch_size,
                 input_scale=job.scale,
+                device=_variant_device(job, spec),
                 start=done + number * share,
                 share=share,
                 prefix=f"variant {number + 1}/{len(job.variants)} {spec.name}: ",
@@ -229,7 +230,9 @@ def _reused_base(job: RunJob) -> Generator[Progress, None, Analysis]:
     if predictions is None and base.probabilities is None:
         analysed, _ = yield from _predictions(job, job.model, job.images, job.device, 0.0)
         predictions, _ = _prediction_rows(job, analysed)
-    return dataclasses.replace(base, predictions=predictions, variants=[])
+    # the copy's record is its own: the run's times go there, not into the caller's base
+    provenance = {**base.provenance, "seconds": dict(base.provenance.get("seconds", {}))}
+    return dataclasses.replace(base, predictions=predictions, variants=[], provenance=provenance)
 
 
 def _extraction(
@@ -415,6 +418,7 @@ def iter_one_variant(
     occlusion_mask: Any = None,
     batch_size: int = 64,
     input_scale: Any = None,
+    device: str | None = None,
     start: float = 0.0,
     share: float = 1.0,
     prefix: str = "",
@@ -425,7 +429,8 @@ def iter_one_variant(
     made exactly like its base: ``extract(run_model, run_images)`` yields progress
     (0..1) and returns ``(clouds, probabilities)``; ``analyse(spec, clouds,
     probabilities, run_images)`` yields progress (0..1) and returns the variant's
-    analysis. :func:`iter_run` runs every variant through here.
+    analysis. :func:`iter_run` runs every variant through here. ``device``: where an
+    FGSM attack computes its gradients (the model's own device without it).
     """
     if not isinstance(spec, VariantSpec):
         raise TopoLensError(
@@ -438,15 +443,17 @@ def iter_one_variant(
         start,
         prefix + ("perturbing the images" if spec.is_perturbation else "compressing the model"),
     )
-    run_model, run_images = variant_inputs(
-        spec,
-        model,
-        images,
-        labels=labels,
-        occlusion_mask=occlusion_mask,
-        batch_size=batch_size,
-        input_scale=input_scale,
-    )
+    attack_device = None if device is None or spec.perturbation != "fgsm" else device
+    with on_device(model, None if attack_device is None else resolve_device(attack_device)):
+        run_model, run_images = variant_inputs(
+            spec,
+            model,
+            images,
+            labels=labels,
+            occlusion_mask=occlusion_mask,
+            batch_size=batch_size,
+            input_scale=input_scale,
+        )
     seconds["variant"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     clouds, probabilities = yield from scaled(

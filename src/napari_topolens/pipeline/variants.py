@@ -65,7 +65,7 @@ def iter_run_variants(
     labels: Any = None,
     class_names: Sequence[str] | None = None,
     config: AnalysisConfig | None = None,
-    sampling: str = DEFAULT_SAMPLING,
+    sampling: str | None = None,
     max_points: int | None = None,
     batch_size: int = 64,
     seed: int = 0,
@@ -95,7 +95,8 @@ def iter_run_variants(
         the object's pixels, for ``sampling="foreground"``; ``input_scale``: how
         stored pixels become the model's input, default ``"dtype"``; perturbations
         act on the float pixels of its first step). Default sampling ``top_norm``,
-        as the command line's and the widget's.
+        as the command line's and the widget's; with ``base``, the base's sampling
+        and ``max_points`` (a different one is refused).
     occlusion_mask : array of bool, optional
         The pixels an ``occlusion`` variant greys out; a random square patch per
         image without it.
@@ -125,6 +126,12 @@ def iter_run_variants(
         raise TopoLensError(
             f"config must be an AnalysisConfig or None, got {type(config).__name__}"
         )
+    if base is not None and isinstance(base, Analysis):  # its variants are extracted alike
+        sampling = sampling if sampling is not None else base.provenance.get("sampling")
+        if max_points is None:
+            max_points = base.provenance.get("max_points")
+    if cache_dir is not None and not isinstance(cache_dir, (str, os.PathLike)):
+        raise TopoLensError(f"cache_dir must be a folder path, got {type(cache_dir).__name__}")
     job = RunJob(
         model=model,
         images=images,
@@ -132,7 +139,7 @@ def iter_run_variants(
         labels=labels,
         class_names=None if class_names is None else class_names,  # type: ignore[arg-type]
         config=AnalysisConfig(seed=seed) if config is None else config,
-        sampling=sampling,
+        sampling=DEFAULT_SAMPLING if sampling is None else sampling,
         max_points=max_points,
         batch_size=batch_size,
         seed=seed,

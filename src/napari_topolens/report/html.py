@@ -90,6 +90,8 @@ def _plain(value: Any) -> str:
         return f"array of {value.size:,} {value.dtype} values" if value.ndim else str(value[()])
     if value is None:
         return "–"
+    if isinstance(value, (list, tuple)) and all(isinstance(v, (str, int, float)) for v in value):
+        return ", ".join(str(v) for v in value)  # layers, variants: as the command line wrote them
     return str(value)
 
 

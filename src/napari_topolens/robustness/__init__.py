@@ -27,3 +27,16 @@ __all__ = [
     "sparsity",
     "variant_inputs",
 ]
+
+#: Names this package had before the run pipeline took them over (issue 17).
+MOVED_TO_THE_PIPELINE = ("run_variants", "iter_run_variants", "iter_one_variant")
+
+
+def __getattr__(name: str) -> object:
+    if name in MOVED_TO_THE_PIPELINE:
+        # an ImportError (not AttributeError) so that `from ... import` keeps this message
+        raise ImportError(
+            f"{name} moved to the run pipeline: use napari_topolens.{name} "
+            f"(or napari_topolens.pipeline.{name})"
+        )
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

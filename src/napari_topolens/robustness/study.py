@@ -116,3 +116,13 @@ def variant_inputs(
         mask=occlusion_mask if spec.perturbation == "occlusion" else None,
         batch_size=batch_size,
     )
+
+
+def __getattr__(name: str) -> object:
+    if name in ("run_variants", "iter_run_variants", "iter_one_variant"):
+        # an ImportError (not AttributeError) so that `from ... import` keeps this message
+        raise ImportError(
+            f"{name} moved to the run pipeline: use napari_topolens.{name} "
+            f"(or napari_topolens.pipeline.{name})"
+        )
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
