@@ -410,11 +410,23 @@ def old_report(tmp_path_factory) -> tuple[Path, Path]:
     return root / "saved", root / "old"
 
 
+def _default_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _run_paused(argv: list[str], pause: str, signum: int) -> subprocess.CompletedProcess:
     """Run ``argv`` with a pause point set, send ``signum`` once it is reached."""
     env = dict(os.environ, PYTHONPATH=str(SRC), NAPARI_TOPOLENS_PAUSE_AT=pause)
     process = subprocess.Popen(
-        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        argv,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        # the default SIGINT action even when this run inherited an ignored one (a shell's
+        # background job ignores SIGINT, and Python then installs no KeyboardInterrupt)
+        preexec_fn=_default_signals,
     )
     assert process.stderr is not None
     seen = []
