@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 from psygnal import Signal
 
+from ..activations.pointcloud import PointCloud
 from ..errors import EmptySelectionError, TopoLensError
 from . import view_data as vd
 from .canvas import canvas_for
@@ -363,7 +364,7 @@ class LinkController:
         self.state.set_selection(key, Selection(members, source, title, [int(i) for i in chosen]))
         return members
 
-    def _overlay_members(self, key: str, cloud: Any, members: np.ndarray) -> np.ndarray:
+    def _overlay_members(self, key: str, cloud: PointCloud, members: np.ndarray) -> np.ndarray:
         """Show the members' receptive-field heat in the overlay; returns the whole heat."""
         overlay = self._layer(key, "overlay")
         stack = int(cloud.image_index.max()) + 1

@@ -41,6 +41,7 @@ import numpy as np
 
 from ..errors import TopoLensError
 from ..maps import map_drift, topology_map
+from ..topology.results import Analysis
 from . import view_data as vd
 from .layer_update import create_layer, lock_layer
 from .links import PIXEL_ANSWERS, links_for
@@ -97,7 +98,7 @@ def _private_model(model: Any) -> Any:
     return private
 
 
-def _map_work(analysis: Any, model: Any, data: Any, rgb: bool, image: int, layer: str) -> Any:
+def _map_work(analysis: Analysis, model: Any, data: Any, rgb: bool, image: int, layer: str) -> Any:
     """Worker body: the topology map of one image at one network layer."""
     with _MAP_LOCK:
         started = time.perf_counter()
@@ -118,7 +119,7 @@ def _images(data: Any, rgb: bool, index: np.ndarray) -> np.ndarray:
 
 
 def _rank_work(
-    analysis: Any,
+    analysis: Analysis,
     model: Any,
     base_data: Any,
     variant_data: Any,
