@@ -42,6 +42,7 @@ from psygnal import Signal
 
 from ..activations.pointcloud import PointCloud
 from ..errors import EmptySelectionError, TopoLensError
+from ..topology.results import Analysis, LayerAnalysis
 from . import view_data as vd
 from .canvas import canvas_for
 from .image_pixels import (
@@ -190,7 +191,7 @@ class LinkController:
     def entry(self, key: str) -> ShownAnalysis:
         return self.state.get(key)
 
-    def analysis(self, key: str) -> Any:
+    def analysis(self, key: str) -> Analysis:
         return self.state.get(key).analysis
 
     def shown_layer(self, key: str) -> str:
@@ -198,7 +199,7 @@ class LinkController:
         entry = self.state.get(key)
         return entry.network_layer or entry.analysis.layers[-1]
 
-    def _result(self, key: str) -> Any:
+    def _result(self, key: str) -> LayerAnalysis:
         return self.analysis(key)[self.shown_layer(key)]
 
     def image_layer_of(self, key: str) -> Any:

@@ -11,7 +11,7 @@ import pandas as pd
 
 from ..errors import TopoLensError
 from ..label_sources import labels_match_predictions
-from ..topology.results import Analysis
+from ..topology.results import Analysis, LayerAnalysis
 from .palette import categorical_colors, continuous_colors
 from .panels import COLOR_BY, COLOR_BY_LABELS, NEEDS_PREDICTIONS
 
@@ -31,7 +31,9 @@ def most_common(codes: np.ndarray) -> int:
     return int(values[np.argmax(counts)])
 
 
-def node_predicted_class(analysis: Analysis, result: Any, predictions: np.ndarray) -> np.ndarray:
+def node_predicted_class(
+    analysis: Analysis, result: LayerAnalysis, predictions: np.ndarray
+) -> np.ndarray:
     """Most frequent predicted class among each node's member images (-1: none known)."""
     graph = result.mapper
     per_point = np.asarray(predictions, dtype=np.int64)[np.asarray(result.cloud.image_index)]
@@ -44,7 +46,7 @@ def node_predicted_class(analysis: Analysis, result: Any, predictions: np.ndarra
     return out
 
 
-def node_correct_share(result: Any, predictions: np.ndarray) -> np.ndarray:
+def node_correct_share(result: LayerAnalysis, predictions: np.ndarray) -> np.ndarray:
     """Share of each node's members whose image is classified correctly (nan: unknown)."""
     graph = result.mapper
     predicted = np.asarray(predictions, dtype=np.int64)[np.asarray(result.cloud.image_index)]

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import LayerError, TopoLensError
+from ..topology.results import LayerAnalysis
 from . import view_data as vd
 from .state import ShownAnalysis
 
@@ -62,7 +63,7 @@ def csr_union(members: np.ndarray, offsets: np.ndarray, items: Iterable[int]) ->
     return np.unique(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)
 
 
-def bar_members(result: Any, dim: int, bars: Iterable[int]) -> np.ndarray:
+def bar_members(result: LayerAnalysis, dim: int, bars: Iterable[int]) -> np.ndarray:
     """Cloud rows of persistence bars: H0 the dying component, H1 a representative cycle."""
     pers = result.persistence
     if dim == 0:
@@ -72,7 +73,7 @@ def bar_members(result: Any, dim: int, bars: Iterable[int]) -> np.ndarray:
     raise TopoLensError(f"bars of H{dim} have no member points; select H0 or H1 bars")
 
 
-def _edge_members(result: Any, table: Any) -> np.ndarray:
+def _edge_members(result: LayerAnalysis, table: Any) -> np.ndarray:
     graph = result.mapper
     parts = [
         np.intersect1d(graph.node_members(int(a)), graph.node_members(int(b)))
@@ -81,12 +82,12 @@ def _edge_members(result: Any, table: Any) -> np.ndarray:
     return np.unique(np.concatenate(parts)).astype(np.int64)
 
 
-def _bars_members(result: Any, table: Any) -> np.ndarray:
+def _bars_members(result: LayerAnalysis, table: Any) -> np.ndarray:
     parts = [bar_members(result, int(d), [int(b)]) for d, b in zip(table["dim"], table["bar"])]
     return np.unique(np.concatenate(parts)).astype(np.int64)
 
 
-def _flow_cluster_members(result: Any, table: Any) -> np.ndarray:
+def _flow_cluster_members(result: LayerAnalysis, table: Any) -> np.ndarray:
     memberships = np.asarray(result.flow.memberships)
     hit = np.zeros(memberships.shape[1], bool)
     for s, c in zip(table["stage"], table["cluster"]):
@@ -94,7 +95,7 @@ def _flow_cluster_members(result: Any, table: Any) -> np.ndarray:
     return np.flatnonzero(hit).astype(np.int64)
 
 
-def _flow_band_members(result: Any, table: Any) -> np.ndarray:
+def _flow_band_members(result: LayerAnalysis, table: Any) -> np.ndarray:
     memberships = np.asarray(result.flow.memberships)
     hit = np.zeros(memberships.shape[1], bool)
     for s, a, b in zip(table["stage"], table["cluster"], table["next_cluster"]):
@@ -102,12 +103,12 @@ def _flow_band_members(result: Any, table: Any) -> np.ndarray:
     return np.flatnonzero(hit).astype(np.int64)
 
 
-def _hull_members(result: Any, table: Any) -> np.ndarray:
+def _hull_members(result: LayerAnalysis, table: Any) -> np.ndarray:
     cluster = np.asarray(result.blobs.cluster)
     return np.flatnonzero(np.isin(cluster, table["cluster"].to_numpy())).astype(np.int64)
 
 
-_MEMBERS_OF: dict[str, Callable[[Any, Any], np.ndarray]] = {
+_MEMBERS_OF: dict[str, Callable[[LayerAnalysis, Any], np.ndarray]] = {
     "mapper_nodes": lambda r, t: csr_union(
         r.mapper.members, r.mapper.member_offsets, t["node"].astype(int)
     ),
@@ -124,7 +125,7 @@ _MEMBERS_OF: dict[str, Callable[[Any, Any], np.ndarray]] = {
 }
 
 
-def members_of(result: Any, view: str, table: Any) -> np.ndarray:
+def members_of(result: LayerAnalysis, view: str, table: Any) -> np.ndarray:
     """Cloud rows behind the rows of a view's ``features`` table (by their ids)."""
     if len(table) == 0:
         return np.zeros(0, dtype=np.int64)
@@ -144,7 +145,7 @@ def _bars_holding(pers: Any, points: np.ndarray) -> np.ndarray:
     return np.vstack(bars).astype(np.int64)
 
 
-def items_holding(result: Any, points: np.ndarray) -> dict[str, np.ndarray]:
+def items_holding(result: LayerAnalysis, points: np.ndarray) -> dict[str, np.ndarray]:
     """Every view item of a layer result holding one of ``points`` (cloud rows)."""
     points = np.asarray(points, dtype=np.int64)
     graph, dendro = result.mapper, result.dendrogram

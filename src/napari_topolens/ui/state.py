@@ -20,7 +20,7 @@ from psygnal import Signal
 
 from ..errors import TopoLensError
 from ..layout.mapper import mapper_layout
-from ..topology.results import Analysis
+from ..topology.results import Analysis, LayerAnalysis
 from .view_data import ColorBy, Panel
 from .viewer_key import PerViewer, same_viewer, viewer_anchor, viewer_ref
 
@@ -73,7 +73,7 @@ class ShownAnalysis:
     reader_variants_answered: bool = False
 
     @property
-    def result(self) -> Any:
+    def result(self) -> LayerAnalysis:
         """The :class:`LayerAnalysis` of the shown network layer."""
         return self.analysis[self.network_layer]
 
