@@ -78,7 +78,7 @@ from ..pipeline.job import DEFAULT_SAMPLING, RunJob, StackIndex
 from ..pipeline.run import iter_run
 from ..topology.analysis import AnalysisConfig
 from ..topology.mapper import LENSES
-from ..topology.results import Analysis
+from ..topology.results import Analysis, Variant
 from . import explorer_widget  # noqa: F401  (the views dock's explorer bar comes with it)
 from .label_choice import (
     CSV_FILE,
@@ -495,7 +495,7 @@ class AnalysisWidget(QWidget):
         if isinstance(dock, QDockWidget) and isinstance(window, QMainWindow):
             window.resizeDocks([dock], [int(share * window.height())], Qt.Orientation.Vertical)
 
-    def _summary_text(self, layers: list[str], n_images: int, variants: Any) -> str:
+    def _summary_text(self, layers: list[str], n_images: int, variants: _VariantPlan | None) -> str:
         """The folded form's line: model, layers, images, sampling, variants."""
         source = self._model_label.replace("sample:", "") or str(self.model_source.value)
         layer = self.image_layer.value
@@ -1125,7 +1125,7 @@ def _analysis_work(steps: Generator[Progress, None, Analysis]) -> Callable[[], A
     return work
 
 
-def variant_summary(variant: Any, base: Any) -> str:
+def variant_summary(variant: Variant, base: Analysis) -> str:
     """One line of a variant's drift: mean relative SW drift, moved at the last layer, accuracy."""
     comparison = variant.comparison
     dim = min(1, int(base.config.max_dim))

@@ -40,13 +40,13 @@ from typing import Any
 import numpy as np
 
 from ..errors import TopoLensError
-from ..maps import map_drift, topology_map
+from ..maps import TopologyMap, map_drift, topology_map
 from ..topology.results import Analysis
 from . import view_data as vd
 from .layer_update import create_layer, lock_layer
 from .links import PIXEL_ANSWERS, links_for
 from .model_registry import model_of_analysis
-from .state import PerViewer, state_for, viewer_ref
+from .state import PerViewer, ShownAnalysis, state_for, viewer_ref
 from .variants import variant_views_for
 
 __all__ = ["MAX_CACHED_MAPS", "TopologyMaps", "maps_for"]
@@ -98,7 +98,9 @@ def _private_model(model: Any) -> Any:
     return private
 
 
-def _map_work(analysis: Analysis, model: Any, data: Any, rgb: bool, image: int, layer: str) -> Any:
+def _map_work(
+    analysis: Analysis, model: Any, data: Any, rgb: bool, image: int, layer: str
+) -> tuple[TopologyMap, float]:
     """Worker body: the topology map of one image at one network layer."""
     with _MAP_LOCK:
         started = time.perf_counter()
@@ -312,7 +314,7 @@ class TopologyMaps:
         self._running, self._worker = wanted, worker
         worker.start()
 
-    def _on_map(self, wanted: Key, result: Any) -> None:
+    def _on_map(self, wanted: Key, result: tuple[TopologyMap, float]) -> None:
         one, seconds = result
         self.timings.append(float(seconds))
         self.cache[wanted] = one
@@ -422,7 +424,7 @@ class TopologyMaps:
         if self._gallery_tiles.get(key):
             self._draw_gallery(key)
 
-    def _color(self, layer: Any, entry: Any) -> None:
+    def _color(self, layer: Any, entry: ShownAnalysis) -> None:
         """Node colours of the canvas, and the node's id and class on hover."""
         from napari.utils.colormaps import DirectLabelColormap
 
