@@ -838,7 +838,7 @@ class IncrementalShow:
         )
 
     @property
-    def analysis(self) -> Any:
+    def analysis(self) -> Analysis:
         return self._analysis
 
     def start(self) -> IncrementalShow:
