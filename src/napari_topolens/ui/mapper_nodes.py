@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ..errors import TopoLensError
 from ..label_sources import labels_match_predictions
+from ..topology.mapper import MapperGraph
 from ..topology.results import Analysis, LayerAnalysis
 from .palette import categorical_colors, continuous_colors
 from .panels import COLOR_BY, COLOR_BY_LABELS, NEEDS_PREDICTIONS
@@ -103,7 +103,7 @@ def node_colors(
     return continuous_colors(values, color_by)
 
 
-def node_sizes(graph: Any) -> np.ndarray:
+def node_sizes(graph: MapperGraph) -> np.ndarray:
     """Unit-square diameters growing with the square root of the member count."""
     size = np.asarray(graph.size, dtype=np.float64)
     top = size.max() if len(size) else 1.0

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..layout import geometry as geo
+from ..topology.hole import ClusterFlow
 from ..topology.results import Analysis
 from .color_key import KEY_COLS, KEY_ROWS, panel_key
 from .drift_view import drift_text, has_variants
@@ -34,7 +35,7 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def best_stage_text(flow: Any) -> str:
+def best_stage_text(flow: ClusterFlow) -> str:
     """The cluster-flow stage the blob graph shows, with its cut and size."""
     stage = int(flow.best_stage)
     memberships = np.asarray(flow.memberships)

@@ -10,7 +10,7 @@ holds one. Pure: numpy and pandas over a layer's analysis result, no layers.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -18,6 +18,9 @@ from ..errors import LayerError, TopoLensError
 from ..topology.results import LayerAnalysis
 from . import view_data as vd
 from .state import ShownAnalysis
+
+if TYPE_CHECKING:
+    from ..topology.persistence import PersistenceResult
 
 __all__ = [
     "SELECTABLE_VIEWS",
@@ -135,7 +138,7 @@ def members_of(result: LayerAnalysis, view: str, table: Any) -> np.ndarray:
     return members(result, table)
 
 
-def _bars_holding(pers: Any, points: np.ndarray) -> np.ndarray:
+def _bars_holding(pers: PersistenceResult, points: np.ndarray) -> np.ndarray:
     """(dim, bar) rows of the H0 and H1 bars whose members hold one of ``points``."""
     h0 = csr_items_containing(pers.h0_members, pers.h0_member_offsets, points)
     bars = [np.column_stack([np.zeros(len(h0), np.int64), h0])]
@@ -177,7 +180,7 @@ def items_holding(result: LayerAnalysis, points: np.ndarray) -> dict[str, np.nda
     }
 
 
-def drawn_bars(persistence: Any, diagram_ids: np.ndarray) -> np.ndarray:
+def drawn_bars(persistence: PersistenceResult, diagram_ids: np.ndarray) -> np.ndarray:
     """The (dim, bar) rows of ``diagram_ids`` that the barcode draws (its most persistent)."""
     drawn = vd.geo.barcode_bars(persistence, vd.MAX_BARS)[["dim", "bar"]].to_numpy()
     wanted = {tuple(int(v) for v in row) for row in np.asarray(diagram_ids).reshape(-1, 2)}
