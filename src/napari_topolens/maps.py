@@ -158,7 +158,9 @@ class MapDrift:
         return float(self.share.mean()) if len(self.share) else float("nan")
 
 
-def pixel_index(centres: np.ndarray, grid_shape: tuple[int, int], height: int, width: int) -> Any:
+def pixel_index(
+    centres: np.ndarray, grid_shape: tuple[int, int], height: int, width: int
+) -> np.ndarray:
     """``(H, W)`` position index per pixel: the position whose centre is nearest.
 
     Distances are Euclidean in pixels; ties go to the lowest position. On a spatial
