@@ -257,7 +257,7 @@ class LinkController:
         self._show_members(entry.key, members, view, table)
 
     # ------------------------------------------------------------------ ids -> members
-    def members_of(self, key: str, view: str, table: Any) -> np.ndarray:
+    def members_of(self, key: str, view: str, table: pd.DataFrame) -> np.ndarray:
         """Cloud rows behind the rows of a view's ``features`` table (by their ids)."""
         return members_of(self._result(key), view, table)
 
@@ -349,7 +349,12 @@ class LinkController:
 
     # ------------------------------------------------------------------ members -> pixels
     def _show_members(
-        self, key: str, members: np.ndarray, source: str, table: Any = None, jump: bool = True
+        self,
+        key: str,
+        members: np.ndarray,
+        source: str,
+        table: pd.DataFrame | None = None,
+        jump: bool = True,
     ) -> np.ndarray:
         members = np.unique(np.asarray(members, dtype=np.int64))
         entry = self.state.get(key)

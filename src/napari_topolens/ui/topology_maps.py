@@ -591,7 +591,7 @@ class TopologyMaps:
 
         Returns False when there is no model to map with (nothing is selected)."""
 
-        def answer(one: Any) -> None:
+        def answer(one: TopologyMap) -> None:
             if key not in self.state:
                 return
             position = int(one.pixels[int(row), int(col)])
