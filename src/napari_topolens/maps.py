@@ -214,7 +214,7 @@ def iter_topology_map(
     model: Any,
     *,
     layer: str | Sequence[str] | None = None,
-    input_scale: Any = None,
+    input_scale: InputScale | str | None = None,
     batch_size: int = 16,
     max_probe_pixels: int | None = None,
 ) -> Generator[Progress, None, dict[str, TopologyMap]]:
@@ -253,7 +253,7 @@ class _MapRun:
         images: Any,
         model: Any,
         layer: str | Sequence[str] | None,
-        input_scale: Any,
+        input_scale: InputScale | str | None,
         batch_size: int,
     ) -> _MapRun:
         model = check_model(model)
@@ -430,7 +430,7 @@ def topology_map(
     model: Any,
     *,
     layer: str | Sequence[str] | None = None,
-    input_scale: Any = None,
+    input_scale: InputScale | str | None = None,
     batch_size: int = 16,
     max_probe_pixels: int | None = None,
     progress: ProgressCallback | None = None,

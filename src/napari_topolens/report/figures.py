@@ -94,7 +94,7 @@ def channels_last(images: Any) -> np.ndarray:
     return array[..., 0] if array.ndim == 4 and array.shape[-1] == 1 else array
 
 
-def png_data_uri(figure: Any) -> str:
+def png_data_uri(figure: Figure) -> str:
     """Render ``figure`` to a base64 PNG data URI."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=_DPI, metadata={"Software": None})
