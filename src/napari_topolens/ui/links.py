@@ -266,7 +266,9 @@ class LinkController:
         return bar_members(self._result(key), dim, bars)
 
     # ------------------------------------------------------------------ public selection API
-    def _select_rows(self, key: str, view: str, mask_of: Callable[[Any], Any]) -> Any:
+    def _select_rows(
+        self, key: str, view: str, mask_of: Callable[[pd.DataFrame], np.ndarray]
+    ) -> Any:
         """Select, quietly, the rows of a view layer whose ids pass ``mask_of(features)``."""
         layer = self._layer(key, view)
         if layer is None:

@@ -38,6 +38,7 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..errors import TopoLensError
 from ..maps import TopologyMap, map_drift, topology_map
@@ -469,7 +470,7 @@ class TopologyMaps:
         )
         return nodes_layer.features["node"].to_numpy()[rows].astype(np.int64)
 
-    def region_mask(self, key: str, image: int, nodes: Any) -> np.ndarray | None:
+    def region_mask(self, key: str, image: int, nodes: ArrayLike) -> np.ndarray | None:
         """``(H, W)`` bool: pixels of ``image`` whose position falls in one of ``nodes``
         (None when the map is not there yet)."""
         one = self.cached(key, image)
