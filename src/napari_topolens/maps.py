@@ -158,7 +158,9 @@ class MapDrift:
         return float(self.share.mean()) if len(self.share) else float("nan")
 
 
-def pixel_index(centres: np.ndarray, grid_shape: tuple[int, int], height: int, width: int) -> Any:
+def pixel_index(
+    centres: np.ndarray, grid_shape: tuple[int, int], height: int, width: int
+) -> np.ndarray:
     """``(H, W)`` position index per pixel: the position whose centre is nearest.
 
     Distances are Euclidean in pixels; ties go to the lowest position. On a spatial
@@ -212,7 +214,7 @@ def iter_topology_map(
     model: Any,
     *,
     layer: str | Sequence[str] | None = None,
-    input_scale: Any = None,
+    input_scale: InputScale | str | None = None,
     batch_size: int = 16,
     max_probe_pixels: int | None = None,
 ) -> Generator[Progress, None, dict[str, TopologyMap]]:
@@ -251,7 +253,7 @@ class _MapRun:
         images: Any,
         model: Any,
         layer: str | Sequence[str] | None,
-        input_scale: Any,
+        input_scale: InputScale | str | None,
         batch_size: int,
     ) -> _MapRun:
         model = check_model(model)
@@ -428,7 +430,7 @@ def topology_map(
     model: Any,
     *,
     layer: str | Sequence[str] | None = None,
-    input_scale: Any = None,
+    input_scale: InputScale | str | None = None,
     batch_size: int = 16,
     max_probe_pixels: int | None = None,
     progress: ProgressCallback | None = None,

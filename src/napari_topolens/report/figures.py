@@ -20,6 +20,12 @@ from ..robustness.perturbations import channel_axis
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from ..activations.pointcloud import PointCloud
+    from ..topology.hole import BlobGraph, ClusterFlow, Dendrogram
+    from ..topology.mapper import MapperGraph
+    from ..topology.persistence import PersistenceResult
+    from ..topology.results import LayerAnalysis
+
 __all__ = [
     "UNKNOWN_COLOUR",
     "blob_figure",
@@ -88,7 +94,7 @@ def channels_last(images: Any) -> np.ndarray:
     return array[..., 0] if array.ndim == 4 and array.shape[-1] == 1 else array
 
 
-def png_data_uri(figure: Any) -> str:
+def png_data_uri(figure: Figure) -> str:
     """Render ``figure`` to a base64 PNG data URI."""
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=_DPI, metadata={"Software": None})
@@ -116,7 +122,7 @@ def _legend(
 # ----------------------------------------------------------------------------- persistence
 
 
-def persistence_figure(persistence: Any) -> str:
+def persistence_figure(persistence: PersistenceResult) -> str:
     """Persistence diagram, barcode (longest bars) and Betti curves of one layer."""
     from matplotlib.ticker import FuncFormatter
 
@@ -192,7 +198,7 @@ def persistence_figure(persistence: Any) -> str:
 # ----------------------------------------------------------------------------- Mapper
 
 
-def report_mapper_positions(result: Any, seed: int = 0) -> np.ndarray:
+def report_mapper_positions(result: LayerAnalysis, seed: int = 0) -> np.ndarray:
     """Mapper node positions ``(n, 2)`` as (x, y) for matplotlib: the analysis's own layout.
 
     The same ``LayerAnalysis.mapper_layout`` (row, col in the unit square) that
@@ -206,7 +212,7 @@ def report_mapper_positions(result: Any, seed: int = 0) -> np.ndarray:
 
 
 def mapper_figure(
-    mapper: Any,
+    mapper: MapperGraph,
     colours: Sequence[str],
     class_names: Sequence[str] | None,
     *,
@@ -294,7 +300,10 @@ def _cluster_colours(
 
 
 def flow_figure(
-    flow: Any, point_labels: np.ndarray, colours: Sequence[str], class_names: Sequence[str] | None
+    flow: ClusterFlow,
+    point_labels: np.ndarray,
+    colours: Sequence[str],
+    class_names: Sequence[str] | None,
 ) -> str:
     """Sankey of the cluster flow: stacked cluster bars per stage joined by bands."""
     figure = new_figure(11.5, 4.6)
@@ -317,7 +326,7 @@ _FLOW_GAPS = 0.18  # the height all gaps between one stage's bars take together
 
 def _flow_stage_bars(
     axes: Any,
-    flow: Any,
+    flow: ClusterFlow,
     s: int,
     point_labels: np.ndarray,
     colours: Sequence[str],
@@ -389,7 +398,9 @@ def _flow_stage_bars(
 
 
 def _flow_bands(
-    axes: Any, flow: Any, bars: list[tuple[dict[int, tuple[float, float]], float, dict[int, str]]]
+    axes: Any,
+    flow: ClusterFlow,
+    bars: list[tuple[dict[int, tuple[float, float]], float, dict[int, str]]],
 ) -> None:
     """Draw the bands between stages, stacked inside each source and target bar in the
     bars' own order."""
@@ -439,7 +450,7 @@ def _flow_bands(
 # ----------------------------------------------------------------------------- blob graph
 
 
-def blob_figure(blobs: Any, colours: Sequence[str], class_names: Sequence[str] | None) -> str:
+def blob_figure(blobs: BlobGraph, colours: Sequence[str], class_names: Sequence[str] | None) -> str:
     """2-D PCA of the cloud, points by true class, padded hulls around the best clusters."""
     from matplotlib.colors import to_rgba
     from matplotlib.patches import Polygon
@@ -484,7 +495,9 @@ def blob_figure(blobs: Any, colours: Sequence[str], class_names: Sequence[str] |
 # ----------------------------------------------------------------------------- dendrogram
 
 
-def dendrogram_figure(dendrogram: Any, point_labels: np.ndarray, colours: Sequence[str]) -> str:
+def dendrogram_figure(
+    dendrogram: Dendrogram, point_labels: np.ndarray, colours: Sequence[str]
+) -> str:
     """Single-linkage dendrogram above the distance heatmap in display order."""
     from matplotlib.collections import LineCollection
 
@@ -542,7 +555,7 @@ def dendrogram_figure(dendrogram: Any, point_labels: np.ndarray, colours: Sequen
 
 def examples_figure(
     images: np.ndarray,
-    cloud: Any,
+    cloud: PointCloud,
     clusters: np.ndarray,
     point_labels: np.ndarray,
     colours: Sequence[str],

@@ -32,7 +32,10 @@ from .markup import escaped, figure_html, number_text, table_html
 from .robustness import robustness_section
 
 if TYPE_CHECKING:
+    from ..activations.pointcloud import PointCloud
     from ..topology.analysis import Analysis, LayerAnalysis
+    from ..topology.config import AnalysisConfig
+    from ..topology.persistence import PersistenceResult
 
 __all__ = [
     "ANALYSIS_DIR",
@@ -403,7 +406,7 @@ def _leave_interrupts_to_the_parent() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _h0_points(persistence: Any, cloud: Any, config: Any) -> str:
+def _h0_points(persistence: PersistenceResult, cloud: PointCloud, config: AnalysisConfig) -> str:
     """Which points H0 was computed on, in words, with the cap that chose them."""
     n = int(persistence.n_points)
     before = cloud.meta.get("points_before_cap")
@@ -415,7 +418,7 @@ def _h0_points(persistence: Any, cloud: Any, config: Any) -> str:
     return f"all {n:,} points"
 
 
-def _h1_points(persistence: Any) -> str:
+def _h1_points(persistence: PersistenceResult) -> str:
     """Which points H1 was computed on, in words."""
     n = len(persistence.h1_index)
     if persistence.subsample == "none" or n == persistence.n_points:

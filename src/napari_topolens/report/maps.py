@@ -18,6 +18,7 @@ from .figures import channels_last, new_figure, png_data_uri
 from .markup import escaped
 
 if TYPE_CHECKING:
+    from ..activations.input_scale import InputScale
     from ..robustness.study import Variant
     from ..topology.analysis import Analysis
 
@@ -141,7 +142,7 @@ def maps_section(
     images: Any,
     *,
     per_class: int = 2,
-    input_scale: Any = None,
+    input_scale: InputScale | str | None = None,
     most_moved: int = 3,
 ) -> Generator[Progress, None, str]:
     """The HTML of the topology-map section (and, with variants, its pixel-level drift).
@@ -206,7 +207,7 @@ def _variant_drift_html(
     variant: Variant,
     picks: np.ndarray,
     spatial: list[str],
-    input_scale: Any,
+    input_scale: InputScale | str | None,
     most_moved: int,
 ) -> list[str]:
     """One perturbation variant's pixel drift at each spatial layer: a heading and a figure.

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Generator, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -23,6 +23,7 @@ from .figures import channels_last, new_figure, png_data_uri
 from .markup import escaped, figure_html, number_text, table_html
 
 if TYPE_CHECKING:
+    from ..activations.pointcloud import PointCloud
     from ..robustness.comparison import LayerDrift
     from ..robustness.study import Variant
     from ..topology.analysis import Analysis
@@ -75,7 +76,7 @@ def drift_figure(layers: Sequence[str], variants: Sequence[Variant], dim: int = 
     return png_data_uri(figure)
 
 
-def _boxes(cloud: Any, image: int) -> np.ndarray:
+def _boxes(cloud: PointCloud, image: int) -> np.ndarray:
     """(k, 4) receptive fields of an image's points in a cloud."""
     return cloud.receptive_field[cloud.image_index == image]
 

@@ -16,6 +16,7 @@ from magicgui.widgets import (
 )
 
 from ..activations.extract import SAMPLING_MODES, iter_extract_activations
+from ..activations.pointcloud import PointCloud
 from ..errors import EmptySelectionError, TopoLensError
 from .model_chooser import ADDED_PREFIX, IMPORT_SPEC, ModelChooser, input_shape
 from .widget_parts import (
@@ -34,7 +35,7 @@ if TYPE_CHECKING:
 __all__ = ["IMPORT_SPEC", "ActivationWidget", "summarise_clouds"]
 
 
-def summarise_clouds(clouds: dict[str, Any]) -> str:
+def summarise_clouds(clouds: dict[str, PointCloud]) -> str:
     """One line per layer: points, dimensions, grid and sampling."""
     lines = []
     for name, cloud in clouds.items():
@@ -58,7 +59,7 @@ class ActivationWidget(Container):
         super().__init__(labels=False)  # the chooser and the form label their own parts
         self._viewer = napari_viewer
         self._job: ProgressWorker | None = None
-        self.clouds: dict[str, Any] = {}
+        self.clouds: dict[str, PointCloud] = {}
         self.source: dict[str, Any] = {}
         self.model_chooser = ModelChooser(
             napari_viewer,
@@ -222,7 +223,7 @@ class ActivationWidget(Container):
             self._job.quit()
 
     def _on_done(
-        self, clouds: dict[str, Any], index: np.ndarray, layers: list[str], model: str
+        self, clouds: dict[str, PointCloud], index: np.ndarray, layers: list[str], model: str
     ) -> None:
         self.clouds = clouds
         layer = self.image_layer.value

@@ -78,6 +78,7 @@ from ..pipeline.job import DEFAULT_SAMPLING, RunJob, StackIndex
 from ..pipeline.run import iter_run
 from ..topology.analysis import AnalysisConfig
 from ..topology.mapper import LENSES
+from ..topology.results import Analysis, Variant
 from . import explorer_widget  # noqa: F401  (the views dock's explorer bar comes with it)
 from .label_choice import (
     CSV_FILE,
@@ -161,7 +162,7 @@ class AnalysisWidget(QWidget):
         self._show: Any = None  # the running views.IncrementalShow
         self._variant_show: Any = None  # the same for the variants, after the base
         self._started = 0.0
-        self.analysis: Any = None
+        self.analysis: Analysis | None = None
         self.layers_added: list[Any] = []
         self.model_chooser = ModelChooser(
             napari_viewer, is_busy=lambda: self._job is not None, load_text="Load model"
@@ -494,7 +495,7 @@ class AnalysisWidget(QWidget):
         if isinstance(dock, QDockWidget) and isinstance(window, QMainWindow):
             window.resizeDocks([dock], [int(share * window.height())], Qt.Orientation.Vertical)
 
-    def _summary_text(self, layers: list[str], n_images: int, variants: Any) -> str:
+    def _summary_text(self, layers: list[str], n_images: int, variants: _VariantPlan | None) -> str:
         """The folded form's line: model, layers, images, sampling, variants."""
         source = self._model_label.replace("sample:", "") or str(self.model_source.value)
         layer = self.image_layer.value
@@ -1002,7 +1003,7 @@ class AnalysisWidget(QWidget):
         self.layers_added = []
         self._set_status("Cancelled; no layers were added.")
 
-    def _on_done(self, analysis: Any, image_layer: Any) -> None:
+    def _on_done(self, analysis: Analysis, image_layer: Any) -> None:
         """Main thread: keep the analysis (its layers are in already) and report."""
         seconds = time.perf_counter() - self._started
         self.analysis = analysis
@@ -1068,7 +1069,7 @@ class _ShowRequest:
     fraction = 1.0
     message = "adding the layers"
 
-    def __init__(self, analysis: Any, layouts: dict[str, np.ndarray]) -> None:
+    def __init__(self, analysis: Analysis, layouts: dict[str, np.ndarray]) -> None:
         import threading
 
         self.analysis = analysis
@@ -1124,7 +1125,7 @@ def _analysis_work(steps: Generator[Progress, None, Analysis]) -> Callable[[], A
     return work
 
 
-def variant_summary(variant: Any, base: Any) -> str:
+def variant_summary(variant: Variant, base: Analysis) -> str:
     """One line of a variant's drift: mean relative SW drift, moved at the last layer, accuracy."""
     comparison = variant.comparison
     dim = min(1, int(base.config.max_dim))

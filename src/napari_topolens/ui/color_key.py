@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from ..topology.results import Analysis
 from .layer_tuples import SIDE, LayerDataTuple, layer_name, slot_origin, topolens_meta
 from .mapper_nodes import analysis_predictions, node_colors
 from .palette import colormap_for
@@ -31,7 +32,7 @@ KEY_TITLES: dict[str, str] = {
 
 
 def panel_key(
-    analysis: Any, layer: str, panel: str, color_by: str = "dominant_class"
+    analysis: Analysis, layer: str, panel: str, color_by: str = "dominant_class"
 ) -> tuple[str, Any, tuple[float, float]] | None:
     """The colour key of a panel, ``(title, colormap, (low, high))``, or None when it has none.
 
@@ -67,7 +68,12 @@ def panel_key(
 
 
 def panel_key_data(
-    analysis: Any, layer: str, key: str, slot: int, panel: str, color_by: str = "dominant_class"
+    analysis: Analysis,
+    layer: str,
+    key: str,
+    slot: int,
+    panel: str,
+    color_by: str = "dominant_class",
 ) -> LayerDataTuple:
     """The colour key strip of the visible panel (hidden when it has no key)."""
     found = panel_key(analysis, layer, panel, color_by)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ..layout import drift as drift_layout
 from ..layout import geometry as geo
+from ..topology.results import Analysis
 from .layer_tuples import LayerDataTuple, layer_name, slot_placement, topolens_meta
 from .palette import (
     BORDER_RGBA,
@@ -26,11 +26,11 @@ from .palette import (
 DRIFT_SYMBOLS = ("disc", "square", "diamond", "triangle_up", "triangle_down", "star", "cross")
 
 
-def has_variants(analysis: Any) -> bool:
+def has_variants(analysis: Analysis) -> bool:
     return bool(getattr(analysis, "variants", None))
 
 
-def drift_layer_data(analysis: Any, layer: str, key: str, slot: int) -> list[LayerDataTuple]:
+def drift_layer_data(analysis: Analysis, layer: str, key: str, slot: int) -> list[LayerDataTuple]:
     """The drift plot of a base analysis with variants: lines and points, both plots.
 
     ``[]`` for an analysis without variants (a variant itself, another analysis).
@@ -87,12 +87,12 @@ def drift_layer_data(analysis: Any, layer: str, key: str, slot: int) -> list[Lay
     ]
 
 
-def drift_dim(analysis: Any) -> int:
+def drift_dim(analysis: Analysis) -> int:
     """The homology dimension the drift plot measures (H1 where the analysis has it)."""
     return min(int(analysis.config.max_dim), 1)
 
 
-def drift_frame(analysis: Any, layer: str, add: Callable[..., None]) -> None:
+def drift_frame(analysis: Analysis, layer: str, add: Callable[..., None]) -> None:
     """The drift plot's axes, ticks, grid and the line of the layer the other views show."""
     table = drift_layout.drift_table(analysis, drift_dim(analysis))
     geometry = drift_layout.drift_geometry(table, len(analysis.layers))
@@ -118,7 +118,9 @@ def drift_frame(analysis: Any, layer: str, add: Callable[..., None]) -> None:
         )
 
 
-def drift_text(analysis: Any, layer: str, put: Callable[[float, float, str, str], None]) -> str:
+def drift_text(
+    analysis: Analysis, layer: str, put: Callable[[float, float, str, str], None]
+) -> str:
     """Legend, axis names and tick labels of the drift plot; returns its subtitle."""
 
     dim = drift_dim(analysis)

@@ -28,11 +28,12 @@ from psygnal import SignalInstance
 from qtpy.QtWidgets import QComboBox, QSizePolicy
 
 from ..errors import TopoLensError
+from ..topology.results import Analysis
 from .canvas import existing_canvas, set_bar_factory
 from .mapper_nodes import analysis_predictions
 from .panel_text import plural
 from .panels import COLOR_BY, COLOR_BY_LABELS, NEEDS_PREDICTIONS
-from .state import state_for
+from .state import ShownAnalysis, state_for
 from .views import (
     highlight_class,
     recolor_nodes,
@@ -241,12 +242,12 @@ class ExplorerWidget(Container):
             entry.key for entry in self._state if entry.network_layer and entry.variant_of is None
         ]
 
-    def _entry(self) -> Any:
+    def _entry(self) -> ShownAnalysis | None:
         key = self.analysis_key.value
         return self._state.get(key) if key is not None and key in self._state else None
 
     @property
-    def analysis(self) -> Any:
+    def analysis(self) -> Analysis | None:
         """The chosen :class:`Analysis`, or ``None``."""
         entry = self._entry()
         return None if entry is None else entry.analysis

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..activations.pointcloud import PointCloud
 from ..layout.gallery import (
     GALLERY_COLUMNS,
     TILE_BORDER,
@@ -24,12 +25,13 @@ from ..layout.gallery import (
     label_band,
     tile_box,
 )
+from ..topology.results import Analysis
 from .layer_tuples import LayerDataTuple, layer_name, topolens_meta
 from .palette import UNKNOWN_RGB, categorical_colors
 
 
 def overlay_for_members(
-    cloud: Any, members: np.ndarray, n_images: int, *, skip_whole: bool = False
+    cloud: PointCloud, members: np.ndarray, n_images: int, *, skip_whole: bool = False
 ) -> np.ndarray:
     """Heat ``(N, H, W)``: per image, how many member points' receptive fields cover each pixel.
 
@@ -47,7 +49,7 @@ def overlay_for_members(
     return heat
 
 
-def member_images(cloud: Any, members: np.ndarray) -> np.ndarray:
+def member_images(cloud: PointCloud, members: np.ndarray) -> np.ndarray:
     """Member images, most member points first (ties: lower index first)."""
     images, counts = np.unique(
         np.asarray(cloud.image_index)[np.asarray(members, dtype=np.int64)], return_counts=True
@@ -139,7 +141,7 @@ def variant_labels_layer_data(
     )
 
 
-def images_layer_data(analysis: Any, key: str) -> LayerDataTuple:
+def images_layer_data(analysis: Analysis, key: str) -> LayerDataTuple:
     """The input stack from ``analysis.images``, or a blank stand-in of the right shape."""
     images = getattr(analysis, "images", None)
     extra: dict[str, Any] = {}
@@ -167,7 +169,7 @@ def images_layer_data(analysis: Any, key: str) -> LayerDataTuple:
     return (images, {**kwargs, **extra_kwargs}, "image")
 
 
-def overlay_layer_data(analysis: Any, key: str, image_layer: Any) -> LayerDataTuple:
+def overlay_layer_data(analysis: Analysis, key: str, image_layer: Any) -> LayerDataTuple:
     """An empty receptive-field heat overlay aligned with the input stack."""
     rgb = bool(getattr(image_layer, "rgb", False))
     shape = image_layer.data.shape[:-1] if rgb else image_layer.data.shape
@@ -189,7 +191,7 @@ def overlay_layer_data(analysis: Any, key: str, image_layer: Any) -> LayerDataTu
 
 
 def gallery_layer_data(
-    analysis: Any,
+    analysis: Analysis,
     key: str,
     geometry: ImageGeometry,
     index: int,

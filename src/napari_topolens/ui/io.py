@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import AnalysisFileError, TopoLensError
+from ..topology.results import Analysis
 from ..topology.store import is_analysis_dir, load_analysis, open_plain_file
 from . import explorer_widget  # noqa: F401  (a reopened analysis's views get the explorer bar)
 from .canvas import canvas_for, existing_canvas
@@ -73,7 +74,7 @@ def get_reader(path: str | Sequence[str]) -> Callable[[Any], list[LayerDataTuple
     return read_analysis
 
 
-def _view_settings(folder: Path, analysis: Any) -> dict[str, Any]:
+def _view_settings(folder: Path, analysis: Analysis) -> dict[str, Any]:
     """What was on screen when the analysis was saved, each value checked; defaults otherwise.
 
     The record is untrusted like the rest of the folder (read as a plain file inside
@@ -159,7 +160,7 @@ def read_analysis(path: str | Sequence[str]) -> list[LayerDataTuple]:
     return _shown_as_saved(analysis, key, _view_settings(folder, analysis))
 
 
-def _shown_as_saved(analysis: Any, key: str, settings: dict[str, Any]) -> list[LayerDataTuple]:
+def _shown_as_saved(analysis: Analysis, key: str, settings: dict[str, Any]) -> list[LayerDataTuple]:
     """The reader's layer data of ``analysis``, to be shown as the view record says."""
     settings = dict(settings)
     panel = settings.pop("panel")

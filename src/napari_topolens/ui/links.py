@@ -40,7 +40,9 @@ import numpy as np
 import pandas as pd
 from psygnal import Signal
 
+from ..activations.pointcloud import PointCloud
 from ..errors import EmptySelectionError, TopoLensError
+from ..topology.results import Analysis, LayerAnalysis
 from . import view_data as vd
 from .canvas import canvas_for
 from .image_pixels import (
@@ -189,7 +191,7 @@ class LinkController:
     def entry(self, key: str) -> ShownAnalysis:
         return self.state.get(key)
 
-    def analysis(self, key: str) -> Any:
+    def analysis(self, key: str) -> Analysis:
         return self.state.get(key).analysis
 
     def shown_layer(self, key: str) -> str:
@@ -197,7 +199,7 @@ class LinkController:
         entry = self.state.get(key)
         return entry.network_layer or entry.analysis.layers[-1]
 
-    def _result(self, key: str) -> Any:
+    def _result(self, key: str) -> LayerAnalysis:
         return self.analysis(key)[self.shown_layer(key)]
 
     def image_layer_of(self, key: str) -> Any:
@@ -255,7 +257,7 @@ class LinkController:
         self._show_members(entry.key, members, view, table)
 
     # ------------------------------------------------------------------ ids -> members
-    def members_of(self, key: str, view: str, table: Any) -> np.ndarray:
+    def members_of(self, key: str, view: str, table: pd.DataFrame) -> np.ndarray:
         """Cloud rows behind the rows of a view's ``features`` table (by their ids)."""
         return members_of(self._result(key), view, table)
 
@@ -264,7 +266,9 @@ class LinkController:
         return bar_members(self._result(key), dim, bars)
 
     # ------------------------------------------------------------------ public selection API
-    def _select_rows(self, key: str, view: str, mask_of: Callable[[Any], Any]) -> Any:
+    def _select_rows(
+        self, key: str, view: str, mask_of: Callable[[pd.DataFrame], np.ndarray]
+    ) -> Any:
         """Select, quietly, the rows of a view layer whose ids pass ``mask_of(features)``."""
         layer = self._layer(key, view)
         if layer is None:
@@ -347,7 +351,12 @@ class LinkController:
 
     # ------------------------------------------------------------------ members -> pixels
     def _show_members(
-        self, key: str, members: np.ndarray, source: str, table: Any = None, jump: bool = True
+        self,
+        key: str,
+        members: np.ndarray,
+        source: str,
+        table: pd.DataFrame | None = None,
+        jump: bool = True,
     ) -> np.ndarray:
         members = np.unique(np.asarray(members, dtype=np.int64))
         entry = self.state.get(key)
@@ -363,7 +372,7 @@ class LinkController:
         self.state.set_selection(key, Selection(members, source, title, [int(i) for i in chosen]))
         return members
 
-    def _overlay_members(self, key: str, cloud: Any, members: np.ndarray) -> np.ndarray:
+    def _overlay_members(self, key: str, cloud: PointCloud, members: np.ndarray) -> np.ndarray:
         """Show the members' receptive-field heat in the overlay; returns the whole heat."""
         overlay = self._layer(key, "overlay")
         stack = int(cloud.image_index.max()) + 1

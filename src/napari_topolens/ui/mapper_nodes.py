@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ..errors import TopoLensError
 from ..label_sources import labels_match_predictions
+from ..topology.mapper import MapperGraph
+from ..topology.results import Analysis, LayerAnalysis
 from .palette import categorical_colors, continuous_colors
 from .panels import COLOR_BY, COLOR_BY_LABELS, NEEDS_PREDICTIONS
 
@@ -30,7 +31,9 @@ def most_common(codes: np.ndarray) -> int:
     return int(values[np.argmax(counts)])
 
 
-def node_predicted_class(analysis: Any, result: Any, predictions: np.ndarray) -> np.ndarray:
+def node_predicted_class(
+    analysis: Analysis, result: LayerAnalysis, predictions: np.ndarray
+) -> np.ndarray:
     """Most frequent predicted class among each node's member images (-1: none known)."""
     graph = result.mapper
     per_point = np.asarray(predictions, dtype=np.int64)[np.asarray(result.cloud.image_index)]
@@ -43,7 +46,7 @@ def node_predicted_class(analysis: Any, result: Any, predictions: np.ndarray) ->
     return out
 
 
-def node_correct_share(result: Any, predictions: np.ndarray) -> np.ndarray:
+def node_correct_share(result: LayerAnalysis, predictions: np.ndarray) -> np.ndarray:
     """Share of each node's members whose image is classified correctly (nan: unknown)."""
     graph = result.mapper
     predicted = np.asarray(predictions, dtype=np.int64)[np.asarray(result.cloud.image_index)]
@@ -57,7 +60,7 @@ def node_correct_share(result: Any, predictions: np.ndarray) -> np.ndarray:
     return out
 
 
-def analysis_predictions(analysis: Any) -> np.ndarray | None:
+def analysis_predictions(analysis: Analysis) -> np.ndarray | None:
     """The per-image predicted classes of the analysis (``analysis.predictions``), if any."""
     predictions = getattr(analysis, "predictions", None)
     if predictions is None:
@@ -66,7 +69,7 @@ def analysis_predictions(analysis: Any) -> np.ndarray | None:
 
 
 def node_colors(
-    analysis: Any, layer: str, color_by: str
+    analysis: Analysis, layer: str, color_by: str
 ) -> tuple[np.ndarray, tuple[float, float] | None]:
     """RGBA per Mapper node for a colouring and, for continuous ones, the value range."""
     if color_by not in COLOR_BY:
@@ -100,7 +103,7 @@ def node_colors(
     return continuous_colors(values, color_by)
 
 
-def node_sizes(graph: Any) -> np.ndarray:
+def node_sizes(graph: MapperGraph) -> np.ndarray:
     """Unit-square diameters growing with the square root of the member count."""
     size = np.asarray(graph.size, dtype=np.float64)
     top = size.max() if len(size) else 1.0
@@ -114,7 +117,7 @@ def edge_widths(weight: np.ndarray, n_nodes: int) -> np.ndarray:
     return (0.002 + 0.012 * np.asarray(weight, dtype=np.float64)) / crowd
 
 
-def node_features(analysis: Any, layer: str, layout: np.ndarray) -> pd.DataFrame:
+def node_features(analysis: Analysis, layer: str, layout: np.ndarray) -> pd.DataFrame:
     result = analysis[layer]
     graph = result.mapper
     names = analysis.class_names

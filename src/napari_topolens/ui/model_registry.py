@@ -24,6 +24,7 @@ from psygnal import Signal
 
 from ..errors import ModelError
 from ..samples import SAMPLE_NAMES, load_sample
+from ..topology.results import Analysis
 from .viewer_key import PerViewer
 
 __all__ = [
@@ -128,7 +129,7 @@ def discovered_models() -> dict[str, Any]:
 _ANALYSIS_MODELS: dict[int, tuple[Any, Any]] = {}
 
 
-def remember_model(analysis: Any, model: Any) -> None:
+def remember_model(analysis: Analysis, model: Any) -> None:
     """Record the model ``analysis`` was made with (for its topology maps)."""
     key = id(analysis)
     _ANALYSIS_MODELS[key] = (
@@ -137,7 +138,7 @@ def remember_model(analysis: Any, model: Any) -> None:
     )
 
 
-def model_of_analysis(viewer: Any, analysis: Any) -> Any:
+def model_of_analysis(viewer: Any, analysis: Analysis) -> Any:
     """The model ``analysis`` was made with, when it is in reach; else None.
 
     Recorded by :func:`remember_model` (the analysis widget does), else named by the

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import itertools
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ..layout import geometry as geo
+from ..topology.results import Analysis
 from .drift_view import drift_frame, has_variants
 from .layer_tuples import LayerDataTuple, layer_name, slot_placement, topolens_meta
 from .palette import EDGE_RGBA, FRAME_RGBA, per_item
@@ -20,7 +20,9 @@ PANEL_BOX = ((-0.14, -0.02), (1.05, 1.1))
 FRAME_WIDTH = 0.003
 
 
-def panel_axes_data(analysis: Any, layer: str, key: str, slot: int, panel: str) -> LayerDataTuple:
+def panel_axes_data(
+    analysis: Analysis, layer: str, key: str, slot: int, panel: str
+) -> LayerDataTuple:
     """The visible panel's frame, axes and ticks (and an invisible box the camera fits).
 
     A Vectors layer, one segment per line (a rectangle is four): putting new

@@ -10,12 +10,12 @@ holds the visible panel's frame, text and colour key (``ui.panel_axes``,
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ..layout import geometry as geo
+from ..topology.results import Analysis
 from .color_key import panel_key_data
 from .drift_view import drift_layer_data
 from .layer_tuples import (
@@ -41,7 +41,7 @@ from .panels import MAX_BARS
 
 
 def mapper_layer_data(
-    analysis: Any,
+    analysis: Analysis,
     layer: str,
     key: str,
     slot: int,
@@ -75,7 +75,7 @@ def mapper_layer_data(
 
 
 def edge_layer_data(
-    analysis: Any, layer: str, key: str, slot: int, layout: np.ndarray, threshold: float
+    analysis: Analysis, layer: str, key: str, slot: int, layout: np.ndarray, threshold: float
 ) -> LayerDataTuple:
     """The Mapper edges at least ``threshold`` Jaccard-heavy."""
     graph = analysis[layer].mapper
@@ -109,7 +109,7 @@ def edge_layer_data(
     )
 
 
-def diagram_layer_data(analysis: Any, layer: str, key: str, slot: int) -> list[LayerDataTuple]:
+def diagram_layer_data(analysis: Analysis, layer: str, key: str, slot: int) -> list[LayerDataTuple]:
     """Persistence diagram: one point per bar of every dimension."""
     pers = analysis[layer].persistence
     top = geo.diagram_top(pers.diagrams)
@@ -145,7 +145,7 @@ def diagram_layer_data(analysis: Any, layer: str, key: str, slot: int) -> list[L
     ]
 
 
-def barcode_layer_data(analysis: Any, layer: str, key: str, slot: int) -> list[LayerDataTuple]:
+def barcode_layer_data(analysis: Analysis, layer: str, key: str, slot: int) -> list[LayerDataTuple]:
     """Barcode: one Shapes line per shown bar, H0 above H1, longest first."""
     pers = analysis[layer].persistence
     top = geo.diagram_top(pers.diagrams)
@@ -175,14 +175,14 @@ def barcode_layer_data(analysis: Any, layer: str, key: str, slot: int) -> list[L
     ]
 
 
-def matrix_title(analysis: Any, view: str) -> str:
+def matrix_title(analysis: Analysis, view: str) -> str:
     if view == "cka":
         return "linear CKA between layers"
     kind = analysis.config.layer_distance.replace("_", " ")
     return f"H{analysis.config.distance_dim} {kind} distance between layers"
 
 
-def matrix_layer_data(analysis: Any, key: str, slot: int) -> list[LayerDataTuple]:
+def matrix_layer_data(analysis: Analysis, key: str, slot: int) -> list[LayerDataTuple]:
     """Layer x layer diagram-distance and linear-CKA heatmaps (with napari colour bars)."""
     kind = analysis.config.layer_distance
     n = len(analysis.layers)
@@ -219,7 +219,7 @@ def matrix_layer_data(analysis: Any, key: str, slot: int) -> list[LayerDataTuple
     return out
 
 
-def flow_layer_data(analysis: Any, layer: str, key: str, slot: int) -> list[LayerDataTuple]:
+def flow_layer_data(analysis: Analysis, layer: str, key: str, slot: int) -> list[LayerDataTuple]:
     """Cluster flow: Sankey bands (polygons) and cluster blocks (rectangles)."""
     result = analysis[layer]
     flow = result.flow
@@ -286,7 +286,7 @@ def flow_layer_data(analysis: Any, layer: str, key: str, slot: int) -> list[Laye
     ]
 
 
-def blob_layer_data(analysis: Any, layer: str, key: str, slot: int) -> list[LayerDataTuple]:
+def blob_layer_data(analysis: Analysis, layer: str, key: str, slot: int) -> list[LayerDataTuple]:
     """Blob graph: PCA points coloured by label and padded hulls of the best clusters."""
     result = analysis[layer]
     blobs = result.blobs
@@ -346,7 +346,9 @@ _TREE_TOP, _TREE_BOTTOM = 0.02, 0.24
 _HEAT_TOP, _HEAT_LEFT, _HEAT_SIDE = 0.26, 0.08, 0.66
 
 
-def dendrogram_layer_data(analysis: Any, layer: str, key: str, slot: int) -> list[LayerDataTuple]:
+def dendrogram_layer_data(
+    analysis: Analysis, layer: str, key: str, slot: int
+) -> list[LayerDataTuple]:
     """Heatmap dendrogram: the distance heatmap (Image) under the tree (Shapes paths)."""
     dendro = analysis[layer].dendrogram
     n = len(dendro.index)
@@ -405,7 +407,7 @@ def dendrogram_layer_data(analysis: Any, layer: str, key: str, slot: int) -> lis
 
 def group_layer_data(
     group: str,
-    analysis: Any,
+    analysis: Analysis,
     layer: str,
     key: str,
     slot: int,

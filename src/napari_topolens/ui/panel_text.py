@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 
 from ..layout import geometry as geo
+from ..topology.hole import ClusterFlow
+from ..topology.results import Analysis
 from .color_key import KEY_COLS, KEY_ROWS, panel_key
 from .drift_view import drift_text, has_variants
 from .layer_tuples import LayerDataTuple, layer_name, text_layer
@@ -33,7 +35,7 @@ def plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
-def best_stage_text(flow: Any) -> str:
+def best_stage_text(flow: ClusterFlow) -> str:
     """The cluster-flow stage the blob graph shows, with its cut and size."""
     stage = int(flow.best_stage)
     memberships = np.asarray(flow.memberships)
@@ -50,7 +52,7 @@ _TITLE_ROW, _SUBTITLE_ROW = -0.095, -0.04
 SIDE_BY_SIDE_ROWS = (-0.17, -0.075)
 
 
-def side_by_side(analysis: Any, panel: str) -> bool:
+def side_by_side(analysis: Analysis, panel: str) -> bool:
     """A base with variants, or a variant: drawn beside the other in the canvas."""
     run = getattr(analysis, "provenance", None) or {}
     return panel != "drift" and (has_variants(analysis) or isinstance(run.get("variant"), str))
@@ -60,7 +62,7 @@ def side_by_side(analysis: Any, panel: str) -> bool:
 SIDE_BY_SIDE_SUBTITLE_CHARS = 22
 
 
-def short_subtitle(analysis: Any, layer: str, panel: str, subtitle: str) -> str:
+def short_subtitle(analysis: Analysis, layer: str, panel: str, subtitle: str) -> str:
     """A panel's subtitle in a few words, for a slot drawn beside another."""
     result = analysis[layer]
     if panel == "diagram":
@@ -133,7 +135,7 @@ class PanelText:
 
 
 def panel_text_data(
-    analysis: Any,
+    analysis: Analysis,
     layer: str,
     key: str,
     slot: int,
@@ -165,7 +167,7 @@ def panel_text_data(
     return out.layers(key, layer, slot, PANEL_TEXT_SIZE)
 
 
-def variant_run(analysis: Any) -> str | None:
+def variant_run(analysis: Analysis) -> str | None:
     """``"base"`` for a base with variants, the variant's name for a variant, else None."""
     if has_variants(analysis):
         return "base"
@@ -173,7 +175,7 @@ def variant_run(analysis: Any) -> str | None:
     return run if isinstance(run, str) else None
 
 
-def panel_title(analysis: Any, layer: str, key: str, panel: str, run: str | None) -> str:
+def panel_title(analysis: Analysis, layer: str, key: str, panel: str, run: str | None) -> str:
     """The panel's title: the view and where it is from (short beside another slot)."""
     if run is not None and panel != "drift":
         # base and variant side by side: short titles that never run into each other
@@ -182,7 +184,7 @@ def panel_title(analysis: Any, layer: str, key: str, panel: str, run: str | None
     return f"{PANEL_TITLES[panel]} · {where}"
 
 
-def _key_text(out: PanelText, analysis: Any, layer: str, panel: str, color_by: str) -> None:
+def _key_text(out: PanelText, analysis: Analysis, layer: str, panel: str, color_by: str) -> None:
     """The colour key's title and end values (every key is titled, its ends numbered)."""
     color_key = panel_key(analysis, layer, panel, color_by)
     if color_key is None:
@@ -198,13 +200,13 @@ def _key_text(out: PanelText, analysis: Any, layer: str, panel: str, color_by: s
 
 
 def _drift_text(
-    out: PanelText, analysis: Any, layer: str, panel: str, beside: bool, run: str | None
+    out: PanelText, analysis: Analysis, layer: str, panel: str, beside: bool, run: str | None
 ) -> str:
     return drift_text(analysis, layer, out.put)
 
 
 def _mapper_text(
-    out: PanelText, analysis: Any, layer: str, panel: str, beside: bool, run: str | None
+    out: PanelText, analysis: Analysis, layer: str, panel: str, beside: bool, run: str | None
 ) -> str:
     result = analysis[layer]
     graph = result.mapper
@@ -219,7 +221,7 @@ def _mapper_text(
 
 
 def _diagram_text(
-    out: PanelText, analysis: Any, layer: str, panel: str, beside: bool, run: str | None
+    out: PanelText, analysis: Analysis, layer: str, panel: str, beside: bool, run: str | None
 ) -> str:
     pers = analysis[layer].persistence
     top = geo.diagram_top(pers.diagrams)
@@ -243,7 +245,7 @@ def _diagram_text(
 
 
 def _barcode_text(
-    out: PanelText, analysis: Any, layer: str, panel: str, beside: bool, run: str | None
+    out: PanelText, analysis: Analysis, layer: str, panel: str, beside: bool, run: str | None
 ) -> str:
     pers = analysis[layer].persistence
     top = geo.diagram_top(pers.diagrams)
@@ -269,7 +271,7 @@ def _barcode_text(
 
 
 def _flow_text(
-    out: PanelText, analysis: Any, layer: str, panel: str, beside: bool, run: str | None
+    out: PanelText, analysis: Analysis, layer: str, panel: str, beside: bool, run: str | None
 ) -> str:
     flow = analysis[layer].flow
     _, cols, width = geo.flow_geometry(flow)
@@ -286,7 +288,7 @@ def _flow_text(
 
 
 def _blobs_text(
-    out: PanelText, analysis: Any, layer: str, panel: str, beside: bool, run: str | None
+    out: PanelText, analysis: Analysis, layer: str, panel: str, beside: bool, run: str | None
 ) -> str:
     q = analysis[layer].quality
     out.put(0.975, 0.5, "PC1 →", DIM_TEXT_COLOR)
@@ -295,7 +297,7 @@ def _blobs_text(
 
 
 def _dendrogram_text(
-    out: PanelText, analysis: Any, layer: str, panel: str, beside: bool, run: str | None
+    out: PanelText, analysis: Analysis, layer: str, panel: str, beside: bool, run: str | None
 ) -> str:
     if not beside:
         out.put(0.99, 0.5, "heatmap: pairwise distances", DIM_TEXT_COLOR)
@@ -303,7 +305,7 @@ def _dendrogram_text(
 
 
 def _matrix_text(
-    out: PanelText, analysis: Any, layer: str, panel: str, beside: bool, run: str | None
+    out: PanelText, analysis: Analysis, layer: str, panel: str, beside: bool, run: str | None
 ) -> str:
     """The layer x layer matrices: layer names, numbers, and the values of small ones."""
     names = analysis.layers
@@ -324,7 +326,7 @@ def _matrix_text(
     return f"H{analysis.config.distance_dim} {analysis.config.layer_distance.replace('_', ' ')}"
 
 
-def _matrix_values(out: PanelText, analysis: Any, panel: str) -> None:
+def _matrix_values(out: PanelText, analysis: Analysis, panel: str) -> None:
     """Each cell's value, black on the bright cells."""
     names = analysis.layers
     n = len(names)

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..topology.results import Analysis
 from . import view_data as vd
 from .layer_update import update_layer
 from .state import ShownAnalyses, ShownAnalysis
@@ -62,7 +63,7 @@ class GalleryTiles:
     title: str
 
 
-def _tile_captions(analysis: Any, chosen: np.ndarray, classes: np.ndarray) -> list[str]:
+def _tile_captions(analysis: Analysis, chosen: np.ndarray, classes: np.ndarray) -> list[str]:
     """``#i class`` per tile, ``→ predicted`` where the model got it wrong."""
     names = analysis.class_names
     predictions = vd.analysis_predictions(analysis)

@@ -10,13 +10,19 @@ holds one. Pure: numpy and pandas over a layer's analysis result, no layers.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..errors import LayerError, TopoLensError
+from ..topology.results import LayerAnalysis
 from . import view_data as vd
 from .state import ShownAnalysis
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from ..topology.persistence import PersistenceResult
 
 __all__ = [
     "SELECTABLE_VIEWS",
@@ -62,7 +68,7 @@ def csr_union(members: np.ndarray, offsets: np.ndarray, items: Iterable[int]) ->
     return np.unique(np.concatenate(parts)).astype(np.int64) if parts else np.zeros(0, np.int64)
 
 
-def bar_members(result: Any, dim: int, bars: Iterable[int]) -> np.ndarray:
+def bar_members(result: LayerAnalysis, dim: int, bars: Iterable[int]) -> np.ndarray:
     """Cloud rows of persistence bars: H0 the dying component, H1 a representative cycle."""
     pers = result.persistence
     if dim == 0:
@@ -72,7 +78,7 @@ def bar_members(result: Any, dim: int, bars: Iterable[int]) -> np.ndarray:
     raise TopoLensError(f"bars of H{dim} have no member points; select H0 or H1 bars")
 
 
-def _edge_members(result: Any, table: Any) -> np.ndarray:
+def _edge_members(result: LayerAnalysis, table: pd.DataFrame) -> np.ndarray:
     graph = result.mapper
     parts = [
         np.intersect1d(graph.node_members(int(a)), graph.node_members(int(b)))
@@ -81,12 +87,12 @@ def _edge_members(result: Any, table: Any) -> np.ndarray:
     return np.unique(np.concatenate(parts)).astype(np.int64)
 
 
-def _bars_members(result: Any, table: Any) -> np.ndarray:
+def _bars_members(result: LayerAnalysis, table: pd.DataFrame) -> np.ndarray:
     parts = [bar_members(result, int(d), [int(b)]) for d, b in zip(table["dim"], table["bar"])]
     return np.unique(np.concatenate(parts)).astype(np.int64)
 
 
-def _flow_cluster_members(result: Any, table: Any) -> np.ndarray:
+def _flow_cluster_members(result: LayerAnalysis, table: pd.DataFrame) -> np.ndarray:
     memberships = np.asarray(result.flow.memberships)
     hit = np.zeros(memberships.shape[1], bool)
     for s, c in zip(table["stage"], table["cluster"]):
@@ -94,7 +100,7 @@ def _flow_cluster_members(result: Any, table: Any) -> np.ndarray:
     return np.flatnonzero(hit).astype(np.int64)
 
 
-def _flow_band_members(result: Any, table: Any) -> np.ndarray:
+def _flow_band_members(result: LayerAnalysis, table: pd.DataFrame) -> np.ndarray:
     memberships = np.asarray(result.flow.memberships)
     hit = np.zeros(memberships.shape[1], bool)
     for s, a, b in zip(table["stage"], table["cluster"], table["next_cluster"]):
@@ -102,12 +108,12 @@ def _flow_band_members(result: Any, table: Any) -> np.ndarray:
     return np.flatnonzero(hit).astype(np.int64)
 
 
-def _hull_members(result: Any, table: Any) -> np.ndarray:
+def _hull_members(result: LayerAnalysis, table: pd.DataFrame) -> np.ndarray:
     cluster = np.asarray(result.blobs.cluster)
     return np.flatnonzero(np.isin(cluster, table["cluster"].to_numpy())).astype(np.int64)
 
 
-_MEMBERS_OF: dict[str, Callable[[Any, Any], np.ndarray]] = {
+_MEMBERS_OF: dict[str, Callable[[LayerAnalysis, pd.DataFrame], np.ndarray]] = {
     "mapper_nodes": lambda r, t: csr_union(
         r.mapper.members, r.mapper.member_offsets, t["node"].astype(int)
     ),
@@ -124,7 +130,7 @@ _MEMBERS_OF: dict[str, Callable[[Any, Any], np.ndarray]] = {
 }
 
 
-def members_of(result: Any, view: str, table: Any) -> np.ndarray:
+def members_of(result: LayerAnalysis, view: str, table: pd.DataFrame) -> np.ndarray:
     """Cloud rows behind the rows of a view's ``features`` table (by their ids)."""
     if len(table) == 0:
         return np.zeros(0, dtype=np.int64)
@@ -134,7 +140,7 @@ def members_of(result: Any, view: str, table: Any) -> np.ndarray:
     return members(result, table)
 
 
-def _bars_holding(pers: Any, points: np.ndarray) -> np.ndarray:
+def _bars_holding(pers: PersistenceResult, points: np.ndarray) -> np.ndarray:
     """(dim, bar) rows of the H0 and H1 bars whose members hold one of ``points``."""
     h0 = csr_items_containing(pers.h0_members, pers.h0_member_offsets, points)
     bars = [np.column_stack([np.zeros(len(h0), np.int64), h0])]
@@ -144,7 +150,7 @@ def _bars_holding(pers: Any, points: np.ndarray) -> np.ndarray:
     return np.vstack(bars).astype(np.int64)
 
 
-def items_holding(result: Any, points: np.ndarray) -> dict[str, np.ndarray]:
+def items_holding(result: LayerAnalysis, points: np.ndarray) -> dict[str, np.ndarray]:
     """Every view item of a layer result holding one of ``points`` (cloud rows)."""
     points = np.asarray(points, dtype=np.int64)
     graph, dendro = result.mapper, result.dendrogram
@@ -176,7 +182,7 @@ def items_holding(result: Any, points: np.ndarray) -> dict[str, np.ndarray]:
     }
 
 
-def drawn_bars(persistence: Any, diagram_ids: np.ndarray) -> np.ndarray:
+def drawn_bars(persistence: PersistenceResult, diagram_ids: np.ndarray) -> np.ndarray:
     """The (dim, bar) rows of ``diagram_ids`` that the barcode draws (its most persistent)."""
     drawn = vd.geo.barcode_bars(persistence, vd.MAX_BARS)[["dim", "bar"]].to_numpy()
     wanted = {tuple(int(v) for v in row) for row in np.asarray(diagram_ids).reshape(-1, 2)}
@@ -184,12 +190,12 @@ def drawn_bars(persistence: Any, diagram_ids: np.ndarray) -> np.ndarray:
     return drawn[np.asarray(keep, dtype=bool)].astype(np.int64).reshape(-1, 2)
 
 
-def _bar_names(t: Any) -> str:
+def _bar_names(t: pd.DataFrame) -> str:
     return ", ".join(f"H{int(d)} bar {int(b)}" for d, b in zip(t["dim"][:3], t["bar"][:3]))
 
 
 #: Per view: how the gallery title names the first selected items.
-_ITEM_NAMES: dict[str, Callable[[Any], str]] = {
+_ITEM_NAMES: dict[str, Callable[[pd.DataFrame], str]] = {
     "mapper_nodes": lambda t: "node " + ", ".join(str(int(v)) for v in t["node"][:4]),
     "mapper_edges": lambda t: (
         "edge " + ", ".join(f"{int(a)}–{int(b)}" for a, b in zip(t["source"][:3], t["target"][:3]))
@@ -209,7 +215,9 @@ _ITEM_NAMES: dict[str, Callable[[Any], str]] = {
 }
 
 
-def describe_selection(entry: ShownAnalysis, view: str, table: Any, members: np.ndarray) -> str:
+def describe_selection(
+    entry: ShownAnalysis, view: str, table: pd.DataFrame | None, members: np.ndarray
+) -> str:
     """The gallery title: what is selected, how many members, dominant class and purity."""
     names = entry.analysis.class_names
     labels = np.asarray(entry.result.point_labels, dtype=np.int64)[np.asarray(members, np.int64)]

@@ -29,6 +29,7 @@ import numpy as np
 from qtpy.QtCore import QThreadPool, QTimer
 
 from ..errors import LayerError, TopoLensError
+from ..topology.results import Analysis
 from . import view_data as vd
 from .canvas import TopologyCanvas, canvas_for, existing_canvas
 from .layer_update import create_layer, update_layer
@@ -102,7 +103,7 @@ def _view_of(item: Any) -> str:
 def _prepare_groups(
     groups: list[str],
     kinds: dict[str, str],
-    analysis: Any,
+    analysis: Analysis,
     layer_name: str,
     key: str,
     slot: int,
@@ -140,7 +141,7 @@ def _canvas_kinds(canvas: Any, entry: ShownAnalysis) -> dict[str, str]:
     }
 
 
-def _check(analysis: Any, layer_name: str | None, color_by: str) -> str:
+def _check(analysis: Analysis, layer_name: str | None, color_by: str) -> str:
     if color_by not in vd.COLOR_BY:
         raise TopoLensError(
             f"cannot colour nodes by {color_by!r}; choose one of {', '.join(vd.COLOR_BY)}"
@@ -158,7 +159,7 @@ def _check(analysis: Any, layer_name: str | None, color_by: str) -> str:
     return name
 
 
-def _images_layer_of(viewer: Any, analysis: Any) -> Any:
+def _images_layer_of(viewer: Any, analysis: Analysis) -> Any:
     """A plugin images layer in ``viewer`` that holds ``analysis`` (e.g. added by the reader)."""
     for layer in viewer.layers:
         meta = layer.metadata.get("topolens") if isinstance(layer.metadata, dict) else None
@@ -173,7 +174,7 @@ def _images_layer_of(viewer: Any, analysis: Any) -> Any:
 
 def show_steps(
     viewer: Any,
-    analysis: Any,
+    analysis: Analysis,
     layer_name: str | None,
     image_layer: Any,
     color_by: str,
@@ -223,7 +224,7 @@ def show_steps(
 
 def _entry_steps(
     viewer: Any,
-    analysis: Any,
+    analysis: Analysis,
     image_layer: Any,
     key_hint: str | None,
     variant_of: str | None,
@@ -252,7 +253,7 @@ def _entry_steps(
 
 
 def _add_images_layer(
-    viewer: Any, analysis: Any, key: str, added: list[tuple[Any, Any]], shown: list[Any]
+    viewer: Any, analysis: Analysis, key: str, added: list[tuple[Any, Any]], shown: list[Any]
 ) -> Generator[Offload | None, Any, Any]:
     """The analysis's own images as a layer, below what the viewer shows."""
     item = vd.images_layer_data(analysis, key)
@@ -724,7 +725,7 @@ class PanelBuilder:
 
 def show_analysis(
     viewer: Any,
-    analysis: Any,
+    analysis: Analysis,
     layer_name: str | None = None,
     *,
     image_layer: Any = None,
@@ -791,7 +792,7 @@ class IncrementalShow:
     def __init__(
         self,
         viewer: Any,
-        analysis: Any,
+        analysis: Analysis,
         layer_name: str | None = None,
         *,
         image_layer: Any = None,
@@ -837,7 +838,7 @@ class IncrementalShow:
         )
 
     @property
-    def analysis(self) -> Any:
+    def analysis(self) -> Analysis:
         return self._analysis
 
     def start(self) -> IncrementalShow:
@@ -956,7 +957,7 @@ class IncrementalShow:
 
 def show_analysis_incrementally(
     viewer: Any,
-    analysis: Any,
+    analysis: Analysis,
     layer_name: str | None = None,
     *,
     image_layer: Any = None,

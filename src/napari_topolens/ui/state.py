@@ -20,6 +20,7 @@ from psygnal import Signal
 
 from ..errors import TopoLensError
 from ..layout.mapper import mapper_layout
+from ..topology.results import Analysis, LayerAnalysis
 from .view_data import ColorBy, Panel
 from .viewer_key import PerViewer, same_viewer, viewer_anchor, viewer_ref
 
@@ -51,7 +52,7 @@ class ShownAnalysis:
     """Everything about one analysis shown in a viewer (see the module docstring)."""
 
     key: str
-    analysis: Any
+    analysis: Analysis
     image_layer: Any = None
     slot: int = 0
     network_layer: str = ""
@@ -72,7 +73,7 @@ class ShownAnalysis:
     reader_variants_answered: bool = False
 
     @property
-    def result(self) -> Any:
+    def result(self) -> LayerAnalysis:
         """The :class:`LayerAnalysis` of the shown network layer."""
         return self.analysis[self.network_layer]
 
@@ -156,13 +157,15 @@ class ShownAnalyses:
                 f"no analysis {key!r} is shown in this viewer; shown: {', '.join(self._entries) or 'none'}"
             ) from None
 
-    def key_of(self, analysis: Any) -> str | None:
+    def key_of(self, analysis: Analysis) -> str | None:
         for key, entry in self._entries.items():
             if entry.analysis is analysis:
                 return key
         return None
 
-    def new_key(self, analysis: Any, base: str | None = None, taken: Iterable[str] = ()) -> str:
+    def new_key(
+        self, analysis: Analysis, base: str | None = None, taken: Iterable[str] = ()
+    ) -> str:
         """A short key not used yet, from ``base`` or the analysis's provenance."""
         if base is None:
             provenance = getattr(analysis, "provenance", None) or {}
@@ -237,7 +240,7 @@ def state_for(viewer: Any) -> ShownAnalyses:
     return _STATES.setdefault(viewer, lambda _viewer: ShownAnalyses())
 
 
-def viewer_showing(analysis: Any) -> tuple[Any, ShownAnalyses] | None:
+def viewer_showing(analysis: Analysis) -> tuple[Any, ShownAnalyses] | None:
     """The viewer that shows ``analysis`` and its state, or None.
 
     napari's writer is handed layer data, not a viewer, and the viewer that saves

@@ -38,14 +38,16 @@ from collections.abc import Callable, Generator
 from typing import Any
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from ..errors import TopoLensError
-from ..maps import map_drift, topology_map
+from ..maps import TopologyMap, map_drift, topology_map
+from ..topology.results import Analysis
 from . import view_data as vd
 from .layer_update import create_layer, lock_layer
 from .links import PIXEL_ANSWERS, links_for
 from .model_registry import model_of_analysis
-from .state import PerViewer, state_for, viewer_ref
+from .state import PerViewer, ShownAnalysis, state_for, viewer_ref
 from .variants import variant_views_for
 
 __all__ = ["MAX_CACHED_MAPS", "TopologyMaps", "maps_for"]
@@ -97,7 +99,9 @@ def _private_model(model: Any) -> Any:
     return private
 
 
-def _map_work(analysis: Any, model: Any, data: Any, rgb: bool, image: int, layer: str) -> Any:
+def _map_work(
+    analysis: Analysis, model: Any, data: Any, rgb: bool, image: int, layer: str
+) -> tuple[TopologyMap, float]:
     """Worker body: the topology map of one image at one network layer."""
     with _MAP_LOCK:
         started = time.perf_counter()
@@ -118,7 +122,7 @@ def _images(data: Any, rgb: bool, index: np.ndarray) -> np.ndarray:
 
 
 def _rank_work(
-    analysis: Any,
+    analysis: Analysis,
     model: Any,
     base_data: Any,
     variant_data: Any,
@@ -311,7 +315,7 @@ class TopologyMaps:
         self._running, self._worker = wanted, worker
         worker.start()
 
-    def _on_map(self, wanted: Key, result: Any) -> None:
+    def _on_map(self, wanted: Key, result: tuple[TopologyMap, float]) -> None:
         one, seconds = result
         self.timings.append(float(seconds))
         self.cache[wanted] = one
@@ -421,7 +425,7 @@ class TopologyMaps:
         if self._gallery_tiles.get(key):
             self._draw_gallery(key)
 
-    def _color(self, layer: Any, entry: Any) -> None:
+    def _color(self, layer: Any, entry: ShownAnalysis) -> None:
         """Node colours of the canvas, and the node's id and class on hover."""
         from napari.utils.colormaps import DirectLabelColormap
 
@@ -466,7 +470,7 @@ class TopologyMaps:
         )
         return nodes_layer.features["node"].to_numpy()[rows].astype(np.int64)
 
-    def region_mask(self, key: str, image: int, nodes: Any) -> np.ndarray | None:
+    def region_mask(self, key: str, image: int, nodes: ArrayLike) -> np.ndarray | None:
         """``(H, W)`` bool: pixels of ``image`` whose position falls in one of ``nodes``
         (None when the map is not there yet)."""
         one = self.cached(key, image)
@@ -588,7 +592,7 @@ class TopologyMaps:
 
         Returns False when there is no model to map with (nothing is selected)."""
 
-        def answer(one: Any) -> None:
+        def answer(one: TopologyMap) -> None:
             if key not in self.state:
                 return
             position = int(one.pixels[int(row), int(col)])

@@ -31,13 +31,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 
 from ..errors import EmptySelectionError, TopoLensError
 from ..layout.drift import variant_layout
 from ..robustness.comparison import receptive_field_heat
+from ..topology.results import Analysis, Variant
 from . import view_data as vd
 from .canvas import canvas_for
 from .edits import highlight_class, recolor_nodes, set_edge_threshold
@@ -68,6 +69,10 @@ __all__ = [
 MOVED_LISTED = 8
 
 
+#: Which variant of a base to compare: None (the first), a name, an index or the ``Variant``.
+VariantChoice: TypeAlias = "Variant | str | int | np.integer | None"
+
+
 @dataclass
 class BaseVariants:
     """The variants of one shown base analysis: their image layers and the compared one.
@@ -77,7 +82,7 @@ class BaseVariants:
     """
 
     key: str
-    base: Any
+    base: Analysis
     state: ShownAnalyses = field(repr=False)
     image_layers: dict[str, Any] = field(default_factory=dict)
     #: The names above the images (base and each perturbed set).
@@ -96,7 +101,7 @@ class BaseVariants:
         names = (v.name for v in self.base.variants if v.analysis is entry.analysis)
         return next(names, None)
 
-    def variant(self, name: str) -> Any:
+    def variant(self, name: str) -> Variant:
         for variant in self.base.variants:
             if variant.name == name:
                 return variant
@@ -113,7 +118,7 @@ class BaseVariants:
         return None if self.compared is None else self.key_of(self.compared)
 
 
-def _pick(base: Any, which: Any) -> Any:
+def _pick(base: Analysis, which: VariantChoice) -> Variant:
     """The variant of ``base`` meant by ``which`` (None: the first; a name, index or Variant)."""
     variants = list(getattr(base, "variants", None) or [])
     if not variants:
@@ -149,7 +154,7 @@ def _as_stack(images: Any, like: Any) -> np.ndarray:
 
 
 def variant_images_layer_data(
-    bv: BaseVariants, variant: Any, base_layer: Any, number: int
+    bv: BaseVariants, variant: Variant, base_layer: Any, number: int
 ) -> vd.LayerDataTuple:
     """A perturbed image set as a layer to the right of the base's images, styled like them.
 
@@ -266,7 +271,7 @@ class VariantViews:
         return viewer
 
     # ------------------------------------------------------------------ lookup
-    def of_base(self, base: Any) -> BaseVariants:
+    def of_base(self, base: Analysis) -> BaseVariants:
         """The record of a shown base analysis (made on first use)."""
         key = self.state.key_of(base)
         if key is None:
@@ -296,8 +301,8 @@ class VariantViews:
     # ------------------------------------------------------------------ showing
     def steps(
         self,
-        base: Any,
-        which: Any,
+        base: Analysis,
+        which: VariantChoice,
         added: list[tuple[Any, Any]],
         shown: list[Any],
         *,
@@ -372,7 +377,7 @@ class VariantViews:
     def _beside_base_steps(
         self,
         bv: BaseVariants,
-        variant: Any,
+        variant: Variant,
         layer: str | None,
         reuse: dict[str, Any],
         added: list[tuple[Any, Any]],
@@ -434,7 +439,9 @@ class VariantViews:
         viewer.add_layer(bv.labels_layer)
         added.append((viewer, bv.labels_layer))
 
-    def show(self, base: Any, which: Any = None, *, layer: str | None = None) -> list[Any]:
+    def show(
+        self, base: Analysis, which: VariantChoice = None, *, layer: str | None = None
+    ) -> list[Any]:
         """:func:`show_variants` at once; returns the layers added or updated."""
         if self.pending is not None and not self.pending.done:
             self.pending.cancel()
@@ -449,8 +456,8 @@ class VariantViews:
 
     def show_incrementally(
         self,
-        base: Any,
-        which: Any = None,
+        base: Analysis,
+        which: VariantChoice = None,
         *,
         layer: str | None = None,
         on_done: Callable[[list[Any]], Any] | None = None,
@@ -769,7 +776,7 @@ def _frame(layer: Any, image: int, heat: np.ndarray) -> np.ndarray:
     return np.asarray(data[int(image)] if stacked else data)
 
 
-def show_variants(viewer: Any, base: Any, variant: Any = None) -> list[Any]:
+def show_variants(viewer: Any, base: Analysis, variant: VariantChoice = None) -> list[Any]:
     """Show the variants of a shown base analysis beside it, at once.
 
     Each perturbed image set gets its own image layer right of the base's
@@ -788,8 +795,8 @@ def show_variants(viewer: Any, base: Any, variant: Any = None) -> list[Any]:
 
 def show_variants_incrementally(
     viewer: Any,
-    base: Any,
-    variant: Any = None,
+    base: Analysis,
+    variant: VariantChoice = None,
     on_done: Callable[[list[Any]], Any] | None = None,
     on_error: Callable[[BaseException], Any] | None = None,
 ) -> IncrementalShow:

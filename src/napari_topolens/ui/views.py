@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..layout.mapper import mapper_layout, mapper_layouts
+from ..topology.results import Analysis
 from .canvas import canvas_for, existing_canvas
 from .edits import highlight_class, recolor_nodes, set_edge_threshold
 from .show import (
@@ -100,7 +101,7 @@ def find_layers(viewer: Any, key: str | None = None, view: str | None = None) ->
 
 
 def reader_layer_data(
-    analysis: Any,
+    analysis: Analysis,
     key: str,
     *,
     layer_name: str | None = None,
@@ -126,7 +127,7 @@ def reader_layer_data(
     return [(data, kwargs, kind)]
 
 
-def saved_view_settings(analysis: Any) -> dict[str, Any]:
+def saved_view_settings(analysis: Analysis) -> dict[str, Any]:
     """How ``analysis`` is shown (network layer, view, colouring, threshold, compared variant)."""
     found = viewer_showing(analysis)  # in whichever viewer shows it, current or not
     if found is None:
