@@ -154,7 +154,8 @@ def _run_steps(
                 occlusion_mask=job.occlusion_mask,
                 batch_size=job.batch_size,
                 input_scale=job.scale,
-                device=_variant_device(job, spec),
+                # the attack runs here: on the job's device, unless the work runs on a cluster
+                device=None if job.scheduler is not None else _variant_device(job, spec),
                 start=done + number * share,
                 share=share,
                 prefix=f"variant {number + 1}/{len(job.variants)} {spec.name}: ",
