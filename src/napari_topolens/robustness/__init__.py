@@ -11,7 +11,7 @@ from __future__ import annotations
 from .comparison import Comparison, LayerDrift, compare, receptive_field_heat
 from .compression import compress, sparsity
 from .perturbations import PERTURBATIONS, perturb
-from .study import Variant, VariantSpec, parse_variants, variant_inputs
+from .study import Variant, VariantSpec, missing_name, parse_variants, variant_inputs
 
 __all__ = [
     "PERTURBATIONS",
@@ -28,15 +28,6 @@ __all__ = [
     "variant_inputs",
 ]
 
-#: Names this package had before the run pipeline took them over (issue 17).
-MOVED_TO_THE_PIPELINE = ("run_variants", "iter_run_variants", "iter_one_variant")
-
 
 def __getattr__(name: str) -> object:
-    if name in MOVED_TO_THE_PIPELINE:
-        # an ImportError (not AttributeError) so that `from ... import` keeps this message
-        raise ImportError(
-            f"{name} moved to the run pipeline: use napari_topolens.{name} "
-            f"(or napari_topolens.pipeline.{name})"
-        )
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    raise missing_name(__name__, name)

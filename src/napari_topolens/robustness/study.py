@@ -118,11 +118,23 @@ def variant_inputs(
     )
 
 
-def __getattr__(name: str) -> object:
-    if name in ("run_variants", "iter_run_variants", "iter_one_variant"):
-        # an ImportError (not AttributeError) so that `from ... import` keeps this message
-        raise ImportError(
+#: Names this module (and its package) had before the run pipeline took them over.
+MOVED_TO_THE_PIPELINE = ("run_variants", "iter_run_variants", "iter_one_variant")
+
+
+def missing_name(module: str, name: str) -> ImportError | AttributeError:
+    """What asking ``module`` for ``name`` raises: where a name moved to, else the usual error.
+
+    An ImportError (not AttributeError) for a moved name, so that ``from ... import``
+    keeps the message.
+    """
+    if name in MOVED_TO_THE_PIPELINE:
+        return ImportError(
             f"{name} moved to the run pipeline: use napari_topolens.{name} "
             f"(or napari_topolens.pipeline.{name})"
         )
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return AttributeError(f"module {module!r} has no attribute {name!r}")
+
+
+def __getattr__(name: str) -> object:
+    raise missing_name(__name__, name)
