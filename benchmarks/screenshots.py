@@ -166,6 +166,49 @@ def wait_for_run(widget, camera: Camera, timeout: float = 1800.0) -> None:
             raise SystemExit("the analysis did not finish in time")
 
 
+def wait_for_views(canvas, camera: Camera, timeout: float = 600.0) -> None:
+    """Until the picked panel's views are made and drawn (a shot before shows empty frames)."""
+    started = time.perf_counter()
+    camera.settle(0.2)
+    while canvas.busy():
+        camera.settle(0.2)
+        if time.perf_counter() - started > timeout:
+            raise SystemExit("the picked views were not drawn in time")
+
+
+def wait_for_reopened(viewer, camera: Camera, timeout: float = 600.0):
+    """Until a reopened analysis shows its Mapper views with the saved compared variant.
+
+    The reader returns at once and fills the viewer in from a worker, so a shot taken
+    after a fixed pause may show a half-filled canvas.
+    """
+    from napari_topolens.ui import view_data as vd
+    from napari_topolens.ui.canvas import existing_canvas
+    from napari_topolens.ui.state import state_for
+
+    started = time.perf_counter()
+    while True:
+        camera.settle(0.2)
+        canvas = existing_canvas(viewer)
+        entries = [e for e in state_for(viewer) if e.network_layer]
+        shown = [
+            e
+            for e in entries
+            if any(
+                view in vd.PANEL_VIEWS["mapper"] and layer.visible
+                for view, layer in e.layers.items()
+            )
+        ]
+        # the saved record names a compared variant: wait for it (30 s at most)
+        compared = any(e.variant_of is not None for e in entries)
+        settled = compared or time.perf_counter() - started > 30.0
+        full = bool(shown) and len(shown) == len(entries)
+        if canvas is not None and not canvas.busy() and full and settled:
+            return canvas
+        if time.perf_counter() - started > timeout:
+            raise SystemExit("the reopened analysis did not show its views in time")
+
+
 def walkthrough(camera: Camera, out: Path) -> None:
     """The README's "Walkthrough in napari", step by step, on the shapes sample."""
     from napari_topolens.ui.canvas import existing_canvas
@@ -194,12 +237,14 @@ def walkthrough(camera: Camera, out: Path) -> None:
     # 5. the views, one at a time (the first variant beside the base)
     canvas = existing_canvas(widget._viewer) or existing_canvas(viewer)
     assert canvas is not None, "no Topology views dock"
+    wait_for_views(canvas, camera)
     camera.shoot(viewer, docked, "walkthrough_5_mapper.png")
     for index in range(canvas.picker.count()):
         panel = canvas.picker.itemData(index)
         if panel == "mapper":
             continue
         canvas.picker.setCurrentIndex(index)
+        wait_for_views(canvas, camera)
         camera.shoot(viewer, docked, f"walkthrough_5_{panel}.png")
     canvas.picker.setCurrentIndex(canvas.picker.findData("mapper"))
     # 6. a node clicked: its images in the gallery; a pixel clicked; a most-moved image
@@ -228,6 +273,7 @@ def walkthrough(camera: Camera, out: Path) -> None:
     while bar.pending_show is not None and not bar.pending_show.done:
         camera.settle(0.2)
     camera.settle(4.0)  # the compared variant follows, one layer per event-loop turn
+    wait_for_views(canvas, camera)
     for colour in ("purity", "correct"):
         if colour in [value for value in bar.color_by.choices]:
             bar.color_by.value = colour
@@ -251,9 +297,8 @@ def walkthrough(camera: Camera, out: Path) -> None:
     camera.settle(1.0)
     reopened = new_viewer()
     reopened.open(str(folder), plugin="napari-topolens")
-    camera.settle(8.0)
-    reopened_canvas = existing_canvas(reopened)
-    assert reopened_canvas is not None, "the reopened analysis shows no views"
+    reopened_canvas = wait_for_reopened(reopened, camera)
+    camera.settle(1.0)
     camera.shoot(reopened, reopened_canvas, "walkthrough_8_reopened.png")
     reopened.close()
     shutil.rmtree(folder.parent, ignore_errors=True)
@@ -282,6 +327,7 @@ def rgb_case(camera: Camera) -> None:
     assert canvas is not None, "no Topology views dock"
     for panel in ("mapper", "flow", "layer_distances"):
         canvas.picker.setCurrentIndex(canvas.picker.findData(panel))
+        wait_for_views(canvas, camera)
         camera.shoot(viewer, docked, f"screenshot_rgb_{panel}.png")
     viewer.close()
 
