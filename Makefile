@@ -1,11 +1,12 @@
-# One command each: `make report` (the headless main job on the digits sample) and
-# `make test` (the full test suite under a virtual X server). Both set up .venv first.
+# One command each: `make report` (the headless main job on the digits sample),
+# `make test` (the suite under a virtual X server without the tests marked slow) and
+# `make test-all` (every test: what CI runs). All set up .venv first.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 OUT ?= report_out
 
-.PHONY: setup test report lint clean
+.PHONY: setup test test-all report lint clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +25,15 @@ lint: setup
 	$(BIN)/lint-imports
 	$(BIN)/npe2 validate napari-topolens
 
+PYTEST := xvfb-run -a -s "-screen 0 1600x1000x24" $(BIN)/python -m pytest -q
+
 test: lint
-	xvfb-run -a -s "-screen 0 1600x1000x24" $(BIN)/python -m pytest -q
+	$(PYTEST) -m "not slow"
+
+# in two runs, so that each part prints its own time
+test-all: lint
+	$(PYTEST) -m "not slow"
+	$(PYTEST) -m slow
 
 report: setup
 	$(BIN)/napari-topolens report --sample digits --out $(OUT)

@@ -79,6 +79,7 @@ def _volatile(tree):
     return tree
 
 
+@pytest.mark.slow
 def test_saved_analysis_equals_the_in_process_one_array_for_array(
     cluster, shapes, tmp_path: Path
 ) -> None:

@@ -97,6 +97,7 @@ def test_the_command_prints_its_stage_times(sample_report) -> None:
     assert "saving" in stages
 
 
+@pytest.mark.slow
 def test_a_second_process_draws_the_same_page(sample_report) -> None:
     from napari_topolens.report.html import render_report
 

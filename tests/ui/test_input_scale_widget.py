@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from conftest import wait_for
 
 from napari_topolens import load_sample, predict_proba
 from napari_topolens.ui.analysis_widget import SAMPLE_PREFIX
 
 
+@pytest.mark.slow
 def test_uint8_photos_get_the_models_own_predictions_and_a_warning_as_stored(
     make_napari_viewer, qtbot
 ):

@@ -62,6 +62,7 @@ def features_of(viewer):
     return out
 
 
+@pytest.mark.slow
 def test_write_then_read_gives_the_same_linked_layers(
     make_napari_viewer, digits, tmp_path, monkeypatch, qtbot
 ):

@@ -68,6 +68,7 @@ def fits(window) -> bool:
     return hint.width() <= SCREEN[0] and hint.height() <= SCREEN[1]
 
 
+@pytest.mark.slow
 def test_the_window_fits_a_laptop_screen_with_variants(laptop, qtbot):
     viewer, widget, _canvas = laptop
     window = widget.window()  # napari's main window, through Qt's own API
@@ -89,6 +90,7 @@ def test_the_window_fits_a_laptop_screen_with_variants(laptop, qtbot):
     assert (window.width(), window.height()) == SCREEN
 
 
+@pytest.mark.slow
 def test_the_canvas_and_the_analysis_controls_are_seen_together(laptop, qtbot):
     viewer, widget, canvas = laptop
     # neither is tabbed away: both are shown, side by side in the column, not overlapping
@@ -108,6 +110,7 @@ def test_the_canvas_and_the_analysis_controls_are_seen_together(laptop, qtbot):
     assert canvas.qt_viewer.height() > 2 * widget.height()
 
 
+@pytest.mark.slow
 def test_the_menu_explorer_points_to_the_bar(laptop, qtbot):
     viewer, _widget, _canvas = laptop
     from napari_topolens.ui.explorer_widget import ExplorerWidget
@@ -132,6 +135,7 @@ def has_no_colour_bar(canvas) -> bool:
     )
 
 
+@pytest.mark.slow
 def test_every_continuous_colouring_has_a_titled_key_per_slot(laptop, qtbot):
     viewer, _widget, canvas = laptop
     entries = list(state_for(viewer))
@@ -154,6 +158,7 @@ def test_every_continuous_colouring_has_a_titled_key_per_slot(laptop, qtbot):
         assert not set(vd.KEY_TITLES.values()) & set(titles_of(entry))
 
 
+@pytest.mark.slow
 def test_every_heatmap_has_a_titled_key(laptop, qtbot):
     viewer, _widget, canvas = laptop
     for panel in ("layer_distances", "cka", "dendrogram"):
@@ -167,6 +172,7 @@ def test_every_heatmap_has_a_titled_key(laptop, qtbot):
         assert has_no_colour_bar(canvas)
 
 
+@pytest.mark.slow
 def test_picking_each_view_after_a_run_warns_of_nothing(make_napari_viewer, qtbot):
     """Through napari's door, as a user: the digits sample, the widget from the Plugins menu,
     Run, then every view picked (the matrices' values grow their text layer from empty)."""
@@ -223,6 +229,7 @@ def test_a_text_layer_grown_from_empty_warns_of_nothing():
     np.testing.assert_allclose(layer.text.color._values[1], [0.0, 0.0, 0.0, 1.0])
 
 
+@pytest.mark.slow
 def test_the_readout_and_the_class_message_go_when_cleared(laptop, qtbot):
     viewer, _widget, canvas = laptop
     from napari_topolens.ui.links import links_for

@@ -60,6 +60,7 @@ def test_dask_layer_is_read_in_chunks_and_gives_the_numpy_result(make_napari_vie
     np.testing.assert_array_equal(analysis.images, images)
 
 
+@pytest.mark.slow
 def test_scheduler_field_runs_the_analysis_on_a_local_cluster(make_napari_viewer, qtbot):
     distributed = pytest.importorskip("distributed")
     from napari_topolens.topology.analysis import analyze

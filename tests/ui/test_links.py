@@ -277,6 +277,7 @@ def click(viewer, world, drag_to=None):
     )
 
 
+@pytest.mark.slow
 def test_pixel_click_highlights_exactly_the_covering_nodes(shown):
     viewer, image_layer, analysis, links, key = shown
     result = analysis["pool2"]
@@ -391,6 +392,7 @@ def test_click_on_a_node_in_the_canvas_selects_it_and_empty_space_or_escape_clea
     assert not overlay.data.any()
 
 
+@pytest.mark.slow
 def test_painting_a_labels_layer_does_not_fire_the_pixel_link(shown):
     viewer, image_layer, analysis, links, _key = shown
     labels = viewer.add_labels(np.zeros(image_layer.data.shape, dtype=np.uint8), name="marks")

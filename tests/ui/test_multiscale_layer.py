@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from conftest import dock_analysis, wait_for
 
 from napari_topolens import load_sample
@@ -19,6 +20,7 @@ def _pyramid_viewer(make_napari_viewer, levels):
     return viewer, widget, pyramid
 
 
+@pytest.mark.slow
 def test_only_the_coarser_level_fits_so_it_is_analysed_and_linked(make_napari_viewer, qtbot):
     small = load_sample("digits").images[:40].astype(np.float32)  # (40, 8, 8): the model's size
     big = np.repeat(np.repeat(small, 2, axis=1), 2, axis=2)  # (40, 16, 16): the model refuses it

@@ -8,6 +8,7 @@ proxy of the viewer, as it does from ``Plugins ▸ TopoLens``; the console's
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from conftest import (
     dock_analysis,
@@ -76,6 +77,7 @@ def _small_net():
     )
 
 
+@pytest.mark.slow
 def test_sample_analysis_explorer_variants_save_reopen_and_add_model(
     make_napari_viewer, qtbot, tmp_path
 ):
@@ -185,6 +187,7 @@ def _canvas_layers_of(viewer, key):
     return [layer for layer in canvas_for(viewer).model.layers if layer in find_layers(viewer, key)]
 
 
+@pytest.mark.slow
 def test_a_rerun_replaces_and_an_analysis_comes_off_the_canvas_with_its_images_kept(
     door_digits, qtbot
 ):
@@ -232,6 +235,7 @@ def test_a_rerun_replaces_and_an_analysis_comes_off_the_canvas_with_its_images_k
     assert images in viewer.layers
 
 
+@pytest.mark.slow
 def test_the_legend_names_the_classes_of_every_analysis_shown(make_napari_viewer):
     from conftest import digits_analysis
 

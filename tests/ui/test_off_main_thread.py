@@ -85,6 +85,7 @@ def _canvas_layer_names(viewer) -> set[str]:
     }
 
 
+@pytest.mark.slow
 def test_a_show_makes_its_layer_data_and_layers_in_a_worker_thread(
     make_napari_viewer, qtbot, digits, monkeypatch
 ):
@@ -176,6 +177,7 @@ def test_a_picked_view_is_made_in_a_worker_and_the_newest_pick_wins(
     assert not entry.layers["dendrogram_heatmap"].visible
 
 
+@pytest.mark.slow
 def test_cancel_or_close_while_a_worker_is_in_flight_leaves_nothing_behind(
     make_napari_viewer, qtbot, digits, monkeypatch
 ):
@@ -255,6 +257,7 @@ def test_the_reader_returns_at_once_and_fills_in_from_a_worker(
     assert not find_layers(other)
 
 
+@pytest.mark.slow
 def test_a_switch_parks_the_hidden_views_until_they_are_picked(make_napari_viewer, digits):
     _images, analysis = digits
     viewer = make_napari_viewer()

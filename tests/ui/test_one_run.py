@@ -120,6 +120,7 @@ def _by_the_widget(viewer, qtbot, images, labels, class_names):
     return widget.analysis
 
 
+@pytest.mark.slow
 def test_the_command_the_widget_and_run_variants_make_the_same_analysis(
     make_napari_viewer, qtbot, tmp_path, monkeypatch, devices
 ):

@@ -75,6 +75,7 @@ def test_the_links_read_the_selection_hits_and_linked_rings_from_the_state(
         assert not hasattr(links, copy)
 
 
+@pytest.mark.slow
 def test_the_compared_variant_is_the_one_the_state_shows_beside_the_base(
     make_napari_viewer, varied
 ):

@@ -67,6 +67,7 @@ def shapes_map(make_napari_viewer, qtbot):
     return viewer, images, key, image, widget, maps
 
 
+@pytest.mark.slow
 def test_object_and_background_clicks_select_different_nodes(shapes_map, qtbot):
     viewer, images, key, image, widget, maps = shapes_map
     assert key in maps.shown and widget.analysis_key.value == key

@@ -140,6 +140,7 @@ def test_variant_image_layers_beside_the_base_and_the_variant_in_the_next_slot(
     assert float(entry.layers["panel_text"].text.size) == vd.PANEL_TEXT_SIZE
 
 
+@pytest.mark.slow
 def test_compare_combo_switches_the_variant_and_keeps_the_image_layers(
     make_napari_viewer, varied, qtbot
 ):
@@ -168,6 +169,7 @@ def test_compare_combo_switches_the_variant_and_keeps_the_image_layers(
         show_variants(viewer, base, "blur:9")
 
 
+@pytest.mark.slow
 def test_the_variant_follows_the_explorer(make_napari_viewer, varied, qtbot):
 
     base = varied
@@ -232,6 +234,7 @@ def ringed(links, layer, which):
     return sorted(layer.features["node"].to_numpy()[masks[which]].tolist())
 
 
+@pytest.mark.slow
 def test_a_pixel_click_on_a_variant_image_rings_its_nodes(make_napari_viewer, varied):
     base = varied
     viewer, _image_layer, state, key = shown_with_variants(make_napari_viewer, base)
@@ -336,6 +339,7 @@ def test_drift_layer_data_are_the_comparison_numbers(varied):
     assert vd.drift_layer_data(base.variants[0].analysis, "pool1", "k", 1) == []
 
 
+@pytest.mark.slow
 def test_drift_view_hover_and_click_show_that_variant_at_that_layer(make_napari_viewer, varied):
     base = varied
     viewer, _image_layer, state, key = shown_with_variants(make_napari_viewer, base)
@@ -366,6 +370,7 @@ def test_drift_view_hover_and_click_show_that_variant_at_that_layer(make_napari_
     assert state.panel == "mapper" and canvas.compare.currentText() == "gaussian:0.3"
 
 
+@pytest.mark.slow
 def test_a_most_moved_image_one_click_away(make_napari_viewer, varied):
     base = varied
     viewer, image_layer, state, key = shown_with_variants(make_napari_viewer, base)
@@ -406,6 +411,7 @@ def test_a_most_moved_image_one_click_away(make_napari_viewer, varied):
     del h, w
 
 
+@pytest.mark.slow
 def test_reopen_shows_the_variants_without_recomputing(
     make_napari_viewer, varied, tmp_path, monkeypatch, qtbot
 ):
@@ -446,6 +452,7 @@ def test_reopen_shows_the_variants_without_recomputing(
     assert not canvas_for(other).compare.isHidden()
 
 
+@pytest.mark.slow
 def test_removing_the_base_removes_its_variants(make_napari_viewer, varied):
     base = varied
     viewer, _image_layer, state, key = shown_with_variants(make_napari_viewer, base)

@@ -112,6 +112,7 @@ def _overlap(a, b):
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
+@pytest.mark.slow
 def test_two_analyses_get_their_own_slots_and_galleries(make_napari_viewer, digits, one_image):
     images, analysis = digits
     viewer = make_napari_viewer()
@@ -199,6 +200,7 @@ def _visible_rect(canvas):
     return cy - h / 2 / zoom, cx - w / 2 / zoom, cy + h / 2 / zoom, cx + w / 2 / zoom
 
 
+@pytest.mark.slow
 def test_the_views_are_framed_after_a_show_and_after_reading(
     make_napari_viewer, digits, tmp_path, qtbot
 ):

@@ -317,6 +317,7 @@ def test_colour_by_predicted_class_and_correct_share(make_napari_viewer, digits)
     del key
 
 
+@pytest.mark.slow
 def test_switching_the_layer_updates_the_views_in_place(make_napari_viewer, digits, qtbot):
     images, analysis = digits
     viewer = make_napari_viewer()
