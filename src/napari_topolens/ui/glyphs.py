@@ -83,7 +83,8 @@ class GlyphWarmer:
             self._saved = (overlay.text, overlay.color, overlay.visible)
             overlay.color = (0.0, 0.0, 0.0, 0.0)
             overlay.visible = True
-        chunk, self._left = self._left[:CHUNK], self._left[CHUNK:]
+        size = CHUNK if self.drawn else 1  # the first draw also builds the text's shaders
+        chunk, self._left = self._left[:size], self._left[size:]
         self._overlay.text = "".join(chunk)
         self.drawn += chunk
         QTimer.singleShot(WAIT_MS, self._step)
