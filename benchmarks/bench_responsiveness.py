@@ -21,8 +21,8 @@ Targets (issue 15): stall <= 250 ms in every phase (the worker's computing inclu
 a view pick <= 300 ms, an explorer layer switch <= 1 s, reopen to views <= 3 s.
 
 ``--stacks`` prints what the main thread was doing in each phase's longest stall
-(its Python stack sampled every 5 ms); ``--profile DIR`` writes a cProfile of each
-phase's main-thread work.
+(its Python stack sampled every 5 ms; ``--gaps N``: in its N longest stalls);
+``--profile DIR`` writes a cProfile of each phase's main-thread work.
 
 ``--load N`` starts N busy-loop processes first (emulating a loaded laptop) and stops
 them at exit. The 1-minute load average is printed before and after: on a shared
@@ -101,10 +101,11 @@ class Ticks:
         inside = [since, *(t for t, _ in self.ticks if since < t < until), until]
         return max(b - a for a, b in itertools.pairwise(inside))
 
-    def worst_gap(self, since: float, until: float) -> tuple[float, float]:
-        """The ends of the longest gap between ticks in ``[since, until]``."""
+    def worst_gaps(self, since: float, until: float, n: int = 1) -> list[tuple[float, float]]:
+        """The ends of the ``n`` longest gaps between ticks in ``[since, until]``."""
         inside = [since, *(t for t, _ in self.ticks if since < t < until), until]
-        return max(itertools.pairwise(inside), key=lambda pair: pair[1] - pair[0])
+        gaps = sorted(itertools.pairwise(inside), key=lambda pair: pair[0] - pair[1])
+        return gaps[:n]
 
     def stall_cpu(self, since: float, until: float) -> float:
         """The most main-thread CPU time spent between two ticks in ``[since, until]``: the
@@ -169,9 +170,14 @@ class StackSampler:
 
 class Phases:
     def __init__(
-        self, ticks: Ticks, profile: Path | None = None, sampler: StackSampler | None = None
+        self,
+        ticks: Ticks,
+        profile: Path | None = None,
+        sampler: StackSampler | None = None,
+        gaps: int = 1,
     ) -> None:
         self.ticks = ticks
+        self.gaps = gaps
         self.profile = profile
         self.sampler = sampler
         self.rows: list[tuple[str, float, float, float, float | None, float]] = []
@@ -201,7 +207,7 @@ class Phases:
         cpu = time.process_time() - cpu
         self.ticks.tick()
         stall = self.ticks.stall(began, ended)
-        worst = self.ticks.worst_gap(began, ended)
+        worst = self.ticks.worst_gaps(began, ended, self.gaps)
         stall_cpu = self.ticks.stall_cpu(began, time.perf_counter())
         self.rows.append((name, ended - began, cpu, stall, target, stall_cpu))
         flag = "" if target is None else ("  ok" if ended - began <= target else "  OVER")
@@ -213,7 +219,9 @@ class Phases:
             flush=True,
         )
         if self.sampler is not None:
-            print(self.sampler.report(*worst), flush=True)
+            for since, until in worst:
+                print(f"  a stall of {1000 * (until - since):.0f} ms:", flush=True)
+                print(self.sampler.report(since, until), flush=True)
         return ended - began
 
 
@@ -240,6 +248,12 @@ def main(argv: list[str] | None = None) -> int:
         "--stacks",
         action="store_true",
         help="print what the main thread did in each phase's longest stall (sampled)",
+    )
+    parser.add_argument(
+        "--gaps",
+        type=int,
+        default=1,
+        help="with --stacks: what the main thread did in each phase's N longest stalls",
     )
     parser.add_argument(
         "--profile",
@@ -300,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
         widget.variant_form.add(text=text)
     ticks = Ticks()
     ticks.start()
-    phases = Phases(ticks, args.profile, StackSampler() if args.stacks else None)
+    phases = Phases(ticks, args.profile, StackSampler() if args.stacks else None, args.gaps)
     app.processEvents()
     state = state_for(viewer)
 

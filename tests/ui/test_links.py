@@ -407,3 +407,49 @@ def test_painting_a_labels_layer_does_not_fire_the_pixel_link(shown):
     labels.mode = "pan_zoom"
     click(viewer, image_layer.data_to_world((image, int(y0), int(x0))))
     assert links.last_highlight is not before and len(links.last_highlight["points"])
+
+
+def test_clearing_a_cleared_selection_leaves_the_layers_alone_and_a_new_one_clears(shown):
+    # a layer switch clears the selection of every view: what is clear already is not
+    # drawn again (a Shapes layer's new edge widths triangulate every edge), and what was
+    # drawn since, by a selection, a pixel click or tiles put in the gallery, is cleared
+    viewer, image_layer, analysis, links, key = shown
+    graph = analysis["pool2"].mapper
+    nodes = find_layers(viewer, key, "mapper_nodes")[0]
+    edges = find_layers(viewer, key, "mapper_edges")[0]
+    gallery = find_layers(viewer, key, "gallery")[0]
+    overlay = find_layers(viewer, key, "overlay")[0]
+    links.clear_selection(key)
+    empty, border = gallery.data, np.array(nodes.border_color)
+    edge_colors, edge_widths = np.array(edges.edge_color), np.array(edges.edge_width)
+    links.clear_selection(key)
+    assert gallery.data is empty and overlay.data is not None
+    row = int(np.argmax(nodes.features["size"].to_numpy()))
+    node = int(nodes.features["node"].iloc[row])
+    for change in ("select", "pixel", "tiles", "edge"):
+        if change == "select":
+            links.select_nodes(key, [node])
+            assert not np.array_equal(nodes.border_color, border)
+        elif change == "pixel":
+            cloud = analysis["pool2"].cloud
+            p = int(graph.node_members(node)[0])
+            y0, x0, _, _ = cloud.receptive_field[p]
+            links.pixel_clicked(key, int(cloud.image_index[p]), int(y0), int(x0))
+            assert nodes.features["highlighted"].any()
+        elif change == "tiles":
+            h, w = (int(v) for v in analysis["pool2"].cloud.image_shape)
+            links.show_tiles(
+                key, [image_layer.data[0]], np.ones((1, h, w), np.float32), np.zeros(1), ["a"], "t"
+            )
+            assert gallery.data is not empty
+        else:
+            edges.selected_data = {0}
+            assert not np.array_equal(edges.edge_color, edge_colors)
+        links.clear_selection(key)
+        assert np.array_equal(nodes.border_color, border), change
+        assert np.array_equal(edges.edge_color, edge_colors), change
+        assert np.array_equal(edges.edge_width, edge_widths), change
+        assert not nodes.features["selected"].any() and not nodes.features["highlighted"].any()
+        assert not overlay.data.any(), change
+        assert np.array_equal(gallery.data, empty), change
+        assert len(edges.selected_data) == 0 and len(nodes.selected_data) == 0

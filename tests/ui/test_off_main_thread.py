@@ -12,6 +12,7 @@ them through napari's menus).
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -255,6 +256,40 @@ def test_the_reader_returns_at_once_and_fills_in_from_a_worker(
     qtbot.waitUntil(lambda: bool(messages), timeout=60_000)
     assert "could not open 'run.topolens'" in messages[0] and "truncated" in messages[0]
     assert not find_layers(other)
+
+
+def test_the_canvas_made_while_a_file_is_read_goes_if_it_cannot_be_read(
+    make_napari_viewer, qtbot, digits, tmp_path, monkeypatch
+):
+    # the reader makes the canvas while its worker reads (the two overlap); a file that
+    # turns out unreadable takes it away again: the viewer is left as it was
+    from napari.utils.notifications import notification_manager
+
+    from napari_topolens.errors import AnalysisFileError
+    from napari_topolens.ui.canvas import existing_canvas
+
+    _images, analysis = digits
+    folder = analysis.save(tmp_path / "run.topolens")
+    viewer = make_napari_viewer()
+    seen: list[object] = []
+
+    def load_that_fails(path):
+        deadline = time.monotonic() + 60
+        while existing_canvas(viewer) is None and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the canvas is made, as when reading takes a while
+        seen.append(existing_canvas(viewer))
+        raise AnalysisFileError("damaged on purpose")
+
+    monkeypatch.setattr(io_module, "load_analysis", load_that_fails)
+    messages: list[str] = []
+    notification_manager.notification_ready.connect(lambda n: messages.append(str(n.message)))
+    assert viewer.open(str(folder), plugin="napari-topolens") == []
+    qtbot.waitUntil(lambda: bool(messages), timeout=60_000)
+    assert "damaged on purpose" in messages[0]
+    assert seen and seen[0] is not None  # it was made while the file was read
+    assert existing_canvas(viewer) is None
+    assert "Topology views" not in viewer.window.dock_widgets
+    assert not find_layers(viewer)
 
 
 @pytest.mark.slow

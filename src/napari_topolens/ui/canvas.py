@@ -33,6 +33,7 @@ from qtpy.QtWidgets import (
 )
 
 from . import view_data as vd
+from .glyphs import warm_glyphs
 from .layer_update import lock_layer, update_layer
 from .state import PerViewer, ShownAnalyses, ShownAnalysis, state_for, viewer_ref
 
@@ -659,4 +660,6 @@ def canvas_for(viewer: Any) -> TopologyCanvas:
             # explorer's controls are a bar inside this dock
             dock = window.add_dock_widget(canvas, name="Topology views", area="right", tabify=False)
             dock.raise_()
+        # its text's glyphs drawn while it is empty (the run computes, the file is read)
+        warm_glyphs(canvas.model, lambda: canvas.qt_viewer is not None)
     return canvas

@@ -24,6 +24,7 @@ handler, which shows the message as a notification; a script gets it from
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -35,7 +36,7 @@ from ..errors import AnalysisFileError, TopoLensError
 from ..topology.results import Analysis
 from ..topology.store import is_analysis_dir, load_analysis, open_plain_file
 from . import explorer_widget  # noqa: F401  (a reopened analysis's views get the explorer bar)
-from .canvas import canvas_for, existing_canvas
+from .canvas import TopologyCanvas, canvas_for, existing_canvas
 from .drift_view import has_variants
 from .layer_update import create_layer
 from .mapper_nodes import analysis_predictions
@@ -211,7 +212,20 @@ def _read_in_worker(viewer: Any, folder: Path) -> Any:
         else:
             add()
 
+    made_early: list[TopologyCanvas] = []
+
+    def make_canvas_early() -> None:
+        """The canvas while the worker reads (napari builds it in one long turn of the
+        main thread: done here, the reading and it overlap on two cores)."""
+        target = ref()
+        if target is not None and existing_canvas(target) is None and worker in _READS:
+            made_early.append(canvas_for(target))
+
     def failed(exc: BaseException) -> None:
+        target = ref()
+        for made in made_early:  # an unreadable file leaves the viewer as it was
+            if target is not None and existing_canvas(target) is made and len(made.state) == 0:
+                _drop_canvas(target, made)
         if isinstance(exc, TopoLensError):
             show_error(f"TopoLens could not open {folder.name!r}: {exc}")
         else:  # not ours: napari's handler shows it with its traceback
@@ -223,7 +237,17 @@ def _read_in_worker(viewer: Any, folder: Path) -> Any:
     worker.start()
     _READS.add(worker)
     worker.finished.connect(lambda: _READS.discard(worker))
+    QTimer.singleShot(0, make_canvas_early)  # after napari's open returns
     return worker
+
+
+def _drop_canvas(viewer: Any, canvas: TopologyCanvas) -> None:
+    """Take a canvas made for a file that could not be read off the viewer again."""
+    window = getattr(viewer, "window", None)
+    if window is not None:
+        with contextlib.suppress(LookupError, RuntimeError):  # gone already
+            window.remove_dock_widget(canvas)
+    canvas.close_canvas()
 
 
 #: The saved analyses being read (kept alive until their worker finishes).

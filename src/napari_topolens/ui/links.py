@@ -142,6 +142,11 @@ class LinkController:
         self._wired: weakref.WeakSet[Any] = weakref.WeakSet()
         self.rings = ViewRings()
         self._quiet = False
+        #: Per gallery layer, what its empty gallery (a cleared selection) was drawn for and
+        #: the data array it got: clearing again leaves it alone while neither changed.
+        self._empty_galleries: weakref.WeakKeyDictionary[Any, tuple[tuple, Any]] = (
+            weakref.WeakKeyDictionary()
+        )
         viewer.mouse_drag_callbacks.append(self._on_image_mouse)
         self.canvas.model.mouse_drag_callbacks.append(self._on_canvas_mouse)
         self.canvas.model.bind_key("Escape", self._on_escape, overwrite=True)
@@ -559,12 +564,20 @@ class LinkController:
         entry.linked = {}
         overlay = entry.layers.get("overlay")
         if overlay is not None and overlay in self.viewer.layers:
-            overlay.data = np.zeros_like(overlay.data)
+            data = overlay.data
+            if not isinstance(data, np.ndarray) or data.any():  # (a new array: a refresh)
+                overlay.data = np.zeros_like(data)
         h, w = (int(v) for v in entry.result.cloud.image_shape)
         title = vd.gallery_title(entry.key, entry.variant_of)
         image_layer = self.image_layer_of(entry.key)
-        heat = np.zeros((1, h, w), np.float32)
-        self._fill_gallery(entry, image_layer, heat, np.zeros(0, np.int64), title)
+        gallery = entry.layers.get("gallery")
+        empty = (title, h, w, image_layer is None, repr(gallery_spot(self.state, entry)))
+        drawn = self._empty_galleries.get(gallery) if gallery is not None else None
+        if gallery is None or drawn is None or drawn[0] != empty or drawn[1] is not gallery.data:
+            heat = np.zeros((1, h, w), np.float32)
+            self._fill_gallery(entry, image_layer, heat, np.zeros(0, np.int64), title)
+            if gallery is not None and gallery in self.viewer.layers:
+                self._empty_galleries[gallery] = (empty, gallery.data)  # (held: no id reuse)
         self.state.set_selection(entry.key, Selection())
 
     # ------------------------------------------------------------------ mouse and keys

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import view_data as vd
 
-__all__ = ["ViewRings", "draw_rings"]
+__all__ = ["ViewRings", "draw_rings", "write_ring_features"]
 
 
 class ViewRings:
@@ -60,7 +60,13 @@ class ViewRings:
         if len(chosen) != n:
             chosen, hits = np.zeros(n, bool), np.zeros(n, bool)
         chosen, hits = (mask, hits) if selected else (chosen, mask)
+        drawn = self._rings.get(layer)
         self._rings[layer] = (chosen, hits)
+        if drawn is not None and _same(drawn, (chosen, hits)):
+            # the colours are drawn already (a Shapes layer's new edge widths triangulate
+            # every edge again on the main thread): only the features, if they differ
+            write_ring_features(layer, chosen, hits)
+            return
         draw_rings(layer, self._base[layer], chosen, hits)
 
     def masks(self, layer: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -112,7 +118,25 @@ def draw_rings(
         widths = np.where(ring, np.maximum(widths * 1.8, max(base_width, 0.004)), widths)
         layer.edge_color = colors
         layer.edge_width = list(widths)
-    features = layer.features.copy()
+    write_ring_features(layer, chosen, hits, check=False)
+
+
+def _same(drawn: tuple[np.ndarray, np.ndarray], wanted: tuple[np.ndarray, np.ndarray]) -> bool:
+    return all(len(a) == len(b) and bool(np.array_equal(a, b)) for a, b in zip(drawn, wanted))
+
+
+def write_ring_features(
+    layer: Any, chosen: np.ndarray, hits: np.ndarray, *, check: bool = True
+) -> None:
+    """The ring masks as the layer's ``selected`` and ``highlighted`` features columns
+    (``check``: only if they differ from those there)."""
+    features = layer.features
+    if check and all(
+        column in features and np.array_equal(features[column].to_numpy(dtype=bool), mask)
+        for column, mask in (("selected", chosen), ("highlighted", hits))
+    ):
+        return
+    features = features.copy()
     features["selected"] = chosen
     features["highlighted"] = hits
     layer.features = features

@@ -451,20 +451,22 @@ def _draw_once_hidden(canvas: Any, layers: list[Any]) -> Generator[Any, Any, Non
 
     A visual's first draw compiles its shader programs and uploads its buffers (with
     software OpenGL, 0.1-0.5 s of the main thread per panel): done here, for views
-    made ahead, it is not paid when their panel is picked.
+    made ahead, it is not paid when their panel is picked. One layer per repaint, so
+    that no event-loop turn draws a whole panel for the first time.
     """
-    hidden = [layer for layer in layers if layer in canvas.model.layers and not layer.visible]
-    opacities = [layer.opacity for layer in hidden]
-    try:
-        for layer in hidden:
+    for layer in layers:
+        if layer not in canvas.model.layers or layer.visible:
+            continue  # gone, or shown meanwhile (its panel picked): drawn by then
+        opacity = layer.opacity
+        try:
             layer.opacity = 0.0
             layer.visible = True
-        yield PAINT
-    finally:
-        for layer, opacity in zip(hidden, opacities):
+            yield PAINT
+        finally:
+            layer.visible = False
             layer.opacity = opacity
-        for entry in list(canvas.state):  # hidden again unless their panel is shown now
-            canvas.sync_visibility(entry)
+            for entry in list(canvas.state):  # shown again if its panel is shown now
+                canvas.sync_visibility(entry)
 
 
 def _panel_steps(

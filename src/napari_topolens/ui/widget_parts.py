@@ -328,13 +328,16 @@ class ProgressWorker:
         on_progress: Callable[[float, str], None] | None = None,
     ) -> None:
         from napari.qt.threading import create_worker
-        from napari.utils import progress
 
         self.description = description
         self.cancelled = False
         self.done = False
         self._on_progress_cb = on_progress
-        self._pbar = progress(total=self.STEPS, desc=description)
+        #: napari's progress bar, made in the event-loop turn after :meth:`start` (making
+        #: the first one builds napari's activity widgets: a quarter second of the main
+        #: thread that pressing Run need not wait for).
+        self._pbar: Any = None
+        self._closed = False
         self.worker = create_worker(work, _ignore_errors=True)
         self.worker.yielded.connect(self._on_progress)
         self.worker.returned.connect(self._returned(on_done, on_cancelled))
@@ -358,15 +361,23 @@ class ProgressWorker:
         return returned
 
     def start(self) -> None:
+        from qtpy.QtCore import QTimer
+
         self.worker.start()
+        QTimer.singleShot(0, self._make_bar)
+
+    def _make_bar(self) -> None:
+        from napari.utils import progress
+
+        if self._pbar is None and not self._closed:
+            self._pbar = progress(total=self.STEPS, desc=self.description)
 
     def quit(self) -> None:
         self.cancelled = True
         self.worker.quit()
 
     def _on_progress(self, step: Any) -> None:
-        pbar = self._pbar
-        if pbar is None or step is None or self.done:
+        if step is None or self.done or self._closed:
             return  # a late progress signal must not overwrite the final status
         fraction = float(getattr(step, "fraction", 0.0))
         message = str(getattr(step, "message", ""))
@@ -374,12 +385,17 @@ class ProgressWorker:
         # events, so later yields (or the result) may be handled inside update()
         if self._on_progress_cb is not None:
             self._on_progress_cb(fraction, message)
+        self._make_bar()  # (its turn may not have come yet)
+        pbar = self._pbar
+        if pbar is None or self.done or self._closed:
+            return
         target = round(self.STEPS * min(max(fraction, 0.0), 1.0))
         if target > pbar.n:
             pbar.set_description(f"{self.description}: {message}" if message else self.description)
             pbar.update(target - pbar.n)
 
     def _close(self) -> None:
+        self._closed = True
         if self._pbar is not None:
             self._pbar.close()
             self._pbar = None

@@ -1,0 +1,47 @@
+"""The canvas's glyphs are drawn ahead while it is empty, and nothing is left changed."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from napari_topolens.ui.canvas import canvas_for
+from napari_topolens.ui.glyphs import WARM_CHARS, warmer_of
+
+
+def test_an_empty_canvas_draws_every_glyph_ahead_and_puts_its_overlay_back(
+    make_napari_viewer, qtbot
+):
+    viewer = make_napari_viewer()
+    canvas = canvas_for(viewer)
+    warmer = warmer_of(canvas.model)
+    assert warmer is not None
+    overlay = canvas.model.canvas.overlays["text"]
+    seen: list[str] = []
+    overlay.events.text.connect(lambda text: seen.append(str(text)))
+    qtbot.waitUntil(lambda: warmer.done, timeout=60_000)
+    assert warmer.drawn == list(dict.fromkeys(WARM_CHARS))  # every one, in order
+    assert "".join(seen[:-1]) == "".join(warmer.drawn)  # drawn in the overlay, a few at a time
+    assert all(len(text) <= 4 for text in seen)
+    assert not overlay.visible and overlay.text == "" and overlay.color is None  # as it was
+
+
+def test_a_view_layer_in_the_canvas_stops_it(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    canvas = canvas_for(viewer)
+    warmer = warmer_of(canvas.model)
+    assert warmer is not None
+    canvas.model.add_points(np.zeros((1, 2)))  # as a show's first layer
+    qtbot.waitUntil(lambda: warmer.done, timeout=60_000)
+    assert len(warmer.drawn) < len(set(WARM_CHARS))
+    assert not canvas.model.canvas.overlays["text"].visible
+
+
+def test_an_overlay_shown_for_something_else_is_left_alone(make_napari_viewer, qtbot):
+    viewer = make_napari_viewer()
+    canvas = canvas_for(viewer)
+    warmer = warmer_of(canvas.model)
+    assert warmer is not None
+    overlay = canvas.model.canvas.overlays["text"]
+    overlay.text, overlay.visible = "mine", True  # before the warmer's first turn
+    qtbot.waitUntil(lambda: warmer.done, timeout=60_000)
+    assert warmer.drawn == [] and overlay.text == "mine" and overlay.visible
