@@ -346,6 +346,18 @@ def test_idle_after_a_show_the_other_panels_are_made_ahead_hidden_and_a_pick_onl
             assert layer in canvas.model.layers, view
             assert layer.visible == (panel == "mapper"), view  # hidden again after its first draw
             assert layer.opacity > 0, view  # drawn transparent once, its opacity given back
+    # so were the characters of every panel's text (napari rasterises each on first use),
+    # in the matrix-values layer, given back empty (the Mapper graph has no values)
+    assert canvas.unseen_glyphs() == ""
+    wanted = {
+        char
+        for panel in vd.PANELS
+        for item in vd.panel_text_data(analysis, "fc1", key, entry.slot, panel)
+        for text in item[1]["features"]["text"]
+        for char in str(text)
+    }
+    assert wanted and wanted - {"\n"} <= canvas.glyphs_drawn
+    assert len(entry.layers["panel_values"].data) == 0
 
     # a pick now starts no worker: its views are shown at once, the frame a turn later
     made = list(canvas.model.layers)

@@ -33,7 +33,7 @@ from qtpy.QtWidgets import (
 )
 
 from . import view_data as vd
-from .glyphs import warm_glyphs
+from .glyphs import warm_glyphs, warmer_of
 from .layer_update import lock_layer, update_layer
 from .state import PerViewer, ShownAnalyses, ShownAnalysis, state_for, viewer_ref
 
@@ -58,6 +58,11 @@ READOUT_HINT = (
 )
 #: Smallest height of the canvas itself (the dock's other rows come on top).
 MIN_CANVAS_HEIGHT = 160
+#: Characters drawn ahead per repaint (:meth:`TopologyCanvas.put_unseen_glyphs`): napari
+#: rasterises each new one for its text atlas on the main thread, about 10 ms apiece.
+GLYPHS_PER_TURN = 6
+#: The colour of text drawn only to load its characters (fully transparent).
+UNSEEN_TEXT_COLOR = "#00000000"
 
 
 class PanelMaker(Protocol):
@@ -120,6 +125,10 @@ class TopologyCanvas(QWidget):
         self.panel_builder: PanelMaker | None = None
         #: Counts the picks' turns: odd while a pick's frame and text wait for their turn.
         self._pick_turn = 0
+        #: The characters this canvas's text has drawn (napari keeps their glyphs), and
+        #: those of every panel of the shown analyses, by what they depend on.
+        self.glyphs_drawn: set[str] = set()
+        self._panel_chars: tuple[tuple, set[str]] = ((), set())
         self.qt_viewer: Any = QtViewer(self.model)
         self._make_controls()
         #: The explorer's controls (network layer, colouring, edges, class search) as a bar
@@ -392,6 +401,8 @@ class TopologyCanvas(QWidget):
             if layer is not None and layer in self.model.layers:
                 if view == "panel_text":  # at the size it will keep: one layout of the text
                     item[1]["text"]["size"] = self._text_size(item[1]["features"])
+                if view in ("panel_text", "panel_values"):
+                    self.glyphs_drawn.update(*map(str, item[1]["features"]["text"]))
                 update_layer(layer, item)
         self.sync_visibility(entry)
         self.fit_text()
@@ -436,6 +447,83 @@ class TopologyCanvas(QWidget):
         longest = max(len(str(text)) for text in features["text"])
         fits = vd.SIDE * zoom / (vd.TEXT_PX_PER_CHAR_POINT * max(longest, 1))
         return float(np.clip(fits, vd.MIN_PANEL_TEXT_SIZE, vd.PANEL_TEXT_SIZE))
+
+    # ---- characters drawn ahead ----------------------------------------------------------------
+    def unseen_glyphs(self) -> str:
+        """The characters of the shown analyses' panel text (every panel offered) that
+        this canvas has not drawn yet, when a matrix-values layer is free to draw them
+        (:meth:`put_unseen_glyphs`); '' otherwise.
+
+        napari rasterises a character the first time its text draws it (about 10 ms of
+        the main thread each): drawn ahead while idle, a pick does not pay for it.
+        """
+        if not any(self._values_layer_free(entry) for entry in self.state):
+            return ""
+        offered = tuple(self.picker.itemData(i) for i in range(self.picker.count()))
+        entries = [e for e in self.state if e.network_layer]
+        depends = (
+            *((e.key, id(e.analysis), e.network_layer, e.slot, e.color_by) for e in entries),
+            offered,
+        )
+        if self._panel_chars[0] != depends:
+            chars: set[str] = set()
+            for entry in entries:
+                for panel in offered:
+                    for item in self._text_items(entry, panel):
+                        chars.update(*map(str, item[1]["features"]["text"]))
+            self._panel_chars = (depends, chars)
+        warmer = warmer_of(self.model)  # what the empty canvas drew ahead (glyphs.py)
+        warmed = set(warmer.drawn) if warmer is not None else set()
+        return "".join(sorted(self._panel_chars[1] - self.glyphs_drawn - warmed - {"\n"}))
+
+    def _text_items(self, entry: ShownAnalysis, panel: str) -> list[Any]:
+        args = (entry.analysis, entry.network_layer, entry.key, entry.slot, panel)
+        return list(vd.panel_text_data(*args, color_by=entry.color_by))
+
+    def _values_layer_free(self, entry: ShownAnalysis) -> bool:
+        layer = entry.layers.get("panel_values")
+        return bool(
+            layer is not None
+            and layer in self.model.layers
+            and layer.visible
+            and not len(layer.data)
+        )
+
+    def put_unseen_glyphs(self) -> ShownAnalysis | None:
+        """Put a few characters not drawn yet into an empty matrix-values layer, in
+        transparent text, for the next repaint to load; returns its analysis (for
+        :meth:`restore_values` after that repaint), or None (none left, or no layer free,
+        or a pick being drawn)."""
+        unseen = self.unseen_glyphs()
+        entry = next((e for e in self.state if self._values_layer_free(e)), None)
+        if not unseen or entry is None or self.busy():
+            return None
+        chunk = unseen[:GLYPHS_PER_TURN]
+        layer = entry.layers["panel_values"]
+        data, kwargs, kind = vd.text_layer(
+            "panel_values",
+            entry.key,
+            entry.network_layer or "",
+            entry.slot,
+            [(0.5, 0.5)],
+            [chunk],
+            [UNSEEN_TEXT_COLOR],
+            float(layer.text.size),
+            layer.name,
+        )
+        kwargs["metadata"] = layer.metadata
+        update_layer(layer, (data, kwargs, kind))
+        self.glyphs_drawn.update(chunk)
+        return entry
+
+    def restore_values(self, entry: ShownAnalysis) -> None:
+        """Put the matrix values of the panel shown back (after :meth:`put_unseen_glyphs`)."""
+        layer = entry.layers.get("panel_values")
+        if layer is None or layer not in self.model.layers or not entry.network_layer:
+            return
+        for item in self._text_items(entry, self.state.panel):
+            if item[1]["metadata"]["topolens"]["view"] == "panel_values":
+                update_layer(layer, item)
 
     # ---- layers ---------------------------------------------------------------------------
     def add_layer(self, layer: Any, view: str) -> Any:

@@ -44,6 +44,90 @@ def lock_layer(layer: Any) -> Any:
     return layer
 
 
+#: Text style keys :func:`_same_text_style` compares (any other key: the style is set anew).
+_TEXT_STYLE_KEYS = frozenset({"string", "size", "color", "anchor", "scaling"})
+
+
+def _same_text_style(text: Any, spec: Any) -> bool:
+    """Whether a layer's text manager already has the style ``spec`` asks for, but its size.
+
+    A format string and a colour read from a feature are the only ones compared; any
+    other spec is set anew.
+    """
+    if not isinstance(spec, dict) or set(spec) - _TEXT_STYLE_KEYS:
+        return False
+    color = spec.get("color")
+    if not isinstance(spec.get("string"), str) or not (
+        isinstance(color, dict) and set(color) == {"feature"}
+    ):
+        return False
+    anchor = getattr(text.anchor, "value", text.anchor)
+    return (
+        type(text.string).__name__ == "FormatStringEncoding"
+        and text.string.format == spec["string"]
+        and type(text.color).__name__ == "DirectColorEncoding"
+        and text.color.feature == color["feature"]
+        and str(anchor) == str(spec.get("anchor", "center"))
+        and bool(text.scaling) == bool(spec.get("scaling", False))
+    )
+
+
+def _put_text_style(layer: Any, spec: Any) -> None:
+    """Set a Points layer's text style, after its new features.
+
+    The features setter has already re-encoded the strings and colours from the new
+    table; setting the same style again (napari's ``TextManager`` rebuilt from a dict)
+    costs about 20 ms per layer on the main thread, so an unchanged style only gets
+    its size.
+    """
+    if _same_text_style(layer.text, spec):
+        if "size" in spec and float(layer.text.size) != float(spec["size"]):
+            layer.text.size = float(spec["size"])
+        return
+    layer.text = spec
+
+
+#: Image data up to this many values is compared with the layer's before it is put in
+#: (the canvas's colour keys and matrices; a large image is simply put in).
+COMPARED_IMAGE_SIZE = 1_000_000
+
+
+def _same_colormap(current: Any, wanted: Any) -> bool:
+    if isinstance(wanted, str):
+        return bool(current.name == wanted)
+    colors = getattr(wanted, "colors", None)
+    return bool(
+        getattr(wanted, "name", None) == current.name
+        and colors is not None
+        and np.array_equal(np.asarray(colors), np.asarray(current.colors))
+    )
+
+
+def _put_image(layer: Any, data: Any, kwargs: dict[str, Any]) -> None:
+    """An Image layer's new colormap, data and contrast limits, each only when it changed.
+
+    Each one set costs napari a refresh (the thumbnail, the texture uploaded again)
+    and vispy a new shader program for a new colormap; a pick puts the same colour
+    key strip into most panels.
+    """
+    if "colormap" in kwargs and not _same_colormap(layer.colormap, kwargs["colormap"]):
+        layer.colormap = kwargs["colormap"]
+    current = layer.data
+    if not (
+        isinstance(current, np.ndarray)
+        and isinstance(data, np.ndarray)
+        and data.size <= COMPARED_IMAGE_SIZE
+        and current.shape == data.shape
+        and current.dtype == data.dtype
+        and np.array_equal(current, data, equal_nan=data.dtype.kind == "f")
+    ):
+        layer.data = data
+    if "contrast_limits" in kwargs and not np.allclose(
+        layer.contrast_limits, kwargs["contrast_limits"]
+    ):
+        layer.contrast_limits = kwargs["contrast_limits"]
+
+
 def update_layer(layer: Any, item: LayerDataTuple) -> bool:
     """Put a layer-data tuple into an existing layer of the same kind, in place.
 
@@ -85,7 +169,7 @@ def update_layer(layer: Any, item: LayerDataTuple) -> bool:
                 if name in kwargs:
                     setattr(layer, name, kwargs[name])
             if "text" in kwargs:
-                layer.text = kwargs["text"]
+                _put_text_style(layer, kwargs["text"])
         layer.set_view_slice()  # a hidden layer is not refreshed, but must know its new points
         layer.refresh()
     elif kind == "shapes":
@@ -106,11 +190,7 @@ def update_layer(layer: Any, item: LayerDataTuple) -> bool:
             layer.edge_color = kwargs["edge_color"]
         layer.refresh()
     else:
-        if "colormap" in kwargs:
-            layer.colormap = kwargs["colormap"]
-        layer.data = data
-        if "contrast_limits" in kwargs:
-            layer.contrast_limits = kwargs["contrast_limits"]
+        _put_image(layer, data, kwargs)
     for name in ("scale", "translate"):  # each change re-computes the viewer's extent
         if name in kwargs and not np.allclose(getattr(layer, name)[-2:], kwargs[name]):
             setattr(layer, name, kwargs[name])

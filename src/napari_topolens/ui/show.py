@@ -522,6 +522,20 @@ def _panel_steps(
     canvas.update_legend()
 
 
+def _glyph_steps(canvas: TopologyCanvas) -> Generator[Any, Any, None]:
+    """Draw the characters of the panels' text not drawn yet, a few per repaint, in
+    transparent text (see :meth:`TopologyCanvas.unseen_glyphs`); made ahead, like the views."""
+    while True:
+        entry = canvas.put_unseen_glyphs()
+        if entry is None:
+            return
+        try:
+            yield PAINT
+        finally:  # (also when a user's show or pick cancels this one)
+            canvas.restore_values(entry)
+        yield
+
+
 def build_panel(viewer: Any, entry: ShownAnalysis, panel: str) -> list[Any]:
     """Make the layers of a panel not drawn yet for an analysis, at once (the work inline)."""
     shown: list[Any] = []
@@ -723,6 +737,12 @@ class PanelBuilder:
                     viewer, entry.analysis, steps=steps, kind="prebuild"
                 ).start()
                 return  # the next one when this one is done (its end calls back)
+        entries = [entry for entry in state_for(viewer) if entry.network_layer]
+        if PREBUILD and entries and canvas.unseen_glyphs():  # every view made: their text
+            self._prebuilding_panel, self._prebuilding_tried = "", ("", "", "")
+            self.prebuilding = IncrementalShow(
+                viewer, entries[0].analysis, steps=lambda *_: _glyph_steps(canvas), kind="prebuild"
+            ).start()
 
 
 def show_analysis(
