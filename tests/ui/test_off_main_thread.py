@@ -356,7 +356,7 @@ def test_idle_after_a_show_the_other_panels_are_made_ahead_hidden_and_a_pick_onl
         for text in item[1]["features"]["text"]
         for char in str(text)
     }
-    assert wanted and wanted - {"\n"} <= canvas.glyphs_drawn
+    assert wanted and wanted - {"\n"} <= canvas.characters_drawn()
     assert len(entry.layers["panel_values"].data) == 0
 
     # a pick now starts no worker: its views are shown at once, the frame a turn later

@@ -472,9 +472,13 @@ class TopologyCanvas(QWidget):
                     for item in self._text_items(entry, panel):
                         chars.update(*map(str, item[1]["features"]["text"]))
             self._panel_chars = (depends, chars)
-        warmer = warmer_of(self.model)  # what the empty canvas drew ahead (glyphs.py)
-        warmed = set(warmer.drawn) if warmer is not None else set()
-        return "".join(sorted(self._panel_chars[1] - self.glyphs_drawn - warmed - {"\n"}))
+        return "".join(sorted(self._panel_chars[1] - self.characters_drawn() - {"\n"}))
+
+    def characters_drawn(self) -> set[str]:
+        """The characters whose glyphs this canvas has: drawn by its views' text, or ahead
+        while it was empty (:mod:`.glyphs`)."""
+        warmer = warmer_of(self.model)
+        return self.glyphs_drawn | set(warmer.drawn if warmer is not None else ())
 
     def _text_items(self, entry: ShownAnalysis, panel: str) -> list[Any]:
         args = (entry.analysis, entry.network_layer, entry.key, entry.slot, panel)
