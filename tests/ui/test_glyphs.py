@@ -45,3 +45,28 @@ def test_an_overlay_shown_for_something_else_is_left_alone(make_napari_viewer, q
     overlay.text, overlay.visible = "mine", True  # before the warmer's first turn
     qtbot.waitUntil(lambda: warmer.done, timeout=60_000)
     assert warmer.drawn == [] and overlay.text == "mine" and overlay.visible
+
+
+def test_a_closed_viewers_canvas_is_not_kept_alive_by_its_warmer(qtbot):
+    # a viewer of its own (not make_napari_viewer's): it is closed inside the test
+    import gc
+    import weakref
+
+    import napari
+
+    from napari_topolens.ui.canvas import close_canvases
+
+    viewer = napari.Viewer(show=False)
+    canvas = canvas_for(viewer)
+    warmer = warmer_of(canvas.model)
+    assert warmer is not None
+    model = weakref.ref(canvas.model)
+    qtbot.wait(100)  # closed mid-way, a few characters drawn
+    close_canvases()
+    viewer.close()
+    del canvas, viewer
+    qtbot.waitUntil(lambda: warmer.done, timeout=60_000)
+    for _ in range(3):
+        qtbot.wait(10)
+        gc.collect()
+    assert model() is None

@@ -499,7 +499,9 @@ class TopologyCanvas(QWidget):
         :meth:`restore_values` after that repaint), or None (none left, or no layer free,
         or a pick being drawn)."""
         unseen = self.unseen_glyphs()
-        entry = next((e for e in self.state if self._values_layer_free(e)), None)
+        entry = next(
+            (e for e in self.state if e.network_layer and self._values_layer_free(e)), None
+        )
         if not unseen or entry is None or self.busy():
             return None
         chunk = unseen[:GLYPHS_PER_TURN]
@@ -739,6 +741,10 @@ def close_canvases() -> None:
         canvas.close_canvas()
 
 
+def _is_open(canvas: TopologyCanvas | None) -> bool:
+    return canvas is not None and canvas.qt_viewer is not None
+
+
 def canvas_for(viewer: Any) -> TopologyCanvas:
     """The topology canvas of ``viewer``, made and docked on first use."""
     canvas = _CANVASES.get(viewer)
@@ -753,5 +759,6 @@ def canvas_for(viewer: Any) -> TopologyCanvas:
             dock = window.add_dock_widget(canvas, name="Topology views", area="right", tabify=False)
             dock.raise_()
         # its text's glyphs drawn while it is empty (the run computes, the file is read)
-        warm_glyphs(canvas.model, lambda: canvas.qt_viewer is not None)
+        canvas_ref = weakref.ref(canvas)  # the warmer keeps nothing of a closed canvas alive
+        warm_glyphs(canvas.model, lambda: _is_open(canvas_ref()))
     return canvas

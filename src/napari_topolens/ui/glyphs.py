@@ -44,7 +44,8 @@ class GlyphWarmer:
     """
 
     def __init__(self, model: Any, alive: Callable[[], bool]) -> None:
-        self._model = model
+        # weakly: the warmers outlive nothing (:data:`_WARMERS` is keyed by the model)
+        self._model = weakref.ref(model)
         self._alive = alive
         self._left = list(dict.fromkeys(WARM_CHARS))
         self._overlay: Any = None
@@ -60,7 +61,7 @@ class GlyphWarmer:
         return self
 
     def _text_overlay(self) -> Any:
-        overlays = getattr(getattr(self._model, "canvas", None), "overlays", None)
+        overlays = getattr(getattr(self._model(), "canvas", None), "overlays", None)
         try:
             return overlays["text"] if overlays is not None else None
         except (KeyError, TypeError):
@@ -71,7 +72,8 @@ class GlyphWarmer:
 
         if self.done:
             return
-        if not self._left or not self._alive() or len(self._model.layers):
+        model = self._model()
+        if not self._left or model is None or not self._alive() or len(model.layers):
             self.stop()
             return
         if self._overlay is None:

@@ -96,10 +96,14 @@ def _same_colormap(current: Any, wanted: Any) -> bool:
     if isinstance(wanted, str):
         return bool(current.name == wanted)
     colors = getattr(wanted, "colors", None)
+    controls = getattr(wanted, "controls", None)
     return bool(
         getattr(wanted, "name", None) == current.name
         and colors is not None
         and np.array_equal(np.asarray(colors), np.asarray(current.colors))
+        and controls is not None
+        and np.array_equal(np.asarray(controls), np.asarray(current.controls))
+        and getattr(wanted, "interpolation", None) == getattr(current, "interpolation", None)
     )
 
 
