@@ -225,6 +225,17 @@ class TopologyCanvas(QWidget):
         if getattr(self, "qt_viewer", None) is not None:
             self.fit()
 
+    def is_open(self) -> bool:
+        """Whether views can still be drawn here: not closed, and the Qt side not deleted
+        with its window (a closed viewer may outlive its widgets until it is collected)."""
+        if getattr(self, "qt_viewer", None) is None:
+            return False
+        try:
+            self.picker.count()
+        except RuntimeError:  # "wrapped C/C++ object ... has been deleted"
+            return False
+        return True
+
     def close_canvas(self) -> None:
         """Close the canvas's own napari canvas and forget it (its viewer is closing)."""
         for viewer, canvas in _CANVASES.items():
@@ -742,7 +753,7 @@ def close_canvases() -> None:
 
 
 def _is_open(canvas: TopologyCanvas | None) -> bool:
-    return canvas is not None and canvas.qt_viewer is not None
+    return canvas is not None and canvas.is_open()
 
 
 def canvas_for(viewer: Any) -> TopologyCanvas:
