@@ -71,10 +71,12 @@ KNEE_SAMPLE = 4096
 # Principal axes of the KD-tree that finds the eps-balls in more than 15 dimensions.
 PROJECTED_AXES = 16
 # The blocked all-pairs test is taken instead when the tree lists more than this
-# share of the points per point: a listed pair costs about 100 times a pair of the
-# blocks' float32 matrix product (measured on a 23,500-point interval x 256,
-# 100 pairs listed per point: 12 CPU-s against about 5 for all pairs in blocks).
-BIG_BALL_SHARE = 1 / 100
+# share of the points per point. Both routes test pairs with the same float32
+# product; the projected one tests a few times the listed pairs (half of them, by
+# symmetry), the blocked one half of all pairs. Measured at 28,208 points x 256
+# (the 1M cloud's first interval), 318 listed per point (1/89): 2.3 CPU-s on the
+# projected route, 14.4 in blocks; in proportion about 10 at a share of 1/20.
+BIG_BALL_SHARE = 1 / 20
 # Below this many points an interval's blocks are as fast as the tree (at 23,518
 # points x 256: 9.3 CPU-s in blocks, 10 on the tree), and the tree's build is spared.
 PROJECTED_MIN = 20_000
@@ -828,9 +830,10 @@ def dbscan_labels_and_core(
     Three routes give the labels. In more than 15 dimensions and above
     ``PROJECTED_MIN`` points, a KD-tree on the top principal axes
     (:class:`_ProjectedBalls`) is built first; when it lists at most
-    ``BIG_BALL_SHARE`` of the points per point (a sample says), the balls come from
-    it a chunk of rows at a time (:func:`_dbscan_projected`), otherwise all pairs
-    are tested in blocks (:class:`_EpsBlocks`). In 15 dimensions or fewer,
+    ``BIG_BALL_SHARE`` of the points per point (a sample says), blocks of
+    neighbouring rows in its leaf order are tested against the points its bounds
+    leave near them (:func:`_dbscan_projected`), otherwise all pairs are tested in
+    blocks (:class:`_EpsBlocks`). In 15 dimensions or fewer,
     the blocks are taken when the balls would exceed ``budget`` entries, otherwise
     scikit-learn's tree gives the balls. A float32 cloud is read in float64 where
     a pair is decided, without a float64 copy of it on the tree's route.
