@@ -567,7 +567,7 @@ class _ProjectedBlocks:
     coordinates, ``r`` the residual) bounds every pair from below. The columns of
     a block are the points of the runs of ``COLUMN_BLOCK`` whose bounding boxes in
     ``(y, |r|)`` come within eps of the block's box, then of those the points whose
-    bound comes within eps of one of its rows (one float32 product of 18 columns).
+    bound comes within eps of one of its rows (one float32 product of 19 columns).
     The block's pairs with them are screened together in float32 from one matrix
     product of the centred cloud, with :class:`_EpsBlocks`' rounding bound, and a
     pair within that bound of eps² is decided in float64 from its coordinates: the
