@@ -503,3 +503,30 @@ def test_projected_blocks_find_exactly_the_pairs_within_eps(monkeypatch, threads
     expected = np.sort(a[exact] * len(x) + b[exact])
     assert 1000 < len(expected) < len(a) + 1
     np.testing.assert_array_equal(got, expected)
+
+
+def test_projection_and_sampled_knee_do_not_depend_on_the_threads(monkeypatch) -> None:
+    """The axis coordinates, residuals and the sampled knee (its tree queried on
+    several threads) are the same with one thread or three, and the coordinates are
+    those of the whole cloud projected at once."""
+    from napari_topolens.topology import mapper as mapper_module
+
+    monkeypatch.setattr(mapper_module, "KNEE_EXACT_MAX", 1000)
+    monkeypatch.setattr(mapper_module, "KNEE_SAMPLE", 300)
+    x = relu_cloud(40_000, 32, seed=5)  # three chunks of 16,384 rows
+    got = {}
+    for threads in (1, 3):
+        monkeypatch.setattr(mapper_module, "PROJECTED_THREADS", threads)
+        balls = mapper_module._ProjectedBalls(x, 0.5)
+        got[threads] = (balls.sq, balls.y, balls.r, balls.delta, mapper_module.knee_eps(x, 5))
+    for one, three in zip(got[1], got[3]):
+        np.testing.assert_array_equal(one, three)
+    x64 = x.astype(np.float64)
+    c = x64 - x64.mean(axis=0)
+    rows = np.sort(np.random.default_rng(0).choice(len(x), 4096, replace=False))
+    sample = c[rows]
+    basis = mapper_module._top_axes(sample.T @ sample, 16)
+    np.testing.assert_allclose(balls.y, c @ basis, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(balls.sq, np.einsum("ij,ij->i", x64, x64), rtol=1e-12)
+    top = float(np.einsum("ij,ij->i", c, c).max())
+    assert balls.delta == 64.0 * (32 + 2) * mapper_module._U64 * max(top, 0.25)
