@@ -381,12 +381,16 @@ def relu_cloud(n: int, dim: int, seed: int = 0) -> np.ndarray:
     return np.maximum(h, 0).astype(np.float32)
 
 
-@pytest.mark.parametrize("route", ["chosen", "projected"])
+@pytest.mark.parametrize(
+    "route, budget", [("chosen", 20_000), ("projected", 20_000), ("projected", 32_000_000)]
+)
 def test_dbscan_labels_and_core_points_are_scikit_learns_on_the_benchmark_cloud(
-    route: str,
+    route: str, budget: int
 ) -> None:
     """The 256-d float32 benchmark cloud (a subset), eps around its knee: labels and
-    core points equal scikit-learn's tree-based DBSCAN on the same float32 values."""
+    core points equal scikit-learn's tree-based DBSCAN on the same float32 values.
+    The projected route with a small budget finds its pairs again for each pass
+    and screens each block's columns a few at a time; with a big one it keeps them."""
     from sklearn.cluster import DBSCAN
 
     from napari_topolens.topology import mapper as mapper_module
@@ -401,7 +405,7 @@ def test_dbscan_labels_and_core_points_are_scikit_learns_on_the_benchmark_cloud(
             labels, got_core = mapper_module.dbscan_labels_and_core(x, eps, 5, budget=20_000)
         else:
             balls = mapper_module._ProjectedBalls(x, eps)
-            labels, got_core = mapper_module._dbscan_projected(balls, 5, 20_000)
+            labels, got_core = mapper_module._dbscan_projected(balls, 5, budget)
         np.testing.assert_array_equal(labels, ref.labels_)
         np.testing.assert_array_equal(got_core, core)
 
@@ -470,3 +474,59 @@ def test_projected_dbscan_decides_pairs_at_exactly_eps_in_float64() -> None:
     assert (labels[0::2][~inside] == -1).all() and (labels[1::2][~inside] == -1).all()
     assert len(np.unique(labels[labels >= 0])) == inside.sum()
     np.testing.assert_array_equal(core, labels >= 0)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_projected_blocks_find_exactly_the_pairs_within_eps(monkeypatch, threads: int) -> None:
+    """Every pair (i, j > i) within eps of a subset of the benchmark cloud, each once,
+    whatever the blocks' sizes and the number of threads: the route's eps-graph is
+    the exact one (float64 differences), so its clusters are DBSCAN's."""
+    from napari_topolens.topology import mapper as mapper_module
+
+    monkeypatch.setattr(mapper_module, "ROW_BLOCK", 64)
+    monkeypatch.setattr(mapper_module, "COLUMN_BLOCK", 16)
+    monkeypatch.setattr(mapper_module, "PROJECTED_THREADS", threads)
+    x = relu_cloud(1200, 256, seed=3)
+    x64 = x.astype(np.float64)
+    sq = np.einsum("ij,ij->i", x64, x64)
+    d2 = sq[:, None] + sq[None, :] - 2.0 * x64 @ x64.T
+    eps = float(np.sqrt(np.quantile(d2[np.triu_indices(len(x), 1)], 0.01)))
+    blocks = mapper_module._ProjectedBlocks(mapper_module._ProjectedBalls(x, eps), 20_000)
+    starts = range(0, len(x), mapper_module.ROW_BLOCK)
+    found = [pair for pair in mapper_module._blocks_in_order(blocks, starts)]
+    i = blocks.order[np.concatenate([p[0] for p in found])]
+    j = blocks.order[np.concatenate([p[1] for p in found])]
+    got = np.sort(np.minimum(i, j) * len(x) + np.maximum(i, j))
+    # the exact answer, from the coordinates' differences in float64
+    a, b = np.nonzero(np.triu(d2 <= eps * eps + 1e-6 * sq.max(), 1))
+    exact = mapper_module._exact_squared(x, a, b) <= eps * eps
+    expected = np.sort(a[exact] * len(x) + b[exact])
+    assert 1000 < len(expected) < len(a) + 1
+    np.testing.assert_array_equal(got, expected)
+
+
+def test_projection_and_sampled_knee_do_not_depend_on_the_threads(monkeypatch) -> None:
+    """The axis coordinates, residuals and the sampled knee (its tree queried on
+    several threads) are the same with one thread or three, and the coordinates are
+    those of the whole cloud projected at once."""
+    from napari_topolens.topology import mapper as mapper_module
+
+    monkeypatch.setattr(mapper_module, "KNEE_EXACT_MAX", 1000)
+    monkeypatch.setattr(mapper_module, "KNEE_SAMPLE", 300)
+    x = relu_cloud(40_000, 32, seed=5)  # three chunks of 16,384 rows
+    got = {}
+    for threads in (1, 3):
+        monkeypatch.setattr(mapper_module, "PROJECTED_THREADS", threads)
+        balls = mapper_module._ProjectedBalls(x, 0.5)
+        got[threads] = (balls.sq, balls.y, balls.r, balls.delta, mapper_module.knee_eps(x, 5))
+    for one, three in zip(got[1], got[3]):
+        np.testing.assert_array_equal(one, three)
+    x64 = x.astype(np.float64)
+    c = x64 - x64.mean(axis=0)
+    rows = np.sort(np.random.default_rng(0).choice(len(x), 4096, replace=False))
+    sample = c[rows]
+    basis = mapper_module._top_axes(sample.T @ sample, 16)
+    np.testing.assert_allclose(balls.y, c @ basis, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(balls.sq, np.einsum("ij,ij->i", x64, x64), rtol=1e-12)
+    top = float(np.einsum("ij,ij->i", c, c).max())
+    assert balls.delta == 64.0 * (32 + 2) * mapper_module._U64 * max(top, 0.25)

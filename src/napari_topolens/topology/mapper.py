@@ -19,8 +19,11 @@ a time, within a fixed number of neighbour entries.
 
 from __future__ import annotations
 
+import os
 import re
+from collections import deque
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeAlias
 
@@ -68,13 +71,21 @@ KNEE_SAMPLE = 4096
 # Principal axes of the KD-tree that finds the eps-balls in more than 15 dimensions.
 PROJECTED_AXES = 16
 # The blocked all-pairs test is taken instead when the tree lists more than this
-# share of the points per point: a listed pair costs about 100 times a pair of the
-# blocks' float32 matrix product (measured on a 23,500-point interval x 256,
-# 100 pairs listed per point: 12 CPU-s against about 5 for all pairs in blocks).
-BIG_BALL_SHARE = 1 / 100
+# share of the points per point. Both routes test pairs with the same float32
+# product; the projected one tests a few times the listed pairs (half of them, by
+# symmetry), the blocked one half of all pairs. Measured at 28,208 points x 256
+# (the 1M cloud's first interval), 318 listed per point (1/89): 2.3 CPU-s on the
+# projected route, 14.4 in blocks; in proportion about 10 at a share of 1/20.
+BIG_BALL_SHARE = 1 / 20
 # Below this many points an interval's blocks are as fast as the tree (at 23,518
 # points x 256: 9.3 CPU-s in blocks, 10 on the tree), and the tree's build is spared.
 PROJECTED_MIN = 20_000
+# The projected route's blocks: rows tested together (in the tree's leaf order),
+# and the runs of columns whose bounding boxes are tested against theirs.
+ROW_BLOCK = 256
+COLUMN_BLOCK = 32
+# Threads that test the projected route's blocks (the answer does not depend on it).
+PROJECTED_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -378,7 +389,11 @@ def _sklearn_balls(x: np.ndarray, eps: float) -> _BallsOf:
     def balls_of(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         found = index.radius_neighbors(x[rows], return_distance=False)
         counts = np.fromiter((len(v) for v in found), dtype=np.int64, count=len(found))
-        flat = np.concatenate(found).astype(np.int32) if len(found) else np.zeros(0, np.int32)
+        flat = (
+            np.concatenate([np.asarray(v, dtype=np.int64) for v in found]).astype(np.int32)
+            if len(found)
+            else np.zeros(0, np.int32)
+        )
         return flat, counts
 
     return balls_of
@@ -402,6 +417,46 @@ def _top_axes(scatter: np.ndarray, axes: int) -> np.ndarray:
     return np.linalg.qr(top)[0]
 
 
+def _threads() -> int:
+    """Threads for the stages spread over threads: ``PROJECTED_THREADS``, at most
+    the cores this process may use (the answers never depend on it)."""
+    usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
+    return max(1, min(PROJECTED_THREADS, len(usable) if usable else os.cpu_count() or 1))
+
+
+def _project_rows(
+    x: np.ndarray,
+    mean: np.ndarray,
+    basis: np.ndarray,
+    sq: np.ndarray,
+    y: np.ndarray,
+    rsq: np.ndarray,
+) -> float:
+    """Fills ``sq`` (|x|²), ``y`` (the axis coordinates of x - mean) and ``rsq`` (the
+    residual's |r|²) 16,384 rows at a time on :func:`_threads` threads, each with one
+    BLAS thread (every chunk computed alike whatever the thread count); returns the
+    largest |x - mean|²."""
+    from threadpoolctl import threadpool_limits
+
+    def chunk(s: int) -> float:
+        raw = x[s : s + 16384].astype(np.float64)
+        sq[s : s + len(raw)] = np.einsum("ij,ij->i", raw, raw)
+        c = raw - mean
+        del raw
+        yc = c @ basis
+        y[s : s + len(c)] = yc
+        cc = np.einsum("ij,ij->i", c, c)
+        rsq[s : s + len(c)] = np.maximum(cc - np.einsum("ij,ij->i", yc, yc), 0.0)
+        return float(cc.max())
+
+    starts = range(0, len(x), 16384)
+    with threadpool_limits(limits=1, user_api="blas"):
+        if _threads() == 1 or len(starts) == 1:
+            return max(map(chunk, starts), default=0.0)
+        with ThreadPoolExecutor(max_workers=_threads()) as pool:
+            return max(pool.map(chunk, starts), default=0.0)
+
+
 class _ProjectedBalls:
     """Exact eps-balls and k-distances in many dimensions, from a KD-tree on the
     cloud's top principal axes.
@@ -417,7 +472,7 @@ class _ProjectedBalls:
     """
 
     def __init__(self, x: np.ndarray, eps: float, axes: int = PROJECTED_AXES) -> None:
-        from sklearn.neighbors import KDTree
+        from scipy.spatial import cKDTree
 
         self.x = x
         n, d = x.shape
@@ -435,17 +490,7 @@ class _ProjectedBalls:
         self.sq = np.empty(n)
         self.y = np.empty((n, basis.shape[1]))
         rsq = np.empty(n)
-        top = 0.0
-        for s in range(0, n, 16384):
-            raw = x[s : s + 16384].astype(np.float64)
-            self.sq[s : s + len(raw)] = np.einsum("ij,ij->i", raw, raw)
-            c = raw - mean
-            del raw
-            yc = c @ basis
-            self.y[s : s + len(c)] = yc
-            cc = np.einsum("ij,ij->i", c, c)
-            top = max(top, float(cc.max()))
-            rsq[s : s + len(c)] = np.maximum(cc - np.einsum("ij,ij->i", yc, yc), 0.0)
+        top = _project_rows(x, mean, basis, self.sq, self.y, rsq)
         self.finite = bool(np.isfinite(top))
         self.r = np.sqrt(rsq)
         # float64 error of y, |y - y'|² and r² (sums of d products of numbers up to
@@ -455,23 +500,9 @@ class _ProjectedBalls:
         root = float(np.sqrt(self.delta))
         self.radius_pad = 8.0 * root
         self.margin = 16.0 * float(eps) * root + 16.0 * self.delta + 16.0 * (d + 2) * _U64 * self.e2
-        self.tree = KDTree(self.y, leaf_size=32) if self.finite else None
-
-    def sure_and_open(self, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Pairs within eps by the bounds alone, and pairs the bounds leave open."""
-        sure = np.empty(len(a), dtype=bool)
-        open_ = np.empty(len(a), dtype=bool)
-        step = 1 << 18
-        for s in range(0, len(a), step):
-            p, q = a[s : s + step], b[s : s + step]
-            dy = self.y[p] - self.y[q]
-            proj = np.einsum("ij,ij->i", dy, dy)
-            del dy
-            rp, rq = self.r[p], self.r[q]
-            inside = proj + (rp + rq) ** 2 <= self.e2 - self.margin
-            sure[s : s + step] = inside
-            open_[s : s + step] = ~inside & (proj + (rp - rq) ** 2 <= self.e2 + self.margin)
-        return sure, open_
+        # SciPy's tree: built without the GIL and about 5x faster than scikit-learn's
+        # at 1M points x 16; its queries run on _threads() threads
+        self.tree = cKDTree(self.y, leafsize=32) if self.finite else None
 
     def _decide(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """``sum((x[a] - x[b])**2) <= eps**2`` per pair, the coordinates read only where
@@ -515,9 +546,13 @@ class _ProjectedBalls:
         axes, a superset of their eps-balls."""
         assert self.tree is not None
         radius = np.sqrt(self.e2) * (1.0 + 1e-9) + self.radius_pad
-        found = self.tree.query_radius(self.y[rows], r=radius)
+        found = self.tree.query_ball_point(self.y[rows], r=radius, workers=_threads())
         counts = np.fromiter((len(v) for v in found), dtype=np.int64, count=len(found))
-        flat = np.concatenate(found) if len(found) else np.zeros(0, np.int64)
+        flat = (
+            np.concatenate([np.asarray(v, dtype=np.int64) for v in found])
+            if len(found)
+            else np.zeros(0, np.int64)
+        )
         del found
         return np.repeat(np.arange(len(rows)), counts), flat
 
@@ -538,16 +573,17 @@ class _ProjectedBalls:
         distance among the tree's nearest in ``y`` bounds it; every point within that
         bound lies within it in ``y`` too, and the k-th of those is the k-distance."""
         assert self.tree is not None
+        tree = self.tree  # queried on _threads() threads, each row independently
         near = min(self.n, max(2 * k, k + 8))
-        _, cand = self.tree.query(self.y[rows], k=near)
+        _, cand = tree.query(self.y[rows], k=near, workers=_threads())
         owner = np.repeat(rows, near)
         d2 = _exact_squared(self.x, owner, cand.ravel()).reshape(len(rows), near)
         bound = np.partition(d2, k - 1, axis=1)[:, k - 1]
-        found = self.tree.query_radius(
-            self.y[rows], r=np.sqrt(bound) * (1.0 + 1e-9) + self.radius_pad
+        found = tree.query_ball_point(
+            self.y[rows], r=np.sqrt(bound) * (1.0 + 1e-9) + self.radius_pad, workers=_threads()
         )
         counts = np.fromiter((len(v) for v in found), dtype=np.int64, count=len(found))
-        flat = np.concatenate(found)
+        flat = np.concatenate([np.asarray(v, dtype=np.int64) for v in found])
         slot = np.repeat(np.arange(len(rows)), counts)
         owner = rows[slot]
         dy = self.y[owner] - self.y[flat]
@@ -563,86 +599,229 @@ class _ProjectedBalls:
         return exact[order][start[:-1] + k - 1]
 
 
+class _ProjectedBlocks:
+    """Which pairs of a cloud lie within eps, a block of nearby rows at a time.
+
+    The rows are taken in the order of :class:`_ProjectedBalls`' tree leaves, in
+    blocks of ``ROW_BLOCK`` consecutive points (neighbours: the tree's boxes are
+    small), and ``|x - x'|² >= |y - y'|² + (|r| - |r'|)²`` (``y`` the axis
+    coordinates, ``r`` the residual) bounds every pair from below. The columns of
+    a block are the points of the runs of ``COLUMN_BLOCK`` whose bounding boxes in
+    ``(y, |r|)`` come within eps of the block's box, then of those the points whose
+    bound comes within eps of one of its rows (one float32 product of 19 columns).
+    The block's pairs with them are screened together in float32 from one matrix
+    product of the centred cloud, with :class:`_EpsBlocks`' rounding bound, and a
+    pair within that bound of eps² is decided in float64 from its coordinates: the
+    answer is the exact ``sum((x - y)**2) <= eps**2``. Only the pairs ``(i, j > i)``
+    are tested; no list of candidates per point is made.
+    """
+
+    def __init__(self, balls: _ProjectedBalls, budget: int) -> None:
+        assert balls.tree is not None
+        self.balls = balls
+        self.n, self.d = balls.x.shape
+        self.order = np.asarray(balls.tree.indices, dtype=np.int64)
+        # (y, |r|) per point in that order: |x - x'|² >= |(y, |r|) - (y', |r'|)|²
+        yr = np.column_stack([balls.y[self.order], balls.r[self.order]])
+        starts = np.arange(0, self.n, COLUMN_BLOCK)
+        self.lo = np.minimum.reduceat(yr, starts, axis=0)
+        self.hi = np.maximum.reduceat(yr, starts, axis=0)
+        # [a, |a|², 1] in float32 for a = (y, |r|): the bound of a pair from one product
+        self.k = yr.shape[1]
+        self.bound_sq = np.einsum("ij,ij->i", yr, yr)
+        self.bound_aug = np.empty((self.n, self.k + 2), dtype=np.float32)
+        self.bound_aug[:, : self.k] = yr
+        self.bound_aug[:, self.k] = self.bound_sq
+        self.bound_aug[:, self.k + 1] = 1.0
+        del yr
+        # a pair whose lower bound exceeds this is outside eps, rounding included
+        # (the bounds of _ProjectedBalls._decide)
+        reach = float(np.sqrt(balls.e2)) * (1.0 + 1e-9) + balls.radius_pad
+        self.reach2 = reach * reach + balls.margin
+        # [c, |c|², 1] per point in that order, c the centred point in float32, scaled
+        # by a power of two so that the largest |c|² is about 1 (as _EpsBlocks)
+        self.aug = np.empty((self.n, self.d + 2), dtype=np.float32)
+        sq = np.empty(self.n)
+        mean = balls.x.mean(axis=0, dtype=np.float64)
+        for s in range(0, self.n, 16384):
+            c = balls.x[self.order[s : s + 16384]].astype(np.float64) - mean
+            sq[s : s + len(c)] = np.einsum("ij,ij->i", c, c)
+            self.aug[s : s + len(c), : self.d] = c
+        sq_max = float(sq.max())
+        scale = 2.0 ** -np.floor(np.log2(np.sqrt(sq_max))) if sq_max > 0 else 1.0
+        self.aug[:, : self.d] *= np.float32(scale)  # exact: a power of two
+        sq *= scale * scale
+        self.aug[:, self.d] = sq
+        self.aug[:, self.d + 1] = 1.0
+        e2 = balls.e2 * (scale * scale)
+        margin = 2.0 * (2 * self.d + 16) * _U32 * (sq + float(sq.max()))
+        top = float(np.finfo(np.float32).max)
+        self.sure = np.nextafter(
+            np.clip(e2 - margin, -top, top).astype(np.float32), np.float32(-np.inf)
+        )
+        self.near = np.nextafter(
+            np.clip(e2 + margin, -top, top).astype(np.float32), np.float32(np.inf)
+        )
+        self.entries = max(int(budget) // 8, ROW_BLOCK)
+
+    def columns(self, start: int, stop: int) -> np.ndarray:
+        """The points (in order, from ``start``) whose lower bound comes within eps of
+        some row of ``start:stop``, among the runs whose boxes do."""
+        first = start // COLUMN_BLOCK
+        box_lo = np.minimum.reduce(self.lo[first : -(-stop // COLUMN_BLOCK)])
+        box_hi = np.maximum.reduce(self.hi[first : -(-stop // COLUMN_BLOCK)])
+        gap = np.maximum(self.lo[first:] - box_hi, box_lo - self.hi[first:])
+        np.maximum(gap, 0.0, out=gap)
+        runs = first + np.flatnonzero(np.einsum("ij,ij->i", gap, gap) <= self.reach2)
+        points = (runs[:, None] * COLUMN_BLOCK + np.arange(COLUMN_BLOCK)).ravel()
+        points = points[points < self.n]
+        # the bound per pair as |a|² + |b|² - 2 a.b from one float32 product: within
+        # 2 (2k + 16) u32 (|a|² + |b|²) of its value (as _EpsBlocks' screen), so that
+        # much is added
+        rows = np.empty((stop - start, self.k + 2), dtype=np.float32)
+        rows[:, : self.k] = self.bound_aug[start:stop, : self.k] * np.float32(-2.0)
+        rows[:, self.k] = 1.0
+        rows[:, self.k + 1] = self.bound_aug[start:stop, self.k]
+        top = float(self.bound_sq[start:stop].max())
+        keep = np.empty(len(points), dtype=bool)
+        step = max(self.entries // len(rows), 1)
+        for s in range(0, len(points), step):
+            part = points[s : s + step]
+            slack = (2.0 * (2 * self.k + 16) * _U32) * (top + self.bound_sq[part])
+            lower = (rows @ self.bound_aug[part].T).min(axis=0)
+            keep[s : s + step] = lower <= self.reach2 + slack
+        return points[keep]
+
+    def pairs(self, start: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(i, j)``, ``i < j`` in order, every pair within eps with ``i`` among rows
+        ``start:start + ROW_BLOCK``."""
+        stop = min(start + ROW_BLOCK, self.n)
+        cols = self.columns(start, stop)
+        rows = np.empty((stop - start, self.d + 2), dtype=np.float32)
+        rows[:, : self.d] = self.aug[start:stop, : self.d] * np.float32(-2.0)
+        rows[:, self.d] = 1.0
+        rows[:, self.d + 1] = self.aug[start:stop, self.d]
+        step = max(self.entries // len(rows), 1)
+        found_i, found_j = [], []
+        for s in range(0, len(cols), step):
+            part = cols[s : s + step]
+            h = rows @ self.aug[part].T
+            inside = h <= self.sure[start:stop, None]
+            unsure = h <= self.near[start:stop, None]
+            del h
+            unsure ^= inside
+            rr, cc = np.divmod(np.flatnonzero(unsure), len(part))
+            del unsure
+            if len(rr):
+                exact = _exact_squared(self.balls.x, self.order[rr + start], self.order[part[cc]])
+                inside[rr, cc] = exact <= self.balls.e2
+            rr, cc = np.divmod(np.flatnonzero(inside), len(part))
+            del inside
+            i, j = rr + start, part[cc]
+            later = j > i
+            found_i.append(i[later])
+            found_j.append(j[later])
+        if not found_i:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        return np.concatenate(found_i), np.concatenate(found_j)
+
+
 def _dbscan_projected(
     balls: _ProjectedBalls, min_samples: int, budget: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    """DBSCAN from :class:`_ProjectedBalls`' candidates without listing every ball:
-    a point is core once ``min_samples`` pairs are sure (the bounds alone decide most
-    pairs of a big ball); the joins test only core pairs ``(i, j > i)`` still in
-    different components; a border point's cluster comes from its own ball (within
-    eps is symmetric). About ``budget / 8`` candidates are held at a time."""
-    n = balls.n
-    labels = np.full(n, -1, dtype=np.int64)
-    entries = max(budget // 8, 1)
+    """DBSCAN from the pairs within eps of :class:`_ProjectedBlocks` (each pair once):
+    ball sizes, then components of the core points joined by core-core pairs, then
+    border points. The pairs are kept for the two later passes when they fit half
+    the budget (two int32 each), else found again."""
+    from threadpoolctl import threadpool_limits
 
-    def chunks(rows: np.ndarray) -> Iterator[_Chunk]:
-        step, start = 256, 0
-        while start < len(rows):
-            chunk = rows[start : start + step]
-            slot, flat = balls.candidates(chunk)
-            yield chunk, slot, flat
-            start += len(chunk)
-            step = int(np.clip(entries / max(len(flat) / max(len(chunk), 1), 1.0), 16, 65536))
+    # one BLAS thread per block (OpenBLAS's threads on these small products cost 4x
+    # the CPU on a loaded machine), the blocks spread over threads instead
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _dbscan_projected_pairs(_ProjectedBlocks(balls, budget), min_samples, budget)
 
-    # rows in the tree's leaf order: a chunk's rows are neighbours, and so share
-    # most of their candidates (the gathers of their coordinates hit the cache)
-    leaf_order = np.asarray(balls.tree.get_arrays()[1]) if balls.tree is not None else None
-    order = np.arange(n) if leaf_order is None else leaf_order.astype(np.int64)
-    counts = np.zeros(n, dtype=np.int64)
-    # the tree's lists are kept for the two later passes when they fit half the
-    # budget (two int32 per entry: at most 128 MB, as the ball route's lists)
-    cached: list[tuple[np.ndarray, np.ndarray, np.ndarray]] | None = []
+
+def _blocks_in_order(
+    blocks: _ProjectedBlocks, starts: range
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """``blocks.pairs(start)`` for each start, in order, computed on up to
+    ``PROJECTED_THREADS`` threads (numpy and BLAS release the GIL), at most twice
+    that many blocks ahead: the results do not depend on the number of threads."""
+    workers = _threads()
+    if workers == 1:
+        yield from map(blocks.pairs, starts)
+        return
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        ahead: deque[Future[tuple[np.ndarray, np.ndarray]]] = deque()
+        for start in starts:
+            ahead.append(pool.submit(blocks.pairs, start))
+            if len(ahead) > 2 * workers:
+                yield ahead.popleft().result()
+        while ahead:
+            yield ahead.popleft().result()
+
+
+def _dbscan_projected_pairs(
+    blocks: _ProjectedBlocks, min_samples: int, budget: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_dbscan_projected` from the pairs of ``blocks``."""
+    n, order = blocks.n, blocks.order
+    starts = range(0, n, ROW_BLOCK)
+    counts = np.ones(n, dtype=np.int64)  # in the blocks' order; a point is in its ball
+    cached: list[tuple[np.ndarray, np.ndarray]] | None = []
     held = 0
-    for chunk, slot, flat in chunks(order):
+    for start, (i, j) in zip(starts, _blocks_in_order(blocks, starts)):
+        counts[start : start + ROW_BLOCK] += np.bincount(i - start, minlength=ROW_BLOCK)[
+            : min(ROW_BLOCK, n - start)
+        ]
+        np.add.at(counts, j, 1)
         if cached is not None:
-            held += len(flat)
+            held += len(i)
             if held <= budget // 2 and n < 2**31:
-                cached.append((chunk, slot.astype(np.int32), flat.astype(np.int32)))
+                cached.append((i.astype(np.int32), j.astype(np.int32)))
             else:
                 cached = None
-        owner = chunk[slot]
-        sure, open_ = balls.sure_and_open(owner, flat)
-        counts[chunk] = np.bincount(slot[sure], minlength=len(chunk))
-        # pairs still open count only for points not yet core
-        pending = np.flatnonzero(open_ & (counts[owner] < min_samples))
-        if len(pending):
-            inside = balls.screened(owner[pending], flat[pending])
-            counts[chunk] += np.bincount(slot[pending[inside]], minlength=len(chunk))
+
+    def all_pairs() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        if cached is not None:
+            yield from cached
+        else:
+            yield from _blocks_in_order(blocks, starts)
+
     core = counts >= min_samples
+    labels = np.full(n, -1, dtype=np.int64)
+    core_at = np.zeros(n, dtype=bool)
+    core_at[order] = core
     if not core.any():
-        return labels, core
-    core_rows = np.flatnonzero(core)
-
-    def lists_of(select: np.ndarray) -> Iterator[_Chunk]:
-        """The tree's lists of the selected rows (kept from the first pass, or again)."""
-        if cached is None:
-            yield from chunks(order[select[order]])
-            return
-        for chunk, slot, flat in cached:
-            keep = select[chunk][slot]
-            yield chunk, slot[keep], flat[keep]
-
+        return labels, core_at
     component = np.arange(n)
-    for chunk, slot, flat in lists_of(core):
-        owner = chunk[slot]
-        ask = np.flatnonzero(core[flat] & (flat > owner) & (component[flat] != component[owner]))
-        if len(ask):
-            inside = balls._decide(owner[ask], flat[ask])
-            if inside.any():
-                component = join_components(component, owner[ask[inside]], flat[ask[inside]])
-    _number_clusters(labels, core_rows, component[core_rows])
+    pending: list[tuple[np.ndarray, np.ndarray]] = []
+    held = 0
+    for i, j in all_pairs():
+        both = core[i] & core[j]
+        a, b = i[both], j[both]
+        differ = component[a] != component[b]
+        pending.append((a[differ], b[differ]))
+        held += int(differ.sum())
+        if held > max(budget // 8, 1):
+            component = join_components(component, *map(np.concatenate, zip(*pending)))
+            pending, held = [], 0
+    if held:
+        component = join_components(component, *map(np.concatenate, zip(*pending)))
+    component_at = np.empty(n, dtype=np.int64)
+    component_at[order] = component
+    core_rows = np.flatnonzero(core_at)
+    _number_clusters(labels, core_rows, component_at[core_rows])
     # border points: the lowest-numbered cluster with a core point within eps
-    for chunk, slot, flat in lists_of(~core):
-        owner = chunk[slot]
-        ask = np.flatnonzero(core[flat])
-        if len(ask):
-            inside = balls._decide(owner[ask], flat[ask])
-            hit = ask[inside]
-            best = np.full(len(chunk), np.iinfo(np.int64).max)
-            np.minimum.at(best, slot[hit], labels[flat[hit]])
-            reached = best < np.iinfo(np.int64).max
-            labels[chunk[reached]] = best[reached]
-    return labels, core
+    ordered_labels = labels[order]
+    best = np.full(n, np.iinfo(np.int64).max)
+    for i, j in all_pairs():
+        for p, q in ((i, j), (j, i)):
+            hit = core[p] & ~core[q]
+            np.minimum.at(best, q[hit], ordered_labels[p[hit]])
+    reached = best < np.iinfo(np.int64).max
+    labels[order[reached]] = best[reached]
+    return labels, core_at
 
 
 def _neighborhood_chunks(balls_of: _BallsOf, rows: np.ndarray, budget: int) -> Iterator[_Chunk]:
@@ -691,9 +870,10 @@ def dbscan_labels_and_core(
     Three routes give the labels. In more than 15 dimensions and above
     ``PROJECTED_MIN`` points, a KD-tree on the top principal axes
     (:class:`_ProjectedBalls`) is built first; when it lists at most
-    ``BIG_BALL_SHARE`` of the points per point (a sample says), the balls come from
-    it a chunk of rows at a time (:func:`_dbscan_projected`), otherwise all pairs
-    are tested in blocks (:class:`_EpsBlocks`). In 15 dimensions or fewer,
+    ``BIG_BALL_SHARE`` of the points per point (a sample says), blocks of
+    neighbouring rows in its leaf order are tested against the points its bounds
+    leave near them (:func:`_dbscan_projected`), otherwise all pairs are tested in
+    blocks (:class:`_EpsBlocks`). In 15 dimensions or fewer,
     the blocks are taken when the balls would exceed ``budget`` entries, otherwise
     scikit-learn's tree gives the balls. A float32 cloud is read in float64 where
     a pair is decided, without a float64 copy of it on the tree's route.
