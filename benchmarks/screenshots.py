@@ -303,9 +303,9 @@ def walkthrough(camera: Camera, out: Path) -> None:
     reopened.close()
     shutil.rmtree(folder.parent, ignore_errors=True)
     for picture, step in README_PICTURES.items():
-        if (out / step).exists():
-            shutil.copyfile(out / step, out / picture)
-            print("copied", out / step, "->", out / picture)
+        if (camera.out / step).exists():
+            shutil.copyfile(camera.out / step, out / picture)
+            print("copied", camera.out / step, "->", out / picture)
 
 
 def rgb_case(camera: Camera) -> None:
@@ -339,8 +339,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    camera = Camera(out)
     wanted = set(args.cases.split(","))
+    # the steps in docs/walkthrough/, the README's pictures (copies of steps) in docs/
+    camera = Camera(out / "walkthrough")
+    camera.out.mkdir(parents=True, exist_ok=True)
     if "walkthrough" in wanted:
         walkthrough(camera, out)
     if "rgb" in wanted:

@@ -530,3 +530,23 @@ def test_projection_and_sampled_knee_do_not_depend_on_the_threads(monkeypatch) -
     np.testing.assert_allclose(balls.sq, np.einsum("ij,ij->i", x64, x64), rtol=1e-12)
     top = float(np.einsum("ij,ij->i", c, c).max())
     assert balls.delta == 64.0 * (32 + 2) * mapper_module._U64 * max(top, 0.25)
+
+
+@pytest.mark.parametrize("scale", [1e-20, 1e20])
+def test_projected_dbscan_labels_do_not_depend_on_the_clouds_scale(scale: float) -> None:
+    """The blocks' float32 products are scaled by a power of two: coordinates near
+    1e20 (whose squares overflow float32) or 1e-20 give the labels of the cloud at
+    scale 1, which are scikit-learn's."""
+    from sklearn.cluster import DBSCAN
+
+    from napari_topolens.topology import mapper as mapper_module
+
+    rng = np.random.default_rng(1)
+    x = np.maximum(rng.normal(size=(3000, 3)) @ rng.normal(size=(3, 20)), 0.0)
+    eps = 0.35
+    expected = DBSCAN(eps=eps, min_samples=5, algorithm="kd_tree").fit(x).labels_
+    assert expected.max() > 3 and (expected < 0).sum() > 10
+    for cloud, radius in ((x, eps), (x * scale, eps * scale)):
+        balls = mapper_module._ProjectedBalls(cloud, radius)
+        labels, _core = mapper_module._dbscan_projected(balls, 5, 1_000_000)
+        np.testing.assert_array_equal(labels, expected)

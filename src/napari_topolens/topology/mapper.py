@@ -491,6 +491,8 @@ class _ProjectedBalls:
         self.y = np.empty((n, basis.shape[1]))
         rsq = np.empty(n)
         top = _project_rows(x, mean, basis, self.sq, self.y, rsq)
+        #: The largest |x - mean|² (the blocks scale by it).
+        self.top = top
         self.finite = bool(np.isfinite(top))
         self.r = np.sqrt(rsq)
         # float64 error of y, |y - y'|² and r² (sums of d products of numbers up to
@@ -621,8 +623,13 @@ class _ProjectedBlocks:
         self.balls = balls
         self.n, self.d = balls.x.shape
         self.order = np.asarray(balls.tree.indices, dtype=np.int64)
+        # everything below is scaled by a power of two (exact) so that the largest
+        # |x - mean|² is about 1: float32 neither overflows (|x| ~ 1e20 would) nor
+        # loses small clouds (as _EpsBlocks)
+        top = balls.top
+        scale = 2.0 ** -np.floor(np.log2(np.sqrt(top))) if top > 0 else 1.0
         # (y, |r|) per point in that order: |x - x'|² >= |(y, |r|) - (y', |r'|)|²
-        yr = np.column_stack([balls.y[self.order], balls.r[self.order]])
+        yr = np.column_stack([balls.y[self.order], balls.r[self.order]]) * scale
         starts = np.arange(0, self.n, COLUMN_BLOCK)
         self.lo = np.minimum.reduceat(yr, starts, axis=0)
         self.hi = np.maximum.reduceat(yr, starts, axis=0)
@@ -636,21 +643,16 @@ class _ProjectedBlocks:
         del yr
         # a pair whose lower bound exceeds this is outside eps, rounding included
         # (the bounds of _ProjectedBalls._decide)
-        reach = float(np.sqrt(balls.e2)) * (1.0 + 1e-9) + balls.radius_pad
-        self.reach2 = reach * reach + balls.margin
-        # [c, |c|², 1] per point in that order, c the centred point in float32, scaled
-        # by a power of two so that the largest |c|² is about 1 (as _EpsBlocks)
+        reach = (float(np.sqrt(balls.e2)) * (1.0 + 1e-9) + balls.radius_pad) * scale
+        self.reach2 = reach * reach + balls.margin * (scale * scale)
+        # [c, |c|², 1] per point in that order, c the centred point, scaled, in float32
         self.aug = np.empty((self.n, self.d + 2), dtype=np.float32)
         sq = np.empty(self.n)
         mean = balls.x.mean(axis=0, dtype=np.float64)
         for s in range(0, self.n, 16384):
-            c = balls.x[self.order[s : s + 16384]].astype(np.float64) - mean
+            c = (balls.x[self.order[s : s + 16384]].astype(np.float64) - mean) * scale
             sq[s : s + len(c)] = np.einsum("ij,ij->i", c, c)
             self.aug[s : s + len(c), : self.d] = c
-        sq_max = float(sq.max())
-        scale = 2.0 ** -np.floor(np.log2(np.sqrt(sq_max))) if sq_max > 0 else 1.0
-        self.aug[:, : self.d] *= np.float32(scale)  # exact: a power of two
-        sq *= scale * scale
         self.aug[:, self.d] = sq
         self.aug[:, self.d + 1] = 1.0
         e2 = balls.e2 * (scale * scale)
@@ -746,16 +748,21 @@ def _blocks_in_order(
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """``blocks.pairs(start)`` for each start, in order, computed on up to
     ``PROJECTED_THREADS`` threads (numpy and BLAS release the GIL), at most twice
-    that many blocks ahead: the results do not depend on the number of threads."""
+    that many blocks ahead, and no more once the finished ones hold ``blocks.entries``
+    pairs (dense blocks): the results do not depend on the number of threads."""
     workers = _threads()
     if workers == 1:
         yield from map(blocks.pairs, starts)
         return
+
+    def held(ahead: deque[Future[tuple[np.ndarray, np.ndarray]]]) -> int:
+        return sum(len(f.result()[0]) for f in ahead if f.done() and f.exception() is None)
+
     with ThreadPoolExecutor(max_workers=workers) as pool:
         ahead: deque[Future[tuple[np.ndarray, np.ndarray]]] = deque()
         for start in starts:
             ahead.append(pool.submit(blocks.pairs, start))
-            if len(ahead) > 2 * workers:
+            while len(ahead) > 2 * workers or (len(ahead) > 1 and held(ahead) > blocks.entries):
                 yield ahead.popleft().result()
         while ahead:
             yield ahead.popleft().result()
