@@ -47,16 +47,14 @@ def test_an_overlay_shown_for_something_else_is_left_alone(make_napari_viewer, q
     assert warmer.drawn == [] and overlay.text == "mine" and overlay.visible
 
 
-def test_a_closed_viewers_canvas_is_not_kept_alive_by_its_warmer(qtbot):
-    # a viewer of its own (not make_napari_viewer's): it is closed inside the test
+def test_a_closed_viewers_canvas_is_not_kept_alive_by_its_warmer(make_napari_viewer, qtbot):
+    # the viewer is closed inside the test (napari's fixture allows it)
     import gc
     import weakref
 
-    import napari
-
     from napari_topolens.ui.canvas import close_canvases
 
-    viewer = napari.Viewer(show=False)
+    viewer = make_napari_viewer()
     canvas = canvas_for(viewer)
     warmer = warmer_of(canvas.model)
     assert warmer is not None

@@ -400,16 +400,16 @@ def test_a_pick_drops_a_panel_still_waiting_to_be_made_ahead(
     assert ahead.layers == []  # the dropped result put nothing in
 
 
-def test_views_queued_to_be_made_ahead_are_dropped_when_the_viewer_closes(qtbot, digits):
-    # a viewer of its own (not make_napari_viewer's): it is closed inside the test. Its
-    # canvas's widgets go with its window while the viewer object lives on; the queued
+def test_views_queued_to_be_made_ahead_are_dropped_when_the_viewer_closes(
+    make_napari_viewer, qtbot, digits
+):
+    # the viewer is closed inside the test (napari's fixture allows it): its canvas's
+    # widgets go with its window while the viewer object lives on; the queued
     # made-ahead step must not touch them (a RuntimeError in a Qt timer aborts napari)
-    import napari
-
     from napari_topolens.ui.canvas import close_canvases
 
     _images, analysis = digits
-    viewer = napari.Viewer(show=False)
+    viewer = make_napari_viewer()
     show = show_analysis_incrementally(viewer, analysis, "fc1")
     qtbot.waitUntil(lambda: show.done, timeout=120_000)
     canvas = canvas_for(viewer)
