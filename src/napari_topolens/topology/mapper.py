@@ -601,6 +601,18 @@ class _ProjectedBalls:
         return exact[order][start[:-1] + k - 1]
 
 
+def _float32_screen(e2: float, sq: np.ndarray, d: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the float32 values below which a screened ``|x|² + |y|² - 2 x.y`` is
+    surely within eps² (``sure``) and above which surely not (``near``): the float32
+    error of that value is below (2d + 16) u32 (|x|² + |y|²), doubled for the float32
+    copy of the coordinates (topology.mst); ``sq`` the rows' |x|², scaled near 1."""
+    margin = 2.0 * (2 * d + 16) * _U32 * (sq + float(sq.max()))
+    top = float(np.finfo(np.float32).max)
+    sure = np.nextafter(np.clip(e2 - margin, -top, top).astype(np.float32), np.float32(-np.inf))
+    near = np.nextafter(np.clip(e2 + margin, -top, top).astype(np.float32), np.float32(np.inf))
+    return sure, near
+
+
 class _ProjectedBlocks:
     """Which pairs of a cloud lie within eps, a block of nearby rows at a time.
 
@@ -655,15 +667,7 @@ class _ProjectedBlocks:
             self.aug[s : s + len(c), : self.d] = c
         self.aug[:, self.d] = sq
         self.aug[:, self.d + 1] = 1.0
-        e2 = balls.e2 * (scale * scale)
-        margin = 2.0 * (2 * self.d + 16) * _U32 * (sq + float(sq.max()))
-        top = float(np.finfo(np.float32).max)
-        self.sure = np.nextafter(
-            np.clip(e2 - margin, -top, top).astype(np.float32), np.float32(-np.inf)
-        )
-        self.near = np.nextafter(
-            np.clip(e2 + margin, -top, top).astype(np.float32), np.float32(np.inf)
-        )
+        self.sure, self.near = _float32_screen(balls.e2 * (scale * scale), sq, self.d)
         self.entries = max(int(budget) // 8, ROW_BLOCK)
 
     def columns(self, start: int, stop: int) -> np.ndarray:
@@ -934,17 +938,7 @@ class _EpsBlocks:
         scale = 2.0 ** -np.floor(np.log2(np.sqrt(sq_max))) if sq_max > 0 else 1.0
         centred = centred * scale
         sq = sq * (scale * scale)
-        e2 = self.e2 * (scale * scale)
-        # float32 error of the screened value: below (2d + 16) u32 (|x|^2 + |y|^2),
-        # doubled for the float32 copy of the coordinates (topology.mst)
-        margin = 2.0 * (2 * self.d + 16) * _U32 * (sq + float(sq.max()))
-        top = float(np.finfo(np.float32).max)
-        self.sure = np.nextafter(
-            np.clip(e2 - margin, -top, top).astype(np.float32), np.float32(-np.inf)
-        )
-        self.near = np.nextafter(
-            np.clip(e2 + margin, -top, top).astype(np.float32), np.float32(np.inf)
-        )
+        self.sure, self.near = _float32_screen(self.e2 * (scale * scale), sq, self.d)
         self.rows_aug = np.empty((self.n, self.d + 2), dtype=np.float32)
         self.rows_aug[:, : self.d] = centred
         self.rows_aug[:, self.d] = sq
