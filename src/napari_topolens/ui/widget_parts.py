@@ -337,6 +337,7 @@ class ProgressWorker:
         #: the first one builds napari's activity widgets: a quarter second of the main
         #: thread that pressing Run need not wait for).
         self._pbar: Any = None
+        self._making_bar = False
         self._closed = False
         self.worker = create_worker(work, _ignore_errors=True)
         self.worker.yielded.connect(self._on_progress)
@@ -369,8 +370,14 @@ class ProgressWorker:
     def _make_bar(self) -> None:
         from napari.utils import progress
 
-        if self._pbar is None and not self._closed:
-            self._pbar = progress(total=self.STEPS, desc=self.description)
+        # making napari's bar can process pending Qt events, the worker's next yields
+        # among them: those must not make a bar of their own (each one would recurse)
+        if self._pbar is None and not self._closed and not self._making_bar:
+            self._making_bar = True
+            try:
+                self._pbar = progress(total=self.STEPS, desc=self.description)
+            finally:
+                self._making_bar = False
 
     def quit(self) -> None:
         self.cancelled = True
