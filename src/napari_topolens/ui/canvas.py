@@ -468,7 +468,7 @@ class TopologyCanvas(QWidget):
         napari rasterises a character the first time its text draws it (about 10 ms of
         the main thread each): drawn ahead while idle, a pick does not pay for it.
         """
-        if not any(self._values_layer_free(entry) for entry in self.state):
+        if self._glyph_entry() is None:
             return ""
         offered = tuple(self.picker.itemData(i) for i in range(self.picker.count()))
         entries = [e for e in self.state if e.network_layer]
@@ -495,14 +495,21 @@ class TopologyCanvas(QWidget):
         args = (entry.analysis, entry.network_layer, entry.key, entry.slot, panel)
         return list(vd.panel_text_data(*args, color_by=entry.color_by))
 
-    def _values_layer_free(self, entry: ShownAnalysis) -> bool:
-        layer = entry.layers.get("panel_values")
-        return bool(
-            layer is not None
-            and layer in self.model.layers
-            and layer.visible
-            and not len(layer.data)
-        )
+    def _glyph_entry(self) -> ShownAnalysis | None:
+        """The first shown analysis whose matrix-values layer is free to draw characters
+        in (shown, empty), or None: :meth:`unseen_glyphs` and :meth:`put_unseen_glyphs`
+        agree on it, so a step never finds characters it cannot put anywhere."""
+        for entry in self.state:
+            layer = entry.layers.get("panel_values")
+            if (
+                entry.network_layer
+                and layer is not None
+                and layer in self.model.layers
+                and layer.visible
+                and not len(layer.data)
+            ):
+                return entry
+        return None
 
     def put_unseen_glyphs(self) -> ShownAnalysis | None:
         """Put a few characters not drawn yet into an empty matrix-values layer, in
@@ -510,9 +517,7 @@ class TopologyCanvas(QWidget):
         :meth:`restore_values` after that repaint), or None (none left, or no layer free,
         or a pick being drawn)."""
         unseen = self.unseen_glyphs()
-        entry = next(
-            (e for e in self.state if e.network_layer and self._values_layer_free(e)), None
-        )
+        entry = self._glyph_entry()
         if not unseen or entry is None or self.busy():
             return None
         chunk = unseen[:GLYPHS_PER_TURN]
