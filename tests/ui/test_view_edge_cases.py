@@ -301,3 +301,20 @@ def test_analysis_keys_name_the_sample_else_the_image_layer(make_napari_viewer):
     )
     assert state.new_key(SimpleNamespace(provenance={"image_layer": "my scans"})) == "my scans"
     assert state.new_key(SimpleNamespace(provenance={})) == "analysis"
+
+
+def test_the_blob_graph_axis_names_sit_in_its_margins(digits):
+    """Inside the frame, clear of the points, in the smallest slot a laptop gives a base
+    beside its variant (about 180 px), at the size the canvas would draw them."""
+    _, analysis = digits
+    (text_item, _) = vd.panel_text_data(analysis, "fc1", "k", 0, "blobs")
+    texts = text_item[1]["features"]["text"].tolist()
+    pos = np.asarray(text_item[0], dtype=np.float64).reshape(-1, 2)
+    slot_px = 180.0
+    longest = max(len(t) for t in texts)
+    size = np.clip(slot_px / (vd.TEXT_PX_PER_CHAR_POINT * longest), vd.MIN_PANEL_TEXT_SIZE, 10)
+    for name in ("PC1 →", "PC2 ↑"):
+        row, col = pos[texts.index(name)]
+        half = vd.TEXT_PX_PER_CHAR_POINT * size * len(name) / 2 / slot_px
+        assert half <= col <= 1 - half, (name, col, half)
+        assert 0 < row < 1 and not (0.07 < row < 0.93), (name, row)  # a margin, not the points

@@ -28,7 +28,7 @@ WARM_CHARS = (
     + ".-e"
     + string.ascii_lowercase.replace("e", "")
     + string.ascii_uppercase
-    + "·…→∞%,:()[]=+/×_'<>#"
+    + "·…→↑∞%,:()[]=+/×_'<>#"
 )
 #: Characters drawn per event-loop turn, and the wait between turns (ms): a turn takes
 #: about 8 ms a character and an empty canvas's repaint.

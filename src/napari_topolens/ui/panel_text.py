@@ -291,8 +291,10 @@ def _blobs_text(
     out: PanelText, analysis: Analysis, layer: str, panel: str, beside: bool, run: str | None
 ) -> str:
     q = analysis[layer].quality
+    # in the frame's margins, clear of the points (``geometry.blob_unit_transform``
+    # keeps them within 0.07-0.93): the left margin is too narrow for a word
     out.put(0.975, 0.5, "PC1 →", DIM_TEXT_COLOR)
-    out.put(0.5, 0.02, "PC2", DIM_TEXT_COLOR)
+    out.put(0.035, 0.15, "PC2 ↑", DIM_TEXT_COLOR)
     return f"vs labels: purity {q.purity:.2f}, ARI {q.ari:.2f}"
 
 
