@@ -58,7 +58,7 @@ class GlyphWarmer:
     model (None once gone), ``while_empty``: stop once the model has a layer;
     ``after``: a warmer to wait for (two first draws of text in one turn cost 0.4 s). Nothing
     is left changed: the overlay is hidden again, with its text and colour, when done
-    or stopped.
+    or stopped; if someone else set its text or hid it meanwhile, that stays.
     """
 
     def __init__(
@@ -77,6 +77,7 @@ class GlyphWarmer:
         self._left = list(dict.fromkeys(WARM_CHARS))
         self._overlay: Any = None
         self._saved: tuple[Any, Any, Any] | None = None
+        self._shown = ""  # the text it put in the overlay last
         self.done = False
         #: The characters drawn so far, in order.
         self.drawn: list[str] = []
@@ -98,6 +99,17 @@ class GlyphWarmer:
         from qtpy.QtCore import QTimer
 
         if self.done:
+            return
+        overlay = self._overlay
+        if overlay is not None and (overlay.text != self._shown or not overlay.visible):
+            # set by someone else meanwhile (the user's own text): left as they set it, in
+            # its own colour again (and its own text, if only hidden)
+            if self._saved is not None:
+                overlay.color = self._saved[1]
+                if overlay.text == self._shown:
+                    overlay.text = self._saved[0]
+            self.done = True
+            self._overlay = self._saved = None
             return
         model = self._model()
         if (
@@ -122,7 +134,7 @@ class GlyphWarmer:
             overlay.visible = True
         size = CHUNK if self.drawn else 1  # the first draw also builds the text's shaders
         chunk, self._left = self._left[:size], self._left[size:]
-        self._overlay.text = "".join(chunk)
+        self._shown = self._overlay.text = "".join(chunk)
         self.drawn += chunk
         QTimer.singleShot(WAIT_MS, self._step)
 
