@@ -24,7 +24,8 @@ a view pick <= 300 ms, an explorer layer switch <= 1 s, reopen to views <= 3 s.
 
 ``--stacks`` prints what the main thread was doing in each phase's longest stall
 (its Python stack sampled every 5 ms; ``--gaps N``: in its N longest stalls);
-``--profile DIR`` writes a cProfile of each phase's main-thread work.
+``--profile DIR`` writes a cProfile of each phase's main-thread work. ``--until-ahead``
+stops after the views made ahead (the run's two phases only).
 
 ``--src DIR`` measures the package in ``DIR`` (a baseline's worktree's ``src``) with
 this script, so both sides print the same columns.
