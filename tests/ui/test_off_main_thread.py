@@ -98,10 +98,11 @@ def test_a_show_makes_its_layer_data_and_layers_in_a_worker_thread(
     monkeypatch.setattr(collector, "RESUME_AFTER_MS", 50)
     show = show_analysis_incrementally(viewer, analysis, "fc1")
     # no full garbage collection (a stall of 0.2-0.45 s) while it adds layers
-    assert not gc.isenabled()
+    assert gc.get_threshold()[2] == collector.OUT_OF_REACH and collector.is_paused()
     qtbot.waitUntil(lambda: show.done, timeout=120_000)
     assert show.error is None and not show.cancelled
-    qtbot.waitUntil(lambda: gc.isenabled(), timeout=30_000)  # on again once idle
+    # allowed again once idle
+    qtbot.waitUntil(lambda: gc.get_threshold()[2] != collector.OUT_OF_REACH, timeout=30_000)
     assert len(find_layers(viewer, view="mapper_nodes")) == 1
     assert calls and not any(calls)  # every builder call and every layer made off the main thread
     # the image side too: images, overlay and gallery were made off the main thread

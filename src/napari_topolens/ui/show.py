@@ -17,9 +17,8 @@ the result. The views picked in the canvas are made the same way
 show, those of the panels not picked yet are made ahead, hidden, and drawn once
 (:meth:`PanelBuilder.prebuild_soon`), so that a pick only shows them.
 :func:`show_analysis` runs the same steps at once, the work inline. While an
-:class:`IncrementalShow` runs, Python's automatic garbage collection is paused
-(``ui.collector``): a full collection would stall the main thread 0.25-0.45 s in
-one turn.
+:class:`IncrementalShow` runs, Python's full garbage collections are held off
+(``ui.collector``): one would stall the main thread 0.25-0.45 s in one turn.
 """
 
 from __future__ import annotations
