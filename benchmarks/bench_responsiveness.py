@@ -24,7 +24,8 @@ a view pick <= 300 ms, an explorer layer switch <= 1 s, reopen to views <= 3 s.
 
 ``--stacks`` prints what the main thread was doing in each phase's longest stall
 (its Python stack sampled every 5 ms; ``--gaps N``: in its N longest stalls);
-``--profile DIR`` writes a cProfile of each phase's main-thread work.
+``--profile DIR`` writes a cProfile of each phase's main-thread work. ``--until-ahead``
+stops after the views made ahead (the run's two phases only).
 
 ``--src DIR`` measures the package in ``DIR`` (a baseline's worktree's ``src``) with
 this script, so both sides print the same columns.
@@ -255,6 +256,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", nargs="*", default=["gaussian:0.3"])
     parser.add_argument("--switches", type=int, default=3)
     parser.add_argument(
+        "--until-ahead",
+        action="store_true",
+        help="stop after the views made ahead (the run's phases only: no picks, no reopen)",
+    )
+    parser.add_argument(
         "--stacks",
         action="store_true",
         help="print what the main thread did in each phase's longest stall (sampled)",
@@ -365,6 +371,18 @@ def main(argv: list[str] | None = None) -> int:
     ahead = getattr(canvas.panel_builder, "making_ahead", None)
     if ahead is not None:
         phases.measure("views made ahead after the run", lambda: None, lambda: not ahead(), app)
+    if args.until_ahead:
+        close_canvases()
+        viewer.close()
+        worst = max(row[3] for row in phases.rows)
+        worst_cpu = max(row[5] for row in phases.rows)
+        print(
+            f"summary (until the views made ahead): longest stall {1000 * worst:.0f} ms "
+            f"(target 250; main-thread cpu {1000 * worst_cpu:.0f} ms); load average now "
+            f"{load_average():.2f} on {os.cpu_count()} CPUs",
+            flush=True,
+        )
+        return 0
 
     panels = [canvas.picker.itemData(i) for i in range(canvas.picker.count())]
     # done when its views are visible and its frame and text drawn (code before the

@@ -68,3 +68,42 @@ def test_a_closed_viewers_canvas_is_not_kept_alive_by_its_warmer(make_napari_vie
         qtbot.wait(10)
         gc.collect()
     assert model() is None
+
+
+def test_then_the_image_viewers_own_glyphs_layers_or_not_and_its_overlay_put_back(
+    make_napari_viewer, qtbot
+):
+    from napari_topolens.ui.glyphs import viewer_warmer_of
+
+    viewer = make_napari_viewer()
+    viewer.add_image(np.zeros((2, 8, 8)), name="images")  # the user's layers stay
+    canvas = canvas_for(viewer)
+    first, warmer = warmer_of(canvas.model), viewer_warmer_of(viewer)
+    assert first is not None and warmer is not None
+    overlay = viewer.canvas.overlays["text"]
+    seen: list[tuple[str, bool]] = []
+    overlay.events.text.connect(lambda text: seen.append((str(text), first.done)))
+    qtbot.waitUntil(lambda: warmer.done, timeout=60_000)
+    assert warmer.drawn == list(dict.fromkeys(WARM_CHARS))
+    assert "".join(text for text, _ in seen[:-1]) == "".join(warmer.drawn)
+    assert all(done for _, done in seen)  # after the canvas's: one first text draw a turn
+    assert not overlay.visible and overlay.text == "" and overlay.color is None
+    assert viewer_warmer_of(viewer) is warmer  # once per viewer
+
+
+def test_the_image_viewers_overlay_set_by_the_user_meanwhile_is_left_as_they_set_it(
+    make_napari_viewer, qtbot
+):
+    from napari_topolens.ui.glyphs import viewer_warmer_of
+
+    viewer = make_napari_viewer()
+    canvas = canvas_for(viewer)
+    first, warmer = warmer_of(canvas.model), viewer_warmer_of(viewer)
+    assert first is not None and warmer is not None
+    qtbot.waitUntil(lambda: len(warmer.drawn) > 0, timeout=60_000)  # mid-way
+    overlay = viewer.canvas.overlays["text"]
+    overlay.text = "mine"  # the user's own text, on the shown overlay
+    qtbot.waitUntil(lambda: warmer.done, timeout=60_000)
+    assert overlay.text == "mine" and overlay.visible
+    assert overlay.color is None  # its own colour again (the warmer's was transparent)
+    assert len(warmer.drawn) < len(set(WARM_CHARS))

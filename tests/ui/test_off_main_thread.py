@@ -11,6 +11,7 @@ them through napari's menus).
 
 from __future__ import annotations
 
+import gc
 import threading
 import time
 
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 from conftest import digits_analysis
 
+from napari_topolens.ui import collector
 from napari_topolens.ui import io as io_module
 from napari_topolens.ui import show as show_module
 from napari_topolens.ui import view_data as vd
@@ -93,9 +95,14 @@ def test_a_show_makes_its_layer_data_and_layers_in_a_worker_thread(
     _images, analysis = digits
     viewer = make_napari_viewer()
     calls = _record_threads(monkeypatch)
+    monkeypatch.setattr(collector, "RESUME_AFTER_MS", 50)
     show = show_analysis_incrementally(viewer, analysis, "fc1")
+    # no full garbage collection (a stall of 0.2-0.45 s) while it adds layers
+    assert gc.get_threshold()[2] == collector.OUT_OF_REACH and collector.is_paused()
     qtbot.waitUntil(lambda: show.done, timeout=120_000)
     assert show.error is None and not show.cancelled
+    # allowed again once idle
+    qtbot.waitUntil(lambda: gc.get_threshold()[2] != collector.OUT_OF_REACH, timeout=30_000)
     assert len(find_layers(viewer, view="mapper_nodes")) == 1
     assert calls and not any(calls)  # every builder call and every layer made off the main thread
     # the image side too: images, overlay and gallery were made off the main thread

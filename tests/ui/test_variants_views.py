@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import numpy as np
 import pytest
 from conftest import dock_analysis, dock_explorer, wait_for
@@ -11,6 +13,7 @@ from napari_topolens import load_sample
 from napari_topolens.layout.drift import drift_geometry, drift_table, variant_layout
 from napari_topolens.robustness.comparison import receptive_field_heat
 from napari_topolens.topology import analysis as analysis_module
+from napari_topolens.ui import collector
 from napari_topolens.ui import view_data as vd
 from napari_topolens.ui.io import VIEW_FILE, write_analysis
 from napari_topolens.ui.links import links_for
@@ -517,6 +520,8 @@ def test_the_analysis_widgets_variants_show_beside_its_base(make_napari_viewer, 
         widget.variant_form.add(text=text)
     worker = widget.run()
     assert worker is not None, widget.status.value
+    # no full garbage collection (0.2-0.45 s, holding the GIL) until the views are in
+    assert gc.get_threshold()[2] == collector.OUT_OF_REACH
     wait_for(qtbot, worker, timeout=240_000)
     base = widget.analysis
     assert base is not None and len(base.variants) == 2, widget.status.value
@@ -539,3 +544,32 @@ def test_the_analysis_widgets_variants_show_beside_its_base(make_napari_viewer, 
     assert sorted(clicked["found"]["mapper_nodes"].tolist()) == covering_nodes(
         result, image, row, col
     )
+
+
+def test_the_variants_image_layers_and_their_names_are_made_in_a_worker(
+    make_napari_viewer, varied, qtbot, monkeypatch
+):
+    import threading
+
+    from napari_topolens.ui import variants as variants_module
+
+    on_main: list[bool] = []
+    create = variants_module.create_layer
+
+    def maker(item):
+        on_main.append(threading.current_thread() is threading.main_thread())
+        return create(item)
+
+    monkeypatch.setattr(variants_module, "create_layer", maker)
+    viewer = make_napari_viewer()
+    image_layer = viewer.add_image(
+        np.asarray(varied.images), name="digits", contrast_limits=(0, 16)
+    )
+    show_analysis(viewer, varied, "pool1", image_layer=image_layer)
+    show = show_variants_incrementally(viewer, varied)
+    qtbot.waitUntil(lambda: show.done, timeout=120_000)
+    assert show.error is None and not show.cancelled
+    key = state_for(viewer).key_of(varied)
+    assert len(find_layers(viewer, key, "variant_images")) == 2  # (the pruned model has none)
+    assert len(find_layers(viewer, key, "variant_labels")) == 1
+    assert on_main == [False, False, False]  # each made off the main thread

@@ -320,18 +320,21 @@ class VariantViews:
             entry = yield from self._beside_base_steps(bv, variant, layer, reuse, added, shown)
         finally:
             bv.showing = None
+        yield None  # (the show's end framed and drew the canvas: the rest in turns of their own)
         if base_entry.faded_class is not None:
             with contextlib.suppress(TopoLensError):  # a class it lacks: nothing to fade
                 highlight_class(self.viewer, entry.key, base_entry.faded_class)
         self._link_selection(bv.key)
-        self.update_controls()
+        yield None
+        self.update_controls()  # (a list shown above the canvas resizes and redraws it)
         self.canvas.update_legend()
         return entry
 
     def _image_layer_steps(
         self, bv: BaseVariants, base_layer: Any, added: list[tuple[Any, Any]], shown: list[Any]
-    ) -> Generator[None, Any, None]:
-        """Each perturbed image set as an image layer right of the base's, named above."""
+    ) -> Generator[Offload | None, Any, None]:
+        """Each perturbed image set as an image layer right of the base's, named above:
+        the layers made in a worker, one added per turn."""
         viewer = self.viewer
         if base_layer is None or base_layer not in viewer.layers:
             return
@@ -344,14 +347,17 @@ class VariantViews:
             known = bv.image_layers.get(other.name)
             if known is not None and known in viewer.layers:
                 continue
-            made = create_layer(variant_images_layer_data(bv, other, base_layer, number))
+            item = variant_images_layer_data(bv, other, base_layer, number)
+            made = yield from offloaded(create_layer, item)
+            if base_layer not in viewer.layers:
+                return  # removed meanwhile
             viewer.add_layer(made)
             bv.image_layers[other.name] = made
             added.append((viewer, made))
             shown.append(made)
             yield None
         if number:
-            self._label_images(bv, base_layer, added)
+            yield from self._label_images_steps(bv, base_layer, added)
         if active is not None and active in viewer.layers:
             viewer.layers.selection.active = active  # napari activates each added layer
 
@@ -419,8 +425,11 @@ class VariantViews:
         entry.layouts[name] = layout  # (the saved layout of the variant would not match)
         return entry
 
-    def _label_images(self, bv: BaseVariants, base_layer: Any, added: list) -> None:
-        """Name the base's images and each perturbed set above them."""
+    def _label_images_steps(
+        self, bv: BaseVariants, base_layer: Any, added: list
+    ) -> Generator[Offload | None, Any, None]:
+        """Name the base's images and each perturbed set above them (a new layer of
+        names made in a worker, added in a turn of its own)."""
         viewer = self.viewer
         names, boxes = ["base"], []
         layers = [base_layer]
@@ -435,9 +444,13 @@ class VariantViews:
         if bv.labels_layer is not None and bv.labels_layer in viewer.layers:
             update_layer(bv.labels_layer, item)
             return
-        bv.labels_layer = create_layer(item)
-        viewer.add_layer(bv.labels_layer)
-        added.append((viewer, bv.labels_layer))
+        made = yield from offloaded(create_layer, item)
+        if bv.labels_layer is not None and bv.labels_layer in viewer.layers:
+            return  # (named meanwhile)
+        bv.labels_layer = made
+        viewer.add_layer(made)
+        added.append((viewer, made))
+        yield None
 
     def show(
         self, base: Analysis, which: VariantChoice = None, *, layer: str | None = None

@@ -1,0 +1,97 @@
+"""Python's full garbage collections held off while views are added, resumed when idle.
+
+A full collection walks every object the process holds (napari, vispy, torch and the
+modules a run imports, the analyses: about 0.9 million objects after a run and its
+views) in one go: 0.25-0.45 s, holding the GIL, so the main thread stalls whichever
+thread triggers it. Adding views allocates enough to trigger several during a run's
+show and the views made ahead after it. While a run computes and a show runs
+(:func:`pause`, held by ``ui.show.IncrementalShow`` and the analysis widget), the
+oldest generation's threshold is out of reach: the young generations are still
+collected as usual (each a few ms: what they hold is young), reference counting frees
+all but cycles, and napari's own explicit ``gc.collect()`` (on a layer removed) still
+runs. The threshold is put back once nothing has held it for :data:`RESUME_AFTER_MS`,
+and at the latest :data:`LONGEST_PAUSE_S` after (a show left hanging must not keep
+old cycles from being freed): the next full collection then frees what was left
+meanwhile, one instead of several, when the views are in. Left alone when the
+collector is off or someone else changed its thresholds meanwhile.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["LONGEST_PAUSE_S", "OUT_OF_REACH", "RESUME_AFTER_MS", "is_paused", "pause"]
+
+#: How long nothing holds the pause before full collections may run again (ms): the views of
+#: the panels not picked yet are made one after another, 200 ms apart (``ui.show``).
+RESUME_AFTER_MS = 1000
+#: The longest full collections are held off, whatever holds them (seconds).
+LONGEST_PAUSE_S = 120.0
+
+_holders: set[int] = set()
+_next_id = [0]
+#: When this module put the oldest threshold out of reach (``time.monotonic``), or None.
+_paused_since: list[float | None] = [None]
+_timer: list[Any] = []
+#: The thresholds found when the pause began.
+_saved: list[int] = [700, 10, 10]
+#: The oldest generation's threshold while paused: more collections of the middle one
+#: than a session makes.
+OUT_OF_REACH = 1 << 30
+
+
+def is_paused() -> bool:
+    """Whether this module holds the full collections off now."""
+    return _paused_since[0] is not None
+
+
+def pause() -> Callable[[], None]:
+    """Hold the automatic full collections off until the returned release is called
+    and nothing held them for :data:`RESUME_AFTER_MS`; releasing twice is harmless."""
+    _next_id[0] += 1
+    token = _next_id[0]
+    _holders.add(token)
+    if _paused_since[0] is None and gc.isenabled():
+        young, middle, oldest = gc.get_threshold()
+        if 0 < oldest < OUT_OF_REACH:
+            _saved[:] = [young, middle, oldest]
+            gc.set_threshold(young, middle, OUT_OF_REACH)
+            _paused_since[0] = time.monotonic()
+            _check_later()
+
+    def release() -> None:
+        if token in _holders:
+            _holders.discard(token)
+            _check_later()
+
+    return release
+
+
+def _check_later() -> None:
+    """Look again :data:`RESUME_AFTER_MS` from now (a release restarts the wait)."""
+    from qtpy.QtCore import QTimer
+
+    if _paused_since[0] is None:
+        return
+    if not _timer:
+        timer = QTimer()
+        timer.setSingleShot(True)
+        timer.timeout.connect(_check)
+        _timer.append(timer)
+    _timer[0].start(RESUME_AFTER_MS)
+
+
+def _check() -> None:
+    since = _paused_since[0]
+    if since is None:
+        return
+    if not _holders or time.monotonic() - since > LONGEST_PAUSE_S:
+        _paused_since[0] = None
+        young, middle, oldest = gc.get_threshold()
+        if oldest == OUT_OF_REACH:  # (else set by someone else meanwhile: theirs)
+            gc.set_threshold(young, middle, _saved[2])
+    else:  # still held: again later (at the latest after the longest pause)
+        _check_later()
