@@ -137,3 +137,31 @@ def test_a_shown_layer_keeps_what_it_draws_in_the_canvas(make_napari_viewer, qtb
     layer.data = [square + 200.0]  # moved away from the middle while hidden
     set_visible(layer, True)
     assert colour_in_middle()[0] < 50
+
+
+def test_a_text_layers_unchanged_style_is_not_set_again_and_new_points_get_it(monkeypatch):
+    from napari.layers import Points
+
+    layer = Layer.create(*_texts(["a", "b"], ["white", "red"], 10.0))
+    set_names = []
+    for name in ("size", "border_width", "face_color", "border_color"):
+        prop = getattr(Points, name)
+
+        def setter(self, value, prop=prop, name=name):
+            set_names.append(name)
+            prop.fset(self, value)
+
+        monkeypatch.setattr(Points, name, property(prop.fget, setter))
+    assert update_layer(layer, _texts(["x", "y"], ["white", "red"], 10.0))
+    assert set_names == []  # size 0, no border, transparent dots: already so
+    # dots before (another style): set
+    data, kwargs, kind = _texts(["a"], ["white"], 10.0)
+    dots = Layer.create(
+        data, {**kwargs, "size": 4.0, "face_color": "red", "border_width": 0.1}, kind
+    )
+    set_names.clear()
+    assert update_layer(dots, _texts(["x", "y", "z"], ["white", "red", "blue"], 10.0))
+    assert {"size", "face_color", "border_width"} <= set(set_names)
+    assert np.all(np.asarray(dots.size) == 0.0)
+    assert np.all(np.asarray(dots.border_width) == 0.0)
+    assert np.all(np.asarray(dots.face_color) == 0.0)

@@ -227,6 +227,26 @@ def _put_image(layer: Any, data: Any, kwargs: dict[str, Any]) -> None:
         layer.contrast_limits = kwargs["contrast_limits"]
 
 
+def _points_have(layer: Any, name: str, wanted: Any) -> bool:
+    """Whether every point of a Points layer already has a scalar ``size`` or
+    ``border_width``, or a ``"transparent"`` colour (the text layers' constant style).
+
+    Each of these setters refreshes the layer (a slice and a thumbnail) even with its
+    events blocked; a pick puts the same style into the frame's text layers.
+    """
+    current = np.asarray(getattr(layer, name))
+    if len(current) != len(layer.data):
+        return False
+    if name in ("size", "border_width"):
+        return np.ndim(wanted) == 0 and bool(np.all(current == float(wanted)))
+    return (
+        isinstance(wanted, str)
+        and wanted == "transparent"
+        and current.ndim == 2
+        and bool(np.all(current == 0.0))
+    )
+
+
 def update_layer(layer: Any, item: LayerDataTuple) -> bool:
     """Put a layer-data tuple into an existing layer of the same kind, in place.
 
@@ -267,7 +287,7 @@ def update_layer(layer: Any, item: LayerDataTuple) -> bool:
             layer.data = np.asarray(data, dtype=np.float64).reshape(-1, 2)
             layer.features = kwargs["features"]
             for name in ("size", "face_color", "border_color", "border_width"):
-                if name in kwargs:
+                if name in kwargs and not _points_have(layer, name, kwargs[name]):
                     setattr(layer, name, kwargs[name])
             if "text" in kwargs:
                 _put_text_style(layer, kwargs["text"])
