@@ -34,7 +34,7 @@ from qtpy.QtWidgets import (
 
 from . import view_data as vd
 from .glyphs import warm_glyphs, warm_viewer_glyphs, warmer_of
-from .layer_update import lock_layer, update_layer
+from .layer_update import lock_layer, set_visible, track_drawing, update_layer
 from .state import PerViewer, ShownAnalyses, ShownAnalysis, state_for, viewer_ref
 
 __all__ = [
@@ -393,8 +393,7 @@ class TopologyCanvas(QWidget):
                 continue
             else:
                 visible = view in shown
-            if layer.visible != visible:
-                layer.visible = visible
+            set_visible(layer, visible)
 
     def redo_panel_text(self, entry: ShownAnalysis) -> None:
         """Rebuild the frame, titles, ticks and colour key of the current panel for one analysis."""
@@ -573,6 +572,7 @@ class TopologyCanvas(QWidget):
                 if known.metadata.get("topolens", {}).get("view") in ("panel_text", "panel_values")
             ]
             layers.insert(min(text) if text else len(layers), layer)
+        track_drawing(layer)  # from now on: shown unchanged, it is not sent again
         # no active layer: napari's layer key bindings (Delete, modes) then have no target
         layers.selection.clear()
         return layer

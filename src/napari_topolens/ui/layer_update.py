@@ -2,13 +2,108 @@
 
 from __future__ import annotations
 
+import weakref
+from contextlib import ExitStack
 from typing import Any
 
 import numpy as np
 
 from .view_data import LayerDataTuple
 
-__all__ = ["create_layer", "lock_layer", "update_layer"]
+__all__ = [
+    "create_layer",
+    "drawn_as_is",
+    "lock_layer",
+    "set_visible",
+    "track_drawing",
+    "update_layer",
+]
+
+#: Layer events after which the drawing napari last sent to the canvas still shows the
+#: layer: napari applies them to its visual at once, visible or not, or they draw
+#: nothing. Any other event (data, features, colours, text, size, transforms...) may
+#: have changed what a hidden layer would draw.
+DRAWING_KEPT_EVENTS = frozenset(
+    {
+        "visible",
+        "opacity",
+        "blending",
+        "thumbnail",
+        "mode",
+        "editable",
+        "name",
+        "metadata",
+        "highlight",
+        "scale_factor",
+        "loaded",
+        "cursor",
+        "cursor_size",
+        "help",
+        "interactive",
+        "status",
+    }
+)
+#: Layers whose visual holds their data as they are now: napari sent it (``set_data``)
+#: and nothing drawn changed since (:func:`track_drawing`).
+_DRAWN_AS_IS: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _on_layer_event(event: Any) -> None:
+    layer = event.source
+    if layer.visible:
+        # napari keeps a visible layer's visual up to date: refreshed when shown and when
+        # its data, colours or text change
+        if event.type in ("set_data", "visible"):
+            _DRAWN_AS_IS.add(layer)
+    elif event.type not in DRAWING_KEPT_EVENTS:
+        _DRAWN_AS_IS.discard(layer)  # hidden: napari sent the change nowhere
+
+
+def track_drawing(layer: Any) -> Any:
+    """Follow whether a canvas layer's visual still holds what it would draw now
+    (:func:`drawn_as_is`), from now on; call it once the layer is in the canvas (a
+    visible layer's visual was made from it)."""
+    if layer.visible:
+        _DRAWN_AS_IS.add(layer)
+    else:
+        _DRAWN_AS_IS.discard(layer)
+    layer.events.connect(_on_layer_event)
+    return layer
+
+
+def forget_drawing(layer: Any) -> None:
+    """The layer's visual may no longer show it (changed while hidden: napari sent nothing)."""
+    _DRAWN_AS_IS.discard(layer)
+
+
+def drawn_as_is(layer: Any) -> bool:
+    """Whether napari sent the layer's data to its visual and nothing drawn changed since
+    (only for layers given to :func:`track_drawing`)."""
+    return layer in _DRAWN_AS_IS
+
+
+def set_visible(layer: Any, visible: bool) -> None:
+    """Show or hide a layer; one shown again as it was last drawn is not sent again.
+
+    napari refreshes a layer that becomes visible: it sends its data (and highlight) to
+    its visual again, and a Shapes visual then builds its shader programs again on the
+    next paint (vispy's mesh makes a new colour transform with new data), about 5 ms
+    each, with its buffers uploaded again. Made-ahead views are drawn once while hidden
+    (``ui.show``): shown unchanged, they keep what their visual has. A layer changed
+    while hidden (napari sent the change nowhere) is refreshed as napari does.
+    """
+    if bool(layer.visible) == bool(visible):
+        return
+    if visible and drawn_as_is(layer):
+        # its highlight too: napari sends a hidden layer's highlight at once, and a new
+        # one (even empty) makes a Shapes visual build its programs again
+        with ExitStack() as blocked:
+            for name in ("set_data", "highlight"):
+                if hasattr(layer.events, name):
+                    blocked.enter_context(getattr(layer.events, name).blocker())
+            layer.visible = True
+        return
+    layer.visible = visible
 
 
 def create_layer(item: LayerDataTuple) -> Any:
@@ -132,6 +227,26 @@ def _put_image(layer: Any, data: Any, kwargs: dict[str, Any]) -> None:
         layer.contrast_limits = kwargs["contrast_limits"]
 
 
+def _points_have(layer: Any, name: str, wanted: Any) -> bool:
+    """Whether every point of a Points layer already has a scalar ``size`` or
+    ``border_width``, or a ``"transparent"`` colour (the text layers' constant style).
+
+    Each of these setters refreshes the layer (a slice and a thumbnail) even with its
+    events blocked; a pick puts the same style into the frame's text layers.
+    """
+    current = np.asarray(getattr(layer, name))
+    if len(current) != len(layer.data):
+        return False
+    if name in ("size", "border_width"):
+        return np.ndim(wanted) == 0 and bool(np.all(current == float(wanted)))
+    return (
+        isinstance(wanted, str)
+        and wanted == "transparent"
+        and current.ndim == 2
+        and bool(np.all(current == 0.0))
+    )
+
+
 def update_layer(layer: Any, item: LayerDataTuple) -> bool:
     """Put a layer-data tuple into an existing layer of the same kind, in place.
 
@@ -157,6 +272,8 @@ def update_layer(layer: Any, item: LayerDataTuple) -> bool:
         # napari re-slices a hidden Points layer with its old point indices when its
         # colours change (an IndexError with fewer points): shown while updated
         layer.visible = True
+    if not layer.visible:  # napari sends nothing to a hidden layer's visual
+        forget_drawing(layer)
     if kind == "points":
         # quietly: the drawing must not see new points with the old features' text
         with layer.events.blocker_all():
@@ -170,7 +287,7 @@ def update_layer(layer: Any, item: LayerDataTuple) -> bool:
             layer.data = np.asarray(data, dtype=np.float64).reshape(-1, 2)
             layer.features = kwargs["features"]
             for name in ("size", "face_color", "border_color", "border_width"):
-                if name in kwargs:
+                if name in kwargs and not _points_have(layer, name, kwargs[name]):
                     setattr(layer, name, kwargs[name])
             if "text" in kwargs:
                 _put_text_style(layer, kwargs["text"])
