@@ -14,16 +14,34 @@ and at the latest :data:`LONGEST_PAUSE_S` after (a show left hanging must not ke
 old cycles from being freed): the next full collection then frees what was left
 meanwhile, one instead of several, when the views are in. Left alone when the
 collector is off or someone else changed its thresholds meanwhile.
+
+What a full collection walks is kept small too: the objects alive when a pause begins
+(napari, Qt, the modules, the analyses shown) are frozen out of the collector
+(``gc.freeze``), and so are those alive once the views are in, after one collection of
+what came since (the run's imports, its analysis and views: a fraction of the whole).
+napari's own ``gc.collect()`` (a batched layer update, a layer removed) then walks the
+young objects only. Frozen objects are never freed by the collector, so every layer
+removed from a watched layer list (:func:`thaw_on_removal`: the image viewer's and the
+canvas's) unfreezes them first: napari's collection on removal frees the removed
+layers' cycles as before, and what is alive after it is frozen again.
 """
 
 from __future__ import annotations
 
 import gc
 import time
+import weakref
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["LONGEST_PAUSE_S", "OUT_OF_REACH", "RESUME_AFTER_MS", "is_paused", "pause"]
+__all__ = [
+    "LONGEST_PAUSE_S",
+    "OUT_OF_REACH",
+    "RESUME_AFTER_MS",
+    "is_paused",
+    "pause",
+    "thaw_on_removal",
+]
 
 #: How long nothing holds the pause before full collections may run again (ms): the views of
 #: the panels not picked yet are made one after another, 200 ms apart (``ui.show``).
@@ -60,6 +78,7 @@ def pause() -> Callable[[], None]:
             _saved[:] = [young, middle, oldest]
             gc.set_threshold(young, middle, OUT_OF_REACH)
             _paused_since[0] = time.monotonic()
+            gc.freeze()  # what is alive now is not walked by the collections to come
             _check_later()
 
     def release() -> None:
@@ -93,5 +112,45 @@ def _check() -> None:
         young, middle, oldest = gc.get_threshold()
         if oldest == OUT_OF_REACH:  # (else set by someone else meanwhile: theirs)
             gc.set_threshold(young, middle, _saved[2])
+        # what came since the pause began, once, while idle; then frozen too
+        gc.collect()
+        gc.freeze()
     else:  # still held: again later (at the latest after the longest pause)
         _check_later()
+
+
+def thaw_on_removal(layers: Any) -> None:
+    """Unfreeze the collector's frozen objects when a layer is about to be removed from
+    the napari layer list ``layers`` (napari then collects the removed layer's cycles),
+    and freeze what is alive again in a turn after; once per layer list."""
+    if any(layers is seen for seen in _watched_lists()):
+        return
+    _WATCHED_LISTS.append(weakref.ref(layers))
+    layers.events.removing.connect(_thaw)
+    layers.events.removed.connect(_refreeze_later)
+
+
+_WATCHED_LISTS: list[weakref.ReferenceType[Any]] = []
+
+
+def _watched_lists() -> list[Any]:
+    _WATCHED_LISTS[:] = [ref for ref in _WATCHED_LISTS if ref() is not None]
+    return [ref() for ref in _WATCHED_LISTS]
+
+
+def _thaw(_event: Any = None) -> None:
+    if gc.get_freeze_count():
+        gc.unfreeze()
+
+
+def _refreeze_later(_event: Any = None) -> None:
+    from qtpy.QtCore import QTimer
+
+    # after napari's own collection on removal (it runs in the removal, after this);
+    # frozen only while no pause is collecting what a show leaves
+    QTimer.singleShot(0, _refreeze)
+
+
+def _refreeze() -> None:
+    if gc.isenabled() and not gc.get_freeze_count():
+        gc.freeze()
