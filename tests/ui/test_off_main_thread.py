@@ -292,6 +292,82 @@ def test_the_canvas_made_while_a_file_is_read_goes_if_it_cannot_be_read(
     assert not find_layers(viewer)
 
 
+def test_the_reader_makes_the_images_layer_in_its_worker_and_the_canvas_after_open_returns(
+    make_napari_viewer, qtbot, digits, tmp_path, monkeypatch
+):
+    # napari's open runs the event loop after the reader returns (its progress bar): the
+    # canvas, a second napari QtViewer, is made in a turn of its own after that; the
+    # images layer (a napari layer object, not in any viewer yet) is made in the worker
+    from napari_topolens.ui.canvas import existing_canvas
+
+    _images, analysis = digits
+    folder = analysis.save(tmp_path / "run.topolens")
+    gate = Gate()
+    gate.close()
+    load, create = io_module.load_analysis, io_module.create_layer
+    made_on_main: list[bool] = []
+
+    def held_load(path):
+        gate.pass_through()  # read while the test looks at the viewer
+        return load(path)
+
+    def recording_create(item):
+        made_on_main.append(threading.current_thread() is threading.main_thread())
+        return create(item)
+
+    monkeypatch.setattr(io_module, "load_analysis", held_load)
+    monkeypatch.setattr(io_module, "create_layer", recording_create)
+    viewer = make_napari_viewer(show=True)  # (open's progress bar runs the event loop then)
+    try:
+        assert viewer.open(str(folder), plugin="napari-topolens") == []
+        assert existing_canvas(viewer) is None  # not inside napari's open
+        qtbot.waitUntil(lambda: existing_canvas(viewer) is not None, timeout=60_000)
+    finally:
+        gate.release()
+    qtbot.waitUntil(lambda: len(find_layers(viewer, view="mapper_nodes")) == 1, timeout=120_000)
+    assert made_on_main == [False]
+    (images,) = find_layers(viewer, view="images")
+    assert images.metadata["topolens"]["key"] == "run" and images.name.endswith("run")
+
+
+def test_a_key_taken_while_the_file_is_read_gives_the_layer_its_own_key(
+    make_napari_viewer, qtbot, digits, tmp_path, monkeypatch
+):
+    # the worker names the images layer by the key the analysis will most likely get; the
+    # same file opened twice, the first shown while the second is read: the second gets
+    # another key, and its images layer is named by it
+    _images, analysis = digits
+    folder = analysis.save(tmp_path / "run.topolens")
+    gates = [Gate(), Gate()]
+    for gate in gates:
+        gate.close()
+    load = io_module.load_analysis
+    reads = iter(gates)
+
+    def held_load(path):
+        next(reads).pass_through()
+        return load(path)
+
+    monkeypatch.setattr(io_module, "load_analysis", held_load)
+    viewer = make_napari_viewer()
+    try:
+        for _ in gates:
+            viewer.open(str(folder), plugin="napari-topolens")
+        gates[0].release()
+        qtbot.waitUntil(lambda: len(state_for(viewer)) == 1, timeout=120_000)
+        gates[1].release()  # "run" is taken now
+        qtbot.waitUntil(lambda: len(find_layers(viewer, view="mapper_nodes")) == 2, timeout=120_000)
+    finally:
+        for gate in gates:
+            gate.release()
+    layers = find_layers(viewer, view="images")
+    keys = sorted(layer.metadata["topolens"]["key"] for layer in layers)
+    assert keys == ["run", "run 2"]
+    for layer in layers:
+        key = layer.metadata["topolens"]["key"]
+        assert layer.name.endswith(key) and state_for(viewer).get(key).image_layer is layer
+
+
 @pytest.mark.slow
 def test_a_switch_parks_the_hidden_views_until_they_are_picked(make_napari_viewer, digits):
     _images, analysis = digits
