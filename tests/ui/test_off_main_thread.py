@@ -368,6 +368,40 @@ def test_a_key_taken_while_the_file_is_read_gives_the_layer_its_own_key(
         assert layer.name.endswith(key) and state_for(viewer).get(key).image_layer is layer
 
 
+def test_an_empty_viewer_draws_its_gallery_titles_characters_ahead_while_a_file_is_read(
+    make_napari_viewer, qtbot, digits, tmp_path, monkeypatch
+):
+    # the gallery's title is the first text such a viewer draws (about 10 ms a character
+    # the first time): loaded a few per turn while the file is read, in its text overlay,
+    # which is put back as it was
+    from napari_topolens.ui.glyphs import warmer_of
+    from napari_topolens.ui.image_layers import gallery_title
+
+    _images, analysis = digits
+    folder = analysis.save(tmp_path / "run.topolens")
+    gate = Gate()
+    gate.close()
+    load = io_module.load_analysis
+
+    def held_load(path):
+        gate.pass_through()
+        return load(path)
+
+    monkeypatch.setattr(io_module, "load_analysis", held_load)
+    viewer = make_napari_viewer()
+    overlay = viewer.canvas.overlays["text"]
+    try:
+        viewer.open(str(folder), plugin="napari-topolens")
+        warmer = warmer_of(viewer)
+        assert warmer is not None
+        qtbot.waitUntil(lambda: warmer.done, timeout=60_000)  # the file still being read
+    finally:
+        gate.release()
+    assert warmer.drawn == list(dict.fromkeys(gallery_title("run")))
+    assert not overlay.visible and overlay.text == "" and overlay.color is None
+    qtbot.waitUntil(lambda: len(find_layers(viewer, view="gallery_text")) == 1, timeout=120_000)
+
+
 @pytest.mark.slow
 def test_a_switch_parks_the_hidden_views_until_they_are_picked(make_napari_viewer, digits):
     _images, analysis = digits

@@ -43,11 +43,19 @@ class GlyphWarmer:
     overlay is hidden again, with its text and colour, when done or stopped.
     """
 
-    def __init__(self, model: Any, alive: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        model: Any,
+        alive: Callable[[], bool],
+        chars: str = WARM_CHARS,
+        *,
+        while_empty: bool = True,
+    ) -> None:
         # weakly: the warmers outlive nothing (:data:`_WARMERS` is keyed by the model)
         self._model = weakref.ref(model)
         self._alive = alive
-        self._left = list(dict.fromkeys(WARM_CHARS))
+        self._while_empty = while_empty
+        self._left = list(dict.fromkeys(chars))
         self._overlay: Any = None
         self._saved: tuple[Any, Any, Any] | None = None
         self.done = False
@@ -73,7 +81,12 @@ class GlyphWarmer:
         if self.done:
             return
         model = self._model()
-        if not self._left or model is None or not self._alive() or len(model.layers):
+        if (
+            not self._left
+            or model is None
+            or not self._alive()
+            or (self._while_empty and len(model.layers))
+        ):
             self.stop()
             return
         if self._overlay is None:
@@ -102,9 +115,17 @@ class GlyphWarmer:
             overlay.color = saved[1]
 
 
-def warm_glyphs(model: Any, alive: Callable[[], bool]) -> GlyphWarmer:
-    """Start loading the glyphs of the canvas of ``model`` (see the module docstring)."""
-    warmer = _WARMERS[model] = GlyphWarmer(model, alive)
+def warm_glyphs(
+    model: Any, alive: Callable[[], bool], chars: str = WARM_CHARS, *, while_empty: bool = True
+) -> GlyphWarmer:
+    """Start loading the glyphs of the canvas of ``model`` (see the module docstring).
+
+    ``model``: the topology canvas's model, or a viewer (one a saved analysis is opened
+    in: its gallery's title is drawn in its canvas); ``chars``: those to load, the most
+    needed first; ``while_empty``: stop once a layer is in (else only when ``alive()``
+    says so).
+    """
+    warmer = _WARMERS[model] = GlyphWarmer(model, alive, chars, while_empty=while_empty)
     return warmer.start()
 
 

@@ -38,6 +38,8 @@ from ..topology.store import is_analysis_dir, load_analysis, open_plain_file
 from . import explorer_widget  # noqa: F401  (a reopened analysis's views get the explorer bar)
 from .canvas import TopologyCanvas, canvas_for, existing_canvas
 from .drift_view import has_variants
+from .glyphs import warm_glyphs
+from .image_layers import gallery_title
 from .layer_update import create_layer
 from .mapper_nodes import analysis_predictions
 from .panels import ALL_PANELS, NEEDS_PREDICTIONS, PANELS
@@ -252,7 +254,21 @@ def _read_in_worker(viewer: Any, folder: Path) -> Any:
     _READS.add(worker)
     worker.finished.connect(lambda: _READS.discard(worker))
     QTimer.singleShot(CANVAS_AFTER_OPEN_MS, make_canvas_early)
+    if not len(viewer.layers):
+        # the first text an empty viewer draws is the gallery's title: its characters loaded
+        # a few per turn while the file is read and the images are added, not all in the
+        # turn that adds the gallery (about 10 ms each)
+        warm_glyphs(
+            viewer,
+            lambda: _no_gallery_text_yet(ref()),
+            gallery_title(likely_key),
+            while_empty=False,
+        )
     return worker
+
+
+def _no_gallery_text_yet(viewer: Any) -> bool:
+    return viewer is not None and not find_layers(viewer, view="gallery_text")
 
 
 #: When the reader makes the canvas (ms after it returns). napari's ``open`` runs the
