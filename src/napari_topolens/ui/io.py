@@ -222,12 +222,11 @@ def _read_in_worker(viewer: Any, folder: Path) -> Any:
                     target.add_layer(layer)
 
         if existing_canvas(target) is None:
-            # the canvas (a second napari QtViewer) in this turn, the images in the next:
-            # each is a long stretch of napari's main-thread work, one after the other
             canvas_for(target)
-            QTimer.singleShot(1, add)
-        else:
-            add()
+        # the images in a turn of their own: adding them is a long stretch of napari's
+        # main-thread work, and so is the canvas (made just now, or by a timer that Qt may
+        # have run in the same pass of its event loop as this)
+        QTimer.singleShot(1, add)
 
     made_early: list[TopologyCanvas] = []
 
