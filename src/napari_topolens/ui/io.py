@@ -274,7 +274,7 @@ def _no_gallery_text_yet(viewer: Any) -> bool:
 #: event loop (its progress bar's ``processEvents``) after the reader returns: a timer
 #: due then would make the canvas (a napari QtViewer, 0.1-0.3 s) inside ``open``'s
 #: own long turn. Due a little later, it is a turn of its own.
-CANVAS_AFTER_OPEN_MS = 60
+CANVAS_AFTER_OPEN_MS = 150
 
 
 def _drop_canvas(viewer: Any, canvas: TopologyCanvas) -> None:
