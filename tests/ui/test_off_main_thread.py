@@ -256,6 +256,11 @@ def test_the_reader_returns_at_once_and_fills_in_from_a_worker(
     qtbot.waitUntil(lambda: bool(messages), timeout=60_000)
     assert "could not open 'run.topolens'" in messages[0] and "truncated" in messages[0]
     assert not find_layers(other)
+    # nor a canvas: not made once the read has failed (its timer comes after the answer)
+    from napari_topolens.ui.canvas import existing_canvas
+
+    qtbot.wait(2 * io_module.CANVAS_AFTER_OPEN_MS)
+    assert existing_canvas(other) is None
 
 
 def test_the_canvas_made_while_a_file_is_read_goes_if_it_cannot_be_read(

@@ -204,7 +204,10 @@ def _read_in_worker(viewer: Any, folder: Path) -> Any:
         layers = [create_layer(item) for item in _shown_as_saved(analysis, likely_key, settings)]
         return analysis, settings, layers
 
+    answered: list[bool] = []  # the worker's result or error handled (no canvas early then)
+
     def loaded(result: tuple[Analysis, dict[str, Any], list[Any]]) -> None:
+        answered.append(True)
         target = ref()
         if target is None:
             return  # the viewer went while the file was read
@@ -233,10 +236,16 @@ def _read_in_worker(viewer: Any, folder: Path) -> Any:
     def make_canvas_early() -> None:
         """The canvas while the worker reads (the reading and it overlap on two cores)."""
         target = ref()
-        if target is not None and existing_canvas(target) is None and worker in _READS:
+        if (
+            target is not None
+            and existing_canvas(target) is None
+            and worker in _READS
+            and not answered
+        ):
             made_early.append(canvas_for(target))
 
     def failed(exc: BaseException) -> None:
+        answered.append(True)
         target = ref()
         for made in made_early:  # an unreadable file leaves the viewer as it was
             if target is not None and existing_canvas(target) is made and len(made.state) == 0:
