@@ -263,6 +263,11 @@ def test_the_reader_returns_at_once_and_fills_in_from_a_worker(
     qtbot.waitUntil(lambda: bool(messages), timeout=60_000)
     assert "could not open 'run.topolens'" in messages[0] and "truncated" in messages[0]
     assert not find_layers(other)
+    # nor a canvas: not made once the read has failed (its timer comes after the answer)
+    from napari_topolens.ui.canvas import existing_canvas
+
+    qtbot.wait(2 * io_module.CANVAS_AFTER_OPEN_MS)
+    assert existing_canvas(other) is None
 
 
 def test_the_canvas_made_while_a_file_is_read_goes_if_it_cannot_be_read(
@@ -297,6 +302,116 @@ def test_the_canvas_made_while_a_file_is_read_goes_if_it_cannot_be_read(
     assert existing_canvas(viewer) is None
     assert "Topology views" not in viewer.window.dock_widgets
     assert not find_layers(viewer)
+
+
+def test_the_reader_makes_the_images_layer_in_its_worker_and_the_canvas_after_open_returns(
+    make_napari_viewer, qtbot, digits, tmp_path, monkeypatch
+):
+    # napari's open runs the event loop after the reader returns (its progress bar): the
+    # canvas, a second napari QtViewer, is made in a turn of its own after that; the
+    # images layer (a napari layer object, not in any viewer yet) is made in the worker
+    from napari_topolens.ui.canvas import existing_canvas
+
+    _images, analysis = digits
+    folder = analysis.save(tmp_path / "run.topolens")
+    gate = Gate()
+    gate.close()
+    load, create = io_module.load_analysis, io_module.create_layer
+    made_on_main: list[bool] = []
+
+    def held_load(path):
+        gate.pass_through()  # read while the test looks at the viewer
+        return load(path)
+
+    def recording_create(item):
+        made_on_main.append(threading.current_thread() is threading.main_thread())
+        return create(item)
+
+    monkeypatch.setattr(io_module, "load_analysis", held_load)
+    monkeypatch.setattr(io_module, "create_layer", recording_create)
+    viewer = make_napari_viewer(show=True)  # (open's progress bar runs the event loop then)
+    try:
+        assert viewer.open(str(folder), plugin="napari-topolens") == []
+        assert existing_canvas(viewer) is None  # not inside napari's open
+        qtbot.waitUntil(lambda: existing_canvas(viewer) is not None, timeout=60_000)
+    finally:
+        gate.release()
+    qtbot.waitUntil(lambda: len(find_layers(viewer, view="mapper_nodes")) == 1, timeout=120_000)
+    assert made_on_main == [False]
+    (images,) = find_layers(viewer, view="images")
+    assert images.metadata["topolens"]["key"] == "run" and images.name.endswith("run")
+
+
+def test_a_key_taken_while_the_file_is_read_gives_the_layer_its_own_key(
+    make_napari_viewer, qtbot, digits, tmp_path, monkeypatch
+):
+    # the worker names the images layer by the key the analysis will most likely get; the
+    # same file opened twice, the first shown while the second is read: the second gets
+    # another key, and its images layer is named by it
+    _images, analysis = digits
+    folder = analysis.save(tmp_path / "run.topolens")
+    gates = [Gate(), Gate()]
+    for gate in gates:
+        gate.close()
+    load = io_module.load_analysis
+    reads = iter(gates)
+
+    def held_load(path):
+        next(reads).pass_through()
+        return load(path)
+
+    monkeypatch.setattr(io_module, "load_analysis", held_load)
+    viewer = make_napari_viewer()
+    try:
+        for _ in gates:
+            viewer.open(str(folder), plugin="napari-topolens")
+        gates[0].release()
+        qtbot.waitUntil(lambda: len(state_for(viewer)) == 1, timeout=120_000)
+        gates[1].release()  # "run" is taken now
+        qtbot.waitUntil(lambda: len(find_layers(viewer, view="mapper_nodes")) == 2, timeout=120_000)
+    finally:
+        for gate in gates:
+            gate.release()
+    layers = find_layers(viewer, view="images")
+    keys = sorted(layer.metadata["topolens"]["key"] for layer in layers)
+    assert keys == ["run", "run 2"]
+    for layer in layers:
+        key = layer.metadata["topolens"]["key"]
+        assert layer.name.endswith(key) and state_for(viewer).get(key).image_layer is layer
+
+
+def test_an_empty_viewer_draws_its_gallery_titles_characters_ahead_while_a_file_is_read(
+    make_napari_viewer, qtbot, digits, tmp_path, monkeypatch
+):
+    # the gallery's title is the first text such a viewer draws (about 10 ms a character
+    # the first time): loaded a few per turn while the file is read, in its text overlay,
+    # which is put back as it was
+    from napari_topolens.ui.glyphs import warmer_of
+    from napari_topolens.ui.image_layers import gallery_title
+
+    _images, analysis = digits
+    folder = analysis.save(tmp_path / "run.topolens")
+    gate = Gate()
+    gate.close()
+    load = io_module.load_analysis
+
+    def held_load(path):
+        gate.pass_through()
+        return load(path)
+
+    monkeypatch.setattr(io_module, "load_analysis", held_load)
+    viewer = make_napari_viewer()
+    overlay = viewer.canvas.overlays["text"]
+    try:
+        viewer.open(str(folder), plugin="napari-topolens")
+        warmer = warmer_of(viewer)
+        assert warmer is not None
+        qtbot.waitUntil(lambda: warmer.done, timeout=60_000)  # the file still being read
+    finally:
+        gate.release()
+    assert warmer.drawn == list(dict.fromkeys(gallery_title("run")))
+    assert not overlay.visible and overlay.text == "" and overlay.color is None
+    qtbot.waitUntil(lambda: len(find_layers(viewer, view="gallery_text")) == 1, timeout=120_000)
 
 
 @pytest.mark.slow

@@ -134,7 +134,7 @@ class TopologyCanvas(QWidget):
         #: those of every panel of the shown analyses, by what they depend on.
         self.glyphs_drawn: set[str] = set()
         self._panel_chars: tuple[tuple, set[str]] = ((), set())
-        self.qt_viewer: Any = QtViewer(self.model)
+        self.qt_viewer: Any = _quiet_qt_viewer(QtViewer, self.model)
         self._make_controls()
         #: The explorer's controls (network layer, colouring, edges, class search) as a bar
         #: above the canvas, so controls and views are seen together. ``ui.explorer_widget``
@@ -748,6 +748,23 @@ def hover_text(entry: ShownAnalysis, view: str, layer: Any, position: tuple[floa
 def _percent(value: Any) -> str:
     value = float(value)
     return "n/a" if not np.isfinite(value) else f"{100 * value:.1f} %"
+
+
+def _quiet_qt_viewer(qt_viewer_class: Any, model: Any) -> Any:
+    """``qt_viewer_class(model)`` without telling every welcome screen about its shortcuts.
+
+    A new napari ``QtViewer`` unbinds and binds again every shortcut of napari's
+    settings, and each change is announced (``action_manager.events.shortcut_changed``)
+    to every welcome screen and button tooltip of the application: some 180
+    announcements times every napari canvas open, 60-70 % of making the canvas (more
+    with every viewer and canvas). The keys bound afterwards are those of the
+    settings, the ones the viewer's own window bound before: nothing those listeners
+    show changes, so the announcements are held back while it is made.
+    """
+    from napari.utils.action_manager import action_manager
+
+    with action_manager.events.shortcut_changed.blocker():
+        return qt_viewer_class(model)
 
 
 _CANVASES = PerViewer()

@@ -65,6 +65,7 @@ class GlyphWarmer:
         self,
         model_ref: Callable[[], Any],
         alive: Callable[[], bool],
+        chars: str = WARM_CHARS,
         *,
         while_empty: bool = True,
         after: GlyphWarmer | None = None,
@@ -74,7 +75,7 @@ class GlyphWarmer:
         self._alive = alive
         self._while_empty = while_empty
         self._after = after
-        self._left = list(dict.fromkeys(WARM_CHARS))
+        self._left = list(dict.fromkeys(chars))
         self._overlay: Any = None
         self._saved: tuple[Any, Any, Any] | None = None
         self._shown = ""  # the text it put in the overlay last
@@ -149,9 +150,19 @@ class GlyphWarmer:
             overlay.color = saved[1]
 
 
-def warm_glyphs(model: Any, alive: Callable[[], bool]) -> GlyphWarmer:
-    """Start loading the glyphs of the canvas of ``model`` (see the module docstring)."""
-    warmer = _WARMERS[model] = GlyphWarmer(weakref.ref(model), alive)
+def warm_glyphs(
+    model: Any, alive: Callable[[], bool], chars: str = WARM_CHARS, *, while_empty: bool = True
+) -> GlyphWarmer:
+    """Start loading the glyphs of the canvas of ``model`` (see the module docstring).
+
+    ``model``: the topology canvas's model, or a viewer (one a saved analysis is opened
+    in: its gallery's title is drawn in its canvas); ``chars``: those to load, the most
+    needed first; ``while_empty``: stop once a layer is in (else only when ``alive()``
+    says so).
+    """
+    warmer = _WARMERS[model] = GlyphWarmer(
+        weakref.ref(model), alive, chars, while_empty=while_empty
+    )
     return warmer.start()
 
 

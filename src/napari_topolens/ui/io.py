@@ -30,7 +30,7 @@ import math
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from ..errors import AnalysisFileError, TopoLensError
 from ..topology.results import Analysis
@@ -38,6 +38,8 @@ from ..topology.store import is_analysis_dir, load_analysis, open_plain_file
 from . import explorer_widget  # noqa: F401  (a reopened analysis's views get the explorer bar)
 from .canvas import TopologyCanvas, canvas_for, existing_canvas
 from .drift_view import has_variants
+from .glyphs import warm_glyphs
+from .image_layers import gallery_title
 from .layer_update import create_layer
 from .mapper_nodes import analysis_predictions
 from .panels import ALL_PANELS, NEEDS_PREDICTIONS, PANELS
@@ -45,6 +47,7 @@ from .state import state_for, viewer_ref
 from .views import (
     COLOR_BY,
     LayerDataTuple,
+    find_layers,
     reader_layer_data,
     saved_view_settings,
     watch_viewer,
@@ -178,50 +181,71 @@ def _on_main_thread() -> bool:
 
 
 def _read_in_worker(viewer: Any, folder: Path) -> Any:
-    """Load ``folder`` in a napari worker; add its images layer to ``viewer`` when loaded."""
+    """Load ``folder`` in a napari worker; add its images layer to ``viewer`` when loaded.
+
+    The worker also makes the images layer (napari's layer object, not in any viewer
+    yet: a quarter of a second of work), under the key the analysis will most likely
+    get; the main thread only adds it. The topology canvas is made meanwhile, in a turn
+    of its own after napari's ``open`` has returned (see :data:`CANVAS_AFTER_OPEN_MS`).
+    """
     from napari.qt.threading import create_worker
     from napari.utils.notifications import show_error
     from qtpy.QtCore import QTimer
 
-    def load() -> tuple[Any, dict[str, Any]]:
-        analysis = load_analysis(folder)
-        return analysis, _view_settings(folder, analysis)
-
     ref = viewer_ref(viewer)
     base = folder.name.removesuffix(".topolens") or "analysis"
+    # the key the analysis gets unless another one takes it while the file is read (from
+    # the folder's name: the analysis, not read yet, is not asked)
+    likely_key = state_for(viewer).new_key(cast(Analysis, None), base)
 
-    def loaded(result: tuple[Any, dict[str, Any]]) -> None:
+    def load() -> tuple[Analysis, dict[str, Any], list[Any]]:
+        analysis = load_analysis(folder)
+        settings = _view_settings(folder, analysis)
+        layers = [create_layer(item) for item in _shown_as_saved(analysis, likely_key, settings)]
+        return analysis, settings, layers
+
+    answered: list[bool] = []  # the worker's result or error handled (no canvas early then)
+
+    def loaded(result: tuple[Analysis, dict[str, Any], list[Any]]) -> None:
+        answered.append(True)
         target = ref()
         if target is None:
             return  # the viewer went while the file was read
-        analysis, settings = result
-        key = state_for(target).new_key(analysis, base)
+        analysis, settings, layers = result
+        # (an analysis read just before may be in the viewer and not shown yet)
+        opened = [layer.metadata["topolens"]["key"] for layer in find_layers(target, view="images")]
+        key = state_for(target).new_key(analysis, base, taken=opened)
+        if key != likely_key:  # taken meanwhile: the layer again, named by its own key
+            layers = [create_layer(item) for item in _shown_as_saved(analysis, key, settings)]
         watch_viewer(target)  # the views appear in the topology canvas once the images are in
-        items = _shown_as_saved(analysis, key, settings)
 
         def add() -> None:
             if ref() is target:
-                for item in items:
-                    target.add_layer(create_layer(item))
+                for layer in layers:
+                    target.add_layer(layer)
 
         if existing_canvas(target) is None:
-            # the canvas (a second napari QtViewer) in this turn, the images in the next:
-            # each is a long stretch of napari's main-thread work, one after the other
             canvas_for(target)
-            QTimer.singleShot(1, add)
-        else:
-            add()
+        # the images in a turn of their own: adding them is a long stretch of napari's
+        # main-thread work, and so is the canvas (made just now, or by a timer that Qt may
+        # have run in the same pass of its event loop as this)
+        QTimer.singleShot(1, add)
 
     made_early: list[TopologyCanvas] = []
 
     def make_canvas_early() -> None:
-        """The canvas while the worker reads (napari builds it in one long turn of the
-        main thread: done here, the reading and it overlap on two cores)."""
+        """The canvas while the worker reads (the reading and it overlap on two cores)."""
         target = ref()
-        if target is not None and existing_canvas(target) is None and worker in _READS:
+        if (
+            target is not None
+            and existing_canvas(target) is None
+            and worker in _READS
+            and not answered
+        ):
             made_early.append(canvas_for(target))
 
     def failed(exc: BaseException) -> None:
+        answered.append(True)
         target = ref()
         for made in made_early:  # an unreadable file leaves the viewer as it was
             if target is not None and existing_canvas(target) is made and len(made.state) == 0:
@@ -237,8 +261,29 @@ def _read_in_worker(viewer: Any, folder: Path) -> Any:
     worker.start()
     _READS.add(worker)
     worker.finished.connect(lambda: _READS.discard(worker))
-    QTimer.singleShot(0, make_canvas_early)  # after napari's open returns
+    QTimer.singleShot(CANVAS_AFTER_OPEN_MS, make_canvas_early)
+    if not len(viewer.layers):
+        # the first text an empty viewer draws is the gallery's title: its characters loaded
+        # a few per turn while the file is read and the images are added, not all in the
+        # turn that adds the gallery (about 10 ms each)
+        warm_glyphs(
+            viewer,
+            lambda: _no_gallery_text_yet(ref()),
+            gallery_title(likely_key),
+            while_empty=False,
+        )
     return worker
+
+
+def _no_gallery_text_yet(viewer: Any) -> bool:
+    return viewer is not None and not find_layers(viewer, view="gallery_text")
+
+
+#: When the reader makes the canvas (ms after it returns). napari's ``open`` runs the
+#: event loop (its progress bar's ``processEvents``) after the reader returns: a timer
+#: due then would make the canvas (a napari QtViewer, 0.1-0.3 s) inside ``open``'s
+#: own long turn. Due a little later, it is a turn of its own.
+CANVAS_AFTER_OPEN_MS = 150
 
 
 def _drop_canvas(viewer: Any, canvas: TopologyCanvas) -> None:
