@@ -68,3 +68,47 @@ def test_a_holder_that_never_lets_go_holds_them_off_no_longer_than_the_longest_p
     assert full_collections_held_off()
     qtbot.waitUntil(lambda: not full_collections_held_off(), timeout=5_000)
     release()
+
+
+class _Cycle:
+    """Garbage only the collector frees (it refers to itself)."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+
+def test_once_released_the_live_objects_are_frozen_and_a_removed_layer_thaws_them(
+    make_napari_viewer, qtbot
+):
+    """Full collections then walk the young objects only; a layer removed gives the old
+    ones back, so napari's collection on removal frees what became garbage meanwhile."""
+    import weakref
+
+    viewer = make_napari_viewer()
+    layer = viewer.add_points([[0, 0]])
+    collector.thaw_on_removal(viewer.layers)
+    gc.unfreeze()
+    old = _Cycle()
+    old_ref = weakref.ref(old)
+    collector.pause()()  # held and released: settles in a turn of its own
+    qtbot.waitUntil(lambda: not collector.is_paused(), timeout=5_000)
+    assert collector.collections_are_cheap() and gc.get_freeze_count() > 0
+    del old
+    gc.collect()
+    assert old_ref() is not None  # frozen: the collector does not see it
+    thawed = []
+    viewer.layers.events.removed.connect(lambda _e: thawed.append(gc.get_freeze_count()))
+    viewer.layers.remove(layer)
+    assert thawed == [0]
+    gc.collect()  # (napari's own on removal, whatever its version)
+    assert old_ref() is None
+
+
+def test_a_closed_canvas_thaws_the_frozen_objects(make_napari_viewer, qtbot):
+    from napari_topolens.ui.canvas import canvas_for
+
+    viewer = make_napari_viewer()
+    canvas = canvas_for(viewer)
+    gc.freeze()
+    canvas.close_canvas()
+    assert gc.get_freeze_count() == 0

@@ -54,7 +54,7 @@ from magicgui.widgets import (
     SpinBox,
     Widget,
 )
-from qtpy.QtCore import Qt
+from qtpy.QtCore import Qt, QTimer
 from qtpy.QtWidgets import (
     QComboBox,
     QHBoxLayout,
@@ -83,6 +83,7 @@ from . import (
     collector,
     explorer_widget,  # noqa: F401  (the views dock's explorer bar comes with it)
 )
+from .canvas import canvas_for
 from .label_choice import (
     CSV_FILE,
     LAYER_METADATA,
@@ -141,6 +142,9 @@ __all__ = [
     "spread_layers",
 ]
 
+#: When Run makes the views dock (ms after it returns): a turn of its own, once the
+#: worker has started.
+CANVAS_AFTER_RUN_MS = 150
 #: The provenance's ``source`` of an analysis made here.
 FRONT_END = "napari-topolens analysis widget"
 #: Sampling used when a single image is analysed (one point per image cannot make a shape).
@@ -775,10 +779,19 @@ class AnalysisWidget(QWidget):
         # no full garbage collection (0.2-0.45 s, holding the GIL) until the views are in
         self._resume_collector = collector.pause()
         self._job.start()
+        # the views dock while the worker computes, in a turn of its own: its text's
+        # glyphs are drawn ahead meanwhile (``ui.glyphs``), not when the first views go in
+        QTimer.singleShot(CANVAS_AFTER_RUN_MS, self._make_canvas_while_running)
         n_images = len(job.stack.index) if job.stack is not None else len(job.images)
         self.form_summary.set_full_text(self._summary_text(list(layers), n_images, variants))
         self.fold_form(True)
         return self._job.worker
+
+    def _make_canvas_while_running(self) -> None:
+        job = self._job
+        if job is None or not job.worker.is_running:
+            return  # done, refused or cancelled meanwhile: the show makes it if needed
+        canvas_for(self._viewer)
 
     def _form_job(
         self, model: torch.nn.Module, image_layer: Any, layers: list[str]

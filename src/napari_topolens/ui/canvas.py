@@ -253,6 +253,7 @@ class TopologyCanvas(QWidget):
         self.panel_builder = None
         self.model.mouse_move_callbacks.clear()
         self.model.mouse_drag_callbacks.clear()
+        collector.thaw()  # the closed viewers' objects: freed by the next collection
         self.model.layers.clear()
         try:
             layout = self.layout()
@@ -406,7 +407,10 @@ class TopologyCanvas(QWidget):
                 if bool(layer.visible) != visible:
                     changes.append((layer, visible))
         batched = getattr(self.model.layers, "batched_update", None)
-        with batched() if batched is not None and len(changes) > 1 else nullcontext():
+        # (napari collects at a batch's end: cheap only with the old objects frozen)
+        if batched is None or len(changes) < 2 or not collector.collections_are_cheap():
+            batched = nullcontext
+        with batched():
             for layer, visible in changes:
                 set_visible(layer, visible)
 

@@ -15,15 +15,15 @@ old cycles from being freed): the next full collection then frees what was left
 meanwhile, one instead of several, when the views are in. Left alone when the
 collector is off or someone else changed its thresholds meanwhile.
 
-What a full collection walks is kept small too: the objects alive when a pause begins
-(napari, Qt, the modules, the analyses shown) are frozen out of the collector
-(``gc.freeze``), and so are those alive once the views are in, after one collection of
-what came since (the run's imports, its analysis and views: a fraction of the whole).
-napari's own ``gc.collect()`` (a batched layer update, a layer removed) then walks the
-young objects only. Frozen objects are never freed by the collector, so every layer
-removed from a watched layer list (:func:`thaw_on_removal`: the image viewer's and the
-canvas's) unfreezes them first: napari's collection on removal frees the removed
-layers' cycles as before, and what is alive after it is frozen again.
+What a full collection walks is kept small too: once nothing holds the pause, what
+came since it began is collected (one collection of the run's imports, its analysis
+and views: a fraction of the whole) and every object alive then is frozen out of the
+collector (``gc.freeze``), as are those alive when a pause begins. napari's own
+``gc.collect()`` (at a batched layer update's end: :func:`collections_are_cheap`) then
+walks the young objects only. Frozen objects are never freed by the collector, so a
+layer about to be removed from a watched layer list (:func:`thaw_on_removal`: the image
+viewer's and the canvas's) and a canvas closed unfreeze them (:func:`thaw`): napari's
+collection on removal frees the removed layers' cycles as before.
 """
 
 from __future__ import annotations
@@ -38,14 +38,16 @@ __all__ = [
     "LONGEST_PAUSE_S",
     "OUT_OF_REACH",
     "RESUME_AFTER_MS",
+    "collections_are_cheap",
     "is_paused",
     "pause",
+    "thaw",
     "thaw_on_removal",
 ]
 
-#: How long nothing holds the pause before full collections may run again (ms): the views of
-#: the panels not picked yet are made one after another, 200 ms apart (``ui.show``).
-RESUME_AFTER_MS = 1000
+#: How long nothing holds the pause before full collections may run again (ms): at once
+#: (the next event-loop turn), a turn of its own.
+RESUME_AFTER_MS = 0
 #: The longest full collections are held off, whatever holds them (seconds).
 LONGEST_PAUSE_S = 120.0
 
@@ -112,45 +114,34 @@ def _check() -> None:
         young, middle, oldest = gc.get_threshold()
         if oldest == OUT_OF_REACH:  # (else set by someone else meanwhile: theirs)
             gc.set_threshold(young, middle, _saved[2])
-        # what came since the pause began, once, while idle; then frozen too
+        # what came since the pause began, once (the older objects are frozen); then
+        # what is alive is frozen too
         gc.collect()
         gc.freeze()
     else:  # still held: again later (at the latest after the longest pause)
         _check_later()
 
 
-def thaw_on_removal(layers: Any) -> None:
-    """Unfreeze the collector's frozen objects when a layer is about to be removed from
-    the napari layer list ``layers`` (napari then collects the removed layer's cycles),
-    and freeze what is alive again in a turn after; once per layer list."""
-    if any(layers is seen for seen in _watched_lists()):
-        return
-    _WATCHED_LISTS.append(weakref.ref(layers))
-    layers.events.removing.connect(_thaw)
-    layers.events.removed.connect(_refreeze_later)
+def collections_are_cheap() -> bool:
+    """Whether a full collection now walks only what came since the last freeze."""
+    return gc.get_freeze_count() > 0
 
 
-_WATCHED_LISTS: list[weakref.ReferenceType[Any]] = []
-
-
-def _watched_lists() -> list[Any]:
-    _WATCHED_LISTS[:] = [ref for ref in _WATCHED_LISTS if ref() is not None]
-    return [ref() for ref in _WATCHED_LISTS]
-
-
-def _thaw(_event: Any = None) -> None:
+def thaw(_event: Any = None) -> None:
+    """Give the frozen objects back to the collector (the next collection frees their
+    cycles: layers removed, a canvas closed)."""
     if gc.get_freeze_count():
         gc.unfreeze()
 
 
-def _refreeze_later(_event: Any = None) -> None:
-    from qtpy.QtCore import QTimer
+def thaw_on_removal(layers: Any) -> None:
+    """:func:`thaw` when a layer is about to be removed from the napari layer list
+    ``layers`` (napari then collects the removed layer's cycles); once per layer list."""
+    _WATCHED_LISTS[:] = [ref for ref in _WATCHED_LISTS if ref() is not None]
+    if any(ref() is layers for ref in _WATCHED_LISTS):
+        return
+    _WATCHED_LISTS.append(weakref.ref(layers))
+    layers.events.removing.connect(thaw)
 
-    # after napari's own collection on removal (it runs in the removal, after this);
-    # frozen only while no pause is collecting what a show leaves
-    QTimer.singleShot(0, _refreeze)
 
-
-def _refreeze() -> None:
-    if gc.isenabled() and not gc.get_freeze_count():
-        gc.freeze()
+_WATCHED_LISTS: list[weakref.ReferenceType[Any]] = []
