@@ -222,6 +222,7 @@ def test_a_rerun_replaces_and_an_analysis_comes_off_the_canvas_with_its_images_k
     assert images in viewer.layers and marks in viewer.layers
     assert not canvas_for(viewer).model.layers
     assert explorer.analysis_key.value is None
+    assert not explorer.remove_button.enabled  # nothing left to remove
     assert "0" not in canvas_for(viewer).legend.text().split("rings")[0]  # no class key left
 
     # napari's own way: deleting the analysis's overlay layer takes it off the canvas too

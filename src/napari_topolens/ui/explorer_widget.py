@@ -316,6 +316,7 @@ class ExplorerWidget(Container):
                 self.class_search.value = "" if entry.faded_class is None else entry.faded_class
             # one analysis (its variants follow it): no need to choose
             self.analysis_key.visible = len(keys) > 1
+            self.remove_button.enabled = bool(keys)  # (nothing to remove while a run computes)
             self._update_summary()
         finally:
             self._updating = False
