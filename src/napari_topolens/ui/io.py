@@ -263,16 +263,16 @@ def _read_in_worker(viewer: Any, folder: Path) -> Any:
     worker.finished.connect(lambda: _READS.discard(worker))
     QTimer.singleShot(CANVAS_AFTER_OPEN_MS, make_canvas_early)
     if not len(viewer.layers):
-        # the first text an empty viewer draws is the gallery's title: its characters loaded
-        # a few per turn while the file is read and the images are added, not all in the
-        # turn that adds the gallery (about 10 ms each)
-        warm_glyphs(
-            viewer,
-            lambda: _no_gallery_text_yet(ref()),
-            gallery_title(likely_key),
-            while_empty=False,
-        )
+        _warm_gallery_title(viewer, likely_key)
     return worker
+
+
+def _warm_gallery_title(viewer: Any, key: str) -> None:
+    """The first text an empty viewer draws is the gallery's title: its characters
+    loaded a few per turn while the file is read and the images are added, not all in
+    the turn that adds the gallery (about 10 ms each)."""
+    ref = viewer_ref(viewer)
+    warm_glyphs(viewer, lambda: _no_gallery_text_yet(ref()), gallery_title(key), while_empty=False)
 
 
 def _no_gallery_text_yet(viewer: Any) -> bool:
