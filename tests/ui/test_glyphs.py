@@ -73,12 +73,14 @@ def test_a_closed_viewers_canvas_is_not_kept_alive_by_its_warmer(make_napari_vie
 def test_then_the_image_viewers_own_glyphs_layers_or_not_and_its_overlay_put_back(
     make_napari_viewer, qtbot
 ):
-    from napari_topolens.ui.glyphs import viewer_warmer_of
+    from napari_topolens.ui.glyphs import viewer_warmer_of, warm_viewer_glyphs
 
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((2, 8, 8)), name="images")  # the user's layers stay
     canvas = canvas_for(viewer)
-    first, warmer = warmer_of(canvas.model), viewer_warmer_of(viewer)
+    assert viewer_warmer_of(viewer) is None  # (the analysis widget's Run starts it)
+    first = warmer_of(canvas.model)
+    warmer = warm_viewer_glyphs(viewer, after=first)
     assert first is not None and warmer is not None
     overlay = viewer.canvas.overlays["text"]
     seen: list[tuple[str, bool]] = []
@@ -94,11 +96,12 @@ def test_then_the_image_viewers_own_glyphs_layers_or_not_and_its_overlay_put_bac
 def test_the_image_viewers_overlay_set_by_the_user_meanwhile_is_left_as_they_set_it(
     make_napari_viewer, qtbot
 ):
-    from napari_topolens.ui.glyphs import viewer_warmer_of
+    from napari_topolens.ui.glyphs import warm_viewer_glyphs
 
     viewer = make_napari_viewer()
     canvas = canvas_for(viewer)
-    first, warmer = warmer_of(canvas.model), viewer_warmer_of(viewer)
+    first = warmer_of(canvas.model)
+    warmer = warm_viewer_glyphs(viewer, after=first)
     assert first is not None and warmer is not None
     qtbot.waitUntil(lambda: len(warmer.drawn) > 0, timeout=60_000)  # mid-way
     overlay = viewer.canvas.overlays["text"]
@@ -107,3 +110,18 @@ def test_the_image_viewers_overlay_set_by_the_user_meanwhile_is_left_as_they_set
     assert overlay.text == "mine" and overlay.visible
     assert overlay.color is None  # its own colour again (the warmer's was transparent)
     assert len(warmer.drawn) < len(set(WARM_CHARS))
+
+
+def test_the_image_viewers_glyphs_stop_when_what_they_wait_for_ends(make_napari_viewer, qtbot):
+    """The analysis widget warms them only while its worker computes: a show adding
+    layers meanwhile would repaint the viewer with every turn."""
+    from napari_topolens.ui.glyphs import warm_viewer_glyphs
+
+    viewer = make_napari_viewer()
+    running = [True]
+    warmer = warm_viewer_glyphs(viewer, while_=lambda: running[0])
+    qtbot.waitUntil(lambda: len(warmer.drawn) > 0, timeout=60_000)
+    running[0] = False
+    qtbot.waitUntil(lambda: warmer.done, timeout=60_000)
+    assert len(warmer.drawn) < len(set(WARM_CHARS))
+    assert not viewer.canvas.overlays["text"].visible  # put back

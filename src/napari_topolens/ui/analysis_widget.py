@@ -84,6 +84,7 @@ from . import (
     explorer_widget,  # noqa: F401  (the views dock's explorer bar comes with it)
 )
 from .canvas import canvas_for
+from .glyphs import warm_viewer_glyphs, warmer_of
 from .label_choice import (
     CSV_FILE,
     LAYER_METADATA,
@@ -791,7 +792,13 @@ class AnalysisWidget(QWidget):
         job = self._job
         if job is None or not job.worker.is_running:
             return  # done, refused or cancelled meanwhile: the show makes it if needed
-        canvas_for(self._viewer)
+        canvas = canvas_for(self._viewer)
+        # then the image viewer's (the galleries' text), while the worker computes
+        warm_viewer_glyphs(
+            self._viewer,
+            after=warmer_of(canvas.model),
+            while_=lambda: self._job is job and job.worker.is_running,
+        )
 
     def _form_job(
         self, model: torch.nn.Module, image_layer: Any, layers: list[str]

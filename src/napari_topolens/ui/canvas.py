@@ -35,7 +35,7 @@ from qtpy.QtWidgets import (
 
 from . import collector
 from . import view_data as vd
-from .glyphs import warm_glyphs, warm_viewer_glyphs, warmer_of
+from .glyphs import warm_glyphs, warmer_of
 from .layer_update import lock_layer, set_visible, track_drawing, update_layer
 from .state import PerViewer, ShownAnalyses, ShownAnalysis, state_for, viewer_ref
 
@@ -812,6 +812,5 @@ def canvas_for(viewer: Any) -> TopologyCanvas:
             dock.raise_()
         # its text's glyphs drawn while it is empty (the run computes, the file is read)
         canvas_ref = weakref.ref(canvas)  # the warmer keeps nothing of a closed canvas alive
-        warmer = warm_glyphs(canvas.model, lambda: _is_open(canvas_ref()))
-        warm_viewer_glyphs(viewer, after=warmer)  # then the image viewer's (galleries' text)
+        warm_glyphs(canvas.model, lambda: _is_open(canvas_ref()))
     return canvas

@@ -16,7 +16,9 @@ The image viewer has an atlas of its own, and text of the plugin's too (the
 galleries' titles and captions, the variants' names): its first draw there took
 0.25-0.35 s of one turn of a run's show. :func:`warm_viewer_glyphs` loads the same
 characters there, through the image viewer's text overlay, layers or not (its
-repaint is cheap: the images' slices), unless that overlay is shown.
+repaint is cheap: the images' slices), unless that overlay is shown; the analysis
+widget starts it while a run computes (not the reader: a reopen's show adds layers
+there meanwhile).
 """
 
 from __future__ import annotations
@@ -166,14 +168,24 @@ def warm_glyphs(
     return warmer.start()
 
 
-def warm_viewer_glyphs(viewer: Any, after: GlyphWarmer | None = None) -> GlyphWarmer:
-    """Start loading the glyphs of the image viewer ``viewer`` once ``after`` is done
-    (once per viewer; see the module docstring)."""
+def warm_viewer_glyphs(
+    viewer: Any, after: GlyphWarmer | None = None, while_: Callable[[], bool] | None = None
+) -> GlyphWarmer:
+    """Start loading the glyphs of the image viewer ``viewer`` once ``after`` is done,
+    for as long as ``while_()`` says (once per viewer; see the module docstring).
+
+    Each of its turns repaints the image viewer: cheap while a run computes (its images
+    only), not while a show adds layers there (a reopen: 1.4 s more of the main thread).
+    """
     known = _VIEWER_WARMERS.get(viewer)
     if known is not None:
         return known
     ref = viewer_ref(viewer)  # a proxy's own weakref dies with the widget holding it
-    warmer = GlyphWarmer(ref, lambda: ref() is not None, while_empty=False, after=after)
+
+    def alive() -> bool:
+        return ref() is not None and (while_ is None or while_())
+
+    warmer = GlyphWarmer(ref, alive, while_empty=False, after=after)
     _VIEWER_WARMERS.set(viewer, warmer)
     return warmer.start()
 
