@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import time
 
 import numpy as np
@@ -85,6 +86,20 @@ class TickRecorder:
 
 # ---- napari's door: widgets, samples and the reader only as napari makes them -------------
 PLUGIN = "napari-topolens"
+
+
+def spy_on_threads(monkeypatch, module, name: str) -> list[bool]:
+    """Replace ``module.name`` by a wrapper recording, per call, whether it ran on the
+    main thread (True) or in a worker (False)."""
+    on_main: list[bool] = []
+    original = getattr(module, name)
+
+    def spy(*args, **kwargs):
+        on_main.append(threading.current_thread() is threading.main_thread())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, spy)
+    return on_main
 
 
 def dock(viewer, name: str):

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 import pytest
-from conftest import digits_analysis
+from conftest import digits_analysis, spy_on_threads
 
 from napari_topolens.ui import collector
 from napari_topolens.ui import io as io_module
@@ -234,14 +234,7 @@ def test_the_reader_returns_at_once_and_fills_in_from_a_worker(
 ):
     _images, analysis = digits
     folder = analysis.save(tmp_path / "run.topolens")
-    threads: list[bool] = []
-    load = io_module.load_analysis
-
-    def recording_load(path):
-        threads.append(threading.current_thread() is threading.main_thread())
-        return load(path)
-
-    monkeypatch.setattr(io_module, "load_analysis", recording_load)
+    threads = spy_on_threads(monkeypatch, io_module, "load_analysis")
     viewer = make_napari_viewer()
     assert viewer.open(str(folder), plugin="napari-topolens") == []  # nothing yet
     assert not find_layers(viewer)

@@ -549,18 +549,11 @@ def test_the_analysis_widgets_variants_show_beside_its_base(make_napari_viewer, 
 def test_the_variants_image_layers_and_their_names_are_made_in_a_worker(
     make_napari_viewer, varied, qtbot, monkeypatch
 ):
-    import threading
+    from conftest import spy_on_threads
 
     from napari_topolens.ui import variants as variants_module
 
-    on_main: list[bool] = []
-    create = variants_module.create_layer
-
-    def maker(item):
-        on_main.append(threading.current_thread() is threading.main_thread())
-        return create(item)
-
-    monkeypatch.setattr(variants_module, "create_layer", maker)
+    on_main = spy_on_threads(monkeypatch, variants_module, "create_layer")
     viewer = make_napari_viewer()
     image_layer = viewer.add_image(
         np.asarray(varied.images), name="digits", contrast_limits=(0, 16)
