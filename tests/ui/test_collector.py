@@ -57,6 +57,7 @@ def test_thresholds_someone_else_set_meanwhile_stay_theirs(qtbot):
     gc.set_threshold(1000, 20, 30)
     release()
     qtbot.waitUntil(lambda: not collector.is_paused(), timeout=5_000)
+    collector._timer.clear()  # (the next test's timer calls the real check)
     assert gc.get_threshold() == (1000, 20, 30)
 
 
@@ -112,3 +113,23 @@ def test_a_closed_canvas_thaws_the_frozen_objects(make_napari_viewer, qtbot):
     gc.freeze()
     canvas.close_canvas()
     assert gc.get_freeze_count() == 0
+
+
+def test_a_held_pause_is_not_looked_at_again_and_again(qtbot, monkeypatch):
+    """While held, nothing polls it: a release or the longest pause looks again."""
+    monkeypatch.setattr(collector, "RESUME_AFTER_MS", 0)
+    checks: list[int] = []
+    check = collector._check
+
+    def counted() -> None:
+        checks.append(1)
+        check()
+
+    monkeypatch.setattr(collector, "_check", counted)
+    collector._timer.clear()  # (its timer calls the counted check)
+    release = collector.pause()
+    qtbot.wait(300)
+    assert collector.is_paused() and len(checks) <= 2
+    release()
+    qtbot.waitUntil(lambda: not collector.is_paused(), timeout=5_000)
+    collector._timer.clear()  # (the next test's timer calls the real check)

@@ -91,8 +91,9 @@ def pause() -> Callable[[], None]:
     return release
 
 
-def _check_later() -> None:
-    """Look again :data:`RESUME_AFTER_MS` from now (a release restarts the wait)."""
+def _check_later(delay_ms: int | None = None) -> None:
+    """Look again :data:`RESUME_AFTER_MS` (or ``delay_ms``) from now (a release restarts
+    the wait)."""
     from qtpy.QtCore import QTimer
 
     if _paused_since[0] is None:
@@ -102,7 +103,7 @@ def _check_later() -> None:
         timer.setSingleShot(True)
         timer.timeout.connect(_check)
         _timer.append(timer)
-    _timer[0].start(RESUME_AFTER_MS)
+    _timer[0].start(RESUME_AFTER_MS if delay_ms is None else delay_ms)
 
 
 def _check() -> None:
@@ -118,8 +119,9 @@ def _check() -> None:
         # what is alive is frozen too
         gc.collect()
         gc.freeze()
-    else:  # still held: again later (at the latest after the longest pause)
-        _check_later()
+    else:  # still held: a release looks again; else once the longest pause is over
+        left_s = LONGEST_PAUSE_S - (time.monotonic() - since)
+        _check_later(max(RESUME_AFTER_MS, int(1000 * left_s) + 1))
 
 
 def collections_are_cheap() -> bool:
