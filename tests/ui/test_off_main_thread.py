@@ -57,6 +57,20 @@ class Gate:
             assert self.open.wait(60), "the test never released the gate"
 
 
+def _hold_reads(monkeypatch) -> Gate:
+    """A closed gate that holds the reader's ``load_analysis`` in its worker until released."""
+    gate = Gate()
+    gate.close()
+    load = io_module.load_analysis
+
+    def held_load(path):
+        gate.pass_through()
+        return load(path)
+
+    monkeypatch.setattr(io_module, "load_analysis", held_load)
+    return gate
+
+
 def _record_threads(monkeypatch, gate: Gate | None = None) -> list[bool]:
     """Patch the pure builders and the layer maker to record whether they ran on the main
     thread (True) or not; a closed ``gate`` holds them in their worker."""
@@ -307,21 +321,8 @@ def test_the_reader_makes_the_images_layer_in_its_worker_and_the_canvas_after_op
 
     _images, analysis = digits
     folder = analysis.save(tmp_path / "run.topolens")
-    gate = Gate()
-    gate.close()
-    load, create = io_module.load_analysis, io_module.create_layer
-    made_on_main: list[bool] = []
-
-    def held_load(path):
-        gate.pass_through()  # read while the test looks at the viewer
-        return load(path)
-
-    def recording_create(item):
-        made_on_main.append(threading.current_thread() is threading.main_thread())
-        return create(item)
-
-    monkeypatch.setattr(io_module, "load_analysis", held_load)
-    monkeypatch.setattr(io_module, "create_layer", recording_create)
+    gate = _hold_reads(monkeypatch)  # read while the test looks at the viewer
+    made_on_main = spy_on_threads(monkeypatch, io_module, "create_layer")
     viewer = make_napari_viewer(show=True)  # (open's progress bar runs the event loop then)
     try:
         assert viewer.open(str(folder), plugin="napari-topolens") == []
@@ -384,15 +385,7 @@ def test_an_empty_viewer_draws_its_gallery_titles_characters_ahead_while_a_file_
 
     _images, analysis = digits
     folder = analysis.save(tmp_path / "run.topolens")
-    gate = Gate()
-    gate.close()
-    load = io_module.load_analysis
-
-    def held_load(path):
-        gate.pass_through()
-        return load(path)
-
-    monkeypatch.setattr(io_module, "load_analysis", held_load)
+    gate = _hold_reads(monkeypatch)
     viewer = make_napari_viewer()
     overlay = viewer.canvas.overlays["text"]
     try:

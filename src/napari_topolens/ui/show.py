@@ -472,8 +472,7 @@ def _draw_once_hidden(canvas: Any, layers: list[Any]) -> Generator[Any, Any, Non
         finally:
             layer.visible = False
             layer.opacity = opacity
-            for entry in list(canvas.state):  # shown again if its panel is shown now
-                canvas.sync_visibility(entry)
+            canvas.sync_visibility(*canvas.state)  # shown again if its panel is shown now
 
 
 def _panel_steps(
