@@ -25,3 +25,33 @@ def test_making_the_canvas_tells_no_one_of_shortcut_changes_and_keeps_the_shortc
     assert announced == []
     after = {name: list(keys) for name, keys in action_manager._shortcuts.items()}
     assert after == before and after
+
+
+def test_a_view_layer_added_leaves_no_layer_active_without_changing_the_active_one(
+    make_napari_viewer,
+):
+    # napari makes an inserted layer active and the canvas clears that: each change is a
+    # pass over every canvas layer (their highlights redone), twice per view layer added
+    import numpy as np
+    from napari.layers import Points
+
+    viewer = make_napari_viewer()
+    canvas = canvas_for(viewer)
+    layers = canvas.model.layers
+    changes: list[object] = []
+    layers.selection.events.active.connect(lambda event: changes.append(event.value))
+    made = []
+    for i in range(3):
+        layer = Points(np.zeros((1, 2)) + i, metadata={"topolens": {"view": "diagram"}})
+        made.append(canvas.add_layer(layer, "diagram"))
+    assert list(layers) == made
+    assert changes == []
+    assert layers.selection.active is None and not len(layers.selection)
+    # told what napari tells a layer that is not the active one
+    assert all(not layer._highlight_visible for layer in made)
+    assert canvas.model.help == ""
+    # a layer selected by someone (a script) is still cleared, as napari would
+    layers.selection.active = made[0]
+    changes.clear()
+    made.append(canvas.add_layer(Points(np.ones((1, 2))), "diagram"))
+    assert layers.selection.active is None and changes[-1] is None

@@ -581,19 +581,18 @@ class TopologyCanvas(QWidget):
             layer.visible = view in vd.PANEL_VIEWS[self.state.panel]
         layers = self.model.layers
         if view == "panel_axes":
-            layers.insert(0, layer)
+            index = 0
         elif view in ("panel_text", "panel_values"):
-            layers.append(layer)
+            index = len(layers)
         else:  # below the text
             text = [
                 i
                 for i, known in enumerate(layers)
                 if known.metadata.get("topolens", {}).get("view") in ("panel_text", "panel_values")
             ]
-            layers.insert(min(text) if text else len(layers), layer)
+            index = min(text) if text else len(layers)
+        _insert_unselected(layers, index, layer)
         track_drawing(layer)  # from now on: shown unchanged, it is not sent again
-        # no active layer: napari's layer key bindings (Delete, modes) then have no target
-        layers.selection.clear()
         return layer
 
     def remove_layer(self, layer: Any) -> None:
@@ -747,6 +746,30 @@ def hover_text(entry: ShownAnalysis, view: str, layer: Any, position: tuple[floa
             f"{vd.plural(int(row['size']), 'point')}"
         )
     return ""
+
+
+def _insert_unselected(layers: Any, index: int, layer: Any) -> None:
+    """Insert a view layer into the canvas's layer list, leaving no layer selected.
+
+    No active layer: napari's layer key bindings (Delete, modes) then have no target.
+    napari makes an inserted layer the active one and the canvas clears that again:
+    each change of the active layer is a pass of napari's over every canvas layer (their
+    highlights redone; 30-80 ms with two analyses' views made), twice per layer added.
+    With nothing selected before, the selection's events are held back for both: what
+    listens to them (the viewer model, the canvas's layer list, controls and key map)
+    sees the same empty selection after as before, and the new layer is told what the
+    viewer model tells every layer that is not the active one.
+    """
+    selection = layers.selection
+    if len(selection) or selection.active is not None:
+        layers.insert(index, layer)
+        selection.clear()
+        return
+    with selection.events.blocker_all():
+        layers.insert(index, layer)
+        selection.clear()
+    layer.update_transform_box_visibility(False)
+    layer.update_highlight_visibility(False)
 
 
 def _percent(value: Any) -> str:
