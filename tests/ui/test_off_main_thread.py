@@ -528,3 +528,40 @@ def test_views_queued_to_be_made_ahead_are_dropped_when_the_viewer_closes(
     assert not canvas.is_open()
     assert builder.prebuilding is None
     close_canvases()
+
+
+def test_views_drawn_ahead_hide_the_last_and_show_the_next_in_one_napari_batch(
+    make_napari_viewer, digits, monkeypatch
+):
+    # each visibility change outside a batch is a pass of napari's over every canvas layer;
+    # drawing views ahead hides the one drawn last and shows the next in the same turn
+    _images, analysis = digits
+    viewer = make_napari_viewer()
+    show_analysis(viewer, analysis, "fc1")
+    canvas = canvas_for(viewer)
+    (key,) = state_for(viewer).keys
+    entry = state_for(viewer).get(key)
+    for panel in ("diagram", "barcode", "flow", "mapper"):
+        canvas.show_panel(panel)  # made at once; all but the Mapper graph's hidden again
+    ahead = [entry.layers[view] for view in ("diagram", "barcode", "flow", "flow_clusters")]
+    opacities = [layer.opacity for layer in ahead]
+    monkeypatch.setattr(collector, "collections_are_cheap", lambda: True)
+    layers = canvas.model.layers
+    batch = [False]
+    layers.events.begin_batch.connect(lambda _e: batch.__setitem__(0, True))
+    layers.events.end_batch.connect(lambda _e: batch.__setitem__(0, False))
+    changes: list[tuple[int, bool, bool]] = []
+    for i, layer in enumerate(ahead):
+        layer.events.visible.connect(
+            lambda _e, i=i, layer=layer: changes.append((i, bool(layer.visible), batch[0]))
+        )
+    paints = sum(1 for step in show_module._draw_once_hidden(canvas, ahead) if step is not None)
+    assert paints == len(ahead)
+    # the first shown alone, the last hidden at the end; between, each hide and show together
+    assert changes[0] == (0, True, False) and changes[-1] == (len(ahead) - 1, False, False)
+    assert changes[1:-1] == [
+        change for i in range(1, len(ahead)) for change in ((i - 1, False, True), (i, True, True))
+    ]
+    assert not any(layer.visible for layer in ahead)
+    assert [layer.opacity for layer in ahead] == opacities
+    assert entry.layers["mapper_nodes"].visible

@@ -16,7 +16,7 @@ from __future__ import annotations
 import html
 import weakref
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Protocol, cast
 
 import numpy as np
@@ -392,6 +392,14 @@ class TopologyCanvas(QWidget):
         over every canvas layer for each layer shown or hidden (15-25 ms each with two
         analyses' views made), and a pick shows and hides 4-10.
         """
+        changes = self.visibility_changes(*entries)
+        with self.visibility_batch(len(changes)):
+            for layer, visible in changes:
+                set_visible(layer, visible)
+
+    def visibility_changes(self, *entries: ShownAnalysis) -> list[tuple[Any, bool]]:
+        """``(layer, visible)`` for each layer of ``entries`` whose visibility
+        :meth:`sync_visibility` would change."""
         shown = set(vd.PANEL_VIEWS[self.state.panel])
         changes = []
         for entry in entries:
@@ -406,13 +414,17 @@ class TopologyCanvas(QWidget):
                     visible = view in shown
                 if bool(layer.visible) != visible:
                     changes.append((layer, visible))
+        return changes
+
+    def visibility_batch(self, changes: int) -> AbstractContextManager[Any]:
+        """One napari batch for ``changes`` visibility changes of canvas layers (one pass
+        over every canvas layer at its end, instead of one per change), or nothing when
+        fewer than two, or when napari's collection at a batch's end would walk every
+        object (not frozen: :func:`.collector.collections_are_cheap`)."""
         batched = getattr(self.model.layers, "batched_update", None)
-        # (napari collects at a batch's end: cheap only with the old objects frozen)
-        if batched is None or len(changes) < 2 or not collector.collections_are_cheap():
-            batched = nullcontext
-        with batched():
-            for layer, visible in changes:
-                set_visible(layer, visible)
+        if batched is None or changes < 2 or not collector.collections_are_cheap():
+            return nullcontext()
+        return cast(AbstractContextManager[Any], batched())
 
     def redo_panel_text(self, entry: ShownAnalysis) -> None:
         """Rebuild the frame, titles, ticks and colour key of the current panel for one analysis."""

@@ -35,7 +35,7 @@ from ..topology.results import Analysis
 from . import collector
 from . import view_data as vd
 from .canvas import TopologyCanvas, canvas_for, existing_canvas
-from .layer_update import create_layer, update_layer
+from .layer_update import create_layer, set_visible, update_layer
 from .links import links_for
 from .selection_gallery import gallery_spot
 from .state import PerViewer, ShownAnalysis, state_for, viewer_ref
@@ -459,20 +459,36 @@ def _draw_once_hidden(canvas: Any, layers: list[Any]) -> Generator[Any, Any, Non
     A visual's first draw compiles its shader programs and uploads its buffers (with
     software OpenGL, 0.1-0.5 s of the main thread per panel): done here, for views
     made ahead, it is not paid when their panel is picked. One layer per repaint, so
-    that no event-loop turn draws a whole panel for the first time.
+    that no event-loop turn draws a whole panel for the first time. The layer drawn
+    last is hidden and the next shown in one napari batch where cheap
+    (``TopologyCanvas.visibility_batch``): one pass of napari's over every canvas layer
+    for both, in the turn that also repaints.
     """
-    for layer in layers:
-        if layer not in canvas.model.layers or layer.visible:
-            continue  # gone, or shown meanwhile (its panel picked): drawn by then
-        opacity = layer.opacity
-        try:
-            layer.opacity = 0.0
-            layer.visible = True
+    drawn: tuple[Any, float] | None = None  # the layer drawn transparent, its opacity
+    try:
+        for layer in layers:
+            if layer not in canvas.model.layers or layer.visible:
+                continue  # gone, or shown meanwhile (its panel picked): drawn by then
+            with canvas.visibility_batch(2 if drawn is not None else 1):
+                _hide_drawn(canvas, drawn)
+                drawn = (layer, layer.opacity)
+                layer.opacity = 0.0
+                layer.visible = True
             yield PAINT
-        finally:
-            layer.visible = False
-            layer.opacity = opacity
-            canvas.sync_visibility(*canvas.state)  # shown again if its panel is shown now
+    finally:
+        _hide_drawn(canvas, drawn)
+
+
+def _hide_drawn(canvas: Any, drawn: tuple[Any, float] | None) -> None:
+    """Hide a layer :func:`_draw_once_hidden` drew, its opacity back; the views of the
+    panel shown now (picked meanwhile) visible."""
+    if drawn is None:
+        return
+    layer, opacity = drawn
+    layer.visible = False
+    layer.opacity = opacity
+    for other, visible in canvas.visibility_changes(*canvas.state):
+        set_visible(other, visible)
 
 
 def _panel_steps(
