@@ -382,3 +382,33 @@ def test_a_second_analysis_sits_beside_the_first_with_the_same_layout(make_napar
     lo_b, _ = b.extent.world[:, -2:]
     assert lo_b[1] > hi_a[1]  # to the right, not overlapping
     np.testing.assert_array_equal(a.data, b.data)  # the same layout
+
+
+def test_a_pick_shows_the_colour_keys_of_every_analysis_in_one_napari_batch(
+    make_napari_viewer, digits, monkeypatch
+):
+    # each visibility change outside a batch is a pass of napari's over every canvas
+    # layer: a pick's frame turn shows (or hides) both analyses' colour keys together
+    from napari_topolens.ui import collector
+
+    _, analysis = digits
+    _, other = digits_analysis(80)
+    viewer = make_napari_viewer()
+    show_analysis(viewer, analysis, key="a")
+    show_analysis(viewer, other, key="b")
+    canvas = show_every_panel(viewer)
+    keys = [state_for(viewer).get(key).layers["color_key"] for key in ("a", "b")]
+    assert not any(layer.visible for layer in keys)  # the Mapper graph's classes: no strip
+    monkeypatch.setattr(collector, "collections_are_cheap", lambda: True)
+    layers = canvas.model.layers
+    batch = [False]
+    layers.events.begin_batch.connect(lambda _e: batch.__setitem__(0, True))
+    layers.events.end_batch.connect(lambda _e: batch.__setitem__(0, False))
+    changes: list[tuple[bool, bool]] = []
+    for layer in keys:
+        layer.events.visible.connect(
+            lambda _e, layer=layer: changes.append((bool(layer.visible), batch[0]))
+        )
+    canvas.show_panel("cka")
+    assert all(layer.visible for layer in keys)  # a heatmap: its strip
+    assert changes == [(True, True), (True, True)]

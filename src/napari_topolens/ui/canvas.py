@@ -379,9 +379,11 @@ class TopologyCanvas(QWidget):
         if self._pick_turn % 2 == 1:  # a pick's second turn waits: done here
             self._pick_turn += 1
         targets = entries if entries is not None else list(self.state)
-        self.sync_visibility(*targets)
         for entry in targets:
-            self.redo_panel_text(entry)
+            self._put_panel_text(entry)
+        # once for every analysis, after their keys' new colourings (a key shown or hidden
+        # per analysis: two changes in one napari batch, not one pass over every layer each)
+        self.sync_visibility(*targets)
         self.fit()
         self.update_legend()
 
@@ -430,6 +432,15 @@ class TopologyCanvas(QWidget):
         """Rebuild the frame, titles, ticks and colour key of the current panel for one analysis."""
         if not entry.network_layer:
             return
+        self._put_panel_text(entry)
+        self.sync_visibility(entry)
+        self.fit_text()
+
+    def _put_panel_text(self, entry: ShownAnalysis) -> None:
+        """The frame, titles, ticks and colour key of the current panel into their layers
+        (their visibility and the text's size at the zoom: the caller's)."""
+        if not entry.network_layer:
+            return
         args = (entry.analysis, entry.network_layer, entry.key, entry.slot, self.state.panel)
         items = [
             vd.panel_axes_data(*args),
@@ -445,8 +456,6 @@ class TopologyCanvas(QWidget):
                 if view in ("panel_text", "panel_values"):
                     self.glyphs_drawn.update(*map(str, item[1]["features"]["text"]))
                 update_layer(layer, item)
-        self.sync_visibility(entry)
-        self.fit_text()
 
     def fit(self) -> None:
         """Frame the current panel of every analysis (titles and ticks included)."""
