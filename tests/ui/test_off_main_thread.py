@@ -252,7 +252,7 @@ def test_the_reader_returns_at_once_and_fills_in_from_a_worker(
     viewer = make_napari_viewer()
     assert viewer.open(str(folder), plugin="napari-topolens") == []  # nothing yet
     assert not find_layers(viewer)
-    qtbot.waitUntil(lambda: len(find_layers(viewer, view="mapper_nodes")) == 1, timeout=120_000)
+    qtbot.waitUntil(lambda: len(find_layers(viewer, view="gallery")) == 1, timeout=120_000)
     assert threads == [False]  # read in a worker
     (images,) = find_layers(viewer, view="images")
     assert images.metadata["topolens"]["analysis"].layers == analysis.layers
@@ -330,10 +330,36 @@ def test_the_reader_makes_the_images_layer_in_its_worker_and_the_canvas_after_op
         qtbot.waitUntil(lambda: existing_canvas(viewer) is not None, timeout=60_000)
     finally:
         gate.release()
-    qtbot.waitUntil(lambda: len(find_layers(viewer, view="mapper_nodes")) == 1, timeout=120_000)
+    qtbot.waitUntil(lambda: len(find_layers(viewer, view="gallery")) == 1, timeout=120_000)
     assert made_on_main == [False]
     (images,) = find_layers(viewer, view="images")
     assert images.metadata["topolens"]["key"] == "run" and images.name.endswith("run")
+
+
+def test_a_reopened_analysis_shows_its_views_before_its_images_overlay_and_gallery(
+    make_napari_viewer, qtbot, digits, tmp_path
+):
+    # a reopen waits for the canvas's view: its layers come first, shown with the network
+    # layer set, and the image viewer's side (the images layer itself, which the reader's
+    # worker made, the overlay, the gallery) only after them
+    _images, analysis = digits
+    folder = analysis.save(tmp_path / "run.topolens")
+    viewer = make_napari_viewer()
+    seen: list[tuple[str, bool, bool]] = []
+
+    def inserted(event):
+        meta = event.value.metadata.get("topolens") or {}
+        if meta.get("view"):
+            nodes = find_layers(viewer, view="mapper_nodes")
+            state = state_for(viewer)
+            named = "run" in state and bool(state.get("run").network_layer)
+            seen.append((meta["view"], bool(nodes) and bool(nodes[0].visible), named))
+
+    viewer.layers.events.inserted.connect(inserted)
+    viewer.open(str(folder), plugin="napari-topolens")
+    qtbot.waitUntil(lambda: len(find_layers(viewer, view="gallery")) == 1, timeout=120_000)
+    assert [view for view, _, _ in seen][:3] == ["images", "overlay", "gallery"]
+    assert all(shown and named for _, shown, named in seen), seen
 
 
 def test_a_key_taken_while_the_file_is_read_gives_the_layer_its_own_key(
@@ -362,7 +388,7 @@ def test_a_key_taken_while_the_file_is_read_gives_the_layer_its_own_key(
         gates[0].release()
         qtbot.waitUntil(lambda: len(state_for(viewer)) == 1, timeout=120_000)
         gates[1].release()  # "run" is taken now
-        qtbot.waitUntil(lambda: len(find_layers(viewer, view="mapper_nodes")) == 2, timeout=120_000)
+        qtbot.waitUntil(lambda: len(find_layers(viewer, view="gallery")) == 2, timeout=120_000)
     finally:
         for gate in gates:
             gate.release()

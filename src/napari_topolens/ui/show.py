@@ -49,6 +49,7 @@ __all__ = [
     "remove_analysis",
     "show_analysis",
     "show_analysis_incrementally",
+    "show_read",
     "show_steps",
     "watch_viewer",
 ]
@@ -192,6 +193,7 @@ def show_steps(
     key_hint: str | None = None,
     variant_of: str | None = None,
     reuse: dict[str, Any] | None = None,
+    views_first: bool = False,
 ) -> Generator[Offload | None, Any, ShownAnalysis]:
     """The work of a show, yielding after each layer added or updated.
 
@@ -201,6 +203,11 @@ def show_steps(
     analysis takes over and updates in place (a removed layer costs napari a
     garbage collection, about 0.35 s each). Run it with :class:`IncrementalShow`
     (the pure work in a worker thread) or :func:`show_analysis` (inline).
+
+    ``views_first`` (a reopened analysis, :func:`show_read`): the canvas's views
+    first, shown, framed and drawn, then the image viewer's side -- the images
+    layer itself when it is not in the viewer yet, the overlay and the gallery.
+    Otherwise the image side comes first (a run's images are on screen already).
     """
     layer_name = _check(analysis, layer_name, color_by)
     state = state_for(viewer)
@@ -212,7 +219,7 @@ def show_steps(
     )
     entry.layouts.update({k: np.asarray(v, dtype=np.float64) for k, v in (layouts or {}).items()})
     active = viewer.layers.selection.active
-    if entry.image_layer is not None:
+    if entry.image_layer is not None and not views_first:
         yield from _image_side_steps(viewer, entry, bool(reuse), added, shown)
     yield from _canvas_steps(
         viewer, entry, layer_name, first, color_by, edge_threshold, added, shown
@@ -222,6 +229,14 @@ def show_steps(
     state.set(entry.key, "faded_class", None)
     state.set(entry.key, "network_layer", layer_name)  # the links reset the selection
     yield None
+    if views_first:
+        yield from _views_shown_steps(canvas, entry, first)
+        if entry.image_layer is not None:
+            if entry.image_layer not in viewer.layers:  # the reader's, made in its worker
+                viewer.add_layer(entry.image_layer)
+                shown.append(entry.image_layer)  # (not in ``added``: a cancel keeps it)
+                yield None
+            yield from _image_side_steps(viewer, entry, bool(reuse), added, shown)
     links.wire(entry)
     yield None
     _finish_show(viewer, canvas, entry, active, first=first, reused=bool(reuse))
@@ -392,6 +407,20 @@ def _canvas_steps(
             canvas.remove_layer(layer)
             yield None
         done.update(groups)
+
+
+def _views_shown_steps(
+    canvas: TopologyCanvas, entry: ShownAnalysis, first: bool
+) -> Generator[Any, Any, None]:
+    """The views just made, shown and framed, then drawn in a repaint of their own before
+    the show goes on (:func:`show_steps`' ``views_first``)."""
+    canvas.sync_visibility(entry)
+    canvas.update_legend()
+    if first:
+        canvas.fit()
+    else:
+        canvas.fit_text()
+    yield PAINT
 
 
 def _finish_show(
@@ -832,11 +861,12 @@ class IncrementalShow:
         on_error: Callable[[BaseException], Any] | None = None,
         steps: Callable[[list, list], Generator[Any, Any, Any]] | None = None,
         kind: str = "show",
+        views_first: bool = False,
     ) -> None:
         """``steps(added, shown)``, if given, replaces the show's own steps (e.g. the
         variants' show, ``ui.variants``): a generator that yields after each layer
         (or an :class:`Offload`), collecting ``(viewer model, layer)`` of the layers
-        it adds in ``added``."""
+        it adds in ``added``. ``views_first``: see :func:`show_steps`."""
         self.layers: list[Any] = []
         self.done = False
         self.cancelled = False
@@ -864,6 +894,7 @@ class IncrementalShow:
             self._added,
             self.layers,
             key,
+            views_first=views_first,
         )
 
     @property
@@ -1063,21 +1094,31 @@ def remove_analyses_on(viewer: Any, image_layer: Any) -> list[str]:
 
 def _on_inserted(viewer: Any, event: Any) -> None:
     """A layer with a saved analysis came in (the reader's images): show its views."""
-    layer = event.value
+    show_read(viewer, event.value)
+
+
+def show_read(viewer: Any, layer: Any) -> IncrementalShow | None:
+    """Show the analysis of the reader's images ``layer`` as it was saved; None if it
+    is not such a layer, or its analysis is shown already.
+
+    Its views first (:func:`show_steps`' ``views_first``): the canvas's view is what a
+    reopen waits for. ``layer`` need not be in the viewer yet: the show adds it once the
+    views are drawn (the reader's worker made it), then the overlay and gallery.
+    """
     meta = layer.metadata.get("topolens") if isinstance(layer.metadata, dict) else None
     if not isinstance(meta, dict) or meta.get("view") != "images":
-        return
+        return None
     if not isinstance(meta.get("show"), dict):
-        return  # a show's own images layer, not the reader's
+        return None  # a show's own images layer, not the reader's
     analysis = meta.get("analysis")
     if analysis is None or state_for(viewer).key_of(analysis) is not None:
-        return
+        return None
     settings = dict(meta.get("show") or {})
     panel = settings.get("panel")
     if panel in vd.ALL_PANELS and len(state_for(viewer)) == 0:
         # the view shown when it was saved (a viewer showing others keeps its own)
         canvas_for(viewer).show_panel(panel)
-    show_analysis_incrementally(
+    return IncrementalShow(
         viewer,
         analysis,
         settings.get("layer_name"),
@@ -1085,7 +1126,8 @@ def _on_inserted(viewer: Any, event: Any) -> None:
         color_by=settings.get("color_by", "dominant_class"),
         edge_threshold=float(settings.get("edge_threshold", 0.0)),
         key=meta.get("key"),
-    )
+        views_first=True,
+    ).start()
 
 
 def _on_removed(viewer: Any, event: Any) -> None:
