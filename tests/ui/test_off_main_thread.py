@@ -362,6 +362,44 @@ def test_a_reopened_analysis_shows_its_views_before_its_images_overlay_and_galle
     assert all(shown and named for _, shown, named in seen), seen
 
 
+def test_the_reader_makes_the_first_views_in_its_worker_and_the_show_uses_them(
+    make_napari_viewer, qtbot, digits, tmp_path, monkeypatch
+):
+    # the views a reopen draws first (the frame's and the Mapper view's layers) are made
+    # in the reader's worker right after the file is read: the show adds those, and does
+    # not make them again
+    _images, analysis = digits
+    folder = analysis.save(tmp_path / "run.topolens")
+    made: list[object] = []
+    on_main: list[bool] = []
+    prepare = io_module.prepare_views_ahead
+
+    def spied(*args):
+        on_main.append(threading.current_thread() is threading.main_thread())
+        ahead = prepare(*args)
+        made.append(ahead)
+        return ahead
+
+    monkeypatch.setattr(io_module, "prepare_views_ahead", spied)
+    groups_made: list[list[str]] = []
+    prepare_groups = show_module._prepare_groups
+
+    def counted(groups, *args):
+        groups_made.append(list(groups))
+        return prepare_groups(groups, *args)
+
+    monkeypatch.setattr(show_module, "_prepare_groups", counted)
+    viewer = make_napari_viewer()
+    viewer.open(str(folder), plugin="napari-topolens")
+    qtbot.waitUntil(lambda: len(find_layers(viewer, view="gallery")) == 1, timeout=120_000)
+    assert on_main == [False] and made[0] is not None
+    ahead_layers = [layer for _item, layer in made[0].prepared]
+    entry = state_for(viewer).get("run")
+    assert entry.layers["mapper_nodes"] in ahead_layers
+    assert entry.layers["panel_axes"] in ahead_layers
+    assert groups_made[0] == ["frame", "mapper"] and ["frame", "mapper"] not in groups_made[1:]
+
+
 def test_a_key_taken_while_the_file_is_read_gives_the_layer_its_own_key(
     make_napari_viewer, qtbot, digits, tmp_path, monkeypatch
 ):

@@ -43,7 +43,7 @@ from .image_layers import gallery_title
 from .layer_update import create_layer
 from .mapper_nodes import analysis_predictions
 from .panels import ALL_PANELS, NEEDS_PREDICTIONS, PANELS
-from .show import show_read
+from .show import ViewsAhead, prepare_views_ahead, show_read
 from .state import PerViewer, state_for, viewer_ref
 from .views import (
     COLOR_BY,
@@ -198,22 +198,41 @@ def _read_in_worker(viewer: Any, folder: Path) -> Any:
     base = folder.name.removesuffix(".topolens") or "analysis"
     # the key the analysis gets unless another one takes it while the file is read (from
     # the folder's name: the analysis, not read yet, is not asked)
-    likely_key = state_for(viewer).new_key(cast(Analysis, None), base)
+    state = state_for(viewer)
+    likely_key = state.new_key(cast(Analysis, None), base)
+    # and the slot and panel it will most likely be shown in (see ``show.show_read``)
+    used = {entry.slot for entry in state}
+    likely_slot = next(i for i in range(len(used) + 1) if i not in used)
+    first_shown, panel_now = len(state) == 0, state.panel
 
-    def load() -> tuple[Analysis, dict[str, Any], list[Any]]:
+    def load() -> tuple[Analysis, dict[str, Any], list[Any], ViewsAhead | None]:
         analysis = load_analysis(folder)
         settings = _view_settings(folder, analysis)
         layers = [create_layer(item) for item in _shown_as_saved(analysis, likely_key, settings)]
-        return analysis, settings, layers
+        saved_panel = settings["panel"]
+        panel = saved_panel if first_shown and saved_panel in ALL_PANELS else panel_now
+        try:  # the views the show draws first, made here too (the show checks they fit)
+            ahead: ViewsAhead | None = prepare_views_ahead(
+                analysis,
+                settings["layer_name"],
+                likely_key,
+                likely_slot,
+                panel,
+                settings["color_by"],
+                settings["edge_threshold"],
+            )
+        except Exception:  # the show makes them again and says what is wrong, if anything
+            ahead = None
+        return analysis, settings, layers, ahead
 
     answered: list[bool] = []  # the worker's result or error handled (no canvas early then)
 
-    def loaded(result: tuple[Analysis, dict[str, Any], list[Any]]) -> None:
+    def loaded(result: tuple[Analysis, dict[str, Any], list[Any], ViewsAhead | None]) -> None:
         answered.append(True)
         target = ref()
         if target is None:
             return  # the viewer went while the file was read
-        analysis, settings, layers = result
+        analysis, settings, layers, ahead = result
         # (an analysis read just before may be in the viewer and not shown yet, or its
         # show not started yet)
         opened = [layer.metadata["topolens"]["key"] for layer in find_layers(target, view="images")]
@@ -233,7 +252,7 @@ def _read_in_worker(viewer: Any, folder: Path) -> Any:
             (images,) = layers
             # its views first; the show adds the images layer once they are drawn (adding
             # it is a long stretch of napari's main-thread work, and so is drawing it)
-            reserved[1] = show_read(target, images)
+            reserved[1] = show_read(target, images, ahead)
             if reserved[1] is None:  # its analysis shown meanwhile: the layer only
                 showing.remove(reserved)
                 if images not in target.layers:
