@@ -400,6 +400,26 @@ def test_the_reader_makes_the_first_views_in_its_worker_and_the_show_uses_them(
     assert groups_made[0] == ["frame", "mapper"] and ["frame", "mapper"] not in groups_made[1:]
 
 
+def test_a_reopen_whose_views_fail_still_adds_its_images(
+    make_napari_viewer, qtbot, digits, tmp_path, monkeypatch
+):
+    # the images layer comes after the views now: a show that fails before it gets there
+    # still leaves the images in the viewer (and its error reaches napari's handler)
+    _images, analysis = digits
+    folder = analysis.save(tmp_path / "run.topolens")
+
+    def broken(*_args):
+        raise RuntimeError("views broken on purpose")
+
+    monkeypatch.setattr(show_module, "_prepare_groups", broken)
+    viewer = make_napari_viewer()
+    with qtbot.capture_exceptions() as exceptions:
+        viewer.open(str(folder), plugin="napari-topolens")
+        qtbot.waitUntil(lambda: len(find_layers(viewer, view="images")) == 1, timeout=120_000)
+    assert any("broken on purpose" in str(exc[1]) for exc in exceptions)
+    assert not find_layers(viewer, view="mapper_nodes")
+
+
 def test_a_key_taken_while_the_file_is_read_gives_the_layer_its_own_key(
     make_napari_viewer, qtbot, digits, tmp_path, monkeypatch
 ):

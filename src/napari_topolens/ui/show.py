@@ -1176,6 +1176,12 @@ def show_read(viewer: Any, layer: Any, ahead: ViewsAhead | None = None) -> Incre
     if panel in vd.ALL_PANELS and len(state_for(viewer)) == 0:
         # the view shown when it was saved (a viewer showing others keeps its own)
         canvas_for(viewer).show_panel(panel)
+
+    def failed(exc: BaseException) -> None:
+        if layer not in viewer.layers:  # the images stay, as when they came first
+            viewer.add_layer(layer)
+        raise exc  # (napari's handler shows it)
+
     return IncrementalShow(
         viewer,
         analysis,
@@ -1186,6 +1192,7 @@ def show_read(viewer: Any, layer: Any, ahead: ViewsAhead | None = None) -> Incre
         key=meta.get("key"),
         views_first=True,
         ahead=ahead,
+        on_error=failed,
     ).start()
 
 
