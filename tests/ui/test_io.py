@@ -20,6 +20,7 @@ from napari_topolens.ui.io import (
     write_analysis,
 )
 from napari_topolens.ui.links import links_for
+from napari_topolens.ui.show import IncrementalShow
 from napari_topolens.ui.views import canvas_for, find_layers, recolor_nodes, show_analysis
 
 COMPARED = (
@@ -101,7 +102,14 @@ def test_write_then_read_gives_the_same_linked_layers(
         lambda: len(links.keys) == 1 and bool(links.state.get(links.keys[0]).network_layer),
         timeout=60_000,
     )
-    qtbot.waitUntil(lambda: len(find_layers(other, view="mapper_nodes")) == 1, timeout=60_000)
+    # (its views first, then the images, overlay and gallery: all in when its show ends)
+    qtbot.waitUntil(
+        lambda: (
+            len(find_layers(other, view="gallery")) == 1
+            and not [s for s in IncrementalShow.running() if s.kind == "show"]
+        ),
+        timeout=60_000,
+    )
     qtbot.wait(100)
     after = features_of(other)
     assert set(after) == set(before)

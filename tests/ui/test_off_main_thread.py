@@ -252,7 +252,7 @@ def test_the_reader_returns_at_once_and_fills_in_from_a_worker(
     viewer = make_napari_viewer()
     assert viewer.open(str(folder), plugin="napari-topolens") == []  # nothing yet
     assert not find_layers(viewer)
-    qtbot.waitUntil(lambda: len(find_layers(viewer, view="mapper_nodes")) == 1, timeout=120_000)
+    qtbot.waitUntil(lambda: len(find_layers(viewer, view="gallery")) == 1, timeout=120_000)
     assert threads == [False]  # read in a worker
     (images,) = find_layers(viewer, view="images")
     assert images.metadata["topolens"]["analysis"].layers == analysis.layers
@@ -330,10 +330,94 @@ def test_the_reader_makes_the_images_layer_in_its_worker_and_the_canvas_after_op
         qtbot.waitUntil(lambda: existing_canvas(viewer) is not None, timeout=60_000)
     finally:
         gate.release()
-    qtbot.waitUntil(lambda: len(find_layers(viewer, view="mapper_nodes")) == 1, timeout=120_000)
+    qtbot.waitUntil(lambda: len(find_layers(viewer, view="gallery")) == 1, timeout=120_000)
     assert made_on_main == [False]
     (images,) = find_layers(viewer, view="images")
     assert images.metadata["topolens"]["key"] == "run" and images.name.endswith("run")
+
+
+def test_a_reopened_analysis_shows_its_views_before_its_images_overlay_and_gallery(
+    make_napari_viewer, qtbot, digits, tmp_path
+):
+    # a reopen waits for the canvas's view: its layers come first, shown with the network
+    # layer set, and the image viewer's side (the images layer itself, which the reader's
+    # worker made, the overlay, the gallery) only after them
+    _images, analysis = digits
+    folder = analysis.save(tmp_path / "run.topolens")
+    viewer = make_napari_viewer()
+    seen: list[tuple[str, bool, bool]] = []
+
+    def inserted(event):
+        meta = event.value.metadata.get("topolens") or {}
+        if meta.get("view"):
+            nodes = find_layers(viewer, view="mapper_nodes")
+            state = state_for(viewer)
+            named = "run" in state and bool(state.get("run").network_layer)
+            seen.append((meta["view"], bool(nodes) and bool(nodes[0].visible), named))
+
+    viewer.layers.events.inserted.connect(inserted)
+    viewer.open(str(folder), plugin="napari-topolens")
+    qtbot.waitUntil(lambda: len(find_layers(viewer, view="gallery")) == 1, timeout=120_000)
+    assert [view for view, _, _ in seen][:3] == ["images", "overlay", "gallery"]
+    assert all(shown and named for _, shown, named in seen), seen
+
+
+def test_the_reader_makes_the_first_views_in_its_worker_and_the_show_uses_them(
+    make_napari_viewer, qtbot, digits, tmp_path, monkeypatch
+):
+    # the views a reopen draws first (the frame's and the Mapper view's layers) are made
+    # in the reader's worker right after the file is read: the show adds those, and does
+    # not make them again
+    _images, analysis = digits
+    folder = analysis.save(tmp_path / "run.topolens")
+    made: list[object] = []
+    on_main: list[bool] = []
+    prepare = io_module.prepare_views_ahead
+
+    def spied(*args):
+        on_main.append(threading.current_thread() is threading.main_thread())
+        ahead = prepare(*args)
+        made.append(ahead)
+        return ahead
+
+    monkeypatch.setattr(io_module, "prepare_views_ahead", spied)
+    groups_made: list[list[str]] = []
+    prepare_groups = show_module._prepare_groups
+
+    def counted(groups, *args):
+        groups_made.append(list(groups))
+        return prepare_groups(groups, *args)
+
+    monkeypatch.setattr(show_module, "_prepare_groups", counted)
+    viewer = make_napari_viewer()
+    viewer.open(str(folder), plugin="napari-topolens")
+    qtbot.waitUntil(lambda: len(find_layers(viewer, view="gallery")) == 1, timeout=120_000)
+    assert on_main == [False] and made[0] is not None
+    ahead_layers = [layer for _item, layer in made[0].prepared]
+    entry = state_for(viewer).get("run")
+    assert entry.layers["mapper_nodes"] in ahead_layers
+    assert entry.layers["panel_axes"] in ahead_layers
+    assert groups_made[0] == ["frame", "mapper"] and ["frame", "mapper"] not in groups_made[1:]
+
+
+def test_a_reopen_whose_views_fail_still_adds_its_images(
+    make_napari_viewer, qtbot, digits, tmp_path, monkeypatch
+):
+    # the images layer comes after the views now: a show that fails before it gets there
+    # still leaves the images in the viewer (and its error reaches napari's handler)
+    _images, analysis = digits
+    folder = analysis.save(tmp_path / "run.topolens")
+
+    def broken(*_args):
+        raise RuntimeError("views broken on purpose")
+
+    monkeypatch.setattr(show_module, "_prepare_groups", broken)
+    viewer = make_napari_viewer()
+    with qtbot.capture_exceptions() as exceptions:
+        viewer.open(str(folder), plugin="napari-topolens")
+        qtbot.waitUntil(lambda: len(find_layers(viewer, view="images")) == 1, timeout=120_000)
+    assert any("broken on purpose" in str(exc[1]) for exc in exceptions)
+    assert not find_layers(viewer, view="mapper_nodes")
 
 
 def test_a_key_taken_while_the_file_is_read_gives_the_layer_its_own_key(
@@ -362,7 +446,7 @@ def test_a_key_taken_while_the_file_is_read_gives_the_layer_its_own_key(
         gates[0].release()
         qtbot.waitUntil(lambda: len(state_for(viewer)) == 1, timeout=120_000)
         gates[1].release()  # "run" is taken now
-        qtbot.waitUntil(lambda: len(find_layers(viewer, view="mapper_nodes")) == 2, timeout=120_000)
+        qtbot.waitUntil(lambda: len(find_layers(viewer, view="gallery")) == 2, timeout=120_000)
     finally:
         for gate in gates:
             gate.release()

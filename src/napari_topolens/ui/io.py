@@ -43,7 +43,8 @@ from .image_layers import gallery_title
 from .layer_update import create_layer
 from .mapper_nodes import analysis_predictions
 from .panels import ALL_PANELS, NEEDS_PREDICTIONS, PANELS
-from .state import state_for, viewer_ref
+from .show import ViewsAhead, prepare_views_ahead, show_read
+from .state import PerViewer, state_for, viewer_ref
 from .views import (
     COLOR_BY,
     LayerDataTuple,
@@ -140,9 +141,9 @@ def read_analysis(path: str | Sequence[str]) -> list[LayerDataTuple]:
 
     In a running napari (a current viewer, called on the Qt main thread, as napari
     calls readers) the saved arrays are read and checked in a worker thread: this
-    returns napari's "no layers now" value ``[(None,)]`` at once, and the images
-    layer is added when the analysis is loaded (its views follow, see
-    ``views.watch_viewer``); a file that cannot be read is reported then, as a
+    returns napari's "no layers now" value ``[(None,)]`` at once, and the analysis
+    is shown when loaded: its views in the canvas first, then its images layer, overlay
+    and gallery (``show.show_read``); a file that cannot be read is reported then, as a
     napari error notification. Without a viewer (scripts) it loads here and returns
     the layer data.
     """
@@ -181,12 +182,13 @@ def _on_main_thread() -> bool:
 
 
 def _read_in_worker(viewer: Any, folder: Path) -> Any:
-    """Load ``folder`` in a napari worker; add its images layer to ``viewer`` when loaded.
+    """Load ``folder`` in a napari worker; show it in ``viewer`` when loaded.
 
     The worker also makes the images layer (napari's layer object, not in any viewer
     yet: a quarter of a second of work), under the key the analysis will most likely
-    get; the main thread only adds it. The topology canvas is made meanwhile, in a turn
-    of its own after napari's ``open`` has returned (see :data:`CANVAS_AFTER_OPEN_MS`).
+    get; the main thread starts the show with it, which adds it once the canvas's views
+    are drawn. The topology canvas is made meanwhile, in a turn of its own after
+    napari's ``open`` has returned (see :data:`CANVAS_AFTER_OPEN_MS`).
     """
     from napari.qt.threading import create_worker
     from napari.utils.notifications import show_error
@@ -196,40 +198,72 @@ def _read_in_worker(viewer: Any, folder: Path) -> Any:
     base = folder.name.removesuffix(".topolens") or "analysis"
     # the key the analysis gets unless another one takes it while the file is read (from
     # the folder's name: the analysis, not read yet, is not asked)
-    likely_key = state_for(viewer).new_key(cast(Analysis, None), base)
+    state = state_for(viewer)
+    likely_key = state.new_key(cast(Analysis, None), base)
+    # and the slot and panel it will most likely be shown in (see ``show.show_read``)
+    used = {entry.slot for entry in state}
+    likely_slot = next(i for i in range(len(used) + 1) if i not in used)
+    first_shown, panel_now = len(state) == 0, state.panel
 
-    def load() -> tuple[Analysis, dict[str, Any], list[Any]]:
+    def load() -> tuple[Analysis, dict[str, Any], list[Any], ViewsAhead | None]:
         analysis = load_analysis(folder)
         settings = _view_settings(folder, analysis)
         layers = [create_layer(item) for item in _shown_as_saved(analysis, likely_key, settings)]
-        return analysis, settings, layers
+        saved_panel = settings["panel"]
+        panel = saved_panel if first_shown and saved_panel in ALL_PANELS else panel_now
+        try:  # the views the show draws first, made here too (the show checks they fit)
+            ahead: ViewsAhead | None = prepare_views_ahead(
+                analysis,
+                settings["layer_name"],
+                likely_key,
+                likely_slot,
+                panel,
+                settings["color_by"],
+                settings["edge_threshold"],
+            )
+        except Exception:  # the show makes them again and says what is wrong, if anything
+            ahead = None
+        return analysis, settings, layers, ahead
 
     answered: list[bool] = []  # the worker's result or error handled (no canvas early then)
 
-    def loaded(result: tuple[Analysis, dict[str, Any], list[Any]]) -> None:
+    def loaded(result: tuple[Analysis, dict[str, Any], list[Any], ViewsAhead | None]) -> None:
         answered.append(True)
         target = ref()
         if target is None:
             return  # the viewer went while the file was read
-        analysis, settings, layers = result
-        # (an analysis read just before may be in the viewer and not shown yet)
+        analysis, settings, layers, ahead = result
+        # (an analysis read just before may be in the viewer and not shown yet, or its
+        # show not started yet)
         opened = [layer.metadata["topolens"]["key"] for layer in find_layers(target, view="images")]
-        key = state_for(target).new_key(analysis, base, taken=opened)
+        showing = _SHOWING.setdefault(target, lambda _v: [])
+        showing[:] = [item for item in showing if _reserves(target, *item)]
+        key = state_for(target).new_key(analysis, base, taken=[*opened, *(k for k, _ in showing)])
         if key != likely_key:  # taken meanwhile: the layer again, named by its own key
             layers = [create_layer(item) for item in _shown_as_saved(analysis, key, settings)]
-        watch_viewer(target)  # the views appear in the topology canvas once the images are in
+        watch_viewer(target)  # (its layers removed later take it off the canvas)
 
-        def add() -> None:
-            if ref() is target:
-                for layer in layers:
-                    target.add_layer(layer)
+        reserved: list[Any] = [key, None]  # the key, and its show once started
+        showing.append(reserved)
+
+        def show() -> None:
+            if ref() is not target:
+                return
+            (images,) = layers
+            # its views first; the show adds the images layer once they are drawn (adding
+            # it is a long stretch of napari's main-thread work, and so is drawing it)
+            reserved[1] = show_read(target, images, ahead)
+            if reserved[1] is None:  # its analysis shown meanwhile: the layer only
+                showing.remove(reserved)
+                if images not in target.layers:
+                    target.add_layer(images)
 
         if existing_canvas(target) is None:
             canvas_for(target)
-        # the images in a turn of their own: adding them is a long stretch of napari's
-        # main-thread work, and so is the canvas (made just now, or by a timer that Qt may
-        # have run in the same pass of its event loop as this)
-        QTimer.singleShot(1, add)
+        # in a turn of its own: the canvas is a long stretch of napari's main-thread work
+        # (made just now, or by a timer that Qt may have run in the same pass of its
+        # event loop as this)
+        QTimer.singleShot(1, show)
 
     made_early: list[TopologyCanvas] = []
 
@@ -297,6 +331,14 @@ def _drop_canvas(viewer: Any, canvas: TopologyCanvas) -> None:
 
 #: The saved analyses being read (kept alive until their worker finishes).
 _READS: set[Any] = set()
+#: Per viewer, ``[key, show]`` of the analyses read whose show has not taken its key
+#: yet (``show`` None until started): the next one read gets another key.
+_SHOWING = PerViewer()
+
+
+def _reserves(viewer: Any, key: str, show: Any) -> bool:
+    """Whether a read analysis's show still holds ``key`` for it (not yet in the state)."""
+    return key not in state_for(viewer) and (show is None or not show.done)
 
 
 def _current_viewer() -> Any:

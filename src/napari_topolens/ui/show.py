@@ -44,11 +44,14 @@ __all__ = [
     "IncrementalShow",
     "Offload",
     "PanelBuilder",
+    "ViewsAhead",
     "offloaded",
+    "prepare_views_ahead",
     "remove_analyses_on",
     "remove_analysis",
     "show_analysis",
     "show_analysis_incrementally",
+    "show_read",
     "show_steps",
     "watch_viewer",
 ]
@@ -179,6 +182,47 @@ def _images_layer_of(viewer: Any, analysis: Analysis) -> Any:
     return None
 
 
+class ViewsAhead:
+    """The layer data and layers of a shown panel's views (the frame's and the panel's
+    groups) made before the show starts, e.g. in the reader's worker right after the file
+    is read (:func:`prepare_views_ahead`). A show whose first canvas step asks for exactly
+    these uses them; otherwise it makes its own (see :meth:`fits`)."""
+
+    def __init__(
+        self, args: tuple[Any, ...], layout: np.ndarray, prepared: list[tuple[Any, Any]]
+    ) -> None:
+        self.args, self.layout, self.prepared = args, layout, prepared
+
+    def fits(self, *args: Any) -> bool:
+        """Whether these were made for ``(groups, analysis, network layer, key, slot,
+        panel, colouring, edge threshold)``, with no view layer there before."""
+        ours = self.args
+        return len(ours) == len(args) and all(
+            a is b if i == 1 else a == b for i, (a, b) in enumerate(zip(ours, args, strict=True))
+        )
+
+
+def prepare_views_ahead(
+    analysis: Analysis,
+    layer_name: str | None,
+    key: str,
+    slot: int,
+    panel: str,
+    color_by: str,
+    edge_threshold: float,
+) -> ViewsAhead:
+    """Make the views a first show of ``analysis`` draws first, ahead. Pure: runs in a
+    worker thread (the layout too, if the analysis has none saved)."""
+    name = _check(analysis, layer_name, color_by)
+    layout = ShownAnalysis(key, analysis).layout(name)
+    groups = list(dict.fromkeys(["frame", vd.panel_group(panel)]))
+    args = (groups, analysis, name, key, slot, panel, color_by, float(edge_threshold))
+    prepared = _prepare_groups(
+        groups, {}, analysis, name, key, slot, layout, panel, color_by, float(edge_threshold)
+    )
+    return ViewsAhead(args, layout, prepared)
+
+
 def show_steps(
     viewer: Any,
     analysis: Analysis,
@@ -192,6 +236,8 @@ def show_steps(
     key_hint: str | None = None,
     variant_of: str | None = None,
     reuse: dict[str, Any] | None = None,
+    views_first: bool = False,
+    ahead: ViewsAhead | None = None,
 ) -> Generator[Offload | None, Any, ShownAnalysis]:
     """The work of a show, yielding after each layer added or updated.
 
@@ -201,6 +247,13 @@ def show_steps(
     analysis takes over and updates in place (a removed layer costs napari a
     garbage collection, about 0.35 s each). Run it with :class:`IncrementalShow`
     (the pure work in a worker thread) or :func:`show_analysis` (inline).
+
+    ``views_first`` (a reopened analysis, :func:`show_read`): the canvas's views
+    first, shown, framed and drawn, then the image viewer's side -- the images
+    layer itself when it is not in the viewer yet, the overlay and the gallery.
+    Otherwise the image side comes first (a run's images are on screen already).
+    ``ahead``: the first views made already (:func:`prepare_views_ahead`), used if
+    they fit.
     """
     layer_name = _check(analysis, layer_name, color_by)
     state = state_for(viewer)
@@ -212,16 +265,24 @@ def show_steps(
     )
     entry.layouts.update({k: np.asarray(v, dtype=np.float64) for k, v in (layouts or {}).items()})
     active = viewer.layers.selection.active
-    if entry.image_layer is not None:
+    if entry.image_layer is not None and not views_first:
         yield from _image_side_steps(viewer, entry, bool(reuse), added, shown)
     yield from _canvas_steps(
-        viewer, entry, layer_name, first, color_by, edge_threshold, added, shown
+        viewer, entry, layer_name, first, color_by, edge_threshold, added, shown, ahead
     )
     state.set(entry.key, "color_by", color_by)
     state.set(entry.key, "edge_threshold", float(edge_threshold))
     state.set(entry.key, "faded_class", None)
     state.set(entry.key, "network_layer", layer_name)  # the links reset the selection
     yield None
+    if views_first:
+        yield from _views_shown_steps(canvas, entry, first)
+        if entry.image_layer is not None:
+            if entry.image_layer not in viewer.layers:  # the reader's, made in its worker
+                viewer.add_layer(entry.image_layer)
+                shown.append(entry.image_layer)  # (not in ``added``: a cancel keeps it)
+                yield None
+            yield from _image_side_steps(viewer, entry, bool(reuse), added, shown)
     links.wire(entry)
     yield None
     _finish_show(viewer, canvas, entry, active, first=first, reused=bool(reuse))
@@ -355,35 +416,44 @@ def _canvas_steps(
     edge_threshold: float,
     added: list[tuple[Any, Any]],
     shown: list[Any],
+    ahead: ViewsAhead | None = None,
 ) -> Generator[Offload | None, Any, None]:
     """The visible panel's layers in the canvas, and those of panels shown before
-    (updated in place); the others are made when their panel is first picked."""
+    (updated in place); the others are made when their panel is first picked
+    (``ahead``: made already, see :func:`show_steps`)."""
     state = state_for(viewer)
     canvas = canvas_for(viewer)
     builder = canvas.panel_builder
     if not isinstance(builder, PanelBuilder):
         builder = canvas.panel_builder = PanelBuilder(viewer)
     builder.drop(entry.key)  # a pick still being made would put the old layer's views
-    # (a layout not given nor saved is computed: Kamada-Kawai, off the main thread too)
-    layout = yield from offloaded(entry.layout, layer_name)
+    if ahead is not None and layer_name not in entry.layouts:
+        entry.layouts[layer_name] = ahead.layout  # (the same: saved, or computed alike)
+    layout = entry.layouts.get(layer_name)
+    if layout is None:  # (not given nor saved: Kamada-Kawai, off the main thread too)
+        layout = yield from offloaded(entry.layout, layer_name)
     done: set[str] = set()
     while True:  # again if another panel was picked meanwhile
         groups = _next_groups(entry, state.panel, first, builder, done)
         if not groups:
             break
-        prepared = yield from offloaded(
-            _prepare_groups,
+        kinds = {**_canvas_kinds(canvas, entry), **builder.parked_kinds(entry, groups)}
+        args = (
             groups,
-            {**_canvas_kinds(canvas, entry), **builder.parked_kinds(entry, groups)},
             entry.analysis,
             layer_name,
             entry.key,
             entry.slot,
-            layout,
             state.panel,
             color_by,
             float(edge_threshold),
         )
+        if ahead is not None and not kinds and ahead.fits(*args):
+            prepared, ahead = ahead.prepared, None
+        else:
+            prepared = yield from offloaded(
+                _prepare_groups, groups, kinds, *args[1:5], layout, *args[5:]
+            )
         replaced = builder.unpark(entry, groups)
         for item, layer in prepared:
             _put(canvas, entry, item, added, shown, layer)
@@ -392,6 +462,20 @@ def _canvas_steps(
             canvas.remove_layer(layer)
             yield None
         done.update(groups)
+
+
+def _views_shown_steps(
+    canvas: TopologyCanvas, entry: ShownAnalysis, first: bool
+) -> Generator[Any, Any, None]:
+    """The views just made, shown and framed, then drawn in a repaint of their own before
+    the show goes on (:func:`show_steps`' ``views_first``)."""
+    canvas.sync_visibility(entry)
+    canvas.update_legend()
+    if first:
+        canvas.fit()
+    else:
+        canvas.fit_text()
+    yield PAINT
 
 
 def _finish_show(
@@ -848,11 +932,13 @@ class IncrementalShow:
         on_error: Callable[[BaseException], Any] | None = None,
         steps: Callable[[list, list], Generator[Any, Any, Any]] | None = None,
         kind: str = "show",
+        views_first: bool = False,
+        ahead: ViewsAhead | None = None,
     ) -> None:
         """``steps(added, shown)``, if given, replaces the show's own steps (e.g. the
         variants' show, ``ui.variants``): a generator that yields after each layer
         (or an :class:`Offload`), collecting ``(viewer model, layer)`` of the layers
-        it adds in ``added``."""
+        it adds in ``added``. ``views_first``, ``ahead``: see :func:`show_steps`."""
         self.layers: list[Any] = []
         self.done = False
         self.cancelled = False
@@ -880,6 +966,8 @@ class IncrementalShow:
             self._added,
             self.layers,
             key,
+            views_first=views_first,
+            ahead=ahead,
         )
 
     @property
@@ -1079,21 +1167,38 @@ def remove_analyses_on(viewer: Any, image_layer: Any) -> list[str]:
 
 def _on_inserted(viewer: Any, event: Any) -> None:
     """A layer with a saved analysis came in (the reader's images): show its views."""
-    layer = event.value
+    show_read(viewer, event.value)
+
+
+def show_read(viewer: Any, layer: Any, ahead: ViewsAhead | None = None) -> IncrementalShow | None:
+    """Show the analysis of the reader's images ``layer`` as it was saved; None if it
+    is not such a layer, or its analysis is shown already.
+
+    Its views first (:func:`show_steps`' ``views_first``): the canvas's view is what a
+    reopen waits for. ``layer`` need not be in the viewer yet: the show adds it once the
+    views are drawn (the reader's worker made it), then the overlay and gallery.
+    ``ahead``: its first views, made in the reader's worker too (used if they fit).
+    """
     meta = layer.metadata.get("topolens") if isinstance(layer.metadata, dict) else None
     if not isinstance(meta, dict) or meta.get("view") != "images":
-        return
+        return None
     if not isinstance(meta.get("show"), dict):
-        return  # a show's own images layer, not the reader's
+        return None  # a show's own images layer, not the reader's
     analysis = meta.get("analysis")
     if analysis is None or state_for(viewer).key_of(analysis) is not None:
-        return
+        return None
     settings = dict(meta.get("show") or {})
     panel = settings.get("panel")
     if panel in vd.ALL_PANELS and len(state_for(viewer)) == 0:
         # the view shown when it was saved (a viewer showing others keeps its own)
         canvas_for(viewer).show_panel(panel)
-    show_analysis_incrementally(
+
+    def failed(exc: BaseException) -> None:
+        if layer not in viewer.layers:  # the images stay, as when they came first
+            viewer.add_layer(layer)
+        raise exc  # (napari's handler shows it)
+
+    return IncrementalShow(
         viewer,
         analysis,
         settings.get("layer_name"),
@@ -1101,7 +1206,10 @@ def _on_inserted(viewer: Any, event: Any) -> None:
         color_by=settings.get("color_by", "dominant_class"),
         edge_threshold=float(settings.get("edge_threshold", 0.0)),
         key=meta.get("key"),
-    )
+        views_first=True,
+        ahead=ahead,
+        on_error=failed,
+    ).start()
 
 
 def _on_removed(viewer: Any, event: Any) -> None:
