@@ -138,35 +138,77 @@ def wait_until(app: Any, done: Callable[[], bool], timeout: float = 600.0) -> fl
     return time.perf_counter()
 
 
+def _stack_of(frame: Any) -> tuple[str, ...]:
+    stack = []
+    while frame is not None:
+        code = frame.f_code
+        stack.append(f"{Path(code.co_filename).name}:{code.co_name}")
+        frame = frame.f_back
+    return tuple(reversed(stack))
+
+
 class StackSampler:
     """Samples the main thread's Python stack every 5 ms from a daemon thread, to say
     what the main thread was doing in a phase's longest stall (``--stacks``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, others: bool = False) -> None:
         import threading
 
         self.samples: list[tuple[float, tuple[str, ...]]] = []
+        #: With ``others``: the other threads' stacks (the worker's) at the same times.
+        self.other_samples: list[tuple[float, tuple[str, ...]]] = []
+        self._others = others
         self._main = threading.main_thread().ident
         self._stop = False
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        while not self._stop:
-            frame = sys._current_frames().get(self._main)
-            stack = []
-            while frame is not None:
-                code = frame.f_code
-                stack.append(f"{Path(code.co_filename).name}:{code.co_name}")
-                frame = frame.f_back
-            self.samples.append((time.perf_counter(), tuple(reversed(stack))))
-            time.sleep(0.005)
+        with tempfile.TemporaryFile(mode="w+") as dump:
+            while not self._stop:
+                now = time.perf_counter()
+                if self._others:
+                    main, other = self._all_stacks(dump)
+                    self.other_samples.append((now, other))
+                else:
+                    main = _stack_of(sys._current_frames().get(self._main))
+                self.samples.append((now, main))
+                time.sleep(0.005)
 
-    def report(self, since: float, until: float, top: int = 12) -> str:
-        """The functions most often on the stack in ``[since, until]`` (share of samples)."""
+    def _all_stacks(self, dump: Any) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The main thread's stack and the busiest other thread's (the deepest: idle ones
+        wait shallow), through faulthandler: written in C, holding the GIL throughout
+        (walking a running thread's frames in Python crashed 3.11)."""
+        import faulthandler
+        import re
+        import threading
+
+        dump.seek(0)
+        dump.truncate()
+        faulthandler.dump_traceback(dump, all_threads=True)
+        dump.seek(0)
+        stacks: dict[int, list[str]] = {}
+        current: list[str] | None = None
+        for line in dump.read().splitlines():
+            found = re.match(r"(?:Current thread|Thread) 0x([0-9a-f]+)", line)
+            if found:
+                current = stacks.setdefault(int(found.group(1), 16), [])
+            elif current is not None and line.startswith("  File "):
+                where, _, func = line.rpartition(" in ")
+                name = Path(where.split('"')[1]).name if '"' in where else where
+                current.append(f"{name}:{func}")
+        main = tuple(reversed(stacks.pop(self._main, [])))
+        stacks.pop(threading.get_ident(), None)
+        other = max((tuple(reversed(st)) for st in stacks.values()), key=len, default=())
+        return main, other
+
+    def report(self, since: float, until: float, top: int = 12, others: bool = False) -> str:
+        """The functions most often on the stack in ``[since, until]`` (share of samples);
+        ``others``: on the other threads' (the worker's) stack instead."""
         from collections import Counter
 
-        inside = [stack for t, stack in self.samples if since <= t <= until]
+        samples = self.other_samples if others else self.samples
+        inside = [stack for t, stack in samples if since <= t <= until]
         if not inside:
             return "    (no samples)"
         counts: Counter[str] = Counter()
@@ -178,6 +220,13 @@ class StackSampler:
             for name, n in counts.most_common()
             if not name.startswith(skip)
         ]
+        if others or self._others:  # where the thread was: its innermost calls too
+            leaves: Counter[str] = Counter(" < ".join(reversed(stack[-4:])) for stack in inside)
+            lines = lines[:top] + [
+                f"    {100 * n / len(inside):5.1f}%  at {name}"
+                for name, n in leaves.most_common(6 if others else 10)
+            ]
+            return "\n".join(lines)
         return "\n".join(lines[:top])
 
 
@@ -245,6 +294,9 @@ class Phases:
                     flush=True,
                 )
                 print(self.sampler.report(since, until), flush=True)
+                if self.sampler.other_samples:
+                    print("   meanwhile in the other threads (the worker):", flush=True)
+                    print(self.sampler.report(since, until, top=25, others=True), flush=True)
         return ended - began
 
 
@@ -281,6 +333,11 @@ def main(argv: list[str] | None = None) -> int:
         "--stacks",
         action="store_true",
         help="print what the main thread did in each phase's longest stall (sampled)",
+    )
+    parser.add_argument(
+        "--worker-stacks",
+        action="store_true",
+        help="with --stacks: also what the other threads (the worker) did in those stalls",
     )
     parser.add_argument(
         "--gaps",
@@ -353,7 +410,9 @@ def main(argv: list[str] | None = None) -> int:
         widget.variant_form.add(text=text)
     ticks = Ticks()
     ticks.start()
-    phases = Phases(ticks, args.profile, StackSampler() if args.stacks else None, args.gaps)
+    phases = Phases(
+        ticks, args.profile, StackSampler(args.worker_stacks) if args.stacks else None, args.gaps
+    )
     app.processEvents()
     state = state_for(viewer)
 
@@ -396,7 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     first = min(inserted)
     print(
         f"  pressing Run took {1000 * job['press']:.0f} ms; computing stall "
-        f"{1000 * ticks.stall(began, first):.0f} ms; views added over "
+        f"{1000 * ticks.stall(began, first):.0f} ms (main-thread cpu in the longest stretch "
+        f"{1000 * ticks.stall_cpu(began, first):.0f} ms); views added over "
         f"{finished[0] - first:.2f} s, stall {1000 * ticks.stall(first, finished[0]):.0f} ms",
         flush=True,
     )

@@ -375,3 +375,31 @@ def test_batch_statistics_in_eval_mix_the_whole_image():
     # the strided conv reads columns 0..10 only; the statistics mix all it reads
     assert (composed["1"].boxes == [0, 0, 15, 11]).all()
     assert composed["1"].method.startswith("closed form")
+
+
+def test_composing_the_fields_imports_no_compiler():
+    """The shape run's stop is not dressed up by torch: its structured log imports
+    torch._inductor and torch._dynamo (seconds of the GIL, inside a run's worker)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch\n"
+        "from napari_topolens import sample_models\n"
+        "from napari_topolens.activations.receptive_field import layer_geometry, "
+        "receptive_fields\n"
+        "model = sample_models.shapes_cnn().eval()\n"
+        "named = dict(model.named_modules())\n"
+        "layers = {n: named[n] for n in ('conv1', 'pool1')}\n"
+        "geometry = layer_geometry(model, layers, (1, 48, 48), dtype=torch.float32, "
+        "device=torch.device('cpu'))\n"
+        "fields = receptive_fields(model, layers, {n: [0] for n in layers}, (1, 48, 48), "
+        "dtype=torch.float32, device=torch.device('cpu'))\n"
+        "assert all(f.method.startswith('closed form') for f in fields.values()), fields\n"
+        "print(sorted(m for m in ('torch._inductor', 'torch._dynamo') if m in sys.modules))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -748,6 +748,18 @@ class _Stop(Exception):
     """Raised by the shape run once every target is computed."""
 
 
+def _plain_errors(interpreter: Any) -> Any:
+    """``interpreter`` (a ``torch.fx.Interpreter``) with its errors passed on as raised.
+
+    torch dresses an error in a node (:class:`_Stop` included, raised at every shape run)
+    with the graph's printout and a structured-log record, whose first use imports
+    ``torch._inductor`` and ``torch._dynamo``: 1.7 s of the GIL held by a run's worker
+    while napari's main thread waits for it.
+    """
+    interpreter.extra_traceback = False
+    return interpreter
+
+
 def _fx_route(
     model: torch.nn.Module,
     calls: Mapping[str, tuple[str, int | None]],
@@ -800,7 +812,7 @@ def _fx_route(
 
     try:
         with torch.no_grad():
-            Shapes(traced).run(blank, *([None] * (len(placeholders) - 1)))
+            _plain_errors(Shapes(traced)).run(blank, *([None] * (len(placeholders) - 1)))
     except _Stop:
         pass
     except Exception as exc:
@@ -978,7 +990,9 @@ def _pull_user_module(module, in_shape, out_shape, rows, cols, state, like):
 
     try:
         with torch.no_grad():
-            Shapes(traced).run(torch.zeros(in_shape, dtype=like.dtype, device=like.device))
+            _plain_errors(Shapes(traced)).run(
+                torch.zeros(in_shape, dtype=like.dtype, device=like.device)
+            )
     except Exception as exc:
         raise _NoClosedForm(f"module {type(module).__name__} did not run alone") from exc
     if shapes.get(result) != tuple(out_shape):
