@@ -458,30 +458,76 @@ def test_a_key_taken_while_the_file_is_read_gives_the_layer_its_own_key(
         assert layer.name.endswith(key) and state_for(viewer).get(key).image_layer is layer
 
 
-def test_an_empty_viewer_draws_its_gallery_titles_characters_ahead_while_a_file_is_read(
+def test_an_empty_viewer_draws_its_gallery_titles_characters_ahead_once_the_views_are_shown(
     make_napari_viewer, qtbot, digits, tmp_path, monkeypatch
 ):
     # the gallery's title is the first text such a viewer draws (about 10 ms a character
-    # the first time): loaded a few per turn while the file is read, in its text overlay,
-    # which is put back as it was
+    # the first time): loaded a few per turn in its text overlay, which is put back as it
+    # was; started once the reopened analysis's views are drawn, not while the file is
+    # read (each of its turns repaints the viewer, inside napari's open too)
     from napari_topolens.ui.glyphs import warmer_of
     from napari_topolens.ui.image_layers import gallery_title
 
     _images, analysis = digits
     folder = analysis.save(tmp_path / "run.topolens")
+    started: list[bool] = []  # whether the views were shown when it started
+    warm = io_module.warm_glyphs
+
+    def spied(model, *args, **kwargs):
+        nodes = find_layers(viewer, view="mapper_nodes")
+        started.append(bool(nodes) and bool(nodes[0].visible))
+        return warm(model, *args, **kwargs)
+
+    monkeypatch.setattr(io_module, "warm_glyphs", spied)
     gate = _hold_reads(monkeypatch)
     viewer = make_napari_viewer()
     overlay = viewer.canvas.overlays["text"]
     try:
         viewer.open(str(folder), plugin="napari-topolens")
-        warmer = warmer_of(viewer)
-        assert warmer is not None
-        qtbot.waitUntil(lambda: warmer.done, timeout=60_000)  # the file still being read
+        qtbot.wait(3 * io_module.CANVAS_AFTER_OPEN_MS)
+        assert warmer_of(viewer) is None and not started  # not while the file is read
     finally:
         gate.release()
-    assert warmer.drawn == list(dict.fromkeys(gallery_title("run")))
+    qtbot.waitUntil(lambda: warmer_of(viewer) is not None, timeout=120_000)
+    warmer = warmer_of(viewer)
+    assert started == [True]
+    qtbot.waitUntil(lambda: warmer.done, timeout=60_000)
+    title = list(dict.fromkeys(gallery_title("run")))
+    assert warmer.drawn and warmer.drawn == title[: len(warmer.drawn)]
     assert not overlay.visible and overlay.text == "" and overlay.color is None
     qtbot.waitUntil(lambda: len(find_layers(viewer, view="gallery_text")) == 1, timeout=120_000)
+
+
+def test_the_reader_makes_no_canvas_inside_napari_open_even_when_its_timer_is_due_there(
+    make_napari_viewer, qtbot, digits, tmp_path, monkeypatch
+):
+    # napari's open runs the event loop after the reader returns (its progress bar's
+    # processEvents): a timer of the reader's due then would make the canvas (a second
+    # napari QtViewer) inside open's own turn; it waits for open to return instead
+    from napari_topolens.ui.canvas import existing_canvas
+
+    _images, analysis = digits
+    folder = analysis.save(tmp_path / "run.topolens")
+    monkeypatch.setattr(io_module, "CANVAS_AFTER_OPEN_MS", 0)  # due inside open
+    inside: list[bool] = []
+    read = io_module._read_in_worker
+
+    def spied(*args):
+        inside.append(io_module.inside_napari_open())
+        return read(*args)
+
+    monkeypatch.setattr(io_module, "_read_in_worker", spied)
+    gate = _hold_reads(monkeypatch)
+    viewer = make_napari_viewer(show=True)  # (open's progress bar runs the event loop then)
+    try:
+        viewer.open(str(folder), plugin="napari-topolens")
+        assert inside == [True]  # the reader runs inside open
+        assert existing_canvas(viewer) is None
+        assert not io_module.inside_napari_open()
+        qtbot.waitUntil(lambda: existing_canvas(viewer) is not None, timeout=60_000)
+    finally:
+        gate.release()
+    qtbot.waitUntil(lambda: len(find_layers(viewer, view="gallery")) == 1, timeout=120_000)
 
 
 @pytest.mark.slow

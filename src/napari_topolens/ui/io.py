@@ -25,6 +25,7 @@ handler, which shows the message as a notification; a script gets it from
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 import math
 import os
@@ -204,6 +205,7 @@ def _read_in_worker(viewer: Any, folder: Path) -> Any:
     used = {entry.slot for entry in state}
     likely_slot = next(i for i in range(len(used) + 1) if i not in used)
     first_shown, panel_now = len(state) == 0, state.panel
+    empty_at_read = not len(viewer.layers)
 
     def load() -> tuple[Analysis, dict[str, Any], list[Any], ViewsAhead | None]:
         analysis = load_analysis(folder)
@@ -252,23 +254,35 @@ def _read_in_worker(viewer: Any, folder: Path) -> Any:
             (images,) = layers
             # its views first; the show adds the images layer once they are drawn (adding
             # it is a long stretch of napari's main-thread work, and so is drawing it)
-            reserved[1] = show_read(target, images, ahead)
+            # the gallery's title is the first text an empty viewer draws: its glyphs
+            # loaded once the views are drawn (before, each of its turns repainted the
+            # viewer inside napari's ``open`` and beside the views' first paints)
+            warm = (lambda: _warm_gallery_title(target, key)) if empty_at_read else None
+            reserved[1] = show_read(target, images, ahead, views_shown=warm)
             if reserved[1] is None:  # its analysis shown meanwhile: the layer only
                 showing.remove(reserved)
                 if images not in target.layers:
                     target.add_layer(images)
 
-        if existing_canvas(target) is None:
-            canvas_for(target)
-        # in a turn of its own: the canvas is a long stretch of napari's main-thread work
-        # (made just now, or by a timer that Qt may have run in the same pass of its
-        # event loop as this)
-        QTimer.singleShot(1, show)
+        def canvas_then_show() -> None:
+            if ref() is not target:
+                return
+            if existing_canvas(target) is None:
+                canvas_for(target)
+            # in a turn of its own: the canvas is a long stretch of napari's main-thread
+            # work (made just now, or by a timer that Qt may have run in the same pass of
+            # its event loop as this)
+            QTimer.singleShot(1, lambda: after_open(show))
+
+        after_open(canvas_then_show)
 
     made_early: list[TopologyCanvas] = []
 
     def make_canvas_early() -> None:
         """The canvas while the worker reads (the reading and it overlap on two cores)."""
+        if inside_napari_open():  # napari's progress bar runs the event loop: not yet
+            QTimer.singleShot(OPEN_RETRY_MS, make_canvas_early)
+            return
         target = ref()
         if (
             target is not None
@@ -296,15 +310,46 @@ def _read_in_worker(viewer: Any, folder: Path) -> Any:
     _READS.add(worker)
     worker.finished.connect(lambda: _READS.discard(worker))
     QTimer.singleShot(CANVAS_AFTER_OPEN_MS, make_canvas_early)
-    if not len(viewer.layers):
-        _warm_gallery_title(viewer, likely_key)
     return worker
+
+
+def inside_napari_open() -> bool:
+    """Whether this runs inside napari's ``viewer.open`` (Python's frames, no napari API).
+
+    ``open`` shows a progress bar whose updates run the event loop
+    (``processEvents``) after the reader has returned, first painting the viewer: a
+    timer or worker result of the reader's can come due in there, and what it does then
+    lengthens ``open``'s own long turn (a canvas made there: a stall of 0.4-0.6 s).
+    """
+    frame = inspect.currentframe()
+    while frame is not None:
+        if frame.f_code.co_name == "open" and str(frame.f_globals.get("__name__", "")).startswith(
+            "napari.components"
+        ):
+            return True
+        frame = frame.f_back
+    return False
+
+
+def after_open(fn: Callable[[], Any]) -> None:
+    """Run ``fn`` now, or once napari's ``open`` has returned (see
+    :func:`inside_napari_open`): tried again every :data:`OPEN_RETRY_MS`."""
+    from qtpy.QtCore import QTimer
+
+    if inside_napari_open():
+        QTimer.singleShot(OPEN_RETRY_MS, lambda: after_open(fn))
+    else:
+        fn()
+
+
+#: How often a step the reader deferred out of napari's ``open`` is tried again (ms).
+OPEN_RETRY_MS = 10
 
 
 def _warm_gallery_title(viewer: Any, key: str) -> None:
     """The first text an empty viewer draws is the gallery's title: its characters
-    loaded a few per turn while the file is read and the images are added, not all in
-    the turn that adds the gallery (about 10 ms each)."""
+    loaded a few per turn once the views are shown, while the images are added, not all
+    in the turn that adds the gallery (about 10 ms each)."""
     ref = viewer_ref(viewer)
     warm_glyphs(viewer, lambda: _no_gallery_text_yet(ref()), gallery_title(key), while_empty=False)
 
@@ -316,7 +361,8 @@ def _no_gallery_text_yet(viewer: Any) -> bool:
 #: When the reader makes the canvas (ms after it returns). napari's ``open`` runs the
 #: event loop (its progress bar's ``processEvents``) after the reader returns: a timer
 #: due then would make the canvas (a napari QtViewer, 0.1-0.3 s) inside ``open``'s
-#: own long turn. Due a little later, it is a turn of its own.
+#: own long turn. Due a little later, it is a turn of its own (and if ``open`` is still
+#: running then, it waits: :func:`after_open`).
 CANVAS_AFTER_OPEN_MS = 150
 
 

@@ -238,6 +238,7 @@ def show_steps(
     reuse: dict[str, Any] | None = None,
     views_first: bool = False,
     ahead: ViewsAhead | None = None,
+    views_shown: Callable[[], Any] | None = None,
 ) -> Generator[Offload | None, Any, ShownAnalysis]:
     """The work of a show, yielding after each layer added or updated.
 
@@ -253,7 +254,7 @@ def show_steps(
     layer itself when it is not in the viewer yet, the overlay and the gallery.
     Otherwise the image side comes first (a run's images are on screen already).
     ``ahead``: the first views made already (:func:`prepare_views_ahead`), used if
-    they fit.
+    they fit. ``views_shown()``: called once the views are drawn (``views_first``).
     """
     layer_name = _check(analysis, layer_name, color_by)
     state = state_for(viewer)
@@ -277,6 +278,8 @@ def show_steps(
     yield None
     if views_first:
         yield from _views_shown_steps(canvas, entry, first)
+        if views_shown is not None:
+            views_shown()
         if entry.image_layer is not None:
             if entry.image_layer not in viewer.layers:  # the reader's, made in its worker
                 viewer.add_layer(entry.image_layer)
@@ -934,11 +937,13 @@ class IncrementalShow:
         kind: str = "show",
         views_first: bool = False,
         ahead: ViewsAhead | None = None,
+        views_shown: Callable[[], Any] | None = None,
     ) -> None:
         """``steps(added, shown)``, if given, replaces the show's own steps (e.g. the
         variants' show, ``ui.variants``): a generator that yields after each layer
         (or an :class:`Offload`), collecting ``(viewer model, layer)`` of the layers
-        it adds in ``added``. ``views_first``, ``ahead``: see :func:`show_steps`."""
+        it adds in ``added``. ``views_first``, ``ahead``, ``views_shown``: see
+        :func:`show_steps`."""
         self.layers: list[Any] = []
         self.done = False
         self.cancelled = False
@@ -968,6 +973,7 @@ class IncrementalShow:
             key,
             views_first=views_first,
             ahead=ahead,
+            views_shown=views_shown,
         )
 
     @property
@@ -1170,14 +1176,20 @@ def _on_inserted(viewer: Any, event: Any) -> None:
     show_read(viewer, event.value)
 
 
-def show_read(viewer: Any, layer: Any, ahead: ViewsAhead | None = None) -> IncrementalShow | None:
+def show_read(
+    viewer: Any,
+    layer: Any,
+    ahead: ViewsAhead | None = None,
+    views_shown: Callable[[], Any] | None = None,
+) -> IncrementalShow | None:
     """Show the analysis of the reader's images ``layer`` as it was saved; None if it
     is not such a layer, or its analysis is shown already.
 
     Its views first (:func:`show_steps`' ``views_first``): the canvas's view is what a
     reopen waits for. ``layer`` need not be in the viewer yet: the show adds it once the
     views are drawn (the reader's worker made it), then the overlay and gallery.
-    ``ahead``: its first views, made in the reader's worker too (used if they fit).
+    ``ahead``: its first views, made in the reader's worker too (used if they fit);
+    ``views_shown()``: called once they are drawn.
     """
     meta = layer.metadata.get("topolens") if isinstance(layer.metadata, dict) else None
     if not isinstance(meta, dict) or meta.get("view") != "images":
@@ -1208,6 +1220,7 @@ def show_read(viewer: Any, layer: Any, ahead: ViewsAhead | None = None) -> Incre
         key=meta.get("key"),
         views_first=True,
         ahead=ahead,
+        views_shown=views_shown,
         on_error=failed,
     ).start()
 
