@@ -420,6 +420,34 @@ def test_a_reopen_whose_views_fail_still_adds_its_images(
     assert not find_layers(viewer, view="mapper_nodes")
 
 
+def test_a_reopen_cancelled_before_its_images_are_in_still_adds_them_unshown(
+    make_napari_viewer, qtbot, digits, tmp_path, monkeypatch
+):
+    # the images layer comes after the views: an analysis taken off the canvas before
+    # that (the explorer's Remove) leaves its images in the viewer, and they do not
+    # bring its views back
+    _images, analysis = digits
+    folder = analysis.save(tmp_path / "run.topolens")
+    show_read = show_module.show_read
+    cancelled: list[object] = []
+
+    def removed_at_once(viewer, layer, *args, **kwargs):
+        show = show_read(viewer, layer, *args, **kwargs)
+        show.cancel()
+        cancelled.append(show)
+        return show
+
+    monkeypatch.setattr(io_module, "show_read", removed_at_once)
+    viewer = make_napari_viewer()
+    viewer.open(str(folder), plugin="napari-topolens")
+    qtbot.waitUntil(lambda: len(find_layers(viewer, view="images")) == 1, timeout=120_000)
+    qtbot.wait(300)  # (a show it started would be under way by now)
+    assert len(cancelled) == 1 and cancelled[0].cancelled
+    assert len(state_for(viewer)) == 0
+    assert not find_layers(viewer, view="mapper_nodes")
+    assert not any(not show.done for show in show_module.IncrementalShow.running())
+
+
 def test_a_key_taken_while_the_file_is_read_gives_the_layer_its_own_key(
     make_napari_viewer, qtbot, digits, tmp_path, monkeypatch
 ):

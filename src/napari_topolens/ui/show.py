@@ -24,6 +24,7 @@ show, those of the panels not picked yet are made ahead, hidden, and drawn once
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable, Generator
 from typing import Any, ClassVar
 
@@ -957,6 +958,9 @@ class IncrementalShow:
         self._added: list[tuple[Any, Any]] = []
         self._on_done, self._on_error = on_done, on_error
         self._resume_collector: Callable[[], None] = _nothing
+        #: The reader's images layer a ``views_first`` show adds after the views: a
+        #: cancel adds it still (the user's images stay, as when they came first).
+        self._images_to_keep = image_layer if views_first else None
         if steps is not None:
             self._steps = steps(self._added, self.layers)
             return
@@ -1095,6 +1099,10 @@ class IncrementalShow:
             if layer in model.layers:
                 model.layers.remove(layer)
         self.layers.clear()
+        images = self._images_to_keep
+        if images is not None and images not in self._viewer.layers:
+            _SHOW_DECLINED.add(images)  # in without its views: they were just taken off
+            self._viewer.add_layer(images)
 
 
 def show_analysis_incrementally(
@@ -1176,6 +1184,11 @@ def _on_inserted(viewer: Any, event: Any) -> None:
     show_read(viewer, event.value)
 
 
+#: The reader's images layers whose show was cancelled before they were added: added
+#: then, they are not shown again (:meth:`IncrementalShow.cancel`).
+_SHOW_DECLINED: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
 def show_read(
     viewer: Any,
     layer: Any,
@@ -1183,7 +1196,8 @@ def show_read(
     views_shown: Callable[[], Any] | None = None,
 ) -> IncrementalShow | None:
     """Show the analysis of the reader's images ``layer`` as it was saved; None if it
-    is not such a layer, or its analysis is shown already.
+    is not such a layer, its analysis is shown already, or its show was cancelled
+    before it was added (see :meth:`IncrementalShow.cancel`).
 
     Its views first (:func:`show_steps`' ``views_first``): the canvas's view is what a
     reopen waits for. ``layer`` need not be in the viewer yet: the show adds it once the
@@ -1191,6 +1205,9 @@ def show_read(
     ``ahead``: its first views, made in the reader's worker too (used if they fit);
     ``views_shown()``: called once they are drawn.
     """
+    if layer in _SHOW_DECLINED:
+        _SHOW_DECLINED.discard(layer)
+        return None
     meta = layer.metadata.get("topolens") if isinstance(layer.metadata, dict) else None
     if not isinstance(meta, dict) or meta.get("view") != "images":
         return None
