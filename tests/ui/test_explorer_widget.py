@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from conftest import TickRecorder, dock_explorer
 
+from napari_topolens.ui import show as show_module
 from napari_topolens.ui import view_data as vd
 from napari_topolens.ui.explorer_widget import resolve_class
 from napari_topolens.ui.links import links_for
@@ -206,8 +207,9 @@ def test_switching_the_network_layer_keeps_the_settings(explorer, qtbot):
     assert widget.class_search.value == "7"  # the controls show that analysis's state
 
 
-def test_switching_keeps_the_viewer_responsive(explorer, qtbot):
-    """A 10 ms timer ticks through an explorer switch; the synchronous switch stalls it."""
+def test_switching_keeps_the_viewer_responsive(explorer, qtbot, monkeypatch):
+    """The event loop turns between the layers of an explorer switch (a 0 ms timer ticks in
+    between); the synchronous show's figures are printed beside it."""
     viewer, widget, analysis = explorer
     key = widget.analysis_key.value
     images = viewer.layers["digits images"]
@@ -230,7 +232,17 @@ def test_switching_keeps_the_viewer_responsive(explorer, qtbot):
         and nodes_layer(viewer, key).metadata["topolens"]["layer"] == "fc1"
     )
 
-    recorder = TickRecorder()
+    # a 0 ms timer: it ticks once per turn of the event loop, however fast the machine;
+    # the show's steps note the turn they run in
+    recorder = TickRecorder(interval_ms=0)
+    turns_of_steps: list[int] = []
+    step = show_module.IncrementalShow._step
+
+    def noted(show_self):
+        turns_of_steps.append(len(recorder.ticks))
+        return step(show_self)
+
+    monkeypatch.setattr(show_module.IncrementalShow, "_step", noted)
     recorder.start()
     qtbot.wait(50)
     started = time.perf_counter()
@@ -243,12 +255,14 @@ def test_switching_keeps_the_viewer_responsive(explorer, qtbot):
     print(
         f"\nexplorer switch fc1 -> pool2: synchronous show_analysis {1000 * sync_seconds:.0f} ms, "
         f"longest stall {1000 * sync_stall:.0f} ms; incremental {1000 * (finished - started):.0f} ms "
-        f"over {len(show.layers)} layers with {ticks} ticks of 10 ms, longest stall {1000 * stall:.0f} ms"
+        f"over {len(show.layers)} layers in {ticks} event-loop turns, longest stall {1000 * stall:.0f} ms"
     )
     assert nodes_layer(viewer, key).metadata["topolens"]["layer"] == "pool2"
     assert widget.summary.value.startswith("pool2:")
-    assert ticks >= len(show.layers) // 2  # the timer ran between the layers
-    assert stall < sync_stall
+    # the event loop ran between the show's steps: several turns, not one (not a timed
+    # check: how long each took is the benchmark's, ``benchmarks/bench_responsiveness.py``)
+    assert len(set(turns_of_steps)) >= 2, turns_of_steps
+    assert ticks >= len(set(turns_of_steps))
 
 
 def test_rapid_switches_end_on_the_last_choice(explorer, qtbot):

@@ -182,6 +182,89 @@ def _on_main_thread() -> bool:
     return app is not None and QThread.currentThread() is app.thread()
 
 
+#: What the reader's worker hands the main thread: the analysis, its saved view
+#: settings, its images layer (in no viewer yet) and its first views made ahead.
+_Loaded = tuple[Analysis, dict[str, Any], list[Any], ViewsAhead | None]
+
+
+def _load_for_show(
+    folder: Path, likely_key: str, likely_slot: int, panel_now: str, first_shown: bool
+) -> _Loaded:
+    """The reader's worker: ``folder`` loaded, and what its show needs first made under
+    the key, slot and panel it will most likely get (see :func:`_read_in_worker`)."""
+    analysis = load_analysis(folder)
+    settings = _view_settings(folder, analysis)
+    layers = [create_layer(item) for item in _shown_as_saved(analysis, likely_key, settings)]
+    saved_panel = settings["panel"]
+    panel = saved_panel if first_shown and saved_panel in ALL_PANELS else panel_now
+    try:  # the views the show draws first, made here too (the show checks they fit)
+        ahead: ViewsAhead | None = prepare_views_ahead(
+            analysis,
+            settings["layer_name"],
+            likely_key,
+            likely_slot,
+            panel,
+            settings["color_by"],
+            settings["edge_threshold"],
+        )
+    except Exception:  # the show makes them again and says what is wrong, if anything
+        ahead = None
+    return analysis, settings, layers, ahead
+
+
+def _show_loaded(
+    ref: Callable[[], Any], result: _Loaded, base: str, likely_key: str, empty_at_read: bool
+) -> None:
+    """The main thread, once the reader's worker is done: the analysis shown in the
+    viewer ``ref()`` under a key of its own (see :func:`_read_in_worker`)."""
+    from qtpy.QtCore import QTimer
+
+    target = ref()
+    if target is None:
+        return  # the viewer went while the file was read
+    analysis, settings, layers, ahead = result
+    # (an analysis read just before may be in the viewer and not shown yet, or its
+    # show not started yet)
+    opened = [layer.metadata["topolens"]["key"] for layer in find_layers(target, view="images")]
+    showing = _SHOWING.setdefault(target, lambda _v: [])
+    showing[:] = [item for item in showing if _reserves(target, *item)]
+    key = state_for(target).new_key(analysis, base, taken=[*opened, *(k for k, _ in showing)])
+    if key != likely_key:  # taken meanwhile: the layer again, named by its own key
+        layers = [create_layer(item) for item in _shown_as_saved(analysis, key, settings)]
+    watch_viewer(target)  # (its layers removed later take it off the canvas)
+
+    reserved: list[Any] = [key, None]  # the key, and its show once started
+    showing.append(reserved)
+
+    def show() -> None:
+        if ref() is not target:
+            return
+        (images,) = layers
+        # its views first; the show adds the images layer once they are drawn (adding
+        # it is a long stretch of napari's main-thread work, and so is drawing it)
+        # the gallery's title is the first text an empty viewer draws: its glyphs
+        # loaded once the views are drawn (before, each of its turns repainted the
+        # viewer inside napari's ``open`` and beside the views' first paints)
+        warm = (lambda: _warm_gallery_title(target, key)) if empty_at_read else None
+        reserved[1] = show_read(target, images, ahead, views_shown=warm)
+        if reserved[1] is None:  # its analysis shown meanwhile: the layer only
+            showing.remove(reserved)
+            if images not in target.layers:
+                target.add_layer(images)
+
+    def canvas_then_show() -> None:
+        if ref() is not target:
+            return
+        if existing_canvas(target) is None:
+            canvas_for(target)
+        # in a turn of its own: the canvas is a long stretch of napari's main-thread
+        # work (made just now, or by a timer that Qt may have run in the same pass of
+        # its event loop as this)
+        QTimer.singleShot(1, lambda: after_open(show))
+
+    after_open(canvas_then_show)
+
+
 def _read_in_worker(viewer: Any, folder: Path) -> Any:
     """Load ``folder`` in a napari worker; show it in ``viewer`` when loaded.
 
@@ -207,74 +290,14 @@ def _read_in_worker(viewer: Any, folder: Path) -> Any:
     first_shown, panel_now = len(state) == 0, state.panel
     empty_at_read = not len(viewer.layers)
 
-    def load() -> tuple[Analysis, dict[str, Any], list[Any], ViewsAhead | None]:
-        analysis = load_analysis(folder)
-        settings = _view_settings(folder, analysis)
-        layers = [create_layer(item) for item in _shown_as_saved(analysis, likely_key, settings)]
-        saved_panel = settings["panel"]
-        panel = saved_panel if first_shown and saved_panel in ALL_PANELS else panel_now
-        try:  # the views the show draws first, made here too (the show checks they fit)
-            ahead: ViewsAhead | None = prepare_views_ahead(
-                analysis,
-                settings["layer_name"],
-                likely_key,
-                likely_slot,
-                panel,
-                settings["color_by"],
-                settings["edge_threshold"],
-            )
-        except Exception:  # the show makes them again and says what is wrong, if anything
-            ahead = None
-        return analysis, settings, layers, ahead
+    def load() -> _Loaded:
+        return _load_for_show(folder, likely_key, likely_slot, panel_now, first_shown)
 
     answered: list[bool] = []  # the worker's result or error handled (no canvas early then)
 
-    def loaded(result: tuple[Analysis, dict[str, Any], list[Any], ViewsAhead | None]) -> None:
+    def loaded(result: _Loaded) -> None:
         answered.append(True)
-        target = ref()
-        if target is None:
-            return  # the viewer went while the file was read
-        analysis, settings, layers, ahead = result
-        # (an analysis read just before may be in the viewer and not shown yet, or its
-        # show not started yet)
-        opened = [layer.metadata["topolens"]["key"] for layer in find_layers(target, view="images")]
-        showing = _SHOWING.setdefault(target, lambda _v: [])
-        showing[:] = [item for item in showing if _reserves(target, *item)]
-        key = state_for(target).new_key(analysis, base, taken=[*opened, *(k for k, _ in showing)])
-        if key != likely_key:  # taken meanwhile: the layer again, named by its own key
-            layers = [create_layer(item) for item in _shown_as_saved(analysis, key, settings)]
-        watch_viewer(target)  # (its layers removed later take it off the canvas)
-
-        reserved: list[Any] = [key, None]  # the key, and its show once started
-        showing.append(reserved)
-
-        def show() -> None:
-            if ref() is not target:
-                return
-            (images,) = layers
-            # its views first; the show adds the images layer once they are drawn (adding
-            # it is a long stretch of napari's main-thread work, and so is drawing it)
-            # the gallery's title is the first text an empty viewer draws: its glyphs
-            # loaded once the views are drawn (before, each of its turns repainted the
-            # viewer inside napari's ``open`` and beside the views' first paints)
-            warm = (lambda: _warm_gallery_title(target, key)) if empty_at_read else None
-            reserved[1] = show_read(target, images, ahead, views_shown=warm)
-            if reserved[1] is None:  # its analysis shown meanwhile: the layer only
-                showing.remove(reserved)
-                if images not in target.layers:
-                    target.add_layer(images)
-
-        def canvas_then_show() -> None:
-            if ref() is not target:
-                return
-            if existing_canvas(target) is None:
-                canvas_for(target)
-            # in a turn of its own: the canvas is a long stretch of napari's main-thread
-            # work (made just now, or by a timer that Qt may have run in the same pass of
-            # its event loop as this)
-            QTimer.singleShot(1, lambda: after_open(show))
-
-        after_open(canvas_then_show)
+        _show_loaded(ref, result, base, likely_key, empty_at_read)
 
     made_early: list[TopologyCanvas] = []
 
