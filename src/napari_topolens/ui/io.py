@@ -285,8 +285,7 @@ def _read_in_worker(viewer: Any, folder: Path) -> Any:
     state = state_for(viewer)
     likely_key = state.new_key(cast(Analysis, None), base)
     # and the slot and panel it will most likely be shown in (see ``show.show_read``)
-    used = {entry.slot for entry in state}
-    likely_slot = next(i for i in range(len(used) + 1) if i not in used)
+    likely_slot = state.free_slot()
     first_shown, panel_now = len(state) == 0, state.panel
     empty_at_read = not len(viewer.layers)
 
@@ -303,9 +302,6 @@ def _read_in_worker(viewer: Any, folder: Path) -> Any:
 
     def make_canvas_early() -> None:
         """The canvas while the worker reads (the reading and it overlap on two cores)."""
-        if inside_napari_open():  # napari's progress bar runs the event loop: not yet
-            QTimer.singleShot(OPEN_RETRY_MS, make_canvas_early)
-            return
         target = ref()
         if (
             target is not None
@@ -332,7 +328,8 @@ def _read_in_worker(viewer: Any, folder: Path) -> Any:
     worker.start()
     _READS.add(worker)
     worker.finished.connect(lambda: _READS.discard(worker))
-    QTimer.singleShot(CANVAS_AFTER_OPEN_MS, make_canvas_early)
+    # (not inside napari's ``open``, whose progress bar runs the event loop: after it)
+    QTimer.singleShot(CANVAS_AFTER_OPEN_MS, lambda: after_open(make_canvas_early))
     return worker
 
 

@@ -190,12 +190,16 @@ class ShownAnalyses:
                     return entry, view
         return None
 
+    def free_slot(self) -> int:
+        """The canvas slot the next analysis added gets: the lowest one not in use."""
+        used = {e.slot for e in self._entries.values()}
+        return next(i for i in range(len(used) + 1) if i not in used)
+
     # ---- changes ------------------------------------------------------------------------
     def add(self, entry: ShownAnalysis) -> ShownAnalysis:
         if entry.key in self._entries:
             raise TopoLensError(f"analysis {entry.key!r} is shown already")
-        used = {e.slot for e in self._entries.values()}
-        entry.slot = next(i for i in range(len(used) + 1) if i not in used)
+        entry.slot = self.free_slot()
         self._entries[entry.key] = entry
         self.added.emit(entry.key)
         return entry
