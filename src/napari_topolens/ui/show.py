@@ -473,13 +473,19 @@ def _views_shown_steps(
 ) -> Generator[Any, Any, None]:
     """The views just made, shown and framed, then drawn in a repaint of their own before
     the show goes on (:func:`show_steps`' ``views_first``)."""
+    _show_and_frame(canvas, entry, first)
+    yield PAINT
+
+
+def _show_and_frame(canvas: TopologyCanvas, entry: ShownAnalysis, first: bool) -> None:
+    """The current panel's views of ``entry`` visible, the legend, and (first time) the
+    camera on the frame, else the text at the zoom (redrawn at full size)."""
     canvas.sync_visibility(entry)
     canvas.update_legend()
     if first:
         canvas.fit()
     else:
         canvas.fit_text()
-    yield PAINT
 
 
 def _finish_show(
@@ -493,12 +499,7 @@ def _finish_show(
 ) -> None:
     """The frame and text were drawn for the current panel: visibility, legend, (first
     time) the camera, and the active layer napari changed with each layer added."""
-    canvas.sync_visibility(entry)
-    canvas.update_legend()
-    if first:
-        canvas.fit()
-    else:  # its text was redrawn at full size
-        canvas.fit_text()
+    _show_and_frame(canvas, entry, first)
     if active is not None and active in viewer.layers:  # napari activates each added layer
         viewer.layers.selection.active = active
     elif entry.image_layer is not None and entry.image_layer in viewer.layers:
