@@ -145,3 +145,42 @@ def test_the_old_home_of_run_variants_says_where_it_went(home):
         exec(f"from {home} import run_variants", {})
     assert not hasattr(module, "no_such_name")
     assert callable(getattr(importlib.import_module("napari_topolens"), "run_variants"))
+
+
+def test_a_job_with_its_topology_in_a_child_process_saves_the_same_arrays(tmp_path):
+    """The widget's runs compute the topology in a child process: the base and its
+    variant are the analyses the same job makes here, array for array; a cancel during
+    the topology ends the child."""
+    from napari_topolens.topology import child_process
+
+    runs = {}
+    for in_child in (False, True):
+        job = RunJob(
+            model=_net(),
+            images=IMAGES,
+            layers=["0", "2"],
+            config=FAST,
+            variants=[VariantSpec.parse("gaussian:0.1")],
+            topology_in_child=in_child,
+        )
+        runs[in_child] = drive(iter_run(job))
+        runs[in_child].save(tmp_path / f"{in_child}.topolens")
+    assert child_process._IDLE and child_process._IDLE[0].alive  # kept for the next run
+    with (
+        np.load(tmp_path / "False.topolens" / "arrays.npz", allow_pickle=False) as here,
+        np.load(tmp_path / "True.topolens" / "arrays.npz", allow_pickle=False) as there,
+    ):
+        assert sorted(here.files) == sorted(there.files) and len(here.files) > 30
+        for key in here.files:
+            np.testing.assert_array_equal(here[key], there[key], err_msg=key)
+
+    idle = child_process._IDLE[0]
+    job = RunJob(model=_net(), images=IMAGES, layers=["2"], config=FAST, topology_in_child=True)
+    messages: list[str] = []
+    with pytest.raises(Cancelled):
+        drive(
+            iter_run(job),
+            progress=lambda _f, m: messages.append(m),
+            cancel=lambda: any("topology: layer 1/1" in m for m in messages),
+        )
+    assert not idle.alive and not child_process._IDLE  # the child computing it was ended

@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 
+from napari_topolens._progress import drive
 from napari_topolens.activations.pointcloud import PointCloud
 from napari_topolens.errors import (
     Cancelled,
@@ -478,10 +479,11 @@ def _assert_same(a, b, where: str) -> None:
     assert type(a) is type(b), where
     if dataclasses.is_dataclass(a):
         for part in dataclasses.fields(a):
-            _assert_same(getattr(a, part.name), getattr(b, part.name), f"{where}.{part.name}")
+            if part.name != "seconds":  # times measured on the way
+                _assert_same(getattr(a, part.name), getattr(b, part.name), f"{where}.{part.name}")
     elif isinstance(a, dict):
         assert a.keys() == b.keys(), where
-        for key in set(a) - {"seconds"}:  # times measured on the way
+        for key in set(a) - {"seconds", "created"}:  # times measured on the way
             _assert_same(a[key], b[key], f"{where}[{key!r}]")
     elif isinstance(a, (list, tuple)):
         assert len(a) == len(b), where
@@ -495,3 +497,80 @@ def _assert_same(a, b, where: str) -> None:
         assert a == b, where
     else:  # an object with no equality of its own (e.g. a scipy linkage holder)
         _assert_same(vars(a), vars(b), where)
+
+
+# ---- the same analysis in a child process (what the napari widget's runs use) ----------
+def test_an_analysis_made_in_a_child_process_is_the_one_made_here(
+    analysis: Analysis, clouds: dict[str, PointCloud], labels: np.ndarray
+) -> None:
+    """Same arrays, graphs and records; the images stay here; progress comes through in
+    order; the child answers the next analysis too (kept, not started again)."""
+    from napari_topolens.topology.child_process import AnalysisProcess
+
+    images = np.random.default_rng(2).random((N_IMAGES, 8, 8)).astype(np.float32)
+    options = dict(
+        config=AnalysisConfig(**FAST),
+        class_names=["a", "b", "c"],
+        probabilities=analysis.probabilities,
+        provenance={"sample": "blobs"},
+        images=images,
+    )
+    here = analyze(clouds, labels, **options)
+    child = AnalysisProcess()
+    try:
+        seen: list[tuple[float, str]] = []
+        there = drive(
+            child.iter_analyze(clouds, labels, **options), lambda f, m: seen.append((f, m))
+        )
+        _assert_same(here, there, "analysis")
+        assert np.shares_memory(there.images, images)  # kept here, not sent there and back
+        fractions = [f for f, _ in seen]
+        assert fractions == sorted(fractions) and fractions[-1] == 1.0
+        assert any("layer 3/3 spatial" in m for _, m in seen)  # the child's own steps
+        pid = child.pid
+        again = drive(child.iter_analyze(clouds, labels, **options))
+        assert child.alive and child.pid == pid
+        _assert_same(here, again, "analysis again")
+    finally:
+        child.close()
+    assert not child.alive
+
+
+def test_a_child_process_raises_the_error_raised_here_and_ends(
+    clouds: dict[str, PointCloud], labels: np.ndarray
+) -> None:
+    from napari_topolens.topology.child_process import AnalysisProcess
+
+    bad = dict(class_names=["a", "b"])  # three classes in the labels
+    with pytest.raises(TopoLensError) as raised_here:
+        analyze(clouds, labels, **bad)
+    child = AnalysisProcess()
+    with pytest.raises(type(raised_here.value)) as raised_there:
+        drive(child.iter_analyze(clouds, labels, **bad))
+    assert str(raised_there.value) == str(raised_here.value)
+    assert not child.alive  # a failed analysis's child is not kept
+    # input checked here raises before anything is sent: no child needed for it
+    with pytest.raises(ImageError):
+        drive(AnalysisProcess().iter_analyze(clouds, labels, images=np.zeros((2, 8, 8))))
+
+
+def test_a_cancel_ends_the_child_and_a_dead_child_is_one_clear_error(
+    clouds: dict[str, PointCloud], labels: np.ndarray
+) -> None:
+    import os
+    import signal
+
+    from napari_topolens.topology.child_process import AnalysisProcess
+
+    child = AnalysisProcess()
+    steps = child.iter_analyze(clouds, labels, config=AnalysisConfig(**FAST))
+    next(steps)
+    with pytest.raises(Cancelled):
+        drive(steps, cancel=lambda: True)
+    assert not child.alive
+    child = AnalysisProcess()
+    steps = child.iter_analyze(clouds, labels, config=AnalysisConfig(**FAST))
+    next(steps)
+    os.kill(child.pid, signal.SIGKILL)
+    with pytest.raises(TopoLensError, match="analysis process ended without an answer"):
+        drive(steps)

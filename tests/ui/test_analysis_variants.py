@@ -285,14 +285,14 @@ def test_foreground_sampling_with_a_labels_mask(shapes, qtbot, monkeypatch):
     widget.device.value = "cpu"
     import napari_topolens.pipeline.run as run_module
 
-    real_iter_analyze = run_module.iter_analyze
+    real_iter_analyze = run_module.iter_analyze_in_child  # the widget's runs compute there
     devices: list = []
 
     def spy(*args, **kwargs):  # the device reaches the topology (its exact H0 tree) too
         devices.append(kwargs.get("device"))
         return real_iter_analyze(*args, **kwargs)
 
-    monkeypatch.setattr(run_module, "iter_analyze", spy)
+    monkeypatch.setattr(run_module, "iter_analyze_in_child", spy)
     widget.foreground_mask.value = viewer.layers["object"]
     # variants of the same run: FGSM against the model's own predictions (the labels),
     # and an occlusion of the object's pixels (the same layer as occlusion mask)

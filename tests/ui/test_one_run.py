@@ -66,18 +66,22 @@ def devices(monkeypatch):
     import napari_topolens.pipeline.run as run_module
 
     seen: list[tuple[str, object]] = []
-    real_extract, real_analyze = run_module.iter_extract_activations, run_module.iter_analyze
+    real_extract = run_module.iter_extract_activations
 
     def extract(*args, **kwargs):
         seen.append(("extract", kwargs.get("device")))
         return real_extract(*args, **kwargs)
 
-    def analyze(*args, **kwargs):
-        seen.append(("analyze", kwargs.get("device")))
-        return real_analyze(*args, **kwargs)
-
     monkeypatch.setattr(run_module, "iter_extract_activations", extract)
-    monkeypatch.setattr(run_module, "iter_analyze", analyze)
+    # here (the command) or in a child process (the widget): the same arguments
+    for name in ("iter_analyze", "iter_analyze_in_child"):
+        real_analyze = getattr(run_module, name)
+
+        def analyze(*args, real_analyze=real_analyze, **kwargs):
+            seen.append(("analyze", kwargs.get("device")))
+            return real_analyze(*args, **kwargs)
+
+        monkeypatch.setattr(run_module, name, analyze)
     return seen
 
 

@@ -47,7 +47,57 @@ def test_progress_that_arrives_while_the_bar_is_made_makes_no_second_bar(qtbot, 
 
     monkeypatch.setattr(napari.utils, "progress", Bar)
     runner._on_progress(SimpleNamespace(fraction=0.5, message="extracting"))
+    qtbot.waitUntil(lambda: bool(made) and made[0].n > 0)
+    qtbot.wait(2 * ProgressWorker.BAR_UPDATE_MS)  # the nested progress's own update too
     assert len(made) == 1
     assert seen == [(0.5, "extracting"), (0.2, "nested")]
-    assert made[0].n == 500
+    assert made[0].n == 200  # the latest progress, when the bar was made
+    runner._close()
+
+
+def test_napari_bar_shows_the_latest_of_many_progress_steps_in_one_turn_of_its_own(
+    qtbot, monkeypatch
+):
+    """napari's bar runs the event loop on each change: its updates are coalesced (at most
+    one per BAR_UPDATE_MS), outside the worker's progress signal; the dock's own callback
+    hears every step at once."""
+
+    def work():
+        yield None
+
+    seen: list[tuple[float, str]] = []
+    runner = ProgressWorker(
+        work,
+        "analysing",
+        on_done=lambda result: None,
+        on_error=lambda error: None,
+        on_cancelled=lambda: None,
+        on_finished=lambda: None,
+        on_progress=lambda fraction, message: seen.append((fraction, message)),
+    )
+    updates: list[tuple[str, int]] = []
+
+    class Bar:
+        n = 0
+
+        def __init__(self, **kwargs):
+            self.text = ""
+
+        def set_description(self, text):
+            self.text = text
+
+        def update(self, steps):
+            self.n += steps
+            updates.append((self.text, self.n))
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(napari.utils, "progress", Bar)
+    for step in range(1, 11):
+        runner._on_progress(SimpleNamespace(fraction=step / 20, message=f"step {step}"))
+    assert len(seen) == 10 and updates == []  # nothing of napari's bar inside the signal
+    qtbot.waitUntil(lambda: bool(updates))
+    qtbot.wait(2 * ProgressWorker.BAR_UPDATE_MS)
+    assert updates == [("analysing: step 10", 500)]
     runner._close()

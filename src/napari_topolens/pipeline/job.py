@@ -86,6 +86,10 @@ class RunJob:
         runs on the CPU).
     scheduler : str or distributed.Client, optional
         A Dask scheduler for extraction batches and per-layer topology.
+    topology_in_child : bool
+        Compute the topology (without a scheduler) in a spawned child process
+        (``topology.child_process``): the napari widget's runs, so that the viewer's
+        main thread never waits for this work's GIL. The same analysis either way.
     cache_dir : str, optional
         The activation cache.
     variants : list of VariantSpec
@@ -124,6 +128,7 @@ class RunJob:
     max_probe_pixels: int = DEFAULT_MAX_PROBE_PIXELS
     device: str | None = None
     scheduler: Any = None
+    topology_in_child: bool = False
     cache_dir: str | None = None
     variants: list[VariantSpec] = field(default_factory=list)
     variant_images: np.ndarray | None = None

@@ -31,6 +31,7 @@ from ..errors import EmptySelectionError, ModelError, TopoLensError
 from ..robustness.comparison import compare
 from ..robustness.study import variant_inputs
 from ..topology.analysis import iter_analyze
+from ..topology.child_process import iter_analyze_in_child, start_analysis_process
 from ..topology.results import Analysis, Variant, VariantSpec
 from .job import RunJob, check_job
 from .provenance import TIMING_KEYS, Provenance
@@ -124,6 +125,8 @@ def _run_steps(
     extraction: Generator[Progress, None, Clouds] | None,
     stages: dict[str, tuple[float, float]],
 ) -> Generator[Progress, None, Analysis]:
+    if _analyses_in_child(job):  # here, in the caller's worker: spawning takes a while
+        start_analysis_process()  # its imports run while the activations are extracted
     provenance = run_provenance(job)
     clock = _Clock(stages)
     n_runs = len(job.variants) + (1 if job.base is None else 0)
@@ -202,7 +205,7 @@ def _iter_base(
     predictions, probabilities = _prediction_rows(job, analysed)
     labels, class_names = _labels(job, predictions, analysed)
     analysis = yield from scaled(
-        iter_analyze(
+        _analysis_steps(job)(
             clouds,
             labels,
             config=job.config,
@@ -255,6 +258,15 @@ def _extraction(
         scheduler=job.scheduler,
         input_scale=job.scale,
     )
+
+
+def _analyses_in_child(job: RunJob) -> bool:
+    return job.topology_in_child and job.scheduler is None
+
+
+def _analysis_steps(job: RunJob) -> Callable[..., Generator[Progress, None, Analysis]]:
+    """:func:`iter_analyze` here, or in a child process (``job.topology_in_child``)."""
+    return iter_analyze_in_child if _analyses_in_child(job) else iter_analyze
 
 
 def _check_enough_points(clouds: Clouds, n_images: int) -> None:
@@ -380,7 +392,7 @@ def _variant_analysis(
         spec: VariantSpec, clouds: Clouds, analysed: Any, run_images: Any
     ) -> Generator[Progress, None, Analysis]:
         predictions, probabilities = _prediction_rows(job, analysed)
-        analysis = yield from iter_analyze(
+        analysis = yield from _analysis_steps(job)(
             clouds,
             labels,
             config=job.config,

@@ -52,7 +52,11 @@ __all__ = [
     "analyze",
     "analyze_layer",
     "check_class_labels",
+    "check_images",
+    "checked_clouds",
     "iter_analyze",
+    "resolve_h0_device",
+    "warm_imports",
 ]
 
 T = TypeVar("T")
@@ -71,6 +75,21 @@ _LIBRARIES = (
 # ----------------------------------------------------------------------------- helpers
 
 
+def warm_imports() -> None:
+    """Import what an analysis imports on first use (a child process does it while idle)."""
+    import gudhi  # noqa: F401
+    import kmapper  # noqa: F401
+    import networkx  # noqa: F401
+    import scipy.optimize
+    import scipy.sparse.csgraph
+    import scipy.spatial  # noqa: F401
+    import sklearn.decomposition
+    import sklearn.metrics
+    import sklearn.neighbors  # noqa: F401
+    from gudhi.hera import wasserstein_distance  # noqa: F401
+    from gudhi.sklearn.rips_persistence import RipsPersistence  # noqa: F401
+
+
 def _library_versions() -> dict[str, str]:
     """Installed versions, read from package metadata so nothing heavy is imported."""
     from importlib import metadata
@@ -86,7 +105,7 @@ def _library_versions() -> dict[str, str]:
     return versions
 
 
-def _as_clouds(clouds: Mapping[str, PointCloud] | Sequence[PointCloud]) -> list[PointCloud]:
+def checked_clouds(clouds: Mapping[str, PointCloud] | Sequence[PointCloud]) -> list[PointCloud]:
     if isinstance(clouds, PointCloud):
         clouds = [clouds]
     if not isinstance(clouds, (Mapping, Sequence)) or isinstance(clouds, (str, bytes)):
@@ -318,7 +337,7 @@ class _LayerSteps:
         self.done += _STEP_WEIGHTS[step]
 
 
-def _h0_device(device: Any, scheduler: Any) -> Any:
+def resolve_h0_device(device: Any, scheduler: Any) -> Any:
     """The torch device of the H0 tree's distance blocks, checked before any work (any case:
     ``"CPU"`` is the CPU); ``None`` for the CPU (numpy). With a scheduler only the name is
     checked here: the workers have the devices."""
@@ -564,12 +583,17 @@ def analyze_layer(
     ``device`` is where the H0 tree's distance blocks run (checked here).
     """
     config = _checked_config(config)
-    items = _as_clouds([cloud])
+    items = checked_clouds([cloud])
     image_labels, _names, image_probabilities, n_classes = _checked_inputs(
         items, labels, class_names, probabilities, config
     )
     steps = _iter_layer(
-        items[0], image_labels, image_probabilities, config, n_classes, _h0_device(device, None)
+        items[0],
+        image_labels,
+        image_probabilities,
+        config,
+        n_classes,
+        resolve_h0_device(device, None),
     )
     return drive(steps)
 
@@ -777,13 +801,13 @@ def iter_analyze(
     Analysis
     """
     config = _checked_config(config)
-    h0_device = _h0_device(device, scheduler)
-    items = _as_clouds(clouds)
+    h0_device = resolve_h0_device(device, scheduler)
+    items = checked_clouds(clouds)
     image_labels, names, image_probabilities, n_classes = _checked_inputs(
         items, labels, class_names, probabilities, config
     )
     image_predictions = _check_predictions(predictions, items)
-    image_stack = _check_images(images, items)
+    image_stack = check_images(images, items)
     layer_share = _LAYER_WEIGHT * len(items)
     stop = layer_share / (layer_share + _CROSS_LAYER_WEIGHT)
     results = yield from _iter_layers(
@@ -813,7 +837,7 @@ def iter_analyze(
     )
 
 
-def _check_images(images: Any, items: list[PointCloud]) -> np.ndarray | None:
+def check_images(images: Any, items: list[PointCloud]) -> np.ndarray | None:
     """The images as ``(N, H, W)`` or ``(N, H, W, 3)`` float32, in any layout extraction takes."""
     if images is None:
         return None

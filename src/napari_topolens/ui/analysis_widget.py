@@ -849,6 +849,7 @@ class AnalysisWidget(QWidget):
             input_scale=input_scale,
             device=str(self.device.value or "cpu"),
             scheduler=self._scheduler(),
+            topology_in_child=True,  # the viewer's main thread never waits on its GIL
             variants=[] if variants is None else list(variants.specs),
             variant_images=None if variants is None else variants.frames,
             occlusion_mask=None if variants is None else variants.occlusion_mask,
@@ -973,8 +974,13 @@ class AnalysisWidget(QWidget):
 
     def _on_progress(self, fraction: float, message: str) -> None:
         """The dock's own progress bar and status: where the user is looking."""
+        # a QProgressBar repaints at once (QWidget.repaint) when its value shows a change:
+        # a full repaint of the window with an OpenGL canvas in it, each time. With its
+        # updates off meanwhile, it is painted in the next turn, with the rest
+        self.progress_bar.setUpdatesEnabled(False)
         self.progress_bar.setValue(round(ProgressWorker.STEPS * min(max(fraction, 0.0), 1.0)))
         self.progress_bar.setFormat(f"%p%: {message}" if message else "%p%")
+        self.progress_bar.setUpdatesEnabled(True)
         self._set_status(f"{100 * fraction:.0f}%: {message}")
 
     def _on_show_request(self, step: Any, image_layer: Any) -> None:

@@ -315,6 +315,8 @@ class ProgressWorker:
     """
 
     STEPS = 1000
+    #: The shortest wait between two updates of napari's progress bar (ms).
+    BAR_UPDATE_MS = 250
 
     def __init__(
         self,
@@ -339,6 +341,8 @@ class ProgressWorker:
         self._pbar: Any = None
         self._making_bar = False
         self._closed = False
+        self._latest = (0.0, "")
+        self._bar_update_due = False
         self.worker = create_worker(work, _ignore_errors=True)
         self.worker.yielded.connect(self._on_progress)
         self.worker.returned.connect(self._returned(on_done, on_cancelled))
@@ -388,14 +392,28 @@ class ProgressWorker:
             return  # a late progress signal must not overwrite the final status
         fraction = float(getattr(step, "fraction", 0.0))
         message = str(getattr(step, "message", ""))
-        # the callback first: updating napari's progress bar can process pending Qt
-        # events, so later yields (or the result) may be handled inside update()
         if self._on_progress_cb is not None:
             self._on_progress_cb(fraction, message)
+        # napari's bar runs the event loop (QApplication.processEvents) on each change of
+        # its value and of its text: the window's pending paints ran inside this callback,
+        # two or three full repaints in one turn. It shows the latest progress, in a turn
+        # of its own, at most every BAR_UPDATE_MS.
+        self._latest = (fraction, message)
+        if not self._bar_update_due:
+            from qtpy.QtCore import QTimer
+
+            self._bar_update_due = True
+            QTimer.singleShot(self.BAR_UPDATE_MS, self._update_bar)
+
+    def _update_bar(self) -> None:
+        self._bar_update_due = False
+        if self.done or self._closed:
+            return
         self._make_bar()  # (its turn may not have come yet)
         pbar = self._pbar
         if pbar is None or self.done or self._closed:
             return
+        fraction, message = self._latest
         target = round(self.STEPS * min(max(fraction, 0.0), 1.0))
         if target > pbar.n:
             pbar.set_description(f"{self.description}: {message}" if message else self.description)
