@@ -316,3 +316,24 @@ def test_models_defined_in_the_open_console_are_found(make_napari_viewer):
     tl.add_model(viewer, net, name="live")
     assert ADDED_PREFIX + "live" in widget.model_source.choices
     assert CONSOLE_PREFIX + "live_net" not in widget.model_source.choices
+
+
+def test_a_run_shows_its_progress_in_the_dock_and_makes_no_napari_progress_bar(
+    digits, qtbot, monkeypatch
+):
+    """napari's bar runs the event loop when it is made and on each update (a quarter
+    second, and whatever is due then, in one turn): the dock has a bar of its own."""
+    import napari.utils
+
+    viewer, widget, _images = digits
+    made: list[object] = []
+    monkeypatch.setattr(napari.utils, "progress", lambda *a, **k: made.append(k))
+    values: list[int] = []
+    widget.progress_bar.valueChanged.connect(values.append)
+    widget.module_tree.set_checked(["fc1"])
+    worker = widget.run()
+    assert worker is not None, widget.status.value
+    wait_for(qtbot, worker, timeout=60_000)
+    assert widget.analysis is not None, widget.status.value
+    assert made == []
+    assert len(values) > 3 and values == sorted(values)  # the dock's bar moved forward

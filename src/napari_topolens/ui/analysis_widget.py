@@ -769,6 +769,7 @@ class AnalysisWidget(QWidget):
             on_cancelled=self._on_cancelled,
             on_finished=self._on_finished,
             on_progress=self._on_progress,
+            napari_bar=False,  # the dock's own bar and step, where the user looks
         )
         self._job.worker.yielded.connect(lambda step: self._on_show_request(step, image_layer))
         self.run_button.enabled, self.cancel_button.enabled = False, True

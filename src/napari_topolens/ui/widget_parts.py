@@ -328,10 +328,16 @@ class ProgressWorker:
         on_cancelled: Callable[[], None],
         on_finished: Callable[[], None],
         on_progress: Callable[[float, str], None] | None = None,
+        napari_bar: bool = True,
     ) -> None:
         from napari.qt.threading import create_worker
 
         self.description = description
+        #: Whether napari's own progress bar (its activity dock) shows the work too. A
+        #: widget with a bar of its own goes without: making napari's runs the event loop
+        #: (its activity dialog processes events; a quarter second, and what is due then
+        #: runs inside that turn) and so does each of its updates.
+        self.napari_bar = napari_bar
         self.cancelled = False
         self.done = False
         self._on_progress_cb = on_progress
@@ -369,7 +375,8 @@ class ProgressWorker:
         from qtpy.QtCore import QTimer
 
         self.worker.start()
-        QTimer.singleShot(0, self._make_bar)
+        if self.napari_bar:
+            QTimer.singleShot(0, self._make_bar)
 
     def _make_bar(self) -> None:
         from napari.utils import progress
@@ -399,7 +406,7 @@ class ProgressWorker:
         # two or three full repaints in one turn. It shows the latest progress, in a turn
         # of its own, at most every BAR_UPDATE_MS.
         self._latest = (fraction, message)
-        if not self._bar_update_due:
+        if self.napari_bar and not self._bar_update_due:
             from qtpy.QtCore import QTimer
 
             self._bar_update_due = True
