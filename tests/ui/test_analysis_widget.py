@@ -325,7 +325,7 @@ def test_a_run_shows_its_progress_in_the_dock_and_makes_no_napari_progress_bar(
     second, and whatever is due then, in one turn): the dock has a bar of its own."""
     import napari.utils
 
-    viewer, widget, _images = digits
+    _viewer, widget, _images = digits
     made: list[object] = []
     monkeypatch.setattr(napari.utils, "progress", lambda *a, **k: made.append(k))
     values: list[int] = []
