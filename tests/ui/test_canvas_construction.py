@@ -55,3 +55,31 @@ def test_a_view_layer_added_leaves_no_layer_active_without_changing_the_active_o
     changes.clear()
     made.append(canvas.add_layer(Points(np.ones((1, 2))), "diagram"))
     assert layers.selection.active is None and changes[-1] is None
+
+
+def test_a_canvas_made_in_turns_is_docked_in_the_next_turn_and_at_once_when_asked_for(
+    make_napari_viewer, qtbot
+):
+    """Making the canvas and docking it are each a few hundred ms of the main thread: a
+    run makes it in one turn and docks it in the next; ``canvas_for`` never waits."""
+    from napari_topolens.ui.canvas import existing_canvas, make_canvas_in_turns
+
+    viewer = make_napari_viewer()
+    docked: list[object] = []
+    make_canvas_in_turns(viewer, then=docked.append)
+    canvas = existing_canvas(viewer)
+    assert canvas is not None and not canvas.docked and docked == []
+    assert "Topology views" not in viewer.window.dock_widgets  # made, not docked yet
+    qtbot.waitUntil(lambda: bool(docked))
+    assert docked == [canvas] and canvas.docked
+    assert viewer.window.dock_widgets["Topology views"] is canvas
+    make_canvas_in_turns(viewer, then=docked.append)  # it has one: ``then`` at once
+    assert docked == [canvas, canvas] and existing_canvas(viewer) is canvas
+
+    other = make_napari_viewer()
+    make_canvas_in_turns(other, then=docked.append)
+    made = existing_canvas(other)
+    assert canvas_for(other) is made and made.docked  # docked when asked for, not later
+    assert other.window.dock_widgets["Topology views"] is made
+    qtbot.wait(50)
+    assert docked[-1] is made and len(docked) == 3  # ``then`` once, with the canvas

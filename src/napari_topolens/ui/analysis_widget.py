@@ -83,7 +83,7 @@ from . import (
     collector,
     explorer_widget,  # noqa: F401  (the views dock's explorer bar comes with it)
 )
-from .canvas import canvas_for
+from .canvas import make_canvas_in_turns
 from .glyphs import warm_viewer_glyphs, warmer_of
 from .label_choice import (
     CSV_FILE,
@@ -793,13 +793,16 @@ class AnalysisWidget(QWidget):
         job = self._job
         if job is None or not job.worker.is_running:
             return  # done, refused or cancelled meanwhile: the show makes it if needed
-        canvas = canvas_for(self._viewer)
-        # then the image viewer's (the galleries' text), while the worker computes
-        warm_viewer_glyphs(
-            self._viewer,
-            after=warmer_of(canvas.model),
-            while_=lambda: self._job is job and job.worker.is_running,
-        )
+
+        def warm_viewer(canvas: Any) -> None:
+            # then the image viewer's glyphs (the galleries' text), while the worker computes
+            warm_viewer_glyphs(
+                self._viewer,
+                after=warmer_of(canvas.model),
+                while_=lambda: self._job is job and job.worker.is_running,
+            )
+
+        make_canvas_in_turns(self._viewer, then=warm_viewer)
 
     def _form_job(
         self, model: torch.nn.Module, image_layer: Any, layers: list[str]

@@ -134,6 +134,9 @@ class TopologyCanvas(QWidget):
         #: those of every panel of the shown analyses, by what they depend on.
         self.glyphs_drawn: set[str] = set()
         self._panel_chars: tuple[tuple, set[str]] = ((), set())
+        #: In the viewer's window (``canvas_for``; made and docked in two turns by
+        #: ``make_canvas_in_turns``).
+        self.docked = False
         self.qt_viewer: Any = _quiet_qt_viewer(QtViewer, self.model)
         self._make_controls()
         #: The explorer's controls (network layer, colouring, edges, class search) as a bar
@@ -845,16 +848,52 @@ def canvas_for(viewer: Any) -> TopologyCanvas:
     """The topology canvas of ``viewer``, made and docked on first use."""
     canvas = _CANVASES.get(viewer)
     if canvas is None:
-        canvas = TopologyCanvas(viewer)
-        _CANVASES.set(viewer, canvas)
-        window = getattr(viewer, "window", None)
-        if window is not None:
-            # below the analysis dock, not tabbed with it: the form (a one-line summary
-            # after Run, ``ui.analysis_widget``) and the views are seen together; the
-            # explorer's controls are a bar inside this dock
-            dock = window.add_dock_widget(canvas, name="Topology views", area="right", tabify=False)
-            dock.raise_()
-        # its text's glyphs drawn while it is empty (the run computes, the file is read)
-        canvas_ref = weakref.ref(canvas)  # the warmer keeps nothing of a closed canvas alive
-        warm_glyphs(canvas.model, lambda: _is_open(canvas_ref()))
+        canvas = _new_canvas(viewer)
+    if not canvas.docked:
+        _dock(viewer, canvas)
     return canvas
+
+
+def make_canvas_in_turns(viewer: Any, then: Callable[[TopologyCanvas], None]) -> None:
+    """The canvas of ``viewer`` made in this event-loop turn, docked in the next, then
+    ``then(canvas)`` (unless the canvas was closed meanwhile); if it has one, ``then``
+    at once.
+
+    Making it (its napari canvas, controls and explorer bar) and docking it (the main
+    window laid out again, the first paint) each take a few hundred ms of the main
+    thread with software OpenGL: one turn for both was a freeze while a run computed.
+    ``canvas_for`` docks a canvas made but not docked yet at once.
+    """
+    from qtpy.QtCore import QTimer
+
+    if _CANVASES.get(viewer) is not None:
+        then(canvas_for(viewer))
+        return
+    canvas_ref = weakref.ref(_new_canvas(viewer))
+
+    def dock() -> None:
+        canvas = canvas_ref()
+        if canvas is not None and canvas.is_open():
+            then(canvas_for(viewer))
+
+    QTimer.singleShot(0, dock)
+
+
+def _new_canvas(viewer: Any) -> TopologyCanvas:
+    canvas = TopologyCanvas(viewer)
+    _CANVASES.set(viewer, canvas)
+    return canvas
+
+
+def _dock(viewer: Any, canvas: TopologyCanvas) -> None:
+    canvas.docked = True
+    window = getattr(viewer, "window", None)
+    if window is not None:
+        # below the analysis dock, not tabbed with it: the form (a one-line summary
+        # after Run, ``ui.analysis_widget``) and the views are seen together; the
+        # explorer's controls are a bar inside this dock
+        dock = window.add_dock_widget(canvas, name="Topology views", area="right", tabify=False)
+        dock.raise_()
+    # its text's glyphs drawn while it is empty (the run computes, the file is read)
+    canvas_ref = weakref.ref(canvas)  # the warmer keeps nothing of a closed canvas alive
+    warm_glyphs(canvas.model, lambda: _is_open(canvas_ref()))
