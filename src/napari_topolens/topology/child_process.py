@@ -31,10 +31,12 @@ from ..errors import TopoLensError
 from .analysis import check_images, checked_clouds, iter_analyze, resolve_h0_device, warm_imports
 from .results import Analysis
 
-__all__ = ["AnalysisProcess", "iter_analyze_in_child", "start_analysis_process"]
+__all__ = ["NAME", "AnalysisProcess", "iter_analyze_in_child", "start_analysis_process"]
 
 #: Seconds between two looks at the child's answers (each look is a chance to cancel).
 POLL_S = 0.2
+#: The children's process name.
+NAME = "napari-topolens analysis"
 #: Children kept started and idle for the next analysis (one is what a viewer needs).
 MAX_IDLE = 1
 
@@ -104,7 +106,7 @@ class AnalysisProcess:
         context = multiprocessing.get_context("spawn")
         self._connection, child_end = context.Pipe(duplex=True)
         self._process: Any = context.Process(
-            target=_serve, args=(child_end,), name="napari-topolens analysis", daemon=True
+            target=_serve, args=(child_end,), name=NAME, daemon=True
         )
         self._process.start()
         child_end.close()

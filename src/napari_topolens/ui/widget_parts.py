@@ -349,13 +349,30 @@ class ProgressWorker:
         self._closed = False
         self._latest = (0.0, "")
         self._bar_update_due = False
-        self.worker = create_worker(work, _ignore_errors=True)
+        self._steps: Generator[Any, None, Any] | None = None
+        self.worker = create_worker(self._closable(work), _ignore_errors=True)
         self.worker.yielded.connect(self._on_progress)
         self.worker.returned.connect(self._returned(on_done, on_cancelled))
         self.worker.errored.connect(on_error)
         self.worker.aborted.connect(on_cancelled)
         self.worker.finished.connect(self._close)
         self.worker.finished.connect(on_finished)
+
+    def _closable(
+        self, work: Callable[[], Generator[Any, None, Any]]
+    ) -> Callable[[], Generator[Any, None, Any]]:
+        """``work`` whose generator this object keeps, to close it once the worker is done.
+
+        An aborted napari worker stops iterating its generator but keeps it, suspended:
+        what the work holds (a child process computing, files, hooks) is only released
+        when the generator is closed (:meth:`_close`).
+        """
+
+        def steps() -> Generator[Any, None, Any]:
+            self._steps = work()
+            return (yield from self._steps)
+
+        return steps
 
     def _returned(
         self, on_done: Callable[[Any], None], on_cancelled: Callable[[], None]
@@ -428,6 +445,9 @@ class ProgressWorker:
 
     def _close(self) -> None:
         self._closed = True
+        steps, self._steps = self._steps, None
+        if steps is not None:  # the worker has left it: a cancelled run's work ends here
+            steps.close()
         if self._pbar is not None:
             self._pbar.close()
             self._pbar = None
