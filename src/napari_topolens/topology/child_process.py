@@ -18,6 +18,7 @@ the analysis comes back in one message, without the images, which stay here.
 
 from __future__ import annotations
 
+import contextlib
 import pickle
 import threading
 import traceback
@@ -46,7 +47,9 @@ _IDLE_LOCK = threading.Lock()
 
 def _serve(connection: Any) -> None:
     """The child's loop: clouds in, then an analysis request; progress and the analysis out."""
-    warm_imports()
+    # a library that fails to import fails the analysis later, with its own message
+    with contextlib.suppress(Exception):
+        warm_imports()
     clouds: list[PointCloud] = []
     while True:
         try:
@@ -144,15 +147,29 @@ class AnalysisProcess:
         image_stack = check_images(images, items)
         device_here = resolve_h0_device(device, None)  # checked where torch already is: here
         try:
-            for cloud in items:
-                self._connection.send(("cloud", cloud))
-            self._connection.send(("analyse", labels, {**options, "device": device_here}))
+            try:
+                for cloud in items:
+                    self._connection.send(("cloud", cloud))
+                self._connection.send(("analyse", labels, {**options, "device": device_here}))
+            except OSError as exc:  # a broken pipe: the child has gone
+                self._process.join(1.0)
+                raise self._ended() from exc
             analysis = yield from self._answers()
         except BaseException:
             self.close()
             raise
         analysis.images = image_stack
         return analysis
+
+    def _ended(self) -> TopoLensError:
+        code = self._process.exitcode
+        why = (
+            f"it was stopped by signal {-code} (out of memory, or ended from outside): analyse "
+            "fewer points (max points) or fewer layers"
+            if code is not None and code < 0
+            else f"exit code {code}; its error is printed where napari was started"
+        )
+        return TopoLensError(f"the analysis process ended without an answer ({why})")
 
     def _answers(self) -> Generator[Progress, None, Analysis]:
         last = Progress(0.0, "computing in the analysis process")
@@ -164,11 +181,7 @@ class AnalysisProcess:
                 message = None
             if message is None:
                 if not self._process.is_alive():
-                    raise TopoLensError(
-                        "the analysis process ended without an answer (exit code "
-                        f"{self._process.exitcode}); it may have run out of memory: analyse "
-                        "fewer points (max points) or fewer layers"
-                    )
+                    raise self._ended()
                 yield last  # nothing new: still a chance to cancel
                 continue
             if message[0] == "progress":
