@@ -90,9 +90,16 @@ def process_and_children_cpu() -> float:
     times = os.times()
     total += times.children_user + times.children_system
     ticks = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-    for child in multiprocessing.active_children():
+    pids = [child.pid for child in multiprocessing.active_children()]
+    try:  # the topology's child (absent from a baseline's code)
+        from napari_topolens.topology.child_process import live_children
+
+        pids += [child.pid for child in live_children()]
+    except ImportError:
+        pass
+    for pid in pids:
         try:
-            fields = Path(f"/proc/{child.pid}/stat").read_text().rsplit(")", 1)[1].split()
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
         total += (int(fields[11]) + int(fields[12])) / ticks  # utime, stime

@@ -524,6 +524,8 @@ def test_an_analysis_made_in_a_child_process_is_the_one_made_here(
         )
         _assert_same(here, there, "analysis")
         assert np.shares_memory(there.images, images)  # kept here, not sent there and back
+        for name, cloud in clouds.items():  # not capped: the analysed clouds are these
+            assert np.shares_memory(there[name].cloud.points, cloud.points)
         fractions = [f for f, _ in seen]
         assert fractions == sorted(fractions) and fractions[-1] == 1.0
         assert any("layer 3/3 spatial" in m for _, m in seen)  # the child's own steps
@@ -564,13 +566,63 @@ def test_a_cancel_ends_the_child_and_a_dead_child_is_one_clear_error(
 
     child = AnalysisProcess()
     steps = child.iter_analyze(clouds, labels, config=AnalysisConfig(**FAST))
-    next(steps)
+    while next(steps).fraction == 0.0:  # until the child computes
+        pass
     with pytest.raises(Cancelled):
         drive(steps, cancel=lambda: True)
     assert not child.alive
     child = AnalysisProcess()
     steps = child.iter_analyze(clouds, labels, config=AnalysisConfig(**FAST))
     next(steps)
+    while next(steps).fraction == 0.0:  # until the child computes
+        pass
     os.kill(child.pid, signal.SIGKILL)
     with pytest.raises(TopoLensError, match="ended without an answer .it was stopped by signal 9"):
         drive(steps)
+
+
+def test_a_capped_cloud_made_again_here_is_the_one_the_child_analysed(
+    clouds: dict[str, PointCloud], labels: np.ndarray
+) -> None:
+    from napari_topolens.topology.child_process import AnalysisProcess
+
+    config = AnalysisConfig(**{**FAST, "max_points": 150})  # caps 'spatial' (180 points)
+    here = analyze(clouds, labels, config=config)
+    child = AnalysisProcess()
+    try:
+        there = drive(child.iter_analyze(clouds, labels, config=config))
+    finally:
+        child.close()
+    assert len(there["spatial"].cloud) == 150
+    _assert_same(here, there, "analysis")
+
+
+def test_an_unguarded_main_script_is_not_run_again_in_the_child(tmp_path) -> None:
+    """A launcher script without a ``__main__`` guard (``viewer = napari.Viewer()`` at its
+    top level) must run once: the child never imports the user's main module."""
+    import subprocess
+    import sys
+
+    marker = tmp_path / "ran.txt"
+    script = tmp_path / "launcher.py"
+    script.write_text(
+        "import numpy as np\n"
+        f"open({str(marker)!r}, 'a').write('ran\\n')\n"
+        "from napari_topolens._progress import drive\n"
+        "from napari_topolens.activations.pointcloud import PointCloud\n"
+        "from napari_topolens.topology.analysis import AnalysisConfig\n"
+        "from napari_topolens.topology.child_process import AnalysisProcess\n"
+        "points = np.random.default_rng(0).normal(size=(40, 3)).astype(np.float32)\n"
+        "cloud = PointCloud(layer='fc', points=points, image_index=np.arange(40), position=None,\n"
+        "    receptive_field=np.tile([0, 0, 8, 8], (40, 1)), sampling='pooled', grid_shape=(),\n"
+        "    image_shape=(8, 8))\n"
+        "config = AnalysisConfig(h1_max_points=20, phdim_start=10, phdim_step=10)\n"
+        "analysis = drive(AnalysisProcess().iter_analyze([cloud], config=config))\n"
+        "print('layers', analysis.layers)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert "layers ['fc']" in done.stdout
+    assert marker.read_text() == "ran\n"

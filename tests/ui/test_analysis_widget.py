@@ -341,9 +341,7 @@ def test_a_run_shows_its_progress_in_the_dock_and_makes_no_napari_progress_bar(
 
 def test_cancel_while_the_topology_computes_ends_its_child_process(digits, qtbot):
     """The topology runs in a child process: Cancel ends it (napari keeps an aborted
-    worker's generator suspended; the widget closes it), the next run starts another."""
-    import multiprocessing
-
+    worker's generator suspended; the widget closes it)."""
     from napari_topolens.topology import child_process
 
     _viewer, widget, _images = digits
@@ -352,13 +350,10 @@ def test_cancel_while_the_topology_computes_ends_its_child_process(digits, qtbot
     worker = widget.run()
     assert worker is not None, widget.status.value
     worker.yielded.connect(lambda step: messages.append(str(getattr(step, "message", ""))))
-    qtbot.waitUntil(lambda: any("topology:" in m for m in messages), timeout=60_000)
-
-    def computing() -> list:
-        return [p for p in multiprocessing.active_children() if p.name == child_process.NAME]
-
-    assert computing() and not child_process._IDLE  # taken from the pool, computing
+    qtbot.waitUntil(lambda: any("topology: layer" in m for m in messages), timeout=60_000)
+    computing = child_process.live_children()
+    assert len(computing) == 1 and not child_process._IDLE  # taken from the pool, computing
     widget.cancel()
     wait_for(qtbot, worker, timeout=60_000)
-    qtbot.waitUntil(lambda: not computing(), timeout=10_000)
+    qtbot.waitUntil(lambda: not computing[0].alive, timeout=10_000)
     assert widget.analysis is None and "Cancelled" in widget.status.value

@@ -101,3 +101,30 @@ def test_napari_bar_shows_the_latest_of_many_progress_steps_in_one_turn_of_its_o
     qtbot.wait(2 * ProgressWorker.BAR_UPDATE_MS)
     assert updates == [("analysing: step 10", 500)]
     runner._close()
+
+
+def test_a_runtime_error_of_the_work_reaches_on_error_and_on_finished(qtbot):
+    """napari's generator worker takes a RuntimeError (torch's errors are) for its own
+    stop and emits neither errored nor finished: the widget would stay running."""
+    from napari_topolens.ui.widget_parts import WorkFailed, report_error
+
+    def work():
+        yield None
+        raise RuntimeError("CUDA out of memory")
+
+    errors: list[BaseException] = []
+    finished: list[bool] = []
+    runner = ProgressWorker(
+        work,
+        "analysing",
+        on_done=lambda result: None,
+        on_error=errors.append,
+        on_cancelled=lambda: None,
+        on_finished=lambda: finished.append(True),
+        napari_bar=False,
+    )
+    runner.start()
+    qtbot.waitUntil(lambda: bool(finished), timeout=10_000)
+    assert len(errors) == 1 and isinstance(errors[0], WorkFailed)
+    assert isinstance(errors[0].__cause__, RuntimeError)
+    assert report_error(errors[0]) == "RuntimeError: CUDA out of memory"

@@ -87,7 +87,7 @@ class RunJob:
     scheduler : str or distributed.Client, optional
         A Dask scheduler for extraction batches and per-layer topology.
     topology_in_child : bool
-        Compute the topology (without a scheduler) in a spawned child process
+        Compute the topology (without a scheduler) in a child process
         (``topology.child_process``): the napari widget's runs, so that the viewer's
         main thread never waits for this work's GIL. The same analysis either way.
     cache_dir : str, optional

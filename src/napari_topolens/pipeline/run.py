@@ -15,6 +15,7 @@ Dask scheduler, the activation cache, the probe limit and the input scale.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from collections.abc import Callable, Generator
@@ -125,8 +126,11 @@ def _run_steps(
     extraction: Generator[Progress, None, Clouds] | None,
     stages: dict[str, tuple[float, float]],
 ) -> Generator[Progress, None, Analysis]:
-    if _analyses_in_child(job):  # here, in the caller's worker: spawning takes a while
-        start_analysis_process()  # its imports run while the activations are extracted
+    if _analyses_in_child(job):  # here, in the caller's worker: starting takes a while
+        # its imports run while the activations are extracted; where no process can be
+        # started, the analysis runs here (``iter_analyze_in_child``)
+        with contextlib.suppress(OSError):
+            start_analysis_process()
     provenance = run_provenance(job)
     clock = _Clock(stages)
     n_runs = len(job.variants) + (1 if job.base is None else 0)

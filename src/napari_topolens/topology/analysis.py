@@ -49,6 +49,7 @@ __all__ = [
     "Analysis",
     "AnalysisConfig",
     "LayerAnalysis",
+    "analysed_cloud",
     "analyze",
     "analyze_layer",
     "check_class_labels",
@@ -389,6 +390,12 @@ def _capped(cloud: PointCloud, max_points: int, seed: int) -> PointCloud:
     return capped
 
 
+def analysed_cloud(cloud: PointCloud, config: AnalysisConfig) -> PointCloud:
+    """The cloud a layer's analysis works on (``LayerAnalysis.cloud``): the cloud, or
+    ``config.max_points`` of its points drawn with ``config.seed``."""
+    return _capped(cloud, config.max_points, int(config.seed))
+
+
 def _phdim_or_nan(points: np.ndarray, config: AnalysisConfig) -> PHDimResult:
     """The PH dimension, or NaN with the reason when there are too few points for a fit."""
     from .phdim import PHDimResult, ph_dimension  # heavy: phdim imports scipy
@@ -498,7 +505,7 @@ def _iter_layer(
 ) -> Generator[Progress, None, LayerAnalysis]:
     """One layer's whole analysis from checked inputs; yields progress within the layer."""
     seed = int(config.seed)
-    cloud = _capped(cloud, config.max_points, seed)
+    cloud = analysed_cloud(cloud, config)
     points = cloud.points
     point_labels = (
         image_labels[cloud.image_index]

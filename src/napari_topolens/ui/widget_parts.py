@@ -293,10 +293,18 @@ def _check_mask_bytes(n_bytes: int, max_bytes: int, what: str, name: str) -> Non
 
 
 # ---- errors ------------------------------------------------------------------------
+class WorkFailed(Exception):
+    """A ``RuntimeError`` raised by a worker's work (torch's errors are), carried as its
+    cause: napari's generator worker takes a ``RuntimeError`` for its own stop and emits
+    neither ``errored`` nor ``finished`` for it, which left a widget running for good."""
+
+
 def report_error(exc: BaseException, status: Any = None) -> str:
     """Show one clear message: in the widget's status label and as a napari notification."""
     from napari.utils.notifications import show_error
 
+    if isinstance(exc, WorkFailed) and exc.__cause__ is not None:
+        exc = exc.__cause__  # (what the work raised)
     message = str(exc) if isinstance(exc, TopoLensError) else f"{type(exc).__name__}: {exc}"
     if status is not None:
         status.value = f"Error: {message}"
@@ -370,7 +378,10 @@ class ProgressWorker:
 
         def steps() -> Generator[Any, None, Any]:
             self._steps = work()
-            return (yield from self._steps)
+            try:
+                return (yield from self._steps)
+            except RuntimeError as exc:
+                raise WorkFailed(str(exc)) from exc
 
         return steps
 
@@ -446,11 +457,13 @@ class ProgressWorker:
     def _close(self) -> None:
         self._closed = True
         steps, self._steps = self._steps, None
-        if steps is not None:  # the worker has left it: a cancelled run's work ends here
-            steps.close()
-        if self._pbar is not None:
-            self._pbar.close()
-            self._pbar = None
+        try:
+            if steps is not None:  # the worker has left it: a cancelled run's work ends here
+                steps.close()
+        finally:
+            if self._pbar is not None:
+                self._pbar.close()
+                self._pbar = None
 
 
 # ---- text --------------------------------------------------------------------------
