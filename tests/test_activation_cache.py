@@ -670,6 +670,7 @@ def test_cache_folder_that_is_a_file_or_a_link_is_refused(tmp_path: Path) -> Non
     assert not any(real.iterdir())
 
 
+@pytest.mark.slow
 def test_report_command_reads_a_zarr_store_and_reuses_the_cache(tmp_path: Path, capsys) -> None:
     import zarr
 

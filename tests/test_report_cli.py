@@ -111,6 +111,7 @@ def test_a_second_process_draws_the_same_page(sample_report) -> None:
     assert fractions == sorted(fractions) and fractions[-1] == 1.0  # the bar never goes back
 
 
+@pytest.mark.slow
 def test_write_report_from_a_loaded_analysis(sample_report, tmp_path: Path) -> None:
     from napari_topolens.report.html import write_report
 

@@ -192,6 +192,7 @@ def test_variant_specs_parse_like_the_command_line():
         parse_variants(compress="int8+prune:0.5+int8")
 
 
+@pytest.mark.slow
 def test_mean_drift_grows_with_gaussian_sigma_on_shapes():
     """Measured: three sigmas on the held-out shapes, default layers pool2 and fc1, pooled."""
     shapes = tl.load_sample("shapes")

@@ -666,6 +666,7 @@ def test_a_pick_drops_a_panel_still_waiting_to_be_made_ahead(
     assert ahead.layers == []  # the dropped result put nothing in
 
 
+@pytest.mark.slow
 def test_views_queued_to_be_made_ahead_are_dropped_when_the_viewer_closes(
     make_napari_viewer, qtbot, digits
 ):
