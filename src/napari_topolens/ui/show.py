@@ -26,6 +26,7 @@ from __future__ import annotations
 import time
 import weakref
 from collections.abc import Callable, Generator
+from functools import partial
 from typing import Any, ClassVar
 
 import numpy as np
@@ -391,7 +392,7 @@ def _image_side_steps(
         added.append((viewer, layer))
         shown.append(layer)
         if visible:
-            yield from _shown_next_turn(lambda layer=layer: _show_in(viewer, layer))
+            yield from _shown_next_turn(partial(_show_in, viewer, layer))
         else:
             yield None
 
@@ -491,8 +492,7 @@ def _canvas_steps(
         for item, layer in prepared:
             put = _put(canvas, entry, item, added, shown, layer, show_later=not views_first)
             if canvas.waits_to_be_shown(put):
-                view = _view_of(item)
-                yield from _shown_next_turn(lambda put=put, view=view: canvas.show_added(put, view))
+                yield from _shown_next_turn(partial(canvas.show_added, put, _view_of(item)))
             else:
                 yield None
         for layer in replaced:
