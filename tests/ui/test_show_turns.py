@@ -6,12 +6,21 @@ Turns are counted, never timed (``benchmarks/bench_responsiveness.py`` measures 
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from conftest import digits_analysis
 
+import napari_topolens as tl
+from napari_topolens import load_sample
 from napari_topolens.ui import show as show_module
 from napari_topolens.ui.state import state_for
-from napari_topolens.ui.views import canvas_for, show_analysis_incrementally
+from napari_topolens.ui.views import (
+    canvas_for,
+    find_layers,
+    show_analysis,
+    show_analysis_incrementally,
+    show_variants_incrementally,
+)
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +113,40 @@ def test_a_show_leaves_the_viewers_selection_as_it_was(
     assert set(viewer.layers.selection) == {image_layer}
     # told what napari tells a layer that is not the active one
     assert not entry.layers["overlay"]._highlight_visible
+
+
+def test_a_variants_show_adds_its_image_layers_keeping_the_selection_and_shows_them_later(
+    make_napari_viewer, qtbot, monkeypatch
+):
+    # the variants' images and names, and the compared variant's overlay and gallery,
+    # go into the image viewer the same way: selection kept, shown a turn after added
+    sample = load_sample("digits")
+    index = sample.test_index[:60]
+    base = tl.run_variants(
+        sample.model,
+        sample.images[index],
+        ["fc1"],
+        ["gaussian:0.3"],
+        labels=sample.labels[index],
+        class_names=sample.class_names,
+        sampling="top_norm",
+    )
+    viewer = make_napari_viewer()
+    image_layer = viewer.add_image(np.asarray(base.images), name="digits", contrast_limits=(0, 16))
+    monkeypatch.setattr(show_module, "PREBUILD", False)
+    show_analysis(viewer, base, "fc1", image_layer=image_layer)
+    viewer.layers.selection.active = image_layer
+    changes: list[object] = []
+    viewer.layers.selection.events.changed.connect(lambda _event: changes.append("changed"))
+    turns = Turns(monkeypatch, viewer, canvas_for(viewer).model)
+    show = show_variants_incrementally(viewer, base)
+    qtbot.waitUntil(lambda: show.done, timeout=120_000)
+    assert show.error is None
+    key = state_for(viewer).key_of(base)
+    made = find_layers(viewer, key, "variant_images") + find_layers(viewer, key, "variant_labels")
+    assert len(made) == 2
+    new = [layer for layer in viewer.layers if id(layer) in turns.added]
+    assert set(made) < set(new)  # (the compared variant's overlay and gallery too)
+    for layer in new:
+        assert layer.visible and turns.shown[id(layer)] > turns.added[id(layer)], layer.name
+    assert changes == [] and viewer.layers.selection.active is image_layer

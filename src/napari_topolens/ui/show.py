@@ -47,6 +47,7 @@ __all__ = [
     "Offload",
     "PanelBuilder",
     "ViewsAhead",
+    "add_to_viewer_steps",
     "offloaded",
     "prepare_views_ahead",
     "remove_analyses_on",
@@ -385,16 +386,26 @@ def _image_side_steps(
             yield None
             continue
         layer = next(made)
-        visible = bool(layer.visible)
-        layer.visible = False  # shown in a turn of its own
-        add_keeping_selection(viewer, layer)
         entry.layers[view] = layer
-        added.append((viewer, layer))
+        yield from add_to_viewer_steps(viewer, layer, added, shown)
+
+
+def add_to_viewer_steps(
+    viewer: Any, layer: Any, added: list[tuple[Any, Any]], shown: list[Any] | None = None
+) -> Generator[Any, Any, None]:
+    """A show's steps that add a new layer to the image viewer: the viewer's selection
+    left as it is (``layer_update.add_keeping_selection``), and a visible layer added
+    hidden and shown in the next event-loop turn (:func:`_shown_next_turn`)."""
+    visible = bool(layer.visible)
+    layer.visible = False
+    add_keeping_selection(viewer, layer)
+    added.append((viewer, layer))
+    if shown is not None:
         shown.append(layer)
-        if visible:
-            yield from _shown_next_turn(partial(_show_in, viewer, layer))
-        else:
-            yield None
+    if visible:
+        yield from _shown_next_turn(partial(_show_in, viewer, layer))
+    else:
+        yield None
 
 
 def _show_in(viewer: Any, layer: Any) -> None:
