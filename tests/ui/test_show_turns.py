@@ -122,15 +122,8 @@ def test_a_variants_show_adds_its_image_layers_keeping_the_selection_and_shows_t
     # go into the image viewer the same way: selection kept, shown a turn after added
     sample = load_sample("digits")
     index = sample.test_index[:60]
-    base = tl.run_variants(
-        sample.model,
-        sample.images[index],
-        ["fc1"],
-        ["gaussian:0.3"],
-        labels=sample.labels[index],
-        class_names=sample.class_names,
-        sampling="top_norm",
-    )
+    images, labels = sample.images[index], sample.labels[index]
+    base = tl.run_variants(sample.model, images, ["fc1"], ["gaussian:0.3"], labels=labels)
     viewer = make_napari_viewer()
     image_layer = viewer.add_image(np.asarray(base.images), name="digits", contrast_limits=(0, 16))
     monkeypatch.setattr(show_module, "PREBUILD", False)
