@@ -36,7 +36,7 @@ from qtpy.QtWidgets import (
 from . import collector
 from . import view_data as vd
 from .glyphs import warm_glyphs, warmer_of
-from .layer_update import lock_layer, set_visible, track_drawing, update_layer
+from .layer_update import insert_quietly, lock_layer, set_visible, track_drawing, update_layer
 from .state import PerViewer, ShownAnalyses, ShownAnalysis, state_for, viewer_ref
 
 __all__ = [
@@ -137,6 +137,8 @@ class TopologyCanvas(QWidget):
         #: In the viewer's window (``canvas_for``; made and docked in two turns by
         #: ``make_canvas_in_turns``).
         self.docked = False
+        #: Layers added hidden to be shown a turn later (:meth:`add_layer`'s ``show_later``).
+        self._to_show: weakref.WeakSet[Any] = weakref.WeakSet()
         self.qt_viewer: Any = _quiet_qt_viewer(QtViewer, self.model)
         self._make_controls()
         #: The explorer's controls (network layer, colouring, edges, class search) as a bar
@@ -405,21 +407,24 @@ class TopologyCanvas(QWidget):
     def visibility_changes(self, *entries: ShownAnalysis) -> list[tuple[Any, bool]]:
         """``(layer, visible)`` for each layer of ``entries`` whose visibility
         :meth:`sync_visibility` would change."""
-        shown = set(vd.PANEL_VIEWS[self.state.panel])
         changes = []
         for entry in entries:
             for view, layer in entry.layers.items():
                 if layer not in self.model.layers:
                     continue
-                if view == "color_key":  # the frame's key: shown when the panel has one
-                    visible = bool(layer.metadata["topolens"].get("continuous"))
-                elif view in vd.PANEL_LAYERS:
-                    continue
-                else:
-                    visible = view in shown
-                if bool(layer.visible) != visible:
+                visible = self.shown_now(view, layer)
+                if visible is not None and bool(layer.visible) != visible:
                     changes.append((layer, visible))
         return changes
+
+    def shown_now(self, view: str, layer: Any) -> bool | None:
+        """Whether a view layer is shown on the current panel; None for the frame's
+        axes and text, shown on every panel (what they show is redone per panel)."""
+        if view == "color_key":  # the frame's key: shown when the panel has one
+            return bool(layer.metadata["topolens"].get("continuous"))
+        if view in vd.PANEL_LAYERS:
+            return None
+        return view in vd.PANEL_VIEWS[self.state.panel]
 
     def visibility_batch(self, changes: int) -> AbstractContextManager[Any]:
         """One napari batch for ``changes`` visibility changes of canvas layers (one pass
@@ -590,8 +595,14 @@ class TopologyCanvas(QWidget):
                 update_layer(layer, item)
 
     # ---- layers ---------------------------------------------------------------------------
-    def add_layer(self, layer: Any, view: str) -> Any:
-        """Add a view layer to the canvas: locked, hidden unless its panel is shown."""
+    def add_layer(self, layer: Any, view: str, *, show_later: bool = False) -> Any:
+        """Add a view layer to the canvas: locked, hidden unless its panel is shown.
+
+        ``show_later``: added hidden even so, and shown by :meth:`show_added` (e.g. in
+        the next event-loop turn: its first draw, which compiles its shader programs,
+        is then not in the turn that added it; :meth:`waits_to_be_shown` says whether
+        it was hidden so).
+        """
         lock_layer(layer)
         if view in COLORBAR_VIEWS and hasattr(layer, "colorbar"):
             # bottom right, small: the views keep that corner free (titles sit on top)
@@ -599,10 +610,12 @@ class TopologyCanvas(QWidget):
             layer.colorbar.size = (12, 110)
             layer.colorbar.font_size = 8
             layer.colorbar.visible = True
-        if view == "color_key":
-            layer.visible = bool(layer.metadata["topolens"].get("continuous"))
-        elif view not in vd.PANEL_LAYERS:
-            layer.visible = view in vd.PANEL_VIEWS[self.state.panel]
+        visible = self.shown_now(view, layer)
+        if visible is not None:
+            layer.visible = visible
+        if show_later and layer.visible:
+            layer.visible = False
+            self._to_show.add(layer)
         layers = self.model.layers
         if view == "panel_axes":
             index = 0
@@ -618,6 +631,18 @@ class TopologyCanvas(QWidget):
         _insert_unselected(layers, index, layer)
         track_drawing(layer)  # from now on: shown unchanged, it is not sent again
         return layer
+
+    def waits_to_be_shown(self, layer: Any) -> bool:
+        """Whether ``layer`` was added hidden with ``show_later`` and not shown yet."""
+        return layer in self._to_show
+
+    def show_added(self, layer: Any, view: str) -> None:
+        """Show a layer added with ``show_later``, if its panel is still the one shown."""
+        if layer not in self._to_show:
+            return
+        self._to_show.discard(layer)
+        if layer in self.model.layers and not layer.visible:
+            set_visible(layer, self.shown_now(view, layer) is not False)
 
     def remove_layer(self, layer: Any) -> None:
         if layer in self.model.layers:
@@ -779,21 +804,15 @@ def _insert_unselected(layers: Any, index: int, layer: Any) -> None:
     napari makes an inserted layer the active one and the canvas clears that again:
     each change of the active layer is a pass of napari's over every canvas layer (their
     highlights redone; 30-80 ms with two analyses' views made), twice per layer added.
-    With nothing selected before, the selection's events are held back for both: what
-    listens to them (the viewer model, the canvas's layer list, controls and key map)
-    sees the same empty selection after as before, and the new layer is told what the
-    viewer model tells every layer that is not the active one.
+    With nothing selected before, the selection's events are held back for both
+    (:func:`.layer_update.insert_quietly`).
     """
     selection = layers.selection
     if len(selection) or selection.active is not None:
         layers.insert(index, layer)
         selection.clear()
         return
-    with selection.events.blocker_all():
-        layers.insert(index, layer)
-        selection.clear()
-    layer.update_transform_box_visibility(False)
-    layer.update_highlight_visibility(False)
+    insert_quietly(layers, index, layer, None)
 
 
 def _percent(value: Any) -> str:

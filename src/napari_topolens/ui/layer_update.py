@@ -11,8 +11,10 @@ import numpy as np
 from .view_data import LayerDataTuple
 
 __all__ = [
+    "add_keeping_selection",
     "create_layer",
     "drawn_as_is",
+    "insert_quietly",
     "lock_layer",
     "set_visible",
     "track_drawing",
@@ -104,6 +106,40 @@ def set_visible(layer: Any, visible: bool) -> None:
             layer.visible = True
         return
     layer.visible = visible
+
+
+def insert_quietly(layers: Any, index: int, layer: Any, active: Any) -> None:
+    """Insert ``layer`` into a layer list whose selection is ``active`` alone (or empty,
+    ``active`` None), the selection's events held back, and put that selection back.
+
+    napari makes an inserted layer the active one: each change of the active layer is a
+    pass of napari's over every layer of the viewer (their highlights redone), the layer
+    controls shown anew and the viewer's buttons restyled, twice per layer added when the
+    caller then selects again what was selected (60-100 ms of the main thread per layer
+    in a viewer showing an analysis). What listens to the selection sees the same one
+    after as before, and the new layer is told what the viewer model tells every layer
+    that is not the active one.
+    """
+    selection = layers.selection
+    with selection.events.blocker_all():
+        layers.insert(index, layer)
+        if active is None:
+            selection.clear()
+        else:
+            selection.active = active
+    layer.update_transform_box_visibility(False)
+    layer.update_highlight_visibility(False)
+
+
+def add_keeping_selection(viewer: Any, layer: Any) -> Any:
+    """``viewer.add_layer(layer)`` leaving the selection as it was (napari's add makes
+    the new layer the active one, see :func:`insert_quietly`); several layers selected:
+    napari's add."""
+    layers = viewer.layers
+    if len(layers.selection) > 1:
+        return viewer.add_layer(layer)
+    insert_quietly(layers, len(layers), layer, layers.selection.active)
+    return layer
 
 
 def create_layer(item: LayerDataTuple) -> Any:

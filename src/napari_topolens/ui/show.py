@@ -26,6 +26,7 @@ from __future__ import annotations
 import time
 import weakref
 from collections.abc import Callable, Generator
+from functools import partial
 from typing import Any, ClassVar
 
 import numpy as np
@@ -36,7 +37,7 @@ from ..topology.results import Analysis
 from . import collector
 from . import view_data as vd
 from .canvas import TopologyCanvas, canvas_for, existing_canvas
-from .layer_update import create_layer, set_visible, update_layer
+from .layer_update import add_keeping_selection, create_layer, set_visible, update_layer
 from .links import links_for
 from .selection_gallery import gallery_spot
 from .state import PerViewer, ShownAnalysis, state_for, viewer_ref
@@ -46,6 +47,7 @@ __all__ = [
     "Offload",
     "PanelBuilder",
     "ViewsAhead",
+    "add_to_viewer_steps",
     "offloaded",
     "prepare_views_ahead",
     "remove_analyses_on",
@@ -270,7 +272,7 @@ def show_steps(
     if entry.image_layer is not None and not views_first:
         yield from _image_side_steps(viewer, entry, bool(reuse), added, shown)
     yield from _canvas_steps(
-        viewer, entry, layer_name, first, color_by, edge_threshold, added, shown, ahead
+        viewer, entry, layer_name, first, color_by, edge_threshold, added, shown, ahead, views_first
     )
     state.set(entry.key, "color_by", color_by)
     state.set(entry.key, "edge_threshold", float(edge_threshold))
@@ -384,11 +386,47 @@ def _image_side_steps(
             yield None
             continue
         layer = next(made)
-        viewer.add_layer(layer)
         entry.layers[view] = layer
-        added.append((viewer, layer))
+        yield from add_to_viewer_steps(viewer, layer, added, shown)
+
+
+def add_to_viewer_steps(
+    viewer: Any, layer: Any, added: list[tuple[Any, Any]], shown: list[Any] | None = None
+) -> Generator[Any, Any, None]:
+    """A show's steps that add a new layer to the image viewer: the viewer's selection
+    left as it is (``layer_update.add_keeping_selection``), and a visible layer added
+    hidden and shown in the next event-loop turn (:func:`_shown_next_turn`)."""
+    visible = bool(layer.visible)
+    layer.visible = False
+    add_keeping_selection(viewer, layer)
+    added.append((viewer, layer))
+    if shown is not None:
         shown.append(layer)
+    if visible:
+        yield from _shown_next_turn(partial(_show_in, viewer, layer))
+    else:
         yield None
+
+
+def _show_in(viewer: Any, layer: Any) -> None:
+    if layer in viewer.layers:
+        layer.visible = True
+
+
+def _shown_next_turn(show: Callable[[], Any]) -> Generator[Any, Any, None]:
+    """The steps after a layer added hidden: ``show()`` it in the next event-loop turn,
+    which then ends (also shown if the steps stop meanwhile).
+
+    A layer's first draw compiles its shader programs and uploads its data (0.1-0.2 s
+    of the main thread with software OpenGL), and napari's add makes its visual and
+    layer controls (0.1-0.2 s): in the turn that adds it, the repaint at its end would
+    draw it too, one stall for both.
+    """
+    try:
+        yield TURN
+    finally:
+        show()
+    yield TURN
 
 
 def _next_groups(
@@ -421,10 +459,13 @@ def _canvas_steps(
     added: list[tuple[Any, Any]],
     shown: list[Any],
     ahead: ViewsAhead | None = None,
+    views_first: bool = False,
 ) -> Generator[Offload | None, Any, None]:
     """The visible panel's layers in the canvas, and those of panels shown before
     (updated in place); the others are made when their panel is first picked
-    (``ahead``: made already, see :func:`show_steps`)."""
+    (``ahead``: made already, see :func:`show_steps`). A new layer shown is shown in
+    the turn after the one that adds it (:func:`_shown_next_turn`), but for the views
+    drawn first of a reopen (``views_first``), framed and drawn all at once."""
     state = state_for(viewer)
     canvas = canvas_for(viewer)
     builder = canvas.panel_builder
@@ -460,8 +501,11 @@ def _canvas_steps(
             )
         replaced = builder.unpark(entry, groups)
         for item, layer in prepared:
-            _put(canvas, entry, item, added, shown, layer)
-            yield None
+            put = _put(canvas, entry, item, added, shown, layer, show_later=not views_first)
+            if canvas.waits_to_be_shown(put):
+                yield from _shown_next_turn(partial(canvas.show_added, put, _view_of(item)))
+            else:
+                yield None
         for layer in replaced:
             canvas.remove_layer(layer)
             yield None
@@ -516,22 +560,31 @@ KEPT_GROUPS = frozenset({"frame", "mapper", "matrices"})
 
 
 def _put(
-    canvas: Any, entry: ShownAnalysis, item: Any, added: list, shown: list, made: Any = None
-) -> None:
-    """Update a canvas view layer in place, or add ``made`` (made here when None)."""
+    canvas: Any,
+    entry: ShownAnalysis,
+    item: Any,
+    added: list,
+    shown: list,
+    made: Any = None,
+    *,
+    show_later: bool = False,
+) -> Any:
+    """Update a canvas view layer in place, or add ``made`` (made here when None;
+    ``show_later``: see :meth:`TopologyCanvas.add_layer`); returns the layer."""
     view = item[1]["metadata"]["topolens"]["view"]
     old = entry.layers.get(view)
     if old is not None and old in canvas.model.layers and update_layer(old, item):
         shown.append(old)
-        return
+        return old
     if old is not None:
         canvas.remove_layer(old)
     layer = made if made is not None else create_layer(item)
     entry.layers[view] = layer
-    canvas.add_layer(layer, view)
+    canvas.add_layer(layer, view, show_later=show_later)
     if old is None:  # a stand-in for a removed view stays on cancel: no view goes missing
         added.append((canvas.model, layer))
     shown.append(layer)
+    return layer
 
 
 def _group_built(entry: ShownAnalysis, group: str) -> bool:
@@ -540,6 +593,9 @@ def _group_built(entry: ShownAnalysis, group: str) -> bool:
 
 #: Yielded by a show's steps: end this event-loop turn and let the canvas repaint.
 PAINT = object()
+#: Yielded by a show's steps: end this event-loop turn (its repaint then), whatever is
+#: left of its budget; the next step in the next turn, as soon as it can.
+TURN = object()
 
 
 def _draw_once_hidden(canvas: Any, layers: list[Any]) -> Generator[Any, Any, None]:
@@ -1032,6 +1088,9 @@ class IncrementalShow:
                 return
             if step is PAINT:
                 QTimer.singleShot(PAINT_MS, self._step)
+                return
+            if step is TURN:
+                self._schedule()
                 return
             if time.perf_counter() - began >= TURN_BUDGET_S:
                 self._schedule()

@@ -49,6 +49,7 @@ from .selection_members import csr_items_containing
 from .show import (
     IncrementalShow,
     Offload,
+    add_to_viewer_steps,
     offloaded,
     remove_analysis,
     show_analysis,
@@ -351,11 +352,8 @@ class VariantViews:
             made = yield from offloaded(create_layer, item)
             if base_layer not in viewer.layers:
                 return  # removed meanwhile
-            viewer.add_layer(made)
             bv.image_layers[other.name] = made
-            added.append((viewer, made))
-            shown.append(made)
-            yield None
+            yield from add_to_viewer_steps(viewer, made, added, shown)
         if number:
             yield from self._label_images_steps(bv, base_layer, added)
         if active is not None and active in viewer.layers:
@@ -448,9 +446,7 @@ class VariantViews:
         if bv.labels_layer is not None and bv.labels_layer in viewer.layers:
             return  # (named meanwhile)
         bv.labels_layer = made
-        viewer.add_layer(made)
-        added.append((viewer, made))
-        yield None
+        yield from add_to_viewer_steps(viewer, made, added)
 
     def show(
         self, base: Analysis, which: VariantChoice = None, *, layer: str | None = None
