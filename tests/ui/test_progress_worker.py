@@ -9,15 +9,13 @@ import napari.utils
 from napari_topolens.ui.widget_parts import ProgressWorker
 
 
-def test_progress_that_arrives_while_the_bar_is_made_makes_no_second_bar(qtbot, monkeypatch):
-    # making napari's first bar builds its activity widgets and can process pending
-    # Qt events, the worker's next progress among them: that progress must not make
-    # (and recurse into making) a bar of its own
+def _runner(seen: list[tuple[float, str]]) -> ProgressWorker:
+    """A worker of one step whose dock callback records each progress it hears."""
+
     def work():
         yield None
 
-    seen: list[tuple[float, str]] = []
-    runner = ProgressWorker(
+    return ProgressWorker(
         work,
         "analysing",
         on_done=lambda result: None,
@@ -26,6 +24,14 @@ def test_progress_that_arrives_while_the_bar_is_made_makes_no_second_bar(qtbot, 
         on_finished=lambda: None,
         on_progress=lambda fraction, message: seen.append((fraction, message)),
     )
+
+
+def test_progress_that_arrives_while_the_bar_is_made_makes_no_second_bar(qtbot, monkeypatch):
+    # making napari's first bar builds its activity widgets and can process pending
+    # Qt events, the worker's next progress among them: that progress must not make
+    # (and recurse into making) a bar of its own
+    seen: list[tuple[float, str]] = []
+    runner = _runner(seen)
     made: list[object] = []
 
     class Bar:
@@ -62,19 +68,8 @@ def test_napari_bar_shows_the_latest_of_many_progress_steps_in_one_turn_of_its_o
     one per BAR_UPDATE_MS), outside the worker's progress signal; the dock's own callback
     hears every step at once."""
 
-    def work():
-        yield None
-
     seen: list[tuple[float, str]] = []
-    runner = ProgressWorker(
-        work,
-        "analysing",
-        on_done=lambda result: None,
-        on_error=lambda error: None,
-        on_cancelled=lambda: None,
-        on_finished=lambda: None,
-        on_progress=lambda fraction, message: seen.append((fraction, message)),
-    )
+    runner = _runner(seen)
     updates: list[tuple[str, int]] = []
 
     class Bar:
