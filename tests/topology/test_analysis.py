@@ -626,3 +626,19 @@ def test_an_unguarded_main_script_is_not_run_again_in_the_child(tmp_path) -> Non
     assert done.returncode == 0, done.stderr
     assert "layers ['fc']" in done.stdout
     assert marker.read_text() == "ran\n"
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "nice"), reason="POSIX priorities")
+def test_the_child_runs_at_a_lower_priority_than_its_parent() -> None:
+    import os
+
+    from napari_topolens.topology.child_process import CHILD_NICENESS, AnalysisProcess
+
+    child = AnalysisProcess()
+    try:
+        cloud = _pooled("fc", np.random.default_rng(4).normal(size=(40, 3)))
+        drive(child.iter_analyze([cloud], config=AnalysisConfig(**FAST)))  # (it has started)
+        own = os.getpriority(os.PRIO_PROCESS, 0)
+        assert os.getpriority(os.PRIO_PROCESS, child.pid) == min(own + CHILD_NICENESS, 19)
+    finally:
+        child.close()

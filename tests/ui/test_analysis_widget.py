@@ -357,3 +357,43 @@ def test_cancel_while_the_topology_computes_ends_its_child_process(digits, qtbot
     wait_for(qtbot, worker, timeout=60_000)
     qtbot.waitUntil(lambda: not computing[0].alive, timeout=10_000)
     assert widget.analysis is None and "Cancelled" in widget.status.value
+
+
+def test_a_run_extracts_with_a_core_left_for_the_viewer_and_puts_torch_back(
+    digits, qtbot, monkeypatch
+):
+    """torch's default is a thread per core: the viewer's main thread then got a third of
+    a core on two. A run leaves one core (the machine's count is set here, whatever it
+    is), and the user's own thread count comes back after it."""
+    import os
+
+    import torch
+
+    import napari_topolens.pipeline.run as run_module
+
+    _viewer, widget, _images = digits
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    before = torch.get_num_threads()
+    torch.set_num_threads(4)
+    seen: list[int] = []
+    real = run_module.iter_extract_activations
+
+    def spy(*args, **kwargs):  # what the extraction sees when it runs, in the worker
+        steps = real(*args, **kwargs)
+
+        def extracting():
+            seen.append(torch.get_num_threads())
+            return (yield from steps)
+
+        return extracting()
+
+    monkeypatch.setattr(run_module, "iter_extract_activations", spy)
+    try:
+        widget.module_tree.set_checked(["fc1"])
+        worker = widget.run()
+        assert worker is not None, widget.status.value
+        wait_for(qtbot, worker, timeout=60_000)
+        assert widget.analysis is not None, widget.status.value
+        assert seen == [3] and torch.get_num_threads() == 4
+    finally:
+        torch.set_num_threads(before)

@@ -60,6 +60,11 @@ __all__ = [
 POLL_S = 0.2
 #: Children kept started and idle for the next analysis (one is what a viewer needs).
 MAX_IDLE = 1
+#: How much lower the child's priority is than this process's (POSIX ``nice``): the child
+#: starts while activations are extracted and then computes beside the viewer; where
+#: they want the same core, the viewer's repaints go first. On an idle core it changes
+#: nothing.
+CHILD_NICENESS = 5
 #: What the child runs.
 CHILD_CODE = "from napari_topolens.topology.child_process import serve; serve()"
 
@@ -75,6 +80,9 @@ class AnalysisProcessError(Exception):
 # ---- the child ------------------------------------------------------------------------
 def serve() -> None:
     """The child's loop: clouds in, then an analysis request; progress and the analysis out."""
+    if hasattr(os, "nice"):  # the viewer's threads first, where both want a core
+        with contextlib.suppress(OSError):
+            os.nice(CHILD_NICENESS)
     requests = sys.stdin.buffer
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     try:

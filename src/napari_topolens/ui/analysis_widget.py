@@ -116,6 +116,7 @@ from .widget_parts import (
     MARKED_IMAGES,
     WHICH_IMAGES,
     ProgressWorker,
+    a_core_left_for_the_viewer,
     check_one_stack_axis,
     current_stack_index,
     elided_label,
@@ -1144,7 +1145,8 @@ def _analysis_work(steps: Generator[Progress, None, Analysis]) -> Callable[[], A
     """
 
     def work() -> Generator[Any, None, Analysis]:
-        analysis = yield from steps
+        with a_core_left_for_the_viewer():
+            analysis = yield from steps
         yield Progress(1.0, "laying out the views")
         request = _ShowRequest(analysis, mapper_layouts(analysis))
         yield request  # the main thread starts adding the layers

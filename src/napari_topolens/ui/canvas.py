@@ -838,6 +838,9 @@ def _quiet_qt_viewer(qt_viewer_class: Any, model: Any) -> Any:
 
 
 _CANVASES = PerViewer()
+#: The wait between making a canvas and docking it (ms; ``make_canvas_in_turns``): long
+#: enough for the event loop to turn in between (a 0 ms timer ran in the same turn).
+DOCK_AFTER_MS = 50
 #: What makes the explorer bar of a new canvas (one entry, set by ``ui.explorer_widget``
 #: when it is imported: the explorer acts through the modules above this one).
 _BAR_FACTORY: list[Callable[[Any], Any]] = []
@@ -895,7 +898,7 @@ def make_canvas_in_turns(viewer: Any, then: Callable[[TopologyCanvas], None]) ->
         if canvas is not None and canvas.is_open():
             then(canvas_for(viewer))
 
-    QTimer.singleShot(0, dock)
+    QTimer.singleShot(DOCK_AFTER_MS, dock)
 
 
 def _new_canvas(viewer: Any) -> TopologyCanvas:
