@@ -85,14 +85,10 @@ class GlyphWarmer:
         #: The characters drawn so far, in order.
         self.drawn: list[str] = []
 
-    def start(self, *, now: bool = False) -> GlyphWarmer:
-        """Draw the first characters ``now`` (for the next repaint), or after a wait."""
+    def start(self) -> GlyphWarmer:
         from qtpy.QtCore import QTimer
 
-        if now:
-            self._step()
-        else:
-            QTimer.singleShot(WAIT_MS, self._step)
+        QTimer.singleShot(WAIT_MS, self._step)
         return self
 
     def _text_overlay(self) -> Any:
@@ -157,25 +153,19 @@ class GlyphWarmer:
 
 
 def warm_glyphs(
-    model: Any,
-    alive: Callable[[], bool],
-    chars: str = WARM_CHARS,
-    *,
-    while_empty: bool = True,
-    now: bool = False,
+    model: Any, alive: Callable[[], bool], chars: str = WARM_CHARS, *, while_empty: bool = True
 ) -> GlyphWarmer:
     """Start loading the glyphs of the canvas of ``model`` (see the module docstring).
 
     ``model``: the topology canvas's model, or a viewer (one a saved analysis is opened
     in: its gallery's title is drawn in its canvas); ``chars``: those to load, the most
     needed first; ``while_empty``: stop once a layer is in (else only when ``alive()``
-    says so); ``now``: its first characters put in the overlay at once, for the next
-    repaint (the caller's turn then does nothing else long).
+    says so).
     """
     warmer = _WARMERS[model] = GlyphWarmer(
         weakref.ref(model), alive, chars, while_empty=while_empty
     )
-    return warmer.start(now=now)
+    return warmer.start()
 
 
 def warm_viewer_glyphs(

@@ -245,7 +245,7 @@ def _show_loaded(
         # the gallery's title is the first text an empty viewer draws: its glyphs
         # loaded once the views are drawn and the images are in (before, each of its
         # turns repainted the viewer inside napari's ``open`` and beside the views' first
-        # paints), the first of them in a turn of the show's own
+        # paints; started with the images' add, its first text shared their turn)
         warm = (lambda: _warm_gallery_title(target, key)) if empty_at_read else None
         reserved[1] = show_read(target, images, ahead, views_shown=warm)
         if reserved[1] is None:  # its analysis shown meanwhile: the layer only
@@ -394,9 +394,7 @@ def _warm_gallery_title(viewer: Any, key: str) -> None:
     loaded a few per turn once the views are shown, while the images are added, not all
     in the turn that adds the gallery (about 10 ms each)."""
     ref = viewer_ref(viewer)
-    warm_glyphs(
-        viewer, lambda: _no_gallery_text_yet(ref()), gallery_title(key), while_empty=False, now=True
-    )
+    warm_glyphs(viewer, lambda: _no_gallery_text_yet(ref()), gallery_title(key), while_empty=False)
 
 
 def _no_gallery_text_yet(viewer: Any) -> bool:

@@ -342,8 +342,8 @@ def _after_views_steps(
     viewer: Any, images: Any, shown: list[Any], views_shown: Callable[[], Any] | None
 ) -> Generator[Any, Any, None]:
     """A reopen's show once its views are drawn: the reader's images layer (made in its
-    worker) added, then ``views_shown()`` called, each in a turn of its own (it may draw:
-    the gallery title's first glyphs, ``io.show``)."""
+    worker) added, then ``views_shown()`` called, each in a turn of its own (it starts
+    the gallery title's glyphs, ``io``: their first text is the image viewer's first)."""
     if images is not None and images not in viewer.layers:
         yield from _add_reader_images(viewer, images)
         shown.append(images)  # (not in ``added``: a cancel keeps it)
