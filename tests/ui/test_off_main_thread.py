@@ -589,6 +589,33 @@ def test_a_reopen_into_an_empty_viewer_makes_its_sliders_a_turn_before_its_image
     assert warm_at and warm_at[0] > turn
 
 
+def test_a_reopens_gallery_text_comes_after_its_titles_glyphs_are_drawn(
+    make_napari_viewer, qtbot, digits, tmp_path
+):
+    # the gallery title's characters, drawn ahead a few per turn in an empty viewer, are
+    # all drawn before the show adds the gallery's text (else the turn that adds it drew
+    # the rest: about 10 ms each)
+    from napari_topolens.ui.glyphs import warmer_of
+    from napari_topolens.ui.image_layers import gallery_title
+
+    _images, analysis = digits
+    folder = analysis.save(tmp_path / "run.topolens")
+    viewer = make_napari_viewer()
+    seen: list[tuple[bool, list[str]] | None] = []
+
+    def inserted(event):
+        if (event.value.metadata.get("topolens") or {}).get("view") == "gallery_text":
+            warmer = warmer_of(viewer)
+            seen.append(None if warmer is None else (warmer.done, list(warmer.drawn)))
+
+    viewer.layers.events.inserted.connect(inserted)
+    viewer.open(str(folder), plugin="napari-topolens")
+    qtbot.waitUntil(lambda: len(find_layers(viewer, view="gallery_text")) == 1, timeout=120_000)
+    assert seen and seen[0] is not None
+    done, drawn = seen[0]
+    assert done and drawn == list(dict.fromkeys(gallery_title("run")))
+
+
 def test_a_reopens_views_wait_for_the_canvass_first_text(
     make_napari_viewer, qtbot, digits, tmp_path, monkeypatch
 ):

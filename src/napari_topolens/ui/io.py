@@ -39,7 +39,7 @@ from ..topology.store import is_analysis_dir, load_analysis, open_plain_file
 from . import explorer_widget  # noqa: F401  (a reopened analysis's views get the explorer bar)
 from .canvas import TopologyCanvas, canvas_for, existing_canvas
 from .drift_view import has_variants
-from .glyphs import warm_glyphs, warmer_of
+from .glyphs import GlyphWarmer, warm_glyphs, warmer_of
 from .image_layers import gallery_title
 from .layer_update import create_layer
 from .mapper_nodes import analysis_predictions
@@ -389,12 +389,15 @@ def _after_first_text(canvas: TopologyCanvas, go: Callable[[], Any]) -> None:
 FIRST_TEXT_POLL_MS = 10
 
 
-def _warm_gallery_title(viewer: Any, key: str) -> None:
+def _warm_gallery_title(viewer: Any, key: str) -> GlyphWarmer:
     """The first text an empty viewer draws is the gallery's title: its characters
-    loaded a few per turn once the views are shown, while the images are added, not all
-    in the turn that adds the gallery (about 10 ms each)."""
+    loaded a few per turn once the views are shown and the images are in, before the
+    show adds the gallery (it waits for the warmer returned), not all in the turn that
+    adds the gallery's text (about 10 ms each)."""
     ref = viewer_ref(viewer)
-    warm_glyphs(viewer, lambda: _no_gallery_text_yet(ref()), gallery_title(key), while_empty=False)
+    return warm_glyphs(
+        viewer, lambda: _no_gallery_text_yet(ref()), gallery_title(key), while_empty=False
+    )
 
 
 def _no_gallery_text_yet(viewer: Any) -> bool:

@@ -342,15 +342,19 @@ def _after_views_steps(
     viewer: Any, images: Any, shown: list[Any], views_shown: Callable[[], Any] | None
 ) -> Generator[Any, Any, None]:
     """A reopen's show once its views are drawn: the reader's images layer (made in its
-    worker) added, then ``views_shown()`` called, each in a turn of its own (it starts
-    the gallery title's glyphs, ``io``: their first text is the image viewer's first)."""
+    worker) added, then ``views_shown()`` called, each in a turn of its own. What it
+    returns, if it has a ``done`` flag (``io``: the gallery title's glyph warmer, a few
+    characters a turn), is waited for: the gallery's text, added next, then draws no
+    new glyph in the turn that adds it."""
     if images is not None and images not in viewer.layers:
         yield from _add_reader_images(viewer, images)
         shown.append(images)  # (not in ``added``: a cancel keeps it)
         yield PAINT
     if views_shown is not None:
-        views_shown()
+        started = views_shown()
         yield PAINT
+        while not getattr(started, "done", True):
+            yield PAINT
 
 
 def _add_reader_images(viewer: Any, layer: Any) -> Generator[Any, Any, None]:
