@@ -526,6 +526,124 @@ def test_an_empty_viewer_draws_its_gallery_titles_characters_ahead_once_the_view
     qtbot.waitUntil(lambda: len(find_layers(viewer, view="gallery_text")) == 1, timeout=120_000)
 
 
+class TurnCounter:
+    """Counts the event loop's turns: a 1 ms timer's ticks (two records with the same
+    count were made in one turn)."""
+
+    def __init__(self) -> None:
+        from qtpy.QtCore import QTimer
+
+        self.turns = 0
+        self.timer = QTimer()
+        self.timer.setInterval(1)
+        self.timer.timeout.connect(self._tick)
+        self.timer.start()
+
+    def _tick(self) -> None:
+        self.turns += 1
+
+
+def test_a_reopen_into_an_empty_viewer_makes_its_sliders_a_turn_before_its_images_layer(
+    make_napari_viewer, qtbot, digits, tmp_path, monkeypatch
+):
+    # adding the images layer to an empty viewer is one long stretch of napari's work (its
+    # sliders made and shown, its layer controls shown as the active layer's): the sliders
+    # come a turn before (napari's dims given the layer's axes and middle step), the layer
+    # comes in unselected and is the active layer once the show ends; the gallery title's
+    # glyphs start after it, in a turn of their own
+    _images, analysis = digits
+    folder = analysis.save(tmp_path / "run.topolens")
+    viewer = make_napari_viewer()
+    counter = TurnCounter()
+    ndim_at: list[int] = []
+    viewer.dims.events.ndim.connect(lambda _e: ndim_at.append(counter.turns))
+    inserted_at: list[tuple[int, int, tuple[int, ...]]] = []
+
+    def inserted(event):
+        if (event.value.metadata.get("topolens") or {}).get("view") == "images":
+            inserted_at.append((counter.turns, viewer.dims.ndim, tuple(viewer.dims.current_step)))
+
+    viewer.layers.events.inserted.connect(inserted)
+    actives: list[tuple[int, object]] = []
+    viewer.layers.selection.events.active.connect(
+        lambda event: actives.append((counter.turns, event.value))
+    )
+    warm_at: list[int] = []
+    warm = io_module.warm_glyphs
+
+    def spied(*args, **kwargs):
+        warm_at.append(counter.turns)
+        return warm(*args, **kwargs)
+
+    monkeypatch.setattr(io_module, "warm_glyphs", spied)
+    viewer.open(str(folder), plugin="napari-topolens")
+    qtbot.waitUntil(lambda: len(find_layers(viewer, view="gallery")) == 1, timeout=120_000)
+    (images,) = find_layers(viewer, view="images")
+    qtbot.waitUntil(lambda: viewer.layers.selection.active is images, timeout=120_000)
+    counter.timer.stop()
+    ((turn, ndim, step),) = inserted_at
+    assert ndim_at and ndim_at[0] < turn and ndim == images.ndim == 3
+    assert step == tuple(viewer.dims.current_step)  # the middle image, as napari sets it
+    assert not [active for at, active in actives if at == turn]  # not made active there
+    assert actives[-1][1] is images
+    assert warm_at and warm_at[0] > turn
+
+
+def test_a_reopens_gallery_text_comes_after_its_titles_glyphs_are_drawn(
+    make_napari_viewer, qtbot, digits, tmp_path
+):
+    # the gallery title's characters, drawn ahead a few per turn in an empty viewer, are
+    # all drawn before the show adds the gallery's text (else the turn that adds it drew
+    # the rest: about 10 ms each)
+    from napari_topolens.ui.glyphs import warmer_of
+    from napari_topolens.ui.image_layers import gallery_title
+
+    _images, analysis = digits
+    folder = analysis.save(tmp_path / "run.topolens")
+    viewer = make_napari_viewer()
+    seen: list[tuple[bool, list[str]] | None] = []
+
+    def inserted(event):
+        if (event.value.metadata.get("topolens") or {}).get("view") == "gallery_text":
+            warmer = warmer_of(viewer)
+            seen.append(None if warmer is None else (warmer.done, list(warmer.drawn)))
+
+    viewer.layers.events.inserted.connect(inserted)
+    viewer.open(str(folder), plugin="napari-topolens")
+    qtbot.waitUntil(lambda: len(find_layers(viewer, view="gallery_text")) == 1, timeout=120_000)
+    assert seen and seen[0] is not None
+    done, drawn = seen[0]
+    assert done and drawn == list(dict.fromkeys(gallery_title("run")))
+
+
+def test_a_reopens_views_wait_for_the_canvass_first_text(
+    make_napari_viewer, qtbot, digits, tmp_path, monkeypatch
+):
+    # a canvas's first text (its glyph warmer's first character) builds the text's shaders
+    # and loads the glyphs its layout measures with: the reopened views come after that
+    # text was drawn (the warmer's next step), not in the same turn, even when the file
+    # was read before it (here the warmer is slowed down)
+    from napari_topolens.ui import glyphs
+    from napari_topolens.ui.glyphs import warmer_of
+
+    monkeypatch.setattr(glyphs, "WAIT_MS", 1500)
+    _images, analysis = digits
+    folder = analysis.save(tmp_path / "run.topolens")
+    drawn_at_put: list[int] = []
+    put = show_module._put
+
+    def spied(canvas, *args, **kwargs):
+        warmer = warmer_of(canvas.model)
+        drawn_at_put.append(-1 if warmer is None else len(warmer.drawn))
+        return put(canvas, *args, **kwargs)
+
+    monkeypatch.setattr(show_module, "_put", spied)
+    viewer = make_napari_viewer()
+    viewer.open(str(folder), plugin="napari-topolens")
+    qtbot.waitUntil(lambda: len(find_layers(viewer, view="gallery")) == 1, timeout=120_000)
+    assert drawn_at_put and drawn_at_put[0] > 1
+
+
 def test_the_reader_makes_no_canvas_inside_napari_open_even_when_its_timer_is_due_there(
     make_napari_viewer, qtbot, digits, tmp_path, monkeypatch
 ):

@@ -46,6 +46,7 @@ __all__ = [
     "close_canvases",
     "existing_canvas",
     "hover_text",
+    "insert_unselected",
     "set_bar_factory",
 ]
 
@@ -628,7 +629,7 @@ class TopologyCanvas(QWidget):
                 if known.metadata.get("topolens", {}).get("view") in ("panel_text", "panel_values")
             ]
             index = min(text) if text else len(layers)
-        _insert_unselected(layers, index, layer)
+        insert_unselected(layers, index, layer)
         track_drawing(layer)  # from now on: shown unchanged, it is not sent again
         return layer
 
@@ -797,7 +798,7 @@ def hover_text(entry: ShownAnalysis, view: str, layer: Any, position: tuple[floa
     return ""
 
 
-def _insert_unselected(layers: Any, index: int, layer: Any) -> None:
+def insert_unselected(layers: Any, index: int, layer: Any) -> None:
     """Insert a view layer into the canvas's layer list, leaving no layer selected.
 
     No active layer: napari's layer key bindings (Delete, modes) then have no target.

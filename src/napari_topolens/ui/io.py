@@ -39,7 +39,7 @@ from ..topology.store import is_analysis_dir, load_analysis, open_plain_file
 from . import explorer_widget  # noqa: F401  (a reopened analysis's views get the explorer bar)
 from .canvas import TopologyCanvas, canvas_for, existing_canvas
 from .drift_view import has_variants
-from .glyphs import warm_glyphs
+from .glyphs import GlyphWarmer, warm_glyphs, warmer_of
 from .image_layers import gallery_title
 from .layer_update import create_layer
 from .mapper_nodes import analysis_predictions
@@ -243,8 +243,9 @@ def _show_loaded(
         # its views first; the show adds the images layer once they are drawn (adding
         # it is a long stretch of napari's main-thread work, and so is drawing it)
         # the gallery's title is the first text an empty viewer draws: its glyphs
-        # loaded once the views are drawn (before, each of its turns repainted the
-        # viewer inside napari's ``open`` and beside the views' first paints)
+        # loaded once the views are drawn and the images are in (before, each of its
+        # turns repainted the viewer inside napari's ``open`` and beside the views' first
+        # paints; started with the images' add, its first text shared their turn)
         warm = (lambda: _warm_gallery_title(target, key)) if empty_at_read else None
         reserved[1] = show_read(target, images, ahead, views_shown=warm)
         if reserved[1] is None:  # its analysis shown meanwhile: the layer only
@@ -255,12 +256,11 @@ def _show_loaded(
     def canvas_then_show() -> None:
         if ref() is not target:
             return
-        if existing_canvas(target) is None:
-            canvas_for(target)
+        canvas = canvas_for(target)
         # in a turn of its own: the canvas is a long stretch of napari's main-thread
         # work (made just now, or by a timer that Qt may have run in the same pass of
-        # its event loop as this)
-        QTimer.singleShot(1, lambda: after_open(show))
+        # its event loop as this); and after its first text (see _after_first_text)
+        QTimer.singleShot(1, lambda: _after_first_text(canvas, lambda: after_open(show)))
 
     after_open(canvas_then_show)
 
@@ -366,12 +366,38 @@ def after_open(fn: Callable[[], Any]) -> None:
 OPEN_RETRY_MS = 10
 
 
-def _warm_gallery_title(viewer: Any, key: str) -> None:
+def _after_first_text(canvas: TopologyCanvas, go: Callable[[], Any]) -> None:
+    """Run ``go`` once the canvas's first text is drawn: its glyph warmer's first
+    character, or none to wait for (the warmer done, or never started).
+
+    A canvas's first text builds the text's shaders and loads the glyphs its layout
+    measures with (0.2-0.35 s of the main thread in one turn). The warmer draws it soon
+    after the canvas is made; the reader's file is often read by then, and the show's
+    first views, drawn in the same turn as that text, made a stall of both. The warmer's
+    second step comes a turn after that text's repaint: the show starts then.
+    """
+    from qtpy.QtCore import QTimer
+
+    warmer = warmer_of(canvas.model)
+    if warmer is None or warmer.done or len(warmer.drawn) > 1 or not canvas.is_open():
+        go()
+    else:
+        QTimer.singleShot(FIRST_TEXT_POLL_MS, lambda: _after_first_text(canvas, go))
+
+
+#: How often the reader's show looks whether the canvas's first text is drawn (ms).
+FIRST_TEXT_POLL_MS = 10
+
+
+def _warm_gallery_title(viewer: Any, key: str) -> GlyphWarmer:
     """The first text an empty viewer draws is the gallery's title: its characters
-    loaded a few per turn once the views are shown, while the images are added, not all
-    in the turn that adds the gallery (about 10 ms each)."""
+    loaded a few per turn once the views are shown and the images are in, before the
+    show adds the gallery (it waits for the warmer returned), not all in the turn that
+    adds the gallery's text (about 10 ms each)."""
     ref = viewer_ref(viewer)
-    warm_glyphs(viewer, lambda: _no_gallery_text_yet(ref()), gallery_title(key), while_empty=False)
+    return warm_glyphs(
+        viewer, lambda: _no_gallery_text_yet(ref()), gallery_title(key), while_empty=False
+    )
 
 
 def _no_gallery_text_yet(viewer: Any) -> bool:

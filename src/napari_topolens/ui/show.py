@@ -36,7 +36,7 @@ from ..errors import LayerError, TopoLensError
 from ..topology.results import Analysis
 from . import collector
 from . import view_data as vd
-from .canvas import TopologyCanvas, canvas_for, existing_canvas
+from .canvas import TopologyCanvas, canvas_for, existing_canvas, insert_unselected
 from .layer_update import add_keeping_selection, create_layer, set_visible, update_layer
 from .links import links_for
 from .selection_gallery import gallery_spot
@@ -257,7 +257,8 @@ def show_steps(
     layer itself when it is not in the viewer yet, the overlay and the gallery.
     Otherwise the image side comes first (a run's images are on screen already).
     ``ahead``: the first views made already (:func:`prepare_views_ahead`), used if
-    they fit. ``views_shown()``: called once the views are drawn (``views_first``).
+    they fit. ``views_shown()``: called once the views are drawn and the images layer is
+    in (``views_first``), in a turn of its own.
     """
     layer_name = _check(analysis, layer_name, color_by)
     state = state_for(viewer)
@@ -281,13 +282,8 @@ def show_steps(
     yield None
     if views_first:
         yield from _views_shown_steps(canvas, entry, first)
-        if views_shown is not None:
-            views_shown()
+        yield from _after_views_steps(viewer, entry.image_layer, shown, views_shown)
         if entry.image_layer is not None:
-            if entry.image_layer not in viewer.layers:  # the reader's, made in its worker
-                viewer.add_layer(entry.image_layer)
-                shown.append(entry.image_layer)  # (not in ``added``: a cancel keeps it)
-                yield None
             yield from _image_side_steps(viewer, entry, bool(reuse), added, shown)
     links.wire(entry)
     yield None
@@ -342,6 +338,56 @@ def _add_images_layer(
     shown.append(image_layer)
     yield None
     return image_layer
+
+
+def _after_views_steps(
+    viewer: Any, images: Any, shown: list[Any], views_shown: Callable[[], Any] | None
+) -> Generator[Any, Any, None]:
+    """A reopen's show once its views are drawn: the reader's images layer (made in its
+    worker) added, then ``views_shown()`` called, each in a turn of its own. What it
+    returns, if it has a ``done`` flag (``io``: the gallery title's glyph warmer, a few
+    characters a turn), is waited for: the gallery's text, added next, then draws no
+    new glyph in the turn that adds it."""
+    if images is not None and images not in viewer.layers:
+        yield from _add_reader_images(viewer, images)
+        shown.append(images)  # (not in ``added``: a cancel keeps it)
+        yield PAINT
+    if views_shown is not None:
+        started = views_shown()
+        yield PAINT
+        while not getattr(started, "done", True):
+            yield PAINT
+
+
+def _add_reader_images(viewer: Any, layer: Any) -> Generator[Any, Any, None]:
+    """Add the reader's images layer in two turns (a reopen's show, after its views).
+
+    Added to an empty viewer, it is one long stretch of napari's main-thread work: the
+    sliders of its axes made and shown (which resizes and repaints the image canvas at
+    once), its layer controls, and those controls shown as the active layer's. In an
+    empty viewer the sliders come first, in a turn of their own: napari's dims given the
+    layer's axes, ranges and middle step, as adding it sets them; the layer then comes
+    in unselected, like the canvas's views (the show makes it the active layer in its
+    last step, ``_finish_show``, as before). A viewer with layers: napari's own add.
+    """
+    layers = viewer.layers
+    if len(layers):
+        viewer.add_layer(layer)
+        return
+    dims, extent = viewer.dims, layer.extent
+    dims.ndim = int(layer.ndim)
+    for axis in range(int(layer.ndim) - 2):  # (the displayed two have no slider)
+        dims.set_range(
+            axis, (float(extent.world[0][axis]), float(extent.world[1][axis]), extent.step[axis])
+        )
+    dims.current_step = tuple(int((steps - 1) / 2) for steps in dims.nsteps)
+    yield PAINT
+    if layer in layers:  # (added meanwhile)
+        return
+    if len(layers.selection) or layers.selection.active is not None:
+        viewer.add_layer(layer)  # (a layer selected meanwhile: napari's own add)
+    else:
+        insert_unselected(layers, len(layers), layer)
 
 
 def _image_side_steps(
