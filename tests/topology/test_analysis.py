@@ -642,3 +642,25 @@ def test_the_child_runs_at_a_lower_priority_than_its_parent() -> None:
         assert os.getpriority(os.PRIO_PROCESS, child.pid) == min(own + CHILD_NICENESS, 19)
     finally:
         child.close()
+
+
+@pytest.mark.skipif(not hasattr(__import__("signal"), "SIGSTOP"), reason="POSIX signals")
+def test_ending_a_child_in_a_long_step_does_not_wait_for_that_step(labels: np.ndarray) -> None:
+    """Cancel ends the child at once, not at its next answer (a step can take minutes)."""
+    import os
+    import signal
+    import time
+
+    from napari_topolens.topology.child_process import AnalysisProcess
+
+    rng = np.random.default_rng(5)
+    big = {"wide": _pooled("wide", rng.normal(size=(N_IMAGES, 6)).astype(np.float32))}
+    child = AnalysisProcess()
+    slow = AnalysisConfig(**{**FAST, "h1_max_points": N_IMAGES, "phdim_start": 30})
+    steps = child.iter_analyze(big, labels, config=slow)
+    while next(steps).fraction == 0.0:  # until the child computes
+        pass
+    os.kill(child.pid, signal.SIGSTOP)  # a step that never answers
+    began = time.perf_counter()
+    steps.close()
+    assert time.perf_counter() - began < 5.0 and not child.alive

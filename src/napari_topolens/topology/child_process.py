@@ -148,11 +148,11 @@ def _read_answers(stream: IO[bytes], answers: queue.Queue) -> None:
 
 
 def _end(process: subprocess.Popen) -> None:
-    """End a child, whatever it is doing; safe to call twice."""
-    for stream in (process.stdin, process.stdout):
-        with contextlib.suppress(OSError):
-            if stream is not None:
-                stream.close()
+    """End a child, whatever it is doing; safe to call twice.
+
+    Ended before its pipes are closed: closing the answers' pipe waits for the reader
+    thread's read, which a computing child would answer only at its next step.
+    """
     if process.poll() is None:
         process.terminate()
         try:
@@ -160,6 +160,10 @@ def _end(process: subprocess.Popen) -> None:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(2.0)
+    for stream in (process.stdin, process.stdout):
+        with contextlib.suppress(OSError, ValueError):
+            if stream is not None:
+                stream.close()
 
 
 class AnalysisProcess:
