@@ -123,3 +123,26 @@ def test_a_runtime_error_of_the_work_reaches_on_error_and_on_finished(qtbot):
     assert len(errors) == 1 and isinstance(errors[0], WorkFailed)
     assert isinstance(errors[0].__cause__, RuntimeError)
     assert report_error(errors[0]) == "RuntimeError: CUDA out of memory"
+
+
+def test_torch_threads_are_put_back_unless_changed_meanwhile(monkeypatch):
+    """A run leaves a core for the viewer; its end puts the count back, but not over a
+    count someone set meanwhile (the user in the console, another run's end)."""
+    import os
+
+    import torch
+
+    from napari_topolens.ui.widget_parts import a_core_left_for_the_viewer
+
+    monkeypatch.setattr(os, "cpu_count", lambda: 4)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(4)
+        with a_core_left_for_the_viewer():
+            assert torch.get_num_threads() == 3
+        assert torch.get_num_threads() == 4
+        with a_core_left_for_the_viewer():
+            torch.set_num_threads(2)  # the user's own choice, while the run works
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

@@ -297,31 +297,27 @@ def _check_mask_bytes(n_bytes: int, max_bytes: int, what: str, name: str) -> Non
 
 # ---- workers' threads -----------------------------------------------------------------
 _TORCH_THREADS_LOCK = threading.Lock()
-#: Runs that hold torch's thread count down, and the count to put back after the last.
-_TORCH_THREADS_HELD: list[int] = [0, 0]
 
 
 @contextlib.contextmanager
 def a_core_left_for_the_viewer() -> Iterator[None]:
     """torch's intra-op threads one fewer than the machine's cores while a widget's run
     extracts: with one per core (torch's default), the viewer's main thread got a third
-    of a core on two, and each repaint took three times its CPU. The user's own count
-    is put back when the last such run ends."""
+    of a core on two, and each repaint took three times its CPU. The count found is put
+    back at the end unless someone (the user, another run) changed it meanwhile."""
     import torch
 
     with _TORCH_THREADS_LOCK:
-        if _TORCH_THREADS_HELD[0] == 0:
-            _TORCH_THREADS_HELD[1] = torch.get_num_threads()
-            cores = os.cpu_count() or 1
-            torch.set_num_threads(max(1, min(_TORCH_THREADS_HELD[1], cores - 1)))
-        _TORCH_THREADS_HELD[0] += 1
+        found = torch.get_num_threads()
+        wanted = max(1, min(found, (os.cpu_count() or 1) - 1))
+        if wanted != found:
+            torch.set_num_threads(wanted)
     try:
         yield
     finally:
         with _TORCH_THREADS_LOCK:
-            _TORCH_THREADS_HELD[0] -= 1
-            if _TORCH_THREADS_HELD[0] == 0:
-                torch.set_num_threads(_TORCH_THREADS_HELD[1])
+            if wanted != found and torch.get_num_threads() == wanted:
+                torch.set_num_threads(found)
 
 
 # ---- errors ------------------------------------------------------------------------
