@@ -303,8 +303,9 @@ _TORCH_THREADS_LOCK = threading.Lock()
 def a_core_left_for_the_viewer() -> Iterator[None]:
     """torch's intra-op threads one fewer than the machine's cores while a widget's run
     extracts: with one per core (torch's default), the viewer's main thread got a third
-    of a core on two, and each repaint took three times its CPU. The count found is put
-    back at the end unless someone (the user, another run) changed it meanwhile."""
+    of a core on two, and each repaint took three times its CPU. Entered in the worker
+    thread that runs torch (with OpenMP, torch's count is the calling thread's); the
+    count found is put back at the end unless someone changed it meanwhile."""
     import torch
 
     with _TORCH_THREADS_LOCK:
