@@ -10,7 +10,8 @@ import pytest
 
 from napari_topolens import load_sample, run_variants
 from napari_topolens.ui import view_data as vd
-from napari_topolens.ui.canvas import READOUT_HINT, existing_canvas
+from napari_topolens.ui.canvas import EMPTY_HINT, READOUT_HINT, existing_canvas
+from napari_topolens.ui.glyphs import viewer_warmer_of, warmer_of
 from napari_topolens.ui.state import state_for
 from napari_topolens.ui.views import show_analysis, show_variants
 
@@ -88,6 +89,43 @@ def test_the_window_fits_a_laptop_screen_with_variants(laptop, qtbot):
     settle(qtbot)
     assert fits(window), window.minimumSizeHint()
     assert (window.width(), window.height()) == SCREEN
+
+
+def test_the_views_dock_comes_with_the_analysis_widget_and_run_stays_in_sight(
+    make_napari_viewer, qtbot
+):
+    # a canvas's first text (text shaders, glyph atlas: a few hundred ms of the main thread
+    # in one paint) is drawn when the widget opens, not while a run computes; the form
+    # scrolls above Run and the status, which stay in sight with the views dock below
+    viewer = make_napari_viewer(show=True)
+    viewer.window.resize(*SCREEN)
+    viewer.open_sample("napari-topolens", "digits")
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-topolens", "Topology analysis")
+    assert existing_canvas(viewer) is None  # not inside napari's docking: after it
+    qtbot.waitUntil(lambda: getattr(existing_canvas(viewer), "docked", False), timeout=20_000)
+    canvas = existing_canvas(viewer)
+    assert viewer.window.dock_widgets["Topology views"] is canvas
+    qtbot.waitUntil(lambda: bool(getattr(warmer_of(canvas.model), "drawn", None)), timeout=20_000)
+    qtbot.waitUntil(lambda: viewer_warmer_of(viewer) is not None, timeout=20_000)
+    assert EMPTY_HINT in canvas.legend.text()
+    assert len(state_for(viewer)) == 0 and widget.analysis is None
+    settle(qtbot)
+    window = widget.window()
+    assert fits(window), window.minimumSizeHint()
+    assert (window.width(), window.height()) == SCREEN
+    for part in (widget.run_button.native, widget.status.native, canvas.qt_viewer, canvas.picker):
+        assert part.isVisible() and not part.visibleRegion().isEmpty(), part
+    assert not widget.parentWidget().geometry().intersects(canvas.parentWidget().geometry())
+
+
+def test_an_analysis_widget_never_shown_makes_no_views_dock(make_napari_viewer, qtbot):
+    from napari_topolens.ui import analysis_widget
+
+    viewer = make_napari_viewer()
+    widget = analysis_widget.AnalysisWidget(viewer)  # made in code, not docked: no dock below it
+    qtbot.wait(2 * analysis_widget.CANVAS_AFTER_OPEN_MS)
+    assert existing_canvas(viewer) is None
+    widget.close()
 
 
 @pytest.mark.slow

@@ -37,6 +37,7 @@ they end up in ``analysis.variants``.
 from __future__ import annotations
 
 import time
+import weakref
 from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -147,6 +148,13 @@ __all__ = [
 #: When Run makes the views dock (ms after it returns): a turn of its own, once the
 #: worker has started.
 CANVAS_AFTER_RUN_MS = 150
+#: When the widget makes the views dock after napari has docked it (ms): a canvas's
+#: first text (its text shaders and glyph atlas: 0.25-0.35 s of the main thread in one
+#: paint with software OpenGL, not split through napari's public API) and the image
+#: viewer's are drawn while the user fills the form, not while a run computes.
+CANVAS_AFTER_OPEN_MS = 400
+#: The open form's share of the dock column (the views dock below keeps the rest).
+FORM_SHARE = 0.55
 #: The provenance's ``source`` of an analysis made here.
 FRONT_END = "napari-topolens analysis widget"
 #: Sampling used when a single image is analysed (one point per image cannot make a shape).
@@ -200,6 +208,25 @@ class AnalysisWidget(QWidget):
         self._on_sampling_changed()
         self._on_input_scale_changed()
         self.model_chooser.choose_added_model(self.image_layer.value)
+        QTimer.singleShot(CANVAS_AFTER_OPEN_MS, self._make_canvas_on_open)
+
+    def _make_canvas_on_open(self) -> None:
+        """The views dock, below the form, with its text and the image viewer's drawn
+        ahead (see :data:`CANVAS_AFTER_OPEN_MS`); a run started meanwhile makes it."""
+        if self._job is not None or not self.isVisible():
+            return  # running (it makes the dock), or not docked (made in code, closed)
+        widget = weakref.ref(self)
+
+        def warm_viewer(canvas: Any) -> None:
+            warm_viewer_glyphs(
+                self._viewer,
+                after=warmer_of(canvas.model),
+                while_=lambda: widget() is not None,
+            )
+            if not self.form_folded:  # the form keeps most of the column
+                self._give_height(FORM_SHARE)
+
+        make_canvas_in_turns(self._viewer, then=warm_viewer)
 
     # ---- the form's parts -------------------------------------------------------------
     def _make_image_choice(self) -> list[Widget]:
@@ -424,21 +451,33 @@ class AnalysisWidget(QWidget):
         self.variants_section.addWidget(self.variant_form)
         form.addWidget(self.variants_section)
         layout.addWidget(self.form)
-        buttons = QHBoxLayout()
-        buttons.addWidget(self.run_button.native)
-        buttons.addWidget(self.cancel_button.native)
-        buttons.addWidget(self.form_toggle)
-        layout.addLayout(buttons)
-        layout.addWidget(self.progress_bar)
-        layout.addWidget(self.status.native)
         layout.addStretch(1)
         scroll = self._scroll = QScrollArea()
         scroll.setWidgetResizable(True)
         scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         scroll.setWidget(content)
+        # Run, the progress and the status stay in sight below the form, which scrolls
+        # (the views dock below takes part of a laptop's column from the start)
+        controls = QWidget()
+        pinned = self._pinned_layout = QVBoxLayout(controls)
+        pinned.setContentsMargins(4, 0, 4, 2)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.run_button.native)
+        buttons.addWidget(self.cancel_button.native)
+        buttons.addWidget(self.form_toggle)
+        pinned.addLayout(buttons)
+        pinned.addWidget(self.progress_bar)
+        status_scroll = self._status_scroll = QScrollArea()
+        status_scroll.setWidgetResizable(True)
+        status_scroll.setFrameShape(QScrollArea.Shape.NoFrame)
+        status_scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        status_scroll.setWidget(self.status.native)
+        pinned.addWidget(status_scroll)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
-        outer.addWidget(scroll)
+        outer.setSpacing(0)
+        outer.addWidget(scroll, 1)
+        outer.addWidget(controls)
         self._boxes = (model_box, images_box, params_box)  # keep the magicgui wrappers alive
         for combo in content.findChildren(QComboBox):
             # long choices (layer names, label columns) must not widen the dock past its
@@ -453,6 +492,8 @@ class AnalysisWidget(QWidget):
             combo.setMinimumWidth(8 * combo.fontMetrics().horizontalAdvance("X") + 32)
         self.setMinimumWidth(300)
         self.form_folded = False
+        self._fit_height()
+        self.status.changed.connect(lambda _text: self._fit_height())
 
     # ---- the form folded after Run ------------------------------------------------------
     def fold_form(self, folded: bool) -> None:
@@ -468,33 +509,51 @@ class AnalysisWidget(QWidget):
         self.form_toggle.setText("Settings ▸" if folded else "Settings ▾")
         self._fit_height()
         if not folded:  # room for the form: half the column, the views keep the rest
-            self._give_height(0.55)
+            self._give_height(FORM_SHARE)
 
     #: Status lines a folded form shows at most (more scroll; the views get the height).
     FOLDED_STATUS_LINES = 5
+    #: Status lines the open form's pinned status shows at most (more scroll).
+    OPEN_STATUS_LINES = 6
 
     def _fit_height(self) -> None:
         """Folded: the summary, the buttons, the progress and a few status lines tall (the
-        rest of the status scrolls); open: as tall as the window gives."""
+        rest of the status scrolls); open: as tall as the window gives, the status up to
+        :attr:`OPEN_STATUS_LINES` lines (the form scrolls above it)."""
+        line = self.status.native.fontMetrics().lineSpacing()
         if not self.form_folded:
+            # as tall as the status's lines at this width, at most OPEN_STATUS_LINES
+            viewport = self._status_scroll.viewport()
+            width = max(viewport.width() if viewport is not None else 0, 200)
+            needed = max(self.status.native.heightForWidth(width), line)
+            self._scroll.setMinimumHeight(0)
+            self._status_scroll.setMinimumHeight(line + 8)
+            self._status_scroll.setMaximumHeight(min(needed, self.OPEN_STATUS_LINES * line) + 8)
             self.setMaximumHeight(16777215)  # QWIDGETSIZE_MAX
             self.setMinimumHeight(0)
             return
-        line = self.status.native.fontMetrics().lineSpacing()
-        spacing = max(self._content_layout.spacing(), 0)
-        fixed = (
+        spacing = max(self._pinned_layout.spacing(), 0)
+        summary = (
             2 * self._scroll.frameWidth()
             + sum(self._content_layout.getContentsMargins()[1::2])
             + self.form_summary.sizeHint().height()
+        )
+        self._scroll.setMinimumHeight(summary)
+        fixed = (
+            summary
+            + sum(self._pinned_layout.getContentsMargins()[1::2])
             + self.run_button.native.sizeHint().height()
             + (
                 self.progress_bar.sizeHint().height() + spacing
                 if self.progress_bar.isVisibleTo(self)
                 else 0
             )
-            + 3 * spacing
+            + spacing
         )
-        self.setMinimumHeight(fixed + 2 * line)
+        # at least a line of the status (a laptop's column holds the views and the map too)
+        self._status_scroll.setMinimumHeight(line + 4)
+        self._status_scroll.setMaximumHeight(self.FOLDED_STATUS_LINES * line + 4)
+        self.setMinimumHeight(fixed + line + 4)
         self.setMaximumHeight(fixed + self.FOLDED_STATUS_LINES * line + 4)
 
     def _give_height(self, share: float) -> None:

@@ -59,8 +59,10 @@ READOUT_HINT = (
     "Hover: details · click: its images (white ring) · click an input's pixel: the items "
     "holding it (magenta) · Esc: clear"
 )
+#: The legend's line while no analysis is shown.
+EMPTY_HINT = "No analysis shown yet: its views appear here after <i>Run analysis</i>."
 #: Smallest height of the canvas itself (the dock's other rows come on top).
-MIN_CANVAS_HEIGHT = 160
+MIN_CANVAS_HEIGHT = 144
 #: Characters drawn ahead per repaint (:meth:`TopologyCanvas.put_unseen_glyphs`): napari
 #: rasterises each new one for its text atlas on the main thread, about 10 ms apiece.
 GLYPHS_PER_TURN = 6
@@ -681,7 +683,9 @@ class TopologyCanvas(QWidget):
             rings += "; white beside a selection: the same images"
         # the rings' key is the legend's tooltip: every line here is taken from the views
         self.legend.setToolTip(f"Class colours. Rings: {rings}; Esc clears.")
-        if not parts:
+        if not entries:  # nothing shown yet (the dock is made when the analysis widget opens)
+            parts.append(EMPTY_HINT)
+        elif not parts:
             parts.append(f"rings: {rings}")
         self.legend.setText("<br>".join(parts))
 
