@@ -447,6 +447,10 @@ def main(argv: list[str] | None = None) -> int:
         except ImportError:
             return True
         made = existing_canvas(viewer)
+        from napari_topolens.ui import analysis_widget
+
+        if hasattr(analysis_widget, "CANVAS_AFTER_OPEN_MS") and not getattr(made, "docked", 0):
+            return False  # code that makes the views dock on opening: not made yet
         warmers = [viewer_warmer_of(viewer), warmer_of(made.model) if made else None]
         return all(w is None or w.done for w in warmers)
 

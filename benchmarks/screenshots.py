@@ -228,6 +228,10 @@ def walkthrough(camera: Camera, out: Path) -> None:
     for spec in VARIANTS:
         widget.variant_form.add(text=spec)
     widget.params_section.collapse(animate=False)
+    camera.settle()
+    # the form scrolls above Run (the views dock is below it): scrolled to the variants,
+    # as a user does
+    widget._scroll.ensureWidgetVisible(widget.variants_section)
     camera.shoot(viewer, docked, "walkthrough_4_variants.png")
     widget.run()
     camera.settle(3.0)

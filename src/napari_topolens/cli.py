@@ -57,7 +57,7 @@ from .robustness.perturbations import PERTURBATIONS, strength_range_text
 from .robustness.study import parse_variants
 from .samples import load_sample
 from .topology.analysis import check_class_labels
-from .topology.config import AnalysisConfig
+from .topology.config import METRICS, AnalysisConfig
 from .topology.results import VariantSpec
 
 __all__ = ["TerminalProgress", "build_parser", "main", "stage_lines"]
@@ -363,8 +363,6 @@ def _number(*, allow_none: bool) -> Callable[[str], float | None]:
 
 def add_config_arguments(report: argparse.ArgumentParser) -> None:
     """A flag for every AnalysisConfig field (``dest`` ``config_<field>``; default: the class's)."""
-    from .topology.metrics import METRICS  # heavy: topology.metrics imports scipy
-
     group = report.add_argument_group(
         "analysis (every AnalysisConfig field; caps are reported beside the numbers they "
         "limit, and in the provenance)"

@@ -78,7 +78,7 @@ def test_then_the_image_viewers_own_glyphs_layers_or_not_and_its_overlay_put_bac
     viewer = make_napari_viewer()
     viewer.add_image(np.zeros((2, 8, 8)), name="images")  # the user's layers stay
     canvas = canvas_for(viewer)
-    assert viewer_warmer_of(viewer) is None  # (the analysis widget's Run starts it)
+    assert viewer_warmer_of(viewer) is None  # (the analysis widget starts it, when opened)
     first = warmer_of(canvas.model)
     warmer = warm_viewer_glyphs(viewer, after=first)
     assert first is not None and warmer is not None

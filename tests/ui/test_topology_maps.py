@@ -282,3 +282,28 @@ def test_without_the_model_the_status_says_so_once_and_clicks_still_ring(
     click(viewer, images.data_to_world((image, int(y0), int(x0))))
     assert len(links_for(viewer).last_highlight["points"])  # the analysed points still answer
     assert maps.message == "" and not maps.busy  # said once, nothing started
+
+
+def test_a_ranking_whose_model_raises_a_runtime_error_says_so_and_ends(
+    shown_varied, qtbot, monkeypatch
+):
+    # torch raises RuntimeError (a model that does not take these images); napari's
+    # generator worker takes one for its own stop: the ranking must still end, and say why
+    from napari_topolens.ui import topology_maps
+
+    viewer, _images, key, maps, _sample, base = shown_varied
+    variant_views_for(viewer).show(base, "gaussian:0.3")
+
+    def raises(*_args, **_kwargs):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied (4x10 and 12x3)")
+
+    monkeypatch.setattr(topology_maps, "topology_map", raises)
+    widget = dock(viewer, "Topology map")
+    widget.analysis_key.value = key
+    widget.variant.value = "gaussian:0.3"
+    worker = widget.rank_by_pixels()
+    assert worker is not None
+    qtbot.waitUntil(lambda: "No ranking by changed pixels" in maps.message, timeout=TIMEOUT_MS)
+    assert "mat1 and mat2 shapes cannot be multiplied" in maps.message
+    assert "WorkFailed" not in maps.message
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=TIMEOUT_MS)

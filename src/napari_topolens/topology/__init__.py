@@ -10,7 +10,7 @@ import importlib
 from typing import Any
 
 _LAZY = {
-    "METRICS": ".metrics",
+    "METRICS": ".config",
     "distance_matrix": ".metrics",
     "single_linkage": ".metrics",
     "PersistenceResult": ".persistence",

@@ -11,10 +11,13 @@ from typing import Any
 from ..errors import TopoLensError
 from .store_types import field_hints, type_problem
 
-__all__ = ["DISTANCE_KINDS", "LENSES", "AnalysisConfig"]
+__all__ = ["DISTANCE_KINDS", "LENSES", "METRICS", "AnalysisConfig"]
 
 #: The Mapper lenses an analysis can use.
 LENSES = ("l2norm", "pca1", "pca2", "probability")
+#: The metrics a point cloud can be measured with (``topology.metrics``; named here, where
+#: a form or a config can list them without importing scipy).
+METRICS = ("euclidean", "cosine", "mahalanobis", "geodesic", "density")
 #: The diagram distances computed between layers.
 DISTANCE_KINDS = ("sliced_wasserstein", "bottleneck", "wasserstein")
 
@@ -27,7 +30,7 @@ class AnalysisConfig:
     ----------
     metric : str
         Point-cloud metric for persistence, PH dimension, the dendrogram and the
-        silhouette (one of ``topology.metrics.METRICS``).
+        silhouette (one of :data:`METRICS`).
     max_points : int
         Points per layer the analysis uses (default 100,000). A larger cloud is
         subsampled at random with ``seed`` first, and the subset is recorded in the
@@ -111,8 +114,6 @@ class AnalysisConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        from .metrics import METRICS  # heavy: metrics imports scipy
-
         for f in dataclasses.fields(self):  # types first, from the annotations
             problem = type_problem(getattr(self, f.name), field_hints(type(self))[f.name])
             if problem:

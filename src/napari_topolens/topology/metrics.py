@@ -20,6 +20,7 @@ import numpy as np
 from scipy.spatial.distance import cdist, pdist, squareform
 
 from napari_topolens.errors import EmptySelectionError, TopoLensError
+from napari_topolens.topology import config
 from napari_topolens.topology.mst import Device, minimum_spanning_edges
 
 __all__ = [
@@ -32,7 +33,7 @@ __all__ = [
     "validate_points",
 ]
 
-METRICS = ("euclidean", "cosine", "mahalanobis", "geodesic", "density")
+METRICS = config.METRICS
 
 # Up to this many points single linkage runs on the condensed distance matrix
 # (scipy, 17 MB at 2,048 points, fastest there); above, on the O(n·d) Borůvka tree.

@@ -36,6 +36,7 @@ they end up in ``analysis.variants``.
 
 from __future__ import annotations
 
+import contextlib
 import time
 import weakref
 from collections.abc import Callable, Generator
@@ -78,6 +79,7 @@ from ..layout.mapper import mapper_layouts
 from ..pipeline.job import DEFAULT_SAMPLING, RunJob, StackIndex
 from ..pipeline.run import iter_run
 from ..topology.analysis import AnalysisConfig
+from ..topology.config import METRICS
 from ..topology.mapper import LENSES
 from ..topology.results import Analysis, Variant
 from . import (
@@ -86,6 +88,7 @@ from . import (
 )
 from .canvas import make_canvas_in_turns
 from .glyphs import warm_viewer_glyphs, warmer_of
+from .io import after_open
 from .label_choice import (
     CSV_FILE,
     LAYER_METADATA,
@@ -208,25 +211,45 @@ class AnalysisWidget(QWidget):
         self._on_sampling_changed()
         self._on_input_scale_changed()
         self.model_chooser.choose_added_model(self.image_layer.value)
-        QTimer.singleShot(CANVAS_AFTER_OPEN_MS, self._make_canvas_on_open)
+        self._canvas_on_open_armed = False
+
+    def showEvent(self, event: Any) -> None:
+        """First shown (docked by napari): the views dock follows, once napari's work
+        here is done (see :data:`CANVAS_AFTER_OPEN_MS`)."""
+        super().showEvent(event)
+        if not self._canvas_on_open_armed:
+            self._canvas_on_open_armed = True
+            timer = QTimer(self)  # (goes with the widget: no call on a deleted one)
+            timer.setSingleShot(True)
+            timer.timeout.connect(lambda: after_open(self._make_canvas_on_open))
+            timer.start(CANVAS_AFTER_OPEN_MS)
 
     def _make_canvas_on_open(self) -> None:
         """The views dock, below the form, with its text and the image viewer's drawn
         ahead (see :data:`CANVAS_AFTER_OPEN_MS`); a run started meanwhile makes it."""
         if self._job is not None or not self.isVisible():
-            return  # running (it makes the dock), or not docked (made in code, closed)
+            return  # running (it makes the dock), or hidden again, closed
         widget = weakref.ref(self)
 
+        def idle() -> bool:
+            # until a show adds layers to the image viewer (each warm turn repaints it)
+            me = widget()
+            return me is not None and me._show is None and me._variant_show is None
+
         def warm_viewer(canvas: Any) -> None:
-            warm_viewer_glyphs(
-                self._viewer,
-                after=warmer_of(canvas.model),
-                while_=lambda: widget() is not None,
-            )
-            if not self.form_folded:  # the form keeps most of the column
-                self._give_height(FORM_SHARE)
+            me = widget()
+            if me is None:
+                return
+            warm_viewer_glyphs(me._viewer, after=warmer_of(canvas.model), while_=idle)
+            if not me.form_folded:  # the form keeps most of the column
+                with contextlib.suppress(RuntimeError):  # (its window closed meanwhile)
+                    me._give_height(FORM_SHARE)
 
         make_canvas_in_turns(self._viewer, then=warm_viewer)
+
+    def resizeEvent(self, event: Any) -> None:
+        super().resizeEvent(event)
+        self._fit_height()  # the status's lines at the new width
 
     # ---- the form's parts -------------------------------------------------------------
     def _make_image_choice(self) -> list[Widget]:
@@ -322,8 +345,6 @@ class AnalysisWidget(QWidget):
 
     def _make_params_box(self) -> Container:
         """The topology parameters, at the published defaults, and where the work runs."""
-        from ..topology.metrics import METRICS  # heavy: metrics imports scipy
-
         defaults = AnalysisConfig()
         self.distance_metric = ComboBox(
             label="Metric", choices=list(METRICS), value=defaults.metric
@@ -517,15 +538,15 @@ class AnalysisWidget(QWidget):
     OPEN_STATUS_LINES = 6
 
     def _fit_height(self) -> None:
-        """Folded: the summary, the buttons, the progress and a few status lines tall (the
-        rest of the status scrolls); open: as tall as the window gives, the status up to
-        :attr:`OPEN_STATUS_LINES` lines (the form scrolls above it)."""
+        """Folded: the summary, the buttons, the progress and the status's lines tall, at
+        most :attr:`FOLDED_STATUS_LINES` of them (the rest of the status scrolls); open: as
+        tall as the window gives, the status up to :attr:`OPEN_STATUS_LINES` lines (the
+        form scrolls above it)."""
         line = self.status.native.fontMetrics().lineSpacing()
+        viewport = self._status_scroll.viewport()
+        width = max(viewport.width() if viewport is not None else 0, 200)
+        needed = max(self.status.native.heightForWidth(width), line)
         if not self.form_folded:
-            # as tall as the status's lines at this width, at most OPEN_STATUS_LINES
-            viewport = self._status_scroll.viewport()
-            width = max(viewport.width() if viewport is not None else 0, 200)
-            needed = max(self.status.native.heightForWidth(width), line)
             self._scroll.setMinimumHeight(0)
             self._status_scroll.setMinimumHeight(line + 8)
             self._status_scroll.setMaximumHeight(min(needed, self.OPEN_STATUS_LINES * line) + 8)
@@ -551,10 +572,11 @@ class AnalysisWidget(QWidget):
             + spacing
         )
         # at least a line of the status (a laptop's column holds the views and the map too)
+        tallest = min(needed, self.FOLDED_STATUS_LINES * line) + 4
         self._status_scroll.setMinimumHeight(line + 4)
-        self._status_scroll.setMaximumHeight(self.FOLDED_STATUS_LINES * line + 4)
+        self._status_scroll.setMaximumHeight(tallest)
         self.setMinimumHeight(fixed + line + 4)
-        self.setMaximumHeight(fixed + self.FOLDED_STATUS_LINES * line + 4)
+        self.setMaximumHeight(fixed + tallest)
 
     def _give_height(self, share: float) -> None:
         """Ask the main window for ``share`` of its dock column (Qt's own dock API)."""
@@ -1145,14 +1167,10 @@ class AnalysisWidget(QWidget):
         self._fit_height()
 
     def _set_status(self, text: str) -> None:
-        self.status.value = text
-        if getattr(self, "form_folded", False):
-            self._fit_height()  # the folded form is as tall as its status
+        self.status.value = text  # (the status's height follows: ``_fit_height``)
 
     def _report(self, exc: BaseException) -> None:
         report_error(exc, self.status)
-        if self.form_folded:
-            self._fit_height()
 
 
 class _ShowRequest:

@@ -60,7 +60,7 @@ READOUT_HINT = (
     "holding it (magenta) · Esc: clear"
 )
 #: The legend's line while no analysis is shown.
-EMPTY_HINT = "No analysis shown yet: its views appear here after <i>Run analysis</i>."
+EMPTY_HINT = "No analysis shown yet: its views appear here once a run is done."
 #: Smallest height of the canvas itself (the dock's other rows come on top).
 MIN_CANVAS_HEIGHT = 144
 #: Characters drawn ahead per repaint (:meth:`TopologyCanvas.put_unseen_glyphs`): napari

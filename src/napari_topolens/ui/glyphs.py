@@ -17,8 +17,9 @@ galleries' titles and captions, the variants' names): its first draw there took
 0.25-0.35 s of one turn of a run's show. :func:`warm_viewer_glyphs` loads the same
 characters there, through the image viewer's text overlay, layers or not (its
 repaint is cheap: the images' slices), unless that overlay is shown; the analysis
-widget starts it while a run computes (not the reader: a reopen's show adds layers
-there meanwhile).
+widget starts it once it has made the views dock, when it is opened (or, if a run
+was started before, while the run computes), until a show adds layers there (not the
+reader: a reopen's show adds layers there meanwhile).
 """
 
 from __future__ import annotations

@@ -49,6 +49,7 @@ from .links import PIXEL_ANSWERS, links_for
 from .model_registry import model_of_analysis
 from .state import PerViewer, ShownAnalysis, state_for, viewer_ref
 from .variants import variant_views_for
+from .widget_parts import WorkFailed, surfacing_runtime_errors
 
 __all__ = ["MAX_CACHED_MAPS", "TopologyMaps", "maps_for"]
 
@@ -119,6 +120,13 @@ RANK_CHUNK = 1
 def _images(data: Any, rgb: bool, index: np.ndarray) -> np.ndarray:
     """Images ``index`` of a layer's data as a stack (read one by one: lazy data too)."""
     return np.concatenate([_one_image(data, rgb, int(i)) for i in index])
+
+
+def _rank_work_surfacing(*args: Any) -> Generator[tuple[int, int], None, dict[str, np.ndarray]]:
+    """:func:`_rank_work` for napari's generator worker: a ``RuntimeError`` of torch's (a
+    model that does not take these images) reaches ``errored``; napari's worker takes
+    one for its own stop and the ranking stayed "running" for good."""
+    return (yield from surfacing_runtime_errors(_rank_work(*args)))
 
 
 def _rank_work(
@@ -664,7 +672,7 @@ class TopologyMaps:
         ).astype(np.int64)
         layers = list(analysis.layers)
         base_layer, variant_layer = entry.image_layer, bv.image_layers[variant]
-        worker = thread_worker(_rank_work, start_thread=False)(
+        worker = thread_worker(_rank_work_surfacing, start_thread=False, ignore_errors=True)(
             analysis,
             model,
             base_layer.data,
@@ -693,7 +701,12 @@ class TopologyMaps:
             )
 
         def failed(exc: BaseException) -> None:
+            expected = isinstance(exc, (TopoLensError, WorkFailed))
+            if isinstance(exc, WorkFailed) and exc.__cause__ is not None:
+                exc = exc.__cause__  # (what the work raised: torch's RuntimeError)
             self._say(f"No ranking by changed pixels under {variant}: {exc}")
+            if not expected:  # not ours: napari's handler shows it with its traceback
+                raise exc
 
         def finished() -> None:
             if self._ranking is worker:

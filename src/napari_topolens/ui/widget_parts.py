@@ -328,6 +328,15 @@ class WorkFailed(Exception):
     neither ``errored`` nor ``finished`` for it, which left a widget running for good."""
 
 
+def surfacing_runtime_errors(steps: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
+    """``steps`` for a napari generator worker, a ``RuntimeError`` it raises carried in a
+    :class:`WorkFailed` so that it reaches the worker's ``errored`` (see there)."""
+    try:
+        return (yield from steps)
+    except RuntimeError as exc:
+        raise WorkFailed(str(exc)) from exc
+
+
 def report_error(exc: BaseException, status: Any = None) -> str:
     """Show one clear message: in the widget's status label and as a napari notification."""
     from napari.utils.notifications import show_error
@@ -407,10 +416,7 @@ class ProgressWorker:
 
         def steps() -> Generator[Any, None, Any]:
             self._steps = work()
-            try:
-                return (yield from self._steps)
-            except RuntimeError as exc:
-                raise WorkFailed(str(exc)) from exc
+            return (yield from surfacing_runtime_errors(self._steps))
 
         return steps
 
