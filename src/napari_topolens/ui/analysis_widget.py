@@ -419,6 +419,8 @@ class AnalysisWidget(QWidget):
         # wrap to the dock's width: a long line (a variant's drift) must not widen the form
         self.status.native.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.status.native.setMinimumWidth(1)
+        # at the top of its scroll area (below the progress), when that is taller than it
+        self.status.native.setAlignment(Qt.AlignmentFlag.AlignTop | Qt.AlignmentFlag.AlignLeft)
         self.progress_bar = QProgressBar()
         self.progress_bar.setRange(0, ProgressWorker.STEPS)
         self.progress_bar.setTextVisible(True)
@@ -514,7 +516,12 @@ class AnalysisWidget(QWidget):
         self.setMinimumWidth(300)
         self.form_folded = False
         self._fit_height()
-        self.status.changed.connect(lambda _text: self._fit_height())
+        # in the next turn: the label has its new text then (not yet when ``changed`` is
+        # emitted), and a burst of progress steps is fitted once
+        self._fit_soon = QTimer(self)
+        self._fit_soon.setSingleShot(True)
+        self._fit_soon.timeout.connect(self._fit_height)
+        self.status.changed.connect(lambda _text: self._fit_soon.start(0))
 
     # ---- the form folded after Run ------------------------------------------------------
     def fold_form(self, folded: bool) -> None:
@@ -538,14 +545,15 @@ class AnalysisWidget(QWidget):
     OPEN_STATUS_LINES = 6
 
     def _fit_height(self) -> None:
-        """Folded: the summary, the buttons, the progress and the status's lines tall, at
-        most :attr:`FOLDED_STATUS_LINES` of them (the rest of the status scrolls); open: as
+        """Folded: the summary, the buttons, the progress and a few status lines tall, at
+        most :attr:`FOLDED_STATUS_LINES` (the rest of the status scrolls); open: as
         tall as the window gives, the status up to :attr:`OPEN_STATUS_LINES` lines (the
         form scrolls above it)."""
-        line = self.status.native.fontMetrics().lineSpacing()
+        label = self.status.native
+        line = label.fontMetrics().lineSpacing()
         viewport = self._status_scroll.viewport()
         width = max(viewport.width() if viewport is not None else 0, 200)
-        needed = max(self.status.native.heightForWidth(width), line)
+        needed = max(label.heightForWidth(width), line)
         if not self.form_folded:
             self._scroll.setMinimumHeight(0)
             self._status_scroll.setMinimumHeight(line + 8)
@@ -571,8 +579,11 @@ class AnalysisWidget(QWidget):
             )
             + spacing
         )
-        # at least a line of the status (a laptop's column holds the views and the map too)
-        tallest = min(needed, self.FOLDED_STATUS_LINES * line) + 4
+        # at least a line of the status (a laptop's column holds the views and the map
+        # too), at most FOLDED_STATUS_LINES whatever it says: a height that followed the
+        # status's lines moved the views dock at each progress step of a run's show (the
+        # canvas resized and repainted in full)
+        tallest = self.FOLDED_STATUS_LINES * line + 4
         self._status_scroll.setMinimumHeight(line + 4)
         self._status_scroll.setMaximumHeight(tallest)
         self.setMinimumHeight(fixed + line + 4)

@@ -37,7 +37,7 @@ from ..errors import AnalysisFileError, TopoLensError
 from ..topology.results import Analysis
 from ..topology.store import is_analysis_dir, load_analysis, open_plain_file
 from . import explorer_widget  # noqa: F401  (a reopened analysis's views get the explorer bar)
-from .canvas import TopologyCanvas, canvas_for, existing_canvas, make_canvas_in_turns
+from .canvas import TopologyCanvas, canvas_for, existing_canvas
 from .drift_view import has_variants
 from .glyphs import GlyphWarmer, warm_glyphs, warmer_of
 from .image_layers import gallery_title
@@ -301,9 +301,7 @@ def _read_in_worker(viewer: Any, folder: Path) -> Any:
     made_early: list[TopologyCanvas] = []
 
     def make_canvas_early() -> None:
-        """The canvas while the worker reads (the reading and it overlap on two cores),
-        made in this turn and docked in the next (napari's ``QtViewer``, then the main
-        window laid out again: one turn for both was the reopen's longest)."""
+        """The canvas while the worker reads (the reading and it overlap on two cores)."""
         target = ref()
         if (
             target is not None
@@ -311,10 +309,7 @@ def _read_in_worker(viewer: Any, folder: Path) -> Any:
             and worker in _READS
             and not answered
         ):
-            make_canvas_in_turns(target, then=lambda _canvas: None)
-            made = existing_canvas(target)
-            if made is not None:
-                made_early.append(made)
+            made_early.append(canvas_for(target))
 
     def failed(exc: BaseException) -> None:
         answered.append(True)
