@@ -219,6 +219,7 @@ def walkthrough(camera: Camera, out: Path) -> None:
     viewer.open_sample("napari-topolens", "shapes")
     _dock, widget = viewer.window.add_plugin_dock_widget("napari-topolens", "Topology analysis")
     docked = widget
+    camera.settle(1.5)  # the views dock comes below the form once napari has docked it
     camera.shoot(viewer, docked, "walkthrough_1_sample.png")
     # 2. the sample's model, its module tree with the defaults ticked
     widget.load_model()
