@@ -178,6 +178,13 @@ class AnalysisWidget(QWidget):
     def __init__(self, napari_viewer: napari.Viewer) -> None:
         super().__init__()
         self._viewer = napari_viewer
+        # the status's height fitted in the next turn after it changes (``_set_status``,
+        # ``_report``): a burst of progress steps is fitted once. (Not from the label's
+        # ``changed``: a lambda there kept the widget in a reference cycle, and CI crashed
+        # in C++ in that lambda, in a test's teardown.)
+        self._fit_soon = QTimer(self)
+        self._fit_soon.setSingleShot(True)
+        self._fit_soon.timeout.connect(self._fit_height)
         self._job: ProgressWorker | None = None
         self._show: Any = None  # the running views.IncrementalShow
         self._variant_show: Any = None  # the same for the variants, after the base
@@ -227,7 +234,11 @@ class AnalysisWidget(QWidget):
     def _make_canvas_on_open(self) -> None:
         """The views dock, below the form, with its text and the image viewer's drawn
         ahead (see :data:`CANVAS_AFTER_OPEN_MS`); a run started meanwhile makes it."""
-        if self._job is not None or not self.isVisible():
+        try:
+            shown = self.isVisible()
+        except RuntimeError:  # deleted while napari's ``open`` held this back
+            return
+        if self._job is not None or not shown:
             return  # running (it makes the dock), or hidden again, closed
         widget = weakref.ref(self)
 
@@ -516,12 +527,6 @@ class AnalysisWidget(QWidget):
         self.setMinimumWidth(300)
         self.form_folded = False
         self._fit_height()
-        # in the next turn: the label has its new text then (not yet when ``changed`` is
-        # emitted), and a burst of progress steps is fitted once
-        self._fit_soon = QTimer(self)
-        self._fit_soon.setSingleShot(True)
-        self._fit_soon.timeout.connect(self._fit_height)
-        self.status.changed.connect(lambda _text: self._fit_soon.start(0))
 
     # ---- the form folded after Run ------------------------------------------------------
     def fold_form(self, folded: bool) -> None:
@@ -1178,10 +1183,12 @@ class AnalysisWidget(QWidget):
         self._fit_height()
 
     def _set_status(self, text: str) -> None:
-        self.status.value = text  # (the status's height follows: ``_fit_height``)
+        self.status.value = text
+        self._fit_soon.start(0)  # its height follows (``_fit_height``)
 
     def _report(self, exc: BaseException) -> None:
         report_error(exc, self.status)
+        self._fit_soon.start(0)
 
 
 class _ShowRequest:
