@@ -179,9 +179,9 @@ class AnalysisWidget(QWidget):
         super().__init__()
         self._viewer = napari_viewer
         # the status's height fitted in the next turn after it changes (``_set_status``,
-        # ``_report``): a burst of progress steps is fitted once. (Not from the label's
-        # ``changed``: a lambda there kept the widget in a reference cycle, and CI crashed
-        # in C++ in that lambda, in a test's teardown.)
+        # ``_report``): a burst of progress steps is fitted once. (Not from a lambda on the
+        # label's ``changed``: with it and a lambda on the open-time timer, CI crashed in
+        # C++ inside one of this module's lambdas, in a test's teardown.)
         self._fit_soon = QTimer(self)
         self._fit_soon.setSingleShot(True)
         self._fit_soon.timeout.connect(self._fit_height)
@@ -226,10 +226,15 @@ class AnalysisWidget(QWidget):
         super().showEvent(event)
         if not self._canvas_on_open_armed:
             self._canvas_on_open_armed = True
-            timer = QTimer(self)  # (goes with the widget: no call on a deleted one)
-            timer.setSingleShot(True)
-            timer.timeout.connect(lambda: after_open(self._make_canvas_on_open))
-            timer.start(CANVAS_AFTER_OPEN_MS)
+            # a timer of the widget's own, to a method of it (no lambda: PyQt drops a
+            # connection to a method when its widget goes; a lambda's stays)
+            self._canvas_timer = QTimer(self)
+            self._canvas_timer.setSingleShot(True)
+            self._canvas_timer.timeout.connect(self._canvas_after_open)
+            self._canvas_timer.start(CANVAS_AFTER_OPEN_MS)
+
+    def _canvas_after_open(self) -> None:
+        after_open(self._make_canvas_on_open)  # (not inside napari's ``open``)
 
     def _make_canvas_on_open(self) -> None:
         """The views dock, below the form, with its text and the image viewer's drawn
