@@ -561,10 +561,10 @@ class AnalysisWidget(QWidget):
         form scrolls above it)."""
         label = self.status.native
         line = label.fontMetrics().lineSpacing()
-        viewport = self._status_scroll.viewport()
-        width = max(viewport.width() if viewport is not None else 0, 200)
-        needed = max(label.heightForWidth(width), line)
         if not self.form_folded:
+            viewport = self._status_scroll.viewport()
+            width = max(viewport.width() if viewport is not None else 0, 200)
+            needed = max(label.heightForWidth(width), line)
             self._scroll.setMinimumHeight(0)
             self._status_scroll.setMinimumHeight(line + 8)
             self._status_scroll.setMaximumHeight(min(needed, self.OPEN_STATUS_LINES * line) + 8)

@@ -49,7 +49,7 @@ from .links import PIXEL_ANSWERS, links_for
 from .model_registry import model_of_analysis
 from .state import PerViewer, ShownAnalysis, state_for, viewer_ref
 from .variants import variant_views_for
-from .widget_parts import WorkFailed, surfacing_runtime_errors
+from .widget_parts import WorkFailed, raised_by_work, surfacing_runtime_errors
 
 __all__ = ["MAX_CACHED_MAPS", "TopologyMaps", "maps_for"]
 
@@ -702,9 +702,7 @@ class TopologyMaps:
 
         def failed(exc: BaseException) -> None:
             expected = isinstance(exc, (TopoLensError, WorkFailed))
-            if isinstance(exc, WorkFailed) and exc.__cause__ is not None:
-                exc = exc.__cause__  # (what the work raised: torch's RuntimeError)
-            self._say(f"No ranking by changed pixels under {variant}: {exc}")
+            self._say(f"No ranking by changed pixels under {variant}: {raised_by_work(exc)}")
             if not expected:  # not ours: napari's handler shows it with its traceback
                 raise exc
 

@@ -25,6 +25,7 @@ __all__ = [
     "MARKED_IMAGES",
     "WHICH_IMAGES",
     "ProgressWorker",
+    "WorkFailed",
     "current_stack_index",
     "elided_label",
     "frame_shape",
@@ -32,8 +33,10 @@ __all__ = [
     "item_stack_indices",
     "layer_mask",
     "marked_stack_indices",
+    "raised_by_work",
     "read_frames",
     "report_error",
+    "surfacing_runtime_errors",
 ]
 
 ALL_IMAGES = "all images"
@@ -337,12 +340,18 @@ def surfacing_runtime_errors(steps: Generator[Any, Any, Any]) -> Generator[Any, 
         raise WorkFailed(str(exc)) from exc
 
 
+def raised_by_work(exc: BaseException) -> BaseException:
+    """What a worker's work raised: the cause a :class:`WorkFailed` carries, or ``exc``."""
+    if isinstance(exc, WorkFailed) and exc.__cause__ is not None:
+        return exc.__cause__
+    return exc
+
+
 def report_error(exc: BaseException, status: Any = None) -> str:
     """Show one clear message: in the widget's status label and as a napari notification."""
     from napari.utils.notifications import show_error
 
-    if isinstance(exc, WorkFailed) and exc.__cause__ is not None:
-        exc = exc.__cause__  # (what the work raised)
+    exc = raised_by_work(exc)
     message = str(exc) if isinstance(exc, TopoLensError) else f"{type(exc).__name__}: {exc}"
     if status is not None:
         status.value = f"Error: {message}"
