@@ -17,8 +17,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.spatial.distance import cdist, pdist, squareform
-
 from napari_topolens.errors import EmptySelectionError, TopoLensError
 from napari_topolens.topology import config
 from napari_topolens.topology.mst import Device, minimum_spanning_edges
@@ -227,6 +225,8 @@ class MetricSpace:
     # ---- distances -------------------------------------------------------------
     def rows(self, index: Sequence[int] | np.ndarray) -> np.ndarray:
         """Distances from the points ``index`` to every point, shape ``(len(index), n)``."""
+        from scipy.spatial.distance import cdist
+
         index = np.asarray(index, dtype=np.int64).reshape(-1)
         if self.metric == "geodesic":
             from scipy.sparse.csgraph import dijkstra
@@ -261,6 +261,8 @@ class MetricSpace:
         Distances are those of the whole cloud: geodesics run through the full kNN
         graph, density scales and whitening come from all points.
         """
+        from scipy.spatial.distance import pdist, squareform
+
         index = (
             np.arange(self.n) if index is None else np.asarray(index, dtype=np.int64).reshape(-1)
         )
@@ -301,6 +303,7 @@ class MetricSpace:
             (``"cuda"``, ``"mps"``, ``"cpu"``); the tree is the same.
         """
         from scipy.cluster.hierarchy import linkage
+        from scipy.spatial.distance import pdist, squareform
 
         if method not in ("auto", "dense", "boruvka"):
             raise TopoLensError(f"unknown method {method!r}; use auto, dense or boruvka")
