@@ -24,7 +24,6 @@ handler, which shows the message as a notification; a script gets it from
 
 from __future__ import annotations
 
-import contextlib
 import inspect
 import json
 import math
@@ -37,7 +36,7 @@ from ..errors import AnalysisFileError, TopoLensError
 from ..topology.results import Analysis
 from ..topology.store import is_analysis_dir, load_analysis, open_plain_file
 from . import explorer_widget  # noqa: F401  (a reopened analysis's views get the explorer bar)
-from .canvas import TopologyCanvas, canvas_for, existing_canvas
+from .canvas import TopologyCanvas, make_canvas_in_turns
 from .drift_view import has_variants
 from .glyphs import GlyphWarmer, warm_glyphs, warmer_of
 from .image_layers import gallery_title
@@ -253,14 +252,16 @@ def _show_loaded(
             if images not in target.layers:
                 target.add_layer(images)
 
-    def canvas_then_show() -> None:
-        if ref() is not target:
-            return
-        canvas = canvas_for(target)
+    def show_after_first_text(canvas: TopologyCanvas) -> None:
         # in a turn of its own: the canvas is a long stretch of napari's main-thread
-        # work (made just now, or by a timer that Qt may have run in the same pass of
-        # its event loop as this); and after its first text (see _after_first_text)
+        # work (made just now, or docked in the turn that calls this); and after its
+        # first text (see _after_first_text)
         QTimer.singleShot(1, lambda: _after_first_text(canvas, lambda: after_open(show)))
+
+    def canvas_then_show() -> None:
+        if ref() is target:
+            # made and docked in two turns, now that the file is read (see _read_in_worker)
+            make_canvas_in_turns(target, show_after_first_text)
 
     after_open(canvas_then_show)
 
@@ -271,12 +272,16 @@ def _read_in_worker(viewer: Any, folder: Path) -> Any:
     The worker also makes the images layer (napari's layer object, not in any viewer
     yet: a quarter of a second of work), under the key the analysis will most likely
     get; the main thread starts the show with it, which adds it once the canvas's views
-    are drawn. The topology canvas is made meanwhile, in a turn of its own after
-    napari's ``open`` has returned (see :data:`CANVAS_AFTER_OPEN_MS`).
+    are drawn.
+
+    The topology canvas is made once the worker is done, not while it reads: the two
+    share one GIL, so they never overlapped, and the worker's many short reads of the
+    file handed the GIL back and forth with the canvas's making, which then froze the
+    viewer twice as long (0.5-0.8 s for 0.2-0.3 s of main-thread work) and read the
+    file no sooner (``benchmarks/README.md``, the eighth session).
     """
     from napari.qt.threading import create_worker
     from napari.utils.notifications import show_error
-    from qtpy.QtCore import QTimer
 
     ref = viewer_ref(viewer)
     base = folder.name.removesuffix(".topolens") or "analysis"
@@ -292,31 +297,11 @@ def _read_in_worker(viewer: Any, folder: Path) -> Any:
     def load() -> _Loaded:
         return _load_for_show(folder, likely_key, likely_slot, panel_now, first_shown)
 
-    answered: list[bool] = []  # the worker's result or error handled (no canvas early then)
-
     def loaded(result: _Loaded) -> None:
-        answered.append(True)
         _show_loaded(ref, result, base, likely_key, empty_at_read)
 
-    made_early: list[TopologyCanvas] = []
-
-    def make_canvas_early() -> None:
-        """The canvas while the worker reads (the reading and it overlap on two cores)."""
-        target = ref()
-        if (
-            target is not None
-            and existing_canvas(target) is None
-            and worker in _READS
-            and not answered
-        ):
-            made_early.append(canvas_for(target))
-
     def failed(exc: BaseException) -> None:
-        answered.append(True)
-        target = ref()
-        for made in made_early:  # an unreadable file leaves the viewer as it was
-            if target is not None and existing_canvas(target) is made and len(made.state) == 0:
-                _drop_canvas(target, made)
+        # (an unreadable file leaves the viewer as it was: nothing was made for it)
         if isinstance(exc, TopoLensError):
             show_error(f"TopoLens could not open {folder.name!r}: {exc}")
         else:  # not ours: napari's handler shows it with its traceback
@@ -328,8 +313,6 @@ def _read_in_worker(viewer: Any, folder: Path) -> Any:
     worker.start()
     _READS.add(worker)
     worker.finished.connect(lambda: _READS.discard(worker))
-    # (not inside napari's ``open``, whose progress bar runs the event loop: after it)
-    QTimer.singleShot(CANVAS_AFTER_OPEN_MS, lambda: after_open(make_canvas_early))
     return worker
 
 
@@ -402,23 +385,6 @@ def _warm_gallery_title(viewer: Any, key: str) -> GlyphWarmer:
 
 def _no_gallery_text_yet(viewer: Any) -> bool:
     return viewer is not None and not find_layers(viewer, view="gallery_text")
-
-
-#: When the reader makes the canvas (ms after it returns). napari's ``open`` runs the
-#: event loop (its progress bar's ``processEvents``) after the reader returns: a timer
-#: due then would make the canvas (a napari QtViewer, 0.1-0.3 s) inside ``open``'s
-#: own long turn. Due a little later, it is a turn of its own (and if ``open`` is still
-#: running then, it waits: :func:`after_open`).
-CANVAS_AFTER_OPEN_MS = 150
-
-
-def _drop_canvas(viewer: Any, canvas: TopologyCanvas) -> None:
-    """Take a canvas made for a file that could not be read off the viewer again."""
-    window = getattr(viewer, "window", None)
-    if window is not None:
-        with contextlib.suppress(LookupError, RuntimeError):  # gone already
-            window.remove_dock_widget(canvas)
-    canvas.close_canvas()
 
 
 #: The saved analyses being read (kept alive until their worker finishes).
