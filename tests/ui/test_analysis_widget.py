@@ -337,6 +337,8 @@ def test_a_run_shows_its_progress_in_the_dock_and_makes_no_napari_progress_bar(
     assert widget.analysis is not None, widget.status.value
     assert made == []
     assert len(values) > 3 and values == sorted(values)  # the dock's bar moved forward
+    # the bar says the percentage; the step is said once, in the status (which wraps)
+    assert widget.progress_bar.format() == "%p%"
 
 
 def test_cancel_while_the_topology_computes_ends_its_child_process(digits, qtbot):

@@ -1086,7 +1086,8 @@ class AnalysisWidget(QWidget):
         # updates off meanwhile, it is painted in the next turn, with the rest
         self.progress_bar.setUpdatesEnabled(False)
         self.progress_bar.setValue(round(ProgressWorker.STEPS * min(max(fraction, 0.0), 1.0)))
-        self.progress_bar.setFormat(f"%p%: {message}" if message else "%p%")
+        # (the bar says the percentage only: the step is in the status below it, which
+        # wraps; in the bar it was said twice and clipped at the dock's width)
         self.progress_bar.setUpdatesEnabled(True)
         self._set_status(f"{100 * fraction:.0f}%: {message}")
 
