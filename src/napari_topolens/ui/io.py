@@ -355,8 +355,8 @@ def _after_first_text(canvas: TopologyCanvas, go: Callable[[], Any]) -> None:
 
     A canvas's first text builds the text's shaders and loads the glyphs its layout
     measures with (0.2-0.35 s of the main thread in one turn). The warmer draws it soon
-    after the canvas is made; the reader's file is often read by then, and the show's
-    first views, drawn in the same turn as that text, made a stall of both. The warmer's
+    after the canvas is made; the reader's file is read by then, and the show's first
+    views, drawn in the same turn as that text, made a stall of both. The warmer's
     second step comes a turn after that text's repaint: the show starts then.
     """
     from qtpy.QtCore import QTimer
