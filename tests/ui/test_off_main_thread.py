@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -276,13 +277,64 @@ def test_the_reader_returns_at_once_and_fills_in_from_a_worker(
     assert existing_canvas(other) is None
 
 
-def test_the_canvas_is_made_once_the_file_is_read_not_while_it_is_read(
+def test_the_file_is_read_once_the_canvas_and_its_first_text_are_drawn(
     make_napari_viewer, qtbot, digits, tmp_path, monkeypatch
 ):
     # the reader's worker and the main thread share one GIL: a canvas made while the
     # file was read froze the viewer twice as long as on its own (benchmarks/README.md,
-    # the eighth session); so it is made after the read, and an unreadable file makes
-    # none (the viewer is left as it was)
+    # the eighth session's figures); so the worker reads once the canvas is docked and
+    # its first text drawn, and the glyphs drawn after that overlap the read
+    from napari_topolens.ui.canvas import existing_canvas
+    from napari_topolens.ui.glyphs import warmer_of
+
+    _images, analysis = digits
+    folder = analysis.save(tmp_path / "run.topolens")
+    viewer = make_napari_viewer(show=True)
+    at_read: list[tuple[bool, int]] = []
+    load = io_module.load_analysis
+
+    def spied(path):
+        canvas = existing_canvas(viewer)
+        warmer = warmer_of(canvas.model) if canvas is not None else None
+        at_read.append((canvas is not None and canvas.docked, len(warmer.drawn) if warmer else 0))
+        return load(path)
+
+    monkeypatch.setattr(io_module, "load_analysis", spied)
+    assert viewer.open(str(folder), plugin="napari-topolens") == []
+    qtbot.waitUntil(lambda: len(find_layers(viewer, view="gallery")) == 1, timeout=120_000)
+    assert len(at_read) == 1
+    docked, drawn = at_read[0]
+    assert docked and drawn >= 1
+
+
+def test_the_read_waits_for_the_canvas_no_longer_than_its_hold(
+    make_napari_viewer, qtbot, digits, tmp_path, monkeypatch
+):
+    # a canvas that never comes (closed meanwhile, a main thread that never turns) holds
+    # the read up for READ_HOLD_S at most
+    _images, analysis = digits
+    folder = analysis.save(tmp_path / "run.topolens")
+    monkeypatch.setattr(io_module, "READ_HOLD_S", 0.3)
+    monkeypatch.setattr(io_module, "make_canvas_in_turns", lambda *args, **kwargs: None)
+    read: list[bool] = []
+    load = io_module._load_for_show
+
+    def spied(*args):
+        result = load(*args)
+        read.append(True)
+        return result
+
+    monkeypatch.setattr(io_module, "_load_for_show", spied)
+    viewer = make_napari_viewer()
+    assert viewer.open(str(folder), plugin="napari-topolens") == []
+    qtbot.waitUntil(lambda: bool(read), timeout=60_000)
+
+
+def test_the_canvas_made_while_a_file_is_read_goes_if_it_cannot_be_read(
+    make_napari_viewer, qtbot, digits, tmp_path, monkeypatch
+):
+    # the reader makes the canvas before its worker reads; a file that turns out
+    # unreadable takes it away again: the viewer is left as it was
     from napari.utils.notifications import notification_manager
 
     from napari_topolens.errors import AnalysisFileError
@@ -290,41 +342,34 @@ def test_the_canvas_is_made_once_the_file_is_read_not_while_it_is_read(
 
     _images, analysis = digits
     folder = analysis.save(tmp_path / "run.topolens")
-    gate = _hold_reads(monkeypatch)
-    viewer = make_napari_viewer(show=True)
-    try:
-        assert viewer.open(str(folder), plugin="napari-topolens") == []
-        qtbot.wait(400)  # past napari's open and a few turns of the event loop
-        assert existing_canvas(viewer) is None
-        assert "Topology views" not in viewer.window.dock_widgets
-    finally:
-        gate.release()
-    qtbot.waitUntil(lambda: existing_canvas(viewer) is not None, timeout=120_000)
-    qtbot.waitUntil(lambda: len(find_layers(viewer, view="gallery")) == 1, timeout=120_000)
+    viewer = make_napari_viewer()
+    seen: list[object] = []
 
     def load_that_fails(path):
+        deadline = time.monotonic() + 60
+        while existing_canvas(viewer) is None and time.monotonic() < deadline:
+            time.sleep(0.01)  # until the canvas is made, as when reading takes a while
+        seen.append(existing_canvas(viewer))
         raise AnalysisFileError("damaged on purpose")
 
     monkeypatch.setattr(io_module, "load_analysis", load_that_fails)
     messages: list[str] = []
     notification_manager.notification_ready.connect(lambda n: messages.append(str(n.message)))
-    other = make_napari_viewer()
-    assert other.open(str(folder), plugin="napari-topolens") == []
+    assert viewer.open(str(folder), plugin="napari-topolens") == []
     qtbot.waitUntil(lambda: bool(messages), timeout=60_000)
     assert "damaged on purpose" in messages[0]
-    qtbot.wait(300)
-    assert existing_canvas(other) is None
-    assert "Topology views" not in other.window.dock_widgets
-    assert not find_layers(other)
+    assert seen and seen[0] is not None  # it was made before the file was read
+    assert existing_canvas(viewer) is None
+    assert "Topology views" not in viewer.window.dock_widgets
+    assert not find_layers(viewer)
 
 
 def test_the_reader_makes_the_images_layer_in_its_worker_and_the_canvas_after_open_returns(
     make_napari_viewer, qtbot, digits, tmp_path, monkeypatch
 ):
     # napari's open runs the event loop after the reader returns (its progress bar): the
-    # canvas, a second napari QtViewer, is made in a turn of its own after that, once
-    # the file is read; the images layer (a napari layer object, not in any viewer yet)
-    # is made in the worker
+    # canvas, a second napari QtViewer, is made in a turn of its own after that; the
+    # images layer (a napari layer object, not in any viewer yet) is made in the worker
     from napari_topolens.ui.canvas import existing_canvas
 
     _images, analysis = digits
@@ -335,9 +380,9 @@ def test_the_reader_makes_the_images_layer_in_its_worker_and_the_canvas_after_op
     try:
         assert viewer.open(str(folder), plugin="napari-topolens") == []
         assert existing_canvas(viewer) is None  # not inside napari's open
+        qtbot.waitUntil(lambda: existing_canvas(viewer) is not None, timeout=60_000)
     finally:
         gate.release()
-    qtbot.waitUntil(lambda: existing_canvas(viewer) is not None, timeout=60_000)
     qtbot.waitUntil(lambda: len(find_layers(viewer, view="gallery")) == 1, timeout=120_000)
     assert made_on_main == [False]
     (images,) = find_layers(viewer, view="images")
@@ -652,44 +697,43 @@ def test_a_reopens_views_wait_for_the_canvass_first_text(
     assert drawn_at_put and drawn_at_put[0] > 1
 
 
-def test_the_reader_makes_no_canvas_inside_napari_open_even_when_its_worker_answers_there(
+def test_the_reader_makes_and_docks_no_canvas_inside_napari_open(
     make_napari_viewer, qtbot, digits, tmp_path, monkeypatch
 ):
     # napari's open runs the event loop after the reader returns (its progress bar's
-    # processEvents): a worker's answer handled then would make the canvas (a second
-    # napari QtViewer) inside open's own turn; it waits for open to return instead
+    # processEvents): the canvas (a second napari QtViewer) made or docked then would
+    # lengthen open's own turn; both wait for open to return instead
     from napari_topolens.ui.canvas import existing_canvas
 
     _images, analysis = digits
     folder = analysis.save(tmp_path / "run.topolens")
-    answered_inside: list[bool] = []
+    reader_inside: list[bool] = []
     made_inside: list[bool] = []
-    read, show_loaded = io_module._read_in_worker, io_module._show_loaded
-    make_in_turns = io_module.make_canvas_in_turns
+    docked_inside: list[bool] = []
+    read, make_in_turns = io_module._read_in_worker, io_module.make_canvas_in_turns
 
-    def answered(*args):
-        answered_inside.append(io_module.inside_napari_open())
-        return show_loaded(*args)
+    def spied_read(*args):
+        reader_inside.append(io_module.inside_napari_open())
+        return read(*args)
 
-    def made(*args):
+    def spied_make(viewer, then, defer=None):
         made_inside.append(io_module.inside_napari_open())
-        return make_in_turns(*args)
 
-    def reader_that_waits_for_its_answer(*args):
-        worker = read(*args)
-        qtbot.waitUntil(lambda: bool(answered_inside), timeout=60_000)  # inside open
-        return worker
+        def docked(canvas):
+            docked_inside.append(io_module.inside_napari_open())
+            then(canvas)
 
-    monkeypatch.setattr(io_module, "_show_loaded", answered)
-    monkeypatch.setattr(io_module, "make_canvas_in_turns", made)
-    monkeypatch.setattr(io_module, "_read_in_worker", reader_that_waits_for_its_answer)
-    viewer = make_napari_viewer(show=True)
+        return make_in_turns(viewer, docked, defer)
+
+    monkeypatch.setattr(io_module, "_read_in_worker", spied_read)
+    monkeypatch.setattr(io_module, "make_canvas_in_turns", spied_make)
+    viewer = make_napari_viewer(show=True)  # (open's progress bar runs the event loop then)
     viewer.open(str(folder), plugin="napari-topolens")
-    assert answered_inside == [True]  # the answer came inside open
+    assert reader_inside == [True]  # the reader runs inside open
     assert existing_canvas(viewer) is None and made_inside == []
-    qtbot.waitUntil(lambda: existing_canvas(viewer) is not None, timeout=60_000)
-    assert made_inside == [False]
     qtbot.waitUntil(lambda: len(find_layers(viewer, view="gallery")) == 1, timeout=120_000)
+    assert made_inside and not any(made_inside)
+    assert docked_inside and not any(docked_inside)
 
 
 @pytest.mark.slow

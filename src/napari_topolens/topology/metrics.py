@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+
 from napari_topolens.errors import EmptySelectionError, TopoLensError
 from napari_topolens.topology import config
 from napari_topolens.topology.mst import Device, minimum_spanning_edges

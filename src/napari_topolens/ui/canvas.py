@@ -881,10 +881,15 @@ def canvas_for(viewer: Any) -> TopologyCanvas:
     return canvas
 
 
-def make_canvas_in_turns(viewer: Any, then: Callable[[TopologyCanvas], None]) -> None:
+def make_canvas_in_turns(
+    viewer: Any,
+    then: Callable[[TopologyCanvas], None],
+    defer: Callable[[Callable[[], None]], None] | None = None,
+) -> None:
     """The canvas of ``viewer`` made in this event-loop turn, docked in the next, then
     ``then(canvas)`` (unless the canvas was closed meanwhile); if it has one, ``then``
-    at once.
+    at once. ``defer(dock)``, if given, runs the docking turn when it sees fit (the
+    reader's :func:`~napari_topolens.ui.io.after_open`: not inside napari's ``open``).
 
     Making it (its napari canvas, controls and explorer bar) and docking it (the main
     window laid out again, the first paint) each take a few hundred ms of the main
@@ -903,7 +908,7 @@ def make_canvas_in_turns(viewer: Any, then: Callable[[TopologyCanvas], None]) ->
         if canvas is not None and canvas.is_open():
             then(canvas_for(viewer))
 
-    QTimer.singleShot(DOCK_AFTER_MS, dock)
+    QTimer.singleShot(DOCK_AFTER_MS, dock if defer is None else lambda: defer(dock))
 
 
 def _new_canvas(viewer: Any) -> TopologyCanvas:

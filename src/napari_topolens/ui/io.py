@@ -24,10 +24,12 @@ handler, which shows the message as a notification; a script gets it from
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import json
 import math
 import os
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -36,7 +38,7 @@ from ..errors import AnalysisFileError, TopoLensError
 from ..topology.results import Analysis
 from ..topology.store import is_analysis_dir, load_analysis, open_plain_file
 from . import explorer_widget  # noqa: F401  (a reopened analysis's views get the explorer bar)
-from .canvas import TopologyCanvas, make_canvas_in_turns
+from .canvas import TopologyCanvas, existing_canvas, make_canvas_in_turns
 from .drift_view import has_variants
 from .glyphs import GlyphWarmer, warm_glyphs, warmer_of
 from .image_layers import gallery_title
@@ -260,8 +262,8 @@ def _show_loaded(
 
     def canvas_then_show() -> None:
         if ref() is target:
-            # made and docked in two turns, now that the file is read (see _read_in_worker)
-            make_canvas_in_turns(target, show_after_first_text)
+            # (made by the reader already, unless it was closed meanwhile)
+            make_canvas_in_turns(target, show_after_first_text, defer=after_open)
 
     after_open(canvas_then_show)
 
@@ -274,11 +276,15 @@ def _read_in_worker(viewer: Any, folder: Path) -> Any:
     get; the main thread starts the show with it, which adds it once the canvas's views
     are drawn.
 
-    The topology canvas is made once the worker is done, not while it reads: the two
-    share one GIL, so they never overlapped, and the worker's many short reads of the
-    file handed the GIL back and forth with the canvas's making, which then froze the
-    viewer twice as long (0.5-0.8 s for 0.2-0.3 s of main-thread work) and read the
-    file no sooner (``benchmarks/README.md``, the eighth session).
+    The topology canvas is made first, once napari's ``open`` has returned, in two
+    turns, and the worker reads only once the canvas's first text is drawn (or after
+    :data:`READ_HOLD_S`). The worker and the main thread share one GIL: a canvas made
+    while the file was read (its QtViewer, then its first text: 0.2-0.3 s of the main
+    thread each) took twice as long, in the hand-offs of the worker's many short
+    reads. Read first and the canvas after, its glyph warmer had no time to draw ahead
+    of the show, whose first text then drew them in its turns. Now the read overlaps
+    only the warmer's short turns. A file that cannot be read takes the canvas made for
+    it away again (the viewer is left as it was).
     """
     from napari.qt.threading import create_worker
     from napari.utils.notifications import show_error
@@ -293,15 +299,36 @@ def _read_in_worker(viewer: Any, folder: Path) -> Any:
     likely_slot = state.free_slot()
     first_shown, panel_now = len(state) == 0, state.panel
     empty_at_read = not len(viewer.layers)
+    may_read = threading.Event()  # set once the canvas's first text is drawn
 
     def load() -> _Loaded:
+        may_read.wait(READ_HOLD_S)
         return _load_for_show(folder, likely_key, likely_slot, panel_now, first_shown)
 
     def loaded(result: _Loaded) -> None:
+        may_read.set()
         _show_loaded(ref, result, base, likely_key, empty_at_read)
 
+    made_here: list[TopologyCanvas] = []
+
+    def canvas_first() -> None:
+        target = ref()
+        if target is None or existing_canvas(target) is not None or worker not in _READS:
+            may_read.set()  # (a canvas made before is docked by the show)
+            return
+
+        def made(canvas: TopologyCanvas) -> None:
+            made_here.append(canvas)
+            _after_first_text(canvas, may_read.set)
+
+        make_canvas_in_turns(target, made, defer=after_open)
+
     def failed(exc: BaseException) -> None:
-        # (an unreadable file leaves the viewer as it was: nothing was made for it)
+        may_read.set()
+        target = ref()
+        for made in made_here:  # an unreadable file leaves the viewer as it was
+            if target is not None and existing_canvas(target) is made and len(made.state) == 0:
+                _drop_canvas(target, made)
         if isinstance(exc, TopoLensError):
             show_error(f"TopoLens could not open {folder.name!r}: {exc}")
         else:  # not ours: napari's handler shows it with its traceback
@@ -313,7 +340,24 @@ def _read_in_worker(viewer: Any, folder: Path) -> Any:
     worker.start()
     _READS.add(worker)
     worker.finished.connect(lambda: _READS.discard(worker))
+    # (not inside napari's ``open``, whose progress bar runs the event loop: after it)
+    after_open(canvas_first)
     return worker
+
+
+#: The longest the reader's worker waits for the canvas's first text before it reads
+#: (s): the canvas comes first (see :func:`_read_in_worker`), but never holds the read
+#: up for longer than this (a main thread that does not turn, a canvas closed meanwhile).
+READ_HOLD_S = 5.0
+
+
+def _drop_canvas(viewer: Any, canvas: TopologyCanvas) -> None:
+    """Take a canvas made for a file that could not be read off the viewer again."""
+    window = getattr(viewer, "window", None)
+    if window is not None:
+        with contextlib.suppress(LookupError, RuntimeError):  # gone already
+            window.remove_dock_widget(canvas)
+    canvas.close_canvas()
 
 
 def inside_napari_open() -> bool:
@@ -355,9 +399,10 @@ def _after_first_text(canvas: TopologyCanvas, go: Callable[[], Any]) -> None:
 
     A canvas's first text builds the text's shaders and loads the glyphs its layout
     measures with (0.2-0.35 s of the main thread in one turn). The warmer draws it soon
-    after the canvas is made; the reader's file is read by then, and the show's first
-    views, drawn in the same turn as that text, made a stall of both. The warmer's
-    second step comes a turn after that text's repaint: the show starts then.
+    after the canvas is made; the reader's worker reads the file after it (see
+    :func:`_read_in_worker`), and the show's first views, drawn in the same turn as that
+    text, made a stall of both. The warmer's second step comes a turn after that text's
+    repaint: the show starts then.
     """
     from qtpy.QtCore import QTimer
 
