@@ -330,6 +330,8 @@ def test_a_run_shows_its_progress_in_the_dock_and_makes_no_napari_progress_bar(
     monkeypatch.setattr(napari.utils, "progress", lambda *a, **k: made.append(k))
     values: list[int] = []
     widget.progress_bar.valueChanged.connect(values.append)
+    statuses: list[str] = []
+    widget.progress_bar.valueChanged.connect(lambda _v: statuses.append(widget.status.value))
     widget.module_tree.set_checked(["fc1"])
     worker = widget.run()
     assert worker is not None, widget.status.value
@@ -337,8 +339,9 @@ def test_a_run_shows_its_progress_in_the_dock_and_makes_no_napari_progress_bar(
     assert widget.analysis is not None, widget.status.value
     assert made == []
     assert len(values) > 3 and values == sorted(values)  # the dock's bar moved forward
-    # the bar says the percentage; the step is said once, in the status (which wraps)
+    # the bar says the percentage, the status the step (which wraps): each once
     assert widget.progress_bar.format() == "%p%"
+    assert len(statuses) > 3 and not any("%:" in status for status in statuses), statuses
 
 
 def test_cancel_while_the_topology_computes_ends_its_child_process(digits, qtbot):

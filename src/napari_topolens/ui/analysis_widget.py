@@ -1086,10 +1086,10 @@ class AnalysisWidget(QWidget):
         # updates off meanwhile, it is painted in the next turn, with the rest
         self.progress_bar.setUpdatesEnabled(False)
         self.progress_bar.setValue(round(ProgressWorker.STEPS * min(max(fraction, 0.0), 1.0)))
-        # (the bar says the percentage only: the step is in the status below it, which
-        # wraps; in the bar it was said twice and clipped at the dock's width)
+        # (the bar says the percentage, the status below it the step: each once; the
+        # step was said in both, clipped in the bar, with two roundings of the percentage)
         self.progress_bar.setUpdatesEnabled(True)
-        self._set_status(f"{100 * fraction:.0f}%: {message}")
+        self._set_status(message or f"{100 * fraction:.0f}%")
 
     def _on_show_request(self, step: Any, image_layer: Any) -> None:
         """Main thread: the worker's analysis is done; add its layers, one per event-loop turn."""
