@@ -538,6 +538,44 @@ def test_an_analysis_made_in_a_child_process_is_the_one_made_here(
     assert not child.alive
 
 
+def test_a_child_process_warns_its_analysis_warnings_here_once_each(
+    clouds: dict[str, PointCloud], labels: np.ndarray, monkeypatch
+) -> None:
+    """A warning of the child's analysis is warned again in this process (where napari's
+    worker shows it as a notification), once per analysis, with its category; one
+    whose class this process does not have comes as a UserWarning naming it."""
+    import warnings
+
+    from napari_topolens.topology import child_process
+    from napari_topolens.topology.child_process import AnalysisProcess
+
+    warning_child = (
+        "import warnings\n"
+        "from napari_topolens.topology import child_process as c\n"
+        "real = c.iter_analyze\n"
+        "class LocalWarning(UserWarning): pass\n"
+        "def warning_analysis(*args, **kwargs):\n"
+        "    for _ in range(3):\n"
+        "        warnings.warn('a cover this thin leaves points out', RuntimeWarning)\n"
+        "    warnings.warn('a class made in the child', LocalWarning)\n"
+        "    return (yield from real(*args, **kwargs))\n"
+        "c.iter_analyze = warning_analysis\n"
+        "c.serve()\n"
+    )
+    monkeypatch.setattr(child_process, "CHILD_CODE", warning_child)
+    child = AnalysisProcess()
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            analysis = drive(child.iter_analyze(clouds, labels, config=AnalysisConfig(**FAST)))
+        assert analysis.layers == list(clouds)
+        said = [(w.category, str(w.message)) for w in caught]
+        assert said.count((RuntimeWarning, "a cover this thin leaves points out")) == 1
+        assert (UserWarning, "LocalWarning: a class made in the child") in said
+    finally:
+        child.close()
+
+
 def test_a_child_process_raises_the_error_raised_here_and_ends(
     clouds: dict[str, PointCloud], labels: np.ndarray
 ) -> None:

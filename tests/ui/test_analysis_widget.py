@@ -344,6 +344,41 @@ def test_a_run_shows_its_progress_in_the_dock_and_makes_no_napari_progress_bar(
     assert len(statuses) > 3 and not any("%:" in status for status in statuses), statuses
 
 
+def test_a_warning_of_the_child_process_is_a_napari_notification(digits, qtbot, monkeypatch):
+    """The topology computes in a child process; its warnings (a library's, ours) reach
+    napari's notifications, as they did when it computed here."""
+    from napari.utils.notifications import notification_manager
+
+    from napari_topolens.topology import child_process
+
+    for idle in child_process.live_children():  # (started with the child's usual code)
+        idle.close()
+    monkeypatch.setattr(
+        child_process,
+        "CHILD_CODE",
+        "import warnings\n"
+        "from napari_topolens.topology import child_process as c\n"
+        "real = c.iter_analyze\n"
+        "def warning_analysis(*args, **kwargs):\n"
+        "    warnings.warn('a cover this thin leaves points out', RuntimeWarning)\n"
+        "    return (yield from real(*args, **kwargs))\n"
+        "c.iter_analyze = warning_analysis\n"
+        "c.serve()\n",
+    )
+    _viewer, widget, _images = digits
+    widget.module_tree.set_checked(["fc1"])
+    messages: list[str] = []
+    notification_manager.notification_ready.connect(lambda n: messages.append(str(n.message)))
+    worker = widget.run()
+    assert worker is not None, widget.status.value
+    wait_for(qtbot, worker, timeout=60_000)
+    assert widget.analysis is not None, widget.status.value
+    qtbot.waitUntil(lambda: bool(messages), timeout=10_000)
+    assert any("a cover this thin leaves points out" in m for m in messages), messages
+    for child in child_process.live_children():  # not left for other tests with this code
+        child.close()
+
+
 def test_cancel_while_the_topology_computes_ends_its_child_process(digits, qtbot):
     """The topology runs in a child process: Cancel ends it (napari keeps an aborted
     worker's generator suspended; the widget closes it)."""

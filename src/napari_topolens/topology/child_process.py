@@ -13,9 +13,10 @@ never a fork (a forked copy of a process with Qt, OpenGL and torch threads is
 unsafe), and never ``multiprocessing``'s spawn, which runs the user's main script
 again in the child (a launcher script without a ``__main__`` guard would open a
 second viewer there). Messages are pickles over its stdin and stdout (its own prints
-go to stderr). It imports the topology's libraries as soon as it starts (the caller
-starts one ahead, while activations are extracted) and is kept for the next analysis
-once it has answered; a cancelled or failed analysis ends it. The clouds go one
+go to stderr; its warnings come back as messages and are warned again here). It
+imports the topology's libraries as soon as it starts (the caller starts one ahead,
+while activations are extracted) and is kept for the next analysis once it has
+answered; a cancelled or failed analysis ends it. The clouds go one
 message each; the analysis comes back without the images and without the analysed
 clouds, which are made again here from the clouds this process still holds (the same
 draw, the same seed), so no second copy of them is sent or kept.
@@ -31,6 +32,7 @@ import subprocess
 import sys
 import threading
 import traceback
+import warnings
 import weakref
 from collections.abc import Generator, Mapping, Sequence
 from typing import IO, Any
@@ -112,20 +114,51 @@ def _send(stream: IO[bytes], message: tuple) -> None:
 
 
 def _answer(answers: IO[bytes], clouds: list[PointCloud], labels: Any, options: dict) -> None:
-    try:
-        steps = iter_analyze(clouds, labels, **options)
-        while True:
-            try:
-                step = next(steps)
-            except StopIteration as done:
-                analysis: Analysis = done.value
-                for layer in analysis.layer_results:  # made again there (module docstring)
-                    layer.cloud = None  # type: ignore[assignment]
-                _send(answers, ("done", analysis))
-                return
-            _send(answers, ("progress", float(step.fraction), str(step.message)))
-    except Exception as exc:
-        _send(answers, ("error", _portable(exc), traceback.format_exc()))
+    # the analysis's warnings go to the parent, which warns them again where the analysis
+    # was asked for (a napari worker shows them as notifications): here they would reach
+    # only the stderr of the process that started napari
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        relayed: set[tuple[str, str, str]] = set()
+
+        def relay_warnings() -> None:
+            for caught_warning in caught:
+                category = caught_warning.category
+                key = (category.__module__, category.__qualname__, str(caught_warning.message))
+                if key not in relayed:  # once per analysis
+                    relayed.add(key)
+                    _send(answers, ("warning", key[:2], key[2]))
+            caught.clear()
+
+        try:
+            steps = iter_analyze(clouds, labels, **options)
+            while True:
+                try:
+                    step = next(steps)
+                except StopIteration as done:
+                    relay_warnings()
+                    analysis: Analysis = done.value
+                    for layer in analysis.layer_results:  # made again there (module docstring)
+                        layer.cloud = None  # type: ignore[assignment]
+                    _send(answers, ("done", analysis))
+                    return
+                relay_warnings()
+                _send(answers, ("progress", float(step.fraction), str(step.message)))
+        except Exception as exc:
+            relay_warnings()
+            _send(answers, ("error", _portable(exc), traceback.format_exc()))
+
+
+def _warning_here(module: str, qualname: str, message: str) -> tuple[type[Warning], str]:
+    """The category and message to warn here for a warning of the child's: its own
+    category where this process has it already (its module imported), else a
+    ``UserWarning`` naming it. Names only travel: nothing is imported or unpickled."""
+    found: Any = sys.modules.get(module)
+    for part in qualname.split("."):
+        found = getattr(found, part, None)
+    if isinstance(found, type) and issubclass(found, Warning):
+        return found, message
+    return UserWarning, f"{qualname}: {message}"
 
 
 def _portable(exc: BaseException) -> BaseException:
@@ -262,7 +295,11 @@ class AnalysisProcess:
                 with contextlib.suppress(subprocess.TimeoutExpired):
                     self._process.wait(1.0)
                 raise self._ended()
-            if message[0] == "progress":
+            if message[0] == "warning":  # warned here again: where the caller sees it
+                module, qualname = message[1]
+                category, text = _warning_here(module, qualname, message[2])
+                warnings.warn(text, category, stacklevel=2)
+            elif message[0] == "progress":
                 last = Progress(message[1], message[2])
                 yield last
             elif message[0] == "done":

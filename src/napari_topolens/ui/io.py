@@ -55,6 +55,7 @@ from .views import (
     saved_view_settings,
     watch_viewer,
 )
+from .widget_parts import relay_warnings
 
 __all__ = ["VIEW_FILE", "AnalysisSaveError", "get_reader", "read_analysis", "write_analysis"]
 
@@ -337,6 +338,7 @@ def _read_in_worker(viewer: Any, folder: Path) -> Any:
     worker = create_worker(
         load, _start_thread=False, _connect={"returned": loaded, "errored": failed}
     )
+    relay_warnings(worker)
     worker.start()
     _READS.add(worker)
     worker.finished.connect(lambda: _READS.discard(worker))

@@ -35,6 +35,7 @@ __all__ = [
     "marked_stack_indices",
     "raised_by_work",
     "read_frames",
+    "relay_warnings",
     "report_error",
     "surfacing_runtime_errors",
 ]
@@ -331,6 +332,24 @@ class WorkFailed(Exception):
     neither ``errored`` nor ``finished`` for it, which left a widget running for good."""
 
 
+def relay_warnings(worker: Any) -> None:
+    """The warnings of ``worker``'s work as napari notifications (the child process's
+    analysis's too: it sends them back, and they are warned again in the worker).
+
+    napari's workers mean to (``_NotifyingMixin`` connects ``warned``), but in napari
+    0.9 that mixin's ``__init__`` is never run: it comes after ``QRunnable`` in their
+    classes' order, whose ``__init__`` does not pass on. Should napari mend that, the
+    notification manager drops the second copy (it shows a warning once per place).
+    """
+    worker.warned.connect(_notify_warning)
+
+
+def _notify_warning(show_warning_args: tuple) -> None:
+    from napari.utils.notifications import notification_manager
+
+    notification_manager.receive_warning(*show_warning_args)
+
+
 def surfacing_runtime_errors(steps: Generator[Any, Any, Any]) -> Generator[Any, Any, Any]:
     """``steps`` for a napari generator worker, a ``RuntimeError`` it raises carried in a
     :class:`WorkFailed` so that it reaches the worker's ``errored`` (see there)."""
@@ -406,6 +425,7 @@ class ProgressWorker:
         self._bar_update_due = False
         self._steps: Generator[Any, None, Any] | None = None
         self.worker = create_worker(self._closable(work), _ignore_errors=True)
+        relay_warnings(self.worker)
         self.worker.yielded.connect(self._on_progress)
         self.worker.returned.connect(self._returned(on_done, on_cancelled))
         self.worker.errored.connect(on_error)
