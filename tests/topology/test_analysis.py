@@ -572,6 +572,11 @@ def test_a_child_process_warns_its_analysis_warnings_here_once_each(
         said = [(w.category, str(w.message)) for w in caught]
         assert said.count((RuntimeWarning, "a cover this thin leaves points out")) == 1
         assert (UserWarning, "LocalWarning: a class made in the child") in said
+        with warnings.catch_warnings(record=True) as caught_again:  # the child kept: again
+            warnings.simplefilter("always")
+            drive(child.iter_analyze(clouds, labels, config=AnalysisConfig(**FAST)))
+        said_again = [(w.category, str(w.message)) for w in caught_again]
+        assert said_again.count((RuntimeWarning, "a cover this thin leaves points out")) == 1
     finally:
         child.close()
 

@@ -118,7 +118,9 @@ def _answer(answers: IO[bytes], clouds: list[PointCloud], labels: Any, options: 
     # was asked for (a napari worker shows them as notifications): here they would reach
     # only the stderr of the process that started napari
     with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+        # once per place per analysis (a new filter forgets where warnings were shown):
+        # a warning raised in a loop is not kept a million times until its step ends
+        warnings.simplefilter("default")
         relayed: set[tuple[str, str, str]] = set()
 
         def relay_warnings() -> None:
