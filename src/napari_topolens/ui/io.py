@@ -307,7 +307,6 @@ def _read_in_worker(viewer: Any, folder: Path) -> Any:
         return _load_for_show(folder, likely_key, likely_slot, panel_now, first_shown)
 
     def loaded(result: _Loaded) -> None:
-        may_read.set()
         _show_loaded(ref, result, base, likely_key, empty_at_read)
 
     made_here: list[TopologyCanvas] = []
@@ -325,7 +324,6 @@ def _read_in_worker(viewer: Any, folder: Path) -> Any:
         make_canvas_in_turns(target, made, defer=after_open)
 
     def failed(exc: BaseException) -> None:
-        may_read.set()
         target = ref()
         for made in made_here:  # an unreadable file leaves the viewer as it was
             if target is not None and existing_canvas(target) is made and len(made.state) == 0:
