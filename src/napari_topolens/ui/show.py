@@ -41,6 +41,7 @@ from .layer_update import add_keeping_selection, create_layer, set_visible, upda
 from .links import links_for
 from .selection_gallery import gallery_spot
 from .state import PerViewer, ShownAnalysis, state_for, viewer_ref
+from .widget_parts import relay_warnings
 
 __all__ = [
     "IncrementalShow",
@@ -1161,6 +1162,7 @@ class IncrementalShow:
 
         worker.returned.connect(returned)
         worker.errored.connect(errored)
+        relay_warnings(worker)
         self.worker = worker
         _make_room_in_the_thread_pool()
         worker.start()

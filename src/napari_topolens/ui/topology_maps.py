@@ -49,7 +49,7 @@ from .links import PIXEL_ANSWERS, links_for
 from .model_registry import model_of_analysis
 from .state import PerViewer, ShownAnalysis, state_for, viewer_ref
 from .variants import variant_views_for
-from .widget_parts import WorkFailed, raised_by_work, surfacing_runtime_errors
+from .widget_parts import WorkFailed, raised_by_work, relay_warnings, surfacing_runtime_errors
 
 __all__ = ["MAX_CACHED_MAPS", "TopologyMaps", "maps_for"]
 
@@ -320,6 +320,7 @@ class TopologyMaps:
         worker.returned.connect(lambda result, w=wanted: self._on_map(w, result))
         worker.errored.connect(lambda exc, w=wanted: self._on_failed(w, exc))
         worker.finished.connect(self._on_finished)
+        relay_warnings(worker)
         self._running, self._worker = wanted, worker
         worker.start()
 
@@ -714,6 +715,7 @@ class TopologyMaps:
         worker.returned.connect(ranked)
         worker.errored.connect(failed)
         worker.finished.connect(finished)
+        relay_warnings(worker)
         self._ranking, self._ranking_key = worker, base_key
         self._say(f"ranking by changed pixels under {variant}: 0 of {len(images)} images")
         worker.start()
