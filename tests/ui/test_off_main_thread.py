@@ -364,6 +364,38 @@ def test_the_canvas_made_while_a_file_is_read_goes_if_it_cannot_be_read(
     assert not find_layers(viewer)
 
 
+@pytest.mark.parametrize("closed", ["before_its_canvas", "canvas_made", "canvas_docked"])
+def test_a_viewer_closed_while_its_file_is_read_is_left_alone(
+    make_napari_viewer, qtbot, digits, tmp_path, monkeypatch, closed
+):
+    # a user closes the window while the file is read: the viewer object lives on until
+    # collected, its window does not; nothing is made or docked in it afterwards (a
+    # dock on the closed window raised in a Qt timer: napari's error dialog)
+    from napari_topolens.ui.canvas import existing_canvas
+
+    _images, analysis = digits
+    folder = analysis.save(tmp_path / "run.topolens")
+    monkeypatch.setattr(io_module, "READ_HOLD_S", 0.5)  # a canvas that never comes
+    gate = _hold_reads(monkeypatch)
+    viewer = make_napari_viewer(show=True)
+    assert viewer.open(str(folder), plugin="napari-topolens") == []
+    (worker,) = io_module._READS
+    if closed != "before_its_canvas":
+        qtbot.waitUntil(lambda: existing_canvas(viewer) is not None, timeout=30_000)
+    if closed == "canvas_docked":
+        qtbot.waitUntil(lambda: existing_canvas(viewer).docked, timeout=30_000)
+    made = existing_canvas(viewer)
+    viewer.close()
+    gate.release()
+    with qtbot.waitSignal(worker.finished, timeout=60_000):
+        pass
+    qtbot.wait(300)  # what the reader would do next, after the read
+    assert not find_layers(viewer) and not len(viewer.layers)
+    canvas = existing_canvas(viewer)
+    assert canvas is None or not canvas.is_open()
+    assert made is None or not made.is_open()
+
+
 def test_the_reader_makes_the_images_layer_in_its_worker_and_the_canvas_after_open_returns(
     make_napari_viewer, qtbot, digits, tmp_path, monkeypatch
 ):

@@ -37,7 +37,7 @@ from . import collector
 from . import view_data as vd
 from .glyphs import warm_glyphs, warmer_of
 from .layer_update import insert_quietly, lock_layer, set_visible, track_drawing, update_layer
-from .state import PerViewer, ShownAnalyses, ShownAnalysis, state_for, viewer_ref
+from .state import PerViewer, ShownAnalyses, ShownAnalysis, state_for, viewer_ref, window_closed
 
 __all__ = [
     "PanelMaker",
@@ -887,8 +887,8 @@ def make_canvas_in_turns(
     defer: Callable[[Callable[[], None]], None] | None = None,
 ) -> None:
     """The canvas of ``viewer`` made in this event-loop turn, docked in the next, then
-    ``then(canvas)`` (unless the canvas was closed meanwhile); if it has one, ``then``
-    at once. ``defer(dock)``, if given, runs the docking turn when it sees fit (the
+    ``then(canvas)`` (unless the canvas or the viewer's window was closed meanwhile); if
+    it has one, ``then`` at once. ``defer(dock)``, if given, runs the docking turn when it sees fit (the
     reader's :func:`~napari_topolens.ui.io.after_open`: not inside napari's ``open``).
 
     Making it (its napari canvas, controls and explorer bar) and docking it (the main
@@ -898,6 +898,8 @@ def make_canvas_in_turns(
     """
     from qtpy.QtCore import QTimer
 
+    if window_closed(viewer):  # (a viewer closed while its file was read)
+        return
     if _CANVASES.get(viewer) is not None:
         then(canvas_for(viewer))
         return
@@ -906,7 +908,9 @@ def make_canvas_in_turns(
     def dock() -> None:
         canvas = canvas_ref()
         if canvas is not None and canvas.is_open():
-            then(canvas_for(viewer))
+            canvas = canvas_for(viewer)
+            if canvas.is_open():  # (not if its viewer was closed meanwhile)
+                then(canvas)
 
     QTimer.singleShot(DOCK_AFTER_MS, dock if defer is None else lambda: defer(dock))
 
@@ -919,6 +923,9 @@ def _new_canvas(viewer: Any) -> TopologyCanvas:
 
 def _dock(viewer: Any, canvas: TopologyCanvas) -> None:
     canvas.docked = True
+    if window_closed(viewer):  # its window takes no dock: the canvas goes (is_open False)
+        canvas.close_canvas()
+        return
     window = getattr(viewer, "window", None)
     if window is not None:
         # below the analysis dock, not tabbed with it: the form (a one-line summary

@@ -46,7 +46,7 @@ from .layer_update import create_layer
 from .mapper_nodes import analysis_predictions
 from .panels import ALL_PANELS, NEEDS_PREDICTIONS, PANELS
 from .show import ViewsAhead, prepare_views_ahead, show_read
-from .state import PerViewer, state_for, viewer_ref
+from .state import PerViewer, state_for, viewer_ref, window_closed
 from .views import (
     COLOR_BY,
     LayerDataTuple,
@@ -222,8 +222,8 @@ def _show_loaded(
     from qtpy.QtCore import QTimer
 
     target = ref()
-    if target is None:
-        return  # the viewer went while the file was read
+    if target is None or window_closed(target):
+        return  # the viewer went (or its window closed) while the file was read
     analysis, settings, layers, ahead = result
     # (an analysis read just before may be in the viewer and not shown yet, or its
     # show not started yet)
@@ -239,7 +239,7 @@ def _show_loaded(
     showing.append(reserved)
 
     def show() -> None:
-        if ref() is not target:
+        if ref() is not target or window_closed(target):
             return
         (images,) = layers
         # its views first; the show adds the images layer once they are drawn (adding
@@ -313,7 +313,12 @@ def _read_in_worker(viewer: Any, folder: Path) -> Any:
 
     def canvas_first() -> None:
         target = ref()
-        if target is None or existing_canvas(target) is not None or worker not in _READS:
+        if (
+            target is None
+            or window_closed(target)
+            or existing_canvas(target) is not None
+            or worker not in _READS
+        ):
             may_read.set()  # (a canvas made before is docked by the show)
             return
 

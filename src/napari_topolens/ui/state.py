@@ -22,7 +22,7 @@ from ..errors import TopoLensError
 from ..layout.mapper import mapper_layout
 from ..topology.results import Analysis, LayerAnalysis
 from .view_data import ColorBy, Panel
-from .viewer_key import PerViewer, same_viewer, viewer_anchor, viewer_ref
+from .viewer_key import PerViewer, same_viewer, viewer_anchor, viewer_ref, window_closed
 
 __all__ = [
     "PerViewer",
@@ -34,6 +34,7 @@ __all__ = [
     "viewer_anchor",
     "viewer_ref",
     "viewer_showing",
+    "window_closed",
 ]
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import weakref
 from typing import Any
 
-__all__ = ["PerViewer", "same_viewer", "viewer_anchor", "viewer_ref"]
+__all__ = ["PerViewer", "same_viewer", "viewer_anchor", "viewer_ref", "window_closed"]
 
 
 class _ViewerAnchor:
@@ -93,6 +93,26 @@ def viewer_ref(viewer: Any) -> Any:
         return None if anchor is None else anchor.viewer
 
     return get
+
+
+def window_closed(viewer: Any) -> bool:
+    """Whether ``viewer``'s window was closed (``viewer.close()``, its window's close
+    button): the viewer object lives on until it is collected, but its window takes no
+    dock and no layer is shown in it any more.
+
+    napari has no public flag for it. Its window's public ``geometry()`` reads the Qt
+    window, which napari deletes on close: it raises then (``AttributeError`` in napari
+    0.9, ``RuntimeError`` where the Qt object is deleted but still referenced). A viewer
+    without a window (a plain ``ViewerModel``) is never closed.
+    """
+    window = getattr(viewer, "window", None)
+    if window is None or not hasattr(window, "geometry"):
+        return False
+    try:
+        window.geometry()
+    except (AttributeError, RuntimeError):
+        return True
+    return False
 
 
 class PerViewer:
