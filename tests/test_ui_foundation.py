@@ -111,3 +111,24 @@ def test_the_activation_widget_shares_the_analysis_widgets_model_chooser(make_na
     wait_for(qtbot, worker)
     assert widget.source["model"].startswith("added:tiny")
     assert set(widget.clouds) <= {"0", "1", "2", "3"} and widget.clouds
+
+
+def test_closing_the_window_while_activations_are_pulled_stops_it_quietly(
+    make_napari_viewer, qtbot
+):
+    """A user closes napari's window while the docked widget pulls activations: the pull
+    stops at its next step and nothing raises on the widget napari has deleted (its end
+    set its buttons and status, in Qt slots)."""
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("napari-topolens", "shapes")
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-topolens", "Pull activations")
+    widget.model_source.value = "sample: shapes"
+    widget.load_model()
+    widget.layers.value = ["pool1", "pool2"]
+    worker = widget.run()
+    assert worker is not None, widget.status.value
+    ended: list[bool] = []
+    worker.finished.connect(lambda: ended.append(True))  # (it may end inside close)
+    viewer.close()
+    qtbot.waitUntil(lambda: bool(ended), timeout=60_000)
+    qtbot.wait(200)  # what was queued for the deleted widget comes due (and must not raise)

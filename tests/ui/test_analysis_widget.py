@@ -399,6 +399,42 @@ def test_cancel_while_the_topology_computes_ends_its_child_process(digits, qtbot
     assert widget.analysis is None and "Cancelled" in widget.status.value
 
 
+@pytest.mark.parametrize("closed_while", ["computing", "showing"])
+def test_closing_the_window_during_a_run_stops_it_quietly(make_napari_viewer, qtbot, closed_while):
+    """A user closes napari's window while a run computes or adds its views: the run
+    stops (its child process ends, no full collection stays paused) and nothing raises
+    on the widget napari has deleted (its progress and status did, in Qt slots; a run
+    closed while showing waited for its views ten minutes)."""
+    from napari_topolens.topology import child_process
+    from napari_topolens.ui import collector
+    from napari_topolens.ui.show import IncrementalShow
+
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample("napari-topolens", "digits")
+    widget = dock_analysis(viewer)  # through napari's door
+    widget.model_source.value = "sample: digits"
+    assert widget.load_model() is not None
+    widget.module_tree.set_checked(["pool2", "fc1"])
+    messages: list[str] = []
+    worker = widget.run()
+    assert worker is not None, widget.status.value
+    worker.yielded.connect(lambda step: messages.append(str(getattr(step, "message", ""))))
+    if closed_while == "computing":
+        qtbot.waitUntil(lambda: any("topology: layer" in m for m in messages), timeout=60_000)
+        (computing,) = child_process.live_children()
+    else:
+        qtbot.waitUntil(lambda: bool(IncrementalShow.running()), timeout=60_000)
+    ended: list[bool] = []
+    worker.finished.connect(lambda: ended.append(True))  # (it may end inside close)
+    viewer.close()
+    qtbot.waitUntil(lambda: bool(ended), timeout=30_000)
+    if closed_while == "computing":
+        qtbot.waitUntil(lambda: not computing.alive, timeout=10_000)
+    qtbot.waitUntil(lambda: not collector.is_paused(), timeout=10_000)
+    assert not IncrementalShow.running()
+    qtbot.wait(200)  # what was queued for the deleted widget comes due (and must not raise)
+
+
 def test_a_run_extracts_with_a_core_left_for_the_viewer_and_puts_torch_back(
     digits, qtbot, monkeypatch
 ):

@@ -98,6 +98,9 @@ class ActivationWidget(Container):
         self.extend([self.model_chooser, form, self.run_button, self.cancel_button, self.status])
         self.model_chooser.forgotten.connect(self._on_model_forgotten)
         self.model_chooser.added.connect(self._on_model_added)
+        # its window closed while activations are pulled: the pull stops, quietly (see
+        # ``ProgressWorker.abandon``); a plain function: Qt is deleting the widget then
+        self.native.destroyed.connect(lambda *_args, widget=self: _abandon_pull(widget))
         self.model_source.changed.connect(self._select_sample_images)
         self.load_button.changed.connect(self.load_model)
         self.run_button.changed.connect(self.run)
@@ -245,3 +248,14 @@ class ActivationWidget(Container):
 
     def _set_status(self, text: str) -> None:
         self.status.value = text
+
+
+def _abandon_pull(widget: ActivationWidget) -> None:
+    """The pull of ``widget``, whose Qt side is being deleted, stopped at its next step;
+    nothing of the widget's Qt side is touched. (A widget collected by Python is deleted
+    too, its attributes maybe cleared first: a job there is never running then, since
+    a running job's callbacks hold the widget.)"""
+    job = getattr(widget, "_job", None)
+    if job is not None:
+        widget._job = None
+        job.abandon()

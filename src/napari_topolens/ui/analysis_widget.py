@@ -213,6 +213,10 @@ class AnalysisWidget(QWidget):
         self._connect_events()
         self._select_sample_images()
         self._on_which_changed()
+        # its window closed (napari deletes its docks' widgets) while a run computes or
+        # shows: the run stops, quietly. A plain function, not a method: Qt is deleting
+        # this widget when it calls it
+        self.destroyed.connect(lambda *_args, widget=self: _abandon_run(widget))
         self._on_layers_changed()
         self._on_labels_source_changed()
         self._on_sampling_changed()
@@ -1195,6 +1199,25 @@ class AnalysisWidget(QWidget):
     def _report(self, exc: BaseException) -> None:
         report_error(exc, self.status)
         self._fit_soon.start(0)
+
+
+def _abandon_run(widget: AnalysisWidget) -> None:
+    """The run of ``widget``, whose Qt side is being deleted, stopped: its worker at its
+    next step (its child process ends), its views' shows cancelled, the collector
+    resumed; nothing of the widget's Qt side is touched. (A widget collected by Python is
+    deleted too, its attributes maybe cleared first: it runs nothing then, since a
+    running job's callbacks hold the widget.)"""
+    job = getattr(widget, "_job", None)
+    if job is None:
+        return
+    shows = (widget._variant_show, widget._show)
+    widget._job = widget._show = widget._variant_show = None
+    job.abandon()
+    for show in shows:
+        if show is not None and not show.done:
+            show.cancel()
+    widget._resume_collector()
+    widget._resume_collector = lambda: None
 
 
 class _ShowRequest:

@@ -424,6 +424,13 @@ class ProgressWorker:
         self._latest = (0.0, "")
         self._bar_update_due = False
         self._steps: Generator[Any, None, Any] | None = None
+        #: The widget that shows the work is gone (see :meth:`abandon`).
+        self.abandoned = False
+        on_done, on_error = self._unless_abandoned(on_done), self._unless_abandoned(on_error)
+        on_cancelled = self._unless_abandoned(on_cancelled)
+        on_finished = self._unless_abandoned(on_finished)
+        if on_progress is not None:
+            self._on_progress_cb = self._unless_abandoned(on_progress)
         self.worker = create_worker(self._closable(work), _ignore_errors=True)
         relay_warnings(self.worker)
         self.worker.yielded.connect(self._on_progress)
@@ -432,6 +439,21 @@ class ProgressWorker:
         self.worker.aborted.connect(on_cancelled)
         self.worker.finished.connect(self._close)
         self.worker.finished.connect(on_finished)
+
+    def _unless_abandoned(self, callback: Callable[..., None]) -> Callable[..., None]:
+        def called(*args: Any) -> None:
+            if not self.abandoned:
+                callback(*args)
+
+        return called
+
+    def abandon(self) -> None:
+        """The widget that shows this work is gone (its window closed, its dock deleted):
+        the work stops at its next step (its generator closed: a child process ends) and
+        none of the widget's callbacks runs again (their Qt parts are deleted: each call
+        raised in a Qt slot, napari's error dialog)."""
+        self.abandoned = True
+        self.quit()
 
     def _closable(
         self, work: Callable[[], Generator[Any, None, Any]]
