@@ -132,3 +132,4 @@ def test_closing_the_window_while_activations_are_pulled_stops_it_quietly(
     viewer.close()
     qtbot.waitUntil(lambda: bool(ended), timeout=60_000)
     qtbot.wait(200)  # what was queued for the deleted widget comes due (and must not raise)
+    assert not widget.clouds  # stopped, not finished

@@ -375,7 +375,8 @@ def test_a_viewer_closed_while_its_file_is_read_is_left_alone(
 
     _images, analysis = digits
     folder = analysis.save(tmp_path / "run.topolens")
-    monkeypatch.setattr(io_module, "READ_HOLD_S", 0.5)  # a canvas that never comes
+    # the read is let go at once, not after its hold, whenever the window closes
+    monkeypatch.setattr(io_module, "READ_HOLD_S", 120.0)
     gate = _hold_reads(monkeypatch)
     viewer = make_napari_viewer(show=True)
     assert viewer.open(str(folder), plugin="napari-topolens") == []
@@ -385,10 +386,9 @@ def test_a_viewer_closed_while_its_file_is_read_is_left_alone(
     if closed == "canvas_docked":
         qtbot.waitUntil(lambda: existing_canvas(viewer).docked, timeout=30_000)
     made = existing_canvas(viewer)
-    viewer.close()
-    gate.release()
     with qtbot.waitSignal(worker.finished, timeout=60_000):
-        pass
+        viewer.close()
+        gate.release()
     qtbot.wait(300)  # what the reader would do next, after the read
     assert not find_layers(viewer) and not len(viewer.layers)
     canvas = existing_canvas(viewer)
@@ -748,14 +748,14 @@ def test_the_reader_makes_and_docks_no_canvas_inside_napari_open(
         reader_inside.append(io_module.inside_napari_open())
         return read(*args)
 
-    def spied_make(viewer, then, defer=None):
+    def spied_make(viewer, then, defer=None, gone=None):
         made_inside.append(io_module.inside_napari_open())
 
         def docked(canvas):
             docked_inside.append(io_module.inside_napari_open())
             then(canvas)
 
-        return make_in_turns(viewer, docked, defer)
+        return make_in_turns(viewer, docked, defer, gone)
 
     monkeypatch.setattr(io_module, "_read_in_worker", spied_read)
     monkeypatch.setattr(io_module, "make_canvas_in_turns", spied_make)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -99,8 +100,10 @@ class ActivationWidget(Container):
         self.model_chooser.forgotten.connect(self._on_model_forgotten)
         self.model_chooser.added.connect(self._on_model_added)
         # its window closed while activations are pulled: the pull stops, quietly (see
-        # ``ProgressWorker.abandon``); a plain function: Qt is deleting the widget then
-        self.native.destroyed.connect(lambda *_args, widget=self: _abandon_pull(widget))
+        # ``ProgressWorker.abandon``); a plain function: Qt is deleting the widget then;
+        # and a weak reference (PyQt keeps a lambda alive beyond the collector's sight)
+        widget_ref = weakref.ref(self)
+        self.native.destroyed.connect(lambda *_args: _abandon_pull(widget_ref()))
         self.model_source.changed.connect(self._select_sample_images)
         self.load_button.changed.connect(self.load_model)
         self.run_button.changed.connect(self.run)
@@ -250,12 +253,11 @@ class ActivationWidget(Container):
         self.status.value = text
 
 
-def _abandon_pull(widget: ActivationWidget) -> None:
+def _abandon_pull(widget: ActivationWidget | None) -> None:
     """The pull of ``widget``, whose Qt side is being deleted, stopped at its next step;
-    nothing of the widget's Qt side is touched. (A widget collected by Python is deleted
-    too, its attributes maybe cleared first: a job there is never running then, since
-    a running job's callbacks hold the widget.)"""
-    job = getattr(widget, "_job", None)
-    if job is not None:
+    nothing of the widget's Qt side is touched. (None: the widget was collected; a
+    running job's callbacks hold it, so it ran nothing.)"""
+    job = None if widget is None else widget._job
+    if widget is not None and job is not None:
         widget._job = None
         job.abandon()

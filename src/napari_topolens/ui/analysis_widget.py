@@ -114,6 +114,7 @@ from .model_registry import remember_model
 from .module_tree import ModuleTree
 from .show import remove_analyses_on
 from .variant_choice import VariantForm
+from .viewer_key import window_closed
 from .views import show_analysis_incrementally, show_variants_incrementally
 from .widget_parts import (
     CURRENT_IMAGE,
@@ -215,8 +216,10 @@ class AnalysisWidget(QWidget):
         self._on_which_changed()
         # its window closed (napari deletes its docks' widgets) while a run computes or
         # shows: the run stops, quietly. A plain function, not a method: Qt is deleting
-        # this widget when it calls it
-        self.destroyed.connect(lambda *_args, widget=self: _abandon_run(widget))
+        # this widget when it calls it; and a weak reference (PyQt keeps a lambda alive
+        # beyond the collector's sight: a widget taken off by its dock's X would never go)
+        widget_ref = weakref.ref(self)
+        self.destroyed.connect(lambda *_args: _abandon_run(widget_ref()))
         self._on_layers_changed()
         self._on_labels_source_changed()
         self._on_sampling_changed()
@@ -475,7 +478,7 @@ class AnalysisWidget(QWidget):
         self.form_summary = elided_label()
         self.form_toggle = QPushButton("Settings ▸")
         self.form_toggle.setToolTip("Show the analysis settings again (or fold them away)")
-        self.form_toggle.clicked.connect(lambda: self.fold_form(not self.form_folded))
+        self.form_toggle.clicked.connect(self._toggle_form)  # (a method: PyQt holds it weakly)
         self.form_toggle.setVisible(False)  # until the first Run folds the form
         self.form_summary.setVisible(False)
         layout.addWidget(self.form_summary)
@@ -538,6 +541,9 @@ class AnalysisWidget(QWidget):
         self._fit_height()
 
     # ---- the form folded after Run ------------------------------------------------------
+    def _toggle_form(self, _checked: bool = False) -> None:
+        self.fold_form(not self.form_folded)
+
     def fold_form(self, folded: bool) -> None:
         """Fold the form into its one-line summary (after Run), or open it again.
 
@@ -1099,6 +1105,9 @@ class AnalysisWidget(QWidget):
         """Main thread: the worker's analysis is done; add its layers, one per event-loop turn."""
         if not isinstance(step, _ShowRequest) or self._job is None or self._job.cancelled:
             return
+        if window_closed(self._viewer):  # (this widget taken off by its dock's X before)
+            _abandon_run(self)
+            return
         if image_layer not in self._viewer.layers:
             image_layer = None  # removed while the analysis ran: views use analysis.images
         replaced = remove_analyses_on(self._viewer, image_layer)  # a new run replaces it
@@ -1201,21 +1210,22 @@ class AnalysisWidget(QWidget):
         self._fit_soon.start(0)
 
 
-def _abandon_run(widget: AnalysisWidget) -> None:
-    """The run of ``widget``, whose Qt side is being deleted, stopped: its worker at its
-    next step (its child process ends), its views' shows cancelled, the collector
-    resumed; nothing of the widget's Qt side is touched. (A widget collected by Python is
-    deleted too, its attributes maybe cleared first: it runs nothing then, since a
-    running job's callbacks hold the widget.)"""
-    job = getattr(widget, "_job", None)
-    if job is None:
+def _abandon_run(widget: AnalysisWidget | None) -> None:
+    """The run of ``widget``, whose Qt side is being deleted (its window closed) or whose
+    viewer's window is closed, stopped: its worker at its next step (its child process
+    ends), its views' shows stopped where they are (the closed viewer needs no tidying;
+    its canvas may be deleted already), the collector resumed. Nothing of the widget's Qt
+    side is touched. (None: the widget was collected; a running job's callbacks hold it,
+    so it ran nothing.)"""
+    job = None if widget is None else widget._job
+    if widget is None or job is None:
         return
     shows = (widget._variant_show, widget._show)
     widget._job = widget._show = widget._variant_show = None
     job.abandon()
     for show in shows:
         if show is not None and not show.done:
-            show.cancel()
+            show.stop()
     widget._resume_collector()
     widget._resume_collector = lambda: None
 

@@ -885,10 +885,11 @@ def make_canvas_in_turns(
     viewer: Any,
     then: Callable[[TopologyCanvas], None],
     defer: Callable[[Callable[[], None]], None] | None = None,
+    gone: Callable[[], None] | None = None,
 ) -> None:
     """The canvas of ``viewer`` made in this event-loop turn, docked in the next, then
-    ``then(canvas)`` (unless the canvas or the viewer's window was closed meanwhile); if
-    it has one, ``then`` at once. ``defer(dock)``, if given, runs the docking turn when it sees fit (the
+    ``then(canvas)``; or ``gone()``, if given, when the canvas or the viewer's window is
+    closed first. If it has one, ``then`` at once. ``defer(dock)``, if given, runs the docking turn when it sees fit (the
     reader's :func:`~napari_topolens.ui.io.after_open`: not inside napari's ``open``).
 
     Making it (its napari canvas, controls and explorer bar) and docking it (the main
@@ -899,6 +900,8 @@ def make_canvas_in_turns(
     from qtpy.QtCore import QTimer
 
     if window_closed(viewer):  # (a viewer closed while its file was read)
+        if gone is not None:
+            gone()
         return
     if _CANVASES.get(viewer) is not None:
         then(canvas_for(viewer))
@@ -911,6 +914,9 @@ def make_canvas_in_turns(
             canvas = canvas_for(viewer)
             if canvas.is_open():  # (not if its viewer was closed meanwhile)
                 then(canvas)
+                return
+        if gone is not None:
+            gone()
 
     QTimer.singleShot(DOCK_AFTER_MS, dock if defer is None else lambda: defer(dock))
 

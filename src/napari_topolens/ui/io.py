@@ -326,7 +326,8 @@ def _read_in_worker(viewer: Any, folder: Path) -> Any:
             made_here.append(canvas)
             _after_first_text(canvas, may_read.set)
 
-        make_canvas_in_turns(target, made, defer=after_open)
+        # (closed before it is docked: the read goes on at once, and its show stops)
+        make_canvas_in_turns(target, made, defer=after_open, gone=may_read.set)
 
     def failed(exc: BaseException) -> None:
         target = ref()

@@ -101,9 +101,11 @@ def window_closed(viewer: Any) -> bool:
     dock and no layer is shown in it any more.
 
     napari has no public flag for it. Its window's public ``geometry()`` reads the Qt
-    window, which napari deletes on close: it raises then (``AttributeError`` in napari
-    0.9, ``RuntimeError`` where the Qt object is deleted but still referenced). A viewer
-    without a window (a plain ``ViewerModel``) is never closed.
+    window, which napari drops on ``close()`` and Qt deletes after its close button: it
+    raises then (``AttributeError`` in napari 0.9, ``RuntimeError`` once the Qt object is
+    deleted but still referenced). Between the close button and that deletion (the next
+    event-loop turn) the window still answers. A viewer without a window (a plain
+    ``ViewerModel``) is never closed.
     """
     window = getattr(viewer, "window", None)
     if window is None or not hasattr(window, "geometry"):

@@ -448,10 +448,11 @@ class ProgressWorker:
         return called
 
     def abandon(self) -> None:
-        """The widget that shows this work is gone (its window closed, its dock deleted):
-        the work stops at its next step (its generator closed: a child process ends) and
-        none of the widget's callbacks runs again (their Qt parts are deleted: each call
-        raised in a Qt slot, napari's error dialog)."""
+        """The widget that shows this work is gone (its window closed, which deletes its
+        docks' widgets): the work stops at its next step (its generator closed: a child
+        process ends), and neither the widget's callbacks nor napari's progress bar run
+        again (their Qt parts are deleted: each call raised in a Qt slot, napari's error
+        dialog)."""
         self.abandoned = True
         self.quit()
 
@@ -497,7 +498,7 @@ class ProgressWorker:
 
         # making napari's bar can process pending Qt events, the worker's next yields
         # among them: those must not make a bar of their own (each one would recurse)
-        if self._pbar is None and not self._closed and not self._making_bar:
+        if self._pbar is None and not self._closed and not self._making_bar and not self.abandoned:
             self._making_bar = True
             try:
                 self._pbar = progress(total=self.STEPS, desc=self.description)
@@ -528,7 +529,7 @@ class ProgressWorker:
 
     def _update_bar(self) -> None:
         self._bar_update_due = False
-        if self.done or self._closed:
+        if self.done or self._closed or self.abandoned:
             return
         self._make_bar()  # (its turn may not have come yet)
         pbar = self._pbar
