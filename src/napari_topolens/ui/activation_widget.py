@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import weakref
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -99,11 +98,7 @@ class ActivationWidget(Container):
         self.extend([self.model_chooser, form, self.run_button, self.cancel_button, self.status])
         self.model_chooser.forgotten.connect(self._on_model_forgotten)
         self.model_chooser.added.connect(self._on_model_added)
-        # its window closed while activations are pulled: the pull stops, quietly (see
-        # ``ProgressWorker.abandon``); a plain function: Qt is deleting the widget then;
-        # and a weak reference (PyQt keeps a lambda alive beyond the collector's sight)
-        widget_ref = weakref.ref(self)
-        self.native.destroyed.connect(lambda *_args: _abandon_pull(widget_ref()))
+
         self.model_source.changed.connect(self._select_sample_images)
         self.load_button.changed.connect(self.load_model)
         self.run_button.changed.connect(self.run)
@@ -213,6 +208,8 @@ class ActivationWidget(Container):
             on_error=self._fail,
             on_cancelled=lambda: self._set_status("Cancelled; nothing was kept."),
             on_finished=self._on_finished,
+            owner=self,  # its window closed while pulling: the pull stops, quietly
+            on_abandoned=lambda: setattr(self, "_job", None),
         )
         self.run_button.enabled, self.cancel_button.enabled = False, True
         self._set_status("Pulling activations...")
@@ -251,13 +248,3 @@ class ActivationWidget(Container):
 
     def _set_status(self, text: str) -> None:
         self.status.value = text
-
-
-def _abandon_pull(widget: ActivationWidget | None) -> None:
-    """The pull of ``widget``, whose Qt side is being deleted, stopped at its next step;
-    nothing of the widget's Qt side is touched. (None: the widget was collected; a
-    running job's callbacks hold it, so it ran nothing.)"""
-    job = None if widget is None else widget._job
-    if widget is not None and job is not None:
-        widget._job = None
-        job.abandon()

@@ -214,12 +214,6 @@ class AnalysisWidget(QWidget):
         self._connect_events()
         self._select_sample_images()
         self._on_which_changed()
-        # its window closed (napari deletes its docks' widgets) while a run computes or
-        # shows: the run stops, quietly. A plain function, not a method: Qt is deleting
-        # this widget when it calls it; and a weak reference (PyQt keeps a lambda alive
-        # beyond the collector's sight: a widget taken off by its dock's X would never go)
-        widget_ref = weakref.ref(self)
-        self.destroyed.connect(lambda *_args: _abandon_run(widget_ref()))
         self._on_layers_changed()
         self._on_labels_source_changed()
         self._on_sampling_changed()
@@ -883,6 +877,10 @@ class AnalysisWidget(QWidget):
             on_finished=self._on_finished,
             on_progress=self._on_progress,
             napari_bar=False,  # the dock's own bar and step, where the user looks
+            # its window closed (napari deletes its docks' widgets) while the run
+            # computes or shows: the run stops, quietly
+            owner=self,
+            on_abandoned=lambda: _abandon_run(self),
         )
         self._job.worker.yielded.connect(lambda step: self._on_show_request(step, image_layer))
         self.run_button.enabled, self.cancel_button.enabled = False, True
@@ -1210,15 +1208,14 @@ class AnalysisWidget(QWidget):
         self._fit_soon.start(0)
 
 
-def _abandon_run(widget: AnalysisWidget | None) -> None:
-    """The run of ``widget``, whose Qt side is being deleted (its window closed) or whose
+def _abandon_run(widget: AnalysisWidget) -> None:
+    """The run of ``widget``, whose Qt side was deleted (its window closed) or whose
     viewer's window is closed, stopped: its worker at its next step (its child process
     ends), its views' shows stopped where they are (the closed viewer needs no tidying;
     its canvas may be deleted already), the collector resumed. Nothing of the widget's Qt
-    side is touched. (None: the widget was collected; a running job's callbacks hold it,
-    so it ran nothing.)"""
-    job = None if widget is None else widget._job
-    if widget is None or job is None:
+    side is touched."""
+    job = widget._job
+    if job is None:
         return
     shows = (widget._variant_show, widget._show)
     widget._job = widget._show = widget._variant_show = None

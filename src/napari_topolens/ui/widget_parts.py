@@ -344,6 +344,16 @@ def relay_warnings(worker: Any) -> None:
     worker.warned.connect(_notify_warning)
 
 
+def qt_alive(widget: Any) -> bool:
+    """Whether Qt still has ``widget`` (a Qt or magicgui widget): a widget docked in
+    napari is deleted with its window, while its Python object lives on."""
+    try:  # (a deleted Qt widget raises on any attribute it lacks, ``native`` too)
+        getattr(widget, "native", widget).objectName()
+    except RuntimeError:  # "wrapped C/C++ object ... has been deleted"
+        return False
+    return True
+
+
 def _notify_warning(show_warning_args: tuple) -> None:
     from napari.utils.notifications import notification_manager
 
@@ -403,6 +413,8 @@ class ProgressWorker:
         on_finished: Callable[[], None],
         on_progress: Callable[[float, str], None] | None = None,
         napari_bar: bool = True,
+        owner: Any = None,
+        on_abandoned: Callable[[], None] | None = None,
     ) -> None:
         from napari.qt.threading import create_worker
 
@@ -426,6 +438,11 @@ class ProgressWorker:
         self._steps: Generator[Any, None, Any] | None = None
         #: The widget that shows the work is gone (see :meth:`abandon`).
         self.abandoned = False
+        #: The Qt widget whose callbacks these are: once Qt has deleted it (its window
+        #: closed), the work is abandoned at its next yield or signal, and
+        #: ``on_abandoned`` (which must not touch the widget) tidies up.
+        self._owner = owner
+        self._on_abandoned = on_abandoned
         on_done, on_error = self._unless_abandoned(on_done), self._unless_abandoned(on_error)
         on_cancelled = self._unless_abandoned(on_cancelled)
         on_finished = self._unless_abandoned(on_finished)
@@ -442,10 +459,26 @@ class ProgressWorker:
 
     def _unless_abandoned(self, callback: Callable[..., None]) -> Callable[..., None]:
         def called(*args: Any) -> None:
-            if not self.abandoned:
+            if not self.abandoned and not self._owner_gone():
                 callback(*args)
 
         return called
+
+    def _owner_gone(self) -> bool:
+        """Whether the owner widget was deleted by Qt; if so, the work is abandoned.
+
+        Asked, not told: a handler of the widget's ``destroyed`` runs while Qt deletes
+        it, and for a magicgui widget that Python collects, inside the collector (a
+        segfault there in PyQt 6).
+        """
+        if self.abandoned:
+            return True
+        if self._owner is None or qt_alive(self._owner):
+            return False
+        self.abandon()
+        if self._on_abandoned is not None:
+            self._on_abandoned()
+        return True
 
     def abandon(self) -> None:
         """The widget that shows this work is gone (its window closed, which deletes its
@@ -510,7 +543,7 @@ class ProgressWorker:
         self.worker.quit()
 
     def _on_progress(self, step: Any) -> None:
-        if step is None or self.done or self._closed:
+        if self._owner_gone() or step is None or self.done or self._closed:
             return  # a late progress signal must not overwrite the final status
         fraction = float(getattr(step, "fraction", 0.0))
         message = str(getattr(step, "message", ""))
