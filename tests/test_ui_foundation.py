@@ -133,3 +133,23 @@ def test_closing_the_window_while_activations_are_pulled_stops_it_quietly(
     qtbot.waitUntil(lambda: bool(ended), timeout=60_000)
     qtbot.wait(200)  # what was queued for the deleted widget comes due (and must not raise)
     assert not widget.clouds  # stopped, not finished
+
+
+@pytest.mark.parametrize("widget_name", ["AnalysisWidget", "ActivationWidget"])
+def test_a_widget_no_window_holds_is_freed_by_the_collector(make_napari_viewer, widget_name):
+    """Built from its class (as a script would, or as one taken off by its dock's X is:
+    then Python's to free): nothing of the plugin's keeps it alive, and freeing it runs
+    none of its code inside the collector (a ``destroyed`` handler did, and segfaulted)."""
+    import gc
+    import weakref
+
+    from napari_topolens.ui import activation_widget, analysis_widget
+
+    viewer = make_napari_viewer()
+    module = analysis_widget if widget_name == "AnalysisWidget" else activation_widget
+    widget = getattr(module, widget_name)(viewer)
+    ref = weakref.ref(widget)
+    del widget
+    for _ in range(3):
+        gc.collect()
+    assert ref() is None
