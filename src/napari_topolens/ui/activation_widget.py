@@ -98,7 +98,6 @@ class ActivationWidget(Container):
         self.extend([self.model_chooser, form, self.run_button, self.cancel_button, self.status])
         self.model_chooser.forgotten.connect(self._on_model_forgotten)
         self.model_chooser.added.connect(self._on_model_added)
-
         self.model_source.changed.connect(self._select_sample_images)
         self.load_button.changed.connect(self.load_model)
         self.run_button.changed.connect(self.run)

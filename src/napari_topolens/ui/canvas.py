@@ -889,8 +889,9 @@ def make_canvas_in_turns(
 ) -> None:
     """The canvas of ``viewer`` made in this event-loop turn, docked in the next, then
     ``then(canvas)``; or ``gone()``, if given, when the canvas or the viewer's window is
-    closed first. If it has one, ``then`` at once. ``defer(dock)``, if given, runs the docking turn when it sees fit (the
-    reader's :func:`~napari_topolens.ui.io.after_open`: not inside napari's ``open``).
+    closed first. If it has one, ``then`` at once. ``defer(dock)``, if given, runs the
+    docking turn when it sees fit (the reader's :func:`~napari_topolens.ui.io.after_open`:
+    not inside napari's ``open``).
 
     Making it (its napari canvas, controls and explorer bar) and docking it (the main
     window laid out again, the first paint) each take a few hundred ms of the main
