@@ -880,7 +880,7 @@ class AnalysisWidget(QWidget):
             # its window closed (napari deletes its docks' widgets) while the run
             # computes or shows: the run stops, quietly
             owner=self,
-            on_abandoned=lambda: _abandon_run(self),
+            on_abandoned=self._abandon_run,
         )
         self._job.worker.yielded.connect(lambda step: self._on_show_request(step, image_layer))
         self.run_button.enabled, self.cancel_button.enabled = False, True
@@ -1104,7 +1104,7 @@ class AnalysisWidget(QWidget):
         if not isinstance(step, _ShowRequest) or self._job is None or self._job.cancelled:
             return
         if window_closed(self._viewer):  # (this widget taken off by its dock's X before)
-            _abandon_run(self)
+            self._abandon_run()
             return
         if image_layer not in self._viewer.layers:
             image_layer = None  # removed while the analysis ran: views use analysis.images
@@ -1188,6 +1188,24 @@ class AnalysisWidget(QWidget):
             )
         )
 
+    def _abandon_run(self) -> None:
+        """The run stopped, its widget's Qt side deleted (its window closed) or its
+        viewer's window closed: its worker at its next step (its child process ends), its
+        views' shows stopped where they are (the closed viewer needs no tidying; its
+        canvas may be deleted already), the collector resumed. Nothing of the widget's Qt
+        side is touched."""
+        job = self._job
+        if job is None:
+            return
+        shows = (self._variant_show, self._show)
+        self._job = self._show = self._variant_show = None
+        job.abandon()
+        for show in shows:
+            if show is not None and not show.done:
+                show.stop()
+        self._resume_collector()
+        self._resume_collector = lambda: None
+
     def _on_finished(self) -> None:
         for show in (self._variant_show, self._show):
             if show is not None and not show.done:  # the worker gave up waiting
@@ -1206,25 +1224,6 @@ class AnalysisWidget(QWidget):
     def _report(self, exc: BaseException) -> None:
         report_error(exc, self.status)
         self._fit_soon.start(0)
-
-
-def _abandon_run(widget: AnalysisWidget) -> None:
-    """The run of ``widget``, whose Qt side was deleted (its window closed) or whose
-    viewer's window is closed, stopped: its worker at its next step (its child process
-    ends), its views' shows stopped where they are (the closed viewer needs no tidying;
-    its canvas may be deleted already), the collector resumed. Nothing of the widget's Qt
-    side is touched."""
-    job = widget._job
-    if job is None:
-        return
-    shows = (widget._variant_show, widget._show)
-    widget._job = widget._show = widget._variant_show = None
-    job.abandon()
-    for show in shows:
-        if show is not None and not show.done:
-            show.stop()
-    widget._resume_collector()
-    widget._resume_collector = lambda: None
 
 
 class _ShowRequest:

@@ -38,6 +38,7 @@ from . import view_data as vd
 from .glyphs import warm_glyphs, warmer_of
 from .layer_update import insert_quietly, lock_layer, set_visible, track_drawing, update_layer
 from .state import PerViewer, ShownAnalyses, ShownAnalysis, state_for, viewer_ref, window_closed
+from .widget_parts import qt_alive
 
 __all__ = [
     "PanelMaker",
@@ -241,13 +242,7 @@ class TopologyCanvas(QWidget):
     def is_open(self) -> bool:
         """Whether views can still be drawn here: not closed, and the Qt side not deleted
         with its window (a closed viewer may outlive its widgets until it is collected)."""
-        if getattr(self, "qt_viewer", None) is None:
-            return False
-        try:
-            self.picker.count()
-        except RuntimeError:  # "wrapped C/C++ object ... has been deleted"
-            return False
-        return True
+        return getattr(self, "qt_viewer", None) is not None and qt_alive(self.picker)
 
     def close_canvas(self) -> None:
         """Close the canvas's own napari canvas and forget it (its viewer is closing)."""

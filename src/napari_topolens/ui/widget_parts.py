@@ -459,7 +459,7 @@ class ProgressWorker:
 
     def _unless_abandoned(self, callback: Callable[..., None]) -> Callable[..., None]:
         def called(*args: Any) -> None:
-            if not self.abandoned and not self._owner_gone():
+            if not self._owner_gone():  # (True once abandoned, whatever the reason)
                 callback(*args)
 
         return called
