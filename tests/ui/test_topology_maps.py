@@ -307,3 +307,61 @@ def test_a_ranking_whose_model_raises_a_runtime_error_says_so_and_ends(
     assert "mat1 and mat2 shapes cannot be multiplied" in maps.message
     assert "WorkFailed" not in maps.message
     qtbot.waitUntil(lambda: not worker.is_running, timeout=TIMEOUT_MS)
+
+
+def test_closing_the_window_drops_the_maps_and_stops_a_ranking(shown_varied, qtbot, monkeypatch):
+    # the viewer object, its layers and their analyses live on after its window closes
+    # (napari's fixture allows closing it here; ``viewer.close()`` would also remove the
+    # layers, and so the analyses): the map computing then is dropped, and the maps still
+    # queued are not computed; a ranking by changed pixels stops at its next image (napari's
+    # window quits its running workers) and ranks nothing; nothing raises, the fixture's
+    # ``viewer.close()`` after it included (the canvas, closed with the window, follows
+    # the analyses' removal no more)
+    import threading
+
+    from napari_topolens.ui import topology_maps
+    from napari_topolens.ui.canvas import close_canvases
+
+    viewer, _images, key, maps, _sample, base = shown_varied
+    views = variant_views_for(viewer)
+    views.show(base, "gaussian:0.3")
+    real_map, mapped, permits = topology_maps.topology_map, [], threading.Semaphore(0)
+
+    def held_map(*args, **kwargs):
+        if isinstance(kwargs.get("layer"), list):  # the ranking's (a map's asks for one layer)
+            mapped.append(args[1].shape[0])
+            assert permits.acquire(timeout=60)  # each of its maps waits for the test
+        return real_map(*args, **kwargs)
+
+    monkeypatch.setattr(topology_maps, "topology_map", held_map)
+    worker = maps.rank_by_pixel_drift(key, "gaussian:0.3")
+    qtbot.waitUntil(lambda: len(mapped) == 1, timeout=TIMEOUT_MS)
+    analysed = np.unique(base["pool2"].cloud.image_index)
+    assert len(analysed) > 3  # (a ranking with images left to map when the window closes)
+    real_work, computed, gate = topology_maps._map_work, [], threading.Event()
+
+    def held_work(*args):
+        computed.append(args[4])
+        gate.wait(timeout=60)
+        return real_work(*args)
+
+    monkeypatch.setattr(topology_maps, "_map_work", held_work)
+    first, second = (int(image) for image in analysed[1:3])
+    maps.request(key, first)  # computing (held)
+    maps.request(key, second)  # waiting for it
+    qtbot.waitUntil(lambda: computed == [first], timeout=TIMEOUT_MS)
+    viewer.window.close()  # as its close button: the layers and their analyses stay
+    assert key in state_for(viewer)
+    gate.set()
+    for _ in range(2000):  # one map at a time, the main thread between them
+        if not worker.is_running:
+            break
+        permits.release()
+        qtbot.wait(20)
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=TIMEOUT_MS)
+    qtbot.waitUntil(lambda: not maps.busy, timeout=TIMEOUT_MS)
+    assert len(mapped) < 2 * len(analysed), len(mapped)  # stopped before its last image
+    assert (key, "gaussian:0.3") not in views.pixel_ranked
+    assert computed == [first], computed  # the one waiting was dropped
+    assert maps.closed()
+    close_canvases()

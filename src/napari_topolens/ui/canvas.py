@@ -222,12 +222,20 @@ class TopologyCanvas(QWidget):
         self.picker.currentIndexChanged.connect(self._on_picked)
         self.compare.currentIndexChanged.connect(self._on_compare_picked)
         self.moved_list.itemClicked.connect(self._on_moved_clicked)
-        self.state.panel_changed.connect(self._on_panel_changed)
-        self.state.added.connect(self._on_entries_changed)
-        self.state.removed.connect(self._on_entries_changed)
-        self.state.selection_changed.connect(self._on_selection_changed)
-        self.state.changed.connect(self._on_setting_changed)
+        for signal, slot in self._state_slots():
+            signal.connect(slot)
         self.model.mouse_move_callbacks.append(self._on_hover)
+
+    def _state_slots(self) -> list[tuple[Any, Callable[..., None]]]:
+        """What the canvas follows in its viewer's state (the state outlives a closed canvas)."""
+        state = self.state
+        return [
+            (state.panel_changed, self._on_panel_changed),
+            (state.added, self._on_entries_changed),
+            (state.removed, self._on_entries_changed),
+            (state.selection_changed, self._on_selection_changed),
+            (state.changed, self._on_setting_changed),
+        ]
 
     def resizeEvent(self, event: Any) -> None:
         """Frame the view again when the dock changes size (it has none before it is shown)."""
@@ -252,6 +260,8 @@ class TopologyCanvas(QWidget):
         qt_viewer = getattr(self, "qt_viewer", None)
         if qt_viewer is None:
             return
+        for signal, slot in self._state_slots():  # its analyses may be removed later
+            signal.disconnect(slot)
         self.qt_viewer = None
         self.panel_builder = None
         self.model.mouse_move_callbacks.clear()
@@ -314,6 +324,8 @@ class TopologyCanvas(QWidget):
             self.show_panel(panel, at_once=False)
 
     def _on_panel_changed(self, panel: str) -> None:
+        if not self.is_open():  # its window closed: the state is followed until it is
+            return
         index = self.picker.findData(panel)
         if index >= 0 and index != self.picker.currentIndex():
             self.picker.blockSignals(True)
@@ -648,6 +660,8 @@ class TopologyCanvas(QWidget):
 
     # ---- legend and readout -------------------------------------------------------------------
     def _on_entries_changed(self, _key: str = "") -> None:
+        if not self.is_open():
+            return
         self.update_panel_choices()
         self.update_legend()
 
@@ -686,12 +700,12 @@ class TopologyCanvas(QWidget):
 
     def _on_setting_changed(self, key: str, what: str) -> None:
         """A new node colouring: its key's strip, title and end values follow."""
-        if what == "color_by" and key in self.state:
+        if what == "color_by" and key in self.state and self.is_open():
             self.redo_panel_text(self.state.get(key))
 
     def _on_selection_changed(self, _key: str = "") -> None:
         """A cleared selection (Esc, a click on empty space) clears the readout too."""
-        if all(not len(entry.selection.members) for entry in self.state):
+        if self.is_open() and all(not len(entry.selection.members) for entry in self.state):
             self.readout.setText(READOUT_HINT)
 
     def _on_hover(self, _model: Any, event: Any) -> None:

@@ -49,6 +49,7 @@ from .links import PIXEL_ANSWERS, links_for
 from .model_registry import model_of_analysis
 from .state import PerViewer, ShownAnalysis, state_for, viewer_ref
 from .variants import variant_views_for
+from .viewer_key import window_closed
 from .widget_parts import WorkFailed, raised_by_work, relay_warnings, surfacing_runtime_errors
 
 __all__ = ["MAX_CACHED_MAPS", "TopologyMaps", "maps_for"]
@@ -227,6 +228,13 @@ class TopologyMaps:
             raise TopoLensError("the viewer of these maps was closed")
         return viewer
 
+    def closed(self) -> bool:
+        """Whether the image viewer is gone or its window closed: no map is computed for
+        it any more, and what was computing is dropped. (napari's window asks its running
+        workers to quit as it closes; a map's worker is a function, and ends its map.)"""
+        viewer = self._viewer()
+        return viewer is None or window_closed(viewer)
+
     @property
     def busy(self) -> bool:
         """A map is being computed or waits for the worker."""
@@ -304,6 +312,9 @@ class TopologyMaps:
     def _next(self) -> None:
         if self._running is not None or not self._waiting:
             return
+        if self.closed():
+            self._waiting.clear()
+            return
         from napari.qt.threading import thread_worker
 
         wanted = next(reversed(self._waiting))  # the newest request first
@@ -331,7 +342,7 @@ class TopologyMaps:
         while len(self.cache) > MAX_CACHED_MAPS:
             self.cache.popitem(last=False)
         callbacks = self._waiting.pop(wanted, [])
-        if self._viewer() is None or wanted[0] not in self.state:
+        if self.closed() or wanted[0] not in self.state:
             return
         if one.note:
             self._say(f"topology map of {wanted[0]!r} at {wanted[1]}: {one.note}")
@@ -345,8 +356,7 @@ class TopologyMaps:
 
     def _on_finished(self) -> None:
         self._running = self._worker = None
-        if self._viewer() is not None:
-            self._next()
+        self._next()
 
     def map_now(self, key: str, image: int, layer: str | None = None) -> Any:
         """The map of one image, computed here if not cached (scripts, tests, benchmarks)."""
@@ -688,7 +698,7 @@ class TopologyMaps:
 
         def ranked(shares: dict[str, np.ndarray]) -> None:
             if (
-                self._viewer() is None
+                self.closed()
                 or base_key not in self.state
                 or self.state.get(base_key).analysis is not analysis  # the key reused
             ):
@@ -703,6 +713,8 @@ class TopologyMaps:
 
         def failed(exc: BaseException) -> None:
             expected = isinstance(exc, (TopoLensError, WorkFailed))
+            if expected and self.closed():
+                return
             self._say(f"No ranking by changed pixels under {variant}: {raised_by_work(exc)}")
             if not expected:  # not ours: napari's handler shows it with its traceback
                 raise exc

@@ -634,6 +634,8 @@ class VariantViews:
     # ------------------------------------------------------------------ controls
     def update_controls(self) -> None:
         """The canvas's "Compare with" combo and most-moved list, for the current base."""
+        if not self.canvas.is_open():  # closed with its window (the viewer lives on)
+            return
         bv = self.bases.get(self.current) if self.current is not None else None
         if bv is None or bv.key not in self.state:
             self.canvas.set_compare_choices([], None)
