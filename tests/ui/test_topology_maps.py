@@ -309,22 +309,22 @@ def test_a_ranking_whose_model_raises_a_runtime_error_says_so_and_ends(
     qtbot.waitUntil(lambda: not worker.is_running, timeout=TIMEOUT_MS)
 
 
-def test_closing_the_window_drops_the_maps_and_stops_a_ranking(shown_varied, qtbot, monkeypatch):
-    # the viewer object, its layers and their analyses live on after its window closes
-    # (napari's fixture allows closing it here; ``viewer.close()`` would also remove the
-    # layers, and so the analyses): the map computing then is dropped, and the maps still
-    # queued are not computed; a ranking by changed pixels stops at its next image (napari's
-    # window quits its running workers) and ranks nothing; nothing raises, the fixture's
-    # ``viewer.close()`` after it included (the canvas, closed with the window, follows
-    # the analyses' removal no more)
+def test_closing_the_window_drops_the_maps_and_its_widgets_follow_nothing(
+    shown_varied, qtbot, monkeypatch
+):
+    """The viewer, its layers and their analyses outlive its closed window, whose widgets
+    (the views canvas, the map widget) are gone: the map computing then is dropped and
+    those queued are not computed; a ranking by changed pixels stops (napari's window
+    quits its workers) and ranks nothing; a later ``viewer.close()`` removes the analyses
+    without touching the deleted widgets (it raised in psygnal's emit loop)."""
     import threading
 
     from napari_topolens.ui import topology_maps
-    from napari_topolens.ui.canvas import close_canvases
 
     viewer, _images, key, maps, _sample, base = shown_varied
     views = variant_views_for(viewer)
     views.show(base, "gaussian:0.3")
+    dock(viewer, "Topology map")
     real_map, mapped, permits = topology_maps.topology_map, [], threading.Semaphore(0)
 
     def held_map(*args, **kwargs):
@@ -346,12 +346,15 @@ def test_closing_the_window_drops_the_maps_and_stops_a_ranking(shown_varied, qtb
         return real_work(*args)
 
     monkeypatch.setattr(topology_maps, "_map_work", held_work)
+    assert not maps.busy  # (nothing queued before: the newest request is computed first)
     first, second = (int(image) for image in analysed[1:3])
-    maps.request(key, first)  # computing (held)
-    maps.request(key, second)  # waiting for it
+    assert maps.request(key, first)  # computing (held)
+    assert maps.request(key, second)  # waiting for it
     qtbot.waitUntil(lambda: computed == [first], timeout=TIMEOUT_MS)
-    viewer.window.close()  # as its close button: the layers and their analyses stay
-    assert key in state_for(viewer)
+    # napari's public close: the window goes at once (its close button lets Qt delete it
+    # a turn later); the layers and their analyses stay
+    viewer.window.close()
+    assert key in state_for(viewer) and maps.closed()
     gate.set()
     for _ in range(2000):  # one map at a time, the main thread between them
         if not worker.is_running:
@@ -363,5 +366,6 @@ def test_closing_the_window_drops_the_maps_and_stops_a_ranking(shown_varied, qtb
     assert len(mapped) < 2 * len(analysed), len(mapped)  # stopped before its last image
     assert (key, "gaussian:0.3") not in views.pixel_ranked
     assert computed == [first], computed  # the one waiting was dropped
-    assert maps.closed()
-    close_canvases()
+    assert not maps.request(key, second)  # and no more are taken
+    viewer.close()  # the analyses removed: the closed canvas and map widget follow nothing
+    assert len(state_for(viewer)) == 0

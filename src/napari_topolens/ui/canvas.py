@@ -866,8 +866,17 @@ def set_bar_factory(make: Callable[[Any], Any]) -> None:
 
 
 def existing_canvas(viewer: Any) -> TopologyCanvas | None:
-    """The topology canvas of ``viewer`` if it has one."""
-    return _CANVASES.get(viewer)
+    """The topology canvas of ``viewer`` if it has one open.
+
+    One whose Qt side went with its window (the viewer lives on until collected) is
+    closed and forgotten here: what asks for it next (a ``viewer.close()`` removing the
+    analyses) finds none, instead of its deleted widgets.
+    """
+    canvas = _CANVASES.get(viewer)
+    if canvas is not None and not canvas.is_open():
+        canvas.close_canvas()
+        return None
+    return canvas
 
 
 def close_canvases() -> None:

@@ -17,7 +17,7 @@ from ..errors import TopoLensError
 from .state import state_for
 from .topology_maps import maps_for
 from .variants import variant_views_for
-from .widget_parts import report_error
+from .widget_parts import qt_alive, report_error
 
 if TYPE_CHECKING:
     import napari
@@ -79,7 +79,7 @@ class MapWidget(Container):
         self.rank_button.changed.connect(self.rank_by_pixels)
         self.maps.listeners.append(self._on_message)
         self._state.shown.connect(self._on_shown)
-        self._state.removed.connect(lambda _key: self._refresh())
+        self._state.removed.connect(self._on_removed)
         self._refresh()
         choices = self._key_choices()
         if choices:  # docked after a run: map the analysis on screen
@@ -100,11 +100,17 @@ class MapWidget(Container):
         bv = variant_views_for(self._viewer).bases.get(key) if key else None
         return list(bv.image_layers) if bv is not None else []
 
+    def _on_removed(self, _key: str) -> None:
+        if qt_alive(self):
+            self._refresh()
+
     def _refresh(self) -> None:
         self.analysis_key.reset_choices()
         self.variant.reset_choices()
 
     def _on_shown(self, key: str) -> None:
+        if not qt_alive(self):  # closed with its window: the state outlives it
+            return
         self._refresh()
         if self.analysis_key.value is None and key in self._key_choices():
             self.analysis_key.value = key

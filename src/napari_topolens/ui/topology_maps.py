@@ -47,9 +47,8 @@ from . import view_data as vd
 from .layer_update import create_layer, lock_layer
 from .links import PIXEL_ANSWERS, links_for
 from .model_registry import model_of_analysis
-from .state import PerViewer, ShownAnalysis, state_for, viewer_ref
+from .state import PerViewer, ShownAnalysis, state_for, viewer_ref, window_closed
 from .variants import variant_views_for
-from .viewer_key import window_closed
 from .widget_parts import WorkFailed, raised_by_work, relay_warnings, surfacing_runtime_errors
 
 __all__ = ["MAX_CACHED_MAPS", "TopologyMaps", "maps_for"]
@@ -290,8 +289,11 @@ class TopologyMaps:
         """Get the map of one image of ``key`` (cached, or computed in a worker).
 
         ``on_ready(map)`` runs on the main thread once it is there (at once when
-        cached). Returns False when there is no model or no image layer.
+        cached). Returns False when there is no model or no image layer, or the
+        viewer's window closed.
         """
+        if self.closed():
+            return False
         entry = self.state.get(key)
         name = layer or entry.network_layer
         found = self.cached(key, image, name)
@@ -694,6 +696,8 @@ class TopologyMaps:
         )
 
         def progress(done: tuple[int, int]) -> None:
+            if self.closed():
+                return
             self._say(f"ranking by changed pixels under {variant}: {done[0]} of {done[1]} images")
 
         def ranked(shares: dict[str, np.ndarray]) -> None:
