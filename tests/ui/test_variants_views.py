@@ -138,9 +138,14 @@ def test_variant_image_layers_beside_the_base_and_the_variant_in_the_next_slot(
         longest = max(len(t) for t in text.features["text"])
         assert vd.MIN_PANEL_TEXT_SIZE <= size < vd.PANEL_TEXT_SIZE
         assert longest * size * vd.TEXT_PX_PER_CHAR_POINT <= vd.SIDE * 1.6 + 1e-6
+        # and the frame's lines a pixel wide at least: thinner, software OpenGL left
+        # some of its edges out (those falling between pixel centres)
+        frame = shown.layers["panel_axes"]
+        assert float(frame.edge_width) * vd.SIDE * 1.6 >= vd.MIN_FRAME_PX - 1e-9
     canvas.model.scene.camera.zoom = 40.0  # room enough: full size again
     canvas.fit_text()
     assert float(entry.layers["panel_text"].text.size) == vd.PANEL_TEXT_SIZE
+    assert float(entry.layers["panel_axes"].edge_width) == vd.FRAME_WIDTH
 
 
 @pytest.mark.slow

@@ -502,15 +502,35 @@ class TopologyCanvas(QWidget):
             size = self._text_size(layer.features)
             if float(layer.text.size) != size:
                 layer.text.size = size
+        self._fit_frame_lines()
+
+    def _fit_frame_lines(self) -> None:
+        """The frame's lines at least :data:`~.view_data.MIN_FRAME_PX` wide on screen at
+        the current zoom (thinner, some of its edges were not drawn at all)."""
+        zoom = self._zoom()
+        width = vd.FRAME_WIDTH
+        if zoom > 0:
+            width = max(width, vd.MIN_FRAME_PX / (vd.SIDE * zoom))
+        for entry in self.state:
+            layer = entry.layers.get("panel_axes")
+            if (
+                layer is not None
+                and layer in self.model.layers
+                and not np.isclose(float(layer.edge_width), width)
+            ):
+                layer.edge_width = width
+
+    def _zoom(self) -> float:
+        """Screen pixels per world unit (napari 0.9 moved the camera to ``scene``)."""
+        scene = getattr(self.model, "scene", None)
+        camera = scene.camera if scene is not None else self.model.camera
+        return float(camera.zoom)
 
     def _text_size(self, features: Any) -> float:
         """The panel text's size for its texts (``features["text"]``) at the current zoom."""
         if not len(features):
             return vd.PANEL_TEXT_SIZE
-        # screen pixels per world unit (napari 0.9 moved the camera to ``scene``)
-        scene = getattr(self.model, "scene", None)
-        camera = scene.camera if scene is not None else self.model.camera
-        zoom = float(camera.zoom)
+        zoom = self._zoom()
         # (one view in a small dock too: the drift plot's legend)
         longest = max(len(str(text)) for text in features["text"])
         fits = vd.SIDE * zoom / (vd.TEXT_PX_PER_CHAR_POINT * max(longest, 1))

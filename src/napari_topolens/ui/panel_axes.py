@@ -16,8 +16,11 @@ from .panel_text import SIDE_BY_SIDE_ROWS, side_by_side
 
 #: The box every panel (titles and tick labels included) fits in: the camera frames it.
 PANEL_BOX = ((-0.14, -0.02), (1.05, 1.1))
-#: Width of the frame's lines, in the unit square's units.
+#: Width of the frame's lines, in the unit square's units, and the least on screen (px):
+#: software OpenGL drops a line thinner than a pixel wherever it falls between pixel
+#: centres (a laptop dock's slots are about 180 px wide: 0.003 is half a pixel there).
 FRAME_WIDTH = 0.003
+MIN_FRAME_PX = 1.0
 
 
 def panel_axes_data(

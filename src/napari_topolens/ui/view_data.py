@@ -92,6 +92,7 @@ from .palette import (
 )
 from .panel_axes import (
     FRAME_WIDTH,
+    MIN_FRAME_PX,
     PANEL_BOX,
     panel_axes_data,
 )
@@ -156,6 +157,7 @@ __all__ = [
     "LAYER_VIEWS",
     "MAX_BARS",
     "MAX_VALUE_LABELS",
+    "MIN_FRAME_PX",
     "MIN_PANEL_TEXT_SIZE",
     "NEEDS_PREDICTIONS",
     "PALETTE",
