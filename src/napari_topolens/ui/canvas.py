@@ -493,7 +493,8 @@ class TopologyCanvas(QWidget):
         dock), so each title stays over its slot.
 
         napari draws text in screen points whatever the zoom; views with room keep
-        :data:`~napari_topolens.ui.view_data.PANEL_TEXT_SIZE`.
+        :data:`~napari_topolens.ui.view_data.PANEL_TEXT_SIZE`. The frame's lines, drawn
+        in world units, are widened to a pixel there (:meth:`_fit_frame_lines`).
         """
         for entry in self.state:
             layer = entry.layers.get("panel_text")
