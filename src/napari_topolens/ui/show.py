@@ -924,8 +924,8 @@ class PanelBuilder:
             self.prebuilding = None
         viewer = self._viewer()
         canvas = existing_canvas(viewer) if viewer is not None else None
-        if canvas is None or canvas.panel_builder is not self or not canvas.is_open():
-            return  # closed, or its window closed since this was queued
+        if canvas is None or canvas.panel_builder is not self:
+            return  # closed, or its window closed (no canvas then) since this was queued
         if any(not show.done for show in IncrementalShow.running()) or canvas.busy():
             self.prebuild_soon()  # later, when idle
             return
